@@ -1,0 +1,51 @@
+# The README's two commands are `make demo` and `make test`; each sets up what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements/dev.lock
+# Debian packages the project needs: Java for Spark, PostgreSQL for the Airflow services test,
+# Chromium + ChromeDriver for the UI test.
+DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver
+
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: test demo setup system-deps lock bench clean
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/python -m fruits.demo
+
+setup: system-deps $(VENV)/.installed
+
+# Installs only what is missing, so it is a no-op on a machine that already has everything.
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	touch $@
+
+# Re-resolve requirements/dev.in and freeze the result: the only way dev.lock changes.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q --upgrade pip
+	build/lock-venv/bin/python -m pip install -q -r requirements/dev.in
+	( echo "# Frozen from requirements/dev.in by \`make lock\`: do not edit by hand."; \
+	  build/lock-venv/bin/python -m pip freeze --exclude-editable ) > $(LOCK)
+
+bench: setup
+	$(BIN)/python benchmarks/inference_throughput.py
+
+clean:
+	rm -rf $(VENV) build lake

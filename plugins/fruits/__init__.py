@@ -1,0 +1,1 @@
+"""Fruits! pipeline building blocks: plain, Airflow-free functions the DAG wires together."""

@@ -1,0 +1,73 @@
+"""The pipeline's configuration, in one place.
+
+Every setting is an Airflow Variable named `fruits_<field>` (so `AIRFLOW_VAR_FRUITS_<FIELD>` in the
+environment works too, Airflow's own mechanism); anything unset takes the default below. The
+one-time foundation stack (infra/) outputs exactly these values. AWS credentials never appear
+here: they come from the `aws_default` connection (or the instance role).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+from fruits.gdpr import EU_MEMBER_STATE_REGIONS
+
+VARIABLE_PREFIX = "fruits_"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    # "emr": transient EMR cluster on AWS; "local": the same jobs through a local spark-submit.
+    target: str = "emr"
+    # Paris: the company is French, and the region is inside the EU.
+    region: str = "eu-west-3"
+    bucket: str = "fruits-lake-eu-west-3"
+    aws_conn_id: str = "aws_default"
+    emr_release: str = "emr-7.13.0"
+    service_role: str = "fruits-emr-service-role"
+    instance_profile: str = "fruits-emr-ec2-instance-profile"
+    security_configuration: str = "fruits-emr-security"
+    kms_key_arn: str = ""
+    # Empty: s3://<bucket>/logs/emr/ (see log_uri_or_default).
+    log_uri: str = ""
+    # Where new photos arrive: a local folder or an s3:// prefix (EU bucket).
+    landing: str = ""
+    # Root of the lake for the local target (relative paths are resolved from the repository).
+    local_lake: str = "lake"
+    # Comma-separated allow-list; defaults to the EU member-state regions.
+    allowed_regions: str = ",".join(EU_MEMBER_STATE_REGIONS)
+
+    @property
+    def allowed_region_list(self) -> tuple[str, ...]:
+        return tuple(r.strip() for r in self.allowed_regions.split(",") if r.strip())
+
+    @property
+    def log_uri_or_default(self) -> str:
+        return self.log_uri or f"s3://{self.bucket}/logs/emr/"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def variable_names() -> dict[str, str]:
+    """Field name -> Airflow Variable name, for docs and for the stack-output import."""
+    return {f.name: VARIABLE_PREFIX + f.name for f in fields(PipelineSettings)}
+
+
+def load_settings(get_variable: Callable[[str, Any], Any], **overrides: Any) -> PipelineSettings:
+    """Build the settings from a Variable getter (`airflow.sdk.Variable.get`, or a dict's `.get` in
+    tests); `overrides` (e.g. from a run's Params) win over Variables when not None."""
+    values: dict[str, Any] = {}
+    for field in fields(PipelineSettings):
+        value = get_variable(VARIABLE_PREFIX + field.name, None)
+        if value not in (None, ""):
+            values[field.name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in fields(PipelineSettings)}
+    if unknown:
+        raise ValueError(f"unknown pipeline settings: {sorted(unknown)}")
+    settings = PipelineSettings(**values)
+    if settings.target not in ("emr", "local"):
+        raise ValueError(f"fruits_target must be 'emr' or 'local', not {settings.target!r}")
+    return settings

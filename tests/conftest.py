@@ -1,0 +1,75 @@
+"""Fixtures shared by the whole suite.
+
+`../shared` (real Fruits-360 photos, real ImageNet weights) sits beside the checkout in every
+development session and in CI, but not in a user's fresh clone: tests that need it skip with
+the reason there, and fail when CI=true, where its absence is a broken set-up, not a choice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
+WEIGHTS_FILE = SHARED_DIR / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+# Spark's Python workers are separate processes: they find the job modules through PYTHONPATH
+# (pytest's `pythonpath` setting only changes this process's sys.path).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT / "spark_jobs"), str(REPO_ROOT / "plugins")]
+    + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+)
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def require_shared(path: Path) -> Path:
+    """Return `path` if it exists; otherwise skip (fresh clone) or fail (CI)."""
+    if path.exists():
+        return path
+    reason = f"{path} is missing: ../shared (Fruits-360 sample and MobileNetV2 weights) is not beside the checkout"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real Fruits-360 sample: <split>/<Label>/<file>.jpg, 24 labels x (30 Training + 10 Test)."""
+    return require_shared(SAMPLE_DIR)
+
+
+@pytest.fixture(scope="session")
+def keras_home(tmp_path_factory) -> Path:
+    """A temporary KERAS_HOME holding the real ImageNet weights under the name Keras looks for,
+    so `weights="imagenet"` loads offline. Copied to a temp dir, never into the project."""
+    weights = require_shared(WEIGHTS_FILE)
+    home = tmp_path_factory.mktemp("keras_home")
+    (home / "models").mkdir()
+    shutil.copy(weights, home / "models" / weights.name)
+    os.environ["KERAS_HOME"] = str(home)  # for this process and every Spark worker it starts
+    return home
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] SparkSession shared by the suite's transformation tests."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("fruits-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
