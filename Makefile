@@ -17,7 +17,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/python -m fruits.demo
+	PYTHONPATH=plugins $(BIN)/python -m fruits.demo
 
 setup: system-deps $(VENV)/.installed
 

@@ -73,3 +73,17 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_features(sample_dir, keras_home, spark, tmp_path_factory) -> str:
+    """featurize.py's output over the WHOLE real sample (960 images, real ImageNet weights, the
+    job's default runtime), computed once per session on the shared `spark` session: the path of
+    a Parquet folder with path, label, split, features (1280 floats), width, height, sha256,
+    batch_id, plus its _job_metrics.json. Sample's MANIFEST.txt lands in its _quarantine."""
+    import featurize
+
+    output = tmp_path_factory.mktemp("sample_features") / "features"
+    args = featurize.parse_args(["--input", str(sample_dir), "--output", str(output), "--batch-id", "2024-01-01"])
+    featurize.run(spark, args)
+    return str(output)

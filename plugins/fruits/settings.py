@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
+from fruits import lake
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS
 
 VARIABLE_PREFIX = "fruits_"
@@ -37,14 +38,21 @@ class PipelineSettings:
     local_lake: str = "lake"
     # Comma-separated allow-list; defaults to the EU member-state regions.
     allowed_regions: str = ",".join(EU_MEMBER_STATE_REGIONS)
+    # Comma-separated subnet ids for the EMR cluster (private subnets that reach S3 and PyPI);
+    # empty: the region's default VPC. Several subnets let EMR pick the AZ with spot capacity.
+    subnet_ids: str = ""
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:
         return tuple(r.strip() for r in self.allowed_regions.split(",") if r.strip())
 
     @property
+    def subnet_id_list(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.subnet_ids.split(",") if s.strip())
+
+    @property
     def log_uri_or_default(self) -> str:
-        return self.log_uri or f"s3://{self.bucket}/logs/emr/"
+        return self.log_uri or lake.logs_uri(f"s3://{self.bucket}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,224 @@
+"""Inference throughput, measured side by side in one run on this machine (see README.md).
+
+    .venv/bin/python benchmarks/inference_throughput.py [--quick]
+
+(a) single-process TensorFlow inference on already-decoded tensors: Keras `predict`,
+    `tf.function` (graph, then XLA) and LiteRT with XNNPACK at several batch sizes and thread counts;
+(b) featurize.py end to end through spark-submit on local[<cores>]: JPEG files to Parquet, the
+    job's own defaults (LiteRT runtime), its `_job_metrics.json` rate;
+(c) the textbook approach: Keras `model.predict` inside a scalar-iterator pandas UDF on the same
+    local[<cores>], the weights broadcast, each task building its model from them.
+
+Prints a table and the ratios against the targets ((b) >= 0.8 x best (a), (b) >= 5 x (c)), and
+writes benchmarks/results/inference_throughput.json; the cost model reads its
+`images_per_second_per_vcpu` (featurize end to end), `cores` and `measured_at`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
+# (c)'s Spark workers import featurize (for its decoder) from here.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
+
+import numpy as np  # noqa: E402
+
+import featurize  # noqa: E402
+
+SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
+SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
+WEIGHTS_FILE = SHARED_DIR / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+TARGET_VS_BEST_SINGLE_PROCESS = 0.8
+TARGET_VS_TEXTBOOK = 5.0
+
+
+def rate(infer, tensors: np.ndarray, batch: int, min_seconds: float) -> float:
+    """Images/s of `infer` over batches of `tensors`, after one warm-up call, for >= min_seconds."""
+    infer(tensors[:batch])
+    done, started = 0, time.perf_counter()
+    while True:
+        for start in range(0, len(tensors) - batch + 1, batch):
+            infer(tensors[start:start + batch])
+            done += batch
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def single_process(model, tensors: np.ndarray, cores: int, min_seconds: float) -> dict[str, float]:
+    """(a): the same decoded, preprocessed tensors through each runtime."""
+    import tensorflow as tf
+
+    results = {}
+    results["keras predict, batch 32"] = rate(lambda x: model.predict(x, verbose=0), tensors, 32, min_seconds)
+    graph = tf.function(lambda x: model(x, training=False))
+    results["tf.function, batch 32"] = rate(lambda x: graph(x).numpy(), tensors, 32, min_seconds)
+    xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    results["tf.function + XLA, batch 32"] = rate(lambda x: xla(x).numpy(), tensors, 32, min_seconds)
+    flatbuffer = featurize.to_litert_flatbuffer(model)
+    for threads in sorted({1, cores}):
+        for batch in (1, 8, 32):
+            interpreter = featurize.LiteRTModel(flatbuffer, num_threads=threads)
+            results[f"LiteRT XNNPACK, {threads} thread(s), batch {batch}"] = rate(
+                interpreter, tensors, batch, min_seconds
+            )
+    return results
+
+
+def featurize_end_to_end(input_dir: Path, cores: int, workdir: Path) -> dict:
+    """(b): the real job through spark-submit, as the local target runs it."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    output = workdir / "features"
+    env = dict(os.environ, SPARK_HOME=str(spark_home), PYSPARK_PYTHON=sys.executable,
+               PYSPARK_DRIVER_PYTHON=sys.executable)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(spark_home / "bin" / "spark-submit"), "--master", f"local[{cores}]",
+         "--conf", "spark.ui.enabled=false", "--py-files", str(REPO_ROOT / "spark_jobs" / "jobio.py"),
+         str(REPO_ROOT / "spark_jobs" / "featurize.py"),
+         "--input", str(input_dir), "--output", str(output), "--weights", f"file://{WEIGHTS_FILE}"],
+        env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"featurize failed:\n{done.stderr[-4000:]}")
+    metrics = json.loads((output / "_job_metrics.json").read_text())
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return metrics
+
+
+def textbook(input_dir: Path, model, cores: int, workdir: Path) -> dict:
+    """(c): Keras `model.predict` in a scalar-iterator pandas UDF, weights broadcast as arrays.
+
+    Decoding is featurize's own (the comparison is about the inference runtime, not Pillow)."""
+    import pandas as pd
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark = (SparkSession.builder.master(f"local[{cores}]").appName("textbook")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    try:
+        weights = spark.sparkContext.broadcast(model.get_weights())
+
+        @F.pandas_udf(T.ArrayType(T.FloatType()))
+        def keras_features(batches):
+            from keras.applications.mobilenet_v2 import preprocess_input
+
+            worker_model = featurize.build_keras_model(weights=None)
+            worker_model.set_weights(weights.value)
+            for contents in batches:
+                pixels = np.stack([featurize.decode_image(c)[0] for c in contents])
+                yield pd.Series(list(worker_model.predict(preprocess_input(pixels.astype("float32")), verbose=0)))
+
+        started = time.perf_counter()
+        images = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(str(input_dir))
+        images.select("path", keras_features("content").alias("features")).write.parquet(str(workdir / "textbook"))
+        seconds = time.perf_counter() - started
+        count = spark.read.parquet(str(workdir / "textbook")).count()
+    finally:
+        spark.stop()
+    return {"images": count, "seconds": round(seconds, 2), "images_per_second": round(count / seconds, 2)}
+
+
+def link_copies(source: Path, target: Path, copies: int, split: str | None = None) -> int:
+    """`copies` links to every sample photo (a bigger input without copying files)."""
+    count = 0
+    for photo in sorted(source.glob(f"{split or '*'}/*/*.jpg")):
+        for copy in range(copies):
+            link = target / f"copy{copy}" / photo.parent.parent.name / photo.parent.name / photo.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(photo)
+            count += 1
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter timings, to check the script works")
+    parser.add_argument("--copies", type=int, default=3, help="(b) reads this many links to each sample photo")
+    args = parser.parse_args(argv)
+    for needed in (SAMPLE_DIR, WEIGHTS_FILE):
+        if not needed.exists():
+            print(f"missing {needed}: ../shared is not beside the checkout", file=sys.stderr)
+            return 2
+    cores = os.cpu_count() or 1
+    min_seconds = 2.0 if args.quick else 8.0
+    started = time.perf_counter()
+
+    model = featurize.build_keras_model(str(WEIGHTS_FILE))
+    photos = sorted(SAMPLE_DIR.glob("*/*/*.jpg"))[:: 960 // (64 if args.quick else 128)]
+    tensors = featurize.preprocess(np.stack([featurize.decode_image(p.read_bytes())[0] for p in photos]))
+    print(f"(a) single process, {len(tensors)} decoded images, {cores} cores ...", flush=True)
+    a = single_process(model, tensors, cores, min_seconds)
+
+    with tempfile.TemporaryDirectory(prefix="fruits-bench-") as folder:
+        workdir = Path(folder)
+        copies = 1 if args.quick else args.copies
+        b_images = link_copies(SAMPLE_DIR, workdir / "b_input", copies)
+        print(f"(b) featurize.py end to end, {b_images} JPEG files, local[{cores}] ...", flush=True)
+        b = featurize_end_to_end(workdir / "b_input", cores, workdir)
+        c_split = "Test"
+        c_images = link_copies(SAMPLE_DIR, workdir / "c_input", 1, split=c_split)
+        print(f"(c) textbook Keras predict in a pandas UDF, {c_images} JPEG files, local[{cores}] ...", flush=True)
+        c = textbook(workdir / "c_input", model, cores, workdir)
+
+    best_name, best = max(a.items(), key=lambda item: item[1])
+    b_rate, c_rate = b["images_per_second"], c["images_per_second"]
+    rows = [(f"(a) {name}", value) for name, value in a.items()]
+    rows += [("(b) featurize.py end to end (LiteRT, Spark, JPEG -> Parquet)", b_rate),
+             ("(c) textbook: Keras predict in a pandas UDF", c_rate)]
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'':{width}}  images/s")
+    for name, value in rows:
+        print(f"{name:{width}}  {value:8.1f}")
+    ratio_best, ratio_textbook = b_rate / best, b_rate / c_rate
+    print(f"\nbest (a): {best_name}")
+    print(f"(b) / best (a) = {ratio_best:.2f}   target >= {TARGET_VS_BEST_SINGLE_PROCESS}: "
+          f"{'met' if ratio_best >= TARGET_VS_BEST_SINGLE_PROCESS else 'NOT MET'}")
+    print(f"(b) / (c)      = {ratio_textbook:.2f}   target >= {TARGET_VS_TEXTBOOK}: "
+          f"{'met' if ratio_textbook >= TARGET_VS_TEXTBOOK else 'NOT MET'}")
+    per_vcpu = b_rate / cores
+    print(f"featurize: {per_vcpu:.1f} images/s per vCPU (model preparation {b['model_prepare_seconds']} s once per job, "
+          f"not included); total benchmark time {time.perf_counter() - started:.0f} s")
+
+    result = {
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()}",
+        "cores": cores,
+        "quick": args.quick,
+        "images_per_second_per_vcpu": round(per_vcpu, 2),
+        "featurize_end_to_end": {k: b[k] for k in ("seen", "featurized", "seconds", "images_per_second",
+                                                    "model_prepare_seconds", "wall_seconds", "runtime",
+                                                    "batch_size", "worker_processes")},
+        "single_process_images_per_second": {name: round(value, 2) for name, value in a.items()},
+        "best_single_process": {"name": best_name, "images_per_second": round(best, 2)},
+        "textbook_pandas_udf_keras": c,
+        "ratios": {"featurize_vs_best_single_process": round(ratio_best, 3),
+                   "featurize_vs_textbook": round(ratio_textbook, 3)},
+        "targets": {"featurize_vs_best_single_process": TARGET_VS_BEST_SINGLE_PROCESS,
+                    "featurize_vs_textbook": TARGET_VS_TEXTBOOK},
+    }
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,787 @@
+"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the comparisons.
+
+One model serves three uses: `estimate_emr` (before a run: from an image count, a throughput per vCPU
+and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to what EMR
+says actually ran) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
+
+Billing rules modelled (the AWS price pages' own):
+- EC2: per second, 60 s minimum per instance; On-Demand list price, or on spot the region's sampled
+  spot price (`refresh --spot`), else On-Demand less the file's stamped typical spot discount;
+- EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
+- EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
+- S3 Standard: PUT/COPY/POST/LIST per 1,000 requests, GET/HEAD per 1,000, GB-month storage.
+
+Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites it from the
+AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`, the one
+instance facts table. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
+
+    python -m fruits.costs estimate --images 1000000 [--throughput-per-vcpu X] [--instance-type c7g.2xlarge
+        --core 1 --task 2] [--on-demand] [--region eu-west-3]
+    python -m fruits.costs compare --images 1000000     # optimizations and break-evens (docs/costs.md)
+    python -m fruits.costs refresh [--spot]              # rewrite the prices file from AWS's APIs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, worker_vcpus
+from fruits.gdpr import EU_MEMBER_STATE_REGIONS, check_region
+
+log = logging.getLogger(__name__)
+
+PRICES_FILE = Path(__file__).resolve().parent / "prices" / "aws_eu.json"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Written by benchmarks/inference_throughput.py (featurize end to end, images/s per vCPU).
+THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+# Used only while that benchmark has not been run on this checkout; every output names its source.
+FALLBACK_THROUGHPUT_PER_VCPU = 20.0
+FALLBACK_THROUGHPUT_SOURCE = "FALLBACK ASSUMPTION (no benchmarks/results/inference_throughput.json yet): 20 images/s/vCPU"
+
+SECONDS_PER_HOUR = 3600.0
+# The EBS price page prorates GB-month over a 30-day month in its examples.
+SECONDS_PER_MONTH = 30 * 86400.0
+# EC2 and EMR both bill per second with a one-minute minimum per instance.
+BILLING_MINIMUM_SECONDS = 60.0
+# EMR 6.10+ gives every instance a 15 GiB gp3 root volume when EbsRootVolumeSize is not set.
+EMR_ROOT_VOLUME_GIB = 15
+# EMR's NormalizedInstanceHours: units per instance-hour by size (EMR management guide, "normalized
+# instance hours"; the EC2 size normalization factors). Each instance's hours are rounded UP.
+NORMALIZATION_FACTORS = {
+    "nano": 0.25, "micro": 0.5, "small": 1, "medium": 2, "large": 4, "xlarge": 8, "2xlarge": 16,
+    "3xlarge": 24, "4xlarge": 32, "6xlarge": 48, "8xlarge": 64, "9xlarge": 72, "10xlarge": 80,
+    "12xlarge": 96, "16xlarge": 128, "18xlarge": 144, "24xlarge": 192, "32xlarge": 256, "48xlarge": 384,
+}
+ON_DEMAND, SPOT = "ON_DEMAND", "SPOT"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs of the model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Seconds billed besides the jobs' own work, from EMR's typical cluster timeline (EMR 7, instance
+    fleets, a few nodes): STARTING (EC2 launch, OS, Hadoop/Spark install) ~5-6 min, BOOTSTRAPPING (our
+    action pip-installs requirements/spark-node.txt: TensorFlow/LiteRT wheels) ~2-3 min, each step's
+    spark-submit + YARN application master + executors + weight broadcast ~45 s, and TERMINATING ~1 min
+    during which instances still bill. The run report shows the measured ones beside these."""
+
+    startup_s: float = 330.0
+    bootstrap_s: float = 150.0
+    step_s: float = 45.0
+    termination_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one run processes, and how fast. Sizes are per image; requests per S3 object."""
+
+    images: int
+    throughput_per_vcpu: float  # featurize end to end, images/s per executor vCPU
+    throughput_source: str = "given"
+    # Rows the PCA step fits on: this batch only (project mode, first batch), or all batches (refit).
+    pca_rows: int | None = None
+    # pyspark.ml PCA (k=100) fit + transform on 1280-d rows, marginal rate per vCPU, measured on the dev
+    # machine (AMD EPYC, local[2], 5k vs 20k rows, 2026-11-22): the Gramian is O(rows x 1280^2).
+    pca_rows_per_s_per_vcpu: float = 250.0
+    # Mean JPEG size of the Fruits-360 sample (960 files, 100x100): 4,530 bytes.
+    mean_image_bytes: float = 4530.0
+    # One features row (1280 float32 + path/label/split/sha256/batch) in snappy Parquet: measured on a
+    # real featurize output of 40 sample photos, 172,178 bytes in 2 files (2026-11-22).
+    feature_bytes: float = 4300.0
+    # Photos per S3 object: 1 = one object per photo (today's layout); >1 = photos bundled on upload.
+    images_per_object: int = 1
+    # PUT-tier requests per object: the upload's PutObject.
+    put_requests_per_object: float = 1.0
+    # GET-tier requests per object: landing GetObject + the upload's HeadObject (sha256 check) +
+    # featurize's read (binaryFile).
+    get_requests_per_object: float = 3.0
+    # Months of S3 storage charged to the run for the new data it adds (raw photos + features).
+    storage_months: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.images < 0 or (self.pca_rows is not None and self.pca_rows < 0):
+            raise ValueError("image and row counts cannot be negative")
+        if self.throughput_per_vcpu <= 0 or self.pca_rows_per_s_per_vcpu <= 0:
+            raise ValueError("throughputs must be positive")
+        if self.images_per_object < 1 or self.storage_months < 0:
+            raise ValueError("images_per_object must be >= 1 and storage_months >= 0")
+
+    @property
+    def objects(self) -> int:
+        return math.ceil(self.images / self.images_per_object)
+
+    @property
+    def pca_row_count(self) -> int:
+        return self.images if self.pca_rows is None else self.pca_rows
+
+
+@dataclass(frozen=True)
+class BilledInstances:
+    """`count` instances of one type, billed for `seconds` each, in one market."""
+
+    role: str  # MASTER / CORE / TASK / SINGLE / SERVERLESS
+    instance_type: str
+    market: str  # ON_DEMAND / SPOT
+    count: int
+    seconds: float
+    ebs_gib: float
+    emr: bool = True  # the EMR uplift applies (not to a plain EC2 instance)
+
+
+def default_throughput(path: Path = THROUGHPUT_FILE) -> tuple[float, str]:
+    """images/s per vCPU measured by the featurize benchmark, with where it comes from."""
+    if path.is_file():
+        result = json.loads(path.read_text())
+        value = float(result["images_per_second_per_vcpu"])
+        return value, (
+            f"measured: {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path} "
+            f"({result.get('cores', '?')} cores, measured_at {result.get('measured_at', '?')})"
+        )
+    return FALLBACK_THROUGHPUT_PER_VCPU, FALLBACK_THROUGHPUT_SOURCE
+
+
+def instance_facts(instance_type: str) -> InstanceFacts:
+    facts = INSTANCE_TYPES.get(instance_type)
+    if facts is None:
+        raise ValueError(f"unknown instance type {instance_type!r}: add it to fruits.emr_cluster.INSTANCE_TYPES")
+    return facts
+
+
+def normalization_factor(instance_type: str) -> float:
+    size = instance_type.split(".", 1)[-1]
+    if size not in NORMALIZATION_FACTORS:
+        raise ValueError(f"no EMR normalization factor for size {size!r} ({instance_type})")
+    return NORMALIZATION_FACTORS[size]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices
+# ---------------------------------------------------------------------------------------------
+
+
+class PriceBook:
+    """The prices file, read: lookups that say which price is missing and how to get it."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.document = document
+
+    @classmethod
+    def load(cls, path: Path = PRICES_FILE) -> "PriceBook":
+        return cls(json.loads(Path(path).read_text()))
+
+    @property
+    def eur_per_usd(self) -> float:
+        return float(self.document["eur_per_usd"]["rate"])
+
+    @property
+    def stamp(self) -> dict[str, Any]:
+        doc = self.document
+        return {"stamped": doc["stamped"], "values_as_of": doc["values_as_of"], "source": doc["source"]}
+
+    def region(self, region: str, allowed: Iterable[str] | str | None = None) -> dict[str, Any]:
+        check_region(region, allowed)
+        if region not in self.document["regions"]:
+            raise ValueError(f"no prices for {region} in {PRICES_FILE.name}: run `python -m fruits.costs refresh`")
+        return self.document["regions"][region]
+
+    def _hourly(self, region: str, table: str, instance_type: str) -> float:
+        prices = self.region(region)[table]
+        if prices.get(instance_type) is None:
+            raise ValueError(
+                f"no {table} price for {instance_type} in {region}: "
+                f"run `python -m fruits.costs refresh --instance-type {instance_type}`"
+            )
+        return float(prices[instance_type])
+
+    def ec2_hourly(self, region: str, instance_type: str, market: str = ON_DEMAND) -> float:
+        if market == SPOT:
+            sampled = self.region(region).get("spot_hourly", {}).get(instance_type)
+            if sampled is not None:
+                return float(sampled)
+            discount = float(self.document["spot"]["typical_discount"])
+            return self._hourly(region, "ec2_on_demand_hourly", instance_type) * (1 - discount)
+        return self._hourly(region, "ec2_on_demand_hourly", instance_type)
+
+    def spot_price_source(self, region: str, instance_type: str) -> str:
+        if self.region(region).get("spot_hourly", {}).get(instance_type) is not None:
+            return f"sampled spot price ({self.region(region).get('spot_sampled_at', '?')})"
+        return f"On-Demand less the typical {self.document['spot']['typical_discount']:.0%} spot discount"
+
+    def emr_hourly(self, region: str, instance_type: str) -> float:
+        return self._hourly(region, "emr_hourly", instance_type)
+
+    def unit(self, region: str, name: str) -> float:
+        return float(self.region(region)[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Billing: the functions both the estimate and the run report use
+# ---------------------------------------------------------------------------------------------
+
+
+def billed_seconds(seconds: float) -> float:
+    return max(BILLING_MINIMUM_SECONDS, seconds)
+
+
+def instance_costs(instances: Sequence[BilledInstances], region: str, prices: PriceBook) -> dict[str, float]:
+    """EC2 + EMR uplift + EBS (USD) for these instances, as AWS bills them."""
+    ec2 = emr = ebs = 0.0
+    ebs_month = prices.unit(region, "ebs_gp3_gb_month")
+    for group in instances:
+        if group.count <= 0:
+            continue
+        seconds = billed_seconds(group.seconds)
+        ec2 += group.count * seconds / SECONDS_PER_HOUR * prices.ec2_hourly(region, group.instance_type, group.market)
+        if group.emr:
+            emr += group.count * seconds / SECONDS_PER_HOUR * prices.emr_hourly(region, group.instance_type)
+        ebs += group.count * group.ebs_gib * ebs_month * group.seconds / SECONDS_PER_MONTH
+    return {"ec2": ec2, "emr": emr, "ebs": ebs}
+
+
+def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
+    """S3 requests and storage the run causes: per object, plus listings (LIST: PUT tier, 1,000 keys a
+    page, the upload and Spark each list the batch once)."""
+    objects = workload.objects
+    listings = 2 * math.ceil(objects / 1000)
+    puts = objects * workload.put_requests_per_object + listings
+    gets = objects * workload.get_requests_per_object
+    stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
+    return {
+        "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000") + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
+        "s3_storage": stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month"),
+    }
+
+
+def summarize(components: dict[str, float], images: int, eur_per_usd: float) -> dict[str, Any]:
+    """Totals, per 1,000 and per million images, in USD with EUR beside it."""
+    total = sum(components.values())
+    per_thousand = total / images * 1000 if images else None
+    return {
+        "components_usd": {k: round(v, 6) for k, v in components.items()},
+        "total_usd": round(total, 6),
+        "total_eur": round(total * eur_per_usd, 6),
+        "per_1000_images_usd": None if per_thousand is None else round(per_thousand, 6),
+        "per_million_images_usd": None if per_thousand is None else round(per_thousand * 1000, 4),
+        "eur_per_usd": eur_per_usd,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimates
+# ---------------------------------------------------------------------------------------------
+
+
+def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[str, float]:
+    """Each step's seconds on `vcpus` executor vCPUs (work + the step's fixed overhead)."""
+    if vcpus <= 0:
+        raise ValueError("no executor vCPUs")
+    featurize = workload.images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
+    pca = workload.pca_row_count / (workload.pca_rows_per_s_per_vcpu * vcpus) + overheads.step_s
+    return {"featurize_s": featurize, "pca_s": pca}
+
+
+def emr_instances(sizing: ClusterSizing, seconds: float) -> list[BilledInstances]:
+    """The cluster a ClusterSizing asks for, priced with each fleet's first (preferred) type."""
+    worker_market = SPOT if sizing.spot else ON_DEMAND
+    worker_ebs = sizing.worker_ebs_gib + EMR_ROOT_VOLUME_GIB
+    return [
+        BilledInstances("MASTER", sizing.primary_types[0], ON_DEMAND, 1, seconds,
+                        sizing.primary_ebs_gib + EMR_ROOT_VOLUME_GIB),
+        BilledInstances("CORE", sizing.worker_types[0], worker_market, sizing.core_count, seconds, worker_ebs),
+        BilledInstances("TASK", sizing.worker_types[0], worker_market, sizing.task_count, seconds, worker_ebs),
+    ]
+
+
+def estimate_emr(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    overheads: Overheads = Overheads(),
+    eur_per_usd: float | None = None,
+) -> dict[str, Any]:
+    """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report)."""
+    check_region(region)
+    vcpus = worker_vcpus(sizing)
+    steps = job_seconds(workload, vcpus, overheads)
+    cluster_s = overheads.startup_s + overheads.bootstrap_s + steps["featurize_s"] + steps["pca_s"] + overheads.termination_s
+    instances = emr_instances(sizing, cluster_s)
+    components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
+    return {
+        "kind": "emr",
+        "region": region,
+        "images": workload.images,
+        "throughput_per_vcpu": workload.throughput_per_vcpu,
+        "throughput_source": workload.throughput_source,
+        "executor_vcpus": vcpus,
+        "instances": [asdict(i) for i in instances if i.count],
+        "spot_price": prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot else None,
+        "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "startup_s": overheads.startup_s,
+                    "bootstrap_s": overheads.bootstrap_s, "termination_s": overheads.termination_s,
+                    "wall_s": round(cluster_s, 1)},
+        "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
+        "prices": prices.stamp,
+    }
+
+
+def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_rows: int | None = None,
+                     prices: PriceBook | None = None) -> dict[str, Any]:
+    """The estimate the DAG makes before creating the cluster: the benchmark's throughput, the prices
+    file, this run's image count and sizing (JSON-ready, for XCom and the run report)."""
+    throughput, source = default_throughput()
+    workload = Workload(images=images, throughput_per_vcpu=throughput, throughput_source=source, pca_rows=pca_rows)
+    return estimate_emr(workload, sizing, region=region, prices=prices or PriceBook.load())
+
+
+# EMR Serverless bills each worker's vCPU-hours and GB-hours per second (60 s minimum), from the
+# moment it starts until it is released: no cluster start-up or bootstrap (dependencies come in a
+# custom image), but a higher rate and ~1 min of worker start per job. 4 vCPU / 16 GB workers (the
+# default size), one driver per job; the first 20 GB of storage per worker are free.
+SERVERLESS_WORKER = {"vcpu": 4, "memory_gb": 16}
+SERVERLESS_JOB_START_S = 60.0
+
+
+def estimate_emr_serverless(
+    workload: Workload,
+    *,
+    vcpus: int,
+    architecture: str,
+    region: str,
+    prices: PriceBook,
+    overheads: Overheads = Overheads(),
+) -> dict[str, Any]:
+    check_region(region)
+    steps = job_seconds(workload, vcpus, overheads)
+    rate = prices.region(region)["emr_serverless"][architecture]
+    workers = math.ceil(vcpus / SERVERLESS_WORKER["vcpu"]) + 1  # executors + the driver
+    worker_hour = SERVERLESS_WORKER["vcpu"] * rate["vcpu_hour"] + SERVERLESS_WORKER["memory_gb"] * rate["gb_hour"]
+    compute = sum(
+        workers * billed_seconds(SERVERLESS_JOB_START_S + seconds) / SECONDS_PER_HOUR * worker_hour
+        for seconds in steps.values()
+    )
+    components = {"emr_serverless": compute, **s3_costs(workload, region, prices)}
+    return {
+        "kind": "emr_serverless",
+        "region": region,
+        "images": workload.images,
+        "executor_vcpus": vcpus,
+        "seconds": {**{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
+                    "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1)},
+        "cost": summarize(components, workload.images, prices.eur_per_usd),
+    }
+
+
+# One large instance running both jobs with Spark in local mode, no EMR: launch + OS ~60 s, a
+# pre-baked AMI (or ~2 min of pip install) and the jobs; 64 GiB gp3 for the lake's scratch.
+SINGLE_INSTANCE_SETUP_S = 180.0
+SINGLE_INSTANCE_EBS_GIB = 64 + 8
+
+
+def estimate_single_instance(
+    workload: Workload,
+    *,
+    instance_type: str,
+    region: str,
+    prices: PriceBook,
+    market: str = ON_DEMAND,
+    overheads: Overheads = Overheads(),
+) -> dict[str, Any]:
+    check_region(region)
+    vcpus = instance_facts(instance_type).vcpus
+    steps = job_seconds(workload, vcpus, overheads)
+    seconds = SINGLE_INSTANCE_SETUP_S + sum(steps.values()) + overheads.termination_s
+    instances = [BilledInstances("SINGLE", instance_type, market, 1, seconds, SINGLE_INSTANCE_EBS_GIB, emr=False)]
+    components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
+    return {
+        "kind": "single_instance",
+        "region": region,
+        "instance_type": instance_type,
+        "market": market,
+        "images": workload.images,
+        "executor_vcpus": vcpus,
+        "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "wall_s": round(seconds, 1)},
+        "cost": summarize(components, workload.images, prices.eur_per_usd),
+    }
+
+
+def break_even(cost_a: Callable[[int], float], cost_b: Callable[[int], float], *, low: int = 1000,
+               high: int = 1_000_000_000) -> int | None:
+    """The image count where two options cost the same (bisection; the costs are monotonic in the
+    count and cross at most once), or None when one is cheaper over the whole range."""
+    diff_low, diff_high = cost_a(low) - cost_b(low), cost_a(high) - cost_b(high)
+    if diff_low == 0:
+        return low
+    if (diff_low > 0) == (diff_high > 0):
+        return None
+    while high - low > max(1, low // 1000):
+        middle = (low + high) // 2
+        if (cost_a(middle) - cost_b(middle) > 0) == (diff_low > 0):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons for docs/costs.md
+# ---------------------------------------------------------------------------------------------
+
+
+def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+                       overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
+    """Each optimization we chose, against the choice we did not make, in USD (per run unless said)."""
+
+    def run_cost(shaped: ClusterSizing) -> float:
+        return estimate_emr(workload, shaped, region=region, prices=prices, overheads=overheads)["cost"]["total_usd"]
+
+    def cluster_cost(seconds: float) -> float:
+        return sum(instance_costs(emr_instances(sizing, seconds), region, prices).values())
+
+    chosen = run_cost(sizing)
+    x86 = replace(sizing, architecture="x86_64", primary_instance_types=(), worker_instance_types=())
+    cluster_s = estimate_emr(workload, sizing, region=region, prices=prices, overheads=overheads)["seconds"]["wall_s"]
+    day = 24 * SECONDS_PER_HOUR
+    rows = [
+        ("spot core/task nodes", "the same nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
+        ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
+        # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
+        ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
+        # The DAG's terminate task did not run (Airflow down): EMR ends the idle cluster after the
+        # timeout instead of it running until someone notices, say a day later (per incident).
+        (f"auto-termination after {sizing.idle_timeout_seconds / 60:g} min idle",
+         "an orphaned cluster noticed 24 h later (per incident)", cluster_cost(sizing.idle_timeout_seconds), cluster_cost(day)),
+    ]
+    return [{"optimization": name, "instead_of": other, "chosen_usd": round(ours, 4), "alternative_usd": round(theirs, 4),
+             "saved_usd": round(theirs - ours, 4)} for name, other, ours, theirs in rows]
+
+
+def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+                 worker_counts: Sequence[int] = (1, 2, 3, 4, 6, 8, 12, 16), overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
+    """Cost and wall time by number of worker nodes (1 core + the rest task nodes)."""
+    rows = []
+    for workers in worker_counts:
+        shaped = replace(sizing, core_count=1, task_count=workers - 1)
+        est = estimate_emr(workload, shaped, region=region, prices=prices, overheads=overheads)
+        rows.append({"workers": workers, "executor_vcpus": est["executor_vcpus"],
+                     "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "total_usd": est["cost"]["total_usd"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Refresh: the AWS Price List API (and spot price history) -> the prices file
+# ---------------------------------------------------------------------------------------------
+
+# The Price List API is served from us-east-1, eu-central-1 and ap-south-1. It is a public price
+# catalogue: the request carries product filters, no pipeline data, so nothing about the photos leaves
+# the EU; we use Frankfurt anyway.
+PRICING_ENDPOINT_REGION = "eu-central-1"
+
+
+def _filters(**terms: str) -> list[dict[str, str]]:
+    return [{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in terms.items()]
+
+
+def _on_demand_usd(price_item: str) -> tuple[float, dict[str, Any]] | None:
+    """The first-tier On-Demand USD price of one Price List product (a JSON string)."""
+    product = json.loads(price_item)
+    dimensions = [
+        dimension
+        for term in product.get("terms", {}).get("OnDemand", {}).values()
+        for dimension in term.get("priceDimensions", {}).values()
+    ]
+    dimensions.sort(key=lambda d: float(d.get("beginRange", "0") or 0))
+    for dimension in dimensions:
+        usd = dimension.get("pricePerUnit", {}).get("USD")
+        if usd is not None:
+            return float(usd), product.get("product", {}).get("attributes", {})
+    return None
+
+
+def _price(pricing_client: Any, service: str, filters: list[dict[str, str]], *, nonzero: bool = True) -> float | None:
+    """The price of the first product matching the filters (nonzero: skip free tiers/entries)."""
+    paginator = pricing_client.get_paginator("get_products")
+    for page in paginator.paginate(ServiceCode=service, Filters=filters, FormatVersion="aws_v1"):
+        for item in page.get("PriceList", []):
+            found = _on_demand_usd(item)
+            if found and (found[0] > 0 or not nonzero):
+                return found[0]
+    return None
+
+
+def price_queries(region: str, instance_types: Sequence[str]) -> dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]]:
+    """(table, key) -> (service code, filters, multiplier to the file's unit): every price refreshed."""
+    queries: dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]] = {}
+    for instance_type in instance_types:
+        queries[("ec2_on_demand_hourly", instance_type)] = ("AmazonEC2", _filters(
+            regionCode=region, instanceType=instance_type, operatingSystem="Linux", tenancy="Shared",
+            preInstalledSw="NA", capacitystatus="Used"), 1.0)
+        queries[("emr_hourly", instance_type)] = ("ElasticMapReduce", _filters(
+            regionCode=region, instanceType=instance_type, softwareType="EMR"), 1.0)
+    queries[("ebs_gp3_gb_month",)] = ("AmazonEC2", _filters(regionCode=region, productFamily="Storage", volumeApiName="gp3"), 1.0)
+    queries[("s3_standard_gb_month",)] = ("AmazonS3", _filters(
+        regionCode=region, productFamily="Storage", storageClass="General Purpose", volumeType="Standard"), 1.0)
+    # Request prices are per request in the API, per 1,000 in the file.
+    queries[("s3_put_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier1"), 1000.0)
+    queries[("s3_get_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier2"), 1000.0)
+    return queries
+
+
+def refresh_prices(document: dict[str, Any], pricing_client: Any, *, regions: Sequence[str],
+                   instance_types: Sequence[str], today: date | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A new prices document with every price the Price List API returns; what it could not find keeps
+    its old value and is listed in the second result."""
+    today = today or datetime.now(timezone.utc).date()
+    updated = json.loads(json.dumps(document))
+    missing: list[str] = []
+    for region in regions:
+        check_region(region)
+        entry = updated["regions"].setdefault(region, {"name": region, "ec2_on_demand_hourly": {}, "emr_hourly": {}, "spot_hourly": {}})
+        refreshed = 0
+        for key, (service, filters, multiplier) in price_queries(region, instance_types).items():
+            value = _price(pricing_client, service, filters)
+            if value is None:
+                missing.append(f"{region} {'/'.join(key)}")
+                continue
+            value = round(value * multiplier, 6)
+            if len(key) == 2:
+                entry.setdefault(key[0], {})[key[1]] = value
+            else:
+                entry[key[0]] = value
+            refreshed += 1
+        if refreshed:
+            entry["as_of"] = today.isoformat()
+            entry["source"] = f"AWS Price List API (pricing.get_products, {PRICING_ENDPOINT_REGION} endpoint)"
+            if not any(m.startswith(region + " ") for m in missing):
+                entry.pop("derived", None)  # nothing left that was derived by hand
+    updated["stamped"] = today.isoformat()
+    # The oldest region's values: what the file as a whole can vouch for.
+    updated["values_as_of"] = min(str(entry.get("as_of", "")) for entry in updated["regions"].values())
+    updated["last_refresh"] = {"date": today.isoformat(), "endpoint": PRICING_ENDPOINT_REGION,
+                               "regions": list(regions), "missing": missing}
+    return updated, missing
+
+
+def sample_spot_prices(ec2_client: Any, instance_types: Sequence[str], *, now: datetime | None = None) -> dict[str, float]:
+    """Current spot price per type in the client's region: the mean of the latest price of each
+    availability zone (DescribeSpotPriceHistory, Linux/UNIX)."""
+    now = now or datetime.now(timezone.utc)
+    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+    paginator = ec2_client.get_paginator("describe_spot_price_history")
+    for page in paginator.paginate(InstanceTypes=list(instance_types), ProductDescriptions=["Linux/UNIX"],
+                                   StartTime=now - timedelta(hours=1), EndTime=now):
+        for entry in page["SpotPriceHistory"]:
+            key = (entry["InstanceType"], entry["AvailabilityZone"])
+            if key not in latest or entry["Timestamp"] > latest[key][0]:
+                latest[key] = (entry["Timestamp"], float(entry["SpotPrice"]))
+    by_type: dict[str, list[float]] = {}
+    for (instance_type, _zone), (_when, price) in latest.items():
+        by_type.setdefault(instance_type, []).append(price)
+    return {t: round(sum(p) / len(p), 6) for t, p in sorted(by_type.items())}
+
+
+def write_prices(document: dict[str, Any], path: Path = PRICES_FILE) -> None:
+    """Write-then-rename: a failed refresh leaves the old file whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, indent=1) + "\n")
+    partial.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, bool) or value is None:
+            return "" if value is None else str(value)
+        if isinstance(value, int):
+            return f"{value:,}"
+        if isinstance(value, float):
+            return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cost_rows(cost: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(component, USD, EUR) rows of a `summarize` result, total and per-image figures last."""
+    rate = cost["eur_per_usd"]
+    rows = [(name, usd, usd * rate) for name, usd in cost["components_usd"].items()]
+    rows.append(("**total**", cost["total_usd"], cost["total_eur"]))
+    if cost["per_1000_images_usd"] is not None:
+        rows.append(("per 1,000 images", cost["per_1000_images_usd"], cost["per_1000_images_usd"] * rate))
+        rows.append(("per million images", cost["per_million_images_usd"], cost["per_million_images_usd"] * rate))
+    return rows
+
+
+def render_estimate(estimate: dict[str, Any]) -> str:
+    seconds = estimate["seconds"]
+    instances = "; ".join(f"{i['count']} x {i['instance_type']} {i['role'].lower()} {i['market'].lower()}"
+                          for i in estimate.get("instances", []))
+    head = [
+        f"{estimate['kind']} in {estimate['region']}: {estimate['images']:,} images, "
+        f"{estimate['executor_vcpus']} executor vCPUs" + (f" ({instances})" if instances else ""),
+        f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, {estimate.get('throughput_source', '')}",
+        "wall time: " + ", ".join(f"{k[:-2]} {v / 60:,.1f} min" for k, v in seconds.items()),
+    ]
+    if estimate.get("spot_price"):
+        head.append(f"spot price: {estimate['spot_price']}")
+    table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
+    return "\n".join(head) + "\n\n" + table
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    if args.throughput_per_vcpu is not None:
+        throughput, source = args.throughput_per_vcpu, "given on the command line"
+    else:
+        throughput, source = default_throughput()
+    return Workload(images=args.images, throughput_per_vcpu=throughput, throughput_source=source,
+                    pca_rows=args.pca_rows, images_per_object=args.images_per_object, storage_months=args.storage_months)
+
+
+def _sizing(args: argparse.Namespace) -> ClusterSizing:
+    workers = (args.instance_type,) if args.instance_type else ()
+    architecture = instance_facts(args.instance_type).architecture if args.instance_type else args.architecture
+    return ClusterSizing(architecture=architecture, core_count=args.core, task_count=args.task,
+                         spot=not args.on_demand, worker_instance_types=workers)
+
+
+def alternatives(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+                 single_instance_type: str = "c7g.16xlarge") -> list[dict[str, Any]]:
+    """The transient EMR cluster against EMR Serverless (same executor vCPUs) and one large On-Demand
+    instance without EMR, at `workload.images`, with the image count where each crosses EMR."""
+    vcpus = worker_vcpus(sizing)
+    options: dict[str, Callable[[Workload], dict[str, Any]]] = {
+        "transient EMR cluster": lambda w: estimate_emr(w, sizing, region=region, prices=prices),
+        "EMR Serverless": lambda w: estimate_emr_serverless(w, vcpus=vcpus, architecture=sizing.architecture,
+                                                            region=region, prices=prices),
+        f"one {single_instance_type} On-Demand, no EMR": lambda w: estimate_single_instance(
+            w, instance_type=single_instance_type, region=region, prices=prices),
+        f"one {single_instance_type} spot, no EMR": lambda w: estimate_single_instance(
+            w, instance_type=single_instance_type, region=region, prices=prices, market=SPOT),
+    }
+
+    def total(option: str) -> Callable[[int], float]:
+        return lambda images: options[option](replace(workload, images=images))["cost"]["total_usd"]
+
+    emr = next(iter(options))
+    rows = []
+    for option, estimate in options.items():
+        result = estimate(workload)
+        row = {"option": option, "executor_vcpus": result["executor_vcpus"], "total_usd": result["cost"]["total_usd"],
+               "wall_minutes": round(result["seconds"]["wall_s"] / 60, 1), "break_even_images": None, "cheaper_below": None}
+        if option != emr:
+            row["break_even_images"] = break_even(total(emr), total(option))
+            small = 1000
+            row["cheaper_below"] = emr if total(emr)(small) < total(option)(small) else option
+        rows.append(row)
+    return rows
+
+
+def _break_even_text(row: dict[str, Any]) -> str:
+    if row["cheaper_below"] is None:
+        return ""
+    if row["break_even_images"] is None:
+        return f"none: {row['cheaper_below']} is cheaper at every size"
+    return f"{row['break_even_images']:,} images ({row['cheaper_below']} cheaper below)"
+
+
+def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
+    workload, sizing, region = _workload(args), _sizing(args), args.region
+    out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
+           "### Optimizations (USD)",
+           markdown_table(["optimization", "instead of", "chosen", "alternative", "saved"],
+                          [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices)]),
+           "", "### Right-sizing (1 core node + task nodes)",
+           markdown_table(["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
+                          [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"])
+                           for r in right_sizing(workload, sizing, region=region, prices=prices)]),
+           "", f"### Alternatives at {workload.images:,} images (break-even: the image count where the costs cross)",
+           markdown_table(["option", "executor vCPUs", "USD per run", "wall minutes", "break-even with EMR"],
+                          [(r["option"], r["executor_vcpus"], r["total_usd"], f"{r['wall_minutes']:.1f}", _break_even_text(r))
+                           for r in alternatives(workload, sizing, region=region, prices=prices,
+                                                 single_instance_type=args.single_instance_type)])]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fruits.costs", description="Fruits! cost model (USD as AWS bills, EUR beside).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("estimate", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--images", type=int, required=True)
+        p.add_argument("--throughput-per-vcpu", type=float, default=None,
+                       help="featurize images/s per executor vCPU (default: the benchmark's measurement)")
+        p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
+        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"))
+        p.add_argument("--core", type=int, default=ClusterSizing.core_count)
+        p.add_argument("--task", type=int, default=ClusterSizing.task_count)
+        p.add_argument("--on-demand", action="store_true", help="core/task nodes On-Demand instead of spot")
+        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS)
+        p.add_argument("--pca-rows", type=int, default=None, help="rows the PCA fits on (default: --images)")
+        p.add_argument("--images-per-object", type=int, default=1, help="photos per S3 object (bundled upload)")
+        p.add_argument("--storage-months", type=float, default=Workload.storage_months,
+                       help="months of S3 storage of the batch's new data charged to the run (0: processing only)")
+        p.add_argument("--eur-per-usd", type=float, default=None)
+        p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+        p.add_argument("--single-instance-type", default="c7g.16xlarge")
+    refresh = sub.add_parser("refresh", help="rewrite the prices file from the AWS Price List API")
+    refresh.add_argument("--region", action="append", choices=EU_MEMBER_STATE_REGIONS, help="default: every EU region")
+    refresh.add_argument("--instance-type", action="append", help="default: the types already in the file")
+    refresh.add_argument("--spot", action="store_true", help="also sample current spot prices (EC2 DescribeSpotPriceHistory)")
+    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    if args.command == "refresh":
+        return _refresh(args)
+    prices = PriceBook.load()
+    if args.eur_per_usd:
+        prices.document["eur_per_usd"] = {**prices.document["eur_per_usd"], "rate": args.eur_per_usd}
+    if args.command == "estimate":
+        estimate = estimate_emr(_workload(args), _sizing(args), region=args.region, prices=prices)
+        print(json.dumps(estimate, indent=2) if args.json else render_estimate(estimate))
+    else:
+        print(_compare(args, prices))
+    print(f"\nprices: {prices.stamp['source'][:110]}... stamped {prices.stamp['stamped']}, values as of "
+          f"{prices.stamp['values_as_of']}; EUR at {prices.eur_per_usd} per USD", file=sys.stderr)
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    import boto3
+
+    prices = PriceBook.load(args.prices_file)
+    regions = args.region or list(EU_MEMBER_STATE_REGIONS)
+    types = args.instance_type or sorted({t for r in prices.document["regions"].values() for t in r.get("ec2_on_demand_hourly", {})})
+    pricing = boto3.client("pricing", region_name=PRICING_ENDPOINT_REGION)
+    document, missing = refresh_prices(prices.document, pricing, regions=regions, instance_types=types)
+    if args.spot:
+        for region in regions:
+            sampled = sample_spot_prices(boto3.client("ec2", region_name=check_region(region)), types)
+            document["regions"][region]["spot_hourly"] = sampled
+            document["regions"][region]["spot_sampled_at"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
+    write_prices(document, args.prices_file)
+    for item in missing:
+        log.warning("not in the Price List API answer, kept the old value: %s", item)
+    log.info("wrote %s (%d regions, %d instance types, %d prices missing)", args.prices_file, len(regions), len(types), len(missing))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

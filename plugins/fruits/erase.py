@@ -1,0 +1,305 @@
+"""Erase one photo and every row derived from it (GDPR right to erasure, docs/gdpr.md).
+
+    python -m fruits.erase --root s3://<bucket> --path raw/batch=2026-11-22/Banana/img_001.jpg [--dry-run]
+    python -m fruits.erase --root file:///data/lake --path <sha256 of the photo>
+
+`--path` is the photo's key under the lake root (`raw/batch=<ds>/<label>/<file>`), its full URI
+(`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
+content, in any batch, as the upload manifests and the features' `sha256` column record it). The command:
+
+1. finds the photo's rows: every Parquet file under pca/, quarantine/ and features/ that has a `path`
+   column (reduced PCA output included; the PCA model's own files hold no per-photo row), and every
+   pca_matrix.csv line;
+2. rewrites each file that holds one, without those rows (one atomic replace per file), and on a
+   versioned bucket deletes the file's older versions, which still hold them;
+3. removes the photo from its batch's upload manifest (`raw/batch=<ds>/_uploads.json`), then deletes
+   the photo itself, every version and delete marker included.
+
+Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, the
+photo last: if a run stops half way, what is left still points at the photo, and rerunning the command
+finishes the job. The report (JSON on stdout) lists every object deleted and every file rewritten with
+its row counts; `--dry-run` reports the same without changing anything. Nothing found is an error
+(exit 1): a mistyped path must not look like a completed erasure.
+
+The lake is reached through the uploader's stores (`fruits.upload`), with deletion added here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fruits import lake, upload
+
+log = logging.getLogger("fruits.erase")
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PCA_MATRIX = "pca_matrix.csv"
+_ANY_BATCH = "2000-01-01"
+
+
+def _area(batch_uri: str) -> str:
+    """`<root>/pca/batch=<ds>/` -> `<root>/pca/`: the area holding every batch."""
+    return batch_uri.rsplit("batch=", 1)[0]
+
+
+# --- the lake, with deletion ----------------------------------------------------------------------------
+
+class LocalLake(upload.LocalStore):
+    """A lake in a local folder: no versions to purge."""
+
+    def exists(self, uri: str) -> bool:
+        return self._path(uri).is_file()
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink()
+
+    def drop_old_versions(self, uri: str) -> None:
+        pass
+
+
+class S3Lake(upload.S3Store):
+    """A lake bucket, possibly versioned: an erased row must not survive in an older version."""
+
+    def exists(self, uri: str) -> bool:
+        # Any version counts: a photo deleted by hand may still be in the bucket's history.
+        return bool(self._versions(uri))
+
+    def delete(self, uri: str) -> None:
+        self._delete(uri, self._versions(uri))
+
+    def drop_old_versions(self, uri: str) -> None:
+        self._delete(uri, [v for v in self._versions(uri) if not v["IsLatest"]])
+
+    def _versions(self, uri: str) -> list[dict[str, Any]]:
+        bucket, key = self._key(uri)
+        found = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if item["Key"] == key:  # the prefix also matches longer keys
+                    found.append(item)
+        return found
+
+    def _delete(self, uri: str, versions: list[dict[str, Any]]) -> None:
+        bucket, _ = self._key(uri)
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
+        for start in range(0, len(objects), 1000):  # DeleteObjects takes 1,000 keys at most
+            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+            if answer.get("Errors"):
+                raise RuntimeError(f"could not delete every version of {uri}: {answer['Errors']}")
+
+
+def open_lake(root: str, s3_client: Any = None) -> LocalLake | S3Lake:
+    parsed = urlparse(root)
+    if parsed.scheme in ("s3", "s3a"):
+        if parsed.path.strip("/"):
+            raise ValueError(f"an S3 lake root is a bucket, s3://<bucket>, not {root!r}")
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        # Rewritten files are encrypted with the bucket's own default key (the bucket policy refuses others).
+        rules = s3_client.get_bucket_encryption(Bucket=parsed.netloc)["ServerSideEncryptionConfiguration"]["Rules"]
+        key_arn = next((r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID", "") for r in rules), "")
+        return S3Lake(s3_client, parsed.netloc, key_arn)
+    if parsed.scheme in ("", "file"):
+        folder = unquote(parsed.path) if parsed.scheme else root
+        if not os.path.isdir(folder):
+            raise ValueError(f"lake root {root} is not a folder")
+        return LocalLake(folder)
+    raise ValueError(f"lake root must be s3://<bucket> or a local folder / file:// URI, not {root!r}")
+
+
+# --- which photo ----------------------------------------------------------------------------------------
+
+def canonical(path: str) -> str:
+    """One spelling per object: `s3://bucket/key` (s3a too), or an absolute local path (`file:/x`,
+    `file:///x` and `/x` are the same file; Spark writes `file:/x`; realpath: macOS's /tmp link)."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("s3", "s3a"):
+        return f"s3://{parsed.netloc}/{unquote(parsed.path).strip('/')}".rstrip("/")
+    return os.path.realpath(unquote(parsed.path) if parsed.scheme == "file" else path)
+
+
+@dataclass
+class Erasure:
+    lake: LocalLake | S3Lake
+    dry_run: bool
+    photos: set[str] = field(default_factory=set)  # canonical URIs of the photo's copies under raw/
+    deleted: list[str] = field(default_factory=list)
+    rewritten: list[dict[str, Any]] = field(default_factory=list)
+
+    def key(self, uri: str) -> str:
+        return canonical(uri)[len(canonical(self.lake.root)) + 1:]
+
+    def record(self, uri: str, removed: int, left: int) -> None:
+        self.rewritten.append({"key": self.key(uri), "rows_removed": removed, "rows_left": left})
+        log.info("%s %s: %d row(s) removed, %d left", "would rewrite" if self.dry_run else "rewrote",
+                 self.key(uri), removed, left)
+
+    def replace(self, uri: str, data: bytes) -> None:
+        if not self.dry_run:
+            self.lake.put(uri, data, upload.sha256_bytes(data))
+            self.lake.drop_old_versions(uri)
+
+
+def _raw_area(root: str) -> str:
+    return _area(lake.raw_uri(root, _ANY_BATCH))
+
+
+def _photos_with_sha256(store: LocalLake | S3Lake, sha256: str) -> set[str]:
+    root = store.root
+    photos = {
+        canonical(lake.raw_uri(root, batch) + key)
+        for batch in upload.raw_batches(store, root)
+        for key, sha in upload.read_manifest(store, root, batch).items()
+        if sha == sha256
+    }
+    for _, table in _parquet_files(store, lake.features_uri(root), columns=["path", "sha256"]):
+        photos.update(canonical(p) for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist()) if s == sha256)
+    return photos
+
+
+def resolve(store: LocalLake | S3Lake, target: str) -> set[str]:
+    """The canonical URIs of the photo (or of every copy of its content) under raw/."""
+    raw_area = canonical(_raw_area(store.root)) + "/"
+    if SHA256.match(target.lower()):
+        return {p for p in _photos_with_sha256(store, target.lower()) if p.startswith(raw_area)}
+    has_scheme = bool(urlparse(target).scheme) or target.startswith("/")
+    photo = canonical(target if has_scheme else f"{store.root}/{target.lstrip('/')}")
+    if not photo.startswith(canonical(store.root) + "/"):
+        raise ValueError(f"{target} is not under the lake root {store.root}")
+    if not photo.startswith(raw_area) or PurePosixPath(photo).name.startswith(("_", ".")):
+        raise ValueError(f"{target} is not a photo under raw/ (raw/batch=<ds>/<label>/<file>)")
+    return {photo}
+
+
+# --- the derived files ----------------------------------------------------------------------------------
+
+def _is_data_file(uri: str) -> bool:
+    # Spark's markers (_SUCCESS), metadata (_job_metrics.json) and temporaries (.x) are not data.
+    return not PurePosixPath(urlparse(uri).path).name.startswith(("_", "."))
+
+
+def _parquet_files(store, area_uri: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """(uri, table) of every Parquet data file under the area that has a `path` column (and `columns`)."""
+    for uri in store.list_files(area_uri):
+        if uri.endswith(".parquet") and _is_data_file(uri):
+            data = store.read(uri)
+            names = pq.read_schema(io.BytesIO(data)).names
+            if "path" in names and all(name in names for name in columns or []):
+                yield uri, pq.read_table(io.BytesIO(data), columns=columns)
+
+
+def _erase_parquet_rows(erasure: Erasure, area_uri: str) -> None:
+    for uri, table in _parquet_files(erasure.lake, area_uri):
+        keep = pa.array([canonical(p) not in erasure.photos for p in table["path"].to_pylist()], type=pa.bool_())
+        kept = table.filter(keep)
+        if kept.num_rows < table.num_rows:
+            buffer = io.BytesIO()
+            pq.write_table(kept, buffer, compression="snappy")  # keeps the schema and Spark's metadata
+            erasure.replace(uri, buffer.getvalue())
+            erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
+
+
+def _erase_csv_lines(erasure: Erasure, area_uri: str) -> None:
+    """pca_matrix.csv without the photo's lines; every other line is kept byte for byte."""
+    for uri in erasure.lake.list_files(area_uri):
+        if PurePosixPath(urlparse(uri).path).name != PCA_MATRIX:
+            continue
+        lines = erasure.lake.read(uri).decode("utf-8").splitlines(keepends=True)
+        header = next(csv.reader(lines[:1]), [])
+        if "path" not in header:
+            raise ValueError(f"{uri} has no path column: {header}")
+        column = header.index("path")
+        kept = lines[:1] + [line for line in lines[1:] if canonical(next(csv.reader([line]))[column]) not in erasure.photos]
+        if len(kept) < len(lines):
+            erasure.replace(uri, "".join(kept).encode("utf-8"))
+            erasure.record(uri, len(lines) - len(kept), len(kept) - 1)
+
+
+def _erase_manifest_entries(erasure: Erasure) -> None:
+    """The upload manifests name the photo and its hash: drop its entry."""
+    root = erasure.lake.root
+    for batch in upload.raw_batches(erasure.lake, root):
+        raw = canonical(lake.raw_uri(root, batch)) + "/"
+        files = upload.read_manifest(erasure.lake, root, batch)
+        kept = {key: sha for key, sha in files.items() if raw + key not in erasure.photos}
+        if len(kept) < len(files):
+            uri = upload.batch_manifest_uri(root, batch)
+            manifest = json.loads(erasure.lake.read(uri))
+            erasure.replace(uri, json.dumps({**manifest, "files": kept}, indent=1).encode())
+            erasure.record(uri, len(files) - len(kept), len(kept))
+
+
+def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = None) -> dict[str, Any]:
+    """Erase the photo `target` (key, URI or sha256) and its derived rows from the lake at `root`."""
+    store = open_lake(root, s3_client)
+    erasure = Erasure(lake=store, dry_run=dry_run, photos=resolve(store, target))
+    log.info("erasing %s: %d photo(s) %s", target, len(erasure.photos), sorted(erasure.photos))
+    areas = [_area(lake.pca_uri(store.root, _ANY_BATCH)), _area(lake.quarantine_uri(store.root, _ANY_BATCH)),
+             lake.features_uri(store.root)]  # features last: they are the sha256 index
+    for area in areas:
+        _erase_parquet_rows(erasure, area)
+        _erase_csv_lines(erasure, area)
+    _erase_manifest_entries(erasure)
+    for photo in sorted(erasure.photos):
+        uri = f"{store.root}/{erasure.key(photo)}"
+        if store.exists(uri):
+            if not dry_run:
+                store.delete(uri)
+            erasure.deleted.append(erasure.key(photo))
+            log.info("%s %s (every version)", "would delete" if dry_run else "deleted", erasure.key(photo))
+    if not erasure.deleted and not erasure.rewritten:
+        raise LookupError(f"nothing in {root} matches {target}: no photo, no derived row; nothing erased")
+    report = {
+        "target": target,
+        "dry_run": dry_run,
+        "photos": sorted(erasure.key(p) for p in erasure.photos),
+        "raw_objects_deleted": erasure.deleted,
+        "files_rewritten": erasure.rewritten,
+        "rows_removed": sum(item["rows_removed"] for item in erasure.rewritten),
+    }
+    log.info("%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed", "dry run" if dry_run else "done",
+             len(erasure.deleted), len(erasure.rewritten), report["rows_removed"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="lake root: s3://<bucket> or a local folder / file:// URI")
+    parser.add_argument("--path", required=True, help="the photo: raw/... key, its full URI, or its sha256")
+    parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
+    parser.add_argument("--region", default=None, help="the bucket's region (default: the AWS configuration's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    s3_client = None
+    if urlparse(args.root).scheme in ("s3", "s3a"):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    try:
+        report = erase(args.root, args.path, dry_run=args.dry_run, s3_client=s3_client)
+    except (ValueError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

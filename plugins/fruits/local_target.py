@@ -1,0 +1,58 @@
+"""The local target: the same Spark jobs, same arguments, through this machine's spark-submit.
+
+No AWS account: the lake is a local folder (`fruits_local_lake`), Spark runs `local[2]` with the
+.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from fruits import steps
+
+log = logging.getLogger(__name__)
+
+MASTER = "local[2]"
+# The driver fits the PCA and holds the broadcast weights: more than Spark's 1g default.
+# Spark's own INFO chatter would drown the jobs' progress lines (those are Python logging).
+SPARK_CONF = {"spark.driver.memory": "2g", "spark.sql.session.timeZone": "UTC", "spark.log.level": "WARN"}
+
+
+def spark_submit() -> str:
+    """The spark-submit beside this interpreter (the .venv's pyspark), else the one on PATH."""
+    beside = Path(sys.executable).with_name("spark-submit")
+    return str(beside) if beside.exists() else "spark-submit"
+
+
+def command(job: steps.SparkJob) -> list[str]:
+    return steps.local_command(job, spark_submit=spark_submit(), master=MASTER, spark_conf=SPARK_CONF)
+
+
+def job_environment() -> dict[str, str]:
+    """The jobs' Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
+def run(command_line: list[str], *, name: str, tail_lines: int = 40) -> None:
+    """Run one spark-submit, streaming its output to the task log; a failure raises with the tail."""
+    log.info("running %s: %s", name, " ".join(command_line))
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=tail_lines)
+    with subprocess.Popen(
+        command_line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=job_environment()
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            log.info("[%s] %s", name, line.rstrip())
+        code = process.wait()
+    seconds = time.monotonic() - started
+    if code != 0:
+        raise RuntimeError(f"{name} failed (exit {code}) after {seconds:.0f}s; last lines:\n" + "\n".join(tail))
+    log.info("%s finished in %.1fs", name, seconds)

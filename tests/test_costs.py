@@ -1,0 +1,371 @@
+"""The cost model: billing rules, estimate arithmetic, the prices file, the Price List refresh (botocore
+Stubber on responses in the API's real shape) and the CLI. No AWS call is made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from fruits import costs
+from fruits.emr_cluster import DEFAULT_PRIMARY_TYPES, DEFAULT_WORKER_TYPES, INSTANCE_TYPES, ClusterSizing, worker_vcpus
+from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARIS = "eu-west-3"
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch):
+    # Clients built here must never find real credentials: a stray call fails instead of billing.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def prices() -> costs.PriceBook:
+    return costs.PriceBook.load()
+
+
+def workload(images: int = 1_000_000, throughput: float = 40.0, **extra) -> costs.Workload:
+    return costs.Workload(images=images, throughput_per_vcpu=throughput, **extra)
+
+
+# --- the prices file ---------------------------------------------------------------------------
+
+
+def test_prices_file_is_stamped_and_covers_every_eu_region_and_only_those(prices):
+    doc = prices.document
+    assert date.fromisoformat(doc["stamped"]) and doc["source"] and doc["values_as_of"]
+    assert doc["eur_per_usd"]["rate"] > 0 and doc["eur_per_usd"]["as_of"]
+    assert 0 < doc["spot"]["typical_discount"] < 1 and doc["spot"]["as_of"]
+    assert set(doc["regions"]) == set(EU_MEMBER_STATE_REGIONS)
+    for region, entry in doc["regions"].items():
+        assert entry["as_of"] and entry["source"], region
+        for name in ("ebs_gp3_gb_month", "s3_standard_gb_month", "s3_put_per_1000", "s3_get_per_1000"):
+            assert entry[name] > 0, (region, name)
+        # Every priced type has its vCPUs in the one instance facts table, and an EMR price.
+        assert set(entry["ec2_on_demand_hourly"]) <= set(INSTANCE_TYPES), region
+        assert set(entry["emr_hourly"]) == set(entry["ec2_on_demand_hourly"]), region
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_paris_prices_every_default_cluster_type(prices, architecture):
+    for instance_type in DEFAULT_PRIMARY_TYPES[architecture] + DEFAULT_WORKER_TYPES[architecture]:
+        assert prices.ec2_hourly(PARIS, instance_type) > prices.emr_hourly(PARIS, instance_type) > 0
+
+
+@pytest.mark.parametrize("region", ["eu-west-2", "eu-central-2", "us-east-1"])
+def test_a_region_outside_the_eu_is_refused_before_any_arithmetic(prices, region):
+    with pytest.raises(GdprViolation):
+        costs.estimate_emr(workload(), ClusterSizing(), region=region, prices=prices)
+    with pytest.raises(GdprViolation):
+        prices.ec2_hourly(region, "m7g.xlarge")
+
+
+def test_a_type_without_a_price_says_how_to_get_one(prices):
+    doc = json.loads(json.dumps(prices.document))
+    del doc["regions"][PARIS]["ec2_on_demand_hourly"]["m7g.4xlarge"]
+    with pytest.raises(ValueError, match="refresh --instance-type m7g.4xlarge"):
+        costs.PriceBook(doc).ec2_hourly(PARIS, "m7g.4xlarge")
+
+
+# --- billing rules --------------------------------------------------------------------------------
+
+
+def test_ec2_and_emr_bill_per_second_with_a_one_minute_minimum(prices):
+    def bill(seconds):
+        return costs.instance_costs([costs.BilledInstances("CORE", "m7g.xlarge", costs.ON_DEMAND, 2, seconds, 0)], PARIS, prices)
+
+    hourly = prices.ec2_hourly(PARIS, "m7g.xlarge")
+    assert bill(10)["ec2"] == pytest.approx(2 * 60 / 3600 * hourly)  # a 10 s instance pays a minute
+    assert bill(10) == bill(60)
+    assert bill(61)["ec2"] == pytest.approx(2 * 61 / 3600 * hourly)  # then per second
+    assert bill(3600)["emr"] == pytest.approx(2 * prices.emr_hourly(PARIS, "m7g.xlarge"))
+
+
+def test_spot_discounts_ec2_but_never_the_emr_uplift(prices):
+    def bill(market):
+        return costs.instance_costs([costs.BilledInstances("TASK", "c7g.2xlarge", market, 1, 3600, 0)], PARIS, prices)
+
+    on_demand, spot = bill(costs.ON_DEMAND), bill(costs.SPOT)
+    discount = prices.document["spot"]["typical_discount"]
+    assert spot["ec2"] == pytest.approx(on_demand["ec2"] * (1 - discount))
+    assert spot["emr"] == on_demand["emr"] > 0
+
+
+def test_a_sampled_spot_price_wins_over_the_typical_discount(prices):
+    doc = json.loads(json.dumps(prices.document))
+    doc["regions"][PARIS]["spot_hourly"] = {"c7g.2xlarge": 0.1234}
+    sampled = costs.PriceBook(doc)
+    assert sampled.ec2_hourly(PARIS, "c7g.2xlarge", costs.SPOT) == 0.1234
+    assert "sampled" in sampled.spot_price_source(PARIS, "c7g.2xlarge")
+    assert "typical" in sampled.spot_price_source(PARIS, "m7g.2xlarge")
+
+
+def test_ebs_is_prorated_per_second_over_a_30_day_month(prices):
+    month = 30 * 86400
+    group = costs.BilledInstances("CORE", "m7g.xlarge", costs.ON_DEMAND, 3, month / 2, 100)
+    assert costs.instance_costs([group], PARIS, prices)["ebs"] == pytest.approx(3 * 100 * prices.unit(PARIS, "ebs_gp3_gb_month") / 2)
+
+
+def test_s3_requests_scale_with_objects_so_bundling_photos_cuts_them(prices):
+    one_per_photo = costs.s3_costs(workload(), PARIS, prices)
+    bundled = costs.s3_costs(workload(images_per_object=1000), PARIS, prices)
+    put, get = prices.unit(PARIS, "s3_put_per_1000"), prices.unit(PARIS, "s3_get_per_1000")
+    # 1M PUTs + 3M GET-tier requests + 2 listings of 1,000 pages each.
+    assert one_per_photo["s3_requests"] == pytest.approx((1_000_000 + 2000) / 1000 * put + 3_000_000 / 1000 * get)
+    assert bundled["s3_requests"] < one_per_photo["s3_requests"] / 900
+    assert bundled["s3_storage"] == one_per_photo["s3_storage"] > 0  # same bytes stored either way
+
+
+# --- the estimate ----------------------------------------------------------------------------------
+
+
+def test_estimate_wall_time_is_work_over_vcpus_plus_documented_overheads(prices):
+    sizing, overheads = ClusterSizing(), costs.Overheads()
+    fast = costs.estimate_emr(workload(throughput=80), sizing, region=PARIS, prices=prices)
+    slow = costs.estimate_emr(workload(throughput=40), sizing, region=PARIS, prices=prices)
+    vcpus = worker_vcpus(sizing)
+    assert slow["executor_vcpus"] == vcpus == 24  # 1 core + 2 task c7g.2xlarge
+    assert slow["seconds"]["featurize_s"] == pytest.approx(1_000_000 / (40 * vcpus) + overheads.step_s, abs=0.1)
+    assert slow["seconds"]["featurize_s"] - overheads.step_s == pytest.approx(2 * (fast["seconds"]["featurize_s"] - overheads.step_s), abs=0.2)
+    fixed = overheads.startup_s + overheads.bootstrap_s + overheads.termination_s
+    assert slow["seconds"]["wall_s"] == pytest.approx(fixed + slow["seconds"]["featurize_s"] + slow["seconds"]["pca_s"], abs=0.2)
+    # Faster inference, shorter cluster, smaller bill; S3 does not care.
+    assert fast["cost"]["total_usd"] < slow["cost"]["total_usd"]
+    assert fast["cost"]["components_usd"]["s3_requests"] == slow["cost"]["components_usd"]["s3_requests"]
+
+
+def test_estimate_bills_every_instance_of_the_sizing_for_the_wall_time(prices):
+    sizing = ClusterSizing(core_count=2, task_count=3, spot=True)
+    est = costs.estimate_emr(workload(), sizing, region=PARIS, prices=prices)
+    wall = est["seconds"]["wall_s"]
+    primary, worker = sizing.primary_types[0], sizing.worker_types[0]
+    expected_ec2 = wall / 3600 * (prices.ec2_hourly(PARIS, primary) + 5 * prices.ec2_hourly(PARIS, worker, costs.SPOT))
+    expected_emr = wall / 3600 * (prices.emr_hourly(PARIS, primary) + 5 * prices.emr_hourly(PARIS, worker))
+    assert est["cost"]["components_usd"]["ec2"] == pytest.approx(expected_ec2, rel=1e-4)
+    assert est["cost"]["components_usd"]["emr"] == pytest.approx(expected_emr, rel=1e-4)
+    assert [(i["role"], i["count"], i["market"]) for i in est["instances"]] == [
+        ("MASTER", 1, "ON_DEMAND"), ("CORE", 2, "SPOT"), ("TASK", 3, "SPOT")]
+
+
+def test_totals_per_image_and_eur_are_consistent(prices):
+    est = costs.estimate_emr(workload(images=250_000), ClusterSizing(), region=PARIS, prices=prices, eur_per_usd=0.9)
+    cost = est["cost"]
+    assert cost["total_usd"] == pytest.approx(sum(cost["components_usd"].values()), abs=1e-5)
+    assert cost["total_eur"] == pytest.approx(cost["total_usd"] * 0.9, abs=1e-5)
+    assert cost["per_1000_images_usd"] == pytest.approx(cost["total_usd"] / 250, rel=1e-4)
+    assert cost["per_million_images_usd"] == pytest.approx(cost["total_usd"] * 4, rel=1e-4)
+
+
+def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(prices):
+    rows = {r["optimization"]: r for r in costs.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)}
+    for name in ("spot core/task nodes", "Graviton (arm64) nodes", "transient cluster"):
+        assert rows[name]["saved_usd"] > 0, name
+    auto = next(r for n, r in rows.items() if n.startswith("auto-termination"))
+    assert auto["alternative_usd"] > auto["chosen_usd"] > 0
+
+
+def test_right_sizing_trades_wall_time_for_overhead(prices):
+    rows = costs.right_sizing(workload(), ClusterSizing(), region=PARIS, prices=prices, worker_counts=(1, 4, 16))
+    minutes = [r["wall_minutes"] for r in rows]
+    assert minutes == sorted(minutes, reverse=True)
+    # 16 workers pay 16 x the start-up overhead; the 1-worker cluster pays the primary for hours.
+    assert rows[1]["total_usd"] < rows[2]["total_usd"]
+    assert rows[1]["total_usd"] < rows[0]["total_usd"]
+
+
+@pytest.mark.parametrize("bad", [dict(images=-1), dict(throughput=0), dict(images_per_object=0), dict(storage_months=-1)])
+def test_a_meaningless_workload_is_refused(bad):
+    with pytest.raises(ValueError):
+        workload(**bad)
+
+
+def test_break_even_finds_where_two_cost_lines_cross():
+    assert costs.break_even(lambda n: 10 + 0.001 * n, lambda n: 0.002 * n) == pytest.approx(10_000, rel=1e-3)
+    assert costs.break_even(lambda n: 1 + n, lambda n: 2 + n) is None
+
+
+def test_serverless_has_no_cluster_overhead_so_it_wins_small_batches_only(prices):
+    rows = {r["option"]: r for r in costs.alternatives(workload(), ClusterSizing(), region=PARIS, prices=prices)}
+    serverless = rows["EMR Serverless"]
+    assert serverless["cheaper_below"] == "EMR Serverless"
+    small = costs.estimate_emr_serverless(workload(images=5000), vcpus=24, architecture="arm64", region=PARIS, prices=prices)
+    emr_small = costs.estimate_emr(workload(images=5000), ClusterSizing(), region=PARIS, prices=prices)
+    assert small["cost"]["total_usd"] < emr_small["cost"]["total_usd"]
+    if serverless["break_even_images"] is not None:
+        above = costs.estimate_emr_serverless(workload(images=serverless["break_even_images"] * 2), vcpus=24,
+                                              architecture="arm64", region=PARIS, prices=prices)
+        emr_above = costs.estimate_emr(workload(images=serverless["break_even_images"] * 2), ClusterSizing(), region=PARIS, prices=prices)
+        assert emr_above["cost"]["total_usd"] < above["cost"]["total_usd"]
+
+
+def test_single_instance_has_no_emr_uplift(prices):
+    est = costs.estimate_single_instance(workload(), instance_type="c7g.16xlarge", region=PARIS, prices=prices)
+    assert est["executor_vcpus"] == 64 and "emr" in est["cost"]["components_usd"]
+    assert est["cost"]["components_usd"]["emr"] == 0
+    assert est["cost"]["components_usd"]["ec2"] == pytest.approx(est["seconds"]["wall_s"] / 3600 * prices.ec2_hourly(PARIS, "c7g.16xlarge"), rel=1e-4)
+
+
+# --- the throughput default -------------------------------------------------------------------------
+
+
+def test_default_throughput_reads_the_benchmark_and_names_it(tmp_path):
+    result = tmp_path / "inference_throughput.json"
+    result.write_text(json.dumps({"images_per_second_per_vcpu": 37.5, "cores": 2, "measured_at": "2026-11-22T03:00:00Z"}))
+    value, source = costs.default_throughput(result)
+    assert value == 37.5 and "measured" in source and "2026-11-22" in source
+
+
+def test_without_the_benchmark_the_fallback_is_labelled(tmp_path):
+    value, source = costs.default_throughput(tmp_path / "absent.json")
+    assert value == costs.FALLBACK_THROUGHPUT_PER_VCPU and "FALLBACK" in source
+
+
+# --- refresh: the Price List API, stubbed ------------------------------------------------------------
+
+
+def price_item(attributes: dict, usd: str, unit: str = "Hrs", tiers: list[tuple[str, str]] | None = None) -> str:
+    """One PriceList entry exactly as GetProducts returns it: a JSON document in a string."""
+    dimensions = {
+        f"SKU1.JRTCKXETXF.{i}": {"unit": unit, "beginRange": begin, "endRange": "Inf", "description": "",
+                                 "pricePerUnit": {"USD": price}, "appliesTo": [], "rateCode": f"SKU1.JRTCKXETXF.{i}"}
+        for i, (begin, price) in enumerate(tiers or [("0", usd)])
+    }
+    return json.dumps({
+        "product": {"productFamily": "x", "attributes": attributes, "sku": "SKU1"},
+        "serviceCode": "x",
+        "terms": {"OnDemand": {"SKU1.JRTCKXETXF": {"priceDimensions": dimensions, "sku": "SKU1",
+                                                   "effectiveDate": "2026-11-01T00:00:00Z", "offerTermCode": "JRTCKXETXF",
+                                                   "termAttributes": {}}}},
+        "version": "20261101", "publicationDate": "2026-11-01T00:00:00Z",
+    })
+
+
+def stub_price_list(stubber: Stubber, region: str, instance_type: str, answers: dict[tuple[str, ...], list[str]]) -> None:
+    """Queue one GetProducts answer per query `price_queries` makes, checking its exact filters."""
+    for key, (service, filters, _multiplier) in costs.price_queries(region, [instance_type]).items():
+        items = answers.get(key, [])
+        if len(items) > 1:  # the paginator follows NextToken: the first item on page one, the rest on page two
+            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items[:1], "NextToken": "page2"},
+                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"})
+            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items[1:]},
+                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1", "NextToken": "page2"})
+        else:
+            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items},
+                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"})
+
+
+def test_refresh_rewrites_prices_from_the_price_list_api(prices):
+    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    answers = {
+        # A free entry first (skipped), then the real price on the next page.
+        ("ec2_on_demand_hourly", "m7g.xlarge"): [price_item({"instanceType": "m7g.xlarge"}, "0.0000000000"),
+                                                 price_item({"instanceType": "m7g.xlarge", "vcpu": "4"}, "0.1950000000")],
+        ("emr_hourly", "m7g.xlarge"): [price_item({"softwareType": "EMR"}, "0.0488000000")],
+        ("ebs_gp3_gb_month",): [price_item({"volumeApiName": "gp3"}, "0.0950000000", "GB-Mo")],
+        # Tiered storage: the first tier (beginRange 0) is the batch's price.
+        ("s3_standard_gb_month",): [price_item({}, "", "GB-Mo", [("512000", "0.0230000000"), ("0", "0.0250000000"), ("51200", "0.0240000000")])],
+        ("s3_put_per_1000",): [price_item({"group": "S3-API-Tier1"}, "0.0000055000", "Requests")],
+        # S3-API-Tier2 missing from the answer: the old value stays, and it is reported.
+    }
+    with Stubber(pricing) as stubber:
+        stub_price_list(stubber, PARIS, "m7g.xlarge", answers)
+        document, missing = costs.refresh_prices(prices.document, pricing, regions=[PARIS], instance_types=["m7g.xlarge"],
+                                                 today=date(2026, 11, 22))
+        stubber.assert_no_pending_responses()
+    paris = document["regions"][PARIS]
+    assert paris["ec2_on_demand_hourly"]["m7g.xlarge"] == 0.195
+    assert paris["emr_hourly"]["m7g.xlarge"] == 0.0488
+    assert paris["ebs_gp3_gb_month"] == 0.095
+    assert paris["s3_standard_gb_month"] == 0.025
+    assert paris["s3_put_per_1000"] == pytest.approx(0.0055)
+    assert paris["s3_get_per_1000"] == prices.document["regions"][PARIS]["s3_get_per_1000"]
+    assert missing == [f"{PARIS} s3_get_per_1000"]
+    assert paris["as_of"] == "2026-11-22" and "Price List API" in paris["source"]
+    assert "derived" in paris  # something was not refreshed: the hand-derived note stays
+    assert document["last_refresh"]["missing"] == missing and document["stamped"] == "2026-11-22"
+    assert document["values_as_of"] == prices.document["values_as_of"]  # other regions still hold older values
+    # Other types and regions are untouched; the input document is not modified.
+    assert paris["ec2_on_demand_hourly"]["c7g.2xlarge"] == prices.document["regions"][PARIS]["ec2_on_demand_hourly"]["c7g.2xlarge"]
+    assert document["regions"]["eu-west-1"] == prices.document["regions"]["eu-west-1"]
+    assert prices.document["regions"][PARIS]["ec2_on_demand_hourly"]["m7g.xlarge"] != 0.195
+
+
+def test_refresh_refuses_a_region_outside_the_eu(prices):
+    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    with Stubber(pricing), pytest.raises(GdprViolation):
+        costs.refresh_prices(prices.document, pricing, regions=["us-east-1"], instance_types=["m7g.xlarge"])
+
+
+def test_spot_sampling_averages_each_zones_latest_price():
+    ec2 = boto3.client("ec2", region_name=PARIS)
+    now = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+    history = [
+        {"AvailabilityZone": "eu-west-3a", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.1300", "Timestamp": now - timedelta(minutes=5)},
+        {"AvailabilityZone": "eu-west-3a", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.9000", "Timestamp": now - timedelta(minutes=50)},
+        {"AvailabilityZone": "eu-west-3b", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.1500", "Timestamp": now - timedelta(minutes=20)},
+        {"AvailabilityZone": "eu-west-3a", "InstanceType": "m7g.xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.0700", "Timestamp": now - timedelta(minutes=1)},
+    ]
+    with Stubber(ec2) as stubber:
+        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
+                             {"InstanceTypes": ["c7g.2xlarge", "m7g.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
+                              "StartTime": now - timedelta(hours=1), "EndTime": now})
+        sampled = costs.sample_spot_prices(ec2, ["c7g.2xlarge", "m7g.xlarge"], now=now)
+    assert sampled == {"c7g.2xlarge": pytest.approx(0.14), "m7g.xlarge": 0.07}
+
+
+def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
+    target = tmp_path / "aws_eu.json"
+    target.write_text(json.dumps(prices.document))
+    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    stubber = Stubber(pricing)
+    stub_price_list(stubber, "eu-north-1", "m6g.xlarge", {
+        ("ec2_on_demand_hourly", "m6g.xlarge"): [price_item({}, "0.1640000000")],
+        ("emr_hourly", "m6g.xlarge"): [price_item({}, "0.0410000000")],
+    })
+    stubber.activate()
+    monkeypatch.setattr(boto3, "client", lambda service, region_name=None: pricing if service == "pricing" else pytest.fail(service))
+    assert costs.main(["refresh", "--region", "eu-north-1", "--instance-type", "m6g.xlarge", "--prices-file", str(target)]) == 0
+    stubber.assert_no_pending_responses()
+    written = json.loads(target.read_text())
+    assert written["regions"]["eu-north-1"]["ec2_on_demand_hourly"]["m6g.xlarge"] == 0.164
+    assert written["last_refresh"]["regions"] == ["eu-north-1"]
+    assert not list(tmp_path.glob(".*partial"))
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+
+def test_estimate_command_prints_usd_and_eur_for_the_given_cluster(capsys, prices):
+    assert costs.main(["estimate", "--images", "200000", "--throughput-per-vcpu", "50", "--instance-type", "m7g.xlarge",
+                       "--core", "2", "--task", "0", "--on-demand", "--region", "eu-west-1"]) == 0
+    out = capsys.readouterr().out
+    assert "| component | USD | EUR |" in out and "per million images" in out
+    assert "2 x m7g.xlarge core on_demand" in out and "8 executor vCPUs" in out and "eu-west-1" in out
+    expected = costs.estimate_emr(workload(images=200_000, throughput=50),
+                                  ClusterSizing(core_count=2, task_count=0, spot=False, worker_instance_types=("m7g.xlarge",)),
+                                  region="eu-west-1", prices=prices)
+    assert f"| **total** | {expected['cost']['total_usd']:,.4f} |" in out
+
+
+def test_cost_module_runs_as_a_command():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "1000000", "--json"],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    estimate = json.loads(done.stdout)
+    assert estimate["images"] == 1_000_000 and estimate["cost"]["total_usd"] > 0
+    assert estimate["throughput_source"].startswith(("measured", "FALLBACK"))
+    refused = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
+                             capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert refused.returncode != 0 and "eu-west-2" in refused.stderr

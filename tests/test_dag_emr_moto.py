@@ -1,0 +1,233 @@
+"""The EMR target end to end with `dag.test()` against moto (`mock_aws`, in-process): GDPR guard,
+upload, RunJobFlow, the two steps, the sensors, the teardown and the final verdict.
+
+moto never runs or finishes an EMR step (the first stays RUNNING, later ones PENDING, forever), so
+`EmrStepDriver` plays the cluster's part: the first time the sensor asks about a step, the step has
+ended with the state the test scripted. The Spark jobs themselves are tested for real elsewhere
+(tests/test_dag_local.py runs these same arguments through spark-submit).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import boto3
+import botocore.client
+import botocore.session
+import pytest
+from botocore.validate import validate_parameters
+from moto import mock_aws
+from moto.emr.models import ElasticMapReduceBackend
+
+from fruits import demo, lake, steps
+
+pytestmark = pytest.mark.slow
+
+REGION = "eu-west-3"
+BUCKET = "fruits-lake-test-eu-west-3"
+
+
+class EmrStepDriver:
+    """Scripted outcome per job ("featurize"/"pca"): applied when the step is first described."""
+
+    def __init__(self, outcomes: dict[str, str]):
+        self.outcomes = outcomes
+        self.described: list[str] = []
+        self._original = ElasticMapReduceBackend.describe_step
+
+    def __call__(self, backend, cluster_id, step_id):
+        step = self._original(backend, cluster_id, step_id)
+        job = step.name.split("-")[1]  # steps.emr_step names it fruits-<job>-<batch>
+        step.state = self.outcomes[job]
+        self.described.append(job)
+        return step
+
+
+class ApiCalls:
+    """Every AWS API call the run makes (service, operation, params), in order; calls go on to moto."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str, dict]] = []
+        self._original = botocore.client.BaseClient._make_api_call
+
+    def __call__(self, client, operation, params):
+        self.calls.append((client.meta.service_model.service_name, operation, params))
+        return self._original(client, operation, params)
+
+    def of(self, service: str, operation: str | None = None) -> list[dict]:
+        return [p for s, o, p in self.calls if s == service and operation in (None, o)]
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
+
+
+@pytest.fixture
+def landing(tmp_path, sample_dir) -> Path:
+    """Three days of arrivals: 2 labels x 2 real photos per day, in landing/<day>/<Label>/."""
+    labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:6]
+    for day in range(3):
+        for label in labels[2 * day: 2 * day + 2]:
+            target = tmp_path / "landing" / f"day{day}" / label
+            target.mkdir(parents=True)
+            for photo in sorted((sample_dir / "Training" / label).glob("*.jpg"))[:2]:
+                shutil.copy(photo, target / photo.name)
+    return tmp_path / "landing"
+
+
+@pytest.fixture
+def aws(airflow_home, monkeypatch, landing):
+    monkeypatch.setenv("FRUITS_TARGET", "emr")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for name, value in {"fruits_bucket": BUCKET, "fruits_region": REGION,
+                        "fruits_landing": str(landing / "day0")}.items():
+        monkeypatch.setenv(f"AIRFLOW_VAR_{name.upper()}", value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        _private_encrypted_bucket(s3, BUCKET, REGION)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        recorder = ApiCalls()
+        with mock.patch.object(botocore.client.BaseClient, "_make_api_call", autospec=True, side_effect=recorder):
+            yield s3, recorder
+
+
+def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
+    config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=bucket, **config)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+
+
+def _run(batch: str, outcomes: dict[str, str], run_conf: dict | None = None):
+    driver = EmrStepDriver(outcomes)
+    with mock.patch.object(ElasticMapReduceBackend, "describe_step", autospec=True, side_effect=driver):
+        run = demo.run_dag("emr", batch, {}, run_conf)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return run, states, driver
+
+
+def _input_shape(operation: str):
+    return botocore.session.get_session().get_service_model("emr").operation_model(operation).input_shape
+
+
+def _cluster_states(emr) -> list[str]:
+    return [c["Status"]["State"] for c in emr.list_clusters()["Clusters"]]
+
+
+def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
+    s3, calls = aws
+    run, states, driver = _run("2026-03-01", {"featurize": "COMPLETED", "pca": "COMPLETED"})
+    assert str(run.state) == "success", states
+    assert states["terminate_cluster"] == "success" and states["fail_if_anything_failed"] == "skipped"
+    assert driver.described == ["featurize", "pca"]
+
+    # The GDPR check came before everything else; nothing touched EMR before the bucket was proven EU.
+    first_emr = next(i for i, (service, _, _) in enumerate(calls.calls) if service == "emr")
+    assert calls.calls[0][:2] == ("s3", "GetBucketLocation") and first_emr > 0
+    # The request EMR received passes botocore's own validation (what a real endpoint would get).
+    (request,) = calls.of("emr", "RunJobFlow")
+    validate_parameters(request, _input_shape("RunJobFlow"))
+    assert request["ReleaseLabel"] and request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+
+    emr = boto3.client("emr", region_name=REGION)
+    (cluster,) = emr.list_clusters()["Clusters"]
+    assert _cluster_states(emr) == ["TERMINATED"]
+    added = emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]  # newest first
+    assert [s["Name"] for s in added] == ["fruits-featurize-2026-03-01", "fruits-pca-2026-03-01"]
+    featurize_args, pca_args = (s["Config"]["Args"] for s in added)
+    root = f"s3://{BUCKET}"
+    assert featurize_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+    assert featurize_args[featurize_args.index("--input") + 1] == lake.raw_uri(root, "2026-03-01")
+    assert featurize_args[featurize_args.index("--output") + 1] == lake.features_uri(root, "2026-03-01")
+    assert pca_args[pca_args.index("--input") + 1] == lake.features_uri(root, "2026-03-01")  # first batch
+    assert pca_args[pca_args.index("--output") + 1] == lake.pca_uri(root, "2026-03-01")
+    for add_call in calls.of("emr", "AddJobFlowSteps"):
+        validate_parameters(add_call, _input_shape("AddJobFlowSteps"))
+
+    # The scripts the steps run were published under code/<version>/ before the cluster started.
+    script = featurize_args[featurize_args.index("--py-files") + 2]
+    bucket_key = script.removeprefix(f"s3://{BUCKET}/")
+    assert bucket_key.startswith("code/") and s3.head_object(Bucket=BUCKET, Key=bucket_key)
+    # The photos are in raw/batch=<ds>/<label>/<file>.
+    raw = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]
+    assert len([o for o in raw if o["Key"].endswith(".jpg")]) == 4
+
+
+def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aws):
+    run, states, driver = _run("2026-03-01", {"featurize": "FAILED", "pca": "COMPLETED"})
+    assert str(run.state) == "failed"
+    assert states["wait_featurize"] == "failed"
+    assert states["add_pca_step"] == states["wait_pca"] == "upstream_failed"  # PCA never started
+    assert states["terminate_cluster"] == "success"  # the teardown ran...
+    assert states["fail_if_anything_failed"] == "failed"  # ...and did not turn the run green
+    assert driver.described == ["featurize"]
+    assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
+
+
+def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing(aws, landing):
+    s3, calls = aws
+    dates = ["2026-03-01", "2026-03-02", "2026-03-03"]
+    for day, batch in enumerate(dates):
+        run, states, _ = _run(batch, {"featurize": "COMPLETED", "pca": "COMPLETED"},
+                              {"landing": str(landing / f"day{day}")})
+        assert str(run.state) == "success", states
+
+    def lake_objects():
+        return sorted((v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=BUCKET)["Versions"])
+
+    partitions = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/", Delimiter="/")["CommonPrefixes"]
+    assert [p["Prefix"] for p in partitions] == [f"raw/batch={d}/" for d in dates]
+    emr = boto3.client("emr", region_name=REGION)
+    assert _cluster_states(emr) == ["TERMINATED"] * 3
+
+    before = lake_objects()
+    run, states, _ = _run("2026-03-02", {"featurize": "COMPLETED", "pca": "COMPLETED"}, {"landing": str(landing / "day1")})
+    assert str(run.state) == "success", states
+    assert lake_objects() == before  # not one object (photo, manifest, code) written again
+
+
+def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
+    s3, calls = aws
+    run, states, _ = _run("2026-03-01", {}, {"dry_run": True})
+    assert str(run.state) == "success"
+    assert states["plan_jobs"] == "success"
+    assert {states[t] for t in ("create_cluster", "terminate_cluster", "fail_if_anything_failed")} == {"skipped"}
+    assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_gdpr_guard_refuses_a_non_eu_region_before_any_aws_call(aws, monkeypatch):
+    s3, calls = aws
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_REGION", "us-east-1")
+    calls.calls.clear()
+    run, states, _ = _run("2026-03-01", {})
+    assert str(run.state) == "failed" and states["check_gdpr"] == "failed"
+    assert calls.calls == []  # not even the bucket's location was asked
+    assert _cluster_states(boto3.client("emr", region_name=REGION)) == []
+
+
+def test_gdpr_guard_refuses_a_bucket_outside_the_eu_before_any_cluster_call(aws, monkeypatch):
+    s3, calls = aws
+    _private_encrypted_bucket(boto3.client("s3", region_name="us-east-1"), "fruits-in-virginia", "us-east-1")
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_BUCKET", "fruits-in-virginia")
+    calls.calls.clear()
+    run, states, _ = _run("2026-03-01", {})
+    assert str(run.state) == "failed" and states["check_gdpr"] == "failed"
+    assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
+    assert [op for _, op, _ in calls.calls] == ["GetBucketLocation"]  # asked where, then stopped
+    assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
+    assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="fruits-in-virginia")
+
+
+def test_pca_project_mode_reuses_the_saved_model_of_the_named_batch(aws):
+    run, states, _ = _run("2026-03-01", {"featurize": "COMPLETED", "pca": "COMPLETED"},
+                          {"pca_mode": steps.PCA_PROJECT, "pca_model_batch": "2026-02-01"})
+    assert str(run.state) == "success", states
+    emr = boto3.client("emr", region_name=REGION)
+    (cluster,) = emr.list_clusters()["Clusters"]
+    pca_args = next(s for s in emr.list_steps(ClusterId=cluster["Id"])["Steps"] if "pca" in s["Name"])["Config"]["Args"]
+    assert pca_args[pca_args.index("--model") + 1] == lake.pca_uri(f"s3://{BUCKET}", "2026-02-01") + "model/"

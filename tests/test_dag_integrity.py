@@ -1,0 +1,120 @@
+"""The DAG file, as the scheduler sees it: imports, no cycles, shape, owners, retries, trigger rules,
+schedule and Params, for both targets; and parsing it reads no Variable and calls no AWS API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+
+from airflow.sdk import TriggerRule
+
+from fruits import demo, emr_cluster, steps
+
+EMR_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "create_cluster",
+             "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster"]
+LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "featurize", "pca"]
+FINAL = "fail_if_anything_failed"
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    # One SQLite metadata DB for the session's DAG tests (prepare_airflow is a no-op the 2nd time).
+    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
+
+
+@pytest.fixture(params=["emr", "local"])
+def target_dag(request, airflow_home, monkeypatch):
+    monkeypatch.setenv("FRUITS_TARGET", request.param)
+    return request.param, demo.load_dag(request.param)
+
+
+def test_parsing_reads_no_variable_and_calls_no_aws(airflow_home, monkeypatch):
+    """The scheduler parses dags/ constantly: settings are resolved in the first task, not here."""
+    monkeypatch.setenv("FRUITS_TARGET", "emr")
+    with mock.patch("airflow.sdk.Variable.get", side_effect=AssertionError("Variable read at parse time")) as var, \
+            mock.patch("botocore.client.BaseClient._make_api_call",
+                       side_effect=AssertionError("AWS call at parse time")) as aws:
+        dag = demo.load_dag("emr")
+    assert dag.task_dict and not var.called and not aws.called
+
+
+def test_shape_is_the_documented_chain_and_has_no_cycle(target_dag):
+    target, dag = target_dag
+    chain_ids = EMR_CHAIN if target == "emr" else LOCAL_CHAIN
+    assert set(dag.task_dict) == {*chain_ids, FINAL}
+    dag.check_cycle()  # raises on a cycle
+    for upstream, downstream in zip(chain_ids, chain_ids[1:]):
+        assert upstream in dag.task_dict[downstream].upstream_task_ids, f"{upstream} -> {downstream}"
+    # The GDPR check is the only root: nothing touches AWS before it.
+    assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["check_gdpr"]
+    # The final check watches every other task.
+    assert dag.task_dict[FINAL].upstream_task_ids == set(dag.task_dict) - {FINAL}
+
+
+def test_owner_retries_and_trigger_rules(target_dag):
+    target, dag = target_dag
+    for task in dag.tasks:
+        assert task.owner == "fruits-data", task.task_id
+    rules = {t.task_id: TriggerRule(t.trigger_rule).value for t in dag.tasks}
+    assert rules.pop(FINAL) == "one_failed"
+    if target == "emr":
+        # Teardown runs whatever happened upstream: no run leaves a cluster billing.
+        assert rules.pop("terminate_cluster") == "all_done"
+    assert set(rules.values()) == {"all_success"}
+    retries = {t.task_id: t.retries for t in dag.tasks}
+    # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.
+    never = {FINAL, "stop_if_dry_run", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
+             "featurize", "pca"}
+    for task_id, count in retries.items():
+        expected = 0 if task_id in never or target == "local" else 2
+        assert count == expected, (task_id, count)
+
+
+def test_emr_operators_are_the_providers_sensors_deferrable_with_timeouts(airflow_home, monkeypatch):
+    monkeypatch.setenv("FRUITS_TARGET", "emr")
+    dag = demo.load_dag("emr")
+    kinds = {t.task_id: type(t).__name__ for t in dag.tasks}
+    assert kinds["create_cluster"] == "EmrCreateJobFlowOperator"
+    assert kinds["add_featurize_step"] == kinds["add_pca_step"] == "EmrAddStepsOperator"
+    assert kinds["wait_featurize"] == kinds["wait_pca"] == "EmrStepSensor"
+    assert kinds["terminate_cluster"] == "EmrTerminateJobFlowOperator"
+    for sensor_id in ("wait_featurize", "wait_pca"):
+        sensor = dag.task_dict[sensor_id]
+        assert sensor.deferrable and timedelta(0) < timedelta(seconds=sensor.timeout) <= timedelta(hours=6)
+        assert sensor.max_attempts * sensor.poke_interval == sensor.timeout
+
+
+def test_schedule_params_and_runs(airflow_home, monkeypatch):
+    monkeypatch.setenv("FRUITS_TARGET", "emr")
+    dag = demo.load_dag("emr")
+    from airflow.serialization.encoders import encode_timetable
+
+    timetable = next(v for k, v in encode_timetable(dag.timetable).items() if str(k).endswith("VAR"))
+    assert (timetable["expression"], timetable["timezone"]) == ("0 2 * * *", "Europe/Paris")  # nightly, Paris
+    assert dag.catchup is False and dag.max_active_runs == 1
+    params = dag.params
+    params.validate()  # every default is valid: scheduled runs and backfills use them
+    assert params["pca_mode"] == steps.PCA_REFIT and params["dry_run"] is False
+    sizing = emr_cluster.ClusterSizing()
+    assert params["core_count"] == sizing.core_count and params["spot"] is sizing.spot
+    assert params["architecture"] == sizing.architecture
+    schema = dag.params.get_param("pca_mode").schema
+    assert schema["enum"] == list(steps.PCA_MODES)
+
+
+def test_a_bad_target_is_an_import_error_not_a_silent_default(airflow_home, monkeypatch):
+    monkeypatch.setenv("FRUITS_TARGET", "moon")
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(demo.REPO_ROOT / "dags" / "fruits_pipeline.py"))
+    assert any("FRUITS_TARGET" in error for error in bag.import_errors.values())
+
+
+def test_dag_serializes_for_the_scheduler(target_dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    _, dag = target_dag
+    restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    assert set(restored.task_dict) == set(dag.task_dict)

@@ -1,0 +1,229 @@
+"""fruits.emr_cluster: the RunJobFlow request is valid for botocore and moto, and says what the issue asks:
+EU, emr-7, fleets with spot + on-demand fallback, Graviton by default, Spark sized to the nodes."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ParamValidationError
+from botocore.validate import validate_parameters
+from moto import mock_aws
+
+from fruits import lake
+from fruits.emr_cluster import (
+    BOOTSTRAP_SCRIPT,
+    INSTANCE_TYPES,
+    PYSPARK_PYTHON,
+    PYTHON_ENV_DIR,
+    PYTHON_VERSION,
+    SPARK_NODE_REQUIREMENTS,
+    YARN_MEMORY_SHARE,
+    ClusterSizing,
+    InstanceFacts,
+    build_job_flow,
+    main,
+    spark_defaults,
+    worker_vcpus,
+)
+from fruits.gdpr import GdprViolation
+from fruits.settings import PipelineSettings
+
+REGION = "eu-west-3"
+SETTINGS = PipelineSettings(bucket="fruits-lake-test", kms_key_arn=f"arn:aws:kms:{REGION}:123456789012:key/k")
+CODE_URI = lake.code_uri("s3://fruits-lake-test", "0123abcd")
+
+
+def _request(sizing: ClusterSizing | None = None, settings: PipelineSettings = SETTINGS) -> dict:
+    return build_job_flow(settings, name="fruits-2026-11-22", code_uri=CODE_URI, sizing=sizing or ClusterSizing())
+
+
+def _run_job_flow_shape():
+    client = boto3.client("emr", region_name=REGION)
+    return client.meta.service_model.operation_model("RunJobFlow").input_shape
+
+
+def _fleets(request: dict) -> dict[str, dict]:
+    return {fleet["InstanceFleetType"]: fleet for fleet in request["Instances"]["InstanceFleets"]}
+
+
+def _spark_defaults(request: dict) -> dict[str, str]:
+    return next(c for c in request["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
+
+
+@pytest.mark.parametrize(
+    "sizing",
+    [ClusterSizing(), ClusterSizing(architecture="x86_64"), ClusterSizing(spot=False, task_count=0),
+     ClusterSizing(core_count=3, task_count=5, model_threads=4, arrow_batch_size=32)],
+    ids=["default-arm64-spot", "x86_64", "on-demand-no-task", "bigger"],
+)
+def test_request_passes_botocore_validation_and_moto(sizing):
+    request = _request(sizing)
+    validate_parameters(request, _run_job_flow_shape())  # raises ParamValidationError listing every problem
+    with mock_aws():
+        emr = boto3.client("emr", region_name=REGION)
+        cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+        cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+        assert cluster["ReleaseLabel"] == SETTINGS.emr_release
+        assert cluster["SecurityConfiguration"] == SETTINGS.security_configuration
+        assert cluster["AutoTerminate"] is False  # steps come after creation
+        assert cluster["Ec2InstanceAttributes"]["Ec2AvailabilityZone"].startswith(REGION)
+        # (moto does not implement ListInstanceFleets; the fleets are checked on the request below.)
+        (bootstrap,) = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
+        assert bootstrap["ScriptPath"] == request["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"]
+
+
+def test_the_validator_is_live():
+    """The validation above would catch a broken request (so passing it means something)."""
+    request = _request()
+    del request["Instances"]["InstanceFleets"][0]["InstanceFleetType"]
+    request["AutoTerminationPolicy"]["IdleTimeout"] = "soon"
+    with pytest.raises(ParamValidationError, match="InstanceFleetType") as error:
+        validate_parameters(request, _run_job_flow_shape())
+    assert "IdleTimeout" in str(error.value)
+
+
+def test_defaults_are_eu_emr7_logged_encrypted_and_auto_terminating():
+    request = _request()
+    assert request["ReleaseLabel"].startswith("emr-7.")
+    assert request["LogUri"] == lake.logs_uri("s3://fruits-lake-test")
+    assert request["LogEncryptionKmsKeyId"] == SETTINGS.kms_key_arn
+    assert request["SecurityConfiguration"] == "fruits-emr-security"  # at-rest encryption + IMDSv2 (infra/)
+    assert request["ServiceRole"] == SETTINGS.service_role and request["JobFlowRole"] == SETTINGS.instance_profile
+    assert 60 <= request["AutoTerminationPolicy"]["IdleTimeout"] <= 3600
+    assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert request["Instances"]["TerminationProtected"] is False
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["for-use-with-amazon-emr-managed-policies"] == "true"
+    assert "Ec2SubnetIds" not in request["Instances"]
+    with_subnets = _request(settings=PipelineSettings(bucket="b", subnet_ids="subnet-a, subnet-b"))
+    assert with_subnets["Instances"]["Ec2SubnetIds"] == ["subnet-a", "subnet-b"]
+
+
+def test_primary_on_demand_workers_on_spot_capacity_optimized_with_on_demand_fallback():
+    fleets = _fleets(_request(ClusterSizing(core_count=2, task_count=3)))
+    primary, core, task = fleets["MASTER"], fleets["CORE"], fleets["TASK"]
+    assert (primary["TargetOnDemandCapacity"], primary["TargetSpotCapacity"]) == (1, 0)
+    assert "SpotSpecification" not in primary["LaunchSpecifications"]
+    for fleet, count in ((core, 2), (task, 3)):
+        assert (fleet["TargetOnDemandCapacity"], fleet["TargetSpotCapacity"]) == (0, count)
+        spot = fleet["LaunchSpecifications"]["SpotSpecification"]
+        assert spot["AllocationStrategy"] == "capacity-optimized"
+        assert spot["TimeoutAction"] == "SWITCH_TO_ON_DEMAND"
+        types = [c["InstanceType"] for c in fleet["InstanceTypeConfigs"]]
+        assert len(types) >= 3, "several spot pools"
+        for config in fleet["InstanceTypeConfigs"]:
+            volume = config["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"]
+            assert volume == {"VolumeType": "gp3", "SizeInGB": ClusterSizing().worker_ebs_gib}
+
+    on_demand = _fleets(_request(ClusterSizing(spot=False, core_count=2, task_count=0)))
+    assert set(on_demand) == {"MASTER", "CORE"}
+    assert (on_demand["CORE"]["TargetOnDemandCapacity"], on_demand["CORE"]["TargetSpotCapacity"]) == (2, 0)
+    assert "SpotSpecification" not in on_demand["CORE"]["LaunchSpecifications"]
+
+
+@pytest.mark.parametrize("architecture, families", [("arm64", ("m6g", "m7g", "c6g", "c7g", "r7g")),
+                                                      ("x86_64", ("m6i", "m7i", "c6i", "c7i", "m6a"))])
+def test_every_instance_matches_the_architecture_graviton_by_default(architecture, families):
+    sizing = ClusterSizing() if architecture == "arm64" else ClusterSizing(architecture="x86_64")
+    assert sizing.architecture == architecture
+    for fleet in _request(sizing)["Instances"]["InstanceFleets"]:
+        for config in fleet["InstanceTypeConfigs"]:
+            assert INSTANCE_TYPES[config["InstanceType"]].architecture == architecture
+            assert config["InstanceType"].split(".")[0] in families
+
+
+def test_bootstrap_installs_the_pinned_file_into_the_python_spark_runs():
+    request = _request()
+    (action,) = request["BootstrapActions"]
+    assert action["ScriptBootstrapAction"]["Path"] == CODE_URI + BOOTSTRAP_SCRIPT
+    assert action["ScriptBootstrapAction"]["Args"] == [CODE_URI + SPARK_NODE_REQUIREMENTS, PYTHON_VERSION, PYTHON_ENV_DIR]
+    spark_env = next(c for c in request["Configurations"] if c["Classification"] == "spark-env")
+    exports = spark_env["Configurations"][0]
+    assert exports["Classification"] == "export"
+    assert exports["Properties"] == {"PYSPARK_PYTHON": PYSPARK_PYTHON, "PYSPARK_DRIVER_PYTHON": PYSPARK_PYTHON}
+    assert PYSPARK_PYTHON.startswith(PYTHON_ENV_DIR + "/bin/") and PYSPARK_PYTHON.endswith("python" + PYTHON_VERSION)
+    # A code URI without the trailing slash still gives the same paths.
+    assert build_job_flow(SETTINGS, name="x", code_uri=CODE_URI.rstrip("/"), sizing=ClusterSizing())[
+        "BootstrapActions"] == request["BootstrapActions"]
+
+
+def _mib(value: str) -> int:
+    assert value.endswith("m")
+    return int(value[:-1])
+
+
+@pytest.mark.parametrize("instance_type", sorted(t for t, f in INSTANCE_TYPES.items() if f.vcpus >= 4))
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_spark_layout_fits_every_node_and_matches_the_model_threads(instance_type, threads):
+    facts = INSTANCE_TYPES[instance_type]
+    conf = spark_defaults(facts, model_threads=threads, arrow_batch_size=64)
+    cores, task_cpus = int(conf["spark.executor.cores"]), int(conf["spark.task.cpus"])
+    assert task_cpus == threads and cores % task_cpus == 0
+    executors = facts.vcpus // cores
+    assert executors >= 1
+    # The executors use the node's vCPUs (never more) and fit in YARN's share of its memory.
+    assert facts.vcpus - task_cpus < executors * cores <= facts.vcpus
+    container = _mib(conf["spark.executor.memory"]) + _mib(conf["spark.executor.memoryOverhead"])
+    assert executors * container <= facts.memory_gib * 1024 * YARN_MEMORY_SHARE
+    assert _mib(conf["spark.executor.memoryOverhead"]) >= 1024  # room for the Python workers' model
+    assert conf["spark.executorEnv.OMP_NUM_THREADS"] == str(threads)
+    assert conf["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
+
+
+def test_spark_is_sized_for_the_smallest_worker_type_of_the_fleet():
+    sizing = ClusterSizing(worker_instance_types=("m7g.2xlarge", "c7g.2xlarge"), model_threads=2, arrow_batch_size=16)
+    conf = _spark_defaults(_request(sizing))
+    assert conf == spark_defaults(INSTANCE_TYPES["c7g.2xlarge"], model_threads=2, arrow_batch_size=16)
+    assert conf != spark_defaults(INSTANCE_TYPES["m7g.2xlarge"], model_threads=2, arrow_batch_size=16)
+    assert worker_vcpus(ClusterSizing(core_count=1, task_count=2)) == 3 * 8
+    with pytest.raises(ValueError, match="too little memory"):
+        spark_defaults(InstanceFacts(8, 4, "arm64"), model_threads=2, arrow_batch_size=64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"architecture": "sparc"}, "architecture"),
+        ({"worker_instance_types": ("m7g.2xlarge", "m6i.2xlarge")}, "m6i.2xlarge is x86_64"),
+        ({"worker_instance_types": ("m7g.2xlarge", "m7g.4xlarge")}, "one vCPU count"),
+        ({"worker_instance_types": ("m7g.mega",)}, "unknown instance type"),
+        ({"core_count": 0}, "core_count"),
+        ({"model_threads": 16}, "exceeds"),
+        ({"idle_timeout_seconds": 10}, "idle_timeout"),
+    ],
+)
+def test_impossible_sizings_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ClusterSizing(**kwargs)
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "eu-central-2"])
+def test_no_request_is_built_for_a_region_outside_the_eu(region):
+    with pytest.raises(GdprViolation, match=region):
+        _request(settings=PipelineSettings(region=region))
+
+
+def test_a_narrowed_allow_list_refuses_the_other_eu_regions():
+    with pytest.raises(GdprViolation):
+        _request(settings=PipelineSettings(region="eu-west-1", allowed_regions="eu-west-3"))
+    assert _request(settings=PipelineSettings(region="eu-west-3", allowed_regions="eu-west-3"))
+
+
+def test_code_and_logs_must_be_on_s3():
+    with pytest.raises(ValueError, match="code_uri"):
+        build_job_flow(SETTINGS, name="x", code_uri="/tmp/code/", sizing=ClusterSizing())
+    with pytest.raises(ValueError, match="log_uri"):
+        _request(settings=PipelineSettings(log_uri="file:///tmp/logs"))
+
+
+def test_preview_command_prints_the_request_for_the_environment_settings(capsys, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_BUCKET", "fruits-lake-preview")
+    assert main(["--architecture", "x86_64", "--on-demand", "--task", "0"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    validate_parameters(request, _run_job_flow_shape())
+    assert request["LogUri"] == lake.logs_uri("s3://fruits-lake-preview")
+    assert set(_fleets(request)) == {"MASTER", "CORE"}
+    assert all(INSTANCE_TYPES[c["InstanceType"]].architecture == "x86_64"
+               for f in request["Instances"]["InstanceFleets"] for c in f["InstanceTypeConfigs"])

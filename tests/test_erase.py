@@ -1,0 +1,236 @@
+"""fruits.erase: one photo and every row derived from it leave the lake (features, quarantine, PCA reduced
+output, the PCA CSV), every S3 version included, nothing else changes, and a dry run changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto import mock_aws
+
+from fruits import lake, upload
+from fruits.erase import erase, main
+
+B21, B22 = "2026-11-21", "2026-11-22"
+# key under raw/ -> (label, content); "copy" is the same photo uploaded again in a later batch.
+PHOTOS = {
+    f"batch={B21}/Apple Braeburn/apple.jpg": ("Apple Braeburn", b"apple-bytes"),
+    f"batch={B21}/Banana/banana.jpg": ("Banana", b"banana-bytes"),
+    f"batch={B22}/Kiwi/kiwi, green.jpg": ("Kiwi", b"kiwi-bytes"),  # a comma: quoted in the CSV
+    f"batch={B22}/Apple Braeburn/copy.jpg": ("Apple Braeburn", b"apple-bytes"),
+}
+BROKEN = f"batch={B22}/Lemon/broken.jpg"
+SPARK_METADATA = {b"org.apache.spark.sql.parquet.row.metadata": b'{"type":"struct"}'}
+
+FEATURES_SCHEMA = pa.schema(
+    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()), ("features", pa.list_(pa.float32())),
+     ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string()), ("batch_id", pa.string())],
+    metadata=SPARK_METADATA,
+)
+REDUCED_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
+                            ("pca", pa.list_(pa.float32()))])
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _raw_key(name: str) -> str:
+    batch = name.split("/")[0].removeprefix("batch=")
+    return lake.raw_uri("", batch).lstrip("/") + name.split("/", 1)[1]
+
+
+def _relative(uri: str) -> str:
+    return uri.lstrip("/")
+
+
+def build_lake(write, uri_of) -> dict[str, str]:
+    """The featurize/PCA outputs of two batches, through `write(key, bytes)`; row paths are
+    `uri_of(key)`, spelled as Spark spells them. Returns {photo name: row path}."""
+    paths = {name: uri_of(_raw_key(name)) for name in [*PHOTOS, BROKEN]}
+    contents = {**{name: content for name, (_, content) in PHOTOS.items()}, BROKEN: b"\xff\xd8 truncated"}
+    for name, content in contents.items():
+        write(_raw_key(name), content)
+    for batch in (B21, B22):  # the uploader's manifests: {key in the batch: sha256}
+        files = {n.split("/", 1)[1]: hashlib.sha256(c).hexdigest() for n, c in contents.items()
+                 if n.startswith(f"batch={batch}/")}
+        write(_relative(upload.batch_manifest_uri("", batch)), json.dumps({"batch": batch, "files": files}).encode())
+    for batch in (B21, B22):
+        names = [n for n in PHOTOS if n.startswith(f"batch={batch}")]
+        rows = {
+            "path": [paths[n] for n in names], "label": [PHOTOS[n][0] for n in names], "split": ["Training"] * len(names),
+            "features": [[float(i), 1.0, 2.0, 3.0] for i in range(len(names))], "width": [100] * len(names),
+            "height": [100] * len(names), "sha256": [hashlib.sha256(PHOTOS[n][1]).hexdigest() for n in names],
+            "batch_id": [batch] * len(names),
+        }
+        features = _relative(lake.features_uri("", batch))
+        write(features + "part-00000-abc.snappy.parquet", _parquet(pa.Table.from_pydict(rows, schema=FEATURES_SCHEMA)))
+        write(features + "_SUCCESS", b"")
+        write(features + "_job_metrics.json", json.dumps({"seen": len(names)}).encode())
+    write(_relative(lake.quarantine_uri("", B22)) + "part-00000.parquet",
+          _parquet(pa.table({"path": [paths[BROKEN]], "reason": ["truncated JPEG"]})))
+    pca = _relative(lake.pca_uri("", B22))
+    write(pca + "reduced/part-00000.parquet", _parquet(pa.Table.from_pydict(
+        {"path": [paths[n] for n in PHOTOS], "label": [PHOTOS[n][0] for n in PHOTOS],
+         "split": ["Training"] * len(PHOTOS), "pca": [[0.5, -0.5]] * len(PHOTOS)}, schema=REDUCED_SCHEMA)))
+    csv_lines = ["path,label,pc_1,pc_2\n"] + [
+        (f'"{paths[n]}"' if "," in paths[n] else paths[n]) + f",{PHOTOS[n][0]},0.5,-0.5\n" for n in PHOTOS]
+    write(pca + "pca_matrix.csv", "".join(csv_lines).encode())
+    # The fitted model: Spark ML's own Parquet, no per-photo row.
+    write(pca + "model/data/part-00000.parquet", _parquet(pa.table({"k": [2], "pc": [[1.0, 0.0]]})))
+    return paths
+
+
+@pytest.fixture
+def local_lake(tmp_path):
+    root = tmp_path / "lake"
+
+    def write(key: str, data: bytes) -> None:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+
+    paths = build_lake(write, lambda key: f"file:{root / key}")  # Spark: file:/abs/path
+    return root, paths
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _column(table_bytes: bytes, column: str = "path") -> list:
+    return pq.read_table(io.BytesIO(table_bytes)).column(column).to_pylist()
+
+
+def test_erase_by_key_removes_the_photo_and_its_rows_and_nothing_else(local_lake):
+    root, paths = local_lake
+    banana = f"batch={B21}/Banana/banana.jpg"
+    before = _snapshot(root)
+    report = erase(root.as_uri(), _raw_key(banana))
+    after = _snapshot(root)
+
+    assert report["raw_objects_deleted"] == [_raw_key(banana)]
+    assert _raw_key(banana) not in after
+    features = _relative(lake.features_uri("", B21)) + "part-00000-abc.snappy.parquet"
+    assert _column(after[features]) == [paths[f"batch={B21}/Apple Braeburn/apple.jpg"]]
+    table = pq.read_table(io.BytesIO(after[features]))
+    assert table.schema.equals(FEATURES_SCHEMA) and table.schema.metadata == SPARK_METADATA
+    reduced = _relative(lake.pca_uri("", B22)) + "reduced/part-00000.parquet"
+    assert paths[banana] not in _column(after[reduced]) and len(_column(after[reduced])) == 3
+    csv_key = _relative(lake.pca_uri("", B22)) + "pca_matrix.csv"
+    before_lines, after_lines = before[csv_key].decode().splitlines(), after[csv_key].decode().splitlines()
+    assert after_lines == [line for line in before_lines if not line.startswith(paths[banana])]
+    assert len(after_lines) == len(before_lines) - 1
+    manifest = _relative(upload.batch_manifest_uri("", B21))
+    assert json.loads(after[manifest])["files"] == {"Apple Braeburn/apple.jpg": hashlib.sha256(b"apple-bytes").hexdigest()}
+    assert {item["key"]: item["rows_removed"] for item in report["files_rewritten"]} == {
+        reduced: 1, csv_key: 1, features: 1, manifest: 1}
+    assert report["rows_removed"] == 4
+    # Every other file is byte for byte what it was; no temporary is left behind.
+    changed = {key for key in before if before[key] != after.get(key)}
+    assert changed == {_raw_key(banana), features, reduced, csv_key, manifest}
+    assert set(after) == set(before) - {_raw_key(banana)}
+
+
+def test_erase_by_sha256_finds_every_copy_in_every_batch(local_lake):
+    root, paths = local_lake
+    sha = hashlib.sha256(b"apple-bytes").hexdigest()
+    report = erase(str(root), sha)  # a plain folder path works as the root too
+    originals = [f"batch={B21}/Apple Braeburn/apple.jpg", f"batch={B22}/Apple Braeburn/copy.jpg"]
+    assert sorted(report["raw_objects_deleted"]) == sorted(_raw_key(n) for n in originals)
+    assert report["rows_removed"] == 2 + 2 + 2 + 2  # features (two batches), reduced, csv, manifests
+    remaining = pq.read_table(root / "features").column("path").to_pylist()  # the dataset still reads
+    assert sorted(remaining) == sorted([paths[f"batch={B21}/Banana/banana.jpg"], paths[f"batch={B22}/Kiwi/kiwi, green.jpg"]])
+
+
+def test_erase_a_quoted_csv_line_and_a_quarantined_photo_by_uri(local_lake):
+    root, paths = local_lake
+    kiwi = f"batch={B22}/Kiwi/kiwi, green.jpg"
+    report = erase(root.as_uri(), (root / _raw_key(kiwi)).as_uri())
+    assert "kiwi, green.jpg" not in (root / _relative(lake.pca_uri("", B22)) / "pca_matrix.csv").read_text()
+    assert report["rows_removed"] == 4
+    # A quarantined photo has no features row: its sha256 is found through the upload manifest.
+    report = erase(root.as_uri(), hashlib.sha256(b"\xff\xd8 truncated").hexdigest())
+    quarantine = root / _relative(lake.quarantine_uri("", B22)) / "part-00000.parquet"
+    assert pq.read_table(quarantine).num_rows == 0 and pq.read_table(quarantine).schema.names == ["path", "reason"]
+    assert report["raw_objects_deleted"] == [_raw_key(BROKEN)]
+    assert report["rows_removed"] == 2  # the quarantine row, the manifest entry
+
+
+def test_dry_run_reports_the_same_and_changes_nothing(local_lake, tmp_path):
+    root, _ = local_lake
+    banana = _raw_key(f"batch={B21}/Banana/banana.jpg")
+    before = _snapshot(root)
+    dry = erase(root.as_uri(), banana, dry_run=True)
+    assert _snapshot(root) == before
+    real = erase(root.as_uri(), banana)
+    assert {k: v for k, v in dry.items() if k != "dry_run"} == {k: v for k, v in real.items() if k != "dry_run"}
+    assert dry["dry_run"] is True and real["dry_run"] is False
+
+
+def test_bad_targets_get_a_clear_error_and_erase_nothing(local_lake, capsys):
+    root, _ = local_lake
+    before = _snapshot(root)
+    assert main(["--root", root.as_uri(), "--path", _raw_key(f"batch={B21}/Cherry/none.jpg")]) == 1
+    assert "nothing erased" in capsys.readouterr().err
+    assert main(["--root", root.as_uri(), "--path", "features/batch=2026-11-21/part-00000-abc.snappy.parquet"]) == 1
+    assert "is not a photo under raw/" in capsys.readouterr().err
+    assert main(["--root", root.as_uri(), "--path", "file:///elsewhere/raw/x.jpg"]) == 1
+    assert "is not under the lake root" in capsys.readouterr().err
+    assert main(["--root", "ftp://lake", "--path", "raw/x.jpg"]) == 1
+    assert _snapshot(root) == before
+
+
+def test_cli_prints_the_report_and_a_rerun_finds_nothing(local_lake, capsys):
+    root, _ = local_lake
+    banana = _raw_key(f"batch={B21}/Banana/banana.jpg")
+    assert main(["--root", root.as_uri(), "--path", banana]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["raw_objects_deleted"] == [banana] and report["rows_removed"] == 4
+    assert main(["--root", root.as_uri(), "--path", banana]) == 1  # already erased: said so, not "done"
+
+
+def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
+    bucket = "fruits-lake-erase-test"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-3")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        key_arn = boto3.client("kms", region_name="eu-west-3").create_key()["KeyMetadata"]["Arn"]
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+
+        def write(key: str, data: bytes) -> None:
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+        paths = build_lake(write, lambda key: f"s3://{bucket}/{key}")
+        banana = f"batch={B21}/Banana/banana.jpg"
+        features = _relative(lake.features_uri("", B21)) + "part-00000-abc.snappy.parquet"
+        # Older versions that also hold the photo: a second upload of it, a rerun of featurize.
+        write(_raw_key(banana), PHOTOS[banana][1])
+        write(features, s3.get_object(Bucket=bucket, Key=features)["Body"].read())
+
+        report = erase(f"s3://{bucket}", paths[banana], s3_client=s3)
+
+        def versions(key: str) -> list[dict]:
+            answer = s3.list_object_versions(Bucket=bucket, Prefix=key)
+            return [v for v in answer.get("Versions", []) + answer.get("DeleteMarkers", []) if v["Key"] == key]
+
+        assert report["raw_objects_deleted"] == [_raw_key(banana)] and versions(_raw_key(banana)) == []
+        (only,) = versions(features)
+        body = s3.get_object(Bucket=bucket, Key=features, VersionId=only["VersionId"])["Body"].read()
+        assert _column(body) == [paths[f"batch={B21}/Apple Braeburn/apple.jpg"]]
+        assert report["rows_removed"] == 4
+        # Rewritten with the bucket's own key (the bucket policy refuses any other).
+        head = s3.head_object(Bucket=bucket, Key=features)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn)
+        # Untouched photos keep their versions.
+        apple = _raw_key(f"batch={B21}/Apple Braeburn/apple.jpg")
+        assert len(versions(apple)) == 1

@@ -1,0 +1,374 @@
+"""featurize.py: pure functions, then the job end-to-end on local Spark with the real sample and
+the real ImageNet weights, then bad input on files the tests generate."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import featurize
+
+# --------------------------------------------------------------------------------------------
+# Generated images (tests make their own bad and odd files; ../shared only holds real photos)
+# --------------------------------------------------------------------------------------------
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def fruit_like(size=(100, 100)) -> Image.Image:
+    """A red disc on white, like a Fruits-360 photo."""
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    disc = (xx - size[0] / 2) ** 2 + (yy - size[1] / 2) ** 2 < (min(size) / 3) ** 2
+    pixels = np.full((size[1], size[0], 3), 255, np.uint8)
+    pixels[disc] = (200, 30, 40)
+    return Image.fromarray(pixels, "RGB")
+
+
+def transparent_cutout() -> Image.Image:
+    """The disc with a transparent (black, alpha 0) background instead of white."""
+    rgb = np.asarray(fruit_like())
+    alpha = np.where((rgb == 255).all(axis=2), 0, 255).astype(np.uint8)
+    rgba = np.dstack([np.where(alpha[..., None] == 0, 0, rgb), alpha]).astype(np.uint8)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def corrupt_png() -> bytes:
+    """A PNG whose header is fine but whose compressed pixel data is zeroed out."""
+    noise = np.random.default_rng(0).integers(0, 256, (60, 60, 3), dtype=np.uint8)
+    content = bytearray(encode(Image.fromarray(noise), "PNG"))
+    start = content.index(b"IDAT") + 20
+    content[start:start + 40] = bytes(40)
+    return bytes(content)
+
+
+def gray16(value: int) -> bytes:
+    return encode(Image.fromarray(np.full((40, 60), value, np.uint16)), "PNG")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def test_label_and_split_come_from_the_folders_under_the_input_root(spark):
+    root = "s3://bucket/raw/batch=2024-01-01"
+    rows = [
+        (f"{root}/Training/Apple Braeburn/r_1.jpg", "Apple Braeburn", "Training"),
+        (f"{root}/Kiwi/2.PNG", "Kiwi", None),
+        (f"{root}/fruits/Test/Kiwi/sub/3.jpg", "sub", "Test"),  # nearest split folder
+        (f"{root}/Test/4.jpg", None, "Test"),  # a split is not a label
+        (f"{root}/5.jpg", None, None),  # directly in the root: nothing to say
+    ]
+    files = spark.createDataFrame([(path,) for path, _, _ in rows], "path string")
+    got = {r.path: (r.label, r.split) for r in featurize.with_label_and_split(files, root + "/").collect()}
+    assert got == {path: (label, split) for path, label, split in rows}
+
+
+def test_preprocess_matches_keras_mobilenet_v2_preprocessing():
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    ours = featurize.preprocess(pixels)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, preprocess_input(pixels.astype(np.float32)), atol=1e-6)
+    assert ours.min() == -1.0 and ours.max() == 1.0
+
+
+@pytest.mark.parametrize(
+    "make, fmt",
+    [
+        (lambda: fruit_like(), "JPEG"),
+        (lambda: fruit_like(), "PNG"),
+        (lambda: fruit_like(), "WEBP"),
+        (lambda: fruit_like(), "BMP"),
+        (lambda: fruit_like(), "TIFF"),
+        (lambda: fruit_like().convert("CMYK"), "JPEG"),
+        (lambda: fruit_like().convert("P", palette=Image.Palette.ADAPTIVE), "GIF"),
+        (lambda: fruit_like().convert("L"), "PNG"),
+        (lambda: fruit_like().convert("1"), "PNG"),
+    ],
+    ids=["jpeg", "png", "webp", "bmp", "tiff", "cmyk-jpeg", "palette-gif", "grayscale", "1-bit"],
+)
+def test_decode_image_gives_model_sized_rgb_for_every_mode_and_format(make, fmt):
+    pixels, width, height = featurize.decode_image(encode(make(), fmt))
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    assert (width, height) == (100, 100)
+    # A white background stays (nearly) white and the disc stays darker: colours survive.
+    assert pixels[2, 2].min() >= 240
+    assert pixels[112, 112].mean() < 200
+
+
+def test_transparency_is_composited_on_white_like_fruits360_backgrounds():
+    cutout, _, _ = featurize.decode_image(encode(transparent_cutout(), "PNG"))
+    photo, _, _ = featurize.decode_image(encode(fruit_like(), "PNG"))
+    assert cutout[2, 2].tolist() == [255, 255, 255]  # not the transparent pixels' black
+    np.testing.assert_array_equal(cutout, photo)
+    palette = transparent_cutout().convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    from_gif, _, _ = featurize.decode_image(encode(palette, "GIF", transparency=palette.getpixel((0, 0))))
+    assert from_gif[2, 2].tolist() == [255, 255, 255]
+
+
+def test_16_bit_grayscale_is_scaled_to_8_bits_not_clipped():
+    for value, expected in [(65535, 255), (32896, 128), (0, 0)]:
+        pixels, width, height = featurize.decode_image(gray16(value))
+        assert (width, height) == (60, 40)
+        assert np.unique(pixels).tolist() == [expected]
+
+
+def test_exif_orientation_is_applied_and_reported_as_displayed_size():
+    wide = fruit_like((120, 80))
+    exif = Image.Exif()
+    exif[featurize.ORIENTATION_TAG] = 6  # stored landscape, displayed rotated 90 degrees
+    _, width, height = featurize.decode_image(encode(wide, "JPEG", exif=exif.tobytes()))
+    assert (width, height) == (80, 120)
+
+
+def test_big_photos_are_decoded_at_reduced_scale_but_report_their_real_size():
+    pixels, width, height = featurize.decode_image(encode(fruit_like((2000, 1500)), "JPEG"))
+    assert pixels.shape == (224, 224, 3) and (width, height) == (2000, 1500)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "empty file"),
+        (b"plain text, not a picture\n", "not an image Pillow can decode"),
+        (encode(fruit_like((300, 300)), "JPEG")[:1500], "truncated image"),
+        (encode(fruit_like(), "PNG")[:60], "truncated image"),
+        (b"\xff\xd8\xff\xe0" + bytes(200), "not an image Pillow can decode"),
+        (corrupt_png(), "corrupt image"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "truncated-png", "jpeg-magic-then-zeros", "corrupt-png-data"],
+)
+def test_unreadable_files_raise_with_a_reason_a_person_can_act_on(content, reason):
+    with pytest.raises(Exception) as caught:
+        featurize.decode_image(content)
+    assert featurize.describe_error(caught.value).startswith(reason)
+
+
+def test_featurize_contents_keeps_rows_aligned_around_bad_files_and_across_batches():
+    """7 files, 2 bad, batch size 2: every good row gets ITS image's vector."""
+    shades = [10, 40, None, 90, 130, None, 250]
+    contents = pd.Series(
+        [b"not an image" if s is None else encode(Image.new("RGB", (30, 20), (s, s, s)), "PNG") for s in shades]
+    )
+    calls = []
+
+    def mean_pixel_model(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], featurize.FEATURE_DIM, axis=1)
+
+    out = featurize.featurize_contents(contents, mean_pixel_model, batch_size=2)
+    assert calls == [2, 2, 1]
+    assert out["error"].isna().tolist() == [s is not None for s in shades]
+    for shade, vector, width in zip(shades, out["features"], out["width"]):
+        if shade is None:
+            assert vector is None and pd.isna(width)
+        else:
+            assert vector.dtype == np.float32 and vector.shape == (featurize.FEATURE_DIM,)
+            assert vector[0] == pytest.approx(shade / 127.5 - 1, abs=1e-5)
+            assert width == 30
+
+
+def test_unscanned_files_finds_what_the_scan_skipped_whatever_the_file_uri_spelling():
+    listed = ["file:///data/a.jpg", "file:///data/empty.jpg", "s3://b/raw/c.jpg", "s3://b/raw/0.jpg"]
+    scanned = {"file:/data/a.jpg", "s3://b/raw/c.jpg"}
+    assert featurize.unscanned_files(listed, scanned) == ["file:///data/empty.jpg", "s3://b/raw/0.jpg"]
+
+
+def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
+    args = featurize.parse_args(["--input", "s3://b/raw/batch=2024-03-05/", "--output", "s3://b/features/x/"])
+    assert args.batch_id == "2024-03-05" and args.runtime == "litert" and args.quarantine is None
+    args = featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-id", "2024-01-31"])
+    assert args.batch_id == "2024-01-31"
+    assert featurize.parse_args(["--input", "/in", "--output", "/out"]).batch_id is None
+    for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"]):
+        with pytest.raises(SystemExit):
+            featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
+
+
+# --------------------------------------------------------------------------------------------
+# End to end on the real sample (960 photos, real weights): the shared `sample_features` run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_rows(spark, sample_features):
+    return spark.read.parquet(sample_features).toPandas()
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(spark, sample_features, sample_rows, sample_dir):
+    rows = sample_rows
+    assert len(rows) == 960 and rows["path"].is_unique
+    schema = {f.name: f.dataType.simpleString() for f in spark.read.parquet(sample_features).schema}
+    assert schema == {
+        "path": "string", "label": "string", "split": "string", "features": "array<float>",
+        "width": "int", "height": "int", "sha256": "string", "batch_id": "string",
+    }
+    assert rows["label"].nunique() == 24
+    assert rows["split"].value_counts().to_dict() == {"Training": 720, "Test": 240}
+    assert rows.groupby(["label", "split"]).size().unique().tolist() in ([30, 10], [10, 30])
+    assert set(rows["batch_id"]) == {"2024-01-01"}
+    assert set(zip(rows["width"], rows["height"])) == {(100, 100)}
+    features = np.stack(rows["features"].to_numpy())
+    assert features.shape == (960, 1280) and np.isfinite(features).all()
+    assert features.min() >= 0  # ReLU6 then average pooling
+    one = rows.iloc[0]
+    local = Path(one["path"].removeprefix("file:"))
+    assert local.parent.name == one["label"] and local.parent.parent.name == one["split"]
+    assert one["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_sample_run_quarantines_the_manifest_and_reports_its_counts(spark, sample_features):
+    metrics = json.loads((Path(sample_features) / "_job_metrics.json").read_text())
+    assert {k: metrics[k] for k in ("job", "batch_id", "seen", "featurized", "quarantined")} == {
+        "job": "featurize", "batch_id": "2024-01-01", "seen": 961, "featurized": 960, "quarantined": 1,
+    }
+    assert metrics["images_per_second"] > 0 and metrics["seconds"] > 0
+    # Built once per Python worker (local[2]: at most a few), not once per batch or task.
+    assert 1 <= metrics["worker_processes"] <= 4
+    quarantine = spark.read.parquet(f"{sample_features}/_quarantine").collect()
+    assert [(Path(r.path).name, r.reason) for r in quarantine] == [("MANIFEST.txt", "not an image Pillow can decode")]
+    leftovers = [p.name for p in Path(sample_features).parent.iterdir() if p.name != "features"]
+    assert leftovers == []  # the staging folder was moved into place, nothing left beside it
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_features_separate_the_fruits(sample_rows):
+    """Real ImageNet features: nearest Training centroid classifies Test photos (PROVENANCE.md
+    measured 97.9 % with these weights, 77.9 % with random ones); wrong preprocessing, colour
+    order or weights drop below the bar."""
+    train = sample_rows[sample_rows["split"] == "Training"]
+    test = sample_rows[sample_rows["split"] == "Test"]
+    labels = sorted(train["label"].unique())
+    centroids = np.stack([np.stack(train.loc[train["label"] == l, "features"]).mean(axis=0) for l in labels])
+    x = np.stack(test["features"].to_numpy())
+    predicted = np.array(labels)[np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)]
+    assert (predicted == test["label"].to_numpy()).mean() >= 0.93
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_litert_features_match_a_keras_model_on_real_photos(sample_rows, keras_home):
+    """The job's default runtime (LiteRT flatbuffer converted from the broadcast model) against
+    Keras' own MobileNetV2 with the same weights, on 2 photos per label."""
+    picked = sample_rows.groupby("label").head(2)
+    pixels = np.stack([featurize.decode_image(Path(p.removeprefix("file:")).read_bytes())[0] for p in picked["path"]])
+    model = featurize.build_keras_model("imagenet")
+    expected = model.predict(featurize.preprocess(pixels), verbose=0)
+    got = np.stack(picked["features"].to_numpy())
+    assert np.abs(got - expected).max() <= 1e-3
+    assert np.abs(expected).max() > 0.5  # not comparing two vectors of zeros
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input, failures, reruns: files the tests generate, the real weights
+# --------------------------------------------------------------------------------------------
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+GOOD = {
+    "Training/Apple/photo.jpg": encode(fruit_like(), "JPEG"),
+    "Training/Apple/CUTOUT.PNG": encode(transparent_cutout(), "PNG"),
+    "Test/Kiwi/scan16.png": gray16(40000),
+    "Test/Kiwi/print.JPEG": encode(fruit_like().convert("CMYK"), "JPEG"),
+    "Test/Kiwi/anim.gif": encode(fruit_like().convert("P"), "GIF"),
+}
+BAD = {
+    "Training/Apple/notes.txt": (b"not a photo\n", "not an image Pillow can decode"),
+    "Training/Apple/empty.jpg": (b"", "empty file"),
+    "Test/Kiwi/cut.jpg": (encode(fruit_like((300, 300)), "JPEG")[:1500], "truncated image"),
+    "Test/Kiwi/damaged.png": (corrupt_png(), "corrupt image"),
+}
+
+
+def run_job(spark, *argv: str) -> dict:
+    return featurize.run(spark, featurize.parse_args(list(argv)))
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, keras_home, tmp_path):
+    write_files(tmp_path / "in", GOOD | {name: content for name, (content, _) in BAD.items()})
+    metrics = run_job(
+        spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
+        "--quarantine", str(tmp_path / "quarantine"), "--batch-id", "2024-02-29", "--batch-size", "2",
+    )
+    assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (9, 5, 4)
+    good = spark.read.parquet(str(tmp_path / "features")).toPandas()
+    bad = spark.read.parquet(str(tmp_path / "quarantine")).toPandas()
+    relative = lambda p: p.split("/in/", 1)[1]  # noqa: E731
+    assert sorted(map(relative, good["path"])) == sorted(GOOD)
+    assert {relative(p): r.split(":")[0].split(" (")[0] for p, r in zip(bad["path"], bad["reason"])} == {
+        name: reason for name, (_, reason) in BAD.items()
+    }
+    assert set(bad["batch_id"]) == {"2024-02-29"}
+    assert all(len(v) == 1280 and np.isfinite(v).all() for v in good["features"])
+    assert json.loads((tmp_path / "features" / "_job_metrics.json").read_text())["quarantined"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "quarantine"]
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, keras_home, tmp_path):
+    write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"], "Kiwi/b.png": gray16(9000)})
+    output = str(tmp_path / "features")
+    common = ["--input", str(tmp_path / "in"), "--output", output]
+    run_job(spark, *common)
+    first = (tmp_path / "features" / "_job_metrics.json").read_text()
+
+    write_files(tmp_path / "in", {"Kiwi/c.jpg": GOOD["Training/Apple/photo.jpg"]})
+    (tmp_path / "not-a-folder").write_text("a file where the quarantine folder should go")
+    with pytest.raises(Exception):  # the quarantine cannot be written: fails after the features were
+        run_job(spark, *common, "--quarantine", str(tmp_path / "not-a-folder" / "quarantine"))
+    assert (tmp_path / "features" / "_job_metrics.json").read_text() == first
+    assert spark.read.parquet(output).count() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "not-a-folder"]
+
+    run_job(spark, *common)  # the rerun replaces, it does not append
+    assert spark.read.parquet(output).count() == 3
+    assert json.loads((tmp_path / "features" / "_job_metrics.json").read_text())["featurized"] == 3
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_no_readable_image_exits_non_zero_and_still_records_the_files(spark, keras_home, tmp_path, caplog):
+    write_files(tmp_path / "in", {name: content for name, (content, _) in BAD.items()})
+    output = tmp_path / "features"
+    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(output)])
+    assert code == 3
+    assert f"no readable image under {tmp_path / 'in'}: all 4 files quarantined" in caplog.text
+    assert spark.read.parquet(str(output / "_quarantine")).count() == len(BAD)
+    assert json.loads((output / "_job_metrics.json").read_text())["featurized"] == 0
+
+
+def test_missing_input_is_a_clear_error_not_a_stack_trace(spark, tmp_path, caplog):
+    code = featurize.main(["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "features")])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"input path does not exist: {tmp_path / 'nowhere'}"
+    ]
+    assert not (tmp_path / "features").exists()

@@ -1,0 +1,256 @@
+"""infra/foundation.yaml: lints clean for the EU regions, agrees with the code (region list, lake
+prefixes, settings), deploys in moto, and what it deploys satisfies the GDPR guard and the cluster."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import boto3
+import pytest
+from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
+from moto import mock_aws
+from moto.cloudformation.models import cloudformation_backends
+from moto.cloudformation.parsing import clean_json
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from fruits import lake
+from fruits.emr_cluster import ClusterSizing, build_job_flow
+from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation, check_bucket
+from fruits.settings import PipelineSettings, load_settings, variable_names
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE_PATH = REPO / "infra" / "foundation.yaml"
+sys.path.insert(0, str(REPO))
+from infra.outputs_to_variables import main as outputs_main  # noqa: E402
+from infra.outputs_to_variables import output_field, outputs_to_variables  # noqa: E402
+
+# moto warns about each resource type its CloudFormation skips (AWS::S3::BucketPolicy, handled below).
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..S3..BucketPolicy")
+
+REGION = "eu-west-3"
+BUCKET = "fruits-lake-test-eu-west-3"
+STACK = "fruits-foundation"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_cfn_yaml(TEMPLATE_PATH.read_text())
+
+
+def test_cfn_lint_passes_for_every_eu_region():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--regions", *EU_MEMBER_STATE_REGIONS, "--", str(TEMPLATE_PATH)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_region_rules_hold_exactly_the_eu_member_state_regions(template):
+    assert template["Parameters"]["AllowedRegions"]["Default"].split(",") == list(EU_MEMBER_STATE_REGIONS)
+    each_member_in, contains = template["Rules"]["EuMemberStateRegionsOnly"]["Assertions"]
+    members, eu_list = each_member_in["Assert"]["Fn::EachMemberIn"]
+    assert members == {"Ref": "AllowedRegions"}
+    assert list(eu_list) == list(EU_MEMBER_STATE_REGIONS)
+    assert contains["Assert"]["Fn::Contains"] == [{"Ref": "AllowedRegions"}, {"Ref": "AWS::Region"}]
+
+
+def _lake_top_prefixes() -> set[str]:
+    root = "s3://b"
+    uris = [
+        lake.raw_uri(root, "2026-01-01"), lake.features_uri(root), lake.quarantine_uri(root, "2026-01-01"),
+        lake.pca_uri(root, "2026-01-01"), lake.reports_uri(root, "2026-01-01"), lake.code_uri(root, "v"),
+        lake.models_uri(root), lake.logs_uri(root),
+    ]
+    return {uri[len(root) + 1:].split("/")[0] + "/" for uri in uris}
+
+
+def _object_prefixes(statement_resources) -> set[str]:
+    """`${LakeBucket.Arn}/features/*` -> `features/`."""
+    prefixes = set()
+    for resource in statement_resources if isinstance(statement_resources, list) else [statement_resources]:
+        if isinstance(resource, dict) and "Fn::Sub" in resource:
+            text = resource["Fn::Sub"]
+            prefixes.add(text.split("}/", 1)[1].removesuffix("*"))
+    return prefixes
+
+
+def test_prefixes_in_lifecycle_and_policies_are_the_lake_layout(template):
+    layout = _lake_top_prefixes()
+    rules = {r["Id"]: r for r in template["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    retention = {r["Prefix"] for r in rules.values() if r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}}
+    # A photo and everything derived from it share one retention; code/models/reports are not personal data.
+    assert retention == {"raw/", "features/", "quarantine/", "pca/"}
+    assert {r.get("Prefix") for r in rules.values()} - {None} <= layout
+    used = set()
+    for name in ("EmrInstanceRole", "AirflowPolicy", "ErasurePolicy"):
+        props = template["Resources"][name]["Properties"]
+        documents = [p["PolicyDocument"] for p in props.get("Policies", [])] or [props["PolicyDocument"]]
+        for document in documents:
+            for statement in document["Statement"]:
+                used |= _object_prefixes(statement.get("Resource"))
+                for prefix in statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []):
+                    used.add(prefix.removesuffix("*"))
+    assert used and used <= layout, used - layout
+    # The nodes never write the photos or the code they run.
+    instance_statements = template["Resources"]["EmrInstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    writes = next(s for s in instance_statements if "s3:PutObject" in s["Action"])
+    assert not _object_prefixes(writes["Resource"]) & {"raw/", "code/"}
+
+
+def test_every_output_is_a_pipeline_setting(template):
+    fields = variable_names()
+    assert {output_field(key) for key in template["Outputs"]} <= set(fields)
+
+
+def _apply_what_moto_cloudformation_skips(template: dict, s3) -> None:
+    """moto's CloudFormation creates the bucket with its encryption but ignores the bucket's public
+    access block, versioning and lifecycle properties and the AWS::S3::BucketPolicy resource. Apply the
+    TEMPLATE'S OWN values (resolved by moto's intrinsic-function resolver against the created stack)
+    through the S3 API, so what the assertions below read back is still what the template declares,
+    and botocore validates the shapes on the way in."""
+    backend = cloudformation_backends[DEFAULT_ACCOUNT_ID][REGION]
+    stack = next(s for s in backend.stacks.values() if s.name == STACK)
+    resolve = lambda node: clean_json(node, stack.resource_map)  # noqa: E731
+    bucket_props = resolve(template["Resources"]["LakeBucket"]["Properties"])
+    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration=bucket_props["PublicAccessBlockConfiguration"])
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=bucket_props["VersioningConfiguration"])
+    rules = []
+    for rule in bucket_props["LifecycleConfiguration"]["Rules"]:
+        api_rule = {"ID": rule["Id"], "Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+        if "ExpirationInDays" in rule:
+            api_rule["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        if rule.get("ExpiredObjectDeleteMarker"):
+            api_rule["Expiration"] = {"ExpiredObjectDeleteMarker": True}
+        if "NoncurrentVersionExpiration" in rule:
+            api_rule["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+        if "AbortIncompleteMultipartUpload" in rule:
+            api_rule["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+        rules.append(api_rule)
+    s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": rules})
+    policy = resolve(template["Resources"]["LakeBucketPolicy"]["Properties"])
+    assert policy["Bucket"] == BUCKET
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy["PolicyDocument"]))
+
+
+@pytest.fixture
+def deployed(template):
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # moto warns about the resource types it skips (handled below)
+            cloudformation.create_stack(
+                StackName=STACK,
+                TemplateBody=TEMPLATE_PATH.read_text(),
+                Capabilities=["CAPABILITY_NAMED_IAM"],
+                Parameters=[
+                    {"ParameterKey": "BucketName", "ParameterValue": BUCKET},
+                    {"ParameterKey": "ImageRetentionDays", "ParameterValue": "180"},
+                    # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
+                    # is given, and would join a defaulted one's characters in the output.
+                    {"ParameterKey": "AllowedRegions", "ParameterValue": "eu-west-3,eu-west-1"},
+                ],
+            )
+        stack = cloudformation.describe_stacks(StackName=STACK)
+        s3 = boto3.client("s3", region_name=REGION)
+        _apply_what_moto_cloudformation_skips(template, s3)
+        yield stack, s3
+
+
+def test_deployed_bucket_is_eu_encrypted_with_the_stack_key_private_and_tls_only(deployed):
+    stack, s3 = deployed
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0]["Outputs"]}
+    assert stack["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert s3.get_bucket_location(Bucket=BUCKET)["LocationConstraint"] == REGION
+
+    (rule,) = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"] == outputs["KmsKeyArn"]
+    # The stack's own customer-managed key (moto's DescribeKey chokes on a key policy given as an
+    # object, as CloudFormation allows, so the key is identified through the stack's resources).
+    resources = boto3.client("cloudformation", region_name=REGION).list_stack_resources(StackName=STACK)
+    key_id = next(r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
+                  if r["LogicalResourceId"] == "LakeKey")
+    assert outputs["KmsKeyArn"].endswith(f":key/{key_id}")
+
+    block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                     "RestrictPublicBuckets": True}
+    policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    tls = next(s for s in policy["Statement"] if s["Sid"] == "DenyInsecureTransport")
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert f"arn:aws:s3:::{BUCKET}/*" in tls["Resource"]
+    other_keys = next(s for s in policy["Statement"] if s["Sid"] == "DenyOtherKmsKeys")
+    assert other_keys["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption-aws-kms-key-id"] == outputs["KmsKeyArn"]
+
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert rules["expire-raw-images"]["Expiration"]["Days"] == 180  # the parameter, not the default
+    assert rules["purge-noncurrent-versions-and-uploads"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert rules["purge-noncurrent-versions-and-uploads"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7
+
+    # What the stack built passes the guard the DAG runs first.
+    assert check_bucket(s3, BUCKET, outputs["AllowedRegions"]) == REGION
+
+
+def test_security_configuration_encrypts_at_rest_with_the_key_and_requires_imdsv2(deployed):
+    stack, _ = deployed
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0]["Outputs"]}
+    raw = boto3.client("emr", region_name=REGION).describe_security_configuration(
+        Name=outputs["SecurityConfiguration"])["SecurityConfiguration"]
+    # moto stores the document as Python's repr of the dict where AWS returns JSON.
+    config = json.loads(raw) if raw.lstrip().startswith('{"') else ast.literal_eval(raw)
+    at_rest = config["EncryptionConfiguration"]["AtRestEncryptionConfiguration"]
+    assert config["EncryptionConfiguration"]["EnableAtRestEncryption"] is True
+    assert at_rest["S3EncryptionConfiguration"] == {"EncryptionMode": "SSE-KMS", "AwsKmsKey": outputs["KmsKeyArn"]}
+    assert at_rest["LocalDiskEncryptionConfiguration"]["AwsKmsKey"] == outputs["KmsKeyArn"]
+    assert at_rest["LocalDiskEncryptionConfiguration"]["EnableEbsEncryption"] is True
+    # No certificates given: in-transit encryption off (documented), and no dangling certificate block.
+    assert config["EncryptionConfiguration"]["EnableInTransitEncryption"] is False
+    assert "InTransitEncryptionConfiguration" not in config["EncryptionConfiguration"]
+    assert config["InstanceMetadataServiceConfiguration"]["MinimumInstanceMetadataServiceVersion"] == 2
+
+
+def test_outputs_become_the_settings_that_launch_a_cluster(deployed, capsys, tmp_path):
+    stack, _ = deployed
+    described = tmp_path / "describe-stacks.json"
+    described.write_text(json.dumps(stack, default=str))
+    assert outputs_main(["--describe-stacks-json", str(described)]) == 0
+    variables = json.loads(capsys.readouterr().out)
+    assert variables == {
+        "fruits_region": REGION,
+        "fruits_bucket": BUCKET,
+        "fruits_kms_key_arn": variables["fruits_kms_key_arn"],
+        "fruits_service_role": "fruits-emr-service-role",
+        "fruits_instance_profile": "fruits-emr-ec2-instance-profile",
+        "fruits_security_configuration": "fruits-emr-security",
+        "fruits_log_uri": lake.logs_uri(f"s3://{BUCKET}"),
+        "fruits_allowed_regions": "eu-west-3,eu-west-1",
+    }
+    assert variables["fruits_kms_key_arn"].startswith(f"arn:aws:kms:{REGION}:")
+    settings = load_settings(variables.get)
+    # The settings' defaults name the resources the stack creates with its default prefix.
+    defaults = PipelineSettings()
+    assert (settings.service_role, settings.instance_profile, settings.security_configuration) == (
+        defaults.service_role, defaults.instance_profile, defaults.security_configuration)
+    request = build_job_flow(settings, name="fruits-2026-11-22", code_uri=lake.code_uri(f"s3://{BUCKET}", "abc123"),
+                             sizing=ClusterSizing())
+    assert request["LogEncryptionKmsKeyId"] == variables["fruits_kms_key_arn"]
+    cluster_id = boto3.client("emr", region_name=REGION).run_job_flow(**request)["JobFlowId"]
+    assert cluster_id.startswith("j-")
+
+
+def test_outputs_that_match_no_setting_or_leave_the_eu_are_refused():
+    with pytest.raises(ValueError, match="VpcId"):
+        outputs_to_variables([{"OutputKey": "Bucket", "OutputValue": "b"}, {"OutputKey": "VpcId", "OutputValue": "v"}])
+    with pytest.raises(GdprViolation, match="eu-west-2"):
+        outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-2"}])
+    with pytest.raises(GdprViolation, match="us-east-1"):
+        outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-3"},
+                              {"OutputKey": "AllowedRegions", "OutputValue": "eu-west-3,us-east-1"}])

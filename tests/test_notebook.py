@@ -1,0 +1,158 @@
+"""The demo notebook (notebooks/fruits_pipeline_demo.ipynb) runs, shows what it claims, and is
+committed clean.
+
+It is executed with nbclient in a real Jupyter kernel (this .venv's Python, registered in a temporary
+kernel-spec folder), on the real Fruits-360 sample with the real ImageNet weights: it calls
+featurize.py's and pca.py's own functions on a local[2] SparkSession it creates.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT / "notebooks" / "fruits_pipeline_demo.ipynb"
+KERNEL_NAME = "fruits-test-venv"
+DEMO_LABELS = 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def cell_tagged(notebook, tag: str):
+    cells = [cell for cell in notebook.cells if tag in cell.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged {tag!r}, found {len(cells)}"
+    return cells[0]
+
+
+def text_of(cell) -> str:
+    """Everything a code cell printed or displayed as text."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def pngs_of(cell) -> list[bytes]:
+    return [
+        base64.b64decode(output["data"]["image/png"])
+        for output in cell.get("outputs", [])
+        if output.output_type in ("execute_result", "display_data") and "image/png" in output.get("data", {})
+    ]
+
+
+def test_committed_notebook_has_no_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells
+    dirty = [i for i, cell in enumerate(code_cells) if cell.outputs or cell.execution_count is not None]
+    assert not dirty, f"code cells {dirty} hold outputs: clear them before committing (nbstripout / Clear All Outputs)"
+
+
+def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
+    """Each job's steps are called from its module; the notebook defines no function of its own."""
+    source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
+    for call in ("featurize.read_images", "featurize.make_payload", "featurize.make_featurize_udf",
+                 "featurize.featurize_frame", "pca.fit_pca", "pca.project", "pca.plot_explained_variance"):
+        assert call + "(" in source, f"the notebook does not call {call}"
+    assert not re.search(r"^\s*def ", source, flags=re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory, monkeypatch_module) -> str:
+    """This .venv's Python as a Jupyter kernel, registered in a temporary folder only."""
+    prefix = tmp_path_factory.mktemp("jupyter")
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", KERNEL_NAME],
+        check=True, capture_output=True,
+    )
+    monkeypatch_module.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    return KERNEL_NAME
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def executed(sample_dir, keras_home, kernel_name, monkeypatch_module):
+    """The notebook executed top to bottom on the sample (8 labels), as a user would run it."""
+    from nbclient import NotebookClient
+
+    monkeypatch_module.setenv("FRUITS_SAMPLE_DIR", str(sample_dir))
+    monkeypatch_module.setenv("FRUITS_DEMO_LABELS", str(DEMO_LABELS))
+    monkeypatch_module.delenv("FRUITS_WEIGHTS", raising=False)  # the keras_home fixture's imagenet file
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        notebook, kernel_name=kernel_name, timeout=900, startup_timeout=120,
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    client.execute()  # raises CellExecutionError, with the failing cell's traceback, on any error
+    return notebook
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_runs_without_error(executed):
+    errors = [output for cell in executed.cells for output in cell.get("outputs", []) if output.output_type == "error"]
+    assert not errors
+    code_cells = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code_cells)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_shows_sample_images_with_labels(executed):
+    images = pngs_of(cell_tagged(executed, "sample-images"))
+    assert len(images) == 1 and images[0].startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_broadcasts_one_model_payload(executed):
+    text = text_of(cell_tagged(executed, "broadcast"))
+    assert "output (None, 1280)" in text
+    megabytes = float(re.search(r"litert flatbuffer of ([\d.]+) MB", text).group(1))
+    # MobileNetV2 alpha 1.0 has 2.26 M float32 parameters: the payload must carry them (~9 MB).
+    assert 8.0 < megabytes < 12.0
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_features_are_1280_floats_per_photo(executed):
+    text = text_of(cell_tagged(executed, "feature-shape"))
+    rows, dimension = map(int, re.search(r"features: (\d+) rows x (\d+) floats", text).groups())
+    assert dimension == 1280
+    assert rows == DEMO_LABELS * 40  # 30 Training + 10 Test per label; MANIFEST.txt quarantined
+    assert "-> 1280 features" in text
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_pca_reaches_the_variance_target_with_fewer_dimensions(executed):
+    text = text_of(cell_tagged(executed, "pca-k"))
+    k, explained = re.search(r"k = (\d+) components explain ([\d.]+) of the variance", text).groups()
+    assert 2 <= int(k) < DEMO_LABELS * 40  # fewer components than photos, let alone 1280 features
+    assert float(explained) >= 0.95
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_plots_the_explained_variance_and_the_scatter(executed):
+    variance = pngs_of(cell_tagged(executed, "variance-plot"))
+    assert len(variance) == 1 and variance[0].startswith(PNG_SIGNATURE)
+    scatter = cell_tagged(executed, "scatter")
+    images = pngs_of(scatter)
+    assert len(images) == 1 and images[0].startswith(PNG_SIGNATURE)
+    assert f"scatter: {DEMO_LABELS * 40} points, {DEMO_LABELS} labels" in text_of(scatter)

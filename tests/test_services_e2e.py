@@ -1,0 +1,273 @@
+"""The pipeline run like production, on this machine: PostgreSQL (Debian's server, a throwaway
+cluster) + the Airflow api-server, scheduler, dag-processor and triggerer as real processes on
+127.0.0.1 (the same commands docker-compose.yaml runs, from tests/airflow_services.py), the real
+DAG in its local target on real photos with the real MobileNetV2 weights.
+
+The DAG is triggered through the REST API with Params, backfilled over 2 dates through the CLI,
+and triggered from the UI in headless Chromium with a changed Param; every output is read back.
+All runs use their own landing folder of distinct photos: the uploader skips a photo already in
+another batch, so sharing photos would leave a batch empty.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_services import (ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer,
+                              postgres_bin_dir)
+from conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
+
+DAG_ID = "fruits_pipeline"
+LABELS_PER_BATCH = 3
+IMAGES_PER_LABEL = 4
+# Batches: each takes its own slice of every label's Training photos (see `photo_sets`).
+BATCHES = ("api", "backfill-1", "backfill-2", "ui")
+API_LOGICAL_DATE = "2026-03-01T01:00:00Z"
+BACKFILL_FROM, BACKFILL_TO = "2026-02-01", "2026-02-02T23:59:59"
+BACKFILL_DATES = ("2026-02-01", "2026-02-02")
+UI_PCA_K = 2  # the Param the UI test changes (default: pca_variance decides k)
+RUN_TIMEOUT_S = 420
+
+
+def _require(condition: bool, reason: str) -> None:
+    """Skip when a system package is missing (a developer's machine without `make setup`);
+    fail under CI, where the set-up installs it."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def photo_sets(sample_dir, tmp_path_factory) -> dict[str, dict[str, list[Path]]]:
+    """Per batch: label -> distinct real photos (the same labels, different files)."""
+    labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:LABELS_PER_BATCH]
+    sets: dict[str, dict[str, list[Path]]] = {}
+    for index, batch in enumerate(BATCHES):
+        window = slice(index * IMAGES_PER_LABEL, (index + 1) * IMAGES_PER_LABEL)
+        sets[batch] = {label: sorted((sample_dir / "Training" / label).glob("*.jpg"))[window] for label in labels}
+    return sets
+
+
+def land(photos: dict[str, list[Path]], landing: Path) -> Path:
+    """Copy photos into a landing folder as `<label>/<file>`: how new photos arrive."""
+    for label, files in photos.items():
+        (landing / label).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            shutil.copy(file, landing / label / file.name)
+    return landing
+
+
+@pytest.fixture(scope="module")
+def stack(keras_home, tmp_path_factory):
+    """PostgreSQL + the four Airflow services; everything stopped at the end, even on failure."""
+    _require(postgres_bin_dir() is not None, "PostgreSQL server binaries are missing (Debian package postgresql)")
+    home = tmp_path_factory.mktemp("airflow_home")
+    lake = tmp_path_factory.mktemp("lake")
+    postgres = PostgresServer(postgres_bin_dir())
+    services = AirflowServices(
+        home=home,
+        dags_folder=REPO_ROOT / "dags",
+        database_url=postgres.url,
+        extra_env={
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW_VAR_FRUITS_LOCAL_LAKE": str(lake),
+            # Unpausing must not start a nightly run of its own: the test triggers every run.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # Spark's driver and block manager bind here instead of the host's address.
+            "SPARK_LOCAL_IP": LOOPBACK,
+            # keras_home set KERAS_HOME in os.environ: the services inherit the real weights.
+        },
+    )
+    try:
+        postgres.start()
+        services.start()
+        services.wait_healthy()
+        api = ApiClient(services.base_url, ADMIN_USER, services.password)
+        api.wait_for_dag(DAG_ID)
+        api.unpause(DAG_ID)
+        yield {"services": services, "api": api, "lake": lake, "postgres": postgres}
+    finally:
+        started = services.all_processes()
+        services.stop()
+        postgres_pid = postgres.pid()
+        postgres.stop()
+        survivors = [p.pid for p in started if p.is_running() and p.status() != "zombie"]
+        assert not survivors, f"processes left running after stop: {survivors}"
+        if postgres_pid:
+            assert not Path(f"/proc/{postgres_pid}").exists(), "PostgreSQL still running after stop"
+
+
+def read_features(lake: Path, batch: str):
+    return pq.read_table(lake / "features" / f"batch={batch}").to_pandas()
+
+
+def assert_batch_outputs(lake: Path, batch: str, photos: dict[str, list[Path]], *, k: int | None = None) -> dict:
+    """Features hold exactly this batch's photos; the PCA outputs of the batch are all there."""
+    features = read_features(lake, batch)
+    expected = {(label, f.name) for label, files in photos.items() for f in files}
+    assert {(row.label, Path(row.path).name) for row in features.itertuples()} == expected
+    assert (features["batch_id"] == batch).all()
+    assert features["features"].map(len).eq(1280).all()
+    metrics = json.loads((lake / "features" / f"batch={batch}" / "_job_metrics.json").read_text())
+    assert metrics["featurized"] == len(expected) and metrics["quarantined"] == 0
+
+    pca = lake / "pca" / f"batch={batch}"
+    report = json.loads((pca / "report.json").read_text())
+    header, *rows = (pca / "pca_matrix.csv").read_text().splitlines()
+    assert header.split(",") == ["path", "label", *[f"pc_{i}" for i in range(1, report["k"] + 1)]]
+    # A refit reads every batch so far: at least this batch's photos, each once.
+    assert len(rows) == report["rows"] >= len(expected)
+    assert (pca / "explained_variance.png").stat().st_size > 0
+    assert pq.read_table(pca / "reduced").num_rows == report["rows"]
+    if k is not None:
+        assert report["k"] == k
+    return report
+
+
+def test_rest_api_trigger_with_params_runs_the_local_target(stack, photo_sets, tmp_path):
+    api, services, lake = stack["api"], stack["services"], stack["lake"]
+    landing = land(photo_sets["api"], tmp_path / "landing")
+
+    run = api.trigger(DAG_ID, API_LOGICAL_DATE, {"landing": str(landing), "pca_variance": 0.9})
+    assert run["conf"]["landing"] == str(landing)
+    api.wait_for_runs(DAG_ID, [run["dag_run_id"]], services, timeout=RUN_TIMEOUT_S)
+
+    states = api.task_states(DAG_ID, run["dag_run_id"])
+    assert states["featurize"] == states["pca"] == "success"
+    assert states["fail_if_anything_failed"] == "skipped"
+    report = assert_batch_outputs(lake, "2026-03-01", photo_sets["api"])
+    assert report["variance_target"] == 0.9 and report["total_explained_variance"] >= 0.9
+
+
+def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path):
+    api, services, lake = stack["api"], stack["services"], stack["lake"]
+    landing = land(photo_sets["backfill-1"], tmp_path / "landing")
+
+    created = services.airflow(
+        "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_FROM, "--to-date", BACKFILL_TO,
+        "--dag-run-conf", json.dumps({"landing": str(landing)}), "--max-active-runs", "1",
+    )
+    assert created.returncode == 0, created.stderr[-3000:]
+    runs = {r["logical_date"][:10]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
+    assert sorted(runs) == list(BACKFILL_DATES)
+
+    # New photos arrive after the first night took its own: with one run at a time, the second
+    # date's upload starts only after the first run has finished.
+    first, second = (runs[d] for d in BACKFILL_DATES)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while api.task_states(DAG_ID, first).get("upload_new_images") != "success":
+        services.check_alive()
+        assert api.task_states(DAG_ID, second).get("upload_new_images") in (None, "scheduled", "queued")
+        assert time.monotonic() < deadline, f"first backfill run never uploaded: {api.task_states(DAG_ID, first)}"
+        time.sleep(2)
+    land(photo_sets["backfill-2"], landing)
+
+    api.wait_for_runs(DAG_ID, runs.values(), services, timeout=2 * RUN_TIMEOUT_S)
+    for date, batch in zip(BACKFILL_DATES, ("backfill-1", "backfill-2")):
+        assert_batch_outputs(lake, date, photo_sets[batch])
+    assert sorted(p.name for p in (lake / "raw").iterdir() if p.name.startswith("batch=")) == sorted(
+        ["batch=2026-03-01"] + [f"batch={d}" for d in BACKFILL_DATES]
+    )
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless Chromium through Debian's ChromeDriver (no browser download)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    _require(bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)")
+    profile = tempfile.mkdtemp(prefix="fruits-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("FRUITS_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    api, services, lake = stack["api"], stack["services"], stack["lake"]
+    landing = land(photo_sets["ui"], tmp_path / "landing")
+    wait = WebDriverWait(browser, 60)
+    screenshot = artifacts_dir() / "airflow-ui-run-success.png"
+
+    def fill(name: str, value: str) -> None:
+        field = wait.until(EC.element_to_be_clickable((By.NAME, f"element_{name}")))
+        field.send_keys(Keys.CONTROL, "a", Keys.DELETE)
+        field.send_keys(value)
+
+    try:
+        browser.get(f"{services.base_url}/")
+        wait.until(EC.presence_of_element_located((By.NAME, "username"))).send_keys(ADMIN_USER)
+        browser.find_element(By.NAME, "password").send_keys(services.password)
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
+
+        browser.get(f"{services.base_url}/dags/{DAG_ID}")
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
+        fill("landing", str(landing))
+        fill("pca_k", str(UI_PCA_K))
+        browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
+        wait.until(lambda d: f"/dags/{DAG_ID}/runs/" in d.current_url)
+        run_id = browser.current_url.split("/runs/", 1)[1].split("?")[0]
+
+        api.wait_for_runs(DAG_ID, [run_id], services, timeout=RUN_TIMEOUT_S)
+        run = api.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert run["conf"]["landing"] == str(landing) and run["conf"]["pca_k"] == UI_PCA_K
+        assert run["triggered_by"] == "ui" and run["triggering_user_name"] == ADMIN_USER
+
+        # The UI itself shows the run succeeded (the page polls; a reload makes it immediate).
+        browser.refresh()
+        WebDriverWait(browser, 60).until(
+            lambda d: run_id in d.find_element(By.TAG_NAME, "body").text
+            and "Success" in d.find_element(By.TAG_NAME, "body").text
+        )
+    finally:
+        browser.save_screenshot(str(screenshot))
+        print(f"UI screenshot: {screenshot}")
+    assert screenshot.stat().st_size > 0
+    assert_batch_outputs(lake, run["logical_date"][:10], photo_sets["ui"], k=UI_PCA_K)
+
+
+def test_nothing_listened_beyond_loopback(stack):
+    """Every listening socket seen on the services' process tree while the runs went on
+    (api-server, task runners, spark-submit's JVM) was bound to 127.0.0.1."""
+    services = stack["services"]
+    services.record_listeners()
+    seen = services.listeners_seen
+    assert any(port == services.api_port for _, port in seen), seen
+    # A JVM listens on IPv6 sockets: 127.0.0.1 shows as the IPv4-mapped ::ffff:127.0.0.1.
+    addresses = {ipaddress.ip_address(address) for address, _ in seen}
+    assert {getattr(a, "ipv4_mapped", None) or a for a in addresses} == {ipaddress.ip_address(LOOPBACK)}, seen
