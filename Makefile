@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 # Debian packages the project needs: Java for Spark, PostgreSQL for the Airflow services test,
 # Chromium + ChromeDriver for the UI test.
-DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver
+DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver docker-compose
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: test demo setup system-deps lock bench clean
+.PHONY: test demo setup system-deps lock bench cost clean
 
 test: setup
 	$(BIN)/python -m pytest
@@ -46,6 +46,10 @@ lock:
 
 bench: setup
 	$(BIN)/python benchmarks/inference_throughput.py
+
+# What a nightly batch of one million images costs, from the measured throughput (docs/costs.md).
+cost: setup
+	PYTHONPATH=plugins $(BIN)/python -m fruits.costs compare --images 1000000
 
 clean:
 	rm -rf $(VENV) build lake

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/inference_throughput.py [--quick]
 
 (a) single-process TensorFlow inference on already-decoded tensors: Keras `predict`,
-    `tf.function` (graph, then XLA) and LiteRT with XNNPACK at several batch sizes and thread counts;
+    `tf.function` (graph) and LiteRT with XNNPACK at several batch sizes and thread counts;
 (b) featurize.py end to end through spark-submit on local[<cores>]: JPEG files to Parquet, the
     job's own defaults (LiteRT runtime), its `_job_metrics.json` rate;
 (c) the textbook approach: Keras `model.predict` inside a scalar-iterator pandas UDF on the same
@@ -26,15 +26,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
-# (c)'s Spark workers import featurize (for its decoder) from here.
+# (c)'s Spark workers: this interpreter, importing featurize (for its decoder) from here.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 import featurize  # noqa: E402
 
@@ -67,8 +71,6 @@ def single_process(model, tensors: np.ndarray, cores: int, min_seconds: float) -
     results["keras predict, batch 32"] = rate(lambda x: model.predict(x, verbose=0), tensors, 32, min_seconds)
     graph = tf.function(lambda x: model(x, training=False))
     results["tf.function, batch 32"] = rate(lambda x: graph(x).numpy(), tensors, 32, min_seconds)
-    xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
-    results["tf.function + XLA, batch 32"] = rate(lambda x: xla(x).numpy(), tensors, 32, min_seconds)
     flatbuffer = featurize.to_litert_flatbuffer(model)
     for threads in sorted({1, cores}):
         for batch in (1, 8, 32):
@@ -106,7 +108,6 @@ def textbook(input_dir: Path, model, cores: int, workdir: Path) -> dict:
     """(c): Keras `model.predict` in a scalar-iterator pandas UDF, weights broadcast as arrays.
 
     Decoding is featurize's own (the comparison is about the inference runtime, not Pillow)."""
-    import pandas as pd
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -117,7 +118,7 @@ def textbook(input_dir: Path, model, cores: int, workdir: Path) -> dict:
         weights = spark.sparkContext.broadcast(model.get_weights())
 
         @F.pandas_udf(T.ArrayType(T.FloatType()))
-        def keras_features(batches):
+        def keras_features(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
             from keras.applications.mobilenet_v2 import preprocess_input
 
             worker_model = featurize.build_keras_model(weights=None)
@@ -162,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     model = featurize.build_keras_model(str(WEIGHTS_FILE))
-    photos = sorted(SAMPLE_DIR.glob("*/*/*.jpg"))[:: 960 // (64 if args.quick else 128)]
+    count = 64 if args.quick else 128
+    every_label = sorted(SAMPLE_DIR.glob("*/*/*.jpg"))
+    photos = every_label[:: len(every_label) // count][:count]
     tensors = featurize.preprocess(np.stack([featurize.decode_image(p.read_bytes())[0] for p in photos]))
     print(f"(a) single process, {len(tensors)} decoded images, {cores} cores ...", flush=True)
     a = single_process(model, tensors, cores, min_seconds)

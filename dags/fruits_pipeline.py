@@ -1,7 +1,8 @@
 """Fruits! nightly pipeline: new photos -> MobileNetV2 features -> PCA, one batch per logical date.
 
 check_gdpr -> upload_new_images -> plan_jobs -> stop_if_dry_run -> create_cluster -> featurize step
--> sensor -> PCA step -> sensor -> terminate_cluster (ALL_DONE) -> fail_if_anything_failed.
+-> sensor -> PCA step -> sensor -> terminate_cluster (ALL_DONE) -> report_cost (ALL_DONE)
+-> fail_if_anything_failed (fails the run when anything upstream failed).
 Target (env FRUITS_TARGET, read at parse time because it changes the graph; default "emr"):
 "emr" = transient EMR cluster; "local" = the same jobs through a local spark-submit, lake in a folder.
 Settings: Airflow Variables `fruits_*` (fruits.settings), AWS credentials: the `aws_default` connection.
@@ -11,16 +12,13 @@ PCA: each run refits on every batch up to its own (Param pca_mode=project reuses
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator, EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator)
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, Variable, chain, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from fruits import pipeline_tasks as tasks
 from fruits.settings import PipelineSettings
@@ -30,18 +28,6 @@ if TARGET not in tasks.TARGETS:
     raise ValueError(f"FRUITS_TARGET must be one of {tasks.TARGETS}, not {TARGET!r}")
 STEP_TIMEOUT = timedelta(hours=3)  # a featurize of a whole night's photos takes well under an hour
 POKE = timedelta(minutes=1)
-
-
-@contextmanager
-def _config_errors_fail_now():
-    try:
-        yield
-    except ValueError as error:  # GdprViolation, a bad Variable or Param: a retry cannot fix it
-        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
-
-
-def _s3(settings: PipelineSettings):
-    return S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
 
 
 with DAG(
@@ -60,24 +46,26 @@ with DAG(
 
     @task
     def check_gdpr(params=None, ds=None) -> dict:
-        with _config_errors_fail_now():
+        with tasks.config_errors_fail_now():
             settings = tasks.resolve_settings(Variable.get, params, TARGET)
-            tasks.guard(settings, lambda: _s3(settings))  # raises before any other AWS call
+            tasks.guard(settings, lambda: tasks.s3_client(settings))  # raises before any other AWS call
         return {"settings": settings.as_dict(), "batch": tasks.run_batch(params, ds)}
 
     @task
     def upload_new_images(checked: dict, params=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
-        s3 = _s3(settings) if TARGET == "emr" or tasks.is_s3(settings.landing) else None
+        s3 = tasks.s3_client(settings) if TARGET == "emr" or tasks.is_s3(settings.landing) else None
         return tasks.upload_batch(settings, s3, checked["batch"], dry_run=params["dry_run"])
 
     @task(multiple_outputs=True)
     def plan_jobs(checked: dict, uploaded: dict, params=None, run_id=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
-        existing = tasks.feature_batches(settings, _s3(settings) if TARGET == "emr" else None)
-        with _config_errors_fail_now():
-            return tasks.plan_jobs(settings, params, checked["batch"], uploaded["code"], existing,
+        existing = tasks.feature_batches(settings, tasks.s3_client(settings) if TARGET == "emr" else None)
+        with tasks.config_errors_fail_now():
+            plan = tasks.plan_jobs(settings, params, checked["batch"], uploaded["code"], existing,
                                    run_name=f"fruits-{checked['batch']}-{run_id}"[:256])
+        images = uploaded["images"]["images_in_batch"]
+        return {**plan, "estimate": tasks.estimate_cost(settings, params, images, images)}
 
     @task.short_circuit(retries=0)
     def stop_if_dry_run(params=None) -> bool:
@@ -100,10 +88,13 @@ with DAG(
                                  deferrable=True, poke_interval=POKE.total_seconds(),
                                  max_attempts=int(STEP_TIMEOUT / POKE), timeout=STEP_TIMEOUT, **aws)
             work += [add, wait]
-        # Teardown: runs whatever happened upstream, so no run leaves a cluster billing.
-        teardown = [EmrTerminateJobFlowOperator(task_id="terminate_cluster", job_flow_id=create.output,
-                                                trigger_rule=TriggerRule.ALL_DONE, **aws)]
-        # report_cost (fruits.run_report, trigger_rule ALL_DONE) goes here, after terminate_cluster.
+        # Teardown: runs whatever happened upstream, so no run leaves a cluster billing; skipped only
+        # when no cluster exists (the create operator itself terminates one it made and then failed).
+        teardown = [EmrTerminateJobFlowOperator(
+            task_id="terminate_cluster", trigger_rule=TriggerRule.ALL_DONE, pre_execute=tasks.skip_without_cluster,
+            job_flow_id=tasks.pulled("create_cluster"), aws_conn_id=tasks.pulled("plan_jobs", "aws_conn_id"),
+            region_name=tasks.pulled("plan_jobs", "region"))]
+        create >> teardown
     else:
         @task(retries=0)
         def run_local_job(command: list[str], name: str) -> None:
@@ -115,7 +106,12 @@ with DAG(
         work = [featurize, run_local_job.override(task_id="pca")(plan["pca_command"], "pca")]
         teardown = []
 
-    chain(checked, *start, *work, *teardown)
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report_cost(ti=None) -> dict:  # what the run cost and how fast it went, failed runs included
+        return tasks.report_cost(ti.xcom_pull(task_ids="check_gdpr"), ti.xcom_pull(task_ids="create_cluster"),
+                                 ti.xcom_pull(task_ids="plan_jobs", key="estimate"))
+
+    chain(checked, *start, *work, *teardown, report_cost())
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def fail_if_anything_failed() -> None:

@@ -53,7 +53,12 @@ IMAGE_SIZE = 224  # MobileNetV2's native input: the ImageNet weights were traine
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) global-average-pooled last conv block
 SPLITS = ("Training", "Test")
 RUNTIMES = ("litert", "keras")
-DEFAULT_BATCH_SIZE = 32
+# Images per inference call. XNNPACK on one thread ran fastest one image at a time (measured:
+# benchmarks/inference_throughput.py), Keras needs batches to amortise its per-call cost.
+DEFAULT_BATCH_SIZE = {"litert": 1, "keras": 32}
+# Rows per Arrow batch sent to a worker (at least the inference batch): bounds the worker's
+# memory whatever the photos' size.
+ARROW_BATCH_ROWS = 32
 # Transparent pixels are composited onto white: Fruits-360 shoots fruit on a white background, so
 # a cut-out PNG then looks like the photos the features are compared with (and a transparent
 # pixel's own RGB value is arbitrary, often black).
@@ -312,7 +317,10 @@ def make_featurize_udf(broadcast, builds, *, batch_size: int, num_threads: int):
         for contents in batches:
             yield featurize_contents(contents, model, batch_size)
 
-    return featurize_udf
+    # Nondeterministic keeps the optimizer from copying the call: a filter on one field of its
+    # result (the error) would otherwise be pushed below the projection of the others and run
+    # the whole inference twice.
+    return featurize_udf.asNondeterministic()
 
 
 def read_images(spark, input_uri: str):
@@ -399,11 +407,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--weights", help="MobileNetV2 no-top weights file (file:// or s3://); default: Keras' imagenet"
     )
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
-    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE, help="images per inference call")
+    parser.add_argument(
+        "--batch-size", type=_positive, help=f"images per inference call (default: {DEFAULT_BATCH_SIZE})"
+    )
     parser.add_argument(
         "--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)"
     )
     args = parser.parse_args(argv)
+    args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[args.runtime]
     if args.batch_id is None:
         found = re.search(r"(?:^|/)batch=(\d{4}-\d{2}-\d{2})(?:/|$)", args.input)
         args.batch_id = found.group(1) if found else None
@@ -456,8 +467,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     prepared = time.monotonic()
     log.info("model ready (%s runtime, %.1fs): broadcasting it to the executors", args.runtime, prepared - started)
 
-    # Arrow batches of batch_size rows: bounds the worker's memory whatever the photos' size.
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(ARROW_BATCH_ROWS, args.batch_size)))
     udf = make_featurize_udf(broadcast, builds, batch_size=args.batch_size, num_threads=num_threads)
     images = read_images(spark, args.input)
     listed = images.inputFiles()

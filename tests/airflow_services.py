@@ -66,6 +66,18 @@ ADMIN_USER = "admin"
 LOOPBACK = "127.0.0.1"
 
 
+def require(condition: bool, reason: str) -> None:
+    """Skip when a system package is missing (a developer's machine before `make setup`); fail
+    under CI, where the set-up installs it."""
+    if condition:
+        return
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it; the tiny race is acceptable)."""
     with socket.socket() as sock:

@@ -226,6 +226,20 @@ def test_default_throughput_reads_the_benchmark_and_names_it(tmp_path):
     assert value == 37.5 and "measured" in source and "2026-11-22" in source
 
 
+def test_the_unchosen_inference_runtime_is_priced_from_the_benchmark(tmp_path, prices):
+    result = tmp_path / "inference_throughput.json"
+    assert costs.textbook_throughput(result) is None
+    result.write_text(json.dumps({"images_per_second_per_vcpu": 40.0, "cores": 2,
+                                  "textbook_pandas_udf_keras": {"images_per_second": 16.0}}))
+    assert costs.textbook_throughput(result) == 8.0
+    rows = costs.optimization_table(workload(throughput=40.0), ClusterSizing(), region=PARIS, prices=prices,
+                                    textbook_per_vcpu=costs.textbook_throughput(result))
+    runtime = next(r for r in rows if r["optimization"].startswith("inference"))
+    slower = costs.estimate_emr(workload(throughput=8.0), ClusterSizing(), region=PARIS, prices=prices)
+    assert runtime["alternative_usd"] == pytest.approx(slower["cost"]["total_usd"], abs=1e-4)
+    assert runtime["saved_usd"] > 0
+
+
 def test_without_the_benchmark_the_fallback_is_labelled(tmp_path):
     value, source = costs.default_throughput(tmp_path / "absent.json")
     assert value == costs.FALLBACK_THROUGHPUT_PER_VCPU and "FALLBACK" in source

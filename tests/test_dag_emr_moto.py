@@ -9,6 +9,7 @@ ended with the state the test scripted. The Spark jobs themselves are tested for
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -46,18 +47,42 @@ class EmrStepDriver:
 
 
 class ApiCalls:
-    """Every AWS API call the run makes (service, operation, params), in order; calls go on to moto."""
+    """Every AWS API call the run makes (service, operation, params), in order; calls go on to moto.
+
+    moto does not implement ListInstanceFleets (the cost report reads it): it is answered here from
+    the fleets of the RunJobFlow request that created the cluster, as EMR reports them once ended."""
 
     def __init__(self):
         self.calls: list[tuple[str, str, dict]] = []
+        self.requests_by_cluster: dict[str, dict] = {}
         self._original = botocore.client.BaseClient._make_api_call
 
     def __call__(self, client, operation, params):
         self.calls.append((client.meta.service_model.service_name, operation, params))
-        return self._original(client, operation, params)
+        if operation == "ListInstanceFleets":
+            return {"InstanceFleets": _ended_fleets(self.requests_by_cluster[params["ClusterId"]])}
+        response = self._original(client, operation, params)
+        if operation == "RunJobFlow":
+            self.requests_by_cluster[response["JobFlowId"]] = params
+        return response
 
     def of(self, service: str, operation: str | None = None) -> list[dict]:
         return [p for s, o, p in self.calls if s == service and operation in (None, o)]
+
+
+def _ended_fleets(request: dict) -> list[dict]:
+    return [
+        {"Id": f"if-{number}", "Name": fleet["Name"], "InstanceFleetType": fleet["InstanceFleetType"],
+         "Status": {"State": "TERMINATED"},
+         "TargetOnDemandCapacity": fleet["TargetOnDemandCapacity"], "TargetSpotCapacity": fleet["TargetSpotCapacity"],
+         "ProvisionedOnDemandCapacity": 0, "ProvisionedSpotCapacity": 0,
+         "InstanceTypeSpecifications": [
+             {"InstanceType": config["InstanceType"], "WeightedCapacity": config["WeightedCapacity"],
+              "EbsBlockDevices": [{"VolumeSpecification": device["VolumeSpecification"], "Device": "/dev/sdb"}
+                                  for device in config["EbsConfiguration"]["EbsBlockDeviceConfigs"]]}
+             for config in fleet["InstanceTypeConfigs"]]}
+        for number, fleet in enumerate(request["Instances"]["InstanceFleets"])
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +181,10 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     # The photos are in raw/batch=<ds>/<label>/<file>.
     raw = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]
     assert len([o for o in raw if o["Key"].endswith(".jpg")]) == 4
+    # Every run knows its cost: estimated before the cluster, reported after it ended.
+    assert states["report_cost"] == "success"
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/batch=2026-03-01/run_report.json")["Body"].read())
+    assert report["cost"]["total_usd"] > 0 and report["target"] == "emr"
 
 
 def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aws):
@@ -164,6 +193,7 @@ def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aw
     assert states["wait_featurize"] == "failed"
     assert states["add_pca_step"] == states["wait_pca"] == "upstream_failed"  # PCA never started
     assert states["terminate_cluster"] == "success"  # the teardown ran...
+    assert states["report_cost"] == "success"  # the failed run's cluster is billed and reported too
     assert states["fail_if_anything_failed"] == "failed"  # ...and did not turn the run green
     assert driver.described == ["featurize"]
     assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
@@ -178,7 +208,9 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
         assert str(run.state) == "success", states
 
     def lake_objects():
-        return sorted((v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=BUCKET)["Versions"])
+        # Data and code; not reports/: each run writes its own cost report, a rerun included.
+        return sorted((v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=BUCKET)["Versions"]
+                      if not v["Key"].startswith("reports/"))
 
     partitions = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/", Delimiter="/")["CommonPrefixes"]
     assert [p["Prefix"] for p in partitions] == [f"raw/batch={d}/" for d in dates]
@@ -196,7 +228,7 @@ def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
     run, states, _ = _run("2026-03-01", {}, {"dry_run": True})
     assert str(run.state) == "success"
     assert states["plan_jobs"] == "success"
-    assert {states[t] for t in ("create_cluster", "terminate_cluster", "fail_if_anything_failed")} == {"skipped"}
+    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
     assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
 
 
@@ -218,6 +250,7 @@ def test_gdpr_guard_refuses_a_bucket_outside_the_eu_before_any_cluster_call(aws,
     run, states, _ = _run("2026-03-01", {})
     assert str(run.state) == "failed" and states["check_gdpr"] == "failed"
     assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
+    assert states["terminate_cluster"] == "skipped"  # no cluster to end: it says so, it does not fail
     assert [op for _, op, _ in calls.calls] == ["GetBucketLocation"]  # asked where, then stopped
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
     assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="fruits-in-virginia")

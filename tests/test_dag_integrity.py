@@ -13,8 +13,8 @@ from airflow.sdk import TriggerRule
 from fruits import demo, emr_cluster, steps
 
 EMR_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "create_cluster",
-             "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster"]
-LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "featurize", "pca"]
+             "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster", "report_cost"]
+LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "featurize", "pca", "report_cost"]
 FINAL = "fail_if_anything_failed"
 
 
@@ -59,9 +59,12 @@ def test_owner_retries_and_trigger_rules(target_dag):
         assert task.owner == "fruits-data", task.task_id
     rules = {t.task_id: TriggerRule(t.trigger_rule).value for t in dag.tasks}
     assert rules.pop(FINAL) == "one_failed"
+    # The report is written for failed runs too (a failed cluster bills as well).
+    assert rules.pop("report_cost") == "all_done"
     if target == "emr":
         # Teardown runs whatever happened upstream: no run leaves a cluster billing.
         assert rules.pop("terminate_cluster") == "all_done"
+        assert "create_cluster" in dag.task_dict["terminate_cluster"].upstream_task_ids
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.

@@ -75,7 +75,9 @@ def test_label_and_split_come_from_the_folders_under_the_input_root(spark):
     assert got == {path: (label, split) for path, label, split in rows}
 
 
-def test_preprocess_matches_keras_mobilenet_v2_preprocessing():
+def test_preprocess_matches_keras_mobilenet_v2_preprocessing(keras_home):
+    # keras_home although no weights are loaded: Keras reads KERAS_HOME once, when first
+    # imported, so no test may import it before that fixture has set the variable.
     from keras.applications.mobilenet_v2 import preprocess_input
 
     pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
@@ -194,6 +196,10 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     args = featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-id", "2024-01-31"])
     assert args.batch_id == "2024-01-31"
     assert featurize.parse_args(["--input", "/in", "--output", "/out"]).batch_id is None
+    # One image per call for LiteRT (fastest on one thread), batches for Keras; an explicit size wins.
+    assert args.batch_size == 1
+    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--runtime", "keras"]).batch_size == 32
+    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-size", "8"]).batch_size == 8
     for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"]):
         with pytest.raises(SystemExit):
             featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
@@ -342,7 +348,7 @@ def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, k
 
     write_files(tmp_path / "in", {"Kiwi/c.jpg": GOOD["Training/Apple/photo.jpg"]})
     (tmp_path / "not-a-folder").write_text("a file where the quarantine folder should go")
-    with pytest.raises(Exception):  # the quarantine cannot be written: fails after the features were
+    with pytest.raises(Exception, match="not-a-folder"):  # the quarantine, written after the features, fails
         run_job(spark, *common, "--quarantine", str(tmp_path / "not-a-folder" / "quarantine"))
     assert (tmp_path / "features" / "_job_metrics.json").read_text() == first
     assert spark.read.parquet(output).count() == 2

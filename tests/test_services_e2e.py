@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_services import (ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer,
-                              postgres_bin_dir)
+                              postgres_bin_dir, require)
 from conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -38,16 +38,6 @@ BACKFILL_FROM, BACKFILL_TO = "2026-02-01", "2026-02-02T23:59:59"
 BACKFILL_DATES = ("2026-02-01", "2026-02-02")
 UI_PCA_K = 2  # the Param the UI test changes (default: pca_variance decides k)
 RUN_TIMEOUT_S = 420
-
-
-def _require(condition: bool, reason: str) -> None:
-    """Skip when a system package is missing (a developer's machine without `make setup`);
-    fail under CI, where the set-up installs it."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def land(photos: dict[str, list[Path]], landing: Path) -> Path:
 @pytest.fixture(scope="module")
 def stack(keras_home, tmp_path_factory):
     """PostgreSQL + the four Airflow services; everything stopped at the end, even on failure."""
-    _require(postgres_bin_dir() is not None, "PostgreSQL server binaries are missing (Debian package postgresql)")
+    require(postgres_bin_dir() is not None, "PostgreSQL server binaries are missing (Debian package postgresql)")
     home = tmp_path_factory.mktemp("airflow_home")
     lake = tmp_path_factory.mktemp("lake")
     postgres = PostgresServer(postgres_bin_dir())
@@ -190,7 +180,7 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    _require(bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)")
+    require(bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)")
     profile = tempfile.mkdtemp(prefix="fruits-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -224,9 +214,15 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
     screenshot = artifacts_dir() / "airflow-ui-run-success.png"
 
     def fill(name: str, value: str) -> None:
+        """Type into a Param's field key by key, as a person does: the form re-validates on every
+        key, and a key sent while it re-renders is dropped (seen: one '_' lost in a long path)."""
         field = wait.until(EC.element_to_be_clickable((By.NAME, f"element_{name}")))
         field.send_keys(Keys.CONTROL, "a", Keys.DELETE)
-        field.send_keys(value)
+        for key in value:
+            field.send_keys(key)
+            time.sleep(0.02)
+        wait.until(lambda _: field.get_attribute("value") == value,
+                   f"field {name} shows {field.get_attribute('value')!r}, not {value!r}")
 
     try:
         browser.get(f"{services.base_url}/")

@@ -151,6 +151,18 @@ def default_throughput(path: Path = THROUGHPUT_FILE) -> tuple[float, str]:
     return FALLBACK_THROUGHPUT_PER_VCPU, FALLBACK_THROUGHPUT_SOURCE
 
 
+def textbook_throughput(path: Path = THROUGHPUT_FILE) -> float | None:
+    """images/s per vCPU of the benchmark's textbook approach (Keras `predict` in a pandas UDF), the
+    inference runtime we did not choose; None until the benchmark has run."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    textbook = result.get("textbook_pandas_udf_keras") or {}
+    if not textbook.get("images_per_second") or not result.get("cores"):
+        return None
+    return float(textbook["images_per_second"]) / float(result["cores"])
+
+
 def instance_facts(instance_type: str) -> InstanceFacts:
     facts = INSTANCE_TYPES.get(instance_type)
     if facts is None:
@@ -440,11 +452,12 @@ def break_even(cost_a: Callable[[int], float], cost_b: Callable[[int], float], *
 
 
 def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                       overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
-    """Each optimization we chose, against the choice we did not make, in USD (per run unless said)."""
+                       overheads: Overheads = Overheads(), textbook_per_vcpu: float | None = None) -> list[dict[str, Any]]:
+    """Each optimization we chose, against the choice we did not make, in USD (per run unless said).
+    textbook_per_vcpu: the measured throughput of the inference approach we did not choose."""
 
-    def run_cost(shaped: ClusterSizing) -> float:
-        return estimate_emr(workload, shaped, region=region, prices=prices, overheads=overheads)["cost"]["total_usd"]
+    def run_cost(shaped: ClusterSizing, measured: Workload = workload) -> float:
+        return estimate_emr(measured, shaped, region=region, prices=prices, overheads=overheads)["cost"]["total_usd"]
 
     def cluster_cost(seconds: float) -> float:
         return sum(instance_costs(emr_instances(sizing, seconds), region, prices).values())
@@ -463,6 +476,10 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
         (f"auto-termination after {sizing.idle_timeout_seconds / 60:g} min idle",
          "an orphaned cluster noticed 24 h later (per incident)", cluster_cost(sizing.idle_timeout_seconds), cluster_cost(day)),
     ]
+    if textbook_per_vcpu:
+        rows.append(("inference: featurize (LiteRT, batched)",
+                     f"Keras predict in a pandas UDF ({textbook_per_vcpu:.1f} images/s per vCPU, measured)", chosen,
+                     run_cost(sizing, replace(workload, throughput_per_vcpu=textbook_per_vcpu))))
     return [{"optimization": name, "instead_of": other, "chosen_usd": round(ours, 4), "alternative_usd": round(theirs, 4),
              "saved_usd": round(theirs - ours, 4)} for name, other, ours, theirs in rows]
 
@@ -706,7 +723,8 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
     out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
            "### Optimizations (USD)",
            markdown_table(["optimization", "instead of", "chosen", "alternative", "saved"],
-                          [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices)]),
+                          [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices,
+                                                                         textbook_per_vcpu=textbook_throughput())]),
            "", "### Right-sizing (1 core node + task nodes)",
            markdown_table(["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
                           [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"])

@@ -111,6 +111,7 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
         f"PCA report    {pca / 'report.json'}  (explained variance {report.get('total_explained_variance', 0):.3f})",
         f"PCA plot      {pca / 'explained_variance.png'}",
         f"PCA model     {pca / 'model'}/",
+        f"run report    {lake.reports_uri(root, batch).removeprefix('file://')}run_report.md (and .json)",
     ]
 
 

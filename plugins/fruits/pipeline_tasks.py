@@ -1,4 +1,6 @@
-"""The DAG's task bodies as plain functions (no Airflow imports): the DAG file only wires them.
+"""The DAG's task bodies as plain functions: the DAG file only wires them. Airflow and its amazon
+provider are imported only inside the few helpers that need them (clients from the `aws_default`
+connection, fail-now/skip signals), so everything else is testable as plain Python.
 
 Run-time flow: `resolve_settings` (Variables + the run's Params) -> `guard` (GDPR, before any
 other AWS call) -> `upload` (images + code) -> `plan_jobs` (cluster request, step and local
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
@@ -23,6 +26,42 @@ TARGETS = ("emr", "local")
 
 # Params that override a PipelineSettings field of the same name for one run.
 SETTINGS_PARAMS = ("landing",)
+
+
+def s3_client(settings: PipelineSettings) -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
+
+
+def emr_client(settings: PipelineSettings) -> Any:
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+    return EmrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+
+
+@contextmanager
+def config_errors_fail_now():
+    """A ValueError (GdprViolation, a bad Variable or Param) fails the task at once: retrying cannot fix it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except ValueError as error:
+        raise AirflowFailException(f"{type(error).__name__}: {error}") from error
+
+
+def pulled(task_id: str, key: str = "return_value") -> str:
+    """A template for another task's XCom, '' when that task never ran (an XComArg would fail to render)."""
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}', key='{key}') or '' }}}}"
+
+
+def skip_without_cluster(context: Mapping[str, Any]) -> None:
+    """pre_execute of the teardown: no cluster id means no cluster was created, nothing to terminate."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if not context["task"].job_flow_id:
+        raise AirflowSkipException("no cluster was created: nothing to terminate")
 
 
 def run_batch(params: Mapping[str, Any], ds: str) -> str:
@@ -197,6 +236,38 @@ def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str,
         plan["pca_command"] = local_target.command(pca)
     log.info("plan for batch %s: featurize %s; pca %s", batch, " ".join(featurize.args), " ".join(pca.args))
     return plan
+
+
+def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any], images: int, pca_rows: int | None) -> dict[str, Any] | None:
+    """The run's cost estimate, made before any cluster exists (EMR only; the local target is free)."""
+    if settings.target != "emr":
+        return None
+    from fruits import costs
+
+    estimate = costs.estimate_for_run(images, cluster_sizing(params), region=settings.region, pca_rows=pca_rows)
+    log.info("estimated cost of batch with %d images: %.4f USD (%.4f EUR)", images,
+             estimate["cost"]["total_usd"], estimate["cost"]["total_eur"])
+    return estimate
+
+
+def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None,
+                estimate: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Write reports/batch=<ds>/run_report.json|md (fruits.run_report) for whatever ran, failed runs
+    included (a failed cluster bills too); returns its headline figures."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from fruits import run_report
+
+    if not checked or (checked["settings"]["target"] == "emr" and not cluster_id):
+        raise AirflowSkipException("nothing ran: nothing to report")
+    settings, batch = PipelineSettings(**checked["settings"]), checked["batch"]
+    on_emr = settings.target == "emr"
+    report = run_report.report_run(
+        open_lake(settings, s3_client(settings) if on_emr else None), lake_root(settings), batch,
+        target=settings.target, region=settings.region, emr_client=emr_client(settings) if on_emr else None,
+        cluster_id=cluster_id, estimate=estimate)
+    return {"cost": report["cost"], "throughput": report["throughput"],
+            "report_uri": lake.reports_uri(lake_root(settings), batch) + run_report.REPORT_JSON}
 
 
 def feature_batches(settings: PipelineSettings, s3_client: Any | None) -> list[str]:
