@@ -13,7 +13,7 @@ explained variance reaches `--variance` (default 0.95), or exactly `--k` compone
 (`--model`) loads a PipelineModel saved by an earlier run and only projects, so later batches are
 expressed on the same basis.
 
-Writes, under `--output` (everything appears at once, see `publish`):
+Writes, under `--output` (everything appears at once, see `jobio.replace`):
     reduced/                 Parquet: path, label, split, batch_id, pca (array<float>, k)
     pca_matrix.csv           ONE csv: path,label,pc_1..pc_k (the analysts' deliverable)
     report.json              rows, k, explained variance per component and cumulative, seconds...
@@ -107,15 +107,6 @@ def check_schema(schema: T.StructType, source: str) -> None:
     if problems:
         expected = "path, label, split, batch_id (string), features (array<float>)"
         raise ValueError(f"{source} is not featurize output ({'; '.join(problems)}); expected {expected}")
-
-
-def staging_uri(output: str, token: str) -> str:
-    """A sibling of `output` to build it in. The `_` prefix hides it from Spark's partition
-    discovery, so a reader of the parent folder never sees a half-written output."""
-    parent, sep, name = output.rstrip("/").rpartition("/")
-    if not name or parent.endswith(":/") or parent.endswith(":"):
-        raise ValueError(f"--output must be a folder below a bucket or directory, not {output!r}")
-    return f"{parent}{sep}_incomplete-{name}-{token}"
 
 
 def csv_header(k: int) -> list[str]:
@@ -389,24 +380,6 @@ def write_single_csv(spark: SparkSession, frame: DataFrame, uri: str) -> None:
     jobio.delete(spark, parts)
 
 
-def publish(spark: SparkSession, staging: str, output: str) -> None:
-    """Move the complete staging folder to `output`, replacing a previous run's output (a
-    rerun or backfill of the same batch). The previous output is kept aside until the new
-    one is in place and put back if the move fails."""
-    previous = f"{staging}-previous"
-    replaced = jobio.path_exists(spark, output)
-    if replaced:
-        jobio.move(spark, output, previous)
-    try:
-        jobio.move(spark, staging, output)
-    except Exception:
-        if replaced:
-            jobio.move(spark, previous, output)
-        raise
-    if replaced:
-        jobio.delete(spark, previous)
-
-
 def run_pca(
     spark: SparkSession,
     inputs: Sequence[str],
@@ -445,10 +418,11 @@ def run_pca(
         basis = pca_stage(model, model_uri or "the fitted model")
         chosen_k = basis.getK()
 
-        staging = staging_uri(output, uuid.uuid4().hex[:12])
+        staging = jobio.staging_uri(output, uuid.uuid4().hex[:12])
         try:
             projecting = time.monotonic()
-            project(model, features).write.parquet(f"{staging}/reduced")
+            # The dedup shuffle leaves spark.sql.shuffle.partitions (200) parts: a few files are plenty.
+            project(model, features).coalesce(spark.sparkContext.defaultParallelism).write.parquet(f"{staging}/reduced")
             elapsed = time.monotonic() - projecting
             log.info("projected %d rows onto %d components in %.1f s (%.0f rows/s)",
                      rows, chosen_k, elapsed, rows / max(elapsed, 1e-9))
@@ -471,7 +445,7 @@ def run_pca(
             jobio.write_json(spark, f"{staging}/report.json", report)
             jobio.write_bytes(spark, f"{staging}/explained_variance.png",
                               plot_explained_variance(spectrum, chosen_k, variance))
-            publish(spark, staging, output)
+            jobio.replace(spark, staging, output)
         except BaseException:
             jobio.delete(spark, staging)
             raise

@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
-SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
-WEIGHTS_FILE = SHARED_DIR / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+from fruits.demo import REPO_ROOT, SAMPLE_DIR, WEIGHTS_FILE
+
+# Keras reads KERAS_HOME once, when it is first imported: point it at the session's own folder
+# before any test can import Keras (the `keras_home` fixture puts the weights there).
+KERAS_HOME = Path(tempfile.mkdtemp(prefix="fruits-keras-home-"))
+os.environ["KERAS_HOME"] = str(KERAS_HOME)
 
 # Spark's Python workers are separate processes: they find the job modules through PYTHONPATH
 # (pytest's `pythonpath` setting only changes this process's sys.path).
@@ -47,15 +50,23 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def keras_home(tmp_path_factory) -> Path:
-    """A temporary KERAS_HOME holding the real ImageNet weights under the name Keras looks for,
-    so `weights="imagenet"` loads offline. Copied to a temp dir, never into the project."""
+def keras_home() -> Path:
+    """The session's temporary KERAS_HOME, holding the real ImageNet weights under the name Keras
+    looks for, so `weights="imagenet"` loads offline. Copied to a temp dir, never into the project."""
     weights = require_shared(WEIGHTS_FILE)
-    home = tmp_path_factory.mktemp("keras_home")
-    (home / "models").mkdir()
-    shutil.copy(weights, home / "models" / weights.name)
-    os.environ["KERAS_HOME"] = str(home)  # for this process and every Spark worker it starts
-    return home
+    (KERAS_HOME / "models").mkdir(exist_ok=True)
+    shutil.copy(weights, KERAS_HOME / "models" / weights.name)
+    os.environ["KERAS_HOME"] = str(KERAS_HOME)  # for this process and every Spark worker it starts
+    yield KERAS_HOME
+    shutil.rmtree(KERAS_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory):
+    """One SQLite Airflow metadata DB for the session's DAG tests."""
+    from fruits import demo
+
+    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
 
 
 @pytest.fixture(scope="session")

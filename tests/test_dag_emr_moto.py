@@ -85,11 +85,6 @@ def _ended_fleets(request: dict) -> list[dict]:
     ]
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
-
-
 @pytest.fixture
 def landing(tmp_path, sample_dir) -> Path:
     """Three days of arrivals: 2 labels x 2 real photos per day, in landing/<day>/<Label>/."""

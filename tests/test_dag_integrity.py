@@ -18,12 +18,6 @@ LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run"
 FINAL = "fail_if_anything_failed"
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    # One SQLite metadata DB for the session's DAG tests (prepare_airflow is a no-op the 2nd time).
-    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
-
-
 @pytest.fixture(params=["emr", "local"])
 def target_dag(request, airflow_home, monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", request.param)

@@ -23,11 +23,6 @@ DATES = ["2026-04-01", "2026-04-02", "2026-04-03"]
 LABELS_PER_DAY, PHOTOS_PER_LABEL = 2, 4
 
 
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
-
-
 @pytest.fixture
 def arrivals(tmp_path, sample_dir) -> list[Path]:
     """landing/day<n>/<Label>/<photo>: 2 labels x 4 real photos arriving each day."""

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import jobio
 import pca
 from conftest import REPO_ROOT
 
@@ -47,10 +48,11 @@ def test_parse_inputs_splits_strips_and_dedupes():
 
 
 def test_staging_is_a_hidden_sibling_and_roots_are_refused():
-    assert pca.staging_uri("s3://b/pca/batch=2024-01-01/", "t") == "s3://b/pca/_incomplete-batch=2024-01-01-t"
-    assert pca.staging_uri("file:///tmp/x", "t") == "file:///tmp/_incomplete-x-t"
+    # `.`-prefixed: hidden from Spark's listing even with a `=` in the name (a `_` one is not).
+    assert jobio.staging_uri("s3://b/pca/batch=2024-01-01/", "t") == "s3://b/pca/.batch=2024-01-01.incomplete-t"
+    assert jobio.staging_uri("file:///tmp/x", "t") == "file:///tmp/.x.incomplete-t"
     with pytest.raises(ValueError):
-        pca.staging_uri("s3://bucket", "t")
+        jobio.staging_uri("s3://bucket", "t")
 
 
 def test_principal_axes_match_a_known_decomposition():
@@ -197,9 +199,11 @@ def test_cli_through_spark_submit(spark, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["k"] == 3
+    # spark-submit's PythonRunner merges the driver's stderr (our log) into its stdout
+    assert "k=3 components explain" in result.stdout
     bad = subprocess.run([str(spark_submit), str(REPO_ROOT / "spark_jobs" / "pca.py"), "--input", features,
                           "--output", str(out), "--k", "2", "--variance", "0.9"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "not allowed with argument" in bad.stderr
+    assert bad.returncode != 0 and "not allowed with argument" in bad.stdout + bad.stderr
 
 
 # ---------------------------------------------------------------- real sample, end-to-end
