@@ -152,7 +152,7 @@ def link_copies(source: Path, target: Path, copies: int, split: str | None = Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter timings, to check the script works")
-    parser.add_argument("--copies", type=int, default=3, help="(b) reads this many links to each sample photo")
+    parser.add_argument("--copies", type=int, default=10, help="(b) reads this many links to each sample photo")
     args = parser.parse_args(argv)
     for needed in (SAMPLE_DIR, WEIGHTS_FILE):
         if not needed.exists():
