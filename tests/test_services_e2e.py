@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import psutil
 import pytest
 
 from airflow_services import (ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer,
@@ -97,7 +98,15 @@ def stack(keras_home, tmp_path_factory):
         survivors = [p.pid for p in started if p.is_running() and p.status() != "zombie"]
         assert not survivors, f"processes left running after stop: {survivors}"
         if postgres_pid:
-            assert not Path(f"/proc/{postgres_pid}").exists(), "PostgreSQL still running after stop"
+            # The postmaster is re-parented to PID 1, which may not reap it: a zombie has stopped.
+            assert not _alive(postgres_pid), "PostgreSQL still running after stop"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def read_features(lake: Path, batch: str):
@@ -247,9 +256,8 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
         # The UI itself shows the run succeeded (the page polls; a reload makes it immediate).
         browser.refresh()
         WebDriverWait(browser, 60).until(
-            lambda d: run_id in d.find_element(By.TAG_NAME, "body").text
-            and "Success" in d.find_element(By.TAG_NAME, "body").text
-        )
+            lambda d: f"{run_id}\nSuccess" in d.find_element(By.TAG_NAME, "body").text,
+            "the run's page does not show its state as Success")
     finally:
         browser.save_screenshot(str(screenshot))
         print(f"UI screenshot: {screenshot}")
