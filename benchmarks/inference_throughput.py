@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
+sys.path.insert(0, str(REPO_ROOT / "plugins"))
 # (c)'s Spark workers: this interpreter, importing featurize (for its decoder) from here.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -41,10 +42,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import featurize  # noqa: E402
+from fruits.demo import SAMPLE_DIR, WEIGHTS_FILE  # noqa: E402  (the one definition of ../shared paths)
 
-SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
-SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
-WEIGHTS_FILE = SHARED_DIR / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
 TARGET_VS_BEST_SINGLE_PROCESS = 0.8
 TARGET_VS_TEXTBOOK = 5.0
