@@ -1,6 +1,7 @@
 """Fruits! nightly pipeline: new photos -> MobileNetV2 features -> PCA, one batch per logical date.
 
-check_gdpr -> upload_new_images -> plan_jobs -> stop_if_dry_run -> create_cluster -> featurize step
+check_gdpr -> upload_new_images -> plan_jobs -> stop_if_nothing_to_do (a dry run, or a batch with no
+photo: the run ends there, successful, with no cluster) -> create_cluster -> featurize step
 -> sensor -> PCA step -> sensor -> terminate_cluster (ALL_DONE) -> report_cost (ALL_DONE)
 -> fail_if_anything_failed (fails the run when anything upstream failed).
 Target (env FRUITS_TARGET, read at parse time because it changes the graph; default "emr"):
@@ -65,15 +66,15 @@ with DAG(
             plan = tasks.plan_jobs(settings, params, checked["batch"], uploaded["code"], existing,
                                    run_name=f"fruits-{checked['batch']}-{run_id}"[:256])
         images = uploaded["images"]["images_in_batch"]
-        return {**plan, "estimate": tasks.estimate_cost(settings, params, images, images)}
+        return {**plan, "images_in_batch": images, "estimate": tasks.estimate_cost(settings, params, images, images)}
 
-    @task.short_circuit(retries=0)
-    def stop_if_dry_run(params=None) -> bool:
-        return not params["dry_run"]
+    @task.short_circuit(retries=0)  # skips everything after it, teardown and report included
+    def stop_if_nothing_to_do(images_in_batch: int, batch: str, params=None) -> bool:
+        return tasks.has_work(dry_run=params["dry_run"], images_in_batch=images_in_batch, batch=batch)
 
     checked = check_gdpr()
     plan = plan_jobs(checked, upload_new_images(checked))
-    start = [plan, stop_if_dry_run()]
+    start = [plan, stop_if_nothing_to_do(plan["images_in_batch"], plan["batch"])]
 
     if TARGET == "emr":
         aws = {"aws_conn_id": plan["aws_conn_id"], "region_name": plan["region"]}

@@ -323,13 +323,31 @@ def make_featurize_udf(broadcast, builds, *, batch_size: int, num_threads: int):
     return featurize_udf.asNondeterministic()
 
 
-def read_images(spark, input_uri: str):
-    """Every file under input_uri (recursively), whatever its extension: Pillow decides."""
-    return (
-        spark.read.format("binaryFile")
+def read_images(spark, input_uri: str, input_format: str = "files"):
+    """binaryFile rows (path, modificationTime, length, content) of the photos under input_uri.
+
+    files: every file under input_uri (recursively), whatever its extension: Pillow decides.
+    bundles: the rows of every `*.parquet` under input_uri (recursively), the lake's raw layout
+    (fruits.upload writes one row per photo, binaryFile's columns); `path` is the photo's own URI,
+    `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and the features'
+    path read as for plain files. An empty photo is a row like any other (decode_image quarantines it).
+    """
+    if input_format == "files":
+        return (
+            spark.read.format("binaryFile")
+            .option("recursiveFileLookup", "true")
+            .load(input_uri)
+        )
+    from pyspark.sql import functions as F
+
+    # The schema is given, not inferred: the bundles' own extra columns (sha256) stay unread.
+    bundles = (
+        spark.read.schema("path string, modificationTime timestamp, length bigint, content binary")
         .option("recursiveFileLookup", "true")
-        .load(input_uri)
+        .option("pathGlobFilter", "*.parquet")
+        .parquet(input_uri)
     )
+    return bundles.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
 
 
 def with_label_and_split(files, root: str):
@@ -396,6 +414,10 @@ def split_results(results):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="featurize.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="folder of images (file://, s3://), read recursively")
+    parser.add_argument(
+        "--input-format", choices=("files", "bundles"), default="files",
+        help="files: every file under --input is a photo; bundles: Parquet bundles of photos (the lake's raw/)",
+    )
     parser.add_argument("--output", required=True, help="features Parquet folder (replaced)")
     parser.add_argument(
         "--quarantine", help="Parquet folder for unreadable files (default: <output>/_quarantine)"
@@ -475,9 +497,9 @@ def run(spark, args: argparse.Namespace) -> dict:
     spark.conf.set("spark.sql.files.openCostInBytes", str(8 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(2 * sc.defaultParallelism))
     udf = make_featurize_udf(broadcast, builds, batch_size=args.batch_size, num_threads=num_threads)
-    images = read_images(spark, args.input)
+    images = read_images(spark, args.input, args.input_format)
     listed = images.inputFiles()
-    log.info("%d files under %s", len(listed), args.input)
+    log.info("%d %s under %s", len(listed), args.input_format, args.input)
     results = featurize_frame(images, udf, root=root, batch_id=args.batch_id)
     # Inference runs once: both outputs and the counts come from the persisted result.
     results = results.persist(StorageLevel.MEMORY_AND_DISK)
@@ -491,7 +513,8 @@ def run(spark, args: argparse.Namespace) -> dict:
     try:
         features.write.parquet(output_tmp)
         featurized = features.count()
-        if results.count() < len(listed):
+        # Spark's file sources skip 0-byte files; in a bundle an empty photo is a row (quarantined by the UDF).
+        if args.input_format == "files" and results.count() < len(listed):
             scanned = {row.path for row in results.select("path").collect()}
             empty = [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(listed, scanned)]
             quarantine = quarantine.unionByName(spark.createDataFrame(empty, quarantine.schema))

@@ -9,6 +9,7 @@ ended with the state the test scripted. The Spark jobs themselves are tested for
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from unittest import mock
 import boto3
 import botocore.client
 import botocore.session
+import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
 from moto import mock_aws
@@ -173,9 +175,12 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     script = featurize_args[featurize_args.index("--py-files") + 2]
     bucket_key = script.removeprefix(f"s3://{BUCKET}/")
     assert bucket_key.startswith("code/") and s3.head_object(Bucket=BUCKET, Key=bucket_key)
-    # The photos are in raw/batch=<ds>/<label>/<file>.
+    # The photos are in one bundle, raw/batch=<ds>/bundle-<hex>.parquet, read by featurize as bundles.
     raw = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]
-    assert len([o for o in raw if o["Key"].endswith(".jpg")]) == 4
+    (bundle,) = [o["Key"] for o in raw if o["Key"].endswith(".parquet")]
+    body = s3.get_object(Bucket=BUCKET, Key=bundle)["Body"].read()
+    assert pq.read_metadata(io.BytesIO(body)).num_rows == 4 and not [o for o in raw if o["Key"].endswith(".jpg")]
+    assert featurize_args[featurize_args.index("--input-format") + 1] == "bundles"
     # Every run knows its cost: estimated before the cluster, reported after it ended.
     assert states["report_cost"] == "success"
     report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/batch=2026-03-01/run_report.json")["Body"].read())
@@ -225,6 +230,17 @@ def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
     assert states["plan_jobs"] == "success"
     assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
     assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_path):
+    s3, calls = aws
+    (tmp_path / "nothing_arrived").mkdir()
+    run, states, _ = _run("2026-03-01", {}, {"landing": str(tmp_path / "nothing_arrived")})
+    assert str(run.state) == "success", states
+    assert states["upload_new_images"] == states["plan_jobs"] == states["stop_if_nothing_to_do"] == "success"
+    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")  # no photo, no manifest
 
 
 def test_gdpr_guard_refuses_a_non_eu_region_before_any_aws_call(aws, monkeypatch):

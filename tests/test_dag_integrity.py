@@ -12,9 +12,9 @@ from airflow.sdk import TriggerRule
 
 from fruits import demo, emr_cluster, steps
 
-EMR_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "create_cluster",
+EMR_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do", "create_cluster",
              "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster", "report_cost"]
-LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_dry_run", "featurize", "pca", "report_cost"]
+LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do", "featurize", "pca", "report_cost"]
 FINAL = "fail_if_anything_failed"
 
 
@@ -62,7 +62,7 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.
-    never = {FINAL, "stop_if_dry_run", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
+    never = {FINAL, "stop_if_nothing_to_do", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
              "featurize", "pca"}
     for task_id, count in retries.items():
         expected = 0 if task_id in never or target == "local" else 2

@@ -48,6 +48,19 @@ def _rows(folder: Path) -> list[tuple[str, str]]:
     return sorted((row["path"], row["sha256"]) for row in table)
 
 
+def test_an_empty_landing_ends_the_run_successfully_without_running_a_job(tmp_path, airflow_home, monkeypatch):
+    monkeypatch.setenv("FRUITS_TARGET", "local")
+    (tmp_path / "nothing_arrived").mkdir()
+    lake_dir = tmp_path / "lake"
+    dag_run = demo.run_dag("local", DATES[0], {"fruits_local_lake": str(lake_dir),
+                                                "fruits_landing": str(tmp_path / "nothing_arrived")})
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert str(dag_run.state) == "success", states
+    assert states["stop_if_nothing_to_do"] == "success"
+    assert {states[t] for t in ("featurize", "pca", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert not (lake_dir / "raw").exists() and not (lake_dir / "features").exists()
+
+
 def test_backfill_three_dates_then_rerun_one(tmp_path, airflow_home, keras_home, arrivals, monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", "local")
     lake_dir = tmp_path / "lake"

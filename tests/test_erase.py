@@ -1,8 +1,11 @@
-"""fruits.erase: one photo and every row derived from it leave the lake (features, quarantine, PCA reduced
-output, the PCA CSV), every S3 version included, nothing else changes, and a dry run changes nothing."""
+"""fruits.erase: one photo and every row derived from it leave the lake (its bundle's row, features,
+quarantine, PCA reduced output, the PCA CSV), every S3 version included, nothing else changes, and a dry
+run changes nothing. `build_lake` lays photos out as one object each (lakes from before bundles);
+`upload_bundled` bundles them as the uploader does now."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -197,15 +200,29 @@ def test_cli_prints_the_report_and_a_rerun_finds_nothing(local_lake, capsys):
     assert main(["--root", root.as_uri(), "--path", banana]) == 1  # already erased: said so, not "done"
 
 
+BUCKET = "fruits-lake-erase-test"
+
+
+def _versioned_encrypted_bucket(s3) -> str:
+    """The lake bucket as infra/ makes it (versioned, SSE-KMS by default); returns the key's ARN."""
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    key_arn = boto3.client("kms", region_name="eu-west-3").create_key()["KeyMetadata"]["Arn"]
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+    return key_arn
+
+
+def _versions(s3, key: str) -> list[dict]:
+    answer = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+    return [v for v in answer.get("Versions", []) + answer.get("DeleteMarkers", []) if v["Key"] == key]
+
+
 def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
-    bucket = "fruits-lake-erase-test"
+    bucket = BUCKET
     with mock_aws():
         s3 = boto3.client("s3", region_name="eu-west-3")
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        key_arn = boto3.client("kms", region_name="eu-west-3").create_key()["KeyMetadata"]["Arn"]
-        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
-            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+        key_arn = _versioned_encrypted_bucket(s3)
 
         def write(key: str, data: bytes) -> None:
             s3.put_object(Bucket=bucket, Key=key, Body=data)
@@ -218,10 +235,7 @@ def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
         write(features, s3.get_object(Bucket=bucket, Key=features)["Body"].read())
 
         report = erase(f"s3://{bucket}", paths[banana], s3_client=s3)
-
-        def versions(key: str) -> list[dict]:
-            answer = s3.list_object_versions(Bucket=bucket, Prefix=key)
-            return [v for v in answer.get("Versions", []) + answer.get("DeleteMarkers", []) if v["Key"] == key]
+        versions = functools.partial(_versions, s3)
 
         assert report["raw_objects_deleted"] == [_raw_key(banana)] and versions(_raw_key(banana)) == []
         (only,) = versions(features)
@@ -234,3 +248,90 @@ def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
         # Untouched photos keep their versions.
         apple = _raw_key(f"batch={B21}/Apple Braeburn/apple.jpg")
         assert len(versions(apple)) == 1
+
+
+# --- photos in bundles (the uploader's layout) ---------------------------------------------------------
+
+B23 = "2026-11-23"
+# Uploaded 2 per bundle, in key order: {kiwi, apple} share one bundle, banana has one of its own.
+BUNDLED = {"Test/Kiwi/kiwi.jpg": b"kiwi-2", "Training/Apple Braeburn/apple.jpg": b"apple-2",
+           "Training/Banana/banana.jpg": b"banana-2"}
+
+
+def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str, str]:
+    """BUNDLED uploaded into batch B23 as the DAG uploads it, and its features rows (paths spelled
+    `spark_path(uri)`, as featurize spells them); returns {key: photo URI}."""
+    landing = tmp_path / "landing"
+    for key, content in BUNDLED.items():
+        (landing / key).parent.mkdir(parents=True, exist_ok=True)
+        (landing / key).write_bytes(content)
+    upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), B23, max_photos=2)
+    uris = {key: lake.raw_uri(store.root, B23) + key for key in BUNDLED}
+    rows = {"path": [spark_path(uri) for uri in uris.values()], "label": [k.split("/")[1] for k in BUNDLED],
+            "split": [k.split("/")[0] for k in BUNDLED], "features": [[1.0, 2.0]] * 3, "width": [100] * 3,
+            "height": [100] * 3, "sha256": [hashlib.sha256(c).hexdigest() for c in BUNDLED.values()],
+            "batch_id": [B23] * 3}
+    data = _parquet(pa.Table.from_pydict(rows, schema=FEATURES_SCHEMA))
+    store.put(lake.features_uri(store.root, B23) + "part-00000.parquet", data, "")
+    return uris
+
+
+def _bundle_manifest(read) -> dict[str, list[str]]:
+    return json.loads(read(_relative(upload.batch_manifest_uri("", B23))))["bundles"]
+
+
+def _pair_and_single(bundles: dict[str, list[str]]) -> tuple[str, str]:
+    return tuple(sorted(bundles, key=lambda name: -len(bundles[name])))
+
+
+def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bundle_goes(local_lake, tmp_path, capsys):
+    root, _ = local_lake
+    uris = upload_bundled(upload.LocalStore(root), tmp_path, lambda uri: uri.replace("file:///", "file:/"))
+    raw = _relative(lake.raw_uri("", B23))
+    pair, single = _pair_and_single(_bundle_manifest(lambda key: (root / key).read_bytes()))
+    before = _snapshot(root)
+
+    report = erase(root.as_uri(), f"raw/batch={B23}/Training/Apple Braeburn/apple.jpg")
+    after = _snapshot(root)
+    kept = pq.read_table(io.BytesIO(after[raw + pair]))
+    assert kept.to_pylist() == [row for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
+                                if row["path"] == uris["Test/Kiwi/kiwi.jpg"]]
+    assert kept.schema.equals(upload.BUNDLE_SCHEMA) and kept["content"].to_pylist() == [b"kiwi-2"]
+    manifest = json.loads(after[raw + upload.UPLOADS_MANIFEST])
+    assert sorted(manifest["files"]) == ["Test/Kiwi/kiwi.jpg", "Training/Banana/banana.jpg"]
+    assert manifest["bundles"] == {pair: ["Test/Kiwi/kiwi.jpg"], single: ["Training/Banana/banana.jpg"]}
+    features = _relative(lake.features_uri("", B23)) + "part-00000.parquet"
+    assert {item["key"]: (item["rows_removed"], item["rows_left"]) for item in report["files_rewritten"]} == {
+        raw + pair: (1, 1), features: (1, 2), raw + upload.UPLOADS_MANIFEST: (1, 2)}
+    assert report["raw_objects_deleted"] == []  # the photo had no object of its own
+    assert {key for key in before if before[key] != after.get(key)} == {raw + pair, features, raw + upload.UPLOADS_MANIFEST}
+
+    # A photo alone in its bundle: the bundle goes, and its manifest entry with it.
+    report = erase(root.as_uri(), uris["Training/Banana/banana.jpg"])
+    assert report["raw_objects_deleted"] == [raw + single] and not (root / raw / single).exists()
+    assert _bundle_manifest(lambda key: (root / key).read_bytes()) == {pair: ["Test/Kiwi/kiwi.jpg"]}
+    # A bundle is not a photo: naming one is refused, not a way to erase 1,000 photos at once.
+    assert main(["--root", root.as_uri(), "--path", raw + pair]) == 1
+    assert "is a bundle of photos, not a photo" in capsys.readouterr().err
+
+
+def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-3")
+        key_arn = _versioned_encrypted_bucket(s3)
+        uris = upload_bundled(upload.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
+        raw = _relative(lake.raw_uri("", B23))
+        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # noqa: E731
+        pair, single = _pair_and_single(_bundle_manifest(read))
+
+        report = erase(f"s3://{BUCKET}", uris["Test/Kiwi/kiwi.jpg"], s3_client=s3)
+        (only,) = _versions(s3, raw + pair)  # the version that held the kiwi is gone
+        body = s3.get_object(Bucket=BUCKET, Key=raw + pair, VersionId=only["VersionId"])["Body"].read()
+        assert pq.read_table(io.BytesIO(body))["path"].to_pylist() == [uris["Training/Apple Braeburn/apple.jpg"]]
+        head = s3.head_object(Bucket=BUCKET, Key=raw + pair)
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn)
+        assert report["rows_removed"] == 3  # bundle, features, manifest
+
+        erase(f"s3://{BUCKET}", hashlib.sha256(b"banana-2").hexdigest(), s3_client=s3)
+        assert _versions(s3, raw + single) == []
+        assert _bundle_manifest(read) == {pair: ["Training/Apple Braeburn/apple.jpg"]}

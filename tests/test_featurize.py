@@ -200,7 +200,9 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     assert args.batch_size == 1
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--runtime", "keras"]).batch_size == 32
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-size", "8"]).batch_size == 8
-    for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"]):
+    assert args.input_format == "files"  # today's layout unless told: a folder of image files
+    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--input-format", "bundles"]).input_format == "bundles"
+    for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "tar"]):
         with pytest.raises(SystemExit):
             featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
 
@@ -282,6 +284,48 @@ def test_litert_features_match_a_keras_model_on_real_photos(sample_rows, keras_h
     got = np.stack(picked["features"].to_numpy())
     assert np.abs(got - expected).max() <= 1e-3
     assert np.abs(expected).max() > 0.5  # not comparing two vectors of zeros
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, keras_home, sample_dir, sample_rows, tmp_path):
+    """The whole sample bundled by fruits.upload into a lake, featurized with --input-format bundles:
+    the same features, sizes and hashes as featurize on the plain files, the split kept; an empty
+    photo in a bundle is quarantined like an empty file."""
+    from fruits import lake, upload
+
+    store = upload.LocalStore(tmp_path / "lake")
+    upload.upload_new_images(store, upload.LocalStore(sample_dir), upload.file_uri(sample_dir), "2024-01-01")
+    landing = tmp_path / "landing"
+    (landing / "Training" / "Apple").mkdir(parents=True)
+    (landing / "Training" / "Apple" / "empty.jpg").write_bytes(b"")
+    upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), "2024-01-01")
+    raw = lake.raw_uri(store.root, "2024-01-01")
+    assert len(upload.bundle_files(store, raw)) == 2
+
+    metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
+    assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == ("2024-01-01", 961, 960, 1)
+    quarantine = spark.read.parquet(str(tmp_path / "features" / "_quarantine")).collect()
+    spark_raw = raw.replace("file:///", "file:/")  # how Spark spells the photos' paths, bundled or not
+    assert [(r.path, r.reason) for r in quarantine] == [(spark_raw + "Training/Apple/empty.jpg", "empty file")]
+
+    bundled = spark.read.parquet(str(tmp_path / "features")).toPandas()
+    assert bundled["path"].str.startswith(spark_raw).all() and bundled["split"].notna().all()
+    assert bundled["split"].value_counts().to_dict() == {"Training": 720, "Test": 240}
+
+    def by_photo(rows: pd.DataFrame) -> pd.DataFrame:  # split/label/file, the same under both roots
+        return rows.set_index(rows["path"].str.split("/").str[-3:].str.join("/")).sort_index()
+
+    plain, ours = by_photo(sample_rows), by_photo(bundled)
+    assert list(ours.index) == list(plain.index)
+    for column in ("label", "split", "width", "height", "sha256"):
+        assert ours[column].tolist() == plain[column].tolist(), column
+    np.testing.assert_array_equal(np.stack(ours["features"].to_numpy()), np.stack(plain["features"].to_numpy()))
+
+    # Row groups of 64 photos let Spark spread one 960-photo bundle over several tasks (the job's settings).
+    sample_bundle = max(upload.bundle_files(store, raw), key=lambda name: len(store.read(raw + name)))
+    sizes = featurize.read_images(spark, raw + sample_bundle, "bundles").rdd.glom().map(len).collect()
+    assert sum(sizes) == 960 and len([n for n in sizes if n]) >= 3, sizes
 
 
 # --------------------------------------------------------------------------------------------

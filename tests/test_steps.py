@@ -21,6 +21,7 @@ def test_featurize_arguments_come_from_the_lake_layout():
     job = steps.featurize_job(ROOT, BATCH, CODE, ["jobio.py"], runtime="litert", batch_size=16)
     args = list(job.args)
     assert args[args.index("--input") + 1] == lake.raw_uri(ROOT, BATCH)
+    assert args[args.index("--input-format") + 1] == "bundles"  # the raw lake holds Parquet bundles
     assert args[args.index("--output") + 1] == lake.features_uri(ROOT, BATCH)
     assert args[args.index("--quarantine") + 1] == lake.quarantine_uri(ROOT, BATCH)
     assert args[args.index("--batch-id") + 1] == BATCH

@@ -1,13 +1,17 @@
-"""fruits.upload: new photos into raw/batch=<ds>/ once (key + sha256), code published by content hash."""
+"""fruits.upload: new photos bundled into raw/batch=<ds>/bundle-<hex>.parquet once (key + sha256), code published
+by content hash."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
@@ -38,23 +42,93 @@ def _upload(lake_root: Path, landing: Path, batch: str = BATCH, **kwargs):
     return upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), batch, **kwargs)
 
 
-def test_images_land_under_raw_batch_label_file_and_a_rerun_changes_nothing(tmp_path, landing):
+def _raw(lake_root: Path, batch: str = BATCH) -> Path:
+    return Path(lake.raw_uri(upload.file_uri(lake_root), batch).removeprefix("file://"))
+
+
+def _bundles(lake_root: Path, batch: str = BATCH) -> dict[str, pq.ParquetFile]:
+    return {p.name: pq.ParquetFile(p) for p in sorted(_raw(lake_root, batch).glob("bundle-*.parquet"))}
+
+
+def _rows(lake_root: Path, batch: str = BATCH) -> dict[str, dict]:
+    """{path: row} over every bundle of the batch."""
+    return {row["path"]: row for bundle in _bundles(lake_root, batch).values()
+            for row in bundle.read().to_pylist()}
+
+
+def _manifest(lake_root: Path, batch: str = BATCH) -> dict:
+    return json.loads((_raw(lake_root, batch) / upload.UPLOADS_MANIFEST).read_text())
+
+
+def test_photos_land_in_one_bundle_keyed_split_label_file_and_a_rerun_writes_nothing(tmp_path, landing):
     lake_root = tmp_path / "lake"
     first = _upload(lake_root, landing)
     assert (first["seen"], first["uploaded"], first["images_in_batch"]) == (6, 6, 6)
-    raw = Path(lake.raw_uri(upload.file_uri(lake_root), BATCH).removeprefix("file://"))
-    for photo in landing.rglob("*.jpg"):
-        stored = raw / photo.parent.name / photo.name  # raw/batch=<ds>/<label>/<file>
-        assert stored.read_bytes() == photo.read_bytes()
-    manifest = json.loads((raw / upload.UPLOADS_MANIFEST).read_text())
-    assert manifest["files"]["Banana/" + sorted(p.name for p in (landing / "Training/Banana").iterdir())[0]]
+    assert (first["bundles_written"], first["bundles_in_batch"]) == (1, 1)
+    ((name, bundle),) = _bundles(lake_root).items()
+    assert re.fullmatch(r"bundle-[0-9a-f]{16}\.parquet", name)
+    # binaryFile's columns, + sha256; one row per photo, its path the URI it would have had alone.
+    assert bundle.schema_arrow.names == ["path", "modificationTime", "length", "content", "sha256"]
+    assert str(bundle.schema_arrow.field("modificationTime").type) == "timestamp[us, tz=UTC]"
+    raw_uri = lake.raw_uri(upload.file_uri(lake_root), BATCH)
+    rows = _rows(lake_root)
+    photos = sorted(landing.rglob("*.jpg"))
+    assert sorted(rows) == sorted(f"{raw_uri}Training/{p.parent.name}/{p.name}" for p in photos)
+    for photo in photos:
+        row = rows[f"{raw_uri}Training/{photo.parent.name}/{photo.name}"]
+        assert row["content"] == photo.read_bytes() and row["length"] == photo.stat().st_size
+        assert row["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    manifest = _manifest(lake_root)
+    assert manifest["bundles"] == {name: sorted(manifest["files"])}
+    banana = sorted((landing / "Training/Banana").iterdir())[0]
+    assert manifest["files"][f"Training/Banana/{banana.name}"] == hashlib.sha256(banana.read_bytes()).hexdigest()
 
     before = _lake_files(lake_root)
     mtimes = {p: p.stat().st_mtime_ns for p in lake_root.rglob("*")}
     again = _upload(lake_root, landing)
-    assert (again["uploaded"], again["already_in_batch"], again["images_in_batch"]) == (0, 6, 6)
+    assert (again["uploaded"], again["already_in_batch"], again["bundles_written"], again["images_in_batch"]) == (0, 6, 0, 6)
     assert _lake_files(lake_root) == before
     assert {p: p.stat().st_mtime_ns for p in lake_root.rglob("*")} == mtimes  # not even rewritten
+
+
+def test_bundles_close_at_the_photo_or_byte_limit_in_row_groups_with_deterministic_names(tmp_path, landing):
+    counted = _upload(tmp_path / "by_count", landing, max_photos=4, row_group_photos=3)
+    sizes = {name: (b.metadata.num_rows, [b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)])
+             for name, b in _bundles(tmp_path / "by_count").items()}
+    assert counted["bundles_written"] == 2 and sorted(sizes.values()) == [(2, [2]), (4, [3, 1])]
+    assert _manifest(tmp_path / "by_count")["bundles"] == {
+        name: sorted(_manifest(tmp_path / "by_count")["files"])[i:i + 4] for name, i in
+        zip(sorted(sizes, key=lambda n: -sizes[n][0]), (0, 4))}
+
+    photo_sizes = sorted(p.stat().st_size for p in landing.rglob("*.jpg"))
+    limit = photo_sizes[-1] + photo_sizes[-2]  # room for two photos at least, never for more than the limit
+    sized = _upload(tmp_path / "by_bytes", landing, max_bytes=limit)
+    contents = [sum(b.read(columns=["length"]).column("length").to_pylist()) for b in _bundles(tmp_path / "by_bytes").values()]
+    assert sized["bundles_written"] == len(contents) >= 3 and max(contents) <= limit and sum(contents) == sum(photo_sizes)
+    alone = _upload(tmp_path / "one_byte", landing, max_bytes=1)  # a photo above the limit: a bundle of its own
+    assert alone["bundles_written"] == 6 and {b.metadata.num_rows for b in _bundles(tmp_path / "one_byte").values()} == {1}
+
+    # Same photos, same bundles, same names: in another lake, and whatever the members' order.
+    again = _upload(tmp_path / "again", landing, max_photos=4, row_group_photos=3)
+    assert again["bundles_written"] == 2 and set(_bundles(tmp_path / "again")) == set(sizes)
+    members = {"Training/Banana/a.jpg": "1" * 64, "Test/Kiwi/b.jpg": "2" * 64}
+    assert upload.bundle_name(members) == upload.bundle_name(dict(reversed(members.items())))
+    assert upload.bundle_name(members) != upload.bundle_name({**members, "Test/Kiwi/b.jpg": "3" * 64})
+
+
+def test_the_split_folder_is_kept_in_the_key_and_splits_are_featurizes(tmp_path, sample_dir):
+    import featurize
+
+    assert lake.SPLITS == featurize.SPLITS  # one list of splits on both sides of the lake
+    landing = tmp_path / "landing"
+    photos = sorted((sample_dir / "Training" / "Banana").glob("*.jpg"))
+    for folder, photo in zip(["day1/Training/Banana", "Test/Banana", "Banana", "Test/extra/Banana"], photos):
+        (landing / folder).mkdir(parents=True)
+        shutil.copy(photo, landing / folder / photo.name)
+    _upload(tmp_path / "lake", landing)
+    assert sorted(_manifest(tmp_path / "lake")["files"]) == sorted([
+        f"Training/Banana/{photos[0].name}", f"Test/Banana/{photos[1].name}", f"Banana/{photos[2].name}",
+        f"Test/Banana/{photos[3].name}"])
 
 
 def test_a_photo_already_in_another_batch_is_not_uploaded_again(tmp_path, landing):
@@ -63,9 +137,8 @@ def test_a_photo_already_in_another_batch_is_not_uploaded_again(tmp_path, landin
     extra = landing / "Training" / "Banana" / "new_one.jpg"
     extra.write_bytes(b"\xff\xd8 not really a jpeg, but new content")
     second = _upload(lake_root, landing, "2026-02-02")
-    assert (second["seen"], second["in_other_batch"], second["uploaded"]) == (7, 6, 1)
-    raw2 = Path(lake.raw_uri(upload.file_uri(lake_root), "2026-02-02").removeprefix("file://"))
-    assert sorted(p.name for p in raw2.rglob("*.jpg")) == ["new_one.jpg"]
+    assert (second["seen"], second["in_other_batch"], second["uploaded"], second["bundles_written"]) == (7, 6, 1, 1)
+    assert [Path(p).name for p in _rows(lake_root, "2026-02-02")] == ["new_one.jpg"]
 
 
 def test_a_different_photo_under_an_existing_name_is_kept_beside_it_not_over_it(tmp_path, landing):
@@ -73,24 +146,66 @@ def test_a_different_photo_under_an_existing_name_is_kept_beside_it_not_over_it(
     _upload(lake_root, landing)
     victim = sorted((landing / "Training" / "Banana").glob("*.jpg"))[0]
     original = victim.read_bytes()
-    second_landing = tmp_path / "landing2" / "Banana"
+    second_landing = tmp_path / "landing2" / "Training" / "Banana"
     second_landing.mkdir(parents=True)
     (second_landing / victim.name).write_bytes(original + b"changed")
-    result = _upload(lake_root, second_landing.parent)
-    assert (result["uploaded"], result["renamed"]) == (1, 1)
-    raw = Path(lake.raw_uri(upload.file_uri(lake_root), BATCH).removeprefix("file://")) / "Banana"
-    assert (raw / victim.name).read_bytes() == original
-    renamed = [p for p in raw.iterdir() if p.name.startswith(victim.stem + "-")]
-    assert len(renamed) == 1 and renamed[0].read_bytes() == original + b"changed"
+    result = _upload(lake_root, tmp_path / "landing2")
+    assert (result["uploaded"], result["renamed"], result["bundles_written"], result["images_in_batch"]) == (1, 1, 1, 7)
+    raw_uri = lake.raw_uri(upload.file_uri(lake_root), BATCH)
+    rows = _rows(lake_root)
+    assert rows[f"{raw_uri}Training/Banana/{victim.name}"]["content"] == original
+    (renamed,) = [p for p in rows if Path(p).name.startswith(victim.stem + "-")]
+    sha = hashlib.sha256(original + b"changed").hexdigest()
+    assert renamed == f"{raw_uri}Training/Banana/{victim.stem}-{sha[:8]}{victim.suffix}"
+    assert rows[renamed]["content"] == original + b"changed"
+    assert len(_manifest(lake_root)["bundles"]) == 2
     # and that, too, is idempotent
-    assert _upload(lake_root, second_landing.parent)["uploaded"] == 0
+    assert _upload(lake_root, tmp_path / "landing2")["uploaded"] == 0
+
+
+class CrashBeforeManifest(upload.LocalStore):
+    """An upload that stops after its bundles, before the manifest (the task killed half way)."""
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        if uri.endswith(upload.UPLOADS_MANIFEST):
+            raise ConnectionError("worker lost")
+        super().put(uri, data, sha256)
+
+
+def test_bundles_left_by_an_interrupted_upload_are_deleted_and_the_photos_bundled_again(tmp_path, landing, caplog):
+    lake_root = tmp_path / "lake"
+    _upload(lake_root, landing)
+    new = tmp_path / "landing2" / "Kiwi"
+    new.mkdir(parents=True)
+    (new / "k.jpg").write_bytes(b"kiwi")
+    with pytest.raises(ConnectionError):
+        upload.upload_new_images(CrashBeforeManifest(lake_root), upload.LocalStore(tmp_path / "landing2"),
+                                 upload.file_uri(tmp_path / "landing2"), BATCH)
+    assert len(_bundles(lake_root)) == 2 and len(_manifest(lake_root)["bundles"]) == 1  # a leftover
+    (leftover,) = set(_bundles(lake_root)) - set(_manifest(lake_root)["bundles"])
+    stray = _raw(lake_root) / "bundle-0123456789abcdef.parquet"  # another crash, other photos since moved
+    stray.write_bytes((_raw(lake_root) / leftover).read_bytes())
+
+    rerun = _upload(lake_root, tmp_path / "landing2")
+    assert (rerun["leftover_bundles_deleted"], rerun["uploaded"], rerun["bundles_written"]) == (2, 1, 1)
+    assert not stray.exists() and "interrupted upload" in caplog.text
+    assert set(_bundles(lake_root)) == set(_manifest(lake_root)["bundles"])
+    assert leftover in _bundles(lake_root)  # the same photos, the same name
+    assert len(_rows(lake_root)) == len(_manifest(lake_root)["files"]) == 7
 
 
 def test_dry_run_counts_but_writes_nothing(tmp_path, landing):
     lake_root = tmp_path / "lake"
-    result = _upload(lake_root, landing, dry_run=True)
-    assert (result["seen"], result["uploaded"], result["dry_run"]) == (6, 6, True)
+    result = _upload(lake_root, landing, dry_run=True, max_photos=4)
+    assert (result["seen"], result["uploaded"], result["bundles_written"], result["dry_run"]) == (6, 6, 2, True)
     assert not lake_root.exists() or not any(lake_root.rglob("*.*"))
+
+
+def test_an_empty_landing_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _upload(tmp_path / "lake", tmp_path / "empty")
+    assert (result["seen"], result["images_in_batch"], result["bundles_written"]) == (0, 0, 0)
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.*"))
 
 
 def test_an_image_with_no_label_folder_is_refused(tmp_path):
@@ -102,30 +217,44 @@ def test_an_image_with_no_label_folder_is_refused(tmp_path):
 
 
 @mock_aws
-def test_s3_upload_records_sha256_encrypts_and_is_idempotent(tmp_path, landing):
+def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_path, landing):
     s3 = boto3.client("s3", region_name="eu-west-3")
     s3.create_bucket(Bucket="lake-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.put_bucket_versioning(Bucket="lake-eu", VersioningConfiguration={"Status": "Enabled"})
+    requests: list[str] = []
+    s3.meta.events.register("before-call.s3.*", lambda model, **_: requests.append(model.name))
     store = upload.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
-    first = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH)
-    assert first["uploaded"] == 6
-    photo = sorted((landing / "Training" / "Banana").glob("*.jpg"))[0]
-    key = f"raw/batch={BATCH}/Banana/{photo.name}"
-    head = s3.head_object(Bucket="lake-eu", Key=key)
-    assert head["Metadata"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    first = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
+    assert (first["uploaded"], first["bundles_written"]) == (6, 2)
+    # Per bundle one PutObject; per run the manifest (one Put) and what it reads: no request per photo.
+    assert requests.count("PutObject") == 3 and "HeadObject" not in requests
+    names = upload.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
+    assert len(names) == 2
+    head = s3.head_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")
     assert head["ServerSideEncryption"] == "aws:kms"
+    body = s3.get_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")["Body"].read()
+    assert all(p.startswith(f"s3://lake-eu/raw/batch={BATCH}/Training/") for p in pq.read_table(io.BytesIO(body))["path"].to_pylist())
 
-    second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH)
+    requests.clear()
+    second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
     assert (second["uploaded"], second["already_in_batch"]) == (0, 6)
+    assert not {"PutObject", "HeadObject", "DeleteObjects"} & set(requests)
     versions = s3.list_object_versions(Bucket="lake-eu", Prefix=f"raw/batch={BATCH}/")["Versions"]
-    assert len(versions) == 7  # 6 photos + the manifest, each written exactly once
+    assert len(versions) == 3  # 2 bundles + the manifest, each written exactly once
 
     # An S3 landing prefix works the same way (same bucket here, another prefix).
     for path in landing.rglob("*.jpg"):
-        s3.put_object(Bucket="lake-eu", Key=f"landing/{path.parent.name}/{path.name}", Body=path.read_bytes())
+        s3.put_object(Bucket="lake-eu", Key=f"landing/Training/{path.parent.name}/{path.name}", Body=path.read_bytes())
     from_s3 = upload.upload_new_images(store, store, "s3://lake-eu/landing/", BATCH)
     assert (from_s3["seen"], from_s3["uploaded"], from_s3["already_in_batch"]) == (6, 0, 6)
     assert upload.raw_batches(store, "s3://lake-eu") == [BATCH]
+
+    # A leftover bundle on a versioned bucket goes with every version: its photos stay nowhere.
+    leftover = f"raw/batch={BATCH}/bundle-0123456789abcdef.parquet"
+    s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
+    s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
+    assert upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH)["leftover_bundles_deleted"] == 1
+    assert "Versions" not in s3.list_object_versions(Bucket="lake-eu", Prefix=leftover)
 
 
 def test_code_is_published_once_per_content_version(tmp_path):

@@ -1,23 +1,28 @@
 """Erase one photo and every row derived from it (GDPR right to erasure, docs/gdpr.md).
 
-    python -m fruits.erase --root s3://<bucket> --path raw/batch=2026-11-22/Banana/img_001.jpg [--dry-run]
+    python -m fruits.erase --root s3://<bucket> --path raw/batch=2026-11-22/Training/Banana/img_001.jpg [--dry-run]
     python -m fruits.erase --root file:///data/lake --path <sha256 of the photo>
 
-`--path` is the photo's key under the lake root (`raw/batch=<ds>/<label>/<file>`), its full URI
-(`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
+`--path` is the photo's key under the lake root (`raw/batch=<ds>/[<split>/]<label>/<file>`), its full
+URI (`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
 content, in any batch, as the upload manifests and the features' `sha256` column record it). The command:
 
 1. finds the photo's rows: every Parquet file under pca/, quarantine/ and features/ that has a `path`
-   column (reduced PCA output included; the PCA model's own files hold no per-photo row), and every
-   pca_matrix.csv line;
+   column (reduced PCA output included; the PCA model's own files hold no per-photo row), every
+   pca_matrix.csv line, and under raw/ the photo's bundle (`raw/batch=<ds>/bundle-<hex>.parquet`, one
+   row per photo: the raw area is one more Parquet area with a `path` column);
 2. rewrites each file that holds one, without those rows (one atomic replace per file), and on a
-   versioned bucket deletes the file's older versions, which still hold them;
-3. removes the photo from its batch's upload manifest (`raw/batch=<ds>/_uploads.json`), then deletes
-   the photo itself, every version and delete marker included.
+   versioned bucket deletes the file's older versions, which still hold them; a bundle left with no
+   row is deleted, every version included;
+3. removes the photo from its batch's upload manifest (`raw/batch=<ds>/_uploads.json`: its `files`
+   entry and its key in `bundles`), then deletes the photo's own object where it has one (lakes
+   uploaded before bundles stored one object per photo), every version and delete marker included.
 
-Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, the
-photo last: if a run stops half way, what is left still points at the photo, and rerunning the command
-finishes the job. The report (JSON on stdout) lists every object deleted and every file rewritten with
+Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, then
+the bundle, the manifest (which says which bundle holds a photo) after it, the photo's own object last:
+if a run stops half way, what is left still points at the photo, and rerunning the command finishes the
+job. Only bundles that the manifests say hold one of the photos are read, plus any bundle the manifest
+does not name (left by an interrupted upload): an erasure does not download the whole raw area. The report (JSON on stdout) lists every object deleted and every file rewritten with
 its row counts; `--dry-run` reports the same without changing anything. Nothing found is an error
 (exit 1): a mistyped path must not look like a completed erasure.
 
@@ -65,42 +70,20 @@ class LocalLake(upload.LocalStore):
     def exists(self, uri: str) -> bool:
         return self._path(uri).is_file()
 
-    def delete(self, uri: str) -> None:
-        self._path(uri).unlink()
-
     def drop_old_versions(self, uri: str) -> None:
         pass
 
 
 class S3Lake(upload.S3Store):
-    """A lake bucket, possibly versioned: an erased row must not survive in an older version."""
+    """A lake bucket, possibly versioned: an erased row must not survive in an older version
+    (`delete`, inherited, removes every version of an object)."""
 
     def exists(self, uri: str) -> bool:
         # Any version counts: a photo deleted by hand may still be in the bucket's history.
         return bool(self._versions(uri))
 
-    def delete(self, uri: str) -> None:
-        self._delete(uri, self._versions(uri))
-
     def drop_old_versions(self, uri: str) -> None:
         self._delete(uri, [v for v in self._versions(uri) if not v["IsLatest"]])
-
-    def _versions(self, uri: str) -> list[dict[str, Any]]:
-        bucket, key = self._key(uri)
-        found = []
-        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                if item["Key"] == key:  # the prefix also matches longer keys
-                    found.append(item)
-        return found
-
-    def _delete(self, uri: str, versions: list[dict[str, Any]]) -> None:
-        bucket, _ = self._key(uri)
-        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
-        for start in range(0, len(objects), 1000):  # DeleteObjects takes 1,000 keys at most
-            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
-            if answer.get("Errors"):
-                raise RuntimeError(f"could not delete every version of {uri}: {answer['Errors']}")
 
 
 def open_lake(root: str, s3_client: Any = None) -> LocalLake | S3Lake:
@@ -156,6 +139,13 @@ class Erasure:
             self.lake.put(uri, data, upload.sha256_bytes(data))
             self.lake.drop_old_versions(uri)
 
+    def delete(self, uri: str) -> None:
+        """The object, every version included."""
+        if not self.dry_run:
+            self.lake.delete(uri)
+        self.deleted.append(self.key(uri))
+        log.info("%s %s (every version)", "would delete" if self.dry_run else "deleted", self.key(uri))
+
 
 def _raw_area(root: str) -> str:
     return _area(lake.raw_uri(root, _ANY_BATCH))
@@ -183,8 +173,11 @@ def resolve(store: LocalLake | S3Lake, target: str) -> set[str]:
     photo = canonical(target if has_scheme else f"{store.root}/{target.lstrip('/')}")
     if not photo.startswith(canonical(store.root) + "/"):
         raise ValueError(f"{target} is not under the lake root {store.root}")
-    if not photo.startswith(raw_area) or PurePosixPath(photo).name.startswith(("_", ".")):
-        raise ValueError(f"{target} is not a photo under raw/ (raw/batch=<ds>/<label>/<file>)")
+    name = PurePosixPath(photo).name
+    if not photo.startswith(raw_area) or name.startswith(("_", ".")):
+        raise ValueError(f"{target} is not a photo under raw/ (raw/batch=<ds>/[<split>/]<label>/<file>)")
+    if upload.is_bundle_name(name) and PurePosixPath(photo).parent.name.startswith("batch="):
+        raise ValueError(f"{target} is a bundle of photos, not a photo: name one of its photos (its `path`)")
     return {photo}
 
 
@@ -205,14 +198,45 @@ def _parquet_files(store, area_uri: str, columns: list[str] | None = None) -> It
                 yield uri, pq.read_table(io.BytesIO(data), columns=columns)
 
 
+def _without_photos(erasure: Erasure, table: pa.Table) -> pa.Table:
+    keep = pa.array([canonical(p) not in erasure.photos for p in table["path"].to_pylist()], type=pa.bool_())
+    return table.filter(keep)
+
+
 def _erase_parquet_rows(erasure: Erasure, area_uri: str) -> None:
     for uri, table in _parquet_files(erasure.lake, area_uri):
-        keep = pa.array([canonical(p) not in erasure.photos for p in table["path"].to_pylist()], type=pa.bool_())
-        kept = table.filter(keep)
+        kept = _without_photos(erasure, table)
         if kept.num_rows < table.num_rows:
             buffer = io.BytesIO()
             pq.write_table(kept, buffer, compression="snappy")  # keeps the schema and Spark's metadata
             erasure.replace(uri, buffer.getvalue())
+            erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
+
+
+def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: upload.BatchManifest) -> list[str]:
+    """The batch's bundles that may hold one of the photos: those whose manifest entry names one,
+    and any the manifest does not name (left by an interrupted upload, contents unknown)."""
+    batch = canonical(raw_batch_uri) + "/"
+    named = {name for name, keys in manifest.bundles.items() if any(batch + key in erasure.photos for key in keys)}
+    return [raw_batch_uri + name for name in upload.bundle_files(erasure.lake, raw_batch_uri)
+            if name in named or name not in manifest.bundles]
+
+
+def _erase_bundle_rows(erasure: Erasure) -> None:
+    """raw/: each bundle holding one of the photos, rewritten without it (laid out as the upload
+    lays bundles out); a bundle left with no photo is deleted."""
+    root = erasure.lake.root
+    for batch in upload.raw_batches(erasure.lake, root):
+        raw = lake.raw_uri(root, batch)
+        for uri in _bundles_to_read(erasure, raw, upload.read_batch_manifest(erasure.lake, root, batch)):
+            table = pq.read_table(io.BytesIO(erasure.lake.read(uri)))
+            kept = _without_photos(erasure, table)
+            if kept.num_rows == table.num_rows:
+                continue
+            if kept.num_rows:
+                erasure.replace(uri, upload.bundle_parquet(kept))
+            else:
+                erasure.delete(uri)
             erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
 
 
@@ -233,17 +257,18 @@ def _erase_csv_lines(erasure: Erasure, area_uri: str) -> None:
 
 
 def _erase_manifest_entries(erasure: Erasure) -> None:
-    """The upload manifests name the photo and its hash: drop its entry."""
+    """The upload manifests name the photo, its hash and its bundle: drop its entries (a bundle
+    entry left with no key goes too: the bundle was deleted)."""
     root = erasure.lake.root
     for batch in upload.raw_batches(erasure.lake, root):
         raw = canonical(lake.raw_uri(root, batch)) + "/"
-        files = upload.read_manifest(erasure.lake, root, batch)
-        kept = {key: sha for key, sha in files.items() if raw + key not in erasure.photos}
-        if len(kept) < len(files):
+        manifest = upload.read_batch_manifest(erasure.lake, root, batch)
+        kept = {key: sha for key, sha in manifest.files.items() if raw + key not in erasure.photos}
+        if len(kept) < len(manifest.files):
+            bundles = {name: [key for key in keys if key in kept] for name, keys in manifest.bundles.items()}
             uri = upload.batch_manifest_uri(root, batch)
-            manifest = json.loads(erasure.lake.read(uri))
-            erasure.replace(uri, json.dumps({**manifest, "files": kept}, indent=1).encode())
-            erasure.record(uri, len(files) - len(kept), len(kept))
+            erasure.replace(uri, upload.BatchManifest(kept, {n: keys for n, keys in bundles.items() if keys}).to_json(batch))
+            erasure.record(uri, len(manifest.files) - len(kept), len(kept))
 
 
 def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = None) -> dict[str, Any]:
@@ -256,14 +281,12 @@ def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = Non
     for area in areas:
         _erase_parquet_rows(erasure, area)
         _erase_csv_lines(erasure, area)
+    _erase_bundle_rows(erasure)  # before the manifests: they say which bundle holds the photo
     _erase_manifest_entries(erasure)
-    for photo in sorted(erasure.photos):
+    for photo in sorted(erasure.photos):  # a photo stored as its own object (lakes from before bundles)
         uri = f"{store.root}/{erasure.key(photo)}"
         if store.exists(uri):
-            if not dry_run:
-                store.delete(uri)
-            erasure.deleted.append(erasure.key(photo))
-            log.info("%s %s (every version)", "would delete" if dry_run else "deleted", erasure.key(photo))
+            erasure.delete(uri)
     if not erasure.deleted and not erasure.rewritten:
         raise LookupError(f"nothing in {root} matches {target}: no photo, no derived row; nothing erased")
     report = {

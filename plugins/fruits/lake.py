@@ -2,7 +2,10 @@
 report and the erasure command. `root` is `s3://<bucket>` on AWS or a local folder URI
 (`file:///...`) for the local target; one logical date (`ds`, YYYY-MM-DD) is one batch.
 
-    raw/batch=<ds>/<label>/<file>        photos uploaded for that batch
+    raw/batch=<ds>/bundle-<hex>.parquet  photos uploaded for that batch, up to 1,000 per bundle
+                                         (fruits.upload): one row per photo, binaryFile's columns,
+                                         path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>
+    raw/batch=<ds>/_uploads.json         the batch's manifest: {key: sha256}, {bundle: [keys]}
     features/batch=<ds>/                 featurize output (Parquet), + _job_metrics.json
     quarantine/batch=<ds>/               files featurize could not read (Parquet: path, reason)
     pca/batch=<ds>/                      PCA output: reduced/ (Parquet), pca_matrix.csv,
@@ -18,6 +21,10 @@ from __future__ import annotations
 import re
 
 _BATCH = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# The dataset's splits: a landing folder of one of these names above the label folder is kept in the
+# photo's key, and featurize reads it back into the `split` column. spark_jobs/featurize.py holds the
+# same tuple (the cluster does not ship this package); tests/test_upload.py checks they agree.
+SPLITS = ("Training", "Test")
 
 
 def check_batch(batch: str) -> str:

@@ -238,6 +238,18 @@ def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str,
     return plan
 
 
+def has_work(*, dry_run: bool, images_in_batch: int, batch: str) -> bool:
+    """Whether the run goes on to the cluster (the DAG's short-circuit): not on a dry run, and not
+    when the batch holds no photo (an empty night must not pay for a cluster that featurizes nothing)."""
+    if dry_run:
+        log.info("dry run: batch %s planned (%d photos), no cluster started", batch, images_in_batch)
+        return False
+    if images_in_batch == 0:
+        log.info("batch %s holds no photo: nothing to featurize, no cluster started", batch)
+        return False
+    return True
+
+
 def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any], images: int, pca_rows: int | None) -> dict[str, Any] | None:
     """The run's cost estimate, made before any cluster exists (EMR only; the local target is free)."""
     if settings.target != "emr":

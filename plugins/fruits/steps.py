@@ -56,7 +56,8 @@ def featurize_job(
 ) -> SparkJob:
     script, py_files = _code_files(code_uri, helper_modules, "featurize.py")
     args = [
-        "--input", lake.raw_uri(root, batch),
+        # The raw lake holds Parquet bundles of photos (fruits.upload), not one file per photo.
+        "--input", lake.raw_uri(root, batch), "--input-format", "bundles",
         "--output", lake.features_uri(root, batch),
         "--quarantine", lake.quarantine_uri(root, batch),
         "--batch-id", batch,
