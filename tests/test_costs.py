@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from fruits import costs
+from fruits import costs, upload
 from fruits.emr_cluster import DEFAULT_PRIMARY_TYPES, DEFAULT_WORKER_TYPES, INSTANCE_TYPES, ClusterSizing, worker_vcpus
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation
 
@@ -117,14 +117,67 @@ def test_ebs_is_prorated_per_second_over_a_30_day_month(prices):
     assert costs.instance_costs([group], PARIS, prices)["ebs"] == pytest.approx(3 * 100 * prices.unit(PARIS, "ebs_gp3_gb_month") / 2)
 
 
-def test_s3_requests_scale_with_objects_so_bundling_photos_cuts_them(prices):
-    one_per_photo = costs.s3_costs(workload(), PARIS, prices)
-    bundled = costs.s3_costs(workload(images_per_object=1000), PARIS, prices)
-    put, get = prices.unit(PARIS, "s3_put_per_1000"), prices.unit(PARIS, "s3_get_per_1000")
-    # 1M PUTs + 3M GET-tier requests + 2 listings of 1,000 pages each.
-    assert one_per_photo["s3_requests"] == pytest.approx((1_000_000 + 2000) / 1000 * put + 3_000_000 / 1000 * get)
-    assert bundled["s3_requests"] < one_per_photo["s3_requests"] / 900
-    assert bundled["s3_storage"] == one_per_photo["s3_storage"] > 0  # same bytes stored either way
+def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
+    # 4,530-byte photos: 128 MiB holds ~29,600, so the 1,000-photo limit closes a bundle first.
+    assert workload().photos_per_object == upload.BUNDLE_MAX_PHOTOS == 1000
+    assert workload().objects == 1000
+    monkeypatch.setattr(upload, "BUNDLE_MAX_PHOTOS", 250)
+    assert workload().photos_per_object == 250 and workload().objects == 4000
+    # Bigger photos: the byte limit comes first.
+    monkeypatch.setattr(upload, "BUNDLE_MAX_BYTES", 100 * 4530)
+    assert workload().photos_per_object == 100 and workload().objects == 10_000
+    assert workload(mean_image_bytes=4530 * 200).photos_per_object == 1  # a photo over the limit: a bundle of its own
+
+
+def test_featurize_reads_each_bundle_once_plus_one_get_per_row_group(monkeypatch):
+    # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle.
+    assert costs.featurize_gets_per_bundle(1000) == 3 + 16
+    monkeypatch.setattr(upload, "BUNDLE_ROW_GROUP_PHOTOS", 500)
+    assert costs.featurize_gets_per_bundle(1000) == 3 + 2
+    assert costs.s3_requests(workload())["get"]["featurize_reads"] == 1000 * (3 + 2)
+
+
+def test_s3_requests_per_photo_objects_against_bundles(prices):
+    put, get = prices.unit(PARIS, "s3_put_per_1000") / 1000, prices.unit(PARIS, "s3_get_per_1000") / 1000
+    per_photo = costs.s3_requests(workload(images_per_object=1))
+    bundled = costs.s3_requests(workload())
+    # Per run, either layout: the manifest PUT, this batch's + 365 earlier manifests read, the raw area
+    # listed once; the batch folder (objects + manifest) listed by the upload and by featurize.
+    assert per_photo == {
+        "put": {"upload_objects": 1_000_000, "upload_manifest": 1, "upload_listings": 1 + 1001, "featurize_listing": 1001,
+                "landing_listing": 0},
+        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0}}
+    assert bundled == {
+        "put": {"upload_objects": 1000, "upload_manifest": 1, "upload_listings": 1 + 2, "featurize_listing": 2,
+                "landing_listing": 0},
+        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0}}
+    per_photo_usd = costs.s3_costs(workload(images_per_object=1), PARIS, prices)
+    bundled_usd = costs.s3_costs(workload(), PARIS, prices)
+    assert per_photo_usd["s3_requests"] == pytest.approx(1_002_004 * put + 2_000_366 * get)
+    assert bundled_usd["s3_requests"] == pytest.approx(1006 * put + 19_366 * get)
+    # The PUTs, which dominate, fall by the bundle size; all requests together by over 400 x.
+    assert per_photo["put"]["upload_objects"] / bundled["put"]["upload_objects"] == 1000
+    assert per_photo_usd["s3_requests"] / bundled_usd["s3_requests"] > 400
+    assert bundled_usd["s3_storage"] == per_photo_usd["s3_storage"] > 0  # same bytes stored either way
+
+
+def test_an_s3_landing_adds_exactly_its_gets_and_listings(prices):
+    local, on_s3 = workload(images=250_000), workload(images=250_000, landing_on_s3=True)
+    added = {tier: {k: costs.s3_requests(on_s3)[tier][k] - costs.s3_requests(local)[tier][k] for k in costs.s3_requests(local)[tier]}
+             for tier in ("put", "get")}
+    assert added == {"put": {"upload_objects": 0, "upload_manifest": 0, "upload_listings": 0, "featurize_listing": 0,
+                             "landing_listing": 250},
+                     "get": {"featurize_reads": 0, "upload_manifests": 0, "landing_reads": 250_000}}
+    extra = costs.s3_costs(on_s3, PARIS, prices)["s3_requests"] - costs.s3_costs(local, PARIS, prices)["s3_requests"]
+    assert extra == pytest.approx(250 * prices.unit(PARIS, "s3_put_per_1000") / 1000 + 250 * prices.unit(PARIS, "s3_get_per_1000"))
+
+
+def test_a_known_bundle_count_prices_the_batch_as_stored():
+    stored = workload(images=120_000, objects_in_batch=150)  # e.g. a batch uploaded in several nights
+    assert stored.objects == 150 and stored.photos_per_object == 800
+    assert costs.s3_requests(stored)["put"]["upload_objects"] == 150
+    assert costs.s3_requests(stored)["get"]["featurize_reads"] == 150 * (3 + 13)  # 800 photos: 13 row groups
+    assert workload(images=120_000).objects == 120
 
 
 # --- the estimate ----------------------------------------------------------------------------------
@@ -175,6 +228,53 @@ def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(price
     assert auto["alternative_usd"] > auto["chosen_usd"] > 0
 
 
+def test_bundling_is_priced_as_an_optimization_in_s3_requests_only(prices):
+    def bundling_row(priced: costs.Workload) -> dict:
+        rows = costs.optimization_table(priced, ClusterSizing(), region=PARIS, prices=prices)
+        return next(r for r in rows if r["optimization"] == "bundling photos at ingestion")
+
+    row = bundling_row(workload())
+    requests = {layout: costs.s3_costs(w, PARIS, prices)["s3_requests"]
+                for layout, w in (("per photo", workload(images_per_object=1)), ("bundles", workload()))}
+    assert row["saved_usd"] == pytest.approx(requests["per photo"] - requests["bundles"], abs=1e-3)
+    assert row["saved_usd"] > 6  # per million photos: the PUTs of a million objects
+    assert "1,000 photos per bundle" in row["instead_of"]
+    # Priced from the per-photo layout, the table still sets it against bundles.
+    assert bundling_row(workload(images_per_object=1)) == row
+
+
+# featurize's measured rate (benchmarks/results/inference_throughput.json, 2026-11-25), given explicitly:
+# these tests must not move when the benchmark is re-run.
+MEASURED_PER_VCPU = 137.65
+
+
+def test_the_target_is_met_all_in_only_with_photos_in_bundles(prices):
+    rows = costs.target_table(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices,
+                              cheapest_workers=2)
+    bundled_default, bundled_cheapest, per_photo = rows
+    assert [r["case"] for r in rows] == ["photos in bundles (today), 3 workers", "photos in bundles, 2 workers (cheapest)",
+                                         "one object per photo (before bundles), 3 workers"]
+    for row in rows:
+        assert row["all_in"] == pytest.approx(row["compute"] + row["s3_requests"] + row["s3_storage"], abs=2e-4)
+        assert row["target"] == ("met" if row["all_in"] <= costs.TARGET_USD_PER_MILLION else "NOT MET")
+    assert bundled_cheapest["all_in"] <= 0.50 and bundled_cheapest["target"] == "met"
+    # One object per photo: its S3 requests alone are over the target, whatever the cluster does.
+    assert per_photo["s3_requests"] > costs.TARGET_USD_PER_MILLION and per_photo["target"] == "NOT MET"
+    assert per_photo["compute"] == bundled_default["compute"] and per_photo["s3_storage"] == bundled_default["s3_storage"]
+    assert bundled_default["all_in"] > bundled_cheapest["all_in"]
+
+
+def test_compare_prints_the_target_and_each_cases_verdict(capsys):
+    assert costs.main(["compare", "--images", "1000000", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    out = capsys.readouterr().out
+    assert "### Target: <= 0.50 USD per million images, all-in" in out
+    lines = out.splitlines()
+    assert next(line for line in lines if line.startswith("| photos in bundles, 2 workers (cheapest) |")).endswith("| met |")
+    assert next(line for line in lines if line.startswith("| one object per photo")).endswith("| NOT MET |")
+    assert any(line.startswith("| bundling photos at ingestion | one S3 object per photo") for line in lines)
+    assert "S3: 1,000 objects (Parquet bundles (fruits.upload), 1,000 photos each), local landing" in out
+
+
 def test_right_sizing_trades_wall_time_for_overhead(prices):
     rows = costs.right_sizing(workload(), ClusterSizing(), region=PARIS, prices=prices, worker_counts=(1, 4, 16))
     minutes = [r["wall_minutes"] for r in rows]
@@ -184,7 +284,9 @@ def test_right_sizing_trades_wall_time_for_overhead(prices):
     assert rows[1]["total_usd"] < rows[0]["total_usd"]
 
 
-@pytest.mark.parametrize("bad", [dict(images=-1), dict(throughput=0), dict(images_per_object=0), dict(storage_months=-1)])
+@pytest.mark.parametrize("bad", [dict(images=-1), dict(throughput=0), dict(images_per_object=0), dict(storage_months=-1),
+                                 dict(objects_in_batch=-1), dict(earlier_batches=-1),
+                                 dict(images_per_object=1, objects_in_batch=3)])
 def test_a_meaningless_workload_is_refused(bad):
     with pytest.raises(ValueError):
         workload(**bad)

@@ -20,7 +20,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 
-from fruits import costs, lake, run_report, steps
+from fruits import costs, lake, run_report, steps, upload
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
 from fruits.upload import LocalStore, S3Store
@@ -326,3 +326,52 @@ def test_the_dags_estimate_uses_the_measured_throughput_and_the_sizing(prices):
     expected_throughput, source = costs.default_throughput()
     assert estimate["throughput_per_vcpu"] == expected_throughput and estimate["throughput_source"] == source
     assert estimate["images"] == 50_000 and estimate["executor_vcpus"] == 24
+
+
+def uploaded_lake(tmp_path, photos: int, max_photos: int) -> upload.LocalStore:
+    """A local lake whose batch holds `photos` (distinct bytes, not decoded by the upload) bundled
+    `max_photos` a bundle by the real upload."""
+    landing = tmp_path / "landing" / "Banana"
+    landing.mkdir(parents=True)
+    for number in range(photos):
+        (landing / f"{number}.jpg").write_bytes(f"photo {number}".encode())
+    store = upload.LocalStore(tmp_path / "lake")
+    result = upload.upload_new_images(store, upload.LocalStore(landing.parent), upload.file_uri(landing.parent), BATCH,
+                                      max_photos=max_photos)
+    assert result["bundles_in_batch"] == math.ceil(photos / max_photos)
+    return store
+
+
+def test_the_report_prices_s3_on_the_batchs_own_bundles_and_its_landing(tmp_path, prices, monkeypatch):
+    store = uploaded_lake(tmp_path, photos=7, max_photos=2)
+    assert run_report.batch_bundles(store, store.root, BATCH) == 4  # what upload_new_images returned as bundles_in_batch
+    cluster_id, request = ended_cluster()
+    collected = record(cluster_id, request)
+    monkeypatch.setattr(run_report, "collect_cluster_record", lambda client, cid: collected)
+    reports = {on_s3: run_report.report_run(store, store.root, BATCH, target="emr", region=REGION, cluster_id=cluster_id,
+                                            landing_on_s3=on_s3)
+               for on_s3 in (False, True)}
+    # featurize left no metrics here (seen 0): only the upload's side is billed, on the 4 bundles it wrote.
+    put, get = prices.unit(REGION, "s3_put_per_1000") / 1000, prices.unit(REGION, "s3_get_per_1000") / 1000
+    local = reports[False]["cost"]["components_usd"]["s3_requests"]
+    assert local == pytest.approx(costs.s3_costs(costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=4),
+                                                 REGION, prices)["s3_requests"], abs=1e-6)
+    assert local == pytest.approx((4 + 1 + 2 + 1) * put + (4 * 3 + 366) * get, abs=1e-6)
+    assert "the batch's 4 bundles (its manifest)" in reports[False]["cost_basis"]
+    assert "S3 landing" in reports[True]["cost_basis"] and "S3 landing" not in reports[False]["cost_basis"]
+
+
+def test_a_measured_run_pays_featurize_reads_by_bundle_and_an_s3_landings_gets(prices):
+    collected = record(*ended_cluster())
+
+    def requests_usd(**s3_side) -> float:
+        side = costs.Workload(images=0, throughput_per_vcpu=1.0, **s3_side)
+        return build(collected, prices, workload=side)["cost"]["components_usd"]["s3_requests"]
+
+    put, get = prices.unit(REGION, "s3_put_per_1000") / 1000, prices.unit(REGION, "s3_get_per_1000") / 1000
+    derived, stored = requests_usd(), requests_usd(objects_in_batch=150)
+    # 120,000 photos: derived, 120 bundles of 1,000 (16 row groups each); as stored, 150 bundles of 800 (13 each).
+    # (The report rounds each component to 1e-6 USD.)
+    assert stored - derived == pytest.approx(30 * put + (150 * (3 + 13) - 120 * (3 + 16)) * get, abs=2e-6)
+    # An S3 landing: 1 GET per photo and 1 LIST per 1,000 of them, nothing else.
+    assert requests_usd(landing_on_s3=True) - derived == pytest.approx(120_000 * get + 120 * put, abs=2e-6)

@@ -9,14 +9,16 @@ Billing rules modelled (the AWS price pages' own):
   spot price (`refresh --spot`), else On-Demand less the file's stamped typical spot discount;
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
-- S3 Standard: PUT/COPY/POST/LIST per 1,000 requests, GET/HEAD per 1,000, GB-month storage.
+- S3 Standard: PUT/COPY/POST/LIST per 1,000 requests, GET/HEAD per 1,000, GB-month storage; the
+  requests follow the lake's layout (`s3_requests`: photos bundled into Parquet objects by
+  `fruits.upload`, whose constants size the bundles; `images_per_object=1` prices one object per photo).
 
 Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites it from the
 AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`, the one
 instance facts table. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
 
     python -m fruits.costs estimate --images 1000000 [--throughput-per-vcpu X] [--instance-type c7g.2xlarge
-        --core 1 --task 2] [--on-demand] [--region eu-west-3]
+        --core 1 --task 2] [--on-demand] [--region eu-west-3] [--landing-on-s3] [--images-per-object 1]
     python -m fruits.costs compare --images 1000000     # optimizations and break-evens (docs/costs.md)
     python -m fruits.costs refresh [--spot]              # rewrite the prices file from AWS's APIs
 """
@@ -33,6 +35,9 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+# upload's bundle constants size the objects the requests are counted on; read at call time (never
+# copied), so the model follows them. upload imports only fruits.lake: no import cycle.
+from fruits import upload
 from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, worker_vcpus
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, check_region
 
@@ -61,6 +66,25 @@ NORMALIZATION_FACTORS = {
     "12xlarge": 96, "16xlarge": 128, "18xlarge": 144, "24xlarge": 192, "32xlarge": 256, "48xlarge": 384,
 }
 ON_DEMAND, SPOT = "ON_DEMAND", "SPOT"
+# The issue's target: a nightly batch of one million images, all-in, on spot capacity.
+TARGET_USD_PER_MILLION = 0.50
+
+# S3 requests, as the pipeline makes them (counted on moto for the upload; the jobs' reads as S3A does them).
+# A LIST page holds 1,000 keys.
+KEYS_PER_LIST_PAGE = 1000
+# featurize's reads of one Parquet bundle (Spark 3.5, parquet-mr over S3A), GET tier: the task that opens
+# it resolves its status (1 HEAD) and reads its footer (parquet-mr reads the 8-byte footer length at the
+# end, then the footer: counted as 2 GETs, though S3A may serve both from one), then 1 ranged GET per row
+# group (its column chunks lie side by side and are fetched as one range; counted one per row group even
+# where S3A merges neighbours). A bundle is opened once when it is one split, as on a nightly million
+# (featurize asks for 8 splits per core: 4.5 GB / 192 splits on 24 vCPUs = 23 MB, more than a 4.5 MB
+# bundle); a batch small enough to be cut finer re-opens some bundles: 3 requests per extra split, at
+# most 3 x 8 x the executor vCPUs (576 on the default cluster, 0.0002 USD), not counted.
+GETS_TO_OPEN_A_BUNDLE = 3
+GETS_PER_ROW_GROUP = 1
+# One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per
+# photo: the upload's HeadObject (its sha256 check) + featurize's binaryFile read.
+GETS_PER_PHOTO_OBJECT = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,31 +123,57 @@ class Workload:
     # One features row (1280 float32 + path/label/split/sha256/batch) in snappy Parquet: measured on a
     # real featurize output of 40 sample photos, 172,178 bytes in 2 files (2026-11-22).
     feature_bytes: float = 4300.0
-    # Photos per S3 object: 1 = one object per photo (today's layout); >1 = photos bundled on upload.
-    images_per_object: int = 1
-    # PUT-tier requests per object: the upload's PutObject.
-    put_requests_per_object: float = 1.0
-    # GET-tier requests per object: landing GetObject + the upload's HeadObject (sha256 check) +
-    # featurize's read (binaryFile).
-    get_requests_per_object: float = 3.0
+    # Photos per S3 object. None: Parquet bundles as fruits.upload writes them (`bundle_photos`);
+    # 1: one object per photo, the layout before bundles (for comparison); n: bundles of n photos.
+    images_per_object: int | None = None
+    # The batch's actual object count when it is known (the run report reads the batch manifest);
+    # None: derived from the image count and images_per_object. Bundles either way.
+    objects_in_batch: int | None = None
+    # Where the upload reads the new photos: a local folder (the DAG's default landing) costs no
+    # request; an s3:// landing costs 1 GET per photo and 1 LIST per 1,000 landing objects.
+    landing_on_s3: bool = False
+    # Batches already in the lake: the upload reads each one's manifest (1 GET) to skip photos it
+    # holds. A year of nightly batches by default; 0.0004 USD per 1,000 batches.
+    earlier_batches: int = 365
     # Months of S3 storage charged to the run for the new data it adds (raw photos + features).
     storage_months: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.images < 0 or (self.pca_rows is not None and self.pca_rows < 0):
-            raise ValueError("image and row counts cannot be negative")
+        counts = (self.images, self.pca_rows or 0, self.objects_in_batch or 0, self.earlier_batches)
+        if min(counts) < 0:
+            raise ValueError("image, row, object and batch counts cannot be negative")
         if self.throughput_per_vcpu <= 0 or self.pca_rows_per_s_per_vcpu <= 0:
             raise ValueError("throughputs must be positive")
-        if self.images_per_object < 1 or self.storage_months < 0:
+        if (self.images_per_object is not None and self.images_per_object < 1) or self.storage_months < 0:
             raise ValueError("images_per_object must be >= 1 and storage_months >= 0")
+        if self.images_per_object == 1 and self.objects_in_batch is not None:
+            raise ValueError("objects_in_batch counts bundles: it does not go with one object per photo")
+
+    @property
+    def one_object_per_photo(self) -> bool:
+        return self.images_per_object == 1
+
+    @property
+    def photos_per_object(self) -> float:
+        """Mean photos per object: the actual mean when the object count is known, else the layout's."""
+        if self.objects_in_batch:
+            return self.images / self.objects_in_batch
+        return self.images_per_object or bundle_photos(self.mean_image_bytes)
 
     @property
     def objects(self) -> int:
-        return math.ceil(self.images / self.images_per_object)
+        if self.objects_in_batch is not None:
+            return self.objects_in_batch
+        return math.ceil(self.images / self.photos_per_object)
 
     @property
     def pca_row_count(self) -> int:
         return self.images if self.pca_rows is None else self.pca_rows
+
+
+def bundle_photos(mean_image_bytes: float) -> int:
+    """Photos per bundle the upload writes, at this mean photo size: whichever of its limits comes first."""
+    return max(1, min(upload.BUNDLE_MAX_PHOTOS, int(upload.BUNDLE_MAX_BYTES // mean_image_bytes)))
 
 
 @dataclass(frozen=True)
@@ -261,13 +311,39 @@ def instance_costs(instances: Sequence[BilledInstances], region: str, prices: Pr
     return {"ec2": ec2, "emr": emr, "ebs": ebs}
 
 
-def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
-    """S3 requests and storage the run causes: per object, plus listings (LIST: PUT tier, 1,000 keys a
-    page, the upload and Spark each list the batch once)."""
+def list_pages(keys: int) -> int:
+    """LIST requests to list `keys` keys (an empty folder still takes one)."""
+    return max(1, math.ceil(keys / KEYS_PER_LIST_PAGE))
+
+
+def featurize_gets_per_bundle(photos: float) -> int:
+    """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE)."""
+    return GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP * math.ceil(photos / upload.BUNDLE_ROW_GROUP_PHOTOS)
+
+
+def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
+    """The run's S3 requests by price tier ("put": PUT/COPY/POST/LIST, "get": GET/HEAD) and by what
+    makes them: per object (the upload's PutObject, featurize's reads), per photo (only an S3 landing's
+    reads) and per run (the batch manifest, the listings)."""
     objects = workload.objects
-    listings = 2 * math.ceil(objects / 1000)
-    puts = objects * workload.put_requests_per_object + listings
-    gets = objects * workload.get_requests_per_object
+    if workload.one_object_per_photo:
+        featurize_reads = objects * GETS_PER_PHOTO_OBJECT
+    else:
+        featurize_reads = objects * featurize_gets_per_bundle(workload.photos_per_object)
+    # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
+    # and the batch folder once (leftover bundles), featurize lists the batch folder once.
+    folder_pages = list_pages(objects + 1)
+    put = {"upload_objects": objects, "upload_manifest": 1, "upload_listings": 1 + folder_pages,
+           "featurize_listing": folder_pages, "landing_listing": list_pages(workload.images) if workload.landing_on_s3 else 0}
+    get = {"featurize_reads": featurize_reads, "upload_manifests": 1 + workload.earlier_batches,
+           "landing_reads": workload.images if workload.landing_on_s3 else 0}
+    return {"put": put, "get": get}
+
+
+def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
+    """S3 requests (`s3_requests`) and storage the run causes."""
+    requests = s3_requests(workload)
+    puts, gets = sum(requests["put"].values()), sum(requests["get"].values())
     stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
     return {
         "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000") + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
@@ -275,15 +351,25 @@ def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, fl
     }
 
 
+def s3_layout(workload: Workload) -> dict[str, Any]:
+    """What the S3 part of an estimate was priced on (JSON-ready)."""
+    requests = s3_requests(workload)
+    return {"layout": "one object per photo" if workload.one_object_per_photo else "Parquet bundles (fruits.upload)",
+            "objects": workload.objects, "photos_per_object": round(workload.photos_per_object, 1),
+            "landing_on_s3": workload.landing_on_s3, "requests": requests,
+            "put_tier": sum(requests["put"].values()), "get_tier": sum(requests["get"].values())}
+
+
 def summarize(components: dict[str, float], images: int, eur_per_usd: float) -> dict[str, Any]:
     """Totals, per 1,000 and per million images, in USD with EUR beside it."""
     total = sum(components.values())
     per_thousand = total / images * 1000 if images else None
+    # 8 decimals per 1,000 images: with photos in bundles a thousand cost ~0.0005 USD.
     return {
         "components_usd": {k: round(v, 6) for k, v in components.items()},
         "total_usd": round(total, 6),
         "total_eur": round(total * eur_per_usd, 6),
-        "per_1000_images_usd": None if per_thousand is None else round(per_thousand, 6),
+        "per_1000_images_usd": None if per_thousand is None else round(per_thousand, 8),
         "per_million_images_usd": None if per_thousand is None else round(per_thousand * 1000, 4),
         "eur_per_usd": eur_per_usd,
     }
@@ -343,17 +429,19 @@ def estimate_emr(
         "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "startup_s": overheads.startup_s,
                     "bootstrap_s": overheads.bootstrap_s, "termination_s": overheads.termination_s,
                     "wall_s": round(cluster_s, 1)},
+        "s3": s3_layout(workload),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
         "prices": prices.stamp,
     }
 
 
 def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_rows: int | None = None,
-                     prices: PriceBook | None = None) -> dict[str, Any]:
+                     landing_on_s3: bool = False, prices: PriceBook | None = None) -> dict[str, Any]:
     """The estimate the DAG makes before creating the cluster: the benchmark's throughput, the prices
-    file, this run's image count and sizing (JSON-ready, for XCom and the run report)."""
+    file, this run's image count, landing and sizing (JSON-ready, for XCom and the run report)."""
     throughput, source = default_throughput()
-    workload = Workload(images=images, throughput_per_vcpu=throughput, throughput_source=source, pca_rows=pca_rows)
+    workload = Workload(images=images, throughput_per_vcpu=throughput, throughput_source=source, pca_rows=pca_rows,
+                        landing_on_s3=landing_on_s3)
     return estimate_emr(workload, sizing, region=region, prices=prices or PriceBook.load())
 
 
@@ -451,6 +539,13 @@ def break_even(cost_a: Callable[[int], float], cost_b: Callable[[int], float], *
 # ---------------------------------------------------------------------------------------------
 
 
+def layouts(workload: Workload) -> tuple[Workload, Workload]:
+    """The workload with its photos in bundles (as given, or the upload's default size when it was priced
+    one object per photo), and the same photos one object each: the two layouts compared."""
+    bundled = replace(workload, images_per_object=None) if workload.one_object_per_photo else workload
+    return bundled, replace(bundled, images_per_object=1, objects_in_batch=None)
+
+
 def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
                        overheads: Overheads = Overheads(), textbook_per_vcpu: float | None = None) -> list[dict[str, Any]]:
     """Each optimization we chose, against the choice we did not make, in USD (per run unless said).
@@ -463,10 +558,15 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
         return sum(instance_costs(emr_instances(sizing, seconds), region, prices).values())
 
     chosen = run_cost(sizing)
+    bundled, per_photo = layouts(workload)
     x86 = replace(sizing, architecture="x86_64", primary_instance_types=(), worker_instance_types=())
     cluster_s = estimate_emr(workload, sizing, region=region, prices=prices, overheads=overheads)["seconds"]["wall_s"]
     day = 24 * SECONDS_PER_HOUR
     rows = [
+        # The same run, its photos written as Parquet bundles or as one S3 object each: only the S3
+        # requests differ (PUT and GET are billed per request, whatever the object's size).
+        ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
+         run_cost(sizing, bundled), run_cost(sizing, per_photo)),
         ("spot core/task nodes", "the same nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
         ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
         # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
@@ -482,6 +582,36 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
                      run_cost(sizing, replace(workload, throughput_per_vcpu=textbook_per_vcpu))))
     return [{"optimization": name, "instead_of": other, "chosen_usd": round(ours, 4), "alternative_usd": round(theirs, 4),
              "saved_usd": round(theirs - ours, 4)} for name, other, ours, theirs in rows]
+
+
+def per_million(estimate: dict[str, Any]) -> dict[str, float]:
+    """An estimate's cost per million images, USD: compute (every non-S3 component), S3 requests,
+    S3 storage, all-in."""
+    components, images = estimate["cost"]["components_usd"], estimate["images"]
+    scale = 1e6 / images if images else 0.0
+    parts = {"compute": sum(v for k, v in components.items() if not k.startswith("s3_")) * scale,
+             "s3_requests": components["s3_requests"] * scale, "s3_storage": components["s3_storage"] * scale}
+    return {**parts, "all_in": sum(parts.values())}
+
+
+def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+                 cheapest_workers: int | None = None, overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
+    """Cost per million images against TARGET_USD_PER_MILLION: the photos in bundles on the given cluster
+    (and on the cheapest worker count, when given), then one object per photo on the given cluster."""
+    bundled, per_photo = layouts(workload)
+    workers = sizing.core_count + sizing.task_count
+    cases = [(f"photos in bundles (today), {workers} workers", bundled, sizing)]
+    if cheapest_workers and cheapest_workers != workers:
+        cases.append((f"photos in bundles, {cheapest_workers} workers (cheapest)", bundled,
+                      replace(sizing, core_count=1, task_count=cheapest_workers - 1)))
+    cases.append((f"one object per photo (before bundles), {workers} workers", per_photo, sizing))
+    rows = []
+    for name, case, shaped in cases:
+        cost = per_million(estimate_emr(case, shaped, region=region, prices=prices, overheads=overheads))
+        rows.append({"case": name, **{k: round(v, 4) for k, v in cost.items()},
+                     "all_in_eur": round(cost["all_in"] * prices.eur_per_usd, 4),
+                     "target": "met" if cost["all_in"] <= TARGET_USD_PER_MILLION else "NOT MET"})
+    return rows
 
 
 def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
@@ -658,6 +788,11 @@ def render_estimate(estimate: dict[str, Any]) -> str:
     ]
     if estimate.get("spot_price"):
         head.append(f"spot price: {estimate['spot_price']}")
+    if estimate.get("s3"):
+        s3 = estimate["s3"]
+        head.append(f"S3: {s3['objects']:,} objects ({s3['layout']}, {s3['photos_per_object']:,g} photos each), "
+                    f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
+                    f"{s3['get_tier']:,} GET-tier requests")
     table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
     return "\n".join(head) + "\n\n" + table
 
@@ -668,7 +803,8 @@ def _workload(args: argparse.Namespace) -> Workload:
     else:
         throughput, source = default_throughput()
     return Workload(images=args.images, throughput_per_vcpu=throughput, throughput_source=source,
-                    pca_rows=args.pca_rows, images_per_object=args.images_per_object, storage_months=args.storage_months)
+                    pca_rows=args.pca_rows, images_per_object=args.images_per_object, landing_on_s3=args.landing_on_s3,
+                    storage_months=args.storage_months)
 
 
 def _sizing(args: argparse.Namespace) -> ClusterSizing:
@@ -720,15 +856,21 @@ def _break_even_text(row: dict[str, Any]) -> str:
 
 def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
     workload, sizing, region = _workload(args), _sizing(args), args.region
+    sized = right_sizing(workload, sizing, region=region, prices=prices)
+    cheapest = min(sized, key=lambda r: r["total_usd"])["workers"]
     out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
-           "### Optimizations (USD)",
+           f"### Target: <= {TARGET_USD_PER_MILLION:.2f} USD per million images, all-in (USD per million; "
+           f"storage: {workload.storage_months:g} month(s))",
+           markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "S3 storage", "all-in USD", "all-in EUR", "target"],
+                          [tuple(r.values()) for r in target_table(workload, sizing, region=region, prices=prices,
+                                                                   cheapest_workers=cheapest)]),
+           "", "### Optimizations (USD)",
            markdown_table(["optimization", "instead of", "chosen", "alternative", "saved"],
                           [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices,
                                                                          textbook_per_vcpu=textbook_throughput())]),
            "", "### Right-sizing (1 core node + task nodes)",
            markdown_table(["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
-                          [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"])
-                           for r in right_sizing(workload, sizing, region=region, prices=prices)]),
+                          [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"]) for r in sized]),
            "", f"### Alternatives at {workload.images:,} images (break-even: the image count where the costs cross)",
            markdown_table(["option", "executor vCPUs", "USD per run", "wall minutes", "break-even with EMR"],
                           [(r["option"], r["executor_vcpus"], r["total_usd"], f"{r['wall_minutes']:.1f}", _break_even_text(r))
@@ -752,7 +894,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--on-demand", action="store_true", help="core/task nodes On-Demand instead of spot")
         p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS)
         p.add_argument("--pca-rows", type=int, default=None, help="rows the PCA fits on (default: --images)")
-        p.add_argument("--images-per-object", type=int, default=1, help="photos per S3 object (bundled upload)")
+        p.add_argument("--images-per-object", type=int, default=None,
+                       help="photos per S3 object (default: bundles as fruits.upload writes them; "
+                            "1: one object per photo, the layout before bundles)")
+        p.add_argument("--landing-on-s3", action="store_true",
+                       help="the photos land on an s3:// prefix (1 GET per photo; default: a local landing folder)")
         p.add_argument("--storage-months", type=float, default=Workload.storage_months,
                        help="months of S3 storage of the batch's new data charged to the run (0: processing only)")
         p.add_argument("--eur-per-usd", type=float, default=None)

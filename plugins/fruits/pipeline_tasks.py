@@ -256,7 +256,8 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any], images:
         return None
     from fruits import costs
 
-    estimate = costs.estimate_for_run(images, cluster_sizing(params), region=settings.region, pca_rows=pca_rows)
+    estimate = costs.estimate_for_run(images, cluster_sizing(params), region=settings.region, pca_rows=pca_rows,
+                                      landing_on_s3=is_s3(settings.landing))
     log.info("estimated cost of batch with %d images: %.4f USD (%.4f EUR)", images,
              estimate["cost"]["total_usd"], estimate["cost"]["total_eur"])
     return estimate
@@ -277,7 +278,7 @@ def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None,
     report = run_report.report_run(
         open_lake(settings, s3_client(settings) if on_emr else None), lake_root(settings), batch,
         target=settings.target, region=settings.region, emr_client=emr_client(settings) if on_emr else None,
-        cluster_id=cluster_id, estimate=estimate)
+        cluster_id=cluster_id, estimate=estimate, landing_on_s3=is_s3(settings.landing))
     return {"cost": report["cost"], "throughput": report["throughput"],
             "report_uri": lake.reports_uri(lake_root(settings), batch) + run_report.REPORT_JSON}
 

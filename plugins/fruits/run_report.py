@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from fruits import costs, lake
+from fruits import costs, lake, upload
 from fruits.gdpr import check_region
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,8 @@ def build_run_report(
     `InstanceFleets`, ListInstances' `Instances` (`collect_cluster_record` gathers them; target "emr"
     needs cluster and fleets); estimate: what
     `fruits.costs.estimate_emr` said before the run; executor_vcpus: for the local target (default: this
-    machine's CPUs); workload: the per-image S3 assumptions (default: `costs.Workload`'s)."""
+    machine's CPUs); workload: the S3 side of the run (the batch's bundle count, an S3 landing, bytes,
+    months of storage; default: `costs.Workload`'s), its image count replaced by featurize's."""
     lake.check_batch(batch)
     if target not in ("emr", "local"):
         raise ValueError(f"target must be 'emr' or 'local', not {target!r}")
@@ -225,8 +226,10 @@ def build_run_report(
         groups, assumed = billed_instances(cluster, fleets, instances, now=now)
         vcpus = int(executor_vcpus or sum(g.count * costs.instance_facts(g.instance_type).vcpus
                                           for g in groups if g.role in WORKER_ROLES))
-        # Only the S3 side of the workload matters here (requests per object, bytes, months kept).
+        # Only the S3 side of the workload matters here (objects, landing, bytes, months kept).
         run_workload = replace(workload or costs.Workload(images=seen, throughput_per_vcpu=1.0), images=seen)
+        objects_basis = (f"the batch's {run_workload.objects:,} bundles (its manifest)" if run_workload.objects_in_batch is not None
+                         else f"{run_workload.objects:,} objects derived from the image count")
         components = {**costs.instance_costs(groups, region, prices), **costs.s3_costs(run_workload, region, prices)}
         timeline = cluster["Status"]["Timeline"]
         ended = timeline.get("EndDateTime")
@@ -253,8 +256,9 @@ def build_run_report(
             + (" (cluster timeline x fleet target capacity, first type of each fleet)" if assumed else " (ListInstances)")
             + "".join(sorted({f"; {g.instance_type} spot at {prices.spot_price_source(region, g.instance_type)}"
                               for g in groups if g.market == costs.SPOT}))
-            + f"; EBS prorated per second; S3 requests and {run_workload.storage_months:g} month(s) of storage"
-            " modelled from the image count"
+            + f"; EBS prorated per second; S3 requests modelled on {objects_basis}"
+            + (" and an S3 landing" if run_workload.landing_on_s3 else "")
+            + f", {run_workload.storage_months:g} month(s) of storage from the image count"
         )
 
     featurize_step_s = _step_seconds(step_rows, "featurize")
@@ -345,13 +349,11 @@ def write_run_report(report: Mapping[str, Any], reports_dir_uri: str, store: Any
     """Write run_report.md then run_report.json (the JSON last: its presence means the report is whole)
     under `reports_dir_uri` (`fruits.lake.reports_uri(root, ds)`), through a `fruits.upload` store
     (S3Store: KMS-encrypted puts; LocalStore: write-then-rename). Returns the URIs written."""
-    from fruits.upload import sha256_bytes
-
     base = reports_dir_uri.rstrip("/") + "/"
     written = []
     for name, data in ((REPORT_MD, render_markdown(report).encode()),
                        (REPORT_JSON, json.dumps(report, indent=2, sort_keys=True).encode())):
-        store.put(base + name, data, sha256_bytes(data))
+        store.put(base + name, data, upload.sha256_bytes(data))
         written.append(base + name)
     return written
 
@@ -377,14 +379,25 @@ def job_outputs(store: Any, root: str, batch: str) -> tuple[dict[str, Any] | Non
     return metrics, read_json(store, lake.pca_uri(root, batch) + PCA_REPORT)
 
 
+def batch_bundles(store: Any, root: str, batch: str) -> int | None:
+    """Bundles the batch is stored in, from the manifest the upload wrote (the `bundles_in_batch` that
+    upload_new_images returns, read where it lies instead of threaded through XCom); None for a batch
+    uploaded before bundles, whose S3 requests are then derived from its image count."""
+    return len(upload.read_batch_manifest(store, root, batch).bundles) or None
+
+
 def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,
-               cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None,
+               landing_on_s3: bool = False) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
-    the report, write it to `reports/batch=<ds>/`. Returns the report (its summary goes to the log)."""
+    the report, write it to `reports/batch=<ds>/`. Returns the report (its summary goes to the log).
+    landing_on_s3: the run's landing was an s3:// prefix (its reads are billed)."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
+    s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
+                             landing_on_s3=landing_on_s3)
     report = build_run_report(batch=batch, target=target, job_metrics=metrics, pca_report=pca, estimate=estimate,
-                              region=region, **record)
+                              region=region, workload=s3_side, **record)
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     cost, throughput = report["cost"], report["throughput"]
     log.info("batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s", batch,
