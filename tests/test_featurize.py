@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -160,11 +161,14 @@ def test_unreadable_files_raise_with_a_reason_a_person_can_act_on(content, reaso
     assert featurize.describe_error(caught.value).startswith(reason)
 
 
-def test_featurize_contents_keeps_rows_aligned_around_bad_files_and_across_batches():
-    """7 files, 2 bad, batch size 2: every good row gets ITS image's vector."""
+def test_featurize_batch_keeps_rows_aligned_around_bad_files_and_across_batches():
+    """7 files, 2 bad, batch size 2: every good row gets ITS image's vector, every bad one its reason."""
     shades = [10, 40, None, 90, 130, None, 250]
-    contents = pd.Series(
-        [b"not an image" if s is None else encode(Image.new("RGB", (30, 20), (s, s, s)), "PNG") for s in shades]
+    contents = [b"not an image" if s is None else encode(Image.new("RGB", (30, 20), (s, s, s)), "PNG") for s in shades]
+    paths = [f"file:/in/{i}.png" for i in range(len(shades))]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(paths), pa.array([f"sha{i}" for i in range(len(shades))]), pa.array(contents, pa.binary())],
+        names=["path", "sha256", "content"],
     )
     calls = []
 
@@ -172,16 +176,18 @@ def test_featurize_contents_keeps_rows_aligned_around_bad_files_and_across_batch
         calls.append(len(batch))
         return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], featurize.FEATURE_DIM, axis=1)
 
-    out = featurize.featurize_contents(contents, mean_pixel_model, batch_size=2)
+    readable, unreadable = featurize.featurize_batch(batch, mean_pixel_model, batch_size=2)
     assert calls == [2, 2, 1]
-    assert out["error"].isna().tolist() == [s is not None for s in shades]
-    for shade, vector, width in zip(shades, out["features"], out["width"]):
-        if shade is None:
-            assert vector is None and pd.isna(width)
-        else:
-            assert vector.dtype == np.float32 and vector.shape == (featurize.FEATURE_DIM,)
-            assert vector[0] == pytest.approx(shade / 127.5 - 1, abs=1e-5)
-            assert width == 30
+    assert unreadable == [(paths[2], "not an image Pillow can decode"), (paths[5], "not an image Pillow can decode")]
+    assert readable.schema.names == featurize.features_schema().fieldNames()
+    assert readable.column("features").type == pa.list_(pa.float32())
+    good = [i for i, shade in enumerate(shades) if shade is not None]
+    assert readable.column("path").to_pylist() == [paths[i] for i in good]
+    assert readable.column("sha256").to_pylist() == [f"sha{i}" for i in good]
+    for i, row in zip(good, readable.to_pylist()):
+        assert len(row["features"]) == featurize.FEATURE_DIM
+        assert row["features"][0] == pytest.approx(shades[i] / 127.5 - 1, abs=1e-5)
+        assert (row["width"], row["height"]) == (30, 20)
 
 
 def test_unscanned_files_finds_what_the_scan_skipped_whatever_the_file_uri_spelling():

@@ -128,7 +128,7 @@ class ClusterSizing:
     idle_timeout_seconds: int = 1200
     # Threads one inference task uses (the model runtime's intra-op threads) = spark.task.cpus.
     model_threads: int = 2
-    # Rows per Arrow batch sent to the pandas UDF (images decoded in one go per Python call).
+    # Rows per Arrow batch sent to featurize's mapInArrow function (photos decoded in one go per Python call).
     arrow_batch_size: int = 64
     step_concurrency: int = 1
     extra_tags: dict[str, str] = field(default_factory=dict, hash=False)
