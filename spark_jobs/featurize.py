@@ -71,10 +71,14 @@ SPLITS_PER_CORE = 8
 BACKGROUND = (255, 255, 255)
 ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
-# Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
-# dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
-# (Float2IntLinkedOpenHashMap). Off for that column only: path, label, split keep theirs.
-FEATURES_PARQUET_OPTIONS = {"parquet.enable.dictionary#features.list.element": "false"}
+# How the features Parquet is written:
+# - Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
+#   dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
+#   (Float2IntLinkedOpenHashMap). Off for that column only: path, label, split keep theirs.
+# - zstd rather than Spark's default snappy: 37 % of the features are exact zeros (ReLU6 before the
+#   pooling), and zstd stores a row in 3.6 KB instead of 4.1 KB (measured on the sample). Features
+#   are kept as long as the photos (infra ImageRetentionDays): the storage bill is the bigger one.
+FEATURES_PARQUET_OPTIONS = {"compression": "zstd", "parquet.enable.dictionary#features.list.element": "false"}
 
 log = jobio.get_logger(JOB)
 

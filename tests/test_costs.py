@@ -188,7 +188,7 @@ def test_estimate_wall_time_is_work_over_vcpus_plus_documented_overheads(prices)
     fast = costs.estimate_emr(workload(throughput=80), sizing, region=PARIS, prices=prices)
     slow = costs.estimate_emr(workload(throughput=40), sizing, region=PARIS, prices=prices)
     vcpus = worker_vcpus(sizing)
-    assert slow["executor_vcpus"] == vcpus == 24  # 1 core + 2 task c7g.2xlarge
+    assert slow["executor_vcpus"] == vcpus == 16  # 1 core + 1 task c7g.2xlarge (the default)
     assert slow["seconds"]["featurize_s"] == pytest.approx(1_000_000 / (40 * vcpus) + overheads.step_s, abs=0.1)
     assert slow["seconds"]["featurize_s"] - overheads.step_s == pytest.approx(2 * (fast["seconds"]["featurize_s"] - overheads.step_s), abs=0.2)
     fixed = overheads.startup_s + overheads.bootstrap_s + overheads.termination_s
@@ -249,7 +249,8 @@ MEASURED_PER_VCPU = 137.65
 
 
 def test_the_target_is_met_all_in_only_with_photos_in_bundles(prices):
-    rows = costs.target_table(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices,
+    three_workers = ClusterSizing(core_count=1, task_count=2)
+    rows = costs.target_table(workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices,
                               cheapest_workers=2)
     bundled_default, bundled_cheapest, per_photo = rows
     assert [r["case"] for r in rows] == ["photos in bundles (today), 3 workers", "photos in bundles, 2 workers (cheapest)",
@@ -262,6 +263,11 @@ def test_the_target_is_met_all_in_only_with_photos_in_bundles(prices):
     assert per_photo["s3_requests"] > costs.TARGET_USD_PER_MILLION and per_photo["target"] == "NOT MET"
     assert per_photo["compute"] == bundled_default["compute"] and per_photo["s3_storage"] == bundled_default["s3_storage"]
     assert bundled_default["all_in"] > bundled_cheapest["all_in"]
+    # The default cluster is the cheapest one: its own table has no other bundled case.
+    default = costs.target_table(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices,
+                                 cheapest_workers=2)
+    assert [r["case"] for r in default] == ["photos in bundles (today), 2 workers", "one object per photo (before bundles), 2 workers"]
+    assert default[0]["all_in"] == pytest.approx(bundled_cheapest["all_in"]) and default[0]["target"] == "met"
 
 
 def test_compare_prints_the_target_and_each_cases_verdict(capsys):
@@ -269,7 +275,7 @@ def test_compare_prints_the_target_and_each_cases_verdict(capsys):
     out = capsys.readouterr().out
     assert "### Target: <= 0.50 USD per million images, all-in" in out
     lines = out.splitlines()
-    assert next(line for line in lines if line.startswith("| photos in bundles, 2 workers (cheapest) |")).endswith("| met |")
+    assert next(line for line in lines if line.startswith("| photos in bundles (today), 2 workers |")).endswith("| met |")
     assert next(line for line in lines if line.startswith("| one object per photo")).endswith("| NOT MET |")
     assert any(line.startswith("| bundling photos at ingestion | one S3 object per photo") for line in lines)
     assert "S3: 1,000 objects (Parquet bundles (fruits.upload), 1,000 photos each), local landing" in out

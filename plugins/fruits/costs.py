@@ -120,9 +120,10 @@ class Workload:
     pca_rows_per_s_per_vcpu: float = 250.0
     # Mean JPEG size of the Fruits-360 sample (960 files, 100x100): 4,530 bytes.
     mean_image_bytes: float = 4530.0
-    # One features row (1280 float32 + path/label/split/sha256/batch) in snappy Parquet: measured on a
-    # real featurize output of 40 sample photos, 172,178 bytes in 2 files (2026-11-22).
-    feature_bytes: float = 4300.0
+    # One features row (1280 float32 + path/label/split/sha256/batch) as featurize writes it (zstd, no
+    # dictionary for the floats): measured on its output for the 960 sample photos, 3,363,466 bytes in
+    # 16 files (2026-11-25; 4,085 bytes a row with Spark's default snappy).
+    feature_bytes: float = 3500.0
     # Photos per S3 object. None: Parquet bundles as fruits.upload writes them (`bundle_photos`);
     # 1: one object per photo, the layout before bundles (for comparison); n: bundles of n photos.
     images_per_object: int | None = None
