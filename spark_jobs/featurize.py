@@ -76,7 +76,7 @@ EMPTY_FILE = "empty file"
 #   dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
 #   (Float2IntLinkedOpenHashMap). Off for that column only: path, label, split keep theirs.
 # - zstd rather than Spark's default snappy: 37 % of the features are exact zeros (ReLU6 before the
-#   pooling), and zstd stores a row in 3.6 KB instead of 4.1 KB (measured on the sample). Features
+#   pooling), and zstd stores a row in 3.5 KB instead of 4.1 KB (measured on the sample). Features
 #   are kept as long as the photos (infra ImageRetentionDays): the storage bill is the bigger one.
 FEATURES_PARQUET_OPTIONS = {"compression": "zstd", "parquet.enable.dictionary#features.list.element": "false"}
 
