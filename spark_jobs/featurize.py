@@ -364,9 +364,11 @@ class Featurizer:
 
     The whole featurization is one pass over the photos, feeding the features write directly: the
     unreadable photos leave the stream here, as (path, reason) pairs the driver writes to the
-    quarantine afterwards. Spark applies a write task's accumulator updates once, however often the
-    task ran, so the counts hold through task retries. (A persisted result split in two afterwards
-    cost a cache of every 5 KB feature row and two more scans of it: ~8 % of the job, measured.)"""
+    quarantine afterwards. Spark applies a result task's accumulator updates once per partition,
+    however often the task ran (failed attempts and speculative copies are not counted), so the
+    counts hold through task retries as long as the featurizer runs in the write's own stage: no
+    shuffle between it and the write. (A persisted result split in two afterwards cost a cache of
+    every 5 KB feature row and more scans of it: 3.8 s of jobs after a 38 s featurize, measured.)"""
 
     broadcast: Any
     batch_size: int
@@ -556,7 +558,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     try:
         features.write.options(**FEATURES_PARQUET_OPTIONS).parquet(output_tmp)  # the one pass over the photos
         featurized = featurizer.featurized.value
-        unreadable = [(path, reason, args.batch_id) for path, reason in featurizer.unreadable.value]
+        unreadable = [(path, reason, args.batch_id) for path, reason in dict(featurizer.unreadable.value).items()]
         # Spark's file sources skip 0-byte files; in a bundle an empty photo is a row (quarantined by featurize_batch).
         if args.input_format == "files" and featurized + len(unreadable) < len(listed):
             scanned = {row.path for row in images.select("path").collect()}  # lists, reads no content
