@@ -546,8 +546,8 @@ def run(spark, args: argparse.Namespace) -> dict:
     spark.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * sc.defaultParallelism))
     featurizer = make_featurizer(sc, broadcast, batch_size=args.batch_size, num_threads=num_threads)
     images = read_images(spark, args.input, args.input_format)
-    listed = images.inputFiles()
-    log.info("%d %s under %s", len(listed), args.input_format, args.input)
+    listed = jobio.input_file_count(images)
+    log.info("%d %s under %s", listed, args.input_format, args.input)
     features = featurize_frame(images, featurizer, root=root, batch_id=args.batch_id)
 
     output = args.output.rstrip("/")
@@ -560,9 +560,9 @@ def run(spark, args: argparse.Namespace) -> dict:
         featurized = featurizer.featurized.value
         unreadable = [(path, reason, args.batch_id) for path, reason in dict(featurizer.unreadable.value).items()]
         # Spark's file sources skip 0-byte files; in a bundle an empty photo is a row (quarantined by featurize_batch).
-        if args.input_format == "files" and featurized + len(unreadable) < len(listed):
+        if args.input_format == "files" and featurized + len(unreadable) < listed:
             scanned = {row.path for row in images.select("path").collect()}  # lists, reads no content
-            unreadable += [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(listed, scanned)]
+            unreadable += [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(images.inputFiles(), scanned)]
         spark.createDataFrame(unreadable, quarantine_schema()).coalesce(1).write.parquet(quarantine_tmp)
         metrics = job_metrics(
             args, quarantine_target, featurized, len(unreadable), featurizer.builds.value,

@@ -34,6 +34,12 @@ def _hadoop_path(spark: SparkSession, uri: str):
     return fs, path
 
 
+def input_file_count(frame) -> int:
+    """`len(frame.inputFiles())` in one call to the JVM. PySpark's inputFiles() turns the Java array
+    into a list one element per round trip: 3.6 s for 28,800 files (measured), minutes for a million."""
+    return len(frame._jdf.inputFiles())
+
+
 def path_exists(spark: SparkSession, uri: str) -> bool:
     fs, path = _hadoop_path(spark, uri)
     return bool(fs.exists(path))
