@@ -296,7 +296,7 @@ def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bund
     kept = pq.read_table(io.BytesIO(after[raw + pair]))
     assert kept.to_pylist() == [row for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
                                 if row["path"] == uris["Test/Kiwi/kiwi.jpg"]]
-    assert kept.schema.equals(upload.BUNDLE_SCHEMA) and kept["content"].to_pylist() == [b"kiwi-2"]
+    assert kept.schema.equals(upload.bundle_schema()) and kept["content"].to_pylist() == [b"kiwi-2"]
     manifest = json.loads(after[raw + upload.UPLOADS_MANIFEST])
     assert sorted(manifest["files"]) == ["Test/Kiwi/kiwi.jpg", "Training/Banana/banana.jpg"]
     assert manifest["bundles"] == {pair: ["Test/Kiwi/kiwi.jpg"], single: ["Training/Banana/banana.jpg"]}

@@ -37,8 +37,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Protocol
 from urllib.parse import urlparse
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fruits import lake
 
@@ -59,11 +57,6 @@ BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
 # a reader's batch (which never crosses a row group) to 64 photos of memory.
 BUNDLE_ROW_GROUP_PHOTOS = 64
 BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
-# Spark's binaryFile columns, which featurize reads from a bundle as from a folder of files, + sha256.
-BUNDLE_SCHEMA = pa.schema([
-    ("path", pa.string()), ("modificationTime", pa.timestamp("us", tz="UTC")), ("length", pa.int64()),
-    ("content", pa.binary()), ("sha256", pa.string()),
-])
 CODE_MANIFEST = "_published.json"
 # What the cluster runs, relative to the repository root (the version hashes exactly these).
 CODE_SOURCES = ("spark_jobs", "bootstrap", "requirements/spark-node.txt")
@@ -318,10 +311,23 @@ def bundle_name(members: dict[str, str]) -> str:
     return f"{BUNDLE_PREFIX}{digest.hexdigest()[:16]}{BUNDLE_SUFFIX}"
 
 
-def bundle_parquet(table: pa.Table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> bytes:
+def bundle_schema():
+    """binaryFile's columns (what featurize reads) + the photo's sha256. pyarrow is imported here, not at
+    module level: the DAG file imports this module, and the scheduler parses it constantly."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("modificationTime", pa.timestamp("us", tz="UTC")), ("length", pa.int64()),
+        ("content", pa.binary()), ("sha256", pa.string()),
+    ])
+
+
+def bundle_parquet(table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> bytes:
     """A bundle table as Parquet bytes: row groups of `row_group_photos` photos; the photos stored
     as they are (JPEG and PNG are compressed already: no codec, no dictionary, no min/max statistics
     of whole photos in the footer)."""
+    import pyarrow.parquet as pq
+
     buffer = io.BytesIO()
     small_columns = [name for name in table.schema.names if name != "content"]
     pq.write_table(
@@ -338,16 +344,18 @@ class Photo:
     content: bytes
 
 
-def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime) -> pa.Table:
+def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime):
     """The bundle's rows, `path` = `<raw batch uri><key>` and modificationTime = when it was written
     (what a photo uploaded as its own object would have shown)."""
+    import pyarrow as pa
+
     return pa.Table.from_pydict({
         "path": [raw_uri + photo.key for photo in photos],
         "modificationTime": [written_at] * len(photos),
         "length": [len(photo.content) for photo in photos],
         "content": [photo.content for photo in photos],
         "sha256": [photo.sha256 for photo in photos],
-    }, schema=BUNDLE_SCHEMA)
+    }, schema=bundle_schema())
 
 
 @dataclass
