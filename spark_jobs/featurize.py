@@ -270,19 +270,17 @@ def worker_model(key: str, broadcast, num_threads: int, builds) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+# The featurizer's output columns, in order (mapInArrow's schema, featurize_batch's Arrow batches).
+FEATURE_COLUMNS = ("path", "sha256", "features", "width", "height")
+
+
 def features_schema():
     """What the featurizer returns for each readable photo (mapInArrow's output)."""
     from pyspark.sql import types as T
 
-    return T.StructType(
-        [
-            T.StructField("path", T.StringType()),
-            T.StructField("sha256", T.StringType()),
-            T.StructField("features", T.ArrayType(T.FloatType())),
-            T.StructField("width", T.IntegerType()),
-            T.StructField("height", T.IntegerType()),
-        ]
-    )
+    types = {"path": T.StringType(), "sha256": T.StringType(), "features": T.ArrayType(T.FloatType()),
+             "width": T.IntegerType(), "height": T.IntegerType()}
+    return T.StructType([T.StructField(name, types[name]) for name in FEATURE_COLUMNS])
 
 
 def quarantine_schema():
@@ -330,7 +328,7 @@ def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.R
             pa.array(width, type=pa.int32()),
             pa.array(height, type=pa.int32()),
         ],
-        names=features_schema().fieldNames(),
+        names=list(FEATURE_COLUMNS),  # not features_schema(): no Spark types built per batch
     )
     return readable, unreadable
 

@@ -245,7 +245,6 @@ class BatchManifest:
 
     files: dict[str, str]
     bundles: dict[str, list[str]]
-    exists: bool = True
 
     def to_json(self, batch: str) -> bytes:
         return json.dumps({"batch": batch, "files": dict(sorted(self.files.items())),
@@ -253,10 +252,10 @@ class BatchManifest:
 
 
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
-    """One batch's manifest (empty, `exists=False`, if the batch was never uploaded)."""
+    """One batch's manifest (empty if the batch was never uploaded)."""
     data = store.read_or_none(batch_manifest_uri(root, batch))
     if not data:
-        return BatchManifest({}, {}, exists=False)
+        return BatchManifest({}, {})
     recorded = json.loads(data)
     return BatchManifest(recorded["files"], recorded.get("bundles", {}))
 
