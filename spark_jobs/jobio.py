@@ -7,9 +7,11 @@ encryption settings. Shipped to the cluster with `--py-files`.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import sys
+import uuid
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -102,6 +104,160 @@ def read_bytes(spark: SparkSession, uri: str) -> bytes:
         raise FileNotFoundError(f"expected one file at {uri}, found {len(rows)}")
     return bytes(rows[0][0])
 
+
+# ---------------------------------------------------------------- committed outputs (writer side)
+#
+# S3 has no atomic folder rename (a "move" is a copy then a delete per object), so outputs are never
+# moved into place: each run writes its own folder `<output>/run=<run id>/`, and ONE small object
+# written last, `<output>/_committed.json`, commits it (one PUT is atomic on S3). Readers resolve the
+# marker and read only the files it lists (fruits.lake.read_commit on the Airflow side).
+
+COMMIT_MARKER = "_committed.json"  # fruits.lake.COMMIT_MARKER, checked equal by a test
+COMMIT_FORMAT = 1
+RUN_PREFIX = "run="
+# A run folder no marker names is removed only once this old: a step times out after 3 h, so an
+# attempt still writing is never swept away under another attempt's feet.
+STALE_RUN_SECONDS = 24 * 3600
+
+
+class HadoopFiles:
+    """The file operations the commit protocol needs, through Hadoop's FileSystem (file:// here,
+    s3:// through EMRFS on the cluster). Tests swap in a fault-injecting stand-in with S3's semantics."""
+
+    def __init__(self, spark: SparkSession):
+        self.spark = spark
+
+    def exists(self, uri: str) -> bool:
+        return path_exists(self.spark, uri)
+
+    def write(self, uri: str, data: bytes) -> None:
+        """One object: a single PUT on S3; on a local disk, a temporary file renamed over the target."""
+        if uri.startswith("file:"):
+            _write_local_atomically(uri, data)
+        else:
+            write_bytes(self.spark, uri, data)
+
+    def read(self, uri: str) -> bytes | None:
+        fs, path = _hadoop_path(self.spark, uri)
+        if not fs.exists(path):
+            return None
+        stream = fs.open(path)
+        try:
+            buffer = self.spark.sparkContext._jvm.java.io.ByteArrayOutputStream()
+            self.spark.sparkContext._jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, 65536, False)
+            return bytes(buffer.toByteArray())
+        finally:
+            stream.close()
+
+    def delete(self, uri: str) -> bool:
+        return delete(self.spark, uri)
+
+    def list_files(self, folder_uri: str) -> list[tuple[str, int]]:
+        """(path relative to the folder, size) of every file below it, sorted."""
+        fs, path = _hadoop_path(self.spark, folder_uri)
+        if not fs.exists(path):
+            return []
+        base = str(fs.makeQualified(path).toString()).rstrip("/") + "/"
+        found = []
+        iterator = fs.listFiles(path, True)
+        while iterator.hasNext():
+            status = iterator.next()
+            found.append((str(status.getPath().toString())[len(base):], int(status.getLen())))
+        return sorted(found)
+
+    def list_folders(self, folder_uri: str) -> list[tuple[str, int]]:
+        """(name, modification time in ms) of the folders directly below `folder_uri`."""
+        fs, path = _hadoop_path(self.spark, folder_uri)
+        if not fs.exists(path):
+            return []
+        return sorted((str(s.getPath().getName()), int(s.getModificationTime()))
+                      for s in fs.listStatus(path) if s.isDirectory())
+
+
+def _write_local_atomically(uri: str, data: bytes) -> None:
+    import os
+
+    path = uri.removeprefix("file://") if uri.startswith("file://") else uri.removeprefix("file:")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
+
+
+def new_run_id(now: datetime.datetime | None = None) -> str:
+    """`20261201T020000Z-1a2b3c4d`: sortable by start time, unique per attempt."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+
+
+def run_uri(output_uri: str, run_id: str) -> str:
+    """The folder one run of a job writes its output to; nothing else ever writes there."""
+    if not run_id or "/" in run_id:
+        raise ValueError(f"bad run id {run_id!r}")
+    return f"{output_uri.rstrip('/')}/{RUN_PREFIX}{run_id}/"
+
+
+def _is_data_file(name: str) -> bool:
+    """Files a reader wants: not Hadoop's checksums nor hidden/bookkeeping names (`.x`, `_x`) of any
+    folder level, except the job's own `_job_metrics.json`-style reports at the top."""
+    parts = name.split("/")
+    if parts[-1].endswith(".crc") or parts[-1] == "_SUCCESS":
+        return False
+    return not any(part.startswith((".", "_")) for part in parts[:-1]) and not parts[-1].startswith(".")
+
+
+def commit(files: Any, output_uri: str, run_folder: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Commit `run_folder` (complete) as `output_uri`'s content: list its files, then write the
+    marker naming them (the single write that makes the output visible). Returns the marker."""
+    listed = [(name, size) for name, size in files.list_files(run_folder) if _is_data_file(name)]
+    marker = {
+        "format": COMMIT_FORMAT,
+        "output": output_uri.rstrip("/") + "/",
+        "location": run_folder.rstrip("/") + "/",
+        "run_id": run_folder.rstrip("/").rsplit("/", 1)[-1].removeprefix(RUN_PREFIX),
+        "files": [name for name, _ in listed],
+        "bytes": sum(size for _, size in listed),
+        "committed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **(facts or {}),
+    }
+    files.write(output_uri.rstrip("/") + "/" + COMMIT_MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
+    return marker
+
+
+def read_commit(files: Any, output_uri: str) -> dict[str, Any] | None:
+    data = files.read(output_uri.rstrip("/") + "/" + COMMIT_MARKER)
+    return json.loads(data) if data else None
+
+
+def committed_files(files: Any, output_uri: str, suffix: str = "") -> list[str]:
+    """URIs of the committed files of `output_uri` ending with `suffix`; [] when nothing is committed."""
+    marker = read_commit(files, output_uri)
+    if not marker:
+        return []
+    return [marker["location"] + name for name in marker["files"] if name.endswith(suffix)]
+
+
+def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
+                      stale_seconds: int = STALE_RUN_SECONDS) -> list[str]:
+    """Delete run folders that the marker does not name and that are older than `stale_seconds`:
+    superseded outputs and the leftovers of failed attempts. Returns what it deleted."""
+    import time as _time
+
+    marker = read_commit(files, output_uri)
+    keep = marker["location"].rstrip("/").rsplit("/", 1)[-1] if marker else None
+    now_ms = int(_time.time() * 1000) if now_ms is None else now_ms
+    removed = []
+    for name, modified_ms in files.list_folders(output_uri):
+        if name.startswith(RUN_PREFIX) and name != keep and now_ms - modified_ms > stale_seconds * 1000:
+            uri = output_uri.rstrip("/") + "/" + name + "/"
+            files.delete(uri)
+            removed.append(uri)
+    return removed
+
+
+# ---------------------------------------------------------------- rename-based publishing (to be removed)
+# featurize and pca still publish by folder rename until they move to commit() (issue 13).
 
 def staging_uri(output_uri: str, token: str) -> str:
     """A sibling of `output_uri` to build it in before `replace` moves it into place.

@@ -1,35 +1,62 @@
 """Where everything lives in the lake: one definition for the DAG, the jobs' arguments, the cost
-report and the erasure command. `root` is `s3://<bucket>` on AWS or a local folder URI
-(`file:///...`) for the local target; one logical date (`ds`, YYYY-MM-DD) is one batch.
+report, erasure and the IAM policies. `root` is `s3://<bucket>` on AWS or a local folder URI
+(`file:///...`) for the local target; one logical date (`ds`, a real calendar date YYYY-MM-DD) is
+one batch.
 
-    raw/batch=<ds>/bundle-<hex>.parquet  photos uploaded for that batch, up to 1,000 per bundle
-                                         (fruits.upload): one row per photo, binaryFile's columns,
-                                         path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>
-    raw/batch=<ds>/_uploads.json         the batch's manifest: {key: sha256}, {bundle: [keys]}
-    features/batch=<ds>/                 featurize output (Parquet), + _job_metrics.json
-    quarantine/batch=<ds>/               files featurize could not read (Parquet: path, reason)
-    pca/batch=<ds>/                      PCA output: reduced/ (Parquet), pca_matrix.csv,
-                                         report.json, explained_variance.png, model/
-    reports/batch=<ds>/                  run report (cost, throughput): run_report.json / .md
+Landing (outside the lake, `fruits_landing`): `<landing>/<YYYY-MM-DD>/[<Split>/]<Label>/<file>`;
+a run for batch <ds> ingests `<landing>/<ds>/` only (a backfill takes its own date's photos). A
+run's `landing` Param names one folder holding that batch's photos instead (manual runs, demo).
+
+    raw/batch=<ds>/bundle-<hex>.parquet   photos of the batch, up to 1,000 per bundle (fruits.upload):
+                                          binaryFile's columns + sha256,
+                                          path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>
+    raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
+    raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
+    index/                                the cross-batch duplicate index and the erased hashes (fruits.upload)
+    locks/batch=<ds>.json                 a batch's lock: one pipeline run or one erasure at a time
+
+Job outputs are never renamed into place. Each job run writes under its own immutable folder
+`<output>/run=<run id>/`, then commits it with ONE small object written last,
+`<output>/_committed.json` (COMMIT_MARKER: the run folder, its files, its counts). Every reader
+resolves the marker and reads only the files it lists; a folder without a marker holds nothing.
+
+    features/batch=<ds>/                  featurize output (Parquet) + _job_metrics.json   [committed]
+    quarantine/batch=<ds>/                files featurize could not read (Parquet: path, reason) [committed]
+    pca/stats/batch=<ds>/                 the batch's sufficient statistics (n, sum, X'X)    [committed]
+    pca/bases/v=<NNNN>/                   a PCA basis: model/ (PipelineModel), basis.json    [committed]
+    pca/bases/_current.json               which basis version new batches are projected on
+    pca/reduced/basis=<NNNN>/batch=<ds>/  the batch on that basis: reduced/ (Parquet), pca_matrix.csv,
+                                          report.json, explained_variance.png               [committed]
+    reports/batch=<ds>/                   run report (cost, throughput): run_report.json / .md
     code/<version>/spark_jobs/, code/<version>/bootstrap/, code/<version>/requirements/
-    models/keras/<weights file>          MobileNetV2 weights the driver loads (optional)
-    logs/emr/                            EMR cluster logs
+    models/keras/<weights file>           MobileNetV2 weights the driver loads (+ recorded sha256)
+    logs/emr/                             EMR cluster logs
 """
 
 from __future__ import annotations
 
-import re
+import datetime as dt
+import json
+from typing import Any, Protocol
 
-_BATCH = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # The dataset's splits: a landing folder of one of these names above the label folder is kept in the
 # photo's key, and featurize reads it back into the `split` column. spark_jobs/featurize.py holds the
 # same tuple (the cluster does not ship this package); tests/test_upload.py checks they agree.
 SPLITS = ("Training", "Test")
+# The commit marker of a job output; spark_jobs/jobio.py writes it (same name, checked by a test).
+COMMIT_MARKER = "_committed.json"
+AREAS = ("raw", "index", "locks", "features", "quarantine", "pca", "reports", "code", "models", "logs")
 
 
 def check_batch(batch: str) -> str:
-    """A batch id is a logical date, YYYY-MM-DD: it names partitions, so nothing else gets in."""
-    if not _BATCH.match(batch or ""):
+    """A batch id is a real calendar date, YYYY-MM-DD: it names partitions, so nothing else gets in."""
+    if not isinstance(batch, str) or len(batch) != 10:
+        raise ValueError(f"batch must be a date YYYY-MM-DD, not {batch!r}")
+    try:
+        parsed = dt.date.fromisoformat(batch)
+    except ValueError:
+        raise ValueError(f"batch must be a real calendar date YYYY-MM-DD, not {batch!r}") from None
+    if parsed.isoformat() != batch:
         raise ValueError(f"batch must be a date YYYY-MM-DD, not {batch!r}")
     return batch
 
@@ -38,25 +65,64 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
+def area_uri(root: str, area: str) -> str:
+    if area not in AREAS:
+        raise ValueError(f"unknown lake area {area!r}: one of {AREAS}")
+    return _join(root, area) + "/"
+
+
+def landing_uri(landing_root: str, batch: str) -> str:
+    """Where the photos of `batch` arrive: `<landing>/<YYYY-MM-DD>/`."""
+    return _join(landing_root, check_batch(batch)) + "/"
+
+
 def raw_uri(root: str, batch: str) -> str:
     return _join(root, "raw", f"batch={check_batch(batch)}") + "/"
 
 
 def features_uri(root: str, batch: str | None = None) -> str:
-    """One batch's features, or every batch's (the PCA refit input) when batch is None."""
-    return _join(root, "features", *( [f"batch={check_batch(batch)}"] if batch else [] )) + "/"
+    """One batch's features, or the features area when batch is None."""
+    return _join(root, "features", *([f"batch={check_batch(batch)}"] if batch else [])) + "/"
 
 
 def quarantine_uri(root: str, batch: str) -> str:
     return _join(root, "quarantine", f"batch={check_batch(batch)}") + "/"
 
 
-def pca_uri(root: str, batch: str) -> str:
-    return _join(root, "pca", f"batch={check_batch(batch)}") + "/"
+def pca_stats_uri(root: str, batch: str) -> str:
+    return _join(root, "pca", "stats", f"batch={check_batch(batch)}") + "/"
+
+
+def basis_version_name(version: int) -> str:
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"a basis version is a positive integer, not {version!r}")
+    return f"{version:04d}"
+
+
+def pca_bases_uri(root: str) -> str:
+    return _join(root, "pca", "bases") + "/"
+
+
+def pca_basis_uri(root: str, version: int) -> str:
+    return pca_bases_uri(root) + f"v={basis_version_name(version)}/"
+
+
+def pca_current_basis_uri(root: str) -> str:
+    return pca_bases_uri(root) + "_current.json"
+
+
+def pca_reduced_uri(root: str, version: int, batch: str | None = None) -> str:
+    """One batch on basis `version`, or every batch on it when batch is None."""
+    base = _join(root, "pca", "reduced", f"basis={basis_version_name(version)}")
+    return _join(base, f"batch={check_batch(batch)}") + "/" if batch else base + "/"
 
 
 def reports_uri(root: str, batch: str) -> str:
     return _join(root, "reports", f"batch={check_batch(batch)}") + "/"
+
+
+def lock_uri(root: str, batch: str) -> str:
+    return _join(root, "locks", f"batch={check_batch(batch)}.json")
 
 
 def code_uri(root: str, version: str) -> str:
@@ -69,3 +135,36 @@ def models_uri(root: str) -> str:
 
 def logs_uri(root: str) -> str:
     return _join(root, "logs", "emr") + "/"
+
+
+# ------------------------------------------------------------------ committed outputs (reader side)
+
+
+class Readable(Protocol):
+    def read_or_none(self, uri: str) -> bytes | None: ...
+
+
+def commit_marker_uri(output_uri: str) -> str:
+    return output_uri.rstrip("/") + "/" + COMMIT_MARKER
+
+
+def read_commit(store: Readable, output_uri: str) -> dict[str, Any] | None:
+    """The commit marker of a job output (None: nothing committed there). Its `location` is the
+    run folder, `files` the names under it (relative), the rest the job's counts."""
+    data = store.read_or_none(commit_marker_uri(output_uri))
+    return json.loads(data) if data else None
+
+
+def committed_files(store: Readable, output_uri: str) -> list[str]:
+    """URIs of the files a committed output holds; [] when nothing is committed."""
+    marker = read_commit(store, output_uri)
+    if not marker:
+        return []
+    location = marker["location"].rstrip("/") + "/"
+    return [location + name for name in marker["files"]]
+
+
+def pca_uri(root: str, batch: str) -> str:
+    """Where the PCA step wrote before per-basis outputs; kept only until pca.py, steps and the
+    readers move to pca_reduced_uri (issue 11)."""
+    return _join(root, "pca", f"batch={check_batch(batch)}") + "/"
