@@ -60,13 +60,7 @@ def test_region_rules_hold_exactly_the_eu_member_state_regions(template):
 
 
 def _lake_top_prefixes() -> set[str]:
-    root = "s3://b"
-    uris = [
-        lake.raw_uri(root, "2026-01-01"), lake.features_uri(root), lake.quarantine_uri(root, "2026-01-01"),
-        lake.pca_uri(root, "2026-01-01"), lake.reports_uri(root, "2026-01-01"), lake.code_uri(root, "v"),
-        lake.models_uri(root), lake.logs_uri(root),
-    ]
-    return {uri[len(root) + 1:].split("/")[0] + "/" for uri in uris}
+    return {area + "/" for area in lake.AREAS}
 
 
 def _object_prefixes(statement_resources) -> set[str]:
@@ -232,7 +226,10 @@ def test_outputs_become_the_settings_that_launch_a_cluster(deployed, capsys, tmp
         "fruits_security_configuration": "fruits-emr-security",
         "fruits_log_uri": lake.logs_uri(f"s3://{BUCKET}"),
         "fruits_allowed_regions": "eu-west-3,eu-west-1",
+        "fruits_bucket_owner": variables["fruits_bucket_owner"],
+        "fruits_pipeline_tag": "fruits",
     }
+    assert variables["fruits_bucket_owner"] == DEFAULT_ACCOUNT_ID
     assert variables["fruits_kms_key_arn"].startswith(f"arn:aws:kms:{REGION}:")
     settings = load_settings(variables.get)
     # The settings' defaults name the resources the stack creates with its default prefix.

@@ -43,6 +43,8 @@ BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
 SPARK_NODE_REQUIREMENTS = "requirements/spark-node.txt"
 
 ARCHITECTURES = ("arm64", "x86_64")
+# The tag the Airflow role's EMR permissions are conditioned on (aws:RequestTag / aws:ResourceTag).
+PIPELINE_TAG_KEY = "fruits-pipeline"
 
 # Share of an instance's memory EMR hands to YARN (yarn.nodemanager.resource.memory-mb): the rest is
 # the OS and the Hadoop daemons. EMR's own defaults are ~75% on 16-32 GiB nodes; we size against that.
@@ -293,6 +295,9 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
         # AmazonEMRServicePolicy_v2 (the service role's policy) only acts on resources carrying this tag.
         "for-use-with-amazon-emr-managed-policies": "true",
         **sizing.extra_tags,
+        # The Airflow role may act only on clusters carrying this tag (infra/foundation.yaml): last, so
+        # extra_tags cannot change it.
+        PIPELINE_TAG_KEY: settings.pipeline_tag,
     }
     request: dict[str, Any] = {
         "Name": name,

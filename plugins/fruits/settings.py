@@ -38,9 +38,16 @@ class PipelineSettings:
     local_lake: str = "lake"
     # Comma-separated allow-list; defaults to the EU member-state regions.
     allowed_regions: str = ",".join(EU_MEMBER_STATE_REGIONS)
-    # Comma-separated subnet ids for the EMR cluster (private subnets that reach S3 and PyPI);
+    # Comma-separated subnet ids for the EMR cluster (private subnets that reach only S3, through
+    # the foundation's gateway endpoint: no NAT);
     # empty: the region's default VPC. Several subnets let EMR pick the AZ with spot capacity.
     subnet_ids: str = ""
+    # The lake's account id: every S3 call passes it as ExpectedBucketOwner (a bucket of the same
+    # name in another account is refused). Empty: not checked (local target, tests).
+    bucket_owner: str = ""
+    # Value of the cluster tag `fruits-pipeline` the Airflow role's EMR rights are conditioned on
+    # (the foundation stack's Prefix).
+    pipeline_tag: str = "fruits"
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:

@@ -1,0 +1,180 @@
+"""The IAM access matrix (fruits.access) against infra/foundation.yaml: each role's S3 grants are
+EXACTLY what the matrix derives from the code and lake.py (no more, no less), by a small evaluator of
+the template's own documents; then the project's store makes real calls under moto's IAM-enforcing mode
+(`enable_iam_authentication`, i.e. INITIAL_NO_AUTH_ACTION_COUNT=0) as a user holding each role's
+policy, and is allowed exactly where the matrix says. moto checks actions and resources but ignores
+StringLike conditions, so the list actions' prefixes are checked by the evaluator alone; the EMR tag
+conditions are checked on the template and on the cluster request."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
+from moto import mock_aws
+from moto.core.authorization import disable_iam_authentication, enable_iam_authentication
+
+from fruits import access, lake
+from fruits.emr_cluster import PIPELINE_TAG_KEY, ClusterSizing, build_job_flow
+from fruits.settings import PipelineSettings
+from fruits.upload import S3Store
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "foundation.yaml"
+BUCKET = "fruits-lake-access-test"
+BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+KEY_ARN = "arn:aws:kms:eu-west-3:123456789012:key/test"
+REGION = "eu-west-3"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_cfn_yaml(TEMPLATE_PATH.read_text())
+
+
+def _resolve(node):
+    """The template's intrinsic functions this test meets, resolved for BUCKET."""
+    if isinstance(node, dict):
+        if "Fn::GetAtt" in node:
+            name = node["Fn::GetAtt"][0]
+            return {"LakeBucket": BUCKET_ARN, "LakeKey": KEY_ARN}.get(name, f"arn:aws:iam::123456789012:role/{name}")
+        if "Fn::Sub" in node:
+            return node["Fn::Sub"].replace("${LakeBucket.Arn}", BUCKET_ARN)
+        if "Ref" in node:
+            return {"Prefix": "fruits", "AllowedRegions": ["eu-west-3"]}.get(node["Ref"], node["Ref"])
+        return {k: _resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v) for v in node]
+    return node
+
+
+def _documents(template: dict, role: str) -> list[dict]:
+    props = template["Resources"][access.ROLE_RESOURCES[role]]["Properties"]
+    return [_resolve(p["PolicyDocument"]) for p in props.get("Policies", [])] or [_resolve(props["PolicyDocument"])]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def granted(documents: list[dict]) -> set[tuple[str, str]]:
+    """{(s3 action, area)} the documents allow: object ARNs `<bucket>/<area>/*` give the area, the bucket
+    ARN gives access.BUCKET, or for the list actions the areas of their s3:prefix condition."""
+    grants = set()
+    for document in documents:
+        for statement in document["Statement"]:
+            if statement["Effect"] != "Allow":
+                continue
+            actions = [a for a in _as_list(statement["Action"]) if a.startswith("s3:")]
+            assert not [a for a in actions if "*" in a], f"wildcard S3 action in {statement.get('Sid')}"
+            for resource in _as_list(statement["Resource"]):
+                for action in actions:
+                    if resource == BUCKET_ARN and action in access.LIST_ACTIONS:
+                        prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", ["*"])
+                        grants |= {(action, p.removesuffix("/*")) for p in _as_list(prefixes)}
+                    elif resource == BUCKET_ARN:
+                        grants.add((action, access.BUCKET))
+                    elif resource.startswith(BUCKET_ARN + "/") and resource.endswith("/*"):
+                        grants.add((action, resource[len(BUCKET_ARN) + 1:-2]))
+                    else:
+                        grants.add((action, resource))
+    return grants
+
+
+@pytest.mark.parametrize("role", access.ROLES)
+def test_the_template_grants_each_role_exactly_the_matrix(template, role):
+    have, need = granted(_documents(template, role)), access.role_grants(role)
+    assert not need - have, f"{role} lacks {sorted(need - have)}"
+    assert not have - need, f"{role} has more than it needs: {sorted(have - need)}"
+
+
+def test_the_check_catches_the_node_role_that_cannot_read_its_quarantine(template):
+    """The bug this matrix was built for: featurize reads back what it commits under quarantine/."""
+    broken = copy.deepcopy(template)
+    statements = broken["Resources"]["EmrInstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    reads = next(s for s in statements if s["Action"] == "s3:GetObject")
+    reads["Resource"] = [r for r in reads["Resource"] if "quarantine" not in r["Fn::Sub"]]
+    missing = access.role_grants("node") - granted(_documents(broken, "node"))
+    assert missing == {(access.GET, "quarantine")}
+
+
+def test_the_matrix_names_only_lake_areas_and_the_nodes_never_write_photos_or_code():
+    for name, actor in access.MATRIX.items():
+        assert set(actor.areas) <= set(lake.AREAS), name
+    writes = {area for action, area in access.role_grants("node") if action in (access.PUT, access.DELETE)}
+    assert writes == {"features", "quarantine", "pca", "logs"}
+    assert (access.GET, "quarantine") in access.actor_grants("node:featurize")
+    assert (access.PUT, "pca") not in access.actor_grants("node:featurize")  # one role, two phases
+    erasure = access.role_grants("erasure")
+    assert {area for _, area in erasure} - {access.BUCKET} == set(access.PERSONAL_AREAS)
+    assert "| node:featurize |" in access.markdown_table()
+    with pytest.raises(ValueError, match="no lake area"):
+        access.area_of("s3://lake/elsewhere/x")
+
+
+def test_emr_rights_hold_only_for_clusters_carrying_the_pipeline_tag(template):
+    statements = _resolve(template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"])["Statement"]
+    emr = [s for s in statements if any(a.startswith("elasticmapreduce:") for a in _as_list(s.get("Action", [])))]
+    by_action = {a: s for s in emr for a in _as_list(s["Action"])}
+    assert by_action["elasticmapreduce:RunJobFlow"]["Condition"] == {
+        "StringEquals": {f"aws:RequestTag/{PIPELINE_TAG_KEY}": "fruits"}}
+    for action, statement in by_action.items():
+        if action != "elasticmapreduce:RunJobFlow":
+            assert statement["Condition"] == {"StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG_KEY}": "fruits"}}
+    assert {"elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:CancelSteps",
+            "elasticmapreduce:TerminateJobFlows"} <= set(by_action)
+    # The request the DAG sends carries the tag, whatever extra tags a sizing adds.
+    settings = PipelineSettings(bucket=BUCKET, pipeline_tag="fruits")
+    request = build_job_flow(settings, name="n", code_uri=f"s3://{BUCKET}/code/v/",
+                             sizing=ClusterSizing(extra_tags={PIPELINE_TAG_KEY: "other"}))
+    assert {"Key": PIPELINE_TAG_KEY, "Value": "fruits"} in request["Tags"]
+    assert template["Outputs"]["PipelineTag"]["Value"] == {"Ref": "Prefix"}
+
+
+# ---- real calls of the project's store, under moto's IAM-enforcing mode ---------------------------------
+
+def _user_client(iam, name: str, documents: list[dict]):
+    """A moto user holding the documents. moto would apply the region Deny unconditionally (it skips a
+    StringNotEquals condition instead of evaluating it), so that statement stays out: it is about the
+    region, not the matrix."""
+    iam.create_user(UserName=name)
+    for index, document in enumerate(documents):
+        document = {**document, "Statement": [s for s in document["Statement"] if s["Effect"] == "Allow"]}
+        iam.put_user_policy(UserName=name, PolicyName=f"p{index}", PolicyDocument=json.dumps(document))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return boto3.client("s3", region_name=REGION, aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"])
+
+
+def _allowed(call) -> bool:
+    try:
+        call()
+        return True
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "AccessDenied", error
+        return False
+
+
+@pytest.mark.parametrize("role", access.ROLES)
+def test_the_store_is_allowed_exactly_where_the_matrix_says(template, role):
+    with mock_aws(), disable_iam_authentication():
+        admin = boto3.client("s3", region_name=REGION)
+        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        for area in lake.AREAS:
+            admin.put_object(Bucket=BUCKET, Key=f"{area}/batch=2026-01-01/{lake.COMMIT_MARKER}", Body=b"{}")
+        client = _user_client(boto3.client("iam", region_name=REGION), role, _documents(template, role))
+        store = S3Store(client, BUCKET)
+        need = access.role_grants(role)
+        with enable_iam_authentication():
+            for area in lake.AREAS:
+                uri = f"s3://{BUCKET}/{area}/batch=2026-01-01/{lake.COMMIT_MARKER}"
+                key = uri.removeprefix(f"s3://{BUCKET}/")
+                assert _allowed(lambda: store.read(uri)) == ((access.GET, area) in need), (role, "read", area)
+                new = uri + ".new"
+                assert _allowed(lambda: store.put(new, b"{}", "0")) == ((access.PUT, area) in need), (role, "put", area)
+                assert _allowed(lambda: client.delete_object(Bucket=BUCKET, Key=key)) == (
+                    (access.DELETE, area) in need), (role, "delete", area)
