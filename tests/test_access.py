@@ -16,13 +16,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
-from moto import mock_aws
-from moto.core.authorization import disable_iam_authentication, enable_iam_authentication
-
 from fruits import access, lake
 from fruits.emr_cluster import PIPELINE_TAG_KEY, ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
 from fruits.upload import S3Store
+from moto import mock_aws
+from moto.core.authorization import (
+    disable_iam_authentication,
+    enable_iam_authentication,
+)
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "foundation.yaml"
 BUCKET = "fruits-lake-access-test"
@@ -150,9 +152,9 @@ def _user_client(iam, name: str, documents: list[dict]):
                         aws_secret_access_key=key["SecretAccessKey"])
 
 
-def _allowed(call) -> bool:
+def _allowed(call, *args, **kwargs) -> bool:
     try:
-        call()
+        call(*args, **kwargs)
         return True
     except ClientError as error:
         assert error.response["Error"]["Code"] == "AccessDenied", error
@@ -173,8 +175,8 @@ def test_the_store_is_allowed_exactly_where_the_matrix_says(template, role):
             for area in lake.AREAS:
                 uri = f"s3://{BUCKET}/{area}/batch=2026-01-01/{lake.COMMIT_MARKER}"
                 key = uri.removeprefix(f"s3://{BUCKET}/")
-                assert _allowed(lambda: store.read(uri)) == ((access.GET, area) in need), (role, "read", area)
+                assert _allowed(store.read, uri) == ((access.GET, area) in need), (role, "read", area)
                 new = uri + ".new"
-                assert _allowed(lambda: store.put(new, b"{}", "0")) == ((access.PUT, area) in need), (role, "put", area)
-                assert _allowed(lambda: client.delete_object(Bucket=BUCKET, Key=key)) == (
+                assert _allowed(store.put, new, b"{}", "0") == ((access.PUT, area) in need), (role, "put", area)
+                assert _allowed(client.delete_object, Bucket=BUCKET, Key=key) == (
                     (access.DELETE, area) in need), (role, "delete", area)

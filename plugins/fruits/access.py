@@ -18,8 +18,8 @@ Two facts of real S3 drive this matrix beyond "read what you read, write what yo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from fruits import lake
 
