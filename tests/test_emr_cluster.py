@@ -101,12 +101,13 @@ def test_defaults_are_eu_emr7_logged_encrypted_and_auto_terminating():
     assert with_subnets["Instances"]["Ec2SubnetIds"] == ["subnet-a", "subnet-b"]
 
 
-def test_primary_on_demand_workers_on_spot_capacity_optimized_with_on_demand_fallback():
+def test_primary_and_core_on_demand_task_on_spot_capacity_optimized_with_on_demand_fallback():
     fleets = _fleets(_request(ClusterSizing(core_count=2, task_count=3)))
     primary, core, task = fleets["MASTER"], fleets["CORE"], fleets["TASK"]
-    assert (primary["TargetOnDemandCapacity"], primary["TargetSpotCapacity"]) == (1, 0)
-    assert "SpotSpecification" not in primary["LaunchSpecifications"]
-    for fleet, count in ((core, 2), (task, 3)):
+    for fleet, count in ((primary, 1), (core, 2)):
+        assert (fleet["TargetOnDemandCapacity"], fleet["TargetSpotCapacity"]) == (count, 0)
+        assert "SpotSpecification" not in fleet["LaunchSpecifications"]
+    for fleet, count in ((task, 3),):
         assert (fleet["TargetOnDemandCapacity"], fleet["TargetSpotCapacity"]) == (0, count)
         spot = fleet["LaunchSpecifications"]["SpotSpecification"]
         assert spot["AllocationStrategy"] == "capacity-optimized"
@@ -147,6 +148,20 @@ def test_bootstrap_installs_the_pinned_file_into_the_python_spark_runs():
     # A code URI without the trailing slash still gives the same paths.
     assert build_job_flow(SETTINGS, name="x", code_uri=CODE_URI.rstrip("/"), sizing=ClusterSizing())[
         "BootstrapActions"] == request["BootstrapActions"]
+
+
+def test_the_driver_stays_on_on_demand_nodes_and_spot_losses_are_retried():
+    """In cluster mode the driver is the YARN application master: node labels keep AMs on the ON_DEMAND
+    label, which only the (never spot) core fleet and the primary carry unless spot falls back."""
+    request = _request(ClusterSizing(core_count=1, task_count=4))
+    yarn = next(c for c in request["Configurations"] if c["Classification"] == "yarn-site")["Properties"]
+    assert yarn == {"yarn.node-labels.enabled": "true", "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND"}
+    assert _fleets(request)["CORE"]["TargetSpotCapacity"] == 0
+    conf = _spark_defaults(request)
+    assert conf["spark.decommission.enabled"] == "true"
+    assert conf["spark.storage.decommission.shuffleBlocks.enabled"] == "true"
+    assert int(conf["spark.task.maxFailures"]) > 4 and int(conf["spark.stage.maxConsecutiveAttempts"]) > 4
+    assert conf["spark.speculation"] == "false"
 
 
 def _mib(value: str) -> int:

@@ -4,9 +4,12 @@
 (what `EmrCreateJobFlowOperator(job_flow_overrides=...)` receives). Everything in it is derived from
 `PipelineSettings` (where: region, bucket, roles, security configuration) and `ClusterSizing` (how big):
 
-- instance fleets: primary on-demand; core and task on spot across several instance types of the same
-  vCPU count with the capacity-optimized allocation strategy, switching to on-demand when spot capacity
-  does not come within `spot_timeout_minutes`;
+- instance fleets: primary and core On-Demand; task on spot (`ClusterSizing.spot`) across several
+  instance types of the same vCPU count with the capacity-optimized allocation strategy, switching to
+  on-demand when spot capacity does not come within `spot_timeout_minutes`;
+- the Spark driver off spot: with `--deploy-mode cluster` it runs in the YARN application master, which
+  YARN node labels (EMR 7's market-type label ON_DEMAND) keep on On-Demand capacity; tasks lost with a
+  spot node are retried (graceful decommissioning, `spark.task.maxFailures`);
 - Graviton (arm64) by default: every pinned Spark-node dependency has aarch64 wheels for Python 3.11
   (proved by tests/test_bootstrap.py), and Graviton is cheaper per vCPU; x86_64 is one field away;
 - Spark sized from the instance facts below, with `spark.task.cpus` = the model runtime's threads so
@@ -52,6 +55,14 @@ YARN_MEMORY_SHARE = 0.75
 # Share of each executor container kept off the JVM heap: the Python workers holding the model
 # (TensorFlow / LiteRT and the decoded image batches) live there, not in the JVM.
 PYTHON_MEMORY_SHARE = 0.5
+# EMR 7 labels every YARN node by market type (ON_DEMAND / SPOT) once node labels are on; application
+# masters (in cluster mode: the Spark driver) go only to nodes of this label. Core nodes are On-Demand.
+AM_NODE_LABEL = "ON_DEMAND"
+# A spot interruption loses the node's running tasks and shuffle files: more attempts than Spark's 4
+# before a task or a stage fails the step (a decommissioned executor's tasks do not count at all).
+TASK_MAX_FAILURES = 8
+STAGE_MAX_CONSECUTIVE_ATTEMPTS = 8
+
 # Executors of about 4 cores: enough tasks to share one broadcast copy of the weights, small enough
 # that a lost spot node loses little work.
 TARGET_EXECUTOR_CORES = 4
@@ -119,7 +130,8 @@ class ClusterSizing:
     # cluster), ~22 min of wall time. A bigger night or a backfill raises task_count per run.
     core_count: int = 1
     task_count: int = 1
-    # Core and task nodes on spot (with on-demand fallback); the primary is always on-demand.
+    # Task nodes on spot (with on-demand fallback); primary and core are always On-Demand: the core
+    # nodes host HDFS and the YARN application master, i.e. the Spark driver (AM_NODE_LABEL).
     spot: bool = True
     # Empty: the defaults for the architecture (DEFAULT_PRIMARY_TYPES / DEFAULT_WORKER_TYPES).
     primary_instance_types: tuple[str, ...] = ()
@@ -221,6 +233,14 @@ def spark_defaults(worker: InstanceFacts, *, model_threads: int, arrow_batch_siz
         "spark.executorEnv.TF_NUM_INTEROP_THREADS": "1",
         # Speculative copies would run the model twice for nothing; spot losses are retried anyway.
         "spark.speculation": "false",
+        # Spot: EMR turns the 2-minute interruption notice into a YARN graceful decommission; Spark then
+        # stops scheduling there and migrates shuffle/cached blocks off the node (Spark 3.1+).
+        "spark.decommission.enabled": "true",
+        "spark.storage.decommission.enabled": "true",
+        "spark.storage.decommission.shuffleBlocks.enabled": "true",
+        "spark.storage.decommission.rddBlocks.enabled": "true",
+        "spark.task.maxFailures": str(TASK_MAX_FAILURES),
+        "spark.stage.maxConsecutiveAttempts": str(STAGE_MAX_CONSECUTIVE_ATTEMPTS),
     }
 
 
@@ -272,7 +292,8 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
     fleet_args = {"spot_timeout_minutes": sizing.spot_timeout_minutes}
     fleets = [
         _fleet("primary", "MASTER", sizing.primary_types, 1, spot=False, ebs_gib=sizing.primary_ebs_gib, **fleet_args),
-        _fleet("core", "CORE", sizing.worker_types, sizing.core_count, spot=sizing.spot,
+        # Never spot: the driver (the YARN application master) runs here.
+        _fleet("core", "CORE", sizing.worker_types, sizing.core_count, spot=False,
                ebs_gib=sizing.worker_ebs_gib, **fleet_args),
     ]
     if sizing.task_count:
@@ -324,6 +345,14 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
                     }
                 ],
                 "Properties": {},
+            },
+            {
+                # The YARN application master, i.e. the Spark driver in cluster mode, on On-Demand nodes.
+                "Classification": "yarn-site",
+                "Properties": {
+                    "yarn.node-labels.enabled": "true",
+                    "yarn.node-labels.am.default-node-label-expression": AM_NODE_LABEL,
+                },
             },
             {
                 "Classification": "spark-defaults",
