@@ -9,8 +9,6 @@ import boto3
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
-from moto import mock_aws
-
 from fruits import lake
 from fruits.emr_cluster import (
     BOOTSTRAP_SCRIPT,
@@ -29,6 +27,7 @@ from fruits.emr_cluster import (
 )
 from fruits.gdpr import GdprViolation
 from fruits.settings import PipelineSettings
+from moto import mock_aws
 
 REGION = "eu-west-3"
 SETTINGS = PipelineSettings(bucket="fruits-lake-test", kms_key_arn=f"arn:aws:kms:{REGION}:123456789012:key/k")

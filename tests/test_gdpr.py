@@ -6,9 +6,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
-
-from fruits import lake
+from fruits import gdpr, lake
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.gdpr import (
     EU_MEMBER_STATE_REGIONS,
@@ -21,6 +19,7 @@ from fruits.gdpr import (
     s3_bucket_of,
 )
 from fruits.settings import PipelineSettings
+from moto import mock_aws
 
 EU_BUCKET = "fruits-lake-eu-west-3"
 
@@ -182,3 +181,143 @@ def test_uris():
     with pytest.raises(ValueError, match="s3://bucket"):
         s3_bucket_of("/data/lake")
     assert check_uri("/data/landing", s3_client=None) is None  # a local folder is not AWS
+
+
+# ---- exact: transient errors retried, non-AWS endpoints refused, the bucket owner expected ---------------
+
+def _stubbed(endpoint_url: str | None = None):
+    return boto3.client("s3", region_name="eu-west-3", aws_access_key_id="x", aws_secret_access_key="x",
+                        endpoint_url=endpoint_url)
+
+
+def _compliant_answers(stubber: Stubber, expected: dict | None = None) -> None:
+    params = {"Bucket": EU_BUCKET, **(expected or {})}
+    stubber.add_response("get_bucket_location", {"LocationConstraint": "eu-west-3"}, params)
+    stubber.add_response("get_bucket_encryption", {"ServerSideEncryptionConfiguration": {
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}}, params)
+    flags = dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True)
+    stubber.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": flags}, params)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(gdpr, "_sleep", waits.append)
+    return waits
+
+
+@pytest.mark.parametrize("code, status", [("SlowDown", 503), ("InternalError", 500), ("ThrottlingException", 400),
+                                          ("ServiceUnavailable", 503)])
+def test_a_transient_error_is_retried_with_backoff_not_reported_as_a_violation(no_sleep, code, status):
+    s3 = _stubbed()
+    with Stubber(s3) as stubber:
+        stubber.add_client_error("get_bucket_location", code, http_status_code=status)
+        stubber.add_client_error("get_bucket_location", code, http_status_code=status)
+        _compliant_answers(stubber)
+        assert check_bucket(s3, EU_BUCKET) == "eu-west-3"
+        stubber.assert_no_pending_responses()
+    assert no_sleep == [gdpr.GUARD_BACKOFF_SECONDS, 2 * gdpr.GUARD_BACKOFF_SECONDS]
+
+
+def test_a_persistent_transient_error_is_unavailable_not_a_violation(no_sleep):
+    s3 = _stubbed()
+    with Stubber(s3) as stubber:
+        stubber.add_response("get_bucket_location", {"LocationConstraint": "eu-west-3"})
+        for _ in range(gdpr.GUARD_ATTEMPTS):
+            stubber.add_client_error("get_bucket_encryption", "SlowDown", http_status_code=503)
+        with pytest.raises(gdpr.GuardUnavailable, match="SlowDown") as error:
+            check_bucket(s3, EU_BUCKET)
+    assert not isinstance(error.value, GdprViolation) and not isinstance(error.value, ValueError)
+    assert len(no_sleep) == gdpr.GUARD_ATTEMPTS - 1
+
+
+def test_a_dropped_connection_is_retried(no_sleep):
+    from botocore.exceptions import EndpointConnectionError
+
+    answers = iter([EndpointConnectionError(endpoint_url="https://s3.eu-west-3.amazonaws.com"),
+                    {"LocationConstraint": "eu-west-3"}])
+
+    def flaky(**_):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert gdpr._call(flaky, Bucket=EU_BUCKET) == {"LocationConstraint": "eu-west-3"}
+    assert len(no_sleep) == 1
+
+
+def test_a_real_refusal_is_still_a_violation_at_once(no_sleep):
+    s3 = _stubbed()
+    with Stubber(s3) as stubber:
+        stubber.add_client_error("get_bucket_location", "AccessDenied", http_status_code=403)
+        with pytest.raises(GdprViolation, match="AccessDenied"):
+            check_bucket(s3, EU_BUCKET)
+    assert no_sleep == []
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:5000", "https://s3.eu-west-3.amazonaws.com.evil.example",
+                                      "https://minio.internal", "http://s3.eu-west-3.amazonaws.com"])
+def test_a_client_with_a_non_aws_endpoint_is_refused_before_any_call(endpoint):
+    s3 = _stubbed(endpoint)
+    with Stubber(s3), pytest.raises(GdprViolation, match="not AWS's S3"):
+        check_bucket(s3, EU_BUCKET)  # the Stubber has no answer queued: any call would fail differently
+
+
+def test_a_test_double_is_accepted_only_when_named(caplog):
+    endpoint = "http://127.0.0.1:5000"
+    for allow in (lambda: check_bucket(_stubbed(endpoint), EU_BUCKET, test_endpoints=[endpoint]), None):
+        s3 = _stubbed(endpoint)
+        with Stubber(s3) as stubber:
+            _compliant_answers(stubber)
+            if allow is None:
+                with gdpr.test_double_endpoint(endpoint):
+                    assert check_bucket(s3, EU_BUCKET) == "eu-west-3"
+            else:
+                assert check_bucket(s3, EU_BUCKET, test_endpoints=[endpoint]) == "eu-west-3"
+    assert "TEST DOUBLE" in caplog.text
+    with pytest.raises(GdprViolation):  # the block is over: refused again
+        check_bucket(_stubbed(endpoint), EU_BUCKET)
+    assert gdpr.check_endpoint(_stubbed()) == "https://s3.eu-west-3.amazonaws.com"  # moto in-process: AWS's
+
+
+def test_the_lake_bucket_owner_is_expected_on_every_guard_call():
+    s3 = _stubbed()
+    settings = PipelineSettings(bucket=EU_BUCKET, bucket_owner="123456789012")
+    with Stubber(s3) as stubber:
+        _compliant_answers(stubber, {"ExpectedBucketOwner": "123456789012"})  # the Stubber checks the params
+        assert check_settings(settings, s3) == {EU_BUCKET: "eu-west-3"}
+        stubber.assert_no_pending_responses()
+    with Stubber(s3) as stubber:
+        stubber.add_client_error("get_bucket_location", "AccessDenied", http_status_code=403,
+                                 expected_params={"Bucket": EU_BUCKET, "ExpectedBucketOwner": "123456789012"})
+        with pytest.raises(GdprViolation, match="AccessDenied"):  # what S3 answers for another account's bucket
+            check_settings(settings, s3)
+    with Stubber(s3) as stubber:  # unknown account: no parameter at all
+        _compliant_answers(stubber)
+        assert check_bucket(s3, EU_BUCKET, expected_owner="") == "eu-west-3"
+
+
+def test_every_store_call_on_the_lake_carries_the_expected_owner():
+    """The stores (fruits.upload.S3Store) get the owner through the client: every S3 operation that takes
+    ExpectedBucketOwner sends it for the lake bucket, none for another bucket (moto ignores the header, so
+    the test reads what goes on the wire)."""
+    from fruits.upload import S3Store
+
+    with mock_aws():
+        _make_bucket(EU_BUCKET, "eu-west-3", blocked={})
+        _make_bucket("fruits-landing-partner", "eu-west-3", blocked={})
+        s3 = gdpr.expect_bucket_owner(boto3.client("s3", region_name="eu-west-3"), EU_BUCKET, "123456789012")
+        sent: list[tuple[str, str | None]] = []
+        s3.meta.events.register("before-call.s3.*", lambda model, params, **_: sent.append(
+            (model.name, params["headers"].get("x-amz-expected-bucket-owner"))))
+        lake_store, landing = S3Store(s3, EU_BUCKET), S3Store(s3, "fruits-landing-partner")
+        lake_store.put(f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a", b"x", "0")
+        assert lake_store.read(f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a") == b"x"
+        assert list(lake_store.list_files(f"s3://{EU_BUCKET}/raw/")) == [f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a"]
+        lake_store.delete(f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a")
+        lake_calls = list(sent)
+        landing.put("s3://fruits-landing-partner/x", b"x", "0")
+    assert {name for name, _ in lake_calls} >= {"PutObject", "GetObject", "ListObjectsV2", "DeleteObjects"}
+    assert all(owner == "123456789012" for _, owner in lake_calls), lake_calls
+    assert sent[-1] == ("PutObject", None)
