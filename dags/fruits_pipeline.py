@@ -17,12 +17,22 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator, EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator)
-from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, Variable, chain, task
-
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.sdk import (
+    DAG,
+    CronTriggerTimetable,
+    Param,
+    TriggerRule,
+    Variable,
+    chain,
+    task,
+)
 from fruits import pipeline_tasks as tasks
 from fruits.settings import PipelineSettings
+from fruits.step_failures import ExplainedEmrStepSensor
 
 TARGET = os.environ.get("FRUITS_TARGET", "emr")
 if TARGET not in tasks.TARGETS:
@@ -84,7 +94,8 @@ with DAG(
         for job in ("featurize", "pca"):
             add = EmrAddStepsOperator(task_id=f"add_{job}_step", job_flow_id=create.output,
                                       steps=plan[f"{job}_steps"], retries=0, **aws)
-            wait = EmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
+            # A failure shows EMR's reason and the step's stderr tail; killing the task cancels the step.
+            wait = ExplainedEmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
                                  step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[0] }}}}",
                                  deferrable=True, poke_interval=POKE.total_seconds(),
                                  max_attempts=int(STEP_TIMEOUT / POKE), timeout=STEP_TIMEOUT, **aws)

@@ -75,7 +75,7 @@ def test_emr_operators_are_the_providers_sensors_deferrable_with_timeouts(airflo
     kinds = {t.task_id: type(t).__name__ for t in dag.tasks}
     assert kinds["create_cluster"] == "EmrCreateJobFlowOperator"
     assert kinds["add_featurize_step"] == kinds["add_pca_step"] == "EmrAddStepsOperator"
-    assert kinds["wait_featurize"] == kinds["wait_pca"] == "EmrStepSensor"
+    assert kinds["wait_featurize"] == kinds["wait_pca"] == "ExplainedEmrStepSensor"  # an EmrStepSensor
     assert kinds["terminate_cluster"] == "EmrTerminateJobFlowOperator"
     for sensor_id in ("wait_featurize", "wait_pca"):
         sensor = dag.task_dict[sensor_id]
