@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver d
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: test demo setup system-deps lock bench cost clean
+.PHONY: test demo setup system-deps lock lock-node wheelhouse bench cost clean
 
 test: setup
 	$(BIN)/python -m pytest
@@ -43,6 +43,15 @@ lock:
 	build/lock-venv/bin/python -m pip install -q -r requirements/dev.in
 	( echo "# Frozen from requirements/dev.in by \`make lock\`: do not edit by hand."; \
 	  build/lock-venv/bin/python -m pip freeze --exclude-editable ) > $(LOCK)
+
+# The EMR nodes' environment, hash-locked for x86_64 and aarch64 (from PyPI's metadata, no download).
+lock-node: setup
+	PYTHONPATH=plugins $(BIN)/python -m fruits.release lock
+
+# Both machines' locked wheels into build/wheelhouse/ (pip checks every hash); publish them with
+# `python -m fruits.release publish-wheelhouse --lake s3://<bucket>` (infra/README.md).
+wheelhouse: setup
+	PYTHONPATH=plugins $(BIN)/python -m fruits.release download --dest build/wheelhouse
 
 bench: setup
 	$(BIN)/python benchmarks/inference_throughput.py

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# EMR bootstrap action: install the Spark nodes' Python dependencies, and nothing else.
+# EMR bootstrap action: install the Spark nodes' Python dependencies, and nothing else, from the lake.
 #
-#   install_python_deps.sh <requirements URI> <python version> <environment dir>
+#   install_python_deps.sh <lock URI> <wheelhouse root URI> <python version> <environment dir>
 #
 # Arguments come from fruits.emr_cluster.build_job_flow (one source for the Python version and for the
 # environment that spark-env's PYSPARK_PYTHON points at):
-#   s3://<bucket>/code/<version>/requirements/spark-node.txt  3.11  /opt/fruits/python3.11
+#   s3://<bucket>/code/<version>/requirements/spark-node.lock  s3://<bucket>/code/wheelhouse/  3.11  /opt/fruits/python3.11
 #
-# Installs exactly the pinned file requirements/spark-node.txt (copied next to this script), binary
-# wheels only (--only-binary=:all:, so no node ever compiles; tests/test_bootstrap.py proves every pin
-# has manylinux wheels for x86_64 and aarch64), into a virtual environment of that Python. Network
-# steps are retried with backoff; every line is timestamped (EMR ships this output to the log URI).
+# No internet: the node reaches only S3 (a gateway endpoint, no NAT). It copies the wheelhouse of its
+# machine, <wheelhouse root>/<first 16 hex of the lock's sha256>/<uname -m>/ (fruits.release publishes
+# it), and installs exactly the lock with pip --require-hashes --no-index --find-links <that copy>:
+# a wheel that is not byte-for-byte the locked one, or a package missing from the wheelhouse, fails the
+# bootstrap here, naming it. Python itself comes from Amazon Linux's dnf repositories, which AL2023
+# serves from S3 too. S3 copies are retried with backoff; every line is timestamped (EMR ships this
+# output to the log URI).
 #
-# Environment knobs (for tests and for a private mirror): FRUITS_BOOTSTRAP_ATTEMPTS (default 5),
-# FRUITS_BOOTSTRAP_BACKOFF_SECONDS (first wait, doubled each time; default 5). pip reads its own
-# PIP_INDEX_URL / PIP_FIND_LINKS / PIP_NO_INDEX, so a PyPI mirror needs no change here.
+# Environment knobs (for tests): FRUITS_BOOTSTRAP_ATTEMPTS (default 5), FRUITS_BOOTSTRAP_BACKOFF_SECONDS
+# (first wait, doubled each time; default 5).
 set -euo pipefail
 
 log() { printf '%s install_python_deps: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -39,10 +41,11 @@ retry() {
   done
 }
 
-(( $# == 3 )) || die "usage: $0 <requirements URI> <python version> <environment dir>"
-REQUIREMENTS_URI=$1
-PYTHON_VERSION=$2
-ENV_DIR=$3
+(( $# == 4 )) || die "usage: $0 <lock URI> <wheelhouse root URI> <python version> <environment dir>"
+LOCK_URI=$1
+WHEELHOUSE_ROOT=${2%/}/
+PYTHON_VERSION=$3
+ENV_DIR=$4
 ATTEMPTS=${FRUITS_BOOTSTRAP_ATTEMPTS:-5}
 BACKOFF=${FRUITS_BOOTSTRAP_BACKOFF_SECONDS:-5}
 [[ $PYTHON_VERSION =~ ^3\.[0-9]+$ ]] || die "python version must look like 3.11, not '$PYTHON_VERSION'"
@@ -52,15 +55,18 @@ as_root() { if (( EUID == 0 )); then "$@"; else sudo "$@"; fi; }
 
 WORK_DIR=$(mktemp -d)
 trap 'rm -rf "$WORK_DIR"' EXIT
-REQUIREMENTS="$WORK_DIR/spark-node.txt"
+LOCK="$WORK_DIR/spark-node.lock"
+WHEELS="$WORK_DIR/wheels"
+MACHINE=$(uname -m)
 START=$SECONDS
-log "host $(hostname), $(uname -m); requirements $REQUIREMENTS_URI; python$PYTHON_VERSION env $ENV_DIR"
+log "host $(hostname), $MACHINE; lock $LOCK_URI; python$PYTHON_VERSION env $ENV_DIR"
 
-case "$REQUIREMENTS_URI" in
-  s3://*) retry "copy $REQUIREMENTS_URI" aws s3 cp --only-show-errors "$REQUIREMENTS_URI" "$REQUIREMENTS" ;;
-  *) cp "$REQUIREMENTS_URI" "$REQUIREMENTS" ;;
-esac
-log "$(grep -cvE '^\s*(#|$)' "$REQUIREMENTS") pinned packages to install"
+retry "copy $LOCK_URI" aws s3 cp --only-show-errors "$LOCK_URI" "$LOCK"
+DIGEST=$(sha256sum "$LOCK" | cut -c1-16)
+WHEELHOUSE="${WHEELHOUSE_ROOT}${DIGEST}/${MACHINE}/"
+retry "copy the wheelhouse $WHEELHOUSE" aws s3 cp --only-show-errors --recursive "$WHEELHOUSE" "$WHEELS"
+ls "$WHEELS"/*.whl >/dev/null 2>&1 || die "no wheels at $WHEELHOUSE: publish them (python -m fruits.release publish-wheelhouse)"
+log "$(grep -cE '^[A-Za-z0-9]' "$LOCK") locked packages, $(ls "$WHEELS" | wc -l) wheels for $MACHINE"
 
 PYTHON=$(command -v "python$PYTHON_VERSION" || true)
 if [[ -z $PYTHON ]]; then
@@ -84,9 +90,11 @@ if [[ ! -x $ENV_DIR/bin/python$PYTHON_VERSION ]]; then
 fi
 ENV_PYTHON="$ENV_DIR/bin/python$PYTHON_VERSION"
 
-retry "pip install (binary wheels only)" as_owner "$ENV_PYTHON" -m pip install \
+# Local files only: nothing to retry. --no-index overrides any index a pip.conf or PIP_* variable names.
+as_owner "$ENV_PYTHON" -m pip install \
   --disable-pip-version-check --no-cache-dir --progress-bar off --no-input \
-  --only-binary=:all: --requirement "$REQUIREMENTS"
+  --no-index --find-links "$WHEELS" --require-hashes --only-binary=:all: --requirement "$LOCK" >&2 \
+  || die "pip install --require-hashes --no-index from $WHEELHOUSE failed (see above)"
 
 # A broken dependency set fails the bootstrap here, naming the package, not the first Spark task.
 "$ENV_PYTHON" -m pip check >&2 || die "pip check found broken requirements in $ENV_DIR"

@@ -134,11 +134,13 @@ def test_every_instance_matches_the_architecture_graviton_by_default(architectur
             assert config["InstanceType"].split(".")[0] in families
 
 
-def test_bootstrap_installs_the_pinned_file_into_the_python_spark_runs():
+def test_bootstrap_installs_the_locked_wheelhouse_into_the_python_spark_runs():
     request = _request()
     (action,) = request["BootstrapActions"]
     assert action["ScriptBootstrapAction"]["Path"] == CODE_URI + BOOTSTRAP_SCRIPT
-    assert action["ScriptBootstrapAction"]["Args"] == [CODE_URI + SPARK_NODE_REQUIREMENTS, PYTHON_VERSION, PYTHON_ENV_DIR]
+    assert action["ScriptBootstrapAction"]["Args"] == [
+        CODE_URI + SPARK_NODE_REQUIREMENTS, "s3://fruits-lake-test/code/wheelhouse/", PYTHON_VERSION, PYTHON_ENV_DIR]
+    assert SPARK_NODE_REQUIREMENTS.endswith(".lock")  # the hash-locked set, installed with --no-index
     spark_env = next(c for c in request["Configurations"] if c["Classification"] == "spark-env")
     exports = spark_env["Configurations"][0]
     assert exports["Classification"] == "export"

@@ -14,8 +14,9 @@
   (proved by tests/test_bootstrap.py), and Graviton is cheaper per vCPU; x86_64 is one field away;
 - Spark sized from the instance facts below, with `spark.task.cpus` = the model runtime's threads so
   YARN never runs more inference threads than the node has vCPUs;
-- the bootstrap action installs requirements/spark-node.txt into a Python 3.11 environment that
-  spark-env's PYSPARK_PYTHON points at (one constant for both);
+- the bootstrap action installs the hash-locked requirements/spark-node.lock from the lake's wheelhouse
+  (no internet: the nodes reach only S3) into a Python 3.11 environment that spark-env's PYSPARK_PYTHON
+  points at (one constant for both);
 - IMDSv2, at-rest encryption (EMRFS via KMS, local disks) come from the security configuration,
   referenced by name (infra/foundation.yaml creates it); the auto-termination idle timeout is a second
   safety net behind the DAG's terminate task.
@@ -43,7 +44,8 @@ PYSPARK_PYTHON = f"{PYTHON_ENV_DIR}/bin/python{PYTHON_VERSION}"
 
 # Paths inside the published code folder (`fruits.lake.code_uri(...)`), which mirrors the repository.
 BOOTSTRAP_SCRIPT = "bootstrap/install_python_deps.sh"
-SPARK_NODE_REQUIREMENTS = "requirements/spark-node.txt"
+# The hash-locked node environment (fruits.release writes it and publishes its wheelhouse).
+SPARK_NODE_REQUIREMENTS = "requirements/spark-node.lock"
 
 ARCHITECTURES = ("arm64", "x86_64")
 # The tag the Airflow role's EMR permissions are conditioned on (aws:RequestTag / aws:ResourceTag).
@@ -331,7 +333,9 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
                 "Name": "install-python-deps",
                 "ScriptBootstrapAction": {
                     "Path": code_uri + BOOTSTRAP_SCRIPT,
-                    "Args": [code_uri + SPARK_NODE_REQUIREMENTS, PYTHON_VERSION, PYTHON_ENV_DIR],
+                    # The wheelhouse sits beside the code versions: code/wheelhouse/<lock digest>/<machine>/.
+                    "Args": [code_uri + SPARK_NODE_REQUIREMENTS, code_uri.rstrip("/").rsplit("/", 1)[0] + "/wheelhouse/",
+                             PYTHON_VERSION, PYTHON_ENV_DIR],
                 },
             }
         ],

@@ -19,9 +19,7 @@ Each batch records what it holds in `raw/batch=<ds>/_uploads.json` (Spark ignore
 does not name is the leftover of an interrupted upload: the next upload of the batch deletes it and
 bundles its photos again (under the same name: it hashes its members).
 
-`publish_code` copies `spark_jobs/`, `bootstrap/` and `requirements/spark-node.txt` to
-`code/<version>/`, version = content hash of those files: a run always runs the code it was planned
-with, and publishing the same code twice is a no-op.
+`publish_code` (fruits.release, re-exported here) copies the cluster's code to `code/<version>/`.
 """
 
 from __future__ import annotations
@@ -57,11 +55,6 @@ BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
 # a reader's batch (which never crosses a row group) to 64 photos of memory.
 BUNDLE_ROW_GROUP_PHOTOS = 64
 BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
-CODE_MANIFEST = "_published.json"
-# What the cluster runs, relative to the repository root (the version hashes exactly these).
-CODE_SOURCES = ("spark_jobs", "bootstrap", "requirements/spark-node.txt")
-# Entry points, not libraries: everything else in spark_jobs/ ships with --py-files.
-JOB_SCRIPTS = ("featurize.py", "pca.py")
 PROGRESS_EVERY = 200
 
 
@@ -486,55 +479,15 @@ def _log_progress(counts: dict[str, int], started: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Code
+# Code: moved to fruits.release (with the node wheelhouse and the weights); re-exported here.
 # ---------------------------------------------------------------------------------------------
 
-
-def code_files(repo_root: Path) -> dict[str, bytes]:
-    """`{path relative to the repo: bytes}` of everything the cluster runs."""
-    files: dict[str, bytes] = {}
-    for source in CODE_SOURCES:
-        path = repo_root / source
-        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for file in candidates:
-            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                files[file.relative_to(repo_root).as_posix()] = file.read_bytes()
-    if not any(name.startswith("spark_jobs/") for name in files):
-        raise FileNotFoundError(f"no spark_jobs/ under {repo_root}: nothing to publish")
-    return files
-
-
-def code_version(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()[:16]
-
-
-def helper_modules(files: dict[str, bytes]) -> list[str]:
-    """spark_jobs/ modules the entry scripts import (shipped with --py-files)."""
-    return sorted(
-        name.removeprefix("spark_jobs/")
-        for name in files
-        if name.startswith("spark_jobs/") and name.endswith(".py") and name.count("/") == 1
-        and name.removeprefix("spark_jobs/") not in JOB_SCRIPTS
-    )
-
-
-def publish_code(lake_store: Store, repo_root: Path, *, dry_run: bool = False) -> dict[str, Any]:
-    """Copy the cluster's code to `code/<version>/` once; returns version, URI and --py-files names."""
-    files = code_files(repo_root)
-    version = code_version(files)
-    code_uri = lake.code_uri(lake_store.root, version)
-    release = {"version": version, "code_uri": code_uri, "helper_modules": helper_modules(files)}
-    manifest_uri = code_uri + CODE_MANIFEST
-    if dry_run or lake_store.read_or_none(manifest_uri) is not None:
-        log.info("code %s already published at %s", version, code_uri)
-        return {**release, "published": False}
-    for name, data in files.items():
-        lake_store.put(code_uri + name, data, sha256_bytes(data))
-    # The manifest goes last: its presence means every file above is there.
-    manifest = json.dumps({"version": version, "files": {n: sha256_bytes(d) for n, d in files.items()}}, indent=1)
-    lake_store.put(manifest_uri, manifest.encode(), sha256_bytes(manifest.encode()))
-    log.info("published %d code files as version %s at %s", len(files), version, code_uri)
-    return {**release, "published": True}
+from fruits.release import (  # noqa: F401
+    CODE_MANIFEST,
+    CODE_SOURCES,
+    JOB_SCRIPTS,
+    code_files,
+    code_version,
+    helper_modules,
+    publish_code,
+)
