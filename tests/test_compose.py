@@ -162,3 +162,9 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_build_copies():
     assert {".venv", "lake", "test-artifacts", ".git"} <= ignored
     copied = re.findall(r"^COPY (\S+)", DOCKERFILE.read_text(), re.M)
     assert copied and not {c.rstrip("/") for c in copied} & ignored
+
+
+def test_the_auth_manager_is_labelled_for_a_laptop_only():
+    text = COMPOSE_FILE.read_text()
+    line = text.index("AIRFLOW__CORE__AUTH_MANAGER:")
+    assert "FOR A LAPTOP ONLY" in text[max(0, line - 300):line] and "docs/operations.md" in text[line - 300:line]

@@ -34,9 +34,19 @@ def command(job: steps.SparkJob) -> list[str]:
     return steps.local_command(job, spark_submit=spark_submit(), master=MASTER, spark_conf=SPARK_CONF)
 
 
-def job_environment() -> dict[str, str]:
-    """The jobs' Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+# Airflow's own configuration (database URL and password, Fernet key, JWT/API secrets, connections,
+# Variables) and anything named like a secret stays in Airflow: a Spark job needs none of it.
+SECRET_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "_AIRFLOW")
+SECRET_MARKERS = ("PASSWORD", "SECRET", "FERNET", "JWT", "TOKEN", "CREDENTIAL", "SQL_ALCHEMY_CONN")
+
+
+def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The jobs' environment: this process's without Airflow's configuration and secrets; the jobs'
+    Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
+    environ = dict(os.environ if environ is None else environ)
+    kept = {k: v for k, v in environ.items()
+            if not k.upper().startswith(SECRET_PREFIXES) and not any(m in k.upper() for m in SECRET_MARKERS)}
+    return {**kept, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 def run(command_line: list[str], *, name: str, tail_lines: int = 40) -> None:
