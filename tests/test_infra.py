@@ -251,3 +251,12 @@ def test_outputs_that_match_no_setting_or_leave_the_eu_are_refused():
     with pytest.raises(GdprViolation, match="us-east-1"):
         outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-3"},
                               {"OutputKey": "AllowedRegions", "OutputValue": "eu-west-3,us-east-1"}])
+
+
+def test_the_cluster_reaches_only_s3_through_a_gateway_endpoint_and_no_nat(template):
+    endpoint = template["Resources"]["LakeGatewayEndpoint"]
+    assert endpoint["Type"] == "AWS::EC2::VPCEndpoint" and endpoint["Condition"] == "HasVpc"
+    assert endpoint["Properties"]["VpcEndpointType"] == "Gateway"
+    assert endpoint["Properties"]["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert not kinds & {"AWS::EC2::NatGateway", "AWS::EC2::InternetGateway", "AWS::EC2::EIP"}
