@@ -321,3 +321,28 @@ def test_every_store_call_on_the_lake_carries_the_expected_owner():
     assert {name for name, _ in lake_calls} >= {"PutObject", "GetObject", "ListObjectsV2", "DeleteObjects"}
     assert all(owner == "123456789012" for _, owner in lake_calls), lake_calls
     assert sent[-1] == ("PutObject", None)
+
+
+def test_a_moto_server_answers_only_once_named_a_test_double():
+    """Over HTTP (ThreadedMotoServer on 127.0.0.1), the same bucket the in-process tests pass is refused
+    until the test says this endpoint is a test double."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client("s3", region_name="eu-west-3", endpoint_url=endpoint,
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3.create_bucket(Bucket=EU_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        s3.put_bucket_encryption(Bucket=EU_BUCKET, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+        s3.put_public_access_block(Bucket=EU_BUCKET, PublicAccessBlockConfiguration=dict.fromkeys(
+            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True))
+        with pytest.raises(GdprViolation, match="not AWS's S3"):
+            check_settings(PipelineSettings(bucket=EU_BUCKET), s3)
+        assert check_settings(PipelineSettings(bucket=EU_BUCKET), s3, test_endpoints=[endpoint]) == {
+            EU_BUCKET: "eu-west-3"}
+    finally:
+        server.stop()

@@ -70,3 +70,15 @@ def test_the_lock_hashes_each_machines_wheel_and_marks_one_machine_packages():
     assert release.locked_hashes(text) == {"numpy": {"a" * 64, "b" * 64}, "intelonly": {"c" * 64}}
     with pytest.raises(ValueError, match="different versions"):
         release.lock_text({"x86_64": {"numpy": ("1", "x", "a" * 64)}, "aarch64": {"numpy": ("2", "y", "b" * 64)}}, "r")
+
+
+def test_a_plan_without_the_wheelhouse_of_the_repositorys_lock_is_refused(store, tmp_path):
+    lake_store, root = store
+    repo = tmp_path / "repo"
+    lock, wheels = _wheels(tmp_path)
+    (repo / "requirements").mkdir(parents=True)
+    (repo / release.NODE_LOCK).write_bytes(lock)
+    with pytest.raises(FileNotFoundError, match="make wheelhouse"):
+        release.require_wheelhouse(lake_store, root, repo)
+    release.publish_wheelhouse(lake_store, root, lock, wheels)
+    assert release.require_wheelhouse(lake_store, root, repo) == release.wheelhouse_uri(root, lock)

@@ -233,6 +233,17 @@ def wheelhouse_published(lake_store: Any, root: str, lock: bytes) -> bool:
     return lake_store.read_or_none(wheelhouse_uri(root, lock) + WHEELHOUSE_MANIFEST) is not None
 
 
+def require_wheelhouse(lake_store: Any, root: str, repo_root: Path) -> str:
+    """Plan-time check (before any cluster): the wheelhouse of this repository's lock is in the lake,
+    else FileNotFoundError naming the commands. Returns its URI."""
+    lock = (repo_root / NODE_LOCK).read_bytes()
+    if not wheelhouse_published(lake_store, root, lock):
+        raise FileNotFoundError(
+            f"no node wheelhouse at {wheelhouse_uri(root, lock)}: the cluster cannot install its packages "
+            f"(no internet). Run `make wheelhouse` then `python -m fruits.release publish-wheelhouse --lake {root}`")
+    return wheelhouse_uri(root, lock)
+
+
 # ------------------------------------------------------------------------------------------ weights
 
 
