@@ -173,7 +173,8 @@ def _bootstrap_args(tmp_path: Path) -> list[str]:
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def test_script_installs_the_hash_locked_wheelhouse_without_any_index_with_retries_and_logs(node, tmp_path):

@@ -156,7 +156,8 @@ def test_the_driver_stays_on_on_demand_nodes_and_spot_losses_are_retried():
     label, which only the (never spot) core fleet and the primary carry unless spot falls back."""
     request = _request(ClusterSizing(core_count=1, task_count=4))
     yarn = next(c for c in request["Configurations"] if c["Classification"] == "yarn-site")["Properties"]
-    assert yarn == {"yarn.node-labels.enabled": "true", "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND"}
+    assert yarn == {"yarn.node-labels.enabled": "true",
+                    "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND"}
     assert _fleets(request)["CORE"]["TargetSpotCapacity"] == 0
     conf = _spark_defaults(request)
     assert conf["spark.decommission.enabled"] == "true"

@@ -334,8 +334,8 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
                 "ScriptBootstrapAction": {
                     "Path": code_uri + BOOTSTRAP_SCRIPT,
                     # The wheelhouse sits beside the code versions: code/wheelhouse/<lock digest>/<machine>/.
-                    "Args": [code_uri + SPARK_NODE_REQUIREMENTS, code_uri.rstrip("/").rsplit("/", 1)[0] + "/wheelhouse/",
-                             PYTHON_VERSION, PYTHON_ENV_DIR],
+                    "Args": [code_uri + SPARK_NODE_REQUIREMENTS,
+                             code_uri.rstrip("/").rsplit("/", 1)[0] + "/wheelhouse/", PYTHON_VERSION, PYTHON_ENV_DIR],
                 },
             }
         ],

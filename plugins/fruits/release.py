@@ -151,8 +151,8 @@ def resolve(requirements: Path, machine: str) -> dict[str, tuple[str, str, str]]
     resolved = {}
     for item in installs:
         url = item["download_info"]["url"]
-        resolved[item["metadata"]["name"].lower()] = (
-            item["metadata"]["version"], url.rsplit("/", 1)[1], item["download_info"]["archive_info"]["hashes"]["sha256"])
+        digest = item["download_info"]["archive_info"]["hashes"]["sha256"]
+        resolved[item["metadata"]["name"].lower()] = (item["metadata"]["version"], url.rsplit("/", 1)[1], digest)
     return resolved
 
 
