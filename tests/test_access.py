@@ -29,6 +29,7 @@ from moto.core.authorization import (
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "foundation.yaml"
 BUCKET = "fruits-lake-access-test"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+LANDING_ARN, LANDING_PREFIX = "arn:aws:s3:::fruits-landing-test", "incoming/"
 KEY_ARN = "arn:aws:kms:eu-west-3:123456789012:key/test"
 REGION = "eu-west-3"
 
@@ -45,7 +46,12 @@ def _resolve(node):
             name = node["Fn::GetAtt"][0]
             return {"LakeBucket": BUCKET_ARN, "LakeKey": KEY_ARN}.get(name, f"arn:aws:iam::123456789012:role/{name}")
         if "Fn::Sub" in node:
-            return node["Fn::Sub"].replace("${LakeBucket.Arn}", BUCKET_ARN)
+            return (node["Fn::Sub"].replace("${LakeBucket.Arn}", BUCKET_ARN)
+                    .replace("arn:${AWS::Partition}:s3:::${LandingBucket}", LANDING_ARN)
+                    .replace("${LandingPrefix}", LANDING_PREFIX))
+        if "Fn::If" in node:  # the conditions this test deploys with: a landing bucket is given
+            condition, if_true, if_false = node["Fn::If"]
+            return _resolve(if_true if condition == "HasLanding" else if_false)
         if "Ref" in node:
             return {"Prefix": "fruits", "AllowedRegions": ["eu-west-3"]}.get(node["Ref"], node["Ref"])
         return {k: _resolve(v) for k, v in node.items()}
@@ -75,7 +81,15 @@ def granted(documents: list[dict]) -> set[tuple[str, str]]:
             assert not [a for a in actions if "*" in a], f"wildcard S3 action in {statement.get('Sid')}"
             for resource in _as_list(statement["Resource"]):
                 for action in actions:
-                    if resource == BUCKET_ARN and action in access.LIST_ACTIONS:
+                    if resource == LANDING_ARN and action in access.LIST_ACTIONS:
+                        prefixes = statement["Condition"]["StringLike"]["s3:prefix"]
+                        assert prefixes == [LANDING_PREFIX + "*"], prefixes
+                        grants.add((action, access.LANDING))
+                    elif resource == LANDING_ARN:
+                        grants.add((action, access.LANDING_BUCKET))
+                    elif resource == f"{LANDING_ARN}/{LANDING_PREFIX}*":
+                        grants.add((action, access.LANDING))
+                    elif resource == BUCKET_ARN and action in access.LIST_ACTIONS:
                         prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", ["*"])
                         grants |= {(action, p.removesuffix("/*")) for p in _as_list(prefixes)}
                     elif resource == BUCKET_ARN:
@@ -106,7 +120,7 @@ def test_the_check_catches_the_node_role_that_cannot_read_its_quarantine(templat
 
 def test_the_matrix_names_only_lake_areas_and_the_nodes_never_write_photos_or_code():
     for name, actor in access.MATRIX.items():
-        assert set(actor.areas) <= set(lake.AREAS), name
+        assert set(actor.areas) <= {*lake.AREAS, access.LANDING}, name
     writes = {area for action, area in access.role_grants("node") if action in (access.PUT, access.DELETE)}
     assert writes == {"features", "quarantine", "pca", "logs"}
     assert (access.GET, "quarantine") in access.actor_grants("node:featurize")

@@ -149,6 +149,10 @@ def deployed(template):
                     # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
                     # is given, and would join a defaulted one's characters in the output.
                     {"ParameterKey": "AllowedRegions", "ParameterValue": "eu-west-3,eu-west-1"},
+                    # With a landing: moto leaves AWS::NoValue in a policy's statement list (the default,
+                    # landing-less policy is checked by cfn-lint and tests/test_access.py).
+                    {"ParameterKey": "LandingBucket", "ParameterValue": "fruits-landing-test"},
+                    {"ParameterKey": "LandingPrefix", "ParameterValue": "incoming/"},
                 ],
             )
         stack = cloudformation.describe_stacks(StackName=STACK)
@@ -260,3 +264,15 @@ def test_the_cluster_reaches_only_s3_through_a_gateway_endpoint_and_no_nat(templ
     assert endpoint["Properties"]["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
     kinds = {r["Type"] for r in template["Resources"].values()}
     assert not kinds & {"AWS::EC2::NatGateway", "AWS::EC2::InternetGateway", "AWS::EC2::EIP"}
+
+
+def test_the_deployed_airflow_policy_reaches_the_landing_prefix_only(deployed):
+    iam = boto3.client("iam", region_name=REGION)
+    (policy,) = [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == "fruits-airflow"]
+    document = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])
+    statements = document["PolicyVersion"]["Document"]
+    statements = (json.loads(statements) if isinstance(statements, str) else statements)["Statement"]
+    landing = {s["Sid"]: s for s in statements if "fruits-landing-test" in json.dumps(s.get("Resource"))}
+    assert landing["ReadAndClearTheLanding"]["Resource"] == "arn:aws:s3:::fruits-landing-test/incoming/*"
+    assert landing["ListTheLanding"]["Condition"] == {"StringLike": {"s3:prefix": ["incoming/*"]}}
+    assert set(landing) == {"GdprGuardReadsTheLandingSettings", "ListTheLanding", "ReadAndClearTheLanding"}

@@ -71,6 +71,9 @@ REPORTS = area_of(lake.reports_uri(_ROOT, _DAY))
 CODE = area_of(lake.code_uri(_ROOT, "v"))
 MODELS = area_of(lake.models_uri(_ROOT))
 LOGS = area_of(lake.logs_uri(_ROOT))
+# Outside the lake: the landing prefix (fruits_landing) the upload reads and clears, and its bucket.
+LANDING = "landing"
+LANDING_BUCKET = "<landing bucket>"
 # Areas that hold photos or rows derived from them (or name them): what erasure must reach.
 PERSONAL_AREAS = (RAW, INDEX, LOCKS, FEATURES, QUARANTINE, PCA, REPORTS, LOGS)
 
@@ -81,6 +84,7 @@ class Actor:
     why: str
     areas: Mapping[str, frozenset[str]]  # area -> actions (object actions and list actions)
     bucket: frozenset[str] = frozenset()  # bucket-level actions
+    landing_bucket: frozenset[str] = frozenset()  # bucket-level actions on the landing's bucket
 
 
 MATRIX: dict[str, Actor] = {
@@ -95,9 +99,11 @@ MATRIX: dict[str, Actor] = {
         PCA: WRITE_OUTPUT,
         LOGS: frozenset({PUT}),
     }, bucket=LOCATE),
-    "airflow:check_gdpr": Actor("airflow", "the GDPR guard reads the bucket's settings", {}, bucket=GUARD),
-    "airflow:upload": Actor("airflow", "writes bundles, manifests and the dedup index; deletes the "
-                            "bundles an interrupted upload left, every version", {
+    "airflow:check_gdpr": Actor("airflow", "the GDPR guard reads the lake's and the landing's bucket settings",
+                                {}, bucket=GUARD, landing_bucket=GUARD),
+    "airflow:upload": Actor("airflow", "reads and clears the landing; writes bundles, manifests and the "
+                            "dedup index; deletes the bundles an interrupted upload left, every version", {
+        LANDING: frozenset({GET, DELETE, LIST}),
         RAW: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
         INDEX: frozenset({GET, PUT, LIST}),
     }),
@@ -136,18 +142,19 @@ def role_grants(role: str) -> set[tuple[str, str]]:
         if actor.role == role:
             grants |= {(action, area) for area, actions in actor.areas.items() for action in actions}
             grants |= {(action, BUCKET) for action in actor.bucket}
+            grants |= {(action, LANDING_BUCKET) for action in actor.landing_bucket}
     return grants
 
 
 def actor_grants(name: str) -> set[tuple[str, str]]:
     actor = MATRIX[name]
     return ({(a, area) for area, actions in actor.areas.items() for a in actions}
-            | {(a, BUCKET) for a in actor.bucket})
+            | {(a, BUCKET) for a in actor.bucket} | {(a, LANDING_BUCKET) for a in actor.landing_bucket})
 
 
 def markdown_table() -> str:
     """The matrix for docs: one row per actor, one column per area."""
-    areas = [a for a in lake.AREAS]
+    areas = [LANDING, *lake.AREAS]
     short = {GET: "R", PUT: "W", DELETE: "D", LIST: "L", GET_VERSION: "Rv", DELETE_VERSION: "Dv",
              LIST_VERSIONS: "Lv", ABORT_UPLOAD: "", LIST_PARTS: ""}
     lines = ["| actor | " + " | ".join(areas) + " |", "|---" * (len(areas) + 1) + "|"]
