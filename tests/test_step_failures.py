@@ -181,3 +181,47 @@ def test_a_killed_task_cancels_its_active_step_on_the_worker_and_in_the_triggere
     with mock.patch.object(CancellingEmrStepTrigger, "hook", return_value=mock.Mock(conn=emr)):
         asyncio.run(trigger.on_kill())
     stubber.assert_no_pending_responses()
+
+
+def test_the_tail_of_a_large_compressible_log_is_exact_and_read_in_bounded_pieces(monkeypatch):
+    """A step's stderr can be hundreds of MiB of one repeated line: decompressed in bounded pieces (else one
+    1 MiB read of gzip expands to ~300 MiB at once), lines cut across pieces rejoined."""
+    import io
+
+    from fruits import step_failures
+
+    monkeypatch.setattr(step_failures, "CHUNK_BYTES", 4096)
+    text = b"".join(b"INFO the same line, again and again\n" for _ in range(200_000))
+    text += b"".join(f"last line {i}\n".encode() for i in range(5)) + b"no newline at the end"
+    sizes = []
+
+    class Body(io.BytesIO):
+        pass
+
+    class S3:
+        exceptions = type("E", (), {"NoSuchKey": KeyError})
+
+        def get_object(self, Bucket, Key):
+            return {"Body": Body(gzip.compress(text))}
+
+    original = step_failures.zlib.decompressobj
+
+    def watched(*args):
+        inner = original(*args)
+
+        class Watched:
+            def decompress(self, data, max_length=0):
+                out = inner.decompress(data, max_length)
+                sizes.append(len(out))
+                return out
+
+            @property
+            def unconsumed_tail(self):
+                return inner.unconsumed_tail
+
+        return Watched()
+
+    monkeypatch.setattr(step_failures.zlib, "decompressobj", watched)
+    tail = step_failures.tail_of_log(S3(), "s3://b/logs/emr/j-1/steps/s-1/stderr.gz", 6)
+    assert tail == [f"last line {i}" for i in range(5)] + ["no newline at the end"]
+    assert max(sizes) <= 4096 and sum(sizes) == len(text)

@@ -61,16 +61,26 @@ def tail_of_log(s3: Any, uri: str, lines: int = STDERR_TAIL_LINES) -> list[str] 
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     except s3.exceptions.NoSuchKey:
         return None
-    tail: deque[str] = deque(maxlen=lines)
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS) if key.endswith(".gz") else None
+    tail: deque[bytes] = deque(maxlen=lines)
     pending = b""
-    while chunk := body.read(CHUNK_BYTES):
-        data = decompressor.decompress(chunk) if decompressor else chunk
+
+    def take(data: bytes) -> None:
+        nonlocal pending
         *complete, pending = (pending + data).split(b"\n")
-        tail.extend(line.decode("utf-8", "replace") for line in complete)
+        tail.extend(complete)
+
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS) if key.endswith(".gz") else None
+    while chunk := body.read(CHUNK_BYTES):
+        if decompressor is None:
+            take(chunk)
+            continue
+        # Bounded output per call: a log line repeated a million times compresses several hundredfold.
+        while chunk:
+            take(decompressor.decompress(chunk, CHUNK_BYTES))
+            chunk = decompressor.unconsumed_tail
     if pending:
-        tail.append(pending.decode("utf-8", "replace"))
-    return list(tail)
+        tail.append(pending)
+    return [line.decode("utf-8", "replace") for line in tail]
 
 
 def explain_step(emr: Any, s3: Any, cluster_id: str, step_id: str, *, region: str,
