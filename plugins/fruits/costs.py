@@ -411,9 +411,10 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     reads) and per run (the batch manifest, the listings)."""
     objects = workload.objects
     if workload.one_object_per_photo:
-        featurize_reads = objects * GETS_PER_PHOTO_OBJECT
+        reads_per_object = GETS_PER_PHOTO_OBJECT
     else:
-        featurize_reads = objects * featurize_gets_per_bundle(workload.photos_per_object)
+        reads_per_object = featurize_gets_per_bundle(workload.photos_per_object)
+    featurize_reads = objects * reads_per_object
     # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
     # and the batch folder once (leftover bundles), featurize lists the batch folder once.
     folder_pages = list_pages(objects + 1)
@@ -422,8 +423,7 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     get = {"featurize_reads": featurize_reads, "upload_manifests": 1 + workload.earlier_batches,
            "landing_reads": workload.images if workload.landing_on_s3 else 0,
            # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
-           "catchup_reads": math.ceil(workload.catchup_images / workload.photos_per_object)
-           * featurize_gets_per_bundle(workload.photos_per_object),
+           "catchup_reads": math.ceil(workload.catchup_images / workload.photos_per_object) * reads_per_object,
            # A refit reads each merged batch's commit marker and its statistics file.
            "refit_stats_reads": 2 * workload.refit_batches}
     return {"put": put, "get": get}
@@ -559,8 +559,9 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
         plan = STORAGE_PLAN[prefix]
         days = resident_days(plan)
         gb = volume["bytes"] / 1e9
-        storage = gb * sum(classes[class_price_key(plan, age)] for age in range(days)) / DAYS_PER_MONTH
         moved = volume["large_objects"] if plan.transition_days is not None else 0
+        billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
+        storage = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
         transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0
         monitoring = 0.0
         if plan.storage_class == INTELLIGENT_TIERING and moved:
@@ -886,7 +887,7 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
         # requests differ (PUT and GET are billed per request, whatever the object's size).
         ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
          run_cost(sizing, bundled), run_cost(sizing, per_photo)),
-        ("spot core/task nodes", "the same nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
+        ("spot task nodes", "the same task nodes On-Demand (core nodes are On-Demand either way: they host the driver)", chosen, run_cost(replace(sizing, spot=False))),
         ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
         # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
         ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
