@@ -4,9 +4,11 @@ Stubber on responses in the API's real shape) and the CLI. No AWS call is made."
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,11 +148,13 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
     assert per_photo == {
         "put": {"upload_objects": 1_000_000, "upload_manifest": 1, "upload_listings": 1 + 1001, "featurize_listing": 1001,
                 "landing_listing": 0},
-        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0, "catchup_reads": 0, "refit_stats_reads": 0}}
+        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0,
+                "catchup_reads": 0, "refit_stats_reads": 0}}
     assert bundled == {
         "put": {"upload_objects": 1000, "upload_manifest": 1, "upload_listings": 1 + 2, "featurize_listing": 2,
                 "landing_listing": 0},
-        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0, "catchup_reads": 0, "refit_stats_reads": 0}}
+        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0,
+                "catchup_reads": 0, "refit_stats_reads": 0}}
     per_photo_usd = costs.s3_costs(workload(images_per_object=1), PARIS, prices)
     bundled_usd = costs.s3_costs(workload(), PARIS, prices)
     assert per_photo_usd["s3_requests"] == pytest.approx(1_002_004 * put + 2_000_366 * get)
@@ -214,7 +218,8 @@ def test_estimate_bills_every_instance_of_the_sizing_for_the_wall_time(prices):
     assert est["cost"]["components_usd"]["emr"] == pytest.approx(expected_emr, rel=1e-4)
     assert [(i["role"], i["count"], i["market"]) for i in est["instances"]] == [
         ("MASTER", 1, "ON_DEMAND"), ("CORE", 2, "ON_DEMAND"), ("TASK", 3, "SPOT")]
-    on_demand = costs.estimate_emr(workload(), ClusterSizing(core_count=2, task_count=3, spot=False), region=PARIS, prices=prices)
+    all_on_demand = ClusterSizing(core_count=2, task_count=3, spot=False)
+    on_demand = costs.estimate_emr(workload(), all_on_demand, region=PARIS, prices=prices)
     assert [i["market"] for i in on_demand["instances"]] == ["ON_DEMAND"] * 3
 
 
@@ -271,7 +276,8 @@ def test_the_processing_target_is_met_only_with_photos_in_bundles(prices):
     # One object per photo: its S3 requests alone are over the target, whatever the cluster does; and its
     # 4.5 KB objects cannot go to Glacier IR, so their whole stay costs more too.
     assert per_photo["s3_requests"] > costs.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
-    assert per_photo["compute"] == bundled_default["compute"] and per_photo["s3_storage"] > bundled_default["s3_storage"]
+    assert per_photo["compute"] == bundled_default["compute"]
+    assert per_photo["s3_storage"] > bundled_default["s3_storage"]
 
 
 def test_compare_prints_the_target_and_each_cases_verdict(capsys):
@@ -495,3 +501,273 @@ def test_cost_module_runs_as_a_command():
     refused = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
                              capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert refused.returncode != 0 and "eu-west-2" in refused.stderr
+
+
+# --- the bill of a year (issue 11) ---------------------------------------------------------------------
+
+TEMPLATE_PATH = REPO_ROOT / "infra" / "foundation.yaml"
+
+
+def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path):
+    committed = json.loads(costs.PCA_THROUGHPUT_FILE.read_text())
+    for key in ("stats_rows_per_second_per_vcpu", "project_rows_per_second_per_vcpu",
+                "numpy_gram_rows_per_second_per_vcpu", "measured_at", "machine"):
+        assert key in committed, key
+    result = tmp_path / "pca_throughput.json"
+    result.write_text(json.dumps({"stats_rows_per_second_per_vcpu": 1234.0, "project_rows_per_second_per_vcpu": 5678.0,
+                                  "measured_at": "2026-12-01T00:00:00Z", "machine": "m", "source": "provisional"}))
+    stats, project, source = costs.default_pca_rates(result)
+    assert (stats, project) == (1234.0, 5678.0) and "provisional" in source and "2026-12-01" in source
+    with pytest.raises(FileNotFoundError, match="PCA benchmark"):
+        costs.default_pca_rates(tmp_path / "absent.json")
+    # A workload without rates takes the committed file's; the old fixed 250 rows/s is gone.
+    w = workload()
+    assert w.pca_stats_rows_per_s_per_vcpu == committed["stats_rows_per_second_per_vcpu"]
+    assert w.pca_project_rows_per_s_per_vcpu == committed["project_rows_per_second_per_vcpu"]
+    assert not hasattr(w, "pca_rows_per_s_per_vcpu")
+
+
+def test_the_pca_step_costs_tonights_rows_over_each_rate_and_a_refit_merges_statistics_only(prices):
+    w = workload(pca_stats_rows_per_s_per_vcpu=1000.0, pca_project_rows_per_s_per_vcpu=4000.0)
+    step = costs.Overheads().step_s
+    seconds = costs.job_seconds(w, 16, costs.Overheads())
+    assert seconds["pca_s"] == pytest.approx(1e6 / 16 / 1000 + 1e6 / 16 / 4000 + step)
+    # A refit of the 365 retained batches reads their statistics (365 x 13.1 MB), never their features.
+    refit = costs.job_seconds(replace(w, refit_batches=365), 16, costs.Overheads())
+    assert refit["pca_s"] - seconds["pca_s"] == pytest.approx(
+        365 * 8 * (1 + 1280 + 1280 ** 2) / costs.STATS_READ_BYTES_PER_S + costs.EIGEN_SECONDS)
+    assert refit["featurize_s"] == seconds["featurize_s"] and "reexpress_s" not in refit
+    # Re-expression: only on the nights a basis is fitted, its own line, projection rate only.
+    again = costs.job_seconds(replace(w, reexpress_rows=2_000_000), 16, costs.Overheads())
+    assert again["reexpress_s"] == pytest.approx(2e6 / 16 / 4000 + step)
+    assert costs.s3_requests(replace(w, refit_batches=365))["get"]["refit_stats_reads"] == 730
+
+
+def test_night_365_costs_what_night_1_does(prices):
+    w = workload(throughput=MEASURED_PER_VCPU)
+    per_night = {n: costs.estimate_emr(costs.night_workload(w, n), ClusterSizing(), region=PARIS, prices=prices)
+                 for n in (1, 30, 365, 1000)}
+    first, last = per_night[1]["processing_usd_per_million"], per_night[365]["processing_usd_per_million"]
+    assert abs(last / first - 1) <= costs.TARGET_NIGHT_DRIFT and last <= costs.TARGET_PROCESSING_USD_PER_MILLION
+    for n, est in per_night.items():
+        assert est["rows"]["pca_read"] == 1_000_000, n  # tonight's batch only, whatever the history
+    # Night 1 fits the first basis from its own statistics; the upload reads the retained batches' manifests only.
+    assert per_night[1]["rows"]["refit_batches_merged"] == 1 and per_night[365]["rows"]["refit_batches_merged"] == 0
+    assert per_night[1000]["s3"]["requests"]["get"]["upload_manifests"] == costs.RETENTION_DAYS
+    assert per_night[1000]["processing_usd_per_million"] == per_night[365]["processing_usd_per_million"]
+    # A refit on night 365 merges 365 batches' statistics: it still costs the same to a few %.
+    refit = costs.estimate_emr(costs.night_workload(w, 365, refit=True), ClusterSizing(), region=PARIS, prices=prices)
+    assert refit["rows"]["refit_batches_merged"] == 365
+    assert last < refit["processing_usd_per_million"] < 1.05 * last
+
+
+def test_processing_grows_with_the_work_and_the_month_with_photos_and_their_size(prices):
+    def processing(**extra):
+        priced = workload(throughput=MEASURED_PER_VCPU, **extra)
+        est = costs.estimate_emr(priced, ClusterSizing(), region=PARIS, prices=prices)
+        return sum(v for k, v in est["cost"]["components_usd"].items() if k != "s3_storage")
+
+    base = processing()
+    assert base < processing(reexpress_rows=10_000_000) < processing(reexpress_rows=100_000_000)
+    assert base < processing(catchup_images=500_000) < processing(images=2_000_000, catchup_images=500_000)
+    assert base < processing(refit_batches=30) < processing(refit_batches=365)
+
+    def month(**extra) -> float:
+        return costs.steady_state_month(workload(throughput=MEASURED_PER_VCPU, **extra), ClusterSizing(), region=PARIS,
+                                        prices=prices)["monthly_usd"]
+
+    assert month(images=10_000) < month(images=100_000) < month(images=1_000_000) < month(images=2_000_000)
+    assert month() < month(mean_image_bytes=45_000) < month(mean_image_bytes=3e6)
+    assert month() < month(csv_bytes=5000) and month() < month(feature_bytes=7000)
+
+
+def _price_per_gb_day_sum(prices, plan: costs.AreaPlan) -> float:
+    """Sum over the days an object is billed of its class's GB-month price, written out for the test."""
+    classes = prices.region(PARIS)["s3_classes_gb_month"]
+    days = plan.expiration_days + costs.NONCURRENT_GRACE_DAYS
+    if plan.storage_class == costs.GLACIER_IR:
+        return plan.transition_days * classes["STANDARD"] + (days - plan.transition_days) * classes["GLACIER_IR"]
+    if plan.storage_class == costs.INTELLIGENT_TIERING:
+        t = plan.transition_days
+        return (t + 30) * classes["STANDARD"] + 60 * classes["INTELLIGENT_TIERING_INFREQUENT"] + \
+            (days - t - 90) * classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+    return days * classes["STANDARD"]
+
+
+def test_steady_state_month_arithmetic(prices):
+    w = workload(throughput=MEASURED_PER_VCPU)
+    month = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
+    parts = month["components_usd"]
+    assert month["monthly_usd"] == pytest.approx(sum(parts.values()), abs=0.01)
+    # Processing: every night of the month at retention full, storage excluded.
+    night = costs.estimate_emr(costs.night_workload(w, 365), ClusterSizing(), region=PARIS, prices=prices)
+    night_usd = sum(v for k, v in night["cost"]["components_usd"].items() if k != "s3_storage")
+    assert parts["processing"] == pytest.approx(night_usd * 365 / 12, rel=1e-3)
+    entry = prices.region(PARIS)
+    # raw/: 4.53 GB a night, 395 nights held: 7 days Standard then Glacier IR, + the bundles' transitions.
+    raw_gb = 1e6 * 4530 / 1e9
+    expected_raw = raw_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["raw/"]) \
+        + 1000 / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
+    assert parts["storage raw/"] == pytest.approx(expected_raw, rel=1e-3)
+    assert month["storage_gb"]["raw/"] == pytest.approx(raw_gb * 395, rel=1e-3)
+    # features/: Intelligent-Tiering from day 0, 3.5 GB a night in 64 MB parts (55 objects monitored).
+    features_gb = 1e6 * 3500 / 1e9
+    parts_per_night = math.ceil(features_gb * 1e9 / costs.OUTPUT_OBJECT_BYTES)
+    expected_features = features_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["features/"]) \
+        + parts_per_night * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] \
+        + parts_per_night / 1000 * entry["s3_transition_per_1000"]["INTELLIGENT_TIERING"] * 365 / 12
+    assert parts["storage features/"] == pytest.approx(expected_features, rel=1e-3)
+    # Fixed costs: the key, the Airflow host all month, the free gateway endpoint.
+    assert parts["fixed kms_key"] == entry["kms_key_month"]
+    assert parts["fixed airflow_host"] == pytest.approx(730 * entry["airflow_host_hourly"]["t4g.medium"]
+                                                       + 30 * entry["ebs_gp3_gb_month"], rel=1e-4)
+    assert parts["fixed network_path"] == 0
+
+
+def test_the_fixed_costs_are_listed_and_the_nat_gateway_is_priced(prices):
+    gateway = costs.steady_state_month(workload(), ClusterSizing(), region=PARIS, prices=prices)
+    nat = costs.steady_state_month(workload(), ClusterSizing(), region=PARIS, prices=prices, network="nat-gateway")
+    assert {"fixed kms_key", "fixed airflow_host", "fixed network_path"} <= set(gateway["components_usd"])
+    assert nat["components_usd"]["fixed network_path"] >= 730 * prices.region(PARIS)["nat_gateway_hourly"] > 0
+    assert nat["monthly_usd"] > gateway["monthly_usd"]
+    text = " ".join(gateway["assumptions"])
+    for named in ("KMS", "Airflow host: one t4g.medium", "s3-gateway-endpoint", "365 nights retained", "noncurrent"):
+        assert named in text, named
+    with pytest.raises(ValueError, match="network path"):
+        costs.fixed_monthly(PARIS, prices, network="vpn")
+    with pytest.raises(ValueError, match="Airflow host"):
+        costs.fixed_monthly(PARIS, prices, airflow_host="x1e.32xlarge")
+
+
+def test_storage_classes_per_area_follow_what_reads_them(prices):
+    plan = costs.STORAGE_PLAN
+    assert (plan["raw/"].storage_class, plan["raw/"].transition_days) == (costs.GLACIER_IR, 7)
+    assert plan["features/"].storage_class == plan["pca/"].storage_class == costs.INTELLIGENT_TIERING
+    for prefix in ("quarantine/", "index/", "logs/"):
+        assert plan[prefix].storage_class == costs.STANDARD and plan[prefix].transition_days is None
+    raw = plan["raw/"]
+    assert [costs.class_price_key(raw, age) for age in (0, 6, 7, 394)] == [
+        "STANDARD", "STANDARD", "GLACIER_IR", "GLACIER_IR"]
+    tiered = plan["features/"]
+    assert [costs.class_price_key(tiered, age) for age in (0, 29, 30, 89, 90)] == [
+        "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_INFREQUENT",
+        "INTELLIGENT_TIERING_INFREQUENT", "INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+    # Per photo, a Fruits-360 photo in a bundle goes to Glacier IR; alone (4.5 KB) it stays Standard.
+    bundled = costs.batch_storage(workload(), PARIS, prices)["raw/"]
+    alone = costs.batch_storage(workload(images_per_object=1), PARIS, prices)["raw/"]
+    assert bundled["storage_class"] == costs.GLACIER_IR and alone["storage_class"] == costs.STANDARD
+    assert alone["usd"] > 3 * bundled["usd"]
+
+
+def _lifecycle_rules() -> dict:
+    from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
+
+    template = load_cfn_yaml(TEMPLATE_PATH.read_text())
+    return template, template["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+
+def test_the_templates_lifecycle_is_the_models_storage_plan():
+    _template, rules = _lifecycle_rules()
+    transitions = {r["Prefix"]: r for r in rules if "Transitions" in r}
+    planned = {p: a for p, a in costs.STORAGE_PLAN.items() if a.transition_days is not None}
+    assert set(transitions) == set(planned)
+    for prefix, area in planned.items():
+        rule = transitions[prefix]
+        assert rule["Status"] == "Enabled"
+        assert int(rule["ObjectSizeGreaterThan"]) == costs.MIN_TRANSITION_BYTES
+        assert [(t["StorageClass"], int(t["TransitionInDays"])) for t in rule["Transitions"]] == [
+            (area.storage_class, area.transition_days)], prefix
+    # An area the model keeps Standard has no transition in the template.
+    assert not {p for p, a in costs.STORAGE_PLAN.items() if a.transition_days is None} & set(transitions)
+
+
+def test_retention_no_derived_row_outlives_its_photo_by_more_than_the_grace():
+    template, rules = _lifecycle_rules()
+    parameters = template["Parameters"]
+    assert int(parameters["ImageRetentionDays"]["Default"]) == costs.RETENTION_DAYS
+    assert int(parameters["LogRetentionDays"]["Default"]) == costs.LOG_RETENTION_DAYS
+    assert int(parameters["NoncurrentVersionExpiryDays"]["Default"]) == costs.NONCURRENT_GRACE_DAYS
+    expirations = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
+    photo_days = costs.resident_days(costs.STORAGE_PLAN["raw/"])
+    for prefix in ("raw/", "features/", "quarantine/", "pca/"):
+        # Each derived area expires with the photos (the same parameter) and is billed as long as they are.
+        assert expirations[prefix] == {"Ref": "ImageRetentionDays"}, prefix
+        assert costs.STORAGE_PLAN[prefix].expiration_days == costs.RETENTION_DAYS
+        assert costs.resident_days(costs.STORAGE_PLAN[prefix]) - photo_days == 0
+        assert costs.resident_days(costs.STORAGE_PLAN[prefix]) - costs.RETENTION_DAYS == costs.NONCURRENT_GRACE_DAYS
+    assert expirations["logs/"] == {"Ref": "LogRetentionDays"}
+    # The grace is the noncurrent-version purge, applied to every prefix.
+    purge = next(r for r in rules if "NoncurrentVersionExpiration" in r)
+    assert "Prefix" not in purge
+    assert purge["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionExpiryDays"}
+
+
+def test_the_bill_of_a_year_meets_issue_11s_targets_at_fruits_360_size(prices):
+    bill = costs.year_bill(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices)
+    assert [r["night"] for r in bill["nights"]] == [1, 30, 365, "365, new basis"]
+    assert set(bill["months"]) == {"10000", "100000", "1000000"}
+    assert [t["verdict"] for t in bill["targets"]] == ["met", "met", "met"]
+    assert bill["targets"][2]["value"] == bill["months"]["1000000"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    # A new basis re-expresses the 364 retained batches: that night costs more, and says so.
+    new_basis = bill["nights"][-1]
+    assert new_basis["reexpressed_rows"] == 364_000_000 and new_basis["refit_batches_merged"] == 365
+    assert new_basis["processing_usd_per_million"] > bill["nights"][2]["processing_usd_per_million"]
+    # Phone photos (3 MB): storage dominates and the month target is honestly NOT MET.
+    phone_photos = workload(throughput=MEASURED_PER_VCPU, mean_image_bytes=3e6)
+    phones = costs.year_bill(phone_photos, ClusterSizing(), region=PARIS, prices=prices, volumes=(1_000_000,))
+    assert phones["targets"][2]["verdict"] == "NOT MET"
+
+
+def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(prices):
+    sizing = ClusterSizing()
+    plain = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=100_000, landing_on_s3=False, prices=prices)
+    caught_up = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=150_000, catchup_images=50_000,
+                                       prices=prices)
+    assert caught_up["rows"] == {"featurized": 150_000, "pca_read": 150_000, "reexpressed": 0,
+                                 "refit_batches_merged": 0}
+    assert caught_up["seconds"]["featurize_s"] > plain["seconds"]["featurize_s"]
+    new_basis = costs.estimate_for_run(100_000, sizing, region=PARIS, reexpress_rows=3_000_000, refit_batches=30,
+                                       prices=prices)
+    assert new_basis["seconds"]["reexpress_s"] > 0 and new_basis["rows"]["refit_batches_merged"] == 30
+    assert new_basis["cost"]["total_usd"] > plain["cost"]["total_usd"]
+    assert plain["processing_usd_per_million"] > 0 and "storage class" in plain["storage_basis"]
+
+
+def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices):
+    assert costs.main(["estimate", "--images", "1000000", "--night", "365", "--throughput-per-vcpu",
+                       str(MEASURED_PER_VCPU), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["night"] == 365 and out["processing_usd_per_million"] <= costs.TARGET_PROCESSING_USD_PER_MILLION
+    assert out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    assert out["s3"]["requests"]["get"]["upload_manifests"] == 365
+    assert costs.main(["estimate", "--images", "1000000", "--mean-image-bytes", "3000000", "--json",
+                       "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    phones = json.loads(capsys.readouterr().out)
+    assert phones["monthly_usd_steady_state"] > 10 * out["monthly_usd_steady_state"]
+    assert phones["s3"]["photos_per_object"] < 1000  # the 128 MiB bundle limit comes first
+
+
+def test_help_describes_every_subcommand_and_option(capsys):
+    for command in ("estimate", "bill", "compare"):
+        with pytest.raises(SystemExit):
+            costs.main([command, "--help"])
+        text = capsys.readouterr().out
+        for option in ("--images", "--night", "--mean-image-bytes", "--reexpress-rows", "--refit", "--catchup-images",
+                       "--network", "--airflow-host", "--core", "--task", "--on-demand", "--storage-months"):
+            assert option in text, (command, option)
+    with pytest.raises(SystemExit):
+        costs.main(["--help"])
+    top = capsys.readouterr().out
+    assert all(name in top for name in ("estimate", "bill", "compare", "refresh"))
+
+
+def test_make_cost_prints_the_bill_of_a_year_then_the_comparisons(capsys):
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncost:", 1)[1].split("\n\n", 1)[0]
+    assert "fruits.costs bill" in recipe and "fruits.costs compare" in recipe
+    assert costs.main(["bill", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("| 1 |") for line in lines) and any(line.startswith("| 365 |") for line in lines)
+    assert "| USD a month | 10,000 photos a night | 100,000 photos a night | 1,000,000 photos a night |" in out
+    assert sum(line.endswith("| met |") for line in lines) == 3

@@ -281,7 +281,8 @@ def default_pca_rates(path: Path = PCA_THROUGHPUT_FILE) -> tuple[float, float, s
         raise FileNotFoundError(f"{path} is missing: run the PCA benchmark (benchmarks/) or pass the PCA rates")
     result = json.loads(path.read_text())
     name = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-    source = f"{result.get('source', 'measured')}: {name} ({result.get('machine', '?')}, {result.get('measured_at', '?')})"
+    where = f"{result.get('machine', '?')}, {result.get('measured_at', '?')}"
+    source = f"{result.get('source', 'measured')}: {name} ({where})"
     return float(result["stats_rows_per_second_per_vcpu"]), float(result["project_rows_per_second_per_vcpu"]), source
 
 
@@ -499,8 +500,9 @@ STORAGE_PLAN = {
                      "featurize reads a night's bundles that night, a catch-up within days; after a week only "
                      "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)"),
     "features/": AreaPlan("features/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
-                          "the PCA reads a batch the night it is written; later only a re-expression (every retained "
-                          "batch, the nights a basis is fitted) or an erasure: rare whole-area reads, no retrieval fee"),
+                          "the PCA reads a batch the night it is written; later only a re-expression (every "
+                          "retained batch, the nights a basis is fitted) or an erasure: rare whole-area reads, "
+                          "no retrieval fee"),
     "pca/": AreaPlan("pca/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
                      "statistics read by refits, the current basis every night (under 128 KiB: stays Standard), "
                      "reduced Parquet and CSVs by analysts at any time: tiers follow the reads, no retrieval fee"),
@@ -538,7 +540,8 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
 
     return {
         "raw/": {"bytes": images * workload.mean_image_bytes,
-                 "large_objects": math.ceil(images / workload.photos_per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0},
+                 "large_objects": (math.ceil(images / workload.photos_per_object)
+                                   if bundle_bytes >= MIN_TRANSITION_BYTES else 0)},
         "features/": {"bytes": features, "large_objects": parts(features)},
         "pca/": {"bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
                  "large_objects": parts(reduced) + parts(csv_bytes) + 1},
@@ -566,7 +569,8 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
         monitoring = 0.0
         if plan.storage_class == INTELLIGENT_TIERING and moved:
             months_in_tiering = (days - plan.transition_days) / DAYS_PER_MONTH
-            monitoring = moved / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] * months_in_tiering
+            per_object_month = entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] / 1000
+            monitoring = moved * per_object_month * months_in_tiering
         result[prefix] = {"gb": round(gb, 6), "storage_class": plan.storage_class if moved else STANDARD,
                           "transition_days": plan.transition_days if moved else None, "resident_days": days,
                           "usd": storage + transitions + monitoring}
@@ -631,23 +635,24 @@ def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str
         "monthly_usd": round(total, 2),
         "monthly_eur": round(total * prices.eur_per_usd, 2),
         "components_usd": {k: round(v, 4) for k, v in parts.items()},
-        "storage_gb": {prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1) for prefix, area in areas.items()},
+        "storage_gb": {prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1)
+                       for prefix, area in areas.items()},
         "storage_classes": {prefix: {"class": area["storage_class"], "after_days": area["transition_days"],
                                      "resident_days": area["resident_days"], "read_by": STORAGE_PLAN[prefix].read_by}
                             for prefix, area in areas.items()},
         "assumptions": [
-            f"{DAYS_PER_MONTH:.2f} nights a month, one batch a night, each night {workload.images:,} photos of "
-            f"{workload.mean_image_bytes:,.0f} bytes",
-            f"retention full: {RETENTION_DAYS} nights retained (logs {LOG_RETENTION_DAYS}), each object billed "
-            f"{NONCURRENT_GRACE_DAYS} more days as a noncurrent version",
+            (f"{DAYS_PER_MONTH:.2f} nights a month, one batch a night, each night {workload.images:,} photos of "
+             f"{workload.mean_image_bytes:,.0f} bytes"),
+            (f"retention full: {RETENTION_DAYS} nights retained (logs {LOG_RETENTION_DAYS}), each object billed "
+             f"{NONCURRENT_GRACE_DAYS} more days as a noncurrent version"),
             "nightly PCA reads only the new batch (statistics + projection); "
             + ("one refit/re-expression night in the month" if extra_usd else "no refit or re-expression this month"),
-            f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
-            f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts",
-            f"per photo: features {workload.feature_bytes:,.0f} B, reduced Parquet {workload.reduced_bytes:,.0f} B, "
-            f"CSV {workload.csv_bytes:,.0f} B, index {INDEX_BYTES_PER_PHOTO:,.0f} B; statistics "
-            f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run",
-            f"KMS: one customer-managed key; its requests are few with S3 Bucket Keys (not counted)",
+            (f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
+             f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"),
+            (f"per photo: features {workload.feature_bytes:,.0f} B, reduced Parquet {workload.reduced_bytes:,.0f} B, "
+             f"CSV {workload.csv_bytes:,.0f} B, index {INDEX_BYTES_PER_PHOTO:,.0f} B; statistics "
+             f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run"),
+            "KMS: one customer-managed key; its requests are few with S3 Bucket Keys (not counted)",
             f"Airflow host: one {airflow_host} On-Demand {HOURS_PER_MONTH:.0f} h + {AIRFLOW_HOST_EBS_GIB} GiB gp3",
             f"network path: {network}"
             + (" (free)" if network == "s3-gateway-endpoint" else
@@ -669,11 +674,12 @@ def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[st
     featurize = workload.featurized_images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
     # Statistics and projection: one pass each over tonight's rows; a refit adds the merge of stored statistics.
     rows = workload.pca_row_count
-    pca = (rows / (workload.pca_stats_rows_per_s_per_vcpu * vcpus) + rows / (workload.pca_project_rows_per_s_per_vcpu * vcpus)
-           + overheads.step_s + refit_seconds(workload.refit_batches))
+    stats_rate = workload.pca_stats_rows_per_s_per_vcpu * vcpus
+    project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
+    pca = rows / stats_rate + rows / project_rate + overheads.step_s + refit_seconds(workload.refit_batches)
     seconds = {"featurize_s": featurize, "pca_s": pca}
     if workload.reexpress_rows:
-        seconds["reexpress_s"] = workload.reexpress_rows / (workload.pca_project_rows_per_s_per_vcpu * vcpus) + overheads.step_s
+        seconds["reexpress_s"] = workload.reexpress_rows / project_rate + overheads.step_s
     return seconds
 
 
@@ -726,7 +732,8 @@ def estimate_emr(
         "throughput_source": workload.throughput_source,
         "executor_vcpus": vcpus,
         "instances": [asdict(i) for i in instances if i.count],
-        "spot_price": prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot and sizing.task_count else None,
+        "spot_price": (prices.spot_price_source(region, sizing.worker_types[0])
+                       if sizing.spot and sizing.task_count else None),
         "pca_rates": {"stats_rows_per_s_per_vcpu": workload.pca_stats_rows_per_s_per_vcpu,
                       "project_rows_per_s_per_vcpu": workload.pca_project_rows_per_s_per_vcpu,
                       "source": workload.pca_rate_source},
@@ -887,7 +894,8 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
         # requests differ (PUT and GET are billed per request, whatever the object's size).
         ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
          run_cost(sizing, bundled), run_cost(sizing, per_photo)),
-        ("spot task nodes", "the same task nodes On-Demand (core nodes are On-Demand either way: they host the driver)", chosen, run_cost(replace(sizing, spot=False))),
+        # The core nodes host the driver: On-Demand either way; only the task nodes' market is a choice.
+        ("spot task nodes", "the same task nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
         ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
         # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
         ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
@@ -951,7 +959,8 @@ def year_bill(workload: Workload, sizing: ClusterSizing, *, region: str, prices:
                            prices=prices, overheads=overheads)
         return {"night": n, "processing_usd_per_million": est["processing_usd_per_million"],
                 "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "pca_rows_read": est["rows"]["pca_read"],
-                "refit_batches_merged": est["rows"]["refit_batches_merged"], "reexpressed_rows": est["rows"]["reexpressed"]}
+                "refit_batches_merged": est["rows"]["refit_batches_merged"],
+                "reexpressed_rows": est["rows"]["reexpressed"]}
 
     rows = [night(n) for n in nights]
     retained = workload.images * (RETENTION_DAYS - 1)
@@ -1224,8 +1233,8 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
     sized = right_sizing(workload, sizing, region=region, prices=prices)
     cheapest = min(sized, key=lambda r: r["total_usd"])["workers"]
     out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
-           f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
-           f"million; storage: {storage_basis(workload)})",
+           (f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
+            f"million; storage: {storage_basis(workload)})"),
            markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "storage", "processing", "all-in", "target"],
                           [tuple(r.values()) for r in target_table(workload, sizing, region=region, prices=prices,
                                                                    cheapest_workers=cheapest)]),
@@ -1246,8 +1255,8 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
 
 def render_year(bill: dict[str, Any]) -> str:
     """`make cost`'s first half: night 1 beside night 365, the monthly bills, the targets."""
-    nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read", "statistics merged",
-                             "rows re-expressed"], [tuple(r.values()) for r in bill["nights"]])
+    nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read",
+                             "statistics merged", "rows re-expressed"], [tuple(r.values()) for r in bill["nights"]])
     volumes = list(bill["months"])
     names = list(bill["months"][volumes[-1]]["components_usd"])
     months = markdown_table(["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
@@ -1255,10 +1264,12 @@ def render_year(bill: dict[str, Any]) -> str:
                             + [("**total**", *(bill["months"][v]["monthly_usd"] for v in volumes))])
     plan = bill["months"][volumes[-1]]["storage_classes"]
     classes = markdown_table(["area", "class (objects >= 128 KiB)", "after days", "billed days", "read by"],
-                             [(a, c["class"], c["after_days"], c["resident_days"], c["read_by"]) for a, c in plan.items()])
+                             [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"])
+                              for area, c in plan.items()])
     targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
     assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
-    return "\n".join([f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})", nights,
+    title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
+    return "\n".join([title, nights,
                       "", "### The steady-state month (retention full)", months, "", "### Storage classes", classes, "",
                       "### Targets", targets, "", "Assumptions:", assumptions])
 
@@ -1272,22 +1283,23 @@ def main(argv: list[str] | None = None) -> int:
                "refresh: the prices file from AWS.")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"estimate": "one night's run: wall time, USD and EUR by component; --json adds the steady-state month",
-             "bill": "the bill of a year: processing per night (1, 30, 365), the monthly bill at 10k/100k/1M a night, targets",
+             "bill": "the bill of a year: processing per night (1, 30, 365), the monthly bill at 10k/100k/1M "
+                     "photos a night, issue 11's targets",
              "compare": "the optimizations chosen, right-sizing and the alternatives (EMR Serverless, one instance)"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--images", type=int, required=name != "bill", default=1_000_000,
                        help="photos a night (bill: default 1,000,000)")
         p.add_argument("--night", type=int, default=1,
-                       help="the Nth consecutive night of --images photos a night (upload manifests read, refit window)")
+                       help="the Nth consecutive night of --images photos a night (manifests read, refit window)")
         p.add_argument("--refit", action="store_true",
-                       help="tonight fits a new basis from the stored statistics of the retained batches (min(night, 365))")
+                       help="tonight fits a new basis from the stored statistics of min(night, 365) batches")
         p.add_argument("--reexpress-rows", type=int, default=0,
                        help="rows of retained batches projected again on a new basis tonight (default 0: no new basis)")
         p.add_argument("--catchup-images", type=int, default=0,
                        help="photos of earlier nights without committed features featurized by this run too")
         p.add_argument("--mean-image-bytes", type=float, default=Workload.mean_image_bytes,
-                       help="mean photo size: drives the raw area and the bundle size (Fruits-360: 4,530; a phone: ~3e6)")
+                       help="mean photo size in bytes: drives raw/ and the bundles (Fruits-360: 4,530; a phone: ~3e6)")
         p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
         p.add_argument("--reduced-bytes", type=float, default=Workload.reduced_bytes,
                        help="reduced Parquet per photo (per-batch PCA output)")
@@ -1297,7 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
         p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"))
         p.add_argument("--core", type=int, default=ClusterSizing.core_count, help="core nodes (always On-Demand)")
-        p.add_argument("--task", type=int, default=ClusterSizing.task_count, help="task nodes (spot unless --on-demand)")
+        p.add_argument("--task", type=int, default=ClusterSizing.task_count,
+                       help="task nodes (spot unless --on-demand)")
         p.add_argument("--on-demand", action="store_true", help="task nodes On-Demand instead of spot")
         p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS)
         p.add_argument("--pca-rows", type=int, default=None,
