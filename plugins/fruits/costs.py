@@ -231,6 +231,11 @@ class Workload:
         return self.images_per_object or bundle_photos(self.mean_image_bytes)
 
     @property
+    def layout_photos_per_object(self) -> int:
+        """Photos per object of the layout (for batches whose object count is not known, e.g. caught-up ones)."""
+        return self.images_per_object or bundle_photos(self.mean_image_bytes)
+
+    @property
     def objects(self) -> int:
         if self.objects_in_batch is not None:
             return self.objects_in_batch
@@ -424,7 +429,7 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     get = {"featurize_reads": featurize_reads, "upload_manifests": 1 + workload.earlier_batches,
            "landing_reads": workload.images if workload.landing_on_s3 else 0,
            # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
-           "catchup_reads": math.ceil(workload.catchup_images / workload.photos_per_object) * reads_per_object,
+           "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
            # A refit reads each merged batch's commit marker and its statistics file.
            "refit_stats_reads": 2 * workload.refit_batches}
     return {"put": put, "get": get}
@@ -530,7 +535,8 @@ def resident_days(plan: AreaPlan) -> int:
 def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     """Bytes and objects of 128 KiB or more one night adds to each area."""
     images = workload.featurized_images
-    bundle_bytes = workload.photos_per_object * workload.mean_image_bytes
+    per_object = workload.layout_photos_per_object
+    bundle_bytes = per_object * workload.mean_image_bytes
     features = images * workload.feature_bytes
     reduced = images * workload.reduced_bytes
     csv_bytes = images * workload.csv_bytes
@@ -540,7 +546,7 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
 
     return {
         "raw/": {"bytes": images * workload.mean_image_bytes,
-                 "large_objects": (math.ceil(images / workload.photos_per_object)
+                 "large_objects": (math.ceil(images / per_object)
                                    if bundle_bytes >= MIN_TRANSITION_BYTES else 0)},
         "features/": {"bytes": features, "large_objects": parts(features)},
         "pca/": {"bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
