@@ -3,6 +3,7 @@ Stubber on responses in the API's real shape) and the CLI. No AWS call is made."
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -759,6 +760,12 @@ def test_help_describes_every_subcommand_and_option(capsys):
         costs.main(["--help"])
     top = capsys.readouterr().out
     assert all(name in top for name in ("estimate", "bill", "compare", "refresh"))
+    # Every option of every subcommand says what it does.
+    parser = costs.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, (name, action.option_strings)
 
 
 def test_make_cost_prints_the_bill_of_a_year_then_the_comparisons(capsys):

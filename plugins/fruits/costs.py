@@ -1280,7 +1280,7 @@ def render_year(bill: dict[str, Any]) -> str:
                       "### Targets", targets, "", "Assumptions:", assumptions])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fruits.costs", description="Fruits! cost model (USD as AWS bills, EUR beside).",
         epilog="estimate: one night's run (+ --json: processing_usd_per_million, monthly_usd_steady_state); "
@@ -1313,12 +1313,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--throughput-per-vcpu", type=float, default=None,
                        help="featurize images/s per executor vCPU (default: the benchmark's measurement)")
         p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
-        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"))
+        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"),
+                       help="the nodes' architecture (default: Graviton)")
         p.add_argument("--core", type=int, default=ClusterSizing.core_count, help="core nodes (always On-Demand)")
         p.add_argument("--task", type=int, default=ClusterSizing.task_count,
                        help="task nodes (spot unless --on-demand)")
         p.add_argument("--on-demand", action="store_true", help="task nodes On-Demand instead of spot")
-        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS)
+        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS,
+                       help="an EU member-state region (GDPR allow-list)")
         p.add_argument("--pca-rows", type=int, default=None,
                        help="feature rows the PCA reads tonight (default: --images + --catchup-images)")
         p.add_argument("--images-per-object", type=int, default=None,
@@ -1332,15 +1334,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--network", choices=NETWORK_PATHS, default=NETWORK_PATHS[0],
                        help="the cluster's path to S3 (default: the free gateway endpoint; nat-gateway: priced)")
         p.add_argument("--airflow-host", default=AIRFLOW_HOST_TYPE, help="instance type of the Airflow host")
-        p.add_argument("--eur-per-usd", type=float, default=None)
+        p.add_argument("--eur-per-usd", type=float, default=None, help="conversion rate (default: the prices file's)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--single-instance-type", default="c7g.16xlarge", help="compare: the one-instance alternative")
     refresh = sub.add_parser("refresh", help="rewrite the prices file from the AWS Price List API")
     refresh.add_argument("--region", action="append", choices=EU_MEMBER_STATE_REGIONS, help="default: every EU region")
     refresh.add_argument("--instance-type", action="append", help="default: the types already in the file")
     refresh.add_argument("--spot", action="store_true", help="also sample current spot prices (EC2 DescribeSpotPriceHistory)")
-    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE)
-    args = parser.parse_args(argv)
+    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE, help="the prices file to rewrite")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     if args.command == "refresh":
