@@ -1,24 +1,30 @@
-"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the comparisons.
+"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the bill of a year, the
+comparisons.
 
-One model serves three uses: `estimate_emr` (before a run: from an image count, a throughput per vCPU
-and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to what EMR
-says actually ran) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
+One model serves four uses: `estimate_emr` (before a run: from an image count, the measured featurize and PCA
+rates per vCPU and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to
+what EMR says actually ran), `year_bill` / `steady_state_month` (night 1 beside night 365, the whole month once
+retention is full) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
 
 Billing rules modelled (the AWS price pages' own):
-- EC2: per second, 60 s minimum per instance; On-Demand list price, or on spot the region's sampled
-  spot price (`refresh --spot`), else On-Demand less the file's stamped typical spot discount;
+- EC2: per second, 60 s minimum per instance; primary and core fleet On-Demand (the core nodes host the
+  driver), the task fleet on spot when sizing.spot: the region's sampled spot price (`refresh --spot`), else
+  On-Demand less the file's stamped typical spot discount;
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
-- S3 Standard: PUT/COPY/POST/LIST per 1,000 requests, GET/HEAD per 1,000, GB-month storage; the
-  requests follow the lake's layout (`s3_requests`: photos bundled into Parquet objects by
-  `fruits.upload`, whose constants size the bundles; `images_per_object=1` prices one object per photo).
+- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout (`s3_requests`: photos
+  bundled into Parquet objects by `fruits.upload`, whose constants size the bundles); storage per area in
+  the class the lifecycle moves it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions),
+  day by day over its stay, with lifecycle transitions and Intelligent-Tiering monitoring;
+- fixed: the KMS key, the Airflow host, the cluster's network path (S3 gateway endpoint, or a NAT gateway).
 
-Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites it from the
-AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`, the one
-instance facts table. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
+Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites the EC2/EMR/EBS/S3
+Standard ones from the AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`.
+Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
 
-    python -m fruits.costs estimate --images 1000000 [--throughput-per-vcpu X] [--instance-type c7g.2xlarge
-        --core 1 --task 2] [--on-demand] [--region eu-west-3] [--landing-on-s3] [--images-per-object 1]
+    python -m fruits.costs estimate --images 1000000 [--night 365] [--refit] [--reexpress-rows R]
+        [--mean-image-bytes B] [--json]                  # one night; --json: processing + the steady-state month
+    python -m fruits.costs bill [--images 1000000]       # night 1 vs 365, the month at 10k/100k/1M, targets
     python -m fruits.costs compare --images 1000000     # optimizations and break-evens (docs/costs.md)
     python -m fruits.costs refresh [--spot]              # rewrite the prices file from AWS's APIs
 """
