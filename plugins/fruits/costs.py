@@ -1170,6 +1170,11 @@ def render_estimate(estimate: dict[str, Any]) -> str:
         f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, {estimate.get('throughput_source', '')}",
         "wall time: " + ", ".join(f"{k[:-2]} {v / 60:,.1f} min" for k, v in seconds.items()),
     ]
+    if estimate.get("pca_rates"):
+        rates = estimate["pca_rates"]
+        head.append(f"PCA: {rates['stats_rows_per_s_per_vcpu']:,.0f} statistics + "
+                    f"{rates['project_rows_per_s_per_vcpu']:,.0f} projection rows/s per vCPU, {rates['source']}; "
+                    f"rows: {estimate['rows']}")
     if estimate.get("spot_price"):
         head.append(f"spot price: {estimate['spot_price']}")
     if estimate.get("s3"):
