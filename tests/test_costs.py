@@ -611,13 +611,19 @@ def test_steady_state_month_arithmetic(prices):
         + 1000 / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
     assert parts["storage raw/"] == pytest.approx(expected_raw, rel=1e-3)
     assert month["storage_gb"]["raw/"] == pytest.approx(raw_gb * 395, rel=1e-3)
-    # features/: Intelligent-Tiering from day 0, 3.5 GB a night in 64 MB parts (55 objects monitored).
+    # features/: 3.5 GB a night in 64 MB parts, Glacier IR after 7 days like the bundles.
     features_gb = 1e6 * 3500 / 1e9
     parts_per_night = math.ceil(features_gb * 1e9 / costs.OUTPUT_OBJECT_BYTES)
     expected_features = features_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["features/"]) \
-        + parts_per_night * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] \
-        + parts_per_night / 1000 * entry["s3_transition_per_1000"]["INTELLIGENT_TIERING"] * 365 / 12
+        + parts_per_night / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
     assert parts["storage features/"] == pytest.approx(expected_features, rel=1e-3)
+    # pca/: reduced Parquet + CSV + the statistics, Intelligent-Tiering from day 0: tiers, monitoring, transitions.
+    pca_bytes = 1e6 * (880 + 2470) + 8 * (1 + 1280 + 1280 ** 2)
+    pca_objects = sum(math.ceil(1e6 * size / costs.OUTPUT_OBJECT_BYTES) for size in (880, 2470)) + 1
+    expected_pca = pca_bytes / 1e9 * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["pca/"]) \
+        + pca_objects * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] \
+        + pca_objects / 1000 * entry["s3_transition_per_1000"]["INTELLIGENT_TIERING"] * 365 / 12
+    assert parts["storage pca/"] == pytest.approx(expected_pca, rel=1e-3)
     # Fixed costs: the key, the Airflow host all month, the free gateway endpoint.
     assert parts["fixed kms_key"] == entry["kms_key_month"]
     assert parts["fixed airflow_host"] == pytest.approx(730 * entry["airflow_host_hourly"]["t4g.medium"]
@@ -643,13 +649,14 @@ def test_the_fixed_costs_are_listed_and_the_nat_gateway_is_priced(prices):
 def test_storage_classes_per_area_follow_what_reads_them(prices):
     plan = costs.STORAGE_PLAN
     assert (plan["raw/"].storage_class, plan["raw/"].transition_days) == (costs.GLACIER_IR, 7)
-    assert plan["features/"].storage_class == plan["pca/"].storage_class == costs.INTELLIGENT_TIERING
+    assert (plan["features/"].storage_class, plan["features/"].transition_days) == (costs.GLACIER_IR, 7)
+    assert (plan["pca/"].storage_class, plan["pca/"].transition_days) == (costs.INTELLIGENT_TIERING, 0)
     for prefix in ("quarantine/", "index/", "logs/"):
         assert plan[prefix].storage_class == costs.STANDARD and plan[prefix].transition_days is None
     raw = plan["raw/"]
     assert [costs.class_price_key(raw, age) for age in (0, 6, 7, 394)] == [
         "STANDARD", "STANDARD", "GLACIER_IR", "GLACIER_IR"]
-    tiered = plan["features/"]
+    tiered = plan["pca/"]
     assert [costs.class_price_key(tiered, age) for age in (0, 29, 30, 89, 90)] == [
         "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_INFREQUENT",
         "INTELLIGENT_TIERING_INFREQUENT", "INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
@@ -778,3 +785,26 @@ def test_make_cost_prints_the_bill_of_a_year_then_the_comparisons(capsys):
     assert any(line.startswith("| 1 |") for line in lines) and any(line.startswith("| 365 |") for line in lines)
     assert "| USD a month | 10,000 photos a night | 100,000 photos a night | 1,000,000 photos a night |" in out
     assert sum(line.endswith("| met |") for line in lines) == 3
+
+
+def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(prices):
+    rows = 364_000_000
+    w = workload(throughput=MEASURED_PER_VCPU, reexpress_rows=rows)
+    extra = costs.new_basis_storage(w, PARIS, prices)
+    entry = prices.region(PARIS)
+    assert extra["s3_retrieval"] == pytest.approx(rows * 3500 / 1e9 * entry["s3_retrieval_per_gb"]["GLACIER_IR"])
+    classes = entry["s3_classes_gb_month"]
+    # New outputs: 30 days Frequent + 60 days Infrequent above the Archive Instant tier the old ones had reached.
+    bump_days = 30 * (classes["INTELLIGENT_TIERING_FREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]) \
+        + 60 * (classes["INTELLIGENT_TIERING_INFREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"])
+    assert extra["s3_new_basis_tiers"] == pytest.approx(rows * 3350 / 1e9 * bump_days / (365 / 12))
+    night = costs.estimate_emr(w, ClusterSizing(), region=PARIS, prices=prices)["cost"]["components_usd"]
+    assert night["s3_retrieval"] == pytest.approx(extra["s3_retrieval"], abs=1e-5)
+    assert "s3_retrieval" not in costs.estimate_emr(workload(), ClusterSizing(), region=PARIS, prices=prices)["cost"][
+        "components_usd"]
+    # A month with one new basis counts it once, on top of the plain month.
+    measured = workload(throughput=MEASURED_PER_VCPU)
+    plain = costs.steady_state_month(measured, ClusterSizing(), region=PARIS, prices=prices)
+    with_basis = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
+    assert with_basis["monthly_usd"] - plain["monthly_usd"] == pytest.approx(
+        extra["s3_retrieval"] + extra["s3_new_basis_tiers"], rel=0.02)

@@ -450,10 +450,30 @@ def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, fl
     else:
         stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
         storage = stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month")
-    return {
+    costs = {
         "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000") + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
         "s3_storage": storage,
     }
+    if workload.reexpress_rows and workload.storage_months is None:
+        costs.update(new_basis_storage(workload, region, prices))
+    return costs
+
+
+def new_basis_storage(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
+    """What re-expressing `workload.reexpress_rows` retained rows costs in S3 besides the cluster: reading their
+    features back from their class (retrieval), and the new basis' outputs starting their tiers again in place of
+    the old basis' (deleted once the new ones are committed; kept, pca/ would double until they expire)."""
+    entry = prices.region(region)
+    features = STORAGE_PLAN["features/"]
+    read_gb = workload.reexpress_rows * workload.feature_bytes / 1e9
+    retrieval = read_gb * entry["s3_retrieval_per_gb"].get(features.storage_class, 0.0)
+    outputs, classes = STORAGE_PLAN["pca/"], entry["s3_classes_gb_month"]
+    written_gb = workload.reexpress_rows * (workload.reduced_bytes + workload.csv_bytes) / 1e9
+    # The old outputs were past their first 90 days (the cheapest tier) for most of the rows: each day the new
+    # ones spend in a dearer tier or class until they reach it again is the cost.
+    settled = class_price_key(outputs, resident_days(outputs) - 1)
+    bump = sum(classes[class_price_key(outputs, age)] - classes[settled] for age in range(resident_days(outputs)))
+    return {"s3_retrieval": retrieval, "s3_new_basis_tiers": written_gb * bump / DAYS_PER_MONTH}
 
 
 def storage_basis(workload: Workload) -> str:
@@ -510,10 +530,10 @@ STORAGE_PLAN = {
     "raw/": AreaPlan("raw/", GLACIER_IR, 7, RETENTION_DAYS,
                      "featurize reads a night's bundles that night, a catch-up within days; after a week only "
                      "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)"),
-    "features/": AreaPlan("features/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
-                          "the PCA reads a batch the night it is written; later only a re-expression (every "
-                          "retained batch, the nights a basis is fitted) or an erasure: rare whole-area reads, "
-                          "no retrieval fee"),
+    "features/": AreaPlan("features/", GLACIER_IR, 7, RETENTION_DAYS,
+                          "the PCA reads a batch the night it is written (a catch-up within days); later only a "
+                          "re-expression reads them, once per new basis (0.03 USD/GB, cheaper than resetting "
+                          "Intelligent-Tiering's tiers), or an erasure one file"),
     "pca/": AreaPlan("pca/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
                      "statistics read by refits, the current basis every night (under 128 KiB: stays Standard), "
                      "reduced Parquet and CSVs by analysts at any time: tiers follow the reads, no retrieval fee"),
