@@ -782,11 +782,15 @@ def estimate_emr(
     }
 
 
+# The components of a run that are storage (the batch's stay; a new basis' outputs starting their tiers again).
+STORAGE_COMPONENTS = ("s3_storage", "s3_new_basis_tiers")
+
+
 def processing_per_million(components: dict[str, float], images: int) -> float | None:
-    """Compute + S3 requests of a run (everything but storage), per million of tonight's photos."""
+    """Compute + S3 requests (and retrievals) of a run, everything but storage, per million of tonight's photos."""
     if not images:
         return None
-    return round(sum(v for k, v in components.items() if k != "s3_storage") / images * 1e6, 4)
+    return round(sum(v for k, v in components.items() if k not in STORAGE_COMPONENTS) / images * 1e6, 4)
 
 
 def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_rows: int | None = None,
@@ -992,7 +996,8 @@ def year_bill(workload: Workload, sizing: ClusterSizing, *, region: str, prices:
         return {"night": n, "processing_usd_per_million": est["processing_usd_per_million"],
                 "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "pca_rows_read": est["rows"]["pca_read"],
                 "refit_batches_merged": est["rows"]["refit_batches_merged"],
-                "reexpressed_rows": est["rows"]["reexpressed"]}
+                "reexpressed_rows": est["rows"]["reexpressed"],
+                "new_basis_storage_usd": est["cost"]["components_usd"].get("s3_new_basis_tiers", 0.0)}
 
     rows = [night(n) for n in nights]
     retained = workload.images * (RETENTION_DAYS - 1)
@@ -1293,7 +1298,8 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
 def render_year(bill: dict[str, Any]) -> str:
     """`make cost`'s first half: night 1 beside night 365, the monthly bills, the targets."""
     nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read",
-                             "statistics merged", "rows re-expressed"], [tuple(r.values()) for r in bill["nights"]])
+                             "statistics merged", "rows re-expressed", "new basis: tier reset USD"],
+                            [tuple(r.values()) for r in bill["nights"]])
     volumes = list(bill["months"])
     names = list(bill["months"][volumes[-1]]["components_usd"])
     months = markdown_table(["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
