@@ -560,6 +560,8 @@ def test_night_365_costs_what_night_1_does(prices):
     refit = costs.estimate_emr(costs.night_workload(w, 365, refit=True), ClusterSizing(), region=PARIS, prices=prices)
     assert refit["rows"]["refit_batches_merged"] == 365
     assert last < refit["processing_usd_per_million"] < 1.05 * last
+    with pytest.raises(ValueError, match="counts from 1"):
+        costs.night_workload(w, 0)
 
 
 def test_processing_grows_with_the_work_and_the_month_with_photos_and_their_size(prices):
@@ -739,6 +741,7 @@ def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(
     assert new_basis["seconds"]["reexpress_s"] > 0 and new_basis["rows"]["refit_batches_merged"] == 30
     assert new_basis["cost"]["total_usd"] > plain["cost"]["total_usd"]
     assert plain["processing_usd_per_million"] > 0 and "storage class" in plain["storage_basis"]
+    assert json.loads(json.dumps(new_basis)) == new_basis  # XCom and the run report carry it as JSON
 
 
 def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices):
