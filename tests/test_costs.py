@@ -509,7 +509,7 @@ def test_cost_module_runs_as_a_command():
 TEMPLATE_PATH = REPO_ROOT / "infra" / "foundation.yaml"
 
 
-def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path):
+def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path, monkeypatch, prices):
     committed = json.loads(costs.PCA_THROUGHPUT_FILE.read_text())
     for key in ("stats_rows_per_second_per_vcpu", "project_rows_per_second_per_vcpu",
                 "numpy_gram_rows_per_second_per_vcpu", "measured_at", "machine"):
@@ -526,6 +526,13 @@ def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path):
     assert w.pca_stats_rows_per_s_per_vcpu == committed["stats_rows_per_second_per_vcpu"]
     assert w.pca_project_rows_per_s_per_vcpu == committed["project_rows_per_second_per_vcpu"]
     assert not hasattr(w, "pca_rows_per_s_per_vcpu")
+    # Without the file the S3 side (the run report) still prices; a wall-time estimate says what is missing.
+    monkeypatch.setattr(costs, "PCA_THROUGHPUT_FILE", tmp_path / "absent.json")
+    monkeypatch.setattr(costs.default_pca_rates, "__defaults__", (tmp_path / "absent.json",))
+    blind = workload()
+    assert blind.pca_stats_rows_per_s_per_vcpu is None and costs.s3_costs(blind, PARIS, prices)["s3_requests"] > 0
+    with pytest.raises(ValueError, match="no PCA rates: .*absent.json is missing"):
+        costs.estimate_emr(blind, ClusterSizing(), region=PARIS, prices=prices)
 
 
 def test_the_pca_step_costs_tonights_rows_over_each_rate_and_a_refit_merges_statistics_only(prices):

@@ -212,11 +212,15 @@ class Workload:
         if min(counts) < 0:
             raise ValueError("image, row, object and batch counts cannot be negative")
         if self.pca_stats_rows_per_s_per_vcpu is None or self.pca_project_rows_per_s_per_vcpu is None:
-            stats, project, source = default_pca_rates()
+            try:
+                stats, project, source = default_pca_rates()
+            except FileNotFoundError as missing:  # only a wall-time estimate needs them (job_seconds says so)
+                stats, project, source = None, None, str(missing)
             object.__setattr__(self, "pca_stats_rows_per_s_per_vcpu", self.pca_stats_rows_per_s_per_vcpu or stats)
             object.__setattr__(self, "pca_project_rows_per_s_per_vcpu", self.pca_project_rows_per_s_per_vcpu or project)
             object.__setattr__(self, "pca_rate_source", source)
-        if min(self.throughput_per_vcpu, self.pca_stats_rows_per_s_per_vcpu, self.pca_project_rows_per_s_per_vcpu) <= 0:
+        rates = (self.throughput_per_vcpu, self.pca_stats_rows_per_s_per_vcpu, self.pca_project_rows_per_s_per_vcpu)
+        if min(r for r in rates if r is not None) <= 0:
             raise ValueError("throughputs must be positive")
         if min(self.mean_image_bytes, self.feature_bytes, self.reduced_bytes, self.csv_bytes) <= 0:
             raise ValueError("per-photo sizes must be positive")
@@ -703,6 +707,8 @@ def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[st
     """Each step's seconds on `vcpus` executor vCPUs (work + the step's fixed overhead)."""
     if vcpus <= 0:
         raise ValueError("no executor vCPUs")
+    if workload.pca_stats_rows_per_s_per_vcpu is None or workload.pca_project_rows_per_s_per_vcpu is None:
+        raise ValueError(f"no PCA rates: {workload.pca_rate_source}")
     featurize = workload.featurized_images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
     # Statistics and projection: one pass each over tonight's rows; a refit adds the merge of stored statistics.
     rows = workload.pca_row_count
