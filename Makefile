@@ -56,8 +56,10 @@ wheelhouse: setup
 bench: setup
 	$(BIN)/python benchmarks/inference_throughput.py
 
-# What a nightly batch of one million images costs, from the measured throughput (docs/costs.md).
+# The bill of a year (night 1 beside night 365, the month at 10k/100k/1M photos a night, targets), then
+# what a nightly million costs against the alternatives, from the measured throughputs (docs/costs.md).
 cost: setup
+	PYTHONPATH=plugins $(BIN)/python -m fruits.costs bill
 	PYTHONPATH=plugins $(BIN)/python -m fruits.costs compare --images 1000000
 
 clean:

@@ -3,10 +3,13 @@ Stubber on responses in the API's real shape) and the CLI. No AWS call is made."
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -146,11 +149,13 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
     assert per_photo == {
         "put": {"upload_objects": 1_000_000, "upload_manifest": 1, "upload_listings": 1 + 1001, "featurize_listing": 1001,
                 "landing_listing": 0},
-        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0}}
+        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0,
+                "catchup_reads": 0, "refit_stats_reads": 0}}
     assert bundled == {
         "put": {"upload_objects": 1000, "upload_manifest": 1, "upload_listings": 1 + 2, "featurize_listing": 2,
                 "landing_listing": 0},
-        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0}}
+        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0,
+                "catchup_reads": 0, "refit_stats_reads": 0}}
     per_photo_usd = costs.s3_costs(workload(images_per_object=1), PARIS, prices)
     bundled_usd = costs.s3_costs(workload(), PARIS, prices)
     assert per_photo_usd["s3_requests"] == pytest.approx(1_002_004 * put + 2_000_366 * get)
@@ -158,7 +163,9 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
     # The PUTs, which dominate, fall by the bundle size; all requests together by over 400 x.
     assert per_photo["put"]["upload_objects"] / bundled["put"]["upload_objects"] == 1000
     assert per_photo_usd["s3_requests"] / bundled_usd["s3_requests"] > 400
-    assert bundled_usd["s3_storage"] == per_photo_usd["s3_storage"] > 0  # same bytes stored either way
+    # Same bytes either way, but 4.5 KB objects are under Glacier IR's 128 KiB: the lifecycle leaves them Standard.
+    assert per_photo_usd["s3_storage"] > bundled_usd["s3_storage"] > 0
+    assert costs.area_volumes(workload(images_per_object=1))["raw/"]["large_objects"] == 0
 
 
 def test_an_s3_landing_adds_exactly_its_gets_and_listings(prices):
@@ -167,7 +174,8 @@ def test_an_s3_landing_adds_exactly_its_gets_and_listings(prices):
              for tier in ("put", "get")}
     assert added == {"put": {"upload_objects": 0, "upload_manifest": 0, "upload_listings": 0, "featurize_listing": 0,
                              "landing_listing": 250},
-                     "get": {"featurize_reads": 0, "upload_manifests": 0, "landing_reads": 250_000}}
+                     "get": {"featurize_reads": 0, "upload_manifests": 0, "landing_reads": 250_000, "catchup_reads": 0,
+                             "refit_stats_reads": 0}}
     extra = costs.s3_costs(on_s3, PARIS, prices)["s3_requests"] - costs.s3_costs(local, PARIS, prices)["s3_requests"]
     assert extra == pytest.approx(250 * prices.unit(PARIS, "s3_put_per_1000") / 1000 + 250 * prices.unit(PARIS, "s3_get_per_1000"))
 
@@ -203,12 +211,17 @@ def test_estimate_bills_every_instance_of_the_sizing_for_the_wall_time(prices):
     est = costs.estimate_emr(workload(), sizing, region=PARIS, prices=prices)
     wall = est["seconds"]["wall_s"]
     primary, worker = sizing.primary_types[0], sizing.worker_types[0]
-    expected_ec2 = wall / 3600 * (prices.ec2_hourly(PARIS, primary) + 5 * prices.ec2_hourly(PARIS, worker, costs.SPOT))
+    # The core fleet hosts the driver: On-Demand whatever sizing.spot says; only the task fleet is spot.
+    expected_ec2 = wall / 3600 * (prices.ec2_hourly(PARIS, primary) + 2 * prices.ec2_hourly(PARIS, worker)
+                                  + 3 * prices.ec2_hourly(PARIS, worker, costs.SPOT))
     expected_emr = wall / 3600 * (prices.emr_hourly(PARIS, primary) + 5 * prices.emr_hourly(PARIS, worker))
     assert est["cost"]["components_usd"]["ec2"] == pytest.approx(expected_ec2, rel=1e-4)
     assert est["cost"]["components_usd"]["emr"] == pytest.approx(expected_emr, rel=1e-4)
     assert [(i["role"], i["count"], i["market"]) for i in est["instances"]] == [
-        ("MASTER", 1, "ON_DEMAND"), ("CORE", 2, "SPOT"), ("TASK", 3, "SPOT")]
+        ("MASTER", 1, "ON_DEMAND"), ("CORE", 2, "ON_DEMAND"), ("TASK", 3, "SPOT")]
+    all_on_demand = ClusterSizing(core_count=2, task_count=3, spot=False)
+    on_demand = costs.estimate_emr(workload(), all_on_demand, region=PARIS, prices=prices)
+    assert [i["market"] for i in on_demand["instances"]] == ["ON_DEMAND"] * 3
 
 
 def test_totals_per_image_and_eur_are_consistent(prices):
@@ -222,21 +235,22 @@ def test_totals_per_image_and_eur_are_consistent(prices):
 
 def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(prices):
     rows = {r["optimization"]: r for r in costs.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)}
-    for name in ("spot core/task nodes", "Graviton (arm64) nodes", "transient cluster"):
+    for name in ("spot task nodes", "Graviton (arm64) nodes", "transient cluster"):
         assert rows[name]["saved_usd"] > 0, name
     auto = next(r for n, r in rows.items() if n.startswith("auto-termination"))
     assert auto["alternative_usd"] > auto["chosen_usd"] > 0
 
 
-def test_bundling_is_priced_as_an_optimization_in_s3_requests_only(prices):
+def test_bundling_is_priced_as_an_optimization_in_s3_requests_and_storage_class(prices):
     def bundling_row(priced: costs.Workload) -> dict:
         rows = costs.optimization_table(priced, ClusterSizing(), region=PARIS, prices=prices)
         return next(r for r in rows if r["optimization"] == "bundling photos at ingestion")
 
     row = bundling_row(workload())
-    requests = {layout: costs.s3_costs(w, PARIS, prices)["s3_requests"]
-                for layout, w in (("per photo", workload(images_per_object=1)), ("bundles", workload()))}
-    assert row["saved_usd"] == pytest.approx(requests["per photo"] - requests["bundles"], abs=1e-3)
+    s3 = {layout: sum(costs.s3_costs(w, PARIS, prices).values())
+          for layout, w in (("per photo", workload(images_per_object=1)), ("bundles", workload()))}
+    # Requests, and storage: loose photos are too small for Glacier IR.
+    assert row["saved_usd"] == pytest.approx(s3["per photo"] - s3["bundles"], abs=1e-3)
     assert row["saved_usd"] > 6  # per million photos: the PUTs of a million objects
     assert "1,000 photos per bundle" in row["instead_of"]
     # Priced from the per-photo layout, the table still sets it against bundles.
@@ -248,7 +262,7 @@ def test_bundling_is_priced_as_an_optimization_in_s3_requests_only(prices):
 MEASURED_PER_VCPU = 137.65
 
 
-def test_the_target_is_met_all_in_only_with_photos_in_bundles(prices):
+def test_the_processing_target_is_met_only_with_photos_in_bundles(prices):
     three_workers = ClusterSizing(core_count=1, task_count=2)
     rows = costs.target_table(workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices,
                               cheapest_workers=2)
@@ -256,24 +270,21 @@ def test_the_target_is_met_all_in_only_with_photos_in_bundles(prices):
     assert [r["case"] for r in rows] == ["photos in bundles (today), 3 workers", "photos in bundles, 2 workers (cheapest)",
                                          "one object per photo (before bundles), 3 workers"]
     for row in rows:
-        assert row["all_in"] == pytest.approx(row["compute"] + row["s3_requests"] + row["s3_storage"], abs=2e-4)
-        assert row["target"] == ("met" if row["all_in"] <= costs.TARGET_USD_PER_MILLION else "NOT MET")
-    assert bundled_cheapest["all_in"] <= 0.50 and bundled_cheapest["target"] == "met"
-    # One object per photo: its S3 requests alone are over the target, whatever the cluster does.
-    assert per_photo["s3_requests"] > costs.TARGET_USD_PER_MILLION and per_photo["target"] == "NOT MET"
-    assert per_photo["compute"] == bundled_default["compute"] and per_photo["s3_storage"] == bundled_default["s3_storage"]
-    assert bundled_default["all_in"] > bundled_cheapest["all_in"]
-    # The default cluster is the cheapest one: its own table has no other bundled case.
-    default = costs.target_table(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices,
-                                 cheapest_workers=2)
-    assert [r["case"] for r in default] == ["photos in bundles (today), 2 workers", "one object per photo (before bundles), 2 workers"]
-    assert default[0]["all_in"] == pytest.approx(bundled_cheapest["all_in"]) and default[0]["target"] == "met"
+        assert row["processing"] == pytest.approx(row["compute"] + row["s3_requests"], abs=2e-4)
+        assert row["all_in"] == pytest.approx(row["processing"] + row["s3_storage"], abs=2e-4)
+        assert row["target"] == ("met" if row["processing"] <= costs.TARGET_PROCESSING_USD_PER_MILLION else "NOT MET")
+    assert bundled_cheapest["target"] == bundled_default["target"] == "met"
+    # One object per photo: its S3 requests alone are over the target, whatever the cluster does; and its
+    # 4.5 KB objects cannot go to Glacier IR, so their whole stay costs more too.
+    assert per_photo["s3_requests"] > costs.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
+    assert per_photo["compute"] == bundled_default["compute"]
+    assert per_photo["s3_storage"] > bundled_default["s3_storage"]
 
 
 def test_compare_prints_the_target_and_each_cases_verdict(capsys):
     assert costs.main(["compare", "--images", "1000000", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
     out = capsys.readouterr().out
-    assert "### Target: <= 0.50 USD per million images, all-in" in out
+    assert "### Target: processing <= 0.35 USD per million images" in out
     lines = out.splitlines()
     assert next(line for line in lines if line.startswith("| photos in bundles (today), 2 workers |")).endswith("| met |")
     assert next(line for line in lines if line.startswith("| one object per photo")).endswith("| NOT MET |")
@@ -474,7 +485,7 @@ def test_estimate_command_prints_usd_and_eur_for_the_given_cluster(capsys, price
     out = capsys.readouterr().out
     assert "| component | USD | EUR |" in out and "per million images" in out
     assert "2 x m7g.xlarge core on_demand" in out and "8 executor vCPUs" in out and "eu-west-1" in out
-    expected = costs.estimate_emr(workload(images=200_000, throughput=50),
+    expected = costs.estimate_emr(costs.night_workload(workload(images=200_000, throughput=50), 1),
                                   ClusterSizing(core_count=2, task_count=0, spot=False, worker_instance_types=("m7g.xlarge",)),
                                   region="eu-west-1", prices=prices)
     assert f"| **total** | {expected['cost']['total_usd']:,.4f} |" in out
@@ -491,3 +502,319 @@ def test_cost_module_runs_as_a_command():
     refused = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
                              capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert refused.returncode != 0 and "eu-west-2" in refused.stderr
+
+
+# --- the bill of a year (issue 11) ---------------------------------------------------------------------
+
+TEMPLATE_PATH = REPO_ROOT / "infra" / "foundation.yaml"
+
+
+def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path, monkeypatch, prices):
+    committed = json.loads(costs.PCA_THROUGHPUT_FILE.read_text())
+    for key in ("stats_rows_per_second_per_vcpu", "project_rows_per_second_per_vcpu",
+                "numpy_gram_rows_per_second_per_vcpu", "measured_at", "machine"):
+        assert key in committed, key
+    result = tmp_path / "pca_throughput.json"
+    result.write_text(json.dumps({"stats_rows_per_second_per_vcpu": 1234.0, "project_rows_per_second_per_vcpu": 5678.0,
+                                  "measured_at": "2026-12-01T00:00:00Z", "machine": "m", "source": "provisional"}))
+    stats, project, source = costs.default_pca_rates(result)
+    assert (stats, project) == (1234.0, 5678.0) and "provisional" in source and "2026-12-01" in source
+    with pytest.raises(FileNotFoundError, match="PCA benchmark"):
+        costs.default_pca_rates(tmp_path / "absent.json")
+    # A workload without rates takes the committed file's; the old fixed 250 rows/s is gone.
+    w = workload()
+    assert w.pca_stats_rows_per_s_per_vcpu == committed["stats_rows_per_second_per_vcpu"]
+    assert w.pca_project_rows_per_s_per_vcpu == committed["project_rows_per_second_per_vcpu"]
+    assert not hasattr(w, "pca_rows_per_s_per_vcpu")
+    # Without the file the S3 side (the run report) still prices; a wall-time estimate says what is missing.
+    monkeypatch.setattr(costs, "PCA_THROUGHPUT_FILE", tmp_path / "absent.json")
+    monkeypatch.setattr(costs.default_pca_rates, "__defaults__", (tmp_path / "absent.json",))
+    blind = workload()
+    assert blind.pca_stats_rows_per_s_per_vcpu is None and costs.s3_costs(blind, PARIS, prices)["s3_requests"] > 0
+    with pytest.raises(ValueError, match="no PCA rates: .*absent.json is missing"):
+        costs.estimate_emr(blind, ClusterSizing(), region=PARIS, prices=prices)
+
+
+def test_the_pca_step_costs_tonights_rows_over_each_rate_and_a_refit_merges_statistics_only(prices):
+    w = workload(pca_stats_rows_per_s_per_vcpu=1000.0, pca_project_rows_per_s_per_vcpu=4000.0)
+    step = costs.Overheads().step_s
+    seconds = costs.job_seconds(w, 16, costs.Overheads())
+    assert seconds["pca_s"] == pytest.approx(1e6 / 16 / 1000 + 1e6 / 16 / 4000 + step)
+    # A refit of the 365 retained batches reads their statistics (365 x 13.1 MB), never their features.
+    refit = costs.job_seconds(replace(w, refit_batches=365), 16, costs.Overheads())
+    assert refit["pca_s"] - seconds["pca_s"] == pytest.approx(
+        365 * 8 * (1 + 1280 + 1280 ** 2) / costs.STATS_READ_BYTES_PER_S + costs.EIGEN_SECONDS)
+    assert refit["featurize_s"] == seconds["featurize_s"] and "reexpress_s" not in refit
+    # Re-expression: only on the nights a basis is fitted, its own line, projection rate only.
+    again = costs.job_seconds(replace(w, reexpress_rows=2_000_000), 16, costs.Overheads())
+    assert again["reexpress_s"] == pytest.approx(2e6 / 16 / 4000 + step)
+    assert costs.s3_requests(replace(w, refit_batches=365))["get"]["refit_stats_reads"] == 730
+
+
+def test_night_365_costs_what_night_1_does(prices):
+    w = workload(throughput=MEASURED_PER_VCPU)
+    per_night = {n: costs.estimate_emr(costs.night_workload(w, n), ClusterSizing(), region=PARIS, prices=prices)
+                 for n in (1, 30, 365, 1000)}
+    first, last = per_night[1]["processing_usd_per_million"], per_night[365]["processing_usd_per_million"]
+    assert abs(last / first - 1) <= costs.TARGET_NIGHT_DRIFT and last <= costs.TARGET_PROCESSING_USD_PER_MILLION
+    for n, est in per_night.items():
+        assert est["rows"]["pca_read"] == 1_000_000, n  # tonight's batch only, whatever the history
+    # Night 1 fits the first basis from its own statistics; the upload reads the retained batches' manifests only.
+    assert per_night[1]["rows"]["refit_batches_merged"] == 1 and per_night[365]["rows"]["refit_batches_merged"] == 0
+    assert per_night[1000]["s3"]["requests"]["get"]["upload_manifests"] == costs.RETENTION_DAYS
+    assert per_night[1000]["processing_usd_per_million"] == per_night[365]["processing_usd_per_million"]
+    # A refit on night 365 merges 365 batches' statistics: it still costs the same to a few %.
+    refit = costs.estimate_emr(costs.night_workload(w, 365, refit=True), ClusterSizing(), region=PARIS, prices=prices)
+    assert refit["rows"]["refit_batches_merged"] == 365
+    assert last < refit["processing_usd_per_million"] < 1.05 * last
+    with pytest.raises(ValueError, match="counts from 1"):
+        costs.night_workload(w, 0)
+
+
+def test_processing_grows_with_the_work_and_the_month_with_photos_and_their_size(prices):
+    def processing(**extra):
+        priced = workload(throughput=MEASURED_PER_VCPU, **extra)
+        est = costs.estimate_emr(priced, ClusterSizing(), region=PARIS, prices=prices)
+        return sum(v for k, v in est["cost"]["components_usd"].items() if k != "s3_storage")
+
+    base = processing()
+    assert base < processing(reexpress_rows=10_000_000) < processing(reexpress_rows=100_000_000)
+    assert base < processing(catchup_images=500_000) < processing(images=2_000_000, catchup_images=500_000)
+    assert base < processing(refit_batches=30) < processing(refit_batches=365)
+
+    def month(**extra) -> float:
+        return costs.steady_state_month(workload(throughput=MEASURED_PER_VCPU, **extra), ClusterSizing(), region=PARIS,
+                                        prices=prices)["monthly_usd"]
+
+    assert month(images=10_000) < month(images=100_000) < month(images=1_000_000) < month(images=2_000_000)
+    assert month() < month(mean_image_bytes=45_000) < month(mean_image_bytes=3e6)
+    assert month() < month(csv_bytes=5000) and month() < month(feature_bytes=7000)
+
+
+def _price_per_gb_day_sum(prices, plan: costs.AreaPlan) -> float:
+    """Sum over the days an object is billed of its class's GB-month price, written out for the test."""
+    classes = prices.region(PARIS)["s3_classes_gb_month"]
+    days = plan.expiration_days + costs.NONCURRENT_GRACE_DAYS
+    if plan.storage_class == costs.GLACIER_IR:
+        return plan.transition_days * classes["STANDARD"] + (days - plan.transition_days) * classes["GLACIER_IR"]
+    if plan.storage_class == costs.INTELLIGENT_TIERING:
+        t = plan.transition_days
+        return (t + 30) * classes["STANDARD"] + 60 * classes["INTELLIGENT_TIERING_INFREQUENT"] + \
+            (days - t - 90) * classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+    return days * classes["STANDARD"]
+
+
+def test_steady_state_month_arithmetic(prices):
+    w = workload(throughput=MEASURED_PER_VCPU)
+    month = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
+    parts = month["components_usd"]
+    assert month["monthly_usd"] == pytest.approx(sum(parts.values()), abs=0.01)
+    # Processing: every night of the month at retention full, storage excluded.
+    night = costs.estimate_emr(costs.night_workload(w, 365), ClusterSizing(), region=PARIS, prices=prices)
+    night_usd = sum(v for k, v in night["cost"]["components_usd"].items() if k != "s3_storage")
+    assert parts["processing"] == pytest.approx(night_usd * 365 / 12, rel=1e-3)
+    entry = prices.region(PARIS)
+    # raw/: 4.53 GB a night, 395 nights held: 7 days Standard then Glacier IR, + the bundles' transitions.
+    raw_gb = 1e6 * 4530 / 1e9
+    expected_raw = raw_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["raw/"]) \
+        + 1000 / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
+    assert parts["storage raw/"] == pytest.approx(expected_raw, rel=1e-3)
+    assert month["storage_gb"]["raw/"] == pytest.approx(raw_gb * 395, rel=1e-3)
+    # features/: 3.5 GB a night in 64 MB parts, Glacier IR after 7 days like the bundles.
+    features_gb = 1e6 * 3500 / 1e9
+    parts_per_night = math.ceil(features_gb * 1e9 / costs.OUTPUT_OBJECT_BYTES)
+    expected_features = features_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["features/"]) \
+        + parts_per_night / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
+    assert parts["storage features/"] == pytest.approx(expected_features, rel=1e-3)
+    # pca/: reduced Parquet + CSV + the statistics, Intelligent-Tiering from day 0: tiers, monitoring, transitions.
+    pca_bytes = 1e6 * (880 + 2470) + 8 * (1 + 1280 + 1280 ** 2)
+    pca_objects = sum(math.ceil(1e6 * size / costs.OUTPUT_OBJECT_BYTES) for size in (880, 2470)) + 1
+    expected_pca = pca_bytes / 1e9 * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["pca/"]) \
+        + pca_objects * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] \
+        + pca_objects / 1000 * entry["s3_transition_per_1000"]["INTELLIGENT_TIERING"] * 365 / 12
+    assert parts["storage pca/"] == pytest.approx(expected_pca, rel=1e-3)
+    # Fixed costs: the key, the Airflow host all month, the free gateway endpoint.
+    assert parts["fixed kms_key"] == entry["kms_key_month"]
+    assert parts["fixed airflow_host"] == pytest.approx(730 * entry["airflow_host_hourly"]["t4g.medium"]
+                                                       + 30 * entry["ebs_gp3_gb_month"], rel=1e-4)
+    assert parts["fixed network_path"] == 0
+
+
+def test_the_fixed_costs_are_listed_and_the_nat_gateway_is_priced(prices):
+    gateway = costs.steady_state_month(workload(), ClusterSizing(), region=PARIS, prices=prices)
+    nat = costs.steady_state_month(workload(), ClusterSizing(), region=PARIS, prices=prices, network="nat-gateway")
+    assert {"fixed kms_key", "fixed airflow_host", "fixed network_path"} <= set(gateway["components_usd"])
+    assert nat["components_usd"]["fixed network_path"] >= 730 * prices.region(PARIS)["nat_gateway_hourly"] > 0
+    assert nat["monthly_usd"] > gateway["monthly_usd"]
+    text = " ".join(gateway["assumptions"])
+    for named in ("KMS", "Airflow host: one t4g.medium", "s3-gateway-endpoint", "365 nights retained", "noncurrent"):
+        assert named in text, named
+    with pytest.raises(ValueError, match="network path"):
+        costs.fixed_monthly(PARIS, prices, network="vpn")
+    with pytest.raises(ValueError, match="Airflow host"):
+        costs.fixed_monthly(PARIS, prices, airflow_host="x1e.32xlarge")
+
+
+def test_storage_classes_per_area_follow_what_reads_them(prices):
+    plan = costs.STORAGE_PLAN
+    assert (plan["raw/"].storage_class, plan["raw/"].transition_days) == (costs.GLACIER_IR, 7)
+    assert (plan["features/"].storage_class, plan["features/"].transition_days) == (costs.GLACIER_IR, 7)
+    assert (plan["pca/"].storage_class, plan["pca/"].transition_days) == (costs.INTELLIGENT_TIERING, 0)
+    for prefix in ("quarantine/", "index/", "logs/"):
+        assert plan[prefix].storage_class == costs.STANDARD and plan[prefix].transition_days is None
+    raw = plan["raw/"]
+    assert [costs.class_price_key(raw, age) for age in (0, 6, 7, 394)] == [
+        "STANDARD", "STANDARD", "GLACIER_IR", "GLACIER_IR"]
+    tiered = plan["pca/"]
+    assert [costs.class_price_key(tiered, age) for age in (0, 29, 30, 89, 90)] == [
+        "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_INFREQUENT",
+        "INTELLIGENT_TIERING_INFREQUENT", "INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+    # Per photo, a Fruits-360 photo in a bundle goes to Glacier IR; alone (4.5 KB) it stays Standard.
+    bundled = costs.batch_storage(workload(), PARIS, prices)["raw/"]
+    alone = costs.batch_storage(workload(images_per_object=1), PARIS, prices)["raw/"]
+    assert bundled["storage_class"] == costs.GLACIER_IR and alone["storage_class"] == costs.STANDARD
+    assert alone["usd"] > 3 * bundled["usd"]
+
+
+def _lifecycle_rules() -> dict:
+    from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
+
+    template = load_cfn_yaml(TEMPLATE_PATH.read_text())
+    return template, template["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+
+
+def test_the_templates_lifecycle_is_the_models_storage_plan():
+    _template, rules = _lifecycle_rules()
+    transitions = {r["Prefix"]: r for r in rules if "Transitions" in r}
+    planned = {p: a for p, a in costs.STORAGE_PLAN.items() if a.transition_days is not None}
+    assert set(transitions) == set(planned)
+    for prefix, area in planned.items():
+        rule = transitions[prefix]
+        assert rule["Status"] == "Enabled"
+        assert int(rule["ObjectSizeGreaterThan"]) == costs.MIN_TRANSITION_BYTES
+        assert [(t["StorageClass"], int(t["TransitionInDays"])) for t in rule["Transitions"]] == [
+            (area.storage_class, area.transition_days)], prefix
+    # An area the model keeps Standard has no transition in the template.
+    assert not {p for p, a in costs.STORAGE_PLAN.items() if a.transition_days is None} & set(transitions)
+
+
+def test_retention_no_derived_row_outlives_its_photo_by_more_than_the_grace():
+    template, rules = _lifecycle_rules()
+    parameters = template["Parameters"]
+    assert int(parameters["ImageRetentionDays"]["Default"]) == costs.RETENTION_DAYS
+    assert int(parameters["LogRetentionDays"]["Default"]) == costs.LOG_RETENTION_DAYS
+    assert int(parameters["NoncurrentVersionExpiryDays"]["Default"]) == costs.NONCURRENT_GRACE_DAYS
+    expirations = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
+    photo_days = costs.resident_days(costs.STORAGE_PLAN["raw/"])
+    for prefix in ("raw/", "features/", "quarantine/", "pca/"):
+        # Each derived area expires with the photos (the same parameter) and is billed as long as they are.
+        assert expirations[prefix] == {"Ref": "ImageRetentionDays"}, prefix
+        assert costs.STORAGE_PLAN[prefix].expiration_days == costs.RETENTION_DAYS
+        assert costs.resident_days(costs.STORAGE_PLAN[prefix]) - photo_days == 0
+        assert costs.resident_days(costs.STORAGE_PLAN[prefix]) - costs.RETENTION_DAYS == costs.NONCURRENT_GRACE_DAYS
+    assert expirations["logs/"] == {"Ref": "LogRetentionDays"}
+    # The grace is the noncurrent-version purge, applied to every prefix.
+    purge = next(r for r in rules if "NoncurrentVersionExpiration" in r)
+    assert "Prefix" not in purge
+    assert purge["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionExpiryDays"}
+
+
+def test_the_bill_of_a_year_meets_issue_11s_targets_at_fruits_360_size(prices):
+    bill = costs.year_bill(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices)
+    assert [r["night"] for r in bill["nights"]] == [1, 30, 365, "365, new basis"]
+    assert set(bill["months"]) == {"10000", "100000", "1000000"}
+    assert [t["verdict"] for t in bill["targets"]] == ["met", "met", "met"]
+    assert bill["targets"][2]["value"] == bill["months"]["1000000"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    # A new basis re-expresses the 364 retained batches: that night costs more, and says so.
+    new_basis = bill["nights"][-1]
+    assert new_basis["reexpressed_rows"] == 364_000_000 and new_basis["refit_batches_merged"] == 365
+    assert new_basis["processing_usd_per_million"] > bill["nights"][2]["processing_usd_per_million"]
+    # Phone photos (3 MB): storage dominates and the month target is honestly NOT MET.
+    phone_photos = workload(throughput=MEASURED_PER_VCPU, mean_image_bytes=3e6)
+    phones = costs.year_bill(phone_photos, ClusterSizing(), region=PARIS, prices=prices, volumes=(1_000_000,))
+    assert phones["targets"][2]["verdict"] == "NOT MET"
+
+
+def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(prices):
+    sizing = ClusterSizing()
+    plain = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=100_000, landing_on_s3=False, prices=prices)
+    caught_up = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=150_000, catchup_images=50_000,
+                                       prices=prices)
+    assert caught_up["rows"] == {"featurized": 150_000, "pca_read": 150_000, "reexpressed": 0,
+                                 "refit_batches_merged": 0}
+    assert caught_up["seconds"]["featurize_s"] > plain["seconds"]["featurize_s"]
+    new_basis = costs.estimate_for_run(100_000, sizing, region=PARIS, reexpress_rows=3_000_000, refit_batches=30,
+                                       prices=prices)
+    assert new_basis["seconds"]["reexpress_s"] > 0 and new_basis["rows"]["refit_batches_merged"] == 30
+    assert new_basis["cost"]["total_usd"] > plain["cost"]["total_usd"]
+    assert plain["processing_usd_per_million"] > 0 and "storage class" in plain["storage_basis"]
+    assert json.loads(json.dumps(new_basis)) == new_basis  # XCom and the run report carry it as JSON
+
+
+def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices):
+    assert costs.main(["estimate", "--images", "1000000", "--night", "365", "--throughput-per-vcpu",
+                       str(MEASURED_PER_VCPU), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["night"] == 365 and out["processing_usd_per_million"] <= costs.TARGET_PROCESSING_USD_PER_MILLION
+    assert out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    assert out["s3"]["requests"]["get"]["upload_manifests"] == 365
+    assert costs.main(["estimate", "--images", "1000000", "--mean-image-bytes", "3000000", "--json",
+                       "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    phones = json.loads(capsys.readouterr().out)
+    assert phones["monthly_usd_steady_state"] > 10 * out["monthly_usd_steady_state"]
+    assert phones["s3"]["photos_per_object"] < 1000  # the 128 MiB bundle limit comes first
+
+
+def test_help_describes_every_subcommand_and_option(capsys):
+    for command in ("estimate", "bill", "compare"):
+        with pytest.raises(SystemExit):
+            costs.main([command, "--help"])
+        text = capsys.readouterr().out
+        for option in ("--images", "--night", "--mean-image-bytes", "--reexpress-rows", "--refit", "--catchup-images",
+                       "--network", "--airflow-host", "--core", "--task", "--on-demand", "--storage-months"):
+            assert option in text, (command, option)
+    with pytest.raises(SystemExit):
+        costs.main(["--help"])
+    top = capsys.readouterr().out
+    assert all(name in top for name in ("estimate", "bill", "compare", "refresh"))
+    # Every option of every subcommand says what it does.
+    parser = costs.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, (name, action.option_strings)
+
+
+def test_make_cost_prints_the_bill_of_a_year_then_the_comparisons(capsys):
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncost:", 1)[1].split("\n\n", 1)[0]
+    assert "fruits.costs bill" in recipe and "fruits.costs compare" in recipe
+    assert costs.main(["bill", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("| 1 |") for line in lines) and any(line.startswith("| 365 |") for line in lines)
+    assert "| USD a month | 10,000 photos a night | 100,000 photos a night | 1,000,000 photos a night |" in out
+    assert sum(line.endswith("| met |") for line in lines) == 3
+
+
+def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(prices):
+    rows = 364_000_000
+    w = workload(throughput=MEASURED_PER_VCPU, reexpress_rows=rows)
+    extra = costs.new_basis_storage(w, PARIS, prices)
+    entry = prices.region(PARIS)
+    assert extra["s3_retrieval"] == pytest.approx(rows * 3500 / 1e9 * entry["s3_retrieval_per_gb"]["GLACIER_IR"])
+    classes = entry["s3_classes_gb_month"]
+    # New outputs: 30 days Frequent + 60 days Infrequent above the Archive Instant tier the old ones had reached.
+    bump_days = 30 * (classes["INTELLIGENT_TIERING_FREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]) \
+        + 60 * (classes["INTELLIGENT_TIERING_INFREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"])
+    assert extra["s3_new_basis_tiers"] == pytest.approx(rows * 3350 / 1e9 * bump_days / (365 / 12))
+    night = costs.estimate_emr(w, ClusterSizing(), region=PARIS, prices=prices)["cost"]["components_usd"]
+    assert night["s3_retrieval"] == pytest.approx(extra["s3_retrieval"], abs=1e-5)
+    assert "s3_retrieval" not in costs.estimate_emr(workload(), ClusterSizing(), region=PARIS, prices=prices)["cost"][
+        "components_usd"]
+    # A month with one new basis counts it once, on top of the plain month.
+    measured = workload(throughput=MEASURED_PER_VCPU)
+    plain = costs.steady_state_month(measured, ClusterSizing(), region=PARIS, prices=prices)
+    with_basis = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
+    assert with_basis["monthly_usd"] - plain["monthly_usd"] == pytest.approx(
+        extra["s3_retrieval"] + extra["s3_new_basis_tiers"], rel=0.02)

@@ -1,24 +1,30 @@
-"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the comparisons.
+"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the bill of a year, the
+comparisons.
 
-One model serves three uses: `estimate_emr` (before a run: from an image count, a throughput per vCPU
-and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to what EMR
-says actually ran) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
+One model serves four uses: `estimate_emr` (before a run: from an image count, the measured featurize and PCA
+rates per vCPU and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to
+what EMR says actually ran), `year_bill` / `steady_state_month` (night 1 beside night 365, the whole month once
+retention is full) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
 
 Billing rules modelled (the AWS price pages' own):
-- EC2: per second, 60 s minimum per instance; On-Demand list price, or on spot the region's sampled
-  spot price (`refresh --spot`), else On-Demand less the file's stamped typical spot discount;
+- EC2: per second, 60 s minimum per instance; primary and core fleet On-Demand (the core nodes host the
+  driver), the task fleet on spot when sizing.spot: the region's sampled spot price (`refresh --spot`), else
+  On-Demand less the file's stamped typical spot discount;
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
-- S3 Standard: PUT/COPY/POST/LIST per 1,000 requests, GET/HEAD per 1,000, GB-month storage; the
-  requests follow the lake's layout (`s3_requests`: photos bundled into Parquet objects by
-  `fruits.upload`, whose constants size the bundles; `images_per_object=1` prices one object per photo).
+- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout (`s3_requests`: photos
+  bundled into Parquet objects by `fruits.upload`, whose constants size the bundles); storage per area in
+  the class the lifecycle moves it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions),
+  day by day over its stay, with lifecycle transitions and Intelligent-Tiering monitoring;
+- fixed: the KMS key, the Airflow host, the cluster's network path (S3 gateway endpoint, or a NAT gateway).
 
-Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites it from the
-AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`, the one
-instance facts table. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
+Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites the EC2/EMR/EBS/S3
+Standard ones from the AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`.
+Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
 
-    python -m fruits.costs estimate --images 1000000 [--throughput-per-vcpu X] [--instance-type c7g.2xlarge
-        --core 1 --task 2] [--on-demand] [--region eu-west-3] [--landing-on-s3] [--images-per-object 1]
+    python -m fruits.costs estimate --images 1000000 [--night 365] [--refit] [--reexpress-rows R]
+        [--mean-image-bytes B] [--json]                  # one night; --json: processing + the steady-state month
+    python -m fruits.costs bill [--images 1000000]       # night 1 vs 365, the month at 10k/100k/1M, targets
     python -m fruits.costs compare --images 1000000     # optimizations and break-evens (docs/costs.md)
     python -m fruits.costs refresh [--spot]              # rewrite the prices file from AWS's APIs
 """
@@ -47,6 +53,8 @@ PRICES_FILE = Path(__file__).resolve().parent / "prices" / "aws_eu.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Written by benchmarks/inference_throughput.py (featurize end to end, images/s per vCPU).
 THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+# Written by the PCA benchmark (statistics and projection rows/s per vCPU); read like featurize's.
+PCA_THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "pca_throughput.json"
 # Used only while that benchmark has not been run on this checkout; every output names its source.
 FALLBACK_THROUGHPUT_PER_VCPU = 20.0
 FALLBACK_THROUGHPUT_SOURCE = "FALLBACK ASSUMPTION (no benchmarks/results/inference_throughput.json yet): 20 images/s/vCPU"
@@ -68,6 +76,52 @@ NORMALIZATION_FACTORS = {
 ON_DEMAND, SPOT = "ON_DEMAND", "SPOT"
 # The issue's target: a nightly batch of one million images, all-in, on spot capacity.
 TARGET_USD_PER_MILLION = 0.50
+# Issue 11's targets: processing (compute + requests) per million on night 365 within 5 % of night 1 and
+# at most this; the steady-state month at 1 M Fruits-360-size photos a night, eu-west-3, at most this.
+TARGET_PROCESSING_USD_PER_MILLION = 0.35
+TARGET_NIGHT_DRIFT = 0.05
+TARGET_MONTHLY_USD = 100.0
+
+# The lake's retention (infra/foundation.yaml's ImageRetentionDays, LogRetentionDays and
+# NoncurrentVersionExpiryDays defaults; tests/test_costs.py keeps them equal): an expired object stays a
+# noncurrent version for the grace, then is purged.
+RETENTION_DAYS = 365
+LOG_RETENTION_DAYS = 90
+NONCURRENT_GRACE_DAYS = 30
+# A billing month: a year's 365 days over 12 (S3 bills the month's average GB); one batch a night.
+DAYS_PER_MONTH = 365 / 12
+HOURS_PER_MONTH = 730.0
+# The PCA's sufficient statistics of one batch: n, column sums and X'X in float64 over 1280 features.
+FEATURE_DIM = 1280
+STATS_BYTES_PER_BATCH = 8 * (1 + FEATURE_DIM + FEATURE_DIM * FEATURE_DIM)
+# A refit reads the stored statistics on the driver (one S3 stream, assumed 100 MB/s, not measured) and
+# decomposes one 1280 x 1280 matrix (about a second).
+STATS_READ_BYTES_PER_S = 100e6
+EIGEN_SECONDS = 1.0
+# S3 storage classes, and what the lifecycle may move: objects under 128 KiB are billed as 128 KiB in
+# Glacier Instant Retrieval and never monitored by Intelligent-Tiering, so the rules skip them.
+STANDARD, GLACIER_IR, INTELLIGENT_TIERING = "STANDARD", "GLACIER_IR", "INTELLIGENT_TIERING"
+MIN_TRANSITION_BYTES = 128 * 1024
+# Intelligent-Tiering's automatic tiers: Frequent until 30 days without access, Infrequent until 90,
+# then Archive Instant Access (no retrieval fee in any of them).
+IT_TIERS = ((30, "INTELLIGENT_TIERING_FREQUENT"), (90, "INTELLIGENT_TIERING_INFREQUENT"),
+            (None, "INTELLIGENT_TIERING_ARCHIVE_INSTANT"))
+# Job output files (features, reduced Parquet): Spark writes parts of tens of MB; assumed 64 MB each for the
+# objects counted by Intelligent-Tiering's monitoring and the transitions (not measured).
+OUTPUT_OBJECT_BYTES = 64e6
+# EMR logs a run leaves under logs/ (assumed, not measured), kept LOG_RETENTION_DAYS.
+LOG_BYTES_PER_RUN = 50e6
+# The cross-batch duplicate index (fruits.upload's index/): assumed 100 bytes a photo, pruned with the photos.
+INDEX_BYTES_PER_PHOTO = 100.0
+# The Airflow host: one Graviton instance On-Demand all month (scheduler, API server, triggerer, Postgres)
+# with its gp3 volume; `--airflow-host` prices another size.
+AIRFLOW_HOST_TYPE = "t4g.medium"
+AIRFLOW_HOST_EBS_GIB = 30
+# The cluster reaches S3 through a gateway endpoint (free) and nothing else. The priced alternative, a NAT
+# gateway up all month, also carries what the nodes download at boot from the internet (assumed 1 GB each:
+# the Python wheels, TensorFlow/LiteRT among them).
+NETWORK_PATHS = ("s3-gateway-endpoint", "nat-gateway")
+NAT_BOOT_DOWNLOAD_GB_PER_NODE = 1.0
 
 # S3 requests, as the pipeline makes them (counted on moto for the upload; the jobs' reads as S3A does them).
 # A LIST page holds 1,000 keys.
@@ -113,11 +167,19 @@ class Workload:
     images: int
     throughput_per_vcpu: float  # featurize end to end, images/s per executor vCPU
     throughput_source: str = "given"
-    # Rows the PCA step fits on: this batch only (project mode, first batch), or all batches (refit).
+    # Feature rows the PCA step reads tonight (statistics + projection): the night's batch and any caught-up
+    # ones, never the history. None: images + catchup_images.
     pca_rows: int | None = None
-    # pyspark.ml PCA (k=100) fit + transform on 1280-d rows, marginal rate per vCPU, measured on the dev
-    # machine (AMD EPYC, local[2], 5k vs 20k rows, 2026-11-22): the Gramian is O(rows x 1280^2).
-    pca_rows_per_s_per_vcpu: float = 250.0
+    # Photos of earlier nights featurized by this run too (batches a failed night left without features).
+    catchup_images: int = 0
+    # Rows of retained batches projected again on a new basis (only the nights a basis is fitted: rare).
+    reexpress_rows: int = 0
+    # Batches whose stored statistics a refit merges (0: no refit tonight); never re-reads features.
+    refit_batches: int = 0
+    # PCA rates per vCPU (benchmarks/results/pca_throughput.json when None; see `default_pca_rates`).
+    pca_stats_rows_per_s_per_vcpu: float | None = None
+    pca_project_rows_per_s_per_vcpu: float | None = None
+    pca_rate_source: str = "given"
     # Mean JPEG size of the Fruits-360 sample (960 files, 100x100): 4,530 bytes.
     mean_image_bytes: float = 4530.0
     # One features row (1280 float32 + path/label/split/sha256/batch) as featurize writes it (zstd, no
@@ -136,16 +198,33 @@ class Workload:
     # Batches already in the lake: the upload reads each one's manifest (1 GET) to skip photos it
     # holds. A year of nightly batches by default; 0.0004 USD per 1,000 batches.
     earlier_batches: int = 365
-    # Months of S3 storage charged to the run for the new data it adds (raw photos + features).
-    storage_months: float = 1.0
+    # Per photo, per-batch PCA outputs (measured on a local run): reduced Parquet and pca_matrix.csv.
+    reduced_bytes: float = 880.0
+    csv_bytes: float = 2470.0
+    # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),
+    # the model before storage classes; None: the batch's whole stay in the lake, every area in its class
+    # (`batch_storage_usd`), which is what the run adds to the bills of the coming year.
+    storage_months: float | None = None
 
     def __post_init__(self) -> None:
-        counts = (self.images, self.pca_rows or 0, self.objects_in_batch or 0, self.earlier_batches)
+        counts = (self.images, self.pca_rows or 0, self.objects_in_batch or 0, self.earlier_batches,
+                  self.catchup_images, self.reexpress_rows, self.refit_batches)
         if min(counts) < 0:
             raise ValueError("image, row, object and batch counts cannot be negative")
-        if self.throughput_per_vcpu <= 0 or self.pca_rows_per_s_per_vcpu <= 0:
+        if self.pca_stats_rows_per_s_per_vcpu is None or self.pca_project_rows_per_s_per_vcpu is None:
+            try:
+                stats, project, source = default_pca_rates()
+            except FileNotFoundError as missing:  # only a wall-time estimate needs them (job_seconds says so)
+                stats, project, source = None, None, str(missing)
+            object.__setattr__(self, "pca_stats_rows_per_s_per_vcpu", self.pca_stats_rows_per_s_per_vcpu or stats)
+            object.__setattr__(self, "pca_project_rows_per_s_per_vcpu", self.pca_project_rows_per_s_per_vcpu or project)
+            object.__setattr__(self, "pca_rate_source", source)
+        rates = (self.throughput_per_vcpu, self.pca_stats_rows_per_s_per_vcpu, self.pca_project_rows_per_s_per_vcpu)
+        if min(r for r in rates if r is not None) <= 0:
             raise ValueError("throughputs must be positive")
-        if (self.images_per_object is not None and self.images_per_object < 1) or self.storage_months < 0:
+        if min(self.mean_image_bytes, self.feature_bytes, self.reduced_bytes, self.csv_bytes) <= 0:
+            raise ValueError("per-photo sizes must be positive")
+        if (self.images_per_object is not None and self.images_per_object < 1) or (self.storage_months or 0) < 0:
             raise ValueError("images_per_object must be >= 1 and storage_months >= 0")
         if self.images_per_object == 1 and self.objects_in_batch is not None:
             raise ValueError("objects_in_batch counts bundles: it does not go with one object per photo")
@@ -162,6 +241,11 @@ class Workload:
         return self.images_per_object or bundle_photos(self.mean_image_bytes)
 
     @property
+    def layout_photos_per_object(self) -> int:
+        """Photos per object of the layout (for batches whose object count is not known, e.g. caught-up ones)."""
+        return self.images_per_object or bundle_photos(self.mean_image_bytes)
+
+    @property
     def objects(self) -> int:
         if self.objects_in_batch is not None:
             return self.objects_in_batch
@@ -169,7 +253,11 @@ class Workload:
 
     @property
     def pca_row_count(self) -> int:
-        return self.images if self.pca_rows is None else self.pca_rows
+        return self.images + self.catchup_images if self.pca_rows is None else self.pca_rows
+
+    @property
+    def featurized_images(self) -> int:
+        return self.images + self.catchup_images
 
 
 def bundle_photos(mean_image_bytes: float) -> int:
@@ -200,6 +288,17 @@ def default_throughput(path: Path = THROUGHPUT_FILE) -> tuple[float, str]:
             f"({result.get('cores', '?')} cores, measured_at {result.get('measured_at', '?')})"
         )
     return FALLBACK_THROUGHPUT_PER_VCPU, FALLBACK_THROUGHPUT_SOURCE
+
+
+def default_pca_rates(path: Path = PCA_THROUGHPUT_FILE) -> tuple[float, float, str]:
+    """(statistics, projection) rows/s per vCPU from the PCA benchmark's results, with where they come from."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the PCA benchmark (benchmarks/) or pass the PCA rates")
+    result = json.loads(path.read_text())
+    name = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    where = f"{result.get('machine', '?')}, {result.get('measured_at', '?')}"
+    source = f"{result.get('source', 'measured')}: {name} ({where})"
+    return float(result["stats_rows_per_second_per_vcpu"]), float(result["project_rows_per_second_per_vcpu"]), source
 
 
 def textbook_throughput(path: Path = THROUGHPUT_FILE) -> float | None:
@@ -328,16 +427,21 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     reads) and per run (the batch manifest, the listings)."""
     objects = workload.objects
     if workload.one_object_per_photo:
-        featurize_reads = objects * GETS_PER_PHOTO_OBJECT
+        reads_per_object = GETS_PER_PHOTO_OBJECT
     else:
-        featurize_reads = objects * featurize_gets_per_bundle(workload.photos_per_object)
+        reads_per_object = featurize_gets_per_bundle(workload.photos_per_object)
+    featurize_reads = objects * reads_per_object
     # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
     # and the batch folder once (leftover bundles), featurize lists the batch folder once.
     folder_pages = list_pages(objects + 1)
     put = {"upload_objects": objects, "upload_manifest": 1, "upload_listings": 1 + folder_pages,
            "featurize_listing": folder_pages, "landing_listing": list_pages(workload.images) if workload.landing_on_s3 else 0}
     get = {"featurize_reads": featurize_reads, "upload_manifests": 1 + workload.earlier_batches,
-           "landing_reads": workload.images if workload.landing_on_s3 else 0}
+           "landing_reads": workload.images if workload.landing_on_s3 else 0,
+           # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
+           "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
+           # A refit reads each merged batch's commit marker and its statistics file.
+           "refit_stats_reads": 2 * workload.refit_batches}
     return {"put": put, "get": get}
 
 
@@ -345,11 +449,43 @@ def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, fl
     """S3 requests (`s3_requests`) and storage the run causes."""
     requests = s3_requests(workload)
     puts, gets = sum(requests["put"].values()), sum(requests["get"].values())
-    stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
-    return {
+    if workload.storage_months is None:
+        storage = sum(area["usd"] for area in batch_storage(workload, region, prices).values())
+    else:
+        stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
+        storage = stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month")
+    costs = {
         "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000") + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
-        "s3_storage": stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month"),
+        "s3_storage": storage,
     }
+    if workload.reexpress_rows and workload.storage_months is None:
+        costs.update(new_basis_storage(workload, region, prices))
+    return costs
+
+
+def new_basis_storage(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
+    """What re-expressing `workload.reexpress_rows` retained rows costs in S3 besides the cluster: reading their
+    features back from their class (retrieval), and the new basis' outputs starting their tiers again in place of
+    the old basis' (deleted once the new ones are committed; kept, pca/ would double until they expire)."""
+    entry = prices.region(region)
+    features = STORAGE_PLAN["features/"]
+    read_gb = workload.reexpress_rows * workload.feature_bytes / 1e9
+    retrieval = read_gb * entry["s3_retrieval_per_gb"].get(features.storage_class, 0.0)
+    outputs, classes = STORAGE_PLAN["pca/"], entry["s3_classes_gb_month"]
+    written_gb = workload.reexpress_rows * (workload.reduced_bytes + workload.csv_bytes) / 1e9
+    # The old outputs were past their first 90 days (the cheapest tier) for most of the rows: each day the new
+    # ones spend in a dearer tier or class until they reach it again is the cost.
+    settled = class_price_key(outputs, resident_days(outputs) - 1)
+    bump = sum(classes[class_price_key(outputs, age)] - classes[settled] for age in range(resident_days(outputs)))
+    return {"s3_retrieval": retrieval, "s3_new_basis_tiers": written_gb * bump / DAYS_PER_MONTH}
+
+
+def storage_basis(workload: Workload) -> str:
+    """What a run's s3_storage component stands for (it is named in every estimate and run report)."""
+    if workload.storage_months is None:
+        return (f"the batch's stay in the lake: {RETENTION_DAYS} days + {NONCURRENT_GRACE_DAYS} days of noncurrent "
+                "versions, every area in its storage class (STORAGE_PLAN)")
+    return f"{workload.storage_months:g} month(s) of S3 Standard for the raw photos and features"
 
 
 def s3_layout(workload: Workload) -> dict[str, Any]:
@@ -377,6 +513,192 @@ def summarize(components: dict[str, float], images: int, eur_per_usd: float) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# Storage classes, the steady-state month
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AreaPlan:
+    """How the lifecycle keeps one lake area: the class objects of 128 KiB or more move to, after how many
+    days (None: they stay Standard), and when they expire; `read_by` is why that class."""
+
+    prefix: str
+    storage_class: str
+    transition_days: int | None
+    expiration_days: int
+    read_by: str
+
+
+# One source of truth for the lifecycle of infra/foundation.yaml (tests/test_costs.py checks the template).
+STORAGE_PLAN = {
+    "raw/": AreaPlan("raw/", GLACIER_IR, 7, RETENTION_DAYS,
+                     "featurize reads a night's bundles that night, a catch-up within days; after a week only "
+                     "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)"),
+    "features/": AreaPlan("features/", GLACIER_IR, 7, RETENTION_DAYS,
+                          "the PCA reads a batch the night it is written (a catch-up within days); later only a "
+                          "re-expression reads them, once per new basis (0.03 USD/GB, cheaper than resetting "
+                          "Intelligent-Tiering's tiers), or an erasure one file"),
+    "pca/": AreaPlan("pca/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
+                     "statistics read by refits, the current basis every night (under 128 KiB: stays Standard), "
+                     "reduced Parquet and CSVs by analysts at any time: tiers follow the reads, no retrieval fee"),
+    "quarantine/": AreaPlan("quarantine/", STANDARD, None, RETENTION_DAYS, "a few rows a night, read by people"),
+    "index/": AreaPlan("index/", STANDARD, None, RETENTION_DAYS, "read by every upload"),
+    "logs/": AreaPlan("logs/", STANDARD, None, LOG_RETENTION_DAYS, "read when a run fails, within days"),
+}
+
+
+def class_price_key(plan: AreaPlan, age_days: int) -> str:
+    """The price-table key an object of `plan`'s area (128 KiB or more) is billed at, `age_days` after creation."""
+    if plan.transition_days is None or age_days < plan.transition_days:
+        return STANDARD
+    if plan.storage_class != INTELLIGENT_TIERING:
+        return plan.storage_class
+    in_tiering = age_days - plan.transition_days
+    return next(key for limit, key in IT_TIERS if limit is None or in_tiering < limit)
+
+
+def resident_days(plan: AreaPlan) -> int:
+    """Days an object of the area is billed: until it expires, then as a noncurrent version for the grace."""
+    return plan.expiration_days + NONCURRENT_GRACE_DAYS
+
+
+def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
+    """Bytes and objects of 128 KiB or more one night adds to each area."""
+    images = workload.featurized_images
+    per_object = workload.layout_photos_per_object
+    bundle_bytes = per_object * workload.mean_image_bytes
+    features = images * workload.feature_bytes
+    reduced = images * workload.reduced_bytes
+    csv_bytes = images * workload.csv_bytes
+
+    def parts(total: float) -> int:
+        return math.ceil(total / OUTPUT_OBJECT_BYTES) if total >= MIN_TRANSITION_BYTES else 0
+
+    return {
+        "raw/": {"bytes": images * workload.mean_image_bytes,
+                 "large_objects": (math.ceil(images / per_object)
+                                   if bundle_bytes >= MIN_TRANSITION_BYTES else 0)},
+        "features/": {"bytes": features, "large_objects": parts(features)},
+        "pca/": {"bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
+                 "large_objects": parts(reduced) + parts(csv_bytes) + 1},
+        "quarantine/": {"bytes": 0.0, "large_objects": 0},
+        "index/": {"bytes": images * INDEX_BYTES_PER_PHOTO, "large_objects": 0},
+        "logs/": {"bytes": LOG_BYTES_PER_RUN, "large_objects": 0},
+    }
+
+
+def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[str, dict[str, Any]]:
+    """What one night's data costs over its whole stay in the lake, per area (USD): storage day by day in
+    its class (small objects Standard), plus Intelligent-Tiering's monitoring and the lifecycle's transition
+    requests. At steady state a month's storage bill is this x the nights of a month."""
+    entry = prices.region(region)
+    classes = entry["s3_classes_gb_month"]
+    result = {}
+    for prefix, volume in area_volumes(workload).items():
+        plan = STORAGE_PLAN[prefix]
+        days = resident_days(plan)
+        gb = volume["bytes"] / 1e9
+        moved = volume["large_objects"] if plan.transition_days is not None else 0
+        billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
+        storage = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
+        transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0
+        monitoring = 0.0
+        if plan.storage_class == INTELLIGENT_TIERING and moved:
+            months_in_tiering = (days - plan.transition_days) / DAYS_PER_MONTH
+            per_object_month = entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] / 1000
+            monitoring = moved * per_object_month * months_in_tiering
+        result[prefix] = {"gb": round(gb, 6), "storage_class": plan.storage_class if moved else STANDARD,
+                          "transition_days": plan.transition_days if moved else None, "resident_days": days,
+                          "usd": storage + transitions + monitoring}
+    return result
+
+
+def fixed_monthly(region: str, prices: PriceBook, *, network: str = NETWORK_PATHS[0],
+                  airflow_host: str = AIRFLOW_HOST_TYPE, nodes_per_night: int = 3) -> dict[str, float]:
+    """The month's costs that do not depend on the photos: the lake's KMS key, the Airflow host (instance +
+    gp3 volume, all month), the cluster's network path."""
+    entry = prices.region(region)
+    hosts = entry["airflow_host_hourly"]
+    if airflow_host not in hosts:
+        raise ValueError(f"no price for Airflow host {airflow_host!r} in {region}: one of {sorted(hosts)}")
+    if network not in NETWORK_PATHS:
+        raise ValueError(f"network path must be one of {NETWORK_PATHS}, not {network!r}")
+    nat = 0.0
+    if network == "nat-gateway":
+        downloads = nodes_per_night * NAT_BOOT_DOWNLOAD_GB_PER_NODE * DAYS_PER_MONTH
+        nat = HOURS_PER_MONTH * entry["nat_gateway_hourly"] + downloads * entry["nat_gateway_per_gb"]
+    return {"kms_key": entry["kms_key_month"],
+            "airflow_host": HOURS_PER_MONTH * hosts[airflow_host] + AIRFLOW_HOST_EBS_GIB * entry["ebs_gp3_gb_month"],
+            "network_path": nat}
+
+
+def night_workload(workload: Workload, night: int, *, refit: bool = False) -> Workload:
+    """The `night`-th consecutive night of `workload.images` photos: the upload reads the manifests of the
+    batches still retained; a refit merges the statistics of the retained batches, this one included."""
+    if night < 1:
+        raise ValueError("--night counts from 1")
+    # The first night fits the first basis from its own statistics: a refit of one batch.
+    window = min(night, RETENTION_DAYS) if refit or night == 1 else workload.refit_batches
+    return replace(workload, earlier_batches=min(night - 1, RETENTION_DAYS - 1), refit_batches=window)
+
+
+def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+                       overheads: Overheads = Overheads(), network: str = NETWORK_PATHS[0],
+                       airflow_host: str = AIRFLOW_HOST_TYPE) -> dict[str, Any]:
+    """The whole bill of a month once retention is full, at `workload.images` photos a night: every night's
+    processing, each area's storage in its class, the fixed costs; every assumption named. A refit or a
+    re-expression in `workload` is counted once in the month, the other nights project only."""
+    check_region(region)
+    plain = replace(night_workload(workload, RETENTION_DAYS), refit_batches=0, reexpress_rows=0, catchup_images=0)
+    nightly = estimate_emr(plain, sizing, region=region, prices=prices, overheads=overheads)
+    night_usd = sum(v for k, v in nightly["cost"]["components_usd"].items() if k != "s3_storage")
+    extra_usd = 0.0
+    if workload.refit_batches or workload.reexpress_rows or workload.catchup_images:
+        special = estimate_emr(night_workload(workload, RETENTION_DAYS), sizing, region=region, prices=prices,
+                               overheads=overheads)
+        extra_usd = sum(v for k, v in special["cost"]["components_usd"].items() if k != "s3_storage") - night_usd
+    areas = batch_storage(plain, region, prices)
+    storage = {prefix: area["usd"] * DAYS_PER_MONTH for prefix, area in areas.items()}
+    fixed = fixed_monthly(region, prices, network=network, airflow_host=airflow_host,
+                          nodes_per_night=1 + sizing.core_count + sizing.task_count)
+    parts = {"processing": night_usd * DAYS_PER_MONTH + extra_usd,
+             **{f"storage {prefix}": usd for prefix, usd in storage.items()},
+             **{f"fixed {name}": usd for name, usd in fixed.items()}}
+    total = sum(parts.values())
+    return {
+        "images_per_night": workload.images,
+        "region": region,
+        "monthly_usd": round(total, 2),
+        "monthly_eur": round(total * prices.eur_per_usd, 2),
+        "components_usd": {k: round(v, 4) for k, v in parts.items()},
+        "storage_gb": {prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1)
+                       for prefix, area in areas.items()},
+        "storage_classes": {prefix: {"class": area["storage_class"], "after_days": area["transition_days"],
+                                     "resident_days": area["resident_days"], "read_by": STORAGE_PLAN[prefix].read_by}
+                            for prefix, area in areas.items()},
+        "assumptions": [
+            (f"{DAYS_PER_MONTH:.2f} nights a month, one batch a night, each night {workload.images:,} photos of "
+             f"{workload.mean_image_bytes:,.0f} bytes"),
+            (f"retention full: {RETENTION_DAYS} nights retained (logs {LOG_RETENTION_DAYS}), each object billed "
+             f"{NONCURRENT_GRACE_DAYS} more days as a noncurrent version"),
+            "nightly PCA reads only the new batch (statistics + projection); "
+            + ("one refit/re-expression night in the month" if extra_usd else "no refit or re-expression this month"),
+            (f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
+             f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"),
+            (f"per photo: features {workload.feature_bytes:,.0f} B, reduced Parquet {workload.reduced_bytes:,.0f} B, "
+             f"CSV {workload.csv_bytes:,.0f} B, index {INDEX_BYTES_PER_PHOTO:,.0f} B; statistics "
+             f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run"),
+            "KMS: one customer-managed key; its requests are few with S3 Bucket Keys (not counted)",
+            f"Airflow host: one {airflow_host} On-Demand {HOURS_PER_MONTH:.0f} h + {AIRFLOW_HOST_EBS_GIB} GiB gp3",
+            f"network path: {network}"
+            + (" (free)" if network == "s3-gateway-endpoint" else
+               f" up all month + {NAT_BOOT_DOWNLOAD_GB_PER_NODE:g} GB of downloads per node per night"),
+            "not counted: data transfer (none leaves the region), CloudWatch, the landing's own storage",
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Estimates
 # ---------------------------------------------------------------------------------------------
 
@@ -385,20 +707,42 @@ def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[st
     """Each step's seconds on `vcpus` executor vCPUs (work + the step's fixed overhead)."""
     if vcpus <= 0:
         raise ValueError("no executor vCPUs")
-    featurize = workload.images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
-    pca = workload.pca_row_count / (workload.pca_rows_per_s_per_vcpu * vcpus) + overheads.step_s
-    return {"featurize_s": featurize, "pca_s": pca}
+    if workload.pca_stats_rows_per_s_per_vcpu is None or workload.pca_project_rows_per_s_per_vcpu is None:
+        raise ValueError(f"no PCA rates: {workload.pca_rate_source}")
+    featurize = workload.featurized_images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
+    # Statistics and projection: one pass each over tonight's rows; a refit adds the merge of stored statistics.
+    rows = workload.pca_row_count
+    stats_rate = workload.pca_stats_rows_per_s_per_vcpu * vcpus
+    project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
+    pca = rows / stats_rate + rows / project_rate + overheads.step_s + refit_seconds(workload.refit_batches)
+    seconds = {"featurize_s": featurize, "pca_s": pca}
+    if workload.reexpress_rows:
+        seconds["reexpress_s"] = workload.reexpress_rows / project_rate + overheads.step_s
+    return seconds
+
+
+def refit_seconds(batches: int) -> float:
+    """Reading and summing `batches` stored statistics on the driver, then the eigendecomposition."""
+    if not batches:
+        return 0.0
+    return batches * STATS_BYTES_PER_BATCH / STATS_READ_BYTES_PER_S + EIGEN_SECONDS
+
+
+def fleet_markets(sizing: ClusterSizing) -> dict[str, str]:
+    """The market of each fleet: primary and core always On-Demand (the core nodes host the YARN application
+    master, i.e. the Spark driver: a spot loss there kills the step), task nodes on spot when sizing.spot."""
+    return {"MASTER": ON_DEMAND, "CORE": ON_DEMAND, "TASK": SPOT if sizing.spot else ON_DEMAND}
 
 
 def emr_instances(sizing: ClusterSizing, seconds: float) -> list[BilledInstances]:
     """The cluster a ClusterSizing asks for, priced with each fleet's first (preferred) type."""
-    worker_market = SPOT if sizing.spot else ON_DEMAND
+    markets = fleet_markets(sizing)
     worker_ebs = sizing.worker_ebs_gib + EMR_ROOT_VOLUME_GIB
     return [
-        BilledInstances("MASTER", sizing.primary_types[0], ON_DEMAND, 1, seconds,
+        BilledInstances("MASTER", sizing.primary_types[0], markets["MASTER"], 1, seconds,
                         sizing.primary_ebs_gib + EMR_ROOT_VOLUME_GIB),
-        BilledInstances("CORE", sizing.worker_types[0], worker_market, sizing.core_count, seconds, worker_ebs),
-        BilledInstances("TASK", sizing.worker_types[0], worker_market, sizing.task_count, seconds, worker_ebs),
+        BilledInstances("CORE", sizing.worker_types[0], markets["CORE"], sizing.core_count, seconds, worker_ebs),
+        BilledInstances("TASK", sizing.worker_types[0], markets["TASK"], sizing.task_count, seconds, worker_ebs),
     ]
 
 
@@ -415,7 +759,7 @@ def estimate_emr(
     check_region(region)
     vcpus = worker_vcpus(sizing)
     steps = job_seconds(workload, vcpus, overheads)
-    cluster_s = overheads.startup_s + overheads.bootstrap_s + steps["featurize_s"] + steps["pca_s"] + overheads.termination_s
+    cluster_s = overheads.startup_s + overheads.bootstrap_s + sum(steps.values()) + overheads.termination_s
     instances = emr_instances(sizing, cluster_s)
     components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
     return {
@@ -426,23 +770,47 @@ def estimate_emr(
         "throughput_source": workload.throughput_source,
         "executor_vcpus": vcpus,
         "instances": [asdict(i) for i in instances if i.count],
-        "spot_price": prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot else None,
+        "spot_price": (prices.spot_price_source(region, sizing.worker_types[0])
+                       if sizing.spot and sizing.task_count else None),
+        "pca_rates": {"stats_rows_per_s_per_vcpu": workload.pca_stats_rows_per_s_per_vcpu,
+                      "project_rows_per_s_per_vcpu": workload.pca_project_rows_per_s_per_vcpu,
+                      "source": workload.pca_rate_source},
+        "rows": {"featurized": workload.featurized_images, "pca_read": workload.pca_row_count,
+                 "reexpressed": workload.reexpress_rows, "refit_batches_merged": workload.refit_batches},
         "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "startup_s": overheads.startup_s,
                     "bootstrap_s": overheads.bootstrap_s, "termination_s": overheads.termination_s,
                     "wall_s": round(cluster_s, 1)},
         "s3": s3_layout(workload),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
+        "processing_usd_per_million": processing_per_million(components, workload.images),
+        "storage_basis": storage_basis(workload),
         "prices": prices.stamp,
     }
 
 
+# The components of a run that are storage (the batch's stay; a new basis' outputs starting their tiers again).
+STORAGE_COMPONENTS = ("s3_storage", "s3_new_basis_tiers")
+
+
+def processing_per_million(components: dict[str, float], images: int) -> float | None:
+    """Compute + S3 requests (and retrievals) of a run, everything but storage, per million of tonight's photos."""
+    if not images:
+        return None
+    return round(sum(v for k, v in components.items() if k not in STORAGE_COMPONENTS) / images * 1e6, 4)
+
+
 def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_rows: int | None = None,
-                     landing_on_s3: bool = False, prices: PriceBook | None = None) -> dict[str, Any]:
+                     landing_on_s3: bool = False, prices: PriceBook | None = None, reexpress_rows: int = 0,
+                     catchup_images: int = 0, refit_batches: int = 0) -> dict[str, Any]:
     """The estimate the DAG makes before creating the cluster: the benchmark's throughput, the prices
-    file, this run's image count, landing and sizing (JSON-ready, for XCom and the run report)."""
+    file, this run's image count, landing and sizing (JSON-ready, for XCom and the run report).
+    pca_rows: feature rows the PCA step reads (default: images + catchup_images); reexpress_rows: rows
+    of retained batches projected on a new basis; catchup_images: earlier nights' photos featurized too;
+    refit_batches: stored statistics a refit merges."""
     throughput, source = default_throughput()
     workload = Workload(images=images, throughput_per_vcpu=throughput, throughput_source=source, pca_rows=pca_rows,
-                        landing_on_s3=landing_on_s3)
+                        landing_on_s3=landing_on_s3, reexpress_rows=reexpress_rows, catchup_images=catchup_images,
+                        refit_batches=refit_batches)
     return estimate_emr(workload, sizing, region=region, prices=prices or PriceBook.load())
 
 
@@ -568,7 +936,8 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
         # requests differ (PUT and GET are billed per request, whatever the object's size).
         ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
          run_cost(sizing, bundled), run_cost(sizing, per_photo)),
-        ("spot core/task nodes", "the same nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
+        # The core nodes host the driver: On-Demand either way; only the task nodes' market is a choice.
+        ("spot task nodes", "the same task nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
         ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
         # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
         ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
@@ -592,13 +961,14 @@ def per_million(estimate: dict[str, Any]) -> dict[str, float]:
     scale = 1e6 / images if images else 0.0
     parts = {"compute": sum(v for k, v in components.items() if not k.startswith("s3_")) * scale,
              "s3_requests": components["s3_requests"] * scale, "s3_storage": components["s3_storage"] * scale}
-    return {**parts, "all_in": sum(parts.values())}
+    return {**parts, "processing": parts["compute"] + parts["s3_requests"], "all_in": sum(parts.values())}
 
 
 def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
                  cheapest_workers: int | None = None, overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
-    """Cost per million images against TARGET_USD_PER_MILLION: the photos in bundles on the given cluster
-    (and on the cheapest worker count, when given), then one object per photo on the given cluster."""
+    """Processing (compute + requests) per million images against TARGET_PROCESSING_USD_PER_MILLION, and the
+    storage of the batch's whole stay beside it: the photos in bundles on the given cluster (and on the
+    cheapest worker count, when given), then one object per photo on the given cluster."""
     bundled, per_photo = layouts(workload)
     workers = sizing.core_count + sizing.task_count
     cases = [(f"photos in bundles (today), {workers} workers", bundled, sizing)]
@@ -610,9 +980,53 @@ def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, pric
     for name, case, shaped in cases:
         cost = per_million(estimate_emr(case, shaped, region=region, prices=prices, overheads=overheads))
         rows.append({"case": name, **{k: round(v, 4) for k, v in cost.items()},
-                     "all_in_eur": round(cost["all_in"] * prices.eur_per_usd, 4),
-                     "target": "met" if cost["all_in"] <= TARGET_USD_PER_MILLION else "NOT MET"})
+                     "target": verdict(cost["processing"] <= TARGET_PROCESSING_USD_PER_MILLION)})
     return rows
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
+
+
+def year_bill(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
+              nights: Sequence[int] = (1, 30, 365), volumes: Sequence[int] = (10_000, 100_000, 1_000_000),
+              overheads: Overheads = Overheads(), network: str = NETWORK_PATHS[0],
+              airflow_host: str = AIRFLOW_HOST_TYPE) -> dict[str, Any]:
+    """The bill of a year at `workload.images` photos a night: processing per million on each of `nights`
+    (and on night 365 with a refit and a re-expression of every retained batch), the steady-state month at
+    each of `volumes` photos a night, and issue 11's targets with their verdicts."""
+
+    def night(n: int, **extra: Any) -> dict[str, Any]:
+        est = estimate_emr(night_workload(replace(workload, **extra), n, refit=bool(extra)), sizing, region=region,
+                           prices=prices, overheads=overheads)
+        return {"night": n, "processing_usd_per_million": est["processing_usd_per_million"],
+                "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "pca_rows_read": est["rows"]["pca_read"],
+                "refit_batches_merged": est["rows"]["refit_batches_merged"],
+                "reexpressed_rows": est["rows"]["reexpressed"],
+                "new_basis_storage_usd": est["cost"]["components_usd"].get("s3_new_basis_tiers", 0.0)}
+
+    rows = [night(n) for n in nights]
+    retained = workload.images * (RETENTION_DAYS - 1)
+    rows.append({**night(RETENTION_DAYS, reexpress_rows=retained), "night": f"{RETENTION_DAYS}, new basis"})
+    months = {images: steady_state_month(replace(workload, images=images), sizing, region=region, prices=prices,
+                                         overheads=overheads, network=network, airflow_host=airflow_host)
+              for images in volumes}
+    first, last = rows[0]["processing_usd_per_million"], next(r for r in rows if r["night"] == max(nights))
+    last = last["processing_usd_per_million"]
+    million = months.get(1_000_000) or steady_state_month(replace(workload, images=1_000_000), sizing, region=region,
+                                                          prices=prices, overheads=overheads, network=network,
+                                                          airflow_host=airflow_host)
+    targets = [
+        {"target": f"processing on night {max(nights)} within {TARGET_NIGHT_DRIFT:.0%} of night 1",
+         "value": round(last / first - 1, 4), "verdict": verdict(abs(last / first - 1) <= TARGET_NIGHT_DRIFT)},
+        {"target": f"processing on night {max(nights)} <= {TARGET_PROCESSING_USD_PER_MILLION} USD per million",
+         "value": last, "verdict": verdict(last <= TARGET_PROCESSING_USD_PER_MILLION)},
+        {"target": f"steady-state month at 1,000,000 photos of {workload.mean_image_bytes:,.0f} B a night, {region}, "
+                   f"{RETENTION_DAYS}-day retention <= {TARGET_MONTHLY_USD:g} USD",
+         "value": million["monthly_usd"], "verdict": verdict(million["monthly_usd"] <= TARGET_MONTHLY_USD)},
+    ]
+    return {"images_per_night": workload.images, "region": region, "nights": rows,
+            "months": {str(k): v for k, v in months.items()}, "targets": targets}
 
 
 def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
@@ -787,6 +1201,11 @@ def render_estimate(estimate: dict[str, Any]) -> str:
         f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, {estimate.get('throughput_source', '')}",
         "wall time: " + ", ".join(f"{k[:-2]} {v / 60:,.1f} min" for k, v in seconds.items()),
     ]
+    if estimate.get("pca_rates"):
+        rates = estimate["pca_rates"]
+        head.append(f"PCA: {rates['stats_rows_per_s_per_vcpu']:,.0f} statistics + "
+                    f"{rates['project_rows_per_s_per_vcpu']:,.0f} projection rows/s per vCPU, {rates['source']}; "
+                    f"rows: {estimate['rows']}")
     if estimate.get("spot_price"):
         head.append(f"spot price: {estimate['spot_price']}")
     if estimate.get("s3"):
@@ -805,7 +1224,9 @@ def _workload(args: argparse.Namespace) -> Workload:
         throughput, source = default_throughput()
     return Workload(images=args.images, throughput_per_vcpu=throughput, throughput_source=source,
                     pca_rows=args.pca_rows, images_per_object=args.images_per_object, landing_on_s3=args.landing_on_s3,
-                    storage_months=args.storage_months)
+                    storage_months=args.storage_months, mean_image_bytes=args.mean_image_bytes,
+                    feature_bytes=args.feature_bytes, reduced_bytes=args.reduced_bytes, csv_bytes=args.csv_bytes,
+                    reexpress_rows=args.reexpress_rows, catchup_images=args.catchup_images)
 
 
 def _sizing(args: argparse.Namespace) -> ClusterSizing:
@@ -860,9 +1281,9 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
     sized = right_sizing(workload, sizing, region=region, prices=prices)
     cheapest = min(sized, key=lambda r: r["total_usd"])["workers"]
     out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
-           f"### Target: <= {TARGET_USD_PER_MILLION:.2f} USD per million images, all-in (USD per million; "
-           f"storage: {workload.storage_months:g} month(s))",
-           markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "S3 storage", "all-in USD", "all-in EUR", "target"],
+           (f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
+            f"million; storage: {storage_basis(workload)})"),
+           markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "storage", "processing", "all-in", "target"],
                           [tuple(r.values()) for r in target_table(workload, sizing, region=region, prices=prices,
                                                                    cheapest_workers=cheapest)]),
            "", "### Optimizations (USD)",
@@ -880,37 +1301,95 @@ def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fruits.costs", description="Fruits! cost model (USD as AWS bills, EUR beside).")
+def render_year(bill: dict[str, Any]) -> str:
+    """`make cost`'s first half: night 1 beside night 365, the monthly bills, the targets."""
+    nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read",
+                             "statistics merged", "rows re-expressed", "new basis: tier reset USD"],
+                            [tuple(r.values()) for r in bill["nights"]])
+    volumes = list(bill["months"])
+    names = list(bill["months"][volumes[-1]]["components_usd"])
+    months = markdown_table(["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
+                            [(name, *(bill["months"][v]["components_usd"][name] for v in volumes)) for name in names]
+                            + [("**total**", *(bill["months"][v]["monthly_usd"] for v in volumes))])
+    plan = bill["months"][volumes[-1]]["storage_classes"]
+    classes = markdown_table(["area", "class (objects >= 128 KiB)", "after days", "billed days", "read by"],
+                             [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"])
+                              for area, c in plan.items()])
+    targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
+    assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
+    title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
+    return "\n".join([title, nights,
+                      "", "### The steady-state month (retention full)", months, "", "### Storage classes", classes, "",
+                      "### Targets", targets, "", "Assumptions:", assumptions])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fruits.costs", description="Fruits! cost model (USD as AWS bills, EUR beside).",
+        epilog="estimate: one night's run (+ --json: processing_usd_per_million, monthly_usd_steady_state); "
+               "bill: night 1 beside night 365 and the steady-state month at 10 k, 100 k and 1 M photos a night "
+               "against issue 11's targets (make cost); compare: optimizations, right-sizing, alternatives; "
+               "refresh: the prices file from AWS.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("estimate", "compare"):
-        p = sub.add_parser(name)
-        p.add_argument("--images", type=int, required=True)
+    helps = {"estimate": "one night's run: wall time, USD and EUR by component; --json adds the steady-state month",
+             "bill": "the bill of a year: processing per night (1, 30, 365), the monthly bill at 10k/100k/1M "
+                     "photos a night, issue 11's targets",
+             "compare": "the optimizations chosen, right-sizing and the alternatives (EMR Serverless, one instance)"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--images", type=int, required=name != "bill", default=1_000_000,
+                       help="photos a night (bill: default 1,000,000)")
+        p.add_argument("--night", type=int, default=1,
+                       help="the Nth consecutive night of --images photos a night (manifests read, refit window)")
+        p.add_argument("--refit", action="store_true",
+                       help="tonight fits a new basis from the stored statistics of min(night, 365) batches")
+        p.add_argument("--reexpress-rows", type=int, default=0,
+                       help="rows of retained batches projected again on a new basis tonight (default 0: no new basis)")
+        p.add_argument("--catchup-images", type=int, default=0,
+                       help="photos of earlier nights without committed features featurized by this run too")
+        p.add_argument("--mean-image-bytes", type=float, default=Workload.mean_image_bytes,
+                       help="mean photo size in bytes: drives raw/ and the bundles (Fruits-360: 4,530; a phone: ~3e6)")
+        p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
+        p.add_argument("--reduced-bytes", type=float, default=Workload.reduced_bytes,
+                       help="reduced Parquet per photo (per-batch PCA output)")
+        p.add_argument("--csv-bytes", type=float, default=Workload.csv_bytes, help="pca_matrix.csv per photo")
         p.add_argument("--throughput-per-vcpu", type=float, default=None,
                        help="featurize images/s per executor vCPU (default: the benchmark's measurement)")
         p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
-        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"))
-        p.add_argument("--core", type=int, default=ClusterSizing.core_count)
-        p.add_argument("--task", type=int, default=ClusterSizing.task_count)
-        p.add_argument("--on-demand", action="store_true", help="core/task nodes On-Demand instead of spot")
-        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS)
-        p.add_argument("--pca-rows", type=int, default=None, help="rows the PCA fits on (default: --images)")
+        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"),
+                       help="the nodes' architecture (default: Graviton)")
+        p.add_argument("--core", type=int, default=ClusterSizing.core_count, help="core nodes (always On-Demand)")
+        p.add_argument("--task", type=int, default=ClusterSizing.task_count,
+                       help="task nodes (spot unless --on-demand)")
+        p.add_argument("--on-demand", action="store_true", help="task nodes On-Demand instead of spot")
+        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS,
+                       help="an EU member-state region (GDPR allow-list)")
+        p.add_argument("--pca-rows", type=int, default=None,
+                       help="feature rows the PCA reads tonight (default: --images + --catchup-images)")
         p.add_argument("--images-per-object", type=int, default=None,
                        help="photos per S3 object (default: bundles as fruits.upload writes them; "
                             "1: one object per photo, the layout before bundles)")
         p.add_argument("--landing-on-s3", action="store_true",
                        help="the photos land on an s3:// prefix (1 GET per photo; default: a local landing folder)")
-        p.add_argument("--storage-months", type=float, default=Workload.storage_months,
-                       help="months of S3 storage of the batch's new data charged to the run (0: processing only)")
-        p.add_argument("--eur-per-usd", type=float, default=None)
-        p.add_argument("--json", action="store_true", help="print the estimate as JSON")
-        p.add_argument("--single-instance-type", default="c7g.16xlarge")
+        p.add_argument("--storage-months", type=float, default=None,
+                       help="charge the run N months of S3 Standard for its photos + features instead of its whole "
+                            "stay in the lake in each area's class (0: processing only)")
+        p.add_argument("--network", choices=NETWORK_PATHS, default=NETWORK_PATHS[0],
+                       help="the cluster's path to S3 (default: the free gateway endpoint; nat-gateway: priced)")
+        p.add_argument("--airflow-host", default=AIRFLOW_HOST_TYPE, help="instance type of the Airflow host")
+        p.add_argument("--eur-per-usd", type=float, default=None, help="conversion rate (default: the prices file's)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--single-instance-type", default="c7g.16xlarge", help="compare: the one-instance alternative")
     refresh = sub.add_parser("refresh", help="rewrite the prices file from the AWS Price List API")
     refresh.add_argument("--region", action="append", choices=EU_MEMBER_STATE_REGIONS, help="default: every EU region")
     refresh.add_argument("--instance-type", action="append", help="default: the types already in the file")
     refresh.add_argument("--spot", action="store_true", help="also sample current spot prices (EC2 DescribeSpotPriceHistory)")
-    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE)
-    args = parser.parse_args(argv)
+    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE, help="the prices file to rewrite")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     if args.command == "refresh":
@@ -918,9 +1397,24 @@ def main(argv: list[str] | None = None) -> int:
     prices = PriceBook.load()
     if args.eur_per_usd:
         prices.document["eur_per_usd"] = {**prices.document["eur_per_usd"], "rate": args.eur_per_usd}
+    workload, sizing = _workload(args), _sizing(args)
     if args.command == "estimate":
-        estimate = estimate_emr(_workload(args), _sizing(args), region=args.region, prices=prices)
-        print(json.dumps(estimate, indent=2) if args.json else render_estimate(estimate))
+        tonight = night_workload(workload, args.night, refit=args.refit)
+        estimate = estimate_emr(tonight, sizing, region=args.region, prices=prices)
+        month = steady_state_month(tonight, sizing, region=args.region, prices=prices, network=args.network,
+                                   airflow_host=args.airflow_host)
+        estimate = {**estimate, "night": args.night, "monthly_usd_steady_state": month["monthly_usd"],
+                    "steady_state_month": month}
+        if args.json:
+            print(json.dumps(estimate, indent=2))
+        else:
+            print(render_estimate(estimate) + f"\n\nnight {args.night}: processing "
+                  f"{estimate['processing_usd_per_million']} USD per million; steady-state month "
+                  f"{month['monthly_usd']:,.2f} USD ({month['monthly_eur']:,.2f} EUR): `bill` for the breakdown")
+    elif args.command == "bill":
+        bill = year_bill(workload, sizing, region=args.region, prices=prices, network=args.network,
+                         airflow_host=args.airflow_host)
+        print(json.dumps(bill, indent=2) if args.json else render_year(bill))
     else:
         print(_compare(args, prices))
     print(f"\nprices: {prices.stamp['source'][:110]}... stamped {prices.stamp['stamped']}, values as of "

@@ -258,7 +258,7 @@ def build_run_report(
                               for g in groups if g.market == costs.SPOT}))
             + f"; EBS prorated per second; S3 requests modelled on {objects_basis}"
             + (" and an S3 landing" if run_workload.landing_on_s3 else "")
-            + f", {run_workload.storage_months:g} month(s) of storage from the image count"
+            + f"; storage from the image count: {costs.storage_basis(run_workload)}"
         )
 
     featurize_step_s = _step_seconds(step_rows, "featurize")
