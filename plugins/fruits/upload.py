@@ -861,7 +861,8 @@ class Attempt:
 
 
 def _upload_one(attempt: Attempt, file: LandingFile, data: bytes | Exception, erased: frozenset[str],
-                max_photo_bytes: int) -> None:
+                max_photo_bytes: int) -> Photo | None:
+    """The file's outcome; the photo to bundle when it is new (a lake write error is the caller's to raise)."""
     if isinstance(data, Exception):
         attempt.outcome(file.uri, "rejected", reason="unreadable", detail=f"{type(data).__name__}: {data}")
         return
@@ -889,8 +890,8 @@ def _upload_one(attempt: Attempt, file: LandingFile, data: bytes | Exception, er
         key = _alternate_key(key, sha)
     attempt.files[key] = sha
     attempt.seen_shas[sha] = key
-    attempt.writer.add(Photo(key, sha, content))
     attempt.outcome(file.uri, "uploaded", sha256=sha, key=key, format=image_format, metadata=how)
+    return Photo(key, sha, content)
 
 
 def _drop_from_bundles(attempt: Attempt, drop: set[str], rename: dict[str, str]) -> None:
@@ -1021,11 +1022,14 @@ def upload_new_images(
         else:
             candidates.append(file)
     for number, (file, content) in enumerate(read_in_pool(landing_store, candidates, workers=read_workers), 1):
+        photo = None
         try:
-            _upload_one(attempt, file, content, erased, max_photo_bytes)
+            photo = _upload_one(attempt, file, content, erased, max_photo_bytes)
         except Exception as error:  # one odd file never fails the night
             log.exception("%s: unexpected error", file.uri)
             attempt.outcome(file.uri, "rejected", reason="unreadable", detail=f"{type(error).__name__}: {error}")
+        if photo:
+            writer.add(photo)  # outside the per-file guard: a lake that fails writes fails the attempt
         if number % PROGRESS_EVERY == 0:
             log.info("landing: %d of %d read (%.1f/s)", number, len(candidates), number / (time.monotonic() - started))
     writer.flush()
