@@ -11,10 +11,9 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
+from fruits import dedup_index, lake, locks, upload
 from moto import mock_aws
 from PIL import Image
-
-from fruits import dedup_index, lake, locks, upload
 
 BATCH = "2026-04-01"
 REGION = "eu-west-3"
@@ -195,22 +194,27 @@ def test_locks_exclude_name_the_holder_expire_and_only_one_of_many_racers_wins(t
             assert locks.release(store, root, BATCH, "erase-7@host")
             assert locks.holder(store, root, BATCH) is None
 
-            other = "2026-04-02"
-            winners, losers = [], []
-            barrier = threading.Barrier(8)
-
-            def race(number: int) -> None:
-                barrier.wait()
-                try:
-                    winners.append(locks.acquire(store, root, other, f"racer-{number}")["owner"])
-                except locks.BatchLocked as error:
-                    losers.append(str(error))
-            threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
+            winners, losers = race_for_lock(store, "2026-04-02", 8)
             assert len(winners) == 1 and len(losers) == 7 and all(winners[0] in message for message in losers)
+
+
+def race_for_lock(store: upload.Store, batch: str, racers: int) -> tuple[list[str], list[str]]:
+    """`racers` threads acquire the same lock at once: (owners that won, refusal messages)."""
+    winners, losers = [], []
+    barrier = threading.Barrier(racers)
+
+    def race(number: int) -> None:
+        barrier.wait()
+        try:
+            winners.append(locks.acquire(store, store.root, batch, f"racer-{number}")["owner"])
+        except locks.BatchLocked as error:
+            losers.append(str(error))
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return winners, losers
 
 
 @mock_aws

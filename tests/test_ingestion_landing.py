@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageCms
-
 from fruits import dedup_index, lake, locks, pipeline_tasks, upload
 from fruits.settings import PipelineSettings
+from PIL import Image, ImageCms
 
 BATCH = "2026-03-10"
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
