@@ -15,10 +15,9 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
-
 from fruits import lake, upload
 from fruits.erase import erase, main
+from moto import mock_aws
 
 B21, B22 = "2026-11-21", "2026-11-22"
 # key under raw/ -> (label, content); "copy" is the same photo uploaded again in a later batch.
@@ -339,7 +338,7 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
         key_arn = _versioned_encrypted_bucket(s3)
         uris = upload_bundled(upload.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
         raw = _relative(lake.raw_uri("", B23))
-        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # noqa: E731
+        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         pair, single = _pair_and_single(_bundle_manifest(read))
 
         report = erase(f"s3://{BUCKET}", uris["Test/Kiwi/kiwi.jpg"], s3_client=s3)
