@@ -130,13 +130,13 @@ def open_landing(settings: PipelineSettings, s3_client: Any | None, batch: str, 
 
 
 def upload_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool,
-                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False,
-                 landing_after: str = "keep") -> dict[str, Any]:
+                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False, landing_after: str = "keep",
+                 max_photo_bytes: int = upload.MAX_PHOTO_BYTES) -> dict[str, Any]:
     """`explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
     landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
     images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run,
-                                      landing_after=landing_after)
+                                      landing_after=landing_after, max_photo_bytes=max_photo_bytes)
     release = upload.publish_code(lake_store, repo_root, dry_run=dry_run)
     return {"images": images, "code": release}
 
