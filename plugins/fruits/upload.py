@@ -480,7 +480,11 @@ def identify(data: bytes) -> tuple[str | None, int]:
                 orientation = 1
             return image.format, orientation
     except Image.DecompressionBombError:
-        return "BOMB", 1  # an image all the same: featurize quarantines it at its pixel limit
+        # An image all the same (featurize quarantines it at its pixel limit); its metadata is cut by format.
+        magic = {b"\xff\xd8\xff": "JPEG", PNG_SIGNATURE: "PNG"}
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return "WEBP", 1
+        return next((name for head, name in magic.items() if data.startswith(head)), "BOMB"), 1
     except Exception:  # noqa: BLE001 - UnidentifiedImageError and whatever a truncated header raises
         return None, 1
 
@@ -608,7 +612,9 @@ def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[by
         return strip_png(data, orientation), "cut"
     if image_format == "WEBP":
         return strip_webp(data, orientation), "cut"
-    if image_format != "BOMB" and _has_personal_metadata(data):
+    if image_format == "BOMB":
+        raise ValueError("a decompression bomb in a format whose metadata cannot be cut without decoding it")
+    if _has_personal_metadata(data):
         return _reencode_png(data, orientation), "reencoded"
     return data, "none"
 
@@ -1113,6 +1119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="count and report; write nothing")
     parser.add_argument("--max-photo-bytes", type=int, default=MAX_PHOTO_BYTES)
     parser.add_argument("--landing-after", choices=LANDING_AFTER, default="keep")
+    parser.add_argument("--region", default=None, help="the buckets' region (default: the AWS configuration's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -1120,8 +1127,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}; nothing uploaded", file=sys.stderr)
         return 2
-    lake_store, _ = open_store(args.lake)
-    landing_store, landing_uri = open_store(args.landing, getattr(lake_store, "client", None))
+    s3_client = None
+    if "s3" in (urlparse(args.lake).scheme, urlparse(args.landing).scheme):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    if urlparse(args.lake).scheme == "s3":
+        from fruits import erase
+
+        lake_store = erase.open_lake(args.lake, s3_client)  # writes with the bucket's own KMS key
+    else:
+        lake_store, _ = open_store(args.lake)
+    landing_store, landing_uri = open_store(args.landing, s3_client)
     owner = f"upload-cli-{os.getpid()}@{os.uname().nodename}"
     if not args.dry_run:
         try:
