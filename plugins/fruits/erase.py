@@ -7,24 +7,25 @@
 URI (`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
 content, in any batch, as the upload manifests and the features' `sha256` column record it). The command:
 
-1. finds the photo's rows: every Parquet file under pca/, quarantine/ and features/ that has a `path`
-   column (reduced PCA output included; the PCA model's own files hold no per-photo row), every
-   pca_matrix.csv line, and under raw/ the photo's bundle (`raw/batch=<ds>/bundle-<hex>.parquet`, one
-   row per photo: the raw area is one more Parquet area with a `path` column);
-2. rewrites each file that holds one, without those rows (one atomic replace per file), and on a
-   versioned bucket deletes the file's older versions, which still hold them; a bundle left with no
-   row is deleted, every version included;
-3. removes the photo from its batch's upload manifest (`raw/batch=<ds>/_uploads.json`: its `files`
-   entry and its key in `bundles`), then deletes the photo's own object where it has one (lakes
-   uploaded before bundles stored one object per photo), every version and delete marker included.
+1. takes the lock of every batch concerned (fruits.locks; a pipeline run of the batch holds the same
+   lock: the two never interleave, and a held lock is a clear refusal), then records the content hash as
+   erased (fruits.dedup_index.record_erased: later uploads refuse it);
+2. finds the photo's rows in the batch's data folders (features/, quarantine/, pca/reduced/basis=*/ of
+   the batch, committed or stale run folders alike, and the old pca/batch=*/ folders), every
+   pca_matrix.csv record (parsed with `csv`), and under raw/ the photo's bundle;
+3. rewrites each file that holds one, without those rows; a bundle left with no row is deleted, every
+   version included;
+4. removes the photo from its batch's upload manifest and ingestion report, deletes the photo's own
+   object where it has one (lakes uploaded before bundles), and the landing file it came from;
+5. purges every noncurrent version and delete marker under the batch's prefixes (raw, features,
+   quarantine, pca stats, reduced on every basis): reruns and staging leave copies under other keys.
 
 Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, then
-the bundle, the manifest (which says which bundle holds a photo) after it, the photo's own object last:
-if a run stops half way, what is left still points at the photo, and rerunning the command finishes the
-job. Only bundles that the manifests say hold one of the photos are read, plus any bundle the manifest
-does not name (left by an interrupted upload): an erasure does not download the whole raw area. The report (JSON on stdout) lists every object deleted and every file rewritten with
-its row counts; `--dry-run` reports the same without changing anything. Nothing found is an error
-(exit 1): a mistyped path must not look like a completed erasure.
+the bundle, the manifest (which says which bundle holds a photo) after it: if a run stops half way, what
+is left still points at the photo, and rerunning the command finishes the job. The report (JSON on
+stdout) lists every object deleted, every file rewritten with its row counts, the versions purged and the
+landing files deleted; `--dry-run` reports the same without changing anything (and takes no lock).
+Nothing found is an error (exit 1): a mistyped path must not look like a completed erasure.
 
 The lake is reached through the uploader's stores (`fruits.upload`), with deletion added here.
 """
