@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from fruits import dedup_index, lake, locks, pipeline_tasks, upload
 from fruits.settings import PipelineSettings
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 BATCH = "2026-03-10"
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
@@ -133,13 +133,15 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
 
 def test_a_phone_photo_loses_gps_serial_and_owner_but_keeps_orientation_icc_and_pixels(tmp_path):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    exif = phone_exif(orientation=6)
+    exif = phone_exif  # a fresh one per photo: Pillow's AVIF writer resets the orientation of the one it is given
     photos = {
-        "a.jpg": image_bytes("JPEG", exif=exif, icc_profile=icc, xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>",
+        "a.jpg": image_bytes("JPEG", exif=exif(), icc_profile=icc, xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>",
                              comment=b"Alice's phone"),
-        "b.png": image_bytes("PNG", exif=exif, icc_profile=icc, pnginfo=_png_text("Author", "Alice Owner")),
-        "c.webp": image_bytes("WEBP", exif=exif, icc_profile=icc, lossless=True),
-        "d.heic": image_bytes("HEIF", exif=exif),
+        "b.png": image_bytes("PNG", exif=exif(), icc_profile=icc, pnginfo=_png_text("Author", "Alice Owner")),
+        "c.webp": image_bytes("WEBP", exif=exif(), icc_profile=icc, lossless=True),
+        "d.heic": image_bytes("HEIF", exif=exif(), xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>"),
+        "e.avif": image_bytes("AVIF", exif=exif(), icc_profile=icc),
+        "f.tif": image_bytes("TIFF", exif=exif(), icc_profile=icc),
     }
     landing = tmp_path / "landing" / "Banana"
     landing.mkdir(parents=True)
@@ -147,7 +149,8 @@ def test_a_phone_photo_loses_gps_serial_and_owner_but_keeps_orientation_icc_and_
         (landing / name).write_bytes(data)
         assert b"Alice" in data or Image.open(io.BytesIO(data)).getexif().get(ARTIST) == "Alice Owner"
     result = upload_folder(tmp_path / "lake", tmp_path / "landing")
-    assert result["uploaded"] == 4 and result["metadata_stripped"] == 4 and result["reencoded"] == 1
+    # HEIC and AVIF: their Exif/XMP items blanked in place; only the TIFF is decoded and stored as PNG.
+    assert result["uploaded"] == 6 and result["metadata_stripped"] == 6 and result["reencoded"] == 1
     for path, row in rows_of(tmp_path / "lake").items():
         name = path.rsplit("/", 1)[1]
         original, stored = photos[name], row["content"]
@@ -161,8 +164,12 @@ def test_a_phone_photo_loses_gps_serial_and_owner_but_keeps_orientation_icc_and_
         if name != "d.heic":
             assert image.info.get("icc_profile") == icc
         before = Image.open(io.BytesIO(original))
-        if before.format != "JPEG" or image.format == "JPEG":  # lossless formats and cut JPEGs: identical pixels
-            assert image.convert("RGB").tobytes() == before.convert("RGB").tobytes()
+        # Cut, not re-encoded (or re-encoded losslessly): the same pixels, upright the same way featurize turns them.
+        assert ImageOps.exif_transpose(image).convert("RGB").tobytes() == \
+            ImageOps.exif_transpose(before).convert("RGB").tobytes()
+        assert image.format == {"a.jpg": "JPEG", "b.png": "PNG", "c.webp": "WEBP", "d.heic": "HEIF", "e.avif": "AVIF",
+                                "f.tif": "PNG"}[name]
+        assert (len(stored) == len(original)) == name.endswith(("heic", "avif"))  # blanked in place
         if name == "a.jpg":
             assert len(stored) < len(original) and original.endswith(stored[stored.index(b"\xff\xda"):])
 

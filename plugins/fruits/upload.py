@@ -578,7 +578,98 @@ def strip_webp(data: bytes, orientation: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
 
 
-PERSONAL_INFO_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISOBMFF boxes in data[start:end]: (type, payload start, box end)."""
+    position = start
+    while position + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            raise ValueError(f"malformed {kind!r} box at byte {position}")
+        yield kind, position + header, position + size
+        position += size
+
+
+def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
+    return (int.from_bytes(data[position:position + size], "big") if size else 0), position + size
+
+
+def _heif_metadata_extents(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(offset, length, kind) of the Exif and XMP items of a HEIF/AVIF file, from its `meta` box."""
+    meta = next(((s, e) for kind, s, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
+    if meta is None:
+        return []
+    children = {kind: (s, e) for kind, s, e in _boxes(data, meta[0] + 4, meta[1])}  # meta is a FullBox
+    wanted: dict[int, bytes] = {}
+    if b"iinf" in children:
+        s, e = children[b"iinf"]
+        entries_at = s + 4 + (2 if data[s] == 0 else 4)
+        for kind, start, _ in _boxes(data, entries_at, e):
+            version = data[start]
+            if kind != b"infe" or version < 2:
+                continue
+            id_size = 2 if version == 2 else 4
+            item_id, at = _uint(data, start + 4, id_size)
+            item_type = data[at + 2:at + 6]
+            if item_type == b"Exif":
+                wanted[item_id] = b"Exif"
+            elif item_type == b"mime":
+                name_end = data.find(b"\0", at + 6)  # item_name, then content_type, both null-terminated
+                content_type = data[name_end + 1:data.find(b"\0", name_end + 1)].lower()
+                if b"xmp" in content_type or b"rdf" in content_type:
+                    wanted[item_id] = b"XMP"
+    if not wanted or b"iloc" not in children:
+        return []
+    s, _ = children[b"iloc"]
+    version = data[s]
+    offset_size, length_size = data[s + 4] >> 4, data[s + 4] & 15
+    base_size, index_size = data[s + 5] >> 4, (data[s + 5] & 15) if version in (1, 2) else 0
+    count, at = _uint(data, s + 6, 2 if version < 2 else 4)
+    idat = children.get(b"idat", (0, 0))[0]
+    extents = []
+    for _item in range(count):
+        item_id, at = _uint(data, at, 2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, at = _uint(data, at, 2)
+            method &= 15
+        at += 2  # data_reference_index
+        base, at = _uint(data, at, base_size)
+        extent_count, at = _uint(data, at, 2)
+        for _extent in range(extent_count):
+            at += index_size
+            offset, at = _uint(data, at, offset_size)
+            length, at = _uint(data, at, length_size)
+            if item_id in wanted:
+                if method not in (0, 1):
+                    raise ValueError("a metadata item built from other items")
+                extents.append(((idat if method == 1 else 0) + base + offset, length, wanted[item_id]))
+    return extents
+
+
+EMPTY_TIFF = b"\0\0\0\0" + b"MM\0*\0\0\0\x08" + b"\0\0" + b"\0\0\0\0"  # offset header + an IFD of no entry
+EMPTY_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+
+
+def strip_heif(data: bytes) -> bytes:
+    """HEIC/HEIF/AVIF: the Exif and XMP items overwritten in place (same length, so no offset moves) with an
+    empty EXIF and an empty XMP packet; the coded image untouched. The orientation is not in EXIF there
+    (the `irot`/`imir` properties hold it, and stay)."""
+    out = bytearray(data)
+    for offset, length, kind in _heif_metadata_extents(data):
+        if offset + length > len(data):
+            raise ValueError("a metadata item outside the file")
+        filler = (EMPTY_TIFF if kind == b"Exif" else EMPTY_XMP)[:length]
+        pad = b"\0" if kind == b"Exif" else b" "
+        out[offset:offset + length] = filler + pad * (length - len(filler))
+    return bytes(out)
+
+
+PERSONAL_INFO_KEYS = ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")  # EXIF: read as tags
 
 
 def _reencode_png(data: bytes, orientation: int) -> bytes:
@@ -601,7 +692,13 @@ def _has_personal_metadata(data: bytes) -> bool:
     Image = _pillow()
     with Image.open(io.BytesIO(data)) as image:
         exif = image.getexif()
-        return any(tag != ORIENTATION for tag in exif) or any(image.info.get(k) for k in PERSONAL_INFO_KEYS)
+        return any(tag != ORIENTATION for tag in exif) or any(
+            _text(image.info.get(k)) not in ("", EMPTY_XMP.decode()) for k in PERSONAL_INFO_KEYS)
+
+
+def _text(value: Any) -> str:
+    raw = value if isinstance(value, bytes) else str(value or "").encode()
+    return raw.decode("utf-8", "replace").strip(" \0\n")
 
 
 def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[bytes, str]:
@@ -612,6 +709,10 @@ def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[by
         return strip_png(data, orientation), "cut"
     if image_format == "WEBP":
         return strip_webp(data, orientation), "cut"
+    if image_format in ("HEIF", "AVIF"):
+        stripped = strip_heif(data)
+        if not _has_personal_metadata(stripped):
+            return stripped, "cut"
     if image_format == "BOMB":
         raise ValueError("a decompression bomb in a format whose metadata cannot be cut without decoding it")
     if _has_personal_metadata(data):
