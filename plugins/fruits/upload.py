@@ -710,9 +710,12 @@ def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[by
     if image_format == "WEBP":
         return strip_webp(data, orientation), "cut"
     if image_format in ("HEIF", "AVIF"):
-        stripped = strip_heif(data)
-        if not _has_personal_metadata(stripped):
-            return stripped, "cut"
+        try:
+            stripped = strip_heif(data)
+            if not _has_personal_metadata(stripped):
+                return stripped, "cut"
+        except ValueError as error:  # a layout this parser does not follow: the decoding fallback below
+            log.info("HEIF metadata not blanked in place (%s): re-encoding", error)
     if image_format == "BOMB":
         raise ValueError("a decompression bomb in a format whose metadata cannot be cut without decoding it")
     if _has_personal_metadata(data):
