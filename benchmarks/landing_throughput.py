@@ -74,13 +74,12 @@ def main() -> int:
     parser.add_argument("--night", type=int, default=10_000, help="new hashes looked up and recorded")
     args = parser.parse_args()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION=REGION)
+    import logging
+
     import boto3
     from botocore.config import Config
-    from moto.server import ThreadedMotoServer
-
     from fruits import dedup_index, lake, upload
-
-    import logging
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     port = free_port()
