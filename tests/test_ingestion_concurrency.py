@@ -256,3 +256,32 @@ def test_a_second_night_reads_its_own_photos_and_the_index_shards_it_needs_only(
     index_gets = [key for key in lake_gets if key.startswith("index/sha256/")]
     assert set(index_gets) <= shards and len(index_gets) <= 2 * len(shards)
     assert sorted(lists) == sorted([("landing", f"in/{night_2}/"), ("lake", f"raw/batch={night_2}/")])
+
+
+def test_the_landing_is_read_by_a_bounded_pool_in_order(tmp_path):
+    """At most `workers` GETs in flight and never more than `inflight_bytes` (sizes from the listing) held."""
+    import time
+
+    class Slow:
+        def __init__(self):
+            self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+        def read(self, uri: str) -> bytes:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.01)
+            with self.lock:
+                self.now -= 1
+            return uri.encode()
+
+    files = [upload.LandingFile(f"s3://l/{i}", size=100) for i in range(60)]
+    store = Slow()
+    started = time.perf_counter()
+    got = [file.uri for file, data in upload.read_in_pool(store, files, workers=4, inflight_bytes=10_000)]
+    pooled = time.perf_counter() - started
+    assert got == [f.uri for f in files] and store.most == 4  # in order; 4 at once, no more
+    assert pooled < 60 * 0.01 * 0.8  # and faster than one at a time (0.6 s of sleeps) could be
+    store = Slow()
+    list(upload.read_in_pool(store, files, workers=16, inflight_bytes=250))  # the byte budget binds first
+    assert store.most == 2
