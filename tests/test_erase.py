@@ -15,10 +15,9 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
-
 from fruits import lake, upload
 from fruits.erase import erase, main
+from moto import mock_aws
 
 B21, B22 = "2026-11-21", "2026-11-22"
 # key under raw/ -> (label, content); "copy" is the same photo uploaded again in a later batch.
@@ -139,7 +138,10 @@ def test_erase_by_key_removes_the_photo_and_its_rows_and_nothing_else(local_lake
     # Every other file is byte for byte what it was; no temporary is left behind.
     changed = {key for key in before if before[key] != after.get(key)}
     assert changed == {_raw_key(banana), features, reduced, csv_key, manifest}
-    assert set(after) == set(before) - {_raw_key(banana)}
+    # New: the erased hash (later uploads refuse it) and the batch's lock, released.
+    assert set(after) == set(before) - {_raw_key(banana)} | {"index/erased.json", f"locks/batch={B21}.json"}
+    assert json.loads(after["index/erased.json"])["sha256s"] == [hashlib.sha256(b"banana-bytes").hexdigest()]
+    assert json.loads(after[f"locks/batch={B21}.json"])["released"] is True
 
 
 def test_erase_by_sha256_finds_every_copy_in_every_batch(local_lake):
@@ -188,7 +190,9 @@ def test_bad_targets_get_a_clear_error_and_erase_nothing(local_lake, capsys):
     assert main(["--root", root.as_uri(), "--path", "file:///elsewhere/raw/x.jpg"]) == 1
     assert "is not under the lake root" in capsys.readouterr().err
     assert main(["--root", "ftp://lake", "--path", "raw/x.jpg"]) == 1
-    assert _snapshot(root) == before
+    after = _snapshot(root)
+    assert {k: v for k, v in after.items() if not k.startswith("locks/")} == before  # a lock taken and released
+    assert all(json.loads(v)["released"] for k, v in after.items() if k.startswith("locks/"))
 
 
 def test_cli_prints_the_report_and_a_rerun_finds_nothing(local_lake, capsys):
@@ -254,8 +258,16 @@ def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
 
 B23 = "2026-11-23"
 # Uploaded 2 per bundle, in key order: {kiwi, apple} share one bundle, banana has one of its own.
-BUNDLED = {"Test/Kiwi/kiwi.jpg": b"kiwi-2", "Training/Apple Braeburn/apple.jpg": b"apple-2",
-           "Training/Banana/banana.jpg": b"banana-2"}
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+BUNDLED = {"Test/Kiwi/kiwi.jpg": _jpeg((1, 2, 3)), "Training/Apple Braeburn/apple.jpg": _jpeg((4, 5, 6)),
+           "Training/Banana/banana.jpg": _jpeg((7, 8, 9))}
 
 
 def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str, str]:
@@ -296,15 +308,20 @@ def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bund
     kept = pq.read_table(io.BytesIO(after[raw + pair]))
     assert kept.to_pylist() == [row for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
                                 if row["path"] == uris["Test/Kiwi/kiwi.jpg"]]
-    assert kept.schema.equals(upload.bundle_schema()) and kept["content"].to_pylist() == [b"kiwi-2"]
+    assert kept.schema.equals(upload.bundle_schema()) and kept["content"].to_pylist() == [BUNDLED["Test/Kiwi/kiwi.jpg"]]
     manifest = json.loads(after[raw + upload.UPLOADS_MANIFEST])
     assert sorted(manifest["files"]) == ["Test/Kiwi/kiwi.jpg", "Training/Banana/banana.jpg"]
     assert manifest["bundles"] == {pair: ["Test/Kiwi/kiwi.jpg"], single: ["Training/Banana/banana.jpg"]}
     features = _relative(lake.features_uri("", B23)) + "part-00000.parquet"
     assert {item["key"]: (item["rows_removed"], item["rows_left"]) for item in report["files_rewritten"]} == {
-        raw + pair: (1, 1), features: (1, 2), raw + upload.UPLOADS_MANIFEST: (1, 2)}
+        raw + pair: (1, 1), features: (1, 2), raw + upload.UPLOADS_MANIFEST: (1, 2), raw + upload.INGESTION_REPORT: (1, 2)}
     assert report["raw_objects_deleted"] == []  # the photo had no object of its own
-    assert {key for key in before if before[key] != after.get(key)} == {raw + pair, features, raw + upload.UPLOADS_MANIFEST}
+    assert {key for key in before if before[key] != after.get(key)} == {
+        raw + pair, features, raw + upload.UPLOADS_MANIFEST, raw + upload.INGESTION_REPORT, "index/sha256/" + (
+            hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin")}
+    # ... and the landing file it came from is gone (it would come back the next night otherwise).
+    assert report["landing_files_deleted"] == [upload.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")]
+    assert not (tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg").exists()
 
     # A photo alone in its bundle: the bundle goes, and its manifest entry with it.
     report = erase(root.as_uri(), uris["Training/Banana/banana.jpg"])
@@ -321,7 +338,7 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
         key_arn = _versioned_encrypted_bucket(s3)
         uris = upload_bundled(upload.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
         raw = _relative(lake.raw_uri("", B23))
-        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()  # noqa: E731
+        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         pair, single = _pair_and_single(_bundle_manifest(read))
 
         report = erase(f"s3://{BUCKET}", uris["Test/Kiwi/kiwi.jpg"], s3_client=s3)
@@ -330,8 +347,8 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
         assert pq.read_table(io.BytesIO(body))["path"].to_pylist() == [uris["Training/Apple Braeburn/apple.jpg"]]
         head = s3.head_object(Bucket=BUCKET, Key=raw + pair)
         assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn)
-        assert report["rows_removed"] == 3  # bundle, features, manifest
+        assert report["rows_removed"] == 4  # bundle, features, manifest, ingestion report
 
-        erase(f"s3://{BUCKET}", hashlib.sha256(b"banana-2").hexdigest(), s3_client=s3)
+        erase(f"s3://{BUCKET}", hashlib.sha256(BUNDLED["Training/Banana/banana.jpg"]).hexdigest(), s3_client=s3)
         assert _versions(s3, raw + single) == []
         assert _bundle_manifest(read) == {pair: ["Training/Apple Braeburn/apple.jpg"]}

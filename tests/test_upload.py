@@ -32,6 +32,14 @@ def landing(tmp_path, sample_dir) -> Path:
     return folder
 
 
+def _jpeg(colour=(200, 30, 40), size=(24, 16)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
 def _lake_files(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -108,12 +116,11 @@ def test_bundles_close_at_the_photo_or_byte_limit_in_row_groups_with_determinist
     alone = _upload(tmp_path / "one_byte", landing, max_bytes=1)  # a photo above the limit: a bundle of its own
     assert alone["bundles_written"] == 6 and {b.metadata.num_rows for b in _bundles(tmp_path / "one_byte").values()} == {1}
 
-    # Same photos, same bundles, same names: in another lake, and whatever the members' order.
-    again = _upload(tmp_path / "again", landing, max_photos=4, row_group_photos=3)
-    assert again["bundles_written"] == 2 and set(_bundles(tmp_path / "again")) == set(sizes)
+    # A bundle's name hashes its members and its attempt's nonce: order-free, never shared by two attempts.
     members = {"Training/Banana/a.jpg": "1" * 64, "Test/Kiwi/b.jpg": "2" * 64}
-    assert upload.bundle_name(members) == upload.bundle_name(dict(reversed(members.items())))
-    assert upload.bundle_name(members) != upload.bundle_name({**members, "Test/Kiwi/b.jpg": "3" * 64})
+    assert upload.bundle_name(members, "a1") == upload.bundle_name(dict(reversed(members.items())), "a1")
+    assert upload.bundle_name(members, "a1") != upload.bundle_name({**members, "Test/Kiwi/b.jpg": "3" * 64}, "a1")
+    assert upload.bundle_name(members, "a1") != upload.bundle_name(members, "a2")
 
 
 def test_the_split_folder_is_kept_in_the_key_and_splits_are_featurizes(tmp_path, sample_dir):
@@ -135,9 +142,10 @@ def test_a_photo_already_in_another_batch_is_not_uploaded_again(tmp_path, landin
     lake_root = tmp_path / "lake"
     _upload(lake_root, landing, "2026-02-01")
     extra = landing / "Training" / "Banana" / "new_one.jpg"
-    extra.write_bytes(b"\xff\xd8 not really a jpeg, but new content")
+    extra.write_bytes(_jpeg())
     second = _upload(lake_root, landing, "2026-02-02")
     assert (second["seen"], second["in_other_batch"], second["uploaded"], second["bundles_written"]) == (7, 6, 1, 1)
+    assert second["already_in_lake"] == 6 and second["rejected"] == {}
     assert [Path(p).name for p in _rows(lake_root, "2026-02-02")] == ["new_one.jpg"]
 
 
@@ -148,16 +156,17 @@ def test_a_different_photo_under_an_existing_name_is_kept_beside_it_not_over_it(
     original = victim.read_bytes()
     second_landing = tmp_path / "landing2" / "Training" / "Banana"
     second_landing.mkdir(parents=True)
-    (second_landing / victim.name).write_bytes(original + b"changed")
+    changed = _jpeg((1, 2, 3))
+    (second_landing / victim.name).write_bytes(changed)
     result = _upload(lake_root, tmp_path / "landing2")
     assert (result["uploaded"], result["renamed"], result["bundles_written"], result["images_in_batch"]) == (1, 1, 1, 7)
     raw_uri = lake.raw_uri(upload.file_uri(lake_root), BATCH)
     rows = _rows(lake_root)
     assert rows[f"{raw_uri}Training/Banana/{victim.name}"]["content"] == original
     (renamed,) = [p for p in rows if Path(p).name.startswith(victim.stem + "-")]
-    sha = hashlib.sha256(original + b"changed").hexdigest()
+    sha = hashlib.sha256(changed).hexdigest()
     assert renamed == f"{raw_uri}Training/Banana/{victim.stem}-{sha[:8]}{victim.suffix}"
-    assert rows[renamed]["content"] == original + b"changed"
+    assert rows[renamed]["content"] == changed
     assert len(_manifest(lake_root)["bundles"]) == 2
     # and that, too, is idempotent
     assert _upload(lake_root, tmp_path / "landing2")["uploaded"] == 0
@@ -172,25 +181,26 @@ class CrashBeforeManifest(upload.LocalStore):
         super().put(uri, data, sha256)
 
 
-def test_bundles_left_by_an_interrupted_upload_are_deleted_and_the_photos_bundled_again(tmp_path, landing, caplog):
+def test_bundles_left_by_an_interrupted_upload_are_deleted_only_after_the_grace_period(tmp_path, landing, caplog):
     lake_root = tmp_path / "lake"
     _upload(lake_root, landing)
     new = tmp_path / "landing2" / "Kiwi"
     new.mkdir(parents=True)
-    (new / "k.jpg").write_bytes(b"kiwi")
+    (new / "k.jpg").write_bytes(_jpeg())
     with pytest.raises(ConnectionError):
         upload.upload_new_images(CrashBeforeManifest(lake_root), upload.LocalStore(tmp_path / "landing2"),
                                  upload.file_uri(tmp_path / "landing2"), BATCH)
     assert len(_bundles(lake_root)) == 2 and len(_manifest(lake_root)["bundles"]) == 1  # a leftover
     (leftover,) = set(_bundles(lake_root)) - set(_manifest(lake_root)["bundles"])
-    stray = _raw(lake_root) / "bundle-0123456789abcdef.parquet"  # another crash, other photos since moved
-    stray.write_bytes((_raw(lake_root) / leftover).read_bytes())
 
+    # A young unnamed bundle may be a live attempt's: kept; the photo is bundled again and recorded.
     rerun = _upload(lake_root, tmp_path / "landing2")
-    assert (rerun["leftover_bundles_deleted"], rerun["uploaded"], rerun["bundles_written"]) == (2, 1, 1)
-    assert not stray.exists() and "interrupted upload" in caplog.text
+    assert (rerun["leftover_bundles_deleted"], rerun["uploaded"], rerun["bundles_written"]) == (0, 1, 1)
+    assert leftover in _bundles(lake_root) and leftover not in _manifest(lake_root)["bundles"]
+    # Past the grace period it is a leftover: deleted, and nothing the manifest names is touched.
+    later = _upload(lake_root, tmp_path / "landing2", leftover_grace_seconds=0)
+    assert (later["leftover_bundles_deleted"], later["uploaded"]) == (1, 0) and "interrupted upload" in caplog.text
     assert set(_bundles(lake_root)) == set(_manifest(lake_root)["bundles"])
-    assert leftover in _bundles(lake_root)  # the same photos, the same name
     assert len(_rows(lake_root)) == len(_manifest(lake_root)["files"]) == 7
 
 
@@ -208,12 +218,15 @@ def test_an_empty_landing_writes_nothing(tmp_path):
     assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*.*"))
 
 
-def test_an_image_with_no_label_folder_is_refused(tmp_path):
+def test_an_image_with_no_label_folder_is_rejected_as_misplaced_not_fatal(tmp_path):
     landing = tmp_path / "flat"
-    landing.mkdir()
-    (landing / "orphan.jpg").write_bytes(b"x")
-    with pytest.raises(ValueError, match="Label"):
-        _upload(tmp_path / "lake", landing)
+    (landing / "Kiwi").mkdir(parents=True)
+    (landing / "orphan.jpg").write_bytes(_jpeg())
+    (landing / "Kiwi" / "fine.jpg").write_bytes(_jpeg((9, 9, 9)))
+    result = _upload(tmp_path / "lake", landing)
+    assert (result["uploaded"], result["rejected"]) == (1, {"misplaced": 1})
+    report = json.loads(Path(result["ingestion_report_uri"].removeprefix("file://")).read_text())
+    assert report["files"][upload.file_uri(landing / "orphan.jpg")]["reason"] == "misplaced"
 
 
 @mock_aws
@@ -221,13 +234,20 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     s3 = boto3.client("s3", region_name="eu-west-3")
     s3.create_bucket(Bucket="lake-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.put_bucket_versioning(Bucket="lake-eu", VersioningConfiguration={"Status": "Enabled"})
-    requests: list[str] = []
-    s3.meta.events.register("before-call.s3.*", lambda model, **_: requests.append(model.name))
+    requests: list[tuple[str, str]] = []
+    s3.meta.events.register("before-parameter-build.s3.*",
+                            lambda model, params, **_: requests.append((model.name, params.get("Key", ""))))
     store = upload.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
     first = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
     assert (first["uploaded"], first["bundles_written"]) == (6, 2)
-    # Per bundle one PutObject; per run the manifest (one Put) and what it reads: no request per photo.
-    assert requests.count("PutObject") == 3 and "HeadObject" not in requests
+    # One PutObject per bundle; per run the manifest, the ingestion report and the index shards the photos
+    # hash to: no request per photo beyond the shards (6 photos: at most 6 shards).
+    puts = [key for name, key in requests if name == "PutObject"]
+    assert sum(key.endswith(".parquet") for key in puts) == 2 and "HeadObject" not in {n for n, _ in requests}
+    assert sorted(k for k in puts if k.startswith("raw/") and not k.endswith(".parquet")) == [
+        f"raw/batch={BATCH}/_ingestion.json", f"raw/batch={BATCH}/_uploads.json"]
+    shards = {key for key in puts if key.startswith("index/")}
+    assert 1 <= len(shards) <= 6 and len(puts) == 4 + len(shards)
     names = upload.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
     assert len(names) == 2
     head = s3.head_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")
@@ -238,14 +258,14 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     requests.clear()
     second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
     assert (second["uploaded"], second["already_in_batch"]) == (0, 6)
-    assert not {"PutObject", "HeadObject", "DeleteObjects"} & set(requests)
+    assert not {"PutObject", "HeadObject", "DeleteObjects"} & {name for name, _ in requests}
     versions = s3.list_object_versions(Bucket="lake-eu", Prefix=f"raw/batch={BATCH}/")["Versions"]
-    assert len(versions) == 3  # 2 bundles + the manifest, each written exactly once
+    assert len(versions) == 4  # 2 bundles, the manifest and the report, each written exactly once
 
     # An S3 landing prefix works the same way (same bucket here, another prefix).
     for path in landing.rglob("*.jpg"):
         s3.put_object(Bucket="lake-eu", Key=f"landing/Training/{path.parent.name}/{path.name}", Body=path.read_bytes())
-    from_s3 = upload.upload_new_images(store, store, "s3://lake-eu/landing/", BATCH)
+    from_s3 = upload.upload_new_images(store, store, "s3://lake-eu/landing/", BATCH, read_workers=4)
     assert (from_s3["seen"], from_s3["uploaded"], from_s3["already_in_batch"]) == (6, 0, 6)
     assert upload.raw_batches(store, "s3://lake-eu") == [BATCH]
 
@@ -253,7 +273,8 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     leftover = f"raw/batch={BATCH}/bundle-0123456789abcdef.parquet"
     s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
     s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
-    assert upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH)["leftover_bundles_deleted"] == 1
+    assert upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH,
+                                    leftover_grace_seconds=0)["leftover_bundles_deleted"] == 1
     assert "Versions" not in s3.list_object_versions(Bucket="lake-eu", Prefix=leftover)
 
 

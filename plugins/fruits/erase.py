@@ -7,24 +7,25 @@
 URI (`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
 content, in any batch, as the upload manifests and the features' `sha256` column record it). The command:
 
-1. finds the photo's rows: every Parquet file under pca/, quarantine/ and features/ that has a `path`
-   column (reduced PCA output included; the PCA model's own files hold no per-photo row), every
-   pca_matrix.csv line, and under raw/ the photo's bundle (`raw/batch=<ds>/bundle-<hex>.parquet`, one
-   row per photo: the raw area is one more Parquet area with a `path` column);
-2. rewrites each file that holds one, without those rows (one atomic replace per file), and on a
-   versioned bucket deletes the file's older versions, which still hold them; a bundle left with no
-   row is deleted, every version included;
-3. removes the photo from its batch's upload manifest (`raw/batch=<ds>/_uploads.json`: its `files`
-   entry and its key in `bundles`), then deletes the photo's own object where it has one (lakes
-   uploaded before bundles stored one object per photo), every version and delete marker included.
+1. takes the lock of every batch concerned (fruits.locks; a pipeline run of the batch holds the same
+   lock: the two never interleave, and a held lock is a clear refusal), then records the content hash as
+   erased (fruits.dedup_index.record_erased: later uploads refuse it);
+2. finds the photo's rows in the batch's data folders (features/, quarantine/, pca/reduced/basis=*/ of
+   the batch, committed or stale run folders alike, and the old pca/batch=*/ folders), every
+   pca_matrix.csv record (parsed with `csv`), and under raw/ the photo's bundle;
+3. rewrites each file that holds one, without those rows; a bundle left with no row is deleted, every
+   version included;
+4. removes the photo from its batch's upload manifest and ingestion report, deletes the photo's own
+   object where it has one (lakes uploaded before bundles), and the landing file it came from;
+5. purges every noncurrent version and delete marker under the batch's prefixes (raw, features,
+   quarantine, pca stats, reduced on every basis): reruns and staging leave copies under other keys.
 
 Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, then
-the bundle, the manifest (which says which bundle holds a photo) after it, the photo's own object last:
-if a run stops half way, what is left still points at the photo, and rerunning the command finishes the
-job. Only bundles that the manifests say hold one of the photos are read, plus any bundle the manifest
-does not name (left by an interrupted upload): an erasure does not download the whole raw area. The report (JSON on stdout) lists every object deleted and every file rewritten with
-its row counts; `--dry-run` reports the same without changing anything. Nothing found is an error
-(exit 1): a mistyped path must not look like a completed erasure.
+the bundle, the manifest (which says which bundle holds a photo) after it: if a run stops half way, what
+is left still points at the photo, and rerunning the command finishes the job. The report (JSON on
+stdout) lists every object deleted, every file rewritten with its row counts, the versions purged and the
+landing files deleted; `--dry-run` reports the same without changing anything (and takes no lock).
+Nothing found is an error (exit 1): a mistyped path must not look like a completed erasure.
 
 The lake is reached through the uploader's stores (`fruits.upload`), with deletion added here.
 """
@@ -38,6 +39,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruits import lake, upload
+from fruits import dedup_index, lake, locks, upload
 
 log = logging.getLogger("fruits.erase")
 
@@ -73,6 +75,9 @@ class LocalLake(upload.LocalStore):
     def drop_old_versions(self, uri: str) -> None:
         pass
 
+    def purge_noncurrent(self, prefix_uri: str) -> int:
+        return 0
+
 
 class S3Lake(upload.S3Store):
     """A lake bucket, possibly versioned: an erased row must not survive in an older version
@@ -84,6 +89,16 @@ class S3Lake(upload.S3Store):
 
     def drop_old_versions(self, uri: str) -> None:
         self._delete(uri, [v for v in self._versions(uri) if not v["IsLatest"]])
+
+    def purge_noncurrent(self, prefix_uri: str) -> int:
+        """Every noncurrent version and delete marker under the prefix, whichever key: reruns and staging
+        leave copies under keys erasure never rewrites (an old run folder, a deleted temporary)."""
+        bucket, prefix = self._key(prefix_uri)
+        doomed = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            doomed += [v for v in page.get("Versions", []) if not v["IsLatest"]] + page.get("DeleteMarkers", [])
+        self._delete(prefix_uri, doomed)
+        return len(doomed)
 
 
 def open_lake(root: str, s3_client: Any = None) -> LocalLake | S3Lake:
@@ -241,19 +256,22 @@ def _erase_bundle_rows(erasure: Erasure) -> None:
 
 
 def _erase_csv_lines(erasure: Erasure, area_uri: str) -> None:
-    """pca_matrix.csv without the photo's lines; every other line is kept byte for byte."""
+    """pca_matrix.csv without the photo's records, parsed and written with `csv` (a name holding a comma, a
+    quote, a newline, U+0085 or U+2028 stays one record)."""
     for uri in erasure.lake.list_files(area_uri):
         if PurePosixPath(urlparse(uri).path).name != PCA_MATRIX:
             continue
-        lines = erasure.lake.read(uri).decode("utf-8").splitlines(keepends=True)
-        header = next(csv.reader(lines[:1]), [])
+        records = list(csv.reader(io.StringIO(erasure.lake.read(uri).decode("utf-8"), newline="")))
+        header = records[0] if records else []
         if "path" not in header:
             raise ValueError(f"{uri} has no path column: {header}")
         column = header.index("path")
-        kept = lines[:1] + [line for line in lines[1:] if canonical(next(csv.reader([line]))[column]) not in erasure.photos]
-        if len(kept) < len(lines):
-            erasure.replace(uri, "".join(kept).encode("utf-8"))
-            erasure.record(uri, len(lines) - len(kept), len(kept) - 1)
+        kept = [header] + [row for row in records[1:] if canonical(row[column]) not in erasure.photos]
+        if len(kept) < len(records):
+            buffer = io.StringIO(newline="")
+            csv.writer(buffer, lineterminator="\n").writerows(kept)
+            erasure.replace(uri, buffer.getvalue().encode("utf-8"))
+            erasure.record(uri, len(records) - len(kept), len(kept) - 1)
 
 
 def _erase_manifest_entries(erasure: Erasure) -> None:
@@ -271,13 +289,98 @@ def _erase_manifest_entries(erasure: Erasure) -> None:
             erasure.record(uri, len(manifest.files) - len(kept), len(kept))
 
 
-def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = None) -> dict[str, Any]:
-    """Erase the photo `target` (key, URI or sha256) and its derived rows from the lake at `root`."""
+def _batch_of(erasure: Erasure, photo: str) -> str:
+    """`raw/batch=<ds>/...` -> ds."""
+    return erasure.key(photo).split("/")[1].removeprefix("batch=")
+
+
+def _legacy_pca_folders(store) -> list[str]:
+    """`pca/batch=<ds>/` (before per-basis outputs; each held every batch's rows): all of them, until they go."""
+    area = _area(lake.pca_uri(store.root, _ANY_BATCH))
+    return [area + name + "/" for name in store.list_children(area) if name.startswith("batch=")]
+
+
+def _batch_data_prefixes(store, batch: str) -> list[str]:
+    """Where rows derived from a batch's photos live: its features, quarantine and reduced PCA on every basis
+    (committed run folders, and any stale one a rerun left: both may hold the photo's rows)."""
+    root = store.root
+    reduced = lake.pca_reduced_uri(root, 1).rsplit("basis=", 1)[0]
+    return [lake.features_uri(root, batch), lake.quarantine_uri(root, batch)] + [
+        f"{reduced}{name}/batch={batch}/" for name in store.list_children(reduced) if name.startswith("basis=")]
+
+
+def _photo_sha256s(erasure: Erasure) -> set[str]:
+    """The erased photos' content hashes, from their batches' manifests (or their own objects)."""
+    shas = set()
+    for photo in erasure.photos:
+        batch = _batch_of(erasure, photo)
+        key = erasure.key(photo).split("/", 2)[2]
+        sha = upload.read_manifest(erasure.lake, erasure.lake.root, batch).get(key)
+        if sha is None and erasure.lake.exists(f"{erasure.lake.root}/{erasure.key(photo)}"):
+            sha = upload.sha256_bytes(erasure.lake.read(f"{erasure.lake.root}/{erasure.key(photo)}"))
+        if sha:
+            shas.add(sha)
+    return shas
+
+
+def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3_client: Any) -> dict[str, list[str]]:
+    """Landing files of these contents still where the batch's ingestion report saw them: deleted (every
+    version), and their entries dropped from the report. A file that cannot be deleted is listed, not fatal."""
+    done: dict[str, list[str]] = {"landing_files_deleted": [], "landing_files_left": []}
+    for batch in batches:
+        uri = upload.ingestion_report_uri(erasure.lake.root, batch)
+        data = erasure.lake.read_or_none(uri)
+        if not data:
+            continue
+        report = json.loads(data)
+        matching = [f for f, outcome in report["files"].items() if outcome.get("sha256") in shas]
+        for landing_file in matching:
+            try:
+                store, _ = upload.open_store(landing_file.rsplit("/", 1)[0], s3_client)
+                content = store.read_or_none(landing_file)
+                if content is not None and upload.sha256_bytes(content) in shas and not erasure.dry_run:
+                    store.delete(landing_file)
+                done["landing_files_deleted" if content is not None else "landing_files_left"].append(landing_file)
+            except Exception as error:  # noqa: BLE001 - the landing is someone else's bucket: say so, go on
+                log.warning("could not delete %s from the landing: %s", landing_file, error)
+                done["landing_files_left"].append(landing_file)
+        if matching:
+            kept = {f: o for f, o in report["files"].items() if f not in matching}
+            erasure.replace(uri, json.dumps({**report, "files": kept}, indent=1, ensure_ascii=True).encode())
+            erasure.record(uri, len(matching), len(kept))
+    done["landing_files_left"] = [f for f in done["landing_files_left"] if f not in done["landing_files_deleted"]]
+    return done
+
+
+def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = None,
+          owner: str | None = None) -> dict[str, Any]:
+    """Erase the photo `target` (key, URI or sha256) and its derived rows from the lake at `root`, holding the
+    lock of each batch concerned (a pipeline run of the batch at the same time is refused, and refuses us)."""
     store = open_lake(root, s3_client)
     erasure = Erasure(lake=store, dry_run=dry_run, photos=resolve(store, target))
     log.info("erasing %s: %d photo(s) %s", target, len(erasure.photos), sorted(erasure.photos))
-    areas = [_area(lake.pca_uri(store.root, _ANY_BATCH)), _area(lake.quarantine_uri(store.root, _ANY_BATCH)),
-             lake.features_uri(store.root)]  # features last: they are the sha256 index
+    batches = sorted({_batch_of(erasure, photo) for photo in erasure.photos})
+    owner = owner or f"erase-{os.getpid()}@{socket.gethostname()}"
+    held: list[str] = []
+    try:
+        if not dry_run:
+            for batch in batches:  # in date order: two erasures never wait on each other crosswise
+                locks.acquire(store, store.root, batch, owner)
+                held.append(batch)
+        report = _erase_locked(erasure, target, batches, s3_client)
+    finally:
+        for batch in held:
+            locks.release(store, store.root, batch, owner)
+    return report
+
+
+def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: Any) -> dict[str, Any]:
+    store, dry_run = erasure.lake, erasure.dry_run
+    shas = {target.lower()} if SHA256.match(target.lower()) else _photo_sha256s(erasure)
+    if shas and erasure.photos and not dry_run:
+        dedup_index.record_erased(store, store.root, shas)  # first: an upload from now on refuses it
+    areas = _legacy_pca_folders(store) + [prefix for batch in batches for prefix in _batch_data_prefixes(store, batch)]
+    areas.sort(key=lambda uri: uri.startswith(lake.features_uri(store.root)))  # features last: the sha256 index
     for area in areas:
         _erase_parquet_rows(erasure, area)
         _erase_csv_lines(erasure, area)
@@ -288,17 +391,28 @@ def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = Non
         if store.exists(uri):
             erasure.delete(uri)
     if not erasure.deleted and not erasure.rewritten:
-        raise LookupError(f"nothing in {root} matches {target}: no photo, no derived row; nothing erased")
+        raise LookupError(f"nothing in {store.root} matches {target}: no photo, no derived row; nothing erased")
+    landing = _erase_from_landing(erasure, batches, shas, s3_client)
+    purged = 0
+    if not dry_run:  # every older version under the batches' prefixes, whichever key holds it
+        prefixes = [lake.raw_uri(store.root, b) for b in batches] + areas + [
+            lake.pca_stats_uri(store.root, b) for b in batches]
+        purged = sum(store.purge_noncurrent(prefix) for prefix in prefixes)
     report = {
         "target": target,
         "dry_run": dry_run,
         "photos": sorted(erasure.key(p) for p in erasure.photos),
+        "batches": batches,
         "raw_objects_deleted": erasure.deleted,
         "files_rewritten": erasure.rewritten,
         "rows_removed": sum(item["rows_removed"] for item in erasure.rewritten),
+        "sha256_recorded_as_erased": sorted(shas),
+        "noncurrent_versions_purged": purged,
+        **landing,
     }
-    log.info("%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed", "dry run" if dry_run else "done",
-             len(erasure.deleted), len(erasure.rewritten), report["rows_removed"])
+    log.info("%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed, %d old version(s) purged",
+             "dry run" if dry_run else "done", len(erasure.deleted), len(erasure.rewritten), report["rows_removed"],
+             purged)
     return report
 
 
@@ -317,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_client = boto3.client("s3", region_name=args.region)
     try:
         report = erase(args.root, args.path, dry_run=args.dry_run, s3_client=s3_client)
-    except (ValueError, LookupError) as error:
+    except (ValueError, LookupError, locks.BatchLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

@@ -111,23 +111,32 @@ def open_lake(settings: PipelineSettings, s3_client: Any | None) -> upload.Store
     return upload.LocalStore(lake_root(settings))
 
 
-def open_landing(settings: PipelineSettings, s3_client: Any | None) -> tuple[upload.Store, str]:
+def open_landing(settings: PipelineSettings, s3_client: Any | None, batch: str, *,
+                 explicit: bool = False) -> tuple[upload.Store, str]:
+    """The batch's landing folder: `<fruits_landing>/<batch>/` (lake.landing_uri: a backfill takes its own
+    date's photos only), or, with `explicit` (the run's `landing` Param), the folder the Param names."""
     if not settings.landing:
         raise ValueError("no landing location: set the Variable fruits_landing or the run's 'landing' Param")
-    if is_s3(settings.landing):
-        return upload.S3Store(s3_client, gdpr.s3_bucket_of(settings.landing)), settings.landing.rstrip("/") + "/"
-    path = Path(settings.landing)
+    folder = settings.landing if explicit else lake.landing_uri(settings.landing, batch)
+    if is_s3(folder):
+        return upload.S3Store(s3_client, gdpr.s3_bucket_of(folder)), folder.rstrip("/") + "/"
+    path = Path(folder)
     path = path if path.is_absolute() else REPO_ROOT / path
     if not path.is_dir():
-        raise FileNotFoundError(f"landing folder {path} does not exist")
+        if explicit:
+            raise FileNotFoundError(f"landing folder {path} does not exist")
+        log.warning("landing folder %s does not exist: no photos for batch %s", path, batch)
     return upload.LocalStore(path), upload.file_uri(path) + "/"
 
 
 def upload_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool,
-                 repo_root: Path = REPO_ROOT) -> dict[str, Any]:
+                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False, landing_after: str = "keep",
+                 max_photo_bytes: int = upload.MAX_PHOTO_BYTES) -> dict[str, Any]:
+    """`explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
-    landing_store, landing_uri = open_landing(settings, s3_client)
-    images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run)
+    landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
+    images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run,
+                                      landing_after=landing_after, max_photo_bytes=max_photo_bytes)
     release = upload.publish_code(lake_store, repo_root, dry_run=dry_run)
     return {"images": images, "code": release}
 

@@ -1,47 +1,59 @@
 """Getting new photos and the jobs' code into the lake.
 
-`upload_new_images` bundles the images of a landing location (a local folder or an `s3://` prefix,
-laid out `[<anything>/][<Split>/]<Label>/<file>`) into Parquet objects
-`raw/batch=<ds>/bundle-<16 hex>.parquet`, one row per photo with the columns of Spark's `binaryFile`
-source (`path, modificationTime, length, content`) plus `sha256`. A photo's key in the batch is
-`<Split>/<Label>/<file>` when a `Training` or `Test` folder sits above its label folder, else
-`<Label>/<file>`; its `path` is `<raw batch uri><key>`, the URI it would have had as its own object,
-so everything downstream (label, split, erasure by path, the CSV) reads it the same way.
+    python -m fruits.upload --landing URI --lake URI --batch YYYY-MM-DD [--dry-run]
 
-* an image whose content (sha256) is already in ANOTHER batch is skipped: a photo is featurized
-  once, so the PCA over all batches never sees it twice;
-* an image already recorded at its key with the same sha256 is left as is: a rerun uploads nothing,
-  writes nothing, and the batch ends identical;
-* a different image arriving under an existing key is stored as `<stem>-<sha8><ext>`: nothing is
-  overwritten, nothing lost.
-Each batch records what it holds in `raw/batch=<ds>/_uploads.json` (Spark ignores `_` files):
-`files: {key: sha256}` and `bundles: {bundle file name: [keys]}`, written last. A bundle the manifest
-does not name is the leftover of an interrupted upload: the next upload of the batch deletes it and
-bundles its photos again (under the same name: it hashes its members).
+`upload_new_images` bundles the photos of one batch's landing folder (lake.landing_uri: a local folder
+or an `s3://` prefix, laid out `[<anything>/][<Split>/]<Label>/<file>`) into Parquet objects
+`raw/batch=<ds>/bundle-<16 hex>.parquet`, one row per photo with the columns of Spark's `binaryFile`
+source (`path, modificationTime, length, content`) plus `sha256` (of the content as received). A photo's
+key is `<Split>/<Label>/<file>` when a `Training` or `Test` folder sits above its label folder, else
+`<Label>/<file>`; its `path` is `<raw batch uri><key>`.
+
+Every landing file ends as exactly one outcome, listed in `raw/batch=<ds>/_ingestion.json`:
+* `uploaded`: an image (by content: whatever Pillow, with pillow_heif, identifies), its personal
+  metadata stripped (EXIF GPS, serials, owner, XMP, comments; orientation and ICC kept);
+* `already_in_lake`: the same content (sha256) is in this batch or, per the index (fruits.dedup_index),
+  in another one;
+* `rejected` with a reason (REJECT_REASONS). A per-file problem never fails the upload.
+
+Concurrent attempts on one batch are safe without a lock: bundles carry an attempt nonce in their name
+(never overwritten by another attempt), `_uploads.json` is written with a conditional write and merged
+on a conflict (photos the other attempt recorded are dropped from this attempt's bundles, which are
+rewritten), and a bundle no manifest names is deleted only when older than LEFTOVER_GRACE_SECONDS (no
+live attempt is that old). The index is updated after the manifest, so an index entry always names a
+committed photo.
 
 `publish_code` (fruits.release, re-exported here) copies the cluster's code to `code/<version>/`.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import datetime as dt
 import hashlib
 import io
 import json
 import logging
+import os
+import secrets
+import struct
+import sys
 import time
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-
-from fruits import lake
+from fruits import dedup_index, lake
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 UPLOADS_MANIFEST = "_uploads.json"
+INGESTION_REPORT = "_ingestion.json"
 # Photos travel in bundles, not one object each: S3 bills PUT and GET per request (one object per
 # photo cost ~6.5 USD of requests per million photos, 13x the whole 0.50 USD target), and the
 # lifecycle's archive classes bill at least 128 KB per object, more than most photos weigh. A bundle
@@ -55,7 +67,31 @@ BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
 # a reader's batch (which never crosses a row group) to 64 photos of memory.
 BUNDLE_ROW_GROUP_PHOTOS = 64
 BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
-PROGRESS_EVERY = 200
+# A phone photo is 2-15 MB; 50 MiB leaves room for RAW-ish exports and keeps 16 reads in flight < 1 GiB.
+MAX_PHOTO_BYTES = 50 * 1024 * 1024
+# Concurrent landing GETs (a bounded pool) and the bytes they may hold at once.
+READ_WORKERS = 16
+READ_INFLIGHT_BYTES = 256 * 1024 * 1024
+# Longer than any attempt lives (the task's execution timeout): only then is an unnamed bundle a leftover.
+LEFTOVER_GRACE_SECONDS = 24 * 3600
+MANIFEST_ATTEMPTS = 20
+# After ingestion, landing files that are in the lake are kept (default), moved under ARCHIVE_PREFIX, or deleted.
+LANDING_AFTER = ("keep", "archive", "delete")
+ARCHIVE_PREFIX = "_ingested"
+PROGRESS_EVERY = 1000
+
+REJECT_REASONS = {
+    "misplaced": "at the landing folder's root: photos sit in a <Label>/ folder",
+    "unreadable_name": "the file name is not UTF-8",
+    "link_out_of_landing": "a link to something outside the landing folder",
+    "folder_link": "a link to a folder (its files are not followed)",
+    "hidden": "a hidden or temporary file (name starts with '.' or '_')",
+    "empty": "an empty file",
+    "too_large": "larger than max_photo_bytes",
+    "unsupported": "not an image Pillow (with pillow_heif) identifies",
+    "unreadable": "could not be read or its metadata stripped",
+    "erased": "its content was erased on request (index/erased.json): never ingested again",
+}
 
 
 def file_uri(path: Path) -> str:
@@ -73,19 +109,36 @@ def sha256_bytes(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A listed file: its size and modification time from the listing (no read), and what a local
+    listing knows about links."""
+
+    uri: str
+    size: int
+    modified: float  # seconds since the epoch
+    link: str = ""  # "", "out" (a link leaving the listed folder) or "folder" (a link to a folder)
+
+
 class Store(Protocol):
     root: str
 
     def list_files(self, prefix_uri: str) -> Iterator[str]: ...
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]: ...
     def read(self, uri: str) -> bytes: ...
     def read_or_none(self, uri: str) -> bytes | None: ...
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
     def put(self, uri: str, data: bytes, sha256: str) -> None: ...
+    def put_if_absent(self, uri: str, data: bytes) -> bool: ...
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
     def delete(self, uri: str) -> None: ...
     def list_children(self, prefix_uri: str) -> list[str]: ...
 
 
 class LocalStore:
     """A local folder as the lake (local target) or as the landing location."""
+
+    CAS_STALE_SECONDS = 60
 
     def __init__(self, root: str | Path):
         self.path = self._path(str(root)).resolve()
@@ -101,6 +154,32 @@ class LocalStore:
             if path.is_file():
                 yield file_uri(path)
 
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]:
+        """Every file under the folder, links not followed: a link to a file inside it is listed (and read),
+        a link leaving it or to a folder is listed as such. Names are whatever the disk holds (non-UTF-8 too)."""
+        base = self._path(prefix_uri)
+        if not base.is_dir():
+            return
+        real_base = base = os.path.realpath(base)
+        for folder, dirs, files in os.walk(base, followlinks=False):
+            dirs.sort()
+            for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                path = os.path.join(folder, name)
+                uri = "file://" + path
+                if not os.path.islink(path):
+                    stat = os.stat(path)
+                    yield Entry(uri, stat.st_size, stat.st_mtime)
+                    continue
+                target = os.path.realpath(path)
+                inside = os.path.commonpath([real_base, target]) == real_base
+                if os.path.isdir(target):
+                    yield Entry(uri, 0, 0.0, "folder" if inside else "out")
+                elif not inside or not os.path.isfile(target):
+                    yield Entry(uri, 0, 0.0, "out")
+                else:
+                    stat = os.stat(target)
+                    yield Entry(uri, stat.st_size, stat.st_mtime)
+
     def read(self, uri: str) -> bytes:
         return self._path(uri).read_bytes()
 
@@ -108,13 +187,58 @@ class LocalStore:
         path = self._path(uri)
         return path.read_bytes() if path.is_file() else None
 
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
+        data = self.read_or_none(uri)
+        return (data, sha256_bytes(data)) if data is not None else (None, None)
+
     def put(self, uri: str, data: bytes, sha256: str) -> None:
         path = self._path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write-then-rename: a reader never sees half a file.
-        partial = path.with_name(f".{path.name}.partial")
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
         partial.write_bytes(data)
         partial.replace(path)
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        """Create the file only if nothing is there (a hard link of a written temporary: atomic, O_EXCL-like)."""
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        try:
+            os.link(partial, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink()
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        """Replace the file only if its content still hashes to `etag` (checked and replaced under a lock file)."""
+        path = self._path(uri)
+        lock = path.with_name(f".{path.name}.cas")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                try:
+                    if time.time() - lock.stat().st_mtime > self.CAS_STALE_SECONDS:  # its holder died
+                        lock.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock} held for 30 s") from None
+                time.sleep(0.002)
+        try:
+            current = self.read_or_none(uri)
+            if current is None or sha256_bytes(current) != etag:
+                return False
+            self.put(uri, data, "")
+            return True
+        finally:
+            lock.unlink(missing_ok=True)
 
     def delete(self, uri: str) -> None:
         self._path(uri).unlink()
@@ -141,10 +265,14 @@ class S3Store:
         return parsed.netloc, parsed.path.lstrip("/")
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
+        for entry in self.list_entries(prefix_uri):
+            yield entry.uri
+
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]:
         bucket, prefix = self._key(prefix_uri)
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                yield f"s3://{bucket}/{obj['Key']}"
+                yield Entry(f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"].timestamp())
 
     def read(self, uri: str) -> bytes:
         bucket, key = self._key(uri)
@@ -156,12 +284,41 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def put(self, uri: str, data: bytes, sha256: str) -> None:
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
         bucket, key = self._key(uri)
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.NoSuchKey:
+            return None, None
+        return answer["Body"].read(), answer["ETag"]
+
+    def _extra(self) -> dict[str, str]:
         extra = {"ServerSideEncryption": "aws:kms"}
         if self.kms_key_arn:
             extra["SSEKMSKeyId"] = self.kms_key_arn
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **extra)
+        return extra
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        bucket, key = self._key(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
+
+    def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
+        bucket, key = self._key(uri)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)},
+                                   **condition, **self._extra())
+            return True
+        except self.client.exceptions.ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write to the key won.
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        return self._conditional_put(uri, data, IfNoneMatch="*")
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        return self._conditional_put(uri, data, IfMatch=etag)
 
     def delete(self, uri: str) -> None:
         """Every version and delete marker of the object: on a versioned bucket, a plain delete would
@@ -181,7 +338,8 @@ class S3Store:
         bucket, _ = self._key(uri)
         objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
         for start in range(0, len(objects), 1000):  # DeleteObjects takes 1,000 keys at most
-            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000],
+                                                                       "Quiet": True})
             if answer.get("Errors"):
                 raise RuntimeError(f"could not delete every version of {uri}: {answer['Errors']}")
 
@@ -194,41 +352,381 @@ class S3Store:
         return sorted(names)
 
 
+def open_store(uri: str, s3_client: Any = None) -> tuple[Store, str]:
+    """(store, folder URI ending in '/') for an `s3://bucket/prefix` or a local folder / file:// URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        return S3Store(s3_client, parsed.netloc), uri.rstrip("/") + "/"
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"not an s3:// URI or a local folder: {uri!r}")
+    path = Path(parsed.path if parsed.scheme else uri).resolve()
+    return LocalStore(path), file_uri(path) + "/"
+
+
 # ---------------------------------------------------------------------------------------------
-# Images
+# The landing: every file, with its outcome
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LandingImage:
+@dataclass
+class LandingFile:
     uri: str
-    label: str
-    name: str
-    split: str | None = None  # Training / Test when a folder of that name sits above the label folder
-
-    @property
-    def key(self) -> str:
-        """Where the photo sits in its batch: `[<Split>/]<Label>/<file>`."""
-        return "/".join(part for part in (self.split, self.label, self.name) if part)
+    size: int
+    key: str = ""  # `[<Split>/]<Label>/<file>` in the batch
+    reason: str = ""  # a REJECT_REASONS key, when refused from the listing alone
 
 
-def landing_images(store: Store, landing_uri: str) -> Iterator[LandingImage]:
-    """Images under the landing location; the label is the image's folder name, the split the
-    nearest folder above it named like one of lake.SPLITS (within the landing location)."""
-    landing = PurePosixPath(urlparse(landing_uri).path.rstrip("/") or "/")
-    for uri in store.list_files(landing_uri):
-        path = PurePosixPath(urlparse(uri).path)
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith((".", "_")):
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def classify(entry: Entry, landing_uri: str, max_photo_bytes: int) -> LandingFile:
+    """What the listing alone tells about a landing file (no read)."""
+    relative = entry.uri.removeprefix(landing_uri)
+    parts = PurePosixPath(relative).parts
+    file = LandingFile(entry.uri, entry.size)
+    if not _is_utf8(entry.uri):
+        file.reason = "unreadable_name"
+    elif entry.link == "out":
+        file.reason = "link_out_of_landing"
+    elif entry.link == "folder":
+        file.reason = "folder_link"
+    elif any(part.startswith((".", "_")) for part in parts):
+        file.reason = "hidden"
+    elif len(parts) < 2:
+        file.reason = "misplaced"
+    elif entry.size == 0:
+        file.reason = "empty"
+    elif entry.size > max_photo_bytes:
+        file.reason = "too_large"
+    else:
+        split = next((folder for folder in reversed(parts[:-2]) if folder in lake.SPLITS), None)
+        file.key = "/".join(part for part in (split, parts[-2], parts[-1]) if part)
+    return file
+
+
+def read_in_pool(store: Store, files: Iterable[LandingFile], *, workers: int = READ_WORKERS,
+                 inflight_bytes: int = READ_INFLIGHT_BYTES) -> Iterator[tuple[LandingFile, bytes | Exception]]:
+    """(file, its bytes or the error reading it), in order, read by a bounded pool of `workers` concurrent
+    GETs holding at most `inflight_bytes` (sizes from the listing) at once. workers=1: one at a time."""
+    def read(file: LandingFile) -> bytes | Exception:
+        try:
+            return store.read(file.uri)
+        except Exception as error:  # noqa: BLE001 - a file that vanished or failed is reported, not fatal
+            return error
+
+    if workers <= 1:
+        for file in files:
+            yield file, read(file)
+        return
+    pending: collections.deque[tuple[LandingFile, Future]] = collections.deque()
+    held = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="landing") as pool:
+        for file in files:
+            while pending and (len(pending) >= 2 * workers or held + file.size > inflight_bytes):
+                done, future = pending.popleft()
+                held -= done.size
+                yield done, future.result()
+            pending.append((file, pool.submit(read, file)))
+            held += file.size
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: identified by content; personal metadata stripped without re-encoding where possible
+# ---------------------------------------------------------------------------------------------
+
+_OPENERS_READY = False
+ORIENTATION = 0x0112
+
+
+def _pillow():
+    global _OPENERS_READY
+    from PIL import Image
+
+    if not _OPENERS_READY:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        _OPENERS_READY = True
+    return Image
+
+
+def identify(data: bytes) -> tuple[str | None, int]:
+    """(Pillow's format name, EXIF orientation or 1) from the header only (no decode); (None, 1): not an image."""
+    Image = _pillow()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            try:
+                orientation = int(image.getexif().get(ORIENTATION, 1) or 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block is stripped anyway
+                orientation = 1
+            return image.format, orientation
+    except Image.DecompressionBombError:
+        # An image all the same (featurize quarantines it at its pixel limit); its metadata is cut by format.
+        magic = {b"\xff\xd8\xff": "JPEG", PNG_SIGNATURE: "PNG"}
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return "WEBP", 1
+        return next((name for head, name in magic.items() if data.startswith(head)), "BOMB"), 1
+    except Exception:  # noqa: BLE001 - UnidentifiedImageError and whatever a truncated header raises
+        return None, 1
+
+
+def _exif_orientation(orientation: int) -> bytes:
+    """A TIFF-structured EXIF block holding the orientation only (b"Exif\\0\\0" + TIFF)."""
+    exif = _pillow().Exif()
+    exif[ORIENTATION] = orientation
+    return exif.tobytes()
+
+
+# JPEG segments kept: JFIF/JFXX (APP0), ICC profile (APP2 "ICC_PROFILE"), Adobe colour transform (APP14),
+# and everything that is not an APPn/COM segment (tables, frame, scan).
+def strip_jpeg(data: bytes, orientation: int) -> bytes:
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream")
+    out, position = [b"\xff\xd8"], 2
+    exif = _exif_orientation(orientation) if orientation != 1 else b""
+    inserted = False
+    while True:
+        if position + 4 > len(data) or data[position] != 0xFF:
+            raise ValueError(f"JPEG segment expected at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
             continue
-        if path.parent == landing:
-            raise ValueError(f"{uri}: images must sit in a <Label>/ folder under the landing location")
-        above_label = path.parent.relative_to(landing).parts[:-1]
-        split = next((folder for folder in reversed(above_label) if folder in lake.SPLITS), None)
-        yield LandingImage(uri=uri, label=path.parent.name, name=path.name, split=split)
+        length = struct.unpack(">H", data[position + 2:position + 4])[0]
+        segment = data[position:position + 2 + length]
+        if len(segment) < 2 + length:
+            raise ValueError("truncated JPEG segment")
+        if not inserted and marker != 0xE0:
+            if exif:
+                out.append(b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif)
+            inserted = True
+        if marker == 0xDA:  # start of scan: the image data, up to the end-of-image marker (trailers dropped)
+            end = data.find(b"\xff\xd9", position + 2 + length)
+            out.append(data[position:] if end < 0 else data[position:end + 2])
+            return b"".join(out)
+        keep = not (0xE0 <= marker <= 0xEF or marker == 0xFE) or marker == 0xE0 or marker == 0xEE or (
+            marker == 0xE2 and segment[4:16] == b"ICC_PROFILE\0")
+        if keep:
+            out.append(segment)
+        position += 2 + length
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_DROPPED = {b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"}
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def strip_png(data: bytes, orientation: int) -> bytes:
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG stream")
+    out, position = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        chunk = data[position:position + 12 + length]
+        if len(chunk) < 12 + length:
+            raise ValueError("truncated PNG chunk")
+        if kind == b"IDAT" and orientation != 1:
+            out.append(_png_chunk(b"eXIf", _exif_orientation(orientation)[6:]))
+            orientation = 1
+        if kind not in PNG_DROPPED:
+            out.append(chunk)
+        position += 12 + length
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+def strip_webp(data: bytes, orientation: int) -> bytes:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ValueError("not a WebP stream")
+    chunks, position = [], 12
+    while position + 8 <= len(data):
+        kind, length = data[position:position + 4], struct.unpack("<I", data[position + 4:position + 8])[0]
+        payload = data[position + 8:position + 8 + length]
+        if kind not in (b"EXIF", b"XMP "):
+            chunks.append([kind, payload])
+        position += 8 + length + (length & 1)
+    if orientation != 1 and chunks and chunks[0][0] == b"VP8X":
+        chunks.append([b"EXIF", _exif_orientation(orientation)[6:]])
+    for chunk in chunks:
+        if chunk[0] == b"VP8X":  # flags: XMP (0x04) and EXIF (0x08) say what follows
+            flags = chunk[1][0] & ~0x0C | (0x08 if any(c[0] == b"EXIF" for c in chunks) else 0)
+            chunk[1] = bytes([flags]) + chunk[1][1:]
+    body = b"".join(kind + struct.pack("<I", len(p)) + p + b"\0" * (len(p) & 1) for kind, p in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISOBMFF boxes in data[start:end]: (type, payload start, box end)."""
+    position = start
+    while position + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[position:position + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            raise ValueError(f"malformed {kind!r} box at byte {position}")
+        yield kind, position + header, position + size
+        position += size
+
+
+def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
+    return (int.from_bytes(data[position:position + size], "big") if size else 0), position + size
+
+
+def _heif_metadata_extents(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(offset, length, kind) of the Exif and XMP items of a HEIF/AVIF file, from its `meta` box."""
+    meta = next(((s, e) for kind, s, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
+    if meta is None:
+        return []
+    children = {kind: (s, e) for kind, s, e in _boxes(data, meta[0] + 4, meta[1])}  # meta is a FullBox
+    wanted: dict[int, bytes] = {}
+    if b"iinf" in children:
+        s, e = children[b"iinf"]
+        entries_at = s + 4 + (2 if data[s] == 0 else 4)
+        for kind, start, _ in _boxes(data, entries_at, e):
+            version = data[start]
+            if kind != b"infe" or version < 2:
+                continue
+            id_size = 2 if version == 2 else 4
+            item_id, at = _uint(data, start + 4, id_size)
+            item_type = data[at + 2:at + 6]
+            if item_type == b"Exif":
+                wanted[item_id] = b"Exif"
+            elif item_type == b"mime":
+                name_end = data.find(b"\0", at + 6)  # item_name, then content_type, both null-terminated
+                content_type = data[name_end + 1:data.find(b"\0", name_end + 1)].lower()
+                if b"xmp" in content_type or b"rdf" in content_type:
+                    wanted[item_id] = b"XMP"
+    if not wanted or b"iloc" not in children:
+        return []
+    s, _ = children[b"iloc"]
+    version = data[s]
+    offset_size, length_size = data[s + 4] >> 4, data[s + 4] & 15
+    base_size, index_size = data[s + 5] >> 4, (data[s + 5] & 15) if version in (1, 2) else 0
+    count, at = _uint(data, s + 6, 2 if version < 2 else 4)
+    idat = children.get(b"idat", (0, 0))[0]
+    extents = []
+    for _item in range(count):
+        item_id, at = _uint(data, at, 2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, at = _uint(data, at, 2)
+            method &= 15
+        at += 2  # data_reference_index
+        base, at = _uint(data, at, base_size)
+        extent_count, at = _uint(data, at, 2)
+        for _extent in range(extent_count):
+            at += index_size
+            offset, at = _uint(data, at, offset_size)
+            length, at = _uint(data, at, length_size)
+            if item_id in wanted:
+                if method not in (0, 1):
+                    raise ValueError("a metadata item built from other items")
+                extents.append(((idat if method == 1 else 0) + base + offset, length, wanted[item_id]))
+    return extents
+
+
+EMPTY_TIFF = b"\0\0\0\0" + b"MM\0*\0\0\0\x08" + b"\0\0" + b"\0\0\0\0"  # offset header + an IFD of no entry
+EMPTY_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+
+
+def strip_heif(data: bytes) -> bytes:
+    """HEIC/HEIF/AVIF: the Exif and XMP items overwritten in place (same length, so no offset moves) with an
+    empty EXIF and an empty XMP packet; the coded image untouched. The orientation is not in EXIF there
+    (the `irot`/`imir` properties hold it, and stay)."""
+    out = bytearray(data)
+    for offset, length, kind in _heif_metadata_extents(data):
+        if offset + length > len(data):
+            raise ValueError("a metadata item outside the file")
+        filler = (EMPTY_TIFF if kind == b"Exif" else EMPTY_XMP)[:length]
+        pad = b"\0" if kind == b"Exif" else b" "
+        out[offset:offset + length] = filler + pad * (length - len(filler))
+    return bytes(out)
+
+
+PERSONAL_INFO_KEYS = ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")  # EXIF: read as tags
+
+
+def _reencode_png(data: bytes, orientation: int) -> bytes:
+    """Formats whose metadata cannot be cut out byte-wise (TIFF, HEIF, AVIF...): decoded once and stored as a
+    lossless PNG with the ICC profile and the orientation only (the key keeps its name; featurize reads content)."""
+    Image = _pillow()
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        icc = image.info.get("icc_profile")
+        exif = _pillow().Exif()
+        if orientation != 1:
+            exif[ORIENTATION] = orientation
+        frame = image if image.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I") else image.convert("RGBA")
+        buffer = io.BytesIO()
+        frame.save(buffer, "PNG", **({"icc_profile": icc} if icc else {}), exif=exif)
+        return buffer.getvalue()
+
+
+def _has_personal_metadata(data: bytes) -> bool:
+    Image = _pillow()
+    with Image.open(io.BytesIO(data)) as image:
+        exif = image.getexif()
+        return any(tag != ORIENTATION for tag in exif) or any(
+            _text(image.info.get(k)) not in ("", EMPTY_XMP.decode()) for k in PERSONAL_INFO_KEYS)
+
+
+def _text(value: Any) -> str:
+    raw = value if isinstance(value, bytes) else str(value or "").encode()
+    return raw.decode("utf-8", "replace").strip(" \0\n")
+
+
+def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[bytes, str]:
+    """(the photo without personal metadata, how: "cut" | "reencoded" | "none")."""
+    if image_format == "JPEG":
+        return strip_jpeg(data, orientation), "cut"
+    if image_format == "PNG":
+        return strip_png(data, orientation), "cut"
+    if image_format == "WEBP":
+        return strip_webp(data, orientation), "cut"
+    if image_format in ("HEIF", "AVIF"):
+        try:
+            stripped = strip_heif(data)
+            if not _has_personal_metadata(stripped):
+                return stripped, "cut"
+        except ValueError as error:  # a layout this parser does not follow: the decoding fallback below
+            log.info("HEIF metadata not blanked in place (%s): re-encoding", error)
+    if image_format == "BOMB":
+        raise ValueError("a decompression bomb in a format whose metadata cannot be cut without decoding it")
+    if _has_personal_metadata(data):
+        return _reencode_png(data, orientation), "reencoded"
+    return data, "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch manifest
+# ---------------------------------------------------------------------------------------------
 
 
 def batch_manifest_uri(root: str, batch: str) -> str:
     return lake.raw_uri(root, batch) + UPLOADS_MANIFEST
+
+
+def ingestion_report_uri(root: str, batch: str) -> str:
+    return lake.raw_uri(root, batch) + INGESTION_REPORT
 
 
 @dataclass
@@ -243,14 +741,17 @@ class BatchManifest:
         return json.dumps({"batch": batch, "files": dict(sorted(self.files.items())),
                            "bundles": dict(sorted(self.bundles.items()))}, indent=1).encode()
 
+    @classmethod
+    def parse(cls, data: bytes | None) -> BatchManifest:
+        if not data:
+            return cls({}, {})
+        recorded = json.loads(data)
+        return cls(recorded["files"], recorded.get("bundles", {}))
+
 
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
     """One batch's manifest (empty if the batch was never uploaded)."""
-    data = store.read_or_none(batch_manifest_uri(root, batch))
-    if not data:
-        return BatchManifest({}, {})
-    recorded = json.loads(data)
-    return BatchManifest(recorded["files"], recorded.get("bundles", {}))
+    return BatchManifest.parse(store.read_or_none(batch_manifest_uri(root, batch)))
 
 
 def read_manifest(store: Store, root: str, batch: str) -> dict[str, str]:
@@ -259,6 +760,7 @@ def read_manifest(store: Store, root: str, batch: str) -> dict[str, str]:
 
 
 def write_batch_manifest(store: Store, root: str, batch: str, manifest: BatchManifest) -> None:
+    """An unconditional write: erasure only, under the batch lock (uploads use conditional writes)."""
     data = manifest.to_json(batch)
     store.put(batch_manifest_uri(root, batch), data, sha256_bytes(data))
 
@@ -276,8 +778,7 @@ def batch_partitions(store: Store, area_uri: str) -> list[str]:
 
 
 def raw_batches(store: Store, root: str) -> list[str]:
-    # lake.raw_uri names one batch; its parent is the raw area.
-    return batch_partitions(store, lake.raw_uri(root, "2000-01-01").rsplit("batch=", 1)[0])
+    return batch_partitions(store, lake.area_uri(root, "raw"))
 
 
 def _alternate_key(key: str, sha256: str) -> str:
@@ -294,12 +795,12 @@ def is_bundle_name(name: str) -> bool:
     return name.startswith(BUNDLE_PREFIX) and name.endswith(BUNDLE_SUFFIX)
 
 
-def bundle_name(members: dict[str, str]) -> str:
-    """`bundle-<16 hex>.parquet`, hashed from its members' keys and sha256s: a rerun after a crash
-    writes the same photos under the same name."""
-    digest = hashlib.sha256()
+def bundle_name(members: dict[str, str], attempt: str = "") -> str:
+    """`bundle-<16 hex>.parquet`, hashed from its members' keys and sha256s and the attempt's nonce: two
+    attempts never write the same object, so neither can overwrite or delete what the other wrote."""
+    digest = hashlib.sha256(attempt.encode() + b"\n")
     for key in sorted(members):
-        digest.update(f"{key}\0{members[key]}\n".encode())
+        digest.update(f"{key}\0{members[key]}\n".encode("utf-8", "surrogateescape"))
     return f"{BUNDLE_PREFIX}{digest.hexdigest()[:16]}{BUNDLE_SUFFIX}"
 
 
@@ -332,8 +833,8 @@ def bundle_parquet(table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> by
 @dataclass
 class Photo:
     key: str
-    sha256: str
-    content: bytes
+    sha256: str  # of the content as received (the dedup and erasure key)
+    content: bytes  # as stored: personal metadata stripped
 
 
 def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime):
@@ -353,15 +854,16 @@ def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime):
 @dataclass
 class BundleWriter:
     """Collects a batch's new photos and writes them as bundles of at most `max_photos` photos /
-    `max_bytes` of content (a single bigger photo gets a bundle of its own)."""
+    `max_bytes` of content (a single bigger photo gets a bundle of its own). `bundles` = what it wrote."""
 
     store: Store
     raw_uri: str
-    manifest: BatchManifest
+    attempt: str
     dry_run: bool
     max_photos: int = BUNDLE_MAX_PHOTOS
     max_bytes: int = BUNDLE_MAX_BYTES
     row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS
+    bundles: dict[str, list[str]] = field(default_factory=dict)
     pending: list[Photo] = field(default_factory=list)
     pending_bytes: int = 0
     written: int = 0
@@ -377,37 +879,212 @@ class BundleWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        name = bundle_name({photo.key: photo.sha256 for photo in self.pending})
+        self.write(self.pending)
+        self.pending, self.pending_bytes = [], 0
+
+    def write(self, photos: list[Photo]) -> str:
+        name = bundle_name({photo.key: photo.sha256 for photo in photos}, self.attempt)
         if not self.dry_run:
-            table = bundle_table(self.raw_uri, self.pending, dt.datetime.now(dt.timezone.utc))
+            table = bundle_table(self.raw_uri, photos, dt.datetime.now(dt.UTC))
             data = bundle_parquet(table, self.row_group_photos)
             self.store.put(self.raw_uri + name, data, sha256_bytes(data))
-            log.info("wrote %s: %d photos, %d bytes", name, len(self.pending), len(data))
-        self.manifest.bundles[name] = [photo.key for photo in self.pending]
+            log.info("wrote %s: %d photos, %d bytes", name, len(photos), len(data))
+        self.bundles[name] = [photo.key for photo in photos]
         self.written += 1
-        self.pending, self.pending_bytes = [], 0
+        return name
+
+    def rewrite(self, name: str, drop: set[str], rename: dict[str, str]) -> None:
+        """This attempt's bundle `name` without the keys in `drop` and with keys renamed: written under a new
+        name, the old one deleted (every version: it was never in a manifest, and only this attempt writes it)."""
+        keys = self.bundles.pop(name)
+        kept = [key for key in keys if key not in drop]
+        if not self.dry_run:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(io.BytesIO(self.store.read(self.raw_uri + name))).to_pylist()
+            photos = [Photo(rename.get(k, k), row["sha256"], row["content"])
+                      for row in table if (k := row["path"][len(self.raw_uri):]) not in drop]
+        else:
+            photos = [Photo(rename.get(k, k), "", b"") for k in kept]
+        if photos:
+            self.write(photos)
+        if not self.dry_run:
+            self.store.delete(self.raw_uri + name)
 
 
 def bundle_files(store: Store, raw_uri: str) -> list[str]:
     """Names of the bundle files in one batch folder (`raw_uri`), as they are, manifest or not."""
-    names = []
-    for uri in store.list_files(raw_uri):
-        folder, name = uri.rsplit("/", 1)
+    return [entry.uri.rsplit("/", 1)[1] for entry in bundle_entries(store, raw_uri)]
+
+
+def bundle_entries(store: Store, raw_uri: str) -> list[Entry]:
+    entries = []
+    for entry in store.list_entries(raw_uri):
+        folder, name = entry.uri.rsplit("/", 1)
         if folder + "/" == raw_uri and is_bundle_name(name):
-            names.append(name)
-    return names
+            entries.append(entry)
+    return entries
 
 
-def delete_leftover_bundles(store: Store, raw_uri: str, manifest: BatchManifest, *, dry_run: bool) -> list[str]:
-    """Bundles in the batch folder that the manifest does not name: an upload stopped before writing
-    its manifest. Their photos are not recorded, so this upload bundles them again."""
-    leftovers = [raw_uri + name for name in bundle_files(store, raw_uri) if name not in manifest.bundles]
+def delete_leftover_bundles(store: Store, raw_uri: str, manifest: BatchManifest, *, dry_run: bool,
+                            grace_seconds: float = LEFTOVER_GRACE_SECONDS, now: float | None = None) -> list[str]:
+    """Bundles the manifest does not name and older than the grace period: an attempt that died before its
+    manifest write (its photos were bundled again by a later attempt). A younger one may be a live
+    attempt's, about to be recorded: left alone."""
+    now = time.time() if now is None else now
+    leftovers = [entry.uri for entry in bundle_entries(store, raw_uri)
+                 if entry.uri.rsplit("/", 1)[1] not in manifest.bundles and now - entry.modified > grace_seconds]
     for uri in leftovers:
-        log.warning("%s %s: left by an interrupted upload (not in %s)",
-                    "would delete" if dry_run else "deleting", uri, UPLOADS_MANIFEST)
+        log.warning("%s %s: left by an interrupted upload (not in %s, older than %d s)",
+                    "would delete" if dry_run else "deleting", uri, UPLOADS_MANIFEST, grace_seconds)
         if not dry_run:
             store.delete(uri)
     return leftovers
+
+
+# ---------------------------------------------------------------------------------------------
+# The upload
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One upload attempt's state: what it wrote, and every landing file's outcome."""
+
+    batch: str
+    recorded: BatchManifest
+    etag: str | None
+    writer: BundleWriter
+    files: dict[str, str] = field(default_factory=dict)  # key -> sha256 of the photos this attempt bundled
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # landing uri -> outcome
+    seen_shas: dict[str, str] = field(default_factory=dict)  # sha256 -> key, this attempt's and the batch's
+
+    def outcome(self, uri: str, outcome: str, **details: Any) -> None:
+        self.outcomes[uri] = {"outcome": outcome, **details}
+
+
+def _upload_one(attempt: Attempt, file: LandingFile, data: bytes | Exception, erased: frozenset[str],
+                max_photo_bytes: int) -> Photo | None:
+    """The file's outcome; the photo to bundle when it is new (a lake write error is the caller's to raise)."""
+    if isinstance(data, Exception):
+        attempt.outcome(file.uri, "rejected", reason="unreadable", detail=f"{type(data).__name__}: {data}")
+        return
+    if len(data) > max_photo_bytes:  # grew since the listing
+        attempt.outcome(file.uri, "rejected", reason="too_large", bytes=len(data))
+        return
+    sha = sha256_bytes(data)
+    if sha in erased:
+        attempt.outcome(file.uri, "rejected", reason="erased", sha256=sha)
+        return
+    if sha in attempt.seen_shas:
+        attempt.outcome(file.uri, "already_in_lake", sha256=sha, batch=attempt.batch, key=attempt.seen_shas[sha])
+        return
+    image_format, orientation = identify(data)
+    if image_format is None:
+        attempt.outcome(file.uri, "rejected", reason="unsupported", sha256=sha)
+        return
+    try:
+        content, how = strip_metadata(data, image_format, orientation)
+    except Exception as error:  # noqa: BLE001 - never let a photo with GPS through unstripped
+        attempt.outcome(file.uri, "rejected", reason="unreadable", sha256=sha, detail=f"metadata: {error}")
+        return
+    key = file.key
+    if key in attempt.recorded.files or key in attempt.files:
+        key = _alternate_key(key, sha)
+    attempt.files[key] = sha
+    attempt.seen_shas[sha] = key
+    attempt.outcome(file.uri, "uploaded", sha256=sha, key=key, format=image_format, metadata=how)
+    return Photo(key, sha, content)
+
+
+def _drop_from_bundles(attempt: Attempt, drop: set[str], rename: dict[str, str]) -> None:
+    """Remove keys from (and rename keys in) this attempt's bundles, rewriting the bundles concerned."""
+    for name, keys in list(attempt.writer.bundles.items()):
+        if drop.intersection(keys) or rename.keys() & set(keys):
+            attempt.writer.rewrite(name, drop, rename)
+    for key in drop:
+        attempt.files.pop(key, None)
+    for old, new in rename.items():
+        attempt.files[new] = attempt.files.pop(old)
+
+
+def _reconcile(attempt: Attempt, other: BatchManifest) -> None:
+    """Another attempt recorded first: photos it holds (same content) leave this attempt's bundles; a key it
+    took for other content gets this photo's alternate key."""
+    theirs = {sha: key for key, sha in other.files.items()}
+    drop = {key for key, sha in attempt.files.items() if sha in theirs}
+    rename = {key: _alternate_key(key, sha) for key, sha in attempt.files.items()
+              if key not in drop and key in other.files}
+    by_key = {o.get("key"): uri for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"}
+    for key in drop:
+        sha = attempt.files[key]
+        attempt.outcome(by_key[key], "already_in_lake", sha256=sha, batch=attempt.batch, key=theirs[sha])
+    for old, new in rename.items():
+        attempt.outcomes[by_key[old]]["key"] = new
+    _drop_from_bundles(attempt, drop, rename)
+    attempt.recorded = other
+
+
+def _commit_manifest(store: Store, root: str, attempt: Attempt) -> BatchManifest:
+    """Write the batch's manifest with this attempt's bundles, conditionally; on a conflict, merge and retry."""
+    uri = batch_manifest_uri(root, attempt.batch)
+    for _ in range(MANIFEST_ATTEMPTS):
+        merged = BatchManifest({**attempt.recorded.files, **attempt.files},
+                               {**attempt.recorded.bundles, **attempt.writer.bundles})
+        if not attempt.writer.bundles:
+            return merged
+        data = merged.to_json(attempt.batch)
+        written = store.put_if_match(uri, data, attempt.etag) if attempt.etag else store.put_if_absent(uri, data)
+        if written:
+            return merged
+        log.warning("%s changed under this attempt (another attempt recorded photos): merging", uri)
+        current, attempt.etag = store.read_with_etag(uri)
+        _reconcile(attempt, BatchManifest.parse(current))
+    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row; nothing was lost, rerun")
+
+
+def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, counts: dict[str, Any]) -> str:
+    """`_ingestion.json`: every landing file the batch has seen (earlier attempts' too) and its outcome."""
+    uri = ingestion_report_uri(root, attempt.batch)
+    for _ in range(MANIFEST_ATTEMPTS):
+        data, etag = store.read_with_etag(uri)
+        previous = json.loads(data)["files"] if data else {}
+        files = {**previous}
+        for landing_file, outcome in attempt.outcomes.items():
+            before = previous.get(landing_file, {})
+            # A rerun finding an uploaded photo again: it is still the file that was uploaded.
+            if not (before.get("outcome") == "uploaded" and outcome.get("batch") == attempt.batch
+                    and outcome["outcome"] == "already_in_lake" and before.get("sha256") == outcome.get("sha256")):
+                files[landing_file] = outcome
+        if files == previous:
+            return uri  # nothing new: a rerun writes nothing
+        report = {"batch": attempt.batch, "landing": landing_uri, "written_at": dt.datetime.now(dt.UTC)
+                  .isoformat(), "last_attempt": counts, "reasons": REJECT_REASONS, "files": dict(sorted(files.items()))}
+        body = json.dumps(report, indent=1, ensure_ascii=True).encode()
+        if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
+            return uri
+    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
+
+
+def _archive_uri(landing_uri: str, uri: str) -> str:
+    base = landing_uri.rstrip("/")
+    parent, date = base.rsplit("/", 1)
+    return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri):]}"
+
+
+def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_after: str) -> int:
+    """Landing files now in the lake: kept, archived or deleted (the setting). Rejected files always stay."""
+    if landing_after == "keep":
+        return 0
+    done = 0
+    for uri, outcome in attempt.outcomes.items():
+        if outcome["outcome"] in ("uploaded", "already_in_lake") and uri.startswith(landing_uri):
+            if landing_after == "archive":
+                data = store.read(uri)
+                store.put(_archive_uri(landing_uri, uri), data, sha256_bytes(data))
+            store.delete(uri)
+            done += 1
+    return done
 
 
 def upload_new_images(
@@ -420,63 +1097,160 @@ def upload_new_images(
     max_photos: int = BUNDLE_MAX_PHOTOS,
     max_bytes: int = BUNDLE_MAX_BYTES,
     row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS,
+    max_photo_bytes: int = MAX_PHOTO_BYTES,
+    read_workers: int = READ_WORKERS,
+    landing_after: str = "keep",
+    leftover_grace_seconds: float = LEFTOVER_GRACE_SECONDS,
 ) -> dict[str, Any]:
-    """Bundle the landing's new images into `raw/batch=<batch>/`; returns the counts."""
+    """Bundle the photos of one batch's landing folder into `raw/batch=<batch>/`; returns the counts.
+    Never raises for a per-file problem: each file's outcome is in `_ingestion.json` and the counts."""
+    lake.check_batch(batch)
+    if landing_after not in LANDING_AFTER:
+        raise ValueError(f"landing_after must be one of {LANDING_AFTER}, not {landing_after!r}")
+    landing_uri = landing_uri.rstrip("/") + "/"
     root = lake_store.root
     raw = lake.raw_uri(root, batch)
-    recorded = read_batch_manifest(lake_store, root, batch)
-    manifest = BatchManifest(dict(recorded.files), {name: list(keys) for name, keys in recorded.bundles.items()})
-    elsewhere: dict[str, str] = {}
-    for other in raw_batches(lake_store, root):
-        if other != batch:
-            elsewhere.update({sha: other for sha in read_manifest(lake_store, root, other).values()})
-    leftovers = delete_leftover_bundles(lake_store, raw, recorded, dry_run=dry_run)
-
-    counts = {"seen": 0, "uploaded": 0, "already_in_batch": 0, "in_other_batch": 0, "renamed": 0,
-              "bundles_written": 0, "leftover_bundles_deleted": len(leftovers)}
-    bundles = BundleWriter(lake_store, raw, manifest, dry_run, max_photos, max_bytes, row_group_photos)
+    data, etag = lake_store.read_with_etag(batch_manifest_uri(root, batch))
+    recorded = BatchManifest.parse(data)
+    writer = BundleWriter(lake_store, raw, secrets.token_hex(8), dry_run, max_photos, max_bytes, row_group_photos)
+    attempt = Attempt(batch, recorded, etag, writer, seen_shas={sha: key for key, sha in recorded.files.items()})
+    erased = dedup_index.erased(lake_store, root)
     started = time.monotonic()
-    for image in landing_images(landing_store, landing_uri):
-        counts["seen"] += 1
-        data = landing_store.read(image.uri)
-        sha = sha256_bytes(data)
-        if sha in elsewhere:
-            counts["in_other_batch"] += 1
-            continue
-        key = image.key
-        if manifest.files.get(key, sha) != sha:
-            key = _alternate_key(key, sha)
-            counts["renamed"] += 1
-        if manifest.files.get(key) == sha:
-            counts["already_in_batch"] += 1
+
+    candidates = []
+    for entry in landing_store.list_entries(landing_uri):
+        file = classify(entry, landing_uri, max_photo_bytes)
+        if file.reason:
+            attempt.outcome(file.uri, "rejected", reason=file.reason, **({"bytes": file.size} if file.size else {}))
         else:
-            manifest.files[key] = sha
-            bundles.add(Photo(key, sha, data))
-            counts["uploaded"] += 1
-        counts["bundles_written"] = bundles.written
-        if counts["seen"] % PROGRESS_EVERY == 0:
-            _log_progress(counts, started)
-    bundles.flush()
-    counts["bundles_written"] = bundles.written
-    if counts["seen"] == 0:
-        log.warning("No images under %s: batch %s gets no new photos", landing_uri, batch)
-    # Written last, and only when it changes: a rerun with nothing new writes nothing.
-    if not dry_run and (manifest.files, manifest.bundles) != (recorded.files, recorded.bundles):
-        write_batch_manifest(lake_store, root, batch, manifest)
-    _log_progress(counts, started)
-    return {**counts, "batch": batch, "images_in_batch": len(manifest.files),
-            "bundles_in_batch": len(manifest.bundles), "raw_uri": raw, "dry_run": dry_run}
+            candidates.append(file)
+    for number, (file, content) in enumerate(read_in_pool(landing_store, candidates, workers=read_workers), 1):
+        photo = None
+        try:
+            photo = _upload_one(attempt, file, content, erased, max_photo_bytes)
+        except Exception as error:  # one odd file never fails the night
+            log.exception("%s: unexpected error", file.uri)
+            attempt.outcome(file.uri, "rejected", reason="unreadable", detail=f"{type(error).__name__}: {error}")
+        if photo:
+            writer.add(photo)  # outside the per-file guard: a lake that fails writes fails the attempt
+        if number % PROGRESS_EVERY == 0:
+            log.info("landing: %d of %d read (%.1f/s)", number, len(candidates), number / (time.monotonic() - started))
+    writer.flush()
+
+    # Content already in another batch (the index), found once the night's hashes are known.
+    elsewhere = {sha: other for sha, other in dedup_index.lookup(lake_store, root, attempt.files.values()).items()
+                 if other != batch}
+    if elsewhere:
+        drop = {key for key, sha in attempt.files.items() if sha in elsewhere}
+        for uri, outcome in attempt.outcomes.items():
+            if outcome["outcome"] == "uploaded" and outcome["key"] in drop:
+                attempt.outcome(uri, "already_in_lake", sha256=outcome["sha256"], batch=elsewhere[outcome["sha256"]])
+        _drop_from_bundles(attempt, drop, {})
+
+    if dry_run:
+        manifest = BatchManifest({**recorded.files, **attempt.files}, {**recorded.bundles, **writer.bundles})
+    else:
+        manifest = _commit_manifest(lake_store, root, attempt)
+    counts = _counts(attempt, manifest, started)
+    report_uri = ingestion_report_uri(root, batch)
+    if not dry_run:
+        # The index after the manifest: an entry always names a committed photo. Photos already in this
+        # batch are (re)recorded too: an attempt that died after its manifest left them out.
+        committed = set(manifest.files.values())
+        dedup_index.record(lake_store, root, batch, {o["sha256"] for o in attempt.outcomes.values()
+                                                     if o.get("batch", batch) == batch and o.get("sha256") in committed})
+        counts["leftover_bundles_deleted"] = len(delete_leftover_bundles(
+            lake_store, raw, manifest, dry_run=False, grace_seconds=leftover_grace_seconds))
+        _write_report(lake_store, root, attempt, landing_uri, counts)
+        counts["landing_files_" + ("archived" if landing_after == "archive" else "deleted")] = _tidy_landing(
+            landing_store, landing_uri, attempt, landing_after)
+    _log_counts(counts, started)
+    return {**counts, "batch": batch, "raw_uri": raw, "ingestion_report_uri": report_uri, "dry_run": dry_run,
+            "landing_uri": landing_uri}
 
 
-def _log_progress(counts: dict[str, int], started: float) -> None:
+def _counts(attempt: Attempt, manifest: BatchManifest, started: float) -> dict[str, Any]:
+    outcomes = list(attempt.outcomes.values())
+    rejected = collections.Counter(o["reason"] for o in outcomes if o["outcome"] == "rejected")
+    already = [o for o in outcomes if o["outcome"] == "already_in_lake"]
+    uploaded = [o for o in outcomes if o["outcome"] == "uploaded"]
+    return {
+        "seen": len(outcomes),
+        "uploaded": len(uploaded),
+        "already_in_lake": len(already),
+        "already_in_batch": sum(o["batch"] == attempt.batch for o in already),
+        "in_other_batch": sum(o["batch"] != attempt.batch for o in already),
+        "rejected": dict(sorted(rejected.items())),
+        "renamed": sum(PurePosixPath(o["key"]).name != PurePosixPath(uri).name
+                       for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"),
+        "metadata_stripped": sum(o["metadata"] != "none" for o in uploaded),
+        "reencoded": sum(o["metadata"] == "reencoded" for o in uploaded),
+        "bundles_written": len(attempt.writer.bundles),
+        "leftover_bundles_deleted": 0,
+        "images_in_batch": len(manifest.files),
+        "bundles_in_batch": len(manifest.bundles),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _log_counts(counts: dict[str, Any], started: float) -> None:
     seconds = max(time.monotonic() - started, 1e-6)
     log.info(
-        "landing: %d seen (%.1f/s), %d uploaded (%.1f/s) in %d bundles, %d already in this batch, "
-        "%d already in another batch, %d renamed",
-        counts["seen"], counts["seen"] / seconds, counts["uploaded"], counts["uploaded"] / seconds,
-        counts["bundles_written"], counts["already_in_batch"], counts["in_other_batch"], counts["renamed"],
+        "landing: %d seen (%.1f/s), %d uploaded in %d bundles, %d already in the lake (%d in this batch, "
+        "%d in another), rejected %s, %d renamed; batch now %d photos",
+        counts["seen"], counts["seen"] / seconds, counts["uploaded"], counts["bundles_written"],
+        counts["already_in_lake"], counts["already_in_batch"], counts["in_other_batch"], counts["rejected"] or "none",
+        counts["renamed"], counts["images_in_batch"],
     )
 
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fruits.upload --landing URI --lake URI --batch YYYY-MM-DD [--dry-run]`: the DAG task's function,
+    under the batch lock (a pipeline run of the batch holds it too). Prints the counts as JSON."""
+    from fruits import locks
+
+    parser = argparse.ArgumentParser(description="Upload one batch's landing photos into the lake.")
+    parser.add_argument("--landing", required=True, help="the batch's landing folder (s3://... or a local folder)")
+    parser.add_argument("--lake", required=True, help="lake root: s3://<bucket> or a local folder")
+    parser.add_argument("--batch", required=True, help="the batch, a real date YYYY-MM-DD")
+    parser.add_argument("--dry-run", action="store_true", help="count and report; write nothing")
+    parser.add_argument("--max-photo-bytes", type=int, default=MAX_PHOTO_BYTES)
+    parser.add_argument("--landing-after", choices=LANDING_AFTER, default="keep")
+    parser.add_argument("--region", default=None, help="the buckets' region (default: the AWS configuration's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        lake.check_batch(args.batch)
+    except ValueError as error:
+        print(f"error: {error}; nothing uploaded", file=sys.stderr)
+        return 2
+    s3_client = None
+    if "s3" in (urlparse(args.lake).scheme, urlparse(args.landing).scheme):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    if urlparse(args.lake).scheme == "s3":
+        from fruits import erase
+
+        lake_store = erase.open_lake(args.lake, s3_client)  # writes with the bucket's own KMS key
+    else:
+        lake_store, _ = open_store(args.lake)
+    landing_store, landing_uri = open_store(args.landing, s3_client)
+    owner = f"upload-cli-{os.getpid()}@{os.uname().nodename}"
+    if not args.dry_run:
+        try:
+            locks.acquire(lake_store, lake_store.root, args.batch, owner)
+        except locks.BatchLocked as error:
+            print(f"error: {error}; nothing uploaded", file=sys.stderr)
+            return 3
+    try:
+        counts = upload_new_images(lake_store, landing_store, landing_uri, args.batch, dry_run=args.dry_run,
+                                   max_photo_bytes=args.max_photo_bytes, landing_after=args.landing_after)
+    finally:
+        if not args.dry_run:
+            locks.release(lake_store, lake_store.root, args.batch, owner)
+    print(json.dumps(counts, indent=1))
+    return 0
 
 # ---------------------------------------------------------------------------------------------
 # Code: moved to fruits.release (with the node wheelhouse and the weights); re-exported here.
@@ -491,3 +1265,7 @@ from fruits.release import (  # noqa: F401
     helper_modules,
     publish_code,
 )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
