@@ -271,7 +271,7 @@ def run_started_ms(run_id: str) -> int | None:
         started = datetime.datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")
     except ValueError:
         return None
-    return int(started.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+    return int(started.replace(tzinfo=datetime.UTC).timestamp() * 1000)
 
 
 def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import itertools
 import threading
 
-import pytest
-
 import jobio
+import pytest
 from fruits import lake
 
 OUTPUT = "s3://lake/features/batch=2026-03-01/"
@@ -80,7 +79,7 @@ class S3Files:
 def run_id(hours_ago: float, tag: str) -> str:
     import datetime as dt
 
-    started = dt.datetime.fromtimestamp((NOW_MS - hours_ago * HOUR_MS) / 1000, dt.timezone.utc)
+    started = dt.datetime.fromtimestamp((NOW_MS - hours_ago * HOUR_MS) / 1000, dt.UTC)
     return f"{started.strftime('%Y%m%dT%H%M%SZ')}-{tag}"
 
 
@@ -308,7 +307,7 @@ def test_the_sweep_keeps_an_attempt_still_writing_and_the_committed_run_whatever
 def test_run_ids_sort_by_start_and_give_their_start_back():
     import datetime as dt
 
-    start = dt.datetime(2026, 12, 1, 2, 0, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 12, 1, 2, 0, 0, tzinfo=dt.UTC)
     rid = jobio.new_run_id(start)
     assert jobio.run_started_ms(rid) == int(start.timestamp() * 1000)
     assert jobio.run_started_ms("nonsense") is None
