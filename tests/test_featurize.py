@@ -21,6 +21,7 @@ from PIL import Image
 
 import featurize
 import jobio
+from conftest import require_shared
 
 # --------------------------------------------------------------------------------------------
 # Generated images (tests make their own bad and odd files; ../shared only holds real photos)
@@ -533,6 +534,60 @@ def test_no_readable_image_exits_non_zero_and_still_records_the_files(spark, ker
     assert read_committed(spark, output / "_quarantine").count() == len(BAD)
     assert run_metrics(output)["featurized"] == 0
     assert marker(output)["rows"] == 0 and read_committed(spark, output).count() == 0  # committed, empty
+
+
+ODD_FOLDERS = ("Training/Apple Braeburn", "Training/Crème brûlée", "Test/100% juice", "Test/#1 Kiwi & co")
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checked_weights(
+    spark, keras_home, sample_dir, tmp_path
+):
+    """Real photos under labels with spaces, unicode, '%', '#', '&', one 0-byte file beside them (issue 12):
+    every photo featurized once, only the empty file quarantined; the run also loads --weights from
+    ../shared checked against their sha256 computed here."""
+    from fruits.demo import WEIGHTS_FILE
+
+    photos = sorted((sample_dir / "Training" / "Apple Braeburn").iterdir())[:2]
+    for folder in ODD_FOLDERS:
+        for i, photo in enumerate(photos):
+            target = tmp_path / "in" / folder / (f"{i} % #{i} é.jpg" if "Kiwi" in folder else photo.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, target)
+    (tmp_path / "in" / ODD_FOLDERS[0] / "empty photo.jpg").write_bytes(b"")
+    sha256 = hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()
+
+    metrics = run_job(spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
+                      "--weights", str(WEIGHTS_FILE), "--weights-sha256", sha256, "--batch-id", "2024-01-02")
+    photo_count = len(ODD_FOLDERS) * len(photos)
+    assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
+    good = read_committed(spark, tmp_path / "features").toPandas()
+    bad = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
+    assert [(r.path.split("/in/", 1)[1], r.reason) for r in bad] == [(f"{ODD_FOLDERS[0]}/empty photo.jpg", "empty file")]
+    assert good["path"].is_unique and len(good) == photo_count
+    assert sorted(set(good["label"])) == sorted(folder.split("/")[1] for folder in ODD_FOLDERS)
+    assert not set(good["path"]) & {r.path for r in bad}  # never featurized and quarantined both
+    for path, sha in zip(good["path"], good["sha256"]):  # each path names the file it was read from
+        assert hashlib.sha256(Path(path.removeprefix("file:")).read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.shared
+def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_written(spark, tmp_path, caplog):
+    from fruits.demo import WEIGHTS_FILE
+
+    weights = require_shared(WEIGHTS_FILE)
+    write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"]})
+    wrong = hashlib.sha256(b"other weights").hexdigest()
+    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
+                           "--weights", str(weights), "--weights-sha256", wrong])
+    assert code == 4
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
+        "refusing to featurize with weights that are not the recorded ones"
+    ]
+    assert not (tmp_path / "features").exists()
 
 
 def test_missing_input_is_a_clear_error_not_a_stack_trace(spark, tmp_path, caplog):
