@@ -81,8 +81,8 @@ SPLITS_PER_CORE = 8
 BACKGROUND = (255, 255, 255)
 ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
-# Pixels one photo may decode to (after a JPEG's reduced-scale draft): 64 Mpx is 192 MiB as RGB, ~3x that
-# at the peak of convert + resize, within a Python worker's share of an executor (docs/pipeline.md).
+# Pixels one photo may decode to (after a JPEG's reduced-scale draft): a 64 Mpx PNG peaked at 519 MiB to
+# decode (measured), within a Python worker's 1.5 GiB share of an executor (docs/pipeline.md).
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 # How the features Parquet is written:
 # - Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
