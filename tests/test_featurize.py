@@ -307,8 +307,10 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     sha = hashlib.sha256(b"w").hexdigest()
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--weights", "/w.h5", "--weights-sha256",
                                  sha.upper()]).weights_sha256 == sha
-    for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "tar"],
-                ["--weights-sha256", sha], ["--weights", "/w.h5", "--weights-sha256", "abc"], ["--quarantine", "/out/"]):
+    bad_options = (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "x"],
+                   ["--weights-sha256", sha], ["--weights", "/w.h5", "--weights-sha256", "abc"],
+                   ["--quarantine", "/out/"])
+    for bad in bad_options:
         with pytest.raises(SystemExit):
             featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
 
@@ -484,7 +486,7 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, kera
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (9, 5, 4)
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "quarantine").toPandas()
-    relative = lambda p: p.split("/in/", 1)[1]  # noqa: E731
+    relative = lambda p: p.split("/in/", 1)[1]
     assert sorted(map(relative, good["path"])) == sorted(GOOD)
     assert {relative(p): r.split(":")[0].split(" (")[0] for p, r in zip(bad["path"], bad["reason"])} == {
         name: reason for name, (_, reason) in BAD.items()
@@ -513,7 +515,7 @@ def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, k
         run_job(spark, *common, "--quarantine", str(tmp_path / "not-a-folder" / "quarantine"))
     assert (output / jobio.COMMIT_MARKER).read_text() == first  # the previous output, whole
     assert read_committed(spark, output).count() == 2
-    runs = lambda: sorted(p.name for p in output.iterdir() if p.name.startswith("run="))  # noqa: E731
+    runs = lambda: sorted(p.name for p in output.iterdir() if p.name.startswith("run="))
     assert runs() == [first_run.rstrip("/").rsplit("/", 1)[1]]  # the failed run removed its own folder only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "not-a-folder"]
 
@@ -564,7 +566,8 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
-    assert [(r.path.split("/in/", 1)[1], r.reason) for r in bad] == [(f"{ODD_FOLDERS[0]}/empty photo.jpg", "empty file")]
+    empty = (f"{ODD_FOLDERS[0]}/empty photo.jpg", "empty file")
+    assert [(r.path.split("/in/", 1)[1], r.reason) for r in bad] == [empty]
     assert good["path"].is_unique and len(good) == photo_count
     assert sorted(set(good["label"])) == sorted(folder.split("/")[1] for folder in ODD_FOLDERS)
     assert not set(good["path"]) & {r.path for r in bad}  # never featurized and quarantined both
@@ -584,8 +587,8 @@ def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_writte
     assert code == 4
     actual = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-        f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
-        "refusing to featurize with weights that are not the recorded ones"
+        (f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
+         "refusing to featurize with weights that are not the recorded ones")
     ]
     assert not (tmp_path / "features").exists()
 
