@@ -317,3 +317,30 @@ def test_run_ids_sort_by_start_and_give_their_start_back():
     with pytest.raises(ValueError):
         jobio.run_uri(OUTPUT, "a/b")
     assert jobio.run_uri(OUTPUT, rid) == f"{OUTPUT}run={rid}/"
+
+
+def test_hadoop_files_on_a_local_lake_commit_discard_and_sweep_as_the_stand_in_does(spark, tmp_path):
+    """The real HadoopFiles (the jobs' own) on a file:// lake, read back by the Airflow side's reader."""
+    import datetime as dt
+
+    from fruits import upload
+
+    store = upload.LocalStore(tmp_path / "lake")
+    output = lake.features_uri(store.root, "2026-03-01")
+    files = jobio.HadoopFiles(spark)
+    old = jobio.new_run_id(dt.datetime(2026, 3, 1, 2, tzinfo=dt.UTC))
+    new = jobio.new_run_id()
+    for rid in (old, new):
+        files.write(jobio.run_uri(output, rid) + "part-00000.parquet", rid.encode())
+        files.write(jobio.run_uri(output, rid) + "_temporary/0/part-00001.parquet", b"a task's leftover")
+        jobio.commit(files, output, jobio.run_uri(output, rid), {"rows": 1})
+    part = jobio.run_uri(output, new) + "part-00000.parquet"
+    assert lake.committed_files(store, output) == jobio.committed_files(files, output) == [part]
+    assert store.read(part) == new.encode()
+    assert not jobio.discard_run(files, output, jobio.run_uri(output, new))  # committed: kept
+    assert jobio.remove_stale_runs(files, output) == [output + f"run={old}/"]  # dated by its id, days ago
+    assert store.list_children(output) == [f"run={new}"]
+    failed = jobio.new_run_id()
+    files.write(jobio.run_uri(output, failed) + "part-00000.parquet", b"x")
+    assert jobio.discard_run(files, output, jobio.run_uri(output, failed))
+    assert store.list_children(output) == [f"run={new}"] and store.read(part) == new.encode()
