@@ -279,8 +279,8 @@ def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
     """Delete run folders that the marker does not name and that started more than `stale_seconds`
     ago: superseded outputs and the leftovers of failed attempts. Returns what it deleted.
 
-    A run's age comes from its id, not the folder's time: S3 has no folders, so S3A/EMRFS report a
-    prefix's modification time as 0, which would make an attempt still writing look ancient."""
+    A run's age comes from its id, not the folder's time: S3 has no folders, and S3A reports a prefix's
+    modification time as 0 (S3AFileStatus), which would make an attempt still writing look ancient."""
     import time as _time
 
     marker = read_commit(files, output_uri)
