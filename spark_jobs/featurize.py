@@ -671,6 +671,8 @@ def job_metrics(args, run_id: str, featurized: int, quarantined: int, builds: se
         "quarantine": args.quarantine,
         "run_id": run_id,
         "runtime": args.runtime,
+        "weights": args.weights,
+        "weights_sha256": args.weights_sha256,  # checked before the run when given, else None
         "batch_size": args.batch_size,
         "seen": seen,
         "featurized": featurized,

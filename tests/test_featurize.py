@@ -563,6 +563,7 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
     metrics = run_job(spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
                       "--weights", str(WEIGHTS_FILE), "--weights-sha256", sha256, "--batch-id", "2024-01-02")
     photo_count = len(ODD_FOLDERS) * len(photos)
+    assert (metrics["weights"], metrics["weights_sha256"]) == (str(WEIGHTS_FILE), sha256)  # what was checked
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
