@@ -81,9 +81,9 @@ SPLITS_PER_CORE = 8
 BACKGROUND = (255, 255, 255)
 ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
-# Pixels one photo may decode to (after a JPEG's reduced-scale draft): a 64 Mpx PNG peaked at 519 MiB to
+# Pixels one photo may decode to (after a JPEG's reduced-scale draft): a 67 Mpx PNG peaked at 519 MiB to
 # decode (measured), within a Python worker's 1.5 GiB share of an executor (docs/pipeline.md).
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64_000_000
 # How the features Parquet is written:
 # - Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
 #   dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
