@@ -101,7 +101,7 @@ def featurize_end_to_end(input_dir: Path, input_format: str, cores: int, workdir
     )
     if done.returncode != 0:
         raise RuntimeError(f"featurize failed:\n{done.stderr[-4000:]}")
-    metrics = json.loads((output / "_job_metrics.json").read_text())
+    metrics = json.loads((output / "_committed.json").read_text())["metrics"]  # the committed run's
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     return metrics
 

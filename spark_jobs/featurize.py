@@ -1,7 +1,8 @@
 """Featurize: fruit photos -> 1280 MobileNetV2 (ImageNet) features per image, as Parquet.
 
     spark-submit spark_jobs/featurize.py --input URI --output URI [--input-format files|bundles]
-        [--quarantine URI] [--batch-id YYYY-MM-DD] [--weights URI] [--runtime litert|keras] [--batch-size N]
+        [--quarantine URI] [--batch-id YYYY-MM-DD] [--weights URI [--weights-sha256 HEX]]
+        [--runtime litert|keras] [--batch-size N] [--threads N]
 
 The same code reads and writes `file://` locally and `s3://` on EMR (Hadoop FileSystem).
 
@@ -19,9 +20,12 @@ downloads weights or reads them from a path. The photos reach the workers as Arr
   `weights=None` and load the arrays. The reference the LiteRT features are checked against.
 
 Bad input never crashes the job and never vanishes: every file under --input is either a row of the
-output or a row of the quarantine output (path, reason). Output is written to hidden temporary
-siblings and moved into place only once complete, so a failed run leaves nothing half-written and a
-rerun overwrites.
+output or a row of the quarantine output (path, reason). Outputs are committed, never renamed (S3 has
+no atomic rename, see jobio): the run writes `<output>/run=<id>/` and `<quarantine>/run=<id>/`, commits
+the quarantine, then the features (their `_committed.json`, naming that quarantine run). Until then
+readers see the previous committed output, whole; a failed run deletes only its own uncommitted folders.
+Exit codes: 2 input missing, 3 nothing readable (both outputs still committed), 4 weights not the
+--weights-sha256 given.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import os
 import posixpath
@@ -36,13 +41,18 @@ import re
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+register_heif_opener()  # phone photos: HEIC/HEIF through libheif; AVIF is Pillow's own
 
 try:  # the driver imports this module as a script; workers import it from --py-files
     import jobio
@@ -71,6 +81,9 @@ SPLITS_PER_CORE = 8
 BACKGROUND = (255, 255, 255)
 ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
+# Pixels one photo may decode to (after a JPEG's reduced-scale draft): a 67 Mpx PNG peaked at 519 MiB to
+# decode (measured), within a Python worker's 1.5 GiB share of an executor (docs/pipeline.md).
+MAX_IMAGE_PIXELS = 64_000_000
 # How the features Parquet is written:
 # - Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
 #   dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
@@ -91,18 +104,26 @@ class NoImagesError(Exception):
     """Nothing under --input could be featurized."""
 
 
+class WeightsMismatchError(Exception):
+    """The --weights file is not the one --weights-sha256 names."""
+
+
 # --------------------------------------------------------------------------------------------
 # Pure functions: paths and pixels
 # --------------------------------------------------------------------------------------------
 
 
+def listed_path(uri: str) -> str:
+    """A URI from DataFrame.inputFiles() (`file:///a/Apple%20Braeburn/x%25.jpg`, percent-encoded) spelled
+    as the scan's `path` column spells the same file (`file:/a/Apple Braeburn/x%.jpg`)."""
+    return re.sub(r"^file:/+", "file:/", urllib.parse.unquote(uri))
+
+
 def unscanned_files(listed: list[str], scanned: set[str]) -> list[str]:
     """Files the listing found but the scan returned no row for: Spark's file sources skip
-    0-byte files, which would otherwise vanish instead of being quarantined.
-
-    `listed` comes from DataFrame.inputFiles() (`file:///x`), `scanned` from the path column
-    (`file:/x`); both spellings name the same local file."""
-    return sorted(path for path in listed if re.sub(r"^file:/+", "file:/", path) not in scanned)
+    0-byte files, which would otherwise vanish instead of being quarantined. Returned as the scan
+    spells paths, so a file is counted once however its name is encoded."""
+    return sorted(path for path in map(listed_path, listed) if path not in scanned)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -118,9 +139,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
-        image = Image.alpha_composite(background, rgba)
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        # Blended onto an opaque background by the alpha band: alpha_composite's result without its two
+        # extra RGBA copies (a 64 Mpx RGBA photo peaked at 1280 MiB that way, measured).
+        composited = Image.new("RGB", rgba.size, BACKGROUND)
+        composited.paste(rgba, mask=rgba)
+        return composited
     return image.convert("RGB")
 
 
@@ -132,13 +156,21 @@ def decode_image(content: bytes) -> tuple[np.ndarray, int, int]:
     """
     if not content:
         raise ValueError(EMPTY_FILE)
-    image = Image.open(io.BytesIO(content))
+    with warnings.catch_warnings():  # Pillow's own warning is superseded by MAX_IMAGE_PIXELS below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(content))
     width, height = image.size
     if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
         width, height = height, width
     # For big JPEGs, let libjpeg decode at a reduced scale (never below the model's input size):
     # several times faster than decoding every pixel and then throwing most away.
     image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))
+    decoded = image.size[0] * image.size[1]
+    if decoded > MAX_IMAGE_PIXELS:  # checked before a pixel is decoded: a bomb costs nothing here
+        raise Image.DecompressionBombError(
+            f"{width}x{height} decodes to {decoded / 1e6:.1f} Mpx, above the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} Mpx (featurize.MAX_IMAGE_PIXELS)"
+        )
     image = ImageOps.exif_transpose(image)  # phone photos are stored sideways + an EXIF tag
     image.load()  # decode now, so a truncated file fails here rather than silently later
     rgb = _to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
@@ -467,15 +499,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--input-format", choices=("files", "bundles"), default="files",
         help="files: every file under --input is a photo; bundles: Parquet bundles of photos (the lake's raw/)",
     )
-    parser.add_argument("--output", required=True, help="features Parquet folder (replaced)")
+    parser.add_argument("--output", required=True, help="features output (committed: run=<id>/ + _committed.json)")
     parser.add_argument(
-        "--quarantine", help="Parquet folder for unreadable files (default: <output>/_quarantine)"
+        "--quarantine", help="output for unreadable files, committed the same way (default: <output>/_quarantine/)"
     )
     parser.add_argument(
         "--batch-id", type=_batch_id, help="YYYY-MM-DD (default: the input's batch=<date> folder)"
     )
     parser.add_argument(
         "--weights", help="MobileNetV2 no-top weights file (file:// or s3://); default: Keras' imagenet"
+    )
+    parser.add_argument(
+        "--weights-sha256", type=_sha256, help="the sha256 the --weights file must have (else exit 4)"
     )
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
     parser.add_argument(
@@ -485,6 +520,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)"
     )
     args = parser.parse_args(argv)
+    if args.weights_sha256 and not args.weights:
+        parser.error("--weights-sha256 checks a --weights file: give --weights too")
+    args.output = args.output.rstrip("/") + "/"
+    args.quarantine = (args.quarantine or args.output + "_quarantine").rstrip("/") + "/"
+    if args.quarantine == args.output:
+        parser.error("--quarantine must not be --output")
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[args.runtime]
     if args.batch_id is None:
         found = re.search(r"(?:^|/)batch=(\d{4}-\d{2}-\d{2})(?:/|$)", args.input)
@@ -500,6 +541,12 @@ def _batch_id(value: str) -> str:
     return value
 
 
+def _sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise argparse.ArgumentTypeError(f"a sha256 is 64 hexadecimal digits, not {value!r}")
+    return value.lower()
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -507,11 +554,24 @@ def _positive(value: str) -> int:
     return number
 
 
-def load_keras_model(spark, weights_uri: str | None):
-    """The driver's one load of the weights: Keras' imagenet loader, or --weights via Hadoop FS."""
+def check_weights(data: bytes, weights_uri: str, expected_sha256: str | None) -> str:
+    """The weights' sha256; raises WeightsMismatchError when it is not the expected one."""
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and actual != expected_sha256.lower():
+        raise WeightsMismatchError(
+            f"weights {weights_uri} have sha256 {actual}, not the expected {expected_sha256.lower()}: "
+            "refusing to featurize with weights that are not the recorded ones"
+        )
+    return actual
+
+
+def load_keras_model(spark, weights_uri: str | None, expected_sha256: str | None = None):
+    """The driver's one load of the weights: Keras' imagenet loader, or --weights via Hadoop FS
+    (checked against `expected_sha256` when given, before anything is built from it)."""
     if weights_uri is None:
         return build_keras_model("imagenet")
     data = jobio.read_bytes(spark, weights_uri)
+    check_weights(data, weights_uri, expected_sha256)
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, posixpath.basename(weights_uri.rstrip("/")) or "weights.h5")
         with open(local, "wb") as handle:
@@ -528,7 +588,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     sc = spark.sparkContext
     num_threads = args.threads or int(sc.getConf().get("spark.task.cpus", "1"))
 
-    model = load_keras_model(spark, args.weights)
+    model = load_keras_model(spark, args.weights, args.weights_sha256)
     payload = make_payload(model, args.runtime)
     del model
     broadcast = sc.broadcast(payload)
@@ -548,51 +608,57 @@ def run(spark, args: argparse.Namespace) -> dict:
     log.info("%d %s under %s", listed, args.input_format, args.input)
     features = featurize_frame(images, featurizer, root=root, batch_id=args.batch_id)
 
-    output = args.output.rstrip("/")
-    quarantine_target = (args.quarantine or f"{output}/_quarantine").rstrip("/")
-    token = uuid.uuid4().hex[:12]
-    output_tmp = jobio.staging_uri(output, token)
-    quarantine_tmp = jobio.staging_uri(quarantine_target, token) if args.quarantine else f"{output_tmp}/_quarantine"
+    files = jobio.HadoopFiles(spark)
+    run_id = jobio.new_run_id()
+    features_run = jobio.run_uri(args.output, run_id)
+    quarantine_run = jobio.run_uri(args.quarantine, run_id)
     try:
-        features.write.options(**FEATURES_PARQUET_OPTIONS).parquet(output_tmp)  # the one pass over the photos
+        features.write.options(**FEATURES_PARQUET_OPTIONS).parquet(features_run)  # the one pass over the photos
         featurized = featurizer.featurized.value
         unreadable = [(path, reason, args.batch_id) for path, reason in dict(featurizer.unreadable.value).items()]
         # Spark's file sources skip 0-byte files; in a bundle an empty photo is a row (quarantined by featurize_batch).
         if args.input_format == "files" and featurized + len(unreadable) < listed:
             scanned = {row.path for row in images.select("path").collect()}  # lists, reads no content
             unreadable += [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(images.inputFiles(), scanned)]
-        spark.createDataFrame(unreadable, quarantine_schema()).coalesce(1).write.parquet(quarantine_tmp)
+        spark.createDataFrame(unreadable, quarantine_schema()).coalesce(1).write.parquet(quarantine_run)
         metrics = job_metrics(
-            args, quarantine_target, featurized, len(unreadable), featurizer.builds.value,
+            args, run_id, featurized, len(unreadable), featurizer.builds.value,
             seconds=time.monotonic() - prepared, prepare_seconds=prepared - started,
         )
-        jobio.write_json(spark, f"{output_tmp}/_job_metrics.json", metrics)
-        # Published even when nothing was readable: the output then says so (zero rows, metrics)
-        # rather than still holding an earlier run's features, and the quarantine keeps every file.
-        if args.quarantine:
-            jobio.replace(spark, quarantine_tmp, quarantine_target)
-        jobio.replace(spark, output_tmp, output)
+        jobio.write_json(spark, features_run + "_job_metrics.json", metrics)
+        # Committed even when nothing was readable: the output then says so (zero rows, metrics) rather
+        # than still holding an earlier run's features, and the quarantine keeps every file.
+        facts = {"job": JOB, "batch_id": args.batch_id}
+        jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": len(unreadable)})
+        jobio.commit(files, args.output, features_run, {
+            **facts, "rows": featurized, "seen": metrics["seen"], "quarantined": metrics["quarantined"],
+            "metrics": metrics, "quarantine_location": quarantine_run,
+        })  # the batch is featurized from here on
     except BaseException:
-        for leftover in {output_tmp, quarantine_tmp}:
-            jobio.delete(spark, leftover)
+        jobio.discard_runs(files, [(args.quarantine, quarantine_run), (args.output, features_run)])
         raise
     finally:
         broadcast.unpersist()
+    for output in (args.quarantine, args.output):
+        try:
+            jobio.remove_stale_runs(files, output)
+        except Exception as exc:  # noqa: BLE001 - housekeeping: the next run sweeps again
+            log.warning("could not sweep old runs of %s: %s", output, exc)
     log.info(
         "seen %d files: %d featurized, %d quarantined in %.1fs (%.1f images/s, models built in %d worker processes)",
         metrics["seen"], metrics["featurized"], metrics["quarantined"], metrics["seconds"],
         metrics["images_per_second"], metrics["worker_processes"],
     )
     if metrics["quarantined"]:
-        log.warning("%d files quarantined to %s", metrics["quarantined"], quarantine_target)
+        log.warning("%d files quarantined to %s", metrics["quarantined"], quarantine_run)
     if metrics["featurized"] == 0:
         raise NoImagesError(
-            f"no readable image under {args.input}: all {metrics['seen']} files quarantined to {quarantine_target}"
+            f"no readable image under {args.input}: all {metrics['seen']} files quarantined to {quarantine_run}"
         )
     return metrics
 
 
-def job_metrics(args, quarantine_target: str, featurized: int, quarantined: int, builds: set,
+def job_metrics(args, run_id: str, featurized: int, quarantined: int, builds: set,
                 *, seconds: float, prepare_seconds: float) -> dict:
     """What _job_metrics.json holds: counts, rates, and which worker processes built a model."""
     seen = featurized + quarantined
@@ -602,8 +668,11 @@ def job_metrics(args, quarantine_target: str, featurized: int, quarantined: int,
         "input": args.input,
         "input_format": args.input_format,
         "output": args.output,
-        "quarantine": quarantine_target,
+        "quarantine": args.quarantine,
+        "run_id": run_id,
         "runtime": args.runtime,
+        "weights": args.weights,
+        "weights_sha256": args.weights_sha256,  # checked before the run when given, else None
         "batch_size": args.batch_size,
         "seen": seen,
         "featurized": featurized,
@@ -633,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoImagesError as exc:
         log.error("%s", exc)
         return 3
+    except WeightsMismatchError as exc:
+        log.error("%s", exc)
+        return 4
     return 0
 
 

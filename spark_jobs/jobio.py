@@ -210,18 +210,25 @@ def _is_data_file(name: str) -> bool:
 def commit(files: Any, output_uri: str, run_folder: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Commit `run_folder` (complete) as `output_uri`'s content: list its files, then write the
     marker naming them (the single write that makes the output visible). Returns the marker."""
-    listed = [(name, size) for name, size in files.list_files(run_folder) if _is_data_file(name)]
+    output = output_uri.rstrip("/") + "/"
+    location = run_folder.rstrip("/") + "/"
+    run_id = location[len(output):].rstrip("/").removeprefix(RUN_PREFIX)
+    if not location.startswith(output + RUN_PREFIX) or not run_id or "/" in run_id:
+        raise ValueError(f"{run_folder!r} is not a run folder of {output_uri!r} (see run_uri)")
+    listed = [(name, size) for name, size in files.list_files(location) if _is_data_file(name)]
+    if not listed:  # a run that wrote nothing never replaces what a reader has
+        raise ValueError(f"nothing to commit: {location} holds no file")
     marker = {
         "format": COMMIT_FORMAT,
-        "output": output_uri.rstrip("/") + "/",
-        "location": run_folder.rstrip("/") + "/",
-        "run_id": run_folder.rstrip("/").rsplit("/", 1)[-1].removeprefix(RUN_PREFIX),
+        "output": output,
+        "location": location,
+        "run_id": run_id,
         "files": [name for name, _ in listed],
         "bytes": sum(size for _, size in listed),
         "committed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **(facts or {}),
     }
-    files.write(output_uri.rstrip("/") + "/" + COMMIT_MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
+    files.write(output + COMMIT_MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
     return marker
 
 
@@ -238,10 +245,42 @@ def committed_files(files: Any, output_uri: str, suffix: str = "") -> list[str]:
     return [marker["location"] + name for name in marker["files"] if name.endswith(suffix)]
 
 
+def discard_run(files: Any, output_uri: str, run_folder: str) -> bool:
+    """A failed run's clean-up: delete its own run folder, unless the marker already names it (a
+    failure after the commit must not take a committed output away). True if it deleted it."""
+    marker = read_commit(files, output_uri)
+    if marker and marker["location"].rstrip("/") == run_folder.rstrip("/"):
+        return False
+    return bool(files.delete(run_folder.rstrip("/") + "/"))
+
+
+def discard_runs(files: Any, runs: list[tuple[str, str]]) -> None:
+    """discard_run each (output, run folder) of a failed run; a clean-up error is logged, never raised
+    over the error that made the run fail."""
+    log = get_logger("jobio")
+    for output_uri, run_folder in runs:
+        try:
+            discard_run(files, output_uri, run_folder)
+        except Exception as exc:  # noqa: BLE001 - remove_stale_runs sweeps what is left after its grace
+            log.warning("could not remove %s after a failed run: %s", run_folder, exc)
+
+
+def run_started_ms(run_id: str) -> int | None:
+    """When a run started, from its id (new_run_id); None if the id does not say."""
+    try:
+        started = datetime.datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return int(started.replace(tzinfo=datetime.UTC).timestamp() * 1000)
+
+
 def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
                       stale_seconds: int = STALE_RUN_SECONDS) -> list[str]:
-    """Delete run folders that the marker does not name and that are older than `stale_seconds`:
-    superseded outputs and the leftovers of failed attempts. Returns what it deleted."""
+    """Delete run folders that the marker does not name and that started more than `stale_seconds`
+    ago: superseded outputs and the leftovers of failed attempts. Returns what it deleted.
+
+    A run's age comes from its id, not the folder's time: S3 has no folders, and S3A reports a prefix's
+    modification time as 0 (S3AFileStatus), which would make an attempt still writing look ancient."""
     import time as _time
 
     marker = read_commit(files, output_uri)
@@ -249,7 +288,10 @@ def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
     now_ms = int(_time.time() * 1000) if now_ms is None else now_ms
     removed = []
     for name, modified_ms in files.list_folders(output_uri):
-        if name.startswith(RUN_PREFIX) and name != keep and now_ms - modified_ms > stale_seconds * 1000:
+        if not name.startswith(RUN_PREFIX) or name == keep:
+            continue
+        started_ms = run_started_ms(name.removeprefix(RUN_PREFIX)) or modified_ms
+        if started_ms and now_ms - started_ms > stale_seconds * 1000:  # undated (0): kept, never guessed
             uri = output_uri.rstrip("/") + "/" + name + "/"
             files.delete(uri)
             removed.append(uri)

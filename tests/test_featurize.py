@@ -6,6 +6,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
+import struct
+import time
+import urllib.parse
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,8 @@ import pytest
 from PIL import Image
 
 import featurize
+import jobio
+from conftest import require_shared
 
 # --------------------------------------------------------------------------------------------
 # Generated images (tests make their own bad and odd files; ../shared only holds real photos)
@@ -55,6 +62,24 @@ def corrupt_png() -> bytes:
 
 def gray16(value: int) -> bytes:
     return encode(Image.fromarray(np.full((40, 60), value, np.uint16)), "PNG")
+
+
+def marker(output) -> dict:
+    """The commit marker of a job output on the local disk."""
+    return json.loads((Path(output) / jobio.COMMIT_MARKER).read_text())
+
+
+def read_committed(spark, output):
+    """The committed Parquet of an output, as every reader must read it: the files its marker lists."""
+    return spark.read.parquet(*jobio.committed_files(jobio.HadoopFiles(spark), str(output), ".parquet"))
+
+
+def run_metrics(output) -> dict:
+    """The committed run's _job_metrics.json, checked equal to the copy in the marker."""
+    committed = marker(output)
+    metrics = json.loads(Path(committed["location"].removeprefix("file:"), "_job_metrics.json").read_text())
+    assert committed["metrics"] == metrics
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,12 +218,83 @@ def test_featurize_batch_keeps_rows_aligned_around_bad_files_and_across_batches(
 def test_unscanned_files_finds_what_the_scan_skipped_whatever_the_file_uri_spelling():
     listed = ["file:///data/a.jpg", "file:///data/empty.jpg", "s3://b/raw/c.jpg", "s3://b/raw/0.jpg"]
     scanned = {"file:/data/a.jpg", "s3://b/raw/c.jpg"}
-    assert featurize.unscanned_files(listed, scanned) == ["file:///data/empty.jpg", "s3://b/raw/0.jpg"]
+    assert featurize.unscanned_files(listed, scanned) == ["file:/data/empty.jpg", "s3://b/raw/0.jpg"]  # as scanned
+
+
+def test_listed_and_scanned_spellings_of_odd_names_are_one_file():
+    """inputFiles() percent-encodes (Java's URI), the scan's path column does not: an odd name must not
+    look unscanned, or its photo is both featurized and quarantined as empty (issue 12)."""
+    names = ["Apple Braeburn/r 1.jpg", "100% juice/a.jpg", "#1 Kiwi/b#c.png", "Crème brûlée/ü.jpg", "x+y/[1].jpg"]
+    listed = ["file:///d/" + urllib.parse.quote(name) for name in names] + ["s3://b/raw/Apple%20Braeburn/0.jpg"]
+    scanned = {"file:/d/" + name for name in names}
+    assert featurize.unscanned_files(listed, scanned) == ["s3://b/raw/Apple Braeburn/0.jpg"]
+    assert featurize.unscanned_files(["file:/d/Crème brûlée/ü.jpg"], scanned) == []  # unencoded non-ASCII
+
+
+def big_png(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of width x height black pixels, written row by row (never held decoded):
+    a few hundred KB that Pillow would decode into width * height * 3 bytes of RGB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(width + 1)  # filter byte 0 + the row
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_before_decoding_with_a_clear_reason():
+    bomb = big_png(9000, 8000)  # 72 Mpx: above the limit, below Pillow's own warning (89 Mpx)
+    assert len(bomb) < 200_000
+    assert Image.open(io.BytesIO(bomb)).size == (9000, 8000)  # a valid image, not a broken one
+    started = time.perf_counter()
+    with pytest.raises(Image.DecompressionBombError) as caught:
+        featurize.decode_image(bomb)
+    assert time.perf_counter() - started < 0.5  # refused from the header, nothing decoded
+    assert featurize.describe_error(caught.value) == (
+        "image too large: 9000x8000 decodes to 72.0 Mpx, above the limit of 64.0 Mpx (featurize.MAX_IMAGE_PIXELS)")
+    with pytest.raises(Image.DecompressionBombError) as caught:  # above twice Pillow's: its own error, same reason
+        featurize.decode_image(big_png(14000, 13000))
+    assert featurize.describe_error(caught.value).startswith("image too large: ")
+
+
+def test_the_pixel_limit_counts_what_is_decoded_so_a_big_jpeg_is_read_at_reduced_scale(monkeypatch):
+    monkeypatch.setattr(featurize, "MAX_IMAGE_PIXELS", 1_000_000)
+    pixels, width, height = featurize.decode_image(encode(fruit_like((2000, 1500)), "JPEG"))  # 3 Mpx, drafted
+    assert pixels.shape == (224, 224, 3) and (width, height) == (2000, 1500)
+    with pytest.raises(Image.DecompressionBombError, match="2000x1500 decodes to 3.0 Mpx"):
+        featurize.decode_image(encode(fruit_like((2000, 1500)), "PNG"))  # no reduced-scale decoding for PNG
+
+
+def phone_photo(fmt: str) -> bytes:
+    """The fruit as a phone would store it (HEIC via pillow-heif's encoder, AVIF via Pillow's)."""
+    return encode(fruit_like(), fmt, quality=90)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_and_featurize(fmt):
+    content = phone_photo(fmt)
+    assert Image.open(io.BytesIO(content)).format == fmt
+    pixels, width, height = featurize.decode_image(content)
+    assert pixels.shape == (224, 224, 3) and (width, height) == (100, 100)
+    assert pixels[2, 2].min() >= 235 and pixels[112, 112].mean() < 200  # white stays white, the disc dark
+    reference, _, _ = featurize.decode_image(encode(fruit_like(), "PNG"))
+    assert np.abs(pixels.astype(int) - reference).mean() < 4  # lossy, but the same photo
+
+    contents = [content, big_png(9000, 8000), encode(fruit_like(), "JPEG")]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["a", "bomb", "c"]), pa.array(["s1", "s2", "s3"]), pa.array(contents, pa.binary())],
+        names=["path", "sha256", "content"],
+    )
+    readable, unreadable = featurize.featurize_batch(batch, lambda b: np.ones((len(b), featurize.FEATURE_DIM)), 4)
+    assert readable.column("path").to_pylist() == ["a", "c"]
+    assert [(path, reason.split(":")[0]) for path, reason in unreadable] == [("bomb", "image too large")]
 
 
 def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     args = featurize.parse_args(["--input", "s3://b/raw/batch=2024-03-05/", "--output", "s3://b/features/x/"])
-    assert args.batch_id == "2024-03-05" and args.runtime == "litert" and args.quarantine is None
+    assert args.batch_id == "2024-03-05" and args.runtime == "litert"
+    assert (args.output, args.quarantine) == ("s3://b/features/x/", "s3://b/features/x/_quarantine/")
     args = featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-id", "2024-01-31"])
     assert args.batch_id == "2024-01-31"
     assert featurize.parse_args(["--input", "/in", "--output", "/out"]).batch_id is None
@@ -208,7 +304,13 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-size", "8"]).batch_size == 8
     assert args.input_format == "files"  # today's layout unless told: a folder of image files
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--input-format", "bundles"]).input_format == "bundles"
-    for bad in (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "tar"]):
+    sha = hashlib.sha256(b"w").hexdigest()
+    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--weights", "/w.h5", "--weights-sha256",
+                                 sha.upper()]).weights_sha256 == sha
+    bad_options = (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "x"],
+                   ["--weights-sha256", sha], ["--weights", "/w.h5", "--weights-sha256", "abc"],
+                   ["--quarantine", "/out/"])
+    for bad in bad_options:
         with pytest.raises(SystemExit):
             featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
 
@@ -220,7 +322,7 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
 
 @pytest.fixture(scope="module")
 def sample_rows(spark, sample_features):
-    return spark.read.parquet(sample_features).toPandas()
+    return read_committed(spark, sample_features).toPandas()
 
 
 @pytest.mark.shared
@@ -228,7 +330,7 @@ def sample_rows(spark, sample_features):
 def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(spark, sample_features, sample_rows, sample_dir):
     rows = sample_rows
     assert len(rows) == 960 and rows["path"].is_unique
-    schema = {f.name: f.dataType.simpleString() for f in spark.read.parquet(sample_features).schema}
+    schema = {f.name: f.dataType.simpleString() for f in read_committed(spark, sample_features).schema}
     assert schema == {
         "path": "string", "label": "string", "split": "string", "features": "array<float>",
         "width": "int", "height": "int", "sha256": "string", "batch_id": "string",
@@ -250,17 +352,25 @@ def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(sp
 @pytest.mark.shared
 @pytest.mark.slow
 def test_sample_run_quarantines_the_manifest_and_reports_its_counts(spark, sample_features):
-    metrics = json.loads((Path(sample_features) / "_job_metrics.json").read_text())
+    metrics = run_metrics(sample_features)
     assert {k: metrics[k] for k in ("job", "batch_id", "seen", "featurized", "quarantined")} == {
         "job": "featurize", "batch_id": "2024-01-01", "seen": 961, "featurized": 960, "quarantined": 1,
     }
+    committed = marker(sample_features)
+    assert {k: committed[k] for k in ("job", "batch_id", "rows", "seen", "quarantined")} == {
+        "job": "featurize", "batch_id": "2024-01-01", "rows": 960, "seen": 961, "quarantined": 1,
+    }
+    assert committed["location"] == jobio.run_uri(sample_features, metrics["run_id"])
+    assert committed["quarantine_location"] == jobio.run_uri(sample_features + "/_quarantine", metrics["run_id"])
+    assert marker(Path(sample_features) / "_quarantine")["rows"] == 1
     assert metrics["images_per_second"] > 0 and metrics["seconds"] > 0
     # Built once per Python worker (local[2]: at most a few), not once per batch or task.
     assert 1 <= metrics["worker_processes"] <= 4
-    quarantine = spark.read.parquet(f"{sample_features}/_quarantine").collect()
+    quarantine = read_committed(spark, f"{sample_features}/_quarantine").collect()
     assert [(Path(r.path).name, r.reason) for r in quarantine] == [("MANIFEST.txt", "not an image Pillow can decode")]
-    leftovers = [p.name for p in Path(sample_features).parent.iterdir() if p.name != "features"]
-    assert leftovers == []  # the staging folder was moved into place, nothing left beside it
+    assert [p.name for p in Path(sample_features).parent.iterdir()] == ["features"]  # nothing beside it
+    assert sorted(p.name for p in Path(sample_features).iterdir() if not p.name.endswith(".crc")) == [
+        "_committed.json", "_quarantine", f"run={metrics['run_id']}"]
 
 
 @pytest.mark.shared
@@ -311,11 +421,11 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, ke
 
     metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
     assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == ("2024-01-01", 961, 960, 1)
-    quarantine = spark.read.parquet(str(tmp_path / "features" / "_quarantine")).collect()
+    quarantine = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
     spark_raw = raw.replace("file:///", "file:/")  # how Spark spells the photos' paths, bundled or not
     assert [(r.path, r.reason) for r in quarantine] == [(spark_raw + "Training/Apple/empty.jpg", "empty file")]
 
-    bundled = spark.read.parquet(str(tmp_path / "features")).toPandas()
+    bundled = read_committed(spark, tmp_path / "features").toPandas()
     assert bundled["path"].str.startswith(spark_raw).all() and bundled["split"].notna().all()
     assert bundled["split"].value_counts().to_dict() == {"Training": 720, "Test": 240}
 
@@ -374,16 +484,18 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, kera
         "--quarantine", str(tmp_path / "quarantine"), "--batch-id", "2024-02-29", "--batch-size", "2",
     )
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (9, 5, 4)
-    good = spark.read.parquet(str(tmp_path / "features")).toPandas()
-    bad = spark.read.parquet(str(tmp_path / "quarantine")).toPandas()
-    relative = lambda p: p.split("/in/", 1)[1]  # noqa: E731
+    good = read_committed(spark, tmp_path / "features").toPandas()
+    bad = read_committed(spark, tmp_path / "quarantine").toPandas()
+    relative = lambda p: p.split("/in/", 1)[1]
     assert sorted(map(relative, good["path"])) == sorted(GOOD)
     assert {relative(p): r.split(":")[0].split(" (")[0] for p, r in zip(bad["path"], bad["reason"])} == {
         name: reason for name, (_, reason) in BAD.items()
     }
     assert set(bad["batch_id"]) == {"2024-02-29"}
     assert all(len(v) == 1280 and np.isfinite(v).all() for v in good["features"])
-    assert json.loads((tmp_path / "features" / "_job_metrics.json").read_text())["quarantined"] == 4
+    assert run_metrics(tmp_path / "features")["quarantined"] == 4
+    assert marker(tmp_path / "quarantine")["rows"] == 4  # committed (first), with its own marker
+    assert marker(tmp_path / "features")["quarantine_location"] == marker(tmp_path / "quarantine")["location"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "quarantine"]
 
 
@@ -391,22 +503,26 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, kera
 @pytest.mark.slow
 def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, keras_home, tmp_path):
     write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"], "Kiwi/b.png": gray16(9000)})
-    output = str(tmp_path / "features")
-    common = ["--input", str(tmp_path / "in"), "--output", output]
+    output = tmp_path / "features"
+    common = ["--input", str(tmp_path / "in"), "--output", str(output)]
     run_job(spark, *common)
-    first = (tmp_path / "features" / "_job_metrics.json").read_text()
+    first = (output / jobio.COMMIT_MARKER).read_text()
+    first_run = marker(output)["location"]
 
     write_files(tmp_path / "in", {"Kiwi/c.jpg": GOOD["Training/Apple/photo.jpg"]})
     (tmp_path / "not-a-folder").write_text("a file where the quarantine folder should go")
     with pytest.raises(Exception, match="not-a-folder"):  # the quarantine, written after the features, fails
         run_job(spark, *common, "--quarantine", str(tmp_path / "not-a-folder" / "quarantine"))
-    assert (tmp_path / "features" / "_job_metrics.json").read_text() == first
-    assert spark.read.parquet(output).count() == 2
+    assert (output / jobio.COMMIT_MARKER).read_text() == first  # the previous output, whole
+    assert read_committed(spark, output).count() == 2
+    runs = lambda: sorted(p.name for p in output.iterdir() if p.name.startswith("run="))
+    assert runs() == [first_run.rstrip("/").rsplit("/", 1)[1]]  # the failed run removed its own folder only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "not-a-folder"]
 
     run_job(spark, *common)  # the rerun replaces, it does not append
-    assert spark.read.parquet(output).count() == 3
-    assert json.loads((tmp_path / "features" / "_job_metrics.json").read_text())["featurized"] == 3
+    assert read_committed(spark, output).count() == 3
+    assert run_metrics(output)["featurized"] == 3
+    assert len(runs()) == 2  # the superseded run stays until remove_stale_runs' grace has passed
 
 
 @pytest.mark.shared
@@ -417,8 +533,65 @@ def test_no_readable_image_exits_non_zero_and_still_records_the_files(spark, ker
     code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(output)])
     assert code == 3
     assert f"no readable image under {tmp_path / 'in'}: all 4 files quarantined" in caplog.text
-    assert spark.read.parquet(str(output / "_quarantine")).count() == len(BAD)
-    assert json.loads((output / "_job_metrics.json").read_text())["featurized"] == 0
+    assert read_committed(spark, output / "_quarantine").count() == len(BAD)
+    assert run_metrics(output)["featurized"] == 0
+    assert marker(output)["rows"] == 0 and read_committed(spark, output).count() == 0  # committed, empty
+
+
+ODD_FOLDERS = ("Training/Apple Braeburn", "Training/Crème brûlée", "Test/100% juice", "Test/#1 Kiwi & co")
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checked_weights(
+    spark, keras_home, sample_dir, tmp_path
+):
+    """Real photos under labels with spaces, unicode, '%', '#', '&', one 0-byte file beside them (issue 12):
+    every photo featurized once, only the empty file quarantined; the run also loads --weights from
+    ../shared checked against their sha256 computed here."""
+    from fruits.demo import WEIGHTS_FILE
+
+    photos = sorted((sample_dir / "Training" / "Apple Braeburn").iterdir())[:2]
+    for folder in ODD_FOLDERS:
+        for i, photo in enumerate(photos):
+            target = tmp_path / "in" / folder / (f"{i} % #{i} é.jpg" if "Kiwi" in folder else photo.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, target)
+    (tmp_path / "in" / ODD_FOLDERS[0] / "empty photo.jpg").write_bytes(b"")
+    sha256 = hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()
+
+    metrics = run_job(spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
+                      "--weights", str(WEIGHTS_FILE), "--weights-sha256", sha256, "--batch-id", "2024-01-02")
+    photo_count = len(ODD_FOLDERS) * len(photos)
+    assert (metrics["weights"], metrics["weights_sha256"]) == (str(WEIGHTS_FILE), sha256)  # what was checked
+    assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
+    good = read_committed(spark, tmp_path / "features").toPandas()
+    bad = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
+    empty = (f"{ODD_FOLDERS[0]}/empty photo.jpg", "empty file")
+    assert [(r.path.split("/in/", 1)[1], r.reason) for r in bad] == [empty]
+    assert good["path"].is_unique and len(good) == photo_count
+    assert sorted(set(good["label"])) == sorted(folder.split("/")[1] for folder in ODD_FOLDERS)
+    assert not set(good["path"]) & {r.path for r in bad}  # never featurized and quarantined both
+    for path, sha in zip(good["path"], good["sha256"]):  # each path names the file it was read from
+        assert hashlib.sha256(Path(path.removeprefix("file:")).read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.shared
+def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_written(spark, tmp_path, caplog):
+    from fruits.demo import WEIGHTS_FILE
+
+    weights = require_shared(WEIGHTS_FILE)
+    write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"]})
+    wrong = hashlib.sha256(b"other weights").hexdigest()
+    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
+                           "--weights", str(weights), "--weights-sha256", wrong])
+    assert code == 4
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        (f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
+         "refusing to featurize with weights that are not the recorded ones")
+    ]
+    assert not (tmp_path / "features").exists()
 
 
 def test_missing_input_is_a_clear_error_not_a_stack_trace(spark, tmp_path, caplog):

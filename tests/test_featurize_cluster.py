@@ -18,6 +18,7 @@ import pyspark
 import pytest
 
 import featurize
+import jobio
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_LABEL = 2  # 48 photos
@@ -75,7 +76,9 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
     )
     assert done.returncode == 0, done.stderr[-6000:]
 
-    metrics = json.loads((output / "_job_metrics.json").read_text())
+    committed = json.loads((output / jobio.COMMIT_MARKER).read_text())  # what every reader resolves
+    metrics = json.loads((Path(committed["location"]) / "_job_metrics.json").read_text())
+    assert committed["metrics"] == metrics and committed["rows"] == metrics["featurized"]
     assert metrics["featurized"] == 24 * PER_LABEL and metrics["quarantined"] == 0
     # One model per executor Python worker: two separate processes, neither the driver, each
     # building its model once for its several tasks.
@@ -85,7 +88,8 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
     assert not (executor_keras_home / "models").exists()
     assert not list(executor_keras_home.rglob("*.h5"))
 
-    rows = pd.read_parquet(output).sort_values("path")
+    parquet = [Path(committed["location"]) / name for name in committed["files"] if name.endswith(".parquet")]
+    rows = pd.concat([pd.read_parquet(part) for part in parquet]).sort_values("path")
     assert set(rows["label"]) == {p.name for p in (photos / "Training").iterdir()}
     pixels = np.stack(
         [featurize.decode_image(Path(p.removeprefix("file:")).read_bytes())[0] for p in rows["path"]]
