@@ -297,10 +297,15 @@ def sample(sample_features) -> pd.DataFrame:
     return frame
 
 
+def _spark_frame(spark, part: pd.DataFrame):
+    part = part.assign(features=part.features.map(lambda vector: vector.astype(float).tolist()))
+    return spark.createDataFrame(part[["path", "label", "split", "batch_id", "features"]], FEATURE_SCHEMA)
+
+
 def _commit_nights(spark, sample, roots, assignment: pd.Series, batches: list[str]) -> None:
     for night, batch in enumerate(batches):
-        part = sample[assignment == night].assign(batch_id=batch)[["path", "label", "split", "batch_id", "features"]]
-        commit_features(spark, spark.createDataFrame(part, FEATURE_SCHEMA), roots["features_root"], batch)
+        commit_features(spark, _spark_frame(spark, sample[assignment == night].assign(batch_id=batch)),
+                        roots["features_root"], batch)
 
 
 @pytest.mark.shared
@@ -310,9 +315,7 @@ def test_a_basis_from_merged_statistics_equals_a_direct_fit(spark, sample):
     parts = np.array_split(sample.index.to_numpy(), [300, 650])
     merged = None
     for part in parts:
-        frame = spark.createDataFrame(sample.loc[part, ["path", "label", "split", "batch_id", "features"]],
-                                      FEATURE_SCHEMA)
-        merged = pca.merge_stats(merged, pca.batch_stats(frame))
+        merged = pca.merge_stats(merged, pca.batch_stats(_spark_frame(spark, sample.loc[part])))
     from_stats = pca.fit_basis(merged, 1, ["2024-01-01", "2024-01-02", "2024-01-03"], variance=0.95)
 
     X = np.stack(sample.features.to_numpy()).astype(np.float64)
@@ -382,3 +385,16 @@ def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spa
         on_old = committed_reduced(spark, roots, 1, batch)
         assert set(on_old.basis) == {1} and len(on_old.pca.iloc[0]) == reports[0]["k"]
         assert committed_report(spark, roots, 2, batch)["drift_on_basis"]["basis"] == 2
+
+    # The analysts' matrix of the three nights: basis 2 (current) has them all, basis 1 only two.
+    from fruits import matrix
+    from fruits.upload import LocalStore
+
+    store = LocalStore(tmp_path / "lake")
+    summary = matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "matrix.csv")
+    assert (summary["basis"], summary["k"], summary["rows"]) == (2, reports[2]["k"], 960)
+    table = pd.read_csv(tmp_path / "matrix.csv").set_index("path")
+    on_new = committed_reduced(spark, roots, 2, batches[0]).set_index("path")
+    np.testing.assert_allclose(table.loc[on_new.index, "pc_1"], [v[0] for v in on_new.pca], rtol=1e-6)
+    with pytest.raises(matrix.MatrixError, match="2024-01-03 \\(on basis 2\\)"):
+        matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "m1.csv", basis=1)
