@@ -340,7 +340,20 @@ class Basis:
 
 def fit_basis(stats: Stats, version: int, batches: Sequence[str], *, variance: float | None = None,
               k: int | None = None) -> Basis:
-    """Centring + the first k principal axes of the rows `stats` summarises. Give `variance` or `k`."""
+    """Centring + the first k principal axes of the rows `stats` summarises. Give `variance` or `k`.
+
+    Centre, don't standardize. Measured on the real sample (960 photos, 1280-d):
+        centre:      k = 210 at 0.95, 1-NN Training->Test 99.17 %
+        standardize: k = 318 at 0.95, 1-NN 98.33 %   (raw 1280-d: 99.17 %)
+    All 1280 features are the same kind of quantity (pooled ReLU6 activations), so their variances are
+    comparable and carry signal; standardizing blows near-silent channels (std down to 0.002) up to unit
+    variance, which needs more components for less accuracy.
+
+    Why numpy's eigh and not pyspark.ml's PCA estimator: that one decomposes the covariance with Breeze's SVD
+    on the pure-Java LAPACK, which returned wrong components when the covariance is singular (fewer photos
+    than features): on the real sample they were far from orthonormal (max |P'P - I| = 8.4) and its explained
+    variance wrong from the third component on (0.0134 instead of 0.0715). The components then go into
+    Spark's own PCAModel (basis_model), so the saved model loads and projects with plain pyspark.ml."""
     if (variance is None) == (k is None):
         raise ValueError("give exactly one of variance and k")
     dimension = stats.mean.size
