@@ -200,18 +200,21 @@ def test_spark_statistics_equal_numpy_s_and_bad_vectors_are_refused(spark):
         pca.batch_stats(spark.createDataFrame([], FEATURE_SCHEMA))
 
 
-def test_the_saved_model_projects_like_numpy(spark, tmp_path):
+def test_the_saved_model_projects_like_numpy_and_like_pyspark_ml_s_transform(spark, tmp_path):
     rows, X = _synthetic()
     basis = pca.fit_basis(pca.block_stats(X), 1, ["2024-01-01"], k=3)
     pca.basis_model(spark, basis).write().save(str(tmp_path / "model"))
     from pyspark.ml import PipelineModel
 
     model = PipelineModel.load(str(tmp_path / "model"))  # plain pyspark.ml
-    projected = pca.project(model, spark.createDataFrame(rows, FEATURE_SCHEMA), 1).toPandas()
-    assert list(projected.columns) == list(pca.REDUCED_COLUMNS) and set(projected.basis) == {1}
     order = np.argsort([r[0] for r in rows])
     expected = ((X - basis.mean) @ basis.components)[order]
-    np.testing.assert_allclose(np.stack(projected.sort_values("path").pca.to_numpy()), expected, rtol=1e-4, atol=1e-4)
+    features = spark.createDataFrame(rows, FEATURE_SCHEMA)
+    for project in (pca.project, pca.project_with_model):
+        projected = project(model, features, 1).toPandas()
+        assert list(projected.columns) == list(pca.REDUCED_COLUMNS) and set(projected.basis) == {1}
+        np.testing.assert_allclose(np.stack(projected.sort_values("path").pca.to_numpy()), expected, rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_nightly_reads_only_committed_features(spark, tmp_path):
