@@ -514,6 +514,23 @@ def project(model: PipelineModel, features: DataFrame, version: int) -> DataFram
         _projector(mean, components, version), REDUCED_SCHEMA)
 
 
+def feature_dimension(features: DataFrame) -> tuple[int, int]:
+    """(rows, d) of a features DataFrame, checked (no nulls, one length), in one pass (the notebook's call)."""
+    stats = batch_stats(features)
+    return stats.n, int(stats.mean.size)
+
+
+def fit_pca(features: DataFrame, dimension: int, *, variance: float | None = None, k: int | None = None,
+            version: int = 1) -> tuple[PipelineModel, np.ndarray]:
+    """(PipelineModel, full spectrum) of a basis fitted on every row of `features` in one call: the notebook's
+    view of what `nightly` does from committed statistics."""
+    stats = batch_stats(features)
+    if stats.mean.size != dimension:
+        raise ValueError(f"the features are {stats.mean.size}-d, not {dimension}-d")
+    basis = fit_basis(stats, version, [], variance=variance, k=k)
+    return basis_model(features.sparkSession, basis), basis.spectrum
+
+
 def csv_frame(reduced: DataFrame, k: int) -> DataFrame:
     """The analysts' matrix: path, label, pc_1..pc_k."""
     columns = [F.col("pca")[i].alias(name) for i, name in enumerate(csv_header(k)[2:])]

@@ -401,3 +401,15 @@ def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spa
     np.testing.assert_allclose(table.loc[on_new.index, "pc_1"], [v[0] for v in on_new.pca], rtol=1e-6)
     with pytest.raises(matrix.MatrixError, match="2024-01-03 \\(on basis 2\\)"):
         matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "m1.csv", basis=1)
+
+
+def test_the_notebook_s_one_call_fit_matches_the_committed_path(spark):
+    rows, X = _synthetic()
+    features = spark.createDataFrame(rows, FEATURE_SCHEMA)
+    assert pca.feature_dimension(features) == (60, 8)
+    model, spectrum = pca.fit_pca(features, 8, variance=0.99)
+    expected = pca.fit_basis(pca.block_stats(X), 1, [], variance=0.99)
+    assert pca.pca_stage(model, "notebook").getK() == expected.k == 3
+    np.testing.assert_allclose(spectrum, expected.spectrum, atol=1e-9)
+    with pytest.raises(ValueError, match="the features are 8-d, not 4-d"):
+        pca.fit_pca(features, 4, k=2)
