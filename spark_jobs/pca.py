@@ -89,7 +89,11 @@ CSV_FOLDER = "pca_matrix"
 REPORT_FILE = "report.json"
 PLOT_FILE = "explained_variance.png"
 CURRENT_BASIS = "_current.json"
-STATS_SCHEMA = "n long, mean binary, m2 binary"
+STATS_SCHEMA = "n long, mean binary, m2 binary, error string"
+
+
+class NoRows(ValueError):
+    """The batch's committed features hold no row (featurize found nothing readable): exit 3, nothing committed."""
 
 
 # ---------------------------------------------------------------- the lake layout v2 (fruits.lake's spelling)
@@ -214,33 +218,53 @@ def feature_block(column: Any) -> np.ndarray:
 
 
 def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
-    """mapInArrow: ONE (n, mean, M2) per partition, from one matrix product per Arrow batch."""
+    """mapInArrow: ONE (n, mean, M2) per partition, from one matrix product per Arrow batch. Bad vectors become
+    an `error` row, raised on the driver with its message (an exception here would surface as a closed socket
+    of the next Python stage)."""
     import pyarrow as pa
 
+    schema = pa.schema([("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("error", pa.string())])
     total = None
-    for batch in batches:
-        block = feature_block(batch.column(0))
-        if block.shape[0]:
-            total = merge_stats(total, block_stats(block))
+    try:
+        for batch in batches:
+            block = feature_block(batch.column(0))
+            if block.shape[0]:
+                total = merge_stats(total, block_stats(block))
+    except ValueError as error:
+        yield pa.RecordBatch.from_pydict({"n": [0], "mean": [b""], "m2": [b""], "error": [str(error)]}, schema=schema)
+        return
     if total is not None:
         yield pa.RecordBatch.from_pydict(
-            {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()]},
-            schema=pa.schema([("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary())]),
-        )
+            {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()], "error": [None]},
+            schema=schema)
 
 
-def _row_stats(row: Any) -> Stats:
+def _row_stats(row: Any) -> Stats | str:
+    if row["error"]:
+        return row["error"]
     mean = np.frombuffer(row["mean"], dtype=np.float64)
     return Stats(int(row["n"]), mean, np.frombuffer(row["m2"], dtype=np.float64).reshape(mean.size, mean.size))
+
+
+def _merge_partials(a: Stats | str | None, b: Stats | str | None) -> Stats | str | None:
+    """merge_stats, an error message winning over statistics (and two lengths that differ becoming one)."""
+    if isinstance(a, str) or isinstance(b, str):
+        return a if isinstance(a, str) else b
+    try:
+        return merge_stats(a, b)
+    except ValueError as error:
+        return str(error)
 
 
 def batch_stats(features: DataFrame) -> Stats:
     """The statistics of every row of `features`: partials built on the executors, merged there by
     treeAggregate, so the driver receives a few d x d matrices whatever the number of partitions."""
     partials = features.select("features").mapInArrow(_partition_stats, STATS_SCHEMA)
-    total = partials.rdd.map(_row_stats).treeAggregate(None, merge_stats, merge_stats, depth=2)
+    total = partials.rdd.map(_row_stats).treeAggregate(None, _merge_partials, _merge_partials, depth=2)
+    if isinstance(total, str):
+        raise ValueError(total)
     if total is None:
-        raise ValueError("the batch has no feature rows")
+        raise NoRows("the batch has no feature rows")
     return total
 
 
@@ -548,7 +572,7 @@ def read_committed_features(spark: SparkSession, files: Any, features_root: str,
         raise FileNotFoundError(f"no committed features for batch {batch} at {output}")
     parquet = [uri for uri in jobio.committed_files(files, output, ".parquet")]
     if not parquet:
-        raise ValueError(f"the committed features of batch {batch} at {output} hold no rows")
+        raise NoRows(f"the committed features of batch {batch} at {output} hold no rows")
     frame = spark.read.parquet(*parquet)
     check_schema(frame.schema, output)
     return frame.select(*REQUIRED_COLUMNS)
@@ -559,12 +583,31 @@ def read_committed_stats(files: Any, stats_root: str, batch: str) -> Stats | Non
     return stats_from_npz(files.read(uris[0])) if uris else None
 
 
+def window_stats(spark: SparkSession, files: Any, stats_root: str, batches: Sequence[str]) -> tuple[Stats | None,
+                                                                                                list[str]]:
+    """The merged committed statistics of `batches` (13 MB each) and the batches that had some: read and
+    merged on the executors (binaryFile + treeAggregate), so a year of them never passes through the driver."""
+    found = {}
+    for batch in batches:
+        uris = jobio.committed_files(files, batch_uri(stats_root, batch), STATS_FILE)
+        if uris:
+            found[batch] = uris[0]
+    if not found:
+        return None, []
+    contents = spark.read.format("binaryFile").load(list(found.values())).select("content")
+    merged = contents.rdd.map(lambda row: stats_from_npz(bytes(row[0]))).treeAggregate(None, merge_stats, merge_stats,
+                                                                                      depth=2)
+    return merged, sorted(found)
+
+
 def commit_stats(files: Any, stats_root: str, batch: str, stats: Stats) -> dict[str, Any]:
     output = batch_uri(stats_root, batch)
     run = jobio.run_uri(output, jobio.new_run_id())
     files.write(run + STATS_FILE, stats_to_npz(stats))
-    return jobio.commit(files, output, run, {"job": "pca-stats", "batch_id": batch, "rows": stats.n,
-                                             "dimension": int(stats.mean.size)})
+    marker = jobio.commit(files, output, run, {"job": "pca-stats", "batch_id": batch, "rows": stats.n,
+                                               "dimension": int(stats.mean.size)})
+    jobio.remove_stale_runs(files, output)  # earlier attempts' folders, once older than a day
+    return marker
 
 
 def current_basis(files: Any, bases_root: str) -> Basis | None:
@@ -632,6 +675,7 @@ def write_reduced(spark: SparkSession, files: Any, reduced_root: str, batch: str
     files.write(run + PLOT_FILE, plot_explained_variance(basis.spectrum, basis.k, basis.variance_target))
     jobio.commit(files, output, run, {"job": "pca", "batch_id": batch, "basis": basis.version,
                                       "rows": report["rows_read"], "k": basis.k})
+    jobio.remove_stale_runs(files, output)
     return report
 
 
@@ -685,14 +729,10 @@ def run_nightly(
     if mode == "auto":
         reason = "first basis" if basis is None else ("drift" if drift["crossed"] else None)
 
-    fitted_from = None
     if reason:
-        window_batches = sorted(set(window or ()) | {batch})
-        merged, fitted_from = stats, [batch]
-        for other in window_batches:
-            other_stats = read_committed_stats(files, stats_root, other) if other != batch else None
-            if other_stats is not None:
-                merged, fitted_from = merge_stats(merged, other_stats), fitted_from + [other]
+        window_batches = sorted(set(window or ()) - {batch})
+        others, fitted_from = window_stats(spark, files, stats_root, window_batches)
+        merged, fitted_from = merge_stats(stats, others), sorted([batch, *fitted_from])
         skipped = sorted(set(window_batches) - set(fitted_from))
         if skipped:
             log.info("window batches without committed statistics (not retained or never run): %s", skipped)
@@ -806,6 +846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         log.error("%s", error)
         return 2
+    except NoRows as error:
+        log.error("%s", error)
+        return 3
     finally:
         spark.stop()
     return 0

@@ -192,9 +192,11 @@ def test_spark_statistics_equal_numpy_s_and_bad_vectors_are_refused(spark):
     np.testing.assert_allclose(stats.mean, X.mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats.covariance(), np.cov(X.T), rtol=1e-10, atol=1e-12)
     ragged = spark.createDataFrame([("a", "A", "T", "b", [1.0, 2.0]), ("b", "A", "T", "b", [1.0])], FEATURE_SCHEMA)
-    with pytest.raises(Exception, match="different lengths"):
+    with pytest.raises(ValueError, match="different lengths"):
         pca.batch_stats(ragged.coalesce(1))
-    with pytest.raises(Exception, match="have no features"):
+    with pytest.raises(ValueError, match="different lengths"):  # one length per partition, two partitions
+        pca.batch_stats(ragged.repartition(2, "path"))
+    with pytest.raises(ValueError, match="have no features"):
         pca.batch_stats(spark.createDataFrame([("a", "A", "T", "b", None)], FEATURE_SCHEMA))
     with pytest.raises(ValueError, match="no feature rows"):
         pca.batch_stats(spark.createDataFrame([], FEATURE_SCHEMA))
@@ -413,3 +415,27 @@ def test_the_notebook_s_one_call_fit_matches_the_committed_path(spark):
     np.testing.assert_allclose(spectrum, expected.spectrum, atol=1e-9)
     with pytest.raises(ValueError, match="the features are 8-d, not 4-d"):
         pca.fit_pca(features, 4, k=2)
+
+
+def test_a_refit_merges_the_window_s_committed_statistics(spark, tmp_path):
+    roots = lake_roots(tmp_path)
+    parts = [_synthetic(n=40, seed=i, batch=f"2024-01-0{i + 1}", prefix=f"n{i}") for i in range(3)]
+    for rows, _ in parts:
+        commit_features(spark, spark.createDataFrame(rows, FEATURE_SCHEMA), roots["features_root"], rows[0][3])
+    pca.run_nightly(spark, "2024-01-01", k=3, **roots)
+    pca.run_nightly(spark, "2024-01-02", mode="project", **roots)
+    # 2024-01-05 has no statistics (never run): skipped; 2024-01-03 is this night's
+    report = pca.run_nightly(spark, "2024-01-03", mode="refit", k=3, window=["2024-01-01", "2024-01-02", "2024-01-05"],
+                             **roots)
+    assert (report["basis"], report["new_basis"], report["rows_in_basis"]) == (2, "refit forced", 120)
+    assert report["basis_batches"] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    X = np.concatenate([x for _, x in parts])
+    expected = pca.fit_basis(pca.block_stats(X), 2, [], k=3)
+    basis = pca.current_basis(jobio.HadoopFiles(spark), roots["bases_root"])
+    np.testing.assert_allclose(basis.mean, X.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(np.abs(basis.components), np.abs(expected.components), atol=1e-6)
+    # an empty committed batch: a clear error, nothing committed
+    commit_features(spark, spark.createDataFrame([], FEATURE_SCHEMA), roots["features_root"], "2024-01-04")
+    with pytest.raises(pca.NoRows):
+        pca.run_nightly(spark, "2024-01-04", **roots)
+    assert jobio.read_commit(jobio.HadoopFiles(spark), pca.batch_uri(roots["stats_root"], "2024-01-04")) is None
