@@ -23,6 +23,9 @@ then <bases>_current.json names it. The batch's rows on the basis are committed 
 pca_matrix/ (CSV parts, each with the header path,label,pc_1..pc_k), report.json, explained_variance.png.
 
 reexpress: projects each listed batch whose output on the CURRENT basis is not committed yet (no-op if all are).
+
+Exit 2: no committed features for the batch (or mode project without a basis); exit 3: the committed features
+hold no row. Nothing is committed in either case.
 """
 
 from __future__ import annotations
