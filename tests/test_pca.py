@@ -1,9 +1,9 @@
-"""spark_jobs/pca.py: pure helpers, the fit against numpy, error cases, atomic output, and the
-whole step end-to-end on the real sample's features (from featurize, `sample_features`)."""
+"""spark_jobs/pca.py: the statistics and their merge against numpy, the basis and the drift figures, the
+lake layout, and the `nightly` / `reexpress` subcommands on committed outputs, synthetic and on the real
+sample's features (from featurize, `sample_features`, written in the committed layout here)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import subprocess
@@ -18,8 +18,51 @@ from PIL import Image
 import jobio
 import pca
 from conftest import REPO_ROOT
+from fruits import lake
 
 FEATURE_SCHEMA = "path string, label string, split string, batch_id string, features array<float>"
+
+
+# ---------------------------------------------------------------- helpers shared with test_quality.py
+
+
+def commit_features(spark, frame, features_root: str, batch: str) -> str:
+    """Write `frame` as featurize's committed output of `batch`: a run folder, then the marker."""
+    output = pca.batch_uri(features_root, batch)
+    run = jobio.run_uri(output, jobio.new_run_id())
+    frame.write.parquet(run)
+    jobio.commit(jobio.HadoopFiles(spark), output, run, {"job": "featurize", "batch_id": batch})
+    return output
+
+
+def lake_roots(tmp_path) -> dict[str, str]:
+    root = f"file://{tmp_path}/lake"
+    return {"features_root": lake.area_uri(root, "features"), "stats_root": lake.area_uri(root, "pca") + "stats/",
+            "bases_root": lake.pca_bases_uri(root), "reduced_root": lake.area_uri(root, "pca") + "reduced/"}
+
+
+def committed_reduced(spark, roots, version: int, batch: str) -> pd.DataFrame:
+    uris = jobio.committed_files(jobio.HadoopFiles(spark), pca.reduced_uri(roots["reduced_root"], version, batch),
+                                 ".parquet")
+    assert uris, f"nothing committed for {batch} on basis {version}"
+    return pd.concat(pd.read_parquet(uri.removeprefix("file://")) for uri in uris if "/reduced/" in uri)
+
+
+def committed_report(spark, roots, version: int, batch: str) -> dict:
+    files = jobio.HadoopFiles(spark)
+    (uri,) = jobio.committed_files(files, pca.reduced_uri(roots["reduced_root"], version, batch), "report.json")
+    return json.loads(files.read(uri))
+
+
+def nearest_neighbour_accuracy(train: np.ndarray, train_labels, test: np.ndarray, test_labels) -> float:
+    squared = (test**2).sum(1)[:, None] - 2 * test @ train.T + (train**2).sum(1)[None, :]
+    return float((np.asarray(train_labels)[squared.argmin(1)] == np.asarray(test_labels)).mean())
+
+
+def night_of(frame: pd.DataFrame, nights: int) -> pd.Series:
+    """Deals each (label, split)'s photos round-robin over `nights`: every night holds every label."""
+    ranked = frame.sort_values("path")
+    return (ranked.groupby(["label", "split"]).cumcount() % nights).reindex(frame.index)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -32,27 +75,9 @@ def test_choose_k_is_the_smallest_k_reaching_the_target():
     assert pca.choose_k(cumulative, 0.95) == 3  # 0.95 in float is a hair off: still reached
     assert pca.choose_k(cumulative, 1.0) == 4
     assert pca.choose_k([0.6, 0.9999999999999], 1.0) == 2  # never beyond d
-
-
-@pytest.mark.parametrize("target", [0.0, -0.1, 1.01])
-def test_choose_k_rejects_targets_outside_0_1(target):
-    with pytest.raises(ValueError, match="target"):
-        pca.choose_k([0.5, 1.0], target)
-
-
-def test_parse_inputs_splits_strips_and_dedupes():
-    assert pca.parse_inputs(" s3://b/features/, s3://b/f/batch=2024-01-01/,s3://b/features/,") == [
-        "s3://b/features/", "s3://b/f/batch=2024-01-01/"]
-    with pytest.raises(ValueError):
-        pca.parse_inputs(" , ")
-
-
-def test_staging_is_a_hidden_sibling_and_roots_are_refused():
-    # `.`-prefixed: hidden from Spark's listing even with a `=` in the name (a `_` one is not).
-    assert jobio.staging_uri("s3://b/pca/batch=2024-01-01/", "t") == "s3://b/pca/.batch=2024-01-01.incomplete-t"
-    assert jobio.staging_uri("file:///tmp/x", "t") == "file:///tmp/.x.incomplete-t"
-    with pytest.raises(ValueError):
-        jobio.staging_uri("s3://bucket", "t")
+    for target in (0.0, -0.1, 1.01):
+        with pytest.raises(ValueError, match="target"):
+            pca.choose_k([0.5, 1.0], target)
 
 
 def test_principal_axes_match_a_known_decomposition():
@@ -69,6 +94,74 @@ def test_principal_axes_match_a_known_decomposition():
         pca.principal_axes(np.zeros((3, 3)))
 
 
+def test_merged_statistics_equal_the_statistics_of_the_union_without_cancellation():
+    # Non-negative features with means 1e4 times their spread: X'X - n mean mean' would keep ~8 digits.
+    rng = np.random.default_rng(1)
+    X = 1e4 + rng.normal(size=(3000, 6)) @ rng.normal(size=(6, 6))
+    merged = None
+    for block in np.array_split(X, [7, 1000, 1001, 2500]):  # uneven blocks, one of a single row
+        merged = pca.merge_stats(merged, pca.block_stats(block))
+    assert merged.n == 3000
+    np.testing.assert_allclose(merged.mean, X.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(merged.covariance(), np.cov(X.T), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(merged.column_sums, X.sum(0), rtol=1e-13)
+    np.testing.assert_allclose(merged.gram, X.T @ X, rtol=1e-12)
+    naive = (X.T @ X - np.outer(X.sum(0), X.sum(0)) / len(X)) / (len(X) - 1)
+    assert np.abs(naive - np.cov(X.T)).max() > 1e3 * np.abs(merged.covariance() - np.cov(X.T)).max()
+    again = pca.stats_from_npz(pca.stats_to_npz(merged))
+    assert again.n == 3000 and np.array_equal(again.m2, merged.m2) and np.array_equal(again.mean, merged.mean)
+    with pytest.raises(ValueError, match="different lengths"):
+        pca.merge_stats(merged, pca.block_stats(np.ones((2, 3))))
+
+
+def _subspace_rows(rng, n, directions, offset=2.0):
+    return rng.normal(size=(n, len(directions))) * np.arange(len(directions), 0, -1) @ directions + offset
+
+
+def test_drift_is_small_on_the_same_subspace_and_crosses_on_another():
+    rng = np.random.default_rng(2)
+    axes, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    same = pca.block_stats(_subspace_rows(rng, 500, axes[:, :3].T) + rng.normal(0, 0.01, (500, 10)))
+    basis = pca.fit_basis(same, 1, ["2024-01-01"], variance=0.99)
+    assert basis.k == 3 and basis.captured_share >= 0.99 and basis.rows_in_basis == 500
+    night = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 300, axes[:, :3].T)), 0.2)
+    assert night["captured_share"] > 0.999 and not night["crossed"] and night["mean_shift"] < 0.3
+    other = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 300, axes[:, 5:8].T, 9.0)), 0.2)
+    assert other["captured_share"] < 0.01 and other["crossed"] and other["mean_shift"] > 1
+    assert other["captured_share_drop"] == pytest.approx(basis.captured_share - other["captured_share"])
+    with pytest.raises(ValueError, match="fitted on 10-d features, the batch has 4-d"):
+        pca.measure_drift(basis, pca.block_stats(np.ones((3, 4))), 0.2)
+    with pytest.raises(ValueError, match="k must be between 1 and the feature dimension 10"):
+        pca.fit_basis(same, 1, [], k=11)
+
+
+def test_the_layout_is_fruits_lake_s():
+    root = "s3://bucket"
+    assert pca.batch_uri(lake.area_uri(root, "pca") + "stats/", "2024-01-02") == lake.pca_stats_uri(root, "2024-01-02")
+    assert pca.batch_uri(lake.features_uri(root), "2024-01-02") == lake.features_uri(root, "2024-01-02")
+    assert pca.basis_uri(lake.pca_bases_uri(root), 3) == lake.pca_basis_uri(root, 3)
+    assert lake.pca_bases_uri(root) + pca.CURRENT_BASIS == lake.pca_current_basis_uri(root)
+    reduced_root = lake.area_uri(root, "pca") + "reduced/"
+    assert pca.reduced_uri(reduced_root, 12, "2024-01-02") == lake.pca_reduced_uri(root, 12, "2024-01-02")
+    for bad in ("2024-02-30", "2024-1-02", "../x", ""):
+        with pytest.raises(ValueError, match="real calendar date"):
+            pca.check_batch(bad)
+    assert pca.parse_batches(" 2024-01-02,2024-01-01,2024-01-02 ") == ["2024-01-01", "2024-01-02"]
+
+
+def test_command_line():
+    args = pca.parse_args(["nightly", "--batch", "2024-01-02", "--features-root", "f/", "--stats-root", "s/",
+                           "--bases", "b/", "--reduced-root", "r/", "--window", "2024-01-01,2024-01-02"])
+    assert (args.command, args.mode, args.window, args.variance, args.drift_threshold) == (
+        "nightly", "auto", ["2024-01-01", "2024-01-02"], None, pca.DEFAULT_DRIFT_THRESHOLD)
+    args = pca.parse_args(["reexpress", "--batches", "2024-01-01", "--features-root", "f/", "--bases", "b/",
+                           "--reduced-root", "r/"])
+    assert args.batches == ["2024-01-01"]
+    with pytest.raises(SystemExit):
+        pca.parse_args(["nightly", "--batch", "2024-01-02", "--features-root", "f/", "--stats-root", "s/",
+                        "--bases", "b/", "--reduced-root", "r/", "--k", "3", "--variance", "0.9"])
+
+
 def test_plot_is_a_png():
     png = pca.plot_explained_variance([0.5, 0.3, 0.15, 0.05], 3, 0.95)
     assert Image.open(io.BytesIO(png)).format == "PNG"
@@ -77,155 +170,272 @@ def test_plot_is_a_png():
 # ---------------------------------------------------------------- Spark, synthetic features
 
 
-def _features(spark, rows):
-    return spark.createDataFrame(rows, FEATURE_SCHEMA)
-
-
-def _synthetic(n=60, d=8, batch="2024-01-01", seed=0, prefix="img"):
+def _synthetic(n=60, d=8, batch="2024-01-01", seed=0, prefix="img", offset=2.0):
     """Rows along 3 strong directions + tiny noise: 3 components hold > 99 % of the variance."""
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 3)) * [5.0, 3.0, 2.0] @ rng.normal(size=(3, d)) + rng.normal(0, 0.01, (n, d)) + 2.0
+    X = rng.normal(size=(n, 3)) * [5.0, 3.0, 2.0] @ rng.normal(size=(3, d)) + rng.normal(0, 0.01, (n, d)) + offset
+    X = X.astype(np.float32)
     rows = [(f"s3://b/raw/{prefix}_{i}, \"q\".jpg", f"L{i % 3}", "Training", batch, [float(v) for v in x])
-            for i, x in enumerate(X.astype(np.float32))]
-    return rows, X.astype(np.float32).astype(float)
+            for i, x in enumerate(X)]
+    return rows, X.astype(float)
 
 
-def _write(spark, rows, uri):
-    _features(spark, rows).write.mode("overwrite").parquet(uri)
-    return uri
-
-
-def test_fit_matches_numpy_pca(spark):
-    rows, X = _synthetic()
-    model, spectrum = pca.fit_pca(_features(spark, rows), 8, variance=0.99)
-    centred = X - X.mean(0)
-    eigenvalues, vectors = np.linalg.eigh(np.cov(centred.T))
-    np.testing.assert_allclose(spectrum, eigenvalues[::-1] / eigenvalues.sum(), atol=1e-6)
-    assert model.stages[1].getK() == 3
-    projected = np.array(pca.project(model, _features(spark, rows)).orderBy("path").toPandas().pca.tolist())
-    expected = centred[np.argsort([r[0] for r in rows])] @ vectors[:, ::-1][:, :3]
-    np.testing.assert_allclose(np.abs(projected), np.abs(expected), rtol=1e-4, atol=1e-3)
-
-
-def test_drop_duplicate_paths_keeps_the_latest_batch(spark):
-    rows = [("p1", "A", "Training", "2024-01-01", [1.0]), ("p1", "A", "Training", "2024-01-02", [2.0]),
-            ("p2", "B", "Test", "2024-01-01", [3.0])]
-    kept = {r.path: r.features for r in pca.drop_duplicate_paths(_features(spark, rows)).collect()}
-    assert kept == {"p1": [2.0], "p2": [3.0]}
-
-
-def test_clear_errors_for_bad_input(spark, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
-        pca.read_features(spark, [str(tmp_path / "nowhere")])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no Parquet"):
-        pca.read_features(spark, [str(tmp_path / "empty")])
-    spark.createDataFrame([("p", 1.0)], "path string, x double").write.parquet(str(tmp_path / "wrong"))
-    with pytest.raises(ValueError, match="missing column 'label'"):
-        pca.read_features(spark, [str(tmp_path / "wrong")])
-    mixed = _features(spark, [("a", "A", "T", "b", [1.0, 2.0]), ("b", "A", "T", "b", [1.0])])
+def test_spark_statistics_equal_numpy_s_and_bad_vectors_are_refused(spark):
+    rows, X = _synthetic(n=500)
+    frame = spark.createDataFrame(rows, FEATURE_SCHEMA).repartition(5)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "37")  # several Arrow batches per partition
+    try:
+        stats = pca.batch_stats(frame)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert stats.n == 500
+    np.testing.assert_allclose(stats.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.covariance(), np.cov(X.T), rtol=1e-10, atol=1e-12)
+    ragged = spark.createDataFrame([("a", "A", "T", "b", [1.0, 2.0]), ("b", "A", "T", "b", [1.0])], FEATURE_SCHEMA)
     with pytest.raises(ValueError, match="different lengths"):
-        pca.feature_dimension(mixed)
-    with pytest.raises(ValueError, match="no rows"):
-        pca.feature_dimension(_features(spark, []))
-    with pytest.raises(ValueError, match="k must be between 1 and the feature dimension 8"):
-        pca.fit_pca(_features(spark, _synthetic()[0]), 8, k=9)
+        pca.batch_stats(ragged.coalesce(1))
+    with pytest.raises(ValueError, match="different lengths"):  # one length per partition, two partitions
+        pca.batch_stats(ragged.repartition(2, "path"))
+    with pytest.raises(ValueError, match="have no features"):
+        pca.batch_stats(spark.createDataFrame([("a", "A", "T", "b", None)], FEATURE_SCHEMA))
+    with pytest.raises(ValueError, match="no feature rows"):
+        pca.batch_stats(spark.createDataFrame([], FEATURE_SCHEMA))
 
 
-def test_run_writes_every_output_once_and_csv_is_rfc4180(spark, tmp_path):
+def test_the_saved_model_projects_like_numpy_and_like_pyspark_ml_s_transform(spark, tmp_path):
+    rows, X = _synthetic()
+    basis = pca.fit_basis(pca.block_stats(X), 1, ["2024-01-01"], k=3)
+    pca.basis_model(spark, basis).write().save(str(tmp_path / "model"))
+    from pyspark.ml import PipelineModel
+
+    model = PipelineModel.load(str(tmp_path / "model"))  # plain pyspark.ml
+    order = np.argsort([r[0] for r in rows])
+    expected = ((X - basis.mean) @ basis.components)[order]
+    features = spark.createDataFrame(rows, FEATURE_SCHEMA)
+    for project in (pca.project, pca.project_with_model):
+        projected = project(model, features, 1).toPandas()
+        assert list(projected.columns) == list(pca.REDUCED_COLUMNS) and set(projected.basis) == {1}
+        np.testing.assert_allclose(np.stack(projected.sort_values("path").pca.to_numpy()), expected, rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_nightly_reads_only_committed_features(spark, tmp_path):
+    roots = lake_roots(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no committed features for batch 2024-01-01"):
+        pca.run_nightly(spark, "2024-01-01", **roots)
+    # Parquet in a run folder that no marker names (a crashed featurize): still nothing.
+    spark.createDataFrame(_synthetic()[0], FEATURE_SCHEMA).write.parquet(
+        jobio.run_uri(pca.batch_uri(roots["features_root"], "2024-01-01"), "crashed"))
+    with pytest.raises(FileNotFoundError, match="no committed features"):
+        pca.run_nightly(spark, "2024-01-01", **roots)
+    with pytest.raises(FileNotFoundError, match="mode project but no basis yet"):
+        commit_features(spark, spark.createDataFrame(_synthetic()[0], FEATURE_SCHEMA), roots["features_root"],
+                        "2024-01-01")
+        pca.run_nightly(spark, "2024-01-01", mode="project", **roots)
+
+
+def test_a_crash_mid_write_commits_nothing(spark, tmp_path, monkeypatch):
+    roots = lake_roots(tmp_path)
     rows, _ = _synthetic()
-    root = tmp_path / "lake"
-    batch1 = _write(spark, rows, f"{root}/features/batch=2024-01-01")
-    out = tmp_path / "pca" / "batch=2024-01-01"
-    # the parent folder AND one of its batches: every path must come out once
-    report = pca.run_pca(spark, [f"{root}/features", batch1], str(out), k=3)
-    assert (report["rows"], report["input_rows"], report["duplicates_dropped"], report["k"]) == (60, 120, 60, 3)
-    assert report["mode"] == "fit" and report["cumulative_explained_variance"][-1] > 0.99
-    assert json.loads((out / "report.json").read_text()) == report
-    with open(out / "pca_matrix.csv", newline="") as handle:
-        table = list(csv.reader(handle))
-    assert table[0] == ["path", "label", "pc_1", "pc_2", "pc_3"]
-    assert sorted(r[0] for r in table[1:]) == sorted(r[0] for r in rows)  # commas and quotes survive
-    reduced = pd.read_parquet(out / "reduced").set_index("path")
-    for line in table[1:]:
-        np.testing.assert_allclose([float(v) for v in line[2:]], reduced.loc[line[0], "pca"], rtol=1e-6)
-    assert Image.open(out / "explained_variance.png").format == "PNG"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["batch=2024-01-01"]  # no staging left
-
-    # A later batch projected on the saved basis: the same photo gets the same coordinates.
-    batch2 = _write(spark, rows[:5] + _synthetic(seed=1, batch="2024-01-02", prefix="new")[0],
-                    str(tmp_path / "batch2"))
-    out2 = tmp_path / "pca" / "batch=2024-01-02"
-    again = pca.run_pca(spark, [batch2], str(out2), model_uri=str(out / "model"))
-    assert again["mode"] == "project" and again["k"] == 3 and again["model_source"] == str(out / "model")
-    reduced2 = pd.read_parquet(out2 / "reduced").set_index("path")
-    for path in [r[0] for r in rows[:5]]:
-        np.testing.assert_allclose(reduced2.loc[path, "pca"], reduced.loc[path, "pca"], rtol=1e-5, atol=1e-5)
-
-    wrong_d = _write(spark, [(p, l, s, b, f[:4]) for p, l, s, b, f in rows], str(tmp_path / "d4"))
-    with pytest.raises(ValueError, match="fitted on 8-d features, the input has 4-d"):
-        pca.run_pca(spark, [wrong_d], str(tmp_path / "pca" / "x"), model_uri=str(out / "model"))
-
-
-def test_a_failed_rerun_leaves_the_previous_output_and_no_staging(spark, tmp_path, monkeypatch):
-    rows, _ = _synthetic()
-    features = _write(spark, rows, str(tmp_path / "features"))
-    out = tmp_path / "pca" / "batch=2024-01-01"
-    first = pca.run_pca(spark, [features], str(out), k=2)
+    commit_features(spark, spark.createDataFrame(rows, FEATURE_SCHEMA), roots["features_root"], "2024-01-01")
+    first = pca.run_nightly(spark, "2024-01-01", k=3, **roots)
+    assert (first["basis"], first["new_basis"], first["rows_read"], first["k"]) == (1, "first basis", 60, 3)
+    files = jobio.HadoopFiles(spark)
+    output = pca.reduced_uri(roots["reduced_root"], 1, "2024-01-01")
+    marker = jobio.read_commit(files, output)
+    csv_parts = jobio.committed_files(files, output, ".csv")
+    assert csv_parts and all(pd.read_csv(uri.removeprefix("file://")).columns.tolist()[:3] == ["path", "label", "pc_1"]
+                             for uri in csv_parts)
+    assert sum(len(pd.read_csv(uri.removeprefix("file://"))) for uri in csv_parts) == 60  # commas and quotes survive
 
     def broken_plot(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(pca, "plot_explained_variance", broken_plot)
-    with pytest.raises(RuntimeError, match="disk full"):
-        pca.run_pca(spark, [features], str(out), k=3)
-    assert json.loads((out / "report.json").read_text()) == first  # the old output, whole
-    assert sorted(p.name for p in out.parent.iterdir()) == ["batch=2024-01-01"]
+    with pytest.raises(RuntimeError, match="disk full"):  # after reduced/ and the CSV are written
+        pca.run_nightly(spark, "2024-01-01", mode="refit", k=2, **roots)
     monkeypatch.undo()
-    assert pca.run_pca(spark, [features], str(out), k=3)["k"] == 3  # a good rerun replaces it
-    assert json.loads((out / "report.json").read_text())["k"] == 3
+    assert jobio.read_commit(files, output) == marker  # the previous output, whole
+    assert committed_report(spark, roots, 1, "2024-01-01") == first
+    assert len(committed_reduced(spark, roots, 1, "2024-01-01")) == 60
+    # The refit committed basis 2 before it crashed; its output for the batch is not committed, reexpress
+    # completes it, and the old basis' output stays.
+    assert pca.current_basis(files, roots["bases_root"]).version == 2
+    assert jobio.read_commit(files, pca.reduced_uri(roots["reduced_root"], 2, "2024-01-01")) is None
+    summary = pca.run_reexpress(spark, ["2024-01-01"], features_root=roots["features_root"],
+                                bases_root=roots["bases_root"], reduced_root=roots["reduced_root"])
+    assert summary == {"basis": 2, "projected": ["2024-01-01"], "already": [], "no_features": []}
+    assert committed_report(spark, roots, 2, "2024-01-01")["k"] == 2
+    assert jobio.read_commit(files, output) == marker
 
 
 @pytest.mark.slow
 def test_cli_through_spark_submit(spark, tmp_path):
-    features = _write(spark, _synthetic()[0], str(tmp_path / "features"))
-    out = tmp_path / "pca"
+    roots = lake_roots(tmp_path)
+    commit_features(spark, spark.createDataFrame(_synthetic()[0], FEATURE_SCHEMA), roots["features_root"],
+                    "2024-01-01")
     spark_submit = Path(sys.executable).parent / "spark-submit"
+    common = [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+              "--py-files", str(REPO_ROOT / "spark_jobs" / "jobio.py"), str(REPO_ROOT / "spark_jobs" / "pca.py")]
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-         "--py-files", str(REPO_ROOT / "spark_jobs" / "jobio.py"), str(REPO_ROOT / "spark_jobs" / "pca.py"),
-         "--input", features, "--output", str(out), "--variance", "0.99"],
-        capture_output=True, text=True, timeout=300,
-    )
+        [*common, "nightly", "--batch", "2024-01-01", "--features-root", roots["features_root"], "--stats-root",
+         roots["stats_root"], "--bases", roots["bases_root"], "--reduced-root", roots["reduced_root"],
+         "--variance", "0.99"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "report.json").read_text())["k"] == 3
+    assert committed_report(spark, roots, 1, "2024-01-01")["k"] == 3
     # spark-submit's PythonRunner merges the driver's stderr (our log) into its stdout
-    assert "k=3 components explain" in result.stdout
-    bad = subprocess.run([str(spark_submit), str(REPO_ROOT / "spark_jobs" / "pca.py"), "--input", features,
-                          "--output", str(out), "--k", "2", "--variance", "0.9"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "not allowed with argument" in bad.stdout + bad.stderr
+    assert "basis 1 fitted (first basis)" in result.stdout
+    missing = subprocess.run(
+        [*common, "nightly", "--batch", "2024-01-02", "--features-root", roots["features_root"], "--stats-root",
+         roots["stats_root"], "--bases", roots["bases_root"], "--reduced-root", roots["reduced_root"]],
+        capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no committed features for batch 2024-01-02" in missing.stdout
 
 
-# ---------------------------------------------------------------- real sample, end-to-end
+# ---------------------------------------------------------------- real sample
+
+
+@pytest.fixture(scope="module")
+def sample(sample_features) -> pd.DataFrame:
+    frame = pd.read_parquet(sample_features).sort_values("path").reset_index(drop=True)
+    assert len(frame) == 960
+    return frame
+
+
+def _spark_frame(spark, part: pd.DataFrame):
+    part = part.assign(features=part.features.map(lambda vector: vector.astype(float).tolist()))
+    return spark.createDataFrame(part[["path", "label", "split", "batch_id", "features"]], FEATURE_SCHEMA)
+
+
+def _commit_nights(spark, sample, roots, assignment: pd.Series, batches: list[str]) -> None:
+    for night, batch in enumerate(batches):
+        commit_features(spark, _spark_frame(spark, sample[assignment == night].assign(batch_id=batch)),
+                        roots["features_root"], batch)
 
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_pca_end_to_end_on_the_real_sample(spark, sample_features, tmp_path):
-    out = tmp_path / "pca" / "batch=2024-01-01"
-    report = pca.run_pca(spark, [sample_features], str(out))
-    features = pd.read_parquet(sample_features)
-    X = np.stack(features.features.to_numpy()).astype(float)
-    eigenvalues = np.linalg.eigvalsh(np.cov(X.T))[::-1]
-    ratio = eigenvalues / eigenvalues.sum()
-    expected_k = int(np.searchsorted(np.cumsum(ratio), 0.95) + 1)
-    assert report["rows"] == len(features) == 960
-    assert report["k"] == expected_k and report["k"] < 1280 // 4
-    np.testing.assert_allclose(report["explained_variance"], ratio[:expected_k], atol=1e-6)
-    assert report["cumulative_explained_variance"][-1] >= 0.95 > report["cumulative_explained_variance"][-2]
-    matrix = pd.read_csv(out / "pca_matrix.csv")
-    assert list(matrix.columns) == ["path", "label", *(f"pc_{i}" for i in range(1, expected_k + 1))]
-    assert len(matrix) == 960 and matrix.path.is_unique
-    # the projection is an orthogonal one: its variance per component is the spectrum
-    reduced = np.stack(pd.read_parquet(out / "reduced").pca.to_numpy()).astype(float)
-    np.testing.assert_allclose(reduced.var(0, ddof=1), eigenvalues[:expected_k], rtol=1e-3, atol=1e-6)
+def test_a_basis_from_merged_statistics_equals_a_direct_fit(spark, sample):
+    """(a): three batches' statistics, each aggregated by Spark, merged; against a fit on all rows at once."""
+    parts = np.array_split(sample.index.to_numpy(), [300, 650])
+    merged = None
+    for part in parts:
+        merged = pca.merge_stats(merged, pca.batch_stats(_spark_frame(spark, sample.loc[part])))
+    from_stats = pca.fit_basis(merged, 1, ["2024-01-01", "2024-01-02", "2024-01-03"], variance=0.95)
+
+    X = np.stack(sample.features.to_numpy()).astype(np.float64)
+    spectrum, components = pca.principal_axes(np.cov(X.T))  # direct: two-pass covariance of all rows
+    k = pca.choose_k(np.cumsum(spectrum), 0.95)
+    assert from_stats.k == k and from_stats.rows_in_basis == 960
+    signs = np.sign(np.sum(from_stats.components * components[:, :k], axis=0))
+    difference = np.abs(from_stats.components * signs - components[:, :k]).max()
+    assert difference <= 1e-6 * np.abs(components[:, :k]).max(), difference
+    np.testing.assert_allclose(from_stats.mean, X.mean(0), rtol=1e-12)
+    assert np.abs(from_stats.spectrum - spectrum).max() <= 1e-6 * spectrum.max()
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_three_nights_share_one_basis_and_keep_1nn(spark, sample, tmp_path):
+    """(b): the sample dealt over three nights, every label each night; each night reads its own batch."""
+    roots = lake_roots(tmp_path)
+    batches = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assignment = night_of(sample, 3)
+    _commit_nights(spark, sample, roots, assignment, batches)
+    reports = [pca.run_nightly(spark, batch, window=batches[: i + 1], **roots) for i, batch in enumerate(batches)]
+    for night, report in enumerate(reports):
+        assert report["rows_read"] == int((assignment == night).sum())
+        assert report["basis"] == 1 and report["rows_in_basis"] == reports[0]["rows_read"]
+    assert [r["new_basis"] for r in reports] == ["first basis", None, None]
+    assert reports[2]["drift"]["crossed"] is False and reports[2]["drift"]["captured_share"] > 0.5
+    reduced = pd.concat(committed_reduced(spark, roots, 1, batch) for batch in batches)
+    assert len(reduced) == 960 and reduced.path.is_unique and set(reduced.basis) == {1}
+    train, test = reduced[reduced.split == "Training"], reduced[reduced.split == "Test"]
+    accuracy = nearest_neighbour_accuracy(np.stack(train.pca.to_numpy()), train.label,
+                                          np.stack(test.pca.to_numpy()), test.label)
+    print(f"1-NN Training -> Test over three nights on basis 1 (k={reports[0]['k']}): {accuracy:.4f}")
+    assert accuracy >= 0.95
+    noop = pca.run_reexpress(spark, batches, features_root=roots["features_root"], bases_root=roots["bases_root"],
+                             reduced_root=roots["reduced_root"])
+    assert noop["projected"] == [] and noop["already"] == batches
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spark, sample, tmp_path):
+    """(c): two nights of 12 labels, then a night of the 12 others."""
+    roots = lake_roots(tmp_path)
+    batches = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    first_labels = sorted(sample.label.unique())[:12]
+    assignment = night_of(sample, 2).where(sample.label.isin(first_labels), 2)
+    _commit_nights(spark, sample, roots, assignment, batches)
+    reports = [pca.run_nightly(spark, batch, window=batches[: i + 1], **roots) for i, batch in enumerate(batches)]
+    assert [r["basis"] for r in reports] == [1, 1, 2]
+    assert [r["new_basis"] for r in reports] == ["first basis", None, "drift"]
+    drift = reports[2]["drift"]
+    print(f"drift of the night of other labels: {drift}; same labels: {reports[1]['drift']}")
+    assert drift["crossed"] and drift["captured_share_drop"] > pca.DEFAULT_DRIFT_THRESHOLD
+    assert not reports[1]["drift"]["crossed"]
+    assert reports[2]["rows_in_basis"] == sum(r["rows_read"] for r in reports)  # fitted from the window's stats
+    assert reports[2]["basis_batches"] == batches
+    assert reports[2]["drift_on_basis"]["captured_share_drop"] < drift["captured_share_drop"]
+
+    summary = pca.run_reexpress(spark, batches, features_root=roots["features_root"], bases_root=roots["bases_root"],
+                                reduced_root=roots["reduced_root"], stats_root=roots["stats_root"])
+    assert summary == {"basis": 2, "projected": batches[:2], "already": batches[2:], "no_features": []}
+    for batch in batches:
+        on_new = committed_reduced(spark, roots, 2, batch)
+        assert set(on_new.basis) == {2} and len(on_new.pca.iloc[0]) == reports[2]["k"]
+    for batch in batches[:2]:  # the old basis' outputs stay readable
+        on_old = committed_reduced(spark, roots, 1, batch)
+        assert set(on_old.basis) == {1} and len(on_old.pca.iloc[0]) == reports[0]["k"]
+        assert committed_report(spark, roots, 2, batch)["drift_on_basis"]["basis"] == 2
+
+    # The analysts' matrix of the three nights: basis 2 (current) has them all, basis 1 only two.
+    from fruits import matrix
+    from fruits.upload import LocalStore
+
+    store = LocalStore(tmp_path / "lake")
+    summary = matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "matrix.csv")
+    assert (summary["basis"], summary["k"], summary["rows"]) == (2, reports[2]["k"], 960)
+    table = pd.read_csv(tmp_path / "matrix.csv").set_index("path")
+    on_new = committed_reduced(spark, roots, 2, batches[0]).set_index("path")
+    np.testing.assert_allclose(table.loc[on_new.index, "pc_1"], [v[0] for v in on_new.pca], rtol=1e-6)
+    with pytest.raises(matrix.MatrixError, match="2024-01-03 \\(on basis 2\\)"):
+        matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "m1.csv", basis=1)
+
+
+def test_the_notebook_s_one_call_fit_matches_the_committed_path(spark):
+    rows, X = _synthetic()
+    features = spark.createDataFrame(rows, FEATURE_SCHEMA)
+    assert pca.feature_dimension(features) == (60, 8)
+    model, spectrum = pca.fit_pca(features, 8, variance=0.99)
+    expected = pca.fit_basis(pca.block_stats(X), 1, [], variance=0.99)
+    assert pca.pca_stage(model, "notebook").getK() == expected.k == 3
+    np.testing.assert_allclose(spectrum, expected.spectrum, atol=1e-9)
+    with pytest.raises(ValueError, match="the features are 8-d, not 4-d"):
+        pca.fit_pca(features, 4, k=2)
+
+
+def test_a_refit_merges_the_window_s_committed_statistics(spark, tmp_path):
+    roots = lake_roots(tmp_path)
+    parts = [_synthetic(n=40, seed=i, batch=f"2024-01-0{i + 1}", prefix=f"n{i}") for i in range(3)]
+    for rows, _ in parts:
+        commit_features(spark, spark.createDataFrame(rows, FEATURE_SCHEMA), roots["features_root"], rows[0][3])
+    pca.run_nightly(spark, "2024-01-01", k=3, **roots)
+    pca.run_nightly(spark, "2024-01-02", mode="project", **roots)
+    # 2024-01-05 has no statistics (never run): skipped; 2024-01-03 is this night's
+    report = pca.run_nightly(spark, "2024-01-03", mode="refit", k=3, window=["2024-01-01", "2024-01-02", "2024-01-05"],
+                             **roots)
+    assert (report["basis"], report["new_basis"], report["rows_in_basis"]) == (2, "refit forced", 120)
+    assert report["basis_batches"] == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    X = np.concatenate([x for _, x in parts])
+    expected = pca.fit_basis(pca.block_stats(X), 2, [], k=3)
+    basis = pca.current_basis(jobio.HadoopFiles(spark), roots["bases_root"])
+    np.testing.assert_allclose(basis.mean, X.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(np.abs(basis.components), np.abs(expected.components), atol=1e-6)
+    # an empty committed batch: a clear error, nothing committed
+    commit_features(spark, spark.createDataFrame([], FEATURE_SCHEMA), roots["features_root"], "2024-01-04")
+    with pytest.raises(pca.NoRows):
+        pca.run_nightly(spark, "2024-01-04", **roots)
+    assert jobio.read_commit(jobio.HadoopFiles(spark), pca.batch_uri(roots["stats_root"], "2024-01-04")) is None

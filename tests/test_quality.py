@@ -1,5 +1,5 @@
-"""Quality on the real sample: 1-nearest-neighbour accuracy (Training -> Test) with the PCA
-features at the default target is >= 0.95 and within 1 point of the raw 1280-d features.
+"""Quality on the real sample: 1-nearest-neighbour accuracy (Training -> Test) with the PCA features at the
+default target is >= 0.95 and within 1 point of the raw 1280-d features, through `pca.py nightly`.
 
 Euclidean distance: PCA is an orthogonal projection of the centred features, so Euclidean
 distances in PCA space are the raw space's minus the dropped 5 % of variance, which makes the
@@ -12,13 +12,10 @@ import pandas as pd
 import pytest
 
 import pca
+from test_pca import FEATURE_SCHEMA, commit_features, committed_reduced, lake_roots, nearest_neighbour_accuracy
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
-
-
-def nearest_neighbour_accuracy(train: np.ndarray, train_labels, test: np.ndarray, test_labels) -> float:
-    squared = (test**2).sum(1)[:, None] - 2 * test @ train.T + (train**2).sum(1)[None, :]
-    return float((np.asarray(train_labels)[squared.argmin(1)] == np.asarray(test_labels)).mean())
+COLUMNS = ["path", "label", "split", "batch_id", "features"]
 
 
 def _accuracies(features: pd.DataFrame, reduced: pd.DataFrame) -> tuple[float, float]:
@@ -35,26 +32,27 @@ def _accuracies(features: pd.DataFrame, reduced: pd.DataFrame) -> tuple[float, f
 
 
 def test_pca_features_keep_1nn_accuracy(spark, sample_features, tmp_path):
-    """What the pipeline delivers: PCA fitted on the whole batch (unsupervised, no labels)."""
-    out = tmp_path / "pca"
-    report = pca.run_pca(spark, [sample_features], str(out))
-    raw, reduced = _accuracies(pd.read_parquet(sample_features), pd.read_parquet(out / "reduced"))
+    """What the pipeline delivers on a first night: a basis fitted on the whole batch (unsupervised)."""
+    roots = lake_roots(tmp_path)
+    features = pd.read_parquet(sample_features)
+    commit_features(spark, spark.read.parquet(sample_features).select(*COLUMNS), roots["features_root"], "2024-01-01")
+    report = pca.run_nightly(spark, "2024-01-01", **roots)
+    raw, reduced = _accuracies(features, committed_reduced(spark, roots, 1, "2024-01-01"))
     print(f"1-NN raw 1280-d {raw:.4f}, PCA k={report['k']} {reduced:.4f}")
     assert reduced >= 0.95
     assert reduced >= raw - 0.01
 
 
 def test_a_basis_fitted_on_training_only_generalises_to_test(spark, sample_features, tmp_path):
-    """Stricter: the basis never sees Test photos; they are projected with the saved model,
-    as a later batch would be."""
-    features = spark.read.parquet(sample_features)
-    features.where("split = 'Training'").write.parquet(str(tmp_path / "training"))
-    features.where("split = 'Test'").write.parquet(str(tmp_path / "test"))
-    fit = pca.run_pca(spark, [str(tmp_path / "training")], str(tmp_path / "pca_training"))
-    pca.run_pca(spark, [str(tmp_path / "test")], str(tmp_path / "pca_test"),
-                model_uri=str(tmp_path / "pca_training" / "model"))
-    reduced = pd.concat([pd.read_parquet(tmp_path / "pca_training" / "reduced"),
-                         pd.read_parquet(tmp_path / "pca_test" / "reduced")])
+    """Stricter: the basis never sees Test photos; they arrive the next night and are projected on it."""
+    roots = lake_roots(tmp_path)
+    features = spark.read.parquet(sample_features).select(*COLUMNS)
+    commit_features(spark, features.where("split = 'Training'"), roots["features_root"], "2024-01-01")
+    commit_features(spark, features.where("split = 'Test'"), roots["features_root"], "2024-01-02")
+    fit = pca.run_nightly(spark, "2024-01-01", **roots)
+    test_night = pca.run_nightly(spark, "2024-01-02", mode="project", **roots)
+    assert (fit["basis"], test_night["basis"], test_night["new_basis"]) == (1, 1, None)
+    reduced = pd.concat([committed_reduced(spark, roots, 1, batch) for batch in ("2024-01-01", "2024-01-02")])
     raw, reduced_accuracy = _accuracies(pd.read_parquet(sample_features), reduced)
     print(f"1-NN raw 1280-d {raw:.4f}, Training-only PCA k={fit['k']} {reduced_accuracy:.4f}")
     assert reduced_accuracy >= 0.95
