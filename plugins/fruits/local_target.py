@@ -1,13 +1,15 @@
 """The local target: the same Spark jobs, same arguments, through this machine's spark-submit.
 
 No AWS account: the lake is a local folder (`fruits_local_lake`), Spark runs `local[2]` with the
-.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's.
+.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's, without
+Airflow's secrets in their environment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,9 +36,17 @@ def command(job: steps.SparkJob) -> list[str]:
     return steps.local_command(job, spark_submit=spark_submit(), master=MASTER, spark_conf=SPARK_CONF)
 
 
-def job_environment() -> dict[str, str]:
-    """The jobs' Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+# Airflow's own configuration (its database URL with the password, the Fernet key, the JWT secret) and
+# anything named like a credential stays in Airflow: a Spark job reads photos, not the metadata DB.
+_NOT_FOR_JOBS = re.compile(r"^_?AIRFLOW|SECRET|PASSWORD|PASSWD|TOKEN|FERNET|CREDENTIAL|PRIVATE|^AWS_", re.IGNORECASE)
+
+
+def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The jobs' Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's;
+    the rest of this process's environment minus what _NOT_FOR_JOBS names."""
+    kept = {name: value for name, value in (os.environ if environ is None else environ).items()
+            if not _NOT_FOR_JOBS.search(name)}
+    return {**kept, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 def run(command_line: list[str], *, name: str, tail_lines: int = 40) -> None:
