@@ -87,7 +87,7 @@ def resolve_settings(get_variable: Callable[[str, Any], Any], params: Mapping[st
     a `fruits_target` Variable saying otherwise is a configuration error, not something to guess.
     `landing` becomes the folder of this batch's photos: the `landing` Param as given, else
     `<fruits_landing>/<batch>/` (a backfill takes its own date's photos)."""
-    settings = load_settings(get_variable, pca_drift_threshold=_text(params.get("pca_drift_threshold")))
+    settings = load_settings(get_variable)
     if settings.target != target and get_variable("fruits_target", None) not in (None, ""):
         raise ValueError(
             f"Variable fruits_target={settings.target!r} but this DAG was parsed for target {target!r} "
@@ -95,10 +95,6 @@ def resolve_settings(get_variable: Callable[[str, Any], Any], params: Mapping[st
         )
     landing = params.get("landing") or (lake.landing_uri(settings.landing, batch) if settings.landing else "")
     return dataclasses.replace(settings, target=target, landing=landing)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
 def _bucket_allowed(uri: str, settings: PipelineSettings, param: str) -> None:
@@ -446,7 +442,8 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
     log.info("estimated cost of batch %s: featurize %d images (%d batches), PCA %d rows: %.4f USD (%.4f EUR)",
              work["batch"], work["featurize_images"], len(work["featurize"]), pca_rows,
              estimate["cost"]["total_usd"], estimate["cost"]["total_eur"])
-    return estimate
+    return {**estimate, "reads": {"featurize_images": work["featurize_images"], "featurize_batches": work["featurize"],
+                                  "pca_rows": pca_rows, "forced_refit": forced_refit}}
 
 
 def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None, estimate: Mapping[str, Any] | None,
