@@ -19,11 +19,21 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator, EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator)
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, Variable, chain, task
+from airflow.sdk import (
+    DAG,
+    CronTriggerTimetable,
+    Param,
+    TriggerRule,
+    Variable,
+    chain,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
-
 from fruits import pipeline_tasks as tasks
 from fruits import steps
 from fruits.settings import PipelineSettings

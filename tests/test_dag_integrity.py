@@ -7,9 +7,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-
 from airflow.sdk import TriggerRule
-
 from fruits import demo, emr_cluster, steps
 
 HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]

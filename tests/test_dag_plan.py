@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import boto3
-import jobio
 import pytest
-from moto import mock_aws
-
+from conftest import commit_output
 from fruits import lake, local_target, pipeline_tasks, steps, upload
 from fruits.settings import PipelineSettings, load_settings
+from moto import mock_aws
 
 REGION = "eu-west-3"
 BUCKET = "fruits-lake-plan-test"
@@ -112,32 +111,14 @@ def test_settings_parse_retention_and_drift_threshold_from_variables():
 # ------------------------------------------------------------------------------ the lake, as the jobs leave it
 
 
-class StoreFiles:
-    """jobio's file operations over a fruits.upload store: the jobs' own commit writer on this lake."""
-
-    def __init__(self, store):
-        self.store = store
-
-    def write(self, uri, data):
-        self.store.put(uri, data, upload.sha256_bytes(data))
-
-    def read(self, uri):
-        return self.store.read_or_none(uri)
-
-    def list_files(self, folder):
-        folder = folder.rstrip("/") + "/"
-        return sorted((uri[len(folder):], len(self.store.read(uri))) for uri in self.store.list_files(folder))
-
-
 def commit(store, output, rows):
-    run = jobio.run_uri(output, jobio.new_run_id())
-    store.put(run + "part-0.parquet", b"rows", "x")
-    jobio.commit(StoreFiles(store), output, run, {"rows": rows})
+    commit_output(store, output, {"part-0.parquet": b"rows"}, {"rows": rows})
 
 
 def raw_batch(store, batch, photos):
     files = {f"Apple/{i}.jpg": f"{batch}-{i}" for i in range(photos)}
-    upload.write_batch_manifest(store, store.root, batch, upload.BatchManifest(files, {"bundle-0.parquet": list(files)}))
+    manifest = upload.BatchManifest(files, {"bundle-0.parquet": list(files)})
+    upload.write_batch_manifest(store, store.root, batch, manifest)
 
 
 def build_lake(store, *, old_batches: int = 0):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import botocore.session
 import pytest
 from botocore.validate import ParamValidationError, validate_parameters
-
 from fruits import lake, steps
 
 ROOT = "s3://fruits-lake-test"

@@ -351,16 +351,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                                                            [(s["name"], s["state"], _minutes(s["seconds"])) for s in report["steps"]])]
     work = report.get("work")
     if work:
-        lines += ["", f"Batches featurized: {', '.join(work['featurize']) or 'none'} (caught up: "
-                      f"{', '.join(work['catch_up']) or 'none'}); nightly PCA: {', '.join(work['nightly']) or 'none'} "
-                      f"(statistics caught up: {', '.join(work['pca_catch_up']) or 'none'}); reexpress over "
-                      f"{len(work['reexpress'])} retained batches (since {work['retained_since']})."]
+        listed = {key: ", ".join(work[key]) or "none" for key in ("featurize", "catch_up", "nightly", "pca_catch_up")}
+        lines += ["", (f"Batches featurized: {listed['featurize']} (caught up: {listed['catch_up']}); nightly PCA: "
+                       f"{listed['nightly']} (statistics caught up: {listed['pca_catch_up']}); reexpress over "
+                       f"{len(work['reexpress'])} retained batches (since {work['retained_since']}).")]
     if report.get("pca"):
         pca = report["pca"]
         drift = {key: value for key, value in pca.items() if "drift" in key}
-        lines += ["", f"PCA on basis {pca['basis']} ({pca['mode']}): read {pca['rows_read']} rows, basis fitted on "
-                      f"{pca['rows_in_basis']} rows, k={pca['k']}, explained variance {pca['total_explained_variance']}, "
-                      f"{pca['seconds']} s; drift {json.dumps(drift, sort_keys=True) if drift else 'n/a'}."]
+        lines += ["", (f"PCA on basis {pca['basis']} ({pca['mode']}): read {pca['rows_read']} rows, basis fitted on "
+                       f"{pca['rows_in_basis']} rows, k={pca['k']}, explained variance "
+                       f"{pca['total_explained_variance']}, {pca['seconds']} s; drift "
+                       f"{json.dumps(drift, sort_keys=True) if drift else 'n/a'}.")]
     comparison = report.get("estimate_vs_actual")
     if comparison:
         lines += ["", "## Estimate vs actual", "",
