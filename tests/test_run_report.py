@@ -39,7 +39,8 @@ WALL = (ENDED - CREATED).total_seconds()
 JOB_METRICS = {"job": "featurize", "batch_id": BATCH, "seen": 120_000, "featurized": 119_990, "quarantined": 10,
                "seconds": 1150.0, "images_per_second": 104.35}
 PCA_REPORT = {"job": "pca", "mode": "auto", "basis": 3, "rows_read": 119_990, "rows_in_basis": 480_000, "k": 87,
-              "total_explained_variance": 0.95, "seconds": 230.0, "drift_explained_ratio": 0.97, "drift_mean_shift": 0.12}
+              "total_explained_variance": 0.95, "seconds": 230.0,
+              "drift_explained_ratio": 0.97, "drift_mean_shift": 0.12}
 WORK = {"retained_since": "2025-11-22", "catch_up": ["2026-11-19"], "pca_catch_up": [],
         "featurize": ["2026-11-19", BATCH], "nightly": ["2026-11-19", BATCH], "reexpress": ["2026-11-19", BATCH],
         "current_basis": 3, "windows": {}}
@@ -51,7 +52,8 @@ def commit_job_outputs(store, root, metrics=JOB_METRICS, pca_report=PCA_REPORT, 
                   {"job": "featurize", "batch_id": BATCH, "rows": metrics["featurized"], "seen": metrics["seen"],
                    "quarantined": metrics["quarantined"], "metrics": metrics})
     commit_output(store, lake.pca_reduced_uri(root, basis, BATCH),
-                  {"reduced/part-0.parquet": b"p", "pca_matrix.csv": b"path", "report.json": json.dumps(pca_report).encode()})
+                  {"reduced/part-0.parquet": b"p", "pca_matrix.csv": b"path",
+                   "report.json": json.dumps(pca_report).encode()})
     store.put(lake.pca_current_basis_uri(root), json.dumps({"version": basis, "location": "x"}).encode(), "-")
 
 
