@@ -63,7 +63,7 @@ with DAG(
     def check_gdpr(params=None, ds=None) -> dict:
         with tasks.config_errors_fail_now():
             batch = tasks.run_batch(params, ds)
-            settings = tasks.resolve_settings(Variable.get, params, TARGET, batch)
+            settings = tasks.resolve_settings(Variable.get, params, TARGET)
             tasks.check_params(settings, params)
             tasks.guard(settings, lambda: tasks.s3_client(settings))  # raises before any other AWS call
         return {"settings": settings.as_dict(), "batch": batch}
@@ -80,7 +80,8 @@ with DAG(
     @task
     def upload_new_images(checked: dict, params=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
-        return tasks.upload_batch(settings, _clients(settings), checked["batch"], dry_run=params["dry_run"])
+        return tasks.upload_batch(settings, _clients(settings), checked["batch"], dry_run=params["dry_run"],
+                                  explicit_landing=tasks.explicit_landing(params))
 
     @task(multiple_outputs=True)
     def plan_jobs(checked: dict, uploaded: dict, params=None, run_id=None) -> dict:

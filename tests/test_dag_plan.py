@@ -49,7 +49,7 @@ def params(**overrides):
 )
 def test_each_bad_param_is_refused_before_anything_runs_naming_the_param(overrides, named):
     given = params(**overrides)
-    settings = pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr", TONIGHT)
+    settings = pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr")
     with pytest.raises(ValueError, match=named):
         pipeline_tasks.check_params(settings, given)
 
@@ -58,18 +58,18 @@ def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
     given = params(weights=f"s3://{BUCKET}/models/keras/w.h5", weights_sha256="ab" * 32, pca_k=50,
                    landing="s3://fruits-landing-eu/2026-03-10/", pca_mode="refit", pca_drift_threshold=0.2)
     variables = {"fruits_bucket": BUCKET, "fruits_allowed_buckets": "fruits-landing-eu, other"}
-    settings = pipeline_tasks.resolve_settings(variables.get, given, "emr", TONIGHT)
+    settings = pipeline_tasks.resolve_settings(variables.get, given, "emr")
     pipeline_tasks.check_params(settings, given)
     with pytest.raises(ValueError, match=r"Param landing.*fruits_allowed_buckets"):
-        pipeline_tasks.check_params(pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr",
-                                                                    TONIGHT), given)
+        pipeline_tasks.check_params(pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr"),
+                                    given)
     # The local target reads local weights; a local landing folder is fine on both targets.
     local = {**given, "weights": "file:///shared/w.h5", "landing": "/data/photos"}
-    pipeline_tasks.check_params(pipeline_tasks.resolve_settings({}.get, local, "local", TONIGHT), local)
+    pipeline_tasks.check_params(pipeline_tasks.resolve_settings({}.get, local, "local"), local)
 
 
 def test_the_variables_landing_is_checked_too():
-    settings = pipeline_tasks.resolve_settings({"fruits_landing": "s3://elsewhere/in/"}.get, params(), "emr", TONIGHT)
+    settings = pipeline_tasks.resolve_settings({"fruits_landing": "s3://elsewhere/in/"}.get, params(), "emr")
     with pytest.raises(ValueError, match=r"Variable fruits_landing"):
         pipeline_tasks.check_params(settings, params())
 
@@ -88,13 +88,14 @@ def test_a_batch_must_be_a_real_date(batch):
     assert pipeline_tasks.run_batch({"batch": None}, TONIGHT) == TONIGHT
 
 
-def test_the_landing_of_a_run_is_its_dated_folder_unless_the_param_names_one():
+def test_the_landing_param_names_the_batch_folder_else_the_variable_is_the_dated_landing():
     variables = {"fruits_landing": "s3://fruits-lake-eu-west-3/incoming/"}
-    settings = pipeline_tasks.resolve_settings(variables.get, params(), "emr", "2026-03-01")
-    assert settings.landing == lake.landing_uri("s3://fruits-lake-eu-west-3/incoming/", "2026-03-01")
-    assert settings.landing == "s3://fruits-lake-eu-west-3/incoming/2026-03-01/"
-    explicit = pipeline_tasks.resolve_settings(variables.get, params(landing="/tmp/photos"), "emr", "2026-03-01")
-    assert explicit.landing == "/tmp/photos"
+    settings = pipeline_tasks.resolve_settings(variables.get, params(), "emr")
+    # The upload reads <landing>/<batch>/ (lake.landing_uri) unless the Param named the folder.
+    assert settings.landing == "s3://fruits-lake-eu-west-3/incoming/" and not pipeline_tasks.explicit_landing(params())
+    given = params(landing="/tmp/photos")
+    assert pipeline_tasks.resolve_settings(variables.get, given, "emr").landing == "/tmp/photos"
+    assert pipeline_tasks.explicit_landing(given)
 
 
 def test_settings_parse_retention_and_drift_threshold_from_variables():

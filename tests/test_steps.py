@@ -103,6 +103,7 @@ def test_reexpress_lists_the_batches_once_in_date_order():
     assert _value(args, "--batches") == "2026-02-28,2026-03-01,2026-03-04"
     assert (_value(args, "--features-root"), _value(args, "--bases"), _value(args, "--reduced-root")) == (
         lake.features_uri(ROOT), lake.pca_bases_uri(ROOT), lake.pca_reduced_root(ROOT))
+    assert _value(args, "--stats-root") == lake.pca_stats_root(ROOT)  # optional: each batch's drift figures
     step = steps.emr_step(job, batch=BATCH)
     assert step["Name"] == f"fruits-reexpress-{BATCH}"
     validate_parameters({"JobFlowId": "j-1", "Steps": [step]}, _emr_input_shape("AddJobFlowSteps"))

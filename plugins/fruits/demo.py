@@ -103,16 +103,18 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
     features = lake.read_commit(store, lake.features_uri(root, batch))
     metrics = features.get("metrics") or {}
     version = run_report.current_basis(store, root)
-    reduced = lake.read_commit(store, lake.pca_reduced_uri(root, version, batch))
-    pca = _path(reduced["location"])
+    reduced_uri = lake.pca_reduced_uri(root, version, batch)
+    pca = _path(lake.read_commit(store, reduced_uri)["location"])
     report = json.loads((pca / "report.json").read_text())
-    csv_rows = sum(1 for _ in (pca / "pca_matrix.csv").open()) - 1
+    csv_parts = [_path(uri) for uri in lake.committed_files(store, reduced_uri) if uri.endswith(".csv")]
+    csv_rows = sum(sum(1 for _ in part.open()) - 1 for part in csv_parts)  # each part has the header
     return [
         f"features      {_path(features['location'])}/  ({features.get('rows')} rows; "
         f"{metrics.get('featurized')} featurized, {metrics.get('quarantined')} quarantined, "
         f"{metrics.get('images_per_second', 0):.1f} images/s)",
         f"quarantine    {_path(lake.quarantine_uri(root, batch))}",
-        f"PCA matrix    {pca / 'pca_matrix.csv'}  ({csv_rows} rows x {report.get('k')} components, basis {version})",
+        f"PCA matrix    {len(csv_parts)} CSV part(s) under {pca}  ({csv_rows} rows x {report.get('k')} components, "
+        f"basis {version})",
         f"PCA report    {pca / 'report.json'}  (explained variance {report.get('total_explained_variance', 0):.3f})",
         f"PCA plot      {pca / 'explained_variance.png'}",
         f"PCA basis     {_path(lake.pca_basis_uri(root, version))}",

@@ -81,20 +81,24 @@ def run_batch(params: Mapping[str, Any], ds: str) -> str:
         raise ValueError(f"Param batch: {error}") from None
 
 
-def resolve_settings(get_variable: Callable[[str, Any], Any], params: Mapping[str, Any], target: str,
-                     batch: str) -> PipelineSettings:
+def resolve_settings(get_variable: Callable[[str, Any], Any], params: Mapping[str, Any],
+                     target: str) -> PipelineSettings:
     """Settings from Variables, this run's Params on top. `target` is the DAG's parse-time target:
     a `fruits_target` Variable saying otherwise is a configuration error, not something to guess.
-    `landing` becomes the folder of this batch's photos: the `landing` Param as given, else
-    `<fruits_landing>/<batch>/` (a backfill takes its own date's photos)."""
-    settings = load_settings(get_variable)
+    `landing` is the `landing` Param (a folder of this batch's photos) when given, else the Variable
+    (the dated landing: the upload reads `<fruits_landing>/<batch>/`, see explicit_landing)."""
+    settings = load_settings(get_variable, landing=params.get("landing") or None)
     if settings.target != target and get_variable("fruits_target", None) not in (None, ""):
         raise ValueError(
             f"Variable fruits_target={settings.target!r} but this DAG was parsed for target {target!r} "
             "(env FRUITS_TARGET): set both the same"
         )
-    landing = params.get("landing") or (lake.landing_uri(settings.landing, batch) if settings.landing else "")
-    return dataclasses.replace(settings, target=target, landing=landing)
+    return dataclasses.replace(settings, target=target)
+
+
+def explicit_landing(params: Mapping[str, Any]) -> bool:
+    """Whether the run's `landing` Param names the batch's folder (else `<fruits_landing>/<batch>/`)."""
+    return bool(params.get("landing"))
 
 
 def _bucket_allowed(uri: str, settings: PipelineSettings, param: str) -> None:

@@ -135,13 +135,14 @@ def reexpress_job(
     helper_modules: Sequence[str] = ("jobio.py",),
 ) -> SparkJob:
     """`pca.py reexpress`: each listed batch not yet committed on the current basis is projected on
-    it (a no-op when all are, so every run ends with it)."""
+    it (a no-op when all are, so every run ends with it); the statistics give each its drift figures."""
     if not batches:
         raise ValueError("reexpress needs at least one batch")
     script, py_files = _code_files(code_uri, helper_modules, "pca.py")
     args = [
         "reexpress", "--batches", ",".join(sorted({lake.check_batch(b) for b in batches})),
         "--features-root", lake.features_uri(root),
+        "--stats-root", lake.pca_stats_root(root),
         "--bases", lake.pca_bases_uri(root),
         "--reduced-root", lake.pca_reduced_root(root),
     ]
