@@ -240,7 +240,9 @@ def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aw
     assert states["fail_if_anything_failed"] == "failed"  # ...and did not turn the run green
     assert driver.described == ["featurize"]
     assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
-    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="locks/")
+    from fruits import locks
+
+    assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", "2026-03-01") is None
 
 
 def test_the_next_night_catches_a_failed_night_up_before_its_own(aws):
@@ -316,7 +318,8 @@ def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
     assert states["plan_jobs"] == "success"
     assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
     assert states["unlock_batch"] == "success"  # the dry run's lock is released too
-    assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+    written = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert not calls.of("emr") and written == ["locks/batch=2026-03-01.json"]  # the released lock record
 
 
 def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_path):
