@@ -139,6 +139,8 @@ def build_lake(store, *, old_batches: int = 0):
     raw_batch(store, "2026-03-05", 7)  # featurized, but its PCA failed: no statistics
     commit(store, lake.features_uri(root, "2026-03-05"), 7)
     store.put(lake.pca_stats_uri(root, "2026-03-05") + "run=y/part-0", b"half", "x")
+    raw_batch(store, "2026-03-06", 2)  # nothing readable: committed with no row, nothing for the PCA
+    commit(store, lake.features_uri(root, "2026-03-06"), 0)
     raw_batch(store, "2026-03-12", 1)  # a later night: not tonight's business
     raw_batch(store, TONIGHT, 5)
     store.put(lake.pca_current_basis_uri(root), json.dumps({"version": 2, "location": "x"}).encode(), "x")
@@ -195,10 +197,10 @@ def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_hi
     build_lake(store)
     gets = _count_gets(s3)
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
-    # 3 features markers (listed partitions), 2 statistics markers, 3 manifests (batches to catch up
+    # 4 features markers (listed partitions), 2 statistics markers, 3 manifests (batches to catch up
     # or without photos), the current basis: what the retained window holds, not the history.
     assert sorted(gets) == sorted([
-        *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05")),
+        *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05", "2026-03-06")),
         *(f"pca/stats/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-05")),
         *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04")),
         "pca/bases/_current.json"])
@@ -206,7 +208,7 @@ def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_hi
     build_lake(store, old_batches=100)  # 100 more nights, all beyond retention
     gets.clear()
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
-    assert len(gets) == 9
+    assert len(gets) == 10
 
 
 def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):

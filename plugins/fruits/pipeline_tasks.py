@@ -316,7 +316,9 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
                 catch_up[other] = photos
     tonight = {batch: images_in_batch} if images_in_batch else {}
     to_featurize = {**catch_up, **tonight}
-    stats_missing = [b for b in featurized if b < batch and b not in with_stats and b not in to_featurize]
+    # A batch committed with no row (nothing readable) has nothing for the PCA: never a nightly, never re-expressed.
+    with_rows = {b for b, n in featurized.items() if n > 0}
+    stats_missing = [b for b in sorted(with_rows) if b < batch and b not in with_stats and b not in to_featurize]
     nightly = sorted({*to_featurize, *stats_missing})
     rows = {**featurized, **to_featurize}  # committed rows; photos (an upper bound) for what runs tonight
     current = _current_basis(store, root)
@@ -324,7 +326,7 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     for night in nightly:
         done.add(night)
         windows[night] = sorted(done)
-    reexpress = sorted({*featurized, *to_featurize})
+    reexpress = sorted(with_rows | set(to_featurize))
     work = {
         "batch": batch,
         "retained_since": since,
