@@ -71,7 +71,7 @@ with DAG(
     def _clients(settings: PipelineSettings):
         return tasks.s3_client(settings) if TARGET == "emr" or tasks.is_s3(settings.landing) else None
 
-    @task(retries=0)  # a batch held by another run or an erasure: fail fast, say who holds it
+    @task  # held by another run or an erasure: fails at once naming the holder; AWS hiccups are retried
     def lock_batch(checked: dict, run_id=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
         with tasks.config_errors_fail_now():

@@ -63,7 +63,7 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.
-    never = {FINAL, "stop_if_nothing_to_do", "lock_batch", *steps.JOB_KINDS,
+    never = {FINAL, "stop_if_nothing_to_do", *steps.JOB_KINDS,
              *(f"add_{kind}_step" for kind in steps.JOB_KINDS), *(f"wait_{kind}" for kind in steps.JOB_KINDS)}
     for task_id, count in retries.items():
         expected = 0 if task_id in never or target == "local" else 2
