@@ -286,19 +286,26 @@ def test_pca_k_is_checked_against_the_rows_a_fit_of_this_run_may_use(work):
 
 
 def test_the_estimate_counts_what_the_run_will_read(work):
+    import inspect
+
     from fruits import costs
 
+    if "reexpress_rows" not in inspect.signature(costs.estimate_for_run).parameters:
+        pytest.skip("estimate_for_run's catchup_images/reexpress_rows/refit_batches come with the costs workstream")
     auto = pipeline_tasks.estimate_cost(EMR, params(), work)
     refit = pipeline_tasks.estimate_cost(EMR, params(pca_mode="refit"), work)
-    # featurize: tonight's photos and the caught-up nights'; PCA: the new batches' rows, and with a
-    # forced refit every retained batch's rows too (their re-expression).
-    assert auto["images"] == refit["images"] == 12
-    assert (auto["reads"]["pca_rows"], refit["reads"]["pca_rows"]) == (19, 19 + 10)
+    # Featurize tonight's 5 photos and the caught-up nights' 7; the PCA reads the 4 nightly batches'
+    # rows; a forced refit merges the window's 5 statistics and re-expresses the other retained rows.
+    assert auto["reads"] == {"images": 5, "catchup_images": 7, "pca_rows": 19, "reexpress_rows": 0, "refit_batches": 0,
+                             "featurize_batches": EXPECTED["featurize"], "forced_refit": False}
+    assert (refit["reads"]["reexpress_rows"], refit["reads"]["refit_batches"]) == (10, 5)
     sizing = pipeline_tasks.cluster_sizing(params())
-    assert refit["seconds"] == costs.estimate_for_run(12, sizing, region=REGION, pca_rows=29)["seconds"]
+    expected = costs.estimate_for_run(5, sizing, region=REGION, pca_rows=19, catchup_images=7, reexpress_rows=10,
+                                      refit_batches=5)
+    assert refit["seconds"] == expected["seconds"] and refit["cost"] == expected["cost"]
     year = {**work, "nightly_rows": 1_000_000, "reexpress_rows": 364_000_000}
-    assert (pipeline_tasks.estimate_cost(EMR, params(pca_mode="refit"), year)["seconds"]["pca_s"]
-            > pipeline_tasks.estimate_cost(EMR, params(), year)["seconds"]["pca_s"])
+    assert (pipeline_tasks.estimate_cost(EMR, params(pca_mode="refit"), year)["cost"]["total_usd"]
+            > pipeline_tasks.estimate_cost(EMR, params(), year)["cost"]["total_usd"])
     assert pipeline_tasks.estimate_cost(PipelineSettings(target="local"), params(), work) is None
 
 

@@ -435,21 +435,25 @@ def has_work(*, dry_run: bool, work: Mapping[str, Any], batch: str) -> bool:
 def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
                   work: Mapping[str, Any]) -> dict[str, Any] | None:
     """The run's cost estimate, made before any cluster exists (EMR only; the local target is free),
-    on what the run will read: featurize every photo of tonight's and the caught-up batches, the PCA
-    their rows, plus every retained batch's rows when a refit is forced (its re-expression)."""
+    on what the run will read: tonight's photos and the caught-up nights', the PCA rows of every batch
+    with a nightly, and with a forced refit the window's statistics and every retained batch's rows
+    (their re-expression). An auto run that drifts refits too, which no plan can know beforehand."""
     if settings.target != "emr":
         return None
     from fruits import costs
 
     forced_refit = (params.get("pca_mode") or steps.PCA_AUTO) == steps.PCA_REFIT
-    pca_rows = work["nightly_rows"] + (work["reexpress_rows"] if forced_refit else 0)
-    estimate = costs.estimate_for_run(work["featurize_images"], cluster_sizing(params), region=settings.region,
-                                      pca_rows=pca_rows, landing_on_s3=is_s3(settings.landing))
-    log.info("estimated cost of batch %s: featurize %d images (%d batches), PCA %d rows: %.4f USD (%.4f EUR)",
-             work["batch"], work["featurize_images"], len(work["featurize"]), pca_rows,
+    catch_up = sum(work["catch_up_images"].values())
+    reads = {"images": work["featurize_images"] - catch_up, "catchup_images": catch_up,
+             "pca_rows": work["nightly_rows"], "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,
+             "refit_batches": len(work["windows"][work["nightly"][-1]]) if forced_refit and work["nightly"] else 0}
+    estimate = costs.estimate_for_run(reads["images"], cluster_sizing(params), region=settings.region,
+                                      pca_rows=reads["pca_rows"], landing_on_s3=is_s3(settings.landing),
+                                      catchup_images=catch_up, reexpress_rows=reads["reexpress_rows"],
+                                      refit_batches=reads["refit_batches"])
+    log.info("estimated cost of batch %s: %s: %.4f USD (%.4f EUR)", work["batch"], reads,
              estimate["cost"]["total_usd"], estimate["cost"]["total_eur"])
-    return {**estimate, "reads": {"featurize_images": work["featurize_images"], "featurize_batches": work["featurize"],
-                                  "pca_rows": pca_rows, "forced_refit": forced_refit}}
+    return {**estimate, "reads": {**reads, "featurize_batches": work["featurize"], "forced_refit": forced_refit}}
 
 
 def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None, estimate: Mapping[str, Any] | None,
