@@ -334,3 +334,20 @@ def test_the_local_jobs_get_no_airflow_secret():
     env = local_target.job_environment(environ)
     assert {"PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME", "PYSPARK_PYTHON"} <= set(env)
     assert not {name for name in environ if name not in ("PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME")} & set(env)
+
+
+def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
+    from fruits import demo
+
+    store = upload.LocalStore(tmp_path / "lake")
+    metrics = {"featurized": 3, "quarantined": 1, "images_per_second": 2.5}
+    commit_output(store, lake.features_uri(store.root, TONIGHT), {"part-0.parquet": b"p"},
+                  {"rows": 3, "metrics": metrics})
+    report = {"k": 2, "total_explained_variance": 0.96}
+    parts = {"pca_matrix/part-0.csv": b"path,label,pc_1,pc_2\na,A,1,2\nb,B,3,4\n",
+             "pca_matrix/part-1.csv": b"path,label,pc_1,pc_2\nc,C,5,6\n", "report.json": json.dumps(report).encode()}
+    commit_output(store, lake.pca_reduced_uri(store.root, 2, TONIGHT), parts)
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 2}).encode(), "-")
+    lines = "\n".join(demo.summarize(tmp_path / "lake", TONIGHT))
+    assert "(3 rows; 3 featurized, 1 quarantined, 2.5 images/s)" in lines
+    assert "2 CSV part(s)" in lines and "(3 rows x 2 components, basis 2)" in lines and "v=0002" in lines
