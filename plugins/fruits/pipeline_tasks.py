@@ -303,10 +303,11 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     raw = retained(upload.raw_batches(store, root))
     listed_features = retained(upload.batch_partitions(store, lake.features_uri(root)))
     listed_stats = set(retained(upload.batch_partitions(store, lake.pca_stats_root(root))))
-    markers = dict(zip(listed_features, _read_markers(store, [lake.features_uri(root, b) for b in listed_features])))
-    featurized = {b: int(m.get("rows", 0)) for b, m in markers.items() if m}
-    with_stats = [b for b, m in zip(sorted(listed_stats & set(featurized)), _read_markers(
-        store, [lake.pca_stats_root(root) + f"batch={b}/" for b in sorted(listed_stats & set(featurized))])) if m]
+    markers = _read_markers(store, [lake.features_uri(root, b) for b in listed_features])
+    featurized = {b: int(m.get("rows", 0)) for b, m in zip(listed_features, markers, strict=True) if m}
+    stats_listed = sorted(listed_stats & set(featurized))
+    stats_markers = _read_markers(store, [lake.pca_stats_uri(root, b) for b in stats_listed])
+    with_stats = [b for b, m in zip(stats_listed, stats_markers, strict=True) if m]
 
     catch_up: dict[str, int] = {}
     for other in raw:
