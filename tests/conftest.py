@@ -98,3 +98,33 @@ def sample_features(sample_dir, keras_home, spark, tmp_path_factory) -> str:
     args = featurize.parse_args(["--input", str(sample_dir), "--output", str(output), "--batch-id", "2024-01-01"])
     featurize.run(spark, args)
     return str(output)
+
+
+class StoreFiles:
+    """spark_jobs/jobio's file operations over a fruits.upload store (LocalStore, or S3Store on moto):
+    tests lay out a lake with the jobs' own commit writer, `jobio.commit(StoreFiles(store), ...)`."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def write(self, uri: str, data: bytes) -> None:
+        from fruits import upload
+
+        self.store.put(uri, data, upload.sha256_bytes(data))
+
+    def read(self, uri: str) -> bytes | None:
+        return self.store.read_or_none(uri)
+
+    def list_files(self, folder: str) -> list[tuple[str, int]]:
+        folder = folder.rstrip("/") + "/"
+        return sorted((uri[len(folder):], len(self.store.read(uri))) for uri in self.store.list_files(folder))
+
+
+def commit_output(store, output: str, files: dict[str, bytes], facts: dict | None = None) -> dict:
+    """Write `files` into a new run folder of `output` and commit it, as a job run does."""
+    import jobio
+
+    run = jobio.run_uri(output, jobio.new_run_id())
+    for name, data in files.items():
+        store.put(run + name, data, "-")
+    return jobio.commit(StoreFiles(store), output, run, facts)

@@ -1,10 +1,15 @@
 """The EMR target end to end with `dag.test()` against moto (`mock_aws`, in-process): GDPR guard,
-upload, RunJobFlow, the two steps, the sensors, the teardown and the final verdict.
+batch lock, upload, plan (catch-up of failed nights), RunJobFlow, the featurize / PCA nightly /
+reexpress steps, the sensors, the teardown, the unlock and the final verdict.
 
 moto never runs or finishes an EMR step (the first stays RUNNING, later ones PENDING, forever), so
-`EmrStepDriver` plays the cluster's part: the first time the sensor asks about a step, the step has
-ended with the state the test scripted. The Spark jobs themselves are tested for real elsewhere
+`EmrStepDriver` plays the cluster's part: when the sensor asks about the last step of a job kind, every
+step of that kind has ended with the state the test scripted, and a COMPLETED featurize or PCA nightly
+step has left the commit marker the real job writes (features, statistics), so the next night's plan
+sees what a real night leaves. The Spark jobs themselves are tested for real elsewhere
 (tests/test_dag_local.py runs these same arguments through spark-submit).
+
+Needs fruits.locks (the ingest workstream): passes once merged with it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import botocore.session
 import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
+from conftest import commit_output
+from fruits import demo, lake
+from fruits.upload import S3Store
 from moto import mock_aws
 from moto.emr.models import ElasticMapReduceBackend
-
-from fruits import demo, lake, steps
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +38,17 @@ REGION = "eu-west-3"
 BUCKET = "fruits-lake-test-eu-west-3"
 
 
+def _job(step) -> str:
+    return step.name.split("-")[1]  # steps.emr_step names it fruits-<job>-<batch>
+
+
+def _arg(step, flag: str) -> str:
+    return step.args[step.args.index(flag) + 1]
+
+
 class EmrStepDriver:
-    """Scripted outcome per job ("featurize"/"pca"): applied when the step is first described."""
+    """Scripted outcome per job kind ("featurize"/"pca"/"reexpress"), applied to every step of that
+    kind when the sensor first describes one; a COMPLETED step commits what the job would."""
 
     def __init__(self, outcomes: dict[str, str]):
         self.outcomes = outcomes
@@ -42,10 +57,25 @@ class EmrStepDriver:
 
     def __call__(self, backend, cluster_id, step_id):
         step = self._original(backend, cluster_id, step_id)
-        job = step.name.split("-")[1]  # steps.emr_step names it fruits-<job>-<batch>
-        step.state = self.outcomes[job]
-        self.described.append(job)
+        job = _job(step)
+        if job not in self.described:
+            self.described.append(job)
+            for other in backend.clusters[cluster_id].steps:
+                if _job(other) == job:
+                    other.state = self.outcomes[job]
+                    if other.state == "COMPLETED":
+                        self._commit(job, other)
         return step
+
+    @staticmethod
+    def _commit(job: str, step) -> None:
+        store = S3Store(boto3.client("s3", region_name=REGION), BUCKET)
+        if job == "featurize":
+            commit_output(store, _arg(step, "--output"), {"part-0.parquet": b"p"},
+                          {"job": "featurize", "batch_id": _arg(step, "--batch-id"), "rows": 4})
+        elif job == "pca":
+            commit_output(store, _arg(step, "--stats-root") + f"batch={_arg(step, '--batch')}/", {"stats.npz": b"s"},
+                          {"job": "pca", "rows": 4})
 
 
 class ApiCalls:
@@ -87,13 +117,16 @@ def _ended_fleets(request: dict) -> list[dict]:
     ]
 
 
+DATES = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
 @pytest.fixture
 def landing(tmp_path, sample_dir) -> Path:
-    """Three days of arrivals: 2 labels x 2 real photos per day, in landing/<day>/<Label>/."""
+    """Three days of arrivals: 2 labels x 2 real photos per day, in landing/<date>/<Label>/."""
     labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:6]
-    for day in range(3):
+    for day, date in enumerate(DATES):
         for label in labels[2 * day: 2 * day + 2]:
-            target = tmp_path / "landing" / f"day{day}" / label
+            target = tmp_path / "landing" / date / label
             target.mkdir(parents=True)
             for photo in sorted((sample_dir / "Training" / label).glob("*.jpg"))[:2]:
                 shutil.copy(photo, target / photo.name)
@@ -105,7 +138,7 @@ def aws(airflow_home, monkeypatch, landing):
     monkeypatch.setenv("FRUITS_TARGET", "emr")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     for name, value in {"fruits_bucket": BUCKET, "fruits_region": REGION,
-                        "fruits_landing": str(landing / "day0")}.items():
+                        "fruits_landing": str(landing)}.items():
         monkeypatch.setenv(f"AIRFLOW_VAR_{name.upper()}", value)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
@@ -123,6 +156,9 @@ def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+
+
+ALL_COMPLETED = {"featurize": "COMPLETED", "pca": "COMPLETED", "reexpress": "COMPLETED"}
 
 
 def _run(batch: str, outcomes: dict[str, str], run_conf: dict | None = None):
@@ -143,10 +179,11 @@ def _cluster_states(emr) -> list[str]:
 
 def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     s3, calls = aws
-    run, states, driver = _run("2026-03-01", {"featurize": "COMPLETED", "pca": "COMPLETED"})
+    run, states, driver = _run("2026-03-01", ALL_COMPLETED)
     assert str(run.state) == "success", states
-    assert states["terminate_cluster"] == "success" and states["fail_if_anything_failed"] == "skipped"
-    assert driver.described == ["featurize", "pca"]
+    assert states["terminate_cluster"] == states["unlock_batch"] == "success"
+    assert states["fail_if_anything_failed"] == "skipped"
+    assert driver.described == ["featurize", "pca", "reexpress"]
 
     # The GDPR check came before everything else; nothing touched EMR before the bucket was proven EU.
     first_emr = next(i for i, (service, _, _) in enumerate(calls.calls) if service == "emr")
@@ -160,14 +197,17 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     (cluster,) = emr.list_clusters()["Clusters"]
     assert _cluster_states(emr) == ["TERMINATED"]
     added = emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]  # newest first
-    assert [s["Name"] for s in added] == ["fruits-featurize-2026-03-01", "fruits-pca-2026-03-01"]
-    featurize_args, pca_args = (s["Config"]["Args"] for s in added)
+    assert [s["Name"] for s in added] == [f"fruits-{job}-2026-03-01" for job in ("featurize", "pca", "reexpress")]
+    featurize_args, pca_args, reexpress_args = (s["Config"]["Args"] for s in added)
     root = f"s3://{BUCKET}"
     assert featurize_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert featurize_args[featurize_args.index("--input") + 1] == lake.raw_uri(root, "2026-03-01")
     assert featurize_args[featurize_args.index("--output") + 1] == lake.features_uri(root, "2026-03-01")
-    assert pca_args[pca_args.index("--input") + 1] == lake.features_uri(root, "2026-03-01")  # first batch
-    assert pca_args[pca_args.index("--output") + 1] == lake.pca_uri(root, "2026-03-01")
+    nightly = pca_args[pca_args.index("--py-files") + 3:]
+    assert nightly[:3] == ["nightly", "--batch", "2026-03-01"] and nightly[nightly.index("--mode") + 1] == "auto"
+    assert nightly[nightly.index("--features-root") + 1] == lake.features_uri(root)
+    assert nightly[nightly.index("--window") + 1] == "2026-03-01"  # the first night: its own statistics
+    assert reexpress_args[reexpress_args.index("--batches") + 1] == "2026-03-01"
     for add_call in calls.of("emr", "AddJobFlowSteps"):
         validate_parameters(add_call, _input_shape("AddJobFlowSteps"))
 
@@ -188,29 +228,75 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
 
 
 def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aws):
-    run, states, driver = _run("2026-03-01", {"featurize": "FAILED", "pca": "COMPLETED"})
+    s3, calls = aws
+    run, states, driver = _run("2026-03-01", {**ALL_COMPLETED, "featurize": "FAILED"})
     assert str(run.state) == "failed"
     assert states["wait_featurize"] == "failed"
-    assert states["add_pca_step"] == states["wait_pca"] == "upstream_failed"  # PCA never started
+    assert {states[t] for t in ("add_pca_step", "wait_pca", "add_reexpress_step", "wait_reexpress")} == {
+        "upstream_failed"}  # PCA never started
     assert states["terminate_cluster"] == "success"  # the teardown ran...
     assert states["report_cost"] == "success"  # the failed run's cluster is billed and reported too
+    assert states["unlock_batch"] == "success"  # the batch is free for the next attempt
     assert states["fail_if_anything_failed"] == "failed"  # ...and did not turn the run green
     assert driver.described == ["featurize"]
     assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
+    from fruits import locks
+
+    assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", "2026-03-01") is None
+
+
+def test_the_next_night_catches_a_failed_night_up_before_its_own(aws):
+    s3, calls = aws
+    run, states, _ = _run(DATES[0], {**ALL_COMPLETED, "featurize": "FAILED"})
+    assert str(run.state) == "failed"
+    run, states, _ = _run(DATES[1], ALL_COMPLETED)
+    assert str(run.state) == "success", states
+    plan = run.get_task_instance("plan_jobs").xcom_pull(task_ids="plan_jobs", key="work")
+    assert plan["catch_up"] == [DATES[0]] and plan["featurize"] == plan["nightly"] == DATES[:2]
+    emr = boto3.client("emr", region_name=REGION)
+    second = next(c for c in emr.list_clusters()["Clusters"] if DATES[1] in c["Name"])
+    added = [s["Name"] for s in emr.list_steps(ClusterId=second["Id"])["Steps"][::-1]]
+    assert added == [f"fruits-featurize-{DATES[0]}", f"fruits-featurize-{DATES[1]}",
+                     f"fruits-pca-{DATES[0]}", f"fruits-pca-{DATES[1]}", f"fruits-reexpress-{DATES[1]}"]
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[1]}/run_report.json")["Body"].read())
+    assert report["work"]["catch_up"] == [DATES[0]]
+    # The estimate counted both nights' photos (2 labels x 2 photos each).
+    estimate = run.get_task_instance("plan_jobs").xcom_pull(task_ids="plan_jobs", key="estimate")
+    assert (estimate["reads"]["images"], estimate["reads"]["catchup_images"]) == (4, 4)
+    assert estimate["reads"]["featurize_batches"] == DATES[:2]
+    # The third night has nothing to catch up any more.
+    run, states, _ = _run(DATES[2], ALL_COMPLETED)
+    work = run.get_task_instance("plan_jobs").xcom_pull(task_ids="plan_jobs", key="work")
+    assert work["catch_up"] == [] and work["featurize"] == [DATES[2]] and work["reexpress"] == DATES
+
+
+def test_a_second_run_of_a_locked_batch_fails_fast_and_leaves_the_lock(aws):
+    s3, calls = aws
+    from fruits import locks
+
+    store = S3Store(s3, BUCKET)
+    locks.acquire(store, store.root, DATES[0], owner="erasure-42")
+    run, states, _ = _run(DATES[0], ALL_COMPLETED)
+    assert str(run.state) == "failed" and states["lock_batch"] == "failed"
+    assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
+    assert states["unlock_batch"] == "success"  # ran, and released nothing: not its lock
+    assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")
+    assert locks.release(store, store.root, DATES[0], "erasure-42") is True
 
 
 def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing(aws, landing):
     s3, calls = aws
-    dates = ["2026-03-01", "2026-03-02", "2026-03-03"]
-    for day, batch in enumerate(dates):
-        run, states, _ = _run(batch, {"featurize": "COMPLETED", "pca": "COMPLETED"},
-                              {"landing": str(landing / f"day{day}")})
+    dates = DATES
+    for batch in dates:  # each date takes its own landing folder, <fruits_landing>/<date>/
+        run, states, _ = _run(batch, ALL_COMPLETED)
         assert str(run.state) == "success", states
 
     def lake_objects():
-        # Data and code; not reports/: each run writes its own cost report, a rerun included.
+        # Photos, manifests and code; not reports/ (each run writes its own cost report), locks/ (each
+        # run takes and releases its batch's) or what the scripted jobs commit (each step run commits).
+        derived = ("reports/", "locks/", "features/", "pca/")
         return sorted((v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=BUCKET)["Versions"]
-                      if not v["Key"].startswith("reports/"))
+                      if not v["Key"].startswith(derived))
 
     partitions = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/", Delimiter="/")["CommonPrefixes"]
     assert [p["Prefix"] for p in partitions] == [f"raw/batch={d}/" for d in dates]
@@ -218,9 +304,12 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
     assert _cluster_states(emr) == ["TERMINATED"] * 3
 
     before = lake_objects()
-    run, states, _ = _run("2026-03-02", {"featurize": "COMPLETED", "pca": "COMPLETED"}, {"landing": str(landing / "day1")})
+    run, states, _ = _run("2026-03-02", ALL_COMPLETED)
     assert str(run.state) == "success", states
     assert lake_objects() == before  # not one object (photo, manifest, code) written again
+    # An explicit landing Param is a folder of that batch's photos, taken as is.
+    run, states, _ = _run("2026-03-04", ALL_COMPLETED, {"landing": str(landing / "2026-03-01")})
+    assert str(run.state) == "success", states
 
 
 def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
@@ -229,7 +318,9 @@ def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
     assert str(run.state) == "success"
     assert states["plan_jobs"] == "success"
     assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
-    assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+    assert states["unlock_batch"] == "success"  # the dry run's lock is released too
+    written = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert not calls.of("emr") and written == ["locks/batch=2026-03-01.json"]  # the released lock record
 
 
 def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_path):
@@ -239,6 +330,7 @@ def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_p
     assert str(run.state) == "success", states
     assert states["upload_new_images"] == states["plan_jobs"] == states["stop_if_nothing_to_do"] == "success"
     assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert states["unlock_batch"] == "success"
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")  # no photo, no manifest
 
@@ -267,11 +359,20 @@ def test_gdpr_guard_refuses_a_bucket_outside_the_eu_before_any_cluster_call(aws,
     assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="fruits-in-virginia")
 
 
-def test_pca_project_mode_reuses_the_saved_model_of_the_named_batch(aws):
-    run, states, _ = _run("2026-03-01", {"featurize": "COMPLETED", "pca": "COMPLETED"},
-                          {"pca_mode": steps.PCA_PROJECT, "pca_model_batch": "2026-02-01"})
+def test_a_forced_refit_and_a_bad_param_before_any_cluster(aws):
+    s3, calls = aws
+    run, states, _ = _run(DATES[0], ALL_COMPLETED, {"pca_mode": "refit", "pca_k": 3})
     assert str(run.state) == "success", states
     emr = boto3.client("emr", region_name=REGION)
     (cluster,) = emr.list_clusters()["Clusters"]
     pca_args = next(s for s in emr.list_steps(ClusterId=cluster["Id"])["Steps"] if "pca" in s["Name"])["Config"]["Args"]
-    assert pca_args[pca_args.index("--model") + 1] == lake.pca_uri(f"s3://{BUCKET}", "2026-02-01") + "model/"
+    assert pca_args[pca_args.index("--mode") + 1] == "refit" and pca_args[pca_args.index("--k") + 1] == "3"
+    # k above the rows the first fit may use (4 photos tonight): refused at plan time, no cluster.
+    calls.calls.clear()
+    run, states, _ = _run(DATES[1], ALL_COMPLETED, {"pca_mode": "refit", "pca_k": 500})
+    assert str(run.state) == "failed" and states["plan_jobs"] == "failed"
+    assert states["create_cluster"] == "upstream_failed"
+    assert not calls.of("emr", "RunJobFlow")
+    # A weights file outside the lake's buckets: refused before anything is uploaded.
+    run, states, _ = _run(DATES[2], ALL_COMPLETED, {"weights": "s3://somewhere-else/w.h5"})
+    assert states["check_gdpr"] == "failed" and states["upload_new_images"] == "upstream_failed"

@@ -7,14 +7,13 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-
 from airflow.sdk import TriggerRule
-
 from fruits import demo, emr_cluster, steps
 
-EMR_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do", "create_cluster",
-             "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca", "terminate_cluster", "report_cost"]
-LOCAL_CHAIN = ["check_gdpr", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do", "featurize", "pca", "report_cost"]
+HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]
+EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
+             "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "unlock_batch"]
+LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "unlock_batch"]
 FINAL = "fail_if_anything_failed"
 
 
@@ -55,6 +54,8 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert rules.pop(FINAL) == "one_failed"
     # The report is written for failed runs too (a failed cluster bills as well).
     assert rules.pop("report_cost") == "all_done"
+    # The batch lock is released whatever happened, after the teardown.
+    assert rules.pop("unlock_batch") == "all_done"
     if target == "emr":
         # Teardown runs whatever happened upstream: no run leaves a cluster billing.
         assert rules.pop("terminate_cluster") == "all_done"
@@ -62,8 +63,8 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.
-    never = {FINAL, "stop_if_nothing_to_do", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
-             "featurize", "pca"}
+    never = {FINAL, "stop_if_nothing_to_do", *steps.JOB_KINDS,
+             *(f"add_{kind}_step" for kind in steps.JOB_KINDS), *(f"wait_{kind}" for kind in steps.JOB_KINDS)}
     for task_id, count in retries.items():
         expected = 0 if task_id in never or target == "local" else 2
         assert count == expected, (task_id, count)
@@ -74,13 +75,17 @@ def test_emr_operators_are_the_providers_sensors_deferrable_with_timeouts(airflo
     dag = demo.load_dag("emr")
     kinds = {t.task_id: type(t).__name__ for t in dag.tasks}
     assert kinds["create_cluster"] == "EmrCreateJobFlowOperator"
-    assert kinds["add_featurize_step"] == kinds["add_pca_step"] == "EmrAddStepsOperator"
-    assert kinds["wait_featurize"] == kinds["wait_pca"] == "ExplainedEmrStepSensor"  # an EmrStepSensor
+    assert {kinds[f"add_{kind}_step"] for kind in steps.JOB_KINDS} == {"EmrAddStepsOperator"}
+    assert {kinds[f"wait_{kind}"] for kind in steps.JOB_KINDS} == {"ExplainedEmrStepSensor"}  # an EmrStepSensor
     assert kinds["terminate_cluster"] == "EmrTerminateJobFlowOperator"
-    for sensor_id in ("wait_featurize", "wait_pca"):
-        sensor = dag.task_dict[sensor_id]
+    for kind in steps.JOB_KINDS:
+        sensor = dag.task_dict[f"wait_{kind}"]
         assert sensor.deferrable and timedelta(0) < timedelta(seconds=sensor.timeout) <= timedelta(hours=6)
         assert sensor.max_attempts * sensor.poke_interval == sensor.timeout
+        # Each kind's steps go in one AddJobFlowSteps call; its sensor waits for the LAST of them.
+        assert sensor.step_id.endswith(f"xcom_pull(task_ids='add_{kind}_step')[-1] }}}}")
+    # The short-circuit skips only its direct downstream, so the ALL_DONE unlock still runs.
+    assert dag.task_dict["stop_if_nothing_to_do"].ignore_downstream_trigger_rules is False
 
 
 def test_schedule_params_and_runs(airflow_home, monkeypatch):
@@ -93,7 +98,13 @@ def test_schedule_params_and_runs(airflow_home, monkeypatch):
     assert dag.catchup is False and dag.max_active_runs == 1
     params = dag.params
     params.validate()  # every default is valid: scheduled runs and backfills use them
-    assert params["pca_mode"] == steps.PCA_REFIT and params["dry_run"] is False
+    # The defaults are the product: a scheduled run projects on the current basis (auto), the job
+    # chooses variance and drift threshold, the weights are the lake's, the landing is dated.
+    assert params["pca_mode"] == steps.PCA_AUTO and params["dry_run"] is False
+    for name in ("batch", "landing", "pca_variance", "pca_k", "pca_drift_threshold", "weights", "weights_sha256",
+                 "runtime"):
+        assert params[name] is None, name
+    assert "pca_model_batch" not in params
     sizing = emr_cluster.ClusterSizing()
     assert params["core_count"] == sizing.core_count and params["spot"] is sizing.spot
     assert params["architecture"] == sizing.architecture

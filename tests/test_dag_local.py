@@ -1,41 +1,45 @@
 """The local target end to end: `dag.test()` runs the real featurize and PCA jobs through a local
 spark-submit on real Fruits-360 photos with the real ImageNet weights, into a lake folder.
 
-A backfill of three dates (three days of arrivals) gives three batch partitions; the third date's PCA
-refits on all three; rerunning the second date changes no data and duplicates no row."""
+A backfill of three nights (the same labels each night, Training and Test photos, landing/<date>/):
+three committed feature batches and statistics, every night on the current basis (nightly or reexpress),
+the last night reads only its own batch, and 1-NN Training -> Test on the reduced rows of all nights
+together is >= 0.95; rerunning the second night changes no photo and duplicates no row.
+
+Needs the jobs' new CLIs (jobs-featurize, jobs-pca) and fruits.locks (ingest): passes once merged.
+"""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from fruits import demo, lake, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 DATES = ["2026-04-01", "2026-04-02", "2026-04-03"]
-LABELS_PER_DAY, PHOTOS_PER_LABEL = 2, 4
+LABELS, TRAINING_PER_NIGHT, TEST_PER_NIGHT = 6, 8, 3
 
 
 @pytest.fixture
-def arrivals(tmp_path, sample_dir) -> list[Path]:
-    """landing/day<n>/<Label>/<photo>: 2 labels x 4 real photos arriving each day."""
-    labels = sorted(p.name for p in (sample_dir / "Training").iterdir())
-    days = []
-    for day in range(len(DATES)):
-        folder = tmp_path / "landing" / f"day{day}"
-        for label in labels[day * LABELS_PER_DAY:(day + 1) * LABELS_PER_DAY]:
-            (folder / label).mkdir(parents=True)
-            for photo in sorted((sample_dir / "Training" / label).glob("*.jpg"))[:PHOTOS_PER_LABEL]:
-                shutil.copy(photo, folder / label / photo.name)
-        days.append(folder)
-    return days
+def landing(tmp_path, sample_dir) -> Path:
+    """landing/<date>/<Split>/<Label>/<photo>: the same 6 labels each night, different photos."""
+    labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:LABELS]
+    for split, per_night in (("Training", TRAINING_PER_NIGHT), ("Test", TEST_PER_NIGHT)):
+        for label in labels:
+            photos = sorted((sample_dir / split / label).glob("*.jpg"))
+            for night, date in enumerate(DATES):
+                folder = tmp_path / "landing" / date / split / label
+                folder.mkdir(parents=True)
+                for photo in photos[night * per_night:(night + 1) * per_night]:
+                    shutil.copy(photo, folder / photo.name)
+    return tmp_path / "landing"
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -43,75 +47,83 @@ def _files(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _rows(folder: Path) -> list[tuple[str, str]]:
-    table = pq.read_table(folder, columns=["path", "sha256"]).to_pylist()
-    return sorted((row["path"], row["sha256"]) for row in table)
+def _table(store, output: str):
+    """The rows of a committed output (only the files its marker names)."""
+    files = [uri.removeprefix("file://") for uri in lake.committed_files(store, output) if uri.endswith(".parquet")]
+    return pq.read_table(files, partitioning=None)  # the files' own columns, not the path's basis=/batch=
 
 
 def test_an_empty_landing_ends_the_run_successfully_without_running_a_job(tmp_path, airflow_home, monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", "local")
     (tmp_path / "nothing_arrived").mkdir()
     lake_dir = tmp_path / "lake"
-    dag_run = demo.run_dag("local", DATES[0], {"fruits_local_lake": str(lake_dir),
-                                                "fruits_landing": str(tmp_path / "nothing_arrived")})
+    dag_run = demo.run_dag("local", DATES[0], {"fruits_local_lake": str(lake_dir)},
+                           {"landing": str(tmp_path / "nothing_arrived")})
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert str(dag_run.state) == "success", states
-    assert states["stop_if_nothing_to_do"] == "success"
-    assert {states[t] for t in ("featurize", "pca", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert states["stop_if_nothing_to_do"] == "success" and states["unlock_batch"] == "success"
+    assert {states[t] for t in ("featurize", "pca", "reexpress", "report_cost", "fail_if_anything_failed")} == {
+        "skipped"}
     assert not (lake_dir / "raw").exists() and not (lake_dir / "features").exists()
 
 
-def test_backfill_three_dates_then_rerun_one(tmp_path, airflow_home, keras_home, arrivals, monkeypatch):
+def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_home, keras_home, landing,
+                                                               monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", "local")
     lake_dir = tmp_path / "lake"
-    root = upload.file_uri(lake_dir)
-    variables = {"fruits_local_lake": str(lake_dir), "fruits_landing": str(arrivals[0])}
+    store = upload.LocalStore(lake_dir)
+    root = store.root
+    variables = {"fruits_local_lake": str(lake_dir), "fruits_landing": str(landing)}
 
-    def run(batch: str, landing: Path):
-        dag_run = demo.run_dag("local", batch, variables, {"landing": str(landing)})
+    def run(batch: str):
+        dag_run = demo.run_dag("local", batch, variables)
         states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
         assert str(dag_run.state) == "success", states
         return states
 
-    for batch, landing in zip(DATES, arrivals):
-        run(batch, landing)
+    for batch in DATES:
+        run(batch)
 
-    per_day = LABELS_PER_DAY * PHOTOS_PER_LABEL
-    path_of = lambda uri: Path(uri.removeprefix("file://"))  # noqa: E731
-    assert sorted(p.name for p in (lake_dir / "features").iterdir()) == [f"batch={d}" for d in DATES]
-    for batch, landing in zip(DATES, arrivals):
-        features = path_of(lake.features_uri(root, batch))
-        table = pq.read_table(features)
-        assert table.num_rows == per_day
+    per_night = LABELS * (TRAINING_PER_NIGHT + TEST_PER_NIGHT)
+    for batch in DATES:
+        marker = lake.read_commit(store, lake.features_uri(root, batch))
+        assert marker["rows"] == per_night and marker["metrics"]["quarantined"] == 0
+        table = _table(store, lake.features_uri(root, batch))
+        assert table.num_rows == per_night and set(table.column("batch_id").to_pylist()) == {batch}
         assert {len(f) for f in table.column("features").to_pylist()} == {1280}
-        expected_labels = {p.name for p in landing.iterdir()}
-        assert set(table.column("label").to_pylist()) == expected_labels
-        assert set(table.column("batch_id").to_pylist()) == {batch}
-        metrics = json.loads((features / "_job_metrics.json").read_text())
-        assert (metrics["featurized"], metrics["quarantined"]) == (per_day, 0)
+        assert lake.read_commit(store, lake.pca_stats_uri(root, batch)) is not None
 
-    # The last date's PCA refits on every batch so far: all rows, each photo once.
-    pca = path_of(lake.pca_uri(root, DATES[-1]))
-    reduced = pq.read_table(pca / "reduced").to_pylist()
-    assert len(reduced) == len({row["path"] for row in reduced}) == per_day * len(DATES)
-    report = json.loads((pca / "report.json").read_text())
-    assert report["rows"] == per_day * len(DATES) and 0 < report["k"] <= per_day * len(DATES)
-    with (pca / "pca_matrix.csv").open() as handle:
-        matrix = list(csv.reader(handle))
-    assert matrix[0] == ["path", "label", *[f"pc_{i}" for i in range(1, report["k"] + 1)]]
-    assert len(matrix) - 1 == per_day * len(DATES)
-    assert (pca / "explained_variance.png").stat().st_size > 0 and (pca / "model").is_dir()
-    # The middle date's PCA saw only the batches up to its own.
-    assert json.loads((path_of(lake.pca_uri(root, DATES[1])) / "report.json").read_text())["rows"] == 2 * per_day
-    # Each run wrote its report (local target: zero cost, real throughput).
-    assert (path_of(lake.reports_uri(root, DATES[0])) / "run_report.json").exists()
+    # Every night is on the current basis: projected by its nightly, or re-expressed after a new basis
+    # (nights of 66 photos drift past the default threshold; the reexpress step catches them up).
+    version = json.loads((lake_dir / "pca/bases/_current.json").read_text())["version"]
+    reduced, reports = [], []
+    for batch in DATES:
+        output = lake.pca_reduced_uri(root, version, batch)
+        report_uri = next(uri for uri in lake.committed_files(store, output) if uri.endswith("/report.json"))
+        reports.append(json.loads(store.read(report_uri)))
+        reduced += _table(store, output).to_pylist()
+    assert [r["basis"] for r in reports] == [version] * len(DATES)
+    assert reports[-1]["rows_read"] == per_night  # the last night read only its own batch
+    assert len(reduced) == len({row["path"] for row in reduced}) == per_night * len(DATES)
+    assert {row["basis"] for row in reduced} == {version}
+
+    # 1-NN Training -> Test on the reduced rows of all nights together.
+    train = [r for r in reduced if r["split"] == "Training"]
+    test = [r for r in reduced if r["split"] == "Test"]
+    train_x, test_x = np.array([r["pca"] for r in train]), np.array([r["pca"] for r in test])
+    nearest = ((test_x[:, None, :] - train_x[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+    accuracy = np.mean([train[i]["label"] == r["label"] for i, r in zip(nearest, test)])
+    assert accuracy >= 0.95, accuracy
+
+    # Each run wrote its report (local target: zero cost, real throughput), with the basis it used.
+    run_report = json.loads((lake_dir / f"reports/batch={DATES[-1]}/run_report.json").read_text())
+    assert run_report["pca"]["basis"] == version and run_report["work"]["catch_up"] == []
 
     raw_before = _files(lake_dir / "raw")
-    features_before = _rows(path_of(lake.features_uri(root, DATES[1])))
-    pca_before = sorted(r["path"] for r in pq.read_table(path_of(lake.pca_uri(root, DATES[1])) / "reduced").to_pylist())
-
-    run(DATES[1], arrivals[1])  # rerun of the middle date
+    rows_before = sorted(r["path"] for r in _table(store, lake.features_uri(root, DATES[1])).to_pylist())
+    run(DATES[1])  # rerun of the middle night
     assert _files(lake_dir / "raw") == raw_before
-    assert _rows(path_of(lake.features_uri(root, DATES[1]))) == features_before
-    pca_after = sorted(r["path"] for r in pq.read_table(path_of(lake.pca_uri(root, DATES[1])) / "reduced").to_pylist())
-    assert pca_after == pca_before and len(pca_after) == len(set(pca_after)) == 2 * per_day
+    assert sorted(r["path"] for r in _table(store, lake.features_uri(root, DATES[1])).to_pylist()) == rows_before
+    version = json.loads((lake_dir / "pca/bases/_current.json").read_text())["version"]
+    after = sorted(r["path"] for r in _table(store, lake.pca_reduced_uri(root, version, DATES[1])).to_pylist())
+    assert after == sorted(set(after)) and len(after) == per_night

@@ -16,14 +16,14 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.emr.models import emr_backends
-
+from conftest import commit_output
 from fruits import costs, lake, run_report, steps, upload
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
 from fruits.upload import LocalStore, S3Store
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.emr.models import emr_backends
 
 REGION = "eu-west-3"
 BATCH = "2026-11-21"
@@ -38,7 +38,23 @@ ENDED = PCA[1] + timedelta(seconds=90)
 WALL = (ENDED - CREATED).total_seconds()
 JOB_METRICS = {"job": "featurize", "batch_id": BATCH, "seen": 120_000, "featurized": 119_990, "quarantined": 10,
                "seconds": 1150.0, "images_per_second": 104.35}
-PCA_REPORT = {"job": "pca", "mode": "refit", "rows": 119_990, "k": 87, "total_explained_variance": 0.95, "seconds": 230.0}
+PCA_REPORT = {"job": "pca", "mode": "auto", "basis": 3, "rows_read": 119_990, "rows_in_basis": 480_000, "k": 87,
+              "total_explained_variance": 0.95, "seconds": 230.0,
+              "drift_explained_ratio": 0.97, "drift_mean_shift": 0.12}
+WORK = {"retained_since": "2025-11-22", "catch_up": ["2026-11-19"], "pca_catch_up": [],
+        "featurize": ["2026-11-19", BATCH], "nightly": ["2026-11-19", BATCH], "reexpress": ["2026-11-19", BATCH],
+        "current_basis": 3, "windows": {}}
+
+
+def commit_job_outputs(store, root, metrics=JOB_METRICS, pca_report=PCA_REPORT, basis=3):
+    """The jobs' committed outputs of BATCH, as featurize and pca nightly leave them."""
+    commit_output(store, lake.features_uri(root, BATCH), {"part-0.parquet": b"p", "_job_metrics.json": b"{}"},
+                  {"job": "featurize", "batch_id": BATCH, "rows": metrics["featurized"], "seen": metrics["seen"],
+                   "quarantined": metrics["quarantined"], "metrics": metrics})
+    commit_output(store, lake.pca_reduced_uri(root, basis, BATCH),
+                  {"reduced/part-0.parquet": b"p", "pca_matrix.csv": b"path",
+                   "report.json": json.dumps(pca_report).encode()})
+    store.put(lake.pca_current_basis_uri(root), json.dumps({"version": basis, "location": "x"}).encode(), "-")
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +84,7 @@ def ended_cluster(normalized_instance_hours: int | None = None, *, ended: bool =
     code = lake.code_uri(ROOT, "abc123")
     emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[
         steps.emr_step(steps.featurize_job(ROOT, BATCH, code), batch=BATCH),
-        steps.emr_step(steps.pca_job(ROOT, BATCH, code), batch=BATCH),
+        steps.emr_step(steps.pca_nightly_job(ROOT, BATCH, code), batch=BATCH),
     ])
     backend_cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
     backend_cluster.creation_datetime, backend_cluster.ready_datetime = CREATED, READY
@@ -238,18 +254,19 @@ def test_report_is_written_to_the_batch_reports_prefix_encrypted(prices):
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=SETTINGS.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     store = S3Store(s3, SETTINGS.bucket)
-    # The jobs' own outputs, where the jobs write them.
-    for uri, payload in ((lake.features_uri(ROOT, BATCH) + "_job_metrics.json", JOB_METRICS),
-                         (lake.pca_uri(ROOT, BATCH) + "report.json", PCA_REPORT)):
-        data = json.dumps(payload).encode()
-        store.put(uri, data, "x")
+    # The jobs' own outputs, committed where the jobs commit them.
+    commit_job_outputs(store, ROOT)
     metrics, pca = run_report.job_outputs(store, ROOT, BATCH)
     assert metrics == JOB_METRICS and pca == PCA_REPORT
 
     cluster_id, request = ended_cluster()
     collected = record(cluster_id, request)
     report = run_report.build_run_report(batch=BATCH, target="emr", job_metrics=metrics, pca_report=pca, region=REGION,
-                                         prices=prices, **collected)
+                                         prices=prices, work=WORK, **collected)
+    # The basis, what the night read, the drift figures and the nights caught up are in the report.
+    assert report["pca"] == {key: PCA_REPORT[key] for key in (*run_report.PCA_KEYS, "drift_explained_ratio",
+                                                              "drift_mean_shift")}
+    assert report["work"]["catch_up"] == ["2026-11-19"] and "windows" not in report["work"]
     written = run_report.write_run_report(report, lake.reports_uri(ROOT, BATCH), store)
     assert written == [f"{ROOT}/reports/batch={BATCH}/run_report.md", f"{ROOT}/reports/batch={BATCH}/run_report.json"]
     head = s3.head_object(Bucket=SETTINGS.bucket, Key=f"reports/batch={BATCH}/run_report.json")
@@ -258,6 +275,21 @@ def test_report_is_written_to_the_batch_reports_prefix_encrypted(prices):
     markdown = store.read(written[0]).decode()
     assert f"batch {BATCH}" in markdown and "Total cost:" in markdown and f"{report['cost']['total_usd']:.4f} USD" in markdown
     assert "NormalizedInstanceHours" in markdown and "fruits-featurize" in markdown
+    assert "caught up: 2026-11-19" in markdown and "PCA on basis 3 (auto): read 119990 rows" in markdown
+    assert '"drift_mean_shift": 0.12' in markdown
+
+
+def test_only_committed_outputs_are_read(tmp_path):
+    store = LocalStore(tmp_path)
+    # A run that died before its commits: files in run folders, no marker names them.
+    store.put(lake.features_uri(store.root, BATCH) + "run=x/_job_metrics.json", json.dumps(JOB_METRICS).encode(), "-")
+    store.put(lake.pca_reduced_uri(store.root, 3, BATCH) + "run=x/report.json", json.dumps(PCA_REPORT).encode(), "-")
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 3}).encode(), "-")
+    assert run_report.job_outputs(store, store.root, BATCH) == (None, None)
+    # Committed on basis 2, while the current basis is 3 (reexpress has not run yet): no PCA report.
+    commit_job_outputs(store, store.root, basis=2)
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 3}).encode(), "-")
+    assert run_report.job_outputs(store, store.root, BATCH) == (JOB_METRICS, None)
 
 
 def test_a_failed_run_still_reports_what_the_cluster_cost(prices, tmp_path):
@@ -311,7 +343,7 @@ def test_normalization_factor_follows_the_size():
 def test_report_run_reads_the_jobs_outputs_and_writes_the_local_report(tmp_path, caplog):
     store = LocalStore(tmp_path)
     metrics = {**JOB_METRICS, "seen": 960, "featurized": 958, "quarantined": 2, "seconds": 64.0}
-    store.put(lake.features_uri(store.root, BATCH) + "_job_metrics.json", json.dumps(metrics).encode(), "x")
+    commit_output(store, lake.features_uri(store.root, BATCH), {"part-0.parquet": b"p"}, {"metrics": metrics})
     with caplog.at_level("INFO", logger="fruits.run_report"):
         report = run_report.report_run(store, store.root, BATCH, target="local", region=REGION)
     on_disk = json.loads((tmp_path / f"reports/batch={BATCH}/run_report.json").read_text())

@@ -90,28 +90,35 @@ def generate_images(folder: Path, *, per_label: int = 12) -> Path:
     return folder
 
 
+def _path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
 def summarize(lake_root: Path, batch: str) -> list[str]:
-    """What landed where, with counts, read back from the outputs themselves."""
-    import pyarrow.parquet as pq
+    """What landed where, with counts, read back from the committed outputs themselves."""
+    from fruits import lake, run_report, upload
 
-    from fruits import lake, upload
-
-    root = upload.file_uri(lake_root)
-    features = Path(lake.features_uri(root, batch).removeprefix("file://"))
-    pca = Path(lake.pca_uri(root, batch).removeprefix("file://"))
-    metrics = json.loads((features / "_job_metrics.json").read_text())
+    store = upload.LocalStore(lake_root)
+    root = store.root
+    features = lake.read_commit(store, lake.features_uri(root, batch))
+    metrics = features.get("metrics") or {}
+    version = run_report.current_basis(store, root)
+    reduced_uri = lake.pca_reduced_uri(root, version, batch)
+    pca = _path(lake.read_commit(store, reduced_uri)["location"])
     report = json.loads((pca / "report.json").read_text())
-    csv_rows = sum(1 for _ in (pca / "pca_matrix.csv").open()) - 1
+    csv_parts = [_path(uri) for uri in lake.committed_files(store, reduced_uri) if uri.endswith(".csv")]
+    csv_rows = sum(sum(1 for _ in part.open()) - 1 for part in csv_parts)  # each part has the header
     return [
-        f"features      {features}/  ({pq.read_table(features).num_rows} rows; "
+        f"features      {_path(features['location'])}/  ({features.get('rows')} rows; "
         f"{metrics.get('featurized')} featurized, {metrics.get('quarantined')} quarantined, "
         f"{metrics.get('images_per_second', 0):.1f} images/s)",
-        f"quarantine    {lake.quarantine_uri(root, batch).removeprefix('file://')}",
-        f"PCA matrix    {pca / 'pca_matrix.csv'}  ({csv_rows} rows x {report.get('k')} components)",
+        f"quarantine    {_path(lake.quarantine_uri(root, batch))}",
+        f"PCA matrix    {len(csv_parts)} CSV part(s) under {pca}  ({csv_rows} rows x {report.get('k')} components, "
+        f"basis {version})",
         f"PCA report    {pca / 'report.json'}  (explained variance {report.get('total_explained_variance', 0):.3f})",
         f"PCA plot      {pca / 'explained_variance.png'}",
-        f"PCA model     {pca / 'model'}/",
-        f"run report    {lake.reports_uri(root, batch).removeprefix('file://')}run_report.md (and .json)",
+        f"PCA basis     {_path(lake.pca_basis_uri(root, version))}",
+        f"run report    {_path(lake.reports_uri(root, batch))}run_report.md (and .json)",
     ]
 
 
@@ -128,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         landing = SAMPLE_DIR if SAMPLE_DIR.is_dir() else generate_images(REPO_ROOT / "var" / "generated-landing")
     print(f"Fruits! demo: batch {args.batch}, photos from {landing}, lake in {args.lake.resolve()}", flush=True)
     prepare_airflow(args.airflow_home)
-    variables = {"fruits_landing": str(landing.resolve()), "fruits_local_lake": str(args.lake.resolve())}
-    run_conf = {"weights": "file://" + str(WEIGHTS_FILE)} if WEIGHTS_FILE.exists() else {}
+    variables = {"fruits_local_lake": str(args.lake.resolve())}
+    # The photos are one folder, not a dated landing: the run's landing Param names it.
+    run_conf = {"landing": str(landing.resolve())}
+    if WEIGHTS_FILE.exists():
+        run_conf["weights"] = "file://" + str(WEIGHTS_FILE)
     run = run_dag("local", args.batch, variables, run_conf)
     print(f"\nDAG run {run.run_id}: {run.state}")
     if str(run.state) != "success":

@@ -99,6 +99,16 @@ def basis_version_name(version: int) -> str:
     return f"{version:04d}"
 
 
+def pca_stats_root(root: str) -> str:
+    """The statistics area (`--stats-root` of the pca job): one `batch=<ds>/` per batch."""
+    return _join(root, "pca", "stats") + "/"
+
+
+def pca_reduced_root(root: str) -> str:
+    """The reduced area (`--reduced-root` of the pca job): `basis=<NNNN>/batch=<ds>/`."""
+    return _join(root, "pca", "reduced") + "/"
+
+
 def pca_bases_uri(root: str) -> str:
     return _join(root, "pca", "bases") + "/"
 
@@ -163,8 +173,3 @@ def committed_files(store: Readable, output_uri: str) -> list[str]:
     location = marker["location"].rstrip("/") + "/"
     return [location + name for name in marker["files"]]
 
-
-def pca_uri(root: str, batch: str) -> str:
-    """Where the PCA step wrote before per-basis outputs; kept only until pca.py, steps and the
-    readers move to pca_reduced_uri (issue 11)."""
-    return _join(root, "pca", f"batch={check_batch(batch)}") + "/"

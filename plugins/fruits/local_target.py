@@ -1,13 +1,15 @@
 """The local target: the same Spark jobs, same arguments, through this machine's spark-submit.
 
 No AWS account: the lake is a local folder (`fruits_local_lake`), Spark runs `local[2]` with the
-.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's.
+.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's, without
+Airflow's secrets in their environment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time

@@ -3,8 +3,10 @@
 After the cluster has ended, the DAG's `report_cost` task reads EMR's account of the run
 (`collect_cluster_record`: DescribeCluster for the timeline and NormalizedInstanceHours,
 ListInstanceFleets for the fleets' types, markets and EBS, ListInstances for which type each instance
-really was and how long it lived, ListSteps for the step durations), adds the jobs' own counts
-(featurize's `_job_metrics.json`, pca's `report.json`) and the estimate made before the run, and
+really was and how long it lived, ListSteps for the step durations), adds the jobs' own counts read
+from their COMMITTED outputs only (the features marker's `metrics`, the quarantine marker's `rows`,
+the `report.json` of the batch on the current PCA basis), what the plan caught up, and the estimate
+made before the run, and
 `build_run_report` bills it all with `fruits.costs` (the estimate's own billing functions, so the two
 are comparable). `write_run_report` puts `run_report.json` and `run_report.md` under
 `fruits.lake.reports_uri(root, ds)` through the lake's store (S3 with KMS, or the local folder).
@@ -176,6 +178,7 @@ def build_run_report(
     instances: Sequence[Mapping[str, Any]] | None = None,
     estimate: Mapping[str, Any] | None = None,
     pca_report: Mapping[str, Any] | None = None,
+    work: Mapping[str, Any] | None = None,
     region: str = "eu-west-3",
     prices: costs.PriceBook | None = None,
     executor_vcpus: int | None = None,
@@ -188,7 +191,8 @@ def build_run_report(
     (the cluster still cost money: the report says what, without a throughput);
     cluster/steps/fleets/instances: DescribeCluster's `Cluster`, ListSteps' `Steps`, ListInstanceFleets'
     `InstanceFleets`, ListInstances' `Instances` (`collect_cluster_record` gathers them; target "emr"
-    needs cluster and fleets); estimate: what
+    needs cluster and fleets); pca_report: the batch's report.json on its basis; work: the plan's
+    reconciliation (fruits.pipeline_tasks.reconcile: batches caught up, PCA nights); estimate: what
     `fruits.costs.estimate_emr` said before the run; executor_vcpus: for the local target (default: this
     machine's CPUs); workload: the S3 side of the run (the batch's bundle count, an S3 landing, bytes,
     months of storage; default: `costs.Workload`'s), its image count replaced by featurize's."""
@@ -210,7 +214,8 @@ def build_run_report(
         "complete": job_metrics is not None,
         "images": {k: int(metrics.get(k, 0)) for k in ("seen", "featurized", "quarantined")},
         "steps": step_rows,
-        "pca": None if pca_report is None else {k: pca_report.get(k) for k in ("mode", "rows", "k", "total_explained_variance", "seconds")},
+        "pca": pca_summary(pca_report),
+        "work": None if work is None else {key: work.get(key) for key in WORK_KEYS},
         "cluster": None,
         "prices": prices.stamp,
     }
@@ -275,6 +280,19 @@ def build_run_report(
     return report
 
 
+# What the report keeps of the plan's reconciliation, and of the PCA report (drift figures: every key
+# of the job's report that names drift, whatever the job calls them).
+WORK_KEYS = ("retained_since", "catch_up", "pca_catch_up", "featurize", "nightly", "reexpress", "current_basis")
+PCA_KEYS = ("basis", "mode", "rows_read", "rows_in_basis", "k", "total_explained_variance", "seconds")
+
+
+def pca_summary(pca_report: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if pca_report is None:
+        return None
+    return {**{key: pca_report.get(key) for key in PCA_KEYS},
+            **{key: value for key, value in pca_report.items() if "drift" in key}}
+
+
 def _compare_with_estimate(report: Mapping[str, Any], estimate: Mapping[str, Any], featurize_step_s: float | None) -> dict[str, Any]:
     rows = {
         "total_usd": (estimate["cost"]["total_usd"], report["cost"]["total_usd"]),
@@ -331,10 +349,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report["steps"]:
         lines += ["", "## Steps", "", costs.markdown_table(["step", "state", "minutes"],
                                                            [(s["name"], s["state"], _minutes(s["seconds"])) for s in report["steps"]])]
+    work = report.get("work")
+    if work:
+        listed = {key: ", ".join(work[key]) or "none" for key in ("featurize", "catch_up", "nightly", "pca_catch_up")}
+        lines += ["", (f"Batches featurized: {listed['featurize']} (caught up: {listed['catch_up']}); nightly PCA: "
+                       f"{listed['nightly']} (statistics caught up: {listed['pca_catch_up']}); reexpress over "
+                       f"{len(work['reexpress'])} retained batches (since {work['retained_since']}).")]
     if report.get("pca"):
         pca = report["pca"]
-        lines += ["", f"PCA ({pca['mode']}): {pca['rows']} rows, k={pca['k']}, explained variance "
-                      f"{pca['total_explained_variance']}, {pca['seconds']} s."]
+        drift = {key: value for key, value in pca.items() if "drift" in key}
+        lines += ["", (f"PCA on basis {pca['basis']} ({pca['mode']}): read {pca['rows_read']} rows, basis fitted on "
+                       f"{pca['rows_in_basis']} rows, k={pca['k']}, explained variance "
+                       f"{pca['total_explained_variance']}, {pca['seconds']} s; drift "
+                       f"{json.dumps(drift, sort_keys=True) if drift else 'n/a'}.")]
     comparison = report.get("estimate_vs_actual")
     if comparison:
         lines += ["", "## Estimate vs actual", "",
@@ -364,19 +391,30 @@ def read_json(store: Any, uri: str) -> dict[str, Any] | None:
     return None if data is None else json.loads(data)
 
 
-# Where the jobs leave their own account of the run (spark_jobs/featurize.py, spark_jobs/pca.py).
-FEATURIZE_METRICS = "_job_metrics.json"
+# The name of the PCA job's report among the files of a committed reduced output.
 PCA_REPORT = "report.json"
 
 
+def current_basis(store: Any, root: str) -> int | None:
+    """The version new batches are projected on (`pca/bases/_current.json`); None before the first fit."""
+    current = read_json(store, lake.pca_current_basis_uri(root))
+    return None if current is None else int(current["version"])
+
+
 def job_outputs(store: Any, root: str, batch: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(featurize's _job_metrics.json, pca's report.json) of one batch in the lake at `root`; None for
-    each that is absent (a failed run: its report still says what the cluster cost)."""
-    metrics_uri = lake.features_uri(root, batch) + FEATURIZE_METRICS
-    metrics = read_json(store, metrics_uri)
+    """(featurize's metrics, pca's report.json) of one batch, from committed outputs only: the metrics
+    the features marker carries, the report the batch's reduced output on the current basis lists.
+    None for each that is not committed (a failed run: its report still says what the cluster cost)."""
+    features = lake.read_commit(store, lake.features_uri(root, batch))
+    metrics = None if features is None else dict(features.get("metrics") or {})
     if metrics is None:
-        log.warning("no featurize metrics at %s: the run failed before featurize finished", metrics_uri)
-    return metrics, read_json(store, lake.pca_uri(root, batch) + PCA_REPORT)
+        log.warning("no committed features for batch %s: the run failed before featurize committed", batch)
+    version = current_basis(store, root)
+    if version is None:
+        return metrics, None
+    reports = [uri for uri in lake.committed_files(store, lake.pca_reduced_uri(root, version, batch))
+               if uri.rsplit("/", 1)[-1] == PCA_REPORT]
+    return metrics, (read_json(store, reports[0]) if reports else None)
 
 
 def batch_bundles(store: Any, root: str, batch: str) -> int | None:
@@ -388,7 +426,7 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
 
 def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,
                cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None,
-               landing_on_s3: bool = False) -> dict[str, Any]:
+               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
     the report, write it to `reports/batch=<ds>/`. Returns the report (its summary goes to the log).
     landing_on_s3: the run's landing was an s3:// prefix (its reads are billed)."""
@@ -397,7 +435,7 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
                              landing_on_s3=landing_on_s3)
     report = build_run_report(batch=batch, target=target, job_metrics=metrics, pca_report=pca, estimate=estimate,
-                              region=region, workload=s3_side, **record)
+                              region=region, workload=s3_side, work=work, **record)
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     cost, throughput = report["cost"], report["throughput"]
     log.info("batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s", batch,

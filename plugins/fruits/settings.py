@@ -48,10 +48,25 @@ class PipelineSettings:
     # Value of the cluster tag `fruits-pipeline` the Airflow role's EMR rights are conditioned on
     # (the foundation stack's Prefix).
     pipeline_tag: str = "fruits"
+    # Days a batch is kept (the foundation's ImageRetentionDays): the batches a run catches up,
+    # re-expresses on a new basis and fits a refit on are those of the last retention_days days.
+    retention_days: int = 365
+    # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
+    pca_drift_threshold: str = ""
+    # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
+    allowed_buckets: str = ""
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:
         return tuple(r.strip() for r in self.allowed_regions.split(",") if r.strip())
+
+    @property
+    def allowed_bucket_list(self) -> tuple[str, ...]:
+        return (self.bucket, *(b.strip() for b in self.allowed_buckets.split(",") if b.strip()))
+
+    @property
+    def drift_threshold(self) -> float | None:
+        return float(self.pca_drift_threshold) if str(self.pca_drift_threshold).strip() else None
 
     @property
     def subnet_id_list(self) -> tuple[str, ...]:
@@ -79,10 +94,25 @@ def load_settings(get_variable: Callable[[str, Any], Any], **overrides: Any) -> 
         if value not in (None, ""):
             values[field.name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - {f.name for f in fields(PipelineSettings)}
+    known = {f.name: f for f in fields(PipelineSettings)}
+    unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"unknown pipeline settings: {sorted(unknown)}")
+    for name, value in values.items():  # Variables are strings: the int settings are parsed here
+        if isinstance(known[name].default, int) and not isinstance(value, int):
+            try:
+                values[name] = int(value)
+            except ValueError:
+                raise ValueError(f"{VARIABLE_PREFIX}{name} must be an integer, not {value!r}") from None
     settings = PipelineSettings(**values)
     if settings.target not in ("emr", "local"):
         raise ValueError(f"fruits_target must be 'emr' or 'local', not {settings.target!r}")
+    if settings.retention_days < 1:
+        raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
+    try:
+        threshold = settings.drift_threshold
+    except ValueError:
+        raise ValueError(f"fruits_pca_drift_threshold must be a number, not {settings.pca_drift_threshold!r}") from None
+    if threshold is not None and threshold <= 0:
+        raise ValueError(f"fruits_pca_drift_threshold must be > 0, not {threshold}")
     return settings

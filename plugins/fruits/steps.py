@@ -1,10 +1,10 @@
-"""The two Spark jobs' command lines: one definition, used by both targets.
+"""The Spark jobs' command lines: one definition, used by both targets.
 
-`featurize_job` / `pca_job` build the job's invocation (entry script, `--py-files`, the job's own
-arguments, all paths from `fruits.lake`). `emr_step` wraps it in a `command-runner.jar` step for
-`EmrAddStepsOperator` (`spark-submit --deploy-mode cluster`); `local_command` prefixes the local
-`spark-submit --master local[2]`. The job arguments are the same list in both: only the lake root
-(`s3://<bucket>` or `file:///...`) differs.
+`featurize_job`, `pca_nightly_job` (`pca.py nightly`) and `reexpress_job` (`pca.py reexpress`) build a
+job's invocation (entry script, `--py-files`, the job's own arguments, all paths from `fruits.lake`).
+`emr_step` wraps it in a `command-runner.jar` step for `EmrAddStepsOperator` (`spark-submit
+--deploy-mode cluster`); `local_command` prefixes the local `spark-submit --master local[2]`. The job
+arguments are the same list in both: only the lake root (`s3://<bucket>` or `file:///...`) differs.
 """
 
 from __future__ import annotations
@@ -16,13 +16,17 @@ from fruits import lake
 
 FEATURIZE = "featurize"
 PCA = "pca"
+REEXPRESS = "reexpress"
+JOB_KINDS = (FEATURIZE, PCA, REEXPRESS)  # the order a run executes them in
 
-# PCA modes (a run Param): "refit" fits a new PCA on every batch up to and including this one, so
-# each batch's output is a complete, comparable projection of everything seen so far; "project"
-# reuses a model saved by an earlier run and only projects this batch (cheap, stable axes).
-PCA_REFIT = "refit"
+# PCA modes (a run Param, the pca job's --mode): "auto" projects on the current basis and fits a new
+# one only when there is none or the batch drifted past the threshold; "project" never fits; "refit"
+# always fits a new basis from the statistics of the retained batches.
+PCA_AUTO = "auto"
 PCA_PROJECT = "project"
-PCA_MODES = (PCA_REFIT, PCA_PROJECT)
+PCA_REFIT = "refit"
+PCA_MODES = (PCA_AUTO, PCA_PROJECT, PCA_REFIT)
+FEATURE_DIMENSIONS = 1280  # MobileNetV2's pooled features: the most components a basis can have
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ def featurize_job(
     helper_modules: Sequence[str] = ("jobio.py",),
     *,
     weights: str | None = None,
+    weights_sha256: str | None = None,
     runtime: str | None = None,
     batch_size: int | None = None,
 ) -> SparkJob:
@@ -64,6 +69,10 @@ def featurize_job(
     ]
     if weights:
         args += ["--weights", weights]
+        if weights_sha256:
+            args += ["--weights-sha256", weights_sha256]
+    elif weights_sha256:
+        raise ValueError("weights_sha256 checks the file named by weights: set weights too")
     if runtime:
         args += ["--runtime", runtime]
     if batch_size:
@@ -71,51 +80,73 @@ def featurize_job(
     return SparkJob(FEATURIZE, script, py_files, tuple(args))
 
 
-def pca_inputs(root: str, batch: str, mode: str, existing_batches: Sequence[str] = ()) -> list[str]:
-    """Feature partitions the PCA reads. Refit: every batch up to and including `batch` (never a
-    later one, so a backfill gives the same result in any order); project: this batch only."""
-    lake.check_batch(batch)
-    if mode == PCA_PROJECT:
-        return [lake.features_uri(root, batch)]
-    if mode != PCA_REFIT:
+def _pca_options(mode: str, variance: float | None, k: int | None, drift_threshold: float | None) -> list[str]:
+    if mode not in PCA_MODES:
         raise ValueError(f"pca mode must be one of {PCA_MODES}, not {mode!r}")
-    earlier = sorted({lake.check_batch(b) for b in existing_batches if b < batch})
-    return [lake.features_uri(root, b) for b in [*earlier, batch]]
+    args = ["--mode", mode]
+    if k:
+        if not 1 <= int(k) <= FEATURE_DIMENSIONS:
+            raise ValueError(f"pca k must be in [1, {FEATURE_DIMENSIONS}], not {k!r}")
+        args += ["--k", str(int(k))]
+    elif variance is not None:
+        if not 0 < float(variance) <= 1:
+            raise ValueError(f"pca variance must be in (0, 1], not {variance!r}")
+        args += ["--variance", str(float(variance))]
+    if drift_threshold is not None:
+        if not float(drift_threshold) > 0:
+            raise ValueError(f"pca drift threshold must be > 0, not {drift_threshold!r}")
+        args += ["--drift-threshold", str(float(drift_threshold))]
+    return args
 
 
-def pca_model_uri(root: str, model_batch: str) -> str:
-    """Where the run for `model_batch` saved its fitted PCA (what `--model` reuses)."""
-    return lake.pca_uri(root, model_batch) + "model/"
-
-
-def pca_job(
+def pca_nightly_job(
     root: str,
     batch: str,
     code_uri: str,
     helper_modules: Sequence[str] = ("jobio.py",),
     *,
-    mode: str = PCA_REFIT,
-    existing_batches: Sequence[str] = (),
-    variance: float | None = 0.95,
+    window: Sequence[str] = (),
+    mode: str = PCA_AUTO,
+    variance: float | None = None,
     k: int | None = None,
-    model_batch: str | None = None,
+    drift_threshold: float | None = None,
 ) -> SparkJob:
+    """`pca.py nightly`: statistics of this batch's committed features, then the batch on the current
+    basis (a new basis first when mode and drift say so). `window`: the batches a refit may merge
+    the statistics of (retained, with committed statistics or computed earlier in this run)."""
     script, py_files = _code_files(code_uri, helper_modules, "pca.py")
     args = [
-        "--input", ",".join(pca_inputs(root, batch, mode, existing_batches)),
-        "--output", lake.pca_uri(root, batch),
+        "nightly", "--batch", lake.check_batch(batch),
+        "--features-root", lake.features_uri(root),
+        "--stats-root", lake.pca_stats_root(root),
+        "--bases", lake.pca_bases_uri(root),
+        "--reduced-root", lake.pca_reduced_root(root),
     ]
-    if mode == PCA_PROJECT:
-        if not model_batch:
-            raise ValueError("pca mode 'project' needs pca_model_batch: the batch whose saved model to reuse")
-        args += ["--model", pca_model_uri(root, model_batch)]
-    elif k:
-        args += ["--k", str(int(k))]
-    else:
-        if variance is None or not 0 < float(variance) <= 1:
-            raise ValueError(f"pca variance must be in (0, 1], not {variance!r}")
-        args += ["--variance", str(float(variance))]
+    if window:
+        args += ["--window", ",".join(sorted({lake.check_batch(b) for b in window}))]
+    args += _pca_options(mode, variance, k, drift_threshold)
     return SparkJob(PCA, script, py_files, tuple(args))
+
+
+def reexpress_job(
+    root: str,
+    batches: Sequence[str],
+    code_uri: str,
+    helper_modules: Sequence[str] = ("jobio.py",),
+) -> SparkJob:
+    """`pca.py reexpress`: each listed batch not yet committed on the current basis is projected on
+    it (a no-op when all are, so every run ends with it); the statistics give each its drift figures."""
+    if not batches:
+        raise ValueError("reexpress needs at least one batch")
+    script, py_files = _code_files(code_uri, helper_modules, "pca.py")
+    args = [
+        "reexpress", "--batches", ",".join(sorted({lake.check_batch(b) for b in batches})),
+        "--features-root", lake.features_uri(root),
+        "--stats-root", lake.pca_stats_root(root),
+        "--bases", lake.pca_bases_uri(root),
+        "--reduced-root", lake.pca_reduced_root(root),
+    ]
+    return SparkJob(REEXPRESS, script, py_files, tuple(args))
 
 
 def emr_step(job: SparkJob, *, batch: str, action_on_failure: str = "TERMINATE_CLUSTER") -> dict[str, Any]:

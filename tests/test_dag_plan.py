@@ -1,0 +1,353 @@
+"""The run's plan as plain Python: Params checked before anything is uploaded or started (#13.8), the
+reconciliation that catches failed nights up (#13.4) on a local lake and on S3 (moto), the PCA nightly
+and reexpress jobs in date order, the estimate on what the run will read, the batch lock, and the
+local jobs' environment. The lake states are written with the jobs' own commit writer (jobio.commit)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from conftest import commit_output
+from fruits import lake, local_target, pipeline_tasks, steps, upload
+from fruits.settings import PipelineSettings, load_settings
+from moto import mock_aws
+
+REGION = "eu-west-3"
+BUCKET = "fruits-lake-plan-test"
+TONIGHT = "2026-03-10"
+CODE = {"code_uri": lake.code_uri(f"s3://{BUCKET}", "abc"), "helper_modules": ["jobio.py"]}
+EMR = PipelineSettings(bucket=BUCKET, region=REGION)
+DEFAULTS = {name: spec["default"] for name, spec in pipeline_tasks.param_specs("emr").items()}
+
+
+def params(**overrides):
+    return {**DEFAULTS, **overrides}
+
+
+# ------------------------------------------------------------------------------ Params (#13.8)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"pca_k": 1281}, "Param pca_k"),
+        ({"pca_k": 0}, "Param pca_k"),
+        ({"pca_k": 10, "pca_mode": "project"}, "Param pca_k"),
+        ({"pca_mode": "sometimes"}, "Param pca_mode"),
+        ({"pca_variance": 1.5}, "Param pca_variance"),
+        ({"pca_drift_threshold": -1}, "Param pca_drift_threshold"),
+        ({"weights": "https://example.com/w.h5"}, "Param weights"),
+        ({"weights": "/airflow/worker/disk/w.h5"}, "Param weights"),  # the cluster cannot read it
+        ({"weights": "s3://someone-elses-bucket/w.h5"}, "Param weights"),
+        ({"weights_sha256": "ab" * 32}, "Param weights_sha256"),  # without weights
+        ({"weights": f"s3://{BUCKET}/models/keras/w.h5", "weights_sha256": "XYZ"}, "Param weights_sha256"),
+        ({"landing": "s3://someone-elses-bucket/incoming/"}, "Param landing"),
+        ({"landing": "ftp://host/photos/"}, "Param landing"),
+    ],
+)
+def test_each_bad_param_is_refused_before_anything_runs_naming_the_param(overrides, named):
+    given = params(**overrides)
+    settings = pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr")
+    with pytest.raises(ValueError, match=named):
+        pipeline_tasks.check_params(settings, given)
+
+
+def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
+    given = params(weights=f"s3://{BUCKET}/models/keras/w.h5", weights_sha256="ab" * 32, pca_k=50,
+                   landing="s3://fruits-landing-eu/2026-03-10/", pca_mode="refit", pca_drift_threshold=0.2)
+    variables = {"fruits_bucket": BUCKET, "fruits_allowed_buckets": "fruits-landing-eu, other"}
+    settings = pipeline_tasks.resolve_settings(variables.get, given, "emr")
+    pipeline_tasks.check_params(settings, given)
+    with pytest.raises(ValueError, match=r"Param landing.*fruits_allowed_buckets"):
+        pipeline_tasks.check_params(pipeline_tasks.resolve_settings({"fruits_bucket": BUCKET}.get, given, "emr"),
+                                    given)
+    # The local target reads local weights; a local landing folder is fine on both targets.
+    local = {**given, "weights": "file:///shared/w.h5", "landing": "/data/photos"}
+    pipeline_tasks.check_params(pipeline_tasks.resolve_settings({}.get, local, "local"), local)
+
+
+def test_the_variables_landing_is_checked_too():
+    settings = pipeline_tasks.resolve_settings({"fruits_landing": "s3://elsewhere/in/"}.get, params(), "emr")
+    with pytest.raises(ValueError, match=r"Variable fruits_landing"):
+        pipeline_tasks.check_params(settings, params())
+
+
+def test_bad_values_fail_the_task_at_once():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="Param pca_k"), pipeline_tasks.config_errors_fail_now():
+        pipeline_tasks.check_params(EMR, params(pca_k=5000))
+
+
+@pytest.mark.parametrize("batch", ["2026-13-45", "2026-02-30", "../x", "2026-3-1"])
+def test_a_batch_must_be_a_real_date(batch):
+    with pytest.raises(ValueError, match="Param batch"):
+        pipeline_tasks.run_batch({"batch": batch}, TONIGHT)
+    assert pipeline_tasks.run_batch({"batch": None}, TONIGHT) == TONIGHT
+
+
+def test_the_landing_param_names_the_batch_folder_else_the_variable_is_the_dated_landing():
+    variables = {"fruits_landing": "s3://fruits-lake-eu-west-3/incoming/"}
+    settings = pipeline_tasks.resolve_settings(variables.get, params(), "emr")
+    # The upload reads <landing>/<batch>/ (lake.landing_uri) unless the Param named the folder.
+    assert settings.landing == "s3://fruits-lake-eu-west-3/incoming/" and not pipeline_tasks.explicit_landing(params())
+    given = params(landing="/tmp/photos")
+    assert pipeline_tasks.resolve_settings(variables.get, given, "emr").landing == "/tmp/photos"
+    assert pipeline_tasks.explicit_landing(given)
+
+
+def test_settings_parse_retention_and_drift_threshold_from_variables():
+    settings = load_settings({"fruits_retention_days": "30", "fruits_pca_drift_threshold": "0.25"}.get)
+    assert settings.retention_days == 30 and settings.drift_threshold == 0.25
+    assert load_settings({}.get).retention_days == 365 and load_settings({}.get).drift_threshold is None
+    for bad, message in (("fruits_retention_days", "integer"), ("fruits_pca_drift_threshold", "number")):
+        with pytest.raises(ValueError, match=message):
+            load_settings({bad: "soon"}.get)
+    with pytest.raises(ValueError, match="at least 1"):
+        load_settings({"fruits_retention_days": "0"}.get)
+
+
+# ------------------------------------------------------------------------------ the lake, as the jobs leave it
+
+
+def commit(store, output, rows):
+    commit_output(store, output, {"part-0.parquet": b"rows"}, {"rows": rows})
+
+
+def raw_batch(store, batch, photos):
+    files = {f"Apple/{i}.jpg": f"{batch}-{i}" for i in range(photos)}
+    manifest = upload.BatchManifest(files, {"bundle-0.parquet": list(files)})
+    upload.write_batch_manifest(store, store.root, batch, manifest)
+
+
+def build_lake(store, *, old_batches: int = 0):
+    """Tonight 2026-03-10 with 5 new photos; 30 days retained (since 2026-02-09)."""
+    root = store.root
+    for day in range(old_batches):  # history beyond retention: never read
+        old = f"2025-{1 + day // 28:02d}-{1 + day % 28:02d}"
+        raw_batch(store, old, 2)
+    raw_batch(store, "2026-01-01", 2)  # beyond retention, never featurized: left to expire
+    raw_batch(store, "2026-03-01", 10)
+    commit(store, lake.features_uri(root, "2026-03-01"), 10)
+    commit(store, lake.pca_stats_uri(root, "2026-03-01"), 10)
+    raw_batch(store, "2026-03-02", 3)  # failed night: featurize never committed
+    store.put(lake.raw_uri(root, "2026-03-03") + "_ingestion.json", b"{}", "x")  # a night without photos
+    raw_batch(store, "2026-03-04", 4)  # featurize died after writing its run folder
+    store.put(lake.features_uri(root, "2026-03-04") + "run=x/part-0.parquet", b"half", "x")
+    raw_batch(store, "2026-03-05", 7)  # featurized, but its PCA failed: no statistics
+    commit(store, lake.features_uri(root, "2026-03-05"), 7)
+    store.put(lake.pca_stats_uri(root, "2026-03-05") + "run=y/part-0", b"half", "x")
+    raw_batch(store, "2026-03-06", 2)  # nothing readable: committed with no row, nothing for the PCA
+    commit(store, lake.features_uri(root, "2026-03-06"), 0)
+    raw_batch(store, "2026-03-12", 1)  # a later night: not tonight's business
+    raw_batch(store, TONIGHT, 5)
+    store.put(lake.pca_current_basis_uri(root), json.dumps({"version": 2, "location": "x"}).encode(), "x")
+
+
+EXPECTED = {
+    "retained_since": "2026-02-09",
+    "catch_up": ["2026-03-02", "2026-03-04"],
+    "catch_up_images": {"2026-03-02": 3, "2026-03-04": 4},
+    "pca_catch_up": ["2026-03-05"],
+    "featurize": ["2026-03-02", "2026-03-04", TONIGHT],
+    "featurize_images": 3 + 4 + 5,
+    "nightly": ["2026-03-02", "2026-03-04", "2026-03-05", TONIGHT],
+    "nightly_rows": 3 + 4 + 7 + 5,
+    "reexpress": ["2026-03-01", "2026-03-02", "2026-03-04", "2026-03-05", TONIGHT],
+    "reexpress_rows": 10,
+    "current_basis": 2,
+}
+
+
+def check_work(work):
+    assert {key: work[key] for key in EXPECTED} == EXPECTED
+    # Each nightly may refit on the batches with statistics so far: committed ones, then this run's.
+    assert work["windows"] == {
+        "2026-03-02": ["2026-03-01", "2026-03-02"],
+        "2026-03-04": ["2026-03-01", "2026-03-02", "2026-03-04"],
+        "2026-03-05": ["2026-03-01", "2026-03-02", "2026-03-04", "2026-03-05"],
+        TONIGHT: ["2026-03-01", "2026-03-02", "2026-03-04", "2026-03-05", TONIGHT],
+    }
+
+
+def test_reconcile_on_a_local_lake_catches_failed_nights_up_in_date_order(tmp_path):
+    store = upload.LocalStore(tmp_path / "lake")
+    build_lake(store)
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name=REGION)
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        yield client
+
+
+def _count_gets(client):
+    gets = []
+    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+    return gets
+
+
+def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_history(s3):
+    store = upload.S3Store(s3, BUCKET)
+    build_lake(store)
+    gets = _count_gets(s3)
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
+    # 4 features markers (listed partitions), 2 statistics markers, 3 manifests (batches to catch up
+    # or without photos), the current basis: what the retained window holds, not the history.
+    assert sorted(gets) == sorted([
+        *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05", "2026-03-06")),
+        *(f"pca/stats/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-05")),
+        *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04")),
+        "pca/bases/_current.json"])
+
+    build_lake(store, old_batches=100)  # 100 more nights, all beyond retention
+    gets.clear()
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
+    assert len(gets) == 10
+
+
+def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):
+    store = upload.LocalStore(tmp_path / "lake")
+    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=0, retention_days=365)
+    assert work["featurize"] == work["nightly"] == work["reexpress"] == [] and work["current_basis"] is None
+    assert not pipeline_tasks.has_work(dry_run=False, work=work, batch=TONIGHT)
+    # ...but an empty night with a failed one behind it catches it up.
+    raw_batch(store, "2026-03-09", 2)
+    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=0, retention_days=365)
+    assert work["featurize"] == work["nightly"] == work["reexpress"] == ["2026-03-09"]
+    assert pipeline_tasks.has_work(dry_run=False, work=work, batch=TONIGHT)
+    assert not pipeline_tasks.has_work(dry_run=True, work=work, batch=TONIGHT)
+
+
+# ------------------------------------------------------------------------------ the plan
+
+
+@pytest.fixture
+def work(tmp_path):
+    store = upload.LocalStore(tmp_path / "lake")
+    build_lake(store)
+    return pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30)
+
+
+def _args(step):
+    return step["HadoopJarStep"]["Args"]
+
+
+def test_emr_plan_lists_each_kinds_steps_in_date_order(work):
+    plan = pipeline_tasks.plan_jobs(EMR, params(weights=f"s3://{BUCKET}/models/keras/w.h5",
+                                                weights_sha256="cd" * 32), TONIGHT, CODE, work, run_name="r")
+    root = f"s3://{BUCKET}"
+    assert [s["Name"] for s in plan["featurize_steps"]] == [f"fruits-featurize-{b}" for b in EXPECTED["featurize"]]
+    for step, batch in zip(plan["featurize_steps"], EXPECTED["featurize"]):
+        args = _args(step)
+        assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+        assert args[args.index("--input") + 1] == lake.raw_uri(root, batch)
+        assert args[args.index("--weights-sha256") + 1] == "cd" * 32
+    assert [s["Name"] for s in plan["pca_steps"]] == [f"fruits-pca-{b}" for b in EXPECTED["nightly"]]
+    last = _args(plan["pca_steps"][-1])
+    assert last[last.index("nightly") + 2] == TONIGHT and last[last.index("--mode") + 1] == "auto"
+    assert last[last.index("--window") + 1] == ",".join(work["windows"][TONIGHT])
+    (reexpress,) = plan["reexpress_steps"]
+    assert _args(reexpress)[_args(reexpress).index("--batches") + 1] == ",".join(EXPECTED["reexpress"])
+    assert plan["work"]["catch_up"] == EXPECTED["catch_up"] and "job_flow" in plan
+
+
+def test_the_drift_threshold_param_wins_over_the_variable(work):
+    settings = load_settings({"fruits_bucket": BUCKET, "fruits_pca_drift_threshold": "0.25"}.get)
+    for given, expected in ((params(), "0.25"), (params(pca_drift_threshold=0.5), "0.5")):
+        args = _args(pipeline_tasks.plan_jobs(settings, given, TONIGHT, CODE, work, run_name="r")["pca_steps"][-1])
+        assert args[args.index("--drift-threshold") + 1] == expected
+
+
+def test_local_plan_runs_the_same_jobs_as_commands(tmp_path, work):
+    settings = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
+    plan = pipeline_tasks.plan_jobs(settings, params(pca_mode="project"), TONIGHT, CODE, work, run_name="r")
+    assert [len(plan[f"{kind}_commands"]) for kind in steps.JOB_KINDS] == [3, 4, 1]
+    assert all("--window" not in command for command in plan["pca_commands"])  # project never fits
+    assert plan["reexpress_commands"][0][-1].endswith("pca/reduced/")
+
+
+def test_pca_k_is_checked_against_the_rows_a_fit_of_this_run_may_use(work):
+    # A basis exists (v2): a refit merges the first nightly's window, 2026-03-01 + 2026-03-02 = 13 rows.
+    pipeline_tasks.plan_jobs(EMR, params(pca_k=13), TONIGHT, CODE, work, run_name="r")
+    with pytest.raises(ValueError, match=r"Param pca_k=14.*13 rows"):
+        pipeline_tasks.plan_jobs(EMR, params(pca_k=14), TONIGHT, CODE, work, run_name="r")
+    # No basis yet: auto fits the first nightly batch alone (3 photos).
+    first = {**work, "current_basis": None}
+    with pytest.raises(ValueError, match=r"Param pca_k=4.*3 rows.*2026-03-02\)"):
+        pipeline_tasks.plan_jobs(EMR, params(pca_k=4), TONIGHT, CODE, first, run_name="r")
+    with pytest.raises(ValueError, match="Param pca_mode=project: there is no basis"):
+        pipeline_tasks.plan_jobs(EMR, params(pca_mode="project"), TONIGHT, CODE, first, run_name="r")
+
+
+def test_the_estimate_counts_what_the_run_will_read(work):
+    import inspect
+
+    from fruits import costs
+
+    if "reexpress_rows" not in inspect.signature(costs.estimate_for_run).parameters:
+        pytest.skip("estimate_for_run's catchup_images/reexpress_rows/refit_batches come with the costs workstream")
+    auto = pipeline_tasks.estimate_cost(EMR, params(), work)
+    refit = pipeline_tasks.estimate_cost(EMR, params(pca_mode="refit"), work)
+    # Featurize tonight's 5 photos and the caught-up nights' 7; the PCA reads the 4 nightly batches'
+    # rows; a forced refit merges the window's 5 statistics and re-expresses the other retained rows.
+    assert auto["reads"] == {"images": 5, "catchup_images": 7, "pca_rows": 19, "reexpress_rows": 0, "refit_batches": 0,
+                             "featurize_batches": EXPECTED["featurize"], "forced_refit": False}
+    assert (refit["reads"]["reexpress_rows"], refit["reads"]["refit_batches"]) == (10, 5)
+    sizing = pipeline_tasks.cluster_sizing(params())
+    expected = costs.estimate_for_run(5, sizing, region=REGION, pca_rows=19, catchup_images=7, reexpress_rows=10,
+                                      refit_batches=5)
+    assert refit["seconds"] == expected["seconds"] and refit["cost"] == expected["cost"]
+    year = {**work, "nightly_rows": 1_000_000, "reexpress_rows": 364_000_000}
+    assert (pipeline_tasks.estimate_cost(EMR, params(pca_mode="refit"), year)["cost"]["total_usd"]
+            > pipeline_tasks.estimate_cost(EMR, params(), year)["cost"]["total_usd"])
+    assert pipeline_tasks.estimate_cost(PipelineSettings(target="local"), params(), work) is None
+
+
+# ------------------------------------------------------------------------------ the batch lock
+
+
+def test_a_second_run_of_the_same_batch_fails_fast_naming_the_holder(tmp_path):
+    pytest.importorskip("fruits.locks", reason="fruits.locks comes with the ingest workstream (branch ingest)")
+    settings = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
+    pipeline_tasks.lock_batch(settings, None, TONIGHT, owner="run-1")
+    with pytest.raises(ValueError, match="run-1"):
+        pipeline_tasks.lock_batch(settings, None, TONIGHT, owner="run-2")
+    assert pipeline_tasks.unlock_batch(settings, None, TONIGHT, owner="run-2") is False  # not its lock
+    assert pipeline_tasks.unlock_batch(settings, None, TONIGHT, owner="run-1") is True
+    pipeline_tasks.lock_batch(settings, None, TONIGHT, owner="run-2")
+
+
+# ------------------------------------------------------------------------------ the local jobs' environment
+
+
+def test_the_local_jobs_get_no_airflow_secret():
+    environ = {"PATH": "/bin", "KERAS_HOME": "/k", "PYTHONPATH": "/p", "JAVA_HOME": "/j",
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
+               "AIRFLOW__CORE__FERNET_KEY": "f", "AIRFLOW__API_AUTH__JWT_SECRET": "j", "POSTGRES_PASSWORD": "pw",
+               "AIRFLOW_VAR_FRUITS_LANDING": "/l", "AWS_SECRET_ACCESS_KEY": "a", "GITHUB_TOKEN": "t"}
+    env = local_target.job_environment(environ)
+    assert {"PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME", "PYSPARK_PYTHON"} <= set(env)
+    assert not {name for name in environ if name not in ("PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME")} & set(env)
+
+
+def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
+    from fruits import demo
+
+    store = upload.LocalStore(tmp_path / "lake")
+    metrics = {"featurized": 3, "quarantined": 1, "images_per_second": 2.5}
+    commit_output(store, lake.features_uri(store.root, TONIGHT), {"part-0.parquet": b"p"},
+                  {"rows": 3, "metrics": metrics})
+    report = {"k": 2, "total_explained_variance": 0.96}
+    parts = {"pca_matrix/part-0.csv": b"path,label,pc_1,pc_2\na,A,1,2\nb,B,3,4\n",
+             "pca_matrix/part-1.csv": b"path,label,pc_1,pc_2\nc,C,5,6\n", "report.json": json.dumps(report).encode()}
+    commit_output(store, lake.pca_reduced_uri(store.root, 2, TONIGHT), parts)
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 2}).encode(), "-")
+    lines = "\n".join(demo.summarize(tmp_path / "lake", TONIGHT))
+    assert "(3 rows; 3 featurized, 1 quarantined, 2.5 images/s)" in lines
+    assert "2 CSV part(s)" in lines and "(3 rows x 2 components, basis 2)" in lines and "v=0002" in lines
