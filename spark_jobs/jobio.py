@@ -67,22 +67,6 @@ def delete(spark: SparkSession, uri: str) -> bool:
     return bool(fs.delete(path, True))
 
 
-def move(spark: SparkSession, source_uri: str, target_uri: str) -> None:
-    """Rename a file or folder to a path that must not exist yet.
-
-    Hadoop's rename moves a source *into* an existing folder and reports some failures by
-    returning False instead of raising, so both cases are turned into clear errors here.
-    On S3 (EMRFS) a folder rename is a copy then delete, not atomic: callers build outputs
-    under a temporary sibling and move them in once complete, so readers never see a half.
-    """
-    fs, source = _hadoop_path(spark, source_uri)
-    _, target = _hadoop_path(spark, target_uri)
-    if fs.exists(target):
-        raise FileExistsError(f"cannot move {source_uri} to {target_uri}: the target exists")
-    if not fs.rename(source, target):
-        raise OSError(f"could not move {source_uri} to {target_uri}")
-
-
 def glob(spark: SparkSession, pattern_uri: str) -> list[str]:
     """URIs matching a Hadoop glob (e.g. `<dir>/part-*.csv`), sorted; [] when none match."""
     fs, pattern = _hadoop_path(spark, pattern_uri)
@@ -296,36 +280,3 @@ def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
             files.delete(uri)
             removed.append(uri)
     return removed
-
-
-# ---------------------------------------------------------------- rename-based publishing (to be removed)
-# featurize and pca still publish by folder rename until they move to commit() (issue 13).
-
-def staging_uri(output_uri: str, token: str) -> str:
-    """A sibling of `output_uri` to build it in before `replace` moves it into place.
-
-    The `.` prefix hides it from Spark's file listing and partition discovery (a `_` prefix
-    would not: Spark still lists `_` names that contain `=`, like `_tmp-batch=2024-01-01`), so a
-    reader of the parent folder never sees a half-written output."""
-    parent, sep, name = output_uri.rstrip("/").rpartition("/")
-    if not name or parent.endswith(":") or parent.endswith(":/"):
-        raise ValueError(f"an output must be a folder below a bucket or directory, not {output_uri!r}")
-    return f"{parent}{sep}.{name}.incomplete-{token}"
-
-
-def replace(spark: SparkSession, staging: str, output_uri: str) -> None:
-    """Move a complete staging folder to `output_uri`, replacing what a previous run left there
-    (reruns and backfills are idempotent). The previous output is set aside until the new one
-    is in place, and put back if the move fails."""
-    previous = f"{staging}.previous"
-    replaced = path_exists(spark, output_uri)
-    if replaced:
-        move(spark, output_uri, previous)
-    try:
-        move(spark, staging, output_uri)
-    except Exception:
-        if replaced:
-            move(spark, previous, output_uri)
-        raise
-    if replaced:
-        delete(spark, previous)

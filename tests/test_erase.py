@@ -79,7 +79,7 @@ def build_lake(write, uri_of) -> dict[str, str]:
         write(features + "_job_metrics.json", json.dumps({"seen": len(names)}).encode())
     write(_relative(lake.quarantine_uri("", B22)) + "part-00000.parquet",
           _parquet(pa.table({"path": [paths[BROKEN]], "reason": ["truncated JPEG"]})))
-    pca = _relative(lake.pca_uri("", B22))
+    pca = _relative(lake.legacy_pca_uri("", B22))
     write(pca + "reduced/part-00000.parquet", _parquet(pa.Table.from_pydict(
         {"path": [paths[n] for n in PHOTOS], "label": [PHOTOS[n][0] for n in PHOTOS],
          "split": ["Training"] * len(PHOTOS), "pca": [[0.5, -0.5]] * len(PHOTOS)}, schema=REDUCED_SCHEMA)))
@@ -124,9 +124,9 @@ def test_erase_by_key_removes_the_photo_and_its_rows_and_nothing_else(local_lake
     assert _column(after[features]) == [paths[f"batch={B21}/Apple Braeburn/apple.jpg"]]
     table = pq.read_table(io.BytesIO(after[features]))
     assert table.schema.equals(FEATURES_SCHEMA) and table.schema.metadata == SPARK_METADATA
-    reduced = _relative(lake.pca_uri("", B22)) + "reduced/part-00000.parquet"
+    reduced = _relative(lake.legacy_pca_uri("", B22)) + "reduced/part-00000.parquet"
     assert paths[banana] not in _column(after[reduced]) and len(_column(after[reduced])) == 3
-    csv_key = _relative(lake.pca_uri("", B22)) + "pca_matrix.csv"
+    csv_key = _relative(lake.legacy_pca_uri("", B22)) + "pca_matrix.csv"
     before_lines, after_lines = before[csv_key].decode().splitlines(), after[csv_key].decode().splitlines()
     assert after_lines == [line for line in before_lines if not line.startswith(paths[banana])]
     assert len(after_lines) == len(before_lines) - 1
@@ -159,7 +159,7 @@ def test_erase_a_quoted_csv_line_and_a_quarantined_photo_by_uri(local_lake):
     root, paths = local_lake
     kiwi = f"batch={B22}/Kiwi/kiwi, green.jpg"
     report = erase(root.as_uri(), (root / _raw_key(kiwi)).as_uri())
-    assert "kiwi, green.jpg" not in (root / _relative(lake.pca_uri("", B22)) / "pca_matrix.csv").read_text()
+    assert "kiwi, green.jpg" not in (root / _relative(lake.legacy_pca_uri("", B22)) / "pca_matrix.csv").read_text()
     assert report["rows_removed"] == 4
     # A quarantined photo has no features row: its sha256 is found through the upload manifest.
     report = erase(root.as_uri(), hashlib.sha256(b"\xff\xd8 truncated").hexdigest())

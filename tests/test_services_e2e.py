@@ -26,6 +26,8 @@ import pytest
 from airflow_services import (ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer,
                               postgres_bin_dir, require)
 from conftest import REPO_ROOT
+from fruits import lake as lake_layout
+from fruits.upload import LocalStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -109,28 +111,36 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def read_features(lake: Path, batch: str):
-    return pq.read_table(lake / "features" / f"batch={batch}").to_pandas()
+def _committed_table(store, output: str):
+    """The rows of a committed output: only the files its marker names, without hive partitions."""
+    files = [u.removeprefix("file://") for u in lake_layout.committed_files(store, output) if u.endswith(".parquet")]
+    return pq.read_table(files, partitioning=None).to_pandas()
 
 
 def assert_batch_outputs(lake: Path, batch: str, photos: dict[str, list[Path]], *, k: int | None = None) -> dict:
-    """Features hold exactly this batch's photos; the PCA outputs of the batch are all there."""
-    features = read_features(lake, batch)
+    """Features hold exactly this batch's photos; its PCA outputs on the current basis are all committed."""
+    store, root = LocalStore(lake), "file://" + str(lake.resolve())
+    features = _committed_table(store, lake_layout.features_uri(root, batch))
     expected = {(label, f.name) for label, files in photos.items() for f in files}
     assert {(row.label, Path(row.path).name) for row in features.itertuples()} == expected
     assert (features["batch_id"] == batch).all()
     assert features["features"].map(len).eq(1280).all()
-    metrics = json.loads((lake / "features" / f"batch={batch}" / "_job_metrics.json").read_text())
+    metrics = lake_layout.read_commit(store, lake_layout.features_uri(root, batch))["metrics"]
     assert metrics["featurized"] == len(expected) and metrics["quarantined"] == 0
 
-    pca = lake / "pca" / f"batch={batch}"
-    report = json.loads((pca / "report.json").read_text())
-    header, *rows = (pca / "pca_matrix.csv").read_text().splitlines()
-    assert header.split(",") == ["path", "label", *[f"pc_{i}" for i in range(1, report["k"] + 1)]]
-    # A refit reads every batch so far: at least this batch's photos, each once.
-    assert len(rows) == report["rows"] >= len(expected)
-    assert (pca / "explained_variance.png").stat().st_size > 0
-    assert pq.read_table(pca / "reduced").num_rows == report["rows"]
+    version = json.loads((lake / "pca" / "bases" / "_current.json").read_text())["version"]
+    output = lake_layout.pca_reduced_uri(root, version, batch)
+    committed = lake_layout.committed_files(store, output)
+    report = json.loads(store.read(next(u for u in committed if u.endswith("/report.json"))))
+    assert report["basis"] == version and report["rows_read"] == len(expected)
+    csv_rows = []
+    for part in (u for u in committed if u.endswith(".csv")):
+        header, *rows = Path(part.removeprefix("file://")).read_text().splitlines()
+        assert header.split(",") == ["path", "label", *[f"pc_{i}" for i in range(1, report["k"] + 1)]]
+        csv_rows += rows
+    reduced = _committed_table(store, output)
+    assert len(csv_rows) == len(reduced) == len(expected)  # per-batch outputs: this batch's photos only
+    assert any(u.endswith(".png") for u in committed)
     if k is not None:
         assert report["k"] == k
     return report

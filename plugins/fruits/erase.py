@@ -296,7 +296,7 @@ def _batch_of(erasure: Erasure, photo: str) -> str:
 
 def _legacy_pca_folders(store) -> list[str]:
     """`pca/batch=<ds>/` (before per-basis outputs; each held every batch's rows): all of them, until they go."""
-    area = _area(lake.pca_uri(store.root, _ANY_BATCH))
+    area = _area(lake.legacy_pca_uri(store.root, _ANY_BATCH))
     return [area + name + "/" for name in store.list_children(area) if name.startswith("batch=")]
 
 

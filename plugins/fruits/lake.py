@@ -173,3 +173,9 @@ def committed_files(store: Readable, output_uri: str) -> list[str]:
     location = marker["location"].rstrip("/") + "/"
     return [location + name for name in marker["files"]]
 
+
+
+def legacy_pca_uri(root: str, batch: str) -> str:
+    """`pca/batch=<ds>/`: where PCA wrote before per-basis outputs (each held every batch's rows).
+    Nothing writes there any more; erasure still cleans such folders in lakes that have them."""
+    return _join(root, "pca", f"batch={check_batch(batch)}") + "/"

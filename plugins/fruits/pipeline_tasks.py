@@ -107,12 +107,21 @@ def _bucket_allowed(uri: str, settings: PipelineSettings, param: str) -> None:
                          "(add an EU bucket to the Variable fruits_allowed_buckets to allow it)")
 
 
+def pca_mode(params: Mapping[str, Any]) -> str:
+    """The run's PCA mode: the Param, except that an auto run given pca_k or pca_variance refits (a
+    basis size asked for by hand is never silently ignored because a basis already exists)."""
+    mode = params.get("pca_mode") or steps.PCA_AUTO
+    if mode == steps.PCA_AUTO and (params.get("pca_k") is not None or params.get("pca_variance") is not None):
+        return steps.PCA_REFIT
+    return mode
+
+
 def check_params(settings: PipelineSettings, params: Mapping[str, Any]) -> None:
     """Every Param that needs no lake read, checked before anything is uploaded or started: a bad
     value raises ValueError naming the Param (the task fails at once, see config_errors_fail_now)."""
-    mode = params.get("pca_mode") or steps.PCA_AUTO
-    if mode not in steps.PCA_MODES:
-        raise ValueError(f"Param pca_mode: one of {list(steps.PCA_MODES)}, not {mode!r}")
+    if (params.get("pca_mode") or steps.PCA_AUTO) not in steps.PCA_MODES:
+        raise ValueError(f"Param pca_mode: one of {list(steps.PCA_MODES)}, not {params.get('pca_mode')!r}")
+    mode = pca_mode(params)
     k, variance = params.get("pca_k"), params.get("pca_variance")
     if k is not None and not (isinstance(k, int) and 1 <= k <= steps.FEATURE_DIMENSIONS):
         raise ValueError(f"Param pca_k: an integer from 1 to {steps.FEATURE_DIMENSIONS} (the features' "
@@ -256,9 +265,10 @@ def param_specs(target: str) -> dict[str, dict[str, Any]]:
                                     "statistics; project: never fit."},
         "pca_variance": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0, "maximum": 1,
                          "description": "A new basis keeps the fewest components explaining this share of "
-                                        "variance; empty: the job's default."},
+                                        "variance (set on an auto run: a new basis is fitted); empty: the job's default."},
         "pca_k": {"default": None, "type": ["null", "integer"], "minimum": 1, "maximum": steps.FEATURE_DIMENSIONS,
-                  "description": "A new basis has exactly this many components (wins over pca_variance)."},
+                  "description": "A new basis has exactly this many components (wins over pca_variance; "
+                                 "set on an auto run: a new basis is fitted)."},
         "pca_drift_threshold": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0,
                                 "description": "Drift past which auto fits a new basis; empty: Variable "
                                                "fruits_pca_drift_threshold, else the job's default."},
@@ -369,7 +379,7 @@ def check_plan(params: Mapping[str, Any], work: Mapping[str, Any]) -> None:
     in this run may use, pca_mode=project against an existing basis. ValueError names the Param."""
     if not work["nightly"]:
         return
-    mode = params.get("pca_mode") or steps.PCA_AUTO
+    mode = pca_mode(params)
     first = work["nightly"][0]
     if mode == steps.PCA_PROJECT and work["current_basis"] is None:
         raise ValueError("Param pca_mode=project: there is no basis to project on yet (auto fits the first one)")
@@ -392,7 +402,7 @@ def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str,
     check_plan(params, work)
     root = lake_root(settings)
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
-    mode = params.get("pca_mode") or steps.PCA_AUTO
+    mode = pca_mode(params)
     drift = params.get("pca_drift_threshold")
     pca_options = {"mode": mode, "variance": params.get("pca_variance"), "k": params.get("pca_k"),
                    "drift_threshold": settings.drift_threshold if drift is None else drift}
@@ -452,7 +462,7 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
         return None
     from fruits import costs
 
-    forced_refit = (params.get("pca_mode") or steps.PCA_AUTO) == steps.PCA_REFIT
+    forced_refit = pca_mode(params) == steps.PCA_REFIT
     catch_up = sum(work["catch_up_images"].values())
     reads = {"images": work["featurize_images"] - catch_up, "catchup_images": catch_up,
              "pca_rows": work["nightly_rows"], "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,
