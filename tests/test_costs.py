@@ -812,9 +812,10 @@ def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(pric
     assert night["s3_retrieval"] == pytest.approx(extra["s3_retrieval"], abs=1e-5)
     assert "s3_retrieval" not in costs.estimate_emr(workload(), ClusterSizing(), region=PARIS, prices=prices)["cost"][
         "components_usd"]
-    # A month with one new basis counts it once, on top of the plain month.
+    # A month with one new basis counts it once, on top of the plain month: its S3 extras, plus the
+    # re-expression's cluster time (a few percent of them at the benchmark's projection rate).
     measured = workload(throughput=MEASURED_PER_VCPU)
     plain = costs.steady_state_month(measured, ClusterSizing(), region=PARIS, prices=prices)
     with_basis = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
-    assert with_basis["monthly_usd"] - plain["monthly_usd"] == pytest.approx(
-        extra["s3_retrieval"] + extra["s3_new_basis_tiers"], rel=0.02)
+    storage_extras = extra["s3_retrieval"] + extra["s3_new_basis_tiers"]
+    assert storage_extras < with_basis["monthly_usd"] - plain["monthly_usd"] < 1.1 * storage_extras

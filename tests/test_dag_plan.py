@@ -351,3 +351,11 @@ def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
     lines = "\n".join(demo.summarize(tmp_path / "lake", TONIGHT))
     assert "(3 rows; 3 featurized, 1 quarantined, 2.5 images/s)" in lines
     assert "2 CSV part(s)" in lines and "(3 rows x 2 components, basis 2)" in lines and "v=0002" in lines
+
+
+def test_a_basis_size_set_on_an_auto_run_fits_a_new_basis_once_one_exists():
+    assert pipeline_tasks.pca_mode({}, current_basis=1) == "auto"
+    assert pipeline_tasks.pca_mode({"pca_k": 2}, current_basis=1) == "refit"
+    assert pipeline_tasks.pca_mode({"pca_variance": 0.9}, current_basis=1) == "refit"
+    assert pipeline_tasks.pca_mode({"pca_k": 2}, current_basis=None) == "auto"  # the first fit takes it anyway
+    assert pipeline_tasks.pca_mode({"pca_mode": "project"}, current_basis=1) == "project"

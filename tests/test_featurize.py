@@ -406,8 +406,8 @@ def test_litert_features_match_a_keras_model_on_real_photos(sample_rows, keras_h
 @pytest.mark.slow
 def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, keras_home, sample_dir, sample_rows, tmp_path):
     """The whole sample bundled by fruits.upload into a lake, featurized with --input-format bundles:
-    the same features, sizes and hashes as featurize on the plain files, the split kept; an empty
-    photo in a bundle is quarantined like an empty file."""
+    the same features, sizes and hashes as featurize on the plain files, the split kept. An empty
+    photo never reaches a bundle: the upload rejects it with its reason."""
     from fruits import lake, upload
 
     store = upload.LocalStore(tmp_path / "lake")
@@ -415,15 +415,14 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, ke
     landing = tmp_path / "landing"
     (landing / "Training" / "Apple").mkdir(parents=True)
     (landing / "Training" / "Apple" / "empty.jpg").write_bytes(b"")
-    upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), "2024-01-01")
+    second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), "2024-01-01")
+    assert second["uploaded"] == 0 and {r: n for r, n in second["rejected"].items() if n} == {"empty": 1}
     raw = lake.raw_uri(store.root, "2024-01-01")
-    assert len(upload.bundle_files(store, raw)) == 2
+    assert len(upload.bundle_files(store, raw)) == 1
 
     metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
-    assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == ("2024-01-01", 961, 960, 1)
-    quarantine = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
+    assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == ("2024-01-01", 960, 960, 0)
     spark_raw = raw.replace("file:///", "file:/")  # how Spark spells the photos' paths, bundled or not
-    assert [(r.path, r.reason) for r in quarantine] == [(spark_raw + "Training/Apple/empty.jpg", "empty file")]
 
     bundled = read_committed(spark, tmp_path / "features").toPandas()
     assert bundled["path"].str.startswith(spark_raw).all() and bundled["split"].notna().all()

@@ -167,7 +167,9 @@ def test_actual_cost_bills_the_fleets_for_the_cluster_timeline(prices):
 
     primary, worker = sizing().primary_types[0], sizing().worker_types[0]
     cost = report["cost"]["components_usd"]
-    assert cost["ec2"] == pytest.approx(WALL / 3600 * (prices.ec2_hourly(REGION, primary) + 3 * prices.ec2_hourly(REGION, worker, costs.SPOT)), rel=1e-4)
+    # Primary and core On-Demand (the core fleet hosts the driver), the 2 task nodes on spot.
+    on_demand, spot = prices.ec2_hourly(REGION, worker), prices.ec2_hourly(REGION, worker, costs.SPOT)
+    assert cost["ec2"] == pytest.approx(WALL / 3600 * (prices.ec2_hourly(REGION, primary) + on_demand + 2 * spot), rel=1e-4)
     assert cost["emr"] == pytest.approx(WALL / 3600 * (prices.emr_hourly(REGION, primary) + 3 * prices.emr_hourly(REGION, worker)), rel=1e-4)
     # EBS: 32 GiB primary + 3 x 64 GiB workers from the request, + EMR's 15 GiB root volume each.
     ebs_gib = (32 + 15) + 3 * (64 + 15)
@@ -361,12 +363,14 @@ def test_the_dags_estimate_uses_the_measured_throughput_and_the_sizing(prices):
 
 
 def uploaded_lake(tmp_path, photos: int, max_photos: int) -> upload.LocalStore:
-    """A local lake whose batch holds `photos` (distinct bytes, not decoded by the upload) bundled
-    `max_photos` a bundle by the real upload."""
+    """A local lake whose batch holds `photos` (distinct tiny JPEGs: the upload keeps only images)
+    bundled `max_photos` a bundle by the real upload."""
+    from PIL import Image
+
     landing = tmp_path / "landing" / "Banana"
     landing.mkdir(parents=True)
     for number in range(photos):
-        (landing / f"{number}.jpg").write_bytes(f"photo {number}".encode())
+        Image.new("RGB", (8, 8), (number * 30 % 256, 255 - number * 20 % 256, 30)).save(landing / f"{number}.jpg")
     store = upload.LocalStore(tmp_path / "lake")
     result = upload.upload_new_images(store, upload.LocalStore(landing.parent), upload.file_uri(landing.parent), BATCH,
                                       max_photos=max_photos)

@@ -107,11 +107,12 @@ def _bucket_allowed(uri: str, settings: PipelineSettings, param: str) -> None:
                          "(add an EU bucket to the Variable fruits_allowed_buckets to allow it)")
 
 
-def pca_mode(params: Mapping[str, Any]) -> str:
-    """The run's PCA mode: the Param, except that an auto run given pca_k or pca_variance refits (a
-    basis size asked for by hand is never silently ignored because a basis already exists)."""
+def pca_mode(params: Mapping[str, Any], current_basis: Any = None) -> str:
+    """The run's PCA mode: the Param, except that an auto run given pca_k or pca_variance while a basis
+    exists refits (a basis size asked for by hand is never silently ignored)."""
     mode = params.get("pca_mode") or steps.PCA_AUTO
-    if mode == steps.PCA_AUTO and (params.get("pca_k") is not None or params.get("pca_variance") is not None):
+    asked = params.get("pca_k") is not None or params.get("pca_variance") is not None
+    if mode == steps.PCA_AUTO and asked and current_basis is not None:
         return steps.PCA_REFIT
     return mode
 
@@ -199,13 +200,13 @@ def open_landing(settings: PipelineSettings, s3_client: Any | None, batch: str, 
 
 
 def upload_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool,
-                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False, landing_after: str = "keep",
-                 max_photo_bytes: int = upload.MAX_PHOTO_BYTES) -> dict[str, Any]:
+                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False) -> dict[str, Any]:
     """`explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
     landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
     images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run,
-                                      landing_after=landing_after, max_photo_bytes=max_photo_bytes)
+                                      landing_after=settings.landing_after,
+                                      max_photo_bytes=int(settings.max_photo_bytes))
     release = upload.publish_code(lake_store, repo_root, dry_run=dry_run)
     return {"images": images, "code": release}
 
@@ -379,7 +380,7 @@ def check_plan(params: Mapping[str, Any], work: Mapping[str, Any]) -> None:
     in this run may use, pca_mode=project against an existing basis. ValueError names the Param."""
     if not work["nightly"]:
         return
-    mode = pca_mode(params)
+    mode = pca_mode(params, work["current_basis"])
     first = work["nightly"][0]
     if mode == steps.PCA_PROJECT and work["current_basis"] is None:
         raise ValueError("Param pca_mode=project: there is no basis to project on yet (auto fits the first one)")
@@ -402,7 +403,7 @@ def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str,
     check_plan(params, work)
     root = lake_root(settings)
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
-    mode = pca_mode(params)
+    mode = pca_mode(params, work["current_basis"])
     drift = params.get("pca_drift_threshold")
     pca_options = {"mode": mode, "variance": params.get("pca_variance"), "k": params.get("pca_k"),
                    "drift_threshold": settings.drift_threshold if drift is None else drift}
@@ -462,7 +463,7 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
         return None
     from fruits import costs
 
-    forced_refit = pca_mode(params) == steps.PCA_REFIT
+    forced_refit = pca_mode(params, work["current_basis"]) == steps.PCA_REFIT
     catch_up = sum(work["catch_up_images"].values())
     reads = {"images": work["featurize_images"] - catch_up, "catchup_images": catch_up,
              "pca_rows": work["nightly_rows"], "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,

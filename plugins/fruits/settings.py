@@ -55,6 +55,11 @@ class PipelineSettings:
     pca_drift_threshold: str = ""
     # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
     allowed_buckets: str = ""
+    # Landing files larger than this are rejected unread ("too_large"): a phone photo is 2-15 MB, and 16
+    # reads in flight stay under 1 GiB of the worker's memory.
+    max_photo_bytes: int = 50 * 1024 * 1024
+    # What happens to ingested landing files: keep (default), archive (under _ingested/), delete.
+    landing_after: str = "keep"
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:

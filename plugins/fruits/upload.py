@@ -49,6 +49,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from fruits import dedup_index, lake
+from fruits.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
 # a reader's batch (which never crosses a row group) to 64 photos of memory.
 BUNDLE_ROW_GROUP_PHOTOS = 64
 BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
-# A phone photo is 2-15 MB; 50 MiB leaves room for RAW-ish exports and keeps 16 reads in flight < 1 GiB.
-MAX_PHOTO_BYTES = 50 * 1024 * 1024
+MAX_PHOTO_BYTES = PipelineSettings.max_photo_bytes  # the setting's default, for callers without settings
 # Concurrent landing GETs (a bounded pool) and the bytes they may hold at once.
 READ_WORKERS = 16
 READ_INFLIGHT_BYTES = 256 * 1024 * 1024
