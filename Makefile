@@ -13,7 +13,10 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 .PHONY: test demo setup system-deps lock lock-node wheelhouse bench cost clean
 
+# Lint and format first (pyproject.toml's [tool.ruff]): a style slip fails in seconds, not after the suite.
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 demo: setup
