@@ -50,7 +50,8 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruits import dedup_index, lake, locks, upload
+from fruits import dedup_index, lake, locks, storage
+from fruits.storage import LocalStore, S3Store, open_lake
 
 log = logging.getLogger("fruits.erase")
 
@@ -64,78 +65,20 @@ def _area(batch_uri: str) -> str:
     return batch_uri.rsplit("batch=", 1)[0]
 
 
-# --- the lake, with deletion ----------------------------------------------------------------------------
-
-class LocalLake(upload.LocalStore):
-    """A lake in a local folder: no versions to purge."""
-
-    def exists(self, uri: str) -> bool:
-        return self._path(uri).is_file()
-
-    def drop_old_versions(self, uri: str) -> None:
-        pass
-
-    def purge_noncurrent(self, prefix_uri: str) -> int:
-        return 0
-
-
-class S3Lake(upload.S3Store):
-    """A lake bucket, possibly versioned: an erased row must not survive in an older version
-    (`delete`, inherited, removes every version of an object)."""
-
-    def exists(self, uri: str) -> bool:
-        # Any version counts: a photo deleted by hand may still be in the bucket's history.
-        return bool(self._versions(uri))
-
-    def drop_old_versions(self, uri: str) -> None:
-        self._delete(uri, [v for v in self._versions(uri) if not v["IsLatest"]])
-
-    def purge_noncurrent(self, prefix_uri: str) -> int:
-        """Every noncurrent version and delete marker under the prefix, whichever key: reruns and staging
-        leave copies under keys erasure never rewrites (an old run folder, a deleted temporary)."""
-        bucket, prefix = self._key(prefix_uri)
-        doomed = []
-        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-            doomed += [v for v in page.get("Versions", []) if not v["IsLatest"]] + page.get("DeleteMarkers", [])
-        self._delete(prefix_uri, doomed)
-        return len(doomed)
-
-
-def open_lake(root: str, s3_client: Any = None) -> LocalLake | S3Lake:
-    parsed = urlparse(root)
-    if parsed.scheme in ("s3", "s3a"):
-        if parsed.path.strip("/"):
-            raise ValueError(f"an S3 lake root is a bucket, s3://<bucket>, not {root!r}")
-        if s3_client is None:
-            import boto3
-
-            s3_client = boto3.client("s3")
-        # Rewritten files are encrypted with the bucket's own default key (the bucket policy refuses others).
-        rules = s3_client.get_bucket_encryption(Bucket=parsed.netloc)["ServerSideEncryptionConfiguration"]["Rules"]
-        key_arn = next((r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID", "") for r in rules), "")
-        return S3Lake(s3_client, parsed.netloc, key_arn)
-    if parsed.scheme in ("", "file"):
-        folder = unquote(parsed.path) if parsed.scheme else root
-        if not os.path.isdir(folder):
-            raise ValueError(f"lake root {root} is not a folder")
-        return LocalLake(folder)
-    raise ValueError(f"lake root must be s3://<bucket> or a local folder / file:// URI, not {root!r}")
-
-
 # --- which photo ----------------------------------------------------------------------------------------
 
 def canonical(path: str) -> str:
     """One spelling per object: `s3://bucket/key` (s3a too), or an absolute local path (`file:/x`,
     `file:///x` and `/x` are the same file; Spark writes `file:/x`; realpath: macOS's /tmp link)."""
     parsed = urlparse(path)
-    if parsed.scheme in ("s3", "s3a"):
+    if lake.is_s3(path):
         return f"s3://{parsed.netloc}/{unquote(parsed.path).strip('/')}".rstrip("/")
     return os.path.realpath(unquote(parsed.path) if parsed.scheme == "file" else path)
 
 
 @dataclass
 class Erasure:
-    lake: LocalLake | S3Lake
+    lake: LocalStore | S3Store
     dry_run: bool
     photos: set[str] = field(default_factory=set)  # canonical URIs of the photo's copies under raw/
     deleted: list[str] = field(default_factory=list)
@@ -151,7 +94,7 @@ class Erasure:
 
     def replace(self, uri: str, data: bytes) -> None:
         if not self.dry_run:
-            self.lake.put(uri, data, upload.sha256_bytes(data))
+            self.lake.put(uri, data, storage.sha256_bytes(data))
             self.lake.drop_old_versions(uri)
 
     def delete(self, uri: str) -> None:
@@ -166,12 +109,12 @@ def _raw_area(root: str) -> str:
     return _area(lake.raw_uri(root, _ANY_BATCH))
 
 
-def _photos_with_sha256(store: LocalLake | S3Lake, sha256: str) -> set[str]:
+def _photos_with_sha256(store: LocalStore | S3Store, sha256: str) -> set[str]:
     root = store.root
     photos = {
         canonical(lake.raw_uri(root, batch) + key)
-        for batch in upload.raw_batches(store, root)
-        for key, sha in upload.read_manifest(store, root, batch).items()
+        for batch in storage.raw_batches(store, root)
+        for key, sha in storage.read_manifest(store, root, batch).items()
         if sha == sha256
     }
     for _, table in _parquet_files(store, lake.features_uri(root), columns=["path", "sha256"]):
@@ -179,7 +122,7 @@ def _photos_with_sha256(store: LocalLake | S3Lake, sha256: str) -> set[str]:
     return photos
 
 
-def resolve(store: LocalLake | S3Lake, target: str) -> set[str]:
+def resolve(store: LocalStore | S3Store, target: str) -> set[str]:
     """The canonical URIs of the photo (or of every copy of its content) under raw/."""
     raw_area = canonical(_raw_area(store.root)) + "/"
     if SHA256.match(target.lower()):
@@ -191,7 +134,7 @@ def resolve(store: LocalLake | S3Lake, target: str) -> set[str]:
     name = PurePosixPath(photo).name
     if not photo.startswith(raw_area) or name.startswith(("_", ".")):
         raise ValueError(f"{target} is not a photo under raw/ (raw/batch=<ds>/[<split>/]<label>/<file>)")
-    if upload.is_bundle_name(name) and PurePosixPath(photo).parent.name.startswith("batch="):
+    if storage.is_bundle_name(name) and PurePosixPath(photo).parent.name.startswith("batch="):
         raise ValueError(f"{target} is a bundle of photos, not a photo: name one of its photos (its `path`)")
     return {photo}
 
@@ -228,12 +171,12 @@ def _erase_parquet_rows(erasure: Erasure, area_uri: str) -> None:
             erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
 
 
-def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: upload.BatchManifest) -> list[str]:
+def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: storage.BatchManifest) -> list[str]:
     """The batch's bundles that may hold one of the photos: those whose manifest entry names one,
     and any the manifest does not name (left by an interrupted upload, contents unknown)."""
     batch = canonical(raw_batch_uri) + "/"
     named = {name for name, keys in manifest.bundles.items() if any(batch + key in erasure.photos for key in keys)}
-    return [raw_batch_uri + name for name in upload.bundle_files(erasure.lake, raw_batch_uri)
+    return [raw_batch_uri + name for name in storage.bundle_files(erasure.lake, raw_batch_uri)
             if name in named or name not in manifest.bundles]
 
 
@@ -241,15 +184,15 @@ def _erase_bundle_rows(erasure: Erasure) -> None:
     """raw/: each bundle holding one of the photos, rewritten without it (laid out as the upload
     lays bundles out); a bundle left with no photo is deleted."""
     root = erasure.lake.root
-    for batch in upload.raw_batches(erasure.lake, root):
+    for batch in storage.raw_batches(erasure.lake, root):
         raw = lake.raw_uri(root, batch)
-        for uri in _bundles_to_read(erasure, raw, upload.read_batch_manifest(erasure.lake, root, batch)):
+        for uri in _bundles_to_read(erasure, raw, storage.read_batch_manifest(erasure.lake, root, batch)):
             table = pq.read_table(io.BytesIO(erasure.lake.read(uri)))
             kept = _without_photos(erasure, table)
             if kept.num_rows == table.num_rows:
                 continue
             if kept.num_rows:
-                erasure.replace(uri, upload.bundle_parquet(kept))
+                erasure.replace(uri, storage.bundle_parquet(kept))
             else:
                 erasure.delete(uri)
             erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
@@ -278,14 +221,14 @@ def _erase_manifest_entries(erasure: Erasure) -> None:
     """The upload manifests name the photo, its hash and its bundle: drop its entries (a bundle
     entry left with no key goes too: the bundle was deleted)."""
     root = erasure.lake.root
-    for batch in upload.raw_batches(erasure.lake, root):
+    for batch in storage.raw_batches(erasure.lake, root):
         raw = canonical(lake.raw_uri(root, batch)) + "/"
-        manifest = upload.read_batch_manifest(erasure.lake, root, batch)
+        manifest = storage.read_batch_manifest(erasure.lake, root, batch)
         kept = {key: sha for key, sha in manifest.files.items() if raw + key not in erasure.photos}
         if len(kept) < len(manifest.files):
             bundles = {name: [key for key in keys if key in kept] for name, keys in manifest.bundles.items()}
-            uri = upload.batch_manifest_uri(root, batch)
-            erasure.replace(uri, upload.BatchManifest(kept, {n: keys for n, keys in bundles.items() if keys}).to_json(batch))
+            uri = storage.batch_manifest_uri(root, batch)
+            erasure.replace(uri, storage.BatchManifest(kept, {n: keys for n, keys in bundles.items() if keys}).to_json(batch))
             erasure.record(uri, len(manifest.files) - len(kept), len(kept))
 
 
@@ -315,9 +258,9 @@ def _photo_sha256s(erasure: Erasure) -> set[str]:
     for photo in erasure.photos:
         batch = _batch_of(erasure, photo)
         key = erasure.key(photo).split("/", 2)[2]
-        sha = upload.read_manifest(erasure.lake, erasure.lake.root, batch).get(key)
+        sha = storage.read_manifest(erasure.lake, erasure.lake.root, batch).get(key)
         if sha is None and erasure.lake.exists(f"{erasure.lake.root}/{erasure.key(photo)}"):
-            sha = upload.sha256_bytes(erasure.lake.read(f"{erasure.lake.root}/{erasure.key(photo)}"))
+            sha = storage.sha256_bytes(erasure.lake.read(f"{erasure.lake.root}/{erasure.key(photo)}"))
         if sha:
             shas.add(sha)
     return shas
@@ -328,7 +271,7 @@ def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3
     version), and their entries dropped from the report. A file that cannot be deleted is listed, not fatal."""
     done: dict[str, list[str]] = {"landing_files_deleted": [], "landing_files_left": []}
     for batch in batches:
-        uri = upload.ingestion_report_uri(erasure.lake.root, batch)
+        uri = storage.ingestion_report_uri(erasure.lake.root, batch)
         data = erasure.lake.read_or_none(uri)
         if not data:
             continue
@@ -336,9 +279,9 @@ def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3
         matching = [f for f, outcome in report["files"].items() if outcome.get("sha256") in shas]
         for landing_file in matching:
             try:
-                store, _ = upload.open_store(landing_file.rsplit("/", 1)[0], s3_client)
+                store, _ = storage.open_store(landing_file.rsplit("/", 1)[0], s3_client)
                 content = store.read_or_none(landing_file)
-                if content is not None and upload.sha256_bytes(content) in shas and not erasure.dry_run:
+                if content is not None and storage.sha256_bytes(content) in shas and not erasure.dry_run:
                     store.delete(landing_file)
                 done["landing_files_deleted" if content is not None else "landing_files_left"].append(landing_file)
             except Exception as error:  # noqa: BLE001 - the landing is someone else's bucket: say so, go on
@@ -425,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     s3_client = None
-    if urlparse(args.root).scheme in ("s3", "s3a"):
+    if lake.is_s3(args.root):
         import boto3
 
         s3_client = boto3.client("s3", region_name=args.region)

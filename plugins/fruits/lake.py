@@ -46,6 +46,13 @@ SPLITS = ("Training", "Test")
 # The commit marker of a job output; spark_jobs/jobio.py writes it (same name, checked by a test).
 COMMIT_MARKER = "_committed.json"
 AREAS = ("raw", "index", "locks", "features", "quarantine", "pca", "reports", "code", "models", "logs")
+# URI schemes naming S3: Spark's Hadoop connector writes s3a://, the rest of the pipeline s3://.
+S3_SCHEMES = ("s3", "s3a")
+
+
+def is_s3(uri: str | None) -> bool:
+    """Whether `uri` names an S3 object or prefix (s3:// or s3a://)."""
+    return (uri or "").split("://", 1)[0] in S3_SCHEMES and "://" in (uri or "")
 
 
 def check_batch(batch: str) -> str:

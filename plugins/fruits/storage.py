@@ -1,0 +1,578 @@
+"""The lake and the landing as stores, and the lake's own file formats: the public API every module that
+reads or writes the lake uses (the upload, erasure, the run report, the matrix, the release).
+
+* Stores: "URI -> bytes" on S3 (`S3Store`, a boto3 client) or a local folder (`LocalStore`), with
+  conditional writes (`put_if_absent`, `put_if_match`), deletion of every version (`delete`,
+  `drop_old_versions`, `purge_noncurrent`) and `open_store` / `open_lake` from a URI.
+* The batch manifest `raw/batch=<ds>/_uploads.json` (`BatchManifest`: key -> sha256, bundle -> keys) and
+  the ingestion report `_ingestion.json` beside it.
+* Photo bundles `raw/batch=<ds>/bundle-<16 hex>.parquet`: binaryFile's columns + `sha256`, written by
+  `BundleWriter` / `bundle_parquet`, listed by `bundle_files`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from fruits import lake
+
+log = logging.getLogger(__name__)
+
+UPLOADS_MANIFEST = "_uploads.json"
+INGESTION_REPORT = "_ingestion.json"
+# Photos travel in bundles, not one object each: S3 bills PUT and GET per request (one object per
+# photo cost ~6.5 USD of requests per million photos, 13x the whole 0.50 USD target), and the
+# lifecycle's archive classes bill at least 128 KB per object, more than most photos weigh. A bundle
+# stays small enough that erasing one photo (which rewrites its bundle) stays cheap, and far below
+# one PutObject's 5 GB limit and the Airflow worker's memory (it holds one bundle, and its Parquet
+# encoding, at a time). Whichever limit comes first closes the bundle.
+BUNDLE_MAX_PHOTOS = 1000
+BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
+# Spark splits a Parquet file only between row groups: one group per bundle would make each bundle
+# one task. 64 photos per group let featurize spread a bundle over up to 16 tasks (cores), and keep
+# a reader's batch (which never crosses a row group) to 64 photos of memory.
+BUNDLE_ROW_GROUP_PHOTOS = 64
+BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
+
+
+def file_uri(path: Path) -> str:
+    """`file://` + the plain absolute path. Not Path.as_uri(): its percent-encoding (labels have
+    spaces: "Apple Braeburn") would reach Hadoop, which takes the string as a literal path."""
+    return "file://" + str(Path(path).resolve())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stores: the lake (and the landing) as "URI -> bytes", on S3 (boto3 client) or a local folder.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed file: its size and modification time from the listing (no read), and what a local
+    listing knows about links."""
+
+    uri: str
+    size: int
+    modified: float  # seconds since the epoch
+    link: str = ""  # "", "out" (a link leaving the listed folder) or "folder" (a link to a folder)
+
+
+class Store(Protocol):
+    root: str
+
+    def list_files(self, prefix_uri: str) -> Iterator[str]: ...
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]: ...
+    def read(self, uri: str) -> bytes: ...
+    def read_or_none(self, uri: str) -> bytes | None: ...
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
+    def put(self, uri: str, data: bytes, sha256: str) -> None: ...
+    def put_if_absent(self, uri: str, data: bytes) -> bool: ...
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
+    def delete(self, uri: str) -> None: ...
+    def list_children(self, prefix_uri: str) -> list[str]: ...
+    def exists(self, uri: str) -> bool: ...
+    def drop_old_versions(self, uri: str) -> None: ...
+    def purge_noncurrent(self, prefix_uri: str) -> int: ...
+
+
+class LocalStore:
+    """A local folder as the lake (local target) or as the landing location."""
+
+    CAS_STALE_SECONDS = 60
+
+    def __init__(self, root: str | Path):
+        self.path = self._path(str(root)).resolve()
+        self.root = file_uri(self.path)
+
+    @staticmethod
+    def _path(uri: str) -> Path:
+        return Path(uri.removeprefix("file://"))
+
+    def list_files(self, prefix_uri: str) -> Iterator[str]:
+        base = self._path(prefix_uri)
+        for path in sorted(base.rglob("*")) if base.is_dir() else []:
+            if path.is_file():
+                yield file_uri(path)
+
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]:
+        """Every file under the folder, links not followed: a link to a file inside it is listed (and read),
+        a link leaving it or to a folder is listed as such. Names are whatever the disk holds (non-UTF-8 too)."""
+        base = self._path(prefix_uri)
+        if not base.is_dir():
+            return
+        real_base = base = os.path.realpath(base)
+        for folder, dirs, files in os.walk(base, followlinks=False):
+            dirs.sort()
+            for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+                path = os.path.join(folder, name)
+                uri = "file://" + path
+                if not os.path.islink(path):
+                    stat = os.stat(path)
+                    yield Entry(uri, stat.st_size, stat.st_mtime)
+                    continue
+                target = os.path.realpath(path)
+                inside = os.path.commonpath([real_base, target]) == real_base
+                if os.path.isdir(target):
+                    yield Entry(uri, 0, 0.0, "folder" if inside else "out")
+                elif not inside or not os.path.isfile(target):
+                    yield Entry(uri, 0, 0.0, "out")
+                else:
+                    stat = os.stat(target)
+                    yield Entry(uri, stat.st_size, stat.st_mtime)
+
+    def read(self, uri: str) -> bytes:
+        return self._path(uri).read_bytes()
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        path = self._path(uri)
+        return path.read_bytes() if path.is_file() else None
+
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
+        data = self.read_or_none(uri)
+        return (data, sha256_bytes(data)) if data is not None else (None, None)
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename: a reader never sees half a file.
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        """Create the file only if nothing is there (a hard link of a written temporary: atomic, O_EXCL-like)."""
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        try:
+            os.link(partial, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink()
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        """Replace the file only if its content still hashes to `etag` (checked and replaced under a lock file)."""
+        path = self._path(uri)
+        lock = path.with_name(f".{path.name}.cas")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                try:
+                    if time.time() - lock.stat().st_mtime > self.CAS_STALE_SECONDS:  # its holder died
+                        lock.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock} held for 30 s") from None
+                time.sleep(0.002)
+        try:
+            current = self.read_or_none(uri)
+            if current is None or sha256_bytes(current) != etag:
+                return False
+            self.put(uri, data, "")
+            return True
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink()
+
+    def exists(self, uri: str) -> bool:
+        return self._path(uri).is_file()
+
+    def drop_old_versions(self, uri: str) -> None:
+        """A folder keeps no versions: nothing to drop."""
+
+    def purge_noncurrent(self, prefix_uri: str) -> int:
+        """A folder keeps no versions: nothing to purge."""
+        return 0
+
+    def list_children(self, prefix_uri: str) -> list[str]:
+        base = self._path(prefix_uri)
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+class S3Store:
+    """An S3 bucket through a boto3 client (from the provider's S3Hook: credentials come from the
+    `aws_default` connection). Every object is written encrypted with KMS."""
+
+    def __init__(self, client: Any, bucket: str, kms_key_arn: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.root = f"s3://{bucket}"
+        self.kms_key_arn = kms_key_arn
+
+    def _key(self, uri: str) -> tuple[str, str]:
+        parsed = urlparse(uri)
+        if parsed.scheme not in lake.S3_SCHEMES:
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        return parsed.netloc, parsed.path.lstrip("/")
+
+    def list_files(self, prefix_uri: str) -> Iterator[str]:
+        for entry in self.list_entries(prefix_uri):
+            yield entry.uri
+
+    def list_entries(self, prefix_uri: str) -> Iterator[Entry]:
+        bucket, prefix = self._key(prefix_uri)
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield Entry(f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"].timestamp())
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = self._key(uri)
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        try:
+            return self.read(uri)
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
+        bucket, key = self._key(uri)
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.NoSuchKey:
+            return None, None
+        return answer["Body"].read(), answer["ETag"]
+
+    def _extra(self) -> dict[str, str]:
+        extra = {"ServerSideEncryption": "aws:kms"}
+        if self.kms_key_arn:
+            extra["SSEKMSKeyId"] = self.kms_key_arn
+        return extra
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        bucket, key = self._key(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
+
+    def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
+        bucket, key = self._key(uri)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)},
+                                   **condition, **self._extra())
+            return True
+        except self.client.exceptions.ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write to the key won.
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        return self._conditional_put(uri, data, IfNoneMatch="*")
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        return self._conditional_put(uri, data, IfMatch=etag)
+
+    def delete(self, uri: str) -> None:
+        """Every version and delete marker of the object: on a versioned bucket, a plain delete would
+        keep the photos it held in the bucket's history."""
+        self._delete(uri, self._versions(uri))
+
+    def exists(self, uri: str) -> bool:
+        """Any version counts: an object deleted by hand may still be in the bucket's history."""
+        return bool(self._versions(uri))
+
+    def drop_old_versions(self, uri: str) -> None:
+        """Every version of the object but the current one (a rewrite must not leave the old content behind)."""
+        self._delete(uri, [v for v in self._versions(uri) if not v["IsLatest"]])
+
+    def purge_noncurrent(self, prefix_uri: str) -> int:
+        """Every noncurrent version and delete marker under the prefix, whichever key: reruns and staging
+        leave copies under keys a rewrite never touches (an old run folder, a deleted temporary)."""
+        bucket, prefix = self._key(prefix_uri)
+        doomed = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            doomed += [v for v in page.get("Versions", []) if not v["IsLatest"]] + page.get("DeleteMarkers", [])
+        self._delete(prefix_uri, doomed)
+        return len(doomed)
+
+    def _versions(self, uri: str) -> list[dict[str, Any]]:
+        bucket, key = self._key(uri)
+        found = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if item["Key"] == key:  # the prefix also matches longer keys
+                    found.append(item)
+        return found
+
+    def _delete(self, uri: str, versions: list[dict[str, Any]]) -> None:
+        bucket, _ = self._key(uri)
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
+        for start in range(0, len(objects), 1000):  # DeleteObjects takes 1,000 keys at most
+            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000],
+                                                                       "Quiet": True})
+            if answer.get("Errors"):
+                raise RuntimeError(f"could not delete every version of {uri}: {answer['Errors']}")
+
+    def list_children(self, prefix_uri: str) -> list[str]:
+        bucket, prefix = self._key(prefix_uri)
+        names = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return sorted(names)
+
+
+def open_store(uri: str, s3_client: Any = None) -> tuple[Store, str]:
+    """(store, folder URI ending in '/') for an `s3://bucket/prefix` or a local folder / file:// URI."""
+    parsed = urlparse(uri)
+    if lake.is_s3(uri):
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        return S3Store(s3_client, parsed.netloc), f"s3://{parsed.netloc}{parsed.path}".rstrip("/") + "/"
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"not an s3:// URI or a local folder: {uri!r}")
+    path = Path(parsed.path if parsed.scheme else uri).resolve()
+    return LocalStore(path), file_uri(path) + "/"
+
+
+def open_lake(root: str, s3_client: Any = None) -> LocalStore | S3Store:
+    """The store of a lake root: `s3://<bucket>` (objects written with the bucket's own default KMS key, the
+    one its policy accepts) or an existing local folder / file:// URI."""
+    parsed = urlparse(root)
+    if lake.is_s3(root):
+        if parsed.path.strip("/"):
+            raise ValueError(f"an S3 lake root is a bucket, s3://<bucket>, not {root!r}")
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        rules = s3_client.get_bucket_encryption(Bucket=parsed.netloc)["ServerSideEncryptionConfiguration"]["Rules"]
+        key_arn = next((r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID", "") for r in rules), "")
+        return S3Store(s3_client, parsed.netloc, key_arn)
+    if parsed.scheme in ("", "file"):
+        folder = unquote(parsed.path) if parsed.scheme else root
+        if not os.path.isdir(folder):
+            raise ValueError(f"lake root {root} is not a folder")
+        return LocalStore(folder)
+    raise ValueError(f"lake root must be s3://<bucket> or a local folder / file:// URI, not {root!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_manifest_uri(root: str, batch: str) -> str:
+    return lake.raw_uri(root, batch) + UPLOADS_MANIFEST
+
+
+def ingestion_report_uri(root: str, batch: str) -> str:
+    return lake.raw_uri(root, batch) + INGESTION_REPORT
+
+
+@dataclass
+class BatchManifest:
+    """What `_uploads.json` records: `files` {key in the batch: sha256}, `bundles` {bundle file name:
+    its keys}. A key in no bundle is a photo stored as its own object (lakes from before bundles)."""
+
+    files: dict[str, str]
+    bundles: dict[str, list[str]]
+
+    def to_json(self, batch: str) -> bytes:
+        return json.dumps({"batch": batch, "files": dict(sorted(self.files.items())),
+                           "bundles": dict(sorted(self.bundles.items()))}, indent=1).encode()
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> BatchManifest:
+        if not data:
+            return cls({}, {})
+        recorded = json.loads(data)
+        return cls(recorded["files"], recorded.get("bundles", {}))
+
+
+def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
+    """One batch's manifest (empty if the batch was never uploaded)."""
+    return BatchManifest.parse(store.read_or_none(batch_manifest_uri(root, batch)))
+
+
+def read_manifest(store: Store, root: str, batch: str) -> dict[str, str]:
+    """`{raw key relative to the batch: sha256}` of one batch (empty if never uploaded)."""
+    return read_batch_manifest(store, root, batch).files
+
+
+def write_batch_manifest(store: Store, root: str, batch: str, manifest: BatchManifest) -> None:
+    """An unconditional write: erasure only, under the batch lock (uploads use conditional writes)."""
+    data = manifest.to_json(batch)
+    store.put(batch_manifest_uri(root, batch), data, sha256_bytes(data))
+
+
+def batch_partitions(store: Store, area_uri: str) -> list[str]:
+    """Batches (`batch=<ds>` folders) present under an area of the lake, sorted."""
+    batches = []
+    for name in store.list_children(area_uri):
+        if name.startswith("batch="):
+            try:
+                batches.append(lake.check_batch(name.removeprefix("batch=")))
+            except ValueError:
+                log.warning("ignoring %s%s: not a batch partition", area_uri, name)
+    return sorted(batches)
+
+
+def raw_batches(store: Store, root: str) -> list[str]:
+    return batch_partitions(store, lake.area_uri(root, "raw"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundles: many photos per Parquet object
+# ---------------------------------------------------------------------------------------------
+
+
+def is_bundle_name(name: str) -> bool:
+    return name.startswith(BUNDLE_PREFIX) and name.endswith(BUNDLE_SUFFIX)
+
+
+def bundle_name(members: dict[str, str], attempt: str = "") -> str:
+    """`bundle-<16 hex>.parquet`, hashed from its members' keys and sha256s and the attempt's nonce: two
+    attempts never write the same object, so neither can overwrite or delete what the other wrote."""
+    digest = hashlib.sha256(attempt.encode() + b"\n")
+    for key in sorted(members):
+        digest.update(f"{key}\0{members[key]}\n".encode("utf-8", "surrogateescape"))
+    return f"{BUNDLE_PREFIX}{digest.hexdigest()[:16]}{BUNDLE_SUFFIX}"
+
+
+def bundle_schema():
+    """binaryFile's columns (what featurize reads) + the photo's sha256. pyarrow is imported here, not at
+    module level: the DAG file imports this module, and the scheduler parses it constantly."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("modificationTime", pa.timestamp("us", tz="UTC")), ("length", pa.int64()),
+        ("content", pa.binary()), ("sha256", pa.string()),
+    ])
+
+
+def bundle_parquet(table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> bytes:
+    """A bundle table as Parquet bytes: row groups of `row_group_photos` photos; the photos stored
+    as they are (JPEG and PNG are compressed already: no codec, no dictionary, no min/max statistics
+    of whole photos in the footer)."""
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    small_columns = [name for name in table.schema.names if name != "content"]
+    pq.write_table(
+        table, buffer, row_group_size=row_group_photos, use_dictionary=False, write_statistics=small_columns,
+        compression={name: "snappy" if name in small_columns else "none" for name in table.schema.names},
+    )
+    return buffer.getvalue()
+
+
+@dataclass
+class Photo:
+    key: str
+    sha256: str  # of the content as received (the dedup and erasure key)
+    content: bytes  # as stored: personal metadata stripped
+
+
+def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime):
+    """The bundle's rows, `path` = `<raw batch uri><key>` and modificationTime = when it was written
+    (what a photo uploaded as its own object would have shown)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pydict({
+        "path": [raw_uri + photo.key for photo in photos],
+        "modificationTime": [written_at] * len(photos),
+        "length": [len(photo.content) for photo in photos],
+        "content": [photo.content for photo in photos],
+        "sha256": [photo.sha256 for photo in photos],
+    }, schema=bundle_schema())
+
+
+@dataclass
+class BundleWriter:
+    """Collects a batch's new photos and writes them as bundles of at most `max_photos` photos /
+    `max_bytes` of content (a single bigger photo gets a bundle of its own). `bundles` = what it wrote."""
+
+    store: Store
+    raw_uri: str
+    attempt: str
+    dry_run: bool
+    max_photos: int = BUNDLE_MAX_PHOTOS
+    max_bytes: int = BUNDLE_MAX_BYTES
+    row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS
+    bundles: dict[str, list[str]] = field(default_factory=dict)
+    pending: list[Photo] = field(default_factory=list)
+    pending_bytes: int = 0
+    written: int = 0
+
+    def add(self, photo: Photo) -> None:
+        if self.pending and self.pending_bytes + len(photo.content) > self.max_bytes:
+            self.flush()
+        self.pending.append(photo)
+        self.pending_bytes += len(photo.content)
+        if len(self.pending) >= self.max_photos:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        self.write(self.pending)
+        self.pending, self.pending_bytes = [], 0
+
+    def write(self, photos: list[Photo]) -> str:
+        name = bundle_name({photo.key: photo.sha256 for photo in photos}, self.attempt)
+        if not self.dry_run:
+            table = bundle_table(self.raw_uri, photos, dt.datetime.now(dt.UTC))
+            data = bundle_parquet(table, self.row_group_photos)
+            self.store.put(self.raw_uri + name, data, sha256_bytes(data))
+            log.info("wrote %s: %d photos, %d bytes", name, len(photos), len(data))
+        self.bundles[name] = [photo.key for photo in photos]
+        self.written += 1
+        return name
+
+    def rewrite(self, name: str, drop: set[str], rename: dict[str, str]) -> None:
+        """This attempt's bundle `name` without the keys in `drop` and with keys renamed: written under a new
+        name, the old one deleted (every version: it was never in a manifest, and only this attempt writes it)."""
+        keys = self.bundles.pop(name)
+        kept = [key for key in keys if key not in drop]
+        if not self.dry_run:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(io.BytesIO(self.store.read(self.raw_uri + name))).to_pylist()
+            photos = [Photo(rename.get(k, k), row["sha256"], row["content"])
+                      for row in table if (k := row["path"][len(self.raw_uri):]) not in drop]
+        else:
+            photos = [Photo(rename.get(k, k), "", b"") for k in kept]
+        if photos:
+            self.write(photos)
+        if not self.dry_run:
+            self.store.delete(self.raw_uri + name)
+
+
+def bundle_files(store: Store, raw_uri: str) -> list[str]:
+    """Names of the bundle files in one batch folder (`raw_uri`), as they are, manifest or not."""
+    return [entry.uri.rsplit("/", 1)[1] for entry in bundle_entries(store, raw_uri)]
+
+
+def bundle_entries(store: Store, raw_uri: str) -> list[Entry]:
+    entries = []
+    for entry in store.list_entries(raw_uri):
+        folder, name = entry.uri.rsplit("/", 1)
+        if folder + "/" == raw_uri and is_bundle_name(name):
+            entries.append(entry)
+    return entries
