@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	PYTHONPATH=plugins $(BIN)/python -m fruits.demo
+	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.demo
 
 setup: system-deps $(VENV)/.installed
 

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import featurize  # noqa: E402
-from fruits.demo import SAMPLE_DIR, WEIGHTS_FILE  # noqa: E402  (the one definition of ../shared paths)
+from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE  # noqa: E402  (the one definition of ../shared paths)
 
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
 TARGET_VS_BEST_SINGLE_PROCESS = 0.8

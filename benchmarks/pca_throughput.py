@@ -55,7 +55,7 @@ def sample_features(spark, given: str | None, scratch: Path):
 
     if given is None:
         import featurize
-        from fruits.demo import SAMPLE_DIR
+        from fruits.cli.demo import SAMPLE_DIR
 
         given = str(scratch / "sample_features")
         featurize.run(spark, featurize.parse_args(["--input", str(SAMPLE_DIR), "--output", given,

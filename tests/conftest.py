@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits.demo import REPO_ROOT, SAMPLE_DIR, WEIGHTS_FILE
+from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR, WEIGHTS_FILE
 
 # Keras reads KERAS_HOME once, when it is first imported: point it at the session's own folder
 # before any test can import Keras (the `keras_home` fixture puts the weights there).
@@ -64,7 +64,7 @@ def keras_home() -> Path:
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory):
     """One SQLite Airflow metadata DB for the session's DAG tests."""
-    from fruits import demo
+    from fruits.cli import demo
 
     demo.prepare_airflow(tmp_path_factory.getbasetemp() / "airflow_home")
 

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
 from conftest import commit_output
-from fruits import demo, lake
+from fruits import lake
+from fruits.cli import demo
 from fruits.upload import S3Store
 from moto import mock_aws
 from moto.emr.models import ElasticMapReduceBackend

@@ -8,7 +8,8 @@ from unittest import mock
 
 import pytest
 from airflow.sdk import TriggerRule
-from fruits import demo, emr_cluster, steps
+from fruits import emr_cluster, steps
+from fruits.cli import demo
 
 HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]
 EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",

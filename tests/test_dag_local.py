@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from fruits import demo, lake, upload
+from fruits import lake, upload
+from fruits.cli import demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

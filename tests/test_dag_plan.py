@@ -337,7 +337,7 @@ def test_the_local_jobs_get_no_airflow_secret():
 
 
 def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
-    from fruits import demo
+    from fruits.cli import demo
 
     store = upload.LocalStore(tmp_path / "lake")
     metrics = {"featurized": 3, "quarantined": 1, "images_per_second": 2.5}

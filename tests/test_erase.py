@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fruits import lake, upload
-from fruits.erase import erase, main
+from fruits.cli.erase import main
+from fruits.erase import erase
 from moto import mock_aws
 
 B21, B22 = "2026-11-21", "2026-11-22"

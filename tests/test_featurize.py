@@ -548,7 +548,7 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
     """Real photos under labels with spaces, unicode, '%', '#', '&', one 0-byte file beside them (issue 12):
     every photo featurized once, only the empty file quarantined; the run also loads --weights from
     ../shared checked against their sha256 computed here."""
-    from fruits.demo import WEIGHTS_FILE
+    from fruits.cli.demo import WEIGHTS_FILE
 
     photos = sorted((sample_dir / "Training" / "Apple Braeburn").iterdir())[:2]
     for folder in ODD_FOLDERS:
@@ -577,7 +577,7 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
 
 @pytest.mark.shared
 def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_written(spark, tmp_path, caplog):
-    from fruits.demo import WEIGHTS_FILE
+    from fruits.cli.demo import WEIGHTS_FILE
 
     weights = require_shared(WEIGHTS_FILE)
     write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"]})

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fruits import erase, lake, locks, upload
+from fruits.cli import erase as erase_cli
 from moto import mock_aws
 from PIL import Image
 
@@ -113,7 +114,7 @@ def test_erasure_and_a_pipeline_run_of_the_batch_exclude_each_other(tmp_path, la
     uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
     locks.acquire(store, store.root, BATCH, "fruits_pipeline/scheduled__2026-05-04")
     before = {uri: store.read(uri) for uri in store.list_files(store.root + "/")}
-    assert erase.main(["--root", store.root, "--path", uris["plain.jpg"]]) == 1
+    assert erase_cli.main(["--root", store.root, "--path", uris["plain.jpg"]]) == 1
     message = capsys.readouterr().err
     assert "fruits_pipeline/scheduled__2026-05-04" in message and BATCH in message
     assert {uri: store.read(uri) for uri in store.list_files(store.root + "/")} == before  # nothing touched

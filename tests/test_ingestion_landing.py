@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from fruits import dedup_index, lake, locks, pipeline_tasks, upload
+from fruits.cli import upload as upload_cli
 from fruits.settings import PipelineSettings
 from PIL import Image, ImageCms, ImageOps
 
@@ -231,15 +232,15 @@ def test_the_command_refuses_an_impossible_date_before_anything_and_prints_the_c
     (landing / "k.jpg").write_bytes(image_bytes("JPEG"))
     (tmp_path / "lake").mkdir()
     args = ["--landing", str(tmp_path / "landing"), "--lake", str(tmp_path / "lake")]
-    assert upload.main([*args, "--batch", "2026-13-45"]) == 2
+    assert upload_cli.main([*args, "--batch", "2026-13-45"]) == 2
     assert "2026-13-45" in capsys.readouterr().err and not any((tmp_path / "lake").iterdir())
-    assert upload.main([*args, "--batch", BATCH]) == 0
+    assert upload_cli.main([*args, "--batch", BATCH]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert (counts["seen"], counts["uploaded"], counts["batch"]) == (1, 1, BATCH)
     store = upload.LocalStore(tmp_path / "lake")
     assert locks.holder(store, store.root, BATCH) is None  # released
     locks.acquire(store, store.root, BATCH, "a pipeline run")
-    assert upload.main([*args, "--batch", BATCH]) == 3
+    assert upload_cli.main([*args, "--batch", BATCH]) == 3
     assert "a pipeline run" in capsys.readouterr().err
 
 
@@ -269,7 +270,7 @@ def test_the_command_on_s3_writes_with_the_buckets_own_key(tmp_path, capsys):
         s3.put_bucket_encryption(Bucket="lake", ServerSideEncryptionConfiguration={"Rules": [
             {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
         s3.put_object(Bucket="landing", Key=f"in/{BATCH}/Kiwi/k.jpg", Body=image_bytes("JPEG"))
-        assert upload.main(["--landing", f"s3://landing/in/{BATCH}/", "--lake", "s3://lake", "--batch", BATCH,
+        assert upload_cli.main(["--landing", f"s3://landing/in/{BATCH}/", "--lake", "s3://lake", "--batch", BATCH,
                             "--region", "eu-west-3"]) == 0
         assert json.loads(capsys.readouterr().out)["uploaded"] == 1
         (bundle,) = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="raw/")["Contents"]

@@ -16,7 +16,8 @@ import pytest
 
 import jobio
 from fruits import lake, matrix
-from fruits.upload import LocalStore
+from fruits.cli import matrix as matrix_cli
+from fruits.storage import LocalStore
 
 
 class LocalFiles:
@@ -105,11 +106,11 @@ def test_rows_of_another_basis_are_refused_and_nothing_is_left(lake_root, tmp_pa
 def test_command_line(lake_root, tmp_path, capsys):
     store = LocalStore(lake_root.removeprefix("file://"))
     reduced_output(store.root, 2, "2024-01-01", 2, 4)
-    assert matrix.main(["--lake", lake_root, "--from", "2024-01-01", "--to", "2024-01-01",
+    assert matrix_cli.main(["--lake", lake_root, "--from", "2024-01-01", "--to", "2024-01-01",
                         "--output", str(tmp_path / "m.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 4
-    assert matrix.main(["--lake", lake_root, "--from", "2024-01-02", "--to", "2024-01-01",
+    assert matrix_cli.main(["--lake", lake_root, "--from", "2024-01-02", "--to", "2024-01-01",
                         "--output", str(tmp_path / "m.csv")]) == 2
     assert "before --from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        matrix.main(["--lake", lake_root, "--from", "2024-02-30", "--to", "2024-03-01", "--output", "x.csv"])
+        matrix_cli.main(["--lake", lake_root, "--from", "2024-02-30", "--to", "2024-03-01", "--output", "x.csv"])

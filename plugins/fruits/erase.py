@@ -1,38 +1,13 @@
-"""Erase one photo and every row derived from it (GDPR right to erasure, docs/gdpr.md).
+"""Erase one photo and every row derived from it from the lake (GDPR right to erasure).
 
-    python -m fruits.erase --root s3://<bucket> --path raw/batch=2026-11-22/Training/Banana/img_001.jpg [--dry-run]
-    python -m fruits.erase --root file:///data/lake --path <sha256 of the photo>
-
-`--path` is the photo's key under the lake root (`raw/batch=<ds>/[<split>/]<label>/<file>`), its full
-URI (`s3://...` or `file:/...`, as the `path` column holds it), or its SHA-256 (every copy of that
-content, in any batch, as the upload manifests and the features' `sha256` column record it). The command:
-
-1. takes the lock of every batch concerned (fruits.locks; a pipeline run of the batch holds the same
-   lock: the two never interleave, and a held lock is a clear refusal), then records the content hash as
-   erased (fruits.dedup_index.record_erased: later uploads refuse it);
-2. finds the photo's rows in the batch's data folders (features/, quarantine/, pca/reduced/basis=*/ of
-   the batch, committed or stale run folders alike, and the old pca/batch=*/ folders), every
-   pca_matrix.csv record (parsed with `csv`), and under raw/ the photo's bundle;
-3. rewrites each file that holds one, without those rows; a bundle left with no row is deleted, every
-   version included;
-4. removes the photo from its batch's upload manifest and ingestion report, deletes the photo's own
-   object where it has one (lakes uploaded before bundles), and the landing file it came from;
-5. purges every noncurrent version and delete marker under the batch's prefixes (raw, features,
-   quarantine, pca stats, reduced on every basis): reruns and staging leave copies under other keys.
-
-Derived files go first, the features (which map a sha256 to its photos) after pca/ and quarantine/, then
-the bundle, the manifest (which says which bundle holds a photo) after it: if a run stops half way, what
-is left still points at the photo, and rerunning the command finishes the job. The report (JSON on
-stdout) lists every object deleted, every file rewritten with its row counts, the versions purged and the
-landing files deleted; `--dry-run` reports the same without changing anything (and takes no lock).
-Nothing found is an error (exit 1): a mistyped path must not look like a completed erasure.
-
-The lake is reached through the uploader's stores (`fruits.upload`), with deletion added here.
+`erase(root, target)` takes the lock of each batch concerned, records the content hash as erased, rewrites
+every file holding one of the photo's rows (derived files first, the photo's bundle and manifest entry last:
+a run stopped half way is finished by running it again), then purges older versions. The command is
+`python -m fruits.cli.erase`; the steps, the report and the limits are in docs/gdpr.md ("Erasure").
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -40,7 +15,6 @@ import logging
 import os
 import re
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -357,29 +331,3 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
              "dry run" if dry_run else "done", len(erasure.deleted), len(erasure.rewritten), report["rows_removed"],
              purged)
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="lake root: s3://<bucket> or a local folder / file:// URI")
-    parser.add_argument("--path", required=True, help="the photo: raw/... key, its full URI, or its sha256")
-    parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
-    parser.add_argument("--region", default=None, help="the bucket's region (default: the AWS configuration's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    s3_client = None
-    if lake.is_s3(args.root):
-        import boto3
-
-        s3_client = boto3.client("s3", region_name=args.region)
-    try:
-        report = erase(args.root, args.path, dry_run=args.dry_run, s3_client=s3_client)
-    except (ValueError, LookupError, locks.BatchLocked) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The analysts' matrix: one CSV `path,label,pc_1..pc_k` for a range of batches, all on ONE PCA basis.
 
-    python -m fruits.matrix --lake URI --from YYYY-MM-DD --to YYYY-MM-DD [--basis N] --output file.csv
+The command: `python -m fruits.cli.matrix --lake URI --from YYYY-MM-DD --to YYYY-MM-DD [--basis N] --output f.csv`.
 
 Reads the COMMITTED reduced Parquet of each batch in the range (through its `_committed.json`) on basis N,
 by default the current one (`pca/bases/_current.json`). Refuses to mix bases: a batch of the range that has
@@ -12,12 +12,10 @@ read access to the lake.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,10 +78,6 @@ def plan(store: Any, root: str, first: str, last: str, version: int) -> tuple[li
     return batches, empty
 
 
-def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://") if uri.startswith("file://") else uri.removeprefix("file:")
-
-
 def rows(store: Any, parquet_uris: list[str], version: int) -> Iterator[Any]:
     """The reduced rows as Arrow record batches of path, label, pc_1..pc_k, one file at a time."""
     import pyarrow as pa
@@ -138,38 +132,3 @@ def write_matrix(store: Any, root: str, first: str, last: str, output: str | Pat
             partial.unlink()
     return {"basis": version, "k": k, "rows": sum(counts.values()), "rows_per_batch": counts,
             "dates_without_output": empty, "output": str(output)}
-
-
-def open_store(lake_uri: str) -> tuple[Any, str]:
-    """(store, root) for a lake URI: s3://bucket (boto3's default credentials) or a local folder."""
-    from fruits.upload import LocalStore, S3Store
-
-    if lake_uri.startswith("s3://"):
-        import boto3
-
-        bucket = lake_uri.removeprefix("s3://").split("/", 1)[0]
-        return S3Store(boto3.client("s3"), bucket), f"s3://{bucket}"
-    store = LocalStore(_local_path(lake_uri))
-    return store, store.root
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fruits.matrix", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lake", required=True, help="s3://<bucket> or a local lake folder")
-    parser.add_argument("--from", dest="first", required=True, type=lake.check_batch)
-    parser.add_argument("--to", dest="last", required=True, type=lake.check_batch)
-    parser.add_argument("--basis", type=int, help="basis version (default: the current one)")
-    parser.add_argument("--output", required=True, help="the CSV file to write")
-    args = parser.parse_args(argv)
-    store, root = open_store(args.lake)
-    try:
-        summary = write_matrix(store, root, args.first, args.last, args.output, args.basis)
-    except MatrixError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,4 @@
-"""Getting new photos and the jobs' code into the lake.
-
-    python -m fruits.upload --landing URI --lake URI --batch YYYY-MM-DD [--dry-run]
+"""Getting new photos into the lake (the command: `python -m fruits.cli.upload`).
 
 `upload_new_images` bundles the photos of one batch's landing folder (lake.landing_uri: a local folder
 or an `s3://` prefix, laid out `[<anything>/][<Split>/]<Label>/<file>`) into Parquet objects
@@ -28,16 +26,13 @@ committed photo.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime as dt
 import io
 import json
 import logging
-import os
 import secrets
 import struct
-import sys
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -45,9 +40,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 from fruits import dedup_index, lake
+from fruits.release import (  # noqa: F401  (code publishing lives in fruits.release; callers still reach it here)
+    CODE_MANIFEST,
+    CODE_SOURCES,
+    JOB_SCRIPTS,
+    code_files,
+    code_version,
+    helper_modules,
+    publish_code,
+)
 from fruits.settings import PipelineSettings
 
 # Callers written before fruits.storage (pipeline_tasks, run_report, release) still reach these through upload.
@@ -741,68 +744,3 @@ def _log_counts(counts: dict[str, Any], started: float) -> None:
         counts["renamed"], counts["images_in_batch"],
     )
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fruits.upload --landing URI --lake URI --batch YYYY-MM-DD [--dry-run]`: the DAG task's function,
-    under the batch lock (a pipeline run of the batch holds it too). Prints the counts as JSON."""
-    from fruits import locks
-
-    parser = argparse.ArgumentParser(description="Upload one batch's landing photos into the lake.")
-    parser.add_argument("--landing", required=True, help="the batch's landing folder (s3://... or a local folder)")
-    parser.add_argument("--lake", required=True, help="lake root: s3://<bucket> or a local folder")
-    parser.add_argument("--batch", required=True, help="the batch, a real date YYYY-MM-DD")
-    parser.add_argument("--dry-run", action="store_true", help="count and report; write nothing")
-    parser.add_argument("--max-photo-bytes", type=int, default=MAX_PHOTO_BYTES)
-    parser.add_argument("--landing-after", choices=LANDING_AFTER, default="keep")
-    parser.add_argument("--region", default=None, help="the buckets' region (default: the AWS configuration's)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        lake.check_batch(args.batch)
-    except ValueError as error:
-        print(f"error: {error}; nothing uploaded", file=sys.stderr)
-        return 2
-    s3_client = None
-    if "s3" in (urlparse(args.lake).scheme, urlparse(args.landing).scheme):
-        import boto3
-
-        s3_client = boto3.client("s3", region_name=args.region)
-    if urlparse(args.lake).scheme == "s3":
-        from fruits import erase
-
-        lake_store = erase.open_lake(args.lake, s3_client)  # writes with the bucket's own KMS key
-    else:
-        lake_store, _ = open_store(args.lake)
-    landing_store, landing_uri = open_store(args.landing, s3_client)
-    owner = f"upload-cli-{os.getpid()}@{os.uname().nodename}"
-    if not args.dry_run:
-        try:
-            locks.acquire(lake_store, lake_store.root, args.batch, owner)
-        except locks.BatchLocked as error:
-            print(f"error: {error}; nothing uploaded", file=sys.stderr)
-            return 3
-    try:
-        counts = upload_new_images(lake_store, landing_store, landing_uri, args.batch, dry_run=args.dry_run,
-                                   max_photo_bytes=args.max_photo_bytes, landing_after=args.landing_after)
-    finally:
-        if not args.dry_run:
-            locks.release(lake_store, lake_store.root, args.batch, owner)
-    print(json.dumps(counts, indent=1))
-    return 0
-
-# ---------------------------------------------------------------------------------------------
-# Code: moved to fruits.release (with the node wheelhouse and the weights); re-exported here.
-# ---------------------------------------------------------------------------------------------
-
-from fruits.release import (  # noqa: F401
-    CODE_MANIFEST,
-    CODE_SOURCES,
-    JOB_SCRIPTS,
-    code_files,
-    code_version,
-    helper_modules,
-    publish_code,
-)
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,12 +1,15 @@
-"""`make demo`: the whole pipeline on this machine, through the DAG's local target.
+"""`make demo`: run the whole pipeline on this machine, through the DAG's local target.
 
-    python -m fruits.demo [--batch YYYY-MM-DD] [--landing DIR] [--lake DIR] [--airflow-home DIR]
+    python -m fruits.cli.demo [--batch YYYY-MM-DD] [--landing DIR] [--lake DIR] [--airflow-home DIR]
 
 Runs `fruits_pipeline` with `dag.test()` (a throwaway SQLite Airflow metadata DB under var/airflow):
 the same tasks and the same two Spark jobs with the same arguments as on EMR, against a local folder
 as the lake (`lake/`), on the real Fruits-360 sample (`../shared/data/fruits360-sample`) when present,
 otherwise on images it generates. Then prints where the features, the PCA CSV, the report and the
 plot landed, with their counts. No AWS account needed.
+
+Also the harness the DAG tests share (`prepare_airflow`, `load_dag`, `run_dag`: they set this process's
+environment), and where ../shared's sample and weights are: it lives here, outside what Airflow imports.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
 WEIGHTS_FILE = SHARED_DIR / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
@@ -96,9 +99,9 @@ def _path(uri: str) -> Path:
 
 def summarize(lake_root: Path, batch: str) -> list[str]:
     """What landed where, with counts, read back from the committed outputs themselves."""
-    from fruits import lake, run_report, upload
+    from fruits import lake, run_report, storage
 
-    store = upload.LocalStore(lake_root)
+    store = storage.LocalStore(lake_root)
     root = store.root
     features = lake.read_commit(store, lake.features_uri(root, batch))
     metrics = features.get("metrics") or {}
@@ -123,11 +126,17 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", default=dt.date.today().isoformat(), help="batch = logical date (YYYY-MM-DD)")
-    parser.add_argument("--landing", type=Path, help="folder of <Label>/<image> (default: the Fruits-360 sample)")
-    parser.add_argument("--lake", type=Path, default=REPO_ROOT / "lake")
-    parser.add_argument("--airflow-home", type=Path, default=REPO_ROOT / "var" / "airflow")
+    parser = argparse.ArgumentParser(prog="python -m fruits.cli.demo", description=__doc__.split("\n\n")[0],
+                                     epilog="No AWS account needed: the lake is a local folder.")
+    parser.add_argument("--batch", default=dt.date.today().isoformat(),
+                        help="the batch = the run's logical date, YYYY-MM-DD (default: today)")
+    parser.add_argument("--landing", type=Path,
+                        help="folder of [<Split>/]<Label>/<image> (default: the Fruits-360 sample in ../shared, "
+                             "else generated images)")
+    parser.add_argument("--lake", type=Path, default=REPO_ROOT / "lake",
+                        help="the local lake folder (default: %(default)s)")
+    parser.add_argument("--airflow-home", type=Path, default=REPO_ROOT / "var" / "airflow",
+                        help="Airflow's home for the throwaway SQLite metadata DB (default: %(default)s)")
     args = parser.parse_args(argv)
 
     landing = args.landing
