@@ -62,8 +62,8 @@ bench: setup
 # The bill of a year (night 1 beside night 365, the month at 10k/100k/1M photos a night, targets), then
 # what a nightly million costs against the alternatives, from the measured throughputs (docs/costs.md).
 cost: setup
-	PYTHONPATH=plugins $(BIN)/python -m fruits.costs bill
-	PYTHONPATH=plugins $(BIN)/python -m fruits.costs compare --images 1000000
+	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.costs bill
+	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.costs compare --images 1000000
 
 clean:
 	rm -rf $(VENV) build lake

@@ -17,7 +17,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from fruits import costs, upload
+from fruits import cost_compare, costs, price_refresh, storage
+from fruits.cli import costs as costs_cli
 from fruits.emr_cluster import DEFAULT_PRIMARY_TYPES, DEFAULT_WORKER_TYPES, INSTANCE_TYPES, ClusterSizing, worker_vcpus
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation
 
@@ -122,12 +123,12 @@ def test_ebs_is_prorated_per_second_over_a_30_day_month(prices):
 
 def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
     # 4,530-byte photos: 128 MiB holds ~29,600, so the 1,000-photo limit closes a bundle first.
-    assert workload().photos_per_object == upload.BUNDLE_MAX_PHOTOS == 1000
+    assert workload().photos_per_object == storage.BUNDLE_MAX_PHOTOS == 1000
     assert workload().objects == 1000
-    monkeypatch.setattr(upload, "BUNDLE_MAX_PHOTOS", 250)
+    monkeypatch.setattr(storage, "BUNDLE_MAX_PHOTOS", 250)
     assert workload().photos_per_object == 250 and workload().objects == 4000
     # Bigger photos: the byte limit comes first.
-    monkeypatch.setattr(upload, "BUNDLE_MAX_BYTES", 100 * 4530)
+    monkeypatch.setattr(storage, "BUNDLE_MAX_BYTES", 100 * 4530)
     assert workload().photos_per_object == 100 and workload().objects == 10_000
     assert workload(mean_image_bytes=4530 * 200).photos_per_object == 1  # a photo over the limit: a bundle of its own
 
@@ -135,7 +136,7 @@ def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
 def test_featurize_reads_each_bundle_once_plus_one_get_per_row_group(monkeypatch):
     # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle.
     assert costs.featurize_gets_per_bundle(1000) == 3 + 16
-    monkeypatch.setattr(upload, "BUNDLE_ROW_GROUP_PHOTOS", 500)
+    monkeypatch.setattr(storage, "BUNDLE_ROW_GROUP_PHOTOS", 500)
     assert costs.featurize_gets_per_bundle(1000) == 3 + 2
     assert costs.s3_requests(workload())["get"]["featurize_reads"] == 1000 * (3 + 2)
 
@@ -234,7 +235,7 @@ def test_totals_per_image_and_eur_are_consistent(prices):
 
 
 def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(prices):
-    rows = {r["optimization"]: r for r in costs.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)}
+    rows = {r["optimization"]: r for r in cost_compare.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)}
     for name in ("spot task nodes", "Graviton (arm64) nodes", "transient cluster"):
         assert rows[name]["saved_usd"] > 0, name
     auto = next(r for n, r in rows.items() if n.startswith("auto-termination"))
@@ -243,7 +244,7 @@ def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(price
 
 def test_bundling_is_priced_as_an_optimization_in_s3_requests_and_storage_class(prices):
     def bundling_row(priced: costs.Workload) -> dict:
-        rows = costs.optimization_table(priced, ClusterSizing(), region=PARIS, prices=prices)
+        rows = cost_compare.optimization_table(priced, ClusterSizing(), region=PARIS, prices=prices)
         return next(r for r in rows if r["optimization"] == "bundling photos at ingestion")
 
     row = bundling_row(workload())
@@ -264,7 +265,7 @@ MEASURED_PER_VCPU = 137.65
 
 def test_the_processing_target_is_met_only_with_photos_in_bundles(prices):
     three_workers = ClusterSizing(core_count=1, task_count=2)
-    rows = costs.target_table(workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices,
+    rows = cost_compare.target_table(workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices,
                               cheapest_workers=2)
     bundled_default, bundled_cheapest, per_photo = rows
     assert [r["case"] for r in rows] == ["photos in bundles (today), 3 workers", "photos in bundles, 2 workers (cheapest)",
@@ -272,17 +273,17 @@ def test_the_processing_target_is_met_only_with_photos_in_bundles(prices):
     for row in rows:
         assert row["processing"] == pytest.approx(row["compute"] + row["s3_requests"], abs=2e-4)
         assert row["all_in"] == pytest.approx(row["processing"] + row["s3_storage"], abs=2e-4)
-        assert row["target"] == ("met" if row["processing"] <= costs.TARGET_PROCESSING_USD_PER_MILLION else "NOT MET")
+        assert row["target"] == ("met" if row["processing"] <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION else "NOT MET")
     assert bundled_cheapest["target"] == bundled_default["target"] == "met"
     # One object per photo: its S3 requests alone are over the target, whatever the cluster does; and its
     # 4.5 KB objects cannot go to Glacier IR, so their whole stay costs more too.
-    assert per_photo["s3_requests"] > costs.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
+    assert per_photo["s3_requests"] > cost_compare.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
     assert per_photo["compute"] == bundled_default["compute"]
     assert per_photo["s3_storage"] > bundled_default["s3_storage"]
 
 
 def test_compare_prints_the_target_and_each_cases_verdict(capsys):
-    assert costs.main(["compare", "--images", "1000000", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    assert costs_cli.main(["compare", "--images", "1000000", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
     out = capsys.readouterr().out
     assert "### Target: processing <= 0.35 USD per million images" in out
     lines = out.splitlines()
@@ -293,7 +294,7 @@ def test_compare_prints_the_target_and_each_cases_verdict(capsys):
 
 
 def test_right_sizing_trades_wall_time_for_overhead(prices):
-    rows = costs.right_sizing(workload(), ClusterSizing(), region=PARIS, prices=prices, worker_counts=(1, 4, 16))
+    rows = cost_compare.right_sizing(workload(), ClusterSizing(), region=PARIS, prices=prices, worker_counts=(1, 4, 16))
     minutes = [r["wall_minutes"] for r in rows]
     assert minutes == sorted(minutes, reverse=True)
     # 16 workers pay 16 x the start-up overhead; the 1-worker cluster pays the primary for hours.
@@ -310,26 +311,26 @@ def test_a_meaningless_workload_is_refused(bad):
 
 
 def test_break_even_finds_where_two_cost_lines_cross():
-    assert costs.break_even(lambda n: 10 + 0.001 * n, lambda n: 0.002 * n) == pytest.approx(10_000, rel=1e-3)
-    assert costs.break_even(lambda n: 1 + n, lambda n: 2 + n) is None
+    assert cost_compare.break_even(lambda n: 10 + 0.001 * n, lambda n: 0.002 * n) == pytest.approx(10_000, rel=1e-3)
+    assert cost_compare.break_even(lambda n: 1 + n, lambda n: 2 + n) is None
 
 
 def test_serverless_has_no_cluster_overhead_so_it_wins_small_batches_only(prices):
-    rows = {r["option"]: r for r in costs.alternatives(workload(), ClusterSizing(), region=PARIS, prices=prices)}
+    rows = {r["option"]: r for r in cost_compare.alternatives(workload(), ClusterSizing(), region=PARIS, prices=prices)}
     serverless = rows["EMR Serverless"]
     assert serverless["cheaper_below"] == "EMR Serverless"
-    small = costs.estimate_emr_serverless(workload(images=5000), vcpus=24, architecture="arm64", region=PARIS, prices=prices)
+    small = cost_compare.estimate_emr_serverless(workload(images=5000), vcpus=24, architecture="arm64", region=PARIS, prices=prices)
     emr_small = costs.estimate_emr(workload(images=5000), ClusterSizing(), region=PARIS, prices=prices)
     assert small["cost"]["total_usd"] < emr_small["cost"]["total_usd"]
     if serverless["break_even_images"] is not None:
-        above = costs.estimate_emr_serverless(workload(images=serverless["break_even_images"] * 2), vcpus=24,
+        above = cost_compare.estimate_emr_serverless(workload(images=serverless["break_even_images"] * 2), vcpus=24,
                                               architecture="arm64", region=PARIS, prices=prices)
         emr_above = costs.estimate_emr(workload(images=serverless["break_even_images"] * 2), ClusterSizing(), region=PARIS, prices=prices)
         assert emr_above["cost"]["total_usd"] < above["cost"]["total_usd"]
 
 
 def test_single_instance_has_no_emr_uplift(prices):
-    est = costs.estimate_single_instance(workload(), instance_type="c7g.16xlarge", region=PARIS, prices=prices)
+    est = cost_compare.estimate_single_instance(workload(), instance_type="c7g.16xlarge", region=PARIS, prices=prices)
     assert est["executor_vcpus"] == 64 and "emr" in est["cost"]["components_usd"]
     assert est["cost"]["components_usd"]["emr"] == 0
     assert est["cost"]["components_usd"]["ec2"] == pytest.approx(est["seconds"]["wall_s"] / 3600 * prices.ec2_hourly(PARIS, "c7g.16xlarge"), rel=1e-4)
@@ -347,12 +348,12 @@ def test_default_throughput_reads_the_benchmark_and_names_it(tmp_path):
 
 def test_the_unchosen_inference_runtime_is_priced_from_the_benchmark(tmp_path, prices):
     result = tmp_path / "inference_throughput.json"
-    assert costs.textbook_throughput(result) is None
+    assert cost_compare.textbook_throughput(result) is None
     result.write_text(json.dumps({"images_per_second_per_vcpu": 40.0, "cores": 2,
                                   "textbook_pandas_udf_keras": {"images_per_second": 16.0}}))
-    assert costs.textbook_throughput(result) == 8.0
-    rows = costs.optimization_table(workload(throughput=40.0), ClusterSizing(), region=PARIS, prices=prices,
-                                    textbook_per_vcpu=costs.textbook_throughput(result))
+    assert cost_compare.textbook_throughput(result) == 8.0
+    rows = cost_compare.optimization_table(workload(throughput=40.0), ClusterSizing(), region=PARIS, prices=prices,
+                                    textbook_per_vcpu=cost_compare.textbook_throughput(result))
     runtime = next(r for r in rows if r["optimization"].startswith("inference"))
     slower = costs.estimate_emr(workload(throughput=8.0), ClusterSizing(), region=PARIS, prices=prices)
     assert runtime["alternative_usd"] == pytest.approx(slower["cost"]["total_usd"], abs=1e-4)
@@ -386,7 +387,7 @@ def price_item(attributes: dict, usd: str, unit: str = "Hrs", tiers: list[tuple[
 
 def stub_price_list(stubber: Stubber, region: str, instance_type: str, answers: dict[tuple[str, ...], list[str]]) -> None:
     """Queue one GetProducts answer per query `price_queries` makes, checking its exact filters."""
-    for key, (service, filters, _multiplier) in costs.price_queries(region, [instance_type]).items():
+    for key, (service, filters, _multiplier) in price_refresh.price_queries(region, [instance_type]).items():
         items = answers.get(key, [])
         if len(items) > 1:  # the paginator follows NextToken: the first item on page one, the rest on page two
             stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items[:1], "NextToken": "page2"},
@@ -399,7 +400,7 @@ def stub_price_list(stubber: Stubber, region: str, instance_type: str, answers: 
 
 
 def test_refresh_rewrites_prices_from_the_price_list_api(prices):
-    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    pricing = boto3.client("pricing", region_name=price_refresh.PRICING_ENDPOINT_REGION)
     answers = {
         # A free entry first (skipped), then the real price on the next page.
         ("ec2_on_demand_hourly", "m7g.xlarge"): [price_item({"instanceType": "m7g.xlarge"}, "0.0000000000"),
@@ -413,7 +414,7 @@ def test_refresh_rewrites_prices_from_the_price_list_api(prices):
     }
     with Stubber(pricing) as stubber:
         stub_price_list(stubber, PARIS, "m7g.xlarge", answers)
-        document, missing = costs.refresh_prices(prices.document, pricing, regions=[PARIS], instance_types=["m7g.xlarge"],
+        document, missing = price_refresh.refresh_prices(prices.document, pricing, regions=[PARIS], instance_types=["m7g.xlarge"],
                                                  today=date(2026, 11, 22))
         stubber.assert_no_pending_responses()
     paris = document["regions"][PARIS]
@@ -435,9 +436,9 @@ def test_refresh_rewrites_prices_from_the_price_list_api(prices):
 
 
 def test_refresh_refuses_a_region_outside_the_eu(prices):
-    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    pricing = boto3.client("pricing", region_name=price_refresh.PRICING_ENDPOINT_REGION)
     with Stubber(pricing), pytest.raises(GdprViolation):
-        costs.refresh_prices(prices.document, pricing, regions=["us-east-1"], instance_types=["m7g.xlarge"])
+        price_refresh.refresh_prices(prices.document, pricing, regions=["us-east-1"], instance_types=["m7g.xlarge"])
 
 
 def test_spot_sampling_averages_each_zones_latest_price():
@@ -453,14 +454,14 @@ def test_spot_sampling_averages_each_zones_latest_price():
         stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
                              {"InstanceTypes": ["c7g.2xlarge", "m7g.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
                               "StartTime": now - timedelta(hours=1), "EndTime": now})
-        sampled = costs.sample_spot_prices(ec2, ["c7g.2xlarge", "m7g.xlarge"], now=now)
+        sampled = price_refresh.sample_spot_prices(ec2, ["c7g.2xlarge", "m7g.xlarge"], now=now)
     assert sampled == {"c7g.2xlarge": pytest.approx(0.14), "m7g.xlarge": 0.07}
 
 
 def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
     target = tmp_path / "aws_eu.json"
     target.write_text(json.dumps(prices.document))
-    pricing = boto3.client("pricing", region_name=costs.PRICING_ENDPOINT_REGION)
+    pricing = boto3.client("pricing", region_name=price_refresh.PRICING_ENDPOINT_REGION)
     stubber = Stubber(pricing)
     stub_price_list(stubber, "eu-north-1", "m6g.xlarge", {
         ("ec2_on_demand_hourly", "m6g.xlarge"): [price_item({}, "0.1640000000")],
@@ -468,7 +469,7 @@ def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
     })
     stubber.activate()
     monkeypatch.setattr(boto3, "client", lambda service, region_name=None: pricing if service == "pricing" else pytest.fail(service))
-    assert costs.main(["refresh", "--region", "eu-north-1", "--instance-type", "m6g.xlarge", "--prices-file", str(target)]) == 0
+    assert costs_cli.main(["refresh", "--region", "eu-north-1", "--instance-type", "m6g.xlarge", "--prices-file", str(target)]) == 0
     stubber.assert_no_pending_responses()
     written = json.loads(target.read_text())
     assert written["regions"]["eu-north-1"]["ec2_on_demand_hourly"]["m6g.xlarge"] == 0.164
@@ -480,7 +481,7 @@ def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
 
 
 def test_estimate_command_prints_usd_and_eur_for_the_given_cluster(capsys, prices):
-    assert costs.main(["estimate", "--images", "200000", "--throughput-per-vcpu", "50", "--instance-type", "m7g.xlarge",
+    assert costs_cli.main(["estimate", "--images", "200000", "--throughput-per-vcpu", "50", "--instance-type", "m7g.xlarge",
                        "--core", "2", "--task", "0", "--on-demand", "--region", "eu-west-1"]) == 0
     out = capsys.readouterr().out
     assert "| component | USD | EUR |" in out and "per million images" in out
@@ -493,13 +494,13 @@ def test_estimate_command_prints_usd_and_eur_for_the_given_cluster(capsys, price
 
 def test_cost_module_runs_as_a_command():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "1000000", "--json"],
+    done = subprocess.run([sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "1000000", "--json"],
                           capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     estimate = json.loads(done.stdout)
     assert estimate["images"] == 1_000_000 and estimate["cost"]["total_usd"] > 0
     assert estimate["throughput_source"].startswith(("measured", "FALLBACK"))
-    refused = subprocess.run([sys.executable, "-m", "fruits.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
+    refused = subprocess.run([sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
                              capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert refused.returncode != 0 and "eu-west-2" in refused.stderr
 
@@ -556,7 +557,7 @@ def test_night_365_costs_what_night_1_does(prices):
     per_night = {n: costs.estimate_emr(costs.night_workload(w, n), ClusterSizing(), region=PARIS, prices=prices)
                  for n in (1, 30, 365, 1000)}
     first, last = per_night[1]["processing_usd_per_million"], per_night[365]["processing_usd_per_million"]
-    assert abs(last / first - 1) <= costs.TARGET_NIGHT_DRIFT and last <= costs.TARGET_PROCESSING_USD_PER_MILLION
+    assert abs(last / first - 1) <= cost_compare.TARGET_NIGHT_DRIFT and last <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION
     for n, est in per_night.items():
         assert est["rows"]["pca_read"] == 1_000_000, n  # tonight's batch only, whatever the history
     # Night 1 fits the first basis from its own statistics; the upload reads the retained batches' manifests only.
@@ -720,18 +721,18 @@ def test_retention_no_derived_row_outlives_its_photo_by_more_than_the_grace():
 
 
 def test_the_bill_of_a_year_meets_issue_11s_targets_at_fruits_360_size(prices):
-    bill = costs.year_bill(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices)
+    bill = cost_compare.year_bill(workload(throughput=MEASURED_PER_VCPU), ClusterSizing(), region=PARIS, prices=prices)
     assert [r["night"] for r in bill["nights"]] == [1, 30, 365, "365, new basis"]
     assert set(bill["months"]) == {"10000", "100000", "1000000"}
     assert [t["verdict"] for t in bill["targets"]] == ["met", "met", "met"]
-    assert bill["targets"][2]["value"] == bill["months"]["1000000"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    assert bill["targets"][2]["value"] == bill["months"]["1000000"]["monthly_usd"] <= cost_compare.TARGET_MONTHLY_USD
     # A new basis re-expresses the 364 retained batches: that night costs more, and says so.
     new_basis = bill["nights"][-1]
     assert new_basis["reexpressed_rows"] == 364_000_000 and new_basis["refit_batches_merged"] == 365
     assert new_basis["processing_usd_per_million"] > bill["nights"][2]["processing_usd_per_million"]
     # Phone photos (3 MB): storage dominates and the month target is honestly NOT MET.
     phone_photos = workload(throughput=MEASURED_PER_VCPU, mean_image_bytes=3e6)
-    phones = costs.year_bill(phone_photos, ClusterSizing(), region=PARIS, prices=prices, volumes=(1_000_000,))
+    phones = cost_compare.year_bill(phone_photos, ClusterSizing(), region=PARIS, prices=prices, volumes=(1_000_000,))
     assert phones["targets"][2]["verdict"] == "NOT MET"
 
 
@@ -752,13 +753,13 @@ def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(
 
 
 def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices):
-    assert costs.main(["estimate", "--images", "1000000", "--night", "365", "--throughput-per-vcpu",
+    assert costs_cli.main(["estimate", "--images", "1000000", "--night", "365", "--throughput-per-vcpu",
                        str(MEASURED_PER_VCPU), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["night"] == 365 and out["processing_usd_per_million"] <= costs.TARGET_PROCESSING_USD_PER_MILLION
-    assert out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= costs.TARGET_MONTHLY_USD
+    assert out["night"] == 365 and out["processing_usd_per_million"] <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION
+    assert out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= cost_compare.TARGET_MONTHLY_USD
     assert out["s3"]["requests"]["get"]["upload_manifests"] == 365
-    assert costs.main(["estimate", "--images", "1000000", "--mean-image-bytes", "3000000", "--json",
+    assert costs_cli.main(["estimate", "--images", "1000000", "--mean-image-bytes", "3000000", "--json",
                        "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
     phones = json.loads(capsys.readouterr().out)
     assert phones["monthly_usd_steady_state"] > 10 * out["monthly_usd_steady_state"]
@@ -768,17 +769,17 @@ def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices
 def test_help_describes_every_subcommand_and_option(capsys):
     for command in ("estimate", "bill", "compare"):
         with pytest.raises(SystemExit):
-            costs.main([command, "--help"])
+            costs_cli.main([command, "--help"])
         text = capsys.readouterr().out
         for option in ("--images", "--night", "--mean-image-bytes", "--reexpress-rows", "--refit", "--catchup-images",
                        "--network", "--airflow-host", "--core", "--task", "--on-demand", "--storage-months"):
             assert option in text, (command, option)
     with pytest.raises(SystemExit):
-        costs.main(["--help"])
+        costs_cli.main(["--help"])
     top = capsys.readouterr().out
     assert all(name in top for name in ("estimate", "bill", "compare", "refresh"))
     # Every option of every subcommand says what it does.
-    parser = costs.build_parser()
+    parser = costs_cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     for name, command in commands.items():
         for action in command._actions:
@@ -788,8 +789,8 @@ def test_help_describes_every_subcommand_and_option(capsys):
 def test_make_cost_prints_the_bill_of_a_year_then_the_comparisons(capsys):
     makefile = (REPO_ROOT / "Makefile").read_text()
     recipe = makefile.split("\ncost:", 1)[1].split("\n\n", 1)[0]
-    assert "fruits.costs bill" in recipe and "fruits.costs compare" in recipe
-    assert costs.main(["bill", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    assert "fruits.cli.costs bill" in recipe and "fruits.cli.costs compare" in recipe
+    assert costs_cli.main(["bill", "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert any(line.startswith("| 1 |") for line in lines) and any(line.startswith("| 365 |") for line in lines)

@@ -1,10 +1,10 @@
-"""What a run costs, as AWS bills it: the estimate before a run, the bill after it, the bill of a year, the
-comparisons.
+"""What a run costs, as AWS bills it: the run-time cost model (the estimate before a run, the bill after it).
 
-One model serves four uses: `estimate_emr` (before a run: from an image count, the measured featurize and PCA
-rates per vCPU and a `ClusterSizing`), `fruits.run_report` (after it: the same billing functions applied to
-what EMR says actually ran), `year_bill` / `steady_state_month` (night 1 beside night 365, the whole month once
-retention is full) and the comparisons of docs/costs.md (EMR Serverless, one large instance).
+`estimate_for_run` / `estimate_emr` price a night from an image count, the measured featurize and PCA rates per
+vCPU and a `ClusterSizing`; `fruits.run_report` applies the same billing functions to what EMR says ran;
+`steady_state_month` is the whole month once retention is full. The comparisons and the year's bill behind
+docs/costs.md are `fruits.cost_compare`, the prices refresh `fruits.price_refresh`, the command
+`python -m fruits.cli.costs`.
 
 Billing rules modelled (the AWS price pages' own):
 - EC2: per second, 60 s minimum per instance; primary and core fleet On-Demand (the core nodes host the
@@ -13,39 +13,28 @@ Billing rules modelled (the AWS price pages' own):
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
 - S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout (`s3_requests`: photos
-  bundled into Parquet objects by `fruits.upload`, whose constants size the bundles); storage per area in
-  the class the lifecycle moves it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions),
-  day by day over its stay, with lifecycle transitions and Intelligent-Tiering monitoring;
+  in Parquet bundles sized by `fruits.storage`'s constants); storage per area in the class the lifecycle moves
+  it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions), day by day over its stay, with
+  lifecycle transitions and Intelligent-Tiering monitoring;
 - fixed: the KMS key, the Airflow host, the cluster's network path (S3 gateway endpoint, or a NAT gateway).
 
-Prices come from `prices/aws_eu.json` (stamped with date and source; `refresh` rewrites the EC2/EMR/EBS/S3
-Standard ones from the AWS Price List API). Instance vCPUs/memory come from `fruits.emr_cluster.INSTANCE_TYPES`.
-Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
-
-    python -m fruits.costs estimate --images 1000000 [--night 365] [--refit] [--reexpress-rows R]
-        [--mean-image-bytes B] [--json]                  # one night; --json: processing + the steady-state month
-    python -m fruits.costs bill [--images 1000000]       # night 1 vs 365, the month at 10k/100k/1M, targets
-    python -m fruits.costs compare --images 1000000     # optimizations and break-evens (docs/costs.md)
-    python -m fruits.costs refresh [--spot]              # rewrite the prices file from AWS's APIs
+Prices come from `prices/aws_eu.json` (stamped with date and source). Instance vCPUs/memory come from
+`fruits.emr_cluster.INSTANCE_TYPES`. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 from dataclasses import asdict, dataclass, replace
-from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-# upload's bundle constants size the objects the requests are counted on; read at call time (never
-# copied), so the model follows them. upload imports only fruits.lake: no import cycle.
-from fruits import upload
+# The bundle constants size the objects the requests are counted on: read at call time, never copied.
+from fruits import storage
 from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, worker_vcpus
-from fruits.gdpr import EU_MEMBER_STATE_REGIONS, check_region
+from fruits.gdpr import check_region
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +63,6 @@ NORMALIZATION_FACTORS = {
     "12xlarge": 96, "16xlarge": 128, "18xlarge": 144, "24xlarge": 192, "32xlarge": 256, "48xlarge": 384,
 }
 ON_DEMAND, SPOT = "ON_DEMAND", "SPOT"
-# The issue's target: a nightly batch of one million images, all-in, on spot capacity.
-TARGET_USD_PER_MILLION = 0.50
-# Issue 11's targets: processing (compute + requests) per million on night 365 within 5 % of night 1 and
-# at most this; the steady-state month at 1 M Fruits-360-size photos a night, eu-west-3, at most this.
-TARGET_PROCESSING_USD_PER_MILLION = 0.35
-TARGET_NIGHT_DRIFT = 0.05
-TARGET_MONTHLY_USD = 100.0
-
 # The lake's retention (infra/foundation.yaml's ImageRetentionDays, LogRetentionDays and
 # NoncurrentVersionExpiryDays defaults; tests/test_costs.py keeps them equal): an expired object stays a
 # noncurrent version for the grace, then is purged.
@@ -111,7 +92,7 @@ IT_TIERS = ((30, "INTELLIGENT_TIERING_FREQUENT"), (90, "INTELLIGENT_TIERING_INFR
 OUTPUT_OBJECT_BYTES = 64e6
 # EMR logs a run leaves under logs/ (assumed, not measured), kept LOG_RETENTION_DAYS.
 LOG_BYTES_PER_RUN = 50e6
-# The cross-batch duplicate index (fruits.upload's index/): assumed 100 bytes a photo, pruned with the photos.
+# The cross-batch duplicate index (fruits.dedup_index's index/): assumed 100 bytes a photo, pruned with the photos.
 INDEX_BYTES_PER_PHOTO = 100.0
 # The Airflow host: one Graviton instance On-Demand all month (scheduler, API server, triggerer, Postgres)
 # with its gp3 volume; `--airflow-host` prices another size.
@@ -262,7 +243,7 @@ class Workload:
 
 def bundle_photos(mean_image_bytes: float) -> int:
     """Photos per bundle the upload writes, at this mean photo size: whichever of its limits comes first."""
-    return max(1, min(upload.BUNDLE_MAX_PHOTOS, int(upload.BUNDLE_MAX_BYTES // mean_image_bytes)))
+    return max(1, min(storage.BUNDLE_MAX_PHOTOS, int(storage.BUNDLE_MAX_BYTES // mean_image_bytes)))
 
 
 @dataclass(frozen=True)
@@ -299,18 +280,6 @@ def default_pca_rates(path: Path = PCA_THROUGHPUT_FILE) -> tuple[float, float, s
     where = f"{result.get('machine', '?')}, {result.get('measured_at', '?')}"
     source = f"{result.get('source', 'measured')}: {name} ({where})"
     return float(result["stats_rows_per_second_per_vcpu"]), float(result["project_rows_per_second_per_vcpu"]), source
-
-
-def textbook_throughput(path: Path = THROUGHPUT_FILE) -> float | None:
-    """images/s per vCPU of the benchmark's textbook approach (Keras `predict` in a pandas UDF), the
-    inference runtime we did not choose; None until the benchmark has run."""
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    textbook = result.get("textbook_pandas_udf_keras") or {}
-    if not textbook.get("images_per_second") or not result.get("cores"):
-        return None
-    return float(textbook["images_per_second"]) / float(result["cores"])
 
 
 def instance_facts(instance_type: str) -> InstanceFacts:
@@ -354,7 +323,7 @@ class PriceBook:
     def region(self, region: str, allowed: Iterable[str] | str | None = None) -> dict[str, Any]:
         check_region(region, allowed)
         if region not in self.document["regions"]:
-            raise ValueError(f"no prices for {region} in {PRICES_FILE.name}: run `python -m fruits.costs refresh`")
+            raise ValueError(f"no prices for {region} in {PRICES_FILE.name}: run `python -m fruits.cli.costs refresh`")
         return self.document["regions"][region]
 
     def _hourly(self, region: str, table: str, instance_type: str) -> float:
@@ -362,7 +331,7 @@ class PriceBook:
         if prices.get(instance_type) is None:
             raise ValueError(
                 f"no {table} price for {instance_type} in {region}: "
-                f"run `python -m fruits.costs refresh --instance-type {instance_type}`"
+                f"run `python -m fruits.cli.costs refresh --instance-type {instance_type}`"
             )
         return float(prices[instance_type])
 
@@ -418,7 +387,7 @@ def list_pages(keys: int) -> int:
 
 def featurize_gets_per_bundle(photos: float) -> int:
     """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE)."""
-    return GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP * math.ceil(photos / upload.BUNDLE_ROW_GROUP_PHOTOS)
+    return GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
 
 
 def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
@@ -600,7 +569,7 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
         gb = volume["bytes"] / 1e9
         moved = volume["large_objects"] if plan.transition_days is not None else 0
         billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
-        storage = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
+        stored = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
         transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0
         monitoring = 0.0
         if plan.storage_class == INTELLIGENT_TIERING and moved:
@@ -609,7 +578,7 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
             monitoring = moved * per_object_month * months_in_tiering
         result[prefix] = {"gb": round(gb, 6), "storage_class": plan.storage_class if moved else STANDARD,
                           "transition_days": plan.transition_days if moved else None, "resident_days": days,
-                          "usd": storage + transitions + monitoring}
+                          "usd": stored + transitions + monitoring}
     return result
 
 
@@ -658,11 +627,11 @@ def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str
                                overheads=overheads)
         extra_usd = sum(v for k, v in special["cost"]["components_usd"].items() if k != "s3_storage") - night_usd
     areas = batch_storage(plain, region, prices)
-    storage = {prefix: area["usd"] * DAYS_PER_MONTH for prefix, area in areas.items()}
+    area_storage = {prefix: area["usd"] * DAYS_PER_MONTH for prefix, area in areas.items()}
     fixed = fixed_monthly(region, prices, network=network, airflow_host=airflow_host,
                           nodes_per_night=1 + sizing.core_count + sizing.task_count)
     parts = {"processing": night_usd * DAYS_PER_MONTH + extra_usd,
-             **{f"storage {prefix}": usd for prefix, usd in storage.items()},
+             **{f"storage {prefix}": usd for prefix, usd in area_storage.items()},
              **{f"fixed {name}": usd for name, usd in fixed.items()}}
     total = sum(parts.values())
     return {
@@ -814,354 +783,8 @@ def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_row
     return estimate_emr(workload, sizing, region=region, prices=prices or PriceBook.load())
 
 
-# EMR Serverless bills each worker's vCPU-hours and GB-hours per second (60 s minimum), from the
-# moment it starts until it is released: no cluster start-up or bootstrap (dependencies come in a
-# custom image), but a higher rate and ~1 min of worker start per job. 4 vCPU / 16 GB workers (the
-# default size), one driver per job; the first 20 GB of storage per worker are free.
-SERVERLESS_WORKER = {"vcpu": 4, "memory_gb": 16}
-SERVERLESS_JOB_START_S = 60.0
-
-
-def estimate_emr_serverless(
-    workload: Workload,
-    *,
-    vcpus: int,
-    architecture: str,
-    region: str,
-    prices: PriceBook,
-    overheads: Overheads = Overheads(),
-) -> dict[str, Any]:
-    check_region(region)
-    steps = job_seconds(workload, vcpus, overheads)
-    rate = prices.region(region)["emr_serverless"][architecture]
-    workers = math.ceil(vcpus / SERVERLESS_WORKER["vcpu"]) + 1  # executors + the driver
-    worker_hour = SERVERLESS_WORKER["vcpu"] * rate["vcpu_hour"] + SERVERLESS_WORKER["memory_gb"] * rate["gb_hour"]
-    compute = sum(
-        workers * billed_seconds(SERVERLESS_JOB_START_S + seconds) / SECONDS_PER_HOUR * worker_hour
-        for seconds in steps.values()
-    )
-    components = {"emr_serverless": compute, **s3_costs(workload, region, prices)}
-    return {
-        "kind": "emr_serverless",
-        "region": region,
-        "images": workload.images,
-        "executor_vcpus": vcpus,
-        "seconds": {**{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
-                    "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1)},
-        "cost": summarize(components, workload.images, prices.eur_per_usd),
-    }
-
-
-# One large instance running both jobs with Spark in local mode, no EMR: launch + OS ~60 s, a
-# pre-baked AMI (or ~2 min of pip install) and the jobs; 64 GiB gp3 for the lake's scratch.
-SINGLE_INSTANCE_SETUP_S = 180.0
-SINGLE_INSTANCE_EBS_GIB = 64 + 8
-
-
-def estimate_single_instance(
-    workload: Workload,
-    *,
-    instance_type: str,
-    region: str,
-    prices: PriceBook,
-    market: str = ON_DEMAND,
-    overheads: Overheads = Overheads(),
-) -> dict[str, Any]:
-    check_region(region)
-    vcpus = instance_facts(instance_type).vcpus
-    steps = job_seconds(workload, vcpus, overheads)
-    seconds = SINGLE_INSTANCE_SETUP_S + sum(steps.values()) + overheads.termination_s
-    instances = [BilledInstances("SINGLE", instance_type, market, 1, seconds, SINGLE_INSTANCE_EBS_GIB, emr=False)]
-    components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
-    return {
-        "kind": "single_instance",
-        "region": region,
-        "instance_type": instance_type,
-        "market": market,
-        "images": workload.images,
-        "executor_vcpus": vcpus,
-        "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "wall_s": round(seconds, 1)},
-        "cost": summarize(components, workload.images, prices.eur_per_usd),
-    }
-
-
-def break_even(cost_a: Callable[[int], float], cost_b: Callable[[int], float], *, low: int = 1000,
-               high: int = 1_000_000_000) -> int | None:
-    """The image count where two options cost the same (bisection; the costs are monotonic in the
-    count and cross at most once), or None when one is cheaper over the whole range."""
-    diff_low, diff_high = cost_a(low) - cost_b(low), cost_a(high) - cost_b(high)
-    if diff_low == 0:
-        return low
-    if (diff_low > 0) == (diff_high > 0):
-        return None
-    while high - low > max(1, low // 1000):
-        middle = (low + high) // 2
-        if (cost_a(middle) - cost_b(middle) > 0) == (diff_low > 0):
-            low = middle
-        else:
-            high = middle
-    return high
-
-
 # ---------------------------------------------------------------------------------------------
-# Comparisons for docs/costs.md
-# ---------------------------------------------------------------------------------------------
-
-
-def layouts(workload: Workload) -> tuple[Workload, Workload]:
-    """The workload with its photos in bundles (as given, or the upload's default size when it was priced
-    one object per photo), and the same photos one object each: the two layouts compared."""
-    bundled = replace(workload, images_per_object=None) if workload.one_object_per_photo else workload
-    return bundled, replace(bundled, images_per_object=1, objects_in_batch=None)
-
-
-def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                       overheads: Overheads = Overheads(), textbook_per_vcpu: float | None = None) -> list[dict[str, Any]]:
-    """Each optimization we chose, against the choice we did not make, in USD (per run unless said).
-    textbook_per_vcpu: the measured throughput of the inference approach we did not choose."""
-
-    def run_cost(shaped: ClusterSizing, measured: Workload = workload) -> float:
-        return estimate_emr(measured, shaped, region=region, prices=prices, overheads=overheads)["cost"]["total_usd"]
-
-    def cluster_cost(seconds: float) -> float:
-        return sum(instance_costs(emr_instances(sizing, seconds), region, prices).values())
-
-    chosen = run_cost(sizing)
-    bundled, per_photo = layouts(workload)
-    x86 = replace(sizing, architecture="x86_64", primary_instance_types=(), worker_instance_types=())
-    cluster_s = estimate_emr(workload, sizing, region=region, prices=prices, overheads=overheads)["seconds"]["wall_s"]
-    day = 24 * SECONDS_PER_HOUR
-    rows = [
-        # The same run, its photos written as Parquet bundles or as one S3 object each: only the S3
-        # requests differ (PUT and GET are billed per request, whatever the object's size).
-        ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
-         run_cost(sizing, bundled), run_cost(sizing, per_photo)),
-        # The core nodes host the driver: On-Demand either way; only the task nodes' market is a choice.
-        ("spot task nodes", "the same task nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
-        ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
-        # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
-        ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
-        # The DAG's terminate task did not run (Airflow down): EMR ends the idle cluster after the
-        # timeout instead of it running until someone notices, say a day later (per incident).
-        (f"auto-termination after {sizing.idle_timeout_seconds / 60:g} min idle",
-         "an orphaned cluster noticed 24 h later (per incident)", cluster_cost(sizing.idle_timeout_seconds), cluster_cost(day)),
-    ]
-    if textbook_per_vcpu:
-        rows.append(("inference: featurize (LiteRT, batched)",
-                     f"Keras predict in a pandas UDF ({textbook_per_vcpu:.1f} images/s per vCPU, measured)", chosen,
-                     run_cost(sizing, replace(workload, throughput_per_vcpu=textbook_per_vcpu))))
-    return [{"optimization": name, "instead_of": other, "chosen_usd": round(ours, 4), "alternative_usd": round(theirs, 4),
-             "saved_usd": round(theirs - ours, 4)} for name, other, ours, theirs in rows]
-
-
-def per_million(estimate: dict[str, Any]) -> dict[str, float]:
-    """An estimate's cost per million images, USD: compute (every non-S3 component), S3 requests,
-    S3 storage, all-in."""
-    components, images = estimate["cost"]["components_usd"], estimate["images"]
-    scale = 1e6 / images if images else 0.0
-    parts = {"compute": sum(v for k, v in components.items() if not k.startswith("s3_")) * scale,
-             "s3_requests": components["s3_requests"] * scale, "s3_storage": components["s3_storage"] * scale}
-    return {**parts, "processing": parts["compute"] + parts["s3_requests"], "all_in": sum(parts.values())}
-
-
-def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 cheapest_workers: int | None = None, overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
-    """Processing (compute + requests) per million images against TARGET_PROCESSING_USD_PER_MILLION, and the
-    storage of the batch's whole stay beside it: the photos in bundles on the given cluster (and on the
-    cheapest worker count, when given), then one object per photo on the given cluster."""
-    bundled, per_photo = layouts(workload)
-    workers = sizing.core_count + sizing.task_count
-    cases = [(f"photos in bundles (today), {workers} workers", bundled, sizing)]
-    if cheapest_workers and cheapest_workers != workers:
-        cases.append((f"photos in bundles, {cheapest_workers} workers (cheapest)", bundled,
-                      replace(sizing, core_count=1, task_count=cheapest_workers - 1)))
-    cases.append((f"one object per photo (before bundles), {workers} workers", per_photo, sizing))
-    rows = []
-    for name, case, shaped in cases:
-        cost = per_million(estimate_emr(case, shaped, region=region, prices=prices, overheads=overheads))
-        rows.append({"case": name, **{k: round(v, 4) for k, v in cost.items()},
-                     "target": verdict(cost["processing"] <= TARGET_PROCESSING_USD_PER_MILLION)})
-    return rows
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT MET"
-
-
-def year_bill(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-              nights: Sequence[int] = (1, 30, 365), volumes: Sequence[int] = (10_000, 100_000, 1_000_000),
-              overheads: Overheads = Overheads(), network: str = NETWORK_PATHS[0],
-              airflow_host: str = AIRFLOW_HOST_TYPE) -> dict[str, Any]:
-    """The bill of a year at `workload.images` photos a night: processing per million on each of `nights`
-    (and on night 365 with a refit and a re-expression of every retained batch), the steady-state month at
-    each of `volumes` photos a night, and issue 11's targets with their verdicts."""
-
-    def night(n: int, **extra: Any) -> dict[str, Any]:
-        est = estimate_emr(night_workload(replace(workload, **extra), n, refit=bool(extra)), sizing, region=region,
-                           prices=prices, overheads=overheads)
-        return {"night": n, "processing_usd_per_million": est["processing_usd_per_million"],
-                "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "pca_rows_read": est["rows"]["pca_read"],
-                "refit_batches_merged": est["rows"]["refit_batches_merged"],
-                "reexpressed_rows": est["rows"]["reexpressed"],
-                "new_basis_storage_usd": est["cost"]["components_usd"].get("s3_new_basis_tiers", 0.0)}
-
-    rows = [night(n) for n in nights]
-    retained = workload.images * (RETENTION_DAYS - 1)
-    rows.append({**night(RETENTION_DAYS, reexpress_rows=retained), "night": f"{RETENTION_DAYS}, new basis"})
-    months = {images: steady_state_month(replace(workload, images=images), sizing, region=region, prices=prices,
-                                         overheads=overheads, network=network, airflow_host=airflow_host)
-              for images in volumes}
-    first, last = rows[0]["processing_usd_per_million"], next(r for r in rows if r["night"] == max(nights))
-    last = last["processing_usd_per_million"]
-    million = months.get(1_000_000) or steady_state_month(replace(workload, images=1_000_000), sizing, region=region,
-                                                          prices=prices, overheads=overheads, network=network,
-                                                          airflow_host=airflow_host)
-    targets = [
-        {"target": f"processing on night {max(nights)} within {TARGET_NIGHT_DRIFT:.0%} of night 1",
-         "value": round(last / first - 1, 4), "verdict": verdict(abs(last / first - 1) <= TARGET_NIGHT_DRIFT)},
-        {"target": f"processing on night {max(nights)} <= {TARGET_PROCESSING_USD_PER_MILLION} USD per million",
-         "value": last, "verdict": verdict(last <= TARGET_PROCESSING_USD_PER_MILLION)},
-        {"target": f"steady-state month at 1,000,000 photos of {workload.mean_image_bytes:,.0f} B a night, {region}, "
-                   f"{RETENTION_DAYS}-day retention <= {TARGET_MONTHLY_USD:g} USD",
-         "value": million["monthly_usd"], "verdict": verdict(million["monthly_usd"] <= TARGET_MONTHLY_USD)},
-    ]
-    return {"images_per_night": workload.images, "region": region, "nights": rows,
-            "months": {str(k): v for k, v in months.items()}, "targets": targets}
-
-
-def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 worker_counts: Sequence[int] = (1, 2, 3, 4, 6, 8, 12, 16), overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
-    """Cost and wall time by number of worker nodes (1 core + the rest task nodes)."""
-    rows = []
-    for workers in worker_counts:
-        shaped = replace(sizing, core_count=1, task_count=workers - 1)
-        est = estimate_emr(workload, shaped, region=region, prices=prices, overheads=overheads)
-        rows.append({"workers": workers, "executor_vcpus": est["executor_vcpus"],
-                     "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "total_usd": est["cost"]["total_usd"]})
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Refresh: the AWS Price List API (and spot price history) -> the prices file
-# ---------------------------------------------------------------------------------------------
-
-# The Price List API is served from us-east-1, eu-central-1 and ap-south-1. It is a public price
-# catalogue: the request carries product filters, no pipeline data, so nothing about the photos leaves
-# the EU; we use Frankfurt anyway.
-PRICING_ENDPOINT_REGION = "eu-central-1"
-
-
-def _filters(**terms: str) -> list[dict[str, str]]:
-    return [{"Type": "TERM_MATCH", "Field": field, "Value": value} for field, value in terms.items()]
-
-
-def _on_demand_usd(price_item: str) -> tuple[float, dict[str, Any]] | None:
-    """The first-tier On-Demand USD price of one Price List product (a JSON string)."""
-    product = json.loads(price_item)
-    dimensions = [
-        dimension
-        for term in product.get("terms", {}).get("OnDemand", {}).values()
-        for dimension in term.get("priceDimensions", {}).values()
-    ]
-    dimensions.sort(key=lambda d: float(d.get("beginRange", "0") or 0))
-    for dimension in dimensions:
-        usd = dimension.get("pricePerUnit", {}).get("USD")
-        if usd is not None:
-            return float(usd), product.get("product", {}).get("attributes", {})
-    return None
-
-
-def _price(pricing_client: Any, service: str, filters: list[dict[str, str]], *, nonzero: bool = True) -> float | None:
-    """The price of the first product matching the filters (nonzero: skip free tiers/entries)."""
-    paginator = pricing_client.get_paginator("get_products")
-    for page in paginator.paginate(ServiceCode=service, Filters=filters, FormatVersion="aws_v1"):
-        for item in page.get("PriceList", []):
-            found = _on_demand_usd(item)
-            if found and (found[0] > 0 or not nonzero):
-                return found[0]
-    return None
-
-
-def price_queries(region: str, instance_types: Sequence[str]) -> dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]]:
-    """(table, key) -> (service code, filters, multiplier to the file's unit): every price refreshed."""
-    queries: dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]] = {}
-    for instance_type in instance_types:
-        queries[("ec2_on_demand_hourly", instance_type)] = ("AmazonEC2", _filters(
-            regionCode=region, instanceType=instance_type, operatingSystem="Linux", tenancy="Shared",
-            preInstalledSw="NA", capacitystatus="Used"), 1.0)
-        queries[("emr_hourly", instance_type)] = ("ElasticMapReduce", _filters(
-            regionCode=region, instanceType=instance_type, softwareType="EMR"), 1.0)
-    queries[("ebs_gp3_gb_month",)] = ("AmazonEC2", _filters(regionCode=region, productFamily="Storage", volumeApiName="gp3"), 1.0)
-    queries[("s3_standard_gb_month",)] = ("AmazonS3", _filters(
-        regionCode=region, productFamily="Storage", storageClass="General Purpose", volumeType="Standard"), 1.0)
-    # Request prices are per request in the API, per 1,000 in the file.
-    queries[("s3_put_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier1"), 1000.0)
-    queries[("s3_get_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier2"), 1000.0)
-    return queries
-
-
-def refresh_prices(document: dict[str, Any], pricing_client: Any, *, regions: Sequence[str],
-                   instance_types: Sequence[str], today: date | None = None) -> tuple[dict[str, Any], list[str]]:
-    """A new prices document with every price the Price List API returns; what it could not find keeps
-    its old value and is listed in the second result."""
-    today = today or datetime.now(timezone.utc).date()
-    updated = json.loads(json.dumps(document))
-    missing: list[str] = []
-    for region in regions:
-        check_region(region)
-        entry = updated["regions"].setdefault(region, {"name": region, "ec2_on_demand_hourly": {}, "emr_hourly": {}, "spot_hourly": {}})
-        refreshed = 0
-        for key, (service, filters, multiplier) in price_queries(region, instance_types).items():
-            value = _price(pricing_client, service, filters)
-            if value is None:
-                missing.append(f"{region} {'/'.join(key)}")
-                continue
-            value = round(value * multiplier, 6)
-            if len(key) == 2:
-                entry.setdefault(key[0], {})[key[1]] = value
-            else:
-                entry[key[0]] = value
-            refreshed += 1
-        if refreshed:
-            entry["as_of"] = today.isoformat()
-            entry["source"] = f"AWS Price List API (pricing.get_products, {PRICING_ENDPOINT_REGION} endpoint)"
-            if not any(m.startswith(region + " ") for m in missing):
-                entry.pop("derived", None)  # nothing left that was derived by hand
-    updated["stamped"] = today.isoformat()
-    # The oldest region's values: what the file as a whole can vouch for.
-    updated["values_as_of"] = min(str(entry.get("as_of", "")) for entry in updated["regions"].values())
-    updated["last_refresh"] = {"date": today.isoformat(), "endpoint": PRICING_ENDPOINT_REGION,
-                               "regions": list(regions), "missing": missing}
-    return updated, missing
-
-
-def sample_spot_prices(ec2_client: Any, instance_types: Sequence[str], *, now: datetime | None = None) -> dict[str, float]:
-    """Current spot price per type in the client's region: the mean of the latest price of each
-    availability zone (DescribeSpotPriceHistory, Linux/UNIX)."""
-    now = now or datetime.now(timezone.utc)
-    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
-    paginator = ec2_client.get_paginator("describe_spot_price_history")
-    for page in paginator.paginate(InstanceTypes=list(instance_types), ProductDescriptions=["Linux/UNIX"],
-                                   StartTime=now - timedelta(hours=1), EndTime=now):
-        for entry in page["SpotPriceHistory"]:
-            key = (entry["InstanceType"], entry["AvailabilityZone"])
-            if key not in latest or entry["Timestamp"] > latest[key][0]:
-                latest[key] = (entry["Timestamp"], float(entry["SpotPrice"]))
-    by_type: dict[str, list[float]] = {}
-    for (instance_type, _zone), (_when, price) in latest.items():
-        by_type.setdefault(instance_type, []).append(price)
-    return {t: round(sum(p) / len(p), 6) for t, p in sorted(by_type.items())}
-
-
-def write_prices(document: dict[str, Any], path: Path = PRICES_FILE) -> None:
-    """Write-then-rename: a failed refresh leaves the old file whole."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, indent=1) + "\n")
-    partial.replace(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables and CLI
+# Tables (the run report and the cost commands print them)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1189,258 +812,3 @@ def cost_rows(cost: dict[str, Any]) -> list[tuple[str, float, float]]:
         rows.append(("per 1,000 images", cost["per_1000_images_usd"], cost["per_1000_images_usd"] * rate))
         rows.append(("per million images", cost["per_million_images_usd"], cost["per_million_images_usd"] * rate))
     return rows
-
-
-def render_estimate(estimate: dict[str, Any]) -> str:
-    seconds = estimate["seconds"]
-    instances = "; ".join(f"{i['count']} x {i['instance_type']} {i['role'].lower()} {i['market'].lower()}"
-                          for i in estimate.get("instances", []))
-    head = [
-        f"{estimate['kind']} in {estimate['region']}: {estimate['images']:,} images, "
-        f"{estimate['executor_vcpus']} executor vCPUs" + (f" ({instances})" if instances else ""),
-        f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, {estimate.get('throughput_source', '')}",
-        "wall time: " + ", ".join(f"{k[:-2]} {v / 60:,.1f} min" for k, v in seconds.items()),
-    ]
-    if estimate.get("pca_rates"):
-        rates = estimate["pca_rates"]
-        head.append(f"PCA: {rates['stats_rows_per_s_per_vcpu']:,.0f} statistics + "
-                    f"{rates['project_rows_per_s_per_vcpu']:,.0f} projection rows/s per vCPU, {rates['source']}; "
-                    f"rows: {estimate['rows']}")
-    if estimate.get("spot_price"):
-        head.append(f"spot price: {estimate['spot_price']}")
-    if estimate.get("s3"):
-        s3 = estimate["s3"]
-        head.append(f"S3: {s3['objects']:,} objects ({s3['layout']}, {s3['photos_per_object']:,g} photos each), "
-                    f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
-                    f"{s3['get_tier']:,} GET-tier requests")
-    table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
-    return "\n".join(head) + "\n\n" + table
-
-
-def _workload(args: argparse.Namespace) -> Workload:
-    if args.throughput_per_vcpu is not None:
-        throughput, source = args.throughput_per_vcpu, "given on the command line"
-    else:
-        throughput, source = default_throughput()
-    return Workload(images=args.images, throughput_per_vcpu=throughput, throughput_source=source,
-                    pca_rows=args.pca_rows, images_per_object=args.images_per_object, landing_on_s3=args.landing_on_s3,
-                    storage_months=args.storage_months, mean_image_bytes=args.mean_image_bytes,
-                    feature_bytes=args.feature_bytes, reduced_bytes=args.reduced_bytes, csv_bytes=args.csv_bytes,
-                    reexpress_rows=args.reexpress_rows, catchup_images=args.catchup_images)
-
-
-def _sizing(args: argparse.Namespace) -> ClusterSizing:
-    workers = (args.instance_type,) if args.instance_type else ()
-    architecture = instance_facts(args.instance_type).architecture if args.instance_type else args.architecture
-    return ClusterSizing(architecture=architecture, core_count=args.core, task_count=args.task,
-                         spot=not args.on_demand, worker_instance_types=workers)
-
-
-def alternatives(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 single_instance_type: str = "c7g.16xlarge") -> list[dict[str, Any]]:
-    """The transient EMR cluster against EMR Serverless (same executor vCPUs) and one large On-Demand
-    instance without EMR, at `workload.images`, with the image count where each crosses EMR."""
-    vcpus = worker_vcpus(sizing)
-    options: dict[str, Callable[[Workload], dict[str, Any]]] = {
-        "transient EMR cluster": lambda w: estimate_emr(w, sizing, region=region, prices=prices),
-        "EMR Serverless": lambda w: estimate_emr_serverless(w, vcpus=vcpus, architecture=sizing.architecture,
-                                                            region=region, prices=prices),
-        f"one {single_instance_type} On-Demand, no EMR": lambda w: estimate_single_instance(
-            w, instance_type=single_instance_type, region=region, prices=prices),
-        f"one {single_instance_type} spot, no EMR": lambda w: estimate_single_instance(
-            w, instance_type=single_instance_type, region=region, prices=prices, market=SPOT),
-    }
-
-    def total(option: str) -> Callable[[int], float]:
-        return lambda images: options[option](replace(workload, images=images))["cost"]["total_usd"]
-
-    emr = next(iter(options))
-    rows = []
-    for option, estimate in options.items():
-        result = estimate(workload)
-        row = {"option": option, "executor_vcpus": result["executor_vcpus"], "total_usd": result["cost"]["total_usd"],
-               "wall_minutes": round(result["seconds"]["wall_s"] / 60, 1), "break_even_images": None, "cheaper_below": None}
-        if option != emr:
-            row["break_even_images"] = break_even(total(emr), total(option))
-            small = 1000
-            row["cheaper_below"] = emr if total(emr)(small) < total(option)(small) else option
-        rows.append(row)
-    return rows
-
-
-def _break_even_text(row: dict[str, Any]) -> str:
-    if row["cheaper_below"] is None:
-        return ""
-    if row["break_even_images"] is None:
-        return f"none: {row['cheaper_below']} is cheaper at every size"
-    return f"{row['break_even_images']:,} images ({row['cheaper_below']} cheaper below)"
-
-
-def _compare(args: argparse.Namespace, prices: PriceBook) -> str:
-    workload, sizing, region = _workload(args), _sizing(args), args.region
-    sized = right_sizing(workload, sizing, region=region, prices=prices)
-    cheapest = min(sized, key=lambda r: r["total_usd"])["workers"]
-    out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
-           (f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
-            f"million; storage: {storage_basis(workload)})"),
-           markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "storage", "processing", "all-in", "target"],
-                          [tuple(r.values()) for r in target_table(workload, sizing, region=region, prices=prices,
-                                                                   cheapest_workers=cheapest)]),
-           "", "### Optimizations (USD)",
-           markdown_table(["optimization", "instead of", "chosen", "alternative", "saved"],
-                          [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices,
-                                                                         textbook_per_vcpu=textbook_throughput())]),
-           "", "### Right-sizing (1 core node + task nodes)",
-           markdown_table(["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
-                          [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"]) for r in sized]),
-           "", f"### Alternatives at {workload.images:,} images (break-even: the image count where the costs cross)",
-           markdown_table(["option", "executor vCPUs", "USD per run", "wall minutes", "break-even with EMR"],
-                          [(r["option"], r["executor_vcpus"], r["total_usd"], f"{r['wall_minutes']:.1f}", _break_even_text(r))
-                           for r in alternatives(workload, sizing, region=region, prices=prices,
-                                                 single_instance_type=args.single_instance_type)])]
-    return "\n".join(out)
-
-
-def render_year(bill: dict[str, Any]) -> str:
-    """`make cost`'s first half: night 1 beside night 365, the monthly bills, the targets."""
-    nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read",
-                             "statistics merged", "rows re-expressed", "new basis: tier reset USD"],
-                            [tuple(r.values()) for r in bill["nights"]])
-    volumes = list(bill["months"])
-    names = list(bill["months"][volumes[-1]]["components_usd"])
-    months = markdown_table(["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
-                            [(name, *(bill["months"][v]["components_usd"][name] for v in volumes)) for name in names]
-                            + [("**total**", *(bill["months"][v]["monthly_usd"] for v in volumes))])
-    plan = bill["months"][volumes[-1]]["storage_classes"]
-    classes = markdown_table(["area", "class (objects >= 128 KiB)", "after days", "billed days", "read by"],
-                             [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"])
-                              for area, c in plan.items()])
-    targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
-    assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
-    title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
-    return "\n".join([title, nights,
-                      "", "### The steady-state month (retention full)", months, "", "### Storage classes", classes, "",
-                      "### Targets", targets, "", "Assumptions:", assumptions])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fruits.costs", description="Fruits! cost model (USD as AWS bills, EUR beside).",
-        epilog="estimate: one night's run (+ --json: processing_usd_per_million, monthly_usd_steady_state); "
-               "bill: night 1 beside night 365 and the steady-state month at 10 k, 100 k and 1 M photos a night "
-               "against issue 11's targets (make cost); compare: optimizations, right-sizing, alternatives; "
-               "refresh: the prices file from AWS.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    helps = {"estimate": "one night's run: wall time, USD and EUR by component; --json adds the steady-state month",
-             "bill": "the bill of a year: processing per night (1, 30, 365), the monthly bill at 10k/100k/1M "
-                     "photos a night, issue 11's targets",
-             "compare": "the optimizations chosen, right-sizing and the alternatives (EMR Serverless, one instance)"}
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--images", type=int, required=name != "bill", default=1_000_000,
-                       help="photos a night (bill: default 1,000,000)")
-        p.add_argument("--night", type=int, default=1,
-                       help="the Nth consecutive night of --images photos a night (manifests read, refit window)")
-        p.add_argument("--refit", action="store_true",
-                       help="tonight fits a new basis from the stored statistics of min(night, 365) batches")
-        p.add_argument("--reexpress-rows", type=int, default=0,
-                       help="rows of retained batches projected again on a new basis tonight (default 0: no new basis)")
-        p.add_argument("--catchup-images", type=int, default=0,
-                       help="photos of earlier nights without committed features featurized by this run too")
-        p.add_argument("--mean-image-bytes", type=float, default=Workload.mean_image_bytes,
-                       help="mean photo size in bytes: drives raw/ and the bundles (Fruits-360: 4,530; a phone: ~3e6)")
-        p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
-        p.add_argument("--reduced-bytes", type=float, default=Workload.reduced_bytes,
-                       help="reduced Parquet per photo (per-batch PCA output)")
-        p.add_argument("--csv-bytes", type=float, default=Workload.csv_bytes, help="pca_matrix.csv per photo")
-        p.add_argument("--throughput-per-vcpu", type=float, default=None,
-                       help="featurize images/s per executor vCPU (default: the benchmark's measurement)")
-        p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
-        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"),
-                       help="the nodes' architecture (default: Graviton)")
-        p.add_argument("--core", type=int, default=ClusterSizing.core_count, help="core nodes (always On-Demand)")
-        p.add_argument("--task", type=int, default=ClusterSizing.task_count,
-                       help="task nodes (spot unless --on-demand)")
-        p.add_argument("--on-demand", action="store_true", help="task nodes On-Demand instead of spot")
-        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS,
-                       help="an EU member-state region (GDPR allow-list)")
-        p.add_argument("--pca-rows", type=int, default=None,
-                       help="feature rows the PCA reads tonight (default: --images + --catchup-images)")
-        p.add_argument("--images-per-object", type=int, default=None,
-                       help="photos per S3 object (default: bundles as fruits.upload writes them; "
-                            "1: one object per photo, the layout before bundles)")
-        p.add_argument("--landing-on-s3", action="store_true",
-                       help="the photos land on an s3:// prefix (1 GET per photo; default: a local landing folder)")
-        p.add_argument("--storage-months", type=float, default=None,
-                       help="charge the run N months of S3 Standard for its photos + features instead of its whole "
-                            "stay in the lake in each area's class (0: processing only)")
-        p.add_argument("--network", choices=NETWORK_PATHS, default=NETWORK_PATHS[0],
-                       help="the cluster's path to S3 (default: the free gateway endpoint; nat-gateway: priced)")
-        p.add_argument("--airflow-host", default=AIRFLOW_HOST_TYPE, help="instance type of the Airflow host")
-        p.add_argument("--eur-per-usd", type=float, default=None, help="conversion rate (default: the prices file's)")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p.add_argument("--single-instance-type", default="c7g.16xlarge", help="compare: the one-instance alternative")
-    refresh = sub.add_parser("refresh", help="rewrite the prices file from the AWS Price List API")
-    refresh.add_argument("--region", action="append", choices=EU_MEMBER_STATE_REGIONS, help="default: every EU region")
-    refresh.add_argument("--instance-type", action="append", help="default: the types already in the file")
-    refresh.add_argument("--spot", action="store_true", help="also sample current spot prices (EC2 DescribeSpotPriceHistory)")
-    refresh.add_argument("--prices-file", type=Path, default=PRICES_FILE, help="the prices file to rewrite")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-
-    if args.command == "refresh":
-        return _refresh(args)
-    prices = PriceBook.load()
-    if args.eur_per_usd:
-        prices.document["eur_per_usd"] = {**prices.document["eur_per_usd"], "rate": args.eur_per_usd}
-    workload, sizing = _workload(args), _sizing(args)
-    if args.command == "estimate":
-        tonight = night_workload(workload, args.night, refit=args.refit)
-        estimate = estimate_emr(tonight, sizing, region=args.region, prices=prices)
-        month = steady_state_month(tonight, sizing, region=args.region, prices=prices, network=args.network,
-                                   airflow_host=args.airflow_host)
-        estimate = {**estimate, "night": args.night, "monthly_usd_steady_state": month["monthly_usd"],
-                    "steady_state_month": month}
-        if args.json:
-            print(json.dumps(estimate, indent=2))
-        else:
-            print(render_estimate(estimate) + f"\n\nnight {args.night}: processing "
-                  f"{estimate['processing_usd_per_million']} USD per million; steady-state month "
-                  f"{month['monthly_usd']:,.2f} USD ({month['monthly_eur']:,.2f} EUR): `bill` for the breakdown")
-    elif args.command == "bill":
-        bill = year_bill(workload, sizing, region=args.region, prices=prices, network=args.network,
-                         airflow_host=args.airflow_host)
-        print(json.dumps(bill, indent=2) if args.json else render_year(bill))
-    else:
-        print(_compare(args, prices))
-    print(f"\nprices: {prices.stamp['source'][:110]}... stamped {prices.stamp['stamped']}, values as of "
-          f"{prices.stamp['values_as_of']}; EUR at {prices.eur_per_usd} per USD", file=sys.stderr)
-    return 0
-
-
-def _refresh(args: argparse.Namespace) -> int:
-    import boto3
-
-    prices = PriceBook.load(args.prices_file)
-    regions = args.region or list(EU_MEMBER_STATE_REGIONS)
-    types = args.instance_type or sorted({t for r in prices.document["regions"].values() for t in r.get("ec2_on_demand_hourly", {})})
-    pricing = boto3.client("pricing", region_name=PRICING_ENDPOINT_REGION)
-    document, missing = refresh_prices(prices.document, pricing, regions=regions, instance_types=types)
-    if args.spot:
-        for region in regions:
-            sampled = sample_spot_prices(boto3.client("ec2", region_name=check_region(region)), types)
-            document["regions"][region]["spot_hourly"] = sampled
-            document["regions"][region]["spot_sampled_at"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
-    write_prices(document, args.prices_file)
-    for item in missing:
-        log.warning("not in the Price List API answer, kept the old value: %s", item)
-    log.info("wrote %s (%d regions, %d instance types, %d prices missing)", args.prices_file, len(regions), len(types), len(missing))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
