@@ -81,6 +81,7 @@ from fruits.storage import (  # noqa: F401
     raw_batches,
     read_batch_manifest,
     read_manifest,
+    write_batch_manifest,
     sha256_bytes,
 )
 
