@@ -285,17 +285,24 @@ def _store(root: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[2]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fruits.release", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("lock", help=f"{NODE_REQUIREMENTS} -> {NODE_LOCK}")
-    download = commands.add_parser("download", help="the locked wheels of both machines")
-    download.add_argument("--dest", type=Path, default=repo / "build" / "wheelhouse")
-    wheelhouse = commands.add_parser("publish-wheelhouse")
-    wheelhouse.add_argument("--lake", required=True)
-    wheelhouse.add_argument("--wheels", type=Path, default=repo / "build" / "wheelhouse")
-    weights = commands.add_parser("publish-weights")
-    weights.add_argument("--lake", required=True)
-    weights.add_argument("--file", type=Path, required=True)
+    helps = {"lock": f"resolve {NODE_REQUIREMENTS} for both machines into {NODE_LOCK} (PyPI metadata)",
+             "download": "download the locked wheels of both machines, hash-checked",
+             "publish-wheelhouse": "upload the wheels under code/wheelhouse/, once per lock",
+             "publish-weights": "upload the default weights and their sha256 under models/"}
+    commands.add_parser("lock", help=helps["lock"], description=helps["lock"])
+    download = commands.add_parser("download", help=helps["download"], description=helps["download"])
+    download.add_argument("--dest", type=Path, default=repo / "build" / "wheelhouse",
+                          help="where the wheels go, one folder per machine (default: %(default)s)")
+    wheelhouse = commands.add_parser("publish-wheelhouse", help=helps["publish-wheelhouse"],
+                                     description=helps["publish-wheelhouse"])
+    wheelhouse.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
+    wheelhouse.add_argument("--wheels", type=Path, default=repo / "build" / "wheelhouse",
+                            help="the downloaded wheelhouse (default: %(default)s)")
+    weights = commands.add_parser("publish-weights", help=helps["publish-weights"], description=helps["publish-weights"])
+    weights.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
+    weights.add_argument("--file", type=Path, required=True, help="the MobileNetV2 weights file (.h5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lock_path = repo / NODE_LOCK

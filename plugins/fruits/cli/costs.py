@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eur-per-usd", type=float, default=None, help="conversion rate (default: the prices file's)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--single-instance-type", default="c7g.16xlarge", help="compare: the one-instance alternative")
-    refresh = sub.add_parser("refresh", help="rewrite the prices file from the AWS Price List API")
+    text = "rewrite the prices file from the AWS Price List API (credentials allowed pricing:GetProducts)"
+    refresh = sub.add_parser("refresh", help=text, description=text)
     refresh.add_argument("--region", action="append", choices=EU_MEMBER_STATE_REGIONS, help="default: every EU region")
     refresh.add_argument("--instance-type", action="append", help="default: the types already in the file")
     refresh.add_argument("--spot", action="store_true", help="also sample current spot prices (EC2 DescribeSpotPriceHistory)")
