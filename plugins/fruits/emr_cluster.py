@@ -128,7 +128,7 @@ class ClusterSizing:
     architecture: str = "arm64"
     # Instances (each instance type weighs 1 unit of capacity).
     # 1 core + 1 task node: the cheapest per run for a nightly million photos in the cost model's
-    # right-sizing (`python -m fruits.costs compare`; fixed start-up minutes weigh more on a bigger
+    # right-sizing (`python -m fruits.cli.costs compare`; fixed start-up minutes weigh more on a bigger
     # cluster), ~22 min of wall time. A bigger night or a backfill raises task_count per run.
     core_count: int = 1
     task_count: int = 1
