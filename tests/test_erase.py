@@ -353,3 +353,41 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
         erase(f"s3://{BUCKET}", hashlib.sha256(BUNDLED["Training/Banana/banana.jpg"]).hexdigest(), s3_client=s3)
         assert _versions(s3, raw + single) == []
         assert _bundle_manifest(read) == {pair: ["Training/Apple Braeburn/apple.jpg"]}
+
+
+def test_the_csv_parts_spark_writes_lose_the_photos_rows(tmp_path):
+    """pca.py writes the analysts' CSV as Spark does, parts under pca_matrix/ (plus hidden .crc files): each
+    part holding the photo is rewritten without its record; the committed output stays readable."""
+    from conftest import commit_output
+
+    root = tmp_path / "lake"
+    root.mkdir()
+    store = upload.LocalStore(root)
+    raw = lake.raw_uri(store.root, B22)
+    kept, gone = raw + "Kiwi/kept.jpg", raw + "Kiwi/erased, by request.jpg"
+    store.put(raw + "Kiwi/erased, by request.jpg", b"photo", "-")
+    reduced = lake.pca_reduced_uri(store.root, 1, B22)
+    csv_part = f"{lake.PCA_CSV_FOLDER}/part-00000-5e1f-c000.csv"
+    commit_output(store, reduced, {
+        f"{lake.PCA_REDUCED_FOLDER}/part-00000-5e1f-c000.snappy.parquet": _parquet(pa.Table.from_pydict(
+            {"path": [kept, gone], "label": ["Kiwi"] * 2, "split": ["Training"] * 2, "pca": [[0.5], [0.25]]},
+            schema=REDUCED_SCHEMA)),
+        csv_part: f'path,label,pc_1\n{kept},Kiwi,0.5\n"{gone}",Kiwi,0.25\n'.encode(),
+        f"{lake.PCA_CSV_FOLDER}/.part-00000-5e1f-c000.csv.crc": b"crc",
+        f"{lake.PCA_CSV_FOLDER}/_SUCCESS": b"",
+        lake.PCA_REPORT_FILE: b"{}",
+    })
+    report = erase(store.root, gone)
+    (part,) = [uri for uri in lake.committed_files(store, reduced) if uri.endswith(".csv")]
+    assert store.read(part).decode() == f"path,label,pc_1\n{kept},Kiwi,0.5\n"
+    rewritten = {item["key"].rsplit("/", 2)[-2] + "/" + item["key"].rsplit("/", 1)[-1] for item in
+                 report["files_rewritten"]}
+    assert csv_part in rewritten and f"{lake.PCA_REDUCED_FOLDER}/part-00000-5e1f-c000.snappy.parquet" in rewritten
+
+
+def test_the_lake_names_the_pca_outputs_as_the_job_writes_them():
+    """The cluster ships spark_jobs/ only: pca.py keeps its own copy of the names erasure and the matrix read."""
+    import pca
+
+    assert (pca.REDUCED_FOLDER, pca.CSV_FOLDER, pca.REPORT_FILE, pca.PLOT_FILE) == (
+        lake.PCA_REDUCED_FOLDER, lake.PCA_CSV_FOLDER, lake.PCA_REPORT_FILE, lake.PCA_PLOT_FILE)

@@ -30,7 +30,6 @@ from fruits.storage import LocalStore, S3Store, open_lake
 log = logging.getLogger("fruits.erase")
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-PCA_MATRIX = "pca_matrix.csv"
 _ANY_BATCH = "2000-01-01"
 
 
@@ -172,11 +171,18 @@ def _erase_bundle_rows(erasure: Erasure) -> None:
             erasure.record(uri, table.num_rows - kept.num_rows, kept.num_rows)
 
 
+def _is_matrix_csv(uri: str) -> bool:
+    """A part of the analysts' CSV (`pca_matrix/part-*.csv`, as Spark writes it) or a legacy `pca_matrix.csv`."""
+    path = PurePosixPath(urlparse(uri).path)
+    in_folder = path.parent.name == lake.PCA_CSV_FOLDER and path.suffix == ".csv" and _is_data_file(uri)
+    return in_folder or path.name == lake.LEGACY_PCA_MATRIX
+
+
 def _erase_csv_lines(erasure: Erasure, area_uri: str) -> None:
-    """pca_matrix.csv without the photo's records, parsed and written with `csv` (a name holding a comma, a
+    """The analysts' CSV without the photo's records, parsed and written with `csv` (a name holding a comma, a
     quote, a newline, U+0085 or U+2028 stays one record)."""
     for uri in erasure.lake.list_files(area_uri):
-        if PurePosixPath(urlparse(uri).path).name != PCA_MATRIX:
+        if not _is_matrix_csv(uri):
             continue
         records = list(csv.reader(io.StringIO(erasure.lake.read(uri).decode("utf-8"), newline="")))
         header = records[0] if records else []

@@ -46,6 +46,13 @@ SPLITS = ("Training", "Test")
 # The commit marker of a job output; spark_jobs/jobio.py writes it (same name, checked by a test).
 COMMIT_MARKER = "_committed.json"
 AREAS = ("raw", "index", "locks", "features", "quarantine", "pca", "reports", "code", "models", "logs")
+# Names inside a committed PCA output (spark_jobs/pca.py writes them, the cluster ships no plugins: the
+# job keeps its own copy, tests/test_erase.py checks they agree). Before per-basis outputs, one CSV file.
+PCA_REDUCED_FOLDER = "reduced"
+PCA_CSV_FOLDER = "pca_matrix"
+PCA_REPORT_FILE = "report.json"
+PCA_PLOT_FILE = "explained_variance.png"
+LEGACY_PCA_MATRIX = "pca_matrix.csv"
 # URI schemes naming S3: Spark's Hadoop connector writes s3a://, the rest of the pipeline s3://.
 S3_SCHEMES = ("s3", "s3a")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from fruits import lake
 
-REDUCED_FOLDER = "reduced/"  # spark_jobs/pca.py REDUCED_FOLDER: the Parquet files of a committed output
+REDUCED_FOLDER = lake.PCA_REDUCED_FOLDER + "/"  # the Parquet files of a committed output
 ROWS_PER_CHUNK = 8192
 
 

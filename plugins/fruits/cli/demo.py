@@ -108,7 +108,7 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
     version = run_report.current_basis(store, root)
     reduced_uri = lake.pca_reduced_uri(root, version, batch)
     pca = _path(lake.read_commit(store, reduced_uri)["location"])
-    report = json.loads((pca / "report.json").read_text())
+    report = json.loads((pca / lake.PCA_REPORT_FILE).read_text())
     csv_parts = [_path(uri) for uri in lake.committed_files(store, reduced_uri) if uri.endswith(".csv")]
     csv_rows = sum(sum(1 for _ in part.open()) - 1 for part in csv_parts)  # each part has the header
     return [
@@ -118,8 +118,8 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
         f"quarantine    {_path(lake.quarantine_uri(root, batch))}",
         f"PCA matrix    {len(csv_parts)} CSV part(s) under {pca}  ({csv_rows} rows x {report.get('k')} components, "
         f"basis {version})",
-        f"PCA report    {pca / 'report.json'}  (explained variance {report.get('total_explained_variance', 0):.3f})",
-        f"PCA plot      {pca / 'explained_variance.png'}",
+        f"PCA report    {pca / lake.PCA_REPORT_FILE}  (explained variance {report.get('total_explained_variance', 0):.3f})",
+        f"PCA plot      {pca / lake.PCA_PLOT_FILE}",
         f"PCA basis     {_path(lake.pca_basis_uri(root, version))}",
         f"run report    {_path(lake.reports_uri(root, batch))}run_report.md (and .json)",
     ]
