@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
+from fruits import lake
+
 log = logging.getLogger(__name__)
 
 # AWS regions located in EU member states. Deliberately NOT eu-west-2 (London, UK) nor
@@ -145,7 +147,7 @@ def check_region(region: str | None, allowed: str | Iterable[str] | None = None)
 def s3_bucket_of(uri: str, *, what: str = "uri") -> str:
     """The bucket of an `s3://bucket/...` URI; ValueError for anything else."""
     parsed = urlparse(uri or "")
-    if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
+    if parsed.scheme not in lake.S3_SCHEMES or not parsed.netloc:
         raise ValueError(f"{what} must be an s3://bucket/... URI, not {uri!r}")
     return parsed.netloc
 
@@ -216,7 +218,7 @@ def check_bucket(s3_client: Any, bucket: str, allowed: str | Iterable[str] | Non
 
 def check_uri(uri: str, s3_client: Any, allowed: str | Iterable[str] | None = None, **kwargs: Any) -> str | None:
     """Check the bucket behind an s3:// URI (returns its region); a local path is not AWS (None)."""
-    if urlparse(uri or "").scheme in ("s3", "s3a"):
+    if urlparse(uri or "").scheme in lake.S3_SCHEMES:
         return check_bucket(s3_client, s3_bucket_of(uri), allowed, **kwargs)
     return None
 
@@ -232,7 +234,7 @@ def check_settings(settings: Any, s3_client: Any, *, test_endpoints: Iterable[st
     checked = {settings.bucket: check_bucket(s3_client, settings.bucket, permitted, expected_owner=owner,
                                              test_endpoints=test_endpoints)}
     for uri in (settings.landing, settings.log_uri_or_default):
-        if urlparse(uri or "").scheme in ("s3", "s3a") and s3_bucket_of(uri) not in checked:
+        if urlparse(uri or "").scheme in lake.S3_SCHEMES and s3_bucket_of(uri) not in checked:
             checked[s3_bucket_of(uri)] = check_bucket(s3_client, s3_bucket_of(uri), permitted,
                                                       test_endpoints=test_endpoints)
     log.info("GDPR: region %s and buckets %s inside the allow-list %s", settings.region, checked, list(permitted))

@@ -62,6 +62,10 @@ def is_s3(uri: str | None) -> bool:
     return (uri or "").split("://", 1)[0] in S3_SCHEMES and "://" in (uri or "")
 
 
+# A batch id as a JSON-schema pattern (the run Param); check_batch also refuses dates that do not exist.
+BATCH_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+
+
 def check_batch(batch: str) -> str:
     """A batch id is a real calendar date, YYYY-MM-DD: it names partitions, so nothing else gets in."""
     if not isinstance(batch, str) or len(batch) != 10:

@@ -20,7 +20,7 @@ from fruits import steps
 
 log = logging.getLogger(__name__)
 
-MASTER = "local[2]"
+MASTER = steps.LOCAL_MASTER
 # The driver fits the PCA and holds the broadcast weights: more than Spark's 1g default.
 # Spark's own INFO chatter would drown the jobs' progress lines (those are Python logging).
 SPARK_CONF = {"spark.driver.memory": "2g", "spark.sql.session.timeZone": "UTC", "spark.log.level": "WARN"}

@@ -22,12 +22,11 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
 from fruits import emr_cluster, gdpr, lake, steps, upload
-from fruits.settings import PipelineSettings, load_settings
+from fruits.settings import TARGETS, PipelineSettings, load_settings  # noqa: F401  (TARGETS: the DAG reads it here)
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("emr", "local")
 
 # The most small GETs (commit markers) the plan has in flight at once.
 READ_CONCURRENCY = 16
@@ -152,8 +151,7 @@ def check_params(settings: PipelineSettings, params: Mapping[str, Any]) -> None:
     _bucket_allowed(settings.landing, settings, "landing" if landing else "landing (empty: Variable fruits_landing)")
 
 
-def is_s3(uri: str) -> bool:
-    return urlparse(uri or "").scheme == "s3"
+is_s3 = lake.is_s3  # s3:// and s3a://, as gdpr's bucket checks read them
 
 
 def guard(settings: PipelineSettings, s3_client_factory: Callable[[], Any]) -> dict[str, str]:
@@ -247,7 +245,7 @@ def sizing_param_specs() -> dict[str, dict[str, Any]]:
     return specs
 
 
-_BATCH_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_BATCH_PATTERN = lake.BATCH_PATTERN
 
 
 def param_specs(target: str) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from fruits import costs, lake, upload
 from fruits.gdpr import check_region
+from fruits.settings import TARGETS, PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def build_run_report(
     estimate: Mapping[str, Any] | None = None,
     pca_report: Mapping[str, Any] | None = None,
     work: Mapping[str, Any] | None = None,
-    region: str = "eu-west-3",
+    region: str = PipelineSettings.region,
     prices: costs.PriceBook | None = None,
     executor_vcpus: int | None = None,
     workload: costs.Workload | None = None,
@@ -197,8 +198,8 @@ def build_run_report(
     machine's CPUs); workload: the S3 side of the run (the batch's bundle count, an S3 landing, bytes,
     months of storage; default: `costs.Workload`'s), its image count replaced by featurize's."""
     lake.check_batch(batch)
-    if target not in ("emr", "local"):
-        raise ValueError(f"target must be 'emr' or 'local', not {target!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     prices = prices or costs.PriceBook.load()
     now = generated_at or datetime.now(timezone.utc)
     metrics = job_metrics or {}

@@ -14,6 +14,8 @@ from typing import Any, Callable
 from fruits import lake
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS
 
+TARGETS = ("emr", "local")  # where the jobs run: a transient EMR cluster, or this machine
+
 VARIABLE_PREFIX = "fruits_"
 
 
@@ -110,8 +112,8 @@ def load_settings(get_variable: Callable[[str, Any], Any], **overrides: Any) -> 
             except ValueError:
                 raise ValueError(f"{VARIABLE_PREFIX}{name} must be an integer, not {value!r}") from None
     settings = PipelineSettings(**values)
-    if settings.target not in ("emr", "local"):
-        raise ValueError(f"fruits_target must be 'emr' or 'local', not {settings.target!r}")
+    if settings.target not in TARGETS:
+        raise ValueError(f"fruits_target must be one of {TARGETS}, not {settings.target!r}")
     if settings.retention_days < 1:
         raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
     try:

@@ -26,6 +26,8 @@ PCA_AUTO = "auto"
 PCA_PROJECT = "project"
 PCA_REFIT = "refit"
 PCA_MODES = (PCA_AUTO, PCA_PROJECT, PCA_REFIT)
+LOCAL_MASTER = "local[2]"  # the local target's Spark: two cores, as the tests' sessions
+HELPER_MODULES = ("jobio.py",)  # spark_jobs/ modules every job imports, shipped with --py-files
 FEATURE_DIMENSIONS = 1280  # MobileNetV2's pooled features: the most components a basis can have
 
 
@@ -52,7 +54,7 @@ def featurize_job(
     root: str,
     batch: str,
     code_uri: str,
-    helper_modules: Sequence[str] = ("jobio.py",),
+    helper_modules: Sequence[str] = HELPER_MODULES,
     *,
     weights: str | None = None,
     weights_sha256: str | None = None,
@@ -103,7 +105,7 @@ def pca_nightly_job(
     root: str,
     batch: str,
     code_uri: str,
-    helper_modules: Sequence[str] = ("jobio.py",),
+    helper_modules: Sequence[str] = HELPER_MODULES,
     *,
     window: Sequence[str] = (),
     mode: str = PCA_AUTO,
@@ -132,7 +134,7 @@ def reexpress_job(
     root: str,
     batches: Sequence[str],
     code_uri: str,
-    helper_modules: Sequence[str] = ("jobio.py",),
+    helper_modules: Sequence[str] = HELPER_MODULES,
 ) -> SparkJob:
     """`pca.py reexpress`: each listed batch not yet committed on the current basis is projected on
     it (a no-op when all are, so every run ends with it); the statistics give each its drift figures."""
@@ -164,7 +166,7 @@ def emr_step(job: SparkJob, *, batch: str, action_on_failure: str = "TERMINATE_C
 
 
 def local_command(
-    job: SparkJob, *, spark_submit: str, master: str = "local[2]", spark_conf: dict[str, str] | None = None
+    job: SparkJob, *, spark_submit: str, master: str = LOCAL_MASTER, spark_conf: dict[str, str] | None = None
 ) -> list[str]:
     """The same job through a local spark-submit (the local target)."""
     conf = {"spark.ui.enabled": "false", **(spark_conf or {})}

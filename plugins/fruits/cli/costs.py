@@ -29,8 +29,9 @@ from fruits.costs import (
     night_workload,
     steady_state_month,
 )
-from fruits.emr_cluster import ClusterSizing
+from fruits.emr_cluster import ARCHITECTURES, ClusterSizing
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS
+from fruits.settings import PipelineSettings
 
 
 def workload_of(args: argparse.Namespace) -> Workload:
@@ -85,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--throughput-per-vcpu", type=float, default=None,
                        help="featurize images/s per executor vCPU (default: the benchmark's measurement)")
         p.add_argument("--instance-type", default=None, help="worker (core/task) type; default: ClusterSizing's first")
-        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=("arm64", "x86_64"),
+        p.add_argument("--architecture", default=ClusterSizing.architecture, choices=ARCHITECTURES,
                        help="the nodes' architecture (default: Graviton)")
         p.add_argument("--core", type=int, default=ClusterSizing.core_count, help="core nodes (always On-Demand)")
         p.add_argument("--task", type=int, default=ClusterSizing.task_count,
                        help="task nodes (spot unless --on-demand)")
         p.add_argument("--on-demand", action="store_true", help="task nodes On-Demand instead of spot")
-        p.add_argument("--region", default="eu-west-3", choices=EU_MEMBER_STATE_REGIONS,
+        p.add_argument("--region", default=PipelineSettings.region, choices=EU_MEMBER_STATE_REGIONS,
                        help="an EU member-state region (GDPR allow-list)")
         p.add_argument("--pca-rows", type=int, default=None,
                        help="feature rows the PCA reads tonight (default: --images + --catchup-images)")
