@@ -64,16 +64,12 @@ IMAGE_SIZE = 224  # MobileNetV2's native input: the ImageNet weights were traine
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) global-average-pooled last conv block
 SPLITS = ("Training", "Test")
 RUNTIMES = ("litert", "keras")
-# Images per inference call. XNNPACK on one thread ran fastest one image at a time (measured:
-# benchmarks/inference_throughput.py), Keras needs batches to amortise its per-call cost.
+# Images per inference call: one for XNNPACK on one thread (fastest, measured), batches for Keras's per-call cost.
 DEFAULT_BATCH_SIZE = {"litert": 1, "keras": 32}
 # Rows per Arrow batch sent to a worker (at least the inference batch): bounds the worker's
 # memory whatever the photos' size.
 ARROW_BATCH_ROWS = 32
-# Input splits per core: a core that runs out of tasks idles until the slowest one ends, and a
-# bundle (fruits.upload) is one split unless splits are smaller than it. On the benchmark's 10
-# bundles, 2 splits per core left a core idle for a third of the job; the per-task cost of more,
-# smaller splits is a few milliseconds against seconds of inference each.
+# Input splits per core: more, smaller splits keep every core busy to the end (docs/choices.md, "Measured...").
 SPLITS_PER_CORE = 8
 # Transparent pixels are composited onto white: Fruits-360 shoots fruit on a white background, so
 # a cut-out PNG then looks like the photos the features are compared with (and a transparent
@@ -81,16 +77,10 @@ SPLITS_PER_CORE = 8
 BACKGROUND = (255, 255, 255)
 ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
-# Pixels one photo may decode to (after a JPEG's reduced-scale draft): a 67 Mpx PNG peaked at 519 MiB to
-# decode (measured), within a Python worker's 1.5 GiB share of an executor (docs/pipeline.md).
+# Pixels one photo may decode to (after a JPEG's draft): keeps a decode within a Python worker's memory share.
 MAX_IMAGE_PIXELS = 64_000_000
-# How the features Parquet is written:
-# - Parquet first tries a dictionary for every column; the features' floats barely repeat, so that
-#   dictionary is built for nothing and thrown away: the JVM's hottest frames in a profile of the job
-#   (Float2IntLinkedOpenHashMap). Off for that column only: path, label, split keep theirs.
-# - zstd rather than Spark's default snappy: 37 % of the features are exact zeros (ReLU6 before the
-#   pooling), and zstd stores a row in 3.5 KB instead of 4.1 KB (measured on the sample). Features
-#   are kept as long as the photos (infra ImageRetentionDays): the storage bill is the bigger one.
+# Features Parquet: no dictionary for the floats (they barely repeat), zstd (smaller rows, kept a year); the
+# measurements are in docs/choices.md, "Measured behind the constants".
 FEATURES_PARQUET_OPTIONS = {"compression": "zstd", "parquet.enable.dictionary#features.list.element": "false"}
 
 log = jobio.get_logger(JOB)

@@ -111,10 +111,8 @@ KEYS_PER_LIST_PAGE = 1000
 # it resolves its status (1 HEAD) and reads its footer (parquet-mr reads the 8-byte footer length at the
 # end, then the footer: counted as 2 GETs, though S3A may serve both from one), then 1 ranged GET per row
 # group (its column chunks lie side by side and are fetched as one range; counted one per row group even
-# where S3A merges neighbours). A bundle is opened once when it is one split, as on a nightly million
-# (featurize asks for 8 splits per core: 4.5 GB / 192 splits on 24 vCPUs = 23 MB, more than a 4.5 MB
-# bundle); a batch small enough to be cut finer re-opens some bundles: 3 requests per extra split, at
-# most 3 x 8 x the executor vCPUs (576 on the default cluster, 0.0002 USD), not counted.
+# where S3A merges neighbours). A bundle is opened once when it is one split, as on a nightly million;
+# re-opening a finer-cut small batch is not counted (docs/choices.md, "Measured behind the constants").
 GETS_TO_OPEN_A_BUNDLE = 3
 GETS_PER_ROW_GROUP = 1
 # One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per

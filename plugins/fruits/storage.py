@@ -32,17 +32,11 @@ log = logging.getLogger(__name__)
 
 UPLOADS_MANIFEST = "_uploads.json"
 INGESTION_REPORT = "_ingestion.json"
-# Photos travel in bundles, not one object each: S3 bills PUT and GET per request (one object per
-# photo cost ~6.5 USD of requests per million photos, 13x the whole 0.50 USD target), and the
-# lifecycle's archive classes bill at least 128 KB per object, more than most photos weigh. A bundle
-# stays small enough that erasing one photo (which rewrites its bundle) stays cheap, and far below
-# one PutObject's 5 GB limit and the Airflow worker's memory (it holds one bundle, and its Parquet
-# encoding, at a time). Whichever limit comes first closes the bundle.
+# Photos travel in bundles: S3 bills per request and per 128 KB minimum object (docs/choices.md, "Measured
+# behind the constants"); small enough that erasing a photo rewrites little and a worker holds one at a time.
 BUNDLE_MAX_PHOTOS = 1000
 BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # of photo content
-# Spark splits a Parquet file only between row groups: one group per bundle would make each bundle
-# one task. 64 photos per group let featurize spread a bundle over up to 16 tasks (cores), and keep
-# a reader's batch (which never crosses a row group) to 64 photos of memory.
+# Spark splits a Parquet file only between row groups: 64 photos a group spread a bundle over up to 16 tasks.
 BUNDLE_ROW_GROUP_PHOTOS = 64
 BUNDLE_PREFIX, BUNDLE_SUFFIX = "bundle-", ".parquet"
 
