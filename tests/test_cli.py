@@ -77,8 +77,14 @@ def _release_parser(monkeypatch) -> argparse.ArgumentParser:
 
 def test_help_runs_as_a_command_with_only_plugins_on_the_path():
     for module in [*PARSERS, "fruits.cli.demo"]:
-        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
-                              env={"PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin"}, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin"},
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         assert f"python -m {module}" in done.stdout
 
@@ -87,18 +93,28 @@ def test_airflows_plugin_loader_skips_the_commands():
     """Airflow imports every .py under plugins/ not matched by plugins/.airflowignore (its plugins_manager)."""
     from airflow._shared.module_loading import find_path_from_directory
 
-    loaded = {Path(f).relative_to(REPO / "plugins").as_posix()
-              for f in find_path_from_directory(str(REPO / "plugins"), ".airflowignore", "glob")}
+    loaded = {
+        Path(f).relative_to(REPO / "plugins").as_posix()
+        for f in find_path_from_directory(str(REPO / "plugins"), ".airflowignore", "glob")
+    }
     assert "fruits/pipeline_tasks.py" in loaded  # the loader does walk the package
     assert not [f for f in loaded if f.startswith("fruits/cli/")]
 
 
 def test_the_dags_modules_never_import_the_commands():
-    code = ("import sys, pkgutil, importlib, fruits\n"
-            "for m in pkgutil.iter_modules(fruits.__path__):\n"
-            "    if m.name != 'cli': importlib.import_module('fruits.' + m.name)\n"
-            "print(sorted(n for n in sys.modules if n.startswith('fruits.cli')))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys, pkgutil, importlib, fruits\n"
+        "for m in pkgutil.iter_modules(fruits.__path__):\n"
+        "    if m.name != 'cli': importlib.import_module('fruits.' + m.name)\n"
+        "print(sorted(n for n in sys.modules if n.startswith('fruits.cli')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -87,7 +87,9 @@ def test_a_type_without_a_price_says_how_to_get_one(prices):
 
 def test_ec2_and_emr_bill_per_second_with_a_one_minute_minimum(prices):
     def bill(seconds):
-        return costs.instance_costs([costs.BilledInstances("CORE", "m7g.xlarge", costs.ON_DEMAND, 2, seconds, 0)], PARIS, prices)
+        return costs.instance_costs(
+            [costs.BilledInstances("CORE", "m7g.xlarge", costs.ON_DEMAND, 2, seconds, 0)], PARIS, prices
+        )
 
     hourly = prices.ec2_hourly(PARIS, "m7g.xlarge")
     assert bill(10)["ec2"] == pytest.approx(2 * 60 / 3600 * hourly)  # a 10 s instance pays a minute
@@ -118,7 +120,9 @@ def test_a_sampled_spot_price_wins_over_the_typical_discount(prices):
 def test_ebs_is_prorated_per_second_over_a_30_day_month(prices):
     month = 30 * 86400
     group = costs.BilledInstances("CORE", "m7g.xlarge", costs.ON_DEMAND, 3, month / 2, 100)
-    assert costs.instance_costs([group], PARIS, prices)["ebs"] == pytest.approx(3 * 100 * prices.unit(PARIS, "ebs_gp3_gb_month") / 2)
+    assert costs.instance_costs([group], PARIS, prices)["ebs"] == pytest.approx(
+        3 * 100 * prices.unit(PARIS, "ebs_gp3_gb_month") / 2
+    )
 
 
 def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
@@ -148,15 +152,37 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
     # Per run, either layout: the manifest PUT, this batch's + 365 earlier manifests read, the raw area
     # listed once; the batch folder (objects + manifest) listed by the upload and by featurize.
     assert per_photo == {
-        "put": {"upload_objects": 1_000_000, "upload_manifest": 1, "upload_listings": 1 + 1001, "featurize_listing": 1001,
-                "landing_listing": 0},
-        "get": {"featurize_reads": 2 * 1_000_000, "upload_manifests": 366, "landing_reads": 0,
-                "catchup_reads": 0, "refit_stats_reads": 0}}
+        "put": {
+            "upload_objects": 1_000_000,
+            "upload_manifest": 1,
+            "upload_listings": 1 + 1001,
+            "featurize_listing": 1001,
+            "landing_listing": 0,
+        },
+        "get": {
+            "featurize_reads": 2 * 1_000_000,
+            "upload_manifests": 366,
+            "landing_reads": 0,
+            "catchup_reads": 0,
+            "refit_stats_reads": 0,
+        },
+    }
     assert bundled == {
-        "put": {"upload_objects": 1000, "upload_manifest": 1, "upload_listings": 1 + 2, "featurize_listing": 2,
-                "landing_listing": 0},
-        "get": {"featurize_reads": 1000 * (3 + 16), "upload_manifests": 366, "landing_reads": 0,
-                "catchup_reads": 0, "refit_stats_reads": 0}}
+        "put": {
+            "upload_objects": 1000,
+            "upload_manifest": 1,
+            "upload_listings": 1 + 2,
+            "featurize_listing": 2,
+            "landing_listing": 0,
+        },
+        "get": {
+            "featurize_reads": 1000 * (3 + 16),
+            "upload_manifests": 366,
+            "landing_reads": 0,
+            "catchup_reads": 0,
+            "refit_stats_reads": 0,
+        },
+    }
     per_photo_usd = costs.s3_costs(workload(images_per_object=1), PARIS, prices)
     bundled_usd = costs.s3_costs(workload(), PARIS, prices)
     assert per_photo_usd["s3_requests"] == pytest.approx(1_002_004 * put + 2_000_366 * get)
@@ -171,14 +197,33 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
 
 def test_an_s3_landing_adds_exactly_its_gets_and_listings(prices):
     local, on_s3 = workload(images=250_000), workload(images=250_000, landing_on_s3=True)
-    added = {tier: {k: costs.s3_requests(on_s3)[tier][k] - costs.s3_requests(local)[tier][k] for k in costs.s3_requests(local)[tier]}
-             for tier in ("put", "get")}
-    assert added == {"put": {"upload_objects": 0, "upload_manifest": 0, "upload_listings": 0, "featurize_listing": 0,
-                             "landing_listing": 250},
-                     "get": {"featurize_reads": 0, "upload_manifests": 0, "landing_reads": 250_000, "catchup_reads": 0,
-                             "refit_stats_reads": 0}}
+    added = {
+        tier: {
+            k: costs.s3_requests(on_s3)[tier][k] - costs.s3_requests(local)[tier][k]
+            for k in costs.s3_requests(local)[tier]
+        }
+        for tier in ("put", "get")
+    }
+    assert added == {
+        "put": {
+            "upload_objects": 0,
+            "upload_manifest": 0,
+            "upload_listings": 0,
+            "featurize_listing": 0,
+            "landing_listing": 250,
+        },
+        "get": {
+            "featurize_reads": 0,
+            "upload_manifests": 0,
+            "landing_reads": 250_000,
+            "catchup_reads": 0,
+            "refit_stats_reads": 0,
+        },
+    }
     extra = costs.s3_costs(on_s3, PARIS, prices)["s3_requests"] - costs.s3_costs(local, PARIS, prices)["s3_requests"]
-    assert extra == pytest.approx(250 * prices.unit(PARIS, "s3_put_per_1000") / 1000 + 250 * prices.unit(PARIS, "s3_get_per_1000"))
+    assert extra == pytest.approx(
+        250 * prices.unit(PARIS, "s3_put_per_1000") / 1000 + 250 * prices.unit(PARIS, "s3_get_per_1000")
+    )
 
 
 def test_a_known_bundle_count_prices_the_batch_as_stored():
@@ -199,9 +244,13 @@ def test_estimate_wall_time_is_work_over_vcpus_plus_documented_overheads(prices)
     vcpus = worker_vcpus(sizing)
     assert slow["executor_vcpus"] == vcpus == 16  # 1 core + 1 task c7g.2xlarge (the default)
     assert slow["seconds"]["featurize_s"] == pytest.approx(1_000_000 / (40 * vcpus) + overheads.step_s, abs=0.1)
-    assert slow["seconds"]["featurize_s"] - overheads.step_s == pytest.approx(2 * (fast["seconds"]["featurize_s"] - overheads.step_s), abs=0.2)
+    assert slow["seconds"]["featurize_s"] - overheads.step_s == pytest.approx(
+        2 * (fast["seconds"]["featurize_s"] - overheads.step_s), abs=0.2
+    )
     fixed = overheads.startup_s + overheads.bootstrap_s + overheads.termination_s
-    assert slow["seconds"]["wall_s"] == pytest.approx(fixed + slow["seconds"]["featurize_s"] + slow["seconds"]["pca_s"], abs=0.2)
+    assert slow["seconds"]["wall_s"] == pytest.approx(
+        fixed + slow["seconds"]["featurize_s"] + slow["seconds"]["pca_s"], abs=0.2
+    )
     # Faster inference, shorter cluster, smaller bill; S3 does not care.
     assert fast["cost"]["total_usd"] < slow["cost"]["total_usd"]
     assert fast["cost"]["components_usd"]["s3_requests"] == slow["cost"]["components_usd"]["s3_requests"]
@@ -213,13 +262,23 @@ def test_estimate_bills_every_instance_of_the_sizing_for_the_wall_time(prices):
     wall = est["seconds"]["wall_s"]
     primary, worker = sizing.primary_types[0], sizing.worker_types[0]
     # The core fleet hosts the driver: On-Demand whatever sizing.spot says; only the task fleet is spot.
-    expected_ec2 = wall / 3600 * (prices.ec2_hourly(PARIS, primary) + 2 * prices.ec2_hourly(PARIS, worker)
-                                  + 3 * prices.ec2_hourly(PARIS, worker, costs.SPOT))
+    expected_ec2 = (
+        wall
+        / 3600
+        * (
+            prices.ec2_hourly(PARIS, primary)
+            + 2 * prices.ec2_hourly(PARIS, worker)
+            + 3 * prices.ec2_hourly(PARIS, worker, costs.SPOT)
+        )
+    )
     expected_emr = wall / 3600 * (prices.emr_hourly(PARIS, primary) + 5 * prices.emr_hourly(PARIS, worker))
     assert est["cost"]["components_usd"]["ec2"] == pytest.approx(expected_ec2, rel=1e-4)
     assert est["cost"]["components_usd"]["emr"] == pytest.approx(expected_emr, rel=1e-4)
     assert [(i["role"], i["count"], i["market"]) for i in est["instances"]] == [
-        ("MASTER", 1, "ON_DEMAND"), ("CORE", 2, "ON_DEMAND"), ("TASK", 3, "SPOT")]
+        ("MASTER", 1, "ON_DEMAND"),
+        ("CORE", 2, "ON_DEMAND"),
+        ("TASK", 3, "SPOT"),
+    ]
     all_on_demand = ClusterSizing(core_count=2, task_count=3, spot=False)
     on_demand = costs.estimate_emr(workload(), all_on_demand, region=PARIS, prices=prices)
     assert [i["market"] for i in on_demand["instances"]] == ["ON_DEMAND"] * 3
@@ -235,7 +294,10 @@ def test_totals_per_image_and_eur_are_consistent(prices):
 
 
 def test_on_demand_and_x86_cost_more_than_the_chosen_spot_graviton_cluster(prices):
-    rows = {r["optimization"]: r for r in cost_compare.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)}
+    rows = {
+        r["optimization"]: r
+        for r in cost_compare.optimization_table(workload(), ClusterSizing(), region=PARIS, prices=prices)
+    }
     for name in ("spot task nodes", "Graviton (arm64) nodes", "transient cluster"):
         assert rows[name]["saved_usd"] > 0, name
     auto = next(r for n, r in rows.items() if n.startswith("auto-termination"))
@@ -248,8 +310,10 @@ def test_bundling_is_priced_as_an_optimization_in_s3_requests_and_storage_class(
         return next(r for r in rows if r["optimization"] == "bundling photos at ingestion")
 
     row = bundling_row(workload())
-    s3 = {layout: sum(costs.s3_costs(w, PARIS, prices).values())
-          for layout, w in (("per photo", workload(images_per_object=1)), ("bundles", workload()))}
+    s3 = {
+        layout: sum(costs.s3_costs(w, PARIS, prices).values())
+        for layout, w in (("per photo", workload(images_per_object=1)), ("bundles", workload()))
+    }
     # Requests, and storage: loose photos are too small for Glacier IR.
     assert row["saved_usd"] == pytest.approx(s3["per photo"] - s3["bundles"], abs=1e-3)
     assert row["saved_usd"] > 6  # per million photos: the PUTs of a million objects
@@ -265,19 +329,27 @@ MEASURED_PER_VCPU = 137.65
 
 def test_the_processing_target_is_met_only_with_photos_in_bundles(prices):
     three_workers = ClusterSizing(core_count=1, task_count=2)
-    rows = cost_compare.target_table(workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices,
-                              cheapest_workers=2)
+    rows = cost_compare.target_table(
+        workload(throughput=MEASURED_PER_VCPU), three_workers, region=PARIS, prices=prices, cheapest_workers=2
+    )
     bundled_default, bundled_cheapest, per_photo = rows
-    assert [r["case"] for r in rows] == ["photos in bundles (today), 3 workers", "photos in bundles, 2 workers (cheapest)",
-                                         "one object per photo (before bundles), 3 workers"]
+    assert [r["case"] for r in rows] == [
+        "photos in bundles (today), 3 workers",
+        "photos in bundles, 2 workers (cheapest)",
+        "one object per photo (before bundles), 3 workers",
+    ]
     for row in rows:
         assert row["processing"] == pytest.approx(row["compute"] + row["s3_requests"], abs=2e-4)
         assert row["all_in"] == pytest.approx(row["processing"] + row["s3_storage"], abs=2e-4)
-        assert row["target"] == ("met" if row["processing"] <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION else "NOT MET")
+        assert row["target"] == (
+            "met" if row["processing"] <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION else "NOT MET"
+        )
     assert bundled_cheapest["target"] == bundled_default["target"] == "met"
     # One object per photo: its S3 requests alone are over the target, whatever the cluster does; and its
     # 4.5 KB objects cannot go to Glacier IR, so their whole stay costs more too.
-    assert per_photo["s3_requests"] > cost_compare.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
+    assert (
+        per_photo["s3_requests"] > cost_compare.TARGET_PROCESSING_USD_PER_MILLION and per_photo["target"] == "NOT MET"
+    )
     assert per_photo["compute"] == bundled_default["compute"]
     assert per_photo["s3_storage"] > bundled_default["s3_storage"]
 
@@ -287,7 +359,9 @@ def test_compare_prints_the_target_and_each_cases_verdict(capsys):
     out = capsys.readouterr().out
     assert "### Target: processing <= 0.35 USD per million images" in out
     lines = out.splitlines()
-    assert next(line for line in lines if line.startswith("| photos in bundles (today), 2 workers |")).endswith("| met |")
+    assert next(line for line in lines if line.startswith("| photos in bundles (today), 2 workers |")).endswith(
+        "| met |"
+    )
     assert next(line for line in lines if line.startswith("| one object per photo")).endswith("| NOT MET |")
     assert any(line.startswith("| bundling photos at ingestion | one S3 object per photo") for line in lines)
     assert "S3: 1,000 objects (Parquet bundles (fruits.upload), 1,000 photos each), local landing" in out
@@ -302,9 +376,18 @@ def test_right_sizing_trades_wall_time_for_overhead(prices):
     assert rows[1]["total_usd"] < rows[0]["total_usd"]
 
 
-@pytest.mark.parametrize("bad", [dict(images=-1), dict(throughput=0), dict(images_per_object=0), dict(storage_months=-1),
-                                 dict(objects_in_batch=-1), dict(earlier_batches=-1),
-                                 dict(images_per_object=1, objects_in_batch=3)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(images=-1),
+        dict(throughput=0),
+        dict(images_per_object=0),
+        dict(storage_months=-1),
+        dict(objects_in_batch=-1),
+        dict(earlier_batches=-1),
+        dict(images_per_object=1, objects_in_batch=3),
+    ],
+)
 def test_a_meaningless_workload_is_refused(bad):
     with pytest.raises(ValueError):
         workload(**bad)
@@ -319,13 +402,22 @@ def test_serverless_has_no_cluster_overhead_so_it_wins_small_batches_only(prices
     rows = {r["option"]: r for r in cost_compare.alternatives(workload(), ClusterSizing(), region=PARIS, prices=prices)}
     serverless = rows["EMR Serverless"]
     assert serverless["cheaper_below"] == "EMR Serverless"
-    small = cost_compare.estimate_emr_serverless(workload(images=5000), vcpus=24, architecture="arm64", region=PARIS, prices=prices)
+    small = cost_compare.estimate_emr_serverless(
+        workload(images=5000), vcpus=24, architecture="arm64", region=PARIS, prices=prices
+    )
     emr_small = costs.estimate_emr(workload(images=5000), ClusterSizing(), region=PARIS, prices=prices)
     assert small["cost"]["total_usd"] < emr_small["cost"]["total_usd"]
     if serverless["break_even_images"] is not None:
-        above = cost_compare.estimate_emr_serverless(workload(images=serverless["break_even_images"] * 2), vcpus=24,
-                                              architecture="arm64", region=PARIS, prices=prices)
-        emr_above = costs.estimate_emr(workload(images=serverless["break_even_images"] * 2), ClusterSizing(), region=PARIS, prices=prices)
+        above = cost_compare.estimate_emr_serverless(
+            workload(images=serverless["break_even_images"] * 2),
+            vcpus=24,
+            architecture="arm64",
+            region=PARIS,
+            prices=prices,
+        )
+        emr_above = costs.estimate_emr(
+            workload(images=serverless["break_even_images"] * 2), ClusterSizing(), region=PARIS, prices=prices
+        )
         assert emr_above["cost"]["total_usd"] < above["cost"]["total_usd"]
 
 
@@ -333,7 +425,9 @@ def test_single_instance_has_no_emr_uplift(prices):
     est = cost_compare.estimate_single_instance(workload(), instance_type="c7g.16xlarge", region=PARIS, prices=prices)
     assert est["executor_vcpus"] == 64 and "emr" in est["cost"]["components_usd"]
     assert est["cost"]["components_usd"]["emr"] == 0
-    assert est["cost"]["components_usd"]["ec2"] == pytest.approx(est["seconds"]["wall_s"] / 3600 * prices.ec2_hourly(PARIS, "c7g.16xlarge"), rel=1e-4)
+    assert est["cost"]["components_usd"]["ec2"] == pytest.approx(
+        est["seconds"]["wall_s"] / 3600 * prices.ec2_hourly(PARIS, "c7g.16xlarge"), rel=1e-4
+    )
 
 
 # --- the throughput default -------------------------------------------------------------------------
@@ -341,7 +435,9 @@ def test_single_instance_has_no_emr_uplift(prices):
 
 def test_default_throughput_reads_the_benchmark_and_names_it(tmp_path):
     result = tmp_path / "inference_throughput.json"
-    result.write_text(json.dumps({"images_per_second_per_vcpu": 37.5, "cores": 2, "measured_at": "2026-11-22T03:00:00Z"}))
+    result.write_text(
+        json.dumps({"images_per_second_per_vcpu": 37.5, "cores": 2, "measured_at": "2026-11-22T03:00:00Z"})
+    )
     value, source = costs.default_throughput(result)
     assert value == 37.5 and "measured" in source and "2026-11-22" in source
 
@@ -349,11 +445,19 @@ def test_default_throughput_reads_the_benchmark_and_names_it(tmp_path):
 def test_the_unchosen_inference_runtime_is_priced_from_the_benchmark(tmp_path, prices):
     result = tmp_path / "inference_throughput.json"
     assert cost_compare.textbook_throughput(result) is None
-    result.write_text(json.dumps({"images_per_second_per_vcpu": 40.0, "cores": 2,
-                                  "textbook_pandas_udf_keras": {"images_per_second": 16.0}}))
+    result.write_text(
+        json.dumps(
+            {"images_per_second_per_vcpu": 40.0, "cores": 2, "textbook_pandas_udf_keras": {"images_per_second": 16.0}}
+        )
+    )
     assert cost_compare.textbook_throughput(result) == 8.0
-    rows = cost_compare.optimization_table(workload(throughput=40.0), ClusterSizing(), region=PARIS, prices=prices,
-                                    textbook_per_vcpu=cost_compare.textbook_throughput(result))
+    rows = cost_compare.optimization_table(
+        workload(throughput=40.0),
+        ClusterSizing(),
+        region=PARIS,
+        prices=prices,
+        textbook_per_vcpu=cost_compare.textbook_throughput(result),
+    )
     runtime = next(r for r in rows if r["optimization"].startswith("inference"))
     slower = costs.estimate_emr(workload(throughput=8.0), ClusterSizing(), region=PARIS, prices=prices)
     assert runtime["alternative_usd"] == pytest.approx(slower["cost"]["total_usd"], abs=1e-4)
@@ -371,51 +475,85 @@ def test_without_the_benchmark_the_fallback_is_labelled(tmp_path):
 def price_item(attributes: dict, usd: str, unit: str = "Hrs", tiers: list[tuple[str, str]] | None = None) -> str:
     """One PriceList entry exactly as GetProducts returns it: a JSON document in a string."""
     dimensions = {
-        f"SKU1.JRTCKXETXF.{i}": {"unit": unit, "beginRange": begin, "endRange": "Inf", "description": "",
-                                 "pricePerUnit": {"USD": price}, "appliesTo": [], "rateCode": f"SKU1.JRTCKXETXF.{i}"}
+        f"SKU1.JRTCKXETXF.{i}": {
+            "unit": unit,
+            "beginRange": begin,
+            "endRange": "Inf",
+            "description": "",
+            "pricePerUnit": {"USD": price},
+            "appliesTo": [],
+            "rateCode": f"SKU1.JRTCKXETXF.{i}",
+        }
         for i, (begin, price) in enumerate(tiers or [("0", usd)])
     }
-    return json.dumps({
-        "product": {"productFamily": "x", "attributes": attributes, "sku": "SKU1"},
-        "serviceCode": "x",
-        "terms": {"OnDemand": {"SKU1.JRTCKXETXF": {"priceDimensions": dimensions, "sku": "SKU1",
-                                                   "effectiveDate": "2026-11-01T00:00:00Z", "offerTermCode": "JRTCKXETXF",
-                                                   "termAttributes": {}}}},
-        "version": "20261101", "publicationDate": "2026-11-01T00:00:00Z",
-    })
+    return json.dumps(
+        {
+            "product": {"productFamily": "x", "attributes": attributes, "sku": "SKU1"},
+            "serviceCode": "x",
+            "terms": {
+                "OnDemand": {
+                    "SKU1.JRTCKXETXF": {
+                        "priceDimensions": dimensions,
+                        "sku": "SKU1",
+                        "effectiveDate": "2026-11-01T00:00:00Z",
+                        "offerTermCode": "JRTCKXETXF",
+                        "termAttributes": {},
+                    }
+                }
+            },
+            "version": "20261101",
+            "publicationDate": "2026-11-01T00:00:00Z",
+        }
+    )
 
 
-def stub_price_list(stubber: Stubber, region: str, instance_type: str, answers: dict[tuple[str, ...], list[str]]) -> None:
+def stub_price_list(
+    stubber: Stubber, region: str, instance_type: str, answers: dict[tuple[str, ...], list[str]]
+) -> None:
     """Queue one GetProducts answer per query `price_queries` makes, checking its exact filters."""
     for key, (service, filters, _multiplier) in price_refresh.price_queries(region, [instance_type]).items():
         items = answers.get(key, [])
         if len(items) > 1:  # the paginator follows NextToken: the first item on page one, the rest on page two
-            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items[:1], "NextToken": "page2"},
-                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"})
-            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items[1:]},
-                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1", "NextToken": "page2"})
+            stubber.add_response(
+                "get_products",
+                {"FormatVersion": "aws_v1", "PriceList": items[:1], "NextToken": "page2"},
+                {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"},
+            )
+            stubber.add_response(
+                "get_products",
+                {"FormatVersion": "aws_v1", "PriceList": items[1:]},
+                {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1", "NextToken": "page2"},
+            )
         else:
-            stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": items},
-                                 {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"})
+            stubber.add_response(
+                "get_products",
+                {"FormatVersion": "aws_v1", "PriceList": items},
+                {"ServiceCode": service, "Filters": filters, "FormatVersion": "aws_v1"},
+            )
 
 
 def test_refresh_rewrites_prices_from_the_price_list_api(prices):
     pricing = boto3.client("pricing", region_name=price_refresh.PRICING_ENDPOINT_REGION)
     answers = {
         # A free entry first (skipped), then the real price on the next page.
-        ("ec2_on_demand_hourly", "m7g.xlarge"): [price_item({"instanceType": "m7g.xlarge"}, "0.0000000000"),
-                                                 price_item({"instanceType": "m7g.xlarge", "vcpu": "4"}, "0.1950000000")],
+        ("ec2_on_demand_hourly", "m7g.xlarge"): [
+            price_item({"instanceType": "m7g.xlarge"}, "0.0000000000"),
+            price_item({"instanceType": "m7g.xlarge", "vcpu": "4"}, "0.1950000000"),
+        ],
         ("emr_hourly", "m7g.xlarge"): [price_item({"softwareType": "EMR"}, "0.0488000000")],
         ("ebs_gp3_gb_month",): [price_item({"volumeApiName": "gp3"}, "0.0950000000", "GB-Mo")],
         # Tiered storage: the first tier (beginRange 0) is the batch's price.
-        ("s3_standard_gb_month",): [price_item({}, "", "GB-Mo", [("512000", "0.0230000000"), ("0", "0.0250000000"), ("51200", "0.0240000000")])],
+        ("s3_standard_gb_month",): [
+            price_item({}, "", "GB-Mo", [("512000", "0.0230000000"), ("0", "0.0250000000"), ("51200", "0.0240000000")])
+        ],
         ("s3_put_per_1000",): [price_item({"group": "S3-API-Tier1"}, "0.0000055000", "Requests")],
         # S3-API-Tier2 missing from the answer: the old value stays, and it is reported.
     }
     with Stubber(pricing) as stubber:
         stub_price_list(stubber, PARIS, "m7g.xlarge", answers)
-        document, missing = price_refresh.refresh_prices(prices.document, pricing, regions=[PARIS], instance_types=["m7g.xlarge"],
-                                                 today=date(2026, 11, 22))
+        document, missing = price_refresh.refresh_prices(
+            prices.document, pricing, regions=[PARIS], instance_types=["m7g.xlarge"], today=date(2026, 11, 22)
+        )
         stubber.assert_no_pending_responses()
     paris = document["regions"][PARIS]
     assert paris["ec2_on_demand_hourly"]["m7g.xlarge"] == 0.195
@@ -430,7 +568,10 @@ def test_refresh_rewrites_prices_from_the_price_list_api(prices):
     assert document["last_refresh"]["missing"] == missing and document["stamped"] == "2026-11-22"
     assert document["values_as_of"] == prices.document["values_as_of"]  # other regions still hold older values
     # Other types and regions are untouched; the input document is not modified.
-    assert paris["ec2_on_demand_hourly"]["c7g.2xlarge"] == prices.document["regions"][PARIS]["ec2_on_demand_hourly"]["c7g.2xlarge"]
+    assert (
+        paris["ec2_on_demand_hourly"]["c7g.2xlarge"]
+        == prices.document["regions"][PARIS]["ec2_on_demand_hourly"]["c7g.2xlarge"]
+    )
     assert document["regions"]["eu-west-1"] == prices.document["regions"]["eu-west-1"]
     assert prices.document["regions"][PARIS]["ec2_on_demand_hourly"]["m7g.xlarge"] != 0.195
 
@@ -443,17 +584,48 @@ def test_refresh_refuses_a_region_outside_the_eu(prices):
 
 def test_spot_sampling_averages_each_zones_latest_price():
     ec2 = boto3.client("ec2", region_name=PARIS)
-    now = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
     history = [
-        {"AvailabilityZone": "eu-west-3a", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.1300", "Timestamp": now - timedelta(minutes=5)},
-        {"AvailabilityZone": "eu-west-3a", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.9000", "Timestamp": now - timedelta(minutes=50)},
-        {"AvailabilityZone": "eu-west-3b", "InstanceType": "c7g.2xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.1500", "Timestamp": now - timedelta(minutes=20)},
-        {"AvailabilityZone": "eu-west-3a", "InstanceType": "m7g.xlarge", "ProductDescription": "Linux/UNIX", "SpotPrice": "0.0700", "Timestamp": now - timedelta(minutes=1)},
+        {
+            "AvailabilityZone": "eu-west-3a",
+            "InstanceType": "c7g.2xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.1300",
+            "Timestamp": now - timedelta(minutes=5),
+        },
+        {
+            "AvailabilityZone": "eu-west-3a",
+            "InstanceType": "c7g.2xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.9000",
+            "Timestamp": now - timedelta(minutes=50),
+        },
+        {
+            "AvailabilityZone": "eu-west-3b",
+            "InstanceType": "c7g.2xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.1500",
+            "Timestamp": now - timedelta(minutes=20),
+        },
+        {
+            "AvailabilityZone": "eu-west-3a",
+            "InstanceType": "m7g.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.0700",
+            "Timestamp": now - timedelta(minutes=1),
+        },
     ]
     with Stubber(ec2) as stubber:
-        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history},
-                             {"InstanceTypes": ["c7g.2xlarge", "m7g.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
-                              "StartTime": now - timedelta(hours=1), "EndTime": now})
+        stubber.add_response(
+            "describe_spot_price_history",
+            {"SpotPriceHistory": history},
+            {
+                "InstanceTypes": ["c7g.2xlarge", "m7g.xlarge"],
+                "ProductDescriptions": ["Linux/UNIX"],
+                "StartTime": now - timedelta(hours=1),
+                "EndTime": now,
+            },
+        )
         sampled = price_refresh.sample_spot_prices(ec2, ["c7g.2xlarge", "m7g.xlarge"], now=now)
     assert sampled == {"c7g.2xlarge": pytest.approx(0.14), "m7g.xlarge": 0.07}
 
@@ -463,13 +635,25 @@ def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
     target.write_text(json.dumps(prices.document))
     pricing = boto3.client("pricing", region_name=price_refresh.PRICING_ENDPOINT_REGION)
     stubber = Stubber(pricing)
-    stub_price_list(stubber, "eu-north-1", "m6g.xlarge", {
-        ("ec2_on_demand_hourly", "m6g.xlarge"): [price_item({}, "0.1640000000")],
-        ("emr_hourly", "m6g.xlarge"): [price_item({}, "0.0410000000")],
-    })
+    stub_price_list(
+        stubber,
+        "eu-north-1",
+        "m6g.xlarge",
+        {
+            ("ec2_on_demand_hourly", "m6g.xlarge"): [price_item({}, "0.1640000000")],
+            ("emr_hourly", "m6g.xlarge"): [price_item({}, "0.0410000000")],
+        },
+    )
     stubber.activate()
-    monkeypatch.setattr(boto3, "client", lambda service, region_name=None: pricing if service == "pricing" else pytest.fail(service))
-    assert costs_cli.main(["refresh", "--region", "eu-north-1", "--instance-type", "m6g.xlarge", "--prices-file", str(target)]) == 0
+    monkeypatch.setattr(
+        boto3, "client", lambda service, region_name=None: pricing if service == "pricing" else pytest.fail(service)
+    )
+    assert (
+        costs_cli.main(
+            ["refresh", "--region", "eu-north-1", "--instance-type", "m6g.xlarge", "--prices-file", str(target)]
+        )
+        == 0
+    )
     stubber.assert_no_pending_responses()
     written = json.loads(target.read_text())
     assert written["regions"]["eu-north-1"]["ec2_on_demand_hourly"]["m6g.xlarge"] == 0.164
@@ -481,27 +665,61 @@ def test_refresh_command_writes_the_file_whole(prices, tmp_path, monkeypatch):
 
 
 def test_estimate_command_prints_usd_and_eur_for_the_given_cluster(capsys, prices):
-    assert costs_cli.main(["estimate", "--images", "200000", "--throughput-per-vcpu", "50", "--instance-type", "m7g.xlarge",
-                       "--core", "2", "--task", "0", "--on-demand", "--region", "eu-west-1"]) == 0
+    assert (
+        costs_cli.main(
+            [
+                "estimate",
+                "--images",
+                "200000",
+                "--throughput-per-vcpu",
+                "50",
+                "--instance-type",
+                "m7g.xlarge",
+                "--core",
+                "2",
+                "--task",
+                "0",
+                "--on-demand",
+                "--region",
+                "eu-west-1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| component | USD | EUR |" in out and "per million images" in out
     assert "2 x m7g.xlarge core on_demand" in out and "8 executor vCPUs" in out and "eu-west-1" in out
-    expected = costs.estimate_emr(costs.night_workload(workload(images=200_000, throughput=50), 1),
-                                  ClusterSizing(core_count=2, task_count=0, spot=False, worker_instance_types=("m7g.xlarge",)),
-                                  region="eu-west-1", prices=prices)
+    expected = costs.estimate_emr(
+        costs.night_workload(workload(images=200_000, throughput=50), 1),
+        ClusterSizing(core_count=2, task_count=0, spot=False, worker_instance_types=("m7g.xlarge",)),
+        region="eu-west-1",
+        prices=prices,
+    )
     assert f"| **total** | {expected['cost']['total_usd']:,.4f} |" in out
 
 
 def test_cost_module_runs_as_a_command():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "1000000", "--json"],
-                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "1000000", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     estimate = json.loads(done.stdout)
     assert estimate["images"] == 1_000_000 and estimate["cost"]["total_usd"] > 0
     assert estimate["throughput_source"].startswith(("measured", "FALLBACK"))
-    refused = subprocess.run([sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
-                             capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "fruits.cli.costs", "estimate", "--images", "10", "--region", "eu-west-2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "eu-west-2" in refused.stderr
 
 
@@ -512,12 +730,26 @@ TEMPLATE_PATH = REPO_ROOT / "infra" / "foundation.yaml"
 
 def test_pca_rates_come_from_the_benchmark_file_and_name_it(tmp_path, monkeypatch, prices):
     committed = json.loads(costs.PCA_THROUGHPUT_FILE.read_text())
-    for key in ("stats_rows_per_second_per_vcpu", "project_rows_per_second_per_vcpu",
-                "numpy_gram_rows_per_second_per_vcpu", "measured_at", "machine"):
+    for key in (
+        "stats_rows_per_second_per_vcpu",
+        "project_rows_per_second_per_vcpu",
+        "numpy_gram_rows_per_second_per_vcpu",
+        "measured_at",
+        "machine",
+    ):
         assert key in committed, key
     result = tmp_path / "pca_throughput.json"
-    result.write_text(json.dumps({"stats_rows_per_second_per_vcpu": 1234.0, "project_rows_per_second_per_vcpu": 5678.0,
-                                  "measured_at": "2026-12-01T00:00:00Z", "machine": "m", "source": "provisional"}))
+    result.write_text(
+        json.dumps(
+            {
+                "stats_rows_per_second_per_vcpu": 1234.0,
+                "project_rows_per_second_per_vcpu": 5678.0,
+                "measured_at": "2026-12-01T00:00:00Z",
+                "machine": "m",
+                "source": "provisional",
+            }
+        )
+    )
     stats, project, source = costs.default_pca_rates(result)
     assert (stats, project) == (1234.0, 5678.0) and "provisional" in source and "2026-12-01" in source
     with pytest.raises(FileNotFoundError, match="PCA benchmark"):
@@ -544,7 +776,8 @@ def test_the_pca_step_costs_tonights_rows_over_each_rate_and_a_refit_merges_stat
     # A refit of the 365 retained batches reads their statistics (365 x 13.1 MB), never their features.
     refit = costs.job_seconds(replace(w, refit_batches=365), 16, costs.Overheads())
     assert refit["pca_s"] - seconds["pca_s"] == pytest.approx(
-        365 * 8 * (1 + 1280 + 1280 ** 2) / costs.STATS_READ_BYTES_PER_S + costs.EIGEN_SECONDS)
+        365 * 8 * (1 + 1280 + 1280**2) / costs.STATS_READ_BYTES_PER_S + costs.EIGEN_SECONDS
+    )
     assert refit["featurize_s"] == seconds["featurize_s"] and "reexpress_s" not in refit
     # Re-expression: only on the nights a basis is fitted, its own line, projection rate only.
     again = costs.job_seconds(replace(w, reexpress_rows=2_000_000), 16, costs.Overheads())
@@ -554,10 +787,15 @@ def test_the_pca_step_costs_tonights_rows_over_each_rate_and_a_refit_merges_stat
 
 def test_night_365_costs_what_night_1_does(prices):
     w = workload(throughput=MEASURED_PER_VCPU)
-    per_night = {n: costs.estimate_emr(costs.night_workload(w, n), ClusterSizing(), region=PARIS, prices=prices)
-                 for n in (1, 30, 365, 1000)}
+    per_night = {
+        n: costs.estimate_emr(costs.night_workload(w, n), ClusterSizing(), region=PARIS, prices=prices)
+        for n in (1, 30, 365, 1000)
+    }
     first, last = per_night[1]["processing_usd_per_million"], per_night[365]["processing_usd_per_million"]
-    assert abs(last / first - 1) <= cost_compare.TARGET_NIGHT_DRIFT and last <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION
+    assert (
+        abs(last / first - 1) <= cost_compare.TARGET_NIGHT_DRIFT
+        and last <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION
+    )
     for n, est in per_night.items():
         assert est["rows"]["pca_read"] == 1_000_000, n  # tonight's batch only, whatever the history
     # Night 1 fits the first basis from its own statistics; the upload reads the retained batches' manifests only.
@@ -584,8 +822,9 @@ def test_processing_grows_with_the_work_and_the_month_with_photos_and_their_size
     assert base < processing(refit_batches=30) < processing(refit_batches=365)
 
     def month(**extra) -> float:
-        return costs.steady_state_month(workload(throughput=MEASURED_PER_VCPU, **extra), ClusterSizing(), region=PARIS,
-                                        prices=prices)["monthly_usd"]
+        return costs.steady_state_month(
+            workload(throughput=MEASURED_PER_VCPU, **extra), ClusterSizing(), region=PARIS, prices=prices
+        )["monthly_usd"]
 
     assert month(images=10_000) < month(images=100_000) < month(images=1_000_000) < month(images=2_000_000)
     assert month() < month(mean_image_bytes=45_000) < month(mean_image_bytes=3e6)
@@ -600,8 +839,11 @@ def _price_per_gb_day_sum(prices, plan: costs.AreaPlan) -> float:
         return plan.transition_days * classes["STANDARD"] + (days - plan.transition_days) * classes["GLACIER_IR"]
     if plan.storage_class == costs.INTELLIGENT_TIERING:
         t = plan.transition_days
-        return (t + 30) * classes["STANDARD"] + 60 * classes["INTELLIGENT_TIERING_INFREQUENT"] + \
-            (days - t - 90) * classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+        return (
+            (t + 30) * classes["STANDARD"]
+            + 60 * classes["INTELLIGENT_TIERING_INFREQUENT"]
+            + (days - t - 90) * classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+        )
     return days * classes["STANDARD"]
 
 
@@ -617,27 +859,34 @@ def test_steady_state_month_arithmetic(prices):
     entry = prices.region(PARIS)
     # raw/: 4.53 GB a night, 395 nights held: 7 days Standard then Glacier IR, + the bundles' transitions.
     raw_gb = 1e6 * 4530 / 1e9
-    expected_raw = raw_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["raw/"]) \
+    expected_raw = (
+        raw_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["raw/"])
         + 1000 / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
+    )
     assert parts["storage raw/"] == pytest.approx(expected_raw, rel=1e-3)
     assert month["storage_gb"]["raw/"] == pytest.approx(raw_gb * 395, rel=1e-3)
     # features/: 3.5 GB a night in 64 MB parts, Glacier IR after 7 days like the bundles.
     features_gb = 1e6 * 3500 / 1e9
     parts_per_night = math.ceil(features_gb * 1e9 / costs.OUTPUT_OBJECT_BYTES)
-    expected_features = features_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["features/"]) \
+    expected_features = (
+        features_gb * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["features/"])
         + parts_per_night / 1000 * entry["s3_transition_per_1000"]["GLACIER_IR"] * 365 / 12
+    )
     assert parts["storage features/"] == pytest.approx(expected_features, rel=1e-3)
     # pca/: reduced Parquet + CSV + the statistics, Intelligent-Tiering from day 0: tiers, monitoring, transitions.
-    pca_bytes = 1e6 * (880 + 2470) + 8 * (1 + 1280 + 1280 ** 2)
+    pca_bytes = 1e6 * (880 + 2470) + 8 * (1 + 1280 + 1280**2)
     pca_objects = sum(math.ceil(1e6 * size / costs.OUTPUT_OBJECT_BYTES) for size in (880, 2470)) + 1
-    expected_pca = pca_bytes / 1e9 * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["pca/"]) \
-        + pca_objects * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] \
+    expected_pca = (
+        pca_bytes / 1e9 * _price_per_gb_day_sum(prices, costs.STORAGE_PLAN["pca/"])
+        + pca_objects * 395 / 1000 * entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"]
         + pca_objects / 1000 * entry["s3_transition_per_1000"]["INTELLIGENT_TIERING"] * 365 / 12
+    )
     assert parts["storage pca/"] == pytest.approx(expected_pca, rel=1e-3)
     # Fixed costs: the key, the Airflow host all month, the free gateway endpoint.
     assert parts["fixed kms_key"] == entry["kms_key_month"]
-    assert parts["fixed airflow_host"] == pytest.approx(730 * entry["airflow_host_hourly"]["t4g.medium"]
-                                                       + 30 * entry["ebs_gp3_gb_month"], rel=1e-4)
+    assert parts["fixed airflow_host"] == pytest.approx(
+        730 * entry["airflow_host_hourly"]["t4g.medium"] + 30 * entry["ebs_gp3_gb_month"], rel=1e-4
+    )
     assert parts["fixed network_path"] == 0
 
 
@@ -665,11 +914,19 @@ def test_storage_classes_per_area_follow_what_reads_them(prices):
         assert plan[prefix].storage_class == costs.STANDARD and plan[prefix].transition_days is None
     raw = plan["raw/"]
     assert [costs.class_price_key(raw, age) for age in (0, 6, 7, 394)] == [
-        "STANDARD", "STANDARD", "GLACIER_IR", "GLACIER_IR"]
+        "STANDARD",
+        "STANDARD",
+        "GLACIER_IR",
+        "GLACIER_IR",
+    ]
     tiered = plan["pca/"]
     assert [costs.class_price_key(tiered, age) for age in (0, 29, 30, 89, 90)] == [
-        "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_FREQUENT", "INTELLIGENT_TIERING_INFREQUENT",
-        "INTELLIGENT_TIERING_INFREQUENT", "INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+        "INTELLIGENT_TIERING_FREQUENT",
+        "INTELLIGENT_TIERING_FREQUENT",
+        "INTELLIGENT_TIERING_INFREQUENT",
+        "INTELLIGENT_TIERING_INFREQUENT",
+        "INTELLIGENT_TIERING_ARCHIVE_INSTANT",
+    ]
     # Per photo, a Fruits-360 photo in a bundle goes to Glacier IR; alone (4.5 KB) it stays Standard.
     bundled = costs.batch_storage(workload(), PARIS, prices)["raw/"]
     alone = costs.batch_storage(workload(images_per_object=1), PARIS, prices)["raw/"]
@@ -694,7 +951,8 @@ def test_the_templates_lifecycle_is_the_models_storage_plan():
         assert rule["Status"] == "Enabled"
         assert int(rule["ObjectSizeGreaterThan"]) == costs.MIN_TRANSITION_BYTES
         assert [(t["StorageClass"], int(t["TransitionInDays"])) for t in rule["Transitions"]] == [
-            (area.storage_class, area.transition_days)], prefix
+            (area.storage_class, area.transition_days)
+        ], prefix
     # An area the model keeps Standard has no transition in the template.
     assert not {p for p, a in costs.STORAGE_PLAN.items() if a.transition_days is None} & set(transitions)
 
@@ -739,13 +997,19 @@ def test_the_bill_of_a_year_meets_issue_11s_targets_at_fruits_360_size(prices):
 def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(prices):
     sizing = ClusterSizing()
     plain = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=100_000, landing_on_s3=False, prices=prices)
-    caught_up = costs.estimate_for_run(100_000, sizing, region=PARIS, pca_rows=150_000, catchup_images=50_000,
-                                       prices=prices)
-    assert caught_up["rows"] == {"featurized": 150_000, "pca_read": 150_000, "reexpressed": 0,
-                                 "refit_batches_merged": 0}
+    caught_up = costs.estimate_for_run(
+        100_000, sizing, region=PARIS, pca_rows=150_000, catchup_images=50_000, prices=prices
+    )
+    assert caught_up["rows"] == {
+        "featurized": 150_000,
+        "pca_read": 150_000,
+        "reexpressed": 0,
+        "refit_batches_merged": 0,
+    }
     assert caught_up["seconds"]["featurize_s"] > plain["seconds"]["featurize_s"]
-    new_basis = costs.estimate_for_run(100_000, sizing, region=PARIS, reexpress_rows=3_000_000, refit_batches=30,
-                                       prices=prices)
+    new_basis = costs.estimate_for_run(
+        100_000, sizing, region=PARIS, reexpress_rows=3_000_000, refit_batches=30, prices=prices
+    )
     assert new_basis["seconds"]["reexpress_s"] > 0 and new_basis["rows"]["refit_batches_merged"] == 30
     assert new_basis["cost"]["total_usd"] > plain["cost"]["total_usd"]
     assert plain["processing_usd_per_million"] > 0 and "storage class" in plain["storage_basis"]
@@ -753,14 +1017,42 @@ def test_estimate_for_run_keeps_the_dags_keywords_and_counts_what_the_run_reads(
 
 
 def test_estimate_json_holds_the_night_and_the_steady_state_month(capsys, prices):
-    assert costs_cli.main(["estimate", "--images", "1000000", "--night", "365", "--throughput-per-vcpu",
-                       str(MEASURED_PER_VCPU), "--json"]) == 0
+    assert (
+        costs_cli.main(
+            [
+                "estimate",
+                "--images",
+                "1000000",
+                "--night",
+                "365",
+                "--throughput-per-vcpu",
+                str(MEASURED_PER_VCPU),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["night"] == 365 and out["processing_usd_per_million"] <= cost_compare.TARGET_PROCESSING_USD_PER_MILLION
-    assert out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= cost_compare.TARGET_MONTHLY_USD
+    assert (
+        out["monthly_usd_steady_state"] == out["steady_state_month"]["monthly_usd"] <= cost_compare.TARGET_MONTHLY_USD
+    )
     assert out["s3"]["requests"]["get"]["upload_manifests"] == 365
-    assert costs_cli.main(["estimate", "--images", "1000000", "--mean-image-bytes", "3000000", "--json",
-                       "--throughput-per-vcpu", str(MEASURED_PER_VCPU)]) == 0
+    assert (
+        costs_cli.main(
+            [
+                "estimate",
+                "--images",
+                "1000000",
+                "--mean-image-bytes",
+                "3000000",
+                "--json",
+                "--throughput-per-vcpu",
+                str(MEASURED_PER_VCPU),
+            ]
+        )
+        == 0
+    )
     phones = json.loads(capsys.readouterr().out)
     assert phones["monthly_usd_steady_state"] > 10 * out["monthly_usd_steady_state"]
     assert phones["s3"]["photos_per_object"] < 1000  # the 128 MiB bundle limit comes first
@@ -771,8 +1063,20 @@ def test_help_describes_every_subcommand_and_option(capsys):
         with pytest.raises(SystemExit):
             costs_cli.main([command, "--help"])
         text = capsys.readouterr().out
-        for option in ("--images", "--night", "--mean-image-bytes", "--reexpress-rows", "--refit", "--catchup-images",
-                       "--network", "--airflow-host", "--core", "--task", "--on-demand", "--storage-months"):
+        for option in (
+            "--images",
+            "--night",
+            "--mean-image-bytes",
+            "--reexpress-rows",
+            "--refit",
+            "--catchup-images",
+            "--network",
+            "--airflow-host",
+            "--core",
+            "--task",
+            "--on-demand",
+            "--storage-months",
+        ):
             assert option in text, (command, option)
     with pytest.raises(SystemExit):
         costs_cli.main(["--help"])
@@ -806,13 +1110,16 @@ def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(pric
     assert extra["s3_retrieval"] == pytest.approx(rows * 3500 / 1e9 * entry["s3_retrieval_per_gb"]["GLACIER_IR"])
     classes = entry["s3_classes_gb_month"]
     # New outputs: 30 days Frequent + 60 days Infrequent above the Archive Instant tier the old ones had reached.
-    bump_days = 30 * (classes["INTELLIGENT_TIERING_FREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]) \
-        + 60 * (classes["INTELLIGENT_TIERING_INFREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"])
+    bump_days = 30 * (classes["INTELLIGENT_TIERING_FREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]) + 60 * (
+        classes["INTELLIGENT_TIERING_INFREQUENT"] - classes["INTELLIGENT_TIERING_ARCHIVE_INSTANT"]
+    )
     assert extra["s3_new_basis_tiers"] == pytest.approx(rows * 3350 / 1e9 * bump_days / (365 / 12))
     night = costs.estimate_emr(w, ClusterSizing(), region=PARIS, prices=prices)["cost"]["components_usd"]
     assert night["s3_retrieval"] == pytest.approx(extra["s3_retrieval"], abs=1e-5)
-    assert "s3_retrieval" not in costs.estimate_emr(workload(), ClusterSizing(), region=PARIS, prices=prices)["cost"][
-        "components_usd"]
+    assert (
+        "s3_retrieval"
+        not in costs.estimate_emr(workload(), ClusterSizing(), region=PARIS, prices=prices)["cost"]["components_usd"]
+    )
     # A month with one new basis counts it once, on top of the plain month: its S3 extras, plus the
     # re-expression's cluster time (a few percent of them at the benchmark's projection rate).
     measured = workload(throughput=MEASURED_PER_VCPU)

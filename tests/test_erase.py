@@ -15,10 +15,11 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from moto import mock_aws
+
 from fruits import lake, upload
 from fruits.cli.erase import main
 from fruits.erase import erase
-from moto import mock_aws
 
 B21, B22 = "2026-11-21", "2026-11-22"
 # key under raw/ -> (label, content); "copy" is the same photo uploaded again in a later batch.
@@ -32,12 +33,21 @@ BROKEN = f"batch={B22}/Lemon/broken.jpg"
 SPARK_METADATA = {b"org.apache.spark.sql.parquet.row.metadata": b'{"type":"struct"}'}
 
 FEATURES_SCHEMA = pa.schema(
-    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()), ("features", pa.list_(pa.float32())),
-     ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string()), ("batch_id", pa.string())],
+    [
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("split", pa.string()),
+        ("features", pa.list_(pa.float32())),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        ("batch_id", pa.string()),
+    ],
     metadata=SPARK_METADATA,
 )
-REDUCED_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("split", pa.string()),
-                            ("pca", pa.list_(pa.float32()))])
+REDUCED_SCHEMA = pa.schema(
+    [("path", pa.string()), ("label", pa.string()), ("split", pa.string()), ("pca", pa.list_(pa.float32()))]
+)
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -63,29 +73,50 @@ def build_lake(write, uri_of) -> dict[str, str]:
     for name, content in contents.items():
         write(_raw_key(name), content)
     for batch in (B21, B22):  # the uploader's manifests: {key in the batch: sha256}
-        files = {n.split("/", 1)[1]: hashlib.sha256(c).hexdigest() for n, c in contents.items()
-                 if n.startswith(f"batch={batch}/")}
+        files = {
+            n.split("/", 1)[1]: hashlib.sha256(c).hexdigest()
+            for n, c in contents.items()
+            if n.startswith(f"batch={batch}/")
+        }
         write(_relative(upload.batch_manifest_uri("", batch)), json.dumps({"batch": batch, "files": files}).encode())
     for batch in (B21, B22):
         names = [n for n in PHOTOS if n.startswith(f"batch={batch}")]
         rows = {
-            "path": [paths[n] for n in names], "label": [PHOTOS[n][0] for n in names], "split": ["Training"] * len(names),
-            "features": [[float(i), 1.0, 2.0, 3.0] for i in range(len(names))], "width": [100] * len(names),
-            "height": [100] * len(names), "sha256": [hashlib.sha256(PHOTOS[n][1]).hexdigest() for n in names],
+            "path": [paths[n] for n in names],
+            "label": [PHOTOS[n][0] for n in names],
+            "split": ["Training"] * len(names),
+            "features": [[float(i), 1.0, 2.0, 3.0] for i in range(len(names))],
+            "width": [100] * len(names),
+            "height": [100] * len(names),
+            "sha256": [hashlib.sha256(PHOTOS[n][1]).hexdigest() for n in names],
             "batch_id": [batch] * len(names),
         }
         features = _relative(lake.features_uri("", batch))
         write(features + "part-00000-abc.snappy.parquet", _parquet(pa.Table.from_pydict(rows, schema=FEATURES_SCHEMA)))
         write(features + "_SUCCESS", b"")
         write(features + "_job_metrics.json", json.dumps({"seen": len(names)}).encode())
-    write(_relative(lake.quarantine_uri("", B22)) + "part-00000.parquet",
-          _parquet(pa.table({"path": [paths[BROKEN]], "reason": ["truncated JPEG"]})))
+    write(
+        _relative(lake.quarantine_uri("", B22)) + "part-00000.parquet",
+        _parquet(pa.table({"path": [paths[BROKEN]], "reason": ["truncated JPEG"]})),
+    )
     pca = _relative(lake.legacy_pca_uri("", B22))
-    write(pca + "reduced/part-00000.parquet", _parquet(pa.Table.from_pydict(
-        {"path": [paths[n] for n in PHOTOS], "label": [PHOTOS[n][0] for n in PHOTOS],
-         "split": ["Training"] * len(PHOTOS), "pca": [[0.5, -0.5]] * len(PHOTOS)}, schema=REDUCED_SCHEMA)))
+    write(
+        pca + "reduced/part-00000.parquet",
+        _parquet(
+            pa.Table.from_pydict(
+                {
+                    "path": [paths[n] for n in PHOTOS],
+                    "label": [PHOTOS[n][0] for n in PHOTOS],
+                    "split": ["Training"] * len(PHOTOS),
+                    "pca": [[0.5, -0.5]] * len(PHOTOS),
+                },
+                schema=REDUCED_SCHEMA,
+            )
+        ),
+    )
     csv_lines = ["path,label,pc_1,pc_2\n"] + [
-        (f'"{paths[n]}"' if "," in paths[n] else paths[n]) + f",{PHOTOS[n][0]},0.5,-0.5\n" for n in PHOTOS]
+        (f'"{paths[n]}"' if "," in paths[n] else paths[n]) + f",{PHOTOS[n][0]},0.5,-0.5\n" for n in PHOTOS
+    ]
     write(pca + "pca_matrix.csv", "".join(csv_lines).encode())
     # The fitted model: Spark ML's own Parquet, no per-photo row.
     write(pca + "model/data/part-00000.parquet", _parquet(pa.table({"k": [2], "pc": [[1.0, 0.0]]})))
@@ -132,9 +163,15 @@ def test_erase_by_key_removes_the_photo_and_its_rows_and_nothing_else(local_lake
     assert after_lines == [line for line in before_lines if not line.startswith(paths[banana])]
     assert len(after_lines) == len(before_lines) - 1
     manifest = _relative(upload.batch_manifest_uri("", B21))
-    assert json.loads(after[manifest])["files"] == {"Apple Braeburn/apple.jpg": hashlib.sha256(b"apple-bytes").hexdigest()}
+    assert json.loads(after[manifest])["files"] == {
+        "Apple Braeburn/apple.jpg": hashlib.sha256(b"apple-bytes").hexdigest()
+    }
     assert {item["key"]: item["rows_removed"] for item in report["files_rewritten"]} == {
-        reduced: 1, csv_key: 1, features: 1, manifest: 1}
+        reduced: 1,
+        csv_key: 1,
+        features: 1,
+        manifest: 1,
+    }
     assert report["rows_removed"] == 4
     # Every other file is byte for byte what it was; no temporary is left behind.
     changed = {key for key in before if before[key] != after.get(key)}
@@ -153,7 +190,9 @@ def test_erase_by_sha256_finds_every_copy_in_every_batch(local_lake):
     assert sorted(report["raw_objects_deleted"]) == sorted(_raw_key(n) for n in originals)
     assert report["rows_removed"] == 2 + 2 + 2 + 2  # features (two batches), reduced, csv, manifests
     remaining = pq.read_table(root / "features").column("path").to_pylist()  # the dataset still reads
-    assert sorted(remaining) == sorted([paths[f"batch={B21}/Banana/banana.jpg"], paths[f"batch={B22}/Kiwi/kiwi, green.jpg"]])
+    assert sorted(remaining) == sorted(
+        [paths[f"batch={B21}/Banana/banana.jpg"], paths[f"batch={B22}/Kiwi/kiwi, green.jpg"]]
+    )
 
 
 def test_erase_a_quoted_csv_line_and_a_quarantined_photo_by_uri(local_lake):
@@ -213,8 +252,12 @@ def _versioned_encrypted_bucket(s3) -> str:
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     key_arn = boto3.client("kms", region_name="eu-west-3").create_key()["KeyMetadata"]["Arn"]
-    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
-        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+    s3.put_bucket_encryption(
+        Bucket=BUCKET,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]
+        },
+    )
     return key_arn
 
 
@@ -258,6 +301,8 @@ def test_s3_lake_every_version_of_the_photo_and_of_the_old_rows_is_gone():
 # --- photos in bundles (the uploader's layout) ---------------------------------------------------------
 
 B23 = "2026-11-23"
+
+
 # Uploaded 2 per bundle, in key order: {kiwi, apple} share one bundle, banana has one of its own.
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
     from PIL import Image
@@ -267,8 +312,11 @@ def _jpeg(colour: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-BUNDLED = {"Test/Kiwi/kiwi.jpg": _jpeg((1, 2, 3)), "Training/Apple Braeburn/apple.jpg": _jpeg((4, 5, 6)),
-           "Training/Banana/banana.jpg": _jpeg((7, 8, 9))}
+BUNDLED = {
+    "Test/Kiwi/kiwi.jpg": _jpeg((1, 2, 3)),
+    "Training/Apple Braeburn/apple.jpg": _jpeg((4, 5, 6)),
+    "Training/Banana/banana.jpg": _jpeg((7, 8, 9)),
+}
 
 
 def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str, str]:
@@ -280,10 +328,16 @@ def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str,
         (landing / key).write_bytes(content)
     upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), B23, max_photos=2)
     uris = {key: lake.raw_uri(store.root, B23) + key for key in BUNDLED}
-    rows = {"path": [spark_path(uri) for uri in uris.values()], "label": [k.split("/")[1] for k in BUNDLED],
-            "split": [k.split("/")[0] for k in BUNDLED], "features": [[1.0, 2.0]] * 3, "width": [100] * 3,
-            "height": [100] * 3, "sha256": [hashlib.sha256(c).hexdigest() for c in BUNDLED.values()],
-            "batch_id": [B23] * 3}
+    rows = {
+        "path": [spark_path(uri) for uri in uris.values()],
+        "label": [k.split("/")[1] for k in BUNDLED],
+        "split": [k.split("/")[0] for k in BUNDLED],
+        "features": [[1.0, 2.0]] * 3,
+        "width": [100] * 3,
+        "height": [100] * 3,
+        "sha256": [hashlib.sha256(c).hexdigest() for c in BUNDLED.values()],
+        "batch_id": [B23] * 3,
+    }
     data = _parquet(pa.Table.from_pydict(rows, schema=FEATURES_SCHEMA))
     store.put(lake.features_uri(store.root, B23) + "part-00000.parquet", data, "")
     return uris
@@ -307,21 +361,34 @@ def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bund
     report = erase(root.as_uri(), f"raw/batch={B23}/Training/Apple Braeburn/apple.jpg")
     after = _snapshot(root)
     kept = pq.read_table(io.BytesIO(after[raw + pair]))
-    assert kept.to_pylist() == [row for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
-                                if row["path"] == uris["Test/Kiwi/kiwi.jpg"]]
+    assert kept.to_pylist() == [
+        row
+        for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
+        if row["path"] == uris["Test/Kiwi/kiwi.jpg"]
+    ]
     assert kept.schema.equals(upload.bundle_schema()) and kept["content"].to_pylist() == [BUNDLED["Test/Kiwi/kiwi.jpg"]]
     manifest = json.loads(after[raw + upload.UPLOADS_MANIFEST])
     assert sorted(manifest["files"]) == ["Test/Kiwi/kiwi.jpg", "Training/Banana/banana.jpg"]
     assert manifest["bundles"] == {pair: ["Test/Kiwi/kiwi.jpg"], single: ["Training/Banana/banana.jpg"]}
     features = _relative(lake.features_uri("", B23)) + "part-00000.parquet"
     assert {item["key"]: (item["rows_removed"], item["rows_left"]) for item in report["files_rewritten"]} == {
-        raw + pair: (1, 1), features: (1, 2), raw + upload.UPLOADS_MANIFEST: (1, 2), raw + upload.INGESTION_REPORT: (1, 2)}
+        raw + pair: (1, 1),
+        features: (1, 2),
+        raw + upload.UPLOADS_MANIFEST: (1, 2),
+        raw + upload.INGESTION_REPORT: (1, 2),
+    }
     assert report["raw_objects_deleted"] == []  # the photo had no object of its own
     assert {key for key in before if before[key] != after.get(key)} == {
-        raw + pair, features, raw + upload.UPLOADS_MANIFEST, raw + upload.INGESTION_REPORT, "index/sha256/" + (
-            hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin")}
+        raw + pair,
+        features,
+        raw + upload.UPLOADS_MANIFEST,
+        raw + upload.INGESTION_REPORT,
+        "index/sha256/" + (hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin"),
+    }
     # ... and the landing file it came from is gone (it would come back the next night otherwise).
-    assert report["landing_files_deleted"] == [upload.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")]
+    assert report["landing_files_deleted"] == [
+        upload.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")
+    ]
     assert not (tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg").exists()
 
     # A photo alone in its bundle: the bundle goes, and its manifest entry with it.
@@ -339,7 +406,10 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
         key_arn = _versioned_encrypted_bucket(s3)
         uris = upload_bundled(upload.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
         raw = _relative(lake.raw_uri("", B23))
-        read = lambda key: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+        def read(key):
+            return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
         pair, single = _pair_and_single(_bundle_manifest(read))
 
         report = erase(f"s3://{BUCKET}", uris["Test/Kiwi/kiwi.jpg"], s3_client=s3)
@@ -368,20 +438,28 @@ def test_the_csv_parts_spark_writes_lose_the_photos_rows(tmp_path):
     store.put(raw + "Kiwi/erased, by request.jpg", b"photo", "-")
     reduced = lake.pca_reduced_uri(store.root, 1, B22)
     csv_part = f"{lake.PCA_CSV_FOLDER}/part-00000-5e1f-c000.csv"
-    commit_output(store, reduced, {
-        f"{lake.PCA_REDUCED_FOLDER}/part-00000-5e1f-c000.snappy.parquet": _parquet(pa.Table.from_pydict(
-            {"path": [kept, gone], "label": ["Kiwi"] * 2, "split": ["Training"] * 2, "pca": [[0.5], [0.25]]},
-            schema=REDUCED_SCHEMA)),
-        csv_part: f'path,label,pc_1\n{kept},Kiwi,0.5\n"{gone}",Kiwi,0.25\n'.encode(),
-        f"{lake.PCA_CSV_FOLDER}/.part-00000-5e1f-c000.csv.crc": b"crc",
-        f"{lake.PCA_CSV_FOLDER}/_SUCCESS": b"",
-        lake.PCA_REPORT_FILE: b"{}",
-    })
+    commit_output(
+        store,
+        reduced,
+        {
+            f"{lake.PCA_REDUCED_FOLDER}/part-00000-5e1f-c000.snappy.parquet": _parquet(
+                pa.Table.from_pydict(
+                    {"path": [kept, gone], "label": ["Kiwi"] * 2, "split": ["Training"] * 2, "pca": [[0.5], [0.25]]},
+                    schema=REDUCED_SCHEMA,
+                )
+            ),
+            csv_part: f'path,label,pc_1\n{kept},Kiwi,0.5\n"{gone}",Kiwi,0.25\n'.encode(),
+            f"{lake.PCA_CSV_FOLDER}/.part-00000-5e1f-c000.csv.crc": b"crc",
+            f"{lake.PCA_CSV_FOLDER}/_SUCCESS": b"",
+            lake.PCA_REPORT_FILE: b"{}",
+        },
+    )
     report = erase(store.root, gone)
     (part,) = [uri for uri in lake.committed_files(store, reduced) if uri.endswith(".csv")]
     assert store.read(part).decode() == f"path,label,pc_1\n{kept},Kiwi,0.5\n"
-    rewritten = {item["key"].rsplit("/", 2)[-2] + "/" + item["key"].rsplit("/", 1)[-1] for item in
-                 report["files_rewritten"]}
+    rewritten = {
+        item["key"].rsplit("/", 2)[-2] + "/" + item["key"].rsplit("/", 1)[-1] for item in report["files_rewritten"]
+    }
     assert csv_part in rewritten and f"{lake.PCA_REDUCED_FOLDER}/part-00000-5e1f-c000.snappy.parquet" in rewritten
 
 
@@ -390,4 +468,8 @@ def test_the_lake_names_the_pca_outputs_as_the_job_writes_them():
     import pca
 
     assert (pca.REDUCED_FOLDER, pca.CSV_FOLDER, pca.REPORT_FILE, pca.PLOT_FILE) == (
-        lake.PCA_REDUCED_FOLDER, lake.PCA_CSV_FOLDER, lake.PCA_REPORT_FILE, lake.PCA_PLOT_FILE)
+        lake.PCA_REDUCED_FOLDER,
+        lake.PCA_CSV_FOLDER,
+        lake.PCA_REPORT_FILE,
+        lake.PCA_PLOT_FILE,
+    )

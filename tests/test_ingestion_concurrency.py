@@ -11,9 +11,10 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from fruits import dedup_index, lake, locks, upload
 from moto import mock_aws
 from PIL import Image
+
+from fruits import dedup_index, lake, locks, upload
 
 BATCH = "2026-04-01"
 REGION = "eu-west-3"
@@ -38,12 +39,15 @@ def check_consistent(store: upload.Store, expected_shas: set[str], batch: str = 
     raw = lake.raw_uri(root, batch)
     manifest = upload.read_batch_manifest(store, root, batch)
     assert sorted(upload.bundle_files(store, raw)) == sorted(manifest.bundles)
-    rows = [row for name in manifest.bundles
-            for row in pq.read_table(io.BytesIO(store.read(raw + name)), columns=["path", "sha256"]).to_pylist()]
-    keys = [row["path"][len(raw):] for row in rows]
+    rows = [
+        row
+        for name in manifest.bundles
+        for row in pq.read_table(io.BytesIO(store.read(raw + name)), columns=["path", "sha256"]).to_pylist()
+    ]
+    keys = [row["path"][len(raw) :] for row in rows]
     assert len(keys) == len(set(keys)) and sorted(keys) == sorted(manifest.files)
     assert sorted(k for ks in manifest.bundles.values() for k in ks) == sorted(keys)
-    assert {row["path"][len(raw):]: row["sha256"] for row in rows} == manifest.files
+    assert {row["path"][len(raw) :]: row["sha256"] for row in rows} == manifest.files
     shas = [row["sha256"] for row in rows]
     assert len(shas) == len(set(shas)) and set(shas) == expected_shas  # each photo once, none lost
     return manifest.files
@@ -73,6 +77,7 @@ def gated(store_class):
         def put_if_match(self, uri, data, etag):
             self._wait(uri)
             return super().put_if_match(uri, data, etag)
+
     return GatedStore
 
 
@@ -93,20 +98,24 @@ def test_two_interleaved_attempts_lose_nothing_and_record_each_photo_once(tmp_pa
     photos = {i: jpeg(i) for i in range(12)}
     # A and B overlap (3..5, same keys), and B has other content under A's key Kiwi/p0.jpg.
     landing_a = make_landing(tmp_path / "a", {f"Kiwi/p{i}.jpg": photos[i] for i in range(6)})
-    landing_b = make_landing(tmp_path / "b", {**{f"Kiwi/p{i}.jpg": photos[i] for i in range(3, 9)},
-                                              "Kiwi/p0.jpg": photos[11]})
+    landing_b = make_landing(
+        tmp_path / "b", {**{f"Kiwi/p{i}.jpg": photos[i] for i in range(3, 9)}, "Kiwi/p0.jpg": photos[11]}
+    )
     store_a, store_b = lake_factory(), lake_factory()
     store_a.gate = gate = Gate()
     results = {}
 
     def attempt_a():
-        results["a"] = upload.upload_new_images(store_a, upload.LocalStore(landing_a), upload.file_uri(landing_a),
-                                                BATCH, max_photos=2)
+        results["a"] = upload.upload_new_images(
+            store_a, upload.LocalStore(landing_a), upload.file_uri(landing_a), BATCH, max_photos=2
+        )
+
     thread = threading.Thread(target=attempt_a)
     thread.start()
     assert gate.arrived.wait(30)  # A has written its bundles and read the (empty) manifest, not written it
-    results["b"] = upload.upload_new_images(store_b, upload.LocalStore(landing_b), upload.file_uri(landing_b),
-                                            BATCH, max_photos=2)
+    results["b"] = upload.upload_new_images(
+        store_b, upload.LocalStore(landing_b), upload.file_uri(landing_b), BATCH, max_photos=2
+    )
     gate.go.set()
     thread.join(30)
     a, b = results["a"], results["b"]
@@ -154,9 +163,12 @@ def test_an_attempt_killed_at_any_write_loses_nothing_once_rerun(tmp_path):
     second = {**{f"Kiwi/q{i}.jpg": jpeg(100 + i) for i in range(5)}, "Kiwi/p0.jpg": jpeg(200)}
     landing_1 = make_landing(tmp_path / "l1", first)
     landing_2 = make_landing(tmp_path / "l2", second)
+
     def first_night(lake_dir: Path) -> None:  # bundles hold their lake's URIs: each lake is uploaded, not copied
-        upload.upload_new_images(upload.LocalStore(lake_dir), upload.LocalStore(landing_1),
-                                 upload.file_uri(landing_1), BATCH, max_photos=2)
+        upload.upload_new_images(
+            upload.LocalStore(lake_dir), upload.LocalStore(landing_1), upload.file_uri(landing_1), BATCH, max_photos=2
+        )
+
     first_night(tmp_path / "count")
     counting = Faulty(tmp_path / "count", die_at=-1)
     upload.upload_new_images(counting, upload.LocalStore(landing_2), upload.file_uri(landing_2), BATCH, max_photos=2)
@@ -166,11 +178,18 @@ def test_an_attempt_killed_at_any_write_loses_nothing_once_rerun(tmp_path):
         lake_dir = tmp_path / f"lake{die_at}"
         first_night(lake_dir)
         with pytest.raises(ConnectionError):
-            upload.upload_new_images(Faulty(lake_dir, die_at), upload.LocalStore(landing_2),
-                                     upload.file_uri(landing_2), BATCH, max_photos=2)
+            upload.upload_new_images(
+                Faulty(lake_dir, die_at), upload.LocalStore(landing_2), upload.file_uri(landing_2), BATCH, max_photos=2
+            )
         store = upload.LocalStore(lake_dir)
-        rerun = upload.upload_new_images(store, upload.LocalStore(landing_2), upload.file_uri(landing_2), BATCH,
-                                         max_photos=2, leftover_grace_seconds=0)
+        rerun = upload.upload_new_images(
+            store,
+            upload.LocalStore(landing_2),
+            upload.file_uri(landing_2),
+            BATCH,
+            max_photos=2,
+            leftover_grace_seconds=0,
+        )
         files = check_consistent(store, expected)
         assert dedup_index.lookup(store, store.root, files.values()) == dict.fromkeys(files.values(), BATCH), die_at
         assert rerun["images_in_batch"] == len(expected)
@@ -209,6 +228,7 @@ def race_for_lock(store: upload.Store, batch: str, racers: int) -> tuple[list[st
             winners.append(locks.acquire(store, store.root, batch, f"racer-{number}")["owner"])
         except locks.BatchLocked as error:
             losers.append(str(error))
+
     threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
     for thread in threads:
         thread.start()
@@ -232,27 +252,35 @@ def test_a_second_night_reads_its_own_photos_and_the_index_shards_it_needs_only(
     upload.upload_new_images(lake_store, landing_store, lake.landing_uri("s3://landing/in", night_1), night_1)
 
     calls: list[tuple[str, str, str]] = []
-    s3.meta.events.register("before-parameter-build.s3.*", lambda model, params, **_: calls.append(
-        (model.name, params.get("Bucket", ""), params.get("Key") or params.get("Prefix", ""))))
+    s3.meta.events.register(
+        "before-parameter-build.s3.*",
+        lambda model, params, **_: calls.append(
+            (model.name, params.get("Bucket", ""), params.get("Key") or params.get("Prefix", ""))
+        ),
+    )
     result = upload.upload_new_images(lake_store, landing_store, lake.landing_uri("s3://landing/in", night_2), night_2)
     assert (result["uploaded"], result["in_other_batch"]) == (4, 1)
     gets = [(bucket, key) for name, bucket, key in calls if name == "GetObject"]
     lists = [(bucket, key) for name, bucket, key in calls if name == "ListObjectsV2"]
     assert all(key.startswith(f"raw/batch={night_2}/") for name, _, key in calls if name == "ListObjectVersions")
     assert not [key for _, key in gets + lists if night_1 in key]  # nothing of night 1: photos, manifest, report
-    shards = {dedup_index.shard_uri("s3://lake", dedup_index.shard_of(upload.sha256_bytes(d))).removeprefix("s3://lake/")
-              for d in [jpeg(50 + i) for i in range(4)] + [jpeg(0)]}
+    shards = {
+        dedup_index.shard_uri("s3://lake", dedup_index.shard_of(upload.sha256_bytes(d))).removeprefix("s3://lake/")
+        for d in [jpeg(50 + i) for i in range(4)] + [jpeg(0)]
+    }
     landing_gets = [key for bucket, key in gets if bucket == "landing"]
     lake_gets = sorted(key for bucket, key in gets if bucket == "lake")
-    assert sorted(landing_gets) == sorted(f"in/{night_2}/Kiwi/{n}" for n in ("q0.jpg", "q1.jpg", "q2.jpg", "q3.jpg",
-                                                                             "again.jpg"))
+    assert sorted(landing_gets) == sorted(
+        f"in/{night_2}/Kiwi/{n}" for n in ("q0.jpg", "q1.jpg", "q2.jpg", "q3.jpg", "again.jpg")
+    )
     # The night's manifest, its report, the erased list; each needed shard read to look up and read to update.
     # (and this night's own bundle, read back once to drop the photo the index knew: the price of one lookup per shard)
     own_bundles = [key for key in lake_gets if key.startswith(f"raw/batch={night_2}/bundle-")]
     assert len(own_bundles) == 1
     others = [key for key in lake_gets if not key.startswith("index/sha256/") and key not in own_bundles]
-    assert others == sorted([f"raw/batch={night_2}/_ingestion.json", f"raw/batch={night_2}/_uploads.json",
-                             "index/erased.json"])
+    assert others == sorted(
+        [f"raw/batch={night_2}/_ingestion.json", f"raw/batch={night_2}/_uploads.json", "index/erased.json"]
+    )
     index_gets = [key for key in lake_gets if key.startswith("index/sha256/")]
     assert set(index_gets) <= shards and len(index_gets) <= 2 * len(shards)
     assert sorted(lists) == sorted([("landing", f"in/{night_2}/"), ("lake", f"raw/batch={night_2}/")])

@@ -13,10 +13,11 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fruits import erase, lake, locks, upload
-from fruits.cli import erase as erase_cli
 from moto import mock_aws
 from PIL import Image
+
+from fruits import erase, lake, locks, upload
+from fruits.cli import erase as erase_cli
 
 BATCH = "2026-05-04"
 REGION = "eu-west-3"
@@ -56,12 +57,18 @@ def build(store: upload.Store, landing_store: upload.Store, landing_uri: str) ->
     features = lake.features_uri(root, BATCH)
     for run in ("run=a1", "run=b2"):  # a stale run folder and the committed one: both hold the rows
         store.put(f"{features}{run}/part-00000.parquet", parquet(rows), "")
-    store.put(features + lake.COMMIT_MARKER, json.dumps({"location": features + "run=b2/",
-                                                         "files": ["part-00000.parquet"]}).encode(), "")
+    store.put(
+        features + lake.COMMIT_MARKER,
+        json.dumps({"location": features + "run=b2/", "files": ["part-00000.parquet"]}).encode(),
+        "",
+    )
     for basis in (1, 2):
         reduced = lake.pca_reduced_uri(root, basis, BATCH)
-        store.put(f"{reduced}run=r{basis}/reduced/part-0.parquet",
-                  parquet({"path": list(uris.values()), "pca": [[0.1]] * len(HOSTILE)}), "")
+        store.put(
+            f"{reduced}run=r{basis}/reduced/part-0.parquet",
+            parquet({"path": list(uris.values()), "pca": [[0.1]] * len(HOSTILE)}),
+            "",
+        )
         store.put(f"{reduced}run=r{basis}/pca_matrix.csv", matrix_csv(list(uris.values())), "")
     return uris
 
@@ -104,8 +111,9 @@ def test_an_erased_photo_landing_again_is_refused_and_its_landing_copy_is_gone(t
     again = tmp_path / "landing" / "2026-05-09" / "Kiwi"
     again.mkdir(parents=True)
     (again / "IMG_0001.jpg").write_bytes(jpeg(HOSTILE.index("plain.jpg")))
-    result = upload.upload_new_images(store, upload.LocalStore(again.parent), upload.file_uri(again.parent),
-                                      "2026-05-09")
+    result = upload.upload_new_images(
+        store, upload.LocalStore(again.parent), upload.file_uri(again.parent), "2026-05-09"
+    )
     assert (result["uploaded"], result["rejected"]) == (0, {"erased": 1})
 
 
@@ -131,8 +139,14 @@ def test_s3_erasure_purges_every_noncurrent_version_under_the_batch_prefixes(tmp
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         key_arn = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
-        s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [
-            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+        s3.put_bucket_encryption(
+            Bucket=BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}
+                ]
+            },
+        )
         store = upload.S3Store(s3, BUCKET)
         uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
         # Reruns left the rows under keys erasure will never rewrite: a deleted staging file (only versions left),
@@ -150,8 +164,13 @@ def test_s3_erasure_purges_every_noncurrent_version_under_the_batch_prefixes(tmp
 
         report = erase.erase(f"s3://{BUCKET}", uris["plain.jpg"], s3_client=s3)
         assert report["noncurrent_versions_purged"] == 3  # staging: its version + delete marker; quarantine: 1
-        for prefix in (f"raw/batch={BATCH}/", f"features/batch={BATCH}/", f"quarantine/batch={BATCH}/",
-                       f"pca/reduced/basis=0001/batch={BATCH}/", f"pca/reduced/basis=0002/batch={BATCH}/"):
+        for prefix in (
+            f"raw/batch={BATCH}/",
+            f"features/batch={BATCH}/",
+            f"quarantine/batch={BATCH}/",
+            f"pca/reduced/basis=0001/batch={BATCH}/",
+            f"pca/reduced/basis=0002/batch={BATCH}/",
+        ):
             answer = s3.list_object_versions(Bucket=BUCKET, Prefix=prefix)
             assert all(v["IsLatest"] for v in answer.get("Versions", [])), prefix
             assert not answer.get("DeleteMarkers"), prefix

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image, ImageCms, ImageOps
+
 from fruits import dedup_index, lake, locks, pipeline_tasks, upload
 from fruits.cli import upload as upload_cli
 from fruits.settings import PipelineSettings
-from PIL import Image, ImageCms, ImageOps
 
 BATCH = "2026-03-10"
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
@@ -47,15 +48,22 @@ def phone_exif(orientation: int = 6) -> Image.Exif:
 
 def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
     """A PNG header claiming 400 MP (over Pillow's bomb limit), a few bytes of data."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def upload_folder(lake_root: Path, landing: Path, batch: str = BATCH, **kwargs) -> dict:
-    return upload.upload_new_images(upload.LocalStore(lake_root), upload.LocalStore(landing),
-                                    upload.file_uri(landing), batch, **kwargs)
+    return upload.upload_new_images(
+        upload.LocalStore(lake_root), upload.LocalStore(landing), upload.file_uri(landing), batch, **kwargs
+    )
 
 
 def report_of(result: dict) -> dict:
@@ -64,7 +72,9 @@ def report_of(result: dict) -> dict:
 
 def rows_of(lake_root: Path, batch: str = BATCH) -> dict[str, dict]:
     raw = Path(lake.raw_uri(upload.file_uri(lake_root), batch).removeprefix("file://"))
-    return {row["path"]: row for bundle in sorted(raw.glob("bundle-*.parquet")) for row in pq.read_table(bundle).to_pylist()}
+    return {
+        row["path"]: row for bundle in sorted(raw.glob("bundle-*.parquet")) for row in pq.read_table(bundle).to_pylist()
+    }
 
 
 class CountingStore(upload.LocalStore):
@@ -82,7 +92,9 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
     label = landing / "Training" / "Apple Braeburn"  # a label with a space, as Fruits-360's
     label.mkdir(parents=True)
     for number, fmt in enumerate(FORMATS):
-        (label / f"photo_{number}.{'img' if fmt == 'HEIF' else 'jpg'}").write_bytes(image_bytes(fmt, (number * 30, 9, 9)))
+        (label / f"photo_{number}.{'img' if fmt == 'HEIF' else 'jpg'}").write_bytes(
+            image_bytes(fmt, (number * 30, 9, 9))
+        )
     (label / "empty.jpg").write_bytes(b"")  # a 0-byte file beside the photos
     (label / "notes.jpg").write_bytes(b"not an image at all")
     (label / "big.png").write_bytes(image_bytes("PNG", (1, 1, 1)) + b"\0" * 5000)
@@ -95,8 +107,7 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
     os.symlink(outside, label / "link_out.jpg")
     os.symlink(landing / "Training", label / "folder_link")  # inside, but a folder: not followed
     os.symlink(label / "photo_1.jpg", label / "link_in.jpg")  # inside: read, same content as photo_1
-    odd = [
-        "new\nline.jpg", "comma,quote\".jpg", "nel\x85.jpg", "sep\u2028.jpg", "é ü.jpg"]
+    odd = ["new\nline.jpg", 'comma,quote".jpg', "nel\x85.jpg", "sep\u2028.jpg", "é ü.jpg"]
     for number, name in enumerate(odd):
         (label / name).write_bytes(image_bytes("PNG", (9, number * 40, 9)))
     os.close(os.open(os.fsencode(label) + b"/latin1-\xe9.jpg", os.O_CREAT | os.O_WRONLY))  # not UTF-8
@@ -104,15 +115,25 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
         file.write(image_bytes("JPEG", (7, 7, 7)))
 
     store = CountingStore(landing)
-    result = upload.upload_new_images(upload.LocalStore(tmp_path / "lake"), store, upload.file_uri(landing), BATCH,
-                                      max_photo_bytes=4000)
+    result = upload.upload_new_images(
+        upload.LocalStore(tmp_path / "lake"), store, upload.file_uri(landing), BATCH, max_photo_bytes=4000
+    )
     files = report_of(result)["files"]
-    listed = sum(len(names) + sum(os.path.islink(os.path.join(d, x)) for x in dirs)
-                 for d, dirs, names in os.walk(landing))
+    listed = sum(
+        len(names) + sum(os.path.islink(os.path.join(d, x)) for x in dirs) for d, dirs, names in os.walk(landing)
+    )
     assert result["seen"] == len(files) == listed  # every file, once
     assert result["uploaded"] + result["already_in_lake"] + sum(result["rejected"].values()) == result["seen"]
-    assert result["rejected"] == {"empty": 1, "folder_link": 1, "hidden": 1, "link_out_of_landing": 1, "misplaced": 1,
-                                  "too_large": 1, "unreadable_name": 1, "unsupported": 1}
+    assert result["rejected"] == {
+        "empty": 1,
+        "folder_link": 1,
+        "hidden": 1,
+        "link_out_of_landing": 1,
+        "misplaced": 1,
+        "too_large": 1,
+        "unreadable_name": 1,
+        "unsupported": 1,
+    }
     assert result["already_in_lake"] == 2 and result["uploaded"] == len(FORMATS) + len(odd) + 1  # + the bomb
     formats = {o["format"] for o in files.values() if o["outcome"] == "uploaded"}
     assert formats == set(FORMATS)  # the bomb too (a PNG, by its signature): featurize quarantines it
@@ -129,15 +150,20 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
         if not path.endswith("bomb.png"):
             Image.open(io.BytesIO(row["content"])).load()
     manifest = json.loads(Path(raw.removeprefix("file://") + upload.UPLOADS_MANIFEST).read_text())
-    assert sorted(manifest["files"]) == sorted(p[len(raw):] for p in rows)
+    assert sorted(manifest["files"]) == sorted(p[len(raw) :] for p in rows)
 
 
 def test_a_phone_photo_loses_gps_serial_and_owner_but_keeps_orientation_icc_and_pixels(tmp_path):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = phone_exif  # a fresh one per photo: Pillow's AVIF writer resets the orientation of the one it is given
     photos = {
-        "a.jpg": image_bytes("JPEG", exif=exif(), icc_profile=icc, xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>",
-                             comment=b"Alice's phone"),
+        "a.jpg": image_bytes(
+            "JPEG",
+            exif=exif(),
+            icc_profile=icc,
+            xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>",
+            comment=b"Alice's phone",
+        ),
         "b.png": image_bytes("PNG", exif=exif(), icc_profile=icc, pnginfo=_png_text("Author", "Alice Owner")),
         "c.webp": image_bytes("WEBP", exif=exif(), icc_profile=icc, lossless=True),
         "d.heic": image_bytes("HEIF", exif=exif(), xmp=b"<x:xmpmeta>GPS 48.85 Alice</x:xmpmeta>"),
@@ -166,13 +192,19 @@ def test_a_phone_photo_loses_gps_serial_and_owner_but_keeps_orientation_icc_and_
             assert image.info.get("icc_profile") == icc
         before = Image.open(io.BytesIO(original))
         # Cut, not re-encoded (or re-encoded losslessly): the same pixels, upright the same way featurize turns them.
-        assert ImageOps.exif_transpose(image).convert("RGB").tobytes() == \
-            ImageOps.exif_transpose(before).convert("RGB").tobytes()
-        assert image.format == {"a.jpg": "JPEG", "b.png": "PNG", "c.webp": "WEBP", "d.heic": "HEIF", "e.avif": "AVIF",
-                                "f.tif": "PNG"}[name]
+        assert (
+            ImageOps.exif_transpose(image).convert("RGB").tobytes()
+            == ImageOps.exif_transpose(before).convert("RGB").tobytes()
+        )
+        assert (
+            image.format
+            == {"a.jpg": "JPEG", "b.png": "PNG", "c.webp": "WEBP", "d.heic": "HEIF", "e.avif": "AVIF", "f.tif": "PNG"}[
+                name
+            ]
+        )
         assert (len(stored) == len(original)) == name.endswith(("heic", "avif"))  # blanked in place
         if name == "a.jpg":
-            assert len(stored) < len(original) and original.endswith(stored[stored.index(b"\xff\xda"):])
+            assert len(stored) < len(original) and original.endswith(stored[stored.index(b"\xff\xda") :])
 
 
 def _png_text(key: str, value: str):
@@ -221,8 +253,9 @@ def test_a_backfill_takes_its_own_dates_folder_only(tmp_path):
     empty = pipeline_tasks.upload_batch(settings, None, "2026-02-02", dry_run=True, repo_root=Path(__file__).parents[1])
     assert empty["images"]["seen"] == 0
     explicit = PipelineSettings(target="local", landing=str(root / today), local_lake=str(tmp_path / "lake"))
-    named = pipeline_tasks.upload_batch(explicit, None, today, dry_run=True, explicit_landing=True,
-                                        repo_root=Path(__file__).parents[1])
+    named = pipeline_tasks.upload_batch(
+        explicit, None, today, dry_run=True, explicit_landing=True, repo_root=Path(__file__).parents[1]
+    )
     assert named["images"]["uploaded"] == 1
 
 
@@ -267,12 +300,34 @@ def test_the_command_on_s3_writes_with_the_buckets_own_key(tmp_path, capsys):
         for bucket in ("lake", "landing"):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
         key_arn = boto3.client("kms", region_name="eu-west-3").create_key()["KeyMetadata"]["Arn"]
-        s3.put_bucket_encryption(Bucket="lake", ServerSideEncryptionConfiguration={"Rules": [
-            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}]})
+        s3.put_bucket_encryption(
+            Bucket="lake",
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}}
+                ]
+            },
+        )
         s3.put_object(Bucket="landing", Key=f"in/{BATCH}/Kiwi/k.jpg", Body=image_bytes("JPEG"))
-        assert upload_cli.main(["--landing", f"s3://landing/in/{BATCH}/", "--lake", "s3://lake", "--batch", BATCH,
-                            "--region", "eu-west-3"]) == 0
+        assert (
+            upload_cli.main(
+                [
+                    "--landing",
+                    f"s3://landing/in/{BATCH}/",
+                    "--lake",
+                    "s3://lake",
+                    "--batch",
+                    BATCH,
+                    "--region",
+                    "eu-west-3",
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["uploaded"] == 1
-        (bundle,) = [o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="raw/")["Contents"]
-                     if o["Key"].endswith(".parquet")]
+        (bundle,) = [
+            o["Key"]
+            for o in s3.list_objects_v2(Bucket="lake", Prefix="raw/")["Contents"]
+            if o["Key"].endswith(".parquet")
+        ]
         assert s3.head_object(Bucket="lake", Key=bundle)["SSEKMSKeyId"] == key_arn

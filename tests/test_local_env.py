@@ -21,8 +21,14 @@ AIRFLOW_SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "secret",
     "_AIRFLOW_WWW_USER_PASSWORD": "admin",
 }
-NEEDED = {"PATH": "/usr/bin:/bin", "JAVA_HOME": "/usr/lib/jvm/java-17", "HOME": "/home/airflow", "LANG": "C.UTF-8",
-          "SPARK_LOCAL_IP": "127.0.0.1", "KERAS_HOME": "/models"}
+NEEDED = {
+    "PATH": "/usr/bin:/bin",
+    "JAVA_HOME": "/usr/lib/jvm/java-17",
+    "HOME": "/home/airflow",
+    "LANG": "C.UTF-8",
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "KERAS_HOME": "/models",
+}
 
 
 def test_the_job_environment_carries_no_airflow_secret_and_keeps_what_spark_needs():
@@ -38,7 +44,8 @@ def test_the_spark_submit_process_really_gets_that_environment(monkeypatch, tmp_
     for name, value in AIRFLOW_SECRETS.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "env.txt"
-    local_target.run([sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write('\\n'.join(os.environ))"],
-                     name="env-probe")
+    local_target.run(
+        [sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write('\\n'.join(os.environ))"], name="env-probe"
+    )
     seen = set(out.read_text().split("\n"))
     assert not seen & set(AIRFLOW_SECRETS) and "PATH" in seen and "PYSPARK_PYTHON" in seen

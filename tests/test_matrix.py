@@ -31,12 +31,20 @@ class LocalFiles:
         Path(uri.removeprefix("file://")).write_bytes(data)
 
 
-def reduced_output(root: str, version: int, batch: str, k: int, n: int, *, commit: bool = True,
-                   run: str = "r1") -> pd.DataFrame:
+def reduced_output(
+    root: str, version: int, batch: str, k: int, n: int, *, commit: bool = True, run: str = "r1"
+) -> pd.DataFrame:
     rng = np.random.default_rng(hash((version, batch)) % 2**32)
-    frame = pd.DataFrame({"path": [f"{root}/raw/batch={batch}/L/{i}, \"x\".jpg" for i in range(n)],
-                          "label": [f"L{i % 2}" for i in range(n)], "split": "Training", "batch_id": batch,
-                          "basis": np.int32(version), "pca": list(rng.normal(size=(n, k)).astype(np.float32))})
+    frame = pd.DataFrame(
+        {
+            "path": [f'{root}/raw/batch={batch}/L/{i}, "x".jpg' for i in range(n)],
+            "label": [f"L{i % 2}" for i in range(n)],
+            "split": "Training",
+            "batch_id": batch,
+            "basis": np.int32(version),
+            "pca": list(rng.normal(size=(n, k)).astype(np.float32)),
+        }
+    )
     output = lake.pca_reduced_uri(root, version, batch)
     location = jobio.run_uri(output, run)
     folder = Path(location.removeprefix("file://")) / "reduced"
@@ -75,8 +83,7 @@ def test_one_basis_over_a_range_streamed_from_committed_outputs(lake_root, tmp_p
     assert list(table.columns) == ["path", "label", "pc_1", "pc_2", "pc_3"]
     expected = pd.concat([first, second])
     assert table.path.tolist() == expected.path.tolist()  # commas and quotes survive
-    np.testing.assert_allclose(table[["pc_1", "pc_2", "pc_3"]].to_numpy(), np.stack(expected.pca.to_numpy()),
-                               rtol=1e-6)
+    np.testing.assert_allclose(table[["pc_1", "pc_2", "pc_3"]].to_numpy(), np.stack(expected.pca.to_numpy()), rtol=1e-6)
 
     # basis 2 is the current one; 2024-01-03 is on basis 1 only: refused, with the command to run
     reduced_output(root, 2, "2024-01-01", 4, 10)
@@ -106,11 +113,19 @@ def test_rows_of_another_basis_are_refused_and_nothing_is_left(lake_root, tmp_pa
 def test_command_line(lake_root, tmp_path, capsys):
     store = LocalStore(lake_root.removeprefix("file://"))
     reduced_output(store.root, 2, "2024-01-01", 2, 4)
-    assert matrix_cli.main(["--lake", lake_root, "--from", "2024-01-01", "--to", "2024-01-01",
-                        "--output", str(tmp_path / "m.csv")]) == 0
+    assert (
+        matrix_cli.main(
+            ["--lake", lake_root, "--from", "2024-01-01", "--to", "2024-01-01", "--output", str(tmp_path / "m.csv")]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["rows"] == 4
-    assert matrix_cli.main(["--lake", lake_root, "--from", "2024-01-02", "--to", "2024-01-01",
-                        "--output", str(tmp_path / "m.csv")]) == 2
+    assert (
+        matrix_cli.main(
+            ["--lake", lake_root, "--from", "2024-01-02", "--to", "2024-01-01", "--output", str(tmp_path / "m.csv")]
+        )
+        == 2
+    )
     assert "before --from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         matrix_cli.main(["--lake", lake_root, "--from", "2024-02-30", "--to", "2024-03-01", "--output", "x.csv"])

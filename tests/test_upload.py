@@ -41,8 +41,11 @@ def _jpeg(colour=(200, 30, 40), size=(24, 16)) -> bytes:
 
 
 def _lake_files(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _upload(lake_root: Path, landing: Path, batch: str = BATCH, **kwargs):
@@ -60,8 +63,7 @@ def _bundles(lake_root: Path, batch: str = BATCH) -> dict[str, pq.ParquetFile]:
 
 def _rows(lake_root: Path, batch: str = BATCH) -> dict[str, dict]:
     """{path: row} over every bundle of the batch."""
-    return {row["path"]: row for bundle in _bundles(lake_root, batch).values()
-            for row in bundle.read().to_pylist()}
+    return {row["path"]: row for bundle in _bundles(lake_root, batch).values() for row in bundle.read().to_pylist()}
 
 
 def _manifest(lake_root: Path, batch: str = BATCH) -> dict:
@@ -94,27 +96,41 @@ def test_photos_land_in_one_bundle_keyed_split_label_file_and_a_rerun_writes_not
     before = _lake_files(lake_root)
     mtimes = {p: p.stat().st_mtime_ns for p in lake_root.rglob("*")}
     again = _upload(lake_root, landing)
-    assert (again["uploaded"], again["already_in_batch"], again["bundles_written"], again["images_in_batch"]) == (0, 6, 0, 6)
+    assert (again["uploaded"], again["already_in_batch"], again["bundles_written"], again["images_in_batch"]) == (
+        0,
+        6,
+        0,
+        6,
+    )
     assert _lake_files(lake_root) == before
     assert {p: p.stat().st_mtime_ns for p in lake_root.rglob("*")} == mtimes  # not even rewritten
 
 
 def test_bundles_close_at_the_photo_or_byte_limit_in_row_groups_with_deterministic_names(tmp_path, landing):
     counted = _upload(tmp_path / "by_count", landing, max_photos=4, row_group_photos=3)
-    sizes = {name: (b.metadata.num_rows, [b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)])
-             for name, b in _bundles(tmp_path / "by_count").items()}
+    sizes = {
+        name: (b.metadata.num_rows, [b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)])
+        for name, b in _bundles(tmp_path / "by_count").items()
+    }
     assert counted["bundles_written"] == 2 and sorted(sizes.values()) == [(2, [2]), (4, [3, 1])]
     assert _manifest(tmp_path / "by_count")["bundles"] == {
-        name: sorted(_manifest(tmp_path / "by_count")["files"])[i:i + 4] for name, i in
-        zip(sorted(sizes, key=lambda n: -sizes[n][0]), (0, 4))}
+        name: sorted(_manifest(tmp_path / "by_count")["files"])[i : i + 4]
+        for name, i in zip(sorted(sizes, key=lambda n: -sizes[n][0]), (0, 4), strict=False)
+    }
 
     photo_sizes = sorted(p.stat().st_size for p in landing.rglob("*.jpg"))
     limit = photo_sizes[-1] + photo_sizes[-2]  # room for two photos at least, never for more than the limit
     sized = _upload(tmp_path / "by_bytes", landing, max_bytes=limit)
-    contents = [sum(b.read(columns=["length"]).column("length").to_pylist()) for b in _bundles(tmp_path / "by_bytes").values()]
-    assert sized["bundles_written"] == len(contents) >= 3 and max(contents) <= limit and sum(contents) == sum(photo_sizes)
+    contents = [
+        sum(b.read(columns=["length"]).column("length").to_pylist()) for b in _bundles(tmp_path / "by_bytes").values()
+    ]
+    assert (
+        sized["bundles_written"] == len(contents) >= 3 and max(contents) <= limit and sum(contents) == sum(photo_sizes)
+    )
     alone = _upload(tmp_path / "one_byte", landing, max_bytes=1)  # a photo above the limit: a bundle of its own
-    assert alone["bundles_written"] == 6 and {b.metadata.num_rows for b in _bundles(tmp_path / "one_byte").values()} == {1}
+    assert alone["bundles_written"] == 6 and {
+        b.metadata.num_rows for b in _bundles(tmp_path / "one_byte").values()
+    } == {1}
 
     # A bundle's name hashes its members and its attempt's nonce: order-free, never shared by two attempts.
     members = {"Training/Banana/a.jpg": "1" * 64, "Test/Kiwi/b.jpg": "2" * 64}
@@ -129,13 +145,20 @@ def test_the_split_folder_is_kept_in_the_key_and_splits_are_featurizes(tmp_path,
     assert lake.SPLITS == featurize.SPLITS  # one list of splits on both sides of the lake
     landing = tmp_path / "landing"
     photos = sorted((sample_dir / "Training" / "Banana").glob("*.jpg"))
-    for folder, photo in zip(["day1/Training/Banana", "Test/Banana", "Banana", "Test/extra/Banana"], photos):
+    for folder, photo in zip(
+        ["day1/Training/Banana", "Test/Banana", "Banana", "Test/extra/Banana"], photos, strict=False
+    ):
         (landing / folder).mkdir(parents=True)
         shutil.copy(photo, landing / folder / photo.name)
     _upload(tmp_path / "lake", landing)
-    assert sorted(_manifest(tmp_path / "lake")["files"]) == sorted([
-        f"Training/Banana/{photos[0].name}", f"Test/Banana/{photos[1].name}", f"Banana/{photos[2].name}",
-        f"Test/Banana/{photos[3].name}"])
+    assert sorted(_manifest(tmp_path / "lake")["files"]) == sorted(
+        [
+            f"Training/Banana/{photos[0].name}",
+            f"Test/Banana/{photos[1].name}",
+            f"Banana/{photos[2].name}",
+            f"Test/Banana/{photos[3].name}",
+        ]
+    )
 
 
 def test_a_photo_already_in_another_batch_is_not_uploaded_again(tmp_path, landing):
@@ -188,8 +211,12 @@ def test_bundles_left_by_an_interrupted_upload_are_deleted_only_after_the_grace_
     new.mkdir(parents=True)
     (new / "k.jpg").write_bytes(_jpeg())
     with pytest.raises(ConnectionError):
-        upload.upload_new_images(CrashBeforeManifest(lake_root), upload.LocalStore(tmp_path / "landing2"),
-                                 upload.file_uri(tmp_path / "landing2"), BATCH)
+        upload.upload_new_images(
+            CrashBeforeManifest(lake_root),
+            upload.LocalStore(tmp_path / "landing2"),
+            upload.file_uri(tmp_path / "landing2"),
+            BATCH,
+        )
     assert len(_bundles(lake_root)) == 2 and len(_manifest(lake_root)["bundles"]) == 1  # a leftover
     (leftover,) = set(_bundles(lake_root)) - set(_manifest(lake_root)["bundles"])
 
@@ -235,8 +262,9 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     s3.create_bucket(Bucket="lake-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
     s3.put_bucket_versioning(Bucket="lake-eu", VersioningConfiguration={"Status": "Enabled"})
     requests: list[tuple[str, str]] = []
-    s3.meta.events.register("before-parameter-build.s3.*",
-                            lambda model, params, **_: requests.append((model.name, params.get("Key", ""))))
+    s3.meta.events.register(
+        "before-parameter-build.s3.*", lambda model, params, **_: requests.append((model.name, params.get("Key", "")))
+    )
     store = upload.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
     first = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
     assert (first["uploaded"], first["bundles_written"]) == (6, 2)
@@ -245,7 +273,9 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     puts = [key for name, key in requests if name == "PutObject"]
     assert sum(key.endswith(".parquet") for key in puts) == 2 and "HeadObject" not in {n for n, _ in requests}
     assert sorted(k for k in puts if k.startswith("raw/") and not k.endswith(".parquet")) == [
-        f"raw/batch={BATCH}/_ingestion.json", f"raw/batch={BATCH}/_uploads.json"]
+        f"raw/batch={BATCH}/_ingestion.json",
+        f"raw/batch={BATCH}/_uploads.json",
+    ]
     shards = {key for key in puts if key.startswith("index/")}
     assert 1 <= len(shards) <= 6 and len(puts) == 4 + len(shards)
     names = upload.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
@@ -253,7 +283,10 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     head = s3.head_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")
     assert head["ServerSideEncryption"] == "aws:kms"
     body = s3.get_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")["Body"].read()
-    assert all(p.startswith(f"s3://lake-eu/raw/batch={BATCH}/Training/") for p in pq.read_table(io.BytesIO(body))["path"].to_pylist())
+    assert all(
+        p.startswith(f"s3://lake-eu/raw/batch={BATCH}/Training/")
+        for p in pq.read_table(io.BytesIO(body))["path"].to_pylist()
+    )
 
     requests.clear()
     second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
@@ -273,8 +306,12 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     leftover = f"raw/batch={BATCH}/bundle-0123456789abcdef.parquet"
     s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
     s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
-    assert upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH,
-                                    leftover_grace_seconds=0)["leftover_bundles_deleted"] == 1
+    assert (
+        upload.upload_new_images(
+            store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, leftover_grace_seconds=0
+        )["leftover_bundles_deleted"]
+        == 1
+    )
     assert "Versions" not in s3.list_object_versions(Bucket="lake-eu", Prefix=leftover)
 
 
@@ -297,7 +334,9 @@ def test_code_is_published_once_per_content_version(tmp_path):
     code = Path(first["code_uri"].removeprefix("file://"))
     assert code == tmp_path / "lake" / "code" / first["version"]
     assert (code / "spark_jobs" / "featurize.py").read_text() == "print('f')\n"
-    assert (code / "requirements" / "spark-node.txt").exists() and (code / "bootstrap" / "install_python_deps.sh").exists()
+    assert (code / "requirements" / "spark-node.txt").exists() and (
+        code / "bootstrap" / "install_python_deps.sh"
+    ).exists()
     assert not (code / "spark_jobs" / "__pycache__").exists()
 
     again = upload.publish_code(store, repo)

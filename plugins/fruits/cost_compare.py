@@ -97,8 +97,10 @@ def estimate_emr_serverless(
         "region": region,
         "images": workload.images,
         "executor_vcpus": vcpus,
-        "seconds": {**{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
-                    "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1)},
+        "seconds": {
+            **{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
+            "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1),
+        },
         "cost": summarize(components, workload.images, prices.eur_per_usd),
     }
 
@@ -136,8 +138,9 @@ def estimate_single_instance(
     }
 
 
-def break_even(cost_a: Callable[[int], float], cost_b: Callable[[int], float], *, low: int = 1000,
-               high: int = 1_000_000_000) -> int | None:
+def break_even(
+    cost_a: Callable[[int], float], cost_b: Callable[[int], float], *, low: int = 1000, high: int = 1_000_000_000
+) -> int | None:
     """The image count where two options cost the same (bisection; the costs are monotonic in the
     count and cross at most once), or None when one is cheaper over the whole range."""
     diff_low, diff_high = cost_a(low) - cost_b(low), cost_a(high) - cost_b(high)
@@ -166,8 +169,15 @@ def layouts(workload: Workload) -> tuple[Workload, Workload]:
     return bundled, replace(bundled, images_per_object=1, objects_in_batch=None)
 
 
-def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                       overheads: Overheads = Overheads(), textbook_per_vcpu: float | None = None) -> list[dict[str, Any]]:
+def optimization_table(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    overheads: Overheads = Overheads(),
+    textbook_per_vcpu: float | None = None,
+) -> list[dict[str, Any]]:
     """Each optimization we chose, against the choice we did not make, in USD (per run unless said).
     textbook_per_vcpu: the measured throughput of the inference approach we did not choose."""
 
@@ -185,24 +195,50 @@ def optimization_table(workload: Workload, sizing: ClusterSizing, *, region: str
     rows = [
         # The same run, its photos written as Parquet bundles or as one S3 object each: only the S3
         # requests differ (PUT and GET are billed per request, whatever the object's size).
-        ("bundling photos at ingestion", f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
-         run_cost(sizing, bundled), run_cost(sizing, per_photo)),
+        (
+            "bundling photos at ingestion",
+            f"one S3 object per photo ({bundled.photos_per_object:,.0f} photos per bundle chosen)",
+            run_cost(sizing, bundled),
+            run_cost(sizing, per_photo),
+        ),
         # The core nodes host the driver: On-Demand either way; only the task nodes' market is a choice.
         ("spot task nodes", "the same task nodes On-Demand", chosen, run_cost(replace(sizing, spot=False))),
-        ("Graviton (arm64) nodes", f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU", chosen, run_cost(x86)),
+        (
+            "Graviton (arm64) nodes",
+            f"x86_64 ({x86.worker_types[0]}) at the same images/s per vCPU",
+            chosen,
+            run_cost(x86),
+        ),
         # A long-running cluster bills all day for one nightly run; the S3 part is the same either way.
         ("transient cluster", "the same cluster kept up 24 h a day", cluster_cost(cluster_s), cluster_cost(day)),
         # The DAG's terminate task did not run (Airflow down): EMR ends the idle cluster after the
         # timeout instead of it running until someone notices, say a day later (per incident).
-        (f"auto-termination after {sizing.idle_timeout_seconds / 60:g} min idle",
-         "an orphaned cluster noticed 24 h later (per incident)", cluster_cost(sizing.idle_timeout_seconds), cluster_cost(day)),
+        (
+            f"auto-termination after {sizing.idle_timeout_seconds / 60:g} min idle",
+            "an orphaned cluster noticed 24 h later (per incident)",
+            cluster_cost(sizing.idle_timeout_seconds),
+            cluster_cost(day),
+        ),
     ]
     if textbook_per_vcpu:
-        rows.append(("inference: featurize (LiteRT, batched)",
-                     f"Keras predict in a pandas UDF ({textbook_per_vcpu:.1f} images/s per vCPU, measured)", chosen,
-                     run_cost(sizing, replace(workload, throughput_per_vcpu=textbook_per_vcpu))))
-    return [{"optimization": name, "instead_of": other, "chosen_usd": round(ours, 4), "alternative_usd": round(theirs, 4),
-             "saved_usd": round(theirs - ours, 4)} for name, other, ours, theirs in rows]
+        rows.append(
+            (
+                "inference: featurize (LiteRT, batched)",
+                f"Keras predict in a pandas UDF ({textbook_per_vcpu:.1f} images/s per vCPU, measured)",
+                chosen,
+                run_cost(sizing, replace(workload, throughput_per_vcpu=textbook_per_vcpu)),
+            )
+        )
+    return [
+        {
+            "optimization": name,
+            "instead_of": other,
+            "chosen_usd": round(ours, 4),
+            "alternative_usd": round(theirs, 4),
+            "saved_usd": round(theirs - ours, 4),
+        }
+        for name, other, ours, theirs in rows
+    ]
 
 
 def per_million(estimate: dict[str, Any]) -> dict[str, float]:
@@ -210,13 +246,23 @@ def per_million(estimate: dict[str, Any]) -> dict[str, float]:
     S3 storage, all-in."""
     components, images = estimate["cost"]["components_usd"], estimate["images"]
     scale = 1e6 / images if images else 0.0
-    parts = {"compute": sum(v for k, v in components.items() if not k.startswith("s3_")) * scale,
-             "s3_requests": components["s3_requests"] * scale, "s3_storage": components["s3_storage"] * scale}
+    parts = {
+        "compute": sum(v for k, v in components.items() if not k.startswith("s3_")) * scale,
+        "s3_requests": components["s3_requests"] * scale,
+        "s3_storage": components["s3_storage"] * scale,
+    }
     return {**parts, "processing": parts["compute"] + parts["s3_requests"], "all_in": sum(parts.values())}
 
 
-def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 cheapest_workers: int | None = None, overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
+def target_table(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    cheapest_workers: int | None = None,
+    overheads: Overheads = Overheads(),
+) -> list[dict[str, Any]]:
     """Processing (compute + requests) per million images against TARGET_PROCESSING_USD_PER_MILLION, and the
     storage of the batch's whole stay beside it: the photos in bundles on the given cluster (and on the
     cheapest worker count, when given), then one object per photo on the given cluster."""
@@ -224,14 +270,24 @@ def target_table(workload: Workload, sizing: ClusterSizing, *, region: str, pric
     workers = sizing.core_count + sizing.task_count
     cases = [(f"photos in bundles (today), {workers} workers", bundled, sizing)]
     if cheapest_workers and cheapest_workers != workers:
-        cases.append((f"photos in bundles, {cheapest_workers} workers (cheapest)", bundled,
-                      replace(sizing, core_count=1, task_count=cheapest_workers - 1)))
+        cases.append(
+            (
+                f"photos in bundles, {cheapest_workers} workers (cheapest)",
+                bundled,
+                replace(sizing, core_count=1, task_count=cheapest_workers - 1),
+            )
+        )
     cases.append((f"one object per photo (before bundles), {workers} workers", per_photo, sizing))
     rows = []
     for name, case, shaped in cases:
         cost = per_million(estimate_emr(case, shaped, region=region, prices=prices, overheads=overheads))
-        rows.append({"case": name, **{k: round(v, 4) for k, v in cost.items()},
-                     "target": verdict(cost["processing"] <= TARGET_PROCESSING_USD_PER_MILLION)})
+        rows.append(
+            {
+                "case": name,
+                **{k: round(v, 4) for k, v in cost.items()},
+                "target": verdict(cost["processing"] <= TARGET_PROCESSING_USD_PER_MILLION),
+            }
+        )
     return rows
 
 
@@ -239,56 +295,116 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT MET"
 
 
-def year_bill(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-              nights: Sequence[int] = (1, 30, 365), volumes: Sequence[int] = (10_000, 100_000, 1_000_000),
-              overheads: Overheads = Overheads(), network: str = NETWORK_PATHS[0],
-              airflow_host: str = AIRFLOW_HOST_TYPE) -> dict[str, Any]:
+def year_bill(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    nights: Sequence[int] = (1, 30, 365),
+    volumes: Sequence[int] = (10_000, 100_000, 1_000_000),
+    overheads: Overheads = Overheads(),
+    network: str = NETWORK_PATHS[0],
+    airflow_host: str = AIRFLOW_HOST_TYPE,
+) -> dict[str, Any]:
     """The bill of a year at `workload.images` photos a night: processing per million on each of `nights`
     (and on night 365 with a refit and a re-expression of every retained batch), the steady-state month at
     each of `volumes` photos a night, and issue 11's targets with their verdicts."""
 
     def night(n: int, **extra: Any) -> dict[str, Any]:
-        est = estimate_emr(night_workload(replace(workload, **extra), n, refit=bool(extra)), sizing, region=region,
-                           prices=prices, overheads=overheads)
-        return {"night": n, "processing_usd_per_million": est["processing_usd_per_million"],
-                "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "pca_rows_read": est["rows"]["pca_read"],
-                "refit_batches_merged": est["rows"]["refit_batches_merged"],
-                "reexpressed_rows": est["rows"]["reexpressed"],
-                "new_basis_storage_usd": est["cost"]["components_usd"].get("s3_new_basis_tiers", 0.0)}
+        est = estimate_emr(
+            night_workload(replace(workload, **extra), n, refit=bool(extra)),
+            sizing,
+            region=region,
+            prices=prices,
+            overheads=overheads,
+        )
+        return {
+            "night": n,
+            "processing_usd_per_million": est["processing_usd_per_million"],
+            "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1),
+            "pca_rows_read": est["rows"]["pca_read"],
+            "refit_batches_merged": est["rows"]["refit_batches_merged"],
+            "reexpressed_rows": est["rows"]["reexpressed"],
+            "new_basis_storage_usd": est["cost"]["components_usd"].get("s3_new_basis_tiers", 0.0),
+        }
 
     rows = [night(n) for n in nights]
     retained = workload.images * (RETENTION_DAYS - 1)
     rows.append({**night(RETENTION_DAYS, reexpress_rows=retained), "night": f"{RETENTION_DAYS}, new basis"})
-    months = {images: steady_state_month(replace(workload, images=images), sizing, region=region, prices=prices,
-                                         overheads=overheads, network=network, airflow_host=airflow_host)
-              for images in volumes}
+    months = {
+        images: steady_state_month(
+            replace(workload, images=images),
+            sizing,
+            region=region,
+            prices=prices,
+            overheads=overheads,
+            network=network,
+            airflow_host=airflow_host,
+        )
+        for images in volumes
+    }
     first, last = rows[0]["processing_usd_per_million"], next(r for r in rows if r["night"] == max(nights))
     last = last["processing_usd_per_million"]
-    million = months.get(1_000_000) or steady_state_month(replace(workload, images=1_000_000), sizing, region=region,
-                                                          prices=prices, overheads=overheads, network=network,
-                                                          airflow_host=airflow_host)
+    million = months.get(1_000_000) or steady_state_month(
+        replace(workload, images=1_000_000),
+        sizing,
+        region=region,
+        prices=prices,
+        overheads=overheads,
+        network=network,
+        airflow_host=airflow_host,
+    )
     targets = [
-        {"target": f"processing on night {max(nights)} within {TARGET_NIGHT_DRIFT:.0%} of night 1",
-         "value": round(last / first - 1, 4), "verdict": verdict(abs(last / first - 1) <= TARGET_NIGHT_DRIFT)},
-        {"target": f"processing on night {max(nights)} <= {TARGET_PROCESSING_USD_PER_MILLION} USD per million",
-         "value": last, "verdict": verdict(last <= TARGET_PROCESSING_USD_PER_MILLION)},
-        {"target": f"steady-state month at 1,000,000 photos of {workload.mean_image_bytes:,.0f} B a night, {region}, "
-                   f"{RETENTION_DAYS}-day retention <= {TARGET_MONTHLY_USD:g} USD",
-         "value": million["monthly_usd"], "verdict": verdict(million["monthly_usd"] <= TARGET_MONTHLY_USD)},
+        {
+            "target": f"processing on night {max(nights)} within {TARGET_NIGHT_DRIFT:.0%} of night 1",
+            "value": round(last / first - 1, 4),
+            "verdict": verdict(abs(last / first - 1) <= TARGET_NIGHT_DRIFT),
+        },
+        {
+            "target": f"processing on night {max(nights)} <= {TARGET_PROCESSING_USD_PER_MILLION} USD per million",
+            "value": last,
+            "verdict": verdict(last <= TARGET_PROCESSING_USD_PER_MILLION),
+        },
+        {
+            "target": f"steady-state month at 1,000,000 photos of {workload.mean_image_bytes:,.0f} B a night, "
+            f"{region}, "
+            f"{RETENTION_DAYS}-day retention <= {TARGET_MONTHLY_USD:g} USD",
+            "value": million["monthly_usd"],
+            "verdict": verdict(million["monthly_usd"] <= TARGET_MONTHLY_USD),
+        },
     ]
-    return {"images_per_night": workload.images, "region": region, "nights": rows,
-            "months": {str(k): v for k, v in months.items()}, "targets": targets}
+    return {
+        "images_per_night": workload.images,
+        "region": region,
+        "nights": rows,
+        "months": {str(k): v for k, v in months.items()},
+        "targets": targets,
+    }
 
 
-def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 worker_counts: Sequence[int] = (1, 2, 3, 4, 6, 8, 12, 16), overheads: Overheads = Overheads()) -> list[dict[str, Any]]:
+def right_sizing(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    worker_counts: Sequence[int] = (1, 2, 3, 4, 6, 8, 12, 16),
+    overheads: Overheads = Overheads(),
+) -> list[dict[str, Any]]:
     """Cost and wall time by number of worker nodes (1 core + the rest task nodes)."""
     rows = []
     for workers in worker_counts:
         shaped = replace(sizing, core_count=1, task_count=workers - 1)
         est = estimate_emr(workload, shaped, region=region, prices=prices, overheads=overheads)
-        rows.append({"workers": workers, "executor_vcpus": est["executor_vcpus"],
-                     "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1), "total_usd": est["cost"]["total_usd"]})
+        rows.append(
+            {
+                "workers": workers,
+                "executor_vcpus": est["executor_vcpus"],
+                "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1),
+                "total_usd": est["cost"]["total_usd"],
+            }
+        )
     return rows
 
 
@@ -299,43 +415,59 @@ def right_sizing(workload: Workload, sizing: ClusterSizing, *, region: str, pric
 
 def render_estimate(estimate: dict[str, Any]) -> str:
     seconds = estimate["seconds"]
-    instances = "; ".join(f"{i['count']} x {i['instance_type']} {i['role'].lower()} {i['market'].lower()}"
-                          for i in estimate.get("instances", []))
+    instances = "; ".join(
+        f"{i['count']} x {i['instance_type']} {i['role'].lower()} {i['market'].lower()}"
+        for i in estimate.get("instances", [])
+    )
     head = [
         f"{estimate['kind']} in {estimate['region']}: {estimate['images']:,} images, "
         f"{estimate['executor_vcpus']} executor vCPUs" + (f" ({instances})" if instances else ""),
-        f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, {estimate.get('throughput_source', '')}",
+        f"throughput: {estimate.get('throughput_per_vcpu', '?')} images/s per vCPU, "
+        f"{estimate.get('throughput_source', '')}",
         "wall time: " + ", ".join(f"{k[:-2]} {v / 60:,.1f} min" for k, v in seconds.items()),
     ]
     if estimate.get("pca_rates"):
         rates = estimate["pca_rates"]
-        head.append(f"PCA: {rates['stats_rows_per_s_per_vcpu']:,.0f} statistics + "
-                    f"{rates['project_rows_per_s_per_vcpu']:,.0f} projection rows/s per vCPU, {rates['source']}; "
-                    f"rows: {estimate['rows']}")
+        head.append(
+            f"PCA: {rates['stats_rows_per_s_per_vcpu']:,.0f} statistics + "
+            f"{rates['project_rows_per_s_per_vcpu']:,.0f} projection rows/s per vCPU, {rates['source']}; "
+            f"rows: {estimate['rows']}"
+        )
     if estimate.get("spot_price"):
         head.append(f"spot price: {estimate['spot_price']}")
     if estimate.get("s3"):
         s3 = estimate["s3"]
-        head.append(f"S3: {s3['objects']:,} objects ({s3['layout']}, {s3['photos_per_object']:,g} photos each), "
-                    f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
-                    f"{s3['get_tier']:,} GET-tier requests")
+        head.append(
+            f"S3: {s3['objects']:,} objects ({s3['layout']}, {s3['photos_per_object']:,g} photos each), "
+            f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
+            f"{s3['get_tier']:,} GET-tier requests"
+        )
     table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
     return "\n".join(head) + "\n\n" + table
 
 
-def alternatives(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                 single_instance_type: str = "c7g.16xlarge") -> list[dict[str, Any]]:
+def alternatives(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    single_instance_type: str = "c7g.16xlarge",
+) -> list[dict[str, Any]]:
     """The transient EMR cluster against EMR Serverless (same executor vCPUs) and one large On-Demand
     instance without EMR, at `workload.images`, with the image count where each crosses EMR."""
     vcpus = worker_vcpus(sizing)
     options: dict[str, Callable[[Workload], dict[str, Any]]] = {
         "transient EMR cluster": lambda w: estimate_emr(w, sizing, region=region, prices=prices),
-        "EMR Serverless": lambda w: estimate_emr_serverless(w, vcpus=vcpus, architecture=sizing.architecture,
-                                                            region=region, prices=prices),
+        "EMR Serverless": lambda w: estimate_emr_serverless(
+            w, vcpus=vcpus, architecture=sizing.architecture, region=region, prices=prices
+        ),
         f"one {single_instance_type} On-Demand, no EMR": lambda w: estimate_single_instance(
-            w, instance_type=single_instance_type, region=region, prices=prices),
+            w, instance_type=single_instance_type, region=region, prices=prices
+        ),
         f"one {single_instance_type} spot, no EMR": lambda w: estimate_single_instance(
-            w, instance_type=single_instance_type, region=region, prices=prices, market=SPOT),
+            w, instance_type=single_instance_type, region=region, prices=prices, market=SPOT
+        ),
     }
 
     def total(option: str) -> Callable[[int], float]:
@@ -345,8 +477,14 @@ def alternatives(workload: Workload, sizing: ClusterSizing, *, region: str, pric
     rows = []
     for option, estimate in options.items():
         result = estimate(workload)
-        row = {"option": option, "executor_vcpus": result["executor_vcpus"], "total_usd": result["cost"]["total_usd"],
-               "wall_minutes": round(result["seconds"]["wall_s"] / 60, 1), "break_even_images": None, "cheaper_below": None}
+        row = {
+            "option": option,
+            "executor_vcpus": result["executor_vcpus"],
+            "total_usd": result["cost"]["total_usd"],
+            "wall_minutes": round(result["seconds"]["wall_s"] / 60, 1),
+            "break_even_images": None,
+            "cheaper_below": None,
+        }
         if option != emr:
             row["break_even_images"] = break_even(total(emr), total(option))
             small = 1000
@@ -363,49 +501,107 @@ def break_even_text(row: dict[str, Any]) -> str:
     return f"{row['break_even_images']:,} images ({row['cheaper_below']} cheaper below)"
 
 
-def compare_report(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                   single_instance_type: str = "c7g.16xlarge") -> str:
+def compare_report(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    single_instance_type: str = "c7g.16xlarge",
+) -> str:
     """`compare`'s text: the night's estimate, the target, the optimizations, right-sizing, the alternatives."""
     sized = right_sizing(workload, sizing, region=region, prices=prices)
     cheapest = min(sized, key=lambda r: r["total_usd"])["workers"]
-    out = [render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)), "",
-           (f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
-            f"million; storage: {storage_basis(workload)})"),
-           markdown_table(["case", "compute (EC2+EMR+EBS)", "S3 requests", "storage", "processing", "all-in", "target"],
-                          [tuple(r.values()) for r in target_table(workload, sizing, region=region, prices=prices,
-                                                                   cheapest_workers=cheapest)]),
-           "", "### Optimizations (USD)",
-           markdown_table(["optimization", "instead of", "chosen", "alternative", "saved"],
-                          [tuple(r.values()) for r in optimization_table(workload, sizing, region=region, prices=prices,
-                                                                         textbook_per_vcpu=textbook_throughput())]),
-           "", "### Right-sizing (1 core node + task nodes)",
-           markdown_table(["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
-                          [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"]) for r in sized]),
-           "", f"### Alternatives at {workload.images:,} images (break-even: the image count where the costs cross)",
-           markdown_table(["option", "executor vCPUs", "USD per run", "wall minutes", "break-even with EMR"],
-                          [(r["option"], r["executor_vcpus"], r["total_usd"], f"{r['wall_minutes']:.1f}", break_even_text(r))
-                           for r in alternatives(workload, sizing, region=region, prices=prices,
-                                                 single_instance_type=single_instance_type)])]
+    out = [
+        render_estimate(estimate_emr(workload, sizing, region=region, prices=prices)),
+        "",
+        (
+            f"### Target: processing <= {TARGET_PROCESSING_USD_PER_MILLION:.2f} USD per million images (USD per "
+            f"million; storage: {storage_basis(workload)})"
+        ),
+        markdown_table(
+            ["case", "compute (EC2+EMR+EBS)", "S3 requests", "storage", "processing", "all-in", "target"],
+            [
+                tuple(r.values())
+                for r in target_table(workload, sizing, region=region, prices=prices, cheapest_workers=cheapest)
+            ],
+        ),
+        "",
+        "### Optimizations (USD)",
+        markdown_table(
+            ["optimization", "instead of", "chosen", "alternative", "saved"],
+            [
+                tuple(r.values())
+                for r in optimization_table(
+                    workload, sizing, region=region, prices=prices, textbook_per_vcpu=textbook_throughput()
+                )
+            ],
+        ),
+        "",
+        "### Right-sizing (1 core node + task nodes)",
+        markdown_table(
+            ["worker nodes", "executor vCPUs", "wall minutes", "USD per run"],
+            [(r["workers"], r["executor_vcpus"], f"{r['wall_minutes']:.1f}", r["total_usd"]) for r in sized],
+        ),
+        "",
+        f"### Alternatives at {workload.images:,} images (break-even: the image count where the costs cross)",
+        markdown_table(
+            ["option", "executor vCPUs", "USD per run", "wall minutes", "break-even with EMR"],
+            [
+                (r["option"], r["executor_vcpus"], r["total_usd"], f"{r['wall_minutes']:.1f}", break_even_text(r))
+                for r in alternatives(
+                    workload, sizing, region=region, prices=prices, single_instance_type=single_instance_type
+                )
+            ],
+        ),
+    ]
     return "\n".join(out)
 
 
 def render_year(bill: dict[str, Any]) -> str:
     """`make cost`'s first half: night 1 beside night 365, the monthly bills, the targets."""
-    nights = markdown_table(["night", "processing USD per million", "wall minutes", "PCA rows read",
-                             "statistics merged", "rows re-expressed", "new basis: tier reset USD"],
-                            [tuple(r.values()) for r in bill["nights"]])
+    nights = markdown_table(
+        [
+            "night",
+            "processing USD per million",
+            "wall minutes",
+            "PCA rows read",
+            "statistics merged",
+            "rows re-expressed",
+            "new basis: tier reset USD",
+        ],
+        [tuple(r.values()) for r in bill["nights"]],
+    )
     volumes = list(bill["months"])
     names = list(bill["months"][volumes[-1]]["components_usd"])
-    months = markdown_table(["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
-                            [(name, *(bill["months"][v]["components_usd"][name] for v in volumes)) for name in names]
-                            + [("**total**", *(bill["months"][v]["monthly_usd"] for v in volumes))])
+    months = markdown_table(
+        ["USD a month"] + [f"{int(v):,} photos a night" for v in volumes],
+        [(name, *(bill["months"][v]["components_usd"][name] for v in volumes)) for name in names]
+        + [("**total**", *(bill["months"][v]["monthly_usd"] for v in volumes))],
+    )
     plan = bill["months"][volumes[-1]]["storage_classes"]
-    classes = markdown_table(["area", "class (objects >= 128 KiB)", "after days", "billed days", "read by"],
-                             [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"])
-                              for area, c in plan.items()])
+    classes = markdown_table(
+        ["area", "class (objects >= 128 KiB)", "after days", "billed days", "read by"],
+        [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"]) for area, c in plan.items()],
+    )
     targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
     assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
     title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
-    return "\n".join([title, nights,
-                      "", "### The steady-state month (retention full)", months, "", "### Storage classes", classes, "",
-                      "### Targets", targets, "", "Assumptions:", assumptions])
+    return "\n".join(
+        [
+            title,
+            nights,
+            "",
+            "### The steady-state month (retention full)",
+            months,
+            "",
+            "### Storage classes",
+            classes,
+            "",
+            "### Targets",
+            targets,
+            "",
+            "Assumptions:",
+            assumptions,
+        ]
+    )

@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 # The bundle constants size the objects the requests are counted on: read at call time, never copied.
 from fruits import storage
@@ -46,7 +47,9 @@ THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.j
 PCA_THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "pca_throughput.json"
 # Used only while that benchmark has not been run on this checkout; every output names its source.
 FALLBACK_THROUGHPUT_PER_VCPU = 20.0
-FALLBACK_THROUGHPUT_SOURCE = "FALLBACK ASSUMPTION (no benchmarks/results/inference_throughput.json yet): 20 images/s/vCPU"
+FALLBACK_THROUGHPUT_SOURCE = (
+    "FALLBACK ASSUMPTION (no benchmarks/results/inference_throughput.json yet): 20 images/s/vCPU"
+)
 
 SECONDS_PER_HOUR = 3600.0
 # The EBS price page prorates GB-month over a 30-day month in its examples.
@@ -58,9 +61,25 @@ EMR_ROOT_VOLUME_GIB = 15
 # EMR's NormalizedInstanceHours: units per instance-hour by size (EMR management guide, "normalized
 # instance hours"; the EC2 size normalization factors). Each instance's hours are rounded UP.
 NORMALIZATION_FACTORS = {
-    "nano": 0.25, "micro": 0.5, "small": 1, "medium": 2, "large": 4, "xlarge": 8, "2xlarge": 16,
-    "3xlarge": 24, "4xlarge": 32, "6xlarge": 48, "8xlarge": 64, "9xlarge": 72, "10xlarge": 80,
-    "12xlarge": 96, "16xlarge": 128, "18xlarge": 144, "24xlarge": 192, "32xlarge": 256, "48xlarge": 384,
+    "nano": 0.25,
+    "micro": 0.5,
+    "small": 1,
+    "medium": 2,
+    "large": 4,
+    "xlarge": 8,
+    "2xlarge": 16,
+    "3xlarge": 24,
+    "4xlarge": 32,
+    "6xlarge": 48,
+    "8xlarge": 64,
+    "9xlarge": 72,
+    "10xlarge": 80,
+    "12xlarge": 96,
+    "16xlarge": 128,
+    "18xlarge": 144,
+    "24xlarge": 192,
+    "32xlarge": 256,
+    "48xlarge": 384,
 }
 ON_DEMAND, SPOT = "ON_DEMAND", "SPOT"
 # The lake's retention (infra/foundation.yaml's ImageRetentionDays, LogRetentionDays and
@@ -85,8 +104,11 @@ STANDARD, GLACIER_IR, INTELLIGENT_TIERING = "STANDARD", "GLACIER_IR", "INTELLIGE
 MIN_TRANSITION_BYTES = 128 * 1024
 # Intelligent-Tiering's automatic tiers: Frequent until 30 days without access, Infrequent until 90,
 # then Archive Instant Access (no retrieval fee in any of them).
-IT_TIERS = ((30, "INTELLIGENT_TIERING_FREQUENT"), (90, "INTELLIGENT_TIERING_INFREQUENT"),
-            (None, "INTELLIGENT_TIERING_ARCHIVE_INSTANT"))
+IT_TIERS = (
+    (30, "INTELLIGENT_TIERING_FREQUENT"),
+    (90, "INTELLIGENT_TIERING_INFREQUENT"),
+    (None, "INTELLIGENT_TIERING_ARCHIVE_INSTANT"),
+)
 # Job output files (features, reduced Parquet): Spark writes parts of tens of MB; assumed 64 MB each for the
 # objects counted by Intelligent-Tiering's monitoring and the transitions (not measured).
 OUTPUT_OBJECT_BYTES = 64e6
@@ -186,8 +208,15 @@ class Workload:
     storage_months: float | None = None
 
     def __post_init__(self) -> None:
-        counts = (self.images, self.pca_rows or 0, self.objects_in_batch or 0, self.earlier_batches,
-                  self.catchup_images, self.reexpress_rows, self.refit_batches)
+        counts = (
+            self.images,
+            self.pca_rows or 0,
+            self.objects_in_batch or 0,
+            self.earlier_batches,
+            self.catchup_images,
+            self.reexpress_rows,
+            self.refit_batches,
+        )
         if min(counts) < 0:
             raise ValueError("image, row, object and batch counts cannot be negative")
         if self.pca_stats_rows_per_s_per_vcpu is None or self.pca_project_rows_per_s_per_vcpu is None:
@@ -306,7 +335,7 @@ class PriceBook:
         self.document = document
 
     @classmethod
-    def load(cls, path: Path = PRICES_FILE) -> "PriceBook":
+    def load(cls, path: Path = PRICES_FILE) -> PriceBook:
         return cls(json.loads(Path(path).read_text()))
 
     @property
@@ -401,14 +430,22 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
     # and the batch folder once (leftover bundles), featurize lists the batch folder once.
     folder_pages = list_pages(objects + 1)
-    put = {"upload_objects": objects, "upload_manifest": 1, "upload_listings": 1 + folder_pages,
-           "featurize_listing": folder_pages, "landing_listing": list_pages(workload.images) if workload.landing_on_s3 else 0}
-    get = {"featurize_reads": featurize_reads, "upload_manifests": 1 + workload.earlier_batches,
-           "landing_reads": workload.images if workload.landing_on_s3 else 0,
-           # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
-           "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
-           # A refit reads each merged batch's commit marker and its statistics file.
-           "refit_stats_reads": 2 * workload.refit_batches}
+    put = {
+        "upload_objects": objects,
+        "upload_manifest": 1,
+        "upload_listings": 1 + folder_pages,
+        "featurize_listing": folder_pages,
+        "landing_listing": list_pages(workload.images) if workload.landing_on_s3 else 0,
+    }
+    get = {
+        "featurize_reads": featurize_reads,
+        "upload_manifests": 1 + workload.earlier_batches,
+        "landing_reads": workload.images if workload.landing_on_s3 else 0,
+        # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
+        "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
+        # A refit reads each merged batch's commit marker and its statistics file.
+        "refit_stats_reads": 2 * workload.refit_batches,
+    }
     return {"put": put, "get": get}
 
 
@@ -422,7 +459,8 @@ def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, fl
         stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
         storage = stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month")
     costs = {
-        "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000") + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
+        "s3_requests": puts / 1000 * prices.unit(region, "s3_put_per_1000")
+        + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
         "s3_storage": storage,
     }
     if workload.reexpress_rows and workload.storage_months is None:
@@ -450,18 +488,25 @@ def new_basis_storage(workload: Workload, region: str, prices: PriceBook) -> dic
 def storage_basis(workload: Workload) -> str:
     """What a run's s3_storage component stands for (it is named in every estimate and run report)."""
     if workload.storage_months is None:
-        return (f"the batch's stay in the lake: {RETENTION_DAYS} days + {NONCURRENT_GRACE_DAYS} days of noncurrent "
-                "versions, every area in its storage class (STORAGE_PLAN)")
+        return (
+            f"the batch's stay in the lake: {RETENTION_DAYS} days + {NONCURRENT_GRACE_DAYS} days of noncurrent "
+            "versions, every area in its storage class (STORAGE_PLAN)"
+        )
     return f"{workload.storage_months:g} month(s) of S3 Standard for the raw photos and features"
 
 
 def s3_layout(workload: Workload) -> dict[str, Any]:
     """What the S3 part of an estimate was priced on (JSON-ready)."""
     requests = s3_requests(workload)
-    return {"layout": "one object per photo" if workload.one_object_per_photo else "Parquet bundles (fruits.upload)",
-            "objects": workload.objects, "photos_per_object": round(workload.photos_per_object, 1),
-            "landing_on_s3": workload.landing_on_s3, "requests": requests,
-            "put_tier": sum(requests["put"].values()), "get_tier": sum(requests["get"].values())}
+    return {
+        "layout": "one object per photo" if workload.one_object_per_photo else "Parquet bundles (fruits.upload)",
+        "objects": workload.objects,
+        "photos_per_object": round(workload.photos_per_object, 1),
+        "landing_on_s3": workload.landing_on_s3,
+        "requests": requests,
+        "put_tier": sum(requests["put"].values()),
+        "get_tier": sum(requests["get"].values()),
+    }
 
 
 def summarize(components: dict[str, float], images: int, eur_per_usd: float) -> dict[str, Any]:
@@ -498,16 +543,31 @@ class AreaPlan:
 
 # One source of truth for the lifecycle of infra/foundation.yaml (tests/test_costs.py checks the template).
 STORAGE_PLAN = {
-    "raw/": AreaPlan("raw/", GLACIER_IR, 7, RETENTION_DAYS,
-                     "featurize reads a night's bundles that night, a catch-up within days; after a week only "
-                     "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)"),
-    "features/": AreaPlan("features/", GLACIER_IR, 7, RETENTION_DAYS,
-                          "the PCA reads a batch the night it is written (a catch-up within days); later only a "
-                          "re-expression reads them, once per new basis (0.03 USD/GB, cheaper than resetting "
-                          "Intelligent-Tiering's tiers), or an erasure one file"),
-    "pca/": AreaPlan("pca/", INTELLIGENT_TIERING, 0, RETENTION_DAYS,
-                     "statistics read by refits, the current basis every night (under 128 KiB: stays Standard), "
-                     "reduced Parquet and CSVs by analysts at any time: tiers follow the reads, no retrieval fee"),
+    "raw/": AreaPlan(
+        "raw/",
+        GLACIER_IR,
+        7,
+        RETENTION_DAYS,
+        "featurize reads a night's bundles that night, a catch-up within days; after a week only "
+        "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)",
+    ),
+    "features/": AreaPlan(
+        "features/",
+        GLACIER_IR,
+        7,
+        RETENTION_DAYS,
+        "the PCA reads a batch the night it is written (a catch-up within days); later only a "
+        "re-expression reads them, once per new basis (0.03 USD/GB, cheaper than resetting "
+        "Intelligent-Tiering's tiers), or an erasure one file",
+    ),
+    "pca/": AreaPlan(
+        "pca/",
+        INTELLIGENT_TIERING,
+        0,
+        RETENTION_DAYS,
+        "statistics read by refits, the current basis every night (under 128 KiB: stays Standard), "
+        "reduced Parquet and CSVs by analysts at any time: tiers follow the reads, no retrieval fee",
+    ),
     "quarantine/": AreaPlan("quarantine/", STANDARD, None, RETENTION_DAYS, "a few rows a night, read by people"),
     "index/": AreaPlan("index/", STANDARD, None, RETENTION_DAYS, "read by every upload"),
     "logs/": AreaPlan("logs/", STANDARD, None, LOG_RETENTION_DAYS, "read when a run fails, within days"),
@@ -542,12 +602,15 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
         return math.ceil(total / OUTPUT_OBJECT_BYTES) if total >= MIN_TRANSITION_BYTES else 0
 
     return {
-        "raw/": {"bytes": images * workload.mean_image_bytes,
-                 "large_objects": (math.ceil(images / per_object)
-                                   if bundle_bytes >= MIN_TRANSITION_BYTES else 0)},
+        "raw/": {
+            "bytes": images * workload.mean_image_bytes,
+            "large_objects": (math.ceil(images / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
+        },
         "features/": {"bytes": features, "large_objects": parts(features)},
-        "pca/": {"bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
-                 "large_objects": parts(reduced) + parts(csv_bytes) + 1},
+        "pca/": {
+            "bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
+            "large_objects": parts(reduced) + parts(csv_bytes) + 1,
+        },
         "quarantine/": {"bytes": 0.0, "large_objects": 0},
         "index/": {"bytes": images * INDEX_BYTES_PER_PHOTO, "large_objects": 0},
         "logs/": {"bytes": LOG_BYTES_PER_RUN, "large_objects": 0},
@@ -574,14 +637,24 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
             months_in_tiering = (days - plan.transition_days) / DAYS_PER_MONTH
             per_object_month = entry["s3_intelligent_tiering_monitoring_per_1000_objects_month"] / 1000
             monitoring = moved * per_object_month * months_in_tiering
-        result[prefix] = {"gb": round(gb, 6), "storage_class": plan.storage_class if moved else STANDARD,
-                          "transition_days": plan.transition_days if moved else None, "resident_days": days,
-                          "usd": stored + transitions + monitoring}
+        result[prefix] = {
+            "gb": round(gb, 6),
+            "storage_class": plan.storage_class if moved else STANDARD,
+            "transition_days": plan.transition_days if moved else None,
+            "resident_days": days,
+            "usd": stored + transitions + monitoring,
+        }
     return result
 
 
-def fixed_monthly(region: str, prices: PriceBook, *, network: str = NETWORK_PATHS[0],
-                  airflow_host: str = AIRFLOW_HOST_TYPE, nodes_per_night: int = 3) -> dict[str, float]:
+def fixed_monthly(
+    region: str,
+    prices: PriceBook,
+    *,
+    network: str = NETWORK_PATHS[0],
+    airflow_host: str = AIRFLOW_HOST_TYPE,
+    nodes_per_night: int = 3,
+) -> dict[str, float]:
     """The month's costs that do not depend on the photos: the lake's KMS key, the Airflow host (instance +
     gp3 volume, all month), the cluster's network path."""
     entry = prices.region(region)
@@ -594,9 +667,11 @@ def fixed_monthly(region: str, prices: PriceBook, *, network: str = NETWORK_PATH
     if network == "nat-gateway":
         downloads = nodes_per_night * NAT_BOOT_DOWNLOAD_GB_PER_NODE * DAYS_PER_MONTH
         nat = HOURS_PER_MONTH * entry["nat_gateway_hourly"] + downloads * entry["nat_gateway_per_gb"]
-    return {"kms_key": entry["kms_key_month"],
-            "airflow_host": HOURS_PER_MONTH * hosts[airflow_host] + AIRFLOW_HOST_EBS_GIB * entry["ebs_gp3_gb_month"],
-            "network_path": nat}
+    return {
+        "kms_key": entry["kms_key_month"],
+        "airflow_host": HOURS_PER_MONTH * hosts[airflow_host] + AIRFLOW_HOST_EBS_GIB * entry["ebs_gp3_gb_month"],
+        "network_path": nat,
+    }
 
 
 def night_workload(workload: Workload, night: int, *, refit: bool = False) -> Workload:
@@ -609,9 +684,16 @@ def night_workload(workload: Workload, night: int, *, refit: bool = False) -> Wo
     return replace(workload, earlier_batches=min(night - 1, RETENTION_DAYS - 1), refit_batches=window)
 
 
-def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str, prices: PriceBook,
-                       overheads: Overheads = Overheads(), network: str = NETWORK_PATHS[0],
-                       airflow_host: str = AIRFLOW_HOST_TYPE) -> dict[str, Any]:
+def steady_state_month(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    overheads: Overheads = Overheads(),
+    network: str = NETWORK_PATHS[0],
+    airflow_host: str = AIRFLOW_HOST_TYPE,
+) -> dict[str, Any]:
     """The whole bill of a month once retention is full, at `workload.images` photos a night: every night's
     processing, each area's storage in its class, the fixed costs; every assumption named. A refit or a
     re-expression in `workload` is counted once in the month, the other nights project only."""
@@ -621,16 +703,24 @@ def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str
     night_usd = sum(v for k, v in nightly["cost"]["components_usd"].items() if k != "s3_storage")
     extra_usd = 0.0
     if workload.refit_batches or workload.reexpress_rows or workload.catchup_images:
-        special = estimate_emr(night_workload(workload, RETENTION_DAYS), sizing, region=region, prices=prices,
-                               overheads=overheads)
+        special = estimate_emr(
+            night_workload(workload, RETENTION_DAYS), sizing, region=region, prices=prices, overheads=overheads
+        )
         extra_usd = sum(v for k, v in special["cost"]["components_usd"].items() if k != "s3_storage") - night_usd
     areas = batch_storage(plain, region, prices)
     area_storage = {prefix: area["usd"] * DAYS_PER_MONTH for prefix, area in areas.items()}
-    fixed = fixed_monthly(region, prices, network=network, airflow_host=airflow_host,
-                          nodes_per_night=1 + sizing.core_count + sizing.task_count)
-    parts = {"processing": night_usd * DAYS_PER_MONTH + extra_usd,
-             **{f"storage {prefix}": usd for prefix, usd in area_storage.items()},
-             **{f"fixed {name}": usd for name, usd in fixed.items()}}
+    fixed = fixed_monthly(
+        region,
+        prices,
+        network=network,
+        airflow_host=airflow_host,
+        nodes_per_night=1 + sizing.core_count + sizing.task_count,
+    )
+    parts = {
+        "processing": night_usd * DAYS_PER_MONTH + extra_usd,
+        **{f"storage {prefix}": usd for prefix, usd in area_storage.items()},
+        **{f"fixed {name}": usd for name, usd in fixed.items()},
+    }
     total = sum(parts.values())
     return {
         "images_per_night": workload.images,
@@ -638,28 +728,47 @@ def steady_state_month(workload: Workload, sizing: ClusterSizing, *, region: str
         "monthly_usd": round(total, 2),
         "monthly_eur": round(total * prices.eur_per_usd, 2),
         "components_usd": {k: round(v, 4) for k, v in parts.items()},
-        "storage_gb": {prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1)
-                       for prefix, area in areas.items()},
-        "storage_classes": {prefix: {"class": area["storage_class"], "after_days": area["transition_days"],
-                                     "resident_days": area["resident_days"], "read_by": STORAGE_PLAN[prefix].read_by}
-                            for prefix, area in areas.items()},
+        "storage_gb": {
+            prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1) for prefix, area in areas.items()
+        },
+        "storage_classes": {
+            prefix: {
+                "class": area["storage_class"],
+                "after_days": area["transition_days"],
+                "resident_days": area["resident_days"],
+                "read_by": STORAGE_PLAN[prefix].read_by,
+            }
+            for prefix, area in areas.items()
+        },
         "assumptions": [
-            (f"{DAYS_PER_MONTH:.2f} nights a month, one batch a night, each night {workload.images:,} photos of "
-             f"{workload.mean_image_bytes:,.0f} bytes"),
-            (f"retention full: {RETENTION_DAYS} nights retained (logs {LOG_RETENTION_DAYS}), each object billed "
-             f"{NONCURRENT_GRACE_DAYS} more days as a noncurrent version"),
+            (
+                f"{DAYS_PER_MONTH:.2f} nights a month, one batch a night, each night {workload.images:,} photos of "
+                f"{workload.mean_image_bytes:,.0f} bytes"
+            ),
+            (
+                f"retention full: {RETENTION_DAYS} nights retained (logs {LOG_RETENTION_DAYS}), each object billed "
+                f"{NONCURRENT_GRACE_DAYS} more days as a noncurrent version"
+            ),
             "nightly PCA reads only the new batch (statistics + projection); "
             + ("one refit/re-expression night in the month" if extra_usd else "no refit or re-expression this month"),
-            (f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
-             f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"),
-            (f"per photo: features {workload.feature_bytes:,.0f} B, reduced Parquet {workload.reduced_bytes:,.0f} B, "
-             f"CSV {workload.csv_bytes:,.0f} B, index {INDEX_BYTES_PER_PHOTO:,.0f} B; statistics "
-             f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run"),
+            (
+                f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
+                f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"
+            ),
+            (
+                f"per photo: features {workload.feature_bytes:,.0f} B, "
+                f"reduced Parquet {workload.reduced_bytes:,.0f} B, "
+                f"CSV {workload.csv_bytes:,.0f} B, index {INDEX_BYTES_PER_PHOTO:,.0f} B; statistics "
+                f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run"
+            ),
             "KMS: one customer-managed key; its requests are few with S3 Bucket Keys (not counted)",
             f"Airflow host: one {airflow_host} On-Demand {HOURS_PER_MONTH:.0f} h + {AIRFLOW_HOST_EBS_GIB} GiB gp3",
             f"network path: {network}"
-            + (" (free)" if network == "s3-gateway-endpoint" else
-               f" up all month + {NAT_BOOT_DOWNLOAD_GB_PER_NODE:g} GB of downloads per node per night"),
+            + (
+                " (free)"
+                if network == "s3-gateway-endpoint"
+                else f" up all month + {NAT_BOOT_DOWNLOAD_GB_PER_NODE:g} GB of downloads per node per night"
+            ),
             "not counted: data transfer (none leaves the region), CloudWatch, the landing's own storage",
         ],
     }
@@ -706,8 +815,14 @@ def emr_instances(sizing: ClusterSizing, seconds: float) -> list[BilledInstances
     markets = fleet_markets(sizing)
     worker_ebs = sizing.worker_ebs_gib + EMR_ROOT_VOLUME_GIB
     return [
-        BilledInstances("MASTER", sizing.primary_types[0], markets["MASTER"], 1, seconds,
-                        sizing.primary_ebs_gib + EMR_ROOT_VOLUME_GIB),
+        BilledInstances(
+            "MASTER",
+            sizing.primary_types[0],
+            markets["MASTER"],
+            1,
+            seconds,
+            sizing.primary_ebs_gib + EMR_ROOT_VOLUME_GIB,
+        ),
         BilledInstances("CORE", sizing.worker_types[0], markets["CORE"], sizing.core_count, seconds, worker_ebs),
         BilledInstances("TASK", sizing.worker_types[0], markets["TASK"], sizing.task_count, seconds, worker_ebs),
     ]
@@ -737,16 +852,27 @@ def estimate_emr(
         "throughput_source": workload.throughput_source,
         "executor_vcpus": vcpus,
         "instances": [asdict(i) for i in instances if i.count],
-        "spot_price": (prices.spot_price_source(region, sizing.worker_types[0])
-                       if sizing.spot and sizing.task_count else None),
-        "pca_rates": {"stats_rows_per_s_per_vcpu": workload.pca_stats_rows_per_s_per_vcpu,
-                      "project_rows_per_s_per_vcpu": workload.pca_project_rows_per_s_per_vcpu,
-                      "source": workload.pca_rate_source},
-        "rows": {"featurized": workload.featurized_images, "pca_read": workload.pca_row_count,
-                 "reexpressed": workload.reexpress_rows, "refit_batches_merged": workload.refit_batches},
-        "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "startup_s": overheads.startup_s,
-                    "bootstrap_s": overheads.bootstrap_s, "termination_s": overheads.termination_s,
-                    "wall_s": round(cluster_s, 1)},
+        "spot_price": (
+            prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot and sizing.task_count else None
+        ),
+        "pca_rates": {
+            "stats_rows_per_s_per_vcpu": workload.pca_stats_rows_per_s_per_vcpu,
+            "project_rows_per_s_per_vcpu": workload.pca_project_rows_per_s_per_vcpu,
+            "source": workload.pca_rate_source,
+        },
+        "rows": {
+            "featurized": workload.featurized_images,
+            "pca_read": workload.pca_row_count,
+            "reexpressed": workload.reexpress_rows,
+            "refit_batches_merged": workload.refit_batches,
+        },
+        "seconds": {
+            **{k: round(v, 1) for k, v in steps.items()},
+            "startup_s": overheads.startup_s,
+            "bootstrap_s": overheads.bootstrap_s,
+            "termination_s": overheads.termination_s,
+            "wall_s": round(cluster_s, 1),
+        },
         "s3": s3_layout(workload),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
         "processing_usd_per_million": processing_per_million(components, workload.images),
@@ -766,18 +892,34 @@ def processing_per_million(components: dict[str, float], images: int) -> float |
     return round(sum(v for k, v in components.items() if k not in STORAGE_COMPONENTS) / images * 1e6, 4)
 
 
-def estimate_for_run(images: int, sizing: ClusterSizing, *, region: str, pca_rows: int | None = None,
-                     landing_on_s3: bool = False, prices: PriceBook | None = None, reexpress_rows: int = 0,
-                     catchup_images: int = 0, refit_batches: int = 0) -> dict[str, Any]:
+def estimate_for_run(
+    images: int,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    pca_rows: int | None = None,
+    landing_on_s3: bool = False,
+    prices: PriceBook | None = None,
+    reexpress_rows: int = 0,
+    catchup_images: int = 0,
+    refit_batches: int = 0,
+) -> dict[str, Any]:
     """The estimate the DAG makes before creating the cluster: the benchmark's throughput, the prices
     file, this run's image count, landing and sizing (JSON-ready, for XCom and the run report).
     pca_rows: feature rows the PCA step reads (default: images + catchup_images); reexpress_rows: rows
     of retained batches projected on a new basis; catchup_images: earlier nights' photos featurized too;
     refit_batches: stored statistics a refit merges."""
     throughput, source = default_throughput()
-    workload = Workload(images=images, throughput_per_vcpu=throughput, throughput_source=source, pca_rows=pca_rows,
-                        landing_on_s3=landing_on_s3, reexpress_rows=reexpress_rows, catchup_images=catchup_images,
-                        refit_batches=refit_batches)
+    workload = Workload(
+        images=images,
+        throughput_per_vcpu=throughput,
+        throughput_source=source,
+        pca_rows=pca_rows,
+        landing_on_s3=landing_on_s3,
+        reexpress_rows=reexpress_rows,
+        catchup_images=catchup_images,
+        refit_batches=refit_batches,
+    )
     return estimate_emr(workload, sizing, region=region, prices=prices or PriceBook.load())
 
 

@@ -89,6 +89,7 @@ def _by_shard(sha256s: Iterable[str]) -> dict[str, list[str]]:
 def lookup(store: ConditionalStore, root: str, sha256s: Iterable[str], *, workers: int = 8) -> dict[str, str]:
     """{sha256: batch} for the hashes the index knows; reads each needed shard once, `workers` at a time,
     and keeps only the answers (not the shards)."""
+
     def one(item: tuple[str, list[str]]) -> dict[str, str]:
         shard, wanted = item
         entries = parse_shard(store.read_or_none(shard_uri(root, shard)))

@@ -40,6 +40,7 @@ def _area(batch_uri: str) -> str:
 
 # --- which photo ----------------------------------------------------------------------------------------
 
+
 def canonical(path: str) -> str:
     """One spelling per object: `s3://bucket/key` (s3a too), or an absolute local path (`file:/x`,
     `file:///x` and `/x` are the same file; Spark writes `file:/x`; realpath: macOS's /tmp link)."""
@@ -58,12 +59,17 @@ class Erasure:
     rewritten: list[dict[str, Any]] = field(default_factory=list)
 
     def key(self, uri: str) -> str:
-        return canonical(uri)[len(canonical(self.lake.root)) + 1:]
+        return canonical(uri)[len(canonical(self.lake.root)) + 1 :]
 
     def record(self, uri: str, removed: int, left: int) -> None:
         self.rewritten.append({"key": self.key(uri), "rows_removed": removed, "rows_left": left})
-        log.info("%s %s: %d row(s) removed, %d left", "would rewrite" if self.dry_run else "rewrote",
-                 self.key(uri), removed, left)
+        log.info(
+            "%s %s: %d row(s) removed, %d left",
+            "would rewrite" if self.dry_run else "rewrote",
+            self.key(uri),
+            removed,
+            left,
+        )
 
     def replace(self, uri: str, data: bytes) -> None:
         if not self.dry_run:
@@ -91,7 +97,11 @@ def _photos_with_sha256(store: LocalStore | S3Store, sha256: str) -> set[str]:
         if sha == sha256
     }
     for _, table in _parquet_files(store, lake.features_uri(root), columns=["path", "sha256"]):
-        photos.update(canonical(p) for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist()) if s == sha256)
+        photos.update(
+            canonical(p)
+            for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+            if s == sha256
+        )
     return photos
 
 
@@ -113,6 +123,7 @@ def resolve(store: LocalStore | S3Store, target: str) -> set[str]:
 
 
 # --- the derived files ----------------------------------------------------------------------------------
+
 
 def _is_data_file(uri: str) -> bool:
     # Spark's markers (_SUCCESS), metadata (_job_metrics.json) and temporaries (.x) are not data.
@@ -149,8 +160,11 @@ def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: storage.Bat
     and any the manifest does not name (left by an interrupted upload, contents unknown)."""
     batch = canonical(raw_batch_uri) + "/"
     named = {name for name, keys in manifest.bundles.items() if any(batch + key in erasure.photos for key in keys)}
-    return [raw_batch_uri + name for name in storage.bundle_files(erasure.lake, raw_batch_uri)
-            if name in named or name not in manifest.bundles]
+    return [
+        raw_batch_uri + name
+        for name in storage.bundle_files(erasure.lake, raw_batch_uri)
+        if name in named or name not in manifest.bundles
+    ]
 
 
 def _erase_bundle_rows(erasure: Erasure) -> None:
@@ -208,7 +222,9 @@ def _erase_manifest_entries(erasure: Erasure) -> None:
         if len(kept) < len(manifest.files):
             bundles = {name: [key for key in keys if key in kept] for name, keys in manifest.bundles.items()}
             uri = storage.batch_manifest_uri(root, batch)
-            erasure.replace(uri, storage.BatchManifest(kept, {n: keys for n, keys in bundles.items() if keys}).to_json(batch))
+            erasure.replace(
+                uri, storage.BatchManifest(kept, {n: keys for n, keys in bundles.items() if keys}).to_json(batch)
+            )
             erasure.record(uri, len(manifest.files) - len(kept), len(kept))
 
 
@@ -229,7 +245,8 @@ def _batch_data_prefixes(store, batch: str) -> list[str]:
     root = store.root
     reduced = lake.pca_reduced_uri(root, 1).rsplit("basis=", 1)[0]
     return [lake.features_uri(root, batch), lake.quarantine_uri(root, batch)] + [
-        f"{reduced}{name}/batch={batch}/" for name in store.list_children(reduced) if name.startswith("basis=")]
+        f"{reduced}{name}/batch={batch}/" for name in store.list_children(reduced) if name.startswith("basis=")
+    ]
 
 
 def _photo_sha256s(erasure: Erasure) -> set[str]:
@@ -275,8 +292,9 @@ def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3
     return done
 
 
-def erase(root: str, target: str, *, dry_run: bool = False, s3_client: Any = None,
-          owner: str | None = None) -> dict[str, Any]:
+def erase(
+    root: str, target: str, *, dry_run: bool = False, s3_client: Any = None, owner: str | None = None
+) -> dict[str, Any]:
     """Erase the photo `target` (key, URI or sha256) and its derived rows from the lake at `root`, holding the
     lock of each batch concerned (a pipeline run of the batch at the same time is refused, and refuses us)."""
     store = open_lake(root, s3_client)
@@ -318,8 +336,11 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
     landing = _erase_from_landing(erasure, batches, shas, s3_client)
     purged = 0
     if not dry_run:  # every older version under the batches' prefixes, whichever key holds it
-        prefixes = [lake.raw_uri(store.root, b) for b in batches] + areas + [
-            lake.pca_stats_uri(store.root, b) for b in batches]
+        prefixes = (
+            [lake.raw_uri(store.root, b) for b in batches]
+            + areas
+            + [lake.pca_stats_uri(store.root, b) for b in batches]
+        )
         purged = sum(store.purge_noncurrent(prefix) for prefix in prefixes)
     report = {
         "target": target,
@@ -333,7 +354,12 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
         "noncurrent_versions_purged": purged,
         **landing,
     }
-    log.info("%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed, %d old version(s) purged",
-             "dry run" if dry_run else "done", len(erasure.deleted), len(erasure.rewritten), report["rows_removed"],
-             purged)
+    log.info(
+        "%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed, %d old version(s) purged",
+        "dry run" if dry_run else "done",
+        len(erasure.deleted),
+        len(erasure.rewritten),
+        report["rows_removed"],
+        purged,
+    )
     return report

@@ -23,8 +23,10 @@ class BatchLocked(RuntimeError):
 
     def __init__(self, batch: str, holder: dict[str, Any]):
         self.batch, self.holder = batch, holder
-        super().__init__(f"batch {batch} is locked by {holder.get('owner')!r} since {holder.get('acquired_at')} "
-                         f"(expires {holder.get('expires_at')}): wait for it to finish, or for the expiry")
+        super().__init__(
+            f"batch {batch} is locked by {holder.get('owner')!r} since {holder.get('acquired_at')} "
+            f"(expires {holder.get('expires_at')}): wait for it to finish, or for the expiry"
+        )
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -32,19 +34,32 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 
 
 def _is_free(record: dict[str, Any], owner: str, at: dt.datetime) -> bool:
-    return (record.get("released") or record.get("owner") == owner
-            or dt.datetime.fromisoformat(record["expires_at"]) <= at)
+    return (
+        record.get("released") or record.get("owner") == owner or dt.datetime.fromisoformat(record["expires_at"]) <= at
+    )
 
 
-def acquire(store: ConditionalStore, root: str, batch: str, owner: str, ttl_seconds: int = DEFAULT_TTL_SECONDS,
-            *, now: dt.datetime | None = None) -> dict[str, Any]:
+def acquire(
+    store: ConditionalStore,
+    root: str,
+    batch: str,
+    owner: str,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    *,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
     """Take the batch's lock (or renew it when `owner` holds it already); raises BatchLocked naming the holder."""
     if not owner:
         raise ValueError("a lock needs an owner (e.g. the run id, or erase-<pid>@<host>)")
     uri = lake.lock_uri(root, batch)
     at = _now(now)
-    record = {"batch": batch, "owner": owner, "acquired_at": at.isoformat(),
-              "expires_at": (at + dt.timedelta(seconds=ttl_seconds)).isoformat(), "released": False}
+    record = {
+        "batch": batch,
+        "owner": owner,
+        "acquired_at": at.isoformat(),
+        "expires_at": (at + dt.timedelta(seconds=ttl_seconds)).isoformat(),
+        "released": False,
+    }
     body = json.dumps(record, indent=1).encode()
     data, etag = store.read_with_etag(uri)
     if data is None:

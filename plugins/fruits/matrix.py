@@ -61,8 +61,16 @@ def plan(store: Any, root: str, first: str, last: str, version: int) -> tuple[li
         marker = lake.read_commit(store, lake.pca_reduced_uri(root, version, batch))
         if marker:
             location = marker["location"].rstrip("/") + "/"
-            batches.append((batch, [location + name for name in marker["files"]
-                                    if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")]))
+            batches.append(
+                (
+                    batch,
+                    [
+                        location + name
+                        for name in marker["files"]
+                        if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")
+                    ],
+                )
+            )
             continue
         on = [v for v in others if lake.read_commit(store, lake.pca_reduced_uri(root, v, batch))]
         if on:
@@ -74,7 +82,8 @@ def plan(store: Any, root: str, first: str, last: str, version: int) -> tuple[li
         raise MatrixError(
             f"{len(missing)} batch(es) of the range are not on basis {version}: {listed}. Refusing to mix bases: "
             f"run `pca.py reexpress --batches {','.join(missing)}` (when {version} is the current basis) or choose "
-            f"another --basis or range")
+            f"another --basis or range"
+        )
     return batches, empty
 
 
@@ -87,8 +96,9 @@ def rows(store: Any, parquet_uris: list[str], version: int) -> Iterator[Any]:
         data = store.read_or_none(uri)
         if data is None:
             raise MatrixError(f"{uri} is listed by its commit marker but missing")
-        for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(ROWS_PER_CHUNK, columns=["path", "label",
-                                                                                            "basis", "pca"]):
+        for batch in pq.ParquetFile(io.BytesIO(data)).iter_batches(
+            ROWS_PER_CHUNK, columns=["path", "label", "basis", "pca"]
+        ):
             if not len(batch):
                 continue
             bases = set(batch.column("basis").unique().to_pylist())
@@ -130,5 +140,11 @@ def write_matrix(store: Any, root: str, first: str, last: str, output: str | Pat
     finally:
         if partial.exists():
             partial.unlink()
-    return {"basis": version, "k": k, "rows": sum(counts.values()), "rows_per_batch": counts,
-            "dates_without_output": empty, "output": str(output)}
+    return {
+        "basis": version,
+        "k": k,
+        "rows": sum(counts.values()),
+        "rows_per_batch": counts,
+        "dates_without_output": empty,
+        "output": str(output),
+    }

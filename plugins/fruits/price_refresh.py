@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,34 +58,71 @@ def _price(pricing_client: Any, service: str, filters: list[dict[str, str]], *, 
     return None
 
 
-def price_queries(region: str, instance_types: Sequence[str]) -> dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]]:
+def price_queries(
+    region: str, instance_types: Sequence[str]
+) -> dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]]:
     """(table, key) -> (service code, filters, multiplier to the file's unit): every price refreshed."""
     queries: dict[tuple[str, ...], tuple[str, list[dict[str, str]], float]] = {}
     for instance_type in instance_types:
-        queries[("ec2_on_demand_hourly", instance_type)] = ("AmazonEC2", _filters(
-            regionCode=region, instanceType=instance_type, operatingSystem="Linux", tenancy="Shared",
-            preInstalledSw="NA", capacitystatus="Used"), 1.0)
-        queries[("emr_hourly", instance_type)] = ("ElasticMapReduce", _filters(
-            regionCode=region, instanceType=instance_type, softwareType="EMR"), 1.0)
-    queries[("ebs_gp3_gb_month",)] = ("AmazonEC2", _filters(regionCode=region, productFamily="Storage", volumeApiName="gp3"), 1.0)
-    queries[("s3_standard_gb_month",)] = ("AmazonS3", _filters(
-        regionCode=region, productFamily="Storage", storageClass="General Purpose", volumeType="Standard"), 1.0)
+        queries[("ec2_on_demand_hourly", instance_type)] = (
+            "AmazonEC2",
+            _filters(
+                regionCode=region,
+                instanceType=instance_type,
+                operatingSystem="Linux",
+                tenancy="Shared",
+                preInstalledSw="NA",
+                capacitystatus="Used",
+            ),
+            1.0,
+        )
+        queries[("emr_hourly", instance_type)] = (
+            "ElasticMapReduce",
+            _filters(regionCode=region, instanceType=instance_type, softwareType="EMR"),
+            1.0,
+        )
+    queries[("ebs_gp3_gb_month",)] = (
+        "AmazonEC2",
+        _filters(regionCode=region, productFamily="Storage", volumeApiName="gp3"),
+        1.0,
+    )
+    queries[("s3_standard_gb_month",)] = (
+        "AmazonS3",
+        _filters(regionCode=region, productFamily="Storage", storageClass="General Purpose", volumeType="Standard"),
+        1.0,
+    )
     # Request prices are per request in the API, per 1,000 in the file.
-    queries[("s3_put_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier1"), 1000.0)
-    queries[("s3_get_per_1000",)] = ("AmazonS3", _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier2"), 1000.0)
+    queries[("s3_put_per_1000",)] = (
+        "AmazonS3",
+        _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier1"),
+        1000.0,
+    )
+    queries[("s3_get_per_1000",)] = (
+        "AmazonS3",
+        _filters(regionCode=region, productFamily="API Request", group="S3-API-Tier2"),
+        1000.0,
+    )
     return queries
 
 
-def refresh_prices(document: dict[str, Any], pricing_client: Any, *, regions: Sequence[str],
-                   instance_types: Sequence[str], today: date | None = None) -> tuple[dict[str, Any], list[str]]:
+def refresh_prices(
+    document: dict[str, Any],
+    pricing_client: Any,
+    *,
+    regions: Sequence[str],
+    instance_types: Sequence[str],
+    today: date | None = None,
+) -> tuple[dict[str, Any], list[str]]:
     """A new prices document with every price the Price List API returns; what it could not find keeps
     its old value and is listed in the second result."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     updated = json.loads(json.dumps(document))
     missing: list[str] = []
     for region in regions:
         check_region(region)
-        entry = updated["regions"].setdefault(region, {"name": region, "ec2_on_demand_hourly": {}, "emr_hourly": {}, "spot_hourly": {}})
+        entry = updated["regions"].setdefault(
+            region, {"name": region, "ec2_on_demand_hourly": {}, "emr_hourly": {}, "spot_hourly": {}}
+        )
         refreshed = 0
         for key, (service, filters, multiplier) in price_queries(region, instance_types).items():
             value = _price(pricing_client, service, filters)
@@ -106,19 +143,29 @@ def refresh_prices(document: dict[str, Any], pricing_client: Any, *, regions: Se
     updated["stamped"] = today.isoformat()
     # The oldest region's values: what the file as a whole can vouch for.
     updated["values_as_of"] = min(str(entry.get("as_of", "")) for entry in updated["regions"].values())
-    updated["last_refresh"] = {"date": today.isoformat(), "endpoint": PRICING_ENDPOINT_REGION,
-                               "regions": list(regions), "missing": missing}
+    updated["last_refresh"] = {
+        "date": today.isoformat(),
+        "endpoint": PRICING_ENDPOINT_REGION,
+        "regions": list(regions),
+        "missing": missing,
+    }
     return updated, missing
 
 
-def sample_spot_prices(ec2_client: Any, instance_types: Sequence[str], *, now: datetime | None = None) -> dict[str, float]:
+def sample_spot_prices(
+    ec2_client: Any, instance_types: Sequence[str], *, now: datetime | None = None
+) -> dict[str, float]:
     """Current spot price per type in the client's region: the mean of the latest price of each
     availability zone (DescribeSpotPriceHistory, Linux/UNIX)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     paginator = ec2_client.get_paginator("describe_spot_price_history")
-    for page in paginator.paginate(InstanceTypes=list(instance_types), ProductDescriptions=["Linux/UNIX"],
-                                   StartTime=now - timedelta(hours=1), EndTime=now):
+    for page in paginator.paginate(
+        InstanceTypes=list(instance_types),
+        ProductDescriptions=["Linux/UNIX"],
+        StartTime=now - timedelta(hours=1),
+        EndTime=now,
+    ):
         for entry in page["SpotPriceHistory"]:
             key = (entry["InstanceType"], entry["AvailabilityZone"])
             if key not in latest or entry["Timestamp"] > latest[key][0]:
@@ -136,8 +183,13 @@ def write_prices(document: dict[str, Any], path: Path = PRICES_FILE) -> None:
     partial.replace(path)
 
 
-def refresh(prices_file: Path = PRICES_FILE, *, regions: Sequence[str] = (), instance_types: Sequence[str] = (),
-            spot: bool = False) -> list[str]:
+def refresh(
+    prices_file: Path = PRICES_FILE,
+    *,
+    regions: Sequence[str] = (),
+    instance_types: Sequence[str] = (),
+    spot: bool = False,
+) -> list[str]:
     """Rewrite `prices_file` from the Price List API (every EU region and the file's instance types unless
     named), with sampled spot prices when `spot`; returns the prices not found (their old values kept)."""
     import boto3
@@ -145,17 +197,23 @@ def refresh(prices_file: Path = PRICES_FILE, *, regions: Sequence[str] = (), ins
     prices = PriceBook.load(prices_file)
     regions = list(regions) or list(EU_MEMBER_STATE_REGIONS)
     types = list(instance_types) or sorted(
-        {t for r in prices.document["regions"].values() for t in r.get("ec2_on_demand_hourly", {})})
+        {t for r in prices.document["regions"].values() for t in r.get("ec2_on_demand_hourly", {})}
+    )
     pricing = boto3.client("pricing", region_name=PRICING_ENDPOINT_REGION)
     document, missing = refresh_prices(prices.document, pricing, regions=regions, instance_types=types)
     if spot:
         for region in regions:
             sampled = sample_spot_prices(boto3.client("ec2", region_name=check_region(region)), types)
             document["regions"][region]["spot_hourly"] = sampled
-            document["regions"][region]["spot_sampled_at"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
+            document["regions"][region]["spot_sampled_at"] = datetime.now(UTC).isoformat(timespec="minutes")
     write_prices(document, prices_file)
     for item in missing:
         log.warning("not in the Price List API answer, kept the old value: %s", item)
-    log.info("wrote %s (%d regions, %d instance types, %d prices missing)", prices_file, len(regions), len(types),
-             len(missing))
+    log.info(
+        "wrote %s (%d regions, %d instance types, %d prices missing)",
+        prices_file,
+        len(regions),
+        len(types),
+        len(missing),
+    )
     return missing

@@ -265,8 +265,9 @@ class S3Store:
     def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
         bucket, key = self._key(uri)
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)},
-                                   **condition, **self._extra())
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)}, **condition, **self._extra()
+            )
             return True
         except self.client.exceptions.ClientError as error:
             # 412: the condition failed; 409: a concurrent conditional write to the key won.
@@ -316,8 +317,9 @@ class S3Store:
         bucket, _ = self._key(uri)
         objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
         for start in range(0, len(objects), 1000):  # DeleteObjects takes 1,000 keys at most
-            answer = self.client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000],
-                                                                       "Quiet": True})
+            answer = self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": objects[start : start + 1000], "Quiet": True}
+            )
             if answer.get("Errors"):
                 raise RuntimeError(f"could not delete every version of {uri}: {answer['Errors']}")
 
@@ -326,7 +328,7 @@ class S3Store:
         names = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
         return sorted(names)
 
 
@@ -389,8 +391,10 @@ class BatchManifest:
     bundles: dict[str, list[str]]
 
     def to_json(self, batch: str) -> bytes:
-        return json.dumps({"batch": batch, "files": dict(sorted(self.files.items())),
-                           "bundles": dict(sorted(self.bundles.items()))}, indent=1).encode()
+        return json.dumps(
+            {"batch": batch, "files": dict(sorted(self.files.items())), "bundles": dict(sorted(self.bundles.items()))},
+            indent=1,
+        ).encode()
 
     @classmethod
     def parse(cls, data: bytes | None) -> BatchManifest:
@@ -455,10 +459,15 @@ def bundle_schema():
     module level: the DAG file imports this module, and the scheduler parses it constantly."""
     import pyarrow as pa
 
-    return pa.schema([
-        ("path", pa.string()), ("modificationTime", pa.timestamp("us", tz="UTC")), ("length", pa.int64()),
-        ("content", pa.binary()), ("sha256", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("modificationTime", pa.timestamp("us", tz="UTC")),
+            ("length", pa.int64()),
+            ("content", pa.binary()),
+            ("sha256", pa.string()),
+        ]
+    )
 
 
 def bundle_parquet(table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> bytes:
@@ -470,7 +479,11 @@ def bundle_parquet(table, row_group_photos: int = BUNDLE_ROW_GROUP_PHOTOS) -> by
     buffer = io.BytesIO()
     small_columns = [name for name in table.schema.names if name != "content"]
     pq.write_table(
-        table, buffer, row_group_size=row_group_photos, use_dictionary=False, write_statistics=small_columns,
+        table,
+        buffer,
+        row_group_size=row_group_photos,
+        use_dictionary=False,
+        write_statistics=small_columns,
         compression={name: "snappy" if name in small_columns else "none" for name in table.schema.names},
     )
     return buffer.getvalue()
@@ -488,13 +501,16 @@ def bundle_table(raw_uri: str, photos: list[Photo], written_at: dt.datetime):
     (what a photo uploaded as its own object would have shown)."""
     import pyarrow as pa
 
-    return pa.Table.from_pydict({
-        "path": [raw_uri + photo.key for photo in photos],
-        "modificationTime": [written_at] * len(photos),
-        "length": [len(photo.content) for photo in photos],
-        "content": [photo.content for photo in photos],
-        "sha256": [photo.sha256 for photo in photos],
-    }, schema=bundle_schema())
+    return pa.Table.from_pydict(
+        {
+            "path": [raw_uri + photo.key for photo in photos],
+            "modificationTime": [written_at] * len(photos),
+            "length": [len(photo.content) for photo in photos],
+            "content": [photo.content for photo in photos],
+            "sha256": [photo.sha256 for photo in photos],
+        },
+        schema=bundle_schema(),
+    )
 
 
 @dataclass
@@ -548,8 +564,11 @@ class BundleWriter:
             import pyarrow.parquet as pq
 
             table = pq.read_table(io.BytesIO(self.store.read(self.raw_uri + name))).to_pylist()
-            photos = [Photo(rename.get(k, k), row["sha256"], row["content"])
-                      for row in table if (k := row["path"][len(self.raw_uri):]) not in drop]
+            photos = [
+                Photo(rename.get(k, k), row["sha256"], row["content"])
+                for row in table
+                if (k := row["path"][len(self.raw_uri) :]) not in drop
+            ]
         else:
             photos = [Photo(rename.get(k, k), "", b"") for k in kept]
         if photos:

@@ -81,8 +81,8 @@ from fruits.storage import (  # noqa: F401
     raw_batches,
     read_batch_manifest,
     read_manifest,
-    write_batch_manifest,
     sha256_bytes,
+    write_batch_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,16 @@ def classify(entry: Entry, landing_uri: str, max_photo_bytes: int) -> LandingFil
     return file
 
 
-def read_in_pool(store: Store, files: Iterable[LandingFile], *, workers: int = READ_WORKERS,
-                 inflight_bytes: int = READ_INFLIGHT_BYTES) -> Iterator[tuple[LandingFile, bytes | Exception]]:
+def read_in_pool(
+    store: Store,
+    files: Iterable[LandingFile],
+    *,
+    workers: int = READ_WORKERS,
+    inflight_bytes: int = READ_INFLIGHT_BYTES,
+) -> Iterator[tuple[LandingFile, bytes | Exception]]:
     """(file, its bytes or the error reading it), in order, read by a bounded pool of `workers` concurrent
     GETs holding at most `inflight_bytes` (sizes from the listing) at once. workers=1: one at a time."""
+
     def read(file: LandingFile) -> bytes | Exception:
         try:
             return store.read(file.uri)
@@ -249,8 +255,8 @@ def strip_jpeg(data: bytes, orientation: int) -> bytes:
         if marker == 0xFF:  # fill byte
             position += 1
             continue
-        length = struct.unpack(">H", data[position + 2:position + 4])[0]
-        segment = data[position:position + 2 + length]
+        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
+        segment = data[position : position + 2 + length]
         if len(segment) < 2 + length:
             raise ValueError("truncated JPEG segment")
         if not inserted and marker != 0xE0:
@@ -259,10 +265,14 @@ def strip_jpeg(data: bytes, orientation: int) -> bytes:
             inserted = True
         if marker == 0xDA:  # start of scan: the image data, up to the end-of-image marker (trailers dropped)
             end = data.find(b"\xff\xd9", position + 2 + length)
-            out.append(data[position:] if end < 0 else data[position:end + 2])
+            out.append(data[position:] if end < 0 else data[position : end + 2])
             return b"".join(out)
-        keep = not (0xE0 <= marker <= 0xEF or marker == 0xFE) or marker == 0xE0 or marker == 0xEE or (
-            marker == 0xE2 and segment[4:16] == b"ICC_PROFILE\0")
+        keep = (
+            not (0xE0 <= marker <= 0xEF or marker == 0xFE)
+            or marker == 0xE0
+            or marker == 0xEE
+            or (marker == 0xE2 and segment[4:16] == b"ICC_PROFILE\0")
+        )
         if keep:
             out.append(segment)
         position += 2 + length
@@ -281,8 +291,8 @@ def strip_png(data: bytes, orientation: int) -> bytes:
         raise ValueError("not a PNG stream")
     out, position = [PNG_SIGNATURE], len(PNG_SIGNATURE)
     while position < len(data):
-        length, kind = struct.unpack(">I4s", data[position:position + 8])
-        chunk = data[position:position + 12 + length]
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        chunk = data[position : position + 12 + length]
         if len(chunk) < 12 + length:
             raise ValueError("truncated PNG chunk")
         if kind == b"IDAT" and orientation != 1:
@@ -301,8 +311,8 @@ def strip_webp(data: bytes, orientation: int) -> bytes:
         raise ValueError("not a WebP stream")
     chunks, position = [], 12
     while position + 8 <= len(data):
-        kind, length = data[position:position + 4], struct.unpack("<I", data[position + 4:position + 8])[0]
-        payload = data[position + 8:position + 8 + length]
+        kind, length = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
+        payload = data[position + 8 : position + 8 + length]
         if kind not in (b"EXIF", b"XMP "):
             chunks.append([kind, payload])
         position += 8 + length + (length & 1)
@@ -320,10 +330,10 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
     """ISOBMFF boxes in data[start:end]: (type, payload start, box end)."""
     position = start
     while position + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[position:position + 8])
+        size, kind = struct.unpack(">I4s", data[position : position + 8])
         header = 8
         if size == 1:
-            size, header = struct.unpack(">Q", data[position + 8:position + 16])[0], 16
+            size, header = struct.unpack(">Q", data[position + 8 : position + 16])[0], 16
         elif size == 0:
             size = end - position
         if size < header or position + size > end:
@@ -333,7 +343,7 @@ def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]
 
 
 def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
-    return (int.from_bytes(data[position:position + size], "big") if size else 0), position + size
+    return (int.from_bytes(data[position : position + size], "big") if size else 0), position + size
 
 
 def _heif_metadata_extents(data: bytes) -> list[tuple[int, int, bytes]]:
@@ -352,12 +362,12 @@ def _heif_metadata_extents(data: bytes) -> list[tuple[int, int, bytes]]:
                 continue
             id_size = 2 if version == 2 else 4
             item_id, at = _uint(data, start + 4, id_size)
-            item_type = data[at + 2:at + 6]
+            item_type = data[at + 2 : at + 6]
             if item_type == b"Exif":
                 wanted[item_id] = b"Exif"
             elif item_type == b"mime":
                 name_end = data.find(b"\0", at + 6)  # item_name, then content_type, both null-terminated
-                content_type = data[name_end + 1:data.find(b"\0", name_end + 1)].lower()
+                content_type = data[name_end + 1 : data.find(b"\0", name_end + 1)].lower()
                 if b"xmp" in content_type or b"rdf" in content_type:
                     wanted[item_id] = b"XMP"
     if not wanted or b"iloc" not in children:
@@ -403,7 +413,7 @@ def strip_heif(data: bytes) -> bytes:
             raise ValueError("a metadata item outside the file")
         filler = (EMPTY_TIFF if kind == b"Exif" else EMPTY_XMP)[:length]
         pad = b"\0" if kind == b"Exif" else b" "
-        out[offset:offset + length] = filler + pad * (length - len(filler))
+        out[offset : offset + length] = filler + pad * (length - len(filler))
     return bytes(out)
 
 
@@ -431,7 +441,8 @@ def _has_personal_metadata(data: bytes) -> bool:
     with Image.open(io.BytesIO(data)) as image:
         exif = image.getexif()
         return any(tag != ORIENTATION for tag in exif) or any(
-            _text(image.info.get(k)) not in ("", EMPTY_XMP.decode()) for k in PERSONAL_INFO_KEYS)
+            _text(image.info.get(k)) not in ("", EMPTY_XMP.decode()) for k in PERSONAL_INFO_KEYS
+        )
 
 
 def _text(value: Any) -> str:
@@ -466,19 +477,32 @@ def _alternate_key(key: str, sha256: str) -> str:
     return str(path.with_name(f"{path.stem}-{sha256[:8]}{path.suffix}"))
 
 
-
-
-def delete_leftover_bundles(store: Store, raw_uri: str, manifest: BatchManifest, *, dry_run: bool,
-                            grace_seconds: float = LEFTOVER_GRACE_SECONDS, now: float | None = None) -> list[str]:
+def delete_leftover_bundles(
+    store: Store,
+    raw_uri: str,
+    manifest: BatchManifest,
+    *,
+    dry_run: bool,
+    grace_seconds: float = LEFTOVER_GRACE_SECONDS,
+    now: float | None = None,
+) -> list[str]:
     """Bundles the manifest does not name and older than the grace period: an attempt that died before its
     manifest write (its photos were bundled again by a later attempt). A younger one may be a live
     attempt's, about to be recorded: left alone."""
     now = time.time() if now is None else now
-    leftovers = [entry.uri for entry in bundle_entries(store, raw_uri)
-                 if entry.uri.rsplit("/", 1)[1] not in manifest.bundles and now - entry.modified > grace_seconds]
+    leftovers = [
+        entry.uri
+        for entry in bundle_entries(store, raw_uri)
+        if entry.uri.rsplit("/", 1)[1] not in manifest.bundles and now - entry.modified > grace_seconds
+    ]
     for uri in leftovers:
-        log.warning("%s %s: left by an interrupted upload (not in %s, older than %d s)",
-                    "would delete" if dry_run else "deleting", uri, UPLOADS_MANIFEST, grace_seconds)
+        log.warning(
+            "%s %s: left by an interrupted upload (not in %s, older than %d s)",
+            "would delete" if dry_run else "deleting",
+            uri,
+            UPLOADS_MANIFEST,
+            grace_seconds,
+        )
         if not dry_run:
             store.delete(uri)
     return leftovers
@@ -505,8 +529,9 @@ class Attempt:
         self.outcomes[uri] = {"outcome": outcome, **details}
 
 
-def _upload_one(attempt: Attempt, file: LandingFile, data: bytes | Exception, erased: frozenset[str],
-                max_photo_bytes: int) -> Photo | None:
+def _upload_one(
+    attempt: Attempt, file: LandingFile, data: bytes | Exception, erased: frozenset[str], max_photo_bytes: int
+) -> Photo | None:
     """The file's outcome; the photo to bundle when it is new (a lake write error is the caller's to raise)."""
     if isinstance(data, Exception):
         attempt.outcome(file.uri, "rejected", reason="unreadable", detail=f"{type(data).__name__}: {data}")
@@ -555,8 +580,9 @@ def _reconcile(attempt: Attempt, other: BatchManifest) -> None:
     took for other content gets this photo's alternate key."""
     theirs = {sha: key for key, sha in other.files.items()}
     drop = {key for key, sha in attempt.files.items() if sha in theirs}
-    rename = {key: _alternate_key(key, sha) for key, sha in attempt.files.items()
-              if key not in drop and key in other.files}
+    rename = {
+        key: _alternate_key(key, sha) for key, sha in attempt.files.items() if key not in drop and key in other.files
+    }
     by_key = {o.get("key"): uri for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"}
     for key in drop:
         sha = attempt.files[key]
@@ -571,8 +597,9 @@ def _commit_manifest(store: Store, root: str, attempt: Attempt) -> BatchManifest
     """Write the batch's manifest with this attempt's bundles, conditionally; on a conflict, merge and retry."""
     uri = batch_manifest_uri(root, attempt.batch)
     for _ in range(MANIFEST_ATTEMPTS):
-        merged = BatchManifest({**attempt.recorded.files, **attempt.files},
-                               {**attempt.recorded.bundles, **attempt.writer.bundles})
+        merged = BatchManifest(
+            {**attempt.recorded.files, **attempt.files}, {**attempt.recorded.bundles, **attempt.writer.bundles}
+        )
         if not attempt.writer.bundles:
             return merged
         data = merged.to_json(attempt.batch)
@@ -595,13 +622,23 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
         for landing_file, outcome in attempt.outcomes.items():
             before = previous.get(landing_file, {})
             # A rerun finding an uploaded photo again: it is still the file that was uploaded.
-            if not (before.get("outcome") == "uploaded" and outcome.get("batch") == attempt.batch
-                    and outcome["outcome"] == "already_in_lake" and before.get("sha256") == outcome.get("sha256")):
+            if not (
+                before.get("outcome") == "uploaded"
+                and outcome.get("batch") == attempt.batch
+                and outcome["outcome"] == "already_in_lake"
+                and before.get("sha256") == outcome.get("sha256")
+            ):
                 files[landing_file] = outcome
         if files == previous:
             return uri  # nothing new: a rerun writes nothing
-        report = {"batch": attempt.batch, "landing": landing_uri, "written_at": dt.datetime.now(dt.UTC)
-                  .isoformat(), "last_attempt": counts, "reasons": REJECT_REASONS, "files": dict(sorted(files.items()))}
+        report = {
+            "batch": attempt.batch,
+            "landing": landing_uri,
+            "written_at": dt.datetime.now(dt.UTC).isoformat(),
+            "last_attempt": counts,
+            "reasons": REJECT_REASONS,
+            "files": dict(sorted(files.items())),
+        }
         body = json.dumps(report, indent=1, ensure_ascii=True).encode()
         if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
             return uri
@@ -611,7 +648,7 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
 def _archive_uri(landing_uri: str, uri: str) -> str:
     base = landing_uri.rstrip("/")
     parent, date = base.rsplit("/", 1)
-    return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri):]}"
+    return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri) :]}"
 
 
 def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_after: str) -> int:
@@ -680,8 +717,11 @@ def upload_new_images(
     writer.flush()
 
     # Content already in another batch (the index), found once the night's hashes are known.
-    elsewhere = {sha: other for sha, other in dedup_index.lookup(lake_store, root, attempt.files.values()).items()
-                 if other != batch}
+    elsewhere = {
+        sha: other
+        for sha, other in dedup_index.lookup(lake_store, root, attempt.files.values()).items()
+        if other != batch
+    }
     if elsewhere:
         drop = {key for key, sha in attempt.files.items() if sha in elsewhere}
         for uri, outcome in attempt.outcomes.items():
@@ -699,16 +739,32 @@ def upload_new_images(
         # The index after the manifest: an entry always names a committed photo. Photos already in this
         # batch are (re)recorded too: an attempt that died after its manifest left them out.
         committed = set(manifest.files.values())
-        dedup_index.record(lake_store, root, batch, {o["sha256"] for o in attempt.outcomes.values()
-                                                     if o.get("batch", batch) == batch and o.get("sha256") in committed})
-        counts["leftover_bundles_deleted"] = len(delete_leftover_bundles(
-            lake_store, raw, manifest, dry_run=False, grace_seconds=leftover_grace_seconds))
+        dedup_index.record(
+            lake_store,
+            root,
+            batch,
+            {
+                o["sha256"]
+                for o in attempt.outcomes.values()
+                if o.get("batch", batch) == batch and o.get("sha256") in committed
+            },
+        )
+        counts["leftover_bundles_deleted"] = len(
+            delete_leftover_bundles(lake_store, raw, manifest, dry_run=False, grace_seconds=leftover_grace_seconds)
+        )
         _write_report(lake_store, root, attempt, landing_uri, counts)
         counts["landing_files_" + ("archived" if landing_after == "archive" else "deleted")] = _tidy_landing(
-            landing_store, landing_uri, attempt, landing_after)
+            landing_store, landing_uri, attempt, landing_after
+        )
     _log_counts(counts, started)
-    return {**counts, "batch": batch, "raw_uri": raw, "ingestion_report_uri": report_uri, "dry_run": dry_run,
-            "landing_uri": landing_uri}
+    return {
+        **counts,
+        "batch": batch,
+        "raw_uri": raw,
+        "ingestion_report_uri": report_uri,
+        "dry_run": dry_run,
+        "landing_uri": landing_uri,
+    }
 
 
 def _counts(attempt: Attempt, manifest: BatchManifest, started: float) -> dict[str, Any]:
@@ -723,8 +779,11 @@ def _counts(attempt: Attempt, manifest: BatchManifest, started: float) -> dict[s
         "already_in_batch": sum(o["batch"] == attempt.batch for o in already),
         "in_other_batch": sum(o["batch"] != attempt.batch for o in already),
         "rejected": dict(sorted(rejected.items())),
-        "renamed": sum(PurePosixPath(o["key"]).name != PurePosixPath(uri).name
-                       for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"),
+        "renamed": sum(
+            PurePosixPath(o["key"]).name != PurePosixPath(uri).name
+            for uri, o in attempt.outcomes.items()
+            if o["outcome"] == "uploaded"
+        ),
         "metadata_stripped": sum(o["metadata"] != "none" for o in uploaded),
         "reencoded": sum(o["metadata"] == "reencoded" for o in uploaded),
         "bundles_written": len(attempt.writer.bundles),
@@ -740,8 +799,14 @@ def _log_counts(counts: dict[str, Any], started: float) -> None:
     log.info(
         "landing: %d seen (%.1f/s), %d uploaded in %d bundles, %d already in the lake (%d in this batch, "
         "%d in another), rejected %s, %d renamed; batch now %d photos",
-        counts["seen"], counts["seen"] / seconds, counts["uploaded"], counts["bundles_written"],
-        counts["already_in_lake"], counts["already_in_batch"], counts["in_other_batch"], counts["rejected"] or "none",
-        counts["renamed"], counts["images_in_batch"],
+        counts["seen"],
+        counts["seen"] / seconds,
+        counts["uploaded"],
+        counts["bundles_written"],
+        counts["already_in_lake"],
+        counts["already_in_batch"],
+        counts["in_other_batch"],
+        counts["rejected"] or "none",
+        counts["renamed"],
+        counts["images_in_batch"],
     )
-

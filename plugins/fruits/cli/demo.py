@@ -39,13 +39,15 @@ def prepare_airflow(home: Path, dags_folder: Path = REPO_ROOT / "dags") -> None:
         return
     home.mkdir(parents=True, exist_ok=True)
     already_imported = "airflow.settings" in sys.modules
-    os.environ.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    })
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        }
+    )
     from airflow import settings
 
     if already_imported:  # settings were computed from the old environment at import
@@ -74,7 +76,7 @@ def run_dag(target: str, batch: str, variables: dict[str, str], run_conf: dict |
         os.environ[f"AIRFLOW_VAR_{name.upper()}"] = value
     os.environ["AIRFLOW_VAR_FRUITS_TARGET"] = target
     dag = load_dag(target)
-    logical_date = dt.datetime.fromisoformat(batch).replace(hour=1, tzinfo=dt.timezone.utc)
+    logical_date = dt.datetime.fromisoformat(batch).replace(hour=1, tzinfo=dt.UTC)
     return dag.test(logical_date=logical_date, run_conf=run_conf or {})
 
 
@@ -87,7 +89,11 @@ def generate_images(folder: Path, *, per_label: int = 12) -> Path:
         (folder / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_label):
             image = Image.new("RGB", (100, 100), "white")
-            box = (10 + i % 5, 20 - i % 7, 90 - i % 3, 80 + i % 4) if "Long" in label else (15 + i % 6, 15, 85, 85 - i % 5)
+            box = (
+                (10 + i % 5, 20 - i % 7, 90 - i % 3, 80 + i % 4)
+                if "Long" in label
+                else (15 + i % 6, 15, 85, 85 - i % 5)
+            )
             ImageDraw.Draw(image).ellipse(box, fill=tuple(max(0, c - 6 * i) for c in colour))
             image.save(folder / label / f"{i}_100.jpg", quality=90)
     return folder
@@ -118,7 +124,8 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
         f"quarantine    {_path(lake.quarantine_uri(root, batch))}",
         f"PCA matrix    {len(csv_parts)} CSV part(s) under {pca}  ({csv_rows} rows x {report.get('k')} components, "
         f"basis {version})",
-        f"PCA report    {pca / lake.PCA_REPORT_FILE}  (explained variance {report.get('total_explained_variance', 0):.3f})",
+        f"PCA report    {pca / lake.PCA_REPORT_FILE}  "
+        f"(explained variance {report.get('total_explained_variance', 0):.3f})",
         f"PCA plot      {pca / lake.PCA_PLOT_FILE}",
         f"PCA basis     {_path(lake.pca_basis_uri(root, version))}",
         f"run report    {_path(lake.reports_uri(root, batch))}run_report.md (and .json)",
@@ -126,17 +133,30 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fruits.cli.demo", description=__doc__.split("\n\n")[0],
-                                     epilog="No AWS account needed: the lake is a local folder.")
-    parser.add_argument("--batch", default=dt.date.today().isoformat(),
-                        help="the batch = the run's logical date, YYYY-MM-DD (default: today)")
-    parser.add_argument("--landing", type=Path,
-                        help="folder of [<Split>/]<Label>/<image> (default: the Fruits-360 sample in ../shared, "
-                             "else generated images)")
-    parser.add_argument("--lake", type=Path, default=REPO_ROOT / "lake",
-                        help="the local lake folder (default: %(default)s)")
-    parser.add_argument("--airflow-home", type=Path, default=REPO_ROOT / "var" / "airflow",
-                        help="Airflow's home for the throwaway SQLite metadata DB (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m fruits.cli.demo",
+        description=__doc__.split("\n\n")[0],
+        epilog="No AWS account needed: the lake is a local folder.",
+    )
+    parser.add_argument(
+        "--batch",
+        default=dt.date.today().isoformat(),
+        help="the batch = the run's logical date, YYYY-MM-DD (default: today)",
+    )
+    parser.add_argument(
+        "--landing",
+        type=Path,
+        help="folder of [<Split>/]<Label>/<image> (default: the Fruits-360 sample in ../shared, else generated images)",
+    )
+    parser.add_argument(
+        "--lake", type=Path, default=REPO_ROOT / "lake", help="the local lake folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--airflow-home",
+        type=Path,
+        default=REPO_ROOT / "var" / "airflow",
+        help="Airflow's home for the throwaway SQLite metadata DB (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     landing = args.landing

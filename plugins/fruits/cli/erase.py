@@ -20,12 +20,17 @@ from fruits.erase import erase
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fruits.cli.erase", description=__doc__.split("\n\n")[0],
-        epilog="--dry-run first: it reports the same without changing anything (and takes no lock).")
+        prog="python -m fruits.cli.erase",
+        description=__doc__.split("\n\n")[0],
+        epilog="--dry-run first: it reports the same without changing anything (and takes no lock).",
+    )
     parser.add_argument("--root", required=True, help="the lake root: s3://<bucket>, or a local folder / file:// URI")
-    parser.add_argument("--path", required=True,
-                        help="the photo: its key under the root (raw/batch=<ds>/[<split>/]<label>/<file>), its full "
-                             "URI as the `path` column holds it, or its sha256 (every copy of that content)")
+    parser.add_argument(
+        "--path",
+        required=True,
+        help="the photo: its key under the root (raw/batch=<ds>/[<split>/]<label>/<file>), its full "
+        "URI as the `path` column holds it, or its sha256 (every copy of that content)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="report what would change; change nothing")
     parser.add_argument("--region", default=None, help="the bucket's region (default: the AWS configuration's)")
     return parser

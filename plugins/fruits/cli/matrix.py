@@ -18,12 +18,21 @@ from fruits.matrix import MatrixError, write_matrix
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fruits.cli.matrix", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lake", required=True,
-                        help="the lake root: s3://<bucket> (boto3's default credentials) or a local lake folder")
-    parser.add_argument("--from", dest="first", required=True, type=lake.check_batch,
-                        help="the first batch of the range, YYYY-MM-DD")
-    parser.add_argument("--to", dest="last", required=True, type=lake.check_batch,
-                        help="the last batch of the range (included), YYYY-MM-DD")
+    parser.add_argument(
+        "--lake",
+        required=True,
+        help="the lake root: s3://<bucket> (boto3's default credentials) or a local lake folder",
+    )
+    parser.add_argument(
+        "--from", dest="first", required=True, type=lake.check_batch, help="the first batch of the range, YYYY-MM-DD"
+    )
+    parser.add_argument(
+        "--to",
+        dest="last",
+        required=True,
+        type=lake.check_batch,
+        help="the last batch of the range (included), YYYY-MM-DD",
+    )
     parser.add_argument("--basis", type=int, help="the PCA basis version (default: the current one)")
     parser.add_argument("--output", required=True, help="the CSV file to write (replaced whole, never half written)")
     return parser

@@ -21,17 +21,28 @@ from fruits.upload import LANDING_AFTER, MAX_PHOTO_BYTES, upload_new_images
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fruits.cli.upload", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--landing", required=True,
-                        help="the batch's landing folder: s3://<bucket>/<prefix>/ or a local folder, laid out "
-                             "[<anything>/][<Split>/]<Label>/<file>")
+    parser.add_argument(
+        "--landing",
+        required=True,
+        help="the batch's landing folder: s3://<bucket>/<prefix>/ or a local folder, laid out "
+        "[<anything>/][<Split>/]<Label>/<file>",
+    )
     parser.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
     parser.add_argument("--batch", required=True, help="the batch, a real date YYYY-MM-DD (raw/batch=<ds>/)")
     parser.add_argument("--dry-run", action="store_true", help="classify and count every file; write nothing")
-    parser.add_argument("--max-photo-bytes", type=int, default=MAX_PHOTO_BYTES,
-                        help="larger files are rejected as too_large (default: %(default)s)")
-    parser.add_argument("--landing-after", choices=LANDING_AFTER, default="keep",
-                        help="what becomes of landing files once in the lake (default: %(default)s; "
-                             "archive moves them under _ingested/)")
+    parser.add_argument(
+        "--max-photo-bytes",
+        type=int,
+        default=MAX_PHOTO_BYTES,
+        help="larger files are rejected as too_large (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--landing-after",
+        choices=LANDING_AFTER,
+        default="keep",
+        help="what becomes of landing files once in the lake (default: %(default)s; "
+        "archive moves them under _ingested/)",
+    )
     parser.add_argument("--region", default=None, help="the buckets' region (default: the AWS configuration's)")
     return parser
 
@@ -62,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}; nothing uploaded", file=sys.stderr)
             return 3
     try:
-        counts = upload_new_images(lake_store, landing_store, landing_uri, args.batch, dry_run=args.dry_run,
-                                   max_photo_bytes=args.max_photo_bytes, landing_after=args.landing_after)
+        counts = upload_new_images(
+            lake_store,
+            landing_store,
+            landing_uri,
+            args.batch,
+            dry_run=args.dry_run,
+            max_photo_bytes=args.max_photo_bytes,
+            landing_after=args.landing_after,
+        )
     finally:
         if not args.dry_run:
             locks.release(lake_store, lake_store.root, args.batch, owner)
