@@ -473,3 +473,22 @@ def test_the_lake_names_the_pca_outputs_as_the_job_writes_them():
         lake.PCA_REPORT_FILE,
         lake.PCA_PLOT_FILE,
     )
+
+
+@pytest.mark.slow
+def test_spark_still_reads_a_local_output_erasure_rewrote(tmp_path, spark):
+    """Spark writes a local output with a hidden .crc per file; a rewritten file must not keep the old one
+    (Hadoop's local file system would refuse the new content with a ChecksumException)."""
+    root = tmp_path / "lake"
+    store = upload.LocalStore(root)
+    raw = lake.raw_uri(store.root, B22)
+    photos = [raw + "Kiwi/a.jpg", raw + "Kiwi/b.jpg"]
+    store.put(photos[1], b"photo-b", "-")  # a photo stored as its own object (lakes from before bundles)
+    features = lake.features_uri(store.root, B22)
+    spark.createDataFrame([(p, "Kiwi") for p in photos], "path string, label string").coalesce(1).write.parquet(
+        features + "run=r1"
+    )
+    assert [p for p in (root / "features").rglob("*.crc")]  # what Spark leaves beside its files
+    report = erase(store.root, photos[1])
+    assert report["rows_removed"] == 1
+    assert [r.path for r in spark.read.parquet(features + "run=r1").collect()] == [photos[0]]

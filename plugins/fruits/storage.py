@@ -197,7 +197,10 @@ class LocalStore:
         return self._path(uri).is_file()
 
     def drop_old_versions(self, uri: str) -> None:
-        """A folder keeps no versions: nothing to drop."""
+        """A folder keeps no versions, but Hadoop's checksum of the old content (`.<name>.crc`, beside files
+        Spark wrote) would make Spark refuse the new content: it goes."""
+        path = self._path(uri)
+        path.with_name(f".{path.name}.crc").unlink(missing_ok=True)
 
     def purge_noncurrent(self, prefix_uri: str) -> int:
         """A folder keeps no versions: nothing to purge."""
