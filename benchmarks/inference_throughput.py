@@ -6,7 +6,7 @@
     `tf.function` (graph) and LiteRT with XNNPACK at several batch sizes and thread counts;
 (b) featurize.py end to end through spark-submit on local[<cores>], JPEG photos to Parquet, the
     job's own defaults (LiteRT runtime), its `_job_metrics.json` rate: on the photos as the lake
-    stores them (Parquet bundles written by fruits.upload, `--input-format bundles`: what the
+    stores them (Parquet bundles written by fruits.storage, `--input-format bundles`: what the
     pipeline runs) and on the same photos as loose JPEG files (`--input-format files`);
 (c) the textbook approach: Keras `model.predict` inside a scalar-iterator pandas UDF on the same
     local[<cores>], the weights broadcast, each task building its model from them.
@@ -158,15 +158,15 @@ def link_copies(source: Path, target: Path, copies: int, split: str | None = Non
 
 
 def bundle_copies(source: Path, target: Path, copies: int) -> int:
-    """`copies` copies of every sample photo in bundles, written by the uploader's own bundle writer."""
-    from fruits import upload
+    """`copies` copies of every sample photo in bundles, written by the lake's own bundle writer (fruits.storage)."""
+    from fruits import storage
 
-    store = upload.LocalStore(target)
-    writer = upload.BundleWriter(store, store.root + "/", upload.BatchManifest({}, {}), dry_run=False)
+    store = storage.LocalStore(target)
+    writer = storage.BundleWriter(store, store.root + "/", attempt="benchmark", dry_run=False)
     count = 0
     for key, photo in copy_keys(source, copies):
         data = photo.read_bytes()
-        writer.add(upload.Photo(key, upload.sha256_bytes(data), data))
+        writer.add(storage.Photo(key, storage.sha256_bytes(data), data))
         count += 1
     writer.flush()
     return count
