@@ -19,24 +19,16 @@ import json
 import struct
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from fruits import lake
+from fruits.storage import ConditionalStore
 
 SHARD_HEX = 3  # 4,096 shards: a night of 1 M photos writes each once (PUTs ~0.02 USD), reads 2x each
 RECORD = struct.Struct(">16sH")
 EPOCH = dt.date(1970, 1, 1)
 ERASED_NAME = "erased.json"
 CAS_ATTEMPTS = 20
-
-
-class ConditionalStore(Protocol):
-    root: str
-
-    def read_or_none(self, uri: str) -> bytes | None: ...
-    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
-    def put_if_absent(self, uri: str, data: bytes) -> bool: ...
-    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
 
 
 class IndexConflict(RuntimeError):

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from fruits import lake
-from fruits.dedup_index import ConditionalStore
+from fruits.storage import ConditionalStore
 
 DEFAULT_TTL_SECONDS = 6 * 3600
 

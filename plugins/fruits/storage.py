@@ -85,6 +85,17 @@ class Store(Protocol):
     def purge_noncurrent(self, prefix_uri: str) -> int: ...
 
 
+class ConditionalStore(Protocol):
+    """What the index and the locks need: reads with an etag and conditional writes (both stores qualify)."""
+
+    root: str
+
+    def read_or_none(self, uri: str) -> bytes | None: ...
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
+    def put_if_absent(self, uri: str, data: bytes) -> bool: ...
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
+
+
 class LocalStore:
     """A local folder as the lake (local target) or as the landing location."""
 
