@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from fruits import costs, lake, upload
+from fruits import costs, lake, report_page, upload
 from fruits.gdpr import check_region
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _step_rows(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for step in sorted(steps, key=lambda s: str(s.get("Status", {}).get("Timeline", {}).get("CreationDateTime", ""))):
         timeline = step.get("Status", {}).get("Timeline", {})
-        rows.append({"name": step.get("Name", ""), "state": step.get("Status", {}).get("State"),
+        rows.append({"id": step.get("Id"), "name": step.get("Name", ""), "state": step.get("Status", {}).get("State"),
                      "seconds": _seconds(timeline.get("StartDateTime"), timeline.get("EndDateTime"))})
     return rows
 
@@ -437,8 +437,12 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     report = build_run_report(batch=batch, target=target, job_metrics=metrics, pca_report=pca, estimate=estimate,
                               region=region, workload=s3_side, work=work, **record)
     written = write_run_report(report, lake.reports_uri(root, batch), store)
+    try:
+        written.append(report_page.write_page(store, root, batch, report, pca))
+    except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
+        log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
     log.info("batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s", batch,
              cost["total_usd"], cost["total_eur"], cost["per_1000_images_usd"], throughput["images_per_second_per_vcpu"],
-             written[-1])
+             written[1])
     return report
