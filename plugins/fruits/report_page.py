@@ -258,8 +258,6 @@ def _browse(uri: str, region: str) -> str:
 def output_links(store: Any, root: str, batch: str, version: int | None,
                  report: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(name, URL) of the batch's committed outputs and, on EMR, of its cluster and steps."""
-    from fruits import step_failures
-
     region = report.get("region", "eu-west-3")
     outputs = [("features", lake.features_uri(root, batch)), ("quarantine", lake.quarantine_uri(root, batch))]
     if version:
@@ -275,6 +273,8 @@ def output_links(store: Any, root: str, batch: str, version: int | None,
               ("raw photos and _ingestion.json", _browse(lake.raw_uri(root, batch), region))]
     cluster = report.get("cluster") or {}
     if cluster.get("id"):
+        from fruits import step_failures  # the console links' one definition (it imports the amazon provider)
+
         links.append((f"EMR cluster {cluster['id']}", step_failures.cluster_console_url(region, cluster["id"])))
         links += [(f"step {step['name']}", step_failures.step_console_url(region, cluster["id"], step["id"]))
                   for step in report.get("steps") or [] if step.get("id")]
