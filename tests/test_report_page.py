@@ -289,3 +289,45 @@ def test_the_page_opens_in_chromium_without_error_or_request(built):
     drawn = [width for ok, width in images if ok]
     assert len(drawn) >= report_page.EXAMPLES * (1 + report_page.NEIGHBOURS) and max(drawn) <= report_page.THUMB_PX
     assert screenshot.stat().st_size > 10_000
+
+
+def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, monkeypatch):
+    import dataclasses
+
+    import fruits_report_plugin as plugin
+    from airflow.api_fastapi.common.db.common import _get_session
+    from fastapi.testclient import TestClient
+    from fruits.settings import PipelineSettings
+
+    store, _, _, page = built
+    assert plugin.FruitsReportPlugin.external_views[0]["destination"] == "dag_run"
+    assert plugin.FruitsReportPlugin.fastapi_apps[0]["app"] is plugin.app
+    run_id = "scheduled__2026-11-21T00:00:00+00:00"
+    url = f"/dags/fruits_pipeline/runs/{run_id.replace(':', '%3A').replace('+', '%2B')}"  # as the UI encodes it
+    client = TestClient(plugin.app)
+    assert client.get(url).status_code == 401  # Airflow's own authentication: no token, no page
+
+    # Authorised (Airflow's DAG-run read permission granted), the page of the run's batch from its lake.
+    settings = dataclasses.asdict(PipelineSettings(target="local", local_lake=str(store.path)))
+    checked = {"fruits_pipeline": {"settings": settings, "batch": BATCH}}
+    seen = []
+
+    def run_checked(session, dag_id, run):
+        seen.append(run)
+        return checked.get(dag_id)
+
+    monkeypatch.setattr(plugin, "run_checked", run_checked)
+    plugin.app.dependency_overrides.update({plugin.can_read_run: lambda: None, _get_session: lambda: None})
+    try:
+        answer = client.get(url)
+        other_dag = client.get("/dags/fruits_assets_consumer/runs/x")
+        settings_elsewhere = {**settings, "local_lake": str(page.parent / "empty")}
+        checked["fruits_pipeline"] = {"settings": settings_elsewhere, "batch": BATCH}
+        not_yet = client.get(url)
+    finally:
+        plugin.app.dependency_overrides.clear()
+    assert answer.status_code == 200 and answer.content == page.read_bytes() and seen[0] == run_id
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "private, no-store"
+    assert other_dag.status_code == 404 and "no run report" in other_dag.text
+    assert not_yet.status_code == 404 and "No run report page at" in not_yet.text
