@@ -94,7 +94,8 @@ def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, d
                "quarantined": len(bad), "seconds": 4.0, "images_per_second": (len(rows) + len(bad)) / 4.0}
     commit_output(store, lake.quarantine_uri(root, BATCH), {"part-0.parquet": parquet(pa.Table.from_pylist(bad))},
                   {"rows": len(bad)})
-    commit_output(store, lake.features_uri(root, BATCH), {"part-0.parquet": b"features"},
+    features = pa.Table.from_pylist([{**r, "features": r["features"].tolist()} for r in rows])
+    commit_output(store, lake.features_uri(root, BATCH), {"part-0.parquet": parquet(features)},
                   {"rows": len(rows), "metrics": metrics})
 
     # The batch's PCA (centred, k for 90 % of the variance) as pca.py commits it.
@@ -212,6 +213,37 @@ def test_a_batch_larger_than_the_sample_still_gets_exact_neighbours(tmp_path, mo
         query = paths.index(sample["path"][index])
         order = [paths[i] for i in np.argsort(np.linalg.norm(vectors - vectors[query], axis=1)) if i != query]
         assert [path for path, _, _ in near] == order[: report_page.NEIGHBOURS]
+
+
+def test_an_erased_photo_leaves_the_page_and_pages_expire_with_their_photos(tmp_path):
+    from fruits import erase
+
+    store, _ = build_lake(tmp_path, nights=0)
+    report = run_report.report_run(store, store.root, BATCH, target="local", region=REGION)
+    page_uri = lake.reports_uri(store.root, BATCH) + report_page.PAGE
+    pca = run_report.job_outputs(store, store.root, BATCH)[1]
+    shown = report_page.gather(store, store.root, BATCH, report, pca)
+    victim = shown["examples"][0]["path"]
+    thumb = shown["thumbs"][victim]
+    assert thumb and thumb in store.read(page_uri).decode()
+
+    erase.erase(store.root, victim)
+    assert report_page.rebuild(store, store.root, BATCH) == page_uri
+    after = report_page.gather(store, store.root, BATCH, report, pca)
+    assert victim not in after["thumbs"] and thumb not in store.read(page_uri).decode()
+    assert report_page.rebuild(store, store.root, "2026-11-20") is None  # no page there: nothing drawn
+
+    # Retention 10 days: tonight deletes the pages of the nights that left it, keeps the others.
+    day = date.fromisoformat(BATCH)
+    nights = [(day - timedelta(days=back)).isoformat() for back in (5, 9, 10, 12, 16, 17)]
+    for night in nights:
+        store.put(lake.reports_uri(store.root, night) + report_page.PAGE, b"<p>old</p>", "-")
+    deleted = report_page.expire_pages(store, store.root, BATCH, retention_days=10)
+    assert sorted(uri.split("batch=")[1][:10] for uri in deleted) == sorted(nights[2:5])
+    assert store.read_or_none(lake.reports_uri(store.root, nights[1]) + report_page.PAGE) is not None
+    # report_run does it when given the retention (the DAG passes fruits_retention_days).
+    run_report.report_run(store, store.root, BATCH, target="local", region=REGION, retention_days=8)
+    assert store.read_or_none(lake.reports_uri(store.root, nights[1]) + report_page.PAGE) is None
 
 
 def test_emr_links_and_escaping(tmp_path):

@@ -535,3 +535,36 @@ def write_page(store: Any, root: str, batch: str, report: Mapping[str, Any],
     store.put(uri, page, upload.sha256_bytes(page))
     log.info("run report page of batch %s: %s (%d bytes)", batch, uri, len(page))
     return uri
+
+
+def rebuild(store: Any, root: str, batch: str) -> str | None:
+    """Redraw a batch's page from the lake as it is now (after an erasure: without the erased photo, whose
+    bundle row, reduced row and quarantine row are gone); None when the batch has no page to redraw."""
+    from fruits import run_report
+
+    uri = lake.reports_uri(root, batch) + PAGE
+    report = run_report.read_json(store, lake.reports_uri(root, batch) + run_report.REPORT_JSON)
+    if report is None or store.read_or_none(uri) is None:
+        return None
+    _, pca_report = run_report.job_outputs(store, root, batch)
+    return write_page(store, root, batch, report, pca_report)
+
+
+# Nights a page may outlive its photos when runs were missed: each night deletes this many leaving retention.
+EXPIRY_NIGHTS = 7
+
+
+def expire_pages(store: Any, root: str, batch: str, retention_days: int) -> list[str]:
+    """Delete the pages of the EXPIRY_NIGHTS nights that just left retention (their photos expire with the
+    lake's lifecycle rule; the pages hold thumbnails of them). Bounded: a few requests whatever the history."""
+    oldest_kept = dt.date.fromisoformat(lake.check_batch(batch)) - dt.timedelta(days=retention_days - 1)
+    deleted = []
+    for back in range(1, EXPIRY_NIGHTS + 1):
+        uri = lake.reports_uri(root, (oldest_kept - dt.timedelta(days=back)).isoformat()) + PAGE
+        if store.read_or_none(uri) is not None:
+            store.delete(uri)
+            deleted.append(uri)
+    if deleted:
+        log.info("run report pages out of retention (%d days) deleted: %s", retention_days, deleted)
+    return deleted
+

@@ -426,10 +426,12 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
 
 def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,
                cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None,
-               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None,
+               retention_days: int | None = None) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
-    the report, write it to `reports/batch=<ds>/`. Returns the report (its summary goes to the log).
-    landing_on_s3: the run's landing was an s3:// prefix (its reads are billed)."""
+    the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
+    (its summary goes to the log). landing_on_s3: the run's landing was an s3:// prefix (its reads are
+    billed); retention_days: the pages (photo thumbnails) of the nights leaving retention are deleted."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
     s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
@@ -439,6 +441,8 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     try:
         written.append(report_page.write_page(store, root, batch, report, pca))
+        if retention_days:
+            report_page.expire_pages(store, root, batch, retention_days)
     except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
         log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
