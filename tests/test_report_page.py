@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -54,8 +55,8 @@ def parquet(table) -> bytes:
 def night_report(night: str, basis: int, drop: float, shift: float) -> dict:
     drift = {"basis": basis, "captured_share": 0.9 - drop, "captured_share_at_fit": 0.9, "captured_share_drop": drop,
              "mean_shift": shift, "threshold": 0.2, "crossed": drop > 0.2}
-    pca = {"basis": basis, "mode": "auto", "rows_read": 30, "rows_in_basis": 30, "k": 5, "total_explained_variance": 0.9,
-           "seconds": 1.0, "drift_on_basis": drift}
+    pca = {"basis": basis, "mode": "auto", "rows_read": 30, "rows_in_basis": 30, "k": 5,
+           "total_explained_variance": 0.9, "seconds": 1.0, "drift_on_basis": drift}
     return run_report.build_run_report(batch=night, target="local", job_metrics={"seen": 30, "featurized": 30,
                                        "quarantined": 0, "seconds": 3.0}, pca_report=pca, executor_vcpus=2)
 
@@ -115,7 +116,8 @@ def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, d
                   np.cumsum(spectrum[:k]).tolist(), "total_explained_variance": float(np.sum(spectrum[:k])),
                   "seconds": 2.0, "drift": None,
                   "drift_on_basis": {"basis": 1, "captured_share": 0.85, "captured_share_at_fit": 0.9,
-                                     "captured_share_drop": 0.05, "mean_shift": 0.4, "threshold": 0.2, "crossed": False}}
+                                     "captured_share_drop": 0.05, "mean_shift": 0.4, "threshold": 0.2,
+                                     "crossed": False}}
     half = len(rows) // 2
     commit_output(store, lake.pca_reduced_uri(root, 1, BATCH),
                   {"reduced/part-0.parquet": parquet(table.slice(0, half)),
@@ -169,7 +171,7 @@ def test_the_page_is_written_beside_the_report_with_the_runs_counts(built):
 
 def test_the_page_reads_a_bounded_number_of_nights(tmp_path):
     class Counting(upload.LocalStore):
-        reads: list[str] = []
+        reads: ClassVar[list[str]] = []
 
         def read_or_none(self, uri: str) -> bytes | None:
             self.reads.append(uri)
@@ -251,7 +253,7 @@ def test_emr_links_and_escaping(tmp_path):
     report = night_report(BATCH, 1, 0.0, 0.0)
     report = {**report, "target": "emr", "cluster": {"id": "j-ABC123"},
               "steps": [{"id": "s-1", "name": "fruits-featurize-x", "state": "COMPLETED", "seconds": 3.0}]}
-    links = dict((url, name) for name, url in report_page.output_links(store, "s3://fruits-lake", BATCH, 1, report))
+    links = {url: name for name, url in report_page.output_links(store, "s3://fruits-lake", BATCH, 1, report)}
     assert f"https://{REGION}.console.aws.amazon.com/emr/home?region={REGION}#/clusterDetails/j-ABC123" in links
     assert any(url.endswith("/steps/s-1") for url in links)
     assert (f"https://{REGION}.console.aws.amazon.com/s3/buckets/fruits-lake?region={REGION}"

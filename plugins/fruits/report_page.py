@@ -23,7 +23,8 @@ import io
 import json
 import logging
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,8 @@ def landing_counts(store: Any, root: str, batch: str) -> dict[str, Any] | None:
         return None
     files = json.loads(data)["files"]
     outcomes = collections.Counter(entry["outcome"] for entry in files.values())
-    rejected = collections.Counter(entry.get("reason", "?") for entry in files.values() if entry["outcome"] == "rejected")
+    rejected = collections.Counter(entry.get("reason", "?") for entry in files.values()
+                                   if entry["outcome"] == "rejected")
     return {"seen": len(files), "uploaded": outcomes["uploaded"], "already_in_lake": outcomes["already_in_lake"],
             "rejected": dict(sorted(rejected.items()))}
 
@@ -64,8 +66,7 @@ def _parquet_batches(store: Any, uris: Sequence[str], columns: list[str]) -> Ite
     import pyarrow.parquet as pq
 
     for uri in uris:
-        for record_batch in pq.ParquetFile(io.BytesIO(store.read(uri))).iter_batches(batch_size=4096, columns=columns):
-            yield record_batch
+        yield from pq.ParquetFile(io.BytesIO(store.read(uri))).iter_batches(batch_size=4096, columns=columns)
 
 
 def quarantined(store: Any, root: str, batch: str) -> tuple[dict[str, int], list[dict[str, str]]]:
@@ -213,7 +214,7 @@ def thumbnail(content: bytes) -> str | None:
             image.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    except Exception:  # a quarantined file is often no image at all: it is listed without a picture
+    except Exception:  # noqa: BLE001 - a quarantined file is often no image at all: listed without a picture
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
@@ -223,7 +224,8 @@ def gather(store: Any, root: str, batch: str, report: Mapping[str, Any],
     """Everything the page shows, read from the lake (committed outputs only)."""
     lake.check_batch(batch)
     facts: dict[str, Any] = {"report": dict(report), "pca_report": dict(pca_report or {}),
-                             "landing": landing_counts(store, root, batch), "nights": recent_nights(store, root, batch, report)}
+                             "landing": landing_counts(store, root, batch),
+                             "nights": recent_nights(store, root, batch, report)}
     facts["quarantine_reasons"], shown = quarantined(store, root, batch)
     facts["quarantine"] = shown
     facts["sample"], facts["examples"] = None, []
@@ -316,8 +318,8 @@ def line_chart(series: Mapping[str, Sequence[float | None]], x_labels: Sequence[
         return height - bottom - (v - low) * per
 
     top_value = low + (height - top - bottom) / per
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(title)}">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+              f'aria-label="{html.escape(title)}">'),
              f'<text x="{left}" y="14" class="t">{html.escape(title)}</text>',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" class="ax"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" class="ax"/>',
@@ -480,9 +482,9 @@ def examples_section(facts: Mapping[str, Any]) -> str:
     if not facts["examples"]:
         return ""
     thumbs = facts["thumbs"]
-    out = [f"<h2>Nearest neighbours in the reduced space</h2><p class=\"muted\">{len(facts['examples'])} photos "
-           f"of the batch (first, outlined) and their {NEIGHBOURS} nearest photos of the batch (Euclidean, "
-           "on the basis), with labels and distances.</p>"]
+    out = [(f"<h2>Nearest neighbours in the reduced space</h2><p class=\"muted\">{len(facts['examples'])} photos "
+            f"of the batch (first, outlined) and their {NEIGHBOURS} nearest photos of the batch (Euclidean, "
+            "on the basis), with labels and distances.</p>")]
     for example in facts["examples"]:
         figures = [_picture(thumbs.get(example["path"]), f"{example['label']} — {_name(example['path'])}")]
         figures += [_picture(thumbs.get(path), f"{label} ({distance:.2f})")
