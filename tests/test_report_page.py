@@ -365,3 +365,38 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
     assert answer.headers["cache-control"] == "private, no-store"
     assert other_dag.status_code == 404 and "no run report" in other_dag.text
     assert not_yet.status_code == 404 and "No run report page at" in not_yet.text
+
+
+@pytest.mark.slow
+def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
+    """The same lake, its PCA by spark_jobs/pca.py (nightly, local Spark) instead of numpy: the page finds
+    the job's reduced rows, report and basis through the markers the job writes."""
+    import pca
+    import pyarrow.parquet as pq
+
+    store, facts = build_lake(tmp_path, nights=2)
+    root = store.root
+    for uri in lake.committed_files(store, lake.pca_reduced_uri(root, 1, BATCH)):  # the numpy stand-in, gone
+        store.delete(uri)
+    store.delete(lake.commit_marker_uri(lake.pca_reduced_uri(root, 1, BATCH)))
+    store.delete(lake.pca_current_basis_uri(root))
+    job = pca.run_nightly(spark, BATCH, features_root=lake.features_uri(root), stats_root=lake.pca_stats_root(root),
+                          bases_root=lake.pca_bases_uri(root), reduced_root=lake.pca_reduced_root(root), variance=0.9)
+    report = run_report.report_run(store, root, BATCH, target="local", region=REGION)
+    assert report["pca"]["basis"] == job["basis"] == 1 and report["pca"]["k"] == job["k"]
+
+    pca_report = run_report.job_outputs(store, root, BATCH)[1]
+    files = report_page.reduced_files(store, root, 1, BATCH)
+    assert files and all("/reduced/" in uri for uri in files)
+    shown = report_page.gather(store, root, BATCH, report, pca_report)
+    assert shown["sample"]["rows"] == len(facts["rows"]) == len(shown["sample"]["xy"])
+    rows = [row for uri in files for row in pq.read_table(io.BytesIO(store.read(uri))).to_pylist()]
+    paths = [row["path"] for row in rows]
+    vectors = np.array([row["pca"] for row in rows])
+    for example in shown["examples"]:
+        query = vectors[paths.index(example["path"])]
+        order = [paths[i] for i in np.argsort(np.linalg.norm(vectors - query, axis=1)) if paths[i] != example["path"]]
+        assert [path for path, _, _ in example["neighbours"]] == order[: report_page.NEIGHBOURS]
+        assert all(shown["thumbs"][path] for path, _, _ in example["neighbours"])
+    page = store.read(lake.reports_uri(root, BATCH) + report_page.PAGE).decode()
+    assert f"explained variance, basis 1: k = {job['k']}" in page and "drift over the last 3 night(s)" in page

@@ -87,8 +87,12 @@ def _reason_kind(reason: str) -> str:
 
 
 def reduced_files(store: Any, root: str, version: int, batch: str) -> list[str]:
-    return [uri for uri in lake.committed_files(store, lake.pca_reduced_uri(root, version, batch))
-            if REDUCED_FOLDER in uri and uri.endswith(".parquet")]
+    """The Parquet files of the batch's committed `reduced/` rows on basis `version`."""
+    marker = lake.read_commit(store, lake.pca_reduced_uri(root, version, batch))
+    if not marker:
+        return []
+    location = marker["location"].rstrip("/") + "/"
+    return [location + name for name in marker["files"] if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")]
 
 
 def reduced_sample(store: Any, files: Sequence[str], seed: int) -> dict[str, Any]:
