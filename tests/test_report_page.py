@@ -248,6 +248,27 @@ def test_an_erased_photo_leaves_the_page_and_pages_expire_with_their_photos(tmp_
     assert store.read_or_none(lake.reports_uri(store.root, nights[1]) + report_page.PAGE) is None
 
 
+def test_a_redrawn_page_leaves_no_older_version_in_a_versioned_bucket(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="fruits-lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket="fruits-lake", VersioningConfiguration={"Status": "Enabled"})
+        store = upload.S3Store(s3, "fruits-lake")
+        run_report.write_run_report(night_report(BATCH, 1, 0.0, 0.1), lake.reports_uri(store.root, BATCH), store)
+        key = f"reports/batch={BATCH}/{report_page.PAGE}"
+        for old in (b"<p>thumbnail of a photo since erased</p>", b"<p>an older run's page</p>"):
+            store.put(f"{store.root}/{key}", old, "-")
+        assert report_page.rebuild(store, store.root, BATCH) == f"{store.root}/{key}"
+        versions = s3.list_object_versions(Bucket="fruits-lake", Prefix=key)
+        assert len(versions.get("Versions", [])) == 1 and not versions.get("DeleteMarkers")
+        assert b"erased" not in store.read(f"{store.root}/{key}")
+
+
 def test_emr_links_and_escaping(tmp_path):
     store = upload.LocalStore(tmp_path)
     report = night_report(BATCH, 1, 0.0, 0.0)

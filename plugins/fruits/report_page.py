@@ -553,7 +553,11 @@ def rebuild(store: Any, root: str, batch: str) -> str | None:
     if report is None or store.read_or_none(uri) is None:
         return None
     _, pca_report = run_report.job_outputs(store, root, batch)
-    return write_page(store, root, batch, report, pca_report)
+    page = render(gather(store, root, batch, report, pca_report)).encode()
+    store.delete(uri)  # every version (S3Store.delete): an older one would keep the erased photo's thumbnail
+    store.put(uri, page, upload.sha256_bytes(page))
+    log.info("run report page of batch %s redrawn: %s", batch, uri)
+    return uri
 
 
 # Nights a page may outlive its photos when runs were missed: each night deletes this many leaving retention.

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from fruits import costs, lake, report_page, upload
 from fruits.gdpr import check_region
+from fruits.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +432,8 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
     the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
     (its summary goes to the log). landing_on_s3: the run's landing was an s3:// prefix (its reads are
-    billed); retention_days: the pages (photo thumbnails) of the nights leaving retention are deleted."""
+    billed); retention_days (default: the setting's default): the pages (photo thumbnails) of the nights
+    leaving retention are deleted."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
     s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
@@ -441,8 +443,7 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     try:
         written.append(report_page.write_page(store, root, batch, report, pca))
-        if retention_days:
-            report_page.expire_pages(store, root, batch, retention_days)
+        report_page.expire_pages(store, root, batch, retention_days or PipelineSettings.retention_days)
     except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
         log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
