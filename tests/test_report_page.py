@@ -421,3 +421,43 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
         assert all(shown["thumbs"][path] for path, _, _ in example["neighbours"])
     page = store.read(lake.reports_uri(root, BATCH) + report_page.PAGE).decode()
     assert f"explained variance, basis 1: k = {job['k']}" in page and "drift over the last 3 night(s)" in page
+
+
+@pytest.mark.slow
+def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built, tmp_path, airflow_home,
+                                                                           monkeypatch):
+    """A real DAG run (local target, an empty landing: it stops before the jobs) in Airflow's DB, Airflow's own
+    api-server app with the plugins folder loaded, its auth manager's token: the tab's URL, as the UI encodes
+    it, answers the page of the run's batch from the run's lake."""
+    from urllib.parse import quote
+
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+    from fruits import demo
+
+    _, _, _, page = built
+    monkeypatch.setenv("FRUITS_TARGET", "local")
+    (tmp_path / "nothing_arrived").mkdir()
+    lake_dir = tmp_path / "lake"
+    run = demo.run_dag("local", BATCH, {"fruits_local_lake": str(lake_dir)},
+                       {"landing": str(tmp_path / "nothing_arrived")})
+    assert str(run.state) == "success"
+    served = lake_dir / f"reports/batch={BATCH}" / report_page.PAGE
+
+    client = TestClient(create_app())
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    auth = {"Authorization": f"Bearer {token}"}
+    views = [view for plugin in client.get("/api/v2/plugins", headers=auth).json()["plugins"]
+             for view in plugin["external_views"]]
+    (tab,) = [view for view in views if view["name"] == "Run report"]
+    assert tab["destination"] == "dag_run"
+    url = "/" + tab["href"].replace("{DAG_ID}", "fruits_pipeline").replace("{RUN_ID}", quote(run.run_id, safe=""))
+
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=auth).status_code == 404  # the run stopped before the report: no page yet
+    served.parent.mkdir(parents=True)
+    served.write_bytes(page.read_bytes())
+    answer = client.get(url, headers=auth)
+    assert answer.status_code == 200 and answer.content == page.read_bytes()
+    assert client.get("/fruits-report/dags/fruits_pipeline/runs/no-such-run", headers=auth).status_code == 404

@@ -92,7 +92,8 @@ def reduced_files(store: Any, root: str, version: int, batch: str) -> list[str]:
     if not marker:
         return []
     location = marker["location"].rstrip("/") + "/"
-    return [location + name for name in marker["files"] if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")]
+    return [location + name for name in marker["files"]
+            if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")]
 
 
 def reduced_sample(store: Any, files: Sequence[str], seed: int) -> dict[str, Any]:
