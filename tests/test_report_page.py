@@ -269,6 +269,25 @@ def test_a_redrawn_page_leaves_no_older_version_in_a_versioned_bucket(monkeypatc
         assert b"erased" not in store.read(f"{store.root}/{key}")
 
 
+def test_thumbnails_are_small_jpegs_of_any_photo_the_upload_takes():
+    import base64
+
+    import pillow_heif
+    from PIL import Image
+
+    big = Image.new("RGB", (4000, 1000), (200, 30, 40))
+    heic = io.BytesIO()
+    pillow_heif.from_pillow(big).save(heic, format="HEIF")
+    png = io.BytesIO()
+    big.save(png, format="PNG")
+    for content in (heic.getvalue(), png.getvalue()):
+        uri = report_page.thumbnail(content)
+        assert uri.startswith("data:image/jpeg;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as drawn:
+            assert drawn.format == "JPEG" and drawn.size == (report_page.THUMB_PX, report_page.THUMB_PX // 4)
+    assert report_page.thumbnail(b"not an image") is None and report_page.thumbnail(png.getvalue()[:200]) is None
+
+
 def test_emr_links_and_escaping(tmp_path):
     store = upload.LocalStore(tmp_path)
     report = night_report(BATCH, 1, 0.0, 0.0)

@@ -211,10 +211,10 @@ def photo_thumbnails(store: Any, root: str, batch: str, paths: Sequence[str]) ->
 
 def thumbnail(content: bytes) -> str | None:
     """A data: URI of the photo as a JPEG of at most THUMB_PX px a side; None when Pillow cannot draw it."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
-        with Image.open(io.BytesIO(content)) as image:
+        with upload._pillow().open(io.BytesIO(content)) as image:  # Pillow with the upload's HEIF/AVIF openers
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
