@@ -411,3 +411,45 @@ def test_a_measured_run_pays_featurize_reads_by_bundle_and_an_s3_landings_gets(p
     assert stored - derived == pytest.approx(30 * put + (150 * (3 + 13) - 120 * (3 + 16)) * get, abs=2e-6)
     # An S3 landing: 1 GET per photo and 1 LIST per 1,000 of them, nothing else.
     assert requests_usd(landing_on_s3=True) - derived == pytest.approx(120_000 * get + 120 * put, abs=2e-6)
+
+
+def test_report_run_writes_the_page_beside_the_report_encrypted_with_the_clusters_links(prices, monkeypatch, caplog):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=SETTINGS.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    store = S3Store(s3, SETTINGS.bucket)
+    reduced = pa.table({"path": [f"{ROOT}/raw/batch={BATCH}/Kiwi/{i}.jpg" for i in range(6)], "label": ["Kiwi"] * 6,
+                        "pca": pa.array([[float(i), float(i % 2)] for i in range(6)], pa.list_(pa.float32()))})
+    buffer = io.BytesIO()
+    pq.write_table(reduced, buffer)
+    commit_job_outputs(store, ROOT)
+    commit_output(store, lake.pca_reduced_uri(ROOT, 3, BATCH), {"reduced/part-0.parquet": buffer.getvalue(),
+                                                                "report.json": json.dumps(PCA_REPORT).encode()})
+    cluster_id, request = ended_cluster()
+    collected = record(cluster_id, request)
+    monkeypatch.setattr(run_report, "collect_cluster_record", lambda client, cid: collected)
+    run_report.report_run(store, ROOT, BATCH, target="emr", region=REGION, cluster_id=cluster_id)
+    key = f"reports/batch={BATCH}/run_report.html"
+    assert s3.head_object(Bucket=SETTINGS.bucket, Key=key)["ServerSideEncryption"] == "aws:kms"
+    page = store.read(f"{ROOT}/{key}").decode()
+    step_ids = [step["Id"] for step in collected["steps"]]
+    assert f"#/clusterDetails/{cluster_id}" in page and all(f"/steps/{step}" in page for step in step_ids)
+    assert "6 of its 6 rows" in page and "120,000" in page  # the scatter; featurize's photos read
+
+    # A reduced output that is no Parquet: the page fails, loudly in the log; the report is still written.
+    commit_output(store, lake.pca_reduced_uri(ROOT, 3, BATCH), {"reduced/part-0.parquet": b"not parquet",
+                                                                "report.json": json.dumps(PCA_REPORT).encode()})
+    store.delete(f"{ROOT}/{key}")
+    # Airflow's logging set-up (the provider imported for the console links) stops propagation: listen here.
+    run_report.log.addHandler(caplog.handler)
+    try:
+        report = run_report.report_run(store, ROOT, BATCH, target="emr", region=REGION, cluster_id=cluster_id)
+    finally:
+        run_report.log.removeHandler(caplog.handler)
+    assert "run report page could not be built" in caplog.text
+    assert store.read_or_none(f"{ROOT}/{key}") is None
+    assert json.loads(store.read(f"{ROOT}/reports/batch={BATCH}/run_report.json"))["cost"] == report["cost"]

@@ -118,9 +118,10 @@ MATRIX: dict[str, Actor] = {
         RAW: READ, FEATURES: READ, QUARANTINE: READ, PCA: READ,
     }),
     "airflow:explain_failure": Actor("airflow", "reads a failed step's stderr from the log URI", {LOGS: READ}),
-    "airflow:report": Actor("airflow", "reads the markers and the logs, writes the run report", {
-        FEATURES: READ, QUARANTINE: READ, PCA: READ, LOGS: READ,
-        REPORTS: frozenset({GET, PUT, LIST}),
+    "airflow:report": Actor("airflow", "reads the markers, the logs and the photos it draws, writes the run "
+                            "report and its page, deletes the pages leaving retention, every version", {
+        FEATURES: READ, QUARANTINE: READ, PCA: READ, LOGS: READ, RAW: READ,
+        REPORTS: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
     }),
     "erasure": Actor("erasure", "erases a photo and every row derived from it, every version, under the "
                      "batch lock; code and weights hold no personal data", {

@@ -27,7 +27,8 @@ resolves the marker and reads only the files it lists; a folder without a marker
     pca/bases/_current.json               which basis version new batches are projected on
     pca/reduced/basis=<NNNN>/batch=<ds>/  the batch on that basis: reduced/ (Parquet), pca_matrix.csv,
                                           report.json, explained_variance.png               [committed]
-    reports/batch=<ds>/                   run report (cost, throughput): run_report.json / .md
+    reports/batch=<ds>/                   run report (cost, throughput): run_report.json / .md, and its
+                                          page run_report.html (fruits.report_page: photo thumbnails)
     code/<version>/spark_jobs/, code/<version>/bootstrap/, code/<version>/requirements/
     models/keras/<weights file>           MobileNetV2 weights the driver loads (+ recorded sha256)
     logs/emr/                             EMR cluster logs

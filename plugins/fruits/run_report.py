@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from fruits import costs, lake, upload
+from fruits import costs, lake, report_page, upload
 from fruits.gdpr import check_region
 from fruits.settings import TARGETS, PipelineSettings
 
@@ -154,7 +154,7 @@ def _step_rows(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for step in sorted(steps, key=lambda s: str(s.get("Status", {}).get("Timeline", {}).get("CreationDateTime", ""))):
         timeline = step.get("Status", {}).get("Timeline", {})
-        rows.append({"name": step.get("Name", ""), "state": step.get("Status", {}).get("State"),
+        rows.append({"id": step.get("Id"), "name": step.get("Name", ""), "state": step.get("Status", {}).get("State"),
                      "seconds": _seconds(timeline.get("StartDateTime"), timeline.get("EndDateTime"))})
     return rows
 
@@ -427,10 +427,13 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
 
 def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,
                cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None,
-               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None) -> dict[str, Any]:
+               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None,
+               retention_days: int | None = None) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
-    the report, write it to `reports/batch=<ds>/`. Returns the report (its summary goes to the log).
-    landing_on_s3: the run's landing was an s3:// prefix (its reads are billed)."""
+    the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
+    (its summary goes to the log). landing_on_s3: the run's landing was an s3:// prefix (its reads are
+    billed); retention_days (default: the setting's default): the pages (photo thumbnails) of the nights
+    leaving retention are deleted."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
     s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
@@ -438,8 +441,13 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     report = build_run_report(batch=batch, target=target, job_metrics=metrics, pca_report=pca, estimate=estimate,
                               region=region, workload=s3_side, work=work, **record)
     written = write_run_report(report, lake.reports_uri(root, batch), store)
+    try:
+        written.append(report_page.write_page(store, root, batch, report, pca))
+        report_page.expire_pages(store, root, batch, retention_days or PipelineSettings.retention_days)
+    except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
+        log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
     log.info("batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s", batch,
              cost["total_usd"], cost["total_eur"], cost["per_1000_images_usd"], throughput["images_per_second_per_vcpu"],
-             written[-1])
+             written[1])
     return report
