@@ -5,9 +5,12 @@
   tests/test_docs_figures.py can tell when the cost model has moved away from the chart;
 - img/architecture_run.png, img/architecture_data.png: the two Mermaid diagrams of docs/architecture.md
   (one source of truth), through mermaid-cli (node_modules/, `make npm`) and Debian's Chromium;
-- img/airflow-ui-run-success.png: copied from test-artifacts/ when the services test has captured one.
+- img/airflow-ui-run-success.png: copied from test-artifacts/ when the services test has captured one;
+- the generated blocks of docs/*.md: the text between `<!-- generated: python -m <module> <args> -->` and
+  `<!-- end generated -->` is that command's output (the cost model's tables in docs/costs.md), rewritten here
+  and compared by tests/test_docs_figures.py.
 
-    PYTHONPATH=plugins .venv/bin/python docs/presentation/figures.py [--only bill|diagrams]
+    PYTHONPATH=plugins .venv/bin/python docs/presentation/figures.py [--only bill|diagrams|docs]
 """
 
 from __future__ import annotations
@@ -32,12 +35,43 @@ BILL_GROUPS = (("traitement (EMR, S3)", ("processing",)), ("stockage (365 jours)
                ("fixe (Airflow, KMS)", ("fixed",)))
 
 
+GENERATED = re.compile(r"(<!-- generated: python -m ([^>]+?) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def module_output(args: list[str]) -> str:
+    """`python -m <args>` with the plugins on the path, as the docs show it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    return subprocess.run([sys.executable, "-m", *args], env=env, cwd=REPO, check=True, capture_output=True,
+                          text=True, timeout=300).stdout
+
+
 def cost_bill() -> dict:
     """The cost model's year bill, as `make cost` computes it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
-    out = subprocess.run([sys.executable, "-m", "fruits.costs", "bill", "--json"], env=env, cwd=REPO,
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    return json.loads(module_output(["fruits.costs", "bill", "--json"]))
+
+
+def generated_blocks(text: str) -> list[tuple[str, str]]:
+    """(command, text) of each generated block of a Markdown page."""
+    return [(match.group(2), match.group(3)) for match in GENERATED.finditer(text)]
+
+
+def as_markdown(output: str) -> str:
+    """A command's output as Markdown: the plain lines before its first table or heading go in a text fence."""
+    lines = output.rstrip("\n").split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith(("|", "#"))), len(lines))
+    preamble = "\n".join(lines[:first]).strip("\n")
+    rest = "\n".join(lines[first:])
+    return (f"```text\n{preamble}\n```\n\n" if preamble else "") + rest + "\n"
+
+
+def refresh_generated(page: Path) -> bool:
+    """Rewrite each generated block of `page` with its command's current output; True when it changed."""
+    text = page.read_text()
+    new = GENERATED.sub(lambda m: m.group(1) + as_markdown(module_output(m.group(2).split())) + m.group(4),
+                        text)
+    if new != text:
+        page.write_text(new)
+    return new != text
 
 
 def bill_summary(bill: dict) -> dict:
@@ -106,7 +140,7 @@ def render_diagrams() -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Make the deck's pictures from the project's outputs.")
-    parser.add_argument("--only", choices=("bill", "diagrams"), help="make only these pictures")
+    parser.add_argument("--only", choices=("bill", "diagrams", "docs"), help="make only these pictures or blocks")
     args = parser.parse_args(argv)
     IMG.mkdir(exist_ok=True)
     if args.only in (None, "bill"):
@@ -117,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "diagrams"):
         for path in render_diagrams():
             print("wrote", path)
+    if args.only in (None, "docs"):
+        for page in sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]:
+            if refresh_generated(page):
+                print("rewrote the generated blocks of", page.relative_to(REPO))
     if args.only is None and SCREENSHOT.exists():
         shutil.copyfile(SCREENSHOT, IMG / SCREENSHOT.name)
         print("copied", SCREENSHOT)
