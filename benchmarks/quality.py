@@ -6,7 +6,8 @@ featurize.py over ../shared's 960 photos (the shared ImageNet weights, its defau
 as tests/test_quality.py's stricter case runs it: night 1 holds the Training photos only and fits the basis
 (default variance target), night 2 holds the Test photos and is projected on it; the Test photos never shape
 the basis. 1-NN (Euclidean) on the raw 1,280 floats and on the reduced vectors. Writes results/quality.json,
-which tests/test_docs_figures.py holds the README, the docs and the deck to.
+which tests/test_docs_figures.py holds the README, the docs and the deck to, and copies night 1's committed
+explained_variance.png (that basis' curve) to docs/presentation/img/ for the deck.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "quality.json"
-WEIGHTS = REPO_ROOT.parent / "shared" / "models" / "keras" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+VARIANCE_PLOT = REPO_ROOT / "docs" / "presentation" / "img" / "explained_variance.png"
+WEIGHTS = (REPO_ROOT.parent / "shared" / "models" / "keras"
+           / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 COLUMNS = ["path", "label", "split", "batch_id", "features"]
 
 
@@ -60,13 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", help="an existing committed featurize output of the sample (skips featurize)")
     args = parser.parse_args(argv)
-    from pyspark.sql import SparkSession
-
     import featurize
     import jobio
     import pca
     from fruits import lake
     from fruits.demo import SAMPLE_DIR
+    from pyspark.sql import SparkSession
 
     spark = (SparkSession.builder.master("local[2]").appName("bench-quality")
              .config("spark.ui.enabled", "false").config("spark.driver.memory", "2g").getOrCreate())
@@ -88,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         reduced = [committed_reduced(spark, pca.reduced_uri(roots["reduced_root"], fit["basis"], b))
                    for b in ("2024-01-01", "2024-01-02")]
         raw = features.toPandas()
+        files = jobio.HadoopFiles(spark)
+        (plot,) = jobio.committed_files(files, pca.reduced_uri(roots["reduced_root"], fit["basis"], "2024-01-01"),
+                                        "explained_variance.png")
+        VARIANCE_PLOT.write_bytes(files.read(plot))
     spark.stop()
 
     import pandas as pd
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return np.stack(frame[column].to_numpy()).astype(float)
 
     result = {
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.system().lower()} {platform.machine()}, {os.cpu_count()} cores",
         "photos": len(joined), "training": len(train), "test": len(test), "labels": int(joined.label.nunique()),
         "basis_fitted_on": "Training only (night 1); Test projected on it (night 2)",

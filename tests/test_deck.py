@@ -24,7 +24,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOLERANCE_PX = 1
 
 # Every element's box against its slide's content box, in the slide's own (unscaled) pixels.
-OVERFLOW_JS = """
+OVERFLOW_JS = f"const TOL = {TOLERANCE_PX};" + """
 const report = [];
 // A slide with a split background is three sections (background, content, pseudo): keep the content one.
 const slides = document.querySelectorAll(
@@ -45,14 +45,19 @@ slides.forEach((section, index) => {
     const r = el.getBoundingClientRect();
     if (r.width === 0 || r.height === 0) return;
     const over = Math.max(r.bottom - inner.bottom, inner.top - r.top, r.right - inner.right, inner.left - r.left);
-    if (over / scale > %(tol)s) out.push(el.tagName + ' "' + (el.textContent || '').trim().slice(0, 60) + '" by ' + Math.round(over / scale) + ' px');
+    if (over / scale > TOL) {
+      const text = (el.textContent || '').trim().slice(0, 60);
+      out.push(el.tagName + ' "' + text + '" by ' + Math.round(over / scale) + ' px');
+    }
   });
-  if (section.scrollHeight > section.clientHeight + %(tol)s) out.push('the slide scrolls: ' + section.scrollHeight + ' > ' + section.clientHeight);
+  if (section.scrollHeight > section.clientHeight + TOL) {
+    out.push('the slide scrolls: ' + section.scrollHeight + ' > ' + section.clientHeight);
+  }
   const title = section.querySelector('h1, h2');
   report.push({slide: index + 1, title: title ? title.textContent : '', overflow: out});
 });
 return report;
-""" % {"tol": TOLERANCE_PX}
+"""
 
 CALQUES = ("démontage garanti", "découpages par cœur", "capteur", "roues Python", "mémoire Python hors tas")
 
@@ -110,7 +115,8 @@ def overflow_report(rendered) -> list[dict]:
         driver.get(rendered.as_uri())
         driver.execute_script("return document.fonts.ready")
         driver.execute_script(
-            "return Promise.all([...document.images].map(i => i.complete ? 0 : new Promise(r => i.onload = i.onerror = r)))")
+            "return Promise.all([...document.images]"
+            ".map(i => i.complete ? 0 : new Promise(r => i.onload = i.onerror = r)))")
         return driver.execute_script(OVERFLOW_JS)
     finally:
         driver.quit()

@@ -6,9 +6,9 @@
 - img/architecture_run.png, img/architecture_data.png: the two Mermaid diagrams of docs/architecture.md
   (one source of truth), through mermaid-cli (node_modules/, `make npm`) and Debian's Chromium;
 - img/airflow-ui-run-success.png: copied from test-artifacts/ when the services test has captured one;
-- the generated blocks of docs/*.md: the text between `<!-- generated: python -m <module> <args> -->` and
-  `<!-- end generated -->` is that command's output (the cost model's tables in docs/costs.md), rewritten here
-  and compared by tests/test_docs_figures.py.
+- the generated blocks of docs/*.md: the text between `<!-- generated: costs <args> -->` and
+  `<!-- end generated -->` is the output of the cost command (`python -m fruits.costs <args>`, or
+  `fruits.cli.costs` where the command lives there), rewritten here and compared by tests/test_docs_figures.py.
 
     PYTHONPATH=plugins .venv/bin/python docs/presentation/figures.py [--only bill|diagrams|docs]
 """
@@ -35,7 +35,13 @@ BILL_GROUPS = (("traitement (EMR, S3)", ("processing",)), ("stockage (365 jours)
                ("fixe (Airflow, KMS)", ("fixed",)))
 
 
-GENERATED = re.compile(r"(<!-- generated: python -m ([^>]+?) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+GENERATED = re.compile(r"(<!-- generated: costs ([^>]+?) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def cost_command() -> list[str]:
+    """The cost model's command line: `python -m fruits.costs`, or its home in fruits.cli once it moves there."""
+    module = "fruits.cli.costs" if (REPO / "plugins" / "fruits" / "cli" / "costs.py").exists() else "fruits.costs"
+    return [module]
 
 
 def module_output(args: list[str]) -> str:
@@ -47,11 +53,11 @@ def module_output(args: list[str]) -> str:
 
 def cost_bill() -> dict:
     """The cost model's year bill, as `make cost` computes it."""
-    return json.loads(module_output(["fruits.costs", "bill", "--json"]))
+    return json.loads(module_output([*cost_command(), "bill", "--json"]))
 
 
 def generated_blocks(text: str) -> list[tuple[str, str]]:
-    """(command, text) of each generated block of a Markdown page."""
+    """(cost command arguments, text) of each generated block of a Markdown page."""
     return [(match.group(2), match.group(3)) for match in GENERATED.finditer(text)]
 
 
@@ -67,8 +73,8 @@ def as_markdown(output: str) -> str:
 def refresh_generated(page: Path) -> bool:
     """Rewrite each generated block of `page` with its command's current output; True when it changed."""
     text = page.read_text()
-    new = GENERATED.sub(lambda m: m.group(1) + as_markdown(module_output(m.group(2).split())) + m.group(4),
-                        text)
+    new = GENERATED.sub(
+        lambda m: m.group(1) + as_markdown(module_output([*cost_command(), *m.group(2).split()])) + m.group(4), text)
     if new != text:
         page.write_text(new)
     return new != text
@@ -94,10 +100,10 @@ def plot_bill(summary: dict, path: Path) -> None:
     names = [f"{int(v):,}".replace(",", "\u202f") + " photos/nuit" for v in volumes]
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=150)
     bottom = [0.0] * len(volumes)
-    for (label, _), color in zip(BILL_GROUPS, ("#2d6a4f", "#95d5b2", "#adb5bd")):
+    for (label, _), color in zip(BILL_GROUPS, ("#2d6a4f", "#95d5b2", "#adb5bd"), strict=True):
         values = [summary["months"][v][label] for v in volumes]
         ax.bar(names, values, bottom=bottom, label=label, color=color, width=0.55)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for x, v in enumerate(volumes):
         month = summary["months"][v]
         ax.text(x, bottom[x] + 1, f"{month['monthly_usd']:.2f} USD".replace(".", ","), ha="center", fontsize=11,
@@ -128,7 +134,7 @@ def render_diagrams() -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "puppeteer.json"
         config.write_text(json.dumps({"executablePath": CHROMIUM, "args": ["--no-sandbox", "--disable-gpu"]}))
-        for name, block in zip(DIAGRAMS, blocks):
+        for name, block in zip(DIAGRAMS, blocks, strict=True):
             source = Path(tmp) / f"{name}.mmd"
             source.write_text(block)
             target = IMG / f"{name}.png"
