@@ -62,7 +62,8 @@ def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
     """Each job's steps are called from its module; the notebook defines no function of its own."""
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
     for call in ("upload.upload_new_images", "featurize.read_images", "featurize.make_payload",
-                 "featurize.make_featurizer", "featurize.featurize_frame", "pca.fit_pca", "pca.project", "pca.plot_explained_variance"):
+                 "featurize.make_featurizer", "featurize.featurize_frame", "pca.fit_pca", "pca.project",
+                 "pca.plot_explained_variance"):
         assert call + "(" in source, f"the notebook does not call {call}"
     assert not re.search(r"^\s*def ", source, flags=re.MULTILINE)
 
