@@ -161,3 +161,16 @@ def test_the_price_refresh_endpoint_is_named_alike_everywhere():
         mentions = re.findall(r"[Pp]rice List API[^.]*?\b((?:us|eu|ap)-[a-z]+-\d)\b", text)
         assert mentions, f"{page} does not name the Price List API endpoint's region"
         assert set(mentions) == {region}, f"{page} names {sorted(set(mentions))}, the code uses {region}"
+
+
+def test_relative_links_of_the_pages_resolve():
+    """A reader following a link lands on a file, not a 404 (the executed notebook and the first-night guide too)."""
+    broken = []
+    for page in [*PAGES, REPO / "docs" / "presentation" / "README.md", REPO / "infra" / "README.md"]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#", 1)[0]
+            if not path or "://" in path or path.startswith("mailto:"):
+                continue
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, "broken links:\n" + "\n".join(broken)
