@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 # Debian packages the project needs: Java for Spark, PostgreSQL for the Airflow services test,
-# Chromium + ChromeDriver for the UI test.
+# Chromium + ChromeDriver for the UI test and the deck.
 DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver docker-compose
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: test demo setup system-deps lock lock-node wheelhouse bench cost clean
+.PHONY: test demo setup system-deps lock lock-node wheelhouse bench cost npm figures deck notebook clean
 
 # Lint and format first (pyproject.toml's [tool.ruff]): a style slip fails in seconds, not after the suite.
 test: setup
@@ -22,7 +22,7 @@ test: setup
 demo: setup
 	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.demo
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps $(VENV)/.installed npm
 
 # Installs only what is missing, so it is a no-op on a machine that already has everything.
 system-deps:
@@ -32,6 +32,16 @@ system-deps:
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The Marp CLI (the deck) and mermaid-cli (the diagrams), pinned by package-lock.json, driving Debian's
+# Chromium: puppeteer downloads no browser of its own. npm from Debian when the machine has none.
+npm: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq npm; }
+	PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
 
 $(VENV)/.installed: $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +74,21 @@ bench: setup
 cost: setup
 	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.costs bill
 	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.costs compare --images 1000000
+
+# The deck's pictures from the cost model, architecture.md's Mermaid diagrams and the last UI screenshot.
+figures: setup
+	PYTHONPATH=plugins $(BIN)/python docs/presentation/figures.py
+
+# The deck as PDF and HTML under build/ (not committed), rendered by the Marp CLI with Debian's Chromium.
+deck: figures
+	CHROME_PATH=/usr/bin/chromium node_modules/.bin/marp --no-stdin --allow-local-files --html \
+	  docs/presentation/fruits_pipeline.md --pdf -o build/deck/fruits_pipeline.pdf
+	CHROME_PATH=/usr/bin/chromium node_modules/.bin/marp --no-stdin --allow-local-files --html \
+	  docs/presentation/fruits_pipeline.md -o build/deck/fruits_pipeline.html
+
+# The notebook executed on the sample (../shared), outputs kept: notebooks/executed/, linked from the README.
+notebook: setup
+	PYTHONPATH=plugins $(BIN)/python notebooks/execute.py
 
 clean:
 	rm -rf $(VENV) build lake

@@ -61,8 +61,9 @@ def test_committed_notebook_has_no_outputs():
 def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
     """Each job's steps are called from its module; the notebook defines no function of its own."""
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
-    for call in ("featurize.read_images", "featurize.make_payload", "featurize.make_featurizer",
-                 "featurize.featurize_frame", "pca.fit_pca", "pca.project", "pca.plot_explained_variance"):
+    for call in ("upload.upload_new_images", "featurize.read_images", "featurize.make_payload",
+                 "featurize.make_featurizer", "featurize.featurize_frame", "pca.fit_pca", "pca.project",
+                 "pca.plot_explained_variance"):
         assert call + "(" in source, f"the notebook does not call {call}"
     assert not re.search(r"^\s*def ", source, flags=re.MULTILINE)
 
@@ -156,3 +157,43 @@ def test_notebook_plots_the_explained_variance_and_the_scatter(executed):
     images = pngs_of(scatter)
     assert len(images) == 1 and images[0].startswith(PNG_SIGNATURE)
     assert f"scatter: {DEMO_LABELS * 40} points, {DEMO_LABELS} labels" in text_of(scatter)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_ingests_a_night_into_bundles_as_production_does(executed):
+    text = text_of(cell_tagged(executed, "upload"))
+    found = re.search(r"upload: (\d+) files seen, (\d+) photos in (\d+) bundle", text)
+    seen, uploaded, bundles = map(int, found.groups())
+    assert uploaded == DEMO_LABELS * 40 and bundles >= 1
+    assert seen == uploaded + 1 and "misplaced" in text  # MANIFEST.txt: not a photo, refused with its reason
+    assert "bundle-" in text and "_uploads.json" in text
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_checks_1nn_on_a_basis_fitted_on_training_only(executed):
+    assert "Training rows" in text_of(cell_tagged(executed, "pca-k"))
+    text = text_of(cell_tagged(executed, "one-nn"))
+    raw, k, reduced = re.search(r"raw 1280-d ([\d.]+), PCA k=(\d+) ([\d.]+)", text).groups()
+    assert float(reduced) >= 0.9 and float(reduced) >= float(raw) - 0.02
+    neighbours = pngs_of(cell_tagged(executed, "neighbours"))
+    assert len(neighbours) == 1 and neighbours[0].startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_outputs_hold_no_log_noise(executed):
+    """Spark's, the workers' and TensorFlow's logs go to a file, not into what a reader sees."""
+    streams = [out for cell in executed.cells for out in cell.get("outputs", []) if out.output_type == "stream"]
+    assert not [s for s in streams if s.name == "stderr"], "a cell wrote to stderr"
+    noisy = [line for s in streams for line in s.text.splitlines()
+             if re.search(r"\bWARN\b|\bINFO\b|XNNPACK delegate|cuda|absl::|oneDNN", line)]
+    assert not noisy, noisy[:5]
+
+
+def test_notebook_runs_offline_on_the_shared_weights_by_default():
+    source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
+    assert "models\" / \"keras\"" in source and "SHARED_WEIGHTS" in source
+    assert 'read_images(spark, RAW_URI, "bundles")' in source  # the bundles the upload wrote, not loose files
+    assert "upload.upload_new_images(" in source
