@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     import jobio
     import pca
     from fruits import lake
-    from fruits.demo import SAMPLE_DIR
+    from fruits.cli.demo import SAMPLE_DIR
     from pyspark.sql import SparkSession
 
     spark = (SparkSession.builder.master("local[2]").appName("bench-quality")

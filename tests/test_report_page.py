@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import commit_output, require_shared
 from fruits import lake, report_page, run_report, upload
-from fruits.demo import REPO_ROOT, SAMPLE_DIR
+from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR
 
 BATCH = "2026-11-21"
 REGION = "eu-west-3"
@@ -453,7 +453,7 @@ def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built
     from airflow.api_fastapi.app import create_app, get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
-    from fruits import demo
+    from fruits.cli import demo
 
     _, _, _, page = built
     monkeypatch.setenv("FRUITS_TARGET", "local")

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruits import dedup_index, lake, locks, storage
+from fruits import dedup_index, lake, locks, report_page, storage
 from fruits.storage import LocalStore, S3Store, open_lake
 
 log = logging.getLogger("fruits.erase")
@@ -342,6 +342,8 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
             + [lake.pca_stats_uri(store.root, b) for b in batches]
         )
         purged = sum(store.purge_noncurrent(prefix) for prefix in prefixes)
+        for batch in batches:  # the page holds thumbnails: redraw it without the erased photo
+            report_page.rebuild(store, store.root, batch)
     report = {
         "target": target,
         "dry_run": dry_run,

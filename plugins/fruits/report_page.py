@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fruits import lake, upload
+from fruits import lake, storage, upload
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ REDUCED_FOLDER = "reduced/"  # spark_jobs/pca.py REDUCED_FOLDER: the Parquet row
 
 def landing_counts(store: Any, root: str, batch: str) -> dict[str, Any] | None:
     """Every landing file of the batch by outcome (`_ingestion.json`, all attempts); None before an upload."""
-    data = store.read_or_none(upload.ingestion_report_uri(root, batch))
+    data = store.read_or_none(storage.ingestion_report_uri(root, batch))
     if data is None:
         return None
     files = json.loads(data)["files"]
@@ -194,7 +194,7 @@ def photo_thumbnails(store: Any, root: str, batch: str, paths: Sequence[str]) ->
 
     raw = lake.raw_uri(root, batch)
     wanted = {path[len(raw):]: path for path in paths if path.startswith(raw)}
-    manifest = upload.read_batch_manifest(store, root, batch)
+    manifest = storage.read_batch_manifest(store, root, batch)
     thumbs: dict[str, str | None] = {path: None for path in paths}
     for bundle, keys in manifest.bundles.items():
         needed = [wanted[key] for key in keys if key in wanted]
@@ -214,7 +214,7 @@ def thumbnail(content: bytes) -> str | None:
     from PIL import ImageOps
 
     try:
-        with upload._pillow().open(io.BytesIO(content)) as image:  # Pillow with the upload's HEIF/AVIF openers
+        with upload.pillow_image().open(io.BytesIO(content)) as image:  # Pillow with the upload's HEIF/AVIF openers
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
@@ -539,7 +539,7 @@ def write_page(store: Any, root: str, batch: str, report: Mapping[str, Any],
     """Build the batch's page and put it at `reports/batch=<ds>/run_report.html`; returns its URI."""
     page = render(gather(store, root, batch, report, pca_report)).encode()
     uri = lake.reports_uri(root, batch) + PAGE
-    store.put(uri, page, upload.sha256_bytes(page))
+    store.put(uri, page, storage.sha256_bytes(page))
     log.info("run report page of batch %s: %s (%d bytes)", batch, uri, len(page))
     return uri
 
@@ -556,7 +556,7 @@ def rebuild(store: Any, root: str, batch: str) -> str | None:
     _, pca_report = run_report.job_outputs(store, root, batch)
     page = render(gather(store, root, batch, report, pca_report)).encode()
     store.delete(uri)  # every version (S3Store.delete): an older one would keep the erased photo's thumbnail
-    store.put(uri, page, upload.sha256_bytes(page))
+    store.put(uri, page, storage.sha256_bytes(page))
     log.info("run report page of batch %s redrawn: %s", batch, uri)
     return uri
 

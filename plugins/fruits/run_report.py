@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from fruits import costs, lake, report_page, upload
+from fruits import costs, lake, report_page, storage
 from fruits.gdpr import check_region
 from fruits.settings import TARGETS, PipelineSettings
 
@@ -381,7 +381,7 @@ def write_run_report(report: Mapping[str, Any], reports_dir_uri: str, store: Any
     written = []
     for name, data in ((REPORT_MD, render_markdown(report).encode()),
                        (REPORT_JSON, json.dumps(report, indent=2, sort_keys=True).encode())):
-        store.put(base + name, data, upload.sha256_bytes(data))
+        store.put(base + name, data, storage.sha256_bytes(data))
         written.append(base + name)
     return written
 
@@ -422,7 +422,7 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
     """Bundles the batch is stored in, from the manifest the upload wrote (the `bundles_in_batch` that
     upload_new_images returns, read where it lies instead of threaded through XCom); None for a batch
     uploaded before bundles, whose S3 requests are then derived from its image count."""
-    return len(upload.read_batch_manifest(store, root, batch).bundles) or None
+    return len(storage.read_batch_manifest(store, root, batch).bundles) or None
 
 
 def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,

@@ -201,7 +201,8 @@ _OPENERS_READY = False
 ORIENTATION = 0x0112
 
 
-def _pillow():
+def pillow_image():
+    """PIL.Image with the HEIF/AVIF openers registered (once): every format the upload accepts."""
     global _OPENERS_READY
     from PIL import Image
 
@@ -215,7 +216,7 @@ def _pillow():
 
 def identify(data: bytes) -> tuple[str | None, int]:
     """(Pillow's format name, EXIF orientation or 1) from the header only (no decode); (None, 1): not an image."""
-    Image = _pillow()
+    Image = pillow_image()
     try:
         with Image.open(io.BytesIO(data)) as image:
             try:
@@ -235,7 +236,7 @@ def identify(data: bytes) -> tuple[str | None, int]:
 
 def _exif_orientation(orientation: int) -> bytes:
     """A TIFF-structured EXIF block holding the orientation only (b"Exif\\0\\0" + TIFF)."""
-    exif = _pillow().Exif()
+    exif = pillow_image().Exif()
     exif[ORIENTATION] = orientation
     return exif.tobytes()
 
@@ -423,11 +424,11 @@ PERSONAL_INFO_KEYS = ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc"
 def _reencode_png(data: bytes, orientation: int) -> bytes:
     """Formats whose metadata cannot be cut out byte-wise (TIFF, HEIF, AVIF...): decoded once and stored as a
     lossless PNG with the ICC profile and the orientation only (the key keeps its name; featurize reads content)."""
-    Image = _pillow()
+    Image = pillow_image()
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         icc = image.info.get("icc_profile")
-        exif = _pillow().Exif()
+        exif = pillow_image().Exif()
         if orientation != 1:
             exif[ORIENTATION] = orientation
         frame = image if image.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I") else image.convert("RGBA")
@@ -437,7 +438,7 @@ def _reencode_png(data: bytes, orientation: int) -> bytes:
 
 
 def _has_personal_metadata(data: bytes) -> bool:
-    Image = _pillow()
+    Image = pillow_image()
     with Image.open(io.BytesIO(data)) as image:
         exif = image.getexif()
         return any(tag != ORIENTATION for tag in exif) or any(
