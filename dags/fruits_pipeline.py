@@ -108,10 +108,10 @@ with DAG(
                                           deferrable=True, poke_interval=POKE.total_seconds(),
                                           max_attempts=int(STEP_TIMEOUT / POKE), timeout=STEP_TIMEOUT, **aws)
             work += [add, wait]
-        # Skipped when no cluster was asked for; not run when RunJobFlow failed (no cluster to end). A cluster
-        # that may still bill makes the run red (on_failure_fail_dagrun); its idle timeout ends it anyway.
+        # Skipped when no cluster was asked for; not run when RunJobFlow failed (no cluster to end). Not
+        # on_failure_fail_dagrun: that would make it the run's leaf and hide a failed step behind its success.
         teardown = [EmrTerminateJobFlowOperator(task_id="terminate_cluster", job_flow_id=create.output, **aws)
-                    .as_teardown(setups=create, on_failure_fail_dagrun=True)]
+                    .as_teardown(setups=create)]
     else:
         work = [run_local_jobs.override(task_id=job)(plan[f"{job}_commands"], job) for job in steps.JOB_KINDS]
         teardown = []

@@ -61,9 +61,8 @@ def test_owner_retries_and_trigger_rules(target_dag):
         for teardown in teardowns:
             assert dag.task_dict[teardown].is_teardown and setup in dag.task_dict[teardown].upstream_task_ids
             assert rules.pop(teardown) == "all_done_setup_success"
-    # Only a cluster left running turns the run red among the teardowns.
-    assert [t.task_id for t in dag.tasks if t.is_teardown and t.on_failure_fail_dagrun] == (
-        ["terminate_cluster"] if target == "emr" else [])
+    # No teardown decides the run's state (one that did would be the leaf and hide a failed step).
+    assert not [t.task_id for t in dag.tasks if t.is_teardown and t.on_failure_fail_dagrun]
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the dry-run gate.
