@@ -59,7 +59,6 @@ COMMON_CONFIG: dict[str, str] = {
     "AIRFLOW__API__WORKERS": "1",
     # The pipeline's local target: the same two Spark jobs through a local spark-submit.
     "FRUITS_TARGET": "local",
-    "AIRFLOW_VAR_FRUITS_TARGET": "local",
 }
 
 ADMIN_USER = "admin"

@@ -1,6 +1,7 @@
 """The EMR target end to end with `dag.test()` against moto (`mock_aws`, in-process): GDPR guard,
-batch lock, upload, plan (catch-up of failed nights), RunJobFlow, the featurize / PCA nightly /
-reexpress steps, the sensors, the teardown, the unlock and the final verdict.
+batch lock, upload, plan (catch-up of failed nights, the lake's weights and wheelhouse), RunJobFlow, the
+featurize / PCA nightly / reexpress steps, the sensors, and the teardowns (terminate, report, unlock)
+with the run's state decided by the work alone.
 
 moto never runs or finishes an EMR step (the first stays RUNNING, later ones PENDING, forever), so
 `EmrStepDriver` plays the cluster's part: when the sensor asks about the last step of a job kind, every
@@ -8,8 +9,6 @@ step of that kind has ended with the state the test scripted, and a COMPLETED fe
 step has left the commit marker the real job writes (features, statistics), so the next night's plan
 sees what a real night leaves. The Spark jobs themselves are tested for real elsewhere
 (tests/test_dag_local.py runs these same arguments through spark-submit).
-
-Needs fruits.locks (the ingest workstream): passes once merged with it.
 """
 
 from __future__ import annotations
@@ -22,12 +21,13 @@ from unittest import mock
 
 import boto3
 import botocore.client
+import botocore.exceptions
 import botocore.session
 import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
 from conftest import commit_output
-from fruits import lake
+from fruits import lake, release
 from fruits.cli import demo
 from fruits.upload import S3Store
 from moto import mock_aws
@@ -87,11 +87,16 @@ class ApiCalls:
 
     def __init__(self):
         self.calls: list[tuple[str, str, dict]] = []
+        self.refused: set[str] = set()  # operations answered with EMR's ValidationException
         self.requests_by_cluster: dict[str, dict] = {}
         self._original = botocore.client.BaseClient._make_api_call
 
     def __call__(self, client, operation, params):
         self.calls.append((client.meta.service_model.service_name, operation, params))
+        if operation in self.refused:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "ValidationException", "Message": "The requested instance types are unavailable"}},
+                operation)
         if operation == "ListInstanceFleets":
             return {"InstanceFleets": _ended_fleets(self.requests_by_cluster[params["ClusterId"]])}
         response = self._original(client, operation, params)
@@ -145,9 +150,20 @@ def aws(airflow_home, monkeypatch, landing):
         s3 = boto3.client("s3", region_name=REGION)
         _private_encrypted_bucket(s3, BUCKET, REGION)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        _publish_what_the_cluster_needs(S3Store(s3, BUCKET))
         recorder = ApiCalls()
         with mock.patch.object(botocore.client.BaseClient, "_make_api_call", autospec=True, side_effect=recorder):
             yield s3, recorder
+
+
+WEIGHTS = b"stand-in weights: the jobs do not run under moto"
+
+
+def _publish_what_the_cluster_needs(store: S3Store) -> None:
+    """The foundation's one-time publications: the weights (with their sha256) and the node wheelhouse."""
+    release.publish_weights(store, store.root, WEIGHTS)
+    lock = (demo.REPO_ROOT / release.NODE_LOCK).read_bytes()
+    store.put(release.wheelhouse_uri(store.root, lock) + release.WHEELHOUSE_MANIFEST, b"{}", "-")
 
 
 def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
@@ -162,10 +178,17 @@ def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
 ALL_COMPLETED = {"featurize": "COMPLETED", "pca": "COMPLETED", "reexpress": "COMPLETED"}
 
 
-def _run(batch: str, outcomes: dict[str, str], run_conf: dict | None = None):
+def _run(batch: str, outcomes: dict[str, str], run_conf: dict | None = None, *, no_retries: bool = False):
     driver = EmrStepDriver(outcomes)
     with mock.patch.object(ElasticMapReduceBackend, "describe_step", autospec=True, side_effect=driver):
-        run = demo.run_dag("emr", batch, {}, run_conf)
+        if no_retries:  # a refused RunJobFlow would be retried after minutes of backoff
+            dag = demo.load_dag("emr")
+            for task in dag.tasks:
+                task.retries = 0
+            with mock.patch.object(demo, "load_dag", return_value=dag):
+                run = demo.run_dag("emr", batch, {}, run_conf)
+        else:
+            run = demo.run_dag("emr", batch, {}, run_conf)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     return run, states, driver
 
@@ -183,7 +206,6 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     run, states, driver = _run("2026-03-01", ALL_COMPLETED)
     assert str(run.state) == "success", states
     assert states["terminate_cluster"] == states["unlock_batch"] == "success"
-    assert states["fail_if_anything_failed"] == "skipped"
     assert driver.described == ["featurize", "pca", "reexpress"]
 
     # The GDPR check came before everything else; nothing touched EMR before the bucket was proven EU.
@@ -204,6 +226,9 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     assert featurize_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert featurize_args[featurize_args.index("--input") + 1] == lake.raw_uri(root, "2026-03-01")
     assert featurize_args[featurize_args.index("--output") + 1] == lake.features_uri(root, "2026-03-01")
+    # The weights are the lake's copy, checked by the job against the sha256 recorded beside them.
+    assert featurize_args[featurize_args.index("--weights") + 1] == lake.models_uri(root) + release.DEFAULT_WEIGHTS_FILE
+    assert featurize_args[featurize_args.index("--weights-sha256") + 1] == release.sha256_bytes(WEIGHTS)
     nightly = pca_args[pca_args.index("--py-files") + 3:]
     assert nightly[:3] == ["nightly", "--batch", "2026-03-01"] and nightly[nightly.index("--mode") + 1] == "auto"
     assert nightly[nightly.index("--features-root") + 1] == lake.features_uri(root)
@@ -235,12 +260,12 @@ def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aw
     assert states["wait_featurize"] == "failed"
     assert {states[t] for t in ("add_pca_step", "wait_pca", "add_reexpress_step", "wait_reexpress")} == {
         "upstream_failed"}  # PCA never started
-    assert states["terminate_cluster"] == "success"  # the teardown ran...
+    assert states["terminate_cluster"] == "success"  # the teardown ran, and did not turn the run green
     assert states["report_cost"] == "success"  # the failed run's cluster is billed and reported too
     assert states["unlock_batch"] == "success"  # the batch is free for the next attempt
-    assert states["fail_if_anything_failed"] == "failed"  # ...and did not turn the run green
     assert driver.described == ["featurize"]
     assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
+    assert len(calls.of("emr", "TerminateJobFlows")) == 1
     from fruits import locks
 
     assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", "2026-03-01") is None
@@ -280,7 +305,7 @@ def test_a_second_run_of_a_locked_batch_fails_fast_and_leaves_the_lock(aws):
     run, states, _ = _run(DATES[0], ALL_COMPLETED)
     assert str(run.state) == "failed" and states["lock_batch"] == "failed"
     assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
-    assert states["unlock_batch"] == "success"  # ran, and released nothing: not its lock
+    assert states["unlock_batch"] == "upstream_failed"  # its setup failed: nothing of this run's to release
     assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")
     assert locks.release(store, store.root, DATES[0], "erasure-42") is True
 
@@ -315,13 +340,14 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
 
 def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
     s3, calls = aws
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     run, states, _ = _run("2026-03-01", {}, {"dry_run": True})
     assert str(run.state) == "success"
     assert states["plan_jobs"] == "success"
-    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost")} == {"skipped"}
     assert states["unlock_batch"] == "success"  # the dry run's lock is released too
-    written = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-    assert not calls.of("emr") and written == ["locks/batch=2026-03-01.json"]  # the released lock record
+    written = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])} - before
+    assert not calls.of("emr") and written == {"locks/batch=2026-03-01.json"}  # the released lock record
 
 
 def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_path):
@@ -330,7 +356,7 @@ def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_p
     run, states, _ = _run("2026-03-01", {}, {"landing": str(tmp_path / "nothing_arrived")})
     assert str(run.state) == "success", states
     assert states["upload_new_images"] == states["plan_jobs"] == states["stop_if_nothing_to_do"] == "success"
-    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost", "fail_if_anything_failed")} == {"skipped"}
+    assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost")} == {"skipped"}
     assert states["unlock_batch"] == "success"
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")  # no photo, no manifest
@@ -354,7 +380,7 @@ def test_gdpr_guard_refuses_a_bucket_outside_the_eu_before_any_cluster_call(aws,
     run, states, _ = _run("2026-03-01", {})
     assert str(run.state) == "failed" and states["check_gdpr"] == "failed"
     assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
-    assert states["terminate_cluster"] == "skipped"  # no cluster to end: it says so, it does not fail
+    assert states["terminate_cluster"] == "upstream_failed"  # no cluster to end: it never ran
     assert [op for _, op, _ in calls.calls] == ["GetBucketLocation"]  # asked where, then stopped
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
     assert "Contents" not in boto3.client("s3", region_name="us-east-1").list_objects_v2(Bucket="fruits-in-virginia")
@@ -377,3 +403,19 @@ def test_a_forced_refit_and_a_bad_param_before_any_cluster(aws):
     # A weights file outside the lake's buckets: refused before anything is uploaded.
     run, states, _ = _run(DATES[2], ALL_COMPLETED, {"weights": "s3://somewhere-else/w.h5"})
     assert states["check_gdpr"] == "failed" and states["upload_new_images"] == "upstream_failed"
+
+
+def test_a_cluster_that_failed_to_start_is_not_terminated_and_the_lock_is_released(aws):
+    s3, calls = aws
+    calls.refused.add("RunJobFlow")  # EMR refuses the request: no cluster exists
+    run, states, driver = _run(DATES[0], ALL_COMPLETED, no_retries=True)
+    assert str(run.state) == "failed" and states["create_cluster"] == "failed"
+    assert states["add_featurize_step"] == states["wait_reexpress"] == "upstream_failed"
+    assert states["terminate_cluster"] == "upstream_failed"  # its setup failed: nothing to terminate
+    assert states["report_cost"] == "skipped"  # nothing ran, nothing billed
+    assert states["unlock_batch"] == "success"
+    assert len(calls.of("emr", "RunJobFlow")) == 1 and not calls.of("emr", "TerminateJobFlows")
+    assert driver.described == [] and _cluster_states(boto3.client("emr", region_name=REGION)) == []
+    from fruits import locks
+
+    assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", DATES[0]) is None

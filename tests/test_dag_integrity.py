@@ -15,7 +15,9 @@ HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_n
 EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
              "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "unlock_batch"]
 LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "unlock_batch"]
-FINAL = "fail_if_anything_failed"
+# Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
+TEARDOWNS = {"emr": {"create_cluster": {"terminate_cluster"}, "lock_batch": {"report_cost", "unlock_batch"}},
+             "local": {"lock_batch": {"report_cost", "unlock_batch"}}}
 
 
 @pytest.fixture(params=["emr", "local"])
@@ -37,14 +39,16 @@ def test_parsing_reads_no_variable_and_calls_no_aws(airflow_home, monkeypatch):
 def test_shape_is_the_documented_chain_and_has_no_cycle(target_dag):
     target, dag = target_dag
     chain_ids = EMR_CHAIN if target == "emr" else LOCAL_CHAIN
-    assert set(dag.task_dict) == {*chain_ids, FINAL}
+    assert set(dag.task_dict) == set(chain_ids)
     dag.check_cycle()  # raises on a cycle
     for upstream, downstream in zip(chain_ids, chain_ids[1:]):
         assert upstream in dag.task_dict[downstream].upstream_task_ids, f"{upstream} -> {downstream}"
     # The GDPR check is the only root: nothing touches AWS before it.
     assert [t.task_id for t in dag.tasks if not t.upstream_task_ids] == ["check_gdpr"]
-    # The final check watches every other task.
-    assert dag.task_dict[FINAL].upstream_task_ids == set(dag.task_dict) - {FINAL}
+    # The run's state is decided by the work alone: its one effective leaf is the last job.
+    teardowns = set().union(*TEARDOWNS[target].values())
+    leaves = [t.task_id for t in dag.tasks if not t.is_teardown and t.downstream_task_ids <= teardowns]
+    assert leaves == [chain_ids[-4 if target == "emr" else -3]]
 
 
 def test_owner_retries_and_trigger_rules(target_dag):
@@ -52,19 +56,18 @@ def test_owner_retries_and_trigger_rules(target_dag):
     for task in dag.tasks:
         assert task.owner == "fruits-data", task.task_id
     rules = {t.task_id: TriggerRule(t.trigger_rule).value for t in dag.tasks}
-    assert rules.pop(FINAL) == "one_failed"
-    # The report is written for failed runs too (a failed cluster bills as well).
-    assert rules.pop("report_cost") == "all_done"
-    # The batch lock is released whatever happened, after the teardown.
-    assert rules.pop("unlock_batch") == "all_done"
-    if target == "emr":
-        # Teardown runs whatever happened upstream: no run leaves a cluster billing.
-        assert rules.pop("terminate_cluster") == "all_done"
-        assert "create_cluster" in dag.task_dict["terminate_cluster"].upstream_task_ids
+    # The cluster's end, the cost report (a failed cluster bills too) and the unlock run whatever happened.
+    for setup, teardowns in TEARDOWNS[target].items():
+        assert dag.task_dict[setup].is_setup
+        for teardown in teardowns:
+            assert dag.task_dict[teardown].is_teardown and setup in dag.task_dict[teardown].upstream_task_ids
+            assert rules.pop(teardown) == "all_done_setup_success"
+    # No teardown decides the run's state (one that did would be the leaf and hide a failed step).
+    assert not [t.task_id for t in dag.tasks if t.is_teardown and t.on_failure_fail_dagrun]
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
-    # Nothing retries what cannot succeed on retry: a failed step, the final verdict, the dry-run gate.
-    never = {FINAL, "stop_if_nothing_to_do", *steps.JOB_KINDS,
+    # Nothing retries what cannot succeed on retry: a failed step, the dry-run gate.
+    never = {"stop_if_nothing_to_do", *steps.JOB_KINDS,
              *(f"add_{kind}_step" for kind in steps.JOB_KINDS), *(f"wait_{kind}" for kind in steps.JOB_KINDS)}
     for task_id, count in retries.items():
         expected = 0 if task_id in never or target == "local" else 2
@@ -85,8 +88,8 @@ def test_emr_operators_are_the_providers_sensors_deferrable_with_timeouts(airflo
         assert sensor.max_attempts * sensor.poke_interval == sensor.timeout
         # Each kind's steps go in one AddJobFlowSteps call; its sensor waits for the LAST of them.
         assert sensor.step_id.endswith(f"xcom_pull(task_ids='add_{kind}_step')[-1] }}}}")
-    # The short-circuit skips only its direct downstream, so the ALL_DONE unlock still runs.
-    assert dag.task_dict["stop_if_nothing_to_do"].ignore_downstream_trigger_rules is False
+    # The short-circuit skips the work downstream, never a teardown (Airflow's own rule).
+    assert dag.task_dict["stop_if_nothing_to_do"].ignore_downstream_trigger_rules is True
 
 
 def test_schedule_params_and_runs(airflow_home, monkeypatch):

@@ -54,7 +54,7 @@ def _spark_defaults(request: dict) -> dict[str, str]:
 @pytest.mark.parametrize(
     "sizing",
     [ClusterSizing(), ClusterSizing(architecture="x86_64"), ClusterSizing(spot=False, task_count=0),
-     ClusterSizing(core_count=3, task_count=5, model_threads=4, arrow_batch_size=32)],
+     ClusterSizing(core_count=3, task_count=5, model_threads=4)],
     ids=["default-arm64-spot", "x86_64", "on-demand-no-task", "bigger"],
 )
 def test_request_passes_botocore_validation_and_moto(sizing):
@@ -175,7 +175,7 @@ def _mib(value: str) -> int:
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_spark_layout_fits_every_node_and_matches_the_model_threads(instance_type, threads):
     facts = INSTANCE_TYPES[instance_type]
-    conf = spark_defaults(facts, model_threads=threads, arrow_batch_size=64)
+    conf = spark_defaults(facts, model_threads=threads)
     cores, task_cpus = int(conf["spark.executor.cores"]), int(conf["spark.task.cpus"])
     assert task_cpus == threads and cores % task_cpus == 0
     executors = facts.vcpus // cores
@@ -186,17 +186,18 @@ def test_spark_layout_fits_every_node_and_matches_the_model_threads(instance_typ
     assert executors * container <= facts.memory_gib * 1024 * YARN_MEMORY_SHARE
     assert _mib(conf["spark.executor.memoryOverhead"]) >= 1024  # room for the Python workers' model
     assert conf["spark.executorEnv.OMP_NUM_THREADS"] == str(threads)
-    assert conf["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
+    # Rows per Arrow batch are featurize's (sized to its inference batch): the cluster does not set them.
+    assert "spark.sql.execution.arrow.maxRecordsPerBatch" not in conf
 
 
 def test_spark_is_sized_for_the_smallest_worker_type_of_the_fleet():
-    sizing = ClusterSizing(worker_instance_types=("m7g.2xlarge", "c7g.2xlarge"), model_threads=2, arrow_batch_size=16)
+    sizing = ClusterSizing(worker_instance_types=("m7g.2xlarge", "c7g.2xlarge"), model_threads=2)
     conf = _spark_defaults(_request(sizing))
-    assert conf == spark_defaults(INSTANCE_TYPES["c7g.2xlarge"], model_threads=2, arrow_batch_size=16)
-    assert conf != spark_defaults(INSTANCE_TYPES["m7g.2xlarge"], model_threads=2, arrow_batch_size=16)
+    assert conf == spark_defaults(INSTANCE_TYPES["c7g.2xlarge"], model_threads=2)
+    assert conf != spark_defaults(INSTANCE_TYPES["m7g.2xlarge"], model_threads=2)
     assert worker_vcpus(ClusterSizing(core_count=1, task_count=2)) == 3 * 8
     with pytest.raises(ValueError, match="too little memory"):
-        spark_defaults(InstanceFacts(8, 4, "arm64"), model_threads=2, arrow_batch_size=64)
+        spark_defaults(InstanceFacts(8, 4, "arm64"), model_threads=2)
 
 
 @pytest.mark.parametrize(

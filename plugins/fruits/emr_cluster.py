@@ -147,8 +147,6 @@ class ClusterSizing:
     idle_timeout_seconds: int = 1200
     # Threads one inference task uses (the model runtime's intra-op threads) = spark.task.cpus.
     model_threads: int = 2
-    # Rows per Arrow batch sent to featurize's mapInArrow function (photos decoded in one go per Python call).
-    arrow_batch_size: int = 64
     step_concurrency: int = 1
     extra_tags: dict[str, str] = field(default_factory=dict, hash=False)
 
@@ -159,8 +157,8 @@ class ClusterSizing:
             raise ValueError("core_count must be at least 1 (EMR needs a core node)")
         if self.task_count < 0:
             raise ValueError("task_count cannot be negative")
-        if self.model_threads < 1 or self.arrow_batch_size < 1:
-            raise ValueError("model_threads and arrow_batch_size must be positive")
+        if self.model_threads < 1:
+            raise ValueError("model_threads must be positive")
         if not 60 <= self.idle_timeout_seconds <= 604800:
             raise ValueError("idle_timeout_seconds must be within EMR's 60..604800")
         for role, types in (("primary", self.primary_types), ("worker", self.worker_types)):
@@ -204,7 +202,7 @@ def _check_instance_types(role: str, types: tuple[str, ...], architecture: str) 
             raise ValueError(f"{instance_type} is {facts.architecture}, the cluster is {architecture}")
 
 
-def spark_defaults(worker: InstanceFacts, *, model_threads: int, arrow_batch_size: int) -> dict[str, str]:
+def spark_defaults(worker: InstanceFacts, *, model_threads: int) -> dict[str, str]:
     """spark-defaults sized to one worker node: whole executors per node, each a multiple of the task's
     CPUs, container memory split between the JVM heap and the Python workers that run the model."""
     task_cpus = model_threads
@@ -226,7 +224,7 @@ def spark_defaults(worker: InstanceFacts, *, model_threads: int, arrow_batch_siz
         "spark.driver.memory": f"{heap_mib}m",
         "spark.driver.memoryOverhead": f"{overhead_mib}m",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_batch_size),
+        # Rows per Arrow batch: featurize sets it from its inference batch (featurize.ARROW_BATCH_ROWS).
         # One Python worker per task slot, kept alive so the model is built once per worker.
         "spark.python.worker.reuse": "true",
         # featurize gives LiteRT spark.task.cpus threads; TensorFlow/OpenMP would take one per vCPU: cap them too.
@@ -360,9 +358,7 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
             },
             {
                 "Classification": "spark-defaults",
-                "Properties": spark_defaults(
-                    sizing.worker_facts, model_threads=sizing.model_threads, arrow_batch_size=sizing.arrow_batch_size
-                ),
+                "Properties": spark_defaults(sizing.worker_facts, model_threads=sizing.model_threads),
             },
         ],
         "ServiceRole": settings.service_role,

@@ -2,10 +2,11 @@
 provider are imported only inside the few helpers that need them (clients from the `aws_default`
 connection, fail-now/skip signals), so everything else is testable as plain Python.
 
-Run-time flow: `resolve_settings` (Variables + the run's Params) and `check_params` -> `guard` (GDPR,
-before any other AWS call) -> `lock_batch` -> `upload` (images + code) -> `reconcile` (what the lake
-says is left to do: nights to catch up, the PCA window) -> `plan_jobs` (cluster request, step and
-local commands, all from `fruits.steps` / `fruits.emr_cluster`) -> ... -> `unlock_batch`.
+Run-time flow: `start_run` (settings from Variables, the Params parsed once into a RunParams, then
+`guard`: GDPR, before any other AWS call) -> `lock_batch` -> `upload_batch` (images + code) -> `plan_run`
+(`reconcile`: what the lake says is left to do, nights to catch up, the PCA window; the weights and the
+node wheelhouse the cluster needs; `plan_jobs`: cluster request, step and local commands, all from
+`fruits.steps` / `fruits.emr_cluster`; the estimate) -> ... -> `report_cost` -> `unlock_batch`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
-from fruits import emr_cluster, gdpr, lake, steps, upload
-from fruits.settings import TARGETS, PipelineSettings, load_settings  # noqa: F401  (TARGETS: the DAG reads it here)
+from fruits import emr_cluster, gdpr, lake, release, run_params, steps, upload
+from fruits.run_params import RunParams
+from fruits.settings import PipelineSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,25 @@ READ_CONCURRENCY = 16
 # A run holds its batch's lock from before the upload to after the teardown: longer than any run
 # (3 job kinds x the 3 h step timeout + cluster start and upload), short enough to free a crashed run's.
 LOCK_TTL_SECONDS = 12 * 3600
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def s3_client(settings: PipelineSettings) -> Any:
+    """The Airflow side's S3 client; every call on the lake bucket carries ExpectedBucketOwner."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
+    client = S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).get_conn()
+    return gdpr.expect_bucket_owner(client, settings.bucket, settings.bucket_owner)
 
 
 def emr_client(settings: PipelineSettings) -> Any:
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
     return EmrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+
+
+def lake_client(settings: PipelineSettings) -> Any | None:
+    """The S3 client the lake and landing need: none for a local lake with a local landing."""
+    return s3_client(settings) if settings.target == "emr" or is_s3(settings.landing) else None
 
 
 @contextmanager
@@ -59,96 +66,34 @@ def config_errors_fail_now():
         raise AirflowFailException(f"{type(error).__name__}: {error}") from error
 
 
-def pulled(task_id: str, key: str = "return_value") -> str:
-    """A template for another task's XCom, '' when that task never ran (an XComArg would fail to render)."""
-    return f"{{{{ ti.xcom_pull(task_ids='{task_id}', key='{key}') or '' }}}}"
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the first task established (settings + parsed Params); travels by XCom as `as_xcom()`."""
+
+    settings: PipelineSettings
+    params: RunParams
+
+    @property
+    def batch(self) -> str:
+        return self.params.batch
+
+    def as_xcom(self) -> dict[str, Any]:
+        return {"settings": self.settings.as_dict(), "params": self.params.as_dict()}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> Run:
+        return cls(PipelineSettings(**data["settings"]), RunParams.from_dict(data["params"]))
 
 
-def skip_without_cluster(context: Mapping[str, Any]) -> None:
-    """pre_execute of the teardown: no cluster id means no cluster was created, nothing to terminate."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    if not context["task"].job_flow_id:
-        raise AirflowSkipException("no cluster was created: nothing to terminate")
-
-
-def run_batch(params: Mapping[str, Any], ds: str) -> str:
-    """One logical date = one batch; a manual run may name another batch explicitly."""
-    try:
-        return lake.check_batch(params.get("batch") or ds)
-    except ValueError as error:
-        raise ValueError(f"Param batch: {error}") from None
-
-
-def resolve_settings(get_variable: Callable[[str, Any], Any], params: Mapping[str, Any],
-                     target: str) -> PipelineSettings:
-    """Settings from Variables, this run's Params on top. `target` is the DAG's parse-time target:
-    a `fruits_target` Variable saying otherwise is a configuration error, not something to guess.
-    `landing` is the `landing` Param (a folder of this batch's photos) when given, else the Variable
-    (the dated landing: the upload reads `<fruits_landing>/<batch>/`, see explicit_landing)."""
-    settings = load_settings(get_variable, landing=params.get("landing") or None)
-    if settings.target != target and get_variable("fruits_target", None) not in (None, ""):
-        raise ValueError(
-            f"Variable fruits_target={settings.target!r} but this DAG was parsed for target {target!r} "
-            "(env FRUITS_TARGET): set both the same"
-        )
-    return dataclasses.replace(settings, target=target)
-
-
-def explicit_landing(params: Mapping[str, Any]) -> bool:
-    """Whether the run's `landing` Param names the batch's folder (else `<fruits_landing>/<batch>/`)."""
-    return bool(params.get("landing"))
-
-
-def _bucket_allowed(uri: str, settings: PipelineSettings, param: str) -> None:
-    if is_s3(uri) and gdpr.s3_bucket_of(uri) not in settings.allowed_bucket_list:
-        raise ValueError(f"Param {param}: {uri!r} is outside the lake's buckets {list(settings.allowed_bucket_list)} "
-                         "(add an EU bucket to the Variable fruits_allowed_buckets to allow it)")
-
-
-def pca_mode(params: Mapping[str, Any], current_basis: Any = None) -> str:
-    """The run's PCA mode: the Param, except that an auto run given pca_k or pca_variance while a basis
-    exists refits (a basis size asked for by hand is never silently ignored)."""
-    mode = params.get("pca_mode") or steps.PCA_AUTO
-    asked = params.get("pca_k") is not None or params.get("pca_variance") is not None
-    if mode == steps.PCA_AUTO and asked and current_basis is not None:
-        return steps.PCA_REFIT
-    return mode
-
-
-def check_params(settings: PipelineSettings, params: Mapping[str, Any]) -> None:
-    """Every Param that needs no lake read, checked before anything is uploaded or started: a bad
-    value raises ValueError naming the Param (the task fails at once, see config_errors_fail_now)."""
-    if (params.get("pca_mode") or steps.PCA_AUTO) not in steps.PCA_MODES:
-        raise ValueError(f"Param pca_mode: one of {list(steps.PCA_MODES)}, not {params.get('pca_mode')!r}")
-    mode = pca_mode(params)
-    k, variance = params.get("pca_k"), params.get("pca_variance")
-    if k is not None and not (isinstance(k, int) and 1 <= k <= steps.FEATURE_DIMENSIONS):
-        raise ValueError(f"Param pca_k: an integer from 1 to {steps.FEATURE_DIMENSIONS} (the features' "
-                         f"dimensions), not {k!r}")
-    if k is not None and mode == steps.PCA_PROJECT:
-        raise ValueError("Param pca_k: chooses the size of a new basis, and pca_mode=project never fits one")
-    if variance is not None and not (isinstance(variance, (int, float)) and 0 < variance <= 1):
-        raise ValueError(f"Param pca_variance: a share in (0, 1], not {variance!r}")
-    threshold = params.get("pca_drift_threshold")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold > 0):
-        raise ValueError(f"Param pca_drift_threshold: a number > 0, not {threshold!r}")
-    weights, weights_sha256 = params.get("weights") or None, params.get("weights_sha256") or None
-    if weights:
-        scheme = urlparse(weights).scheme
-        if settings.target == "emr" and scheme != "s3":
-            raise ValueError(f"Param weights: the cluster reads only S3 (no internet): an s3:// URI, not {weights!r}")
-        if scheme not in ("s3", "file", ""):
-            raise ValueError(f"Param weights: an s3:// or local file URI, not {weights!r}")
-        _bucket_allowed(weights, settings, "weights")
-    if weights_sha256 and not weights:
-        raise ValueError("Param weights_sha256: checks the file named by Param weights, which is empty")
-    if weights_sha256 and not _SHA256.match(weights_sha256):
-        raise ValueError(f"Param weights_sha256: 64 lowercase hex digits, not {weights_sha256!r}")
-    landing = params.get("landing") or None
-    if landing and urlparse(landing).scheme not in ("s3", "file", ""):
-        raise ValueError(f"Param landing: an s3:// prefix or a local folder, not {landing!r}")
-    _bucket_allowed(settings.landing, settings, "landing" if landing else "landing (empty: Variable fruits_landing)")
+def start_run(get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, ds: str,
+              target: str) -> Run:
+    """The run's settings (Variables; `target` is the DAG's) and its Params parsed once (ValueError naming
+    a bad one). A `landing` Param replaces the Variable: it names this batch's folder."""
+    settings = load_settings(get_variable, target=target)
+    params = run_params.parse(raw_params, ds=ds, settings=settings)
+    if params.landing:
+        settings = dataclasses.replace(settings, landing=params.landing)
+    return Run(settings, params)
 
 
 is_s3 = lake.is_s3  # s3:// and s3a://, as gdpr's bucket checks read them
@@ -205,85 +150,8 @@ def upload_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, 
     images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run,
                                       landing_after=settings.landing_after,
                                       max_photo_bytes=int(settings.max_photo_bytes))
-    release = upload.publish_code(lake_store, repo_root, dry_run=dry_run)
-    return {"images": images, "code": release}
-
-
-def cluster_sizing(params: Mapping[str, Any]) -> emr_cluster.ClusterSizing:
-    """ClusterSizing from the run's Params (named after its fields; see sizing_param_specs)."""
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(emr_cluster.ClusterSizing):
-        value = params.get(field.name)
-        if value is None or field.name not in SIZING_PARAMS:
-            continue
-        values[field.name] = tuple(value) if isinstance(value, list) else value
-    return emr_cluster.ClusterSizing(**values)
-
-
-# The ClusterSizing fields a manual run may set; the rest keep their defaults.
-SIZING_PARAMS = ("architecture", "core_count", "task_count", "spot", "worker_instance_types",
-                 "primary_instance_types")
-
-
-def sizing_param_specs() -> dict[str, dict[str, Any]]:
-    """JSON-schema of the sizing Params, derived from ClusterSizing's fields and defaults."""
-    defaults = emr_cluster.ClusterSizing()
-    specs: dict[str, dict[str, Any]] = {}
-    for name in SIZING_PARAMS:
-        default = getattr(defaults, name)
-        if isinstance(default, bool):
-            spec = {"type": "boolean"}
-        elif isinstance(default, int):
-            spec = {"type": "integer", "minimum": 1 if name == "core_count" else 0}
-        elif isinstance(default, tuple):
-            spec = {"type": "array", "items": {"type": "string", "enum": sorted(emr_cluster.INSTANCE_TYPES)},
-                    "maxItems": 5}
-            default = list(default)
-        else:
-            spec = {"type": "string", "enum": list(emr_cluster.ARCHITECTURES)}
-        specs[name] = {"default": default, **spec}
-    return specs
-
-
-_BATCH_PATTERN = lake.BATCH_PATTERN
-
-
-def param_specs(target: str) -> dict[str, dict[str, Any]]:
-    """The run's typed Params (UI form for manual triggers; scheduled runs and backfills take the
-    defaults, which are the nightly product). Each value is `Param(**spec)` in the DAG file; what the
-    schema cannot say (a real date, bucket, k against the rows) check_params / check_plan refuse."""
-    specs: dict[str, dict[str, Any]] = {
-        "batch": {"default": None, "type": ["null", "string"], "pattern": _BATCH_PATTERN,
-                  "description": "Batch id (YYYY-MM-DD, a real date); empty: the run's logical date."},
-        "landing": {"default": None, "type": ["null", "string"],
-                    "description": "Folder or s3:// prefix holding this batch's photos; "
-                                   "empty: <Variable fruits_landing>/<batch>/."},
-        "pca_mode": {"default": steps.PCA_AUTO, "type": "string", "enum": list(steps.PCA_MODES),
-                     "description": "auto (default): project on the current basis, fit a new one when there is "
-                                    "none or the batch drifted; refit: force a new basis from the retained batches' "
-                                    "statistics; project: never fit."},
-        "pca_variance": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0, "maximum": 1,
-                         "description": "A new basis keeps the fewest components explaining this share of "
-                                        "variance (set on an auto run: a new basis is fitted); empty: the job's default."},
-        "pca_k": {"default": None, "type": ["null", "integer"], "minimum": 1, "maximum": steps.FEATURE_DIMENSIONS,
-                  "description": "A new basis has exactly this many components (wins over pca_variance; "
-                                 "set on an auto run: a new basis is fitted)."},
-        "pca_drift_threshold": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0,
-                                "description": "Drift past which auto fits a new basis; empty: Variable "
-                                               "fruits_pca_drift_threshold, else the job's default."},
-        "weights": {"default": None, "type": ["null", "string"],
-                    "description": "s3:// URI (lake or allowed bucket) of the MobileNetV2 no-top weights; "
-                                   "empty: the job's default."},
-        "weights_sha256": {"default": None, "type": ["null", "string"], "pattern": "^[0-9a-f]{64}$",
-                           "description": "sha256 the weights file must have (featurize refuses others)."},
-        "runtime": {"default": None, "type": ["null", "string"], "enum": [None, "litert", "keras"],
-                    "description": "Inference runtime of featurize; empty: the job's default."},
-        "dry_run": {"default": False, "type": "boolean",
-                    "description": "Check, count the new photos and plan the jobs; upload and run nothing."},
-    }
-    if target == "emr":
-        specs.update(sizing_param_specs())
-    return specs
+    code = release.publish_code(lake_store, repo_root, dry_run=dry_run)
+    return {"images": images, "code": code}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,16 +241,16 @@ def _current_basis(store: Any, root: str) -> int | None:
     return int(json.loads(data)["version"]) if data else None
 
 
-def check_plan(params: Mapping[str, Any], work: Mapping[str, Any]) -> None:
+def check_plan(params: RunParams, work: Mapping[str, Any]) -> None:
     """The Params that depend on the lake, checked before the cluster: pca_k against the rows a fit
     in this run may use, pca_mode=project against an existing basis. ValueError names the Param."""
     if not work["nightly"]:
         return
-    mode = pca_mode(params, work["current_basis"])
+    mode = params.mode_for(work["current_basis"])
     first = work["nightly"][0]
     if mode == steps.PCA_PROJECT and work["current_basis"] is None:
         raise ValueError("Param pca_mode=project: there is no basis to project on yet (auto fits the first one)")
-    k = params.get("pca_k")
+    k = params.pca_k
     if k is None or mode == steps.PCA_PROJECT:
         return
     first_fit_alone = mode == steps.PCA_AUTO and work["current_basis"] is None
@@ -393,22 +261,36 @@ def check_plan(params: Mapping[str, Any], work: Mapping[str, Any]) -> None:
                          f"may be fitted on ({', '.join(fit_batches)})")
 
 
-def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str, code: Mapping[str, Any],
-              work: Mapping[str, Any], *, run_name: str) -> dict[str, Any]:
+def featurize_weights(settings: PipelineSettings, params: RunParams, lake_store: Any) -> dict[str, str | None]:
+    """featurize's weights: the Param's, else the lake's models/ copy with its recorded sha256
+    (fruits.release.default_weights). On EMR that copy must exist (FileNotFoundError: the plan fails,
+    no cluster); the local target without it uses the job's own default (Keras' cache)."""
+    if params.weights:
+        return {"weights": params.weights, "weights_sha256": params.weights_sha256}
+    try:
+        return release.default_weights(lake_store, lake_root(settings))
+    except FileNotFoundError:
+        if settings.target == "emr":
+            raise
+        return {"weights": None, "weights_sha256": None}
+
+
+def plan_jobs(settings: PipelineSettings, params: RunParams, code: Mapping[str, Any], work: Mapping[str, Any], *,
+              run_name: str, weights: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Everything the run will execute, as plain data (XCom): per job kind (steps.JOB_KINDS) the jobs
     in the order they run, and per target either the RunJobFlow request + EMR steps or the local
-    spark-submit commands. `work` is reconcile()'s answer."""
+    spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'."""
     check_plan(params, work)
-    root = lake_root(settings)
+    batch, root = params.batch, lake_root(settings)
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
-    mode = pca_mode(params, work["current_basis"])
-    drift = params.get("pca_drift_threshold")
-    pca_options = {"mode": mode, "variance": params.get("pca_variance"), "k": params.get("pca_k"),
+    mode = params.mode_for(work["current_basis"])
+    drift = params.pca_drift_threshold
+    pca_options = {"mode": mode, "variance": params.pca_variance, "k": params.pca_k,
                    "drift_threshold": settings.drift_threshold if drift is None else drift}
+    weights = weights or {"weights": params.weights, "weights_sha256": params.weights_sha256}
     jobs = {
-        steps.FEATURIZE: [(b, steps.featurize_job(
-            root, b, weights=params.get("weights") or None, weights_sha256=params.get("weights_sha256") or None,
-            runtime=params.get("runtime") or None, **common)) for b in work["featurize"]],
+        steps.FEATURIZE: [(b, steps.featurize_job(root, b, **weights, runtime=params.runtime, **common))
+                          for b in work["featurize"]],
         steps.PCA: [(b, steps.pca_nightly_job(
             root, b, window=() if mode == steps.PCA_PROJECT else work["windows"][b], **pca_options, **common))
             for b in work["nightly"]],
@@ -424,8 +306,8 @@ def plan_jobs(settings: PipelineSettings, params: Mapping[str, Any], batch: str,
         "work": dict(work),
     }
     if settings.target == "emr":
-        sizing = cluster_sizing(params)
-        plan["job_flow"] = emr_cluster.build_job_flow(settings, name=run_name, code_uri=code["code_uri"], sizing=sizing)
+        plan["job_flow"] = emr_cluster.build_job_flow(settings, name=run_name, code_uri=code["code_uri"],
+                                                      sizing=params.sizing)
         for kind, listed in jobs.items():
             plan[f"{kind}_steps"] = [steps.emr_step(job, batch=b) for b, job in listed]
     else:
@@ -451,8 +333,26 @@ def has_work(*, dry_run: bool, work: Mapping[str, Any], batch: str) -> bool:
     return True
 
 
-def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
-                  work: Mapping[str, Any]) -> dict[str, Any] | None:
+def plan_run(run: Run, s3_client: Any | None, uploaded: Mapping[str, Any], *, run_name: str,
+             repo_root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The plan_jobs task: reconcile, then (when a job will run on EMR) the node wheelhouse and the
+    weights must be in the lake, then the plan, its estimate and whether the cluster starts. Every
+    refusal here (ValueError, FileNotFoundError) comes before any cluster exists."""
+    settings, params = run.settings, run.params
+    lake_store = open_lake(settings, s3_client)
+    work = reconcile(lake_store, lake_root(settings), run.batch, retention_days=settings.retention_days,
+                     images_in_batch=uploaded["images"]["images_in_batch"])
+    weights = None
+    if work["featurize"]:
+        if settings.target == "emr":  # the nodes install from the lake only: no wheelhouse, no cluster
+            release.require_wheelhouse(lake_store, lake_root(settings), repo_root)
+        weights = featurize_weights(settings, params, lake_store)
+    plan = plan_jobs(settings, params, uploaded["code"], work, run_name=run_name, weights=weights)
+    return {**plan, "estimate": estimate_cost(settings, params, work),
+            "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch)}
+
+
+def estimate_cost(settings: PipelineSettings, params: RunParams, work: Mapping[str, Any]) -> dict[str, Any] | None:
     """The run's cost estimate, made before any cluster exists (EMR only; the local target is free),
     on what the run will read: tonight's photos and the caught-up nights', the PCA rows of every batch
     with a nightly, and with a forced refit the window's statistics and every retained batch's rows
@@ -461,12 +361,12 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
         return None
     from fruits import costs
 
-    forced_refit = pca_mode(params, work["current_basis"]) == steps.PCA_REFIT
+    forced_refit = params.mode_for(work["current_basis"]) == steps.PCA_REFIT
     catch_up = sum(work["catch_up_images"].values())
     reads = {"images": work["featurize_images"] - catch_up, "catchup_images": catch_up,
              "pca_rows": work["nightly_rows"], "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,
              "refit_batches": len(work["windows"][work["nightly"][-1]]) if forced_refit and work["nightly"] else 0}
-    estimate = costs.estimate_for_run(reads["images"], cluster_sizing(params), region=settings.region,
+    estimate = costs.estimate_for_run(images=reads["images"], sizing=params.sizing, region=settings.region,
                                       pca_rows=reads["pca_rows"], landing_on_s3=is_s3(settings.landing),
                                       catchup_images=catch_up, reexpress_rows=reads["reexpress_rows"],
                                       refit_batches=reads["refit_batches"])
@@ -475,7 +375,7 @@ def estimate_cost(settings: PipelineSettings, params: Mapping[str, Any],
     return {**estimate, "reads": {**reads, "featurize_batches": work["featurize"], "forced_refit": forced_refit}}
 
 
-def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None, estimate: Mapping[str, Any] | None,
+def report_cost(run: Run, cluster_id: str | None, estimate: Mapping[str, Any] | None,
                 work: Mapping[str, Any] | None = None, ran: bool = False) -> dict[str, Any]:
     """Write reports/batch=<ds>/run_report.json|md (fruits.run_report) for whatever ran, failed runs
     included (a failed cluster bills too); returns its headline figures."""
@@ -483,9 +383,9 @@ def report_cost(checked: Mapping[str, Any] | None, cluster_id: str | None, estim
 
     from fruits import run_report
 
-    if not checked or not work or not ran or (checked["settings"]["target"] == "emr" and not cluster_id):
+    if not work or not ran or (run.settings.target == "emr" and not cluster_id):
         raise AirflowSkipException("nothing ran: nothing to report")
-    settings, batch = PipelineSettings(**checked["settings"]), checked["batch"]
+    settings, batch = run.settings, run.batch
     on_emr = settings.target == "emr"
     report = run_report.report_run(
         open_lake(settings, s3_client(settings) if on_emr else None), lake_root(settings), batch,
@@ -520,7 +420,3 @@ def unlock_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, 
     log.info("lock of batch %s %s by %s", batch, "released" if released else "not held", owner)
     return released
 
-
-def fail_run(upstream: str = "an upstream task") -> None:
-    """The final check's body: it only runs when something failed (trigger rule ONE_FAILED)."""
-    raise RuntimeError(f"{upstream} failed: the cluster was torn down, the run is failed")

@@ -8,6 +8,7 @@ here: they come from the `aws_default` connection (or the instance role).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
@@ -17,11 +18,23 @@ from fruits.gdpr import EU_MEMBER_STATE_REGIONS
 TARGETS = ("emr", "local")  # where the jobs run: a transient EMR cluster, or this machine
 
 VARIABLE_PREFIX = "fruits_"
+# "emr": transient EMR cluster on AWS; "local": the same jobs through a local spark-submit.
+TARGETS = ("emr", "local")
+# The target changes the DAG's graph, so it is read where the DAG is parsed, from this variable only.
+TARGET_ENVIRONMENT_VARIABLE = "FRUITS_TARGET"
+
+
+def target_from_environment(environ: Any = None) -> str:
+    """The deployment's target: env FRUITS_TARGET (default "emr"); anything else is refused."""
+    target = (os.environ if environ is None else environ).get(TARGET_ENVIRONMENT_VARIABLE, "emr")
+    if target not in TARGETS:
+        raise ValueError(f"{TARGET_ENVIRONMENT_VARIABLE} must be one of {TARGETS}, not {target!r}")
+    return target
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    # "emr": transient EMR cluster on AWS; "local": the same jobs through a local spark-submit.
+    # One of TARGETS, from target_from_environment() (never a Variable: see load_settings).
     target: str = "emr"
     # Paris: the company is French, and the region is inside the EU.
     region: str = "eu-west-3"
@@ -89,17 +102,19 @@ class PipelineSettings:
 
 def variable_names() -> dict[str, str]:
     """Field name -> Airflow Variable name, for docs and for the stack-output import."""
-    return {f.name: VARIABLE_PREFIX + f.name for f in fields(PipelineSettings)}
+    return {f.name: VARIABLE_PREFIX + f.name for f in fields(PipelineSettings) if f.name != "target"}
 
 
-def load_settings(get_variable: Callable[[str, Any], Any], **overrides: Any) -> PipelineSettings:
+def load_settings(get_variable: Callable[[str, Any], Any], *, target: str = "emr",
+                  **overrides: Any) -> PipelineSettings:
     """Build the settings from a Variable getter (`airflow.sdk.Variable.get`, or a dict's `.get` in
-    tests); `overrides` (e.g. from a run's Params) win over Variables when not None."""
-    values: dict[str, Any] = {}
-    for field in fields(PipelineSettings):
-        value = get_variable(VARIABLE_PREFIX + field.name, None)
+    tests); `target` is the DAG's (target_from_environment), never a Variable; `overrides` win over
+    Variables when not None."""
+    values: dict[str, Any] = {"target": target}
+    for name, variable in variable_names().items():
+        value = get_variable(variable, None)
         if value not in (None, ""):
-            values[field.name] = value
+            values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name: f for f in fields(PipelineSettings)}
     unknown = set(values) - set(known)
@@ -113,7 +128,7 @@ def load_settings(get_variable: Callable[[str, Any], Any], **overrides: Any) -> 
                 raise ValueError(f"{VARIABLE_PREFIX}{name} must be an integer, not {value!r}") from None
     settings = PipelineSettings(**values)
     if settings.target not in TARGETS:
-        raise ValueError(f"fruits_target must be one of {TARGETS}, not {settings.target!r}")
+        raise ValueError(f"the target must be one of {TARGETS}, not {settings.target!r}")
     if settings.retention_days < 1:
         raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
     try:

@@ -74,7 +74,6 @@ def run_dag(target: str, batch: str, variables: dict[str, str], run_conf: dict |
     """One `dag.test()` run for logical date = batch; returns the DagRun."""
     for name, value in variables.items():
         os.environ[f"AIRFLOW_VAR_{name.upper()}"] = value
-    os.environ["AIRFLOW_VAR_FRUITS_TARGET"] = target
     dag = load_dag(target)
     logical_date = dt.datetime.fromisoformat(batch).replace(hour=1, tzinfo=dt.UTC)
     return dag.test(logical_date=logical_date, run_conf=run_conf or {})
