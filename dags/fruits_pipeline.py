@@ -33,6 +33,7 @@ from airflow.sdk import (
     task,
 )
 from airflow.sdk.exceptions import AirflowSkipException
+from fruits import assets
 from fruits import pipeline_tasks as tasks
 from fruits import steps
 from fruits.settings import PipelineSettings
@@ -71,19 +72,20 @@ with DAG(
     def _clients(settings: PipelineSettings):
         return tasks.s3_client(settings) if TARGET == "emr" or tasks.is_s3(settings.landing) else None
 
-    @task  # held by another run or an erasure: fails at once naming the holder; AWS hiccups are retried
+    # Held by another run or an erasure: fails at once naming the holder; AWS hiccups are retried.
+    @task(pre_execute=assets.lineage("lock_batch"))
     def lock_batch(checked: dict, run_id=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
         with tasks.config_errors_fail_now():
             return tasks.lock_batch(settings, _clients(settings), checked["batch"], owner=run_id)
 
-    @task
+    @task(pre_execute=assets.lineage("upload_new_images"))
     def upload_new_images(checked: dict, params=None) -> dict:
         settings = PipelineSettings(**checked["settings"])
         return tasks.upload_batch(settings, _clients(settings), checked["batch"], dry_run=params["dry_run"],
                                   explicit_landing=tasks.explicit_landing(params))
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, pre_execute=assets.lineage("plan_jobs"))
     def plan_jobs(checked: dict, uploaded: dict, params=None, run_id=None) -> dict:
         settings, batch = PipelineSettings(**checked["settings"]), checked["batch"]
         lake_store = tasks.open_lake(settings, _clients(settings))
@@ -113,7 +115,8 @@ with DAG(
         work = [create]
         for job in steps.JOB_KINDS:  # each kind's steps in one call; the sensor waits for its last one
             add = EmrAddStepsOperator(task_id=f"add_{job}_step", job_flow_id=create.output,
-                                      steps=plan[f"{job}_steps"], retries=0, **aws)
+                                      steps=plan[f"{job}_steps"], retries=0, pre_execute=assets.lineage(job),
+                                      openlineage_inject_parent_job_info=True, **aws)
             # A failure shows EMR's reason and the step's stderr tail; killing the task cancels the step.
             wait = ExplainedEmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
                                  step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[-1] }}}}",
@@ -135,17 +138,18 @@ with DAG(
             for command in commands:  # in the planned order, the first failure stops the rest
                 local_target.run(command, name=name)
 
-        work = [run_local_jobs.override(task_id=job)(plan[f"{job}_commands"], job) for job in steps.JOB_KINDS]
+        work = [run_local_jobs.override(task_id=job, pre_execute=assets.lineage(job))(plan[f"{job}_commands"], job)
+                for job in steps.JOB_KINDS]
         teardown = []
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, pre_execute=assets.lineage("report_cost"))
     def report_cost(ti=None) -> dict:  # what the run cost and how fast it went, failed runs included
         return tasks.report_cost(ti.xcom_pull(task_ids="check_gdpr"), ti.xcom_pull(task_ids="create_cluster"),
                                  ti.xcom_pull(task_ids="plan_jobs", key="estimate"),
                                  ti.xcom_pull(task_ids="plan_jobs", key="work"),
                                  bool(ti.xcom_pull(task_ids="plan_jobs", key="run_jobs")))
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, pre_execute=assets.lineage("unlock_batch"))
     def unlock_batch(ti=None, run_id=None) -> bool:  # after the teardown, whatever happened
         checked = ti.xcom_pull(task_ids="check_gdpr")
         if not checked:
@@ -153,7 +157,17 @@ with DAG(
         settings = PipelineSettings(**checked["settings"])
         return tasks.unlock_batch(settings, _clients(settings), checked["batch"], owner=run_id)
 
-    chain(checked, *start, *work, *teardown, report_cost(), unlock_batch())
+    reported = report_cost()
+    chain(checked, *start, *work, *teardown, reported, unlock_batch())
+
+    # The run's committed outputs as asset events (fruits.assets): after the report, which reads the same
+    # markers; ALL_DONE, so what a failed run did commit is announced too.
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=list(assets.aliases().values()),
+          pre_execute=assets.lineage("publish_assets"))
+    def publish_assets(ti=None, outlet_events=None) -> list[dict]:
+        return assets.publish_run(ti, outlet_events)
+
+    reported >> publish_assets()
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def fail_if_anything_failed() -> None:
