@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import time
 from unittest import mock
@@ -143,10 +144,11 @@ def test_lineage_goes_raw_features_pca_reports_on_the_lake_areas():
         edges[kind] = (set(inputs), set(outputs))
     assert lake.raw_uri(root, BATCH).startswith(assets.dataset_uri(root, "raw"))
     path = [assets.dataset_uri(root, a) for a in ("raw", "features", "pca/reduced", "reports")]
-    for (source, target), kind in zip(zip(path, path[1:]), ("featurize", "pca", "report_cost")):
+    for (source, target), kind in zip(itertools.pairwise(path), ("featurize", "pca", "report_cost")):
         assert source in edges[kind][0] and target in edges[kind][1], kind
     assert edges["upload_new_images"][0] >= {"s3://landing-eu/in/"}
     assert "s3://landing-eu/in/" not in assets.lineage_datasets("upload_new_images", root)[0]  # no landing set
+    assert assets.dataset_uri(root, "landing", "landing/in") == upload.file_uri(demo.REPO_ROOT / "landing/in") + "/"
     assert set(steps.JOB_KINDS) <= set(assets.LINEAGE)
     with pytest.raises(ValueError, match="unknown lineage dataset"):
         assets.dataset_uri(root, "pca")

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from fruits import assets, demo, lake, upload
@@ -59,14 +58,16 @@ def lineage_run(tmp_path_factory, sample_dir, keras_home):
            "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "true",  # no fork per event inside dag.test()
            "FRUITS_TARGET": "local"}
     out = tmp / "run.json"
-    done = subprocess.run([sys.executable, "-c", RUN, str(tmp / "airflow_home"), BATCH, str(tmp / "lake"),
-                           str(tmp / "landing"), str(out)], env=env, cwd=demo.REPO_ROOT, capture_output=True,
-                          text=True, timeout=1500)
+    command = [sys.executable, "-c", RUN, str(tmp / "airflow_home"), BATCH, str(tmp / "lake"), str(tmp / "landing"),
+               str(out)]
+    done = subprocess.run(command, check=False, env=env, cwd=demo.REPO_ROOT, capture_output=True, text=True,
+                          timeout=1500)
     assert done.returncode == 0 and out.exists(), done.stdout[-4000:] + done.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["state"] == "success", result["states"]
     result["lineage"] = [json.loads(line) for line in ol_file.read_text().splitlines()]
     result["store"] = upload.LocalStore(tmp / "lake")
+    result["landing"] = str((tmp / "landing").resolve())
     return result
 
 
@@ -92,7 +93,7 @@ def test_openlineage_events_draw_raw_features_pca_reports(lineage_run):
     assert area("raw") in edges["featurize"][0] and area("features") in edges["featurize"][1]
     assert area("features") in edges["pca"][0] and area("pca/reduced") in edges["pca"][1]
     assert area("pca/reduced") in edges["report_cost"][0] and area("reports") in edges["report_cost"][1]
-    assert area("raw") in edges["upload_new_images"][1]
+    assert lineage_run["landing"] in edges["upload_new_images"][0] and area("raw") in edges["upload_new_images"][1]
 
     # Walking the graph from raw reaches the reports through the tasks' datasets alone.
     reached, frontier = {area("raw")}, [area("raw")]

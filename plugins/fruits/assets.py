@@ -27,7 +27,9 @@ import datetime as dt
 import io
 import json
 import logging
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 from fruits import lake, upload
 
@@ -72,8 +74,12 @@ SUMMARY_PREFIX = "pca_summary"
 
 def dataset_uri(root: str, area: str, landing: str = "") -> str:
     """A lineage dataset's URI on `root` (`landing`: the landing root, outside the lake)."""
-    if area == "landing":
-        return landing.rstrip("/") + "/"
+    if area == "landing":  # a local folder as open_landing resolves it, or an s3:// prefix
+        from fruits.pipeline_tasks import REPO_ROOT
+
+        local = Path(landing)
+        return (landing if "://" in landing else upload.file_uri(local if local.is_absolute() else REPO_ROOT / local)
+                ).rstrip("/") + "/"
     if area not in DATASETS:
         raise ValueError(f"unknown lineage dataset {area!r}: one of {['landing', *DATASETS]}")
     return DATASETS[area](root)
