@@ -115,8 +115,7 @@ with DAG(
         work = [create]
         for job in steps.JOB_KINDS:  # each kind's steps in one call; the sensor waits for its last one
             add = EmrAddStepsOperator(task_id=f"add_{job}_step", job_flow_id=create.output,
-                                      steps=plan[f"{job}_steps"], retries=0, pre_execute=assets.lineage(job),
-                                      openlineage_inject_parent_job_info=True, **aws)
+                                      steps=plan[f"{job}_steps"], retries=0, pre_execute=assets.lineage(job), **aws)
             # A failure shows EMR's reason and the step's stderr tail; killing the task cancels the step.
             wait = ExplainedEmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
                                  step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[-1] }}}}",

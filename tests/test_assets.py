@@ -167,8 +167,28 @@ def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_alia
     assert {o.name for o in publish.outlets} == set(assets.ALIASES)
     assert "report_cost" in publish.upstream_task_ids
     assert publish.trigger_rule == "all_done"
-    if target == "emr":
-        assert all(dag.task_dict[f"add_{k}_step"].openlineage_inject_parent_job_info for k in steps.JOB_KINDS)
+    if target == "emr":  # off unless [openlineage] spark_inject_parent_job_info is on (docs/operations.md)
+        assert not any(dag.task_dict[f"add_{k}_step"].openlineage_inject_parent_job_info for k in steps.JOB_KINDS)
+
+
+def test_the_provider_injects_the_parent_job_into_the_pipelines_spark_submit_steps():
+    """EmrAddStepsOperator injects `--conf spark.openlineage.parent...` into command-runner spark-submit
+    steps only: the pipeline's steps are of that shape, so the injection reaches them."""
+    from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
+
+    job = steps.featurize_job("s3://fruits-lake-eu-west-3", BATCH, "s3://fruits-lake-eu-west-3/code/abc/")
+    step = steps.emr_step(job, batch=BATCH)
+    operator = EmrAddStepsOperator(task_id="add_featurize_step", job_flow_id="j-1", steps=[step],
+                                   openlineage_inject_parent_job_info=True)
+    parent = {"spark.openlineage.parentJobName": "fruits_pipeline.add_featurize_step",
+              "spark.openlineage.parentRunId": "019b-run"}
+    with mock.patch("airflow.providers.amazon.aws.operators.emr.inject_parent_job_information_into_spark_properties",
+                    return_value=parent):
+        [injected] = operator._inject_openlineage_parent_job_information([step], context={})
+    args = injected["HadoopJarStep"]["Args"]
+    assert args[:5] == ["spark-submit", "--conf", "spark.openlineage.parentJobName=fruits_pipeline.add_featurize_step",
+                        "--conf", "spark.openlineage.parentRunId=019b-run"]
+    assert args[5:] == step["HadoopJarStep"]["Args"][1:]  # the job's own arguments unchanged
 
 
 def test_the_consumer_dag_is_scheduled_on_the_pca_alias_and_parses_without_variables(airflow_home):
