@@ -15,6 +15,7 @@ EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "a
              "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "unlock_batch"]
 LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "unlock_batch"]
 FINAL = "fail_if_anything_failed"
+PUBLISH = "publish_assets"  # fruits.assets: the run's committed outputs as asset events
 
 
 @pytest.fixture(params=["emr", "local"])
@@ -36,7 +37,8 @@ def test_parsing_reads_no_variable_and_calls_no_aws(airflow_home, monkeypatch):
 def test_shape_is_the_documented_chain_and_has_no_cycle(target_dag):
     target, dag = target_dag
     chain_ids = EMR_CHAIN if target == "emr" else LOCAL_CHAIN
-    assert set(dag.task_dict) == {*chain_ids, FINAL}
+    assert set(dag.task_dict) == {*chain_ids, FINAL, PUBLISH}
+    assert "report_cost" in dag.task_dict[PUBLISH].upstream_task_ids  # announces what the report read
     dag.check_cycle()  # raises on a cycle
     for upstream, downstream in zip(chain_ids, chain_ids[1:]):
         assert upstream in dag.task_dict[downstream].upstream_task_ids, f"{upstream} -> {downstream}"
@@ -56,6 +58,8 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert rules.pop("report_cost") == "all_done"
     # The batch lock is released whatever happened, after the teardown.
     assert rules.pop("unlock_batch") == "all_done"
+    # What a failed run did commit is announced too.
+    assert rules.pop(PUBLISH) == "all_done"
     if target == "emr":
         # Teardown runs whatever happened upstream: no run leaves a cluster billing.
         assert rules.pop("terminate_cluster") == "all_done"
