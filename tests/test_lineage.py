@@ -1,6 +1,7 @@
 """One real local run (real featurize and PCA jobs on real Fruits-360 photos) with the OpenLineage
 provider's file transport on: the events show the graph raw -> features -> pca -> reports on the lake's
-URIs, the run's asset events carry what the consumer needs, and the consumer's summary reads them.
+URIs, the run's asset events carry what the consumer needs, the event queues the consumer DAG
+(fruits_pca_summary, scheduled on the alias), and the consumer's summary reads it.
 
 The run is a separate interpreter: the provider registers its listener when Airflow loads the plugins,
 once per process, from the configuration it sees then (earlier tests in the session ran without it).
@@ -29,14 +30,15 @@ from fruits import demo
 home, batch, lake_dir, landing, out = sys.argv[1:]
 demo.prepare_airflow(Path(home))
 run = demo.run_dag("local", batch, {"fruits_local_lake": lake_dir, "fruits_landing": landing})
-from airflow.models.asset import AssetEvent
+from airflow.models.asset import AssetDagRunQueue, AssetEvent
 from airflow.utils.session import create_session
 from sqlalchemy import select
 with create_session() as session:
     events = [{"uri": e.asset.uri, "aliases": sorted(a.name for a in e.source_aliases), "extra": e.extra,
                "task": e.source_task_id} for e in session.scalars(select(AssetEvent))]
+    queued = [{"dag_id": q.target_dag_id, "uri": q.asset.uri} for q in session.scalars(select(AssetDagRunQueue))]
 states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-Path(out).write_text(json.dumps({"state": str(run.state), "states": states, "events": events}))
+Path(out).write_text(json.dumps({"state": str(run.state), "states": states, "events": events, "queued": queued}))
 """
 
 
@@ -56,6 +58,9 @@ def lineage_run(tmp_path_factory, sample_dir, keras_home):
                                                           "append": True}),
            "AIRFLOW__OPENLINEAGE__NAMESPACE": "fruits-test",
            "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "true",  # no fork per event inside dag.test()
+           # dag.test() writes every DAG of dags/ to the database: the consumer too, unpaused, so the
+           # producer's event queues it as the scheduler would see it.
+           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
            "FRUITS_TARGET": "local"}
     out = tmp / "run.json"
     command = [sys.executable, "-c", RUN, str(tmp / "airflow_home"), BATCH, str(tmp / "lake"), str(tmp / "landing"),
@@ -126,7 +131,10 @@ def test_the_run_announces_features_pca_and_report_with_their_extras(lineage_run
     report = events[(assets.RUN_REPORT_ALIAS,)]["extra"]
     assert json.loads(store.read(report["json"]))["batch"] == BATCH
 
-    # What the consumer DAG does with that event: a summary from the committed rows it names.
+    # The consumer DAG is queued by that event (the scheduler creates its run from this queue) ...
+    assert {(q["dag_id"], q["uri"].rstrip("/")) for q in lineage_run["queued"]} == {
+        ("fruits_pca_summary", pca["uri"].rstrip("/"))}
+    # ... and what it does with the event: a summary from the committed rows it names.
     summary = assets.summarize_reduced(store, pca["extra"])
     assert summary["rows"] == photos and summary["labels"] == LABELS
     assert summary["nn_accuracy_training_to_test"] is not None
