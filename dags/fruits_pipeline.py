@@ -20,6 +20,7 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrTerminateJobFlowOperator,
 )
 from airflow.sdk import DAG, CronTriggerTimetable, Param, Variable, chain, task
+from fruits import assets
 from fruits import pipeline_tasks as tasks
 from fruits import run_params, steps
 from fruits.settings import target_from_environment
@@ -50,19 +51,20 @@ with DAG(
             tasks.guard(run.settings, lambda: tasks.s3_client(run.settings))  # before any other AWS call
         return run.as_xcom()
 
-    @task  # held by another run or an erasure: fails at once naming the holder; AWS hiccups are retried
+    # Held by another run or an erasure: fails at once naming the holder; AWS hiccups are retried.
+    @task(pre_execute=assets.lineage("lock_batch"))
     def lock_batch(checked: dict, run_id=None) -> dict:
         run = tasks.Run.from_xcom(checked)
         with tasks.config_errors_fail_now():
             return tasks.lock_batch(run.settings, tasks.lake_client(run.settings), run.batch, owner=run_id)
 
-    @task
+    @task(pre_execute=assets.lineage("upload_new_images"))
     def upload_new_images(checked: dict) -> dict:
         run = tasks.Run.from_xcom(checked)
         return tasks.upload_batch(run.settings, tasks.lake_client(run.settings), run.batch,
                                   dry_run=run.params.dry_run, explicit_landing=run.params.explicit_landing)
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, pre_execute=assets.lineage("plan_jobs"))
     def plan_jobs(checked: dict, uploaded: dict, run_id=None) -> dict:
         run = tasks.Run.from_xcom(checked)
         with tasks.config_errors_fail_now():
@@ -80,13 +82,18 @@ with DAG(
         for command in commands:  # in the planned order, the first failure stops the rest
             local_target.run(command, name=name)
 
-    @task  # what the run cost and how fast it went, failed runs included
+    @task(pre_execute=assets.lineage("report_cost"))  # what the run cost and how fast, failed runs included
     def report_cost(checked: dict, ti=None) -> dict:
         pulled = {key: ti.xcom_pull(task_ids="plan_jobs", key=key) for key in ("estimate", "work", "run_jobs")}
         return tasks.report_cost(tasks.Run.from_xcom(checked), ti.xcom_pull(task_ids="create_cluster"),
                                  pulled["estimate"], pulled["work"], bool(pulled["run_jobs"]))
 
-    @task
+    # The run's committed outputs as asset events (fruits.assets), what a failed run did commit included.
+    @task(outlets=list(assets.aliases().values()), pre_execute=assets.lineage("publish_assets"))
+    def publish_assets(ti=None, outlet_events=None) -> list[dict]:
+        return assets.publish_run(ti, outlet_events)
+
+    @task(pre_execute=assets.lineage("unlock_batch"))
     def unlock_batch(checked: dict, run_id=None) -> bool:
         run = tasks.Run.from_xcom(checked)
         return tasks.unlock_batch(run.settings, tasks.lake_client(run.settings), run.batch, owner=run_id)
@@ -101,7 +108,8 @@ with DAG(
         work = [create]
         for job in steps.JOB_KINDS:  # each kind's steps in one call; the sensor waits for its last one
             add = EmrAddStepsOperator(task_id=f"add_{job}_step", job_flow_id=create.output,
-                                      steps=plan[f"{job}_steps"], retries=0, **aws)
+                                      steps=plan[f"{job}_steps"], retries=0,
+                                      pre_execute=assets.lineage(job), **aws)
             # A failure shows EMR's reason and the step's stderr tail; killing the task cancels the step.
             wait = ExplainedEmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
                                           step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[-1] }}}}",
@@ -113,8 +121,10 @@ with DAG(
         teardown = [EmrTerminateJobFlowOperator(task_id="terminate_cluster", job_flow_id=create.output, **aws)
                     .as_teardown(setups=create)]
     else:
-        work = [run_local_jobs.override(task_id=job)(plan[f"{job}_commands"], job) for job in steps.JOB_KINDS]
+        work = [run_local_jobs.override(task_id=job, pre_execute=assets.lineage(job))(plan[f"{job}_commands"], job)
+                for job in steps.JOB_KINDS]
         teardown = []
 
     chain(checked, lock, uploaded, plan, stop_if_nothing_to_do(plan["run_jobs"]), *work, *teardown,
-          report_cost(checked).as_teardown(setups=lock), unlock_batch(checked).as_teardown(setups=lock))
+          report_cost(checked).as_teardown(setups=lock), publish_assets().as_teardown(setups=lock),
+          unlock_batch(checked).as_teardown(setups=lock))

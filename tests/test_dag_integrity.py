@@ -13,11 +13,12 @@ from fruits.cli import demo
 
 HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]
 EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
-             "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "unlock_batch"]
-LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "unlock_batch"]
+             "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "publish_assets", "unlock_batch"]
+LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "publish_assets", "unlock_batch"]
 # Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
-TEARDOWNS = {"emr": {"create_cluster": {"terminate_cluster"}, "lock_batch": {"report_cost", "unlock_batch"}},
-             "local": {"lock_batch": {"report_cost", "unlock_batch"}}}
+# publish_assets announces the run's committed outputs (fruits.assets), a failed run's included.
+RUN_END = {"report_cost", "publish_assets", "unlock_batch"}
+TEARDOWNS = {"emr": {"create_cluster": {"terminate_cluster"}, "lock_batch": RUN_END}, "local": {"lock_batch": RUN_END}}
 
 
 @pytest.fixture(params=["emr", "local"])
@@ -48,7 +49,7 @@ def test_shape_is_the_documented_chain_and_has_no_cycle(target_dag):
     # The run's state is decided by the work alone: its one effective leaf is the last job.
     teardowns = set().union(*TEARDOWNS[target].values())
     leaves = [t.task_id for t in dag.tasks if not t.is_teardown and t.downstream_task_ids <= teardowns]
-    assert leaves == [chain_ids[-4 if target == "emr" else -3]]
+    assert leaves == [chain_ids[-5 if target == "emr" else -4]]
 
 
 def test_owner_retries_and_trigger_rules(target_dag):
