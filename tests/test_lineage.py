@@ -16,7 +16,8 @@ import subprocess
 import sys
 
 import pytest
-from fruits import assets, demo, lake, upload
+from fruits import assets, lake, upload
+from fruits.cli import demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -26,7 +27,7 @@ LABELS, TRAINING, TEST = 3, 4, 2
 RUN = """
 import json, sys
 from pathlib import Path
-from fruits import demo
+from fruits.cli import demo
 home, batch, lake_dir, landing, out = sys.argv[1:]
 demo.prepare_airflow(Path(home))
 run = demo.run_dag("local", batch, {"fruits_local_lake": lake_dir, "fruits_landing": landing})
