@@ -78,16 +78,18 @@ def main() -> int:
 
     import boto3
     from botocore.config import Config
-    from fruits import dedup_index, lake, upload
     from moto.server import ThreadedMotoServer
+
+    from fruits import dedup_index, lake, upload
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        s3 = boto3.client("s3", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}",
-                          config=Config(max_pool_connections=32))
+        s3 = boto3.client(
+            "s3", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}", config=Config(max_pool_connections=32)
+        )
         for bucket in ("landing", "lake-1", "lake-16", "index"):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         batch = "2026-06-01"
@@ -114,8 +116,11 @@ def main() -> int:
             counts = upload.upload_new_images(lake_store, landing, landing_uri, batch, read_workers=workers)
             rate = counts["seen"] / (time.perf_counter() - started)
             results[f"upload_end_to_end_workers_{workers}_photos_per_second"] = round(rate, 1)
-            print(f"(b) upload end to end workers={workers:2d}: {rate:8.1f} photos/s "
-                  f"({counts['uploaded']} uploaded, {counts['already_in_lake']} known)", flush=True)
+            print(
+                f"(b) upload end to end workers={workers:2d}: {rate:8.1f} photos/s "
+                f"({counts['uploaded']} uploaded, {counts['already_in_lake']} known)",
+                flush=True,
+            )
 
         # (c) the index: H hashes of history written straight into their shards, then a night of M new ones.
         import hashlib
@@ -124,7 +129,7 @@ def main() -> int:
         shards: dict[str, dict[bytes, int]] = {}
         for i in range(args.history):
             sha = hashlib.sha256(i.to_bytes(8, "big")).digest()
-            shards.setdefault(sha.hex()[:dedup_index.SHARD_HEX], {})[sha[:16]] = 20000 + i % 365
+            shards.setdefault(sha.hex()[: dedup_index.SHARD_HEX], {})[sha[:16]] = 20000 + i % 365
         for shard, entries in shards.items():
             s3.put_object(Bucket="index", Key=f"index/sha256/{shard}.bin", Body=dedup_index.encode_shard(entries))
         traffic = {"GetObject": 0, "PutObject": 0, "bytes_in": 0, "bytes_out": 0}
@@ -136,6 +141,7 @@ def main() -> int:
         def count_response(http_response, model, **_):
             if model.name == "GetObject":
                 traffic["bytes_in"] += int(http_response.headers.get("content-length", 0))
+
         s3.meta.events.register("before-parameter-build.s3.*", count_request)
         s3.meta.events.register("after-call.s3.GetObject", count_response)
         night = [hashlib.sha256(b"night" + i.to_bytes(8, "big")).hexdigest() for i in range(args.night)]
@@ -148,27 +154,41 @@ def main() -> int:
         per_shard = index_bytes / 4096
         touched = len({dedup_index.shard_of(sha) for sha in night})
         results["index"] = {
-            "history_hashes": args.history, "night_photos": args.night, "found": len(found),
-            "shards_touched": touched, "shards_written": written, "seconds_lookup": round(looked, 2),
-            "seconds_lookup_and_record": round(total, 2), "get_requests": traffic["GetObject"],
-            "put_requests": traffic["PutObject"], "bytes_read": traffic["bytes_in"],
-            "bytes_written": traffic["bytes_out"], "index_bytes": index_bytes,
+            "history_hashes": args.history,
+            "night_photos": args.night,
+            "found": len(found),
+            "shards_touched": touched,
+            "shards_written": written,
+            "seconds_lookup": round(looked, 2),
+            "seconds_lookup_and_record": round(total, 2),
+            "get_requests": traffic["GetObject"],
+            "put_requests": traffic["PutObject"],
+            "bytes_read": traffic["bytes_in"],
+            "bytes_written": traffic["bytes_out"],
+            "index_bytes": index_bytes,
             "bytes_per_photo_of_history": dedup_index.RECORD.size,
-            "at_365M": {"index_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
-                        "shard_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size // 4096,
-                        "night_of_1M_reads_bytes": 2 * HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
-                        "night_of_1M_writes_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
-                        "requests": {"GET": 2 * 4096, "PUT": 4096}},
+            "at_365M": {
+                "index_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
+                "shard_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size // 4096,
+                "night_of_1M_reads_bytes": 2 * HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
+                "night_of_1M_writes_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
+                "requests": {"GET": 2 * 4096, "PUT": 4096},
+            },
         }
-        print(f"(c) index of {args.history:,} hashes ({index_bytes / 1e6:.1f} MB, {per_shard / 1e3:.1f} kB a shard), "
-              f"night of {args.night:,}: {touched} shards, {looked:.2f} s lookup, {total:.2f} s with record, "
-              f"{traffic['GetObject']} GET ({traffic['bytes_in'] / 1e6:.1f} MB), {traffic['PutObject']} PUT "
-              f"({traffic['bytes_out'] / 1e6:.1f} MB)", flush=True)
+        print(
+            f"(c) index of {args.history:,} hashes ({index_bytes / 1e6:.1f} MB, {per_shard / 1e3:.1f} kB a shard), "
+            f"night of {args.night:,}: {touched} shards, {looked:.2f} s lookup, {total:.2f} s with record, "
+            f"{traffic['GetObject']} GET ({traffic['bytes_in'] / 1e6:.1f} MB), {traffic['PutObject']} PUT "
+            f"({traffic['bytes_out'] / 1e6:.1f} MB)",
+            flush=True,
+        )
     finally:
         server.stop()
-    results.update(measured_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   machine=f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.system()}",
-                   get_latency_added_s=GET_LATENCY_S)
+    results.update(
+        measured_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        machine=f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.system()}",
+        get_latency_added_s=GET_LATENCY_S,
+    )
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {RESULTS}")
     return 0

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from fruits import report_page, upload
 
 
@@ -35,9 +36,13 @@ def main() -> None:
             n = args.rows // args.files
             vectors = rng.normal(size=(n, args.k)).astype(np.float32)
             offsets = pa.array(np.arange(0, n * args.k + 1, args.k, dtype=np.int32))
-            table = pa.table({"path": [f"{store.root}/raw/batch=2026-11-21/L{i % 30}/{part}_{i}.jpg" for i in range(n)],
-                              "label": [f"L{i % 30}" for i in range(n)],
-                              "pca": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))})
+            table = pa.table(
+                {
+                    "path": [f"{store.root}/raw/batch=2026-11-21/L{i % 30}/{part}_{i}.jpg" for i in range(n)],
+                    "label": [f"L{i % 30}" for i in range(n)],
+                    "pca": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel())),
+                }
+            )
             buffer = io.BytesIO()
             pq.write_table(table, buffer)
             files.append(f"{store.root}/reduced/part-{part}.parquet")
@@ -48,8 +53,10 @@ def main() -> None:
         chosen = report_page.pick_examples(sample["label"])
         report_page.nearest_neighbours(sample["pca"][chosen], [sample["path"][i] for i in chosen], sample, store, files)
         done = time.monotonic()
-    print(f"rows={args.rows:,} k={args.k} files={args.files}: sample {sampled - started:.1f} s, neighbours "
-          f"{done - sampled:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"rows={args.rows:,} k={args.k} files={args.files}: sample {sampled - started:.1f} s, neighbours "
+        f"{done - sampled:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

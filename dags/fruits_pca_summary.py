@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, Variable, task
+
 from fruits import assets
 from fruits import pipeline_tasks as tasks
 from fruits.settings import load_settings
@@ -33,8 +34,9 @@ with DAG(
         client = tasks.s3_client(settings) if settings.target == "emr" else None
         store, root = tasks.open_lake(settings, client), tasks.lake_root(settings)
         # An event may be listed under the alias and under its asset: one summary per committed output.
-        extras = {event.extra["location"]: event.extra
-                  for events in triggering_asset_events.values() for event in events}
+        extras = {
+            event.extra["location"]: event.extra for events in triggering_asset_events.values() for event in events
+        }
         return [assets.write_summary(store, root, assets.summarize_reduced(store, extra)) for extra in extras.values()]
 
     summarize()

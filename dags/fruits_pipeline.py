@@ -20,9 +20,9 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrTerminateJobFlowOperator,
 )
 from airflow.sdk import DAG, CronTriggerTimetable, Param, Variable, chain, task
-from fruits import assets
+
+from fruits import assets, run_params, steps
 from fruits import pipeline_tasks as tasks
-from fruits import run_params, steps
 from fruits.settings import target_from_environment
 from fruits.step_failures import ExplainedEmrStepSensor
 
@@ -38,8 +38,12 @@ with DAG(
     max_active_runs=1,  # one cluster at a time; the basis changes in date order
     params={name: Param(**spec) for name, spec in run_params.param_specs(TARGET).items()},
     # Retries cover transient AWS errors; a local failure is deterministic, retrying only delays it.
-    default_args={"owner": "fruits-data", "retries": 2 if TARGET == "emr" else 0,
-                  "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},
+    default_args={
+        "owner": "fruits-data",
+        "retries": 2 if TARGET == "emr" else 0,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+    },
     tags=["fruits", TARGET],
     doc_md=__doc__,
 ):
@@ -61,15 +65,21 @@ with DAG(
     @task(pre_execute=assets.lineage("upload_new_images"))
     def upload_new_images(checked: dict) -> dict:
         run = tasks.Run.from_xcom(checked)
-        return tasks.upload_batch(run.settings, tasks.lake_client(run.settings), run.batch,
-                                  dry_run=run.params.dry_run, explicit_landing=run.params.explicit_landing)
+        return tasks.upload_batch(
+            run.settings,
+            tasks.lake_client(run.settings),
+            run.batch,
+            dry_run=run.params.dry_run,
+            explicit_landing=run.params.explicit_landing,
+        )
 
     @task(multiple_outputs=True, pre_execute=assets.lineage("plan_jobs"))
     def plan_jobs(checked: dict, uploaded: dict, run_id=None) -> dict:
         run = tasks.Run.from_xcom(checked)
         with tasks.config_errors_fail_now():
-            return tasks.plan_run(run, tasks.lake_client(run.settings), uploaded,
-                                  run_name=f"fruits-{run.batch}-{run_id}"[:256])
+            return tasks.plan_run(
+                run, tasks.lake_client(run.settings), uploaded, run_name=f"fruits-{run.batch}-{run_id}"[:256]
+            )
 
     @task.short_circuit(retries=0)  # skips the work; the teardowns still run (or skip with their setup)
     def stop_if_nothing_to_do(run_jobs: bool) -> bool:
@@ -85,8 +95,13 @@ with DAG(
     @task(pre_execute=assets.lineage("report_cost"))  # what the run cost and how fast, failed runs included
     def report_cost(checked: dict, ti=None) -> dict:
         pulled = {key: ti.xcom_pull(task_ids="plan_jobs", key=key) for key in ("estimate", "work", "run_jobs")}
-        return tasks.report_cost(tasks.Run.from_xcom(checked), ti.xcom_pull(task_ids="create_cluster"),
-                                 pulled["estimate"], pulled["work"], bool(pulled["run_jobs"]))
+        return tasks.report_cost(
+            tasks.Run.from_xcom(checked),
+            ti.xcom_pull(task_ids="create_cluster"),
+            pulled["estimate"],
+            pulled["work"],
+            bool(pulled["run_jobs"]),
+        )
 
     # The run's committed outputs as asset events (fruits.assets), what a failed run did commit included.
     @task(outlets=list(assets.aliases().values()), pre_execute=assets.lineage("publish_assets"))
@@ -103,28 +118,55 @@ with DAG(
     plan = plan_jobs(checked, uploaded)
     if TARGET == "emr":
         aws = {"aws_conn_id": plan["aws_conn_id"], "region_name": plan["region"]}
-        create = EmrCreateJobFlowOperator(task_id="create_cluster", emr_conn_id=None,
-                                          job_flow_overrides=plan["job_flow"], **aws)
+        create = EmrCreateJobFlowOperator(
+            task_id="create_cluster", emr_conn_id=None, job_flow_overrides=plan["job_flow"], **aws
+        )
         work = [create]
         for job in steps.JOB_KINDS:  # each kind's steps in one call; the sensor waits for its last one
-            add = EmrAddStepsOperator(task_id=f"add_{job}_step", job_flow_id=create.output,
-                                      steps=plan[f"{job}_steps"], retries=0,
-                                      pre_execute=assets.lineage(job), **aws)
+            add = EmrAddStepsOperator(
+                task_id=f"add_{job}_step",
+                job_flow_id=create.output,
+                steps=plan[f"{job}_steps"],
+                retries=0,
+                pre_execute=assets.lineage(job),
+                **aws,
+            )
             # A failure shows EMR's reason and the step's stderr tail; killing the task cancels the step.
-            wait = ExplainedEmrStepSensor(task_id=f"wait_{job}", job_flow_id=create.output, retries=0,
-                                          step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[-1] }}}}",
-                                          deferrable=True, poke_interval=POKE.total_seconds(),
-                                          max_attempts=int(STEP_TIMEOUT / POKE), timeout=STEP_TIMEOUT, **aws)
+            wait = ExplainedEmrStepSensor(
+                task_id=f"wait_{job}",
+                job_flow_id=create.output,
+                retries=0,
+                step_id=f"{{{{ ti.xcom_pull(task_ids='add_{job}_step')[-1] }}}}",
+                deferrable=True,
+                poke_interval=POKE.total_seconds(),
+                max_attempts=int(STEP_TIMEOUT / POKE),
+                timeout=STEP_TIMEOUT,
+                **aws,
+            )
             work += [add, wait]
         # Skipped when no cluster was asked for; not run when RunJobFlow failed (no cluster to end). Not
         # on_failure_fail_dagrun: that would make it the run's leaf and hide a failed step behind its success.
-        teardown = [EmrTerminateJobFlowOperator(task_id="terminate_cluster", job_flow_id=create.output, **aws)
-                    .as_teardown(setups=create)]
+        teardown = [
+            EmrTerminateJobFlowOperator(task_id="terminate_cluster", job_flow_id=create.output, **aws).as_teardown(
+                setups=create
+            )
+        ]
     else:
-        work = [run_local_jobs.override(task_id=job, pre_execute=assets.lineage(job))(plan[f"{job}_commands"], job)
-                for job in steps.JOB_KINDS]
+        work = [
+            run_local_jobs.override(task_id=job, pre_execute=assets.lineage(job))(plan[f"{job}_commands"], job)
+            for job in steps.JOB_KINDS
+        ]
         teardown = []
 
-    chain(checked, lock, uploaded, plan, stop_if_nothing_to_do(plan["run_jobs"]), *work, *teardown,
-          report_cost(checked).as_teardown(setups=lock), publish_assets().as_teardown(setups=lock),
-          unlock_batch(checked).as_teardown(setups=lock))
+    chain(
+        checked,
+        lock,
+        uploaded,
+        plan,
+        stop_if_nothing_to_do(plan["run_jobs"]),
+        *work,
+        *teardown,
+        report_cost(checked).as_teardown(setups=lock),
+        publish_assets().as_teardown(setups=lock),
+        unlock_batch(checked).as_teardown(setups=lock),
+    )

@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--stack-name", help="read the outputs with boto3 (credentials from the environment)")
-    source.add_argument("--describe-stacks-json", type=argparse.FileType("r"),
-                        help="a saved `aws cloudformation describe-stacks` answer ('-' for stdin)")
+    source.add_argument(
+        "--describe-stacks-json",
+        type=argparse.FileType("r"),
+        help="a saved `aws cloudformation describe-stacks` answer ('-' for stdin)",
+    )
     parser.add_argument("--region", help="the stack's region (with --stack-name)")
     args = parser.parse_args(argv)
     if args.stack_name:

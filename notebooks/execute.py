@@ -35,12 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     notebook = nbformat.read(SOURCE, as_version=4)
     with tempfile.TemporaryDirectory(prefix="fruits-jupyter-") as prefix:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", prefix, "--name", KERNEL],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--prefix", prefix, "--name", KERNEL],
+            check=True,
+            capture_output=True,
+        )
         os.environ["JUPYTER_PATH"] = str(Path(prefix) / "share" / "jupyter")
         os.environ["FRUITS_DEMO_LABELS"] = str(args.labels)
-        NotebookClient(notebook, kernel_name=KERNEL, timeout=1800, startup_timeout=120,
-                       resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(
+            notebook, kernel_name=KERNEL, timeout=1800, startup_timeout=120, resources={"metadata": {"path": str(HERE)}}
+        ).execute()
     notebook.metadata.pop("widgets", None)
     EXECUTED.parent.mkdir(exist_ok=True)
     nbformat.write(notebook, EXECUTED)

@@ -24,16 +24,20 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/fruits-report"
 CHECK_TASK = "check_gdpr"  # the DAG's first task: its XCom holds the run's settings and batch
 # The page holds no script and fetches nothing: the browser is told so too.
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
-                "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+    "Cache-Control": "private, no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def run_checked(session: Any, dag_id: str, run_id: str) -> Mapping[str, Any] | None:
     """The run's `check_gdpr` return value ({"settings": ..., "batch": ...}); None when it never ran."""
     from airflow.models.xcom import XComModel
 
-    row = session.scalars(XComModel.get_many(run_id=run_id, key="return_value", task_ids=CHECK_TASK,
-                                             dag_ids=dag_id, limit=1)).first()
+    row = session.scalars(
+        XComModel.get_many(run_id=run_id, key="return_value", task_ids=CHECK_TASK, dag_ids=dag_id, limit=1)
+    ).first()
     return None if row is None else XComModel.deserialize_value(row)
 
 
@@ -51,19 +55,32 @@ def read_page(checked: Mapping[str, Any]) -> tuple[str, bytes | None]:
 def _message(text: str, status: int) -> HTMLResponse:
     import html
 
-    return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>Run report</title><p>{html.escape(text)}</p>",
-                        status_code=status, headers=PAGE_HEADERS)
+    return HTMLResponse(
+        f"<!doctype html><meta charset=utf-8><title>Run report</title><p>{html.escape(text)}</p>",
+        status_code=status,
+        headers=PAGE_HEADERS,
+    )
 
 
-def serve(dag_id: str, run_id: str, checked: Mapping[str, Any] | None,
-          reader: Callable[[Mapping[str, Any]], tuple[str, bytes | None]] = read_page) -> HTMLResponse:
+def serve(
+    dag_id: str,
+    run_id: str,
+    checked: Mapping[str, Any] | None,
+    reader: Callable[[Mapping[str, Any]], tuple[str, bytes | None]] = read_page,
+) -> HTMLResponse:
     if not checked or "batch" not in checked or "settings" not in checked:
-        return _message(f"Run {run_id} of {dag_id} has no run report: it is not a Fruits! pipeline run, or it "
-                        "stopped before its first task.", 404)
+        return _message(
+            f"Run {run_id} of {dag_id} has no run report: it is not a Fruits! pipeline run, or it "
+            "stopped before its first task.",
+            404,
+        )
     uri, page = reader(checked)
     if page is None:
-        return _message(f"No run report page at {uri} yet: the report_cost task writes it at the end of the run "
-                        "(a run that stopped before the jobs has none).", 404)
+        return _message(
+            f"No run report page at {uri} yet: the report_cost task writes it at the end of the run "
+            "(a run that stopped before the jobs has none).",
+            404,
+        )
     return HTMLResponse(page, headers=PAGE_HEADERS)
 
 
@@ -83,5 +100,10 @@ class FruitsReportPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Fruits! run report pages"}]  # noqa: RUF012
     # A tab on every DAG run's page; runs of other DAGs get a one-line "no run report".
     external_views = [  # noqa: RUF012
-        {"name": "Run report", "href": URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}",
-         "destination": "dag_run", "url_route": "fruits-run-report"}]
+        {
+            "name": "Run report",
+            "href": URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "fruits-run-report",
+        }
+    ]

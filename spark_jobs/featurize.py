@@ -44,8 +44,9 @@ import time
 import urllib.parse
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -300,17 +301,20 @@ def features_schema():
     """What the featurizer returns for each readable photo (mapInArrow's output)."""
     from pyspark.sql import types as T
 
-    types = {"path": T.StringType(), "sha256": T.StringType(), "features": T.ArrayType(T.FloatType()),
-             "width": T.IntegerType(), "height": T.IntegerType()}
+    types = {
+        "path": T.StringType(),
+        "sha256": T.StringType(),
+        "features": T.ArrayType(T.FloatType()),
+        "width": T.IntegerType(),
+        "height": T.IntegerType(),
+    }
     return T.StructType([T.StructField(name, types[name]) for name in FEATURE_COLUMNS])
 
 
 def quarantine_schema():
     from pyspark.sql import types as T
 
-    return T.StructType(
-        [T.StructField(name, T.StringType()) for name in ("path", "reason", "batch_id")]
-    )
+    return T.StructType([T.StructField(name, T.StringType()) for name in ("path", "reason", "batch_id")])
 
 
 def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.RecordBatch, list[tuple[str, str]]]:
@@ -339,7 +343,7 @@ def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.R
         height.append(h)
     features = np.empty((len(good), FEATURE_DIM), dtype=np.float32)
     for start in range(0, len(good), batch_size):
-        features[start:start + batch_size] = model(preprocess(np.stack(pixels[start:start + batch_size])))
+        features[start : start + batch_size] = model(preprocess(np.stack(pixels[start : start + batch_size])))
     offsets = np.arange(0, (len(good) + 1) * FEATURE_DIM, FEATURE_DIM, dtype=np.int32)
     rows = pa.array(good, type=pa.int32())
     readable = pa.RecordBatch.from_arrays(
@@ -409,8 +413,14 @@ class Featurizer:
 
 
 def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int) -> Featurizer:
-    return Featurizer(broadcast, batch_size, num_threads, builds=sc.accumulator(set(), PidSetParam()),
-                      featurized=sc.accumulator(0), unreadable=sc.accumulator([], ListParam()))
+    return Featurizer(
+        broadcast,
+        batch_size,
+        num_threads,
+        builds=sc.accumulator(set(), PidSetParam()),
+        featurized=sc.accumulator(0),
+        unreadable=sc.accumulator([], ListParam()),
+    )
 
 
 def read_images(spark, input_uri: str, input_format: str = "files"):
@@ -423,11 +433,7 @@ def read_images(spark, input_uri: str, input_format: str = "files"):
     path read as for plain files. An empty photo is a row like any other (decode_image quarantines it).
     """
     if input_format == "files":
-        return (
-            spark.read.format("binaryFile")
-            .option("recursiveFileLookup", "true")
-            .load(input_uri)
-        )
+        return spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input_uri)
     from pyspark.sql import functions as F
 
     # The schema is given, not inferred: the bundles' own extra columns (sha256) stay unread.
@@ -486,29 +492,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="featurize.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="folder of images (file://, s3://), read recursively")
     parser.add_argument(
-        "--input-format", choices=("files", "bundles"), default="files",
+        "--input-format",
+        choices=("files", "bundles"),
+        default="files",
         help="files: every file under --input is a photo; bundles: Parquet bundles of photos (the lake's raw/)",
     )
     parser.add_argument("--output", required=True, help="features output (committed: run=<id>/ + _committed.json)")
     parser.add_argument(
         "--quarantine", help="output for unreadable files, committed the same way (default: <output>/_quarantine/)"
     )
-    parser.add_argument(
-        "--batch-id", type=_batch_id, help="YYYY-MM-DD (default: the input's batch=<date> folder)"
-    )
+    parser.add_argument("--batch-id", type=_batch_id, help="YYYY-MM-DD (default: the input's batch=<date> folder)")
     parser.add_argument(
         "--weights", help="MobileNetV2 no-top weights file (file:// or s3://); default: Keras' imagenet"
     )
-    parser.add_argument(
-        "--weights-sha256", type=_sha256, help="the sha256 the --weights file must have (else exit 4)"
-    )
+    parser.add_argument("--weights-sha256", type=_sha256, help="the sha256 the --weights file must have (else exit 4)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
     parser.add_argument(
         "--batch-size", type=_positive, help=f"images per inference call (default: {DEFAULT_BATCH_SIZE})"
     )
-    parser.add_argument(
-        "--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)"
-    )
+    parser.add_argument("--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)")
     args = parser.parse_args(argv)
     if args.weights_sha256 and not args.weights:
         parser.error("--weights-sha256 checks a --weights file: give --weights too")
@@ -612,18 +614,32 @@ def run(spark, args: argparse.Namespace) -> dict:
             unreadable += [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(images.inputFiles(), scanned)]
         spark.createDataFrame(unreadable, quarantine_schema()).coalesce(1).write.parquet(quarantine_run)
         metrics = job_metrics(
-            args, run_id, featurized, len(unreadable), featurizer.builds.value,
-            seconds=time.monotonic() - prepared, prepare_seconds=prepared - started,
+            args,
+            run_id,
+            featurized,
+            len(unreadable),
+            featurizer.builds.value,
+            seconds=time.monotonic() - prepared,
+            prepare_seconds=prepared - started,
         )
         jobio.write_json(spark, features_run + "_job_metrics.json", metrics)
         # Committed even when nothing was readable: the output then says so (zero rows, metrics) rather
         # than still holding an earlier run's features, and the quarantine keeps every file.
         facts = {"job": JOB, "batch_id": args.batch_id}
         jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": len(unreadable)})
-        jobio.commit(files, args.output, features_run, {
-            **facts, "rows": featurized, "seen": metrics["seen"], "quarantined": metrics["quarantined"],
-            "metrics": metrics, "quarantine_location": quarantine_run,
-        })  # the batch is featurized from here on
+        jobio.commit(
+            files,
+            args.output,
+            features_run,
+            {
+                **facts,
+                "rows": featurized,
+                "seen": metrics["seen"],
+                "quarantined": metrics["quarantined"],
+                "metrics": metrics,
+                "quarantine_location": quarantine_run,
+            },
+        )  # the batch is featurized from here on
     except BaseException:
         jobio.discard_runs(files, [(args.quarantine, quarantine_run), (args.output, features_run)])
         raise
@@ -636,8 +652,12 @@ def run(spark, args: argparse.Namespace) -> dict:
             log.warning("could not sweep old runs of %s: %s", output, exc)
     log.info(
         "seen %d files: %d featurized, %d quarantined in %.1fs (%.1f images/s, models built in %d worker processes)",
-        metrics["seen"], metrics["featurized"], metrics["quarantined"], metrics["seconds"],
-        metrics["images_per_second"], metrics["worker_processes"],
+        metrics["seen"],
+        metrics["featurized"],
+        metrics["quarantined"],
+        metrics["seconds"],
+        metrics["images_per_second"],
+        metrics["worker_processes"],
     )
     if metrics["quarantined"]:
         log.warning("%d files quarantined to %s", metrics["quarantined"], quarantine_run)
@@ -648,8 +668,9 @@ def run(spark, args: argparse.Namespace) -> dict:
     return metrics
 
 
-def job_metrics(args, run_id: str, featurized: int, quarantined: int, builds: set,
-                *, seconds: float, prepare_seconds: float) -> dict:
+def job_metrics(
+    args, run_id: str, featurized: int, quarantined: int, builds: set, *, seconds: float, prepare_seconds: float
+) -> dict:
     """What _job_metrics.json holds: counts, rates, and which worker processes built a model."""
     seen = featurized + quarantined
     return {

@@ -146,7 +146,7 @@ class HadoopFiles:
         iterator = fs.listFiles(path, True)
         while iterator.hasNext():
             status = iterator.next()
-            found.append((str(status.getPath().toString())[len(base):], int(status.getLen())))
+            found.append((str(status.getPath().toString())[len(base) :], int(status.getLen())))
         return sorted(found)
 
     def list_folders(self, folder_uri: str) -> list[tuple[str, int]]:
@@ -154,8 +154,9 @@ class HadoopFiles:
         fs, path = _hadoop_path(self.spark, folder_uri)
         if not fs.exists(path):
             return []
-        return sorted((str(s.getPath().getName()), int(s.getModificationTime()))
-                      for s in fs.listStatus(path) if s.isDirectory())
+        return sorted(
+            (str(s.getPath().getName()), int(s.getModificationTime())) for s in fs.listStatus(path) if s.isDirectory()
+        )
 
 
 def _write_local_atomically(uri: str, data: bytes) -> None:
@@ -171,7 +172,7 @@ def _write_local_atomically(uri: str, data: bytes) -> None:
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
     """`20261201T020000Z-1a2b3c4d`: sortable by start time, unique per attempt."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
 
 
@@ -196,7 +197,7 @@ def commit(files: Any, output_uri: str, run_folder: str, facts: dict[str, Any] |
     marker naming them (the single write that makes the output visible). Returns the marker."""
     output = output_uri.rstrip("/") + "/"
     location = run_folder.rstrip("/") + "/"
-    run_id = location[len(output):].rstrip("/").removeprefix(RUN_PREFIX)
+    run_id = location[len(output) :].rstrip("/").removeprefix(RUN_PREFIX)
     if not location.startswith(output + RUN_PREFIX) or not run_id or "/" in run_id:
         raise ValueError(f"{run_folder!r} is not a run folder of {output_uri!r} (see run_uri)")
     listed = [(name, size) for name, size in files.list_files(location) if _is_data_file(name)]
@@ -209,7 +210,7 @@ def commit(files: Any, output_uri: str, run_folder: str, facts: dict[str, Any] |
         "run_id": run_id,
         "files": [name for name, _ in listed],
         "bytes": sum(size for _, size in listed),
-        "committed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "committed_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **(facts or {}),
     }
     files.write(output + COMMIT_MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
@@ -258,8 +259,9 @@ def run_started_ms(run_id: str) -> int | None:
     return int(started.replace(tzinfo=datetime.UTC).timestamp() * 1000)
 
 
-def remove_stale_runs(files: Any, output_uri: str, *, now_ms: int | None = None,
-                      stale_seconds: int = STALE_RUN_SECONDS) -> list[str]:
+def remove_stale_runs(
+    files: Any, output_uri: str, *, now_ms: int | None = None, stale_seconds: int = STALE_RUN_SECONDS
+) -> list[str]:
     """Delete run folders that the marker does not name and that started more than `stale_seconds`
     ago: superseded outputs and the leftovers of failed attempts. Returns what it deleted.
 

@@ -13,6 +13,7 @@ Python workers), so a failing test leaves nothing running.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -24,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import psutil
 import requests
@@ -134,7 +136,7 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         # Not under pytest's tmp dir: that one is private to root, and the server runs as `postgres`.
         self.base_dir = Path(tempfile.mkdtemp(prefix="fruits-pg-"))
         if os.geteuid() == 0:
@@ -144,21 +146,42 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         pwfile.chmod(0o600)
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
-                  f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-instructions",
+        )
         pwfile.unlink()
         # TCP on loopback only; the unix socket goes to our own dir, not the system's /run.
         options = f"-c listen_addresses={LOOPBACK} -p {self.port} -k {self.base_dir}"
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
-                  "-l", str(self.base_dir / "server.log"), "-w", "-t", "60", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.base_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self._create_database()
         return self
 
     def _create_database(self) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=LOOPBACK, port=self.port, user=self.user, password=self.password,
-                                dbname="postgres")
+        conn = psycopg2.connect(
+            host=LOOPBACK, port=self.port, user=self.user, password=self.password, dbname="postgres"
+        )
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
             with conn.cursor() as cur:
@@ -193,16 +216,12 @@ class PostgresServer:
 
 def _terminate(processes: list[psutil.Process], grace_s: float) -> None:
     for proc in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=5)
 
 
@@ -232,21 +251,23 @@ class AirflowServices:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(COMMON_CONFIG)
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
-            "AIRFLOW__API__HOST": LOOPBACK,
-            "AIRFLOW__API__PORT": str(self.api_port),
-            "AIRFLOW__API__BASE_URL": self.base_url,
-            # Task runners report to the api-server's execution API: it must be this one.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            # One secret for every service, or tokens one issues the others reject.
-            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
-            "AIRFLOW__CORE__FERNET_KEY": self._fernet_key,
-            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+                "AIRFLOW__API__HOST": LOOPBACK,
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                # Task runners report to the api-server's execution API: it must be this one.
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                # One secret for every service, or tokens one issues the others reject.
+                "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
+                "AIRFLOW__CORE__FERNET_KEY": self._fernet_key,
+                "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -258,22 +279,36 @@ class AirflowServices:
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run a one-shot `airflow ...` CLI command against this installation."""
-        return subprocess.run(executable(("airflow", *args), self.bin_dir), env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            executable(("airflow", *args), self.bin_dir),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
-    def start(self) -> "AirflowServices":
+    def start(self) -> AirflowServices:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({ADMIN_USER: self.password}))
-        migrated = subprocess.run(executable(INIT_COMMAND, self.bin_dir), env=self.env(),
-                                  capture_output=True, text=True, timeout=600)
+        migrated = subprocess.run(
+            executable(INIT_COMMAND, self.bin_dir), env=self.env(), capture_output=True, text=True, timeout=600
+        )
         if migrated.returncode != 0:
-            raise RuntimeError(f"{' '.join(INIT_COMMAND)} failed:\n{migrated.stdout[-3000:]}\n{migrated.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(INIT_COMMAND)} failed:\n{migrated.stdout[-3000:]}\n{migrated.stderr[-3000:]}"
+            )
         for name, command in SERVICE_COMMANDS.items():
-            log = open(self.log_dir / f"{name}.log", "wb")
+            log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115  (held by the service until it stops)
             self.processes[name] = subprocess.Popen(
-                executable(command, self.bin_dir), env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
+                executable(command, self.bin_dir),
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
+            )
             log.close()
         return self
 
@@ -319,8 +354,11 @@ class AirflowServices:
     def record_listeners(self) -> None:
         """Add the listening TCP sockets our processes hold right now to listeners_seen."""
         pids = {p.pid for p in self.all_processes()}
-        self.listeners_seen.update((c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
-                                   if c.status == psutil.CONN_LISTEN and c.pid in pids)
+        self.listeners_seen.update(
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids
+        )
 
     def diagnostics(self, chars: int = 4000) -> str:
         parts = []
@@ -333,16 +371,12 @@ class AirflowServices:
         procs = self.all_processes()
         for popen in self.processes.values():
             if popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         _terminate(procs, grace_s)
         for popen in self.processes.values():
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             popen.wait(timeout=10)
 
 
@@ -355,8 +389,9 @@ class ApiClient:
     def __init__(self, base_url: str, username: str, password: str):
         self.base_url = base_url
         self.session = requests.Session()
-        response = self.session.post(f"{base_url}/auth/token", json={"username": username, "password": password},
-                                     timeout=30)
+        response = self.session.post(
+            f"{base_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
         response.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
@@ -393,8 +428,9 @@ class ApiClient:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
-    def wait_for_runs(self, dag_id: str, run_ids: Iterable[str], services: AirflowServices,
-                      timeout: float = 600) -> dict[str, dict[str, Any]]:
+    def wait_for_runs(
+        self, dag_id: str, run_ids: Iterable[str], services: AirflowServices, timeout: float = 600
+    ) -> dict[str, dict[str, Any]]:
         """Until every run has finished; fails with task states and logs when one did not succeed."""
         pending = set(run_ids)
         deadline = time.monotonic() + timeout
@@ -411,23 +447,29 @@ class ApiClient:
                     finished[run_id] = run
                     pending.discard(run_id)
             if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"runs {sorted(pending)} of {dag_id} unfinished after {timeout}s: "
-                                   + json.dumps({r: self.task_states(dag_id, r) for r in pending}))
+                raise TimeoutError(
+                    f"runs {sorted(pending)} of {dag_id} unfinished after {timeout}s: "
+                    + json.dumps({r: self.task_states(dag_id, r) for r in pending})
+                )
             if pending:
                 time.sleep(3)
         for run_id, run in finished.items():
-            print(f"{dag_id} {run_id}: {run['state']} in {run.get('duration') or 0:.0f}s; tasks: "
-                  + ", ".join(f"{ti['task_id']} {ti['state']} {ti.get('duration') or 0:.0f}s"
-                              for ti in self.task_instances(dag_id, run_id)))
+            print(
+                f"{dag_id} {run_id}: {run['state']} in {run.get('duration') or 0:.0f}s; tasks: "
+                + ", ".join(
+                    f"{ti['task_id']} {ti['state']} {ti.get('duration') or 0:.0f}s"
+                    for ti in self.task_instances(dag_id, run_id)
+                )
+            )
         failed = {r: self.task_states(dag_id, r) for r, run in finished.items() if run["state"] != "success"}
         if failed:
-            raise AssertionError(f"runs of {dag_id} failed: {json.dumps(failed)}\n"
-                                 f"{task_log_tails(services.home, dag_id)}")
+            raise AssertionError(
+                f"runs of {dag_id} failed: {json.dumps(failed)}\n{task_log_tails(services.home, dag_id)}"
+            )
         return finished
 
 
 def task_log_tails(home: Path, dag_id: str, chars: int = 3000) -> str:
     """The end of every task log of a DAG (for a failure message)."""
     logs = sorted((home / "logs").glob(f"dag_id={dag_id}/**/*.log"))
-    return "\n".join(f"--- {log.relative_to(home)} ---\n{log.read_text(errors='replace')[-chars:]}"
-                     for log in logs)
+    return "\n".join(f"--- {log.relative_to(home)} ---\n{log.read_text(errors='replace')[-chars:]}" for log in logs)

@@ -117,7 +117,7 @@ class StoreFiles:
 
     def list_files(self, folder: str) -> list[tuple[str, int]]:
         folder = folder.rstrip("/") + "/"
-        return sorted((uri[len(folder):], len(self.store.read(uri))) for uri in self.store.list_files(folder))
+        return sorted((uri[len(folder) :], len(self.store.read(uri))) for uri in self.store.list_files(folder))
 
 
 def commit_output(store, output: str, files: dict[str, bytes], facts: dict | None = None) -> dict:

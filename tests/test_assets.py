@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import commit_output
+
 from fruits import assets, lake, run_report, steps, upload
 from fruits.cli import demo
 
@@ -26,16 +27,28 @@ def _now() -> str:
 
 
 def _reduced_parquet(rows: list[tuple[str, str, list[float]]]) -> bytes:
-    table = pa.table({"path": [f"p{i}" for i in range(len(rows))], "label": [r[0] for r in rows],
-                      "split": [r[1] for r in rows], "pca": [r[2] for r in rows]})
+    table = pa.table(
+        {
+            "path": [f"p{i}" for i in range(len(rows))],
+            "label": [r[0] for r in rows],
+            "split": [r[1] for r in rows],
+            "pca": [r[2] for r in rows],
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()
 
 
-ROWS = [("Apple", "Training", [0.0, 0.0, 1.0]), ("Apple", "Training", [0.2, 0.0, 1.0]),
-        ("Pear", "Training", [5.0, 5.0, 0.0]), ("Pear", "Training", [5.2, 5.0, 0.0]),
-        ("Apple", "Test", [0.1, 0.1, 1.0]), ("Pear", "Test", [4.9, 5.1, 0.0]), ("Pear", "Test", [0.1, 0.0, 1.0])]
+ROWS = [
+    ("Apple", "Training", [0.0, 0.0, 1.0]),
+    ("Apple", "Training", [0.2, 0.0, 1.0]),
+    ("Pear", "Training", [5.0, 5.0, 0.0]),
+    ("Pear", "Training", [5.2, 5.0, 0.0]),
+    ("Apple", "Test", [0.1, 0.1, 1.0]),
+    ("Pear", "Test", [4.9, 5.1, 0.0]),
+    ("Pear", "Test", [0.1, 0.0, 1.0]),
+]
 
 
 @pytest.fixture
@@ -49,21 +62,40 @@ def _set_basis(store, version: int) -> None:
 
 
 def _commit_reduced(store, version: int, batch: str, rows=ROWS) -> dict:
-    return commit_output(store, lake.pca_reduced_uri(store.root, version, batch),
-                         {"reduced/part-0.parquet": _reduced_parquet(rows), "report.json": b"{}"},
-                         {"job": "pca", "batch_id": batch, "basis": version, "rows": len(rows), "k": 3})
+    return commit_output(
+        store,
+        lake.pca_reduced_uri(store.root, version, batch),
+        {"reduced/part-0.parquet": _reduced_parquet(rows), "report.json": b"{}"},
+        {"job": "pca", "batch_id": batch, "basis": version, "rows": len(rows), "k": 3},
+    )
 
 
 def _commit_features(store, batch: str, rows: int) -> dict:
     commit_output(store, lake.quarantine_uri(store.root, batch), {"part-0.parquet": b"q"}, {"rows": 1})
-    return commit_output(store, lake.features_uri(store.root, batch), {"part-0.parquet": b"f"},
-                         {"job": "featurize", "batch_id": batch, "rows": rows, "seen": rows + 1, "quarantined": 1,
-                          "metrics": {"featurized": rows}})
+    return commit_output(
+        store,
+        lake.features_uri(store.root, batch),
+        {"part-0.parquet": b"f"},
+        {
+            "job": "featurize",
+            "batch_id": batch,
+            "rows": rows,
+            "seen": rows + 1,
+            "quarantined": 1,
+            "metrics": {"featurized": rows},
+        },
+    )
 
 
 def _work(**overrides) -> dict:
-    return {"batch": BATCH, "featurize": [BATCH], "nightly": [BATCH], "reexpress": [EARLIER, BATCH],
-            "current_basis": 1, **overrides}
+    return {
+        "batch": BATCH,
+        "featurize": [BATCH],
+        "nightly": [BATCH],
+        "reexpress": [EARLIER, BATCH],
+        "current_basis": 1,
+        **overrides,
+    }
 
 
 def test_an_ordinary_night_announces_its_features_its_batch_on_the_current_basis_and_its_report(store):
@@ -112,16 +144,25 @@ def test_a_new_basis_announces_every_batch_the_run_put_on_it(store):
         _commit_reduced(store, 2, batch)
     events = assets.run_events(store, store.root, BATCH, _work(featurize=[]), since)
     assert [(uri, e["batch"], e["basis"], e["new_basis"]) for _, uri, e in events] == [
-        (lake.pca_reduced_uri(store.root, 2), EARLIER, 2, True), (lake.pca_reduced_uri(store.root, 2), BATCH, 2, True)]
+        (lake.pca_reduced_uri(store.root, 2), EARLIER, 2, True),
+        (lake.pca_reduced_uri(store.root, 2), BATCH, 2, True),
+    ]
 
 
 def test_the_consumer_summary_reads_only_the_committed_output_the_event_names(store):
     marker = _commit_reduced(store, 1, BATCH)
     # A run folder that was never committed (a failed attempt) is beside it: never read.
-    store.put(lake.pca_reduced_uri(store.root, 1, BATCH) + "run=dead/reduced/part-0.parquet",
-              _reduced_parquet([("Plum", "Test", [9.0, 9.0, 9.0])]), "-")
-    extra = {"batch": BATCH, "basis": 1, "output": lake.pca_reduced_uri(store.root, 1, BATCH),
-             "location": marker["location"]}
+    store.put(
+        lake.pca_reduced_uri(store.root, 1, BATCH) + "run=dead/reduced/part-0.parquet",
+        _reduced_parquet([("Plum", "Test", [9.0, 9.0, 9.0])]),
+        "-",
+    )
+    extra = {
+        "batch": BATCH,
+        "basis": 1,
+        "output": lake.pca_reduced_uri(store.root, 1, BATCH),
+        "location": marker["location"],
+    }
     summary = assets.summarize_reduced(store, extra)
     assert (summary["rows"], summary["k"], summary["labels"]) == (7, 3, 2)
     assert summary["per_label"]["Pear"]["splits"] == {"Test": 2, "Training": 2}
@@ -156,12 +197,18 @@ def test_lineage_goes_raw_features_pca_reports_on_the_lake_areas():
 
 
 @pytest.mark.parametrize("target", ["emr", "local"])
-def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_aliases(airflow_home, monkeypatch,
-                                                                                    target):
+def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_aliases(airflow_home, monkeypatch, target):
     monkeypatch.setenv("FRUITS_TARGET", target)
     dag = demo.load_dag(target)
-    lake_tasks = {"lock_batch", "upload_new_images", "plan_jobs", "report_cost", "unlock_batch", "publish_assets",
-                  *((f"add_{k}_step" for k in steps.JOB_KINDS) if target == "emr" else steps.JOB_KINDS)}
+    lake_tasks = {
+        "lock_batch",
+        "upload_new_images",
+        "plan_jobs",
+        "report_cost",
+        "unlock_batch",
+        "publish_assets",
+        *((f"add_{k}_step" for k in steps.JOB_KINDS) if target == "emr" else steps.JOB_KINDS),
+    }
     for task_id in lake_tasks:
         assert dag.task_dict[task_id]._pre_execute_hook is not None, task_id
     publish = dag.task_dict["publish_assets"]
@@ -179,16 +226,26 @@ def test_the_provider_injects_the_parent_job_into_the_pipelines_spark_submit_ste
 
     job = steps.featurize_job("s3://fruits-lake-eu-west-3", BATCH, "s3://fruits-lake-eu-west-3/code/abc/")
     step = steps.emr_step(job, batch=BATCH)
-    operator = EmrAddStepsOperator(task_id="add_featurize_step", job_flow_id="j-1", steps=[step],
-                                   openlineage_inject_parent_job_info=True)
-    parent = {"spark.openlineage.parentJobName": "fruits_pipeline.add_featurize_step",
-              "spark.openlineage.parentRunId": "019b-run"}
-    with mock.patch("airflow.providers.amazon.aws.operators.emr.inject_parent_job_information_into_spark_properties",
-                    return_value=parent):
+    operator = EmrAddStepsOperator(
+        task_id="add_featurize_step", job_flow_id="j-1", steps=[step], openlineage_inject_parent_job_info=True
+    )
+    parent = {
+        "spark.openlineage.parentJobName": "fruits_pipeline.add_featurize_step",
+        "spark.openlineage.parentRunId": "019b-run",
+    }
+    with mock.patch(
+        "airflow.providers.amazon.aws.operators.emr.inject_parent_job_information_into_spark_properties",
+        return_value=parent,
+    ):
         [injected] = operator._inject_openlineage_parent_job_information([step], context={})
     args = injected["HadoopJarStep"]["Args"]
-    assert args[:5] == ["spark-submit", "--conf", "spark.openlineage.parentJobName=fruits_pipeline.add_featurize_step",
-                        "--conf", "spark.openlineage.parentRunId=019b-run"]
+    assert args[:5] == [
+        "spark-submit",
+        "--conf",
+        "spark.openlineage.parentJobName=fruits_pipeline.add_featurize_step",
+        "--conf",
+        "spark.openlineage.parentRunId=019b-run",
+    ]
     assert args[5:] == step["HadoopJarStep"]["Args"][1:]  # the job's own arguments unchanged
 
 

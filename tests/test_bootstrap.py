@@ -17,11 +17,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
 from fruits import release
 from fruits.emr_cluster import PYTHON_VERSION, ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bootstrap" / "install_python_deps.sh"
@@ -70,22 +71,39 @@ def test_every_pin_downloads_as_binary_wheels_for_the_cluster_python(architectur
     platforms = _platform_tags(machine)
     abi = "cp" + PYTHON_VERSION.replace(".", "")
     command = [
-        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
-        "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", abi,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON_VERSION,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
         *[arg for platform in platforms for arg in ("--platform", platform)],
-        "--requirement", str(SPARK_NODE_REQUIREMENTS), "--dest", str(tmp_path),
+        "--requirement",
+        str(SPARK_NODE_REQUIREMENTS),
+        "--dest",
+        str(tmp_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1700, check=False)
-    assert result.returncode == 0, f"pip download failed for {machine}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"pip download failed for {machine}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
 
     downloaded = {}
     locked = release.locked_hashes((REPO / release.NODE_LOCK).read_text())
     for path in tmp_path.iterdir():
         assert path.suffix == ".whl", f"{path.name} is not a wheel"
         name, version, _, tags = parse_wheel_filename(path.name)
-        assert any(
-            tag.interpreter in (abi, "py3", "cp3", "py2.py3") or tag.abi == "abi3" for tag in tags
-        ), f"{path.name} is not for Python {PYTHON_VERSION}"
+        assert any(tag.interpreter in (abi, "py3", "cp3", "py2.py3") or tag.abi == "abi3" for tag in tags), (
+            f"{path.name} is not for Python {PYTHON_VERSION}"
+        )
         assert any(tag.platform == "any" or tag.platform in platforms for tag in tags), f"{path.name}: not {machine}"
         downloaded[name] = str(version)
         # ...and is byte-for-byte a wheel the lock allows (what the nodes will install, --require-hashes).
@@ -100,6 +118,7 @@ def test_every_pin_downloads_as_binary_wheels_for_the_cluster_python(architectur
 
 
 # --- the script itself, run for real against a local wheelhouse (no network) ----------------------------
+
 
 def _write_wheel(wheelhouse: Path, name: str, version: str, code: str) -> None:
     """A minimal pure-Python wheel, built by hand (PEP 427) so the test needs no index."""
@@ -142,7 +161,7 @@ def node(tmp_path):
         'src="${@: -2:1}"; dest="${@: -1}"\n'
         f'local="{s3}/${{src#s3://}}"\n'
         'if [[ " $* " == *" --recursive "* ]]; then mkdir -p "$dest"; [[ -d $local ]] && cp -r "$local/." "$dest/"; '
-        'exit 0; fi\n'
+        "exit 0; fi\n"
         'cp "$local" "$dest"\n'
     )
     (bin_dir / "aws").chmod(0o755)
@@ -173,8 +192,9 @@ def _bootstrap_args(tmp_path: Path) -> list[str]:
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def test_script_installs_the_hash_locked_wheelhouse_without_any_index_with_retries_and_logs(node, tmp_path):
@@ -190,8 +210,12 @@ def test_script_installs_the_hash_locked_wheelhouse_without_any_index_with_retri
     result = _run(args, env)
     assert result.returncode == 0, result.stderr
     env_python = Path(args[3]) / "bin" / f"python{PYTHON_VERSION}"
-    probe = subprocess.run([str(env_python), "-c", "import fruitsprobe; print(fruitsprobe.VALUE)"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        [str(env_python), "-c", "import fruitsprobe; print(fruitsprobe.VALUE)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert probe.stdout.strip() == "42"
     log = result.stderr
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ install_python_deps: ", log, re.MULTILINE)

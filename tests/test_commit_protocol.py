@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import threading
 
-import jobio
 import pytest
+
+import jobio
 from fruits import lake
 
 OUTPUT = "s3://lake/features/batch=2026-03-01/"
@@ -67,13 +68,13 @@ class S3Files:
     def list_files(self, folder_uri: str) -> list[tuple[str, int]]:
         self._call()
         prefix = folder_uri.rstrip("/") + "/"
-        return sorted((key[len(prefix):], len(data)) for key, data in self.objects.items() if key.startswith(prefix))
+        return sorted((key[len(prefix) :], len(data)) for key, data in self.objects.items() if key.startswith(prefix))
 
     def list_folders(self, folder_uri: str) -> list[tuple[str, int]]:
         """Common prefixes, with S3A/EMRFS's modification time for them: 0 (S3 has no folders)."""
         self._call()
         prefix = folder_uri.rstrip("/") + "/"
-        names = {key[len(prefix):].split("/", 1)[0] for key in self.objects if key.startswith(prefix)}
+        names = {key[len(prefix) :].split("/", 1)[0] for key in self.objects if key.startswith(prefix)}
         return sorted((name, 0) for name in names if any(k.startswith(prefix + name + "/") for k in self.objects))
 
 
@@ -297,7 +298,7 @@ def test_the_sweep_keeps_an_attempt_still_writing_and_the_committed_run_whatever
     files.write(OUTPUT + "_quarantine/x", b"q")  # not a run folder
     removed = jobio.remove_stale_runs(files, OUTPUT, now_ms=NOW_MS)
     assert removed == [jobio.run_uri(OUTPUT, superseded)]
-    left = {key[len(OUTPUT):].split("/")[0] for key in files.objects if key.startswith(OUTPUT)}
+    left = {key[len(OUTPUT) :].split("/")[0] for key in files.objects if key.startswith(OUTPUT)}
     assert left == {"_committed.json", f"run={committed}", f"run={writing}", "run=undated", "_quarantine"}
     assert view(files) == whole(committed)
     # Within the grace nothing goes, not even the superseded leftovers of a failed attempt.

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from airflow_services import COMMON_CONFIG, INIT_COMMAND, LOOPBACK, SERVICE_COMMANDS, require
 from conftest import REPO_ROOT
 
@@ -38,8 +37,14 @@ def compose_command() -> list[str]:
 def run_config(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith(("AIRFLOW", "FRUITS_"))}
     env.update(env_overrides)
-    return subprocess.run([*compose_command(), "-f", str(COMPOSE_FILE), "config"], capture_output=True,
-                          text=True, env=env, cwd=REPO_ROOT, timeout=60)
+    return subprocess.run(
+        [*compose_command(), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,8 @@ def test_services_run_the_commands_the_end_to_end_test_starts(config):
     # The long-running services start only once the database is migrated.
     for name in SERVICE_COMMANDS:
         assert services[COMPOSE_NAME[name]]["depends_on"] == {
-            "airflow-init": {"condition": "service_completed_successfully"}}
+            "airflow-init": {"condition": "service_completed_successfully"}
+        }
     assert services["airflow-init"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
@@ -79,9 +85,11 @@ def test_every_airflow_service_has_the_settings_the_test_uses(config):
         assert {k: env.get(k) for k in COMMON_CONFIG} == COMMON_CONFIG, name
         # LocalExecutor over the PostgreSQL service, task runners reporting to the api-server.
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-            f"postgresql+psycopg2://airflow:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/airflow")
+            f"postgresql+psycopg2://airflow:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/airflow"
+        )
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
-            f"http://airflow-api-server:{env['AIRFLOW__API__PORT']}/execution/")
+            f"http://airflow-api-server:{env['AIRFLOW__API__PORT']}/execution/"
+        )
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == SECRETS["AIRFLOW_JWT_SECRET"]
 
 
@@ -151,14 +159,20 @@ def test_dockerfile_carries_java_and_the_locked_dependencies():
     assert files["-c"] == {"/tmp/requirements/dev.lock"}
     assert files["-r"] == {"/tmp/requirements/airflow.txt", "/tmp/requirements/spark-node.txt"}
     named = {word.lower() for word in install if not word.startswith("-") and word not in set.union(*files.values())}
-    lock = {line.split("==")[0].lower() for line in (REPO_ROOT / "requirements/dev.lock").read_text().splitlines()
-            if "==" in line}
+    lock = {
+        line.split("==")[0].lower()
+        for line in (REPO_ROOT / "requirements/dev.lock").read_text().splitlines()
+        if "==" in line
+    }
     assert named and named <= lock, f"not in requirements/dev.lock (run `make lock`): {sorted(named - lock)}"
 
 
 def test_dockerignore_keeps_local_state_out_but_not_what_the_build_copies():
-    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".venv", "lake", "test-artifacts", ".git"} <= ignored
     copied = re.findall(r"^COPY (\S+)", DOCKERFILE.read_text(), re.M)
     assert copied and not {c.rstrip("/") for c in copied} & ignored
@@ -167,4 +181,4 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_build_copies():
 def test_the_auth_manager_is_labelled_for_a_laptop_only():
     text = COMPOSE_FILE.read_text()
     line = text.index("AIRFLOW__CORE__AUTH_MANAGER:")
-    assert "FOR A LAPTOP ONLY" in text[max(0, line - 300):line] and "docs/operations.md" in text[line - 300:line]
+    assert "FOR A LAPTOP ONLY" in text[max(0, line - 300) : line] and "docs/operations.md" in text[line - 300 : line]

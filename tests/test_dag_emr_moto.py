@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
 from conftest import commit_output
+from moto import mock_aws
+from moto.emr.models import ElasticMapReduceBackend
+
 from fruits import lake, release
 from fruits.cli import demo
 from fruits.upload import S3Store
-from moto import mock_aws
-from moto.emr.models import ElasticMapReduceBackend
 
 pytestmark = pytest.mark.slow
 
@@ -72,11 +73,19 @@ class EmrStepDriver:
     def _commit(job: str, step) -> None:
         store = S3Store(boto3.client("s3", region_name=REGION), BUCKET)
         if job == "featurize":
-            commit_output(store, _arg(step, "--output"), {"part-0.parquet": b"p"},
-                          {"job": "featurize", "batch_id": _arg(step, "--batch-id"), "rows": 4})
+            commit_output(
+                store,
+                _arg(step, "--output"),
+                {"part-0.parquet": b"p"},
+                {"job": "featurize", "batch_id": _arg(step, "--batch-id"), "rows": 4},
+            )
         elif job == "pca":
-            commit_output(store, _arg(step, "--stats-root") + f"batch={_arg(step, '--batch')}/", {"stats.npz": b"s"},
-                          {"job": "pca", "rows": 4})
+            commit_output(
+                store,
+                _arg(step, "--stats-root") + f"batch={_arg(step, '--batch')}/",
+                {"stats.npz": b"s"},
+                {"job": "pca", "rows": 4},
+            )
 
 
 class ApiCalls:
@@ -96,7 +105,8 @@ class ApiCalls:
         if operation in self.refused:
             raise botocore.exceptions.ClientError(
                 {"Error": {"Code": "ValidationException", "Message": "The requested instance types are unavailable"}},
-                operation)
+                operation,
+            )
         if operation == "ListInstanceFleets":
             return {"InstanceFleets": _ended_fleets(self.requests_by_cluster[params["ClusterId"]])}
         response = self._original(client, operation, params)
@@ -110,15 +120,27 @@ class ApiCalls:
 
 def _ended_fleets(request: dict) -> list[dict]:
     return [
-        {"Id": f"if-{number}", "Name": fleet["Name"], "InstanceFleetType": fleet["InstanceFleetType"],
-         "Status": {"State": "TERMINATED"},
-         "TargetOnDemandCapacity": fleet["TargetOnDemandCapacity"], "TargetSpotCapacity": fleet["TargetSpotCapacity"],
-         "ProvisionedOnDemandCapacity": 0, "ProvisionedSpotCapacity": 0,
-         "InstanceTypeSpecifications": [
-             {"InstanceType": config["InstanceType"], "WeightedCapacity": config["WeightedCapacity"],
-              "EbsBlockDevices": [{"VolumeSpecification": device["VolumeSpecification"], "Device": "/dev/sdb"}
-                                  for device in config["EbsConfiguration"]["EbsBlockDeviceConfigs"]]}
-             for config in fleet["InstanceTypeConfigs"]]}
+        {
+            "Id": f"if-{number}",
+            "Name": fleet["Name"],
+            "InstanceFleetType": fleet["InstanceFleetType"],
+            "Status": {"State": "TERMINATED"},
+            "TargetOnDemandCapacity": fleet["TargetOnDemandCapacity"],
+            "TargetSpotCapacity": fleet["TargetSpotCapacity"],
+            "ProvisionedOnDemandCapacity": 0,
+            "ProvisionedSpotCapacity": 0,
+            "InstanceTypeSpecifications": [
+                {
+                    "InstanceType": config["InstanceType"],
+                    "WeightedCapacity": config["WeightedCapacity"],
+                    "EbsBlockDevices": [
+                        {"VolumeSpecification": device["VolumeSpecification"], "Device": "/dev/sdb"}
+                        for device in config["EbsConfiguration"]["EbsBlockDeviceConfigs"]
+                    ],
+                }
+                for config in fleet["InstanceTypeConfigs"]
+            ],
+        }
         for number, fleet in enumerate(request["Instances"]["InstanceFleets"])
     ]
 
@@ -131,7 +153,7 @@ def landing(tmp_path, sample_dir) -> Path:
     """Three days of arrivals: 2 labels x 2 real photos per day, in landing/<date>/<Label>/."""
     labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:6]
     for day, date in enumerate(DATES):
-        for label in labels[2 * day: 2 * day + 2]:
+        for label in labels[2 * day : 2 * day + 2]:
             target = tmp_path / "landing" / date / label
             target.mkdir(parents=True)
             for photo in sorted((sample_dir / "Training" / label).glob("*.jpg"))[:2]:
@@ -143,8 +165,7 @@ def landing(tmp_path, sample_dir) -> Path:
 def aws(airflow_home, monkeypatch, landing):
     monkeypatch.setenv("FRUITS_TARGET", "emr")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    for name, value in {"fruits_bucket": BUCKET, "fruits_region": REGION,
-                        "fruits_landing": str(landing)}.items():
+    for name, value in {"fruits_bucket": BUCKET, "fruits_region": REGION, "fruits_landing": str(landing)}.items():
         monkeypatch.setenv(f"AIRFLOW_VAR_{name.upper()}", value)
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
@@ -169,10 +190,21 @@ def _publish_what_the_cluster_needs(store: S3Store) -> None:
 def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
     config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=bucket, **config)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
 
 
 ALL_COMPLETED = {"featurize": "COMPLETED", "pca": "COMPLETED", "reexpress": "COMPLETED"}
@@ -229,7 +261,7 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     # The weights are the lake's copy, checked by the job against the sha256 recorded beside them.
     assert featurize_args[featurize_args.index("--weights") + 1] == lake.models_uri(root) + release.DEFAULT_WEIGHTS_FILE
     assert featurize_args[featurize_args.index("--weights-sha256") + 1] == release.sha256_bytes(WEIGHTS)
-    nightly = pca_args[pca_args.index("--py-files") + 3:]
+    nightly = pca_args[pca_args.index("--py-files") + 3 :]
     assert nightly[:3] == ["nightly", "--batch", "2026-03-01"] and nightly[nightly.index("--mode") + 1] == "auto"
     assert nightly[nightly.index("--features-root") + 1] == lake.features_uri(root)
     assert nightly[nightly.index("--window") + 1] == "2026-03-01"  # the first night: its own statistics
@@ -259,7 +291,8 @@ def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aw
     assert str(run.state) == "failed"
     assert states["wait_featurize"] == "failed"
     assert {states[t] for t in ("add_pca_step", "wait_pca", "add_reexpress_step", "wait_reexpress")} == {
-        "upstream_failed"}  # PCA never started
+        "upstream_failed"
+    }  # PCA never started
     assert states["terminate_cluster"] == "success"  # the teardown ran, and did not turn the run green
     assert states["report_cost"] == "success"  # the failed run's cluster is billed and reported too
     assert states["unlock_batch"] == "success"  # the batch is free for the next attempt
@@ -282,8 +315,13 @@ def test_the_next_night_catches_a_failed_night_up_before_its_own(aws):
     emr = boto3.client("emr", region_name=REGION)
     second = next(c for c in emr.list_clusters()["Clusters"] if DATES[1] in c["Name"])
     added = [s["Name"] for s in emr.list_steps(ClusterId=second["Id"])["Steps"][::-1]]
-    assert added == [f"fruits-featurize-{DATES[0]}", f"fruits-featurize-{DATES[1]}",
-                     f"fruits-pca-{DATES[0]}", f"fruits-pca-{DATES[1]}", f"fruits-reexpress-{DATES[1]}"]
+    assert added == [
+        f"fruits-featurize-{DATES[0]}",
+        f"fruits-featurize-{DATES[1]}",
+        f"fruits-pca-{DATES[0]}",
+        f"fruits-pca-{DATES[1]}",
+        f"fruits-reexpress-{DATES[1]}",
+    ]
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[1]}/run_report.json")["Body"].read())
     assert report["work"]["catch_up"] == [DATES[0]]
     # The estimate counted both nights' photos (2 labels x 2 photos each).
@@ -321,8 +359,11 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
         # Photos, manifests and code; not reports/ (each run writes its own cost report), locks/ (each
         # run takes and releases its batch's) or what the scripted jobs commit (each step run commits).
         derived = ("reports/", "locks/", "features/", "pca/")
-        return sorted((v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=BUCKET)["Versions"]
-                      if not v["Key"].startswith(derived))
+        return sorted(
+            (v["Key"], v["VersionId"])
+            for v in s3.list_object_versions(Bucket=BUCKET)["Versions"]
+            if not v["Key"].startswith(derived)
+        )
 
     partitions = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/", Delimiter="/")["CommonPrefixes"]
     assert [p["Prefix"] for p in partitions] == [f"raw/batch={d}/" for d in dates]

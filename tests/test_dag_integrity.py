@@ -8,12 +8,25 @@ from unittest import mock
 
 import pytest
 from airflow.sdk import TriggerRule
+
 from fruits import emr_cluster, steps
 from fruits.cli import demo
 
 HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]
-EMR_CHAIN = [*HEAD, "create_cluster", "add_featurize_step", "wait_featurize", "add_pca_step", "wait_pca",
-             "add_reexpress_step", "wait_reexpress", "terminate_cluster", "report_cost", "publish_assets", "unlock_batch"]
+EMR_CHAIN = [
+    *HEAD,
+    "create_cluster",
+    "add_featurize_step",
+    "wait_featurize",
+    "add_pca_step",
+    "wait_pca",
+    "add_reexpress_step",
+    "wait_reexpress",
+    "terminate_cluster",
+    "report_cost",
+    "publish_assets",
+    "unlock_batch",
+]
 LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "publish_assets", "unlock_batch"]
 # Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
 # publish_assets announces the run's committed outputs (fruits.assets), a failed run's included.
@@ -30,9 +43,12 @@ def target_dag(request, airflow_home, monkeypatch):
 def test_parsing_reads_no_variable_and_calls_no_aws(airflow_home, monkeypatch):
     """The scheduler parses dags/ constantly: settings are resolved in the first task, not here."""
     monkeypatch.setenv("FRUITS_TARGET", "emr")
-    with mock.patch("airflow.sdk.Variable.get", side_effect=AssertionError("Variable read at parse time")) as var, \
-            mock.patch("botocore.client.BaseClient._make_api_call",
-                       side_effect=AssertionError("AWS call at parse time")) as aws:
+    with (
+        mock.patch("airflow.sdk.Variable.get", side_effect=AssertionError("Variable read at parse time")) as var,
+        mock.patch(
+            "botocore.client.BaseClient._make_api_call", side_effect=AssertionError("AWS call at parse time")
+        ) as aws,
+    ):
         dag = demo.load_dag("emr")
     assert dag.task_dict and not var.called and not aws.called
 
@@ -68,8 +84,12 @@ def test_owner_retries_and_trigger_rules(target_dag):
     assert set(rules.values()) == {"all_success"}
     retries = {t.task_id: t.retries for t in dag.tasks}
     # Nothing retries what cannot succeed on retry: a failed step, the dry-run gate.
-    never = {"stop_if_nothing_to_do", *steps.JOB_KINDS,
-             *(f"add_{kind}_step" for kind in steps.JOB_KINDS), *(f"wait_{kind}" for kind in steps.JOB_KINDS)}
+    never = {
+        "stop_if_nothing_to_do",
+        *steps.JOB_KINDS,
+        *(f"add_{kind}_step" for kind in steps.JOB_KINDS),
+        *(f"wait_{kind}" for kind in steps.JOB_KINDS),
+    }
     for task_id, count in retries.items():
         expected = 0 if task_id in never or target == "local" else 2
         assert count == expected, (task_id, count)
@@ -106,8 +126,16 @@ def test_schedule_params_and_runs(airflow_home, monkeypatch):
     # The defaults are the product: a scheduled run projects on the current basis (auto), the job
     # chooses variance and drift threshold, the weights are the lake's, the landing is dated.
     assert params["pca_mode"] == steps.PCA_AUTO and params["dry_run"] is False
-    for name in ("batch", "landing", "pca_variance", "pca_k", "pca_drift_threshold", "weights", "weights_sha256",
-                 "runtime"):
+    for name in (
+        "batch",
+        "landing",
+        "pca_variance",
+        "pca_k",
+        "pca_drift_threshold",
+        "weights",
+        "weights_sha256",
+        "runtime",
+    ):
         assert params[name] is None, name
     assert "pca_model_batch" not in params
     sizing = emr_cluster.ClusterSizing()

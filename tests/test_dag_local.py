@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from fruits import lake, upload
 from fruits.cli import demo
 
@@ -36,14 +37,17 @@ def landing(tmp_path, sample_dir) -> Path:
             for night, date in enumerate(DATES):
                 folder = tmp_path / "landing" / date / split / label
                 folder.mkdir(parents=True)
-                for photo in photos[night * per_night:(night + 1) * per_night]:
+                for photo in photos[night * per_night : (night + 1) * per_night]:
                     shutil.copy(photo, folder / photo.name)
     return tmp_path / "landing"
 
 
 def _files(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _table(store, output: str):
@@ -56,18 +60,17 @@ def test_an_empty_landing_ends_the_run_successfully_without_running_a_job(tmp_pa
     monkeypatch.setenv("FRUITS_TARGET", "local")
     (tmp_path / "nothing_arrived").mkdir()
     lake_dir = tmp_path / "lake"
-    dag_run = demo.run_dag("local", DATES[0], {"fruits_local_lake": str(lake_dir)},
-                           {"landing": str(tmp_path / "nothing_arrived")})
+    dag_run = demo.run_dag(
+        "local", DATES[0], {"fruits_local_lake": str(lake_dir)}, {"landing": str(tmp_path / "nothing_arrived")}
+    )
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     assert str(dag_run.state) == "success", states
     assert states["stop_if_nothing_to_do"] == "success" and states["unlock_batch"] == "success"
-    assert {states[t] for t in ("featurize", "pca", "reexpress", "report_cost")} == {
-        "skipped"}
+    assert {states[t] for t in ("featurize", "pca", "reexpress", "report_cost")} == {"skipped"}
     assert not (lake_dir / "raw").exists() and not (lake_dir / "features").exists()
 
 
-def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_home, keras_home, landing,
-                                                               monkeypatch):
+def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_home, keras_home, landing, monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", "local")
     lake_dir = tmp_path / "lake"
     store = upload.LocalStore(lake_dir)

@@ -5,16 +5,18 @@ local jobs' environment. The lake states are written with the jobs' own commit w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
 import boto3
 import pytest
 from conftest import commit_output
+from moto import mock_aws
+
 from fruits import lake, local_target, pipeline_tasks, release, run_params, steps, upload
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
-from moto import mock_aws
 
 REGION = "eu-west-3"
 BUCKET = "fruits-lake-plan-test"
@@ -60,8 +62,14 @@ def test_each_bad_param_is_refused_before_anything_runs_naming_the_param(overrid
 
 
 def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
-    given = params(weights=f"s3://{BUCKET}/models/keras/w.h5", weights_sha256="ab" * 32, pca_k=50,
-                   landing="s3://fruits-landing-eu/2026-03-10/", pca_mode="refit", pca_drift_threshold=0.2)
+    given = params(
+        weights=f"s3://{BUCKET}/models/keras/w.h5",
+        weights_sha256="ab" * 32,
+        pca_k=50,
+        landing="s3://fruits-landing-eu/2026-03-10/",
+        pca_mode="refit",
+        pca_drift_threshold=0.2,
+    )
     variables = {"fruits_bucket": BUCKET, "fruits_allowed_buckets": "fruits-landing-eu, other"}
     run = pipeline_tasks.start_run(variables.get, given, ds=TONIGHT, target="emr")
     assert (run.params.pca_k, run.params.pca_mode, run.params.weights_sha256) == (50, "refit", "ab" * 32)
@@ -201,11 +209,14 @@ def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_hi
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
     # 4 features markers (listed partitions), 2 statistics markers, 3 manifests (batches to catch up
     # or without photos), the current basis: what the retained window holds, not the history.
-    assert sorted(gets) == sorted([
-        *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05", "2026-03-06")),
-        *(f"pca/stats/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-05")),
-        *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04")),
-        "pca/bases/_current.json"])
+    assert sorted(gets) == sorted(
+        [
+            *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05", "2026-03-06")),
+            *(f"pca/stats/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-05")),
+            *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04")),
+            "pca/bases/_current.json",
+        ]
+    )
 
     build_lake(store, old_batches=100)  # 100 more nights, all beyond retention
     gets.clear()
@@ -241,8 +252,9 @@ def _args(step):
 
 
 def test_emr_plan_lists_each_kinds_steps_in_date_order(work):
-    plan = pipeline_tasks.plan_jobs(EMR, parsed(weights=f"s3://{BUCKET}/models/keras/w.h5",
-                                                weights_sha256="cd" * 32), CODE, work, run_name="r")
+    plan = pipeline_tasks.plan_jobs(
+        EMR, parsed(weights=f"s3://{BUCKET}/models/keras/w.h5", weights_sha256="cd" * 32), CODE, work, run_name="r"
+    )
     root = f"s3://{BUCKET}"
     assert [s["Name"] for s in plan["featurize_steps"]] == [f"fruits-featurize-{b}" for b in EXPECTED["featurize"]]
     for step, batch in zip(plan["featurize_steps"], EXPECTED["featurize"]):
@@ -298,16 +310,26 @@ def test_the_estimate_counts_what_the_run_will_read(work):
     refit = pipeline_tasks.estimate_cost(EMR, parsed(pca_mode="refit"), work)
     # Featurize tonight's 5 photos and the caught-up nights' 7; the PCA reads the 4 nightly batches'
     # rows; a forced refit merges the window's 5 statistics and re-expresses the other retained rows.
-    assert auto["reads"] == {"images": 5, "catchup_images": 7, "pca_rows": 19, "reexpress_rows": 0, "refit_batches": 0,
-                             "featurize_batches": EXPECTED["featurize"], "forced_refit": False}
+    assert auto["reads"] == {
+        "images": 5,
+        "catchup_images": 7,
+        "pca_rows": 19,
+        "reexpress_rows": 0,
+        "refit_batches": 0,
+        "featurize_batches": EXPECTED["featurize"],
+        "forced_refit": False,
+    }
     assert (refit["reads"]["reexpress_rows"], refit["reads"]["refit_batches"]) == (10, 5)
     sizing = parsed().sizing
-    expected = costs.estimate_for_run(5, sizing, region=REGION, pca_rows=19, catchup_images=7, reexpress_rows=10,
-                                      refit_batches=5)
+    expected = costs.estimate_for_run(
+        5, sizing, region=REGION, pca_rows=19, catchup_images=7, reexpress_rows=10, refit_batches=5
+    )
     assert refit["seconds"] == expected["seconds"] and refit["cost"] == expected["cost"]
     year = {**work, "nightly_rows": 1_000_000, "reexpress_rows": 364_000_000}
-    assert (pipeline_tasks.estimate_cost(EMR, parsed(pca_mode="refit"), year)["cost"]["total_usd"]
-            > pipeline_tasks.estimate_cost(EMR, parsed(), year)["cost"]["total_usd"])
+    assert (
+        pipeline_tasks.estimate_cost(EMR, parsed(pca_mode="refit"), year)["cost"]["total_usd"]
+        > pipeline_tasks.estimate_cost(EMR, parsed(), year)["cost"]["total_usd"]
+    )
     assert pipeline_tasks.estimate_cost(PipelineSettings(target="local"), parsed(), work) is None
 
 
@@ -329,10 +351,19 @@ def test_a_second_run_of_the_same_batch_fails_fast_naming_the_holder(tmp_path):
 
 
 def test_the_local_jobs_get_no_airflow_secret():
-    environ = {"PATH": "/bin", "KERAS_HOME": "/k", "PYTHONPATH": "/p", "JAVA_HOME": "/j",
-               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
-               "AIRFLOW__CORE__FERNET_KEY": "f", "AIRFLOW__API_AUTH__JWT_SECRET": "j", "POSTGRES_PASSWORD": "pw",
-               "AIRFLOW_VAR_FRUITS_LANDING": "/l", "AWS_SECRET_ACCESS_KEY": "a", "GITHUB_TOKEN": "t"}
+    environ = {
+        "PATH": "/bin",
+        "KERAS_HOME": "/k",
+        "PYTHONPATH": "/p",
+        "JAVA_HOME": "/j",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow",
+        "AIRFLOW__CORE__FERNET_KEY": "f",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "j",
+        "POSTGRES_PASSWORD": "pw",
+        "AIRFLOW_VAR_FRUITS_LANDING": "/l",
+        "AWS_SECRET_ACCESS_KEY": "a",
+        "GITHUB_TOKEN": "t",
+    }
     env = local_target.job_environment(environ)
     assert {"PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME", "PYSPARK_PYTHON"} <= set(env)
     assert not {name for name in environ if name not in ("PATH", "KERAS_HOME", "PYTHONPATH", "JAVA_HOME")} & set(env)
@@ -343,11 +374,15 @@ def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
 
     store = upload.LocalStore(tmp_path / "lake")
     metrics = {"featurized": 3, "quarantined": 1, "images_per_second": 2.5}
-    commit_output(store, lake.features_uri(store.root, TONIGHT), {"part-0.parquet": b"p"},
-                  {"rows": 3, "metrics": metrics})
+    commit_output(
+        store, lake.features_uri(store.root, TONIGHT), {"part-0.parquet": b"p"}, {"rows": 3, "metrics": metrics}
+    )
     report = {"k": 2, "total_explained_variance": 0.96}
-    parts = {"pca_matrix/part-0.csv": b"path,label,pc_1,pc_2\na,A,1,2\nb,B,3,4\n",
-             "pca_matrix/part-1.csv": b"path,label,pc_1,pc_2\nc,C,5,6\n", "report.json": json.dumps(report).encode()}
+    parts = {
+        "pca_matrix/part-0.csv": b"path,label,pc_1,pc_2\na,A,1,2\nb,B,3,4\n",
+        "pca_matrix/part-1.csv": b"path,label,pc_1,pc_2\nc,C,5,6\n",
+        "report.json": json.dumps(report).encode(),
+    }
     commit_output(store, lake.pca_reduced_uri(store.root, 2, TONIGHT), parts)
     store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 2}).encode(), "-")
     lines = "\n".join(demo.summarize(tmp_path / "lake", TONIGHT))
@@ -367,9 +402,21 @@ def test_a_basis_size_set_on_an_auto_run_fits_a_new_basis_once_one_exists():
 
 
 def test_the_parsed_params_travel_by_xcom_and_come_back_equal():
-    run = pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, params(
-        pca_k=7, pca_mode="refit", weights=f"s3://{BUCKET}/w.h5", weights_sha256="ef" * 32, runtime="keras",
-        core_count=2, worker_instance_types=["c7g.2xlarge"], dry_run=True), ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(
+        {"fruits_bucket": BUCKET}.get,
+        params(
+            pca_k=7,
+            pca_mode="refit",
+            weights=f"s3://{BUCKET}/w.h5",
+            weights_sha256="ef" * 32,
+            runtime="keras",
+            core_count=2,
+            worker_instance_types=["c7g.2xlarge"],
+            dry_run=True,
+        ),
+        ds=TONIGHT,
+        target="emr",
+    )
     through_xcom = json.loads(json.dumps(run.as_xcom()))  # what XCom stores: JSON, tuples become lists
     assert pipeline_tasks.Run.from_xcom(through_xcom) == run
     assert run.params.sizing.core_count == 2 and run.params.sizing.worker_types == ("c7g.2xlarge",)
@@ -377,13 +424,16 @@ def test_the_parsed_params_travel_by_xcom_and_come_back_equal():
         run.params.pca_k = 8
 
 
-@pytest.mark.parametrize("overrides, named", [
-    ({"core_count": 0}, "core_count"),
-    ({"architecture": "x86_64", "worker_instance_types": ["c7g.2xlarge"]}, "worker_instance_types"),
-    ({"pca_k": True}, "Param pca_k"),  # a bool is not a component count
-    ({"pca_variance": "0.9"}, "Param pca_variance"),
-    ({"runtime": "onnx"}, "Param runtime"),
-])
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"core_count": 0}, "core_count"),
+        ({"architecture": "x86_64", "worker_instance_types": ["c7g.2xlarge"]}, "worker_instance_types"),
+        ({"pca_k": True}, "Param pca_k"),  # a bool is not a component count
+        ({"pca_variance": "0.9"}, "Param pca_variance"),
+        ({"runtime": "onnx"}, "Param runtime"),
+    ],
+)
 def test_sizing_and_typed_values_are_refused_at_the_first_task(overrides, named):
     with pytest.raises(ValueError, match=named):
         parsed(**overrides)
@@ -421,8 +471,11 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     published = release.publish_weights(store, store.root, b"weights")
     plan = pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")
     args = _args(plan["featurize_steps"][0])
-    assert args[args.index("--weights") + 1] == published["weights"] == store.root + "/models/keras/" + (
-        release.DEFAULT_WEIGHTS_FILE)
+    assert (
+        args[args.index("--weights") + 1]
+        == published["weights"]
+        == store.root + "/models/keras/" + (release.DEFAULT_WEIGHTS_FILE)
+    )
     assert args[args.index("--weights-sha256") + 1] == published["weights_sha256"] == release.sha256_bytes(b"weights")
     assert plan["run_jobs"] is True
     # Weights named by the run win over the lake's copy.
@@ -452,9 +505,7 @@ def test_the_airflow_side_s3_client_names_the_lake_account(s3):
     with mock.patch("airflow.providers.amazon.aws.hooks.s3.S3Hook.get_conn", return_value=s3):
         client = pipeline_tasks.s3_client(settings)
     assert client is s3
-    try:
+    with contextlib.suppress(Exception):  # moto may refuse the owner it does not know; what was sent is the point
         client.head_bucket(Bucket=BUCKET)
-    except Exception:  # moto may refuse the owner it does not know; what was sent is the point
-        pass
     assert sent and sent[-1]["headers"]["x-amz-expected-bucket-owner"] == "123456789012"
     assert gdpr.owner_args("") == {}

@@ -24,7 +24,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOLERANCE_PX = 1
 
 # Every element's box against its slide's content box, in the slide's own (unscaled) pixels.
-OVERFLOW_JS = f"const TOL = {TOLERANCE_PX};" + """
+OVERFLOW_JS = (
+    f"const TOL = {TOLERANCE_PX};"
+    + """
 const report = [];
 // A slide with a split background is three sections (background, content, pseudo): keep the content one.
 const slides = document.querySelectorAll(
@@ -58,6 +60,7 @@ slides.forEach((section, index) => {
 });
 return report;
 """
+)
 
 CALQUES = ("démontage garanti", "découpages par cœur", "capteur", "roues Python", "mémoire Python hors tas")
 
@@ -75,8 +78,7 @@ def test_deck_french_style():
 
 
 def test_deck_images_exist():
-    missing = [m for m in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", DECK.read_text())
-               if not (DECK.parent / m).exists()]
+    missing = [m for m in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", DECK.read_text()) if not (DECK.parent / m).exists()]
     assert not missing, f"the deck links images that do not exist: {missing} (make figures)"
 
 
@@ -89,9 +91,14 @@ def rendered(tmp_path_factory) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package chromium)")
     html = tmp_path_factory.mktemp("deck") / "deck.html"
-    result = subprocess.run([str(MARP), "--no-stdin", "--html", "--allow-local-files", str(DECK), "-o", str(html)],
-                            cwd=REPO, env={**os.environ, "CHROME_PATH": CHROMIUM}, capture_output=True, text=True,
-                            timeout=180)
+    result = subprocess.run(
+        [str(MARP), "--no-stdin", "--html", "--allow-local-files", str(DECK), "-o", str(html)],
+        cwd=REPO,
+        env={**os.environ, "CHROME_PATH": CHROMIUM},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     # The images are relative to the deck: render next to them.
     target = DECK.parent / f".rendered-{os.getpid()}.html"
@@ -107,8 +114,13 @@ def overflow_report(rendered) -> list[dict]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,720",
-                "--allow-file-access-from-files"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,720",
+        "--allow-file-access-from-files",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -116,7 +128,8 @@ def overflow_report(rendered) -> list[dict]:
         driver.execute_script("return document.fonts.ready")
         driver.execute_script(
             "return Promise.all([...document.images]"
-            ".map(i => i.complete ? 0 : new Promise(r => i.onload = i.onerror = r)))")
+            ".map(i => i.complete ? 0 : new Promise(r => i.onload = i.onerror = r)))"
+        )
         return driver.execute_script(OVERFLOW_JS)
     finally:
         driver.quit()
@@ -127,6 +140,7 @@ def test_every_slide_is_rendered(overflow_report):
 
 
 def test_no_slide_overflows(overflow_report):
-    bad = [f"slide {s['slide']} ({s['title']}): " + "; ".join(s["overflow"][:3]) for s in overflow_report
-           if s["overflow"]]
+    bad = [
+        f"slide {s['slide']} ({s['title']}): " + "; ".join(s["overflow"][:3]) for s in overflow_report if s["overflow"]
+    ]
     assert not bad, "content overflows its slide:\n" + "\n".join(bad)

@@ -9,6 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
+from moto import mock_aws
+
 from fruits import lake
 from fruits.emr_cluster import (
     BOOTSTRAP_SCRIPT,
@@ -27,7 +29,6 @@ from fruits.emr_cluster import (
 )
 from fruits.gdpr import GdprViolation
 from fruits.settings import PipelineSettings
-from moto import mock_aws
 
 REGION = "eu-west-3"
 SETTINGS = PipelineSettings(bucket="fruits-lake-test", kms_key_arn=f"arn:aws:kms:{REGION}:123456789012:key/k")
@@ -53,8 +54,12 @@ def _spark_defaults(request: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "sizing",
-    [ClusterSizing(), ClusterSizing(architecture="x86_64"), ClusterSizing(spot=False, task_count=0),
-     ClusterSizing(core_count=3, task_count=5, model_threads=4)],
+    [
+        ClusterSizing(),
+        ClusterSizing(architecture="x86_64"),
+        ClusterSizing(spot=False, task_count=0),
+        ClusterSizing(core_count=3, task_count=5, model_threads=4),
+    ],
     ids=["default-arm64-spot", "x86_64", "on-demand-no-task", "bigger"],
 )
 def test_request_passes_botocore_validation_and_moto(sizing):
@@ -123,8 +128,10 @@ def test_primary_and_core_on_demand_task_on_spot_capacity_optimized_with_on_dema
     assert "SpotSpecification" not in on_demand["CORE"]["LaunchSpecifications"]
 
 
-@pytest.mark.parametrize("architecture, families", [("arm64", ("m6g", "m7g", "c6g", "c7g", "r7g")),
-                                                      ("x86_64", ("m6i", "m7i", "c6i", "c7i", "m6a"))])
+@pytest.mark.parametrize(
+    "architecture, families",
+    [("arm64", ("m6g", "m7g", "c6g", "c7g", "r7g")), ("x86_64", ("m6i", "m7i", "c6i", "c7i", "m6a"))],
+)
 def test_every_instance_matches_the_architecture_graviton_by_default(architecture, families):
     sizing = ClusterSizing() if architecture == "arm64" else ClusterSizing(architecture="x86_64")
     assert sizing.architecture == architecture
@@ -139,7 +146,11 @@ def test_bootstrap_installs_the_locked_wheelhouse_into_the_python_spark_runs():
     (action,) = request["BootstrapActions"]
     assert action["ScriptBootstrapAction"]["Path"] == CODE_URI + BOOTSTRAP_SCRIPT
     assert action["ScriptBootstrapAction"]["Args"] == [
-        CODE_URI + SPARK_NODE_REQUIREMENTS, "s3://fruits-lake-test/code/wheelhouse/", PYTHON_VERSION, PYTHON_ENV_DIR]
+        CODE_URI + SPARK_NODE_REQUIREMENTS,
+        "s3://fruits-lake-test/code/wheelhouse/",
+        PYTHON_VERSION,
+        PYTHON_ENV_DIR,
+    ]
     assert SPARK_NODE_REQUIREMENTS.endswith(".lock")  # the hash-locked set, installed with --no-index
     spark_env = next(c for c in request["Configurations"] if c["Classification"] == "spark-env")
     exports = spark_env["Configurations"][0]
@@ -147,8 +158,10 @@ def test_bootstrap_installs_the_locked_wheelhouse_into_the_python_spark_runs():
     assert exports["Properties"] == {"PYSPARK_PYTHON": PYSPARK_PYTHON, "PYSPARK_DRIVER_PYTHON": PYSPARK_PYTHON}
     assert PYSPARK_PYTHON.startswith(PYTHON_ENV_DIR + "/bin/") and PYSPARK_PYTHON.endswith("python" + PYTHON_VERSION)
     # A code URI without the trailing slash still gives the same paths.
-    assert build_job_flow(SETTINGS, name="x", code_uri=CODE_URI.rstrip("/"), sizing=ClusterSizing())[
-        "BootstrapActions"] == request["BootstrapActions"]
+    assert (
+        build_job_flow(SETTINGS, name="x", code_uri=CODE_URI.rstrip("/"), sizing=ClusterSizing())["BootstrapActions"]
+        == request["BootstrapActions"]
+    )
 
 
 def test_the_driver_stays_on_on_demand_nodes_and_spot_losses_are_retried():
@@ -156,8 +169,10 @@ def test_the_driver_stays_on_on_demand_nodes_and_spot_losses_are_retried():
     label, which only the (never spot) core fleet and the primary carry unless spot falls back."""
     request = _request(ClusterSizing(core_count=1, task_count=4))
     yarn = next(c for c in request["Configurations"] if c["Classification"] == "yarn-site")["Properties"]
-    assert yarn == {"yarn.node-labels.enabled": "true",
-                    "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND"}
+    assert yarn == {
+        "yarn.node-labels.enabled": "true",
+        "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND",
+    }
     assert _fleets(request)["CORE"]["TargetSpotCapacity"] == 0
     conf = _spark_defaults(request)
     assert conf["spark.decommission.enabled"] == "true"
@@ -243,5 +258,8 @@ def test_preview_command_prints_the_request_for_the_environment_settings(capsys,
     validate_parameters(request, _run_job_flow_shape())
     assert request["LogUri"] == lake.logs_uri("s3://fruits-lake-preview")
     assert set(_fleets(request)) == {"MASTER", "CORE"}
-    assert all(INSTANCE_TYPES[c["InstanceType"]].architecture == "x86_64"
-               for f in request["Instances"]["InstanceFleets"] for c in f["InstanceTypeConfigs"])
+    assert all(
+        INSTANCE_TYPES[c["InstanceType"]].architecture == "x86_64"
+        for f in request["Instances"]["InstanceFleets"]
+        for c in f["InstanceTypeConfigs"]
+    )

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import require_shared
 from PIL import Image
 
 import featurize
 import jobio
-from conftest import require_shared
 
 # --------------------------------------------------------------------------------------------
 # Generated images (tests make their own bad and odd files; ../shared only holds real photos)
@@ -56,7 +56,7 @@ def corrupt_png() -> bytes:
     noise = np.random.default_rng(0).integers(0, 256, (60, 60, 3), dtype=np.uint8)
     content = bytearray(encode(Image.fromarray(noise), "PNG"))
     start = content.index(b"IDAT") + 20
-    content[start:start + 40] = bytes(40)
+    content[start : start + 40] = bytes(40)
     return bytes(content)
 
 
@@ -234,6 +234,7 @@ def test_listed_and_scanned_spellings_of_odd_names_are_one_file():
 def big_png(width: int, height: int) -> bytes:
     """A valid grayscale PNG of width x height black pixels, written row by row (never held decoded):
     a few hundred KB that Pillow would decode into width * height * 3 bytes of RGB."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -252,7 +253,8 @@ def test_a_decompression_bomb_is_refused_before_decoding_with_a_clear_reason():
         featurize.decode_image(bomb)
     assert time.perf_counter() - started < 0.5  # refused from the header, nothing decoded
     assert featurize.describe_error(caught.value) == (
-        "image too large: 9000x8000 decodes to 72.0 Mpx, above the limit of 64.0 Mpx (featurize.MAX_IMAGE_PIXELS)")
+        "image too large: 9000x8000 decodes to 72.0 Mpx, above the limit of 64.0 Mpx (featurize.MAX_IMAGE_PIXELS)"
+    )
     with pytest.raises(Image.DecompressionBombError) as caught:  # above twice Pillow's: its own error, same reason
         featurize.decode_image(big_png(14000, 13000))
     assert featurize.describe_error(caught.value).startswith("image too large: ")
@@ -303,13 +305,26 @@ def test_parse_args_batch_id_from_the_lake_path_or_option_and_validation():
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--runtime", "keras"]).batch_size == 32
     assert featurize.parse_args(["--input", "/in", "--output", "/out", "--batch-size", "8"]).batch_size == 8
     assert args.input_format == "files"  # today's layout unless told: a folder of image files
-    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--input-format", "bundles"]).input_format == "bundles"
+    assert (
+        featurize.parse_args(["--input", "/in", "--output", "/out", "--input-format", "bundles"]).input_format
+        == "bundles"
+    )
     sha = hashlib.sha256(b"w").hexdigest()
-    assert featurize.parse_args(["--input", "/in", "--output", "/out", "--weights", "/w.h5", "--weights-sha256",
-                                 sha.upper()]).weights_sha256 == sha
-    bad_options = (["--batch-id", "2024-13-01"], ["--batch-size", "0"], ["--runtime", "onnx"], ["--input-format", "x"],
-                   ["--weights-sha256", sha], ["--weights", "/w.h5", "--weights-sha256", "abc"],
-                   ["--quarantine", "/out/"])
+    assert (
+        featurize.parse_args(
+            ["--input", "/in", "--output", "/out", "--weights", "/w.h5", "--weights-sha256", sha.upper()]
+        ).weights_sha256
+        == sha
+    )
+    bad_options = (
+        ["--batch-id", "2024-13-01"],
+        ["--batch-size", "0"],
+        ["--runtime", "onnx"],
+        ["--input-format", "x"],
+        ["--weights-sha256", sha],
+        ["--weights", "/w.h5", "--weights-sha256", "abc"],
+        ["--quarantine", "/out/"],
+    )
     for bad in bad_options:
         with pytest.raises(SystemExit):
             featurize.parse_args(["--input", "/in", "--output", "/out", *bad])
@@ -327,13 +342,21 @@ def sample_rows(spark, sample_features):
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(spark, sample_features, sample_rows, sample_dir):
+def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(
+    spark, sample_features, sample_rows, sample_dir
+):
     rows = sample_rows
     assert len(rows) == 960 and rows["path"].is_unique
     schema = {f.name: f.dataType.simpleString() for f in read_committed(spark, sample_features).schema}
     assert schema == {
-        "path": "string", "label": "string", "split": "string", "features": "array<float>",
-        "width": "int", "height": "int", "sha256": "string", "batch_id": "string",
+        "path": "string",
+        "label": "string",
+        "split": "string",
+        "features": "array<float>",
+        "width": "int",
+        "height": "int",
+        "sha256": "string",
+        "batch_id": "string",
     }
     assert rows["label"].nunique() == 24
     assert rows["split"].value_counts().to_dict() == {"Training": 720, "Test": 240}
@@ -354,11 +377,19 @@ def test_sample_run_writes_every_photo_with_its_label_split_and_1280_features(sp
 def test_sample_run_quarantines_the_manifest_and_reports_its_counts(spark, sample_features):
     metrics = run_metrics(sample_features)
     assert {k: metrics[k] for k in ("job", "batch_id", "seen", "featurized", "quarantined")} == {
-        "job": "featurize", "batch_id": "2024-01-01", "seen": 961, "featurized": 960, "quarantined": 1,
+        "job": "featurize",
+        "batch_id": "2024-01-01",
+        "seen": 961,
+        "featurized": 960,
+        "quarantined": 1,
     }
     committed = marker(sample_features)
     assert {k: committed[k] for k in ("job", "batch_id", "rows", "seen", "quarantined")} == {
-        "job": "featurize", "batch_id": "2024-01-01", "rows": 960, "seen": 961, "quarantined": 1,
+        "job": "featurize",
+        "batch_id": "2024-01-01",
+        "rows": 960,
+        "seen": 961,
+        "quarantined": 1,
     }
     assert committed["location"] == jobio.run_uri(sample_features, metrics["run_id"])
     assert committed["quarantine_location"] == jobio.run_uri(sample_features + "/_quarantine", metrics["run_id"])
@@ -370,7 +401,10 @@ def test_sample_run_quarantines_the_manifest_and_reports_its_counts(spark, sampl
     assert [(Path(r.path).name, r.reason) for r in quarantine] == [("MANIFEST.txt", "not an image Pillow can decode")]
     assert [p.name for p in Path(sample_features).parent.iterdir()] == ["features"]  # nothing beside it
     assert sorted(p.name for p in Path(sample_features).iterdir() if not p.name.endswith(".crc")) == [
-        "_committed.json", "_quarantine", f"run={metrics['run_id']}"]
+        "_committed.json",
+        "_quarantine",
+        f"run={metrics['run_id']}",
+    ]
 
 
 @pytest.mark.shared
@@ -382,7 +416,7 @@ def test_features_separate_the_fruits(sample_rows):
     train = sample_rows[sample_rows["split"] == "Training"]
     test = sample_rows[sample_rows["split"] == "Test"]
     labels = sorted(train["label"].unique())
-    centroids = np.stack([np.stack(train.loc[train["label"] == l, "features"]).mean(axis=0) for l in labels])
+    centroids = np.stack([np.stack(train.loc[train["label"] == label, "features"]).mean(axis=0) for label in labels])
     x = np.stack(test["features"].to_numpy())
     predicted = np.array(labels)[np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)]
     assert (predicted == test["label"].to_numpy()).mean() >= 0.93
@@ -404,7 +438,9 @@ def test_litert_features_match_a_keras_model_on_real_photos(sample_rows, keras_h
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, keras_home, sample_dir, sample_rows, tmp_path):
+def test_bundles_written_by_the_uploader_give_the_plain_files_features(
+    spark, keras_home, sample_dir, sample_rows, tmp_path
+):
     """The whole sample bundled by fruits.upload into a lake, featurized with --input-format bundles:
     the same features, sizes and hashes as featurize on the plain files, the split kept. An empty
     photo never reaches a bundle: the upload rejects it with its reason."""
@@ -421,7 +457,12 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(spark, ke
     assert len(upload.bundle_files(store, raw)) == 1
 
     metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
-    assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == ("2024-01-01", 960, 960, 0)
+    assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (
+        "2024-01-01",
+        960,
+        960,
+        0,
+    )
     spark_raw = raw.replace("file:///", "file:/")  # how Spark spells the photos' paths, bundled or not
 
     bundled = read_committed(spark, tmp_path / "features").toPandas()
@@ -479,13 +520,25 @@ def run_job(spark, *argv: str) -> dict:
 def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, keras_home, tmp_path):
     write_files(tmp_path / "in", GOOD | {name: content for name, (content, _) in BAD.items()})
     metrics = run_job(
-        spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
-        "--quarantine", str(tmp_path / "quarantine"), "--batch-id", "2024-02-29", "--batch-size", "2",
+        spark,
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "features"),
+        "--quarantine",
+        str(tmp_path / "quarantine"),
+        "--batch-id",
+        "2024-02-29",
+        "--batch-size",
+        "2",
     )
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (9, 5, 4)
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "quarantine").toPandas()
-    relative = lambda p: p.split("/in/", 1)[1]
+
+    def relative(path):
+        return path.split("/in/", 1)[1]
+
     assert sorted(map(relative, good["path"])) == sorted(GOOD)
     assert {relative(p): r.split(":")[0].split(" (")[0] for p, r in zip(bad["path"], bad["reason"])} == {
         name: reason for name, (_, reason) in BAD.items()
@@ -514,7 +567,10 @@ def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, k
         run_job(spark, *common, "--quarantine", str(tmp_path / "not-a-folder" / "quarantine"))
     assert (output / jobio.COMMIT_MARKER).read_text() == first  # the previous output, whole
     assert read_committed(spark, output).count() == 2
-    runs = lambda: sorted(p.name for p in output.iterdir() if p.name.startswith("run="))
+
+    def runs():
+        return sorted(p.name for p in output.iterdir() if p.name.startswith("run="))
+
     assert runs() == [first_run.rstrip("/").rsplit("/", 1)[1]]  # the failed run removed its own folder only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "in", "not-a-folder"]
 
@@ -559,8 +615,19 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
     (tmp_path / "in" / ODD_FOLDERS[0] / "empty photo.jpg").write_bytes(b"")
     sha256 = hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()
 
-    metrics = run_job(spark, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
-                      "--weights", str(WEIGHTS_FILE), "--weights-sha256", sha256, "--batch-id", "2024-01-02")
+    metrics = run_job(
+        spark,
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "features"),
+        "--weights",
+        str(WEIGHTS_FILE),
+        "--weights-sha256",
+        sha256,
+        "--batch-id",
+        "2024-01-02",
+    )
     photo_count = len(ODD_FOLDERS) * len(photos)
     assert (metrics["weights"], metrics["weights_sha256"]) == (str(WEIGHTS_FILE), sha256)  # what was checked
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
@@ -582,13 +649,25 @@ def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_writte
     weights = require_shared(WEIGHTS_FILE)
     write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"]})
     wrong = hashlib.sha256(b"other weights").hexdigest()
-    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"),
-                           "--weights", str(weights), "--weights-sha256", wrong])
+    code = featurize.main(
+        [
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "features"),
+            "--weights",
+            str(weights),
+            "--weights-sha256",
+            wrong,
+        ]
+    )
     assert code == 4
     actual = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
-        (f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
-         "refusing to featurize with weights that are not the recorded ones")
+        (
+            f"weights {weights} have sha256 {actual}, not the expected {wrong}: "
+            "refusing to featurize with weights that are not the recorded ones"
+        )
     ]
     assert not (tmp_path / "features").exists()
 

@@ -40,7 +40,11 @@ def spark_submit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
     spark_home = Path(pyspark.__file__).parent  # pip's pyspark is a complete SPARK_HOME
     return subprocess.run(
         [str(spark_home / "bin" / "spark-submit"), *args],
-        env=env, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
     )
 
 
@@ -63,15 +67,28 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
     }
     output = tmp_path / "features"
     done = spark_submit(
-        "--master", "local-cluster[2,1,1024]",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", f"spark.executorEnv.KERAS_HOME={executor_keras_home}",
+        "--master",
+        "local-cluster[2,1,1024]",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.executorEnv.KERAS_HOME={executor_keras_home}",
         # ~6 photos per task: 8 tasks over 2 executors, so each worker process runs several
-        "--conf", "spark.sql.files.openCostInBytes=1048576",
-        "--conf", "spark.sql.files.maxPartitionBytes=6291456",
-        "--py-files", "spark_jobs/jobio.py",
+        "--conf",
+        "spark.sql.files.openCostInBytes=1048576",
+        "--conf",
+        "spark.sql.files.maxPartitionBytes=6291456",
+        "--py-files",
+        "spark_jobs/jobio.py",
         "spark_jobs/featurize.py",
-        "--input", str(photos), "--output", str(output), "--runtime", runtime, "--batch-size", "4",
+        "--input",
+        str(photos),
+        "--output",
+        str(output),
+        "--runtime",
+        runtime,
+        "--batch-size",
+        "4",
         env=env,
     )
     assert done.returncode == 0, done.stderr[-6000:]
@@ -91,9 +108,7 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
     parquet = [Path(committed["location"]) / name for name in committed["files"] if name.endswith(".parquet")]
     rows = pd.concat([pd.read_parquet(part) for part in parquet]).sort_values("path")
     assert set(rows["label"]) == {p.name for p in (photos / "Training").iterdir()}
-    pixels = np.stack(
-        [featurize.decode_image(Path(p.removeprefix("file:")).read_bytes())[0] for p in rows["path"]]
-    )
+    pixels = np.stack([featurize.decode_image(Path(p.removeprefix("file:")).read_bytes())[0] for p in rows["path"]])
     expected = featurize.build_keras_model("imagenet").predict(featurize.preprocess(pixels), verbose=0)
     got = np.stack(rows["features"].to_numpy())
     assert got.shape == (24 * PER_LABEL, featurize.FEATURE_DIM)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
+from moto import mock_aws
+
 from fruits import gdpr, lake
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.gdpr import (
@@ -19,7 +21,6 @@ from fruits.gdpr import (
     s3_bucket_of,
 )
 from fruits.settings import PipelineSettings
-from moto import mock_aws
 
 EU_BUCKET = "fruits-lake-eu-west-3"
 
@@ -69,9 +70,18 @@ def _make_bucket(name: str, region: str, *, encrypted: bool = True, blocked: dic
     config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=name, **config)
     if encrypted:
-        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}, "BucketKeyEnabled": True}]})
-    flags = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}, "BucketKeyEnabled": True}]
+            },
+        )
+    flags = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
     if blocked is not None:
         s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={**flags, **blocked})
 
@@ -118,8 +128,14 @@ def test_an_unreadable_answer_fails_closed():
         with pytest.raises(GdprViolation, match="AccessDenied"):
             check_bucket(s3, EU_BUCKET)
         stubber.add_response("get_bucket_location", {"LocationConstraint": "eu-west-3"})
-        stubber.add_response("get_bucket_encryption", {"ServerSideEncryptionConfiguration": {
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:fancy"}}]}})
+        stubber.add_response(
+            "get_bucket_encryption",
+            {
+                "ServerSideEncryptionConfiguration": {
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:fancy"}}]
+                }
+            },
+        )
         with pytest.raises(GdprViolation, match="no accepted default encryption"):
             check_bucket(s3, EU_BUCKET)
 
@@ -133,8 +149,9 @@ def test_a_client_pointed_outside_the_eu_is_refused_before_calling(aws):
 def _preflight_then_launch(settings: PipelineSettings, aws: CallRecorder) -> str:
     """The order the DAG runs: the guard first, the cluster only if it passes."""
     check_settings(settings, aws.client("s3", settings.region))
-    request = build_job_flow(settings, name="fruits-test", code_uri=lake.code_uri(f"s3://{settings.bucket}", "v1"),
-                             sizing=ClusterSizing())
+    request = build_job_flow(
+        settings, name="fruits-test", code_uri=lake.code_uri(f"s3://{settings.bucket}", "v1"), sizing=ClusterSizing()
+    )
     return aws.client("emr", settings.region).run_job_flow(**request)["JobFlowId"]
 
 
@@ -185,16 +202,25 @@ def test_uris():
 
 # ---- exact: transient errors retried, non-AWS endpoints refused, the bucket owner expected ---------------
 
+
 def _stubbed(endpoint_url: str | None = None):
-    return boto3.client("s3", region_name="eu-west-3", aws_access_key_id="x", aws_secret_access_key="x",
-                        endpoint_url=endpoint_url)
+    return boto3.client(
+        "s3", region_name="eu-west-3", aws_access_key_id="x", aws_secret_access_key="x", endpoint_url=endpoint_url
+    )
 
 
 def _compliant_answers(stubber: Stubber, expected: dict | None = None) -> None:
     params = {"Bucket": EU_BUCKET, **(expected or {})}
     stubber.add_response("get_bucket_location", {"LocationConstraint": "eu-west-3"}, params)
-    stubber.add_response("get_bucket_encryption", {"ServerSideEncryptionConfiguration": {
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}}, params)
+    stubber.add_response(
+        "get_bucket_encryption",
+        {
+            "ServerSideEncryptionConfiguration": {
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+            }
+        },
+        params,
+    )
     flags = dict.fromkeys(("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True)
     stubber.add_response("get_public_access_block", {"PublicAccessBlockConfiguration": flags}, params)
 
@@ -206,8 +232,10 @@ def no_sleep(monkeypatch):
     return waits
 
 
-@pytest.mark.parametrize("code, status", [("SlowDown", 503), ("InternalError", 500), ("ThrottlingException", 400),
-                                          ("ServiceUnavailable", 503)])
+@pytest.mark.parametrize(
+    "code, status",
+    [("SlowDown", 503), ("InternalError", 500), ("ThrottlingException", 400), ("ServiceUnavailable", 503)],
+)
 def test_a_transient_error_is_retried_with_backoff_not_reported_as_a_violation(no_sleep, code, status):
     s3 = _stubbed()
     with Stubber(s3) as stubber:
@@ -234,8 +262,12 @@ def test_a_persistent_transient_error_is_unavailable_not_a_violation(no_sleep):
 def test_a_dropped_connection_is_retried(no_sleep):
     from botocore.exceptions import EndpointConnectionError
 
-    answers = iter([EndpointConnectionError(endpoint_url="https://s3.eu-west-3.amazonaws.com"),
-                    {"LocationConstraint": "eu-west-3"}])
+    answers = iter(
+        [
+            EndpointConnectionError(endpoint_url="https://s3.eu-west-3.amazonaws.com"),
+            {"LocationConstraint": "eu-west-3"},
+        ]
+    )
 
     def flaky(**_):
         answer = next(answers)
@@ -256,8 +288,15 @@ def test_a_real_refusal_is_still_a_violation_at_once(no_sleep):
     assert no_sleep == []
 
 
-@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:5000", "https://s3.eu-west-3.amazonaws.com.evil.example",
-                                      "https://minio.internal", "http://s3.eu-west-3.amazonaws.com"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:5000",
+        "https://s3.eu-west-3.amazonaws.com.evil.example",
+        "https://minio.internal",
+        "http://s3.eu-west-3.amazonaws.com",
+    ],
+)
 def test_a_client_with_a_non_aws_endpoint_is_refused_before_any_call(endpoint):
     s3 = _stubbed(endpoint)
     with Stubber(s3), pytest.raises(GdprViolation, match="not AWS's S3"):
@@ -289,8 +328,12 @@ def test_the_lake_bucket_owner_is_expected_on_every_guard_call():
         assert check_settings(settings, s3) == {EU_BUCKET: "eu-west-3"}
         stubber.assert_no_pending_responses()
     with Stubber(s3) as stubber:
-        stubber.add_client_error("get_bucket_location", "AccessDenied", http_status_code=403,
-                                 expected_params={"Bucket": EU_BUCKET, "ExpectedBucketOwner": "123456789012"})
+        stubber.add_client_error(
+            "get_bucket_location",
+            "AccessDenied",
+            http_status_code=403,
+            expected_params={"Bucket": EU_BUCKET, "ExpectedBucketOwner": "123456789012"},
+        )
         with pytest.raises(GdprViolation, match="AccessDenied"):  # what S3 answers for another account's bucket
             check_settings(settings, s3)
     with Stubber(s3) as stubber:  # unknown account: no parameter at all
@@ -309,8 +352,10 @@ def test_every_store_call_on_the_lake_carries_the_expected_owner():
         _make_bucket("fruits-landing-partner", "eu-west-3", blocked={})
         s3 = gdpr.expect_bucket_owner(boto3.client("s3", region_name="eu-west-3"), EU_BUCKET, "123456789012")
         sent: list[tuple[str, str | None]] = []
-        s3.meta.events.register("before-call.s3.*", lambda model, params, **_: sent.append(
-            (model.name, params["headers"].get("x-amz-expected-bucket-owner"))))
+        s3.meta.events.register(
+            "before-call.s3.*",
+            lambda model, params, **_: sent.append((model.name, params["headers"].get("x-amz-expected-bucket-owner"))),
+        )
         lake_store, landing = S3Store(s3, EU_BUCKET), S3Store(s3, "fruits-landing-partner")
         lake_store.put(f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a", b"x", "0")
         assert lake_store.read(f"s3://{EU_BUCKET}/raw/batch=2026-01-01/a") == b"x"
@@ -333,16 +378,26 @@ def test_a_moto_server_answers_only_once_named_a_test_double():
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        s3 = boto3.client("s3", region_name="eu-west-3", endpoint_url=endpoint,
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3 = boto3.client(
+            "s3", region_name="eu-west-3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test"
+        )
         s3.create_bucket(Bucket=EU_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        s3.put_bucket_encryption(Bucket=EU_BUCKET, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
-        s3.put_public_access_block(Bucket=EU_BUCKET, PublicAccessBlockConfiguration=dict.fromkeys(
-            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True))
+        s3.put_bucket_encryption(
+            Bucket=EU_BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]
+            },
+        )
+        s3.put_public_access_block(
+            Bucket=EU_BUCKET,
+            PublicAccessBlockConfiguration=dict.fromkeys(
+                ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
+            ),
+        )
         with pytest.raises(GdprViolation, match="not AWS's S3"):
             check_settings(PipelineSettings(bucket=EU_BUCKET), s3)
         assert check_settings(PipelineSettings(bucket=EU_BUCKET), s3, test_endpoints=[endpoint]) == {
-            EU_BUCKET: "eu-west-3"}
+            EU_BUCKET: "eu-west-3"
+        }
     finally:
         server.stop()

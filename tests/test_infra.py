@@ -44,8 +44,16 @@ def template() -> dict:
 
 def test_cfn_lint_passes_for_every_eu_region():
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "cfn-lint"), "--regions", *EU_MEMBER_STATE_REGIONS, "--", str(TEMPLATE_PATH)],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--regions",
+            *EU_MEMBER_STATE_REGIONS,
+            "--",
+            str(TEMPLATE_PATH),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -91,7 +99,9 @@ def test_prefixes_in_lifecycle_and_policies_are_the_lake_layout(template):
                     used.add(prefix.removesuffix("*"))
     assert used and used <= layout, used - layout
     # The nodes never write the photos or the code they run.
-    instance_statements = template["Resources"]["EmrInstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    instance_statements = template["Resources"]["EmrInstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
     writes = next(s for s in instance_statements if "s3:PutObject" in s["Action"])
     assert not _object_prefixes(writes["Resource"]) & {"raw/", "code/"}
 
@@ -111,7 +121,9 @@ def _apply_what_moto_cloudformation_skips(template: dict, s3) -> None:
     stack = next(s for s in backend.stacks.values() if s.name == STACK)
     resolve = lambda node: clean_json(node, stack.resource_map)  # noqa: E731
     bucket_props = resolve(template["Resources"]["LakeBucket"]["Properties"])
-    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration=bucket_props["PublicAccessBlockConfiguration"])
+    s3.put_public_access_block(
+        Bucket=BUCKET, PublicAccessBlockConfiguration=bucket_props["PublicAccessBlockConfiguration"]
+    )
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration=bucket_props["VersioningConfiguration"])
     rules = []
     for rule in bucket_props["LifecycleConfiguration"]["Rules"]:
@@ -122,10 +134,12 @@ def _apply_what_moto_cloudformation_skips(template: dict, s3) -> None:
             api_rule["Expiration"] = {"ExpiredObjectDeleteMarker": True}
         if "NoncurrentVersionExpiration" in rule:
             api_rule["NoncurrentVersionExpiration"] = {
-                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            }
         if "AbortIncompleteMultipartUpload" in rule:
             api_rule["AbortIncompleteMultipartUpload"] = {
-                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])}
+                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+            }
         rules.append(api_rule)
     s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": rules})
     policy = resolve(template["Resources"]["LakeBucketPolicy"]["Properties"])
@@ -173,19 +187,27 @@ def test_deployed_bucket_is_eu_encrypted_with_the_stack_key_private_and_tls_only
     # The stack's own customer-managed key (moto's DescribeKey chokes on a key policy given as an
     # object, as CloudFormation allows, so the key is identified through the stack's resources).
     resources = boto3.client("cloudformation", region_name=REGION).list_stack_resources(StackName=STACK)
-    key_id = next(r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
-                  if r["LogicalResourceId"] == "LakeKey")
+    key_id = next(
+        r["PhysicalResourceId"] for r in resources["StackResourceSummaries"] if r["LogicalResourceId"] == "LakeKey"
+    )
     assert outputs["KmsKeyArn"].endswith(f":key/{key_id}")
 
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
-    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                     "RestrictPublicBuckets": True}
+    assert block == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
     policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
     tls = next(s for s in policy["Statement"] if s["Sid"] == "DenyInsecureTransport")
     assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert f"arn:aws:s3:::{BUCKET}/*" in tls["Resource"]
     other_keys = next(s for s in policy["Statement"] if s["Sid"] == "DenyOtherKmsKeys")
-    assert other_keys["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption-aws-kms-key-id"] == outputs["KmsKeyArn"]
+    assert (
+        other_keys["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption-aws-kms-key-id"]
+        == outputs["KmsKeyArn"]
+    )
 
     assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
@@ -201,7 +223,8 @@ def test_security_configuration_encrypts_at_rest_with_the_key_and_requires_imdsv
     stack, _ = deployed
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0]["Outputs"]}
     raw = boto3.client("emr", region_name=REGION).describe_security_configuration(
-        Name=outputs["SecurityConfiguration"])["SecurityConfiguration"]
+        Name=outputs["SecurityConfiguration"]
+    )["SecurityConfiguration"]
     # moto stores the document as Python's repr of the dict where AWS returns JSON.
     config = json.loads(raw) if raw.lstrip().startswith('{"') else ast.literal_eval(raw)
     at_rest = config["EncryptionConfiguration"]["AtRestEncryptionConfiguration"]
@@ -239,9 +262,13 @@ def test_outputs_become_the_settings_that_launch_a_cluster(deployed, capsys, tmp
     # The settings' defaults name the resources the stack creates with its default prefix.
     defaults = PipelineSettings()
     assert (settings.service_role, settings.instance_profile, settings.security_configuration) == (
-        defaults.service_role, defaults.instance_profile, defaults.security_configuration)
-    request = build_job_flow(settings, name="fruits-2026-11-22", code_uri=lake.code_uri(f"s3://{BUCKET}", "abc123"),
-                             sizing=ClusterSizing())
+        defaults.service_role,
+        defaults.instance_profile,
+        defaults.security_configuration,
+    )
+    request = build_job_flow(
+        settings, name="fruits-2026-11-22", code_uri=lake.code_uri(f"s3://{BUCKET}", "abc123"), sizing=ClusterSizing()
+    )
     assert request["LogEncryptionKmsKeyId"] == variables["fruits_kms_key_arn"]
     cluster_id = boto3.client("emr", region_name=REGION).run_job_flow(**request)["JobFlowId"]
     assert cluster_id.startswith("j-")
@@ -253,8 +280,12 @@ def test_outputs_that_match_no_setting_or_leave_the_eu_are_refused():
     with pytest.raises(GdprViolation, match="eu-west-2"):
         outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-2"}])
     with pytest.raises(GdprViolation, match="us-east-1"):
-        outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-3"},
-                              {"OutputKey": "AllowedRegions", "OutputValue": "eu-west-3,us-east-1"}])
+        outputs_to_variables(
+            [
+                {"OutputKey": "Region", "OutputValue": "eu-west-3"},
+                {"OutputKey": "AllowedRegions", "OutputValue": "eu-west-3,us-east-1"},
+            ]
+        )
 
 
 def test_the_cluster_reaches_only_s3_through_a_gateway_endpoint_and_no_nat(template):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+
 from fruits import assets, lake, upload
 from fruits.cli import demo
 
@@ -54,20 +55,30 @@ def lineage_run(tmp_path_factory, sample_dir, keras_home):
             for photo in sorted((sample_dir / split / label).glob("*.jpg"))[:count]:
                 shutil.copy(photo, folder / photo.name)
     ol_file = tmp / "openlineage.jsonl"
-    env = {**os.environ,
-           "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(ol_file),
-                                                          "append": True}),
-           "AIRFLOW__OPENLINEAGE__NAMESPACE": "fruits-test",
-           "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "true",  # no fork per event inside dag.test()
-           # dag.test() writes every DAG of dags/ to the database: the consumer too, unpaused, so the
-           # producer's event queues it as the scheduler would see it.
-           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-           "FRUITS_TARGET": "local"}
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(ol_file), "append": True}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "fruits-test",
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "true",  # no fork per event inside dag.test()
+        # dag.test() writes every DAG of dags/ to the database: the consumer too, unpaused, so the
+        # producer's event queues it as the scheduler would see it.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "FRUITS_TARGET": "local",
+    }
     out = tmp / "run.json"
-    command = [sys.executable, "-c", RUN, str(tmp / "airflow_home"), BATCH, str(tmp / "lake"), str(tmp / "landing"),
-               str(out)]
-    done = subprocess.run(command, check=False, env=env, cwd=demo.REPO_ROOT, capture_output=True, text=True,
-                          timeout=1500)
+    command = [
+        sys.executable,
+        "-c",
+        RUN,
+        str(tmp / "airflow_home"),
+        BATCH,
+        str(tmp / "lake"),
+        str(tmp / "landing"),
+        str(out),
+    ]
+    done = subprocess.run(
+        command, check=False, env=env, cwd=demo.REPO_ROOT, capture_output=True, text=True, timeout=1500
+    )
     assert done.returncode == 0 and out.exists(), done.stdout[-4000:] + done.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["state"] == "success", result["states"]
@@ -78,14 +89,18 @@ def lineage_run(tmp_path_factory, sample_dir, keras_home):
 
 
 def _datasets(entries) -> set[str]:
-    return {f"{d['namespace']}://{d['name']}" if d["namespace"] == "file" else d["namespace"] + d["name"]
-            for d in entries}
+    return {
+        f"{d['namespace']}://{d['name']}" if d["namespace"] == "file" else d["namespace"] + d["name"] for d in entries
+    }
 
 
 def test_openlineage_events_draw_raw_features_pca_reports(lineage_run):
     root = lineage_run["store"].root
-    complete = {e["job"]["name"].removeprefix("fruits_pipeline."): e for e in lineage_run["lineage"]
-                if e["eventType"] == "COMPLETE" and e["job"]["name"].startswith("fruits_pipeline.")}
+    complete = {
+        e["job"]["name"].removeprefix("fruits_pipeline."): e
+        for e in lineage_run["lineage"]
+        if e["eventType"] == "COMPLETE" and e["job"]["name"].startswith("fruits_pipeline.")
+    }
     assert {"featurize", "pca", "reexpress", "report_cost", "publish_assets"} <= set(complete)
     edges = {task: (_datasets(e["inputs"]), _datasets(e["outputs"])) for task, e in complete.items()}
 
@@ -134,7 +149,8 @@ def test_the_run_announces_features_pca_and_report_with_their_extras(lineage_run
 
     # The consumer DAG is queued by that event (the scheduler creates its run from this queue) ...
     assert {(q["dag_id"], q["uri"].rstrip("/")) for q in lineage_run["queued"]} == {
-        ("fruits_pca_summary", pca["uri"].rstrip("/"))}
+        ("fruits_pca_summary", pca["uri"].rstrip("/"))
+    }
     # ... and what it does with the event: a summary from the committed rows it names.
     summary = assets.summarize_reduced(store, pca["extra"])
     assert summary["rows"] == photos and summary["labels"] == LABELS

@@ -61,9 +61,16 @@ def test_committed_notebook_has_no_outputs():
 def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
     """Each job's steps are called from its module; the notebook defines no function of its own."""
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
-    for call in ("upload.upload_new_images", "featurize.read_images", "featurize.make_payload",
-                 "featurize.make_featurizer", "featurize.featurize_frame", "pca.fit_pca", "pca.project",
-                 "pca.plot_explained_variance"):
+    for call in (
+        "upload.upload_new_images",
+        "featurize.read_images",
+        "featurize.make_payload",
+        "featurize.make_featurizer",
+        "featurize.featurize_frame",
+        "pca.fit_pca",
+        "pca.project",
+        "pca.plot_explained_variance",
+    ):
         assert call + "(" in source, f"the notebook does not call {call}"
     assert not re.search(r"^\s*def ", source, flags=re.MULTILINE)
 
@@ -74,7 +81,8 @@ def kernel_name(tmp_path_factory, monkeypatch_module) -> str:
     prefix = tmp_path_factory.mktemp("jupyter")
     subprocess.run(
         [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", KERNEL_NAME],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     monkeypatch_module.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     return KERNEL_NAME
@@ -96,7 +104,10 @@ def executed(sample_dir, keras_home, kernel_name, monkeypatch_module):
     monkeypatch_module.delenv("FRUITS_WEIGHTS", raising=False)  # the keras_home fixture's imagenet file
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
-        notebook, kernel_name=kernel_name, timeout=900, startup_timeout=120,
+        notebook,
+        kernel_name=kernel_name,
+        timeout=900,
+        startup_timeout=120,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()  # raises CellExecutionError, with the failing cell's traceback, on any error
@@ -187,13 +198,17 @@ def test_notebook_outputs_hold_no_log_noise(executed):
     """Spark's, the workers' and TensorFlow's logs go to a file, not into what a reader sees."""
     streams = [out for cell in executed.cells for out in cell.get("outputs", []) if out.output_type == "stream"]
     assert not [s for s in streams if s.name == "stderr"], "a cell wrote to stderr"
-    noisy = [line for s in streams for line in s.text.splitlines()
-             if re.search(r"\bWARN\b|\bINFO\b|XNNPACK delegate|cuda|absl::|oneDNN", line)]
+    noisy = [
+        line
+        for s in streams
+        for line in s.text.splitlines()
+        if re.search(r"\bWARN\b|\bINFO\b|XNNPACK delegate|cuda|absl::|oneDNN", line)
+    ]
     assert not noisy, noisy[:5]
 
 
 def test_notebook_runs_offline_on_the_shared_weights_by_default():
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
-    assert "models\" / \"keras\"" in source and "SHARED_WEIGHTS" in source
+    assert 'models" / "keras"' in source and "SHARED_WEIGHTS" in source
     assert 'read_images(spark, RAW_URI, "bundles")' in source  # the bundles the upload wrote, not loose files
     assert "upload.upload_new_images(" in source

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_pca import commit_features, committed_reduced, lake_roots, nearest_neighbour_accuracy
 
 import pca
-from test_pca import FEATURE_SCHEMA, commit_features, committed_reduced, lake_roots, nearest_neighbour_accuracy
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 COLUMNS = ["path", "label", "split", "batch_id", "features"]

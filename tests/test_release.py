@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from fruits import lake, release
 from fruits.upload import LocalStore, file_uri
 
@@ -26,7 +27,9 @@ def test_default_weights_come_from_the_lake_with_their_recorded_sha256(store):
     published = release.publish_weights(lake_store, root, data)
     assert published["weights"] == lake.models_uri(root) + release.DEFAULT_WEIGHTS_FILE
     assert release.default_weights(lake_store, root) == {
-        "weights": published["weights"], "weights_sha256": hashlib.sha256(data).hexdigest()}
+        "weights": published["weights"],
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+    }
     lake_store.put(published["weights"] + ".sha256", b"not a hash\n", "x")
     with pytest.raises(ValueError, match="does not hold a sha256"):
         release.default_weights(lake_store, root)
@@ -62,8 +65,10 @@ def test_the_wheelhouse_is_published_once_per_lock_and_only_with_locked_wheels(s
 
 
 def test_the_lock_hashes_each_machines_wheel_and_marks_one_machine_packages():
-    resolved = {"x86_64": {"numpy": ("2.4.6", "n-x.whl", "a" * 64), "intelonly": ("1.0", "i.whl", "c" * 64)},
-                "aarch64": {"numpy": ("2.4.6", "n-a.whl", "b" * 64)}}
+    resolved = {
+        "x86_64": {"numpy": ("2.4.6", "n-x.whl", "a" * 64), "intelonly": ("1.0", "i.whl", "c" * 64)},
+        "aarch64": {"numpy": ("2.4.6", "n-a.whl", "b" * 64)},
+    }
     text = release.lock_text(resolved, "requirements/spark-node.txt")
     assert f"numpy==2.4.6 \\\n    --hash=sha256:{'a' * 64} \\\n    --hash=sha256:{'b' * 64}\n" in text
     assert "intelonly==1.0 ; platform_machine == 'x86_64'" in text

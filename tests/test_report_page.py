@@ -22,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from conftest import commit_output, require_shared
+
 from fruits import lake, report_page, run_report, upload
 from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR
 
@@ -53,12 +54,32 @@ def parquet(table) -> bytes:
 
 
 def night_report(night: str, basis: int, drop: float, shift: float) -> dict:
-    drift = {"basis": basis, "captured_share": 0.9 - drop, "captured_share_at_fit": 0.9, "captured_share_drop": drop,
-             "mean_shift": shift, "threshold": 0.2, "crossed": drop > 0.2}
-    pca = {"basis": basis, "mode": "auto", "rows_read": 30, "rows_in_basis": 30, "k": 5,
-           "total_explained_variance": 0.9, "seconds": 1.0, "drift_on_basis": drift}
-    return run_report.build_run_report(batch=night, target="local", job_metrics={"seen": 30, "featurized": 30,
-                                       "quarantined": 0, "seconds": 3.0}, pca_report=pca, executor_vcpus=2)
+    drift = {
+        "basis": basis,
+        "captured_share": 0.9 - drop,
+        "captured_share_at_fit": 0.9,
+        "captured_share_drop": drop,
+        "mean_shift": shift,
+        "threshold": 0.2,
+        "crossed": drop > 0.2,
+    }
+    pca = {
+        "basis": basis,
+        "mode": "auto",
+        "rows_read": 30,
+        "rows_in_basis": 30,
+        "k": 5,
+        "total_explained_variance": 0.9,
+        "seconds": 1.0,
+        "drift_on_basis": drift,
+    }
+    return run_report.build_run_report(
+        batch=night,
+        target="local",
+        job_metrics={"seen": 30, "featurized": 30, "quarantined": 0, "seconds": 3.0},
+        pca_report=pca,
+        executor_vcpus=2,
+    )
 
 
 def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, dict]:
@@ -85,19 +106,42 @@ def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, d
 
         for row in pq.read_table(io.BytesIO(store.read(lake.raw_uri(root, BATCH) + bundle))).to_pylist():
             if row["path"].endswith("cut.jpg"):
-                bad.append({"path": row["path"], "reason": "truncated image: image file is truncated",
-                            "batch_id": BATCH})
+                bad.append(
+                    {"path": row["path"], "reason": "truncated image: image file is truncated", "batch_id": BATCH}
+                )
                 continue
             label = row["path"].rsplit("/", 2)[-2]
-            rows.append({"path": row["path"], "label": label, "split": "Training", "batch_id": BATCH,
-                         "features": pixels(row["content"])})
-    metrics = {"job": "featurize", "batch_id": BATCH, "seen": len(rows) + len(bad), "featurized": len(rows),
-               "quarantined": len(bad), "seconds": 4.0, "images_per_second": (len(rows) + len(bad)) / 4.0}
-    commit_output(store, lake.quarantine_uri(root, BATCH), {"part-0.parquet": parquet(pa.Table.from_pylist(bad))},
-                  {"rows": len(bad)})
+            rows.append(
+                {
+                    "path": row["path"],
+                    "label": label,
+                    "split": "Training",
+                    "batch_id": BATCH,
+                    "features": pixels(row["content"]),
+                }
+            )
+    metrics = {
+        "job": "featurize",
+        "batch_id": BATCH,
+        "seen": len(rows) + len(bad),
+        "featurized": len(rows),
+        "quarantined": len(bad),
+        "seconds": 4.0,
+        "images_per_second": (len(rows) + len(bad)) / 4.0,
+    }
+    commit_output(
+        store,
+        lake.quarantine_uri(root, BATCH),
+        {"part-0.parquet": parquet(pa.Table.from_pylist(bad))},
+        {"rows": len(bad)},
+    )
     features = pa.Table.from_pylist([{**r, "features": r["features"].tolist()} for r in rows])
-    commit_output(store, lake.features_uri(root, BATCH), {"part-0.parquet": parquet(features)},
-                  {"rows": len(rows), "metrics": metrics})
+    commit_output(
+        store,
+        lake.features_uri(root, BATCH),
+        {"part-0.parquet": parquet(features)},
+        {"rows": len(rows), "metrics": metrics},
+    )
 
     # The batch's PCA (centred, k for 90 % of the variance) as pca.py commits it.
     x = np.stack([r["features"] for r in rows]).astype(np.float64)
@@ -106,29 +150,59 @@ def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, d
     spectrum = singular**2 / np.sum(singular**2)
     k = int(np.searchsorted(np.cumsum(spectrum), 0.9) + 1)
     reduced = (centred @ components[:k].T).astype(np.float32)
-    table = pa.table({"path": [r["path"] for r in rows], "label": [r["label"] for r in rows],
-                      "split": ["Training"] * len(rows), "batch_id": [BATCH] * len(rows),
-                      "basis": pa.array([1] * len(rows), pa.int32()),
-                      "pca": pa.array([list(v) for v in reduced], pa.list_(pa.float32()))})
-    pca_report = {"job": "pca", "subcommand": "nightly", "batch_id": BATCH, "mode": "auto", "new_basis": None,
-                  "basis": 1, "k": k, "variance_target": 0.9, "rows_read": len(rows), "rows_in_basis": 180,
-                  "explained_variance": spectrum[:k].tolist(), "cumulative_explained_variance":
-                  np.cumsum(spectrum[:k]).tolist(), "total_explained_variance": float(np.sum(spectrum[:k])),
-                  "seconds": 2.0, "drift": None,
-                  "drift_on_basis": {"basis": 1, "captured_share": 0.85, "captured_share_at_fit": 0.9,
-                                     "captured_share_drop": 0.05, "mean_shift": 0.4, "threshold": 0.2,
-                                     "crossed": False}}
+    table = pa.table(
+        {
+            "path": [r["path"] for r in rows],
+            "label": [r["label"] for r in rows],
+            "split": ["Training"] * len(rows),
+            "batch_id": [BATCH] * len(rows),
+            "basis": pa.array([1] * len(rows), pa.int32()),
+            "pca": pa.array([list(v) for v in reduced], pa.list_(pa.float32())),
+        }
+    )
+    pca_report = {
+        "job": "pca",
+        "subcommand": "nightly",
+        "batch_id": BATCH,
+        "mode": "auto",
+        "new_basis": None,
+        "basis": 1,
+        "k": k,
+        "variance_target": 0.9,
+        "rows_read": len(rows),
+        "rows_in_basis": 180,
+        "explained_variance": spectrum[:k].tolist(),
+        "cumulative_explained_variance": np.cumsum(spectrum[:k]).tolist(),
+        "total_explained_variance": float(np.sum(spectrum[:k])),
+        "seconds": 2.0,
+        "drift": None,
+        "drift_on_basis": {
+            "basis": 1,
+            "captured_share": 0.85,
+            "captured_share_at_fit": 0.9,
+            "captured_share_drop": 0.05,
+            "mean_shift": 0.4,
+            "threshold": 0.2,
+            "crossed": False,
+        },
+    }
     half = len(rows) // 2
-    commit_output(store, lake.pca_reduced_uri(root, 1, BATCH),
-                  {"reduced/part-0.parquet": parquet(table.slice(0, half)),
-                   "reduced/part-1.parquet": parquet(table.slice(half)),
-                   "report.json": json.dumps(pca_report).encode()})
+    commit_output(
+        store,
+        lake.pca_reduced_uri(root, 1, BATCH),
+        {
+            "reduced/part-0.parquet": parquet(table.slice(0, half)),
+            "reduced/part-1.parquet": parquet(table.slice(half)),
+            "report.json": json.dumps(pca_report).encode(),
+        },
+    )
     store.put(lake.pca_current_basis_uri(root), json.dumps({"version": 1}).encode(), "-")
     day = date.fromisoformat(BATCH)
     for back in range(1, nights + 1):
         night = (day - timedelta(days=back)).isoformat()
-        run_report.write_run_report(night_report(night, 1, 0.02 * back, 0.1 * back), lake.reports_uri(root, night),
-                                    store)
+        run_report.write_run_report(
+            night_report(night, 1, 0.02 * back, 0.1 * back), lake.reports_uri(root, night), store
+        )
     return store, {"upload": counts, "metrics": metrics, "rows": rows, "reduced": reduced, "k": k}
 
 
@@ -149,8 +223,13 @@ def test_the_page_is_written_beside_the_report_with_the_runs_counts(built):
     upload_counts = facts["upload"]
     assert upload_counts["uploaded"] == len(LABELS) * PER_LABEL + 1 and upload_counts["rejected"] == {"unsupported": 1}
     assert report["images"] == {"seen": 31, "featurized": 30, "quarantined": 1}
-    gathered = report_page.gather(store, store.root, BATCH, report, json.loads(
-        store.read(lake.committed_files(store, lake.pca_reduced_uri(store.root, 1, BATCH))[-1])))
+    gathered = report_page.gather(
+        store,
+        store.root,
+        BATCH,
+        report,
+        json.loads(store.read(lake.committed_files(store, lake.pca_reduced_uri(store.root, 1, BATCH))[-1])),
+    )
     assert gathered["landing"] == {"seen": 32, "uploaded": 31, "already_in_lake": 0, "rejected": {"unsupported": 1}}
     assert gathered["quarantine_reasons"] == {"truncated image": 1}
     # Five earlier nights and this one, oldest first.
@@ -200,8 +279,13 @@ def test_a_batch_larger_than_the_sample_still_gets_exact_neighbours(tmp_path, mo
     files = []
     for part in range(3):
         rows = slice(part * 300, (part + 1) * 300)
-        table = pa.table({"path": paths[rows], "label": labels[rows],
-                          "pca": pa.array([list(v) for v in vectors[rows]], pa.list_(pa.float32()))})
+        table = pa.table(
+            {
+                "path": paths[rows],
+                "label": labels[rows],
+                "pca": pa.array([list(v) for v in vectors[rows]], pa.list_(pa.float32())),
+            }
+        )
         uri = store.root + f"/reduced/part-{part}.parquet"
         store.put(uri, parquet(table), "-")
         files.append(uri)
@@ -209,8 +293,9 @@ def test_a_batch_larger_than_the_sample_still_gets_exact_neighbours(tmp_path, mo
     assert sample["rows"] == 900 and len(sample["path"]) == 50 == sample["pca"].shape[0]
     assert len(set(sample["label"])) > 5  # spread over the batch, not its first file
     chosen = report_page.pick_examples(sample["label"])
-    found = report_page.nearest_neighbours(sample["pca"][chosen], [sample["path"][i] for i in chosen], sample,
-                                           store, files)
+    found = report_page.nearest_neighbours(
+        sample["pca"][chosen], [sample["path"][i] for i in chosen], sample, store, files
+    )
     for index, near in zip(chosen, found):
         query = paths.index(sample["path"][index])
         order = [paths[i] for i in np.argsort(np.linalg.norm(vectors - vectors[query], axis=1)) if i != query]
@@ -291,16 +376,31 @@ def test_thumbnails_are_small_jpegs_of_any_photo_the_upload_takes():
 def test_emr_links_and_escaping(tmp_path):
     store = upload.LocalStore(tmp_path)
     report = night_report(BATCH, 1, 0.0, 0.0)
-    report = {**report, "target": "emr", "cluster": {"id": "j-ABC123"},
-              "steps": [{"id": "s-1", "name": "fruits-featurize-x", "state": "COMPLETED", "seconds": 3.0}]}
+    report = {
+        **report,
+        "target": "emr",
+        "cluster": {"id": "j-ABC123"},
+        "steps": [{"id": "s-1", "name": "fruits-featurize-x", "state": "COMPLETED", "seconds": 3.0}],
+    }
     links = {url: name for name, url in report_page.output_links(store, "s3://fruits-lake", BATCH, 1, report)}
     assert f"https://{REGION}.console.aws.amazon.com/emr/home?region={REGION}#/clusterDetails/j-ABC123" in links
     assert any(url.endswith("/steps/s-1") for url in links)
-    assert (f"https://{REGION}.console.aws.amazon.com/s3/buckets/fruits-lake?region={REGION}"
-            f"&prefix=reports/batch={BATCH}/run_report.json") in links
-    facts = {"report": report, "pca_report": {}, "landing": None, "nights": [], "quarantine_reasons": {"x": 1},
-             "quarantine": [{"path": "raw/<b>.jpg", "reason": "<script>alert(1)</script>"}], "sample": None,
-             "examples": [], "thumbs": {}, "links": [("a", "javascript:<x>")]}
+    assert (
+        f"https://{REGION}.console.aws.amazon.com/s3/buckets/fruits-lake?region={REGION}"
+        f"&prefix=reports/batch={BATCH}/run_report.json"
+    ) in links
+    facts = {
+        "report": report,
+        "pca_report": {},
+        "landing": None,
+        "nights": [],
+        "quarantine_reasons": {"x": 1},
+        "quarantine": [{"path": "raw/<b>.jpg", "reason": "<script>alert(1)</script>"}],
+        "sample": None,
+        "examples": [],
+        "thumbs": {},
+        "links": [("a", "javascript:<x>")],
+    }
     page = report_page.render(facts)
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;.jpg" in page
 
@@ -318,9 +418,18 @@ def _browser():
     profile = tempfile.mkdtemp(prefix="fruits-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,900",
-                 f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(chromedriver), options=options), profile
@@ -337,7 +446,8 @@ def test_the_page_opens_in_chromium_without_error_or_request(built):
         driver.get(url)
         body = driver.find_element(By.TAG_NAME, "body").text
         images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete && i.naturalWidth > 0, i.naturalWidth])")
+            "return Array.from(document.images).map(i => [i.complete && i.naturalWidth > 0, i.naturalWidth])"
+        )
         height = driver.execute_script("return document.body.scrollHeight")
         driver.set_window_size(1200, min(max(height, 900), 6000))
         screenshot = artifacts_dir() / "run-report-page.png"
@@ -350,12 +460,19 @@ def test_the_page_opens_in_chromium_without_error_or_request(built):
 
     assert [entry for entry in console if entry["level"] in ("SEVERE", "WARNING")] == []
     # Chromium's own new-tab page loads chrome:// resources before ours: not the page's requests.
-    urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"
-            and not m["params"]["request"]["url"].startswith("chrome://")}
+    urls = {
+        m["params"]["request"]["url"]
+        for m in requests
+        if m["method"] == "Network.requestWillBeSent" and not m["params"]["request"]["url"].startswith("chrome://")
+    }
     assert url in urls and all(u == url or u.startswith("data:") for u in urls), urls
     # The counts the run printed, on screen.
-    for line in (f"uploaded\n{facts['upload']['uploaded']}", "rejected at upload: unsupported\n1",
-                 f"featurized\n{report['images']['featurized']}", "quarantined: truncated image\n1"):
+    for line in (
+        f"uploaded\n{facts['upload']['uploaded']}",
+        "rejected at upload: unsupported\n1",
+        f"featurized\n{report['images']['featurized']}",
+        "quarantined: truncated image\n1",
+    ):
         assert line.replace("\n", " ") in body.replace("\n", " "), line
     assert f"Batch {BATCH}: 30 photos featurized" in body
     assert f"k = {facts['k']}" in page.read_text()  # the explained-variance curve's title
@@ -371,6 +488,7 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
     import fruits_report_plugin as plugin
     from airflow.api_fastapi.common.db.common import _get_session
     from fastapi.testclient import TestClient
+
     from fruits.settings import PipelineSettings
 
     store, _, _, page = built
@@ -411,8 +529,9 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
 def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
     """The same lake, its PCA by spark_jobs/pca.py (nightly, local Spark) instead of numpy: the page finds
     the job's reduced rows, report and basis through the markers the job writes."""
-    import pca
     import pyarrow.parquet as pq
+
+    import pca
 
     store, facts = build_lake(tmp_path, nights=2)
     root = store.root
@@ -420,8 +539,15 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
         store.delete(uri)
     store.delete(lake.commit_marker_uri(lake.pca_reduced_uri(root, 1, BATCH)))
     store.delete(lake.pca_current_basis_uri(root))
-    job = pca.run_nightly(spark, BATCH, features_root=lake.features_uri(root), stats_root=lake.pca_stats_root(root),
-                          bases_root=lake.pca_bases_uri(root), reduced_root=lake.pca_reduced_root(root), variance=0.9)
+    job = pca.run_nightly(
+        spark,
+        BATCH,
+        features_root=lake.features_uri(root),
+        stats_root=lake.pca_stats_root(root),
+        bases_root=lake.pca_bases_uri(root),
+        reduced_root=lake.pca_reduced_root(root),
+        variance=0.9,
+    )
     report = run_report.report_run(store, root, BATCH, target="local", region=REGION)
     assert report["pca"]["basis"] == job["basis"] == 1 and report["pca"]["k"] == job["k"]
 
@@ -443,8 +569,7 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
 
 
 @pytest.mark.slow
-def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built, tmp_path, airflow_home,
-                                                                           monkeypatch):
+def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built, tmp_path, airflow_home, monkeypatch):
     """A real DAG run (local target, an empty landing: it stops before the jobs) in Airflow's DB, Airflow's own
     api-server app with the plugins folder loaded, its auth manager's token: the tab's URL, as the UI encodes
     it, answers the page of the run's batch from the run's lake."""
@@ -453,22 +578,27 @@ def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built
     from airflow.api_fastapi.app import create_app, get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
+
     from fruits.cli import demo
 
     _, _, _, page = built
     monkeypatch.setenv("FRUITS_TARGET", "local")
     (tmp_path / "nothing_arrived").mkdir()
     lake_dir = tmp_path / "lake"
-    run = demo.run_dag("local", BATCH, {"fruits_local_lake": str(lake_dir)},
-                       {"landing": str(tmp_path / "nothing_arrived")})
+    run = demo.run_dag(
+        "local", BATCH, {"fruits_local_lake": str(lake_dir)}, {"landing": str(tmp_path / "nothing_arrived")}
+    )
     assert str(run.state) == "success"
     served = lake_dir / f"reports/batch={BATCH}" / report_page.PAGE
 
     client = TestClient(create_app())
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
     auth = {"Authorization": f"Bearer {token}"}
-    views = [view for plugin in client.get("/api/v2/plugins", headers=auth).json()["plugins"]
-             for view in plugin["external_views"]]
+    views = [
+        view
+        for plugin in client.get("/api/v2/plugins", headers=auth).json()["plugins"]
+        for view in plugin["external_views"]
+    ]
     (tab,) = [view for view in views if view["name"] == "Run report"]
     assert tab["destination"] == "dag_run"
     url = "/" + tab["href"].replace("{DAG_ID}", "fruits_pipeline").replace("{RUN_ID}", quote(run.run_id, safe=""))

@@ -11,49 +11,85 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 from conftest import commit_output
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.emr.models import emr_backends
+
 from fruits import costs, lake, run_report, steps, upload
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
 from fruits.upload import LocalStore, S3Store
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.emr.models import emr_backends
 
 REGION = "eu-west-3"
 BATCH = "2026-11-21"
 SETTINGS = PipelineSettings(region=REGION, bucket="fruits-lake-test")
 ROOT = f"s3://{SETTINGS.bucket}"
-CREATED = datetime(2026, 11, 22, 1, 0, 0, tzinfo=timezone.utc)
+CREATED = datetime(2026, 11, 22, 1, 0, 0, tzinfo=UTC)
 # The run as it went: ready after 7 min, featurize 20 min, pca 4 min, ended 1.5 min after the last step.
 READY = CREATED + timedelta(minutes=7)
 FEATURIZE = (READY + timedelta(seconds=10), READY + timedelta(minutes=20, seconds=10))
 PCA = (FEATURIZE[1] + timedelta(seconds=5), FEATURIZE[1] + timedelta(minutes=4, seconds=5))
 ENDED = PCA[1] + timedelta(seconds=90)
 WALL = (ENDED - CREATED).total_seconds()
-JOB_METRICS = {"job": "featurize", "batch_id": BATCH, "seen": 120_000, "featurized": 119_990, "quarantined": 10,
-               "seconds": 1150.0, "images_per_second": 104.35}
-PCA_REPORT = {"job": "pca", "mode": "auto", "basis": 3, "rows_read": 119_990, "rows_in_basis": 480_000, "k": 87,
-              "total_explained_variance": 0.95, "seconds": 230.0,
-              "drift_explained_ratio": 0.97, "drift_mean_shift": 0.12}
-WORK = {"retained_since": "2025-11-22", "catch_up": ["2026-11-19"], "pca_catch_up": [],
-        "featurize": ["2026-11-19", BATCH], "nightly": ["2026-11-19", BATCH], "reexpress": ["2026-11-19", BATCH],
-        "current_basis": 3, "windows": {}}
+JOB_METRICS = {
+    "job": "featurize",
+    "batch_id": BATCH,
+    "seen": 120_000,
+    "featurized": 119_990,
+    "quarantined": 10,
+    "seconds": 1150.0,
+    "images_per_second": 104.35,
+}
+PCA_REPORT = {
+    "job": "pca",
+    "mode": "auto",
+    "basis": 3,
+    "rows_read": 119_990,
+    "rows_in_basis": 480_000,
+    "k": 87,
+    "total_explained_variance": 0.95,
+    "seconds": 230.0,
+    "drift_explained_ratio": 0.97,
+    "drift_mean_shift": 0.12,
+}
+WORK = {
+    "retained_since": "2025-11-22",
+    "catch_up": ["2026-11-19"],
+    "pca_catch_up": [],
+    "featurize": ["2026-11-19", BATCH],
+    "nightly": ["2026-11-19", BATCH],
+    "reexpress": ["2026-11-19", BATCH],
+    "current_basis": 3,
+    "windows": {},
+}
 
 
 def commit_job_outputs(store, root, metrics=JOB_METRICS, pca_report=PCA_REPORT, basis=3):
     """The jobs' committed outputs of BATCH, as featurize and pca nightly leave them."""
-    commit_output(store, lake.features_uri(root, BATCH), {"part-0.parquet": b"p", "_job_metrics.json": b"{}"},
-                  {"job": "featurize", "batch_id": BATCH, "rows": metrics["featurized"], "seen": metrics["seen"],
-                   "quarantined": metrics["quarantined"], "metrics": metrics})
-    commit_output(store, lake.pca_reduced_uri(root, basis, BATCH),
-                  {"reduced/part-0.parquet": b"p", "pca_matrix.csv": b"path",
-                   "report.json": json.dumps(pca_report).encode()})
+    commit_output(
+        store,
+        lake.features_uri(root, BATCH),
+        {"part-0.parquet": b"p", "_job_metrics.json": b"{}"},
+        {
+            "job": "featurize",
+            "batch_id": BATCH,
+            "rows": metrics["featurized"],
+            "seen": metrics["seen"],
+            "quarantined": metrics["quarantined"],
+            "metrics": metrics,
+        },
+    )
+    commit_output(
+        store,
+        lake.pca_reduced_uri(root, basis, BATCH),
+        {"reduced/part-0.parquet": b"p", "pca_matrix.csv": b"path", "report.json": json.dumps(pca_report).encode()},
+    )
     store.put(lake.pca_current_basis_uri(root), json.dumps({"version": basis, "location": "x"}).encode(), "-")
 
 
@@ -82,10 +118,13 @@ def ended_cluster(normalized_instance_hours: int | None = None, *, ended: bool =
     emr = boto3.client("emr", region_name=REGION)
     cluster_id = emr.run_job_flow(**request)["JobFlowId"]
     code = lake.code_uri(ROOT, "abc123")
-    emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[
-        steps.emr_step(steps.featurize_job(ROOT, BATCH, code), batch=BATCH),
-        steps.emr_step(steps.pca_nightly_job(ROOT, BATCH, code), batch=BATCH),
-    ])
+    emr.add_job_flow_steps(
+        JobFlowId=cluster_id,
+        Steps=[
+            steps.emr_step(steps.featurize_job(ROOT, BATCH, code), batch=BATCH),
+            steps.emr_step(steps.pca_nightly_job(ROOT, BATCH, code), batch=BATCH),
+        ],
+    )
     backend_cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
     backend_cluster.creation_datetime, backend_cluster.ready_datetime = CREATED, READY
     backend_cluster.end_datetime = ENDED if ended else None
@@ -102,33 +141,52 @@ def fleets_answer(request: dict) -> list[dict]:
     (targets kept, provisioned capacity back to 0, each VolumesPerInstance expanded into devices)."""
     fleets = []
     for number, fleet in enumerate(request["Instances"]["InstanceFleets"]):
-        fleets.append({
-            "Id": f"if-{number}",
-            "Name": fleet["Name"],
-            "Status": {"State": "TERMINATED", "Timeline": {"CreationDateTime": CREATED, "EndDateTime": ENDED}},
-            "InstanceFleetType": fleet["InstanceFleetType"],
-            "TargetOnDemandCapacity": fleet["TargetOnDemandCapacity"],
-            "TargetSpotCapacity": fleet["TargetSpotCapacity"],
-            "ProvisionedOnDemandCapacity": 0,
-            "ProvisionedSpotCapacity": 0,
-            "InstanceTypeSpecifications": [
-                {"InstanceType": config["InstanceType"], "WeightedCapacity": config["WeightedCapacity"], "EbsOptimized": True,
-                 "EbsBlockDevices": [{"VolumeSpecification": device["VolumeSpecification"], "Device": f"/dev/sd{chr(98 + k)}"}
-                                     for device in config["EbsConfiguration"]["EbsBlockDeviceConfigs"]
-                                     for k in range(device["VolumesPerInstance"])]}
-                for config in fleet["InstanceTypeConfigs"]
-            ],
-        })
+        fleets.append(
+            {
+                "Id": f"if-{number}",
+                "Name": fleet["Name"],
+                "Status": {"State": "TERMINATED", "Timeline": {"CreationDateTime": CREATED, "EndDateTime": ENDED}},
+                "InstanceFleetType": fleet["InstanceFleetType"],
+                "TargetOnDemandCapacity": fleet["TargetOnDemandCapacity"],
+                "TargetSpotCapacity": fleet["TargetSpotCapacity"],
+                "ProvisionedOnDemandCapacity": 0,
+                "ProvisionedSpotCapacity": 0,
+                "InstanceTypeSpecifications": [
+                    {
+                        "InstanceType": config["InstanceType"],
+                        "WeightedCapacity": config["WeightedCapacity"],
+                        "EbsOptimized": True,
+                        "EbsBlockDevices": [
+                            {"VolumeSpecification": device["VolumeSpecification"], "Device": f"/dev/sd{chr(98 + k)}"}
+                            for device in config["EbsConfiguration"]["EbsBlockDeviceConfigs"]
+                            for k in range(device["VolumesPerInstance"])
+                        ],
+                    }
+                    for config in fleet["InstanceTypeConfigs"]
+                ],
+            }
+        )
     return fleets
 
 
 def instance(number: int, fleet_id: str, instance_type: str, market: str, ended_at: datetime) -> dict:
-    return {"Id": f"ci-{number}", "Ec2InstanceId": f"i-{number:017x}", "InstanceFleetId": fleet_id, "Market": market,
-            "InstanceType": instance_type, "EbsVolumes": [{"Device": "/dev/sdb", "VolumeId": f"vol-{number}"}],
-            "Status": {"State": "TERMINATED", "Timeline": {"CreationDateTime": CREATED, "ReadyDateTime": READY, "EndDateTime": ended_at}}}
+    return {
+        "Id": f"ci-{number}",
+        "Ec2InstanceId": f"i-{number:017x}",
+        "InstanceFleetId": fleet_id,
+        "Market": market,
+        "InstanceType": instance_type,
+        "EbsVolumes": [{"Device": "/dev/sdb", "VolumeId": f"vol-{number}"}],
+        "Status": {
+            "State": "TERMINATED",
+            "Timeline": {"CreationDateTime": CREATED, "ReadyDateTime": READY, "EndDateTime": ended_at},
+        },
+    }
 
 
-def record(cluster_id: str, request: dict, instances: list[dict] | None = None, *, instances_denied: bool = False) -> dict:
+def record(
+    cluster_id: str, request: dict, instances: list[dict] | None = None, *, instances_denied: bool = False
+) -> dict:
     """collect_cluster_record on a client answering with moto's real DescribeCluster/ListSteps and the
     stubbed fleets/instances."""
     moto_emr = boto3.client("emr", region_name=REGION)
@@ -143,7 +201,9 @@ def record(cluster_id: str, request: dict, instances: list[dict] | None = None, 
     client = boto3.client("emr", region_name=REGION)
     with Stubber(client) as stubber:
         stubber.add_response("describe_cluster", described, {"ClusterId": cluster_id})
-        stubber.add_response("list_instance_fleets", {"InstanceFleets": fleets_answer(request)}, {"ClusterId": cluster_id})
+        stubber.add_response(
+            "list_instance_fleets", {"InstanceFleets": fleets_answer(request)}, {"ClusterId": cluster_id}
+        )
         stubber.add_response("list_steps", listed_steps, {"ClusterId": cluster_id})
         if instances_denied:
             stubber.add_client_error("list_instances", "AccessDeniedException", http_status_code=400)
@@ -156,9 +216,19 @@ def record(cluster_id: str, request: dict, instances: list[dict] | None = None, 
 
 
 def build(collected: dict, prices, **extra) -> dict:
-    return run_report.build_run_report(batch=BATCH, target="emr", job_metrics=JOB_METRICS, pca_report=PCA_REPORT,
-                                       cluster=collected["cluster"], steps=collected["steps"], fleets=collected["fleets"],
-                                       instances=collected["instances"], region=REGION, prices=prices, **extra)
+    return run_report.build_run_report(
+        batch=BATCH,
+        target="emr",
+        job_metrics=JOB_METRICS,
+        pca_report=PCA_REPORT,
+        cluster=collected["cluster"],
+        steps=collected["steps"],
+        fleets=collected["fleets"],
+        instances=collected["instances"],
+        region=REGION,
+        prices=prices,
+        **extra,
+    )
 
 
 def test_actual_cost_bills_the_fleets_for_the_cluster_timeline(prices):
@@ -169,11 +239,17 @@ def test_actual_cost_bills_the_fleets_for_the_cluster_timeline(prices):
     cost = report["cost"]["components_usd"]
     # Primary and core On-Demand (the core fleet hosts the driver), the 2 task nodes on spot.
     on_demand, spot = prices.ec2_hourly(REGION, worker), prices.ec2_hourly(REGION, worker, costs.SPOT)
-    assert cost["ec2"] == pytest.approx(WALL / 3600 * (prices.ec2_hourly(REGION, primary) + on_demand + 2 * spot), rel=1e-4)
-    assert cost["emr"] == pytest.approx(WALL / 3600 * (prices.emr_hourly(REGION, primary) + 3 * prices.emr_hourly(REGION, worker)), rel=1e-4)
+    assert cost["ec2"] == pytest.approx(
+        WALL / 3600 * (prices.ec2_hourly(REGION, primary) + on_demand + 2 * spot), rel=1e-4
+    )
+    assert cost["emr"] == pytest.approx(
+        WALL / 3600 * (prices.emr_hourly(REGION, primary) + 3 * prices.emr_hourly(REGION, worker)), rel=1e-4
+    )
     # EBS: 32 GiB primary + 3 x 64 GiB workers from the request, + EMR's 15 GiB root volume each.
     ebs_gib = (32 + 15) + 3 * (64 + 15)
-    assert cost["ebs"] == pytest.approx(ebs_gib * prices.unit(REGION, "ebs_gp3_gb_month") * WALL / (30 * 86400), rel=1e-4)
+    assert cost["ebs"] == pytest.approx(
+        ebs_gib * prices.unit(REGION, "ebs_gp3_gb_month") * WALL / (30 * 86400), rel=1e-4
+    )
     assert report["cost"]["per_1000_images_usd"] == pytest.approx(report["cost"]["total_usd"] / 120, rel=1e-3)
 
     cluster = report["cluster"]
@@ -200,7 +276,10 @@ def test_normalized_instance_hours_cross_check(prices):
     # 4 instances, each up < 1 h (rounded up to 1): m7g.xlarge (8 units) + 3 x c7g.2xlarge (16 units).
     cluster_id, request = ended_cluster(normalized_instance_hours=8 + 3 * 16)
     assert build(record(cluster_id, request), prices)["cluster"]["normalized_instance_hours"] == {
-        "reported": 56, "expected_from_instances": 56, "consistent": True}
+        "reported": 56,
+        "expected_from_instances": 56,
+        "consistent": True,
+    }
     # EMR counted more than we priced (e.g. a fleet resized): the report says so.
     other_id, other_request = ended_cluster(normalized_instance_hours=8 + 5 * 16)
     check = build(record(other_id, other_request), prices)["cluster"]["normalized_instance_hours"]
@@ -210,19 +289,33 @@ def test_normalized_instance_hours_cross_check(prices):
 def test_list_instances_gives_each_instances_real_type_market_and_lifetime(prices):
     cluster_id, request = ended_cluster()
     early = PCA[1]  # a task node released when the steps finished, before the cluster ended
-    instances = [instance(1, "if-0", "m7g.xlarge", "ON_DEMAND", ENDED), instance(2, "if-1", "r7g.2xlarge", "SPOT", ENDED),
-                 instance(3, "if-2", "c7g.2xlarge", "SPOT", ENDED), instance(4, "if-2", "m7g.2xlarge", "ON_DEMAND", early)]
+    instances = [
+        instance(1, "if-0", "m7g.xlarge", "ON_DEMAND", ENDED),
+        instance(2, "if-1", "r7g.2xlarge", "SPOT", ENDED),
+        instance(3, "if-2", "c7g.2xlarge", "SPOT", ENDED),
+        instance(4, "if-2", "m7g.2xlarge", "ON_DEMAND", early),
+    ]
     exact = build(record(cluster_id, request, instances), prices)
     assumed = build(record(*ended_cluster()), prices)
 
     assert exact["cluster"]["instance_types_assumed"] is False
     groups = {(g["role"], g["instance_type"], g["market"]): g for g in exact["cluster"]["instances"]}
-    assert set(groups) == {("MASTER", "m7g.xlarge", "ON_DEMAND"), ("CORE", "r7g.2xlarge", "SPOT"),
-                           ("TASK", "c7g.2xlarge", "SPOT"), ("TASK", "m7g.2xlarge", "ON_DEMAND")}
+    assert set(groups) == {
+        ("MASTER", "m7g.xlarge", "ON_DEMAND"),
+        ("CORE", "r7g.2xlarge", "SPOT"),
+        ("TASK", "c7g.2xlarge", "SPOT"),
+        ("TASK", "m7g.2xlarge", "ON_DEMAND"),
+    }
     assert groups[("TASK", "m7g.2xlarge", "ON_DEMAND")]["seconds"] == (early - CREATED).total_seconds()
-    expected_ec2 = (WALL * (prices.ec2_hourly(REGION, "m7g.xlarge") + prices.ec2_hourly(REGION, "r7g.2xlarge", costs.SPOT)
-                            + prices.ec2_hourly(REGION, "c7g.2xlarge", costs.SPOT))
-                    + (early - CREATED).total_seconds() * prices.ec2_hourly(REGION, "m7g.2xlarge")) / 3600
+    expected_ec2 = (
+        WALL
+        * (
+            prices.ec2_hourly(REGION, "m7g.xlarge")
+            + prices.ec2_hourly(REGION, "r7g.2xlarge", costs.SPOT)
+            + prices.ec2_hourly(REGION, "c7g.2xlarge", costs.SPOT)
+        )
+        + (early - CREATED).total_seconds() * prices.ec2_hourly(REGION, "m7g.2xlarge")
+    ) / 3600
     assert exact["cost"]["components_usd"]["ec2"] == pytest.approx(expected_ec2, rel=1e-4)
     assert exact["cost"]["total_usd"] != assumed["cost"]["total_usd"]
 
@@ -238,7 +331,9 @@ def test_a_cluster_still_terminating_is_billed_up_to_the_report_and_flagged(pric
 
 def test_estimate_sits_next_to_the_actual(prices):
     cluster_id, request = ended_cluster()
-    estimate = costs.estimate_emr(costs.Workload(images=120_000, throughput_per_vcpu=5.0), sizing(), region=REGION, prices=prices)
+    estimate = costs.estimate_emr(
+        costs.Workload(images=120_000, throughput_per_vcpu=5.0), sizing(), region=REGION, prices=prices
+    )
     json.loads(json.dumps(estimate))  # what the DAG hands over through XCom
     report = build(record(cluster_id, request), prices, estimate=estimate)
     versus = report["estimate_vs_actual"]
@@ -247,7 +342,8 @@ def test_estimate_sits_next_to_the_actual(prices):
     assert versus["wall_s"]["actual_over_estimate"] == pytest.approx(WALL / estimate["seconds"]["wall_s"], abs=1e-3)
     assert versus["featurize_s"]["actual"] == 1200
     assert versus["images_per_second_per_vcpu"]["actual_over_estimate"] == pytest.approx(
-        report["throughput"]["images_per_second_per_vcpu"] / 5.0, abs=1e-3)
+        report["throughput"]["images_per_second_per_vcpu"] / 5.0, abs=1e-3
+    )
     markdown = run_report.render_markdown(report)
     assert "## Estimate vs actual" in markdown and "| total_usd |" in markdown
 
@@ -263,11 +359,20 @@ def test_report_is_written_to_the_batch_reports_prefix_encrypted(prices):
 
     cluster_id, request = ended_cluster()
     collected = record(cluster_id, request)
-    report = run_report.build_run_report(batch=BATCH, target="emr", job_metrics=metrics, pca_report=pca, region=REGION,
-                                         prices=prices, work=WORK, **collected)
+    report = run_report.build_run_report(
+        batch=BATCH,
+        target="emr",
+        job_metrics=metrics,
+        pca_report=pca,
+        region=REGION,
+        prices=prices,
+        work=WORK,
+        **collected,
+    )
     # The basis, what the night read, the drift figures and the nights caught up are in the report.
-    assert report["pca"] == {key: PCA_REPORT[key] for key in (*run_report.PCA_KEYS, "drift_explained_ratio",
-                                                              "drift_mean_shift")}
+    assert report["pca"] == {
+        key: PCA_REPORT[key] for key in (*run_report.PCA_KEYS, "drift_explained_ratio", "drift_mean_shift")
+    }
     assert report["work"]["catch_up"] == ["2026-11-19"] and "windows" not in report["work"]
     written = run_report.write_run_report(report, lake.reports_uri(ROOT, BATCH), store)
     assert written == [f"{ROOT}/reports/batch={BATCH}/run_report.md", f"{ROOT}/reports/batch={BATCH}/run_report.json"]
@@ -275,7 +380,11 @@ def test_report_is_written_to_the_batch_reports_prefix_encrypted(prices):
     assert head["ServerSideEncryption"] == "aws:kms"
     assert json.loads(store.read(written[1])) == json.loads(json.dumps(report))
     markdown = store.read(written[0]).decode()
-    assert f"batch {BATCH}" in markdown and "Total cost:" in markdown and f"{report['cost']['total_usd']:.4f} USD" in markdown
+    assert (
+        f"batch {BATCH}" in markdown
+        and "Total cost:" in markdown
+        and f"{report['cost']['total_usd']:.4f} USD" in markdown
+    )
     assert "NormalizedInstanceHours" in markdown and "fruits-featurize" in markdown
     assert "caught up: 2026-11-19" in markdown and "PCA on basis 3 (auto): read 119990 rows" in markdown
     assert '"drift_mean_shift": 0.12' in markdown
@@ -298,8 +407,9 @@ def test_a_failed_run_still_reports_what_the_cluster_cost(prices, tmp_path):
     store = LocalStore(tmp_path)
     assert run_report.job_outputs(store, store.root, BATCH) == (None, None)  # featurize never finished
     cluster_id, request = ended_cluster()
-    report = run_report.build_run_report(batch=BATCH, target="emr", job_metrics=None, region=REGION, prices=prices,
-                                         **record(cluster_id, request))
+    report = run_report.build_run_report(
+        batch=BATCH, target="emr", job_metrics=None, region=REGION, prices=prices, **record(cluster_id, request)
+    )
     assert report["complete"] is False and report["images"]["seen"] == 0
     assert report["cost"]["components_usd"]["ec2"] > 0 and report["cost"]["per_1000_images_usd"] is None
     assert report["throughput"]["images_per_second_per_vcpu"] is None
@@ -307,9 +417,13 @@ def test_a_failed_run_still_reports_what_the_cluster_cost(prices, tmp_path):
 
 
 def test_local_run_costs_nothing_and_reports_real_throughput(tmp_path, prices):
-    report = run_report.build_run_report(batch=BATCH, target="local", job_metrics={**JOB_METRICS, "seen": 960, "featurized": 960,
-                                                                                  "quarantined": 0, "seconds": 48.0},
-                                         executor_vcpus=2, prices=prices)
+    report = run_report.build_run_report(
+        batch=BATCH,
+        target="local",
+        job_metrics={**JOB_METRICS, "seen": 960, "featurized": 960, "quarantined": 0, "seconds": 48.0},
+        executor_vcpus=2,
+        prices=prices,
+    )
     assert report["cost"]["total_usd"] == 0 and set(report["cost"]["components_usd"].values()) == {0}
     assert report["cluster"] is None and report["steps"] == []
     assert report["throughput"]["images_per_second_per_vcpu"] == pytest.approx(960 / 48 / 2)
@@ -331,8 +445,9 @@ def test_bad_input_is_refused_plainly(bad, prices):
 def test_cluster_outside_the_eu_is_refused(prices):
     collected = record(*ended_cluster())
     with pytest.raises(ValueError, match="allow-list"):
-        run_report.build_run_report(batch=BATCH, target="emr", job_metrics=JOB_METRICS, region="us-east-1", prices=prices,
-                                    **collected)
+        run_report.build_run_report(
+            batch=BATCH, target="emr", job_metrics=JOB_METRICS, region="us-east-1", prices=prices, **collected
+        )
 
 
 def test_normalization_factor_follows_the_size():
@@ -372,26 +487,36 @@ def uploaded_lake(tmp_path, photos: int, max_photos: int) -> upload.LocalStore:
     for number in range(photos):
         Image.new("RGB", (8, 8), (number * 30 % 256, 255 - number * 20 % 256, 30)).save(landing / f"{number}.jpg")
     store = upload.LocalStore(tmp_path / "lake")
-    result = upload.upload_new_images(store, upload.LocalStore(landing.parent), upload.file_uri(landing.parent), BATCH,
-                                      max_photos=max_photos)
+    result = upload.upload_new_images(
+        store, upload.LocalStore(landing.parent), upload.file_uri(landing.parent), BATCH, max_photos=max_photos
+    )
     assert result["bundles_in_batch"] == math.ceil(photos / max_photos)
     return store
 
 
 def test_the_report_prices_s3_on_the_batchs_own_bundles_and_its_landing(tmp_path, prices, monkeypatch):
     store = uploaded_lake(tmp_path, photos=7, max_photos=2)
-    assert run_report.batch_bundles(store, store.root, BATCH) == 4  # what upload_new_images returned as bundles_in_batch
+    assert (
+        run_report.batch_bundles(store, store.root, BATCH) == 4
+    )  # what upload_new_images returned as bundles_in_batch
     cluster_id, request = ended_cluster()
     collected = record(cluster_id, request)
     monkeypatch.setattr(run_report, "collect_cluster_record", lambda client, cid: collected)
-    reports = {on_s3: run_report.report_run(store, store.root, BATCH, target="emr", region=REGION, cluster_id=cluster_id,
-                                            landing_on_s3=on_s3)
-               for on_s3 in (False, True)}
+    reports = {
+        on_s3: run_report.report_run(
+            store, store.root, BATCH, target="emr", region=REGION, cluster_id=cluster_id, landing_on_s3=on_s3
+        )
+        for on_s3 in (False, True)
+    }
     # featurize left no metrics here (seen 0): only the upload's side is billed, on the 4 bundles it wrote.
     put, get = prices.unit(REGION, "s3_put_per_1000") / 1000, prices.unit(REGION, "s3_get_per_1000") / 1000
     local = reports[False]["cost"]["components_usd"]["s3_requests"]
-    assert local == pytest.approx(costs.s3_costs(costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=4),
-                                                 REGION, prices)["s3_requests"], abs=1e-6)
+    assert local == pytest.approx(
+        costs.s3_costs(costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=4), REGION, prices)[
+            "s3_requests"
+        ],
+        abs=1e-6,
+    )
     assert local == pytest.approx((4 + 1 + 2 + 1) * put + (4 * 3 + 366) * get, abs=1e-6)
     assert "the batch's 4 bundles (its manifest)" in reports[False]["cost_basis"]
     assert "S3 landing" in reports[True]["cost_basis"] and "S3 landing" not in reports[False]["cost_basis"]
@@ -422,13 +547,21 @@ def test_report_run_writes_the_page_beside_the_report_encrypted_with_the_cluster
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=SETTINGS.bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     store = S3Store(s3, SETTINGS.bucket)
-    reduced = pa.table({"path": [f"{ROOT}/raw/batch={BATCH}/Kiwi/{i}.jpg" for i in range(6)], "label": ["Kiwi"] * 6,
-                        "pca": pa.array([[float(i), float(i % 2)] for i in range(6)], pa.list_(pa.float32()))})
+    reduced = pa.table(
+        {
+            "path": [f"{ROOT}/raw/batch={BATCH}/Kiwi/{i}.jpg" for i in range(6)],
+            "label": ["Kiwi"] * 6,
+            "pca": pa.array([[float(i), float(i % 2)] for i in range(6)], pa.list_(pa.float32())),
+        }
+    )
     buffer = io.BytesIO()
     pq.write_table(reduced, buffer)
     commit_job_outputs(store, ROOT)
-    commit_output(store, lake.pca_reduced_uri(ROOT, 3, BATCH), {"reduced/part-0.parquet": buffer.getvalue(),
-                                                                "report.json": json.dumps(PCA_REPORT).encode()})
+    commit_output(
+        store,
+        lake.pca_reduced_uri(ROOT, 3, BATCH),
+        {"reduced/part-0.parquet": buffer.getvalue(), "report.json": json.dumps(PCA_REPORT).encode()},
+    )
     cluster_id, request = ended_cluster()
     collected = record(cluster_id, request)
     monkeypatch.setattr(run_report, "collect_cluster_record", lambda client, cid: collected)
@@ -441,8 +574,11 @@ def test_report_run_writes_the_page_beside_the_report_encrypted_with_the_cluster
     assert "6 of its 6 rows" in page and "120,000" in page  # the scatter; featurize's photos read
 
     # A reduced output that is no Parquet: the page fails, loudly in the log; the report is still written.
-    commit_output(store, lake.pca_reduced_uri(ROOT, 3, BATCH), {"reduced/part-0.parquet": b"not parquet",
-                                                                "report.json": json.dumps(PCA_REPORT).encode()})
+    commit_output(
+        store,
+        lake.pca_reduced_uri(ROOT, 3, BATCH),
+        {"reduced/part-0.parquet": b"not parquet", "report.json": json.dumps(PCA_REPORT).encode()},
+    )
     store.delete(f"{ROOT}/{key}")
     # Airflow's logging set-up (the provider imported for the console links) stops propagation: listen here.
     run_report.log.addHandler(caplog.handler)

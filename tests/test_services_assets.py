@@ -40,13 +40,15 @@ def prepare_consumer(api: Any) -> None:
 
 def producer_events(api: Any, run_id: str) -> list[dict[str, Any]]:
     """The asset events a producer run emitted, through the REST API."""
-    events = api.request("GET", "/assets/events", params={"source_dag_id": PRODUCER, "source_run_id": run_id,
-                                                          "limit": 100})["asset_events"]
+    events = api.request(
+        "GET", "/assets/events", params={"source_dag_id": PRODUCER, "source_run_id": run_id, "limit": 100}
+    )["asset_events"]
     return events
 
 
-def check_consumer_ran(api: Any, services: Any, lake_dir: Path, run_id: str, batch: str,
-                       timeout: float = 420) -> dict[str, Any]:
+def check_consumer_ran(
+    api: Any, services: Any, lake_dir: Path, run_id: str, batch: str, timeout: float = 420
+) -> dict[str, Any]:
     """The producer run announced its batch on the PCA alias with the extras the consumer needs; the
     consumer was queued by that event and (when the scheduler creates runs) ran and wrote its summary."""
     store = LocalStore(lake_dir)

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import psutil
+import pyarrow.parquet as pq
 import pytest
-
-from airflow_services import (ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer,
-                              postgres_bin_dir, require)
+from airflow_services import ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer, postgres_bin_dir, require
 from conftest import REPO_ROOT
+
 from fruits import lake as lake_layout
 from fruits.upload import LocalStore
 
@@ -166,8 +165,18 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
     landing = land(photo_sets["backfill-1"], tmp_path / "landing")
 
     created = services.airflow(
-        "backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL_FROM, "--to-date", BACKFILL_TO,
-        "--dag-run-conf", json.dumps({"landing": str(landing)}), "--max-active-runs", "1",
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        BACKFILL_FROM,
+        "--to-date",
+        BACKFILL_TO,
+        "--dag-run-conf",
+        json.dumps({"landing": str(landing)}),
+        "--max-active-runs",
+        "1",
     )
     assert created.returncode == 0, created.stderr[-3000:]
     runs = {r["logical_date"][:10]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
@@ -199,13 +208,25 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    require(bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)")
+    require(
+        bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)"
+    )
     profile = tempfile.mkdtemp(prefix="fruits-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
@@ -240,8 +261,10 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
         for key in value:
             field.send_keys(key)
             time.sleep(0.02)
-        wait.until(lambda _: field.get_attribute("value") == value,
-                   f"field {name} shows {field.get_attribute('value')!r}, not {value!r}")
+        wait.until(
+            lambda _: field.get_attribute("value") == value,
+            f"field {name} shows {field.get_attribute('value')!r}, not {value!r}",
+        )
 
     try:
         browser.get(f"{services.base_url}/")
@@ -267,7 +290,8 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
         browser.refresh()
         WebDriverWait(browser, 60).until(
             lambda d: f"{run_id}\nSuccess" in d.find_element(By.TAG_NAME, "body").text,
-            "the run's page does not show its state as Success")
+            "the run's page does not show its state as Success",
+        )
     finally:
         browser.save_screenshot(str(screenshot))
         print(f"UI screenshot: {screenshot}")

@@ -16,6 +16,10 @@ import boto3
 import pytest
 from airflow.sdk.exceptions import AirflowException
 from botocore.stub import Stubber
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.emr.models import Step, emr_backends
+
 from fruits import lake
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
@@ -26,9 +30,6 @@ from fruits.step_failures import (
     explain_step,
     stderr_uri,
 )
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.emr.models import Step, emr_backends
 
 REGION = "eu-west-3"
 BUCKET = "fruits-lake-steps"
@@ -46,15 +47,34 @@ def cluster(monkeypatch):
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         emr = boto3.client("emr", region_name=REGION)
-        request = build_job_flow(PipelineSettings(bucket=BUCKET), name="fruits-test",
-                                 code_uri=lake.code_uri(f"s3://{BUCKET}", "v1"), sizing=ClusterSizing())
+        request = build_job_flow(
+            PipelineSettings(bucket=BUCKET),
+            name="fruits-test",
+            code_uri=lake.code_uri(f"s3://{BUCKET}", "v1"),
+            sizing=ClusterSizing(),
+        )
         cluster_id = emr.run_job_flow(**request)["JobFlowId"]
-        (step_id,) = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[{
-            "Name": "featurize", "ActionOnFailure": "CONTINUE",
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit", "featurize.py"]}}])["StepIds"]
+        (step_id,) = emr.add_job_flow_steps(
+            JobFlowId=cluster_id,
+            Steps=[
+                {
+                    "Name": "featurize",
+                    "ActionOnFailure": "CONTINUE",
+                    "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit", "featurize.py"]},
+                }
+            ],
+        )["StepIds"]
         original = Step.status.fget
-        monkeypatch.setattr(Step, "status", property(
-            lambda self: {**original(self), **({"FailureDetails": self.failure} if hasattr(self, "failure") else {})}))
+        monkeypatch.setattr(
+            Step,
+            "status",
+            property(
+                lambda self: {
+                    **original(self),
+                    **({"FailureDetails": self.failure} if hasattr(self, "failure") else {}),
+                }
+            ),
+        )
         yield emr, s3, cluster_id, step_id
 
 
@@ -66,8 +86,11 @@ def _step(cluster_id: str, step_id: str) -> Step:
 def _fail_step(cluster_id: str, step_id: str, *, log_file: str | None = None) -> None:
     step = _step(cluster_id, step_id)
     step.state = "FAILED"
-    step.failure = {"Reason": "Unknown Error.", "Message": "PermissionError: 403 AccessDenied",
-                    **({"LogFile": log_file} if log_file else {})}
+    step.failure = {
+        "Reason": "Unknown Error.",
+        "Message": "PermissionError: 403 AccessDenied",
+        **({"LogFile": log_file} if log_file else {}),
+    }
 
 
 def _push_stderr(s3, cluster_id: str, step_id: str) -> str:
@@ -109,8 +132,14 @@ def test_the_explanation_never_raises(cluster):
 
 
 def _sensor(cluster_id: str, step_id: str, **kwargs) -> ExplainedEmrStepSensor:
-    return ExplainedEmrStepSensor(task_id="wait_featurize", job_flow_id=cluster_id, step_id=step_id,
-                                  aws_conn_id=None, region_name=REGION, **kwargs)
+    return ExplainedEmrStepSensor(
+        task_id="wait_featurize",
+        job_flow_id=cluster_id,
+        step_id=step_id,
+        aws_conn_id=None,
+        region_name=REGION,
+        **kwargs,
+    )
 
 
 def test_the_sensor_fails_with_the_explanation_on_poke(cluster):
@@ -154,17 +183,22 @@ def test_deferring_uses_the_cancelling_trigger(cluster):
 def _stubbed_emr(state: str, cancel: bool):
     emr = boto3.client("emr", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     stubber = Stubber(emr)
-    stubber.add_response("describe_step", {"Step": {"Id": "s-1", "Status": {"State": state}}},
-                         {"ClusterId": "j-1", "StepId": "s-1"})
+    stubber.add_response(
+        "describe_step", {"Step": {"Id": "s-1", "Status": {"State": state}}}, {"ClusterId": "j-1", "StepId": "s-1"}
+    )
     if cancel:
-        stubber.add_response("cancel_steps", {"CancelStepsInfoList": [{"StepId": "s-1", "Status": "SUBMITTED"}]},
-                             {"ClusterId": "j-1", "StepIds": ["s-1"], "StepCancellationOption": "SEND_INTERRUPT"})
+        stubber.add_response(
+            "cancel_steps",
+            {"CancelStepsInfoList": [{"StepId": "s-1", "Status": "SUBMITTED"}]},
+            {"ClusterId": "j-1", "StepIds": ["s-1"], "StepCancellationOption": "SEND_INTERRUPT"},
+        )
     stubber.activate()
     return emr, stubber
 
 
-@pytest.mark.parametrize("state, cancels", [("RUNNING", True), ("PENDING", True), ("COMPLETED", False),
-                                            ("FAILED", False)])
+@pytest.mark.parametrize(
+    "state, cancels", [("RUNNING", True), ("PENDING", True), ("COMPLETED", False), ("FAILED", False)]
+)
 def test_a_killed_task_cancels_its_active_step_on_the_worker_and_in_the_triggerer(state, cancels):
     emr, stubber = _stubbed_emr(state, cancels)
     assert cancel_step_if_active(emr, "j-1", "s-1") is cancels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import botocore.session
 import pytest
 from botocore.validate import ParamValidationError, validate_parameters
+
 from fruits import lake, steps
 
 ROOT = "s3://fruits-lake-test"
@@ -40,7 +41,7 @@ def test_emr_step_and_local_command_run_the_same_job_arguments():
     assert emr_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert local[:3] == ["/venv/bin/spark-submit", "--master", "local[2]"]
     # Everything from --py-files on is identical: same script, same helpers, same job arguments.
-    assert emr_args[emr_args.index("--py-files"):] == local[local.index("--py-files"):] == job.submit_args()
+    assert emr_args[emr_args.index("--py-files") :] == local[local.index("--py-files") :] == job.submit_args()
     assert job.submit_args()[1] == f"{CODE}spark_jobs/jobio.py,{CODE}spark_jobs/other.py"
     assert "spark.ui.enabled=false" in local
     # A failed step ends the cluster on its own even if Airflow is gone.
@@ -90,8 +91,9 @@ def test_pca_nightly_defaults_leave_the_choices_to_the_job():
 
 
 def test_pca_k_wins_over_variance_and_the_drift_threshold_is_passed():
-    args = list(steps.pca_nightly_job(ROOT, BATCH, CODE, mode=steps.PCA_REFIT, variance=0.95, k=20,
-                                      drift_threshold=0.1).args)
+    args = list(
+        steps.pca_nightly_job(ROOT, BATCH, CODE, mode=steps.PCA_REFIT, variance=0.95, k=20, drift_threshold=0.1).args
+    )
     assert _value(args, "--k") == "20" and "--variance" not in args
     assert _value(args, "--mode") == "refit" and _value(args, "--drift-threshold") == "0.1"
 
@@ -102,7 +104,10 @@ def test_reexpress_lists_the_batches_once_in_date_order():
     assert job.name == steps.REEXPRESS and args[0] == "reexpress"
     assert _value(args, "--batches") == "2026-02-28,2026-03-01,2026-03-04"
     assert (_value(args, "--features-root"), _value(args, "--bases"), _value(args, "--reduced-root")) == (
-        lake.features_uri(ROOT), lake.pca_bases_uri(ROOT), lake.pca_reduced_root(ROOT))
+        lake.features_uri(ROOT),
+        lake.pca_bases_uri(ROOT),
+        lake.pca_reduced_root(ROOT),
+    )
     assert _value(args, "--stats-root") == lake.pca_stats_root(ROOT)  # optional: each batch's drift figures
     step = steps.emr_step(job, batch=BATCH)
     assert step["Name"] == f"fruits-reexpress-{BATCH}"

@@ -31,8 +31,11 @@ ARCHITECTURE = REPO / "docs" / "architecture.md"
 DIAGRAMS = ("architecture_run", "architecture_data")  # in the order of architecture.md's Mermaid blocks
 SCREENSHOT = REPO / "test-artifacts" / "airflow-ui-run-success.png"
 CHROMIUM = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
-BILL_GROUPS = (("traitement (EMR, S3)", ("processing",)), ("stockage (365 jours)", ("storage",)),
-               ("fixe (Airflow, KMS)", ("fixed",)))
+BILL_GROUPS = (
+    ("traitement (EMR, S3)", ("processing",)),
+    ("stockage (365 jours)", ("storage",)),
+    ("fixe (Airflow, KMS)", ("fixed",)),
+)
 
 
 GENERATED = re.compile(r"(<!-- generated: costs ([^>]+?) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
@@ -46,8 +49,9 @@ def cost_command() -> list[str]:
 def module_output(args: list[str]) -> str:
     """`python -m <args>` with the plugins on the path, as the docs show it."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
-    return subprocess.run([sys.executable, "-m", *args], env=env, cwd=REPO, check=True, capture_output=True,
-                          text=True, timeout=300).stdout
+    return subprocess.run(
+        [sys.executable, "-m", *args], env=env, cwd=REPO, check=True, capture_output=True, text=True, timeout=300
+    ).stdout
 
 
 def cost_bill() -> dict:
@@ -73,7 +77,8 @@ def refresh_generated(page: Path) -> bool:
     """Rewrite each generated block of `page` with its command's current output; True when it changed."""
     text = page.read_text()
     new = GENERATED.sub(
-        lambda m: m.group(1) + as_markdown(module_output([*cost_command(), *m.group(2).split()])) + m.group(4), text)
+        lambda m: m.group(1) + as_markdown(module_output([*cost_command(), *m.group(2).split()])) + m.group(4), text
+    )
     if new != text:
         page.write_text(new)
     return new != text
@@ -83,8 +88,10 @@ def bill_summary(bill: dict) -> dict:
     """What the chart plots: per volume, the month's total and its three groups (USD)."""
     months = {}
     for volume, month in bill["months"].items():
-        groups = {label: round(sum(v for k, v in month["components_usd"].items() if k.startswith(prefixes)), 2)
-                  for label, prefixes in BILL_GROUPS}
+        groups = {
+            label: round(sum(v for k, v in month["components_usd"].items() if k.startswith(prefixes)), 2)
+            for label, prefixes in BILL_GROUPS
+        }
         months[volume] = {"monthly_usd": month["monthly_usd"], "monthly_eur": month["monthly_eur"], **groups}
     return {"region": bill["region"], "months": months}
 
@@ -105,12 +112,19 @@ def plot_bill(summary: dict, path: Path) -> None:
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     for x, v in enumerate(volumes):
         month = summary["months"][v]
-        ax.text(x, bottom[x] + 1, f"{month['monthly_usd']:.2f} USD".replace(".", ","), ha="center", fontsize=11,
-                fontweight="bold")
+        ax.text(
+            x,
+            bottom[x] + 1,
+            f"{month['monthly_usd']:.2f} USD".replace(".", ","),
+            ha="center",
+            fontsize=11,
+            fontweight="bold",
+        )
     ax.set_ylabel("USD par mois")
     ax.set_ylim(0, max(bottom) * 1.18)
-    ax.set_title(f"La facture d'un mois en régime établi ({summary['region']}, python -m fruits.cli.costs bill)",
-                 fontsize=10)
+    ax.set_title(
+        f"La facture d'un mois en régime établi ({summary['region']}, python -m fruits.cli.costs bill)", fontsize=10
+    )
     ax.legend(frameon=False, fontsize=9, loc="upper left")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -137,8 +151,12 @@ def render_diagrams() -> list[Path]:
             source = Path(tmp) / f"{name}.mmd"
             source.write_text(block)
             target = IMG / f"{name}.png"
-            subprocess.run([str(mmdc), "-p", str(config), "-i", str(source), "-o", str(target), "-q",
-                            "-s", "2", "-b", "white"], check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [str(mmdc), "-p", str(config), "-i", str(source), "-o", str(target), "-q", "-s", "2", "-b", "white"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             written.append(target)
     return written
 

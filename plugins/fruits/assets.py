@@ -78,8 +78,9 @@ def dataset_uri(root: str, area: str, landing: str = "") -> str:
         from fruits.pipeline_tasks import REPO_ROOT
 
         local = Path(landing)
-        return (landing if "://" in landing else upload.file_uri(local if local.is_absolute() else REPO_ROOT / local)
-                ).rstrip("/") + "/"
+        return (
+            landing if "://" in landing else upload.file_uri(local if local.is_absolute() else REPO_ROOT / local)
+        ).rstrip("/") + "/"
     if area not in DATASETS:
         raise ValueError(f"unknown lineage dataset {area!r}: one of {['landing', *DATASETS]}")
     return DATASETS[area](root)
@@ -114,8 +115,10 @@ def run_of(ti: Any) -> Any:
 def lineage_datasets(kind: str, root: str, landing: str = "") -> tuple[list[str], list[str]]:
     """(input URIs, output URIs) of a lake task; an empty landing is left out."""
     inputs, outputs = LINEAGE[kind]
-    return ([dataset_uri(root, a, landing) for a in inputs if a != "landing" or landing],
-            [dataset_uri(root, a, landing) for a in outputs])
+    return (
+        [dataset_uri(root, a, landing) for a in inputs if a != "landing" or landing],
+        [dataset_uri(root, a, landing) for a in outputs],
+    )
 
 
 def lineage(kind: str) -> Callable[[Mapping[str, Any]], None]:
@@ -154,9 +157,15 @@ def _committed_since(marker: Mapping[str, Any] | None, since: str) -> bool:
 
 
 def _marker_extra(batch: str, output: str, marker: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    return {"batch": batch, "output": output, "location": marker["location"], "files": len(marker["files"]),
-            "run_id": marker["run_id"], "committed_at": marker["committed_at"],
-            **{key: marker.get(key) for key in keys}}
+    return {
+        "batch": batch,
+        "output": output,
+        "location": marker["location"],
+        "files": len(marker["files"]),
+        "run_id": marker["run_id"],
+        "committed_at": marker["committed_at"],
+        **{key: marker.get(key) for key in keys},
+    }
 
 
 def run_events(store: Any, root: str, batch: str, work: Mapping[str, Any], since: str) -> list[tuple[str, str, dict]]:
@@ -173,8 +182,13 @@ def run_events(store: Any, root: str, batch: str, work: Mapping[str, Any], since
         if _committed_since(marker, since):
             quarantine = lake.read_commit(store, lake.quarantine_uri(root, other)) or {}
             extra = _marker_extra(other, output, marker, ("rows", "seen", "quarantined"))
-            events.append((FEATURES_ALIAS, lake.features_uri(root),
-                           {**extra, "quarantine": quarantine.get("location"), "metrics": marker.get("metrics")}))
+            events.append(
+                (
+                    FEATURES_ALIAS,
+                    lake.features_uri(root),
+                    {**extra, "quarantine": quarantine.get("location"), "metrics": marker.get("metrics")},
+                )
+            )
     version = run_report.current_basis(store, root)
     if version is not None:
         new_basis = version != work.get("current_basis")
@@ -185,16 +199,31 @@ def run_events(store: Any, root: str, batch: str, work: Mapping[str, Any], since
             if _committed_since(marker, since):
                 extra = _marker_extra(other, output, marker, ("rows", "k"))
                 report = marker["location"] + run_report.PCA_REPORT
-                events.append((PCA_REDUCED_ALIAS, lake.pca_reduced_uri(root, version),
-                               {**extra, "basis": version, "new_basis": new_basis, "report": report}))
+                events.append(
+                    (
+                        PCA_REDUCED_ALIAS,
+                        lake.pca_reduced_uri(root, version),
+                        {**extra, "basis": version, "new_basis": new_basis, "report": report},
+                    )
+                )
     reports = lake.reports_uri(root, batch)
     report = run_report.read_json(store, reports + run_report.REPORT_JSON)
     if report and report.get("generated_at") and _since(report["generated_at"]) >= _since(since):
         cost = report.get("cost") or {}
-        events.append((RUN_REPORT_ALIAS, dataset_uri(root, "reports"), {
-            "batch": batch, "output": reports, "json": reports + run_report.REPORT_JSON,
-            "markdown": reports + run_report.REPORT_MD, "total_usd": cost.get("total_usd"),
-            "total_eur": cost.get("total_eur")}))
+        events.append(
+            (
+                RUN_REPORT_ALIAS,
+                dataset_uri(root, "reports"),
+                {
+                    "batch": batch,
+                    "output": reports,
+                    "json": reports + run_report.REPORT_JSON,
+                    "markdown": reports + run_report.REPORT_MD,
+                    "total_usd": cost.get("total_usd"),
+                    "total_eur": cost.get("total_eur"),
+                },
+            )
+        )
     return events
 
 
@@ -245,8 +274,11 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     marker = lake.read_commit(store, extra["output"])
     if marker is None or marker["location"] != extra["location"]:
         raise ValueError(f"{extra['output']} no longer holds the commit {extra['location']} the event named")
-    tables = [pq.read_table(io.BytesIO(store.read(marker["location"] + name)), columns=["label", "split", "pca"])
-              for name in marker["files"] if name.endswith(".parquet")]
+    tables = [
+        pq.read_table(io.BytesIO(store.read(marker["location"] + name)), columns=["label", "split", "pca"])
+        for name in marker["files"]
+        if name.endswith(".parquet")
+    ]
     rows = [row for table in tables for row in table.to_pylist()]
     if not rows:
         raise ValueError(f"the committed output {extra['location']} holds no row")
@@ -256,16 +288,26 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     per_label = {}
     for label in sorted(set(labels)):
         mine = labels == label
-        per_label[label] = {"rows": int(mine.sum()), "centroid_2d": points[mine, :2].mean(axis=0).round(4).tolist(),
-                            "splits": {s: int((mine & (splits == s)).sum()) for s in sorted(set(splits[mine]))}}
+        per_label[label] = {
+            "rows": int(mine.sum()),
+            "centroid_2d": points[mine, :2].mean(axis=0).round(4).tolist(),
+            "splits": {s: int((mine & (splits == s)).sum()) for s in sorted(set(splits[mine]))},
+        }
     train, test = splits == "Training", splits == "Test"
     accuracy = None
     if train.any() and test.any():
         distances = ((points[test][:, None, :] - points[train][None, :, :]) ** 2).sum(axis=2)
         accuracy = round(float((labels[train][distances.argmin(axis=1)] == labels[test]).mean()), 4)
-    return {"batch": extra["batch"], "basis": extra["basis"], "source": extra["location"], "rows": len(rows),
-            "k": int(points.shape[1]), "labels": len(per_label), "nn_accuracy_training_to_test": accuracy,
-            "per_label": per_label}
+    return {
+        "batch": extra["batch"],
+        "basis": extra["basis"],
+        "source": extra["location"],
+        "rows": len(rows),
+        "k": int(points.shape[1]),
+        "labels": len(per_label),
+        "nn_accuracy_training_to_test": accuracy,
+        "per_label": per_label,
+    }
 
 
 def write_summary(store: Any, root: str, summary: Mapping[str, Any]) -> str:

@@ -213,7 +213,9 @@ def spark_defaults(worker: InstanceFacts, *, model_threads: int) -> dict[str, st
     overhead_mib = max(1024, int(container_mib * PYTHON_MEMORY_SHARE))
     heap_mib = container_mib - overhead_mib
     if heap_mib < 1024:
-        raise ValueError(f"a {worker.memory_gib:g} GiB worker leaves the executors too little memory ({heap_mib} MiB heap)")
+        raise ValueError(
+            f"a {worker.memory_gib:g} GiB worker leaves the executors too little memory ({heap_mib} MiB heap)"
+        )
     threads = str(model_threads)
     return {
         "spark.executor.cores": str(executor_cores),
@@ -244,8 +246,16 @@ def spark_defaults(worker: InstanceFacts, *, model_threads: int) -> dict[str, st
     }
 
 
-def _fleet(name: str, fleet_type: str, types: tuple[str, ...], count: int, *, spot: bool, ebs_gib: int,
-           spot_timeout_minutes: int) -> dict[str, Any]:
+def _fleet(
+    name: str,
+    fleet_type: str,
+    types: tuple[str, ...],
+    count: int,
+    *,
+    spot: bool,
+    ebs_gib: int,
+    spot_timeout_minutes: int,
+) -> dict[str, Any]:
     fleet: dict[str, Any] = {
         "Name": name,
         "InstanceFleetType": fleet_type,
@@ -293,12 +303,28 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
     fleets = [
         _fleet("primary", "MASTER", sizing.primary_types, 1, spot=False, ebs_gib=sizing.primary_ebs_gib, **fleet_args),
         # Never spot: the driver (the YARN application master) runs here.
-        _fleet("core", "CORE", sizing.worker_types, sizing.core_count, spot=False,
-               ebs_gib=sizing.worker_ebs_gib, **fleet_args),
+        _fleet(
+            "core",
+            "CORE",
+            sizing.worker_types,
+            sizing.core_count,
+            spot=False,
+            ebs_gib=sizing.worker_ebs_gib,
+            **fleet_args,
+        ),
     ]
     if sizing.task_count:
-        fleets.append(_fleet("task", "TASK", sizing.worker_types, sizing.task_count, spot=sizing.spot,
-                             ebs_gib=sizing.worker_ebs_gib, **fleet_args))
+        fleets.append(
+            _fleet(
+                "task",
+                "TASK",
+                sizing.worker_types,
+                sizing.task_count,
+                spot=sizing.spot,
+                ebs_gib=sizing.worker_ebs_gib,
+                **fleet_args,
+            )
+        )
     instances: dict[str, Any] = {
         "InstanceFleets": fleets,
         "KeepJobFlowAliveWhenNoSteps": True,
@@ -332,8 +358,12 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
                 "ScriptBootstrapAction": {
                     "Path": code_uri + BOOTSTRAP_SCRIPT,
                     # The wheelhouse sits beside the code versions: code/wheelhouse/<lock digest>/<machine>/.
-                    "Args": [code_uri + SPARK_NODE_REQUIREMENTS,
-                             code_uri.rstrip("/").rsplit("/", 1)[0] + "/wheelhouse/", PYTHON_VERSION, PYTHON_ENV_DIR],
+                    "Args": [
+                        code_uri + SPARK_NODE_REQUIREMENTS,
+                        code_uri.rstrip("/").rsplit("/", 1)[0] + "/wheelhouse/",
+                        PYTHON_VERSION,
+                        PYTHON_ENV_DIR,
+                    ],
                 },
             }
         ],
@@ -394,11 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(lambda key, default=None: os.environ.get(f"AIRFLOW_VAR_{key.upper()}", default))
     from fruits.lake import code_uri as lake_code_uri
 
-    sizing = ClusterSizing(architecture=args.architecture, core_count=args.core, task_count=args.task,
-                           spot=not args.on_demand)
-    request = build_job_flow(settings, name=args.name,
-                             code_uri=args.code_uri or lake_code_uri(f"s3://{settings.bucket}", "preview"),
-                             sizing=sizing)
+    sizing = ClusterSizing(
+        architecture=args.architecture, core_count=args.core, task_count=args.task, spot=not args.on_demand
+    )
+    request = build_job_flow(
+        settings,
+        name=args.name,
+        code_uri=args.code_uri or lake_code_uri(f"s3://{settings.bucket}", "preview"),
+        sizing=sizing,
+    )
     print(json.dumps(request, indent=2))
     print(f"# {worker_vcpus(sizing)} worker vCPUs", file=sys.stderr)
     return 0

@@ -54,10 +54,21 @@ class GuardUnavailable(RuntimeError):
 
 
 # Error codes and HTTP statuses S3 uses for "try again": not an answer about the bucket.
-TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
-    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "503", "500",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 GUARD_ATTEMPTS = 5
 GUARD_BACKOFF_SECONDS = 1.0  # doubled after each transient failure
@@ -111,7 +122,8 @@ def _call(method: Callable[..., Any], *, attempts: int = GUARD_ATTEMPTS, **kwarg
             if attempt == attempts:
                 raise GuardUnavailable(
                     f"{getattr(method, '__name__', method)} kept failing transiently ({error}) after {attempts} "
-                    "attempts: nothing shown either way, retry later") from error
+                    "attempts: nothing shown either way, retry later"
+                ) from error
             log.warning("GDPR guard: transient %s (attempt %d/%d); retrying in %.0fs", error, attempt, attempts, wait)
             _sleep(wait)
             wait *= 2
@@ -179,8 +191,14 @@ def expect_bucket_owner(s3_client: Any, bucket: str, account_id: str) -> Any:
     return s3_client
 
 
-def check_bucket(s3_client: Any, bucket: str, allowed: str | Iterable[str] | None = None, *,
-                 expected_owner: str = "", test_endpoints: Iterable[str] = ()) -> str:
+def check_bucket(
+    s3_client: Any,
+    bucket: str,
+    allowed: str | Iterable[str] | None = None,
+    *,
+    expected_owner: str = "",
+    test_endpoints: Iterable[str] = (),
+) -> str:
     """Refuse a bucket outside the allow-list, without default encryption or without a full public
     access block. Returns the bucket's region. The location is checked first and alone: for a bucket
     in the wrong region nothing else is asked."""
@@ -194,8 +212,7 @@ def check_bucket(s3_client: Any, bucket: str, allowed: str | Iterable[str] | Non
         region = _bucket_region(_call(s3_client.get_bucket_location, Bucket=bucket, **owner))
         if region not in permitted:
             raise GdprViolation(f"bucket {bucket!r} is in {region}, outside the GDPR allow-list {list(permitted)}")
-        encryption = _call(s3_client.get_bucket_encryption, Bucket=bucket, **owner)[
-            "ServerSideEncryptionConfiguration"]
+        encryption = _call(s3_client.get_bucket_encryption, Bucket=bucket, **owner)["ServerSideEncryptionConfiguration"]
         algorithms = {
             rule.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for rule in encryption["Rules"]
         }
@@ -211,8 +228,9 @@ def check_bucket(s3_client: Any, bucket: str, allowed: str | Iterable[str] | Non
         raise GdprViolation(f"bucket {bucket!r} cannot be shown to be EU, encrypted and private: {code}") from error
     except BotoCoreError as error:
         raise GdprViolation(f"bucket {bucket!r} could not be checked: {error}") from error
-    log.info("GDPR: bucket %s is in %s, encrypted (%s), public access blocked", bucket, region,
-             ",".join(sorted(algorithms)))
+    log.info(
+        "GDPR: bucket %s is in %s, encrypted (%s), public access blocked", bucket, region, ",".join(sorted(algorithms))
+    )
     return region
 
 
@@ -231,11 +249,15 @@ def check_settings(settings: Any, s3_client: Any, *, test_endpoints: Iterable[st
     permitted = allowed_regions(settings.allowed_region_list)
     check_region(settings.region, permitted)
     owner = getattr(settings, "bucket_owner", "")
-    checked = {settings.bucket: check_bucket(s3_client, settings.bucket, permitted, expected_owner=owner,
-                                             test_endpoints=test_endpoints)}
+    checked = {
+        settings.bucket: check_bucket(
+            s3_client, settings.bucket, permitted, expected_owner=owner, test_endpoints=test_endpoints
+        )
+    }
     for uri in (settings.landing, settings.log_uri_or_default):
         if urlparse(uri or "").scheme in lake.S3_SCHEMES and s3_bucket_of(uri) not in checked:
-            checked[s3_bucket_of(uri)] = check_bucket(s3_client, s3_bucket_of(uri), permitted,
-                                                      test_endpoints=test_endpoints)
+            checked[s3_bucket_of(uri)] = check_bucket(
+                s3_client, s3_bucket_of(uri), permitted, test_endpoints=test_endpoints
+            )
     log.info("GDPR: region %s and buckets %s inside the allow-list %s", settings.region, checked, list(permitted))
     return checked

@@ -193,7 +193,6 @@ def committed_files(store: Readable, output_uri: str) -> list[str]:
     return [location + name for name in marker["files"]]
 
 
-
 def legacy_pca_uri(root: str, batch: str) -> str:
     """`pca/batch=<ds>/`: where PCA wrote before per-basis outputs (each held every batch's rows).
     Nothing writes there any more; erasure still cleans such folders in lakes that have them."""

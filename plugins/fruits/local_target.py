@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -46,8 +45,11 @@ def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The jobs' environment: this process's without Airflow's configuration and secrets; the jobs'
     Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
     environ = dict(os.environ if environ is None else environ)
-    kept = {k: v for k, v in environ.items()
-            if not k.upper().startswith(SECRET_PREFIXES) and not any(m in k.upper() for m in SECRET_MARKERS)}
+    kept = {
+        k: v
+        for k, v in environ.items()
+        if not k.upper().startswith(SECRET_PREFIXES) and not any(m in k.upper() for m in SECRET_MARKERS)
+    }
     return {**kept, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 

@@ -15,11 +15,11 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import urlparse
+from typing import Any
 
 from fruits import emr_cluster, gdpr, lake, release, run_params, steps, upload
 from fruits.run_params import RunParams
@@ -85,8 +85,7 @@ class Run:
         return cls(PipelineSettings(**data["settings"]), RunParams.from_dict(data["params"]))
 
 
-def start_run(get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, ds: str,
-              target: str) -> Run:
+def start_run(get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, ds: str, target: str) -> Run:
     """The run's settings (Variables; `target` is the DAG's) and its Params parsed once (ValueError naming
     a bad one). A `landing` Param replaces the Variable: it names this batch's folder."""
     settings = load_settings(get_variable, target=target)
@@ -124,8 +123,9 @@ def open_lake(settings: PipelineSettings, s3_client: Any | None) -> upload.Store
     return upload.LocalStore(lake_root(settings))
 
 
-def open_landing(settings: PipelineSettings, s3_client: Any | None, batch: str, *,
-                 explicit: bool = False) -> tuple[upload.Store, str]:
+def open_landing(
+    settings: PipelineSettings, s3_client: Any | None, batch: str, *, explicit: bool = False
+) -> tuple[upload.Store, str]:
     """The batch's landing folder: `<fruits_landing>/<batch>/` (lake.landing_uri: a backfill takes its own
     date's photos only), or, with `explicit` (the run's `landing` Param), the folder the Param names."""
     if not settings.landing:
@@ -142,14 +142,27 @@ def open_landing(settings: PipelineSettings, s3_client: Any | None, batch: str, 
     return upload.LocalStore(path), upload.file_uri(path) + "/"
 
 
-def upload_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool,
-                 repo_root: Path = REPO_ROOT, explicit_landing: bool = False) -> dict[str, Any]:
+def upload_batch(
+    settings: PipelineSettings,
+    s3_client: Any | None,
+    batch: str,
+    *,
+    dry_run: bool,
+    repo_root: Path = REPO_ROOT,
+    explicit_landing: bool = False,
+) -> dict[str, Any]:
     """`explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
     landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
-    images = upload.upload_new_images(lake_store, landing_store, landing_uri, batch, dry_run=dry_run,
-                                      landing_after=settings.landing_after,
-                                      max_photo_bytes=int(settings.max_photo_bytes))
+    images = upload.upload_new_images(
+        lake_store,
+        landing_store,
+        landing_uri,
+        batch,
+        dry_run=dry_run,
+        landing_after=settings.landing_after,
+        max_photo_bytes=int(settings.max_photo_bytes),
+    )
     code = release.publish_code(lake_store, repo_root, dry_run=dry_run)
     return {"images": images, "code": code}
 
@@ -230,9 +243,17 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
         "rows": rows,
         "current_basis": current,
     }
-    log.info("batch %s: retained since %s; catch up featurize %s, pca %s; nightly PCA for %s; reexpress over %d "
-             "batches; current basis %s", batch, since, work["catch_up"] or "none", stats_missing or "none",
-             nightly or "none", len(work["reexpress"]), current)
+    log.info(
+        "batch %s: retained since %s; catch up featurize %s, pca %s; nightly PCA for %s; reexpress over %d "
+        "batches; current basis %s",
+        batch,
+        since,
+        work["catch_up"] or "none",
+        stats_missing or "none",
+        nightly or "none",
+        len(work["reexpress"]),
+        current,
+    )
     return work
 
 
@@ -257,8 +278,10 @@ def check_plan(params: RunParams, work: Mapping[str, Any]) -> None:
     fit_batches = [first] if first_fit_alone else work["windows"][first]
     available = sum(work["rows"].get(b, 0) for b in fit_batches)
     if k > available:
-        raise ValueError(f"Param pca_k={k}: more components than the {available} rows the first basis of this run "
-                         f"may be fitted on ({', '.join(fit_batches)})")
+        raise ValueError(
+            f"Param pca_k={k}: more components than the {available} rows the first basis of this run "
+            f"may be fitted on ({', '.join(fit_batches)})"
+        )
 
 
 def featurize_weights(settings: PipelineSettings, params: RunParams, lake_store: Any) -> dict[str, str | None]:
@@ -275,8 +298,15 @@ def featurize_weights(settings: PipelineSettings, params: RunParams, lake_store:
         return {"weights": None, "weights_sha256": None}
 
 
-def plan_jobs(settings: PipelineSettings, params: RunParams, code: Mapping[str, Any], work: Mapping[str, Any], *,
-              run_name: str, weights: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+def plan_jobs(
+    settings: PipelineSettings,
+    params: RunParams,
+    code: Mapping[str, Any],
+    work: Mapping[str, Any],
+    *,
+    run_name: str,
+    weights: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
     """Everything the run will execute, as plain data (XCom): per job kind (steps.JOB_KINDS) the jobs
     in the order they run, and per target either the RunJobFlow request + EMR steps or the local
     spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'."""
@@ -285,15 +315,26 @@ def plan_jobs(settings: PipelineSettings, params: RunParams, code: Mapping[str, 
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
     mode = params.mode_for(work["current_basis"])
     drift = params.pca_drift_threshold
-    pca_options = {"mode": mode, "variance": params.pca_variance, "k": params.pca_k,
-                   "drift_threshold": settings.drift_threshold if drift is None else drift}
+    pca_options = {
+        "mode": mode,
+        "variance": params.pca_variance,
+        "k": params.pca_k,
+        "drift_threshold": settings.drift_threshold if drift is None else drift,
+    }
     weights = weights or {"weights": params.weights, "weights_sha256": params.weights_sha256}
     jobs = {
-        steps.FEATURIZE: [(b, steps.featurize_job(root, b, **weights, runtime=params.runtime, **common))
-                          for b in work["featurize"]],
-        steps.PCA: [(b, steps.pca_nightly_job(
-            root, b, window=() if mode == steps.PCA_PROJECT else work["windows"][b], **pca_options, **common))
-            for b in work["nightly"]],
+        steps.FEATURIZE: [
+            (b, steps.featurize_job(root, b, **weights, runtime=params.runtime, **common)) for b in work["featurize"]
+        ],
+        steps.PCA: [
+            (
+                b,
+                steps.pca_nightly_job(
+                    root, b, window=() if mode == steps.PCA_PROJECT else work["windows"][b], **pca_options, **common
+                ),
+            )
+            for b in work["nightly"]
+        ],
         steps.REEXPRESS: [(batch, steps.reexpress_job(root, work["reexpress"], **common))] if work["reexpress"] else [],
     }
     plan: dict[str, Any] = {
@@ -306,8 +347,9 @@ def plan_jobs(settings: PipelineSettings, params: RunParams, code: Mapping[str, 
         "work": dict(work),
     }
     if settings.target == "emr":
-        plan["job_flow"] = emr_cluster.build_job_flow(settings, name=run_name, code_uri=code["code_uri"],
-                                                      sizing=params.sizing)
+        plan["job_flow"] = emr_cluster.build_job_flow(
+            settings, name=run_name, code_uri=code["code_uri"], sizing=params.sizing
+        )
         for kind, listed in jobs.items():
             plan[f"{kind}_steps"] = [steps.emr_step(job, batch=b) for b, job in listed]
     else:
@@ -333,23 +375,32 @@ def has_work(*, dry_run: bool, work: Mapping[str, Any], batch: str) -> bool:
     return True
 
 
-def plan_run(run: Run, s3_client: Any | None, uploaded: Mapping[str, Any], *, run_name: str,
-             repo_root: Path = REPO_ROOT) -> dict[str, Any]:
+def plan_run(
+    run: Run, s3_client: Any | None, uploaded: Mapping[str, Any], *, run_name: str, repo_root: Path = REPO_ROOT
+) -> dict[str, Any]:
     """The plan_jobs task: reconcile, then (when a job will run on EMR) the node wheelhouse and the
     weights must be in the lake, then the plan, its estimate and whether the cluster starts. Every
     refusal here (ValueError, FileNotFoundError) comes before any cluster exists."""
     settings, params = run.settings, run.params
     lake_store = open_lake(settings, s3_client)
-    work = reconcile(lake_store, lake_root(settings), run.batch, retention_days=settings.retention_days,
-                     images_in_batch=uploaded["images"]["images_in_batch"])
+    work = reconcile(
+        lake_store,
+        lake_root(settings),
+        run.batch,
+        retention_days=settings.retention_days,
+        images_in_batch=uploaded["images"]["images_in_batch"],
+    )
     weights = None
     if work["featurize"]:
         if settings.target == "emr":  # the nodes install from the lake only: no wheelhouse, no cluster
             release.require_wheelhouse(lake_store, lake_root(settings), repo_root)
         weights = featurize_weights(settings, params, lake_store)
     plan = plan_jobs(settings, params, uploaded["code"], work, run_name=run_name, weights=weights)
-    return {**plan, "estimate": estimate_cost(settings, params, work),
-            "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch)}
+    return {
+        **plan,
+        "estimate": estimate_cost(settings, params, work),
+        "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch),
+    }
 
 
 def estimate_cost(settings: PipelineSettings, params: RunParams, work: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -363,20 +414,40 @@ def estimate_cost(settings: PipelineSettings, params: RunParams, work: Mapping[s
 
     forced_refit = params.mode_for(work["current_basis"]) == steps.PCA_REFIT
     catch_up = sum(work["catch_up_images"].values())
-    reads = {"images": work["featurize_images"] - catch_up, "catchup_images": catch_up,
-             "pca_rows": work["nightly_rows"], "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,
-             "refit_batches": len(work["windows"][work["nightly"][-1]]) if forced_refit and work["nightly"] else 0}
-    estimate = costs.estimate_for_run(images=reads["images"], sizing=params.sizing, region=settings.region,
-                                      pca_rows=reads["pca_rows"], landing_on_s3=is_s3(settings.landing),
-                                      catchup_images=catch_up, reexpress_rows=reads["reexpress_rows"],
-                                      refit_batches=reads["refit_batches"])
-    log.info("estimated cost of batch %s: %s: %.4f USD (%.4f EUR)", work["batch"], reads,
-             estimate["cost"]["total_usd"], estimate["cost"]["total_eur"])
+    reads = {
+        "images": work["featurize_images"] - catch_up,
+        "catchup_images": catch_up,
+        "pca_rows": work["nightly_rows"],
+        "reexpress_rows": work["reexpress_rows"] if forced_refit else 0,
+        "refit_batches": len(work["windows"][work["nightly"][-1]]) if forced_refit and work["nightly"] else 0,
+    }
+    estimate = costs.estimate_for_run(
+        images=reads["images"],
+        sizing=params.sizing,
+        region=settings.region,
+        pca_rows=reads["pca_rows"],
+        landing_on_s3=is_s3(settings.landing),
+        catchup_images=catch_up,
+        reexpress_rows=reads["reexpress_rows"],
+        refit_batches=reads["refit_batches"],
+    )
+    log.info(
+        "estimated cost of batch %s: %s: %.4f USD (%.4f EUR)",
+        work["batch"],
+        reads,
+        estimate["cost"]["total_usd"],
+        estimate["cost"]["total_eur"],
+    )
     return {**estimate, "reads": {**reads, "featurize_batches": work["featurize"], "forced_refit": forced_refit}}
 
 
-def report_cost(run: Run, cluster_id: str | None, estimate: Mapping[str, Any] | None,
-                work: Mapping[str, Any] | None = None, ran: bool = False) -> dict[str, Any]:
+def report_cost(
+    run: Run,
+    cluster_id: str | None,
+    estimate: Mapping[str, Any] | None,
+    work: Mapping[str, Any] | None = None,
+    ran: bool = False,
+) -> dict[str, Any]:
     """Write reports/batch=<ds>/run_report.json|md (fruits.run_report) for whatever ran, failed runs
     included (a failed cluster bills too); returns its headline figures."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -388,11 +459,22 @@ def report_cost(run: Run, cluster_id: str | None, estimate: Mapping[str, Any] | 
     settings, batch = run.settings, run.batch
     on_emr = settings.target == "emr"
     report = run_report.report_run(
-        open_lake(settings, s3_client(settings) if on_emr else None), lake_root(settings), batch,
-        target=settings.target, region=settings.region, emr_client=emr_client(settings) if on_emr else None,
-        cluster_id=cluster_id, estimate=estimate, landing_on_s3=is_s3(settings.landing), work=work)
-    return {"cost": report["cost"], "throughput": report["throughput"],
-            "report_uri": lake.reports_uri(lake_root(settings), batch) + run_report.REPORT_JSON}
+        open_lake(settings, s3_client(settings) if on_emr else None),
+        lake_root(settings),
+        batch,
+        target=settings.target,
+        region=settings.region,
+        emr_client=emr_client(settings) if on_emr else None,
+        cluster_id=cluster_id,
+        estimate=estimate,
+        landing_on_s3=is_s3(settings.landing),
+        work=work,
+    )
+    return {
+        "cost": report["cost"],
+        "throughput": report["throughput"],
+        "report_uri": lake.reports_uri(lake_root(settings), batch) + run_report.REPORT_JSON,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,8 +488,9 @@ def lock_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, ow
     from fruits import locks
 
     try:
-        return locks.acquire(open_lake(settings, s3_client), lake_root(settings), batch, owner=owner,
-                             ttl_seconds=LOCK_TTL_SECONDS)
+        return locks.acquire(
+            open_lake(settings, s3_client), lake_root(settings), batch, owner=owner, ttl_seconds=LOCK_TTL_SECONDS
+        )
     except locks.BatchLocked as error:
         raise ValueError(f"batch {batch} is locked, this run ({owner}) stops before touching it: {error}") from None
 
@@ -419,4 +502,3 @@ def unlock_batch(settings: PipelineSettings, s3_client: Any | None, batch: str, 
     released = locks.release(open_lake(settings, s3_client), lake_root(settings), batch, owner)
     log.info("lock of batch %s %s by %s", batch, "released" if released else "not held", owner)
     return released
-

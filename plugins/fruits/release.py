@@ -88,7 +88,9 @@ def helper_modules(files: dict[str, bytes]) -> list[str]:
     return sorted(
         name.removeprefix("spark_jobs/")
         for name in files
-        if name.startswith("spark_jobs/") and name.endswith(".py") and name.count("/") == 1
+        if name.startswith("spark_jobs/")
+        and name.endswith(".py")
+        and name.count("/") == 1
         and name.removeprefix("spark_jobs/") not in JOB_SCRIPTS
     )
 
@@ -135,8 +137,16 @@ def platform_tags(machine: str) -> list[str]:
 
 def _target_args(machine: str) -> list[str]:
     abi = "cp" + NODE_PYTHON.replace(".", "")
-    return ["--only-binary=:all:", "--python-version", NODE_PYTHON, "--implementation", "cp", "--abi", abi,
-            *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)]]
+    return [
+        "--only-binary=:all:",
+        "--python-version",
+        NODE_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)],
+    ]
 
 
 def resolve(requirements: Path, machine: str) -> dict[str, tuple[str, str, str]]:
@@ -144,9 +154,26 @@ def resolve(requirements: Path, machine: str) -> dict[str, tuple[str, str, str]]
     the index's metadata (PEP 658: no wheel is downloaded)."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--disable-pip-version-check", "--target", str(Path(scratch) / "t"), "--report", str(report),
-                        *_target_args(machine), "--requirement", str(requirements)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                str(Path(scratch) / "t"),
+                "--report",
+                str(report),
+                *_target_args(machine),
+                "--requirement",
+                str(requirements),
+            ],
+            check=True,
+        )
         installs = json.loads(report.read_text())["install"]
     resolved = {}
     for item in installs:
@@ -160,16 +187,21 @@ def lock_text(resolved: dict[str, dict[str, tuple[str, str, str]]], source: str)
     """The lock file: every package of every machine, pinned, with the hash of each machine's wheel; a
     package only one machine needs carries a platform_machine marker."""
     names = sorted({name for per_machine in resolved.values() for name in per_machine})
-    lines = [f"# Generated from {source} by `python -m fruits.release lock` (make lock-node): do not edit.",
-             f"# Python {NODE_PYTHON}, manylinux glibc 2.{NODE_GLIBC_MINOR}, machines: {', '.join(resolved)}.",
-             "# Installed on the EMR nodes with pip --require-hashes --no-index from the lake's wheelhouse."]
+    lines = [
+        f"# Generated from {source} by `python -m fruits.release lock` (make lock-node): do not edit.",
+        f"# Python {NODE_PYTHON}, manylinux glibc 2.{NODE_GLIBC_MINOR}, machines: {', '.join(resolved)}.",
+        "# Installed on the EMR nodes with pip --require-hashes --no-index from the lake's wheelhouse.",
+    ]
     for name in names:
         present = {m: r[name] for m, r in resolved.items() if name in r}
         versions = {version for version, _, _ in present.values()}
         if len(versions) != 1:
             raise ValueError(f"{name} resolves to different versions per machine: {present}")
-        marker = "" if len(present) == len(resolved) else " ; " + " or ".join(
-            f"platform_machine == '{m}'" for m in sorted(present))
+        marker = (
+            ""
+            if len(present) == len(resolved)
+            else " ; " + " or ".join(f"platform_machine == '{m}'" for m in sorted(present))
+        )
         hashes = sorted({digest for _, _, digest in present.values()})
         lines.append(f"{name}=={versions.pop()}{marker} \\")
         lines += [f"    --hash=sha256:{digest} \\" for digest in hashes[:-1]] + [f"    --hash=sha256:{hashes[-1]}"]
@@ -198,9 +230,24 @@ def download_wheelhouse(lock: Path, dest: Path) -> dict[str, list[str]]:
     for machine in NODE_MACHINES:
         folder = dest / machine
         folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                        "--require-hashes", "--no-deps", *_target_args(machine), "--requirement", str(lock),
-                        "--dest", str(folder)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--quiet",
+                "--require-hashes",
+                "--no-deps",
+                *_target_args(machine),
+                "--requirement",
+                str(lock),
+                "--dest",
+                str(folder),
+            ],
+            check=True,
+        )
         files[machine] = sorted(p.name for p in folder.glob("*.whl"))
     return files
 
@@ -240,7 +287,8 @@ def require_wheelhouse(lake_store: Any, root: str, repo_root: Path) -> str:
     if not wheelhouse_published(lake_store, root, lock):
         raise FileNotFoundError(
             f"no node wheelhouse at {wheelhouse_uri(root, lock)}: the cluster cannot install its packages "
-            f"(no internet). Run `make wheelhouse` then `python -m fruits.release publish-wheelhouse --lake {root}`")
+            f"(no internet). Run `make wheelhouse` then `python -m fruits.release publish-wheelhouse --lake {root}`"
+        )
     return wheelhouse_uri(root, lock)
 
 
@@ -262,8 +310,10 @@ def default_weights(lake_store: Any, root: str, name: str = DEFAULT_WEIGHTS_FILE
     uri = lake.models_uri(root) + name
     recorded = lake_store.read_or_none(uri + SHA256_SUFFIX)
     if recorded is None:
-        raise FileNotFoundError(f"no recorded sha256 at {uri + SHA256_SUFFIX}: publish the weights with "
-                                "`python -m fruits.release publish-weights --lake <root> --file <weights>`")
+        raise FileNotFoundError(
+            f"no recorded sha256 at {uri + SHA256_SUFFIX}: publish the weights with "
+            "`python -m fruits.release publish-weights --lake <root> --file <weights>`"
+        )
     digest = recorded.decode().strip()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(f"{uri + SHA256_SUFFIX} does not hold a sha256: {digest[:80]!r}")
@@ -287,20 +337,33 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[2]
     parser = argparse.ArgumentParser(prog="python -m fruits.release", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    helps = {"lock": f"resolve {NODE_REQUIREMENTS} for both machines into {NODE_LOCK} (PyPI metadata)",
-             "download": "download the locked wheels of both machines, hash-checked",
-             "publish-wheelhouse": "upload the wheels under code/wheelhouse/, once per lock",
-             "publish-weights": "upload the default weights and their sha256 under models/"}
+    helps = {
+        "lock": f"resolve {NODE_REQUIREMENTS} for both machines into {NODE_LOCK} (PyPI metadata)",
+        "download": "download the locked wheels of both machines, hash-checked",
+        "publish-wheelhouse": "upload the wheels under code/wheelhouse/, once per lock",
+        "publish-weights": "upload the default weights and their sha256 under models/",
+    }
     commands.add_parser("lock", help=helps["lock"], description=helps["lock"])
     download = commands.add_parser("download", help=helps["download"], description=helps["download"])
-    download.add_argument("--dest", type=Path, default=repo / "build" / "wheelhouse",
-                          help="where the wheels go, one folder per machine (default: %(default)s)")
-    wheelhouse = commands.add_parser("publish-wheelhouse", help=helps["publish-wheelhouse"],
-                                     description=helps["publish-wheelhouse"])
+    download.add_argument(
+        "--dest",
+        type=Path,
+        default=repo / "build" / "wheelhouse",
+        help="where the wheels go, one folder per machine (default: %(default)s)",
+    )
+    wheelhouse = commands.add_parser(
+        "publish-wheelhouse", help=helps["publish-wheelhouse"], description=helps["publish-wheelhouse"]
+    )
     wheelhouse.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
-    wheelhouse.add_argument("--wheels", type=Path, default=repo / "build" / "wheelhouse",
-                            help="the downloaded wheelhouse (default: %(default)s)")
-    weights = commands.add_parser("publish-weights", help=helps["publish-weights"], description=helps["publish-weights"])
+    wheelhouse.add_argument(
+        "--wheels",
+        type=Path,
+        default=repo / "build" / "wheelhouse",
+        help="the downloaded wheelhouse (default: %(default)s)",
+    )
+    weights = commands.add_parser(
+        "publish-weights", help=helps["publish-weights"], description=helps["publish-weights"]
+    )
     weights.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
     weights.add_argument("--file", type=Path, required=True, help="the MobileNetV2 weights file (.h5)")
     args = parser.parse_args(argv)

@@ -55,10 +55,15 @@ def landing_counts(store: Any, root: str, batch: str) -> dict[str, Any] | None:
         return None
     files = json.loads(data)["files"]
     outcomes = collections.Counter(entry["outcome"] for entry in files.values())
-    rejected = collections.Counter(entry.get("reason", "?") for entry in files.values()
-                                   if entry["outcome"] == "rejected")
-    return {"seen": len(files), "uploaded": outcomes["uploaded"], "already_in_lake": outcomes["already_in_lake"],
-            "rejected": dict(sorted(rejected.items()))}
+    rejected = collections.Counter(
+        entry.get("reason", "?") for entry in files.values() if entry["outcome"] == "rejected"
+    )
+    return {
+        "seen": len(files),
+        "uploaded": outcomes["uploaded"],
+        "already_in_lake": outcomes["already_in_lake"],
+        "rejected": dict(sorted(rejected.items())),
+    }
 
 
 def _parquet_batches(store: Any, uris: Sequence[str], columns: list[str]) -> Iterator[Any]:
@@ -92,8 +97,9 @@ def reduced_files(store: Any, root: str, version: int, batch: str) -> list[str]:
     if not marker:
         return []
     location = marker["location"].rstrip("/") + "/"
-    return [location + name for name in marker["files"]
-            if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")]
+    return [
+        location + name for name in marker["files"] if name.startswith(REDUCED_FOLDER) and name.endswith(".parquet")
+    ]
 
 
 def reduced_sample(store: Any, files: Sequence[str], seed: int) -> dict[str, Any]:
@@ -140,8 +146,9 @@ def pick_examples(labels: Sequence[str], count: int = EXAMPLES) -> list[int]:
     return [first[names[int(i * step)]] for i in range(min(count, len(names)))]
 
 
-def nearest_neighbours(queries: np.ndarray, query_paths: Sequence[str], sample: Mapping[str, Any],
-                       store: Any, files: Sequence[str]) -> list[list[tuple[str, str, float]]]:
+def nearest_neighbours(
+    queries: np.ndarray, query_paths: Sequence[str], sample: Mapping[str, Any], store: Any, files: Sequence[str]
+) -> list[list[tuple[str, str, float]]]:
     """The NEIGHBOURS nearest rows of the whole batch (Euclidean, reduced space) for each query: from the
     sample when it holds the whole batch, else in a second streamed pass over the reduced files."""
     best: list[list[tuple[float, str, str]]] = [[] for _ in query_paths]
@@ -157,8 +164,11 @@ def nearest_neighbours(queries: np.ndarray, query_paths: Sequence[str], sample: 
         offer(sample["path"], sample["label"], sample["pca"])
     else:
         for record_batch in _parquet_batches(store, files, ["path", "label", "pca"]):
-            offer(record_batch.column("path").to_pylist(), record_batch.column("label").to_pylist(),
-                  _vectors(record_batch))
+            offer(
+                record_batch.column("path").to_pylist(),
+                record_batch.column("label").to_pylist(),
+                _vectors(record_batch),
+            )
     return [[(path, label, distance) for distance, path, label in found] for found in best]
 
 
@@ -177,11 +187,18 @@ def recent_nights(store: Any, root: str, batch: str, report: Mapping[str, Any]) 
         pca = (found or {}).get("pca") or {}
         drift = pca.get("drift_on_basis") or pca.get("drift") or {}
         if pca:
-            nights.append({"batch": night, "basis": pca.get("basis"), "k": pca.get("k"),
-                           "captured_share": drift.get("captured_share"),
-                           "captured_share_drop": drift.get("captured_share_drop"),
-                           "mean_shift": drift.get("mean_shift"), "threshold": drift.get("threshold"),
-                           "crossed": drift.get("crossed")})
+            nights.append(
+                {
+                    "batch": night,
+                    "basis": pca.get("basis"),
+                    "k": pca.get("k"),
+                    "captured_share": drift.get("captured_share"),
+                    "captured_share_drop": drift.get("captured_share_drop"),
+                    "mean_shift": drift.get("mean_shift"),
+                    "threshold": drift.get("threshold"),
+                    "crossed": drift.get("crossed"),
+                }
+            )
     return nights
 
 
@@ -193,7 +210,7 @@ def photo_thumbnails(store: Any, root: str, batch: str, paths: Sequence[str]) ->
     import pyarrow.parquet as pq
 
     raw = lake.raw_uri(root, batch)
-    wanted = {path[len(raw):]: path for path in paths if path.startswith(raw)}
+    wanted = {path[len(raw) :]: path for path in paths if path.startswith(raw)}
     manifest = storage.read_batch_manifest(store, root, batch)
     thumbs: dict[str, str | None] = {path: None for path in paths}
     for bundle, keys in manifest.bundles.items():
@@ -224,13 +241,17 @@ def thumbnail(content: bytes) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def gather(store: Any, root: str, batch: str, report: Mapping[str, Any],
-           pca_report: Mapping[str, Any] | None) -> dict[str, Any]:
+def gather(
+    store: Any, root: str, batch: str, report: Mapping[str, Any], pca_report: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Everything the page shows, read from the lake (committed outputs only)."""
     lake.check_batch(batch)
-    facts: dict[str, Any] = {"report": dict(report), "pca_report": dict(pca_report or {}),
-                             "landing": landing_counts(store, root, batch),
-                             "nights": recent_nights(store, root, batch, report)}
+    facts: dict[str, Any] = {
+        "report": dict(report),
+        "pca_report": dict(pca_report or {}),
+        "landing": landing_counts(store, root, batch),
+        "nights": recent_nights(store, root, batch, report),
+    }
     facts["quarantine_reasons"], shown = quarantined(store, root, batch)
     facts["quarantine"] = shown
     facts["sample"], facts["examples"] = None, []
@@ -239,15 +260,20 @@ def gather(store: Any, root: str, batch: str, report: Mapping[str, Any],
     photos = [row["path"] for row in shown]
     if files:
         sample = reduced_sample(store, files, seed=int(batch.replace("-", "")))
-        facts["sample"] = {"rows": sample["rows"], "label": sample["label"],
-                           "xy": sample["pca"][:, :2].tolist() if sample["pca"].shape[1] >= 2 else []}
+        facts["sample"] = {
+            "rows": sample["rows"],
+            "label": sample["label"],
+            "xy": sample["pca"][:, :2].tolist() if sample["pca"].shape[1] >= 2 else [],
+        }
         chosen = pick_examples(sample["label"])
         if chosen:
             queries = sample["pca"][chosen]
             query_paths = [sample["path"][i] for i in chosen]
             found = nearest_neighbours(queries, query_paths, sample, store, files)
-            facts["examples"] = [{"path": path, "label": sample["label"][i], "neighbours": near}
-                                 for i, path, near in zip(chosen, query_paths, found)]
+            facts["examples"] = [
+                {"path": path, "label": sample["label"][i], "neighbours": near}
+                for i, path, near in zip(chosen, query_paths, found)
+            ]
             photos += query_paths + [path for near in found for path, _, _ in near]
     facts["thumbs"] = photo_thumbnails(store, root, batch, photos) if photos else {}
     facts["links"] = output_links(store, root, batch, version, report)
@@ -262,8 +288,9 @@ def _browse(uri: str, region: str) -> str:
     return uri
 
 
-def output_links(store: Any, root: str, batch: str, version: int | None,
-                 report: Mapping[str, Any]) -> list[tuple[str, str]]:
+def output_links(
+    store: Any, root: str, batch: str, version: int | None, report: Mapping[str, Any]
+) -> list[tuple[str, str]]:
     """(name, URL) of the batch's committed outputs and, on EMR, of its cluster and steps."""
     region = report.get("region", "eu-west-3")
     outputs = [("features", lake.features_uri(root, batch)), ("quarantine", lake.quarantine_uri(root, batch))]
@@ -275,16 +302,21 @@ def output_links(store: Any, root: str, batch: str, version: int | None,
         if marker:
             links.append((f"{name} (committed run)", _browse(marker["location"], region)))
     reports = lake.reports_uri(root, batch)
-    links += [("run_report.json", _browse(reports + "run_report.json", region)),
-              ("run_report.md", _browse(reports + "run_report.md", region)),
-              ("raw photos and _ingestion.json", _browse(lake.raw_uri(root, batch), region))]
+    links += [
+        ("run_report.json", _browse(reports + "run_report.json", region)),
+        ("run_report.md", _browse(reports + "run_report.md", region)),
+        ("raw photos and _ingestion.json", _browse(lake.raw_uri(root, batch), region)),
+    ]
     cluster = report.get("cluster") or {}
     if cluster.get("id"):
         from fruits import step_failures  # the console links' one definition (it imports the amazon provider)
 
         links.append((f"EMR cluster {cluster['id']}", step_failures.cluster_console_url(region, cluster["id"])))
-        links += [(f"step {step['name']}", step_failures.step_console_url(region, cluster["id"], step["id"]))
-                  for step in report.get("steps") or [] if step.get("id")]
+        links += [
+            (f"step {step['name']}", step_failures.step_console_url(region, cluster["id"], step["id"]))
+            for step in report.get("steps") or []
+            if step.get("id")
+        ]
     return links
 
 
@@ -306,14 +338,24 @@ def _scale(values: Sequence[float], lo: float, hi: float) -> tuple[float, float]
     return low, (hi - lo) / (high - low)
 
 
-def line_chart(series: Mapping[str, Sequence[float | None]], x_labels: Sequence[str], *, title: str,
-               hline: tuple[float, str] | None = None, width: int = 520, height: int = 220,
-               y_range: tuple[float, float] | None = None) -> str:
+def line_chart(
+    series: Mapping[str, Sequence[float | None]],
+    x_labels: Sequence[str],
+    *,
+    title: str,
+    hline: tuple[float, str] | None = None,
+    width: int = 520,
+    height: int = 220,
+    y_range: tuple[float, float] | None = None,
+) -> str:
     """An inline SVG line chart: one polyline per series (None values skipped), x = index."""
     left, right, top, bottom = 48, 12, 24, 36
     values = [v for s in series.values() for v in s if v is not None] + ([hline[0]] if hline else [])
-    low, per = (y_range[0], (height - top - bottom) / (y_range[1] - y_range[0])) if y_range \
+    low, per = (
+        (y_range[0], (height - top - bottom) / (y_range[1] - y_range[0]))
+        if y_range
         else _scale(values, 0, height - top - bottom)
+    )
     count = max(len(x_labels), 1)
 
     def x(i: int) -> float:
@@ -323,35 +365,50 @@ def line_chart(series: Mapping[str, Sequence[float | None]], x_labels: Sequence[
         return height - bottom - (v - low) * per
 
     top_value = low + (height - top - bottom) / per
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-              f'aria-label="{html.escape(title)}">'),
-             f'<text x="{left}" y="14" class="t">{html.escape(title)}</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" class="ax"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" class="ax"/>',
-             f'<text x="{left - 4}" y="{height - bottom}" class="yl">{low:.3g}</text>',
-             f'<text x="{left - 4}" y="{top + 8}" class="yl">{top_value:.3g}</text>']
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+            f'aria-label="{html.escape(title)}">'
+        ),
+        f'<text x="{left}" y="14" class="t">{html.escape(title)}</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" class="ax"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" class="ax"/>',
+        f'<text x="{left - 4}" y="{height - bottom}" class="yl">{low:.3g}</text>',
+        f'<text x="{left - 4}" y="{top + 8}" class="yl">{top_value:.3g}</text>',
+    ]
     every = max(1, math.ceil(count / 8))
-    parts += [f'<text x="{x(i):.1f}" y="{height - bottom + 14}" class="xl">{html.escape(str(label))}</text>'
-              for i, label in enumerate(x_labels) if i % every == 0 or i == count - 1]
+    parts += [
+        f'<text x="{x(i):.1f}" y="{height - bottom + 14}" class="xl">{html.escape(str(label))}</text>'
+        for i, label in enumerate(x_labels)
+        if i % every == 0 or i == count - 1
+    ]
     if hline:
-        parts.append(f'<line x1="{left}" y1="{y(hline[0]):.1f}" x2="{width - right}" y2="{y(hline[0]):.1f}" '
-                     f'class="hl"/><text x="{width - right}" y="{y(hline[0]) - 3:.1f}" class="hlt">'
-                     f'{html.escape(hline[1])}</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{y(hline[0]):.1f}" x2="{width - right}" y2="{y(hline[0]):.1f}" '
+            f'class="hl"/><text x="{width - right}" y="{y(hline[0]) - 3:.1f}" class="hlt">'
+            f"{html.escape(hline[1])}</text>"
+        )
     for number, (name, points) in enumerate(series.items()):
         colour = palette(len(series))[number]
         coords = [f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(points) if v is not None]
         if len(coords) > 1:
             parts.append(f'<polyline points="{" ".join(coords)}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts += [f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{colour}"/>'
-                  for c in coords if count <= 60]
-        parts.append(f'<text x="{left + 8 + 150 * number}" y="{height - 4}" fill="{colour}" class="lg">'
-                     f'&#9632; {html.escape(name)}</text>')
+        parts += [
+            f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{colour}"/>'
+            for c in coords
+            if count <= 60
+        ]
+        parts.append(
+            f'<text x="{left + 8 + 150 * number}" y="{height - 4}" fill="{colour}" class="lg">'
+            f"&#9632; {html.escape(name)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def scatter(xy: Sequence[Sequence[float]], labels: Sequence[str], colours: Mapping[str, str], *,
-            size: int = 420) -> str:
+def scatter(
+    xy: Sequence[Sequence[float]], labels: Sequence[str], colours: Mapping[str, str], *, size: int = 420
+) -> str:
     """An inline SVG scatter of (pc_1, pc_2), one colour per label."""
     pad = 10
     xs, ys = [p[0] for p in xy], [p[1] for p in xy]
@@ -360,12 +417,16 @@ def scatter(xy: Sequence[Sequence[float]], labels: Sequence[str], colours: Mappi
     per = min(x_per, y_per)
     classes = {label: f"c{i}" for i, label in enumerate(colours)}
     style = "".join(f".{classes[label]}{{fill:{colour}}}" for label, colour in colours.items())
-    dots = "".join(f'<circle class="{classes[label]}" cx="{pad + (px - x_low) * per:.1f}" '
-                   f'cy="{size - pad - (py - y_low) * per:.1f}" r="2.2"/>'
-                   for (px, py), label in zip(xy, labels))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img" '
-            f'aria-label="the batch on pc_1 and pc_2"><style>{style}</style>'
-            f'<rect x="0" y="0" width="{size}" height="{size}" class="frame"/>{dots}</svg>')
+    dots = "".join(
+        f'<circle class="{classes[label]}" cx="{pad + (px - x_low) * per:.1f}" '
+        f'cy="{size - pad - (py - y_low) * per:.1f}" r="2.2"/>'
+        for (px, py), label in zip(xy, labels)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img" '
+        f'aria-label="the batch on pc_1 and pc_2"><style>{style}</style>'
+        f'<rect x="0" y="0" width="{size}" height="{size}" class="frame"/>{dots}</svg>'
+    )
 
 
 STYLE = """
@@ -400,8 +461,15 @@ def _number(value: Any) -> str:
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
     head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(f'<td class="n">{_number(c)}</td>' if isinstance(c, (int, float)) or c is None
-                                    else f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{_number(c)}</td>' if isinstance(c, (int, float)) or c is None else f"<td>{_e(c)}</td>"
+            for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table>{head}{body}</table>"
 
 
@@ -419,13 +487,19 @@ def counts_section(facts: Mapping[str, Any]) -> str:
     images, pca = report["images"], report.get("pca") or {}
     rows: list[tuple[str, Any]] = []
     if landing:
-        rows += [("landing files seen", landing["seen"]), ("uploaded", landing["uploaded"]),
-                 ("already in the lake", landing["already_in_lake"])]
+        rows += [
+            ("landing files seen", landing["seen"]),
+            ("uploaded", landing["uploaded"]),
+            ("already in the lake", landing["already_in_lake"]),
+        ]
         rows += [(f"rejected at upload: {reason}", count) for reason, count in landing["rejected"].items()]
     else:
         rows.append(("landing", "no _ingestion.json for this batch"))
-    rows += [("photos featurize read", images["seen"]), ("featurized", images["featurized"]),
-             ("quarantined by featurize", images["quarantined"])]
+    rows += [
+        ("photos featurize read", images["seen"]),
+        ("featurized", images["featurized"]),
+        ("quarantined by featurize", images["quarantined"]),
+    ]
     rows += [(f"quarantined: {reason}", count) for reason, count in facts["quarantine_reasons"].items()]
     if pca:
         rows += [(f"rows on PCA basis {pca.get('basis')} (k={pca.get('k')})", pca.get("rows_read"))]
@@ -434,15 +508,21 @@ def counts_section(facts: Mapping[str, Any]) -> str:
 
 def cost_section(report: Mapping[str, Any]) -> str:
     throughput, cost = report["throughput"], report["cost"]
-    lines = [("images/s per vCPU", throughput.get("images_per_second_per_vcpu")),
-             ("images/s", throughput.get("images_per_second")), ("executor vCPUs", throughput.get("executor_vcpus")),
-             ("measured cost (USD)", cost.get("total_usd")), ("measured cost (EUR)", cost.get("total_eur")),
-             ("USD per 1,000 images", cost.get("per_1000_images_usd"))]
+    lines = [
+        ("images/s per vCPU", throughput.get("images_per_second_per_vcpu")),
+        ("images/s", throughput.get("images_per_second")),
+        ("executor vCPUs", throughput.get("executor_vcpus")),
+        ("measured cost (USD)", cost.get("total_usd")),
+        ("measured cost (EUR)", cost.get("total_eur")),
+        ("USD per 1,000 images", cost.get("per_1000_images_usd")),
+    ]
     out = "<h2>Throughput and cost</h2>" + _table(lines)
     comparison = report.get("estimate_vs_actual")
     if comparison:
-        out += _table([(name, row["estimate"], row["actual"], row["actual_over_estimate"])
-                       for name, row in comparison.items()], ["", "estimate", "measured", "measured / estimate"])
+        out += _table(
+            [(name, row["estimate"], row["actual"], row["actual_over_estimate"]) for name, row in comparison.items()],
+            ["", "estimate", "measured", "measured / estimate"],
+        )
     else:
         out += '<p class="muted">No estimate was made before this run (local target or a run without a plan).</p>'
     out += f'<p class="muted">{_e(report.get("cost_basis", ""))}</p>'
@@ -456,30 +536,44 @@ def pca_section(facts: Mapping[str, Any]) -> str:
         return out + '<p class="warn">No committed PCA output of this batch on the current basis.</p>'
     cumulative = pca_report.get("cumulative_explained_variance") or []
     target = pca_report.get("variance_target")
-    curve = line_chart({"cumulative explained variance": cumulative}, [str(i + 1) for i in range(len(cumulative))],
-                       title=f"explained variance, basis {pca_report.get('basis')}: k = {pca_report.get('k')}",
-                       hline=(target, f"target {target:g}") if target else None, y_range=(0.0, 1.0))
+    curve = line_chart(
+        {"cumulative explained variance": cumulative},
+        [str(i + 1) for i in range(len(cumulative))],
+        title=f"explained variance, basis {pca_report.get('basis')}: k = {pca_report.get('k')}",
+        hline=(target, f"target {target:g}") if target else None,
+        y_range=(0.0, 1.0),
+    )
     labels = [night["batch"][5:] for night in nights]
     threshold = next((n["threshold"] for n in reversed(nights) if n.get("threshold") is not None), None)
-    drift = line_chart({"captured share drop": [n["captured_share_drop"] for n in nights]}, labels,
-                       title=f"drift over the last {len(nights)} night(s) with a report",
-                       hline=(threshold, f"refit threshold {threshold:g}") if threshold is not None else None)
-    shift = line_chart({"mean shift (basis spreads)": [n["mean_shift"] for n in nights]}, labels,
-                       title="mean shift of each night against its basis")
+    drift = line_chart(
+        {"captured share drop": [n["captured_share_drop"] for n in nights]},
+        labels,
+        title=f"drift over the last {len(nights)} night(s) with a report",
+        hline=(threshold, f"refit threshold {threshold:g}") if threshold is not None else None,
+    )
+    shift = line_chart(
+        {"mean shift (basis spreads)": [n["mean_shift"] for n in nights]},
+        labels,
+        title="mean shift of each night against its basis",
+    )
     bases = sorted({n["basis"] for n in nights if n.get("basis") is not None})
     out += f'<div class="grid">{curve}{drift}{shift}</div>'
-    out += (f'<p class="muted">Bases used over these nights: {_e(", ".join(map(str, bases)) or "none")}; '
-            f"a night whose drop crosses the threshold fits a new basis (mode auto).</p>")
+    out += (
+        f'<p class="muted">Bases used over these nights: {_e(", ".join(map(str, bases)) or "none")}; '
+        f"a night whose drop crosses the threshold fits a new basis (mode auto).</p>"
+    )
     sample = facts.get("sample")
     if sample and sample["xy"]:
         names = sorted(set(sample["label"]))
         colours = dict(zip(names, palette(len(names))))
         legend = "".join(f'<span><b style="color:{colours[n]}">&#9679;</b> {_e(n)}</span>' for n in names)
         shown = len(sample["xy"])
-        out += (f"<h2>The batch on pc_1 / pc_2</h2><p class=\"muted\">{shown:,} of its {sample['rows']:,} rows"
-                f"{' (a uniform sample)' if shown < sample['rows'] else ''}, coloured by label.</p>"
-                f'<div class="grid">{scatter(sample["xy"], sample["label"], colours)}'
-                f'<div class="legend" style="max-width:600px">{legend}</div></div>')
+        out += (
+            f'<h2>The batch on pc_1 / pc_2</h2><p class="muted">{shown:,} of its {sample["rows"]:,} rows'
+            f"{' (a uniform sample)' if shown < sample['rows'] else ''}, coloured by label.</p>"
+            f'<div class="grid">{scatter(sample["xy"], sample["label"], colours)}'
+            f'<div class="legend" style="max-width:600px">{legend}</div></div>'
+        )
     return out
 
 
@@ -487,13 +581,18 @@ def examples_section(facts: Mapping[str, Any]) -> str:
     if not facts["examples"]:
         return ""
     thumbs = facts["thumbs"]
-    out = [(f"<h2>Nearest neighbours in the reduced space</h2><p class=\"muted\">{len(facts['examples'])} photos "
+    out = [
+        (
+            f'<h2>Nearest neighbours in the reduced space</h2><p class="muted">{len(facts["examples"])} photos '
             f"of the batch (first, outlined) and their {NEIGHBOURS} nearest photos of the batch (Euclidean, "
-            "on the basis), with labels and distances.</p>")]
+            "on the basis), with labels and distances.</p>"
+        )
+    ]
     for example in facts["examples"]:
         figures = [_picture(thumbs.get(example["path"]), f"{example['label']} — {_name(example['path'])}")]
-        figures += [_picture(thumbs.get(path), f"{label} ({distance:.2f})")
-                    for path, label, distance in example["neighbours"]]
+        figures += [
+            _picture(thumbs.get(path), f"{label} ({distance:.2f})") for path, label, distance in example["neighbours"]
+        ]
         out.append(f'<div class="row">{"".join(figures)}</div>')
     return "".join(out)
 
@@ -505,8 +604,10 @@ def quarantine_section(facts: Mapping[str, Any]) -> str:
     thumbs = facts["thumbs"]
     total = sum(facts["quarantine_reasons"].values())
     figures = "".join(_picture(thumbs.get(row["path"]), f"{_name(row['path'])}: {row['reason']}") for row in rows)
-    return (f"<h2>Quarantine</h2><p class=\"muted\">{len(rows)} of {total} quarantined files; "
-            f'"no picture" when the file cannot be drawn.</p><div class="grid">{figures}</div>')
+    return (
+        f'<h2>Quarantine</h2><p class="muted">{len(rows)} of {total} quarantined files; '
+        f'"no picture" when the file cannot be drawn.</p><div class="grid">{figures}</div>'
+    )
 
 
 def links_section(links: Sequence[tuple[str, str]]) -> str:
@@ -518,24 +619,41 @@ def render(facts: Mapping[str, Any]) -> str:
     """The page's HTML from `gather`'s facts (pure: no I/O)."""
     report = facts["report"]
     cost = report["cost"]
-    status = ("" if report.get("complete") else
-              '<p class="warn">The run failed before featurize committed its metrics: the cost is what the '
-              "cluster billed anyway.</p>")
-    head = (f"<h1>Batch {_e(report['batch'])}: {_number(report['images']['featurized'])} photos featurized, "
-            f"{cost['total_usd']:.4f} USD</h1><p class=\"muted\">target {_e(report['target'])}, region "
-            f"{_e(report['region'])}, generated {_e(report['generated_at'])}</p>{status}")
-    body = "".join([head, counts_section(facts), cost_section(report), pca_section(facts), examples_section(facts),
-                    quarantine_section(facts), links_section(facts["links"])])
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            # No request may leave the page: no script, images only inline, nothing fetched.
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-            "style-src 'unsafe-inline'\">"
-            f"<title>Fruits! run report {_e(report['batch'])}</title><style>{STYLE}</style></head>"
-            f"<body>{body}</body></html>\n")
+    status = (
+        ""
+        if report.get("complete")
+        else '<p class="warn">The run failed before featurize committed its metrics: the cost is what the '
+        "cluster billed anyway.</p>"
+    )
+    head = (
+        f"<h1>Batch {_e(report['batch'])}: {_number(report['images']['featurized'])} photos featurized, "
+        f'{cost["total_usd"]:.4f} USD</h1><p class="muted">target {_e(report["target"])}, region '
+        f"{_e(report['region'])}, generated {_e(report['generated_at'])}</p>{status}"
+    )
+    body = "".join(
+        [
+            head,
+            counts_section(facts),
+            cost_section(report),
+            pca_section(facts),
+            examples_section(facts),
+            quarantine_section(facts),
+            links_section(facts["links"]),
+        ]
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        # No request may leave the page: no script, images only inline, nothing fetched.
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        "style-src 'unsafe-inline'\">"
+        f"<title>Fruits! run report {_e(report['batch'])}</title><style>{STYLE}</style></head>"
+        f"<body>{body}</body></html>\n"
+    )
 
 
-def write_page(store: Any, root: str, batch: str, report: Mapping[str, Any],
-               pca_report: Mapping[str, Any] | None) -> str:
+def write_page(
+    store: Any, root: str, batch: str, report: Mapping[str, Any], pca_report: Mapping[str, Any] | None
+) -> str:
     """Build the batch's page and put it at `reports/batch=<ds>/run_report.html`; returns its URI."""
     page = render(gather(store, root, batch, report, pca_report)).encode()
     uri = lake.reports_uri(root, batch) + PAGE
@@ -578,4 +696,3 @@ def expire_pages(store: Any, root: str, batch: str, retention_days: int) -> list
     if deleted:
         log.info("run report pages out of retention (%d days) deleted: %s", retention_days, deleted)
     return deleted
-

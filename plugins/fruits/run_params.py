@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from fruits import emr_cluster, gdpr, lake, steps
 from fruits.settings import PipelineSettings
 
 # The ClusterSizing fields a manual run may set; the rest keep their defaults.
-SIZING_PARAMS = ("architecture", "core_count", "task_count", "spot", "worker_instance_types",
-                 "primary_instance_types")
+SIZING_PARAMS = ("architecture", "core_count", "task_count", "spot", "worker_instance_types", "primary_instance_types")
 RUNTIMES = ("litert", "keras")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BATCH_PATTERN = lake.BATCH_PATTERN
@@ -77,8 +77,11 @@ def _number(raw: Mapping[str, Any], name: str) -> float | None:
 
 def _in_allowed_bucket(uri: str, settings: PipelineSettings, name: str) -> None:
     if urlparse(uri).scheme == "s3" and gdpr.s3_bucket_of(uri) not in settings.allowed_bucket_list:
-        raise _refuse(name, f"{uri!r} is outside the lake's buckets {list(settings.allowed_bucket_list)} "
-                            "(add an EU bucket to the Variable fruits_allowed_buckets to allow it)")
+        raise _refuse(
+            name,
+            f"{uri!r} is outside the lake's buckets {list(settings.allowed_bucket_list)} "
+            "(add an EU bucket to the Variable fruits_allowed_buckets to allow it)",
+        )
 
 
 def parse(raw: Mapping[str, Any], *, ds: str, settings: PipelineSettings) -> RunParams:
@@ -94,8 +97,7 @@ def parse(raw: Mapping[str, Any], *, ds: str, settings: PipelineSettings) -> Run
         raise _refuse("pca_mode", f"one of {list(steps.PCA_MODES)}, not {mode!r}")
     k = raw.get("pca_k")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= steps.FEATURE_DIMENSIONS):
-        raise _refuse("pca_k", f"an integer from 1 to {steps.FEATURE_DIMENSIONS} (the features' dimensions), "
-                               f"not {k!r}")
+        raise _refuse("pca_k", f"an integer from 1 to {steps.FEATURE_DIMENSIONS} (the features' dimensions), not {k!r}")
     if k is not None and mode == steps.PCA_PROJECT:
         raise _refuse("pca_k", "chooses the size of a new basis, and pca_mode=project never fits one")
     variance = _number(raw, "pca_variance")
@@ -124,18 +126,30 @@ def parse(raw: Mapping[str, Any], *, ds: str, settings: PipelineSettings) -> Run
     landing = raw.get("landing") or None
     if landing and urlparse(landing).scheme not in ("s3", "file", ""):
         raise _refuse("landing", f"an s3:// prefix or a local folder, not {landing!r}")
-    _in_allowed_bucket(landing or settings.landing, settings,
-                       "landing" if landing else "landing (empty: Variable fruits_landing)")
+    _in_allowed_bucket(
+        landing or settings.landing, settings, "landing" if landing else "landing (empty: Variable fruits_landing)"
+    )
 
-    sizing = {name: tuple(v) if isinstance(v, list) else v for name in SIZING_PARAMS
-              if (v := raw.get(name)) is not None}
+    sizing = {
+        name: tuple(v) if isinstance(v, list) else v for name in SIZING_PARAMS if (v := raw.get(name)) is not None
+    }
     try:
         cluster = emr_cluster.ClusterSizing(**sizing)
     except (TypeError, ValueError) as error:
         raise ValueError(f"Params {', '.join(sorted(sizing))}: {error}") from None
-    return RunParams(batch=batch, landing=landing, pca_mode=mode, pca_variance=variance, pca_k=k,
-                     pca_drift_threshold=threshold, weights=weights, weights_sha256=weights_sha256,
-                     runtime=runtime, dry_run=bool(raw.get("dry_run", False)), sizing=cluster)
+    return RunParams(
+        batch=batch,
+        landing=landing,
+        pca_mode=mode,
+        pca_variance=variance,
+        pca_k=k,
+        pca_drift_threshold=threshold,
+        weights=weights,
+        weights_sha256=weights_sha256,
+        runtime=runtime,
+        dry_run=bool(raw.get("dry_run", False)),
+        sizing=cluster,
+    )
 
 
 def sizing_param_specs() -> dict[str, dict[str, Any]]:
@@ -149,8 +163,11 @@ def sizing_param_specs() -> dict[str, dict[str, Any]]:
         elif isinstance(default, int):
             spec = {"type": "integer", "minimum": 1 if name == "core_count" else 0}
         elif isinstance(default, tuple):
-            spec = {"type": "array", "items": {"type": "string", "enum": sorted(emr_cluster.INSTANCE_TYPES)},
-                    "maxItems": 5}
+            spec = {
+                "type": "array",
+                "items": {"type": "string", "enum": sorted(emr_cluster.INSTANCE_TYPES)},
+                "maxItems": 5,
+            }
             default = list(default)
         else:
             spec = {"type": "string", "enum": list(emr_cluster.ARCHITECTURES)}
@@ -162,34 +179,73 @@ def param_specs(target: str) -> dict[str, dict[str, Any]]:
     """The run's typed Params, each `Param(**spec)` in the DAG file; what the schema cannot say (a real
     date, a bucket, k against the rows) `parse` and the plan refuse."""
     specs: dict[str, dict[str, Any]] = {
-        "batch": {"default": None, "type": ["null", "string"], "pattern": _BATCH_PATTERN,
-                  "description": "Batch id (YYYY-MM-DD, a real date); empty: the run's logical date."},
-        "landing": {"default": None, "type": ["null", "string"],
-                    "description": "Folder or s3:// prefix holding this batch's photos; "
-                                   "empty: <Variable fruits_landing>/<batch>/."},
-        "pca_mode": {"default": steps.PCA_AUTO, "type": "string", "enum": list(steps.PCA_MODES),
-                     "description": "auto (default): project on the current basis, fit a new one when there is "
-                                    "none or the batch drifted; refit: force a new basis from the retained "
-                                    "batches' statistics; project: never fit."},
-        "pca_variance": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0, "maximum": 1,
-                         "description": "A new basis keeps the fewest components explaining this share of "
-                                        "variance (set on an auto run: a new basis is fitted); empty: the job's "
-                                        "default."},
-        "pca_k": {"default": None, "type": ["null", "integer"], "minimum": 1, "maximum": steps.FEATURE_DIMENSIONS,
-                  "description": "A new basis has exactly this many components (wins over pca_variance; "
-                                 "set on an auto run: a new basis is fitted)."},
-        "pca_drift_threshold": {"default": None, "type": ["null", "number"], "exclusiveMinimum": 0,
-                                "description": "Drift past which auto fits a new basis; empty: Variable "
-                                               "fruits_pca_drift_threshold, else the job's default."},
-        "weights": {"default": None, "type": ["null", "string"],
-                    "description": "s3:// URI (lake or allowed bucket) of the MobileNetV2 no-top weights; "
-                                   "empty: the lake's models/ copy, checked against its recorded sha256."},
-        "weights_sha256": {"default": None, "type": ["null", "string"], "pattern": "^[0-9a-f]{64}$",
-                           "description": "sha256 the weights file must have (featurize refuses others)."},
-        "runtime": {"default": None, "type": ["null", "string"], "enum": [None, *RUNTIMES],
-                    "description": "Inference runtime of featurize; empty: the job's default."},
-        "dry_run": {"default": False, "type": "boolean",
-                    "description": "Check, count the new photos and plan the jobs; upload and run nothing."},
+        "batch": {
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": _BATCH_PATTERN,
+            "description": "Batch id (YYYY-MM-DD, a real date); empty: the run's logical date.",
+        },
+        "landing": {
+            "default": None,
+            "type": ["null", "string"],
+            "description": "Folder or s3:// prefix holding this batch's photos; "
+            "empty: <Variable fruits_landing>/<batch>/.",
+        },
+        "pca_mode": {
+            "default": steps.PCA_AUTO,
+            "type": "string",
+            "enum": list(steps.PCA_MODES),
+            "description": "auto (default): project on the current basis, fit a new one when there is "
+            "none or the batch drifted; refit: force a new basis from the retained "
+            "batches' statistics; project: never fit.",
+        },
+        "pca_variance": {
+            "default": None,
+            "type": ["null", "number"],
+            "exclusiveMinimum": 0,
+            "maximum": 1,
+            "description": "A new basis keeps the fewest components explaining this share of "
+            "variance (set on an auto run: a new basis is fitted); empty: the job's "
+            "default.",
+        },
+        "pca_k": {
+            "default": None,
+            "type": ["null", "integer"],
+            "minimum": 1,
+            "maximum": steps.FEATURE_DIMENSIONS,
+            "description": "A new basis has exactly this many components (wins over pca_variance; "
+            "set on an auto run: a new basis is fitted).",
+        },
+        "pca_drift_threshold": {
+            "default": None,
+            "type": ["null", "number"],
+            "exclusiveMinimum": 0,
+            "description": "Drift past which auto fits a new basis; empty: Variable "
+            "fruits_pca_drift_threshold, else the job's default.",
+        },
+        "weights": {
+            "default": None,
+            "type": ["null", "string"],
+            "description": "s3:// URI (lake or allowed bucket) of the MobileNetV2 no-top weights; "
+            "empty: the lake's models/ copy, checked against its recorded sha256.",
+        },
+        "weights_sha256": {
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "sha256 the weights file must have (featurize refuses others).",
+        },
+        "runtime": {
+            "default": None,
+            "type": ["null", "string"],
+            "enum": [None, *RUNTIMES],
+            "description": "Inference runtime of featurize; empty: the job's default.",
+        },
+        "dry_run": {
+            "default": False,
+            "type": "boolean",
+            "description": "Check, count the new photos and plan the jobs; upload and run nothing.",
+        },
     }
     if target == "emr":
         specs.update(sizing_param_specs())

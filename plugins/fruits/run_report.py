@@ -21,9 +21,10 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from fruits import costs, lake, report_page, storage
 from fruits.gdpr import check_region
@@ -86,9 +87,9 @@ def _when(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _seconds(start: Any, end: Any) -> float | None:
@@ -102,8 +103,13 @@ def _fleet_ebs_gib(spec: Mapping[str, Any]) -> float:
     return data + costs.EMR_ROOT_VOLUME_GIB
 
 
-def billed_instances(cluster: Mapping[str, Any], fleets: Sequence[Mapping[str, Any]],
-                     instances: Sequence[Mapping[str, Any]] | None, *, now: datetime) -> tuple[list[costs.BilledInstances], bool]:
+def billed_instances(
+    cluster: Mapping[str, Any],
+    fleets: Sequence[Mapping[str, Any]],
+    instances: Sequence[Mapping[str, Any]] | None,
+    *,
+    now: datetime,
+) -> tuple[list[costs.BilledInstances], bool]:
     """What EMR ran, as billable groups, and whether the instance types had to be assumed.
 
     With ListInstances: each instance's own type, market and lifetime (exact). Without it: each fleet's
@@ -118,31 +124,56 @@ def billed_instances(cluster: Mapping[str, Any], fleets: Sequence[Mapping[str, A
             fleet = fleet_by_id.get(instance.get("InstanceFleetId", ""), {})
             specs = {s["InstanceType"]: s for s in fleet.get("InstanceTypeSpecifications", [])}
             life = instance.get("Status", {}).get("Timeline", {})
-            seconds = _seconds(life.get("CreationDateTime") or timeline["CreationDateTime"], life.get("EndDateTime") or cluster_end)
-            key = (fleet.get("InstanceFleetType", "UNKNOWN"), instance["InstanceType"], instance.get("Market", costs.ON_DEMAND),
-                   round(seconds or 0.0, 3), _fleet_ebs_gib(specs.get(instance["InstanceType"], {})))
+            seconds = _seconds(
+                life.get("CreationDateTime") or timeline["CreationDateTime"], life.get("EndDateTime") or cluster_end
+            )
+            key = (
+                fleet.get("InstanceFleetType", "UNKNOWN"),
+                instance["InstanceType"],
+                instance.get("Market", costs.ON_DEMAND),
+                round(seconds or 0.0, 3),
+                _fleet_ebs_gib(specs.get(instance["InstanceType"], {})),
+            )
             groups[key] += 1
-        return [costs.BilledInstances(role, itype, market, count, seconds, ebs)
-                for (role, itype, market, seconds, ebs), count in sorted(groups.items())], False
+        return [
+            costs.BilledInstances(role, itype, market, count, seconds, ebs)
+            for (role, itype, market, seconds, ebs), count in sorted(groups.items())
+        ], False
     seconds = _seconds(timeline["CreationDateTime"], cluster_end) or 0.0
     groups_from_fleets = []
     for fleet in fleets:
         spec = fleet["InstanceTypeSpecifications"][0]
         weight = spec.get("WeightedCapacity", 1) or 1
-        for market, capacity in ((costs.ON_DEMAND, fleet.get("TargetOnDemandCapacity", 0)), (costs.SPOT, fleet.get("TargetSpotCapacity", 0))):
+        for market, capacity in (
+            (costs.ON_DEMAND, fleet.get("TargetOnDemandCapacity", 0)),
+            (costs.SPOT, fleet.get("TargetSpotCapacity", 0)),
+        ):
             if capacity:
-                groups_from_fleets.append(costs.BilledInstances(fleet["InstanceFleetType"], spec["InstanceType"], market,
-                                                                math.ceil(capacity / weight), seconds, _fleet_ebs_gib(spec)))
+                groups_from_fleets.append(
+                    costs.BilledInstances(
+                        fleet["InstanceFleetType"],
+                        spec["InstanceType"],
+                        market,
+                        math.ceil(capacity / weight),
+                        seconds,
+                        _fleet_ebs_gib(spec),
+                    )
+                )
     return groups_from_fleets, True
 
 
 def normalized_hours_check(reported: float | None, groups: Sequence[costs.BilledInstances]) -> dict[str, Any]:
     """EMR's NormalizedInstanceHours (each instance's hours rounded UP x the size factor) next to what
     the billed instances imply: a mismatch means EMR ran something else than we priced."""
-    expected = sum(g.count * math.ceil(max(g.seconds, 1) / costs.SECONDS_PER_HOUR) * costs.normalization_factor(g.instance_type)
-                   for g in groups)
-    return {"reported": reported, "expected_from_instances": expected,
-            "consistent": None if reported is None else math.isclose(reported, expected)}
+    expected = sum(
+        g.count * math.ceil(max(g.seconds, 1) / costs.SECONDS_PER_HOUR) * costs.normalization_factor(g.instance_type)
+        for g in groups
+    )
+    return {
+        "reported": reported,
+        "expected_from_instances": expected,
+        "consistent": None if reported is None else math.isclose(reported, expected),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +185,14 @@ def _step_rows(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for step in sorted(steps, key=lambda s: str(s.get("Status", {}).get("Timeline", {}).get("CreationDateTime", ""))):
         timeline = step.get("Status", {}).get("Timeline", {})
-        rows.append({"id": step.get("Id"), "name": step.get("Name", ""), "state": step.get("Status", {}).get("State"),
-                     "seconds": _seconds(timeline.get("StartDateTime"), timeline.get("EndDateTime"))})
+        rows.append(
+            {
+                "id": step.get("Id"),
+                "name": step.get("Name", ""),
+                "state": step.get("Status", {}).get("State"),
+                "seconds": _seconds(timeline.get("StartDateTime"), timeline.get("EndDateTime")),
+            }
+        )
     return rows
 
 
@@ -201,7 +238,7 @@ def build_run_report(
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     prices = prices or costs.PriceBook.load()
-    now = generated_at or datetime.now(timezone.utc)
+    now = generated_at or datetime.now(UTC)
     metrics = job_metrics or {}
     seen = int(metrics.get("seen", 0))
     job_seconds = float(metrics["seconds"]) if metrics.get("seconds") else None
@@ -227,20 +264,33 @@ def build_run_report(
         report["cost_basis"] = "local target: nothing is billed by AWS (cost zero); throughput measured on this machine"
     else:
         if cluster is None or not fleets:
-            raise ValueError("an EMR run report needs the cluster (DescribeCluster) and its fleets (ListInstanceFleets)")
+            raise ValueError(
+                "an EMR run report needs the cluster (DescribeCluster) and its fleets (ListInstanceFleets)"
+            )
         check_region(region)
         groups, assumed = billed_instances(cluster, fleets, instances, now=now)
-        vcpus = int(executor_vcpus or sum(g.count * costs.instance_facts(g.instance_type).vcpus
-                                          for g in groups if g.role in WORKER_ROLES))
+        vcpus = int(
+            executor_vcpus
+            or sum(g.count * costs.instance_facts(g.instance_type).vcpus for g in groups if g.role in WORKER_ROLES)
+        )
         # Only the S3 side of the workload matters here (objects, landing, bytes, months kept).
         run_workload = replace(workload or costs.Workload(images=seen, throughput_per_vcpu=1.0), images=seen)
-        objects_basis = (f"the batch's {run_workload.objects:,} bundles (its manifest)" if run_workload.objects_in_batch is not None
-                         else f"{run_workload.objects:,} objects derived from the image count")
+        objects_basis = (
+            f"the batch's {run_workload.objects:,} bundles (its manifest)"
+            if run_workload.objects_in_batch is not None
+            else f"{run_workload.objects:,} objects derived from the image count"
+        )
         components = {**costs.instance_costs(groups, region, prices), **costs.s3_costs(run_workload, region, prices)}
         timeline = cluster["Status"]["Timeline"]
         ended = timeline.get("EndDateTime")
-        last_step_end = max((_when(s["Status"]["Timeline"].get("EndDateTime")) for s in (steps or [])
-                             if s.get("Status", {}).get("Timeline", {}).get("EndDateTime")), default=None)
+        last_step_end = max(
+            (
+                _when(s["Status"]["Timeline"].get("EndDateTime"))
+                for s in (steps or [])
+                if s.get("Status", {}).get("Timeline", {}).get("EndDateTime")
+            ),
+            default=None,
+        )
         report["cluster"] = {
             "id": cluster.get("Id"),
             "state": cluster["Status"].get("State"),
@@ -252,16 +302,36 @@ def build_run_report(
             "wall_s": _seconds(timeline["CreationDateTime"], ended or now),
             "startup_s": _seconds(timeline["CreationDateTime"], timeline.get("ReadyDateTime")),
             "termination_s": None if last_step_end is None else _seconds(last_step_end, ended or now),
-            "instances": [{"role": g.role, "instance_type": g.instance_type, "market": g.market, "count": g.count,
-                           "seconds": round(g.seconds, 1), "ebs_gib": g.ebs_gib} for g in groups],
+            "instances": [
+                {
+                    "role": g.role,
+                    "instance_type": g.instance_type,
+                    "market": g.market,
+                    "count": g.count,
+                    "seconds": round(g.seconds, 1),
+                    "ebs_gib": g.ebs_gib,
+                }
+                for g in groups
+            ],
             "instance_types_assumed": assumed,
             "normalized_instance_hours": normalized_hours_check(cluster.get("NormalizedInstanceHours"), groups),
         }
         report["cost_basis"] = (
             "EC2 + EMR per second (60 s minimum) over each instance's lifetime"
-            + (" (cluster timeline x fleet target capacity, first type of each fleet)" if assumed else " (ListInstances)")
-            + "".join(sorted({f"; {g.instance_type} spot at {prices.spot_price_source(region, g.instance_type)}"
-                              for g in groups if g.market == costs.SPOT}))
+            + (
+                " (cluster timeline x fleet target capacity, first type of each fleet)"
+                if assumed
+                else " (ListInstances)"
+            )
+            + "".join(
+                sorted(
+                    {
+                        f"; {g.instance_type} spot at {prices.spot_price_source(region, g.instance_type)}"
+                        for g in groups
+                        if g.market == costs.SPOT
+                    }
+                )
+            )
             + f"; EBS prorated per second; S3 requests modelled on {objects_basis}"
             + (" and an S3 landing" if run_workload.landing_on_s3 else "")
             + f"; storage from the image count: {costs.storage_basis(run_workload)}"
@@ -277,7 +347,9 @@ def build_run_report(
     }
     report["cost"] = costs.summarize(components, seen, prices.eur_per_usd)
     report["estimate"] = None if estimate is None else dict(estimate)
-    report["estimate_vs_actual"] = None if estimate is None else _compare_with_estimate(report, estimate, featurize_step_s)
+    report["estimate_vs_actual"] = (
+        None if estimate is None else _compare_with_estimate(report, estimate, featurize_step_s)
+    )
     return report
 
 
@@ -290,19 +362,29 @@ PCA_KEYS = ("basis", "mode", "rows_read", "rows_in_basis", "k", "total_explained
 def pca_summary(pca_report: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if pca_report is None:
         return None
-    return {**{key: pca_report.get(key) for key in PCA_KEYS},
-            **{key: value for key, value in pca_report.items() if "drift" in key}}
+    return {
+        **{key: pca_report.get(key) for key in PCA_KEYS},
+        **{key: value for key, value in pca_report.items() if "drift" in key},
+    }
 
 
-def _compare_with_estimate(report: Mapping[str, Any], estimate: Mapping[str, Any], featurize_step_s: float | None) -> dict[str, Any]:
+def _compare_with_estimate(
+    report: Mapping[str, Any], estimate: Mapping[str, Any], featurize_step_s: float | None
+) -> dict[str, Any]:
     rows = {
         "total_usd": (estimate["cost"]["total_usd"], report["cost"]["total_usd"]),
         "wall_s": (estimate["seconds"].get("wall_s"), (report["cluster"] or {}).get("wall_s")),
         "featurize_s": (estimate["seconds"].get("featurize_s"), featurize_step_s),
-        "images_per_second_per_vcpu": (estimate.get("throughput_per_vcpu"), report["throughput"]["images_per_second_per_vcpu"]),
+        "images_per_second_per_vcpu": (
+            estimate.get("throughput_per_vcpu"),
+            report["throughput"]["images_per_second_per_vcpu"],
+        ),
         "images": (estimate.get("images"), report["images"]["seen"]),
     }
-    return {name: {"estimate": est, "actual": act, "actual_over_estimate": _ratio(act, est)} for name, (est, act) in rows.items()}
+    return {
+        name: {"estimate": est, "actual": act, "actual_over_estimate": _ratio(act, est)}
+        for name, (est, act) in rows.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,10 +404,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- **Total cost: {cost['total_usd']:.4f} USD** ({cost['total_eur']:.4f} EUR at {cost['eur_per_usd']} EUR/USD)",
         f"- Cost per 1,000 images: {'n/a' if per_thousand is None else f'{per_thousand:.6f} USD'}",
-        f"- Images: {images['seen']:,} seen, {images['featurized']:,} featurized, {images['quarantined']:,} quarantined",
+        f"- Images: {images['seen']:,} seen, {images['featurized']:,} featurized, "
+        f"{images['quarantined']:,} quarantined",
         f"- Throughput: {throughput['images_per_second']} images/s on {throughput['executor_vcpus']} executor vCPUs = "
-        f"**{throughput['images_per_second_per_vcpu']} images/s per vCPU** (featurize job, {throughput['featurize_job_seconds']} s)"
-        if report["complete"] else "- Throughput: none: **the run failed before featurize wrote its metrics**; the cost below is "
+        f"**{throughput['images_per_second_per_vcpu']} images/s per vCPU** "
+        f"(featurize job, {throughput['featurize_job_seconds']} s)"
+        if report["complete"]
+        else "- Throughput: none: **the run failed before featurize wrote its metrics**; the cost below is "
         "what the cluster billed anyway",
         f"- Basis: {report['cost_basis']}",
         "",
@@ -335,41 +420,78 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     cluster = report.get("cluster")
     if cluster:
-        lines += ["", "## Cluster", "",
-                  f"{cluster['id']} {cluster['state']}: created {cluster['created']}, ready {cluster['ready']}, "
-                  f"ended {cluster['ended'] or '(not yet: billed up to this report)'}; wall {_minutes(cluster['wall_s'])}, "
-                  f"start-up {_minutes(cluster['startup_s'])}, after the last step {_minutes(cluster['termination_s'])}.",
-                  "",
-                  costs.markdown_table(["role", "type", "market", "count", "seconds", "EBS GiB"],
-                                       [tuple(i.values()) for i in cluster["instances"]])]
+        lines += [
+            "",
+            "## Cluster",
+            "",
+            f"{cluster['id']} {cluster['state']}: created {cluster['created']}, ready {cluster['ready']}, "
+            f"ended {cluster['ended'] or '(not yet: billed up to this report)'}; wall {_minutes(cluster['wall_s'])}, "
+            f"start-up {_minutes(cluster['startup_s'])}, after the last step {_minutes(cluster['termination_s'])}.",
+            "",
+            costs.markdown_table(
+                ["role", "type", "market", "count", "seconds", "EBS GiB"],
+                [tuple(i.values()) for i in cluster["instances"]],
+            ),
+        ]
         nih = cluster["normalized_instance_hours"]
-        lines += ["", f"NormalizedInstanceHours: EMR reports {nih['reported']}, the instances above imply "
-                      f"{nih['expected_from_instances']:g} ({'consistent' if nih['consistent'] else 'MISMATCH: check the fleets'})."]
+        lines += [
+            "",
+            f"NormalizedInstanceHours: EMR reports {nih['reported']}, the instances above imply "
+            f"{nih['expected_from_instances']:g} "
+            f"({'consistent' if nih['consistent'] else 'MISMATCH: check the fleets'}).",
+        ]
         if cluster["instance_types_assumed"]:
             lines.append("Instance types assumed from each fleet's first type (ListInstances was not available).")
     if report["steps"]:
-        lines += ["", "## Steps", "", costs.markdown_table(["step", "state", "minutes"],
-                                                           [(s["name"], s["state"], _minutes(s["seconds"])) for s in report["steps"]])]
+        lines += [
+            "",
+            "## Steps",
+            "",
+            costs.markdown_table(
+                ["step", "state", "minutes"], [(s["name"], s["state"], _minutes(s["seconds"])) for s in report["steps"]]
+            ),
+        ]
     work = report.get("work")
     if work:
         listed = {key: ", ".join(work[key]) or "none" for key in ("featurize", "catch_up", "nightly", "pca_catch_up")}
-        lines += ["", (f"Batches featurized: {listed['featurize']} (caught up: {listed['catch_up']}); nightly PCA: "
-                       f"{listed['nightly']} (statistics caught up: {listed['pca_catch_up']}); reexpress over "
-                       f"{len(work['reexpress'])} retained batches (since {work['retained_since']}).")]
+        lines += [
+            "",
+            (
+                f"Batches featurized: {listed['featurize']} (caught up: {listed['catch_up']}); nightly PCA: "
+                f"{listed['nightly']} (statistics caught up: {listed['pca_catch_up']}); reexpress over "
+                f"{len(work['reexpress'])} retained batches (since {work['retained_since']})."
+            ),
+        ]
     if report.get("pca"):
         pca = report["pca"]
         drift = {key: value for key, value in pca.items() if "drift" in key}
-        lines += ["", (f"PCA on basis {pca['basis']} ({pca['mode']}): read {pca['rows_read']} rows, basis fitted on "
-                       f"{pca['rows_in_basis']} rows, k={pca['k']}, explained variance "
-                       f"{pca['total_explained_variance']}, {pca['seconds']} s; drift "
-                       f"{json.dumps(drift, sort_keys=True) if drift else 'n/a'}.")]
+        lines += [
+            "",
+            (
+                f"PCA on basis {pca['basis']} ({pca['mode']}): read {pca['rows_read']} rows, basis fitted on "
+                f"{pca['rows_in_basis']} rows, k={pca['k']}, explained variance "
+                f"{pca['total_explained_variance']}, {pca['seconds']} s; drift "
+                f"{json.dumps(drift, sort_keys=True) if drift else 'n/a'}."
+            ),
+        ]
     comparison = report.get("estimate_vs_actual")
     if comparison:
-        lines += ["", "## Estimate vs actual", "",
-                  costs.markdown_table(["", "estimate", "actual", "actual / estimate"],
-                                       [(name, r["estimate"], r["actual"], r["actual_over_estimate"]) for name, r in comparison.items()])]
+        lines += [
+            "",
+            "## Estimate vs actual",
+            "",
+            costs.markdown_table(
+                ["", "estimate", "actual", "actual / estimate"],
+                [(name, r["estimate"], r["actual"], r["actual_over_estimate"]) for name, r in comparison.items()],
+            ),
+        ]
     stamp = report["prices"]
-    lines += ["", f"Prices stamped {stamp['stamped']} (values as of {stamp['values_as_of']}). Generated {report['generated_at']}.", ""]
+    lines += [
+        "",
+        f"Prices stamped {stamp['stamped']} (values as of {stamp['values_as_of']}). "
+        f"Generated {report['generated_at']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -379,8 +501,10 @@ def write_run_report(report: Mapping[str, Any], reports_dir_uri: str, store: Any
     (S3Store: KMS-encrypted puts; LocalStore: write-then-rename). Returns the URIs written."""
     base = reports_dir_uri.rstrip("/") + "/"
     written = []
-    for name, data in ((REPORT_MD, render_markdown(report).encode()),
-                       (REPORT_JSON, json.dumps(report, indent=2, sort_keys=True).encode())):
+    for name, data in (
+        (REPORT_MD, render_markdown(report).encode()),
+        (REPORT_JSON, json.dumps(report, indent=2, sort_keys=True).encode()),
+    ):
         store.put(base + name, data, storage.sha256_bytes(data))
         written.append(base + name)
     return written
@@ -413,8 +537,11 @@ def job_outputs(store: Any, root: str, batch: str) -> tuple[dict[str, Any] | Non
     version = current_basis(store, root)
     if version is None:
         return metrics, None
-    reports = [uri for uri in lake.committed_files(store, lake.pca_reduced_uri(root, version, batch))
-               if uri.rsplit("/", 1)[-1] == PCA_REPORT]
+    reports = [
+        uri
+        for uri in lake.committed_files(store, lake.pca_reduced_uri(root, version, batch))
+        if uri.rsplit("/", 1)[-1] == PCA_REPORT
+    ]
     return metrics, (read_json(store, reports[0]) if reports else None)
 
 
@@ -425,10 +552,20 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
     return len(storage.read_batch_manifest(store, root, batch).bundles) or None
 
 
-def report_run(store: Any, root: str, batch: str, *, target: str, region: str, emr_client: Any = None,
-               cluster_id: str | None = None, estimate: Mapping[str, Any] | None = None,
-               landing_on_s3: bool = False, work: Mapping[str, Any] | None = None,
-               retention_days: int | None = None) -> dict[str, Any]:
+def report_run(
+    store: Any,
+    root: str,
+    batch: str,
+    *,
+    target: str,
+    region: str,
+    emr_client: Any = None,
+    cluster_id: str | None = None,
+    estimate: Mapping[str, Any] | None = None,
+    landing_on_s3: bool = False,
+    work: Mapping[str, Any] | None = None,
+    retention_days: int | None = None,
+) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
     the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
     (its summary goes to the log). landing_on_s3: the run's landing was an s3:// prefix (its reads are
@@ -436,10 +573,23 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     leaving retention are deleted."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
-    s3_side = costs.Workload(images=0, throughput_per_vcpu=1.0, objects_in_batch=batch_bundles(store, root, batch),
-                             landing_on_s3=landing_on_s3)
-    report = build_run_report(batch=batch, target=target, job_metrics=metrics, pca_report=pca, estimate=estimate,
-                              region=region, workload=s3_side, work=work, **record)
+    s3_side = costs.Workload(
+        images=0,
+        throughput_per_vcpu=1.0,
+        objects_in_batch=batch_bundles(store, root, batch),
+        landing_on_s3=landing_on_s3,
+    )
+    report = build_run_report(
+        batch=batch,
+        target=target,
+        job_metrics=metrics,
+        pca_report=pca,
+        estimate=estimate,
+        region=region,
+        workload=s3_side,
+        work=work,
+        **record,
+    )
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     try:
         written.append(report_page.write_page(store, root, batch, report, pca))
@@ -447,7 +597,13 @@ def report_run(store: Any, root: str, batch: str, *, target: str, region: str, e
     except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
         log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
-    log.info("batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s", batch,
-             cost["total_usd"], cost["total_eur"], cost["per_1000_images_usd"], throughput["images_per_second_per_vcpu"],
-             written[1])
+    log.info(
+        "batch %s: %.4f USD (%.4f EUR), %s USD per 1,000 images, %s images/s per vCPU; report at %s",
+        batch,
+        cost["total_usd"],
+        cost["total_eur"],
+        cost["per_1000_images_usd"],
+        throughput["images_per_second_per_vcpu"],
+        written[1],
+    )
     return report

@@ -9,8 +9,9 @@ here: they come from the `aws_default` connection (or the instance role).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from fruits import lake
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS
@@ -105,8 +106,9 @@ def variable_names() -> dict[str, str]:
     return {f.name: VARIABLE_PREFIX + f.name for f in fields(PipelineSettings) if f.name != "target"}
 
 
-def load_settings(get_variable: Callable[[str, Any], Any], *, target: str = "emr",
-                  **overrides: Any) -> PipelineSettings:
+def load_settings(
+    get_variable: Callable[[str, Any], Any], *, target: str = "emr", **overrides: Any
+) -> PipelineSettings:
     """Build the settings from a Variable getter (`airflow.sdk.Variable.get`, or a dict's `.get` in
     tests); `target` is the DAG's (target_from_environment), never a Variable; `overrides` win over
     Variables when not None."""

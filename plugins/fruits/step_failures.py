@@ -83,8 +83,16 @@ def tail_of_log(s3: Any, uri: str, lines: int = STDERR_TAIL_LINES) -> list[str] 
     return [line.decode("utf-8", "replace") for line in tail]
 
 
-def explain_step(emr: Any, s3: Any, cluster_id: str, step_id: str, *, region: str,
-                 tail_lines: int = STDERR_TAIL_LINES, status: dict[str, Any] | None = None) -> str:
+def explain_step(
+    emr: Any,
+    s3: Any,
+    cluster_id: str,
+    step_id: str,
+    *,
+    region: str,
+    tail_lines: int = STDERR_TAIL_LINES,
+    status: dict[str, Any] | None = None,
+) -> str:
     """What went wrong with a step, for the task log (never raises: an explanation is best effort).
     `status`: the step's DescribeStep Status when the caller has it already."""
     lines = [f"EMR step {step_id} on cluster {cluster_id}"]
@@ -93,8 +101,11 @@ def explain_step(emr: Any, s3: Any, cluster_id: str, step_id: str, *, region: st
         lines[0] += f" ended {status.get('State')}"
         details = status.get("FailureDetails") or {}
         if details:
-            lines += [f"  reason:   {details.get('Reason')}", f"  message:  {details.get('Message')}",
-                      f"  log file: {details.get('LogFile')}"]
+            lines += [
+                f"  reason:   {details.get('Reason')}",
+                f"  message:  {details.get('Message')}",
+                f"  log file: {details.get('LogFile')}",
+            ]
         if (status.get("StateChangeReason") or {}).get("Message"):
             lines.append(f"  state change: {status['StateChangeReason']['Message']}")
         log_uri = emr.describe_cluster(ClusterId=cluster_id)["Cluster"].get("LogUri")
@@ -114,8 +125,10 @@ def explain_step(emr: Any, s3: Any, cluster_id: str, step_id: str, *, region: st
             lines.append("  the cluster has no LogUri: no step logs to show")
     except Exception as error:  # noqa: BLE001 - the explanation must never hide the failure it explains
         lines.append(f"  (could not read everything: {type(error).__name__}: {error})")
-    lines += [f"  cluster: {cluster_console_url(region, cluster_id)}",
-              f"  step:    {step_console_url(region, cluster_id, step_id)}"]
+    lines += [
+        f"  cluster: {cluster_console_url(region, cluster_id)}",
+        f"  step:    {step_console_url(region, cluster_id, step_id)}",
+    ]
     return "\n".join(lines)
 
 
@@ -126,17 +139,18 @@ def cancel_step_if_active(emr: Any, cluster_id: str, step_id: str) -> bool:
         log.info("step %s is %s: nothing to cancel", step_id, state)
         return False
     answer = emr.cancel_steps(ClusterId=cluster_id, StepIds=[step_id], StepCancellationOption="SEND_INTERRUPT")
-    log.warning("task killed: cancelled step %s on %s (%s): %s", step_id, cluster_id, state,
-                answer.get("CancelStepsInfoList"))
+    log.warning(
+        "task killed: cancelled step %s on %s (%s): %s", step_id, cluster_id, state, answer.get("CancelStepsInfoList")
+    )
     return True
 
 
 # ---------------------------------------------------------------------------------- Airflow classes
 # Imported lazily by the DAG; everything above is plain Python.
 
-from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
-from airflow.providers.amazon.aws.utils import validate_execute_complete_event
+from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor  # noqa: E402
+from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger  # noqa: E402
+from airflow.providers.amazon.aws.utils import validate_execute_complete_event  # noqa: E402
 
 
 class CancellingEmrStepTrigger(EmrStepSensorTrigger):
@@ -158,8 +172,14 @@ class ExplainedEmrStepSensor(EmrStepSensor):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).get_conn()
-        return explain_step(self.hook.conn, s3, self.job_flow_id, self.step_id,
-                            region=self.region_name or self.hook.conn_region_name, status=status)
+        return explain_step(
+            self.hook.conn,
+            s3,
+            self.job_flow_id,
+            self.step_id,
+            region=self.region_name or self.hook.conn_region_name,
+            status=status,
+        )
 
     def _fail(self, summary: str, status: dict[str, Any] | None = None) -> None:
         from airflow.sdk.exceptions import AirflowException
@@ -185,9 +205,14 @@ class ExplainedEmrStepSensor(EmrStepSensor):
             self.defer(
                 timeout=timedelta(seconds=self.max_attempts * self.poke_interval),
                 trigger=CancellingEmrStepTrigger(
-                    job_flow_id=self.job_flow_id, step_id=self.step_id, waiter_delay=int(self.poke_interval),
-                    waiter_max_attempts=self.max_attempts, aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name, verify=self.verify, botocore_config=self.botocore_config,
+                    job_flow_id=self.job_flow_id,
+                    step_id=self.step_id,
+                    waiter_delay=int(self.poke_interval),
+                    waiter_max_attempts=self.max_attempts,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
             )

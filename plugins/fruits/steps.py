@@ -9,8 +9,9 @@ arguments are the same list in both: only the lake root (`s3://<bucket>` or `fil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from fruits import lake
 
@@ -64,10 +65,16 @@ def featurize_job(
     script, py_files = _code_files(code_uri, helper_modules, "featurize.py")
     args = [
         # The raw lake holds Parquet bundles of photos (fruits.upload), not one file per photo.
-        "--input", lake.raw_uri(root, batch), "--input-format", "bundles",
-        "--output", lake.features_uri(root, batch),
-        "--quarantine", lake.quarantine_uri(root, batch),
-        "--batch-id", batch,
+        "--input",
+        lake.raw_uri(root, batch),
+        "--input-format",
+        "bundles",
+        "--output",
+        lake.features_uri(root, batch),
+        "--quarantine",
+        lake.quarantine_uri(root, batch),
+        "--batch-id",
+        batch,
     ]
     if weights:
         args += ["--weights", weights]
@@ -118,11 +125,17 @@ def pca_nightly_job(
     the statistics of (retained, with committed statistics or computed earlier in this run)."""
     script, py_files = _code_files(code_uri, helper_modules, "pca.py")
     args = [
-        "nightly", "--batch", lake.check_batch(batch),
-        "--features-root", lake.features_uri(root),
-        "--stats-root", lake.pca_stats_root(root),
-        "--bases", lake.pca_bases_uri(root),
-        "--reduced-root", lake.pca_reduced_root(root),
+        "nightly",
+        "--batch",
+        lake.check_batch(batch),
+        "--features-root",
+        lake.features_uri(root),
+        "--stats-root",
+        lake.pca_stats_root(root),
+        "--bases",
+        lake.pca_bases_uri(root),
+        "--reduced-root",
+        lake.pca_reduced_root(root),
     ]
     if window:
         args += ["--window", ",".join(sorted({lake.check_batch(b) for b in window}))]
@@ -142,11 +155,17 @@ def reexpress_job(
         raise ValueError("reexpress needs at least one batch")
     script, py_files = _code_files(code_uri, helper_modules, "pca.py")
     args = [
-        "reexpress", "--batches", ",".join(sorted({lake.check_batch(b) for b in batches})),
-        "--features-root", lake.features_uri(root),
-        "--stats-root", lake.pca_stats_root(root),
-        "--bases", lake.pca_bases_uri(root),
-        "--reduced-root", lake.pca_reduced_root(root),
+        "reexpress",
+        "--batches",
+        ",".join(sorted({lake.check_batch(b) for b in batches})),
+        "--features-root",
+        lake.features_uri(root),
+        "--stats-root",
+        lake.pca_stats_root(root),
+        "--bases",
+        lake.pca_bases_uri(root),
+        "--reduced-root",
+        lake.pca_reduced_root(root),
     ]
     return SparkJob(REEXPRESS, script, py_files, tuple(args))
 
