@@ -27,26 +27,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-# (c)'s Spark workers: this interpreter, importing featurize (for its decoder) from here.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
+# isort: split
+import featurize
+import numpy as np
+import pandas as pd
+from fruits.demo import SAMPLE_DIR, WEIGHTS_FILE
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import featurize  # noqa: E402
-from fruits.demo import SAMPLE_DIR, WEIGHTS_FILE  # noqa: E402  (the one definition of ../shared paths)
-
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+RESULTS_FILE = RESULTS_DIR / "inference_throughput.json"
 TARGET_VS_BEST_SINGLE_PROCESS = 0.8
 TARGET_VS_TEXTBOOK = 5.0
 
@@ -239,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
           f"not included); total benchmark time {time.perf_counter() - started:.0f} s")
 
     result = {
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}",
         "cores": cores,
         "quick": args.quick,

@@ -23,26 +23,19 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _env import RESULTS_DIR  # first: puts the jobs and plugins on the path
 
-import numpy as np  # noqa: E402
+# isort: split
+import jobio
+import numpy as np
+import pca
 
-import jobio  # noqa: E402
-import pca  # noqa: E402
-
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "pca_throughput.json"
-FEATURIZE_RESULTS = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+RESULTS_FILE = RESULTS_DIR / "pca_throughput.json"
+FEATURIZE_RESULTS = RESULTS_DIR / "inference_throughput.json"
 TARGET_VS_CEILING = 0.5
 TARGET_SHARE_OF_FEATURIZE = 0.10
 BLOCK_ROWS = 10_000

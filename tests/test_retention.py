@@ -11,9 +11,8 @@ import json
 import boto3
 import pytest
 from conftest import commit_output
-from moto import mock_aws
-
 from fruits import dedup_index, erase, lake, locks, retention, upload
+from moto import mock_aws
 
 START = dt.date(2026, 3, 1)
 
