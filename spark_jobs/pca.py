@@ -57,9 +57,12 @@ log = jobio.get_logger("fruits.pca")
 DEFAULT_VARIANCE = 0.95
 # Refit (mode auto) when the share of a night's variance the basis' k components capture falls this far
 # below the share at fit time. Measured on the sample (docs/choices.md): nights of the same labels lose
-# 6-13 points against a basis fitted on 160-640 photos (sampling error, smaller with more photos), a
-# night of other labels loses 47.
+# 0.07-0.13 against a basis fitted on >= 320 photos, a night of other labels loses 0.4 or more.
 DEFAULT_DRIFT_THRESHOLD = 0.20
+# Drift is judged only when the basis was fitted on, and the batch holds, at least this many rows. Below it the
+# share at fit is in-sample optimism, not a reference: a same-label night "drops" 0.31 against a basis of 66
+# rows, 0.21 against 132 and 0.16 against 200, whatever the night's size (measured, docs/choices.md).
+DEFAULT_MIN_DRIFT_ROWS = 320
 MODES = ("auto", "project", "refit")
 # What the step reads from featurize's output; any other column is ignored.
 REQUIRED_COLUMNS: dict[str, tuple[type[T.DataType], ...]] = {
@@ -394,15 +397,25 @@ def fit_basis(stats: Stats, version: int, batches: Sequence[str], *, variance: f
                  float(np.trace(covariance)), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
-def measure_drift(basis: Basis, stats: Stats, threshold: float) -> dict[str, Any]:
+def measure_drift(basis: Basis, stats: Stats, threshold: float,
+                  min_rows: int = DEFAULT_MIN_DRIFT_ROWS) -> dict[str, Any]:
     """How well `basis` explains a batch: the share of the batch's variance its k components capture
     (trace(P' C_b P) / trace(C_b)) against the share at fit time, and the shift of the batch's mean in
-    units of the basis' spread. `crossed`: the captured share fell by more than `threshold`."""
+    units of the basis' spread. `judged`: both the basis' rows and the batch's reach `min_rows` (else
+    `not_judged` says why); `crossed`: judged, and the captured share fell by more than `threshold`."""
     if stats.mean.size != basis.mean.size:
         raise ValueError(f"the basis was fitted on {basis.mean.size}-d features, the batch has {stats.mean.size}-d")
     total = float(np.trace(stats.m2))
     captured = float(np.sum((stats.m2 @ basis.components) * basis.components) / total) if total > 0 else None
     drop = basis.captured_share - captured if captured is not None else None
+    why = None
+    if basis.rows_in_basis < min_rows:
+        why = (f"basis {basis.version} was fitted on {basis.rows_in_basis} rows (< {min_rows}): its captured share "
+               "at fit is in-sample optimism on so few rows, not a reference")
+    elif stats.n < min_rows:
+        why = f"the batch has {stats.n} rows (< {min_rows}): its captured share is mostly sampling noise"
+    elif drop is None:
+        why = "the batch has no variance (every row is the same)"
     return {
         "basis": basis.version,
         "captured_share": captured,
@@ -410,7 +423,10 @@ def measure_drift(basis: Basis, stats: Stats, threshold: float) -> dict[str, Any
         "captured_share_drop": drop,
         "mean_shift": float(np.linalg.norm(stats.mean - basis.mean) / basis.spread),
         "threshold": threshold,
-        "crossed": drop is not None and drop > threshold,
+        "min_rows": min_rows,
+        "judged": why is None,
+        "not_judged": why,
+        "crossed": why is None and drop > threshold,
     }
 
 
@@ -698,6 +714,7 @@ def run_nightly(
     variance: float | None = None,
     k: int | None = None,
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
+    min_drift_rows: int = DEFAULT_MIN_DRIFT_ROWS,
     files: Any = None,
 ) -> dict[str, Any]:
     """One night: the batch's statistics, the basis decision, the batch's rows on the current basis.
@@ -721,11 +738,12 @@ def run_nightly(
              batch_uri(stats_root, batch))
 
     basis = current_basis(files, bases_root)
-    drift = measure_drift(basis, stats, drift_threshold) if basis else None
+    drift = measure_drift(basis, stats, drift_threshold, min_drift_rows) if basis else None
     if drift:
         log.info("drift of batch %s against basis %d: captured share %s (%.4f at fit), mean shift %.3f spreads%s",
                  batch, basis.version, _fmt(drift["captured_share"]), drift["captured_share_at_fit"],
-                 drift["mean_shift"], ": threshold crossed" if drift["crossed"] else "")
+                 drift["mean_shift"], ": threshold crossed" if drift["crossed"] else
+                 f"; not judged: {drift['not_judged']}" if drift["not_judged"] else "")
     if mode == "project" and basis is None:
         raise FileNotFoundError(f"mode project but no basis yet at {_root(bases_root)}{CURRENT_BASIS}")
     reason = {"refit": "refit forced", "project": None}.get(mode)
@@ -753,7 +771,7 @@ def run_nightly(
         "new_basis": reason,
         "rows_read": stats.n,
         "drift": drift,
-        "drift_on_basis": measure_drift(basis, stats, drift_threshold),
+        "drift_on_basis": measure_drift(basis, stats, drift_threshold, min_drift_rows),
         "stats_seconds": round(stats_seconds, 3),
     }
     report = write_reduced(spark, files, reduced_root, batch, basis, features, report, started)
@@ -826,6 +844,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     nightly.add_argument("--drift-threshold", type=float, default=DEFAULT_DRIFT_THRESHOLD,
                          help="refit (mode auto) when the captured share drops by more than this "
                          f"(default {DEFAULT_DRIFT_THRESHOLD})")
+    nightly.add_argument("--min-drift-rows", type=int, default=DEFAULT_MIN_DRIFT_ROWS,
+                         help="judge drift only when the basis was fitted on and the batch holds at least this many "
+                         f"rows (default {DEFAULT_MIN_DRIFT_ROWS})")
     reexpress = commands.add_parser("reexpress", help="project listed batches on the current basis")
     reexpress.add_argument("--batches", required=True, type=parse_batches)
     reexpress.add_argument("--stats-root", help="to report each batch's drift figures (optional)")
@@ -843,7 +864,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         roots = {"features_root": args.features_root, "bases_root": args.bases, "reduced_root": args.reduced_root}
         if args.command == "nightly":
             run_nightly(spark, args.batch, stats_root=args.stats_root, window=args.window, mode=args.mode,
-                        variance=args.variance, k=args.k, drift_threshold=args.drift_threshold, **roots)
+                        variance=args.variance, k=args.k, drift_threshold=args.drift_threshold,
+                        min_drift_rows=args.min_drift_rows, **roots)
         else:
             print(json.dumps(run_reexpress(spark, args.batches, stats_root=args.stats_root, **roots)))
     except FileNotFoundError as error:

@@ -124,15 +124,34 @@ def test_drift_is_small_on_the_same_subspace_and_crosses_on_another():
     same = pca.block_stats(_subspace_rows(rng, 500, axes[:, :3].T) + rng.normal(0, 0.01, (500, 10)))
     basis = pca.fit_basis(same, 1, ["2024-01-01"], variance=0.99)
     assert basis.k == 3 and basis.captured_share >= 0.99 and basis.rows_in_basis == 500
-    night = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 300, axes[:, :3].T)), 0.2)
+    night = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 400, axes[:, :3].T)), 0.2)
     assert night["captured_share"] > 0.999 and not night["crossed"] and night["mean_shift"] < 0.3
-    other = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 300, axes[:, 5:8].T, 9.0)), 0.2)
+    other = pca.measure_drift(basis, pca.block_stats(_subspace_rows(rng, 400, axes[:, 5:8].T, 9.0)), 0.2)
     assert other["captured_share"] < 0.01 and other["crossed"] and other["mean_shift"] > 1
     assert other["captured_share_drop"] == pytest.approx(basis.captured_share - other["captured_share"])
     with pytest.raises(ValueError, match="fitted on 10-d features, the batch has 4-d"):
         pca.measure_drift(basis, pca.block_stats(np.ones((3, 4))), 0.2)
     with pytest.raises(ValueError, match="k must be between 1 and the feature dimension 10"):
         pca.fit_basis(same, 1, [], k=11)
+
+
+def test_drift_is_not_judged_on_too_few_rows_and_says_why():
+    """Below min_rows the figures are reported, never acted on: a small basis' share at fit is in-sample optimism,
+    a small batch's share is sampling noise."""
+    rng = np.random.default_rng(3)
+    axes, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    big = pca.fit_basis(pca.block_stats(_subspace_rows(rng, 500, axes[:, :3].T)), 1, [], variance=0.99)
+    small_other = pca.block_stats(_subspace_rows(rng, 40, axes[:, 5:8].T, 9.0))
+    drift = pca.measure_drift(big, small_other, 0.2, min_rows=100)
+    assert drift["captured_share_drop"] > 0.9 and not drift["judged"] and not drift["crossed"]
+    assert drift["not_judged"] == "the batch has 40 rows (< 100): its captured share is mostly sampling noise"
+    assert pca.measure_drift(big, small_other, 0.2, min_rows=40)["crossed"]  # the same night, judged
+    tiny = pca.fit_basis(pca.block_stats(_subspace_rows(rng, 12, axes[:, :3].T)), 2, [], variance=0.99)
+    drift = pca.measure_drift(tiny, pca.block_stats(_subspace_rows(rng, 500, axes[:, 5:8].T, 9.0)), 0.2, 100)
+    assert not drift["crossed"] and drift["not_judged"].startswith("basis 2 was fitted on 12 rows (< 100)")
+    assert pca.DEFAULT_MIN_DRIFT_ROWS == pca.parse_args(
+        ["nightly", "--batch", "2024-01-01", "--stats-root", "s/", "--features-root", "f/", "--bases", "b/",
+         "--reduced-root", "r/"]).min_drift_rows
 
 
 def test_the_layout_is_fruits_lake_s():
@@ -363,11 +382,11 @@ def test_three_nights_share_one_basis_and_keep_1nn(spark, sample, tmp_path):
 @pytest.mark.shared
 @pytest.mark.slow
 def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spark, sample, tmp_path):
-    """(c): two nights of 12 labels, then a night of the 12 others."""
+    """(c): two nights of 12 labels (320 photos, then 160: too few to judge), then a night of the 12 others."""
     roots = lake_roots(tmp_path)
     batches = ["2024-01-01", "2024-01-02", "2024-01-03"]
     first_labels = sorted(sample.label.unique())[:12]
-    assignment = night_of(sample, 2).where(sample.label.isin(first_labels), 2)
+    assignment = (night_of(sample, 3) == 2).astype(int).where(sample.label.isin(first_labels), 2)
     _commit_nights(spark, sample, roots, assignment, batches)
     reports = [pca.run_nightly(spark, batch, window=batches[: i + 1], **roots) for i, batch in enumerate(batches)]
     assert [r["basis"] for r in reports] == [1, 1, 2]
@@ -375,7 +394,8 @@ def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spa
     drift = reports[2]["drift"]
     print(f"drift of the night of other labels: {drift}; same labels: {reports[1]['drift']}")
     assert drift["crossed"] and drift["captured_share_drop"] > pca.DEFAULT_DRIFT_THRESHOLD
-    assert not reports[1]["drift"]["crossed"]
+    assert not reports[1]["drift"]["crossed"] and reports[1]["rows_read"] == 160
+    assert reports[1]["drift"]["not_judged"].startswith("the batch has 160 rows (< 320)") and drift["judged"]
     assert reports[2]["rows_in_basis"] == sum(r["rows_read"] for r in reports)  # fitted from the window's stats
     assert reports[2]["basis_batches"] == batches
     assert reports[2]["drift_on_basis"]["captured_share_drop"] < drift["captured_share_drop"]
