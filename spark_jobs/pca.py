@@ -201,9 +201,17 @@ def stats_from_npz(data: bytes) -> Stats:
         return Stats(int(arrays["n"]), arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
 
 
-def feature_block(column: Any) -> np.ndarray:
-    """An Arrow list<float> column -> (rows, d) float64 without a Python loop; clear errors for nulls and
-    ragged vectors."""
+def shifted_block_stats(block: np.ndarray, shift: np.ndarray) -> Stats:
+    """block_stats in one pass over the block: float32 -> float64 and the shift by a value near the mean (the
+    partition's first block's mean) in one ufunc, then one syrk; the small leftover offset is taken out exactly."""
+    centred = np.subtract(block, shift, dtype=np.float64)
+    offset = centred.mean(axis=0)
+    return Stats(block.shape[0], shift + offset, centred.T @ centred - block.shape[0] * np.outer(offset, offset))
+
+
+def feature_block(column: Any, dtype: Any = np.float64) -> np.ndarray:
+    """An Arrow list<float> column -> (rows, d) `dtype` (None: as stored, no copy) without a Python loop; clear
+    errors for nulls and ragged vectors."""
     import pyarrow.compute as pc
 
     if column.null_count:
@@ -220,7 +228,8 @@ def feature_block(column: Any) -> np.ndarray:
     values = column.flatten()
     if values.null_count:
         raise ValueError("feature vectors hold null values")
-    return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(rows, low)
+    array = values.to_numpy(zero_copy_only=False)
+    return (array if dtype is None else array.astype(dtype, copy=False)).reshape(rows, low)
 
 
 def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
@@ -230,12 +239,13 @@ def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
     schema = pa.schema([("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("error", pa.string())])
-    total = None
+    total = shift = None
     try:
         for batch in batches:
-            block = feature_block(batch.column(0))
+            block = feature_block(batch.column(0), dtype=None)
             if block.shape[0]:
-                total = merge_stats(total, block_stats(block))
+                shift = block.mean(axis=0, dtype=np.float64) if shift is None else shift
+                total = merge_stats(total, shifted_block_stats(block, shift))
     except ValueError as error:
         yield pa.RecordBatch.from_pydict({"n": [0], "mean": [b""], "m2": [b""], "error": [str(error)]}, schema=schema)
         return
@@ -645,10 +655,14 @@ def load_basis(files: Any, bases_root: str, version: int) -> Basis:
     return Basis.load(json.loads(files.read(location + BASIS_JSON)), files.read(location + BASIS_ARRAYS), location)
 
 
-def next_version(files: Any, bases_root: str) -> int:
-    """One above every v=<NNNN> folder, committed or not: a number is never reused."""
+def next_version(files: Any, bases_root: str, reduced_root: str | None = None) -> int:
+    """One above every v=<NNNN> folder, committed or not, and every basis=<NNNN> folder of reduced rows: a number
+    is never reused, even after a basis' own folder was expired or swept while rows on it remain."""
     versions = [int(name[2:]) for name, _ in files.list_folders(_root(bases_root))
                 if name.startswith("v=") and name[2:].isdigit()]
+    if reduced_root:
+        versions += [int(name[6:]) for name, _ in files.list_folders(_root(reduced_root))
+                     if name.startswith("basis=") and name[6:].isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -757,7 +771,8 @@ def run_nightly(
         skipped = sorted(set(window_batches) - set(fitted_from))
         if skipped:
             log.info("window batches without committed statistics (not retained or never run): %s", skipped)
-        basis = fit_basis(merged, next_version(files, bases_root), fitted_from, variance=variance, k=k)
+        basis = fit_basis(merged, next_version(files, bases_root, reduced_root), fitted_from, variance=variance,
+                          k=k)
         commit_basis(spark, files, bases_root, basis)
         log.info("basis %d fitted (%s) on %d rows of %d batch(es): k=%d components explain %.4f, committed at %s",
                  basis.version, reason, basis.rows_in_basis, len(fitted_from), basis.k, basis.captured_share,

@@ -135,6 +135,15 @@ def test_drift_is_small_on_the_same_subspace_and_crosses_on_another():
         pca.fit_basis(same, 1, [], k=11)
 
 
+def test_a_basis_number_is_never_reused_while_rows_on_it_remain():
+    class Files:
+        def list_folders(self, uri):
+            return {"b/": [("v=0002", 0), ("_tmp", 0)], "r/": [("basis=0003", 0), ("basis=x", 0)]}.get(uri, [])
+
+    assert pca.next_version(Files(), "b/") == 3
+    assert pca.next_version(Files(), "b/", "r/") == 4  # basis 3's folder expired, its rows did not
+
+
 def test_drift_is_not_judged_on_too_few_rows_and_says_why():
     """Below min_rows the figures are reported, never acted on: a small basis' share at fit is in-sample optimism,
     a small batch's share is sampling noise."""
