@@ -117,6 +117,13 @@ MATRIX: dict[str, Actor] = {
     "airflow:plan": Actor("airflow", "reconciles: raw batches without committed features, PCA markers", {
         RAW: READ, FEATURES: READ, QUARANTINE: READ, PCA: READ,
     }),
+    "airflow:retention": Actor("airflow", "deletes every version of each batch past its retention, by batch date "
+                               "(fruits.retention), under its lock; drops its index entries, moves the watermark", {
+        **{area: frozenset({GET, LIST, LIST_VERSIONS, DELETE_VERSION})
+           for area in (RAW, FEATURES, QUARANTINE, PCA, REPORTS)},
+        LOCKS: frozenset({GET, PUT, LIST, LIST_VERSIONS, DELETE_VERSION}),
+        INDEX: frozenset({GET, PUT, LIST}),
+    }),
     "airflow:explain_failure": Actor("airflow", "reads a failed step's stderr from the log URI", {LOGS: READ}),
     "airflow:report": Actor("airflow", "reads the markers and the logs, writes the run report", {
         FEATURES: READ, QUARANTINE: READ, PCA: READ, LOGS: READ,
