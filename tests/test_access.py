@@ -194,3 +194,31 @@ def test_the_store_is_allowed_exactly_where_the_matrix_says(template, role):
                 assert _allowed(store.put, new, b"{}", "0") == ((access.PUT, area) in need), (role, "put", area)
                 assert _allowed(client.delete_object, Bucket=BUCKET, Key=key) == (
                     (access.DELETE, area) in need), (role, "delete", area)
+
+
+def test_the_airflow_role_can_run_the_retention_sweep_on_a_versioned_lake(template):
+    """fruits.retention under moto's IAM-enforcing mode with the Airflow role's policy: every version of an
+    expired batch goes (ListBucketVersions + DeleteObjectVersion on each batch area), the window stays."""
+    from fruits import erase, retention
+    from test_retention import batches_in_lake, day, land_night, new_basis
+
+    with mock_aws(), disable_iam_authentication():
+        admin = boto3.client("s3", region_name=REGION)
+        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        setup, root = erase.S3Lake(admin, BUCKET), f"s3://{BUCKET}"
+        new_basis(setup, root, 1)
+        for night in (1, 2, 3):
+            land_night(setup, root, day(night), 1)
+        # moto authorizes a DeleteObjects request as s3:DeleteObject on the BUCKET, then checks no key against
+        # IAM (S3 checks s3:DeleteObjectVersion per key): a moto-only grant, outside the template.
+        moto_only = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}]}
+        client = _user_client(boto3.client("iam", region_name=REGION), "airflow",
+                              [*_documents(template, "airflow"), moto_only])
+        with enable_iam_authentication():
+            report = retention.sweep_expired(erase.S3Lake(client, BUCKET), root, day(3), 2)
+        assert [s["batch"] for s in report["swept"]] == [day(1)]
+        assert set(batches_in_lake(setup, root)) == {day(2), day(3)}
+        left = admin.list_object_versions(Bucket=BUCKET, Prefix=f"raw/batch={day(1)}/")
+        assert not left.get("Versions") and not left.get("DeleteMarkers")
