@@ -136,10 +136,12 @@ def test_emr_rights_hold_only_for_clusters_carrying_the_pipeline_tag(template):
     statements = _resolve(template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"])["Statement"]
     emr = [s for s in statements if any(a.startswith("elasticmapreduce:") for a in _as_list(s.get("Action", [])))]
     by_action = {a: s for s in emr for a in _as_list(s["Action"])}
-    assert by_action["elasticmapreduce:RunJobFlow"]["Condition"] == {
-        "StringEquals": {f"aws:RequestTag/{PIPELINE_TAG_KEY}": "fruits"}}
+    # Creating a cluster with tags is authorized as RunJobFlow AND AddTags: both only with the pipeline tag.
+    create = ("elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags")
+    for action in create:
+        assert by_action[action]["Condition"] == {"StringEquals": {f"aws:RequestTag/{PIPELINE_TAG_KEY}": "fruits"}}
     for action, statement in by_action.items():
-        if action != "elasticmapreduce:RunJobFlow":
+        if action not in create:
             assert statement["Condition"] == {"StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG_KEY}": "fruits"}}
     assert {"elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:CancelSteps",
             "elasticmapreduce:TerminateJobFlows"} <= set(by_action)
