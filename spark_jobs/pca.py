@@ -57,12 +57,12 @@ log = jobio.get_logger("fruits.pca")
 DEFAULT_VARIANCE = 0.95
 # Refit (mode auto) when the share of a night's variance the basis' k components capture falls this far
 # below the share at fit time. Measured on the sample (docs/choices.md): nights of the same labels lose
-# 0.07-0.13 against a basis fitted on >= 320 photos, a night of other labels loses 0.4 or more.
+# 0.08-0.13 against a basis fitted on 320 photos, a night of other labels loses 0.4 or more.
 DEFAULT_DRIFT_THRESHOLD = 0.20
 # Drift is judged only when the basis was fitted on, and the batch holds, at least this many rows. Below it the
 # share at fit is in-sample optimism, not a reference: a same-label night "drops" 0.31 against a basis of 66
 # rows, 0.21 against 132 and 0.16 against 200, whatever the night's size (measured, docs/choices.md).
-DEFAULT_MIN_DRIFT_ROWS = 320
+DEFAULT_MIN_DRIFT_ROWS = 300
 MODES = ("auto", "project", "refit")
 # What the step reads from featurize's output; any other column is ignored.
 REQUIRED_COLUMNS: dict[str, tuple[type[T.DataType], ...]] = {

@@ -376,6 +376,7 @@ def test_three_nights_share_one_basis_and_keep_1nn(spark, sample, tmp_path):
         assert report["basis"] == 1 and report["rows_in_basis"] == reports[0]["rows_read"]
     assert [r["new_basis"] for r in reports] == ["first basis", None, None]
     assert reports[2]["drift"]["crossed"] is False and reports[2]["drift"]["captured_share"] > 0.5
+    assert reports[2]["drift"]["judged"]  # 312 rows against a basis of 336: judged, and no refit
     reduced = pd.concat(committed_reduced(spark, roots, 1, batch) for batch in batches)
     assert len(reduced) == 960 and reduced.path.is_unique and set(reduced.basis) == {1}
     train, test = reduced[reduced.split == "Training"], reduced[reduced.split == "Test"]
@@ -404,7 +405,7 @@ def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spa
     print(f"drift of the night of other labels: {drift}; same labels: {reports[1]['drift']}")
     assert drift["crossed"] and drift["captured_share_drop"] > pca.DEFAULT_DRIFT_THRESHOLD
     assert not reports[1]["drift"]["crossed"] and reports[1]["rows_read"] == 160
-    assert reports[1]["drift"]["not_judged"].startswith("the batch has 160 rows (< 320)") and drift["judged"]
+    assert reports[1]["drift"]["not_judged"].startswith(f"the batch has 160 rows (< {pca.DEFAULT_MIN_DRIFT_ROWS})") and drift["judged"]
     assert reports[2]["rows_in_basis"] == sum(r["rows_read"] for r in reports)  # fitted from the window's stats
     assert reports[2]["basis_batches"] == batches
     assert reports[2]["drift_on_basis"]["captured_share_drop"] < drift["captured_share_drop"]
