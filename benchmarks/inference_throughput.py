@@ -27,26 +27,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-# (c)'s Spark workers: this interpreter, importing featurize (for its decoder) from here.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
+# isort: split
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import featurize
+from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
 
-import featurize  # noqa: E402
-from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE  # noqa: E402  (the one definition of ../shared paths)
-
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+RESULTS_FILE = RESULTS_DIR / "inference_throughput.json"
 TARGET_VS_BEST_SINGLE_PROCESS = 0.8
 TARGET_VS_TEXTBOOK = 5.0
 
@@ -57,7 +50,7 @@ def rate(infer, tensors: np.ndarray, batch: int, min_seconds: float) -> float:
     done, started = 0, time.perf_counter()
     while True:
         for start in range(0, len(tensors) - batch + 1, batch):
-            infer(tensors[start:start + batch])
+            infer(tensors[start : start + batch])
             done += batch
         elapsed = time.perf_counter() - started
         if elapsed >= min_seconds:
@@ -88,16 +81,32 @@ def featurize_end_to_end(input_dir: Path, input_format: str, cores: int, workdir
 
     spark_home = Path(pyspark.__file__).parent
     output = workdir / f"features-{input_format}"
-    env = dict(os.environ, SPARK_HOME=str(spark_home), PYSPARK_PYTHON=sys.executable,
-               PYSPARK_DRIVER_PYTHON=sys.executable)
+    env = dict(
+        os.environ, SPARK_HOME=str(spark_home), PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable
+    )
     started = time.perf_counter()
     done = subprocess.run(
-        [str(spark_home / "bin" / "spark-submit"), "--master", f"local[{cores}]",
-         "--conf", "spark.ui.enabled=false", "--py-files", str(REPO_ROOT / "spark_jobs" / "jobio.py"),
-         str(REPO_ROOT / "spark_jobs" / "featurize.py"),
-         "--input", str(input_dir), "--input-format", input_format, "--output", str(output),
-         "--weights", f"file://{WEIGHTS_FILE}"],
-        env=env, capture_output=True, text=True,
+        [
+            str(spark_home / "bin" / "spark-submit"),
+            "--master",
+            f"local[{cores}]",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--py-files",
+            str(REPO_ROOT / "spark_jobs" / "jobio.py"),
+            str(REPO_ROOT / "spark_jobs" / "featurize.py"),
+            "--input",
+            str(input_dir),
+            "--input-format",
+            input_format,
+            "--output",
+            str(output),
+            "--weights",
+            f"file://{WEIGHTS_FILE}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise RuntimeError(f"featurize failed:\n{done.stderr[-4000:]}")
@@ -114,8 +123,12 @@ def textbook(input_dir: Path, model, cores: int, workdir: Path) -> dict:
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    spark = (SparkSession.builder.master(f"local[{cores}]").appName("textbook")
-             .config("spark.ui.enabled", "false").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("textbook")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     try:
         weights = spark.sparkContext.broadcast(model.get_weights())
 
@@ -173,16 +186,32 @@ def bundle_copies(source: Path, target: Path, copies: int) -> int:
 
 
 def job_summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("input_format", "seen", "featurized", "seconds", "images_per_second",
-                                    "model_prepare_seconds", "wall_seconds", "runtime", "batch_size",
-                                    "worker_processes")}
+    return {
+        k: metrics[k]
+        for k in (
+            "input_format",
+            "seen",
+            "featurized",
+            "seconds",
+            "images_per_second",
+            "model_prepare_seconds",
+            "wall_seconds",
+            "runtime",
+            "batch_size",
+            "worker_processes",
+        )
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter timings, to check the script works")
-    parser.add_argument("--copies", type=int, default=30,
-                        help="(b) reads this many copies of each sample photo (30: 28,800 photos, ~2 min each)")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=30,
+        help="(b) reads this many copies of each sample photo (30: 28,800 photos, ~2 min each)",
+    )
     args = parser.parse_args(argv)
     for needed in (SAMPLE_DIR, WEIGHTS_FILE):
         if not needed.exists():
@@ -217,29 +246,40 @@ def main(argv: list[str] | None = None) -> int:
     best_name, best = max(a.items(), key=lambda item: item[1])
     b_rate, b_files_rate, c_rate = b["images_per_second"], b_files["images_per_second"], c["images_per_second"]
     rows = [(f"(a) {name}", value) for name, value in a.items()]
-    rows += [("(b) featurize.py end to end, photos in bundles (the lake's layout)", b_rate),
-             ("(b) featurize.py end to end, loose JPEG files", b_files_rate),
-             ("(c) textbook: Keras predict in a pandas UDF", c_rate)]
+    rows += [
+        ("(b) featurize.py end to end, photos in bundles (the lake's layout)", b_rate),
+        ("(b) featurize.py end to end, loose JPEG files", b_files_rate),
+        ("(c) textbook: Keras predict in a pandas UDF", c_rate),
+    ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'':{width}}  images/s")
     for name, value in rows:
         print(f"{name:{width}}  {value:8.1f}")
-    ratios = {"featurize_vs_best_single_process": b_rate / best, "featurize_vs_textbook": b_rate / c_rate,
-              "featurize_files_vs_best_single_process": b_files_rate / best,
-              "featurize_files_vs_textbook": b_files_rate / c_rate}
+    ratios = {
+        "featurize_vs_best_single_process": b_rate / best,
+        "featurize_vs_textbook": b_rate / c_rate,
+        "featurize_files_vs_best_single_process": b_files_rate / best,
+        "featurize_files_vs_textbook": b_files_rate / c_rate,
+    }
     print(f"\nbest (a): {best_name}")
     for layout, suffix in (("bundles", ""), ("files", "_files")):
-        for name, label, target in (("best_single_process", "best (a)", TARGET_VS_BEST_SINGLE_PROCESS),
-                                    ("textbook", "(c)", TARGET_VS_TEXTBOOK)):
+        for name, label, target in (
+            ("best_single_process", "best (a)", TARGET_VS_BEST_SINGLE_PROCESS),
+            ("textbook", "(c)", TARGET_VS_TEXTBOOK),
+        ):
             ratio = ratios[f"featurize{suffix}_vs_{name}"]
-            print(f"(b, {layout:7}) / {label:8} = {ratio:6.2f}   target >= {target}: "
-                  f"{'met' if ratio >= target else 'NOT MET'}")
+            print(
+                f"(b, {layout:7}) / {label:8} = {ratio:6.2f}   target >= {target}: "
+                f"{'met' if ratio >= target else 'NOT MET'}"
+            )
     per_vcpu = b_rate / cores
-    print(f"featurize: {per_vcpu:.1f} images/s per vCPU (model preparation {b['model_prepare_seconds']} s once per job, "
-          f"not included); total benchmark time {time.perf_counter() - started:.0f} s")
+    print(
+        f"featurize: {per_vcpu:.1f} images/s per vCPU (model preparation {b['model_prepare_seconds']} s once per job, "
+        f"not included); total benchmark time {time.perf_counter() - started:.0f} s"
+    )
 
     result = {
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}",
         "cores": cores,
         "quick": args.quick,
@@ -250,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         "best_single_process": {"name": best_name, "images_per_second": round(best, 2)},
         "textbook_pandas_udf_keras": c,
         "ratios": {name: round(value, 3) for name, value in ratios.items()},
-        "targets": {"featurize_vs_best_single_process": TARGET_VS_BEST_SINGLE_PROCESS,
-                    "featurize_vs_textbook": TARGET_VS_TEXTBOOK},
+        "targets": {
+            "featurize_vs_best_single_process": TARGET_VS_BEST_SINGLE_PROCESS,
+            "featurize_vs_textbook": TARGET_VS_TEXTBOOK,
+        },
     }
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(result, indent=2) + "\n")

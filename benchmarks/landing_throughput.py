@@ -80,7 +80,7 @@ def main() -> int:
     from botocore.config import Config
     from moto.server import ThreadedMotoServer
 
-    from fruits import dedup_index, lake, upload
+    from fruits import dedup_index, lake, storage, upload
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     port = free_port()
@@ -96,7 +96,7 @@ def main() -> int:
         sample = photos(args.photos)
         for key, data in sample:
             s3.put_object(Bucket="landing", Key=f"in/{batch}/{key}", Body=data)
-        landing = upload.S3Store(s3, "landing")
+        landing = storage.S3Store(s3, "landing")
         landing_uri = lake.landing_uri("s3://landing/in", batch)
         files = [upload.classify(e, landing_uri, upload.MAX_PHOTO_BYTES) for e in landing.list_entries(landing_uri)]
         megabytes = sum(len(d) for _, d in sample) / 1e6
@@ -111,7 +111,7 @@ def main() -> int:
                 print(f"(a) read {name:28s} workers={workers:2d}: {rate:8.1f} photos/s", flush=True)
 
         for workers in (1, 16):
-            lake_store = upload.S3Store(s3, f"lake-{workers}")
+            lake_store = storage.S3Store(s3, f"lake-{workers}")
             started = time.perf_counter()
             counts = upload.upload_new_images(lake_store, landing, landing_uri, batch, read_workers=workers)
             rate = counts["seen"] / (time.perf_counter() - started)
@@ -125,7 +125,7 @@ def main() -> int:
         # (c) the index: H hashes of history written straight into their shards, then a night of M new ones.
         import hashlib
 
-        index = upload.S3Store(s3, "index")
+        index = storage.S3Store(s3, "index")
         shards: dict[str, dict[bytes, int]] = {}
         for i in range(args.history):
             sha = hashlib.sha256(i.to_bytes(8, "big")).digest()

@@ -23,26 +23,20 @@ import datetime as dt
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "spark_jobs"))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "spark_jobs"), os.environ.get("PYTHONPATH")]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _env import RESULTS_DIR  # first: puts the jobs and plugins on the path
 
-import numpy as np  # noqa: E402
+# isort: split
+import numpy as np
 
-import jobio  # noqa: E402
-import pca  # noqa: E402
+import jobio
+import pca
 
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "results" / "pca_throughput.json"
-FEATURIZE_RESULTS = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
+RESULTS_FILE = RESULTS_DIR / "pca_throughput.json"
+FEATURIZE_RESULTS = RESULTS_DIR / "inference_throughput.json"
 TARGET_VS_CEILING = 0.5
 TARGET_SHARE_OF_FEATURIZE = 0.10
 BLOCK_ROWS = 10_000
@@ -58,8 +52,9 @@ def sample_features(spark, given: str | None, scratch: Path):
         from fruits.cli.demo import SAMPLE_DIR
 
         given = str(scratch / "sample_features")
-        featurize.run(spark, featurize.parse_args(["--input", str(SAMPLE_DIR), "--output", given,
-                                                   "--batch-id", "2024-01-01"]))
+        featurize.run(
+            spark, featurize.parse_args(["--input", str(SAMPLE_DIR), "--output", given, "--batch-id", "2024-01-01"])
+        )
     return pd.read_parquet(given, columns=FEATURE_COLUMNS)
 
 
@@ -71,8 +66,10 @@ def synthetic_rows(sample, rows: int, seed: int = 0) -> tuple[np.ndarray, list[s
     noise = rng.normal(size=(rows, base.shape[1])).astype(np.float32) * (0.1 * base.std(0))
     X = np.clip(base[pick] + noise, 0, None)
     labels, splits = sample.label.to_numpy()[pick], sample.split.to_numpy()[pick]
-    paths = [f"s3://bench/raw/batch=x/{s}/{lab}/copy{i // len(base)}_{i % len(base)}.jpg"
-             for i, (s, lab) in enumerate(zip(splits, labels))]
+    paths = [
+        f"s3://bench/raw/batch=x/{s}/{lab}/copy{i // len(base)}_{i % len(base)}.jpg"
+        for i, (s, lab) in enumerate(zip(splits, labels))
+    ]
     return X, paths, list(labels), list(splits)
 
 
@@ -89,10 +86,18 @@ def write_committed(spark, X, paths, labels, splits, features_root: str, batch: 
     for part, start in enumerate(range(0, len(X), BLOCK_ROWS)):
         end = min(start + BLOCK_ROWS, len(X))
         features = pa.FixedSizeListArray.from_arrays(pa.array(X[start:end].ravel()), d).cast(pa.list_(pa.float32()))
-        table = pa.table({"path": paths[start:end], "label": labels[start:end], "split": splits[start:end],
-                          "batch_id": [batch] * (end - start), "features": features})
-        pq.write_table(table, folder / f"part-{part:05d}.parquet", use_dictionary=["path", "label", "split",
-                                                                                   "batch_id"])
+        table = pa.table(
+            {
+                "path": paths[start:end],
+                "label": labels[start:end],
+                "split": splits[start:end],
+                "batch_id": [batch] * (end - start),
+                "features": features,
+            }
+        )
+        pq.write_table(
+            table, folder / f"part-{part:05d}.parquet", use_dictionary=["path", "label", "split", "batch_id"]
+        )
     jobio.commit(jobio.HadoopFiles(spark), output, run, {"job": "featurize", "batch_id": batch, "rows": len(X)})
 
 
@@ -100,7 +105,7 @@ def numpy_ceiling(X: np.ndarray) -> tuple[float, np.ndarray]:
     """Seconds of numpy's X'X over float64 blocks (only the products timed), and the Gram matrix."""
     gram, seconds = np.zeros((X.shape[1], X.shape[1])), 0.0
     for start in range(0, len(X), BLOCK_ROWS):
-        block = X[start:start + BLOCK_ROWS].astype(np.float64)
+        block = X[start : start + BLOCK_ROWS].astype(np.float64)
         started = time.perf_counter()
         gram += block.T @ block
         seconds += time.perf_counter() - started
@@ -117,16 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master(f"local[{cores}]").appName("bench-pca")
-             .config("spark.ui.enabled", "false").config("spark.driver.memory", "2g").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("bench-pca")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     with tempfile.TemporaryDirectory(prefix="bench-pca-") as scratch:
         scratch = Path(scratch)
         X, paths, labels, splits = synthetic_rows(sample_features(spark, args.features, scratch), rows)
         d = X.shape[1]
         root = f"file://{scratch}/lake"
-        roots = {"features_root": f"{root}/features/", "stats_root": f"{root}/pca/stats/",
-                 "bases_root": f"{root}/pca/bases/", "reduced_root": f"{root}/pca/reduced/"}
+        roots = {
+            "features_root": f"{root}/features/",
+            "stats_root": f"{root}/pca/stats/",
+            "bases_root": f"{root}/pca/bases/",
+            "reduced_root": f"{root}/pca/reduced/",
+        }
         for batch in ("2024-01-01", "2024-01-02"):
             write_committed(spark, X, paths, labels, splits, roots["features_root"], batch)
 
@@ -173,22 +187,36 @@ def main(argv: list[str] | None = None) -> int:
         "featurize_seconds_at_equal_rows": round(featurize_seconds, 1),
         "step_share_of_featurize": round(step_seconds / featurize_seconds, 4),
     }
-    met = {"stats >= 0.5 x numpy ceiling": result["stats_vs_numpy_ceiling"] >= TARGET_VS_CEILING,
-           "PCA step < 10 % of featurize": result["step_share_of_featurize"] < TARGET_SHARE_OF_FEATURIZE}
+    met = {
+        "stats >= 0.5 x numpy ceiling": result["stats_vs_numpy_ceiling"] >= TARGET_VS_CEILING,
+        "PCA step < 10 % of featurize": result["step_share_of_featurize"] < TARGET_SHARE_OF_FEATURIZE,
+    }
     result["targets_met"] = met
     print(f"{rows:,} rows of {d}-d features, local[{cores}]")
-    print(f"(1) numpy X'X, one process:       {rows / numpy_seconds:10,.0f} rows/s "
-          f"({result['numpy_gram_rows_per_second_per_vcpu']:,.0f} per vCPU)")
-    print(f"(2) pca.batch_stats on Spark:      {rows / stats_seconds:10,.0f} rows/s "
-          f"({result['stats_rows_per_second_per_vcpu']:,.0f} per vCPU), X'X max rel. diff {gram_error:.1e}")
-    print(f"(3) nightly, steady state:         {step_seconds:8.1f} s (statistics {steady['stats_seconds']} s, "
-          f"projection + Parquet + CSV {project_seconds} s); first night (fit, k={first['k']}) {first['seconds']} s")
-    print(f"    featurize at equal rows:       {featurize_seconds:8.1f} s ({featurize['images_per_second_per_vcpu']} "
-          f"images/s per vCPU, {FEATURIZE_RESULTS.name} of {featurize['measured_at']})")
-    print(f"(2)/(1) = {result['stats_vs_numpy_ceiling']:.2f}: target {TARGET_VS_CEILING} "
-          f"{'met' if met['stats >= 0.5 x numpy ceiling'] else 'NOT MET'}")
-    print(f"step / featurize = {result['step_share_of_featurize']:.3f}: target < {TARGET_SHARE_OF_FEATURIZE} "
-          f"{'met' if met['PCA step < 10 % of featurize'] else 'NOT MET'}")
+    print(
+        f"(1) numpy X'X, one process:       {rows / numpy_seconds:10,.0f} rows/s "
+        f"({result['numpy_gram_rows_per_second_per_vcpu']:,.0f} per vCPU)"
+    )
+    print(
+        f"(2) pca.batch_stats on Spark:      {rows / stats_seconds:10,.0f} rows/s "
+        f"({result['stats_rows_per_second_per_vcpu']:,.0f} per vCPU), X'X max rel. diff {gram_error:.1e}"
+    )
+    print(
+        f"(3) nightly, steady state:         {step_seconds:8.1f} s (statistics {steady['stats_seconds']} s, "
+        f"projection + Parquet + CSV {project_seconds} s); first night (fit, k={first['k']}) {first['seconds']} s"
+    )
+    print(
+        f"    featurize at equal rows:       {featurize_seconds:8.1f} s ({featurize['images_per_second_per_vcpu']} "
+        f"images/s per vCPU, {FEATURIZE_RESULTS.name} of {featurize['measured_at']})"
+    )
+    print(
+        f"(2)/(1) = {result['stats_vs_numpy_ceiling']:.2f}: target {TARGET_VS_CEILING} "
+        f"{'met' if met['stats >= 0.5 x numpy ceiling'] else 'NOT MET'}"
+    )
+    print(
+        f"step / featurize = {result['step_share_of_featurize']:.3f}: target < {TARGET_SHARE_OF_FEATURIZE} "
+        f"{'met' if met['PCA step < 10 % of featurize'] else 'NOT MET'}"
+    )
     if not args.quick:
         RESULTS_FILE.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {RESULTS_FILE}")

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruits import report_page, upload
+from fruits import report_page, storage
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        store = upload.LocalStore(folder)
+        store = storage.LocalStore(folder)
         rng = np.random.default_rng(0)
         files = []
         for part in range(args.files):

@@ -57,9 +57,12 @@ log = jobio.get_logger("fruits.pca")
 DEFAULT_VARIANCE = 0.95
 # Refit (mode auto) when the share of a night's variance the basis' k components capture falls this far
 # below the share at fit time. Measured on the sample (docs/choices.md): nights of the same labels lose
-# 6-13 points against a basis fitted on 160-640 photos (sampling error, smaller with more photos), a
-# night of other labels loses 47.
+# 0.08-0.13 against a basis fitted on 320 photos, a night of other labels loses 0.4 or more.
 DEFAULT_DRIFT_THRESHOLD = 0.20
+# Drift is judged only when the basis was fitted on, and the batch holds, at least this many rows. Below it the
+# share at fit is in-sample optimism, not a reference: a same-label night "drops" 0.31 against a basis of 66
+# rows, 0.21 against 132 and 0.16 against 200, whatever the night's size (measured, docs/choices.md).
+DEFAULT_MIN_DRIFT_ROWS = 300
 MODES = ("auto", "project", "refit")
 # What the step reads from featurize's output; any other column is ignored.
 REQUIRED_COLUMNS: dict[str, tuple[type[T.DataType], ...]] = {
@@ -198,9 +201,17 @@ def stats_from_npz(data: bytes) -> Stats:
         return Stats(int(arrays["n"]), arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
 
 
-def feature_block(column: Any) -> np.ndarray:
-    """An Arrow list<float> column -> (rows, d) float64 without a Python loop; clear errors for nulls and
-    ragged vectors."""
+def shifted_block_stats(block: np.ndarray, shift: np.ndarray) -> Stats:
+    """block_stats in one pass over the block: float32 -> float64 and the shift by a value near the mean (the
+    partition's first block's mean) in one ufunc, then one syrk; the small leftover offset is taken out exactly."""
+    centred = np.subtract(block, shift, dtype=np.float64)
+    offset = centred.mean(axis=0)
+    return Stats(block.shape[0], shift + offset, centred.T @ centred - block.shape[0] * np.outer(offset, offset))
+
+
+def feature_block(column: Any, dtype: Any = np.float64) -> np.ndarray:
+    """An Arrow list<float> column -> (rows, d) `dtype` (None: as stored, no copy) without a Python loop; clear
+    errors for nulls and ragged vectors."""
     import pyarrow.compute as pc
 
     if column.null_count:
@@ -217,7 +228,8 @@ def feature_block(column: Any) -> np.ndarray:
     values = column.flatten()
     if values.null_count:
         raise ValueError("feature vectors hold null values")
-    return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(rows, low)
+    array = values.to_numpy(zero_copy_only=False)
+    return (array if dtype is None else array.astype(dtype, copy=False)).reshape(rows, low)
 
 
 def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
@@ -227,19 +239,20 @@ def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
     schema = pa.schema([("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("error", pa.string())])
-    total = None
+    total = shift = None
     try:
         for batch in batches:
-            block = feature_block(batch.column(0))
+            block = feature_block(batch.column(0), dtype=None)
             if block.shape[0]:
-                total = merge_stats(total, block_stats(block))
+                shift = block.mean(axis=0, dtype=np.float64) if shift is None else shift
+                total = merge_stats(total, shifted_block_stats(block, shift))
     except ValueError as error:
         yield pa.RecordBatch.from_pydict({"n": [0], "mean": [b""], "m2": [b""], "error": [str(error)]}, schema=schema)
         return
     if total is not None:
         yield pa.RecordBatch.from_pydict(
-            {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()], "error": [None]},
-            schema=schema)
+            {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()], "error": [None]}, schema=schema
+        )
 
 
 def _row_stats(row: Any) -> Stats | str:
@@ -361,12 +374,23 @@ class Basis:
     def load(cls, meta: dict[str, Any], arrays: bytes, location: str) -> Basis:
         with np.load(io.BytesIO(arrays)) as data:
             mean, components, spectrum = data["mean"], data["components"], data["spectrum"]
-        return cls(meta["version"], mean, components, spectrum, meta["variance_target"], meta["rows_in_basis"],
-                   list(meta["batches"]), meta["total_variance"], meta["fitted_at"], location)
+        return cls(
+            meta["version"],
+            mean,
+            components,
+            spectrum,
+            meta["variance_target"],
+            meta["rows_in_basis"],
+            list(meta["batches"]),
+            meta["total_variance"],
+            meta["fitted_at"],
+            location,
+        )
 
 
-def fit_basis(stats: Stats, version: int, batches: Sequence[str], *, variance: float | None = None,
-              k: int | None = None) -> Basis:
+def fit_basis(
+    stats: Stats, version: int, batches: Sequence[str], *, variance: float | None = None, k: int | None = None
+) -> Basis:
     """Centring + the first k principal axes of the rows `stats` summarises. Give `variance` or `k`.
 
     Centre, don't standardize. Measured on the real sample (960 photos, 1280-d):
@@ -390,19 +414,41 @@ def fit_basis(stats: Stats, version: int, batches: Sequence[str], *, variance: f
     spectrum, components = principal_axes(covariance)
     if k is None:
         k = choose_k(np.cumsum(spectrum), variance)
-    return Basis(version, stats.mean.copy(), components[:, :k].copy(), spectrum, variance, stats.n, sorted(batches),
-                 float(np.trace(covariance)), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    return Basis(
+        version,
+        stats.mean.copy(),
+        components[:, :k].copy(),
+        spectrum,
+        variance,
+        stats.n,
+        sorted(batches),
+        float(np.trace(covariance)),
+        dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
 
 
-def measure_drift(basis: Basis, stats: Stats, threshold: float) -> dict[str, Any]:
+def measure_drift(
+    basis: Basis, stats: Stats, threshold: float, min_rows: int = DEFAULT_MIN_DRIFT_ROWS
+) -> dict[str, Any]:
     """How well `basis` explains a batch: the share of the batch's variance its k components capture
     (trace(P' C_b P) / trace(C_b)) against the share at fit time, and the shift of the batch's mean in
-    units of the basis' spread. `crossed`: the captured share fell by more than `threshold`."""
+    units of the basis' spread. `judged`: both the basis' rows and the batch's reach `min_rows` (else
+    `not_judged` says why); `crossed`: judged, and the captured share fell by more than `threshold`."""
     if stats.mean.size != basis.mean.size:
         raise ValueError(f"the basis was fitted on {basis.mean.size}-d features, the batch has {stats.mean.size}-d")
     total = float(np.trace(stats.m2))
     captured = float(np.sum((stats.m2 @ basis.components) * basis.components) / total) if total > 0 else None
     drop = basis.captured_share - captured if captured is not None else None
+    why = None
+    if basis.rows_in_basis < min_rows:
+        why = (
+            f"basis {basis.version} was fitted on {basis.rows_in_basis} rows (< {min_rows}): its captured share "
+            "at fit is in-sample optimism on so few rows, not a reference"
+        )
+    elif stats.n < min_rows:
+        why = f"the batch has {stats.n} rows (< {min_rows}): its captured share is mostly sampling noise"
+    elif drop is None:
+        why = "the batch has no variance (every row is the same)"
     return {
         "basis": basis.version,
         "captured_share": captured,
@@ -410,7 +456,10 @@ def measure_drift(basis: Basis, stats: Stats, threshold: float) -> dict[str, Any
         "captured_share_drop": drop,
         "mean_shift": float(np.linalg.norm(stats.mean - basis.mean) / basis.spread),
         "threshold": threshold,
-        "crossed": drop is not None and drop > threshold,
+        "min_rows": min_rows,
+        "judged": why is None,
+        "not_judged": why,
+        "crossed": why is None and drop > threshold,
     }
 
 
@@ -482,8 +531,11 @@ def _java_model(spark: SparkSession, class_name: str, *args: Any) -> Any:
 def basis_model(spark: SparkSession, basis: Basis) -> PipelineModel:
     """StandardScalerModel that centres on the basis' mean, then PCAModel on its k components."""
     dimension, k = basis.components.shape
-    scaler = StandardScalerModel(_java_model(spark, "StandardScalerModel", DenseVector(np.ones(dimension).tolist()),
-                                             DenseVector(basis.mean.tolist())))
+    scaler = StandardScalerModel(
+        _java_model(
+            spark, "StandardScalerModel", DenseVector(np.ones(dimension).tolist()), DenseVector(basis.mean.tolist())
+        )
+    )
     scaler._set(withMean=True, withStd=False, inputCol=VECTOR_COLUMN, outputCol=CENTRED_COLUMN)
     components = DenseMatrix(dimension, k, basis.components.flatten(order="F").tolist())
     pca_model = PCAModel(_java_model(spark, "PCAModel", components, DenseVector(basis.spectrum[:k].tolist())))
@@ -504,8 +556,11 @@ def project_with_model(model: PipelineModel, features: DataFrame, version: int) 
     """path, label, split, batch_id, basis, pca (array<float>) through pyspark.ml's own transform: what any
     Spark user of the saved model gets; `project` must give the same numbers (a test checks)."""
     reduced = model.transform(features.withColumn(VECTOR_COLUMN, array_to_vector("features")))
-    return reduced.select(*REDUCED_COLUMNS[:4], F.lit(version).cast("int").alias("basis"),
-                          vector_to_array(PCA_VECTOR_COLUMN, "float32").alias("pca"))
+    return reduced.select(
+        *REDUCED_COLUMNS[:4],
+        F.lit(version).cast("int").alias("basis"),
+        vector_to_array(PCA_VECTOR_COLUMN, "float32").alias("pca"),
+    )
 
 
 REDUCED_SCHEMA = "path string, label string, split string, batch_id string, basis int, pca array<float>"
@@ -523,10 +578,13 @@ def _projector(mean: np.ndarray, components: np.ndarray, version: int):
             pcs = ((feature_block(batch.column("features")) - mean) @ components).astype(np.float32)
             offsets = pa.array(np.arange(0, pcs.size + 1, components.shape[1], dtype=np.int32))
             yield pa.RecordBatch.from_arrays(
-                [*(batch.column(name) for name in REDUCED_COLUMNS[:4]),
-                 pa.array(np.full(batch.num_rows, version, dtype=np.int32)),
-                 pa.ListArray.from_arrays(offsets, pa.array(pcs.ravel()))],
-                names=list(REDUCED_COLUMNS))
+                [
+                    *(batch.column(name) for name in REDUCED_COLUMNS[:4]),
+                    pa.array(np.full(batch.num_rows, version, dtype=np.int32)),
+                    pa.ListArray.from_arrays(offsets, pa.array(pcs.ravel())),
+                ],
+                names=list(REDUCED_COLUMNS),
+            )
 
     return project_batches
 
@@ -538,7 +596,8 @@ def project(model: PipelineModel, features: DataFrame, version: int) -> DataFram
     scaler, basis = model.stages[0], pca_stage(model, "the model")
     mean, components = scaler.mean.toArray(), basis.pc.toArray()
     return features.select(*REDUCED_COLUMNS[:4], "features").mapInArrow(
-        _projector(mean, components, version), REDUCED_SCHEMA)
+        _projector(mean, components, version), REDUCED_SCHEMA
+    )
 
 
 def feature_dimension(features: DataFrame) -> tuple[int, int]:
@@ -547,8 +606,9 @@ def feature_dimension(features: DataFrame) -> tuple[int, int]:
     return stats.n, int(stats.mean.size)
 
 
-def fit_pca(features: DataFrame, dimension: int, *, variance: float | None = None, k: int | None = None,
-            version: int = 1) -> tuple[PipelineModel, np.ndarray]:
+def fit_pca(
+    features: DataFrame, dimension: int, *, variance: float | None = None, k: int | None = None, version: int = 1
+) -> tuple[PipelineModel, np.ndarray]:
     """(PipelineModel, full spectrum) of a basis fitted on every row of `features` in one call: the notebook's
     view of what `nightly` does from committed statistics."""
     stats = batch_stats(features)
@@ -586,8 +646,9 @@ def read_committed_stats(files: Any, stats_root: str, batch: str) -> Stats | Non
     return stats_from_npz(files.read(uris[0])) if uris else None
 
 
-def window_stats(spark: SparkSession, files: Any, stats_root: str, batches: Sequence[str]) -> tuple[Stats | None,
-                                                                                                list[str]]:
+def window_stats(
+    spark: SparkSession, files: Any, stats_root: str, batches: Sequence[str]
+) -> tuple[Stats | None, list[str]]:
     """The merged committed statistics of `batches` (13 MB each) and the batches that had some: read and
     merged on the executors (binaryFile + treeAggregate), so a year of them never passes through the driver."""
     found = {}
@@ -598,8 +659,9 @@ def window_stats(spark: SparkSession, files: Any, stats_root: str, batches: Sequ
     if not found:
         return None, []
     contents = spark.read.format("binaryFile").load(list(found.values())).select("content")
-    merged = contents.rdd.map(lambda row: stats_from_npz(bytes(row[0]))).treeAggregate(None, merge_stats, merge_stats,
-                                                                                      depth=2)
+    merged = contents.rdd.map(lambda row: stats_from_npz(bytes(row[0]))).treeAggregate(
+        None, merge_stats, merge_stats, depth=2
+    )
     return merged, sorted(found)
 
 
@@ -607,8 +669,9 @@ def commit_stats(files: Any, stats_root: str, batch: str, stats: Stats) -> dict[
     output = batch_uri(stats_root, batch)
     run = jobio.run_uri(output, jobio.new_run_id())
     files.write(run + STATS_FILE, stats_to_npz(stats))
-    marker = jobio.commit(files, output, run, {"job": "pca-stats", "batch_id": batch, "rows": stats.n,
-                                               "dimension": int(stats.mean.size)})
+    marker = jobio.commit(
+        files, output, run, {"job": "pca-stats", "batch_id": batch, "rows": stats.n, "dimension": int(stats.mean.size)}
+    )
     jobio.remove_stale_runs(files, output)  # earlier attempts' folders, once older than a day
     return marker
 
@@ -629,10 +692,20 @@ def load_basis(files: Any, bases_root: str, version: int) -> Basis:
     return Basis.load(json.loads(files.read(location + BASIS_JSON)), files.read(location + BASIS_ARRAYS), location)
 
 
-def next_version(files: Any, bases_root: str) -> int:
-    """One above every v=<NNNN> folder, committed or not: a number is never reused."""
-    versions = [int(name[2:]) for name, _ in files.list_folders(_root(bases_root))
-                if name.startswith("v=") and name[2:].isdigit()]
+def next_version(files: Any, bases_root: str, reduced_root: str | None = None) -> int:
+    """One above every v=<NNNN> folder, committed or not, and every basis=<NNNN> folder of reduced rows: a number
+    is never reused, even after a basis' own folder was expired or swept while rows on it remain."""
+    versions = [
+        int(name[2:])
+        for name, _ in files.list_folders(_root(bases_root))
+        if name.startswith("v=") and name[2:].isdigit()
+    ]
+    if reduced_root:
+        versions += [
+            int(name[6:])
+            for name, _ in files.list_folders(_root(reduced_root))
+            if name.startswith("basis=") and name[6:].isdigit()
+        ]
     return max(versions, default=0) + 1
 
 
@@ -643,16 +716,37 @@ def commit_basis(spark: SparkSession, files: Any, bases_root: str, basis: Basis)
     basis_model(spark, basis).write().save(run + MODEL_FOLDER)
     files.write(run + BASIS_ARRAYS, basis.arrays_npz())
     files.write(run + BASIS_JSON, json.dumps(basis.to_json(), indent=1).encode())
-    jobio.commit(files, output, run, {"job": "pca-basis", "version": basis.version, "k": basis.k,
-                                      "rows_in_basis": basis.rows_in_basis, "batches": basis.batches})
+    jobio.commit(
+        files,
+        output,
+        run,
+        {
+            "job": "pca-basis",
+            "version": basis.version,
+            "k": basis.k,
+            "rows_in_basis": basis.rows_in_basis,
+            "batches": basis.batches,
+        },
+    )
     basis.location = run
-    current = {"version": basis.version, "location": output,
-               "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    current = {
+        "version": basis.version,
+        "location": output,
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     files.write(_root(bases_root) + CURRENT_BASIS, json.dumps(current, indent=1).encode())
 
 
-def write_reduced(spark: SparkSession, files: Any, reduced_root: str, batch: str, basis: Basis,
-                  features: DataFrame, report: dict[str, Any], started: float) -> dict[str, Any]:
+def write_reduced(
+    spark: SparkSession,
+    files: Any,
+    reduced_root: str,
+    batch: str,
+    basis: Basis,
+    features: DataFrame,
+    report: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """Project the batch on `basis` and commit reduced/, pca_matrix/, report.json and the plot at
     <reduced-root>basis=<NNNN>/batch=<ds>/. Returns the report (completed with the projection's figures)."""
     output = reduced_uri(reduced_root, basis.version, batch)
@@ -661,23 +755,36 @@ def write_reduced(spark: SparkSession, files: Any, reduced_root: str, batch: str
     model = PipelineModel.load(basis.location + MODEL_FOLDER)
     # A few files per batch: as many as the cluster has cores, never one per input split.
     project(model, features, basis.version).coalesce(spark.sparkContext.defaultParallelism).write.parquet(
-        run + REDUCED_FOLDER)
+        run + REDUCED_FOLDER
+    )
     # The CSV from the Parquet just written (the same numbers, no recomputation); one part per Parquet file,
     # written in parallel, each with the header. fruits.matrix concatenates them for analysts.
-    csv_frame(spark.read.parquet(run + REDUCED_FOLDER), basis.k).write.option("header", True).option(
-        "escape", '"').csv(run + CSV_FOLDER)
-    report = {**report, "basis": basis.version, "basis_location": basis.location, "k": basis.k,
-              "variance_target": basis.variance_target, "rows_in_basis": basis.rows_in_basis,
-              "basis_batches": basis.batches, "dimension": int(basis.mean.size),
-              "explained_variance": basis.spectrum[: basis.k].tolist(),
-              "cumulative_explained_variance": np.cumsum(basis.spectrum[: basis.k]).tolist(),
-              "total_explained_variance": basis.captured_share,
-              "project_seconds": round(time.monotonic() - projecting, 3),
-              "seconds": round(time.monotonic() - started, 3)}
+    csv_frame(spark.read.parquet(run + REDUCED_FOLDER), basis.k).write.option("header", True).option("escape", '"').csv(
+        run + CSV_FOLDER
+    )
+    report = {
+        **report,
+        "basis": basis.version,
+        "basis_location": basis.location,
+        "k": basis.k,
+        "variance_target": basis.variance_target,
+        "rows_in_basis": basis.rows_in_basis,
+        "basis_batches": basis.batches,
+        "dimension": int(basis.mean.size),
+        "explained_variance": basis.spectrum[: basis.k].tolist(),
+        "cumulative_explained_variance": np.cumsum(basis.spectrum[: basis.k]).tolist(),
+        "total_explained_variance": basis.captured_share,
+        "project_seconds": round(time.monotonic() - projecting, 3),
+        "seconds": round(time.monotonic() - started, 3),
+    }
     files.write(run + REPORT_FILE, json.dumps(report, indent=2, sort_keys=True).encode())
     files.write(run + PLOT_FILE, plot_explained_variance(basis.spectrum, basis.k, basis.variance_target))
-    jobio.commit(files, output, run, {"job": "pca", "batch_id": batch, "basis": basis.version,
-                                      "rows": report["rows_read"], "k": basis.k})
+    jobio.commit(
+        files,
+        output,
+        run,
+        {"job": "pca", "batch_id": batch, "basis": basis.version, "rows": report["rows_read"], "k": basis.k},
+    )
     jobio.remove_stale_runs(files, output)
     return report
 
@@ -698,6 +805,7 @@ def run_nightly(
     variance: float | None = None,
     k: int | None = None,
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
+    min_drift_rows: int = DEFAULT_MIN_DRIFT_ROWS,
     files: Any = None,
 ) -> dict[str, Any]:
     """One night: the batch's statistics, the basis decision, the batch's rows on the current basis.
@@ -716,16 +824,32 @@ def run_nightly(
     stats = batch_stats(features)
     stats_seconds = time.monotonic() - started
     commit_stats(files, stats_root, batch, stats)
-    log.info("batch %s: statistics of %d rows of %d-d features in %.1f s (%.0f rows/s), committed at %s",
-             batch, stats.n, stats.mean.size, stats_seconds, stats.n / max(stats_seconds, 1e-9),
-             batch_uri(stats_root, batch))
+    log.info(
+        "batch %s: statistics of %d rows of %d-d features in %.1f s (%.0f rows/s), committed at %s",
+        batch,
+        stats.n,
+        stats.mean.size,
+        stats_seconds,
+        stats.n / max(stats_seconds, 1e-9),
+        batch_uri(stats_root, batch),
+    )
 
     basis = current_basis(files, bases_root)
-    drift = measure_drift(basis, stats, drift_threshold) if basis else None
+    drift = measure_drift(basis, stats, drift_threshold, min_drift_rows) if basis else None
     if drift:
-        log.info("drift of batch %s against basis %d: captured share %s (%.4f at fit), mean shift %.3f spreads%s",
-                 batch, basis.version, _fmt(drift["captured_share"]), drift["captured_share_at_fit"],
-                 drift["mean_shift"], ": threshold crossed" if drift["crossed"] else "")
+        log.info(
+            "drift of batch %s against basis %d: captured share %s (%.4f at fit), mean shift %.3f spreads%s",
+            batch,
+            basis.version,
+            _fmt(drift["captured_share"]),
+            drift["captured_share_at_fit"],
+            drift["mean_shift"],
+            ": threshold crossed"
+            if drift["crossed"]
+            else f"; not judged: {drift['not_judged']}"
+            if drift["not_judged"]
+            else "",
+        )
     if mode == "project" and basis is None:
         raise FileNotFoundError(f"mode project but no basis yet at {_root(bases_root)}{CURRENT_BASIS}")
     reason = {"refit": "refit forced", "project": None}.get(mode)
@@ -739,11 +863,18 @@ def run_nightly(
         skipped = sorted(set(window_batches) - set(fitted_from))
         if skipped:
             log.info("window batches without committed statistics (not retained or never run): %s", skipped)
-        basis = fit_basis(merged, next_version(files, bases_root), fitted_from, variance=variance, k=k)
+        basis = fit_basis(merged, next_version(files, bases_root, reduced_root), fitted_from, variance=variance, k=k)
         commit_basis(spark, files, bases_root, basis)
-        log.info("basis %d fitted (%s) on %d rows of %d batch(es): k=%d components explain %.4f, committed at %s",
-                 basis.version, reason, basis.rows_in_basis, len(fitted_from), basis.k, basis.captured_share,
-                 basis_uri(bases_root, basis.version))
+        log.info(
+            "basis %d fitted (%s) on %d rows of %d batch(es): k=%d components explain %.4f, committed at %s",
+            basis.version,
+            reason,
+            basis.rows_in_basis,
+            len(fitted_from),
+            basis.k,
+            basis.captured_share,
+            basis_uri(bases_root, basis.version),
+        )
 
     report = {
         "job": "pca",
@@ -753,12 +884,19 @@ def run_nightly(
         "new_basis": reason,
         "rows_read": stats.n,
         "drift": drift,
-        "drift_on_basis": measure_drift(basis, stats, drift_threshold),
+        "drift_on_basis": measure_drift(basis, stats, drift_threshold, min_drift_rows),
         "stats_seconds": round(stats_seconds, 3),
     }
     report = write_reduced(spark, files, reduced_root, batch, basis, features, report, started)
-    log.info("batch %s on basis %d committed at %s: %d rows, k=%d, %.1f s", batch, basis.version,
-             reduced_uri(reduced_root, basis.version, batch), stats.n, basis.k, report["seconds"])
+    log.info(
+        "batch %s on basis %d committed at %s: %d rows, k=%d, %.1f s",
+        batch,
+        basis.version,
+        reduced_uri(reduced_root, basis.version, batch),
+        stats.n,
+        basis.k,
+        report["seconds"],
+    )
     return report
 
 
@@ -781,8 +919,12 @@ def run_reexpress(
     longer committed (expired) are listed, not fatal."""
     files = files or jobio.HadoopFiles(spark)
     basis = current_basis(files, bases_root)
-    summary: dict[str, Any] = {"basis": basis.version if basis else None, "projected": [], "already": [],
-                               "no_features": []}
+    summary: dict[str, Any] = {
+        "basis": basis.version if basis else None,
+        "projected": [],
+        "already": [],
+        "no_features": [],
+    }
     if basis is None:
         log.info("no basis yet at %s: nothing to re-express", bases_root)
         return summary
@@ -798,9 +940,16 @@ def run_reexpress(
             log.info("batch %s has no committed features any more: not re-expressed", batch)
             continue
         stats = read_committed_stats(files, stats_root, batch) if stats_root else None
-        report = {"job": "pca", "subcommand": "reexpress", "batch_id": batch, "mode": "project", "new_basis": None,
-                  "rows_read": stats.n if stats else features.count(), "drift": None,
-                  "drift_on_basis": measure_drift(basis, stats, DEFAULT_DRIFT_THRESHOLD) if stats else None}
+        report = {
+            "job": "pca",
+            "subcommand": "reexpress",
+            "batch_id": batch,
+            "mode": "project",
+            "new_basis": None,
+            "rows_read": stats.n if stats else features.count(),
+            "drift": None,
+            "drift_on_basis": measure_drift(basis, stats, DEFAULT_DRIFT_THRESHOLD) if stats else None,
+        }
         write_reduced(spark, files, reduced_root, batch, basis, features, report, started)
         summary["projected"].append(batch)
         log.info("batch %s re-expressed on basis %d in %.1f s", batch, basis.version, time.monotonic() - started)
@@ -816,16 +965,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     nightly = commands.add_parser("nightly", help="one batch: statistics, basis decision, projection")
     nightly.add_argument("--batch", required=True, type=check_batch)
     nightly.add_argument("--stats-root", required=True)
-    nightly.add_argument("--window", type=parse_batches, default=None,
-                         help="retained batches a new basis is fitted from (this one is always included)")
+    nightly.add_argument(
+        "--window",
+        type=parse_batches,
+        default=None,
+        help="retained batches a new basis is fitted from (this one is always included)",
+    )
     nightly.add_argument("--mode", choices=MODES, default="auto")
     width = nightly.add_mutually_exclusive_group()
-    width.add_argument("--variance", type=float, help=f"explained-variance target of a new basis "
-                       f"(default {DEFAULT_VARIANCE})")
+    width.add_argument(
+        "--variance", type=float, help=f"explained-variance target of a new basis (default {DEFAULT_VARIANCE})"
+    )
     width.add_argument("--k", type=int, help="fixed number of components of a new basis")
-    nightly.add_argument("--drift-threshold", type=float, default=DEFAULT_DRIFT_THRESHOLD,
-                         help="refit (mode auto) when the captured share drops by more than this "
-                         f"(default {DEFAULT_DRIFT_THRESHOLD})")
+    nightly.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=DEFAULT_DRIFT_THRESHOLD,
+        help=f"refit (mode auto) when the captured share drops by more than this (default {DEFAULT_DRIFT_THRESHOLD})",
+    )
+    nightly.add_argument(
+        "--min-drift-rows",
+        type=int,
+        default=DEFAULT_MIN_DRIFT_ROWS,
+        help="judge drift only when the basis was fitted on and the batch holds at least this many "
+        f"rows (default {DEFAULT_MIN_DRIFT_ROWS})",
+    )
     reexpress = commands.add_parser("reexpress", help="project listed batches on the current basis")
     reexpress.add_argument("--batches", required=True, type=parse_batches)
     reexpress.add_argument("--stats-root", help="to report each batch's drift figures (optional)")
@@ -842,8 +1006,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         roots = {"features_root": args.features_root, "bases_root": args.bases, "reduced_root": args.reduced_root}
         if args.command == "nightly":
-            run_nightly(spark, args.batch, stats_root=args.stats_root, window=args.window, mode=args.mode,
-                        variance=args.variance, k=args.k, drift_threshold=args.drift_threshold, **roots)
+            run_nightly(
+                spark,
+                args.batch,
+                stats_root=args.stats_root,
+                window=args.window,
+                mode=args.mode,
+                variance=args.variance,
+                k=args.k,
+                drift_threshold=args.drift_threshold,
+                min_drift_rows=args.min_drift_rows,
+                **roots,
+            )
         else:
             print(json.dumps(run_reexpress(spark, args.batches, stats_root=args.stats_root, **roots)))
     except FileNotFoundError as error:

@@ -108,9 +108,9 @@ class StoreFiles:
         self.store = store
 
     def write(self, uri: str, data: bytes) -> None:
-        from fruits import upload
+        from fruits import storage
 
-        self.store.put(uri, data, upload.sha256_bytes(data))
+        self.store.put(uri, data, storage.sha256_bytes(data))
 
     def read(self, uri: str) -> bytes | None:
         return self.store.read_or_none(uri)

@@ -16,15 +16,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
-from fruits import access, lake
-from fruits.emr_cluster import PIPELINE_TAG_KEY, ClusterSizing, build_job_flow
-from fruits.settings import PipelineSettings
-from fruits.upload import S3Store
 from moto import mock_aws
 from moto.core.authorization import (
     disable_iam_authentication,
     enable_iam_authentication,
 )
+
+from fruits import access, lake
+from fruits.emr_cluster import PIPELINE_TAG_KEY, ClusterSizing, build_job_flow
+from fruits.settings import PipelineSettings
+from fruits.storage import S3Store
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "foundation.yaml"
 BUCKET = "fruits-lake-access-test"
@@ -46,9 +47,12 @@ def _resolve(node):
             name = node["Fn::GetAtt"][0]
             return {"LakeBucket": BUCKET_ARN, "LakeKey": KEY_ARN}.get(name, f"arn:aws:iam::123456789012:role/{name}")
         if "Fn::Sub" in node:
-            return (node["Fn::Sub"].replace("${LakeBucket.Arn}", BUCKET_ARN)
-                    .replace("arn:${AWS::Partition}:s3:::${LandingBucket}", LANDING_ARN)
-                    .replace("${LandingPrefix}", LANDING_PREFIX))
+            return (
+                node["Fn::Sub"]
+                .replace("${LakeBucket.Arn}", BUCKET_ARN)
+                .replace("arn:${AWS::Partition}:s3:::${LandingBucket}", LANDING_ARN)
+                .replace("${LandingPrefix}", LANDING_PREFIX)
+            )
         if "Fn::If" in node:  # the conditions this test deploys with: a landing bucket is given
             condition, if_true, if_false = node["Fn::If"]
             return _resolve(if_true if condition == "HasLanding" else if_false)
@@ -95,7 +99,7 @@ def granted(documents: list[dict]) -> set[tuple[str, str]]:
                     elif resource == BUCKET_ARN:
                         grants.add((action, access.BUCKET))
                     elif resource.startswith(BUCKET_ARN + "/") and resource.endswith("/*"):
-                        grants.add((action, resource[len(BUCKET_ARN) + 1:-2]))
+                        grants.add((action, resource[len(BUCKET_ARN) + 1 : -2]))
                     else:
                         grants.add((action, resource))
     return grants
@@ -136,22 +140,32 @@ def test_emr_rights_hold_only_for_clusters_carrying_the_pipeline_tag(template):
     statements = _resolve(template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"])["Statement"]
     emr = [s for s in statements if any(a.startswith("elasticmapreduce:") for a in _as_list(s.get("Action", [])))]
     by_action = {a: s for s in emr for a in _as_list(s["Action"])}
-    assert by_action["elasticmapreduce:RunJobFlow"]["Condition"] == {
-        "StringEquals": {f"aws:RequestTag/{PIPELINE_TAG_KEY}": "fruits"}}
+    # Creating a cluster with tags is authorized as RunJobFlow AND AddTags: both only with the pipeline tag.
+    create = ("elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags")
+    for action in create:
+        assert by_action[action]["Condition"] == {"StringEquals": {f"aws:RequestTag/{PIPELINE_TAG_KEY}": "fruits"}}
     for action, statement in by_action.items():
-        if action != "elasticmapreduce:RunJobFlow":
+        if action not in create:
             assert statement["Condition"] == {"StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG_KEY}": "fruits"}}
-    assert {"elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:CancelSteps",
-            "elasticmapreduce:TerminateJobFlows"} <= set(by_action)
+    assert {
+        "elasticmapreduce:AddJobFlowSteps",
+        "elasticmapreduce:CancelSteps",
+        "elasticmapreduce:TerminateJobFlows",
+    } <= set(by_action)
     # The request the DAG sends carries the tag, whatever extra tags a sizing adds.
     settings = PipelineSettings(bucket=BUCKET, pipeline_tag="fruits")
-    request = build_job_flow(settings, name="n", code_uri=f"s3://{BUCKET}/code/v/",
-                             sizing=ClusterSizing(extra_tags={PIPELINE_TAG_KEY: "other"}))
+    request = build_job_flow(
+        settings,
+        name="n",
+        code_uri=f"s3://{BUCKET}/code/v/",
+        sizing=ClusterSizing(extra_tags={PIPELINE_TAG_KEY: "other"}),
+    )
     assert {"Key": PIPELINE_TAG_KEY, "Value": "fruits"} in request["Tags"]
     assert template["Outputs"]["PipelineTag"]["Value"] == {"Ref": "Prefix"}
 
 
 # ---- real calls of the project's store, under moto's IAM-enforcing mode ---------------------------------
+
 
 def _user_client(iam, name: str, documents: list[dict]):
     """A moto user holding the documents. moto would apply the region Deny unconditionally (it skips a
@@ -162,8 +176,9 @@ def _user_client(iam, name: str, documents: list[dict]):
         document = {**document, "Statement": [s for s in document["Statement"] if s["Effect"] == "Allow"]}
         iam.put_user_policy(UserName=name, PolicyName=f"p{index}", PolicyDocument=json.dumps(document))
     key = iam.create_access_key(UserName=name)["AccessKey"]
-    return boto3.client("s3", region_name=REGION, aws_access_key_id=key["AccessKeyId"],
-                        aws_secret_access_key=key["SecretAccessKey"])
+    return boto3.client(
+        "s3", region_name=REGION, aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    )
 
 
 def _allowed(call, *args, **kwargs) -> bool:
@@ -192,5 +207,40 @@ def test_the_store_is_allowed_exactly_where_the_matrix_says(template, role):
                 assert _allowed(store.read, uri) == ((access.GET, area) in need), (role, "read", area)
                 new = uri + ".new"
                 assert _allowed(store.put, new, b"{}", "0") == ((access.PUT, area) in need), (role, "put", area)
-                assert _allowed(client.delete_object, Bucket=BUCKET, Key=key) == (
-                    (access.DELETE, area) in need), (role, "delete", area)
+                assert _allowed(client.delete_object, Bucket=BUCKET, Key=key) == ((access.DELETE, area) in need), (
+                    role,
+                    "delete",
+                    area,
+                )
+
+
+def test_the_airflow_role_can_run_the_retention_sweep_on_a_versioned_lake(template):
+    """fruits.retention under moto's IAM-enforcing mode with the Airflow role's policy: every version of an
+    expired batch goes (ListBucketVersions + DeleteObjectVersion on each batch area), the window stays."""
+    from test_retention import batches_in_lake, day, land_night, new_basis
+
+    from fruits import retention
+
+    with mock_aws(), disable_iam_authentication():
+        admin = boto3.client("s3", region_name=REGION)
+        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        setup, root = S3Store(admin, BUCKET), f"s3://{BUCKET}"
+        new_basis(setup, root, 1)
+        for night in (1, 2, 3):
+            land_night(setup, root, day(night), 1)
+        # moto authorizes a DeleteObjects request as s3:DeleteObject on the BUCKET, then checks no key against
+        # IAM (S3 checks s3:DeleteObjectVersion per key): a moto-only grant, outside the template.
+        moto_only = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}],
+        }
+        client = _user_client(
+            boto3.client("iam", region_name=REGION), "airflow", [*_documents(template, "airflow"), moto_only]
+        )
+        with enable_iam_authentication():
+            report = retention.sweep_expired(S3Store(client, BUCKET), root, day(3), 2)
+        assert [s["batch"] for s in report["swept"]] == [day(1)]
+        assert set(batches_in_lake(setup, root)) == {day(2), day(3)}
+        left = admin.list_object_versions(Bucket=BUCKET, Prefix=f"raw/batch={day(1)}/")
+        assert not left.get("Versions") and not left.get("DeleteMarkers")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import commit_output
 
-from fruits import assets, lake, run_report, steps, upload
+from fruits import assets, lake, run_report, steps, storage
 from fruits.cli import demo
 
 BATCH, EARLIER = "2026-04-02", "2026-04-01"
@@ -53,12 +53,12 @@ ROWS = [
 
 @pytest.fixture
 def store(tmp_path):
-    return upload.LocalStore(tmp_path / "lake")
+    return storage.LocalStore(tmp_path / "lake")
 
 
 def _set_basis(store, version: int) -> None:
     data = json.dumps({"version": version}).encode()
-    store.put(lake.pca_current_basis_uri(store.root), data, upload.sha256_bytes(data))
+    store.put(lake.pca_current_basis_uri(store.root), data, storage.sha256_bytes(data))
 
 
 def _commit_reduced(store, version: int, batch: str, rows=ROWS) -> dict:
@@ -190,7 +190,7 @@ def test_lineage_goes_raw_features_pca_reports_on_the_lake_areas():
         assert source in edges[kind][0] and target in edges[kind][1], kind
     assert edges["upload_new_images"][0] >= {"s3://landing-eu/in/"}
     assert "s3://landing-eu/in/" not in assets.lineage_datasets("upload_new_images", root)[0]  # no landing set
-    assert assets.dataset_uri(root, "landing", "landing/in") == upload.file_uri(demo.REPO_ROOT / "landing/in") + "/"
+    assert assets.dataset_uri(root, "landing", "landing/in") == storage.file_uri(demo.REPO_ROOT / "landing/in") + "/"
     assert set(steps.JOB_KINDS) <= set(assets.LINEAGE)
     with pytest.raises(ValueError, match="unknown lineage dataset"):
         assets.dataset_uri(root, "pca")

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 import jobio
-from fruits import lake
+from fruits import lake, storage
 
 OUTPUT = "s3://lake/features/batch=2026-03-01/"
 QUARANTINE = "s3://lake/quarantine/batch=2026-03-01/"
@@ -324,9 +324,7 @@ def test_hadoop_files_on_a_local_lake_commit_discard_and_sweep_as_the_stand_in_d
     """The real HadoopFiles (the jobs' own) on a file:// lake, read back by the Airflow side's reader."""
     import datetime as dt
 
-    from fruits import upload
-
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     output = lake.features_uri(store.root, "2026-03-01")
     files = jobio.HadoopFiles(spark)
     old = jobio.new_run_id(dt.datetime(2026, 3, 1, 2, tzinfo=dt.UTC))

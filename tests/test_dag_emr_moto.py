@@ -32,7 +32,7 @@ from moto.emr.models import ElasticMapReduceBackend
 
 from fruits import lake, release
 from fruits.cli import demo
-from fruits.upload import S3Store
+from fruits.storage import S3Store
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fruits import lake, upload
+from fruits import lake, storage
 from fruits.cli import demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -73,7 +73,7 @@ def test_an_empty_landing_ends_the_run_successfully_without_running_a_job(tmp_pa
 def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_home, keras_home, landing, monkeypatch):
     monkeypatch.setenv("FRUITS_TARGET", "local")
     lake_dir = tmp_path / "lake"
-    store = upload.LocalStore(lake_dir)
+    store = storage.LocalStore(lake_dir)
     root = store.root
     variables = {"fruits_local_lake": str(lake_dir), "fruits_landing": str(landing)}
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import commit_output
 from moto import mock_aws
 
-from fruits import lake, local_target, pipeline_tasks, release, run_params, steps, upload
+from fruits import lake, local_target, pipeline_tasks, release, run_params, steps, storage
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
 
@@ -128,8 +128,8 @@ def commit(store, output, rows):
 
 def raw_batch(store, batch, photos):
     files = {f"Apple/{i}.jpg": f"{batch}-{i}" for i in range(photos)}
-    manifest = upload.BatchManifest(files, {"bundle-0.parquet": list(files)})
-    upload.write_batch_manifest(store, store.root, batch, manifest)
+    manifest = storage.BatchManifest(files, {"bundle-0.parquet": list(files)})
+    storage.write_batch_manifest(store, store.root, batch, manifest)
 
 
 def build_lake(store, *, old_batches: int = 0):
@@ -183,7 +183,7 @@ def check_work(work):
 
 
 def test_reconcile_on_a_local_lake_catches_failed_nights_up_in_date_order(tmp_path):
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     build_lake(store)
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
 
@@ -203,7 +203,7 @@ def _count_gets(client):
 
 
 def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_history(s3):
-    store = upload.S3Store(s3, BUCKET)
+    store = storage.S3Store(s3, BUCKET)
     build_lake(store)
     gets = _count_gets(s3)
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
@@ -225,7 +225,7 @@ def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_hi
 
 
 def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     work = pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=0, retention_days=365)
     assert work["featurize"] == work["nightly"] == work["reexpress"] == [] and work["current_basis"] is None
     assert not pipeline_tasks.has_work(dry_run=False, work=work, batch=TONIGHT)
@@ -242,7 +242,7 @@ def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):
 
 @pytest.fixture
 def work(tmp_path):
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     build_lake(store)
     return pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30)
 
@@ -372,7 +372,7 @@ def test_the_local_jobs_get_no_airflow_secret():
 def test_the_demo_summary_reads_the_committed_outputs(tmp_path):
     from fruits.cli import demo
 
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     metrics = {"featurized": 3, "quarantined": 1, "images_per_second": 2.5}
     commit_output(
         store, lake.features_uri(store.root, TONIGHT), {"part-0.parquet": b"p"}, {"rows": 3, "metrics": metrics}
@@ -459,7 +459,7 @@ def _uploaded(images: int) -> dict:
 
 
 def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_cluster(s3):
-    store = upload.S3Store(s3, BUCKET)
+    store = storage.S3Store(s3, BUCKET)
     raw_batch(store, TONIGHT, 5)
     run = pipeline_tasks.Run(EMR, parsed())
     with pytest.raises(FileNotFoundError, match=r"make wheelhouse.*fruits\.release publish-wheelhouse"):
@@ -488,7 +488,7 @@ def test_an_empty_night_needs_nothing_published_and_the_local_target_no_wheelhou
     empty = pipeline_tasks.plan_run(pipeline_tasks.Run(EMR, parsed()), s3, _uploaded(0), run_name="r")
     assert empty["run_jobs"] is False and empty["featurize_steps"] == []
     local = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
-    raw_batch(upload.LocalStore(tmp_path / "lake"), TONIGHT, 5)
+    raw_batch(storage.LocalStore(tmp_path / "lake"), TONIGHT, 5)
     plan = pipeline_tasks.plan_run(pipeline_tasks.Run(local, parsed(local)), None, _uploaded(5), run_name="r")
     (command,) = plan["featurize_commands"]
     assert plan["run_jobs"] is True and "--weights" not in command  # the job's own default (Keras' cache)

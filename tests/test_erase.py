@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from fruits import lake, upload
+from fruits import lake, storage, upload
 from fruits.cli.erase import main
 from fruits.erase import erase
 
@@ -78,7 +78,7 @@ def build_lake(write, uri_of) -> dict[str, str]:
             for n, c in contents.items()
             if n.startswith(f"batch={batch}/")
         }
-        write(_relative(upload.batch_manifest_uri("", batch)), json.dumps({"batch": batch, "files": files}).encode())
+        write(_relative(storage.batch_manifest_uri("", batch)), json.dumps({"batch": batch, "files": files}).encode())
     for batch in (B21, B22):
         names = [n for n in PHOTOS if n.startswith(f"batch={batch}")]
         rows = {
@@ -162,7 +162,7 @@ def test_erase_by_key_removes_the_photo_and_its_rows_and_nothing_else(local_lake
     before_lines, after_lines = before[csv_key].decode().splitlines(), after[csv_key].decode().splitlines()
     assert after_lines == [line for line in before_lines if not line.startswith(paths[banana])]
     assert len(after_lines) == len(before_lines) - 1
-    manifest = _relative(upload.batch_manifest_uri("", B21))
+    manifest = _relative(storage.batch_manifest_uri("", B21))
     assert json.loads(after[manifest])["files"] == {
         "Apple Braeburn/apple.jpg": hashlib.sha256(b"apple-bytes").hexdigest()
     }
@@ -319,14 +319,14 @@ BUNDLED = {
 }
 
 
-def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str, str]:
+def upload_bundled(store: storage.Store, tmp_path: Path, spark_path) -> dict[str, str]:
     """BUNDLED uploaded into batch B23 as the DAG uploads it, and its features rows (paths spelled
     `spark_path(uri)`, as featurize spells them); returns {key: photo URI}."""
     landing = tmp_path / "landing"
     for key, content in BUNDLED.items():
         (landing / key).parent.mkdir(parents=True, exist_ok=True)
         (landing / key).write_bytes(content)
-    upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), B23, max_photos=2)
+    upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), B23, max_photos=2)
     uris = {key: lake.raw_uri(store.root, B23) + key for key in BUNDLED}
     rows = {
         "path": [spark_path(uri) for uri in uris.values()],
@@ -344,7 +344,7 @@ def upload_bundled(store: upload.Store, tmp_path: Path, spark_path) -> dict[str,
 
 
 def _bundle_manifest(read) -> dict[str, list[str]]:
-    return json.loads(read(_relative(upload.batch_manifest_uri("", B23))))["bundles"]
+    return json.loads(read(_relative(storage.batch_manifest_uri("", B23))))["bundles"]
 
 
 def _pair_and_single(bundles: dict[str, list[str]]) -> tuple[str, str]:
@@ -353,7 +353,7 @@ def _pair_and_single(bundles: dict[str, list[str]]) -> tuple[str, str]:
 
 def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bundle_goes(local_lake, tmp_path, capsys):
     root, _ = local_lake
-    uris = upload_bundled(upload.LocalStore(root), tmp_path, lambda uri: uri.replace("file:///", "file:/"))
+    uris = upload_bundled(storage.LocalStore(root), tmp_path, lambda uri: uri.replace("file:///", "file:/"))
     raw = _relative(lake.raw_uri("", B23))
     pair, single = _pair_and_single(_bundle_manifest(lambda key: (root / key).read_bytes()))
     before = _snapshot(root)
@@ -366,28 +366,30 @@ def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bund
         for row in pq.read_table(io.BytesIO(before[raw + pair])).to_pylist()
         if row["path"] == uris["Test/Kiwi/kiwi.jpg"]
     ]
-    assert kept.schema.equals(upload.bundle_schema()) and kept["content"].to_pylist() == [BUNDLED["Test/Kiwi/kiwi.jpg"]]
-    manifest = json.loads(after[raw + upload.UPLOADS_MANIFEST])
+    assert kept.schema.equals(storage.bundle_schema()) and kept["content"].to_pylist() == [
+        BUNDLED["Test/Kiwi/kiwi.jpg"]
+    ]
+    manifest = json.loads(after[raw + storage.UPLOADS_MANIFEST])
     assert sorted(manifest["files"]) == ["Test/Kiwi/kiwi.jpg", "Training/Banana/banana.jpg"]
     assert manifest["bundles"] == {pair: ["Test/Kiwi/kiwi.jpg"], single: ["Training/Banana/banana.jpg"]}
     features = _relative(lake.features_uri("", B23)) + "part-00000.parquet"
     assert {item["key"]: (item["rows_removed"], item["rows_left"]) for item in report["files_rewritten"]} == {
         raw + pair: (1, 1),
         features: (1, 2),
-        raw + upload.UPLOADS_MANIFEST: (1, 2),
-        raw + upload.INGESTION_REPORT: (1, 2),
+        raw + storage.UPLOADS_MANIFEST: (1, 2),
+        raw + storage.INGESTION_REPORT: (1, 2),
     }
     assert report["raw_objects_deleted"] == []  # the photo had no object of its own
     assert {key for key in before if before[key] != after.get(key)} == {
         raw + pair,
         features,
-        raw + upload.UPLOADS_MANIFEST,
-        raw + upload.INGESTION_REPORT,
+        raw + storage.UPLOADS_MANIFEST,
+        raw + storage.INGESTION_REPORT,
         "index/sha256/" + (hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin"),
     }
     # ... and the landing file it came from is gone (it would come back the next night otherwise).
     assert report["landing_files_deleted"] == [
-        upload.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")
+        storage.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")
     ]
     assert not (tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg").exists()
 
@@ -404,7 +406,7 @@ def test_s3_erase_inside_a_bundle_leaves_no_version_holding_the_photo(tmp_path):
     with mock_aws():
         s3 = boto3.client("s3", region_name="eu-west-3")
         key_arn = _versioned_encrypted_bucket(s3)
-        uris = upload_bundled(upload.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
+        uris = upload_bundled(storage.S3Store(s3, BUCKET), tmp_path, lambda uri: uri)
         raw = _relative(lake.raw_uri("", B23))
 
         def read(key):
@@ -432,7 +434,7 @@ def test_the_csv_parts_spark_writes_lose_the_photos_rows(tmp_path):
 
     root = tmp_path / "lake"
     root.mkdir()
-    store = upload.LocalStore(root)
+    store = storage.LocalStore(root)
     raw = lake.raw_uri(store.root, B22)
     kept, gone = raw + "Kiwi/kept.jpg", raw + "Kiwi/erased, by request.jpg"
     store.put(raw + "Kiwi/erased, by request.jpg", b"photo", "-")
@@ -480,7 +482,7 @@ def test_spark_still_reads_a_local_output_erasure_rewrote(tmp_path, spark):
     """Spark writes a local output with a hidden .crc per file; a rewritten file must not keep the old one
     (Hadoop's local file system would refuse the new content with a ChecksumException)."""
     root = tmp_path / "lake"
-    store = upload.LocalStore(root)
+    store = storage.LocalStore(root)
     raw = lake.raw_uri(store.root, B22)
     photos = [raw + "Kiwi/a.jpg", raw + "Kiwi/b.jpg"]
     store.put(photos[1], b"photo-b", "-")  # a photo stored as its own object (lakes from before bundles)

@@ -444,17 +444,17 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(
     """The whole sample bundled by fruits.upload into a lake, featurized with --input-format bundles:
     the same features, sizes and hashes as featurize on the plain files, the split kept. An empty
     photo never reaches a bundle: the upload rejects it with its reason."""
-    from fruits import lake, upload
+    from fruits import lake, storage, upload
 
-    store = upload.LocalStore(tmp_path / "lake")
-    upload.upload_new_images(store, upload.LocalStore(sample_dir), upload.file_uri(sample_dir), "2024-01-01")
+    store = storage.LocalStore(tmp_path / "lake")
+    upload.upload_new_images(store, storage.LocalStore(sample_dir), storage.file_uri(sample_dir), "2024-01-01")
     landing = tmp_path / "landing"
     (landing / "Training" / "Apple").mkdir(parents=True)
     (landing / "Training" / "Apple" / "empty.jpg").write_bytes(b"")
-    second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), "2024-01-01")
+    second = upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), "2024-01-01")
     assert second["uploaded"] == 0 and {r: n for r, n in second["rejected"].items() if n} == {"empty": 1}
     raw = lake.raw_uri(store.root, "2024-01-01")
-    assert len(upload.bundle_files(store, raw)) == 1
+    assert len(storage.bundle_files(store, raw)) == 1
 
     metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
     assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (
@@ -479,7 +479,7 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(
     np.testing.assert_array_equal(np.stack(ours["features"].to_numpy()), np.stack(plain["features"].to_numpy()))
 
     # Row groups of 64 photos let Spark spread one 960-photo bundle over several tasks (the job's settings).
-    sample_bundle = max(upload.bundle_files(store, raw), key=lambda name: len(store.read(raw + name)))
+    sample_bundle = max(storage.bundle_files(store, raw), key=lambda name: len(store.read(raw + name)))
     sizes = featurize.read_images(spark, raw + sample_bundle, "bundles").rdd.glom().map(len).collect()
     assert sum(sizes) == 960 and len([n for n in sizes if n]) >= 3, sizes
 

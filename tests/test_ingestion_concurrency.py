@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from fruits import dedup_index, lake, locks, upload
+from fruits import dedup_index, lake, locks, storage, upload
 
 BATCH = "2026-04-01"
 REGION = "eu-west-3"
@@ -33,12 +33,12 @@ def make_landing(folder: Path, photos: dict[str, bytes]) -> Path:
     return folder
 
 
-def check_consistent(store: upload.Store, expected_shas: set[str], batch: str = BATCH) -> dict[str, str]:
+def check_consistent(store: storage.Store, expected_shas: set[str], batch: str = BATCH) -> dict[str, str]:
     """Every photo in exactly one bundle the manifest names; no bundle outside the manifest; rows = manifest."""
     root = store.root
     raw = lake.raw_uri(root, batch)
-    manifest = upload.read_batch_manifest(store, root, batch)
-    assert sorted(upload.bundle_files(store, raw)) == sorted(manifest.bundles)
+    manifest = storage.read_batch_manifest(store, root, batch)
+    assert sorted(storage.bundle_files(store, raw)) == sorted(manifest.bundles)
     rows = [
         row
         for name in manifest.bundles
@@ -65,7 +65,7 @@ def gated(store_class):
         gate: Gate | None = None
 
         def _wait(self, uri: str) -> None:
-            if self.gate and uri.endswith(upload.UPLOADS_MANIFEST):
+            if self.gate and uri.endswith(storage.UPLOADS_MANIFEST):
                 gate, self.gate = self.gate, None  # once
                 gate.arrived.set()
                 assert gate.go.wait(30)
@@ -85,13 +85,13 @@ def gated(store_class):
 def lake_factory(request, tmp_path):
     """(make a gated lake store) on a local folder or a versioned moto bucket."""
     if request.param == "local":
-        yield lambda: gated(upload.LocalStore)(tmp_path / "lake")
+        yield lambda: gated(storage.LocalStore)(tmp_path / "lake")
         return
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_versioning(Bucket="lake", VersioningConfiguration={"Status": "Enabled"})
-        yield lambda: gated(upload.S3Store)(s3, "lake")
+        yield lambda: gated(storage.S3Store)(s3, "lake")
 
 
 def test_two_interleaved_attempts_lose_nothing_and_record_each_photo_once(tmp_path, lake_factory):
@@ -107,29 +107,29 @@ def test_two_interleaved_attempts_lose_nothing_and_record_each_photo_once(tmp_pa
 
     def attempt_a():
         results["a"] = upload.upload_new_images(
-            store_a, upload.LocalStore(landing_a), upload.file_uri(landing_a), BATCH, max_photos=2
+            store_a, storage.LocalStore(landing_a), storage.file_uri(landing_a), BATCH, max_photos=2
         )
 
     thread = threading.Thread(target=attempt_a)
     thread.start()
     assert gate.arrived.wait(30)  # A has written its bundles and read the (empty) manifest, not written it
     results["b"] = upload.upload_new_images(
-        store_b, upload.LocalStore(landing_b), upload.file_uri(landing_b), BATCH, max_photos=2
+        store_b, storage.LocalStore(landing_b), storage.file_uri(landing_b), BATCH, max_photos=2
     )
     gate.go.set()
     thread.join(30)
     a, b = results["a"], results["b"]
     assert b["uploaded"] == 7
     assert (a["uploaded"], a["already_in_lake"]) == (3, 3)  # 3..5 were recorded by B first
-    files = check_consistent(store_b, {upload.sha256_bytes(photos[i]) for i in (*range(9), 11)})
-    assert files["Kiwi/p0.jpg"] == upload.sha256_bytes(photos[11])  # B's, recorded first
-    assert upload.sha256_bytes(photos[0]) in files.values()  # A's p0 kept beside it, renamed
+    files = check_consistent(store_b, {storage.sha256_bytes(photos[i]) for i in (*range(9), 11)})
+    assert files["Kiwi/p0.jpg"] == storage.sha256_bytes(photos[11])  # B's, recorded first
+    assert storage.sha256_bytes(photos[0]) in files.values()  # A's p0 kept beside it, renamed
     # The index names every photo, in this batch.
     found = dedup_index.lookup(store_b, store_b.root, files.values())
     assert found == dict.fromkeys(files.values(), BATCH)
 
 
-class Faulty(upload.LocalStore):
+class Faulty(storage.LocalStore):
     """Dies at the n-th write (put, conditional put or delete): an attempt killed anywhere."""
 
     def __init__(self, root, die_at: int):
@@ -166,26 +166,34 @@ def test_an_attempt_killed_at_any_write_loses_nothing_once_rerun(tmp_path):
 
     def first_night(lake_dir: Path) -> None:  # bundles hold their lake's URIs: each lake is uploaded, not copied
         upload.upload_new_images(
-            upload.LocalStore(lake_dir), upload.LocalStore(landing_1), upload.file_uri(landing_1), BATCH, max_photos=2
+            storage.LocalStore(lake_dir),
+            storage.LocalStore(landing_1),
+            storage.file_uri(landing_1),
+            BATCH,
+            max_photos=2,
         )
 
     first_night(tmp_path / "count")
     counting = Faulty(tmp_path / "count", die_at=-1)
-    upload.upload_new_images(counting, upload.LocalStore(landing_2), upload.file_uri(landing_2), BATCH, max_photos=2)
+    upload.upload_new_images(counting, storage.LocalStore(landing_2), storage.file_uri(landing_2), BATCH, max_photos=2)
     assert counting.writes >= 8
-    expected = {upload.sha256_bytes(d) for d in (*first.values(), *second.values())}
+    expected = {storage.sha256_bytes(d) for d in (*first.values(), *second.values())}
     for die_at in range(1, counting.writes + 1):
         lake_dir = tmp_path / f"lake{die_at}"
         first_night(lake_dir)
         with pytest.raises(ConnectionError):
             upload.upload_new_images(
-                Faulty(lake_dir, die_at), upload.LocalStore(landing_2), upload.file_uri(landing_2), BATCH, max_photos=2
+                Faulty(lake_dir, die_at),
+                storage.LocalStore(landing_2),
+                storage.file_uri(landing_2),
+                BATCH,
+                max_photos=2,
             )
-        store = upload.LocalStore(lake_dir)
+        store = storage.LocalStore(lake_dir)
         rerun = upload.upload_new_images(
             store,
-            upload.LocalStore(landing_2),
-            upload.file_uri(landing_2),
+            storage.LocalStore(landing_2),
+            storage.file_uri(landing_2),
             BATCH,
             max_photos=2,
             leftover_grace_seconds=0,
@@ -199,7 +207,7 @@ def test_locks_exclude_name_the_holder_expire_and_only_one_of_many_racers_wins(t
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": REGION})
-        for store in (upload.LocalStore(tmp_path / "lake"), upload.S3Store(s3, "lake")):
+        for store in (storage.LocalStore(tmp_path / "lake"), storage.S3Store(s3, "lake")):
             root, t0 = store.root, dt.datetime(2026, 4, 1, 12, tzinfo=dt.UTC)
             held = locks.acquire(store, root, BATCH, "run-1", ttl_seconds=3600, now=t0)
             assert held["owner"] == "run-1"
@@ -217,7 +225,7 @@ def test_locks_exclude_name_the_holder_expire_and_only_one_of_many_racers_wins(t
             assert len(winners) == 1 and len(losers) == 7 and all(winners[0] in message for message in losers)
 
 
-def race_for_lock(store: upload.Store, batch: str, racers: int) -> tuple[list[str], list[str]]:
+def race_for_lock(store: storage.Store, batch: str, racers: int) -> tuple[list[str], list[str]]:
     """`racers` threads acquire the same lock at once: (owners that won, refusal messages)."""
     winners, losers = [], []
     barrier = threading.Barrier(racers)
@@ -248,7 +256,7 @@ def test_a_second_night_reads_its_own_photos_and_the_index_shards_it_needs_only(
     for i in range(4):
         s3.put_object(Bucket="landing", Key=f"in/{night_2}/Kiwi/q{i}.jpg", Body=jpeg(50 + i))
     s3.put_object(Bucket="landing", Key=f"in/{night_2}/Kiwi/again.jpg", Body=jpeg(0))  # in night 1 already
-    lake_store, landing_store = upload.S3Store(s3, "lake"), upload.S3Store(s3, "landing")
+    lake_store, landing_store = storage.S3Store(s3, "lake"), storage.S3Store(s3, "landing")
     upload.upload_new_images(lake_store, landing_store, lake.landing_uri("s3://landing/in", night_1), night_1)
 
     calls: list[tuple[str, str, str]] = []
@@ -265,7 +273,7 @@ def test_a_second_night_reads_its_own_photos_and_the_index_shards_it_needs_only(
     assert all(key.startswith(f"raw/batch={night_2}/") for name, _, key in calls if name == "ListObjectVersions")
     assert not [key for _, key in gets + lists if night_1 in key]  # nothing of night 1: photos, manifest, report
     shards = {
-        dedup_index.shard_uri("s3://lake", dedup_index.shard_of(upload.sha256_bytes(d))).removeprefix("s3://lake/")
+        dedup_index.shard_uri("s3://lake", dedup_index.shard_of(storage.sha256_bytes(d))).removeprefix("s3://lake/")
         for d in [jpeg(50 + i) for i in range(4)] + [jpeg(0)]
     }
     landing_gets = [key for bucket, key in gets if bucket == "landing"]

@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from fruits import erase, lake, locks, upload
+from fruits import erase, lake, locks, storage, upload
 from fruits.cli import erase as erase_cli
 
 BATCH = "2026-05-04"
@@ -45,7 +45,7 @@ def matrix_csv(paths: list[str]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def build(store: upload.Store, landing_store: upload.Store, landing_uri: str) -> dict[str, str]:
+def build(store: storage.Store, landing_store: storage.Store, landing_uri: str) -> dict[str, str]:
     """HOSTILE photos uploaded; features committed by a second run (the first run's folder left behind, as a
     rerun leaves it), the reduced output on two bases, each with its matrix CSV. Returns {name: photo URI}."""
     upload.upload_new_images(store, landing_store, landing_uri, BATCH, max_photos=2)
@@ -88,8 +88,8 @@ def landing(tmp_path):
 
 @pytest.mark.parametrize("victim", HOSTILE[:4])
 def test_hostile_names_leave_the_csv_as_records_not_lines(tmp_path, landing, victim):
-    store = upload.LocalStore(tmp_path / "lake")
-    uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
+    store = storage.LocalStore(tmp_path / "lake")
+    uris = build(store, storage.LocalStore(landing), storage.file_uri(landing))
     report = erase.erase(store.root, uris[victim])
     for basis in (1, 2):
         (matrix,) = [u for u in store.list_files(lake.pca_reduced_uri(store.root, basis, BATCH)) if u.endswith(".csv")]
@@ -102,24 +102,24 @@ def test_hostile_names_leave_the_csv_as_records_not_lines(tmp_path, landing, vic
 
 
 def test_an_erased_photo_landing_again_is_refused_and_its_landing_copy_is_gone(tmp_path, landing):
-    store = upload.LocalStore(tmp_path / "lake")
-    uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
+    store = storage.LocalStore(tmp_path / "lake")
+    uris = build(store, storage.LocalStore(landing), storage.file_uri(landing))
     report = erase.erase(store.root, uris["plain.jpg"])
-    assert report["landing_files_deleted"] == [upload.file_uri(landing / "Kiwi" / "plain.jpg")]
+    assert report["landing_files_deleted"] == [storage.file_uri(landing / "Kiwi" / "plain.jpg")]
     assert not (landing / "Kiwi" / "plain.jpg").exists()
     # The user's phone syncs it again, under another name, another day.
     again = tmp_path / "landing" / "2026-05-09" / "Kiwi"
     again.mkdir(parents=True)
     (again / "IMG_0001.jpg").write_bytes(jpeg(HOSTILE.index("plain.jpg")))
     result = upload.upload_new_images(
-        store, upload.LocalStore(again.parent), upload.file_uri(again.parent), "2026-05-09"
+        store, storage.LocalStore(again.parent), storage.file_uri(again.parent), "2026-05-09"
     )
     assert (result["uploaded"], result["rejected"]) == (0, {"erased": 1})
 
 
 def test_erasure_and_a_pipeline_run_of_the_batch_exclude_each_other(tmp_path, landing, capsys):
-    store = upload.LocalStore(tmp_path / "lake")
-    uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
+    store = storage.LocalStore(tmp_path / "lake")
+    uris = build(store, storage.LocalStore(landing), storage.file_uri(landing))
     locks.acquire(store, store.root, BATCH, "fruits_pipeline/scheduled__2026-05-04")
     before = {uri: store.read(uri) for uri in store.list_files(store.root + "/")}
     assert erase_cli.main(["--root", store.root, "--path", uris["plain.jpg"]]) == 1
@@ -147,8 +147,8 @@ def test_s3_erasure_purges_every_noncurrent_version_under_the_batch_prefixes(tmp
                 ]
             },
         )
-        store = upload.S3Store(s3, BUCKET)
-        uris = build(store, upload.LocalStore(landing), upload.file_uri(landing))
+        store = storage.S3Store(s3, BUCKET)
+        uris = build(store, storage.LocalStore(landing), storage.file_uri(landing))
         # Reruns left the rows under keys erasure will never rewrite: a deleted staging file (only versions left),
         # an overwritten temporary, a quarantine written twice.
         staging = f"features/batch={BATCH}/_temporary/part-9.parquet"

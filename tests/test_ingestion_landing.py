@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from fruits import dedup_index, lake, locks, pipeline_tasks, upload
+from fruits import dedup_index, lake, locks, pipeline_tasks, storage, upload
 from fruits.cli import upload as upload_cli
 from fruits.settings import PipelineSettings
 
@@ -62,7 +62,7 @@ def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
 
 def upload_folder(lake_root: Path, landing: Path, batch: str = BATCH, **kwargs) -> dict:
     return upload.upload_new_images(
-        upload.LocalStore(lake_root), upload.LocalStore(landing), upload.file_uri(landing), batch, **kwargs
+        storage.LocalStore(lake_root), storage.LocalStore(landing), storage.file_uri(landing), batch, **kwargs
     )
 
 
@@ -71,13 +71,13 @@ def report_of(result: dict) -> dict:
 
 
 def rows_of(lake_root: Path, batch: str = BATCH) -> dict[str, dict]:
-    raw = Path(lake.raw_uri(upload.file_uri(lake_root), batch).removeprefix("file://"))
+    raw = Path(lake.raw_uri(storage.file_uri(lake_root), batch).removeprefix("file://"))
     return {
         row["path"]: row for bundle in sorted(raw.glob("bundle-*.parquet")) for row in pq.read_table(bundle).to_pylist()
     }
 
 
-class CountingStore(upload.LocalStore):
+class CountingStore(storage.LocalStore):
     def __init__(self, root):
         super().__init__(root)
         self.reads: list[str] = []
@@ -116,7 +116,7 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
 
     store = CountingStore(landing)
     result = upload.upload_new_images(
-        upload.LocalStore(tmp_path / "lake"), store, upload.file_uri(landing), BATCH, max_photo_bytes=4000
+        storage.LocalStore(tmp_path / "lake"), store, storage.file_uri(landing), BATCH, max_photo_bytes=4000
     )
     files = report_of(result)["files"]
     listed = sum(
@@ -143,13 +143,13 @@ def test_every_landing_file_ends_in_exactly_one_outcome_and_every_format_is_uplo
     for pair in (("copy.jpg", "photo_0.jpg"), ("link_in.jpg", "photo_1.jpg")):  # same content: one in, one known
         assert sorted(by_name[name]["outcome"] for name in pair) == ["already_in_lake", "uploaded"]
     rows = rows_of(tmp_path / "lake")
-    raw = lake.raw_uri(upload.file_uri(tmp_path / "lake"), BATCH)
+    raw = lake.raw_uri(storage.file_uri(tmp_path / "lake"), BATCH)
     for name in odd:  # hostile names travel intact into the key and the path
         assert f"{raw}Training/Apple Braeburn/{name}" in rows
     for path, row in rows.items():  # each stored photo still decodes, whatever its format (the bomb: featurize's)
         if not path.endswith("bomb.png"):
             Image.open(io.BytesIO(row["content"])).load()
-    manifest = json.loads(Path(raw.removeprefix("file://") + upload.UPLOADS_MANIFEST).read_text())
+    manifest = json.loads(Path(raw.removeprefix("file://") + storage.UPLOADS_MANIFEST).read_text())
     assert sorted(manifest["files"]) == sorted(p[len(raw) :] for p in rows)
 
 
@@ -220,7 +220,7 @@ def test_an_erased_photo_is_refused_by_later_uploads_and_leaves_the_index(tmp_pa
     landing.mkdir(parents=True)
     photo = image_bytes("JPEG", (3, 4, 5))
     (landing / "k.jpg").write_bytes(photo)
-    lake_store = upload.LocalStore(tmp_path / "lake")
+    lake_store = storage.LocalStore(tmp_path / "lake")
     first = upload_folder(tmp_path / "lake", tmp_path / "landing", "2026-03-01")
     assert first["uploaded"] == 1
     sha = hashlib.sha256(photo).hexdigest()
@@ -246,7 +246,7 @@ def test_a_backfill_takes_its_own_dates_folder_only(tmp_path):
     settings = PipelineSettings(target="local", landing=str(root), local_lake=str(tmp_path / "lake"))
     result = pipeline_tasks.upload_batch(settings, None, old, dry_run=False, repo_root=Path(__file__).parents[1])
     images = result["images"]
-    assert images["landing_uri"] == lake.landing_uri(upload.file_uri(root), old)
+    assert images["landing_uri"] == lake.landing_uri(storage.file_uri(root), old)
     assert (images["seen"], images["uploaded"]) == (1, 1)
     assert [p.rsplit("/", 1)[1] for p in rows_of(tmp_path / "lake", old)] == [f"{old}.jpg"]
     # A date with no folder is an empty night, not an error; the explicit Param folder is taken as is.
@@ -270,7 +270,7 @@ def test_the_command_refuses_an_impossible_date_before_anything_and_prints_the_c
     assert upload_cli.main([*args, "--batch", BATCH]) == 0
     counts = json.loads(capsys.readouterr().out)
     assert (counts["seen"], counts["uploaded"], counts["batch"]) == (1, 1, BATCH)
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     assert locks.holder(store, store.root, BATCH) is None  # released
     locks.acquire(store, store.root, BATCH, "a pipeline run")
     assert upload_cli.main([*args, "--batch", BATCH]) == 3

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from fruits import assets, lake, upload
+from fruits import assets, lake, storage
 from fruits.cli import demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -83,7 +83,7 @@ def lineage_run(tmp_path_factory, sample_dir, keras_home):
     result = json.loads(out.read_text())
     assert result["state"] == "success", result["states"]
     result["lineage"] = [json.loads(line) for line in ol_file.read_text().splitlines()]
-    result["store"] = upload.LocalStore(tmp / "lake")
+    result["store"] = storage.LocalStore(tmp / "lake")
     result["landing"] = str((tmp / "landing").resolve())
     return result
 

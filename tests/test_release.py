@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fruits import lake, release
-from fruits.upload import LocalStore, file_uri
+from fruits.storage import LocalStore, file_uri
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "models" / "keras" / release.DEFAULT_WEIGHTS_FILE
 

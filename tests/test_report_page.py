@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import commit_output, require_shared
 
-from fruits import lake, report_page, run_report, upload
+from fruits import lake, report_page, run_report, storage, upload
 from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR
 
 BATCH = "2026-11-21"
@@ -82,7 +82,7 @@ def night_report(night: str, basis: int, drop: float, shift: float) -> dict:
     )
 
 
-def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, dict]:
+def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[storage.LocalStore, dict]:
     """A lake holding BATCH through upload, features, quarantine and PCA, plus `nights` earlier run reports."""
     import pyarrow as pa
 
@@ -95,13 +95,15 @@ def build_lake(tmp_path: Path, *, nights: int = 5) -> tuple[upload.LocalStore, d
     whole = (landing / "Training" / "Kiwi").iterdir().__next__().read_bytes()
     (landing / "Training" / "Kiwi" / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a truncated JPEG
     (landing / "Training" / "Kiwi" / "notes.txt").write_text("not a photo")
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     root = store.root
-    counts = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=8)
+    counts = upload.upload_new_images(
+        store, storage.LocalStore(landing), storage.file_uri(landing), BATCH, max_photos=8
+    )
 
     # featurize's outcome: every uploaded photo read from its bundle; the truncated one quarantined.
     rows, bad = [], []
-    for bundle in upload.read_batch_manifest(store, root, BATCH).bundles:
+    for bundle in storage.read_batch_manifest(store, root, BATCH).bundles:
         import pyarrow.parquet as pq
 
         for row in pq.read_table(io.BytesIO(store.read(lake.raw_uri(root, BATCH) + bundle))).to_pylist():
@@ -249,7 +251,7 @@ def test_the_page_is_written_beside_the_report_with_the_runs_counts(built):
 
 
 def test_the_page_reads_a_bounded_number_of_nights(tmp_path):
-    class Counting(upload.LocalStore):
+    class Counting(storage.LocalStore):
         reads: ClassVar[list[str]] = []
 
         def read_or_none(self, uri: str) -> bytes | None:
@@ -275,7 +277,7 @@ def test_a_batch_larger_than_the_sample_still_gets_exact_neighbours(tmp_path, mo
     vectors = rng.normal(size=(900, 6)).astype(np.float32)
     labels = [f"L{i % 9}" for i in range(900)]
     paths = [f"file:///lake/raw/batch={BATCH}/{label}/{i}.jpg" for i, label in enumerate(labels)]
-    store = upload.LocalStore(tmp_path)
+    store = storage.LocalStore(tmp_path)
     files = []
     for part in range(3):
         rows = slice(part * 300, (part + 1) * 300)
@@ -343,7 +345,7 @@ def test_a_redrawn_page_leaves_no_older_version_in_a_versioned_bucket(monkeypatc
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="fruits-lake", CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_versioning(Bucket="fruits-lake", VersioningConfiguration={"Status": "Enabled"})
-        store = upload.S3Store(s3, "fruits-lake")
+        store = storage.S3Store(s3, "fruits-lake")
         run_report.write_run_report(night_report(BATCH, 1, 0.0, 0.1), lake.reports_uri(store.root, BATCH), store)
         key = f"reports/batch={BATCH}/{report_page.PAGE}"
         for old in (b"<p>thumbnail of a photo since erased</p>", b"<p>an older run's page</p>"):
@@ -374,7 +376,7 @@ def test_thumbnails_are_small_jpegs_of_any_photo_the_upload_takes():
 
 
 def test_emr_links_and_escaping(tmp_path):
-    store = upload.LocalStore(tmp_path)
+    store = storage.LocalStore(tmp_path)
     report = night_report(BATCH, 1, 0.0, 0.0)
     report = {
         **report,

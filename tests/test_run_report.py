@@ -21,10 +21,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 
-from fruits import costs, lake, run_report, steps, upload
+from fruits import costs, lake, run_report, steps, storage, upload
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.settings import PipelineSettings
-from fruits.upload import LocalStore, S3Store
+from fruits.storage import LocalStore, S3Store
 
 REGION = "eu-west-3"
 BATCH = "2026-11-21"
@@ -477,7 +477,7 @@ def test_the_dags_estimate_uses_the_measured_throughput_and_the_sizing(prices):
     assert estimate["images"] == 50_000 and estimate["executor_vcpus"] == 24
 
 
-def uploaded_lake(tmp_path, photos: int, max_photos: int) -> upload.LocalStore:
+def uploaded_lake(tmp_path, photos: int, max_photos: int) -> storage.LocalStore:
     """A local lake whose batch holds `photos` (distinct tiny JPEGs: the upload keeps only images)
     bundled `max_photos` a bundle by the real upload."""
     from PIL import Image
@@ -486,9 +486,9 @@ def uploaded_lake(tmp_path, photos: int, max_photos: int) -> upload.LocalStore:
     landing.mkdir(parents=True)
     for number in range(photos):
         Image.new("RGB", (8, 8), (number * 30 % 256, 255 - number * 20 % 256, 30)).save(landing / f"{number}.jpg")
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
     result = upload.upload_new_images(
-        store, upload.LocalStore(landing.parent), upload.file_uri(landing.parent), BATCH, max_photos=max_photos
+        store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH, max_photos=max_photos
     )
     assert result["bundles_in_batch"] == math.ceil(photos / max_photos)
     return store

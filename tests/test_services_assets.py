@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits import assets, lake
-from fruits.upload import LocalStore
+from fruits.storage import LocalStore
 
 PRODUCER = "fruits_pipeline"
 CONSUMER = "fruits_pca_summary"

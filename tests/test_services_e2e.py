@@ -26,7 +26,7 @@ from airflow_services import ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, P
 from conftest import REPO_ROOT
 
 from fruits import lake as lake_layout
-from fruits.upload import LocalStore
+from fruits.storage import LocalStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from fruits import lake, upload
+from fruits import lake, release, storage, upload
 
 BATCH = "2026-02-01"
 
@@ -49,12 +49,12 @@ def _lake_files(root: Path) -> dict[str, str]:
 
 
 def _upload(lake_root: Path, landing: Path, batch: str = BATCH, **kwargs):
-    store = upload.LocalStore(lake_root)
-    return upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), batch, **kwargs)
+    store = storage.LocalStore(lake_root)
+    return upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), batch, **kwargs)
 
 
 def _raw(lake_root: Path, batch: str = BATCH) -> Path:
-    return Path(lake.raw_uri(upload.file_uri(lake_root), batch).removeprefix("file://"))
+    return Path(lake.raw_uri(storage.file_uri(lake_root), batch).removeprefix("file://"))
 
 
 def _bundles(lake_root: Path, batch: str = BATCH) -> dict[str, pq.ParquetFile]:
@@ -67,7 +67,7 @@ def _rows(lake_root: Path, batch: str = BATCH) -> dict[str, dict]:
 
 
 def _manifest(lake_root: Path, batch: str = BATCH) -> dict:
-    return json.loads((_raw(lake_root, batch) / upload.UPLOADS_MANIFEST).read_text())
+    return json.loads((_raw(lake_root, batch) / storage.UPLOADS_MANIFEST).read_text())
 
 
 def test_photos_land_in_one_bundle_keyed_split_label_file_and_a_rerun_writes_nothing(tmp_path, landing):
@@ -80,7 +80,7 @@ def test_photos_land_in_one_bundle_keyed_split_label_file_and_a_rerun_writes_not
     # binaryFile's columns, + sha256; one row per photo, its path the URI it would have had alone.
     assert bundle.schema_arrow.names == ["path", "modificationTime", "length", "content", "sha256"]
     assert str(bundle.schema_arrow.field("modificationTime").type) == "timestamp[us, tz=UTC]"
-    raw_uri = lake.raw_uri(upload.file_uri(lake_root), BATCH)
+    raw_uri = lake.raw_uri(storage.file_uri(lake_root), BATCH)
     rows = _rows(lake_root)
     photos = sorted(landing.rglob("*.jpg"))
     assert sorted(rows) == sorted(f"{raw_uri}Training/{p.parent.name}/{p.name}" for p in photos)
@@ -134,9 +134,9 @@ def test_bundles_close_at_the_photo_or_byte_limit_in_row_groups_with_determinist
 
     # A bundle's name hashes its members and its attempt's nonce: order-free, never shared by two attempts.
     members = {"Training/Banana/a.jpg": "1" * 64, "Test/Kiwi/b.jpg": "2" * 64}
-    assert upload.bundle_name(members, "a1") == upload.bundle_name(dict(reversed(members.items())), "a1")
-    assert upload.bundle_name(members, "a1") != upload.bundle_name({**members, "Test/Kiwi/b.jpg": "3" * 64}, "a1")
-    assert upload.bundle_name(members, "a1") != upload.bundle_name(members, "a2")
+    assert storage.bundle_name(members, "a1") == storage.bundle_name(dict(reversed(members.items())), "a1")
+    assert storage.bundle_name(members, "a1") != storage.bundle_name({**members, "Test/Kiwi/b.jpg": "3" * 64}, "a1")
+    assert storage.bundle_name(members, "a1") != storage.bundle_name(members, "a2")
 
 
 def test_the_split_folder_is_kept_in_the_key_and_splits_are_featurizes(tmp_path, sample_dir):
@@ -183,7 +183,7 @@ def test_a_different_photo_under_an_existing_name_is_kept_beside_it_not_over_it(
     (second_landing / victim.name).write_bytes(changed)
     result = _upload(lake_root, tmp_path / "landing2")
     assert (result["uploaded"], result["renamed"], result["bundles_written"], result["images_in_batch"]) == (1, 1, 1, 7)
-    raw_uri = lake.raw_uri(upload.file_uri(lake_root), BATCH)
+    raw_uri = lake.raw_uri(storage.file_uri(lake_root), BATCH)
     rows = _rows(lake_root)
     assert rows[f"{raw_uri}Training/Banana/{victim.name}"]["content"] == original
     (renamed,) = [p for p in rows if Path(p).name.startswith(victim.stem + "-")]
@@ -195,11 +195,11 @@ def test_a_different_photo_under_an_existing_name_is_kept_beside_it_not_over_it(
     assert _upload(lake_root, tmp_path / "landing2")["uploaded"] == 0
 
 
-class CrashBeforeManifest(upload.LocalStore):
+class CrashBeforeManifest(storage.LocalStore):
     """An upload that stops after its bundles, before the manifest (the task killed half way)."""
 
     def put(self, uri: str, data: bytes, sha256: str) -> None:
-        if uri.endswith(upload.UPLOADS_MANIFEST):
+        if uri.endswith(storage.UPLOADS_MANIFEST):
             raise ConnectionError("worker lost")
         super().put(uri, data, sha256)
 
@@ -213,8 +213,8 @@ def test_bundles_left_by_an_interrupted_upload_are_deleted_only_after_the_grace_
     with pytest.raises(ConnectionError):
         upload.upload_new_images(
             CrashBeforeManifest(lake_root),
-            upload.LocalStore(tmp_path / "landing2"),
-            upload.file_uri(tmp_path / "landing2"),
+            storage.LocalStore(tmp_path / "landing2"),
+            storage.file_uri(tmp_path / "landing2"),
             BATCH,
         )
     assert len(_bundles(lake_root)) == 2 and len(_manifest(lake_root)["bundles"]) == 1  # a leftover
@@ -253,7 +253,7 @@ def test_an_image_with_no_label_folder_is_rejected_as_misplaced_not_fatal(tmp_pa
     result = _upload(tmp_path / "lake", landing)
     assert (result["uploaded"], result["rejected"]) == (1, {"misplaced": 1})
     report = json.loads(Path(result["ingestion_report_uri"].removeprefix("file://")).read_text())
-    assert report["files"][upload.file_uri(landing / "orphan.jpg")]["reason"] == "misplaced"
+    assert report["files"][storage.file_uri(landing / "orphan.jpg")]["reason"] == "misplaced"
 
 
 @mock_aws
@@ -265,8 +265,8 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     s3.meta.events.register(
         "before-parameter-build.s3.*", lambda model, params, **_: requests.append((model.name, params.get("Key", "")))
     )
-    store = upload.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
-    first = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
+    store = storage.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
+    first = upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), BATCH, max_photos=4)
     assert (first["uploaded"], first["bundles_written"]) == (6, 2)
     # One PutObject per bundle; per run the manifest, the ingestion report and the index shards the photos
     # hash to: no request per photo beyond the shards (6 photos: at most 6 shards).
@@ -278,7 +278,7 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     ]
     shards = {key for key in puts if key.startswith("index/")}
     assert 1 <= len(shards) <= 6 and len(puts) == 4 + len(shards)
-    names = upload.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
+    names = storage.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
     assert len(names) == 2
     head = s3.head_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")
     assert head["ServerSideEncryption"] == "aws:kms"
@@ -289,7 +289,9 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     )
 
     requests.clear()
-    second = upload.upload_new_images(store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, max_photos=4)
+    second = upload.upload_new_images(
+        store, storage.LocalStore(landing), storage.file_uri(landing), BATCH, max_photos=4
+    )
     assert (second["uploaded"], second["already_in_batch"]) == (0, 6)
     assert not {"PutObject", "HeadObject", "DeleteObjects"} & {name for name, _ in requests}
     versions = s3.list_object_versions(Bucket="lake-eu", Prefix=f"raw/batch={BATCH}/")["Versions"]
@@ -300,7 +302,7 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
         s3.put_object(Bucket="lake-eu", Key=f"landing/Training/{path.parent.name}/{path.name}", Body=path.read_bytes())
     from_s3 = upload.upload_new_images(store, store, "s3://lake-eu/landing/", BATCH, read_workers=4)
     assert (from_s3["seen"], from_s3["uploaded"], from_s3["already_in_batch"]) == (6, 0, 6)
-    assert upload.raw_batches(store, "s3://lake-eu") == [BATCH]
+    assert storage.raw_batches(store, "s3://lake-eu") == [BATCH]
 
     # A leftover bundle on a versioned bucket goes with every version: its photos stay nowhere.
     leftover = f"raw/batch={BATCH}/bundle-0123456789abcdef.parquet"
@@ -308,7 +310,7 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     s3.put_object(Bucket="lake-eu", Key=leftover, Body=body)
     assert (
         upload.upload_new_images(
-            store, upload.LocalStore(landing), upload.file_uri(landing), BATCH, leftover_grace_seconds=0
+            store, storage.LocalStore(landing), storage.file_uri(landing), BATCH, leftover_grace_seconds=0
         )["leftover_bundles_deleted"]
         == 1
     )
@@ -327,9 +329,9 @@ def test_code_is_published_once_per_content_version(tmp_path):
     (repo / "spark_jobs" / "__pycache__" / "jobio.cpython-311.pyc").write_bytes(b"\0")
     (repo / "bootstrap" / "install_python_deps.sh").write_text("#!/bin/sh\n")
     (repo / "requirements" / "spark-node.txt").write_text("numpy==2.4.6\n")
-    store = upload.LocalStore(tmp_path / "lake")
+    store = storage.LocalStore(tmp_path / "lake")
 
-    first = upload.publish_code(store, repo)
+    first = release.publish_code(store, repo)
     assert first["published"] and first["helper_modules"] == ["jobio.py"]
     code = Path(first["code_uri"].removeprefix("file://"))
     assert code == tmp_path / "lake" / "code" / first["version"]
@@ -339,11 +341,11 @@ def test_code_is_published_once_per_content_version(tmp_path):
     ).exists()
     assert not (code / "spark_jobs" / "__pycache__").exists()
 
-    again = upload.publish_code(store, repo)
+    again = release.publish_code(store, repo)
     assert again["version"] == first["version"] and not again["published"]
 
     (repo / "requirements" / "spark-node.txt").write_text("numpy==2.4.7\n")
-    changed = upload.publish_code(store, repo)
+    changed = release.publish_code(store, repo)
     assert changed["version"] != first["version"] and changed["published"]
     # the old version is still there: a run planned with it still runs it
     assert (code / "requirements" / "spark-node.txt").read_text() == "numpy==2.4.6\n"

@@ -53,7 +53,7 @@ def area_of(uri: str) -> str:
     """The lake area a URI of the lake lies in: `s3://lake/quarantine/batch=.../` -> `quarantine`."""
     if not uri.startswith(_ROOT + "/"):
         raise ValueError(f"{uri!r} is not under the lake root {_ROOT}")
-    area = uri[len(_ROOT) + 1:].split("/", 1)[0]
+    area = uri[len(_ROOT) + 1 :].split("/", 1)[0]
     if area not in lake.AREAS:
         raise ValueError(f"{uri!r} is in no lake area {lake.AREAS}")
     return area
@@ -88,45 +88,107 @@ class Actor:
 
 
 MATRIX: dict[str, Actor] = {
-    "node:featurize": Actor("node", "reads photos, weights and code; commits features and quarantine "
-                            "(markers read back, stale runs swept); EMR pushes the node logs", {
-        RAW: READ, MODELS: READ, CODE: READ,
-        FEATURES: WRITE_OUTPUT, QUARANTINE: WRITE_OUTPUT,
-        LOGS: frozenset({PUT}),
-    }, bucket=LOCATE),
-    "node:pca": Actor("node", "reads committed features and code; reads and commits stats, bases, reduced", {
-        FEATURES: READ, CODE: READ,
-        PCA: WRITE_OUTPUT,
-        LOGS: frozenset({PUT}),
-    }, bucket=LOCATE),
-    "airflow:check_gdpr": Actor("airflow", "the GDPR guard reads the lake's and the landing's bucket settings",
-                                {}, bucket=GUARD, landing_bucket=GUARD),
-    "airflow:upload": Actor("airflow", "reads and clears the landing; writes bundles, manifests and the "
-                            "dedup index; deletes the bundles an interrupted upload left, every version", {
-        LANDING: frozenset({GET, DELETE, LIST}),
-        RAW: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
-        INDEX: frozenset({GET, PUT, LIST}),
-    }),
-    "airflow:lock": Actor("airflow", "takes and releases the batch lock (conditional PUTs)", {
-        LOCKS: frozenset({GET, PUT, DELETE, LIST}),
-    }),
-    "airflow:publish_code": Actor("airflow", "publishes code/<version>/ once; reads the weights' sidecar", {
-        CODE: frozenset({GET, PUT, LIST}),
-        MODELS: READ,
-    }),
-    "airflow:plan": Actor("airflow", "reconciles: raw batches without committed features, PCA markers", {
-        RAW: READ, FEATURES: READ, QUARANTINE: READ, PCA: READ,
-    }),
+    "node:featurize": Actor(
+        "node",
+        "reads photos, weights and code; commits features and quarantine "
+        "(markers read back, stale runs swept); EMR pushes the node logs",
+        {
+            RAW: READ,
+            MODELS: READ,
+            CODE: READ,
+            FEATURES: WRITE_OUTPUT,
+            QUARANTINE: WRITE_OUTPUT,
+            LOGS: frozenset({PUT}),
+        },
+        bucket=LOCATE,
+    ),
+    "node:pca": Actor(
+        "node",
+        "reads committed features and code; reads and commits stats, bases, reduced",
+        {
+            FEATURES: READ,
+            CODE: READ,
+            PCA: WRITE_OUTPUT,
+            LOGS: frozenset({PUT}),
+        },
+        bucket=LOCATE,
+    ),
+    "airflow:check_gdpr": Actor(
+        "airflow",
+        "the GDPR guard reads the lake's and the landing's bucket settings",
+        {},
+        bucket=GUARD,
+        landing_bucket=GUARD,
+    ),
+    "airflow:upload": Actor(
+        "airflow",
+        "reads and clears the landing; writes bundles, manifests and the "
+        "dedup index; deletes the bundles an interrupted upload left, every version",
+        {
+            LANDING: frozenset({GET, DELETE, LIST}),
+            RAW: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
+            INDEX: frozenset({GET, PUT, LIST}),
+        },
+    ),
+    "airflow:lock": Actor(
+        "airflow",
+        "takes and releases the batch lock (conditional PUTs)",
+        {
+            LOCKS: frozenset({GET, PUT, DELETE, LIST}),
+        },
+    ),
+    "airflow:publish_code": Actor(
+        "airflow",
+        "publishes code/<version>/ once; reads the weights' sidecar",
+        {
+            CODE: frozenset({GET, PUT, LIST}),
+            MODELS: READ,
+        },
+    ),
+    "airflow:plan": Actor(
+        "airflow",
+        "reconciles: raw batches without committed features, PCA markers",
+        {
+            RAW: READ,
+            FEATURES: READ,
+            QUARANTINE: READ,
+            PCA: READ,
+        },
+    ),
+    "airflow:retention": Actor(
+        "airflow",
+        "deletes every version of each batch past its retention, by batch date "
+        "(fruits.retention), under its lock; drops its index entries, moves the watermark",
+        {
+            **{
+                area: frozenset({GET, LIST, LIST_VERSIONS, DELETE_VERSION})
+                for area in (RAW, FEATURES, QUARANTINE, PCA, REPORTS)
+            },
+            LOCKS: frozenset({GET, PUT, LIST, LIST_VERSIONS, DELETE_VERSION}),
+            INDEX: frozenset({GET, PUT, LIST}),
+        },
+    ),
     "airflow:explain_failure": Actor("airflow", "reads a failed step's stderr from the log URI", {LOGS: READ}),
-    "airflow:report": Actor("airflow", "reads the markers, the logs and the photos it draws, writes the run "
-                            "report and its page, deletes the pages leaving retention, every version", {
-        FEATURES: READ, QUARANTINE: READ, PCA: READ, LOGS: READ, RAW: READ,
-        REPORTS: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
-    }),
-    "erasure": Actor("erasure", "erases a photo and every row derived from it, every version, under the "
-                     "batch lock; code and weights hold no personal data", {
-        area: ERASE for area in PERSONAL_AREAS
-    }, bucket=frozenset({"s3:GetEncryptionConfiguration"})),
+    "airflow:report": Actor(
+        "airflow",
+        "reads the markers, the logs and the photos it draws, writes the run "
+        "report and its page, deletes the pages leaving retention, every version",
+        {
+            FEATURES: READ,
+            QUARANTINE: READ,
+            PCA: READ,
+            LOGS: READ,
+            RAW: READ,
+            REPORTS: frozenset({GET, PUT, DELETE, DELETE_VERSION, LIST, LIST_VERSIONS}),
+        },
+    ),
+    "erasure": Actor(
+        "erasure",
+        "erases a photo and every row derived from it, every version, under the "
+        "batch lock; code and weights hold no personal data",
+        {area: ERASE for area in PERSONAL_AREAS},
+        bucket=frozenset({"s3:GetEncryptionConfiguration"}),
+    ),
 }
 
 ROLES = ("node", "airflow", "erasure")
@@ -149,15 +211,27 @@ def role_grants(role: str) -> set[tuple[str, str]]:
 
 def actor_grants(name: str) -> set[tuple[str, str]]:
     actor = MATRIX[name]
-    return ({(a, area) for area, actions in actor.areas.items() for a in actions}
-            | {(a, BUCKET) for a in actor.bucket} | {(a, LANDING_BUCKET) for a in actor.landing_bucket})
+    return (
+        {(a, area) for area, actions in actor.areas.items() for a in actions}
+        | {(a, BUCKET) for a in actor.bucket}
+        | {(a, LANDING_BUCKET) for a in actor.landing_bucket}
+    )
 
 
 def markdown_table() -> str:
     """The matrix for docs: one row per actor, one column per area."""
     areas = [LANDING, *lake.AREAS]
-    short = {GET: "R", PUT: "W", DELETE: "D", LIST: "L", GET_VERSION: "Rv", DELETE_VERSION: "Dv",
-             LIST_VERSIONS: "Lv", ABORT_UPLOAD: "", LIST_PARTS: ""}
+    short = {
+        GET: "R",
+        PUT: "W",
+        DELETE: "D",
+        LIST: "L",
+        GET_VERSION: "Rv",
+        DELETE_VERSION: "Dv",
+        LIST_VERSIONS: "Lv",
+        ABORT_UPLOAD: "",
+        LIST_PARTS: "",
+    }
     lines = ["| actor | " + " | ".join(areas) + " |", "|---" * (len(areas) + 1) + "|"]
     for name, actor in MATRIX.items():
         cells = ["".join(sorted(filter(None, (short[a] for a in actor.areas.get(area, ()))))) for area in areas]

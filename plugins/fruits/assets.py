@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits import lake, upload
+from fruits import lake, storage
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def dataset_uri(root: str, area: str, landing: str = "") -> str:
 
         local = Path(landing)
         return (
-            landing if "://" in landing else upload.file_uri(local if local.is_absolute() else REPO_ROOT / local)
+            landing if "://" in landing else storage.file_uri(local if local.is_absolute() else REPO_ROOT / local)
         ).rstrip("/") + "/"
     if area not in DATASETS:
         raise ValueError(f"unknown lineage dataset {area!r}: one of {['landing', *DATASETS]}")
@@ -313,5 +313,5 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
 def write_summary(store: Any, root: str, summary: Mapping[str, Any]) -> str:
     uri = summary_uri(root, summary["batch"], summary["basis"])
     data = json.dumps(summary, indent=1, sort_keys=True).encode()
-    store.put(uri, data, upload.sha256_bytes(data))
+    store.put(uri, data, storage.sha256_bytes(data))
     return uri

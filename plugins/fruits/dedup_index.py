@@ -172,3 +172,25 @@ def _drop(entries: dict[bytes, int], keys: set[bytes]) -> bool:
     for key in present:
         del entries[key]
     return bool(present)
+
+
+def forget(store: ConditionalStore, root: str, batch: str, sha256s: Iterable[str], *, workers: int = 8) -> int:
+    """Drop the entries of an expired batch (fruits.retention): only those whose home is `batch`, so a later
+    batch's copy stays known. A photo landed again after its expiry is then a new photo. Returns entries dropped."""
+    day = _day(batch)
+
+    def one(item: tuple[str, list[str]]) -> int:
+        shard, shas = item
+        keys = {_key(sha) for sha in shas}
+        dropped = []
+
+        def change(entries: dict[bytes, int]) -> bool:
+            dropped[:] = [key for key in keys if entries.get(key) == day]
+            for key in dropped:
+                del entries[key]
+            return bool(dropped)
+
+        _update(store, shard_uri(root, shard), change)
+        return len(dropped)
+
+    return sum(_pool_map(one, _by_shard(sha256s).items(), workers))

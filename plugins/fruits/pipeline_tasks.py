@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fruits import emr_cluster, gdpr, lake, release, run_params, steps, upload
+from fruits import emr_cluster, gdpr, lake, release, run_params, steps, storage, upload
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
 
@@ -114,32 +114,32 @@ def lake_root(settings: PipelineSettings) -> str:
     if settings.target == "emr":
         return f"s3://{settings.bucket}"
     local = Path(settings.local_lake)
-    return upload.file_uri(local if local.is_absolute() else REPO_ROOT / local)
+    return storage.file_uri(local if local.is_absolute() else REPO_ROOT / local)
 
 
-def open_lake(settings: PipelineSettings, s3_client: Any | None) -> upload.Store:
+def open_lake(settings: PipelineSettings, s3_client: Any | None) -> storage.Store:
     if settings.target == "emr":
-        return upload.S3Store(s3_client, settings.bucket, settings.kms_key_arn)
-    return upload.LocalStore(lake_root(settings))
+        return storage.S3Store(s3_client, settings.bucket, settings.kms_key_arn)
+    return storage.LocalStore(lake_root(settings))
 
 
 def open_landing(
     settings: PipelineSettings, s3_client: Any | None, batch: str, *, explicit: bool = False
-) -> tuple[upload.Store, str]:
+) -> tuple[storage.Store, str]:
     """The batch's landing folder: `<fruits_landing>/<batch>/` (lake.landing_uri: a backfill takes its own
     date's photos only), or, with `explicit` (the run's `landing` Param), the folder the Param names."""
     if not settings.landing:
         raise ValueError("no landing location: set the Variable fruits_landing or the run's 'landing' Param")
     folder = settings.landing if explicit else lake.landing_uri(settings.landing, batch)
     if is_s3(folder):
-        return upload.S3Store(s3_client, gdpr.s3_bucket_of(folder)), folder.rstrip("/") + "/"
+        return storage.S3Store(s3_client, gdpr.s3_bucket_of(folder)), folder.rstrip("/") + "/"
     path = Path(folder)
     path = path if path.is_absolute() else REPO_ROOT / path
     if not path.is_dir():
         if explicit:
             raise FileNotFoundError(f"landing folder {path} does not exist")
         log.warning("landing folder %s does not exist: no photos for batch %s", path, batch)
-    return upload.LocalStore(path), upload.file_uri(path) + "/"
+    return storage.LocalStore(path), storage.file_uri(path) + "/"
 
 
 def upload_batch(
@@ -199,9 +199,9 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     def retained(batches: list[str]) -> list[str]:
         return [b for b in batches if since <= b <= batch]
 
-    raw = retained(upload.raw_batches(store, root))
-    listed_features = retained(upload.batch_partitions(store, lake.features_uri(root)))
-    listed_stats = set(retained(upload.batch_partitions(store, lake.pca_stats_root(root))))
+    raw = retained(storage.raw_batches(store, root))
+    listed_features = retained(storage.batch_partitions(store, lake.features_uri(root)))
+    listed_stats = set(retained(storage.batch_partitions(store, lake.pca_stats_root(root))))
     markers = _read_markers(store, [lake.features_uri(root, b) for b in listed_features])
     featurized = {b: int(m.get("rows", 0)) for b, m in zip(listed_features, markers, strict=True) if m}
     stats_listed = sorted(listed_stats & set(featurized))
@@ -211,7 +211,7 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     catch_up: dict[str, int] = {}
     for other in raw:
         if other < batch and other not in featurized:
-            photos = len(upload.read_batch_manifest(store, root, other).files)
+            photos = len(storage.read_batch_manifest(store, root, other).files)
             if photos:
                 catch_up[other] = photos
     tonight = {batch: images_in_batch} if images_in_batch else {}

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fruits import lake
+from fruits import lake, storage
 from fruits.emr_cluster import PYTHON_VERSION
 
 log = logging.getLogger(__name__)
@@ -324,13 +324,12 @@ def default_weights(lake_store: Any, root: str, name: str = DEFAULT_WEIGHTS_FILE
 
 
 def _store(root: str) -> Any:
-    from fruits import upload
 
     if root.startswith("s3://"):
         import boto3
 
-        return upload.S3Store(boto3.client("s3"), root.removeprefix("s3://").split("/")[0])
-    return upload.LocalStore(root.removeprefix("file://"))
+        return storage.S3Store(boto3.client("s3"), root.removeprefix("s3://").split("/")[0])
+    return storage.LocalStore(root.removeprefix("file://"))
 
 
 def main(argv: list[str] | None = None) -> int:

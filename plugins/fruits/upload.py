@@ -21,7 +21,6 @@ rewritten), and a bundle no manifest names is deleted only when older than LEFTO
 live attempt is that old). The index is updated after the manifest, so an index entry always names a
 committed photo.
 
-`publish_code` (fruits.release, re-exported here) copies the cluster's code to `code/<version>/`.
 """
 
 from __future__ import annotations
@@ -42,47 +41,21 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from fruits import dedup_index, lake
-from fruits.release import (  # noqa: F401  (code publishing lives in fruits.release; callers still reach it here)
-    CODE_MANIFEST,
-    CODE_SOURCES,
-    JOB_SCRIPTS,
-    code_files,
-    code_version,
-    helper_modules,
-    publish_code,
-)
 from fruits.settings import PipelineSettings
-
-# Callers written before fruits.storage (pipeline_tasks, run_report, release) still reach these through upload.
-from fruits.storage import (  # noqa: F401
+from fruits.storage import (
     BUNDLE_MAX_BYTES,
     BUNDLE_MAX_PHOTOS,
     BUNDLE_ROW_GROUP_PHOTOS,
-    INGESTION_REPORT,
     UPLOADS_MANIFEST,
     BatchManifest,
     BundleWriter,
     Entry,
-    LocalStore,
     Photo,
-    S3Store,
     Store,
     batch_manifest_uri,
-    batch_partitions,
     bundle_entries,
-    bundle_files,
-    bundle_name,
-    bundle_parquet,
-    bundle_schema,
-    file_uri,
     ingestion_report_uri,
-    is_bundle_name,
-    open_store,
-    raw_batches,
-    read_batch_manifest,
-    read_manifest,
     sha256_bytes,
-    write_batch_manifest,
 )
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,236 @@
+"""Retention by batch date: every output of a batch goes when its photos' retention ends (issue 11).
+
+S3's lifecycle expires an object by its own age. A batch re-expressed on a new basis 300 days after its photos
+arrived would keep its reduced rows 300 days past them, and a committed basis would expire while still current.
+So the nightly run sweeps by the batch's DATE instead: on the night of <batch>, every batch older than
+`oldest_retained(batch, retention_days)` loses its raw photos, features, quarantine, statistics, reduced rows on
+every basis, run report, batch lock and dedup index entries, every version of every object (the bucket is
+versioned). The lifecycle stays as a backstop with a grace (docs/gdpr.md).
+
+Proportional to one night, not to history: a watermark (`index/retention.json`, the last batch date swept)
+makes each night touch only the dates expired since the last sweep, by their known prefixes (no listing of
+the areas). Skipped nights are caught up by the next sweep (it enumerates every date after the watermark).
+The first sweep of a lake without a watermark lists the areas' batch folders once.
+
+Crash-safe and idempotent: a batch's derived outputs go first, its raw photos and manifest last (the manifest
+names the index entries to drop), and the watermark moves only once a batch is wholly gone, so a rerun
+finishes what a crash left. A batch whose lock is held (an erasure, a run) is left for the next night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from fruits import dedup_index, lake, locks, storage
+
+log = logging.getLogger("fruits.retention")
+
+WATERMARK_NAME = "retention.json"
+# Areas keyed by batch=<ds>/ directly (the reduced area is keyed by basis first).
+BATCH_AREAS = ("features", "quarantine", "reports")
+
+
+def oldest_retained(batch: str, retention_days: int) -> str:
+    """The oldest batch still retained on the night of `batch`: the last `retention_days` dates, tonight's included."""
+    if not isinstance(retention_days, int) or retention_days < 1:
+        raise ValueError(f"retention_days must be a positive integer, not {retention_days!r}")
+    return (dt.date.fromisoformat(lake.check_batch(batch)) - dt.timedelta(days=retention_days - 1)).isoformat()
+
+
+def watermark_uri(root: str) -> str:
+    return lake.area_uri(root, "index") + WATERMARK_NAME
+
+
+def read_watermark(store: Any, root: str) -> str | None:
+    """The last batch date wholly swept (None: never swept)."""
+    data = store.read_or_none(watermark_uri(root))
+    return lake.check_batch(json.loads(data)["swept_through"]) if data else None
+
+
+def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> None:
+    body = json.dumps(
+        {
+            "swept_through": batch,
+            "retention_days": retention_days,
+            "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        indent=1,
+    ).encode()
+    store.put(watermark_uri(root), body, storage.sha256_bytes(body))
+
+
+def _dates(after: str, through: str) -> list[str]:
+    start, end = dt.date.fromisoformat(after) + dt.timedelta(days=1), dt.date.fromisoformat(through)
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _bases(store: Any, root: str) -> list[str]:
+    """`basis=<NNNN>` folder names under pca/reduced/ (a handful: one per basis ever fitted)."""
+    return [name for name in store.list_children(lake.pca_reduced_root(root)) if name.startswith("basis=")]
+
+
+def batch_prefixes(root: str, batch: str, bases: list[str]) -> list[str]:
+    """Every prefix holding a batch's photos or rows derived from them, derived rows first, raw last."""
+    reduced = [f"{lake.pca_reduced_root(root)}{name}/batch={lake.check_batch(batch)}/" for name in bases]
+    return [
+        *reduced,
+        lake.pca_stats_uri(root, batch),
+        lake.legacy_pca_uri(root, batch),
+        lake.quarantine_uri(root, batch),
+        lake.features_uri(root, batch),
+        lake.reports_uri(root, batch),
+        lake.raw_uri(root, batch),
+    ]
+
+
+def _first_sweep_batches(store: Any, root: str, bases: list[str]) -> list[str]:
+    """Without a watermark: the batches any area holds (a few listings, once per lake)."""
+    areas = [
+        lake.area_uri(root, "raw"),
+        lake.pca_stats_root(root),
+        lake.area_uri(root, "pca"),
+        *(lake.area_uri(root, area) for area in BATCH_AREAS),
+        *(f"{lake.pca_reduced_root(root)}{name}/" for name in bases),
+    ]
+    return sorted({batch for area in areas for batch in storage.batch_partitions(store, area)})
+
+
+# --------------------------------------------------------------------------- deleting every version
+
+
+def delete_prefix(store: Any, prefix_uri: str, *, dry_run: bool = False) -> int:
+    """Delete every object under the prefix, every version and delete marker on S3; returns how many went."""
+    parsed = urlparse(prefix_uri)
+    if parsed.scheme == "s3":
+        client, prefix = store.client, parsed.path.lstrip("/")
+        doomed = []
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=parsed.netloc, Prefix=prefix):
+            doomed += [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+        for start in range(0, 0 if dry_run else len(doomed), 1000):  # DeleteObjects takes 1,000 keys at most
+            answer = client.delete_objects(
+                Bucket=parsed.netloc, Delete={"Objects": doomed[start : start + 1000], "Quiet": True}
+            )
+            if answer.get("Errors"):
+                raise RuntimeError(f"could not delete every version under {prefix_uri}: {answer['Errors'][:3]}")
+        return len(doomed)
+    path = Path(unquote(parsed.path) if parsed.scheme == "file" else prefix_uri)
+    if path.is_file():  # a single-object "prefix" (a batch lock)
+        if not dry_run:
+            path.unlink()
+        return 1
+    if not path.is_dir():
+        return 0
+    count = sum(1 for item in path.rglob("*") if item.is_file())
+    if not dry_run:
+        shutil.rmtree(path)
+    return count
+
+
+# --------------------------------------------------------------------------- one batch, then the sweep
+
+
+def sweep_batch(
+    store: Any, root: str, batch: str, bases: list[str], *, owner: str, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete everything of one expired batch under its lock. Index entries first (the manifest names them),
+    then derived outputs, raw last, then the lock itself."""
+    if not dry_run:
+        locks.acquire(store, root, batch, owner)  # raises BatchLocked: an erasure or a run holds it
+    shas = sorted(set(storage.read_manifest(store, root, batch).values()))
+    dropped = 0 if dry_run else dedup_index.forget(store, root, batch, shas)
+    deleted = {prefix: delete_prefix(store, prefix, dry_run=dry_run) for prefix in batch_prefixes(root, batch, bases)}
+    deleted = {prefix: count for prefix, count in deleted.items() if count}
+    delete_prefix(store, lake.lock_uri(root, batch), dry_run=dry_run)  # ours now (or the batch's old one)
+    return {
+        "batch": batch,
+        "objects_deleted": sum(deleted.values()),
+        "prefixes": deleted,
+        "photos_in_manifest": len(shas),
+        "index_entries_dropped": dropped,
+    }
+
+
+def sweep_expired(
+    store: Any, root: str, batch: str, retention_days: int, *, owner: str = "retention-sweep", dry_run: bool = False
+) -> dict[str, Any]:
+    """On the night of `batch`, delete every output of the batches older than `oldest_retained(batch,
+    retention_days)` and not swept yet (after the watermark), oldest first, moving the watermark after each.
+
+    Returns {batch, retention_days, oldest_retained, watermark_before, watermark_after, expired (dates
+    considered), swept (per batch: objects_deleted, prefixes, index_entries_dropped), locked (dates left for
+    the next night), objects_deleted, bases_deleted, dry_run}. A locked batch stops the watermark there."""
+    keep_from = oldest_retained(batch, retention_days)
+    through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
+    before = read_watermark(store, root)
+    bases = _bases(store, root)
+    if before is None:
+        expired = [b for b in _first_sweep_batches(store, root, bases) if b <= through]
+    else:
+        expired = _dates(before, through)
+    swept, locked, watermark = [], [], before
+    for day in expired:
+        try:
+            swept.append(sweep_batch(store, root, day, bases, owner=owner, dry_run=dry_run))
+        except locks.BatchLocked as error:
+            log.warning("retention: %s; left for the next night", error)
+            locked.append(day)
+        if not locked and not dry_run:
+            watermark = day
+            _write_watermark(store, root, day, retention_days)
+    if before is None and not locked and not dry_run and (watermark or "") < through:
+        watermark = through  # nothing older exists: later nights start here, not from the dawn of time
+        _write_watermark(store, root, through, retention_days)
+    bases_deleted = [] if dry_run else drop_unused_bases(store, root)
+    report = {
+        "batch": batch,
+        "retention_days": retention_days,
+        "oldest_retained": keep_from,
+        "watermark_before": before,
+        "watermark_after": watermark,
+        "expired": expired,
+        "swept": [s for s in swept if s["objects_deleted"] or s["index_entries_dropped"]],
+        "locked": locked,
+        "objects_deleted": sum(s["objects_deleted"] for s in swept),
+        "bases_deleted": bases_deleted,
+        "dry_run": dry_run,
+    }
+    log.info(
+        "retention on %s (%d days, keeping %s on): %d expired date(s) swept, %d object(s) deleted, "
+        "watermark %s -> %s%s",
+        batch,
+        retention_days,
+        keep_from,
+        len(expired) - len(locked),
+        report["objects_deleted"],
+        before,
+        watermark,
+        f"; locked, left: {locked}" if locked else "",
+    )
+    return report
+
+
+def drop_unused_bases(store: Any, root: str) -> list[int]:
+    """Older bases (below the current version) with no batch left on them: their model and reduced folders
+    go (a basis is an aggregate of the photos it was fitted on). The current and newer ones always stay."""
+    data = store.read_or_none(lake.pca_current_basis_uri(root))
+    if not data:
+        return []
+    current = int(json.loads(data)["version"])
+    dropped = []
+    for name in _bases(store, root):
+        version = int(name.removeprefix("basis="))
+        reduced = f"{lake.pca_reduced_root(root)}{name}/"
+        if version < current and not storage.batch_partitions(store, reduced):
+            delete_prefix(store, lake.pca_basis_uri(root, version))
+            delete_prefix(store, reduced)
+            dropped.append(version)
+    return dropped
