@@ -1,10 +1,11 @@
 """Fruits! nightly pipeline: new photos -> cluster -> featurize -> PCA -> sensors -> terminate.
 
-check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> upload_new_images -> plan_jobs
-(failed nights to catch up, PCA window, estimate) -> stop_if_nothing_to_do (a dry run or an empty night:
-no cluster) -> create_cluster (setup) -> per job kind (featurize, PCA nightly, reexpress) add steps -> wait
--> terminate_cluster, report_cost, unlock_batch: Airflow teardowns, so they run whatever happened upstream,
-are skipped with their setup, and leave the run's state to the work (a failed step fails the run).
+check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> upload_new_images ->
+sweep_expired_batches (retention by batch date) -> plan_jobs (failed nights to catch up, PCA window,
+estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> create_cluster (setup) ->
+per job kind (featurize, PCA nightly, reexpress) add steps -> wait -> terminate_cluster, report_cost,
+publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened upstream, are skipped with
+their setup, and leave the run's state to the work (a failed step fails the run).
 Target (env FRUITS_TARGET, fruits.settings): "emr" = transient EMR cluster; "local" = the same jobs through
 a local spark-submit, lake in a folder. Settings: Airflow Variables `fruits_*`; credentials: `aws_default`.
 """
@@ -72,6 +73,12 @@ with DAG(
             dry_run=run.params.dry_run,
             explicit_landing=run.params.explicit_landing,
         )
+
+    @task(pre_execute=assets.lineage("sweep_expired_batches"))  # by batch date; skipped nights caught up
+    def sweep_expired_batches(checked: dict, run_id=None) -> dict:
+        run = tasks.Run.from_xcom(checked)
+        client = tasks.lake_client(run.settings)
+        return tasks.sweep_retention(run.settings, client, run.batch, dry_run=run.params.dry_run, owner=run_id)
 
     @task(multiple_outputs=True, pre_execute=assets.lineage("plan_jobs"))
     def plan_jobs(checked: dict, uploaded: dict, run_id=None) -> dict:
@@ -162,6 +169,7 @@ with DAG(
         checked,
         lock,
         uploaded,
+        sweep_expired_batches(checked),
         plan,
         stop_if_nothing_to_do(plan["run_jobs"]),
         *work,

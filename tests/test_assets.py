@@ -203,6 +203,7 @@ def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_alia
     lake_tasks = {
         "lock_batch",
         "upload_new_images",
+        "sweep_expired_batches",
         "plan_jobs",
         "report_cost",
         "unlock_batch",

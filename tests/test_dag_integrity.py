@@ -12,7 +12,7 @@ from airflow.sdk import TriggerRule
 from fruits import emr_cluster, steps
 from fruits.cli import demo
 
-HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "plan_jobs", "stop_if_nothing_to_do"]
+HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "sweep_expired_batches", "plan_jobs", "stop_if_nothing_to_do"]
 EMR_CHAIN = [
     *HEAD,
     "create_cluster",

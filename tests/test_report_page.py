@@ -322,18 +322,6 @@ def test_an_erased_photo_leaves_the_page_and_pages_expire_with_their_photos(tmp_
     assert victim not in after["thumbs"] and thumb not in store.read(page_uri).decode()
     assert report_page.rebuild(store, store.root, "2026-11-20") is None  # no page there: nothing drawn
 
-    # Retention 10 days: tonight deletes the pages of the nights that left it, keeps the others.
-    day = date.fromisoformat(BATCH)
-    nights = [(day - timedelta(days=back)).isoformat() for back in (5, 9, 10, 12, 16, 17)]
-    for night in nights:
-        store.put(lake.reports_uri(store.root, night) + report_page.PAGE, b"<p>old</p>", "-")
-    deleted = report_page.expire_pages(store, store.root, BATCH, retention_days=10)
-    assert sorted(uri.split("batch=")[1][:10] for uri in deleted) == sorted(nights[2:5])
-    assert store.read_or_none(lake.reports_uri(store.root, nights[1]) + report_page.PAGE) is not None
-    # report_run does it when given the retention (the DAG passes fruits_retention_days).
-    run_report.report_run(store, store.root, BATCH, target="local", region=REGION, retention_days=8)
-    assert store.read_or_none(lake.reports_uri(store.root, nights[1]) + report_page.PAGE) is None
-
 
 def test_a_redrawn_page_leaves_no_older_version_in_a_versioned_bucket(monkeypatch):
     import boto3

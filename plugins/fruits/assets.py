@@ -60,6 +60,10 @@ DATASETS: dict[str, Callable[[str], str]] = {
 LINEAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lock_batch": ((), ("locks",)),
     "upload_new_images": (("landing", "index"), ("raw", "index", "code")),
+    "sweep_expired_batches": (
+        ("locks", "index"),
+        ("raw", "index", "features", "quarantine", "pca/stats", "pca/bases", "pca/reduced", "reports"),
+    ),
     "plan_jobs": (("raw", "features", "pca/stats", "pca/bases"), ()),
     "featurize": (("raw", "models", "code"), ("features", "quarantine")),
     "pca": (("features", "pca/stats", "pca/bases", "code"), ("pca/stats", "pca/bases", "pca/reduced")),

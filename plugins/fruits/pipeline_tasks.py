@@ -12,7 +12,6 @@ node wheelhouse the cluster needs; `plan_jobs`: cluster request, step and local 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fruits import emr_cluster, gdpr, lake, release, run_params, steps, storage, upload
+from fruits import emr_cluster, gdpr, lake, release, retention, run_params, steps, storage, upload
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
 
@@ -172,9 +171,14 @@ def upload_batch(
 # ---------------------------------------------------------------------------------------------
 
 
-def retained_since(batch: str, retention_days: int) -> str:
-    """The oldest batch still retained on the night of `batch` (the lifecycle expires older ones)."""
-    return (dt.date.fromisoformat(batch) - dt.timedelta(days=retention_days - 1)).isoformat()
+def sweep_retention(
+    settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool, owner: str
+) -> dict[str, Any]:
+    """Delete the batches that left retention since the last sweep, by batch date (fruits.retention)."""
+    store = open_lake(settings, s3_client)
+    return retention.sweep_expired(
+        store, lake_root(settings), batch, settings.retention_days, owner=owner, dry_run=dry_run
+    )
 
 
 def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -194,7 +198,7 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     history's size. A retained raw batch before tonight with photos and no committed features is
     featurized again (a failed night, #13.4); one with committed features but no committed statistics
     gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches."""
-    since = retained_since(batch, retention_days)
+    since = retention.oldest_retained(batch, retention_days)
 
     def retained(batches: list[str]) -> list[str]:
         return [b for b in batches if since <= b <= batch]

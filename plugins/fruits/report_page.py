@@ -677,22 +677,3 @@ def rebuild(store: Any, root: str, batch: str) -> str | None:
     store.put(uri, page, storage.sha256_bytes(page))
     log.info("run report page of batch %s redrawn: %s", batch, uri)
     return uri
-
-
-# Nights a page may outlive its photos when runs were missed: each night deletes this many leaving retention.
-EXPIRY_NIGHTS = 7
-
-
-def expire_pages(store: Any, root: str, batch: str, retention_days: int) -> list[str]:
-    """Delete the pages of the EXPIRY_NIGHTS nights that just left retention (their photos expire with the
-    lake's lifecycle rule; the pages hold thumbnails of them). Bounded: a few requests whatever the history."""
-    oldest_kept = dt.date.fromisoformat(lake.check_batch(batch)) - dt.timedelta(days=retention_days - 1)
-    deleted = []
-    for back in range(1, EXPIRY_NIGHTS + 1):
-        uri = lake.reports_uri(root, (oldest_kept - dt.timedelta(days=back)).isoformat()) + PAGE
-        if store.read_or_none(uri) is not None:
-            store.delete(uri)
-            deleted.append(uri)
-    if deleted:
-        log.info("run report pages out of retention (%d days) deleted: %s", retention_days, deleted)
-    return deleted

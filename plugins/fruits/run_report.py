@@ -564,13 +564,11 @@ def report_run(
     estimate: Mapping[str, Any] | None = None,
     landing_on_s3: bool = False,
     work: Mapping[str, Any] | None = None,
-    retention_days: int | None = None,
 ) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
     the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
     (its summary goes to the log). landing_on_s3: the run's landing was an s3:// prefix (its reads are
-    billed); retention_days (default: the setting's default): the pages (photo thumbnails) of the nights
-    leaving retention are deleted."""
+    billed). The page leaves with its batch (fruits.retention)."""
     metrics, pca = job_outputs(store, root, batch)
     record = collect_cluster_record(emr_client, cluster_id) if target == "emr" else {}
     s3_side = costs.Workload(
@@ -593,7 +591,6 @@ def report_run(
     written = write_run_report(report, lake.reports_uri(root, batch), store)
     try:
         written.append(report_page.write_page(store, root, batch, report, pca))
-        report_page.expire_pages(store, root, batch, retention_days or PipelineSettings.retention_days)
     except Exception:  # the page only shows what is committed and reported: without it, nothing is lost
         log.exception("batch %s: the run report page could not be built (run_report.json|md are written)", batch)
     cost, throughput = report["cost"], report["throughput"]
