@@ -1,4 +1,4 @@
-"""bootstrap/install_python_deps.sh: every pinned Spark-node package resolves as binary wheels for the
+"""bootstrap/install_python_deps.sh: every package of the hash-locked Spark-node set downloads as binary wheels for the
 cluster's Python on manylinux x86_64 and aarch64 (so a bootstrap cannot fail on a missing wheel, and
 Graviton can be the default), and the script itself installs the pinned file, binary-only, with retries
 and timestamped logs, into the environment spark-env points at."""
@@ -86,8 +86,10 @@ def test_every_pin_downloads_as_binary_wheels_for_the_cluster_python(architectur
         "--abi",
         abi,
         *[arg for platform in platforms for arg in ("--platform", platform)],
+        # The lock, not the loose pins: what the nodes install, stable when PyPI publishes newer dependencies.
+        "--require-hashes",
         "--requirement",
-        str(SPARK_NODE_REQUIREMENTS),
+        str(REPO / release.NODE_LOCK),
         "--dest",
         str(tmp_path),
     ]

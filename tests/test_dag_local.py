@@ -95,8 +95,8 @@ def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_
         assert {len(f) for f in table.column("features").to_pylist()} == {1280}
         assert lake.read_commit(store, lake.pca_stats_uri(root, batch)) is not None
 
-    # Every night is on the current basis: projected by its nightly, or re-expressed after a new basis
-    # (nights of 66 photos drift past the default threshold; the reexpress step catches them up).
+    # All nights share ONE basis: the first night fits it, the next ones (same labels, 66 photos: too few
+    # rows to judge drift, pca --min-drift-rows) are projected on it.
     version = json.loads((lake_dir / "pca/bases/_current.json").read_text())["version"]
     reduced, reports = [], []
     for batch in DATES:
@@ -105,6 +105,7 @@ def test_backfill_three_nights_share_one_basis_then_rerun_one(tmp_path, airflow_
         reports.append(json.loads(store.read(report_uri)))
         reduced += _table(store, output).to_pylist()
     assert [r["basis"] for r in reports] == [version] * len(DATES)
+    assert version == 1 and [r["new_basis"] for r in reports] == ["first basis"] + [None] * (len(DATES) - 1)
     assert reports[-1]["rows_read"] == per_night  # the last night read only its own batch
     assert len(reduced) == len({row["path"] for row in reduced}) == per_night * len(DATES)
     assert {row["basis"] for row in reduced} == {version}
