@@ -342,10 +342,10 @@ def test_the_lake_bucket_owner_is_expected_on_every_guard_call():
 
 
 def test_every_store_call_on_the_lake_carries_the_expected_owner():
-    """The stores (fruits.upload.S3Store) get the owner through the client: every S3 operation that takes
+    """The stores (fruits.storage.S3Store) get the owner through the client: every S3 operation that takes
     ExpectedBucketOwner sends it for the lake bucket, none for another bucket (moto ignores the header, so
     the test reads what goes on the wire)."""
-    from fruits.upload import S3Store
+    from fruits.storage import S3Store
 
     with mock_aws():
         _make_bucket(EU_BUCKET, "eu-west-3", blocked={})

@@ -54,7 +54,9 @@ def test_the_inference_benchmark_bundles_photos_as_the_lake_does(tmp_path, sampl
     import pyarrow.parquet as pq
 
     monkeypatch.setenv("PYTHONPATH", "")  # the benchmark rewrites it for its Spark workers
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inference_throughput.py"
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))  # as when run as a script: its folder first (benchmarks/_env.py)
+    path = benchmarks / "inference_throughput.py"
     spec = importlib.util.spec_from_file_location("inference_throughput_under_test", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
