@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow_services import ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer, postgres_bin_dir, require
 from conftest import REPO_ROOT
+from test_services_assets import check_consumer_ran, prepare_consumer
 
 from fruits import lake as lake_layout
 from fruits.storage import LocalStore
@@ -90,6 +91,7 @@ def stack(keras_home, tmp_path_factory):
         api = ApiClient(services.base_url, ADMIN_USER, services.password)
         api.wait_for_dag(DAG_ID)
         api.unpause(DAG_ID)
+        prepare_consumer(api)  # the asset consumer, unpaused before any producer run
         yield {"services": services, "api": api, "lake": lake, "postgres": postgres}
     finally:
         started = services.all_processes()
@@ -158,6 +160,16 @@ def test_rest_api_trigger_with_params_runs_the_local_target(stack, photo_sets, t
     assert states["unlock_batch"] == states["report_cost"] == "success"  # the teardowns ran
     report = assert_batch_outputs(lake, "2026-03-01", photo_sets["api"])
     assert report["variance_target"] == 0.9 and report["total_explained_variance"] >= 0.9
+
+
+def test_the_consumer_dag_is_queued_by_the_producers_asset_event(stack):
+    """After the REST run above (tests run in file order): its publish_assets task announced batch
+    2026-03-01 on the PCA alias with the extras a consumer needs, and that event queued fruits_pca_summary
+    (tests/test_services_assets.py says why this stack's scheduler then creates no run)."""
+    api = stack["api"]
+    run_id = next(r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "manual")
+    outcome = check_consumer_ran(api, stack["services"], stack["lake"], run_id, "2026-03-01")
+    assert outcome.get("queued_events") or outcome.get("summary")
 
 
 def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path):
