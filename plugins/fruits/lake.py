@@ -12,7 +12,8 @@ run's `landing` Param names one folder holding that batch's photos instead (manu
                                           path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>
     raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
     raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
-    index/                                the cross-batch duplicate index and the erased hashes (fruits.upload)
+    index/                                the cross-batch duplicate index and the erased hashes (fruits.upload),
+                                          retention.json: the retention sweep's watermark (fruits.retention)
     locks/batch=<ds>.json                 a batch's lock: one pipeline run or one erasure at a time
 
 Job outputs are never renamed into place. Each job run writes under its own immutable folder
@@ -28,7 +29,8 @@ resolves the marker and reads only the files it lists; a folder without a marker
     pca/reduced/basis=<NNNN>/batch=<ds>/  the batch on that basis: reduced/ (Parquet), pca_matrix.csv,
                                           report.json, explained_variance.png               [committed]
     reports/batch=<ds>/                   run report (cost, throughput): run_report.json / .md, and its
-                                          page run_report.html (fruits.report_page: photo thumbnails)
+                                          page run_report.html (fruits.report_page: photo thumbnails);
+                                          pca_summary-basis=<NNNN>.json (the asset consumer's summary)
     code/<version>/spark_jobs/, code/<version>/bootstrap/, code/<version>/requirements/
     models/keras/<weights file>           MobileNetV2 weights the driver loads (+ recorded sha256)
     logs/emr/                             EMR cluster logs
