@@ -7,6 +7,7 @@ the reason there, and fail when CI=true, where its absence is a broken set-up, n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -128,3 +129,45 @@ def commit_output(store, output: str, files: dict[str, bytes], facts: dict | Non
     for name, data in files.items():
         store.put(run + name, data, "-")
     return jobio.commit(StoreFiles(store), output, run, facts)
+
+
+@contextlib.contextmanager
+def headless_chromium(window: str = "1200,900", *, logs: bool = False, extra_flags: tuple[str, ...] = ()):
+    """Debian's headless Chromium through Debian's ChromeDriver (no browser download), with a throwaway
+    profile; logs=True keeps the console and performance (network) logs. Skips without them (fails under
+    CI=true)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        reason = "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="fruits-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--window-size={window}",
+        f"--user-data-dir={profile}",
+        *extra_flags,
+    ):
+        options.add_argument(flag)
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -15,12 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 DECK = REPO / "docs" / "presentation" / "fruits_pipeline.md"
 MARP = REPO / "node_modules" / ".bin" / "marp"
 CHROMIUM = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOLERANCE_PX = 1
 
 # Every element's box against its slide's content box, in the slide's own (unscaled) pixels.
@@ -109,21 +109,7 @@ def rendered(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def overflow_report(rendered) -> list[dict]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--window-size=1280,720",
-        "--allow-file-access-from-files",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium("1280,720", extra_flags=("--allow-file-access-from-files",)) as driver:
         driver.get(rendered.as_uri())
         driver.execute_script("return document.fonts.ready")
         driver.execute_script(
@@ -131,8 +117,6 @@ def overflow_report(rendered) -> list[dict]:
             ".map(i => i.complete ? 0 : new Promise(r => i.onload = i.onerror = r)))"
         )
         return driver.execute_script(OVERFLOW_JS)
-    finally:
-        driver.quit()
 
 
 def test_every_slide_is_rendered(overflow_report):

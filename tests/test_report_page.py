@@ -14,14 +14,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import commit_output, require_shared
+from conftest import commit_output, headless_chromium, require_shared
 
 from fruits import lake, report_page, run_report, storage, upload
 from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR
@@ -395,43 +394,12 @@ def test_emr_links_and_escaping(tmp_path):
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;.jpg" in page
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        reason = "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
-    profile = tempfile.mkdtemp(prefix="fruits-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(chromedriver), options=options), profile
-
-
 @pytest.mark.slow
 def test_the_page_opens_in_chromium_without_error_or_request(built):
     from selenium.webdriver.common.by import By
 
     _, facts, report, page = built
-    driver, profile = _browser()
-    try:
+    with headless_chromium(logs=True) as driver:
         url = page.resolve().as_uri()
         driver.get(url)
         body = driver.find_element(By.TAG_NAME, "body").text
@@ -444,9 +412,6 @@ def test_the_page_opens_in_chromium_without_error_or_request(built):
         driver.save_screenshot(str(screenshot))
         console = driver.get_log("browser")
         requests = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
     assert [entry for entry in console if entry["level"] in ("SEVERE", "WARNING")] == []
     # Chromium's own new-tab page loads chrome:// resources before ours: not the page's requests.

@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from airflow_services import ADMIN_USER, LOOPBACK, AirflowServices, ApiClient, PostgresServer, postgres_bin_dir, require
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, headless_chromium
 from test_services_assets import check_consumer_ran, prepare_consumer
 
 from fruits import lake as lake_layout
@@ -215,37 +214,8 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
 
 @pytest.fixture
 def browser():
-    """Debian's headless Chromium through Debian's ChromeDriver (no browser download)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    require(
-        bool(chromium and chromedriver), "Chromium/ChromeDriver missing (Debian packages chromium, chromium-driver)"
-    )
-    profile = tempfile.mkdtemp(prefix="fruits-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
+    with headless_chromium("1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def artifacts_dir() -> Path:
