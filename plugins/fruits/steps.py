@@ -108,6 +108,20 @@ def _pca_options(mode: str, variance: float | None, k: int | None, drift_thresho
     return args
 
 
+def _pca_areas(root: str) -> list[str]:
+    """The lake areas both PCA subcommands read and write."""
+    return [
+        "--features-root",
+        lake.features_uri(root),
+        "--stats-root",
+        lake.pca_stats_root(root),
+        "--bases",
+        lake.pca_bases_uri(root),
+        "--reduced-root",
+        lake.pca_reduced_root(root),
+    ]
+
+
 def pca_nightly_job(
     root: str,
     batch: str,
@@ -128,14 +142,7 @@ def pca_nightly_job(
         "nightly",
         "--batch",
         lake.check_batch(batch),
-        "--features-root",
-        lake.features_uri(root),
-        "--stats-root",
-        lake.pca_stats_root(root),
-        "--bases",
-        lake.pca_bases_uri(root),
-        "--reduced-root",
-        lake.pca_reduced_root(root),
+        *_pca_areas(root),
     ]
     if window:
         args += ["--window", ",".join(sorted({lake.check_batch(b) for b in window}))]
@@ -158,14 +165,7 @@ def reexpress_job(
         "reexpress",
         "--batches",
         ",".join(sorted({lake.check_batch(b) for b in batches})),
-        "--features-root",
-        lake.features_uri(root),
-        "--stats-root",
-        lake.pca_stats_root(root),
-        "--bases",
-        lake.pca_bases_uri(root),
-        "--reduced-root",
-        lake.pca_reduced_root(root),
+        *_pca_areas(root),
     ]
     return SparkJob(REEXPRESS, script, py_files, tuple(args))
 
