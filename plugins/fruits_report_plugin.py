@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/fruits-report"
-CHECK_TASK = "check_gdpr"  # the DAG's first task: its XCom holds the run's settings and batch
+CHECK_TASK = "check_gdpr"  # the DAG's first task: its XCom is the run (settings + parsed Params, so the batch)
 # The page holds no script and fetches nothing: the browser is told so too.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
@@ -32,23 +32,27 @@ PAGE_HEADERS = {
 
 
 def run_checked(session: Any, dag_id: str, run_id: str) -> Mapping[str, Any] | None:
-    """The run's `check_gdpr` return value ({"settings": ..., "batch": ...}); None when it never ran."""
+    """The run's `check_gdpr` return value (`pipeline_tasks.Run.as_xcom()`); None when it never ran."""
     from airflow.models.xcom import XComModel
 
     row = session.scalars(
         XComModel.get_many(run_id=run_id, key="return_value", task_ids=CHECK_TASK, dag_ids=dag_id, limit=1)
     ).first()
-    return None if row is None else XComModel.deserialize_value(row)
+    if row is None:
+        return None
+    from airflow.sdk import serde
+
+    # Values the task SDK wrote come back as JSON with serde's markers (tuples in the Params): decode them.
+    return serde.deserialize(XComModel.deserialize_value(row))
 
 
 def read_page(checked: Mapping[str, Any]) -> tuple[str, bytes | None]:
     """(URI, bytes or None) of the run's page, through the lake's store (S3 with the DAG's connection)."""
     from fruits import lake, pipeline_tasks, report_page
-    from fruits.settings import PipelineSettings
 
-    settings = PipelineSettings(**checked["settings"])
-    store = pipeline_tasks.open_lake(settings, pipeline_tasks.s3_client(settings) if settings.target == "emr" else None)
-    uri = lake.reports_uri(pipeline_tasks.lake_root(settings), checked["batch"]) + report_page.PAGE
+    run = pipeline_tasks.Run.from_xcom(checked)
+    store = pipeline_tasks.open_lake(run.settings, pipeline_tasks.lake_client(run.settings))
+    uri = lake.reports_uri(pipeline_tasks.lake_root(run.settings), run.batch) + report_page.PAGE
     return uri, store.read_or_none(uri)
 
 
@@ -68,7 +72,7 @@ def serve(
     checked: Mapping[str, Any] | None,
     reader: Callable[[Mapping[str, Any]], tuple[str, bytes | None]] = read_page,
 ) -> HTMLResponse:
-    if not checked or "batch" not in checked or "settings" not in checked:
+    if not checked or "params" not in checked or "settings" not in checked:
         return _message(
             f"Run {run_id} of {dag_id} has no run report: it is not a Fruits! pipeline run, or it "
             "stopped before its first task.",

@@ -438,12 +438,11 @@ def test_the_page_opens_in_chromium_without_error_or_request(built):
 
 
 def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, monkeypatch):
-    import dataclasses
-
     import fruits_report_plugin as plugin
     from airflow.api_fastapi.common.db.common import _get_session
     from fastapi.testclient import TestClient
 
+    from fruits import pipeline_tasks, run_params
     from fruits.settings import PipelineSettings
 
     store, _, _, page = built
@@ -455,8 +454,11 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
     assert client.get(url).status_code == 401  # Airflow's own authentication: no token, no page
 
     # Authorised (Airflow's DAG-run read permission granted), the page of the run's batch from its lake.
-    settings = dataclasses.asdict(PipelineSettings(target="local", local_lake=str(store.path)))
-    checked = {"fruits_pipeline": {"settings": settings, "batch": BATCH}}
+    def checked_xcom(local_lake: str) -> dict:  # what check_gdpr returns for a run of BATCH on that lake
+        settings = PipelineSettings(target="local", local_lake=local_lake)
+        return pipeline_tasks.Run(settings, run_params.parse({}, ds=BATCH, settings=settings)).as_xcom()
+
+    checked = {"fruits_pipeline": checked_xcom(str(store.path))}
     seen = []
 
     def run_checked(session, dag_id, run):
@@ -468,8 +470,7 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
     try:
         answer = client.get(url)
         other_dag = client.get("/dags/fruits_assets_consumer/runs/x")
-        settings_elsewhere = {**settings, "local_lake": str(page.parent / "empty")}
-        checked["fruits_pipeline"] = {"settings": settings_elsewhere, "batch": BATCH}
+        checked["fruits_pipeline"] = checked_xcom(str(page.parent / "empty"))
         not_yet = client.get(url)
     finally:
         plugin.app.dependency_overrides.clear()
@@ -504,10 +505,12 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
         variance=0.9,
     )
     report = run_report.report_run(store, root, BATCH, target="local", region=REGION)
-    assert report["pca"]["basis"] == job["basis"] == 1 and report["pca"]["k"] == job["k"]
+    # basis=0001/ still holds the other night's rows on the stand-in basis: the job never reuses its number.
+    version = job["basis"]
+    assert version == 2 and report["pca"]["basis"] == version and report["pca"]["k"] == job["k"]
 
     pca_report = run_report.job_outputs(store, root, BATCH)[1]
-    files = report_page.reduced_files(store, root, 1, BATCH)
+    files = report_page.reduced_files(store, root, version, BATCH)
     assert files and all("/reduced/" in uri for uri in files)
     shown = report_page.gather(store, root, BATCH, report, pca_report)
     assert shown["sample"]["rows"] == len(facts["rows"]) == len(shown["sample"]["xy"])
@@ -520,7 +523,7 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
         assert [path for path, _, _ in example["neighbours"]] == order[: report_page.NEIGHBOURS]
         assert all(shown["thumbs"][path] for path, _, _ in example["neighbours"])
     page = store.read(lake.reports_uri(root, BATCH) + report_page.PAGE).decode()
-    assert f"explained variance, basis 1: k = {job['k']}" in page and "drift over the last 3 night(s)" in page
+    assert f"explained variance, basis {version}: k = {job['k']}" in page and "drift over the last 3 night(s)" in page
 
 
 @pytest.mark.slow
