@@ -548,7 +548,7 @@ def test_a_night_of_other_labels_gets_a_new_basis_and_earlier_batches_follow(spa
 
     # The analysts' matrix of the three nights: basis 2 (current) has them all, basis 1 only two.
     from fruits import matrix
-    from fruits.upload import LocalStore
+    from fruits.storage import LocalStore
 
     store = LocalStore(tmp_path / "lake")
     summary = matrix.write_matrix(store, store.root, batches[0], batches[-1], tmp_path / "matrix.csv")
