@@ -127,7 +127,7 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
         f"(explained variance {report.get('total_explained_variance', 0):.3f})",
         f"PCA plot      {pca / lake.PCA_PLOT_FILE}",
         f"PCA basis     {_path(lake.pca_basis_uri(root, version))}",
-        f"run report    {_path(lake.reports_uri(root, batch))}run_report.md (and .json, and the page run_report.html)",
+        f"run report    {_path(lake.reports_uri(root, batch)) / 'run_report.md'} (.json and .html beside it)",
     ]
 
 
