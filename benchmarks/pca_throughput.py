@@ -49,12 +49,12 @@ def sample_features(spark, given: str | None, scratch: Path):
 
     if given is None:
         import featurize
-        from fruits.cli.demo import SAMPLE_DIR
+        from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
 
         given = str(scratch / "sample_features")
-        featurize.run(
-            spark, featurize.parse_args(["--input", str(SAMPLE_DIR), "--output", given, "--batch-id", "2024-01-01"])
-        )
+        args = ["--input", str(SAMPLE_DIR), "--output", given, "--batch-id", "2024-01-01"]
+        weights = ["--weights", str(WEIGHTS_FILE)] if WEIGHTS_FILE.exists() else []  # offline: ../shared's
+        featurize.run(spark, featurize.parse_args(args + weights))
     return pd.read_parquet(given, columns=FEATURE_COLUMNS)
 
 
