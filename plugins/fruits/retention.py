@@ -22,10 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shutil
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from fruits import dedup_index, lake, locks, storage
 
@@ -106,33 +103,7 @@ def _first_sweep_batches(store: Any, root: str, bases: list[str]) -> list[str]:
 
 def delete_prefix(store: Any, prefix_uri: str, *, dry_run: bool = False) -> int:
     """Delete every object under the prefix, every version and delete marker on S3; returns how many went."""
-    parsed = urlparse(prefix_uri)
-    if parsed.scheme == "s3":
-        client, prefix = store.client, parsed.path.lstrip("/")
-        doomed = []
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=parsed.netloc, Prefix=prefix):
-            doomed += [
-                {"Key": v["Key"], "VersionId": v["VersionId"]}
-                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
-            ]
-        for start in range(0, 0 if dry_run else len(doomed), 1000):  # DeleteObjects takes 1,000 keys at most
-            answer = client.delete_objects(
-                Bucket=parsed.netloc, Delete={"Objects": doomed[start : start + 1000], "Quiet": True}
-            )
-            if answer.get("Errors"):
-                raise RuntimeError(f"could not delete every version under {prefix_uri}: {answer['Errors'][:3]}")
-        return len(doomed)
-    path = Path(unquote(parsed.path) if parsed.scheme == "file" else prefix_uri)
-    if path.is_file():  # a single-object "prefix" (a batch lock)
-        if not dry_run:
-            path.unlink()
-        return 1
-    if not path.is_dir():
-        return 0
-    count = sum(1 for item in path.rglob("*") if item.is_file())
-    if not dry_run:
-        shutil.rmtree(path)
-    return count
+    return store.delete_prefix(prefix_uri, dry_run=dry_run)
 
 
 # --------------------------------------------------------------------------- one batch, then the sweep

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class Store(Protocol):
     def exists(self, uri: str) -> bool: ...
     def drop_old_versions(self, uri: str) -> None: ...
     def purge_noncurrent(self, prefix_uri: str) -> int: ...
+    def delete_prefix(self, prefix_uri: str, *, dry_run: bool = False) -> int: ...
 
 
 class ConditionalStore(Protocol):
@@ -217,6 +219,20 @@ class LocalStore:
         """A folder keeps no versions: nothing to purge."""
         return 0
 
+    def delete_prefix(self, prefix_uri: str, *, dry_run: bool = False) -> int:
+        """Every file under the folder (or the one file the URI names); how many there were."""
+        path = self._path(prefix_uri)
+        if path.is_file():  # a single-object "prefix" (a batch lock)
+            if not dry_run:
+                path.unlink()
+            return 1
+        if not path.is_dir():
+            return 0
+        count = sum(1 for item in path.rglob("*") if item.is_file())
+        if not dry_run:
+            shutil.rmtree(path)
+        return count
+
     def list_children(self, prefix_uri: str) -> list[str]:
         base = self._path(prefix_uri)
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
@@ -316,6 +332,16 @@ class S3Store:
         for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
             doomed += [v for v in page.get("Versions", []) if not v["IsLatest"]] + page.get("DeleteMarkers", [])
         self._delete(prefix_uri, doomed)
+        return len(doomed)
+
+    def delete_prefix(self, prefix_uri: str, *, dry_run: bool = False) -> int:
+        """Every object under the prefix, every version and delete marker (retention); how many there were."""
+        bucket, prefix = self._key(prefix_uri)
+        doomed = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            doomed += page.get("Versions", []) + page.get("DeleteMarkers", [])
+        if not dry_run:
+            self._delete(prefix_uri, doomed)
         return len(doomed)
 
     def _versions(self, uri: str) -> list[dict[str, Any]]:
