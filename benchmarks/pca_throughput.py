@@ -4,15 +4,18 @@
 
 Rows: the real sample's MobileNetV2 features (featurize.py over ../shared's 960 photos, or --features) tiled to
 --rows with noise of a tenth of each feature's spread, clipped at 0 like ReLU6 activations, written as one
-committed featurize output (Parquet files of 10,000 rows). Then:
+committed featurize output laid out as featurize writes it (SPLITS_PER_CORE files per core, zstd). Then:
 (1) the ceiling: numpy's own X'X on the same rows in this one process, float64 blocks of 10,000 rows already in
-    memory, only the products timed (numpy uses every core through its BLAS);
-(2) `pca.batch_stats` on Spark local[<cores>]: the statistics the nightly step computes (read the committed
-    Parquet, Arrow batches, one centred X'X per batch, partials merged), checked against numpy's;
+    memory, only the products timed (numpy uses every core through its BLAS); (1) and (2) run --repeats times,
+    interleaved, and the medians are compared;
+(2) `pca.parquet_stats` on Spark local[<cores>]: the statistics the nightly step computes (the committed
+    Parquet files' bytes to the Python workers, decoded by pyarrow, one centred X'X per block, partials
+    merged), checked against numpy's;
 (3) `pca.py nightly` end to end: night 1 fits the first basis, night 2 (the same rows as another batch) is the
     steady state: statistics + drift + projection with the saved PipelineModel + Parquet + CSV, committed.
-Compares (2) with (1) (target >= 0.5) and night 2's time with featurize's at equal rows (target < 10 %),
-featurize's rate read from results/inference_throughput.json (`images_per_second_per_vcpu`). Writes
+Compares (2) with (1) (target >= 0.5) and night 2's time with featurize's at equal rows (target < 10 %), judged
+on the larger of two shares: against results/inference_throughput.json's rate (what the cost model uses) and
+against featurize's own rate on the sample in this run (when it ran: no --features). Writes
 results/pca_throughput.json (read by the cost model) unless --quick.
 """
 
@@ -44,9 +47,11 @@ FEATURE_COLUMNS = ["path", "label", "split", "batch_id", "features"]
 
 
 def sample_features(spark, given: str | None, scratch: Path):
-    """The real sample's features as a pandas frame: --features, or featurize.py over ../shared now."""
+    """(the real sample's features as a pandas frame, featurize's job metrics or None): --features, or
+    featurize.py over ../shared now, in this run."""
     import pandas as pd
 
+    metrics = None
     if given is None:
         import featurize
         from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
@@ -54,8 +59,8 @@ def sample_features(spark, given: str | None, scratch: Path):
         given = str(scratch / "sample_features")
         args = ["--input", str(SAMPLE_DIR), "--output", given, "--batch-id", "2024-01-01"]
         weights = ["--weights", str(WEIGHTS_FILE)] if WEIGHTS_FILE.exists() else []  # offline: ../shared's
-        featurize.run(spark, featurize.parse_args(args + weights))
-    return pd.read_parquet(given, columns=FEATURE_COLUMNS)
+        metrics = featurize.run(spark, featurize.parse_args(args + weights))
+    return pd.read_parquet(given, columns=FEATURE_COLUMNS), metrics
 
 
 def synthetic_rows(sample, rows: int, seed: int = 0) -> tuple[np.ndarray, list[str], list[str], list[str]]:
@@ -74,17 +79,21 @@ def synthetic_rows(sample, rows: int, seed: int = 0) -> tuple[np.ndarray, list[s
 
 
 def write_committed(spark, X, paths, labels, splits, features_root: str, batch: str) -> None:
-    """featurize's committed output of `batch`: Parquet files of BLOCK_ROWS rows in a run folder + the marker."""
+    """featurize's committed output of `batch` as featurize lays it out: featurize.SPLITS_PER_CORE files per core,
+    its Parquet options (zstd, no dictionary for the floats), in a run folder + the marker."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    import featurize
 
     output = pca.batch_uri(features_root, batch)
     run = jobio.run_uri(output, jobio.new_run_id())
     folder = Path(run.removeprefix("file://"))
     folder.mkdir(parents=True)
     d = X.shape[1]
-    for part, start in enumerate(range(0, len(X), BLOCK_ROWS)):
-        end = min(start + BLOCK_ROWS, len(X))
+    parts = featurize.SPLITS_PER_CORE * spark.sparkContext.defaultParallelism
+    for part, rows in enumerate(np.array_split(np.arange(len(X)), parts)):
+        start, end = rows[0], rows[-1] + 1
         features = pa.FixedSizeListArray.from_arrays(pa.array(X[start:end].ravel()), d).cast(pa.list_(pa.float32()))
         table = pa.table(
             {
@@ -96,7 +105,10 @@ def write_committed(spark, X, paths, labels, splits, features_root: str, batch: 
             }
         )
         pq.write_table(
-            table, folder / f"part-{part:05d}.parquet", use_dictionary=["path", "label", "split", "batch_id"]
+            table,
+            folder / f"part-{part:05d}.parquet",
+            compression=featurize.FEATURES_PARQUET_OPTIONS["compression"],
+            use_dictionary=["path", "label", "split", "batch_id"],
         )
     jobio.commit(jobio.HadoopFiles(spark), output, run, {"job": "featurize", "batch_id": batch, "rows": len(X)})
 
@@ -116,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--features", help="an existing featurize output of the sample (skips featurize)")
+    parser.add_argument("--repeats", type=int, default=3, help="(1) and (2) measured this many times, medians")
     parser.add_argument("--quick", action="store_true", help="10,000 rows, results not written")
     args = parser.parse_args(argv)
     rows = 10_000 if args.quick else args.rows
+    repeats = 1 if args.quick else args.repeats
     cores = os.cpu_count() or 1
     from pyspark.sql import SparkSession
 
@@ -127,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         .appName("bench-pca")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "2g")
+        # As on EMR (fruits.emr_cluster): one BLAS thread per task slot, not one per core in each worker.
+        .config("spark.executorEnv.OMP_NUM_THREADS", "1")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
     with tempfile.TemporaryDirectory(prefix="bench-pca-") as scratch:
         scratch = Path(scratch)
-        X, paths, labels, splits = synthetic_rows(sample_features(spark, args.features, scratch), rows)
+        sample, featurized = sample_features(spark, args.features, scratch)
+        X, paths, labels, splits = synthetic_rows(sample, rows)
         d = X.shape[1]
         root = f"file://{scratch}/lake"
         roots = {
@@ -144,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         for batch in ("2024-01-01", "2024-01-02"):
             write_committed(spark, X, paths, labels, splits, roots["features_root"], batch)
 
-        numpy_seconds, gram = numpy_ceiling(X)
-        del X
         files = jobio.HadoopFiles(spark)
-        pca.batch_stats(pca.read_committed_features(spark, files, roots["features_root"], "2024-01-01"))  # JIT warm-up
-        started = time.perf_counter()
-        stats = pca.batch_stats(pca.read_committed_features(spark, files, roots["features_root"], "2024-01-01"))
-        stats_seconds = time.perf_counter() - started
+        feature_files = pca.committed_feature_files(files, roots["features_root"], "2024-01-01")
+        pca.parquet_stats(spark, feature_files)  # warm-up: Python workers started
+        numpy_runs, stats_runs = [], []
+        for _ in range(repeats):  # interleaved, so a noisy minute weighs on both sides
+            numpy_seconds, gram = numpy_ceiling(X)
+            started = time.perf_counter()
+            stats = pca.parquet_stats(spark, feature_files)
+            numpy_runs.append(numpy_seconds)
+            stats_runs.append(time.perf_counter() - started)
+        del X
+        numpy_seconds, stats_seconds = float(np.median(numpy_runs)), float(np.median(stats_runs))
         gram_error = float(np.abs(stats.gram - gram).max() / np.abs(gram).max())
 
         first = pca.run_nightly(spark, "2024-01-01", **roots)
@@ -174,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "stats_seconds": round(stats_seconds, 3),
         "stats_rows_per_second_per_vcpu": round(rows / stats_seconds / cores, 1),
         "stats_vs_numpy_ceiling": round(numpy_seconds / stats_seconds, 3),
+        "repeats": repeats,
+        "stats_vs_numpy_ceiling_each": [round(n / s, 3) for n, s in zip(numpy_runs, stats_runs)],
         "stats_gram_max_relative_difference": gram_error,
         "first_night_seconds": first["seconds"],
         "first_night_k": first["k"],
@@ -187,9 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         "featurize_seconds_at_equal_rows": round(featurize_seconds, 1),
         "step_share_of_featurize": round(step_seconds / featurize_seconds, 4),
     }
+    shares = [result["step_share_of_featurize"]]
+    if featurized:  # side by side: featurize's own rate on the sample in this run (model load included)
+        in_run_seconds = rows / featurized["images_per_second"]
+        result["featurize_in_run_images_per_second"] = featurized["images_per_second"]
+        result["featurize_in_run_seconds_at_equal_rows"] = round(in_run_seconds, 1)
+        result["step_share_of_featurize_in_run"] = round(step_seconds / in_run_seconds, 4)
+        shares.append(result["step_share_of_featurize_in_run"])
     met = {
         "stats >= 0.5 x numpy ceiling": result["stats_vs_numpy_ceiling"] >= TARGET_VS_CEILING,
-        "PCA step < 10 % of featurize": result["step_share_of_featurize"] < TARGET_SHARE_OF_FEATURIZE,
+        "PCA step < 10 % of featurize": max(shares) < TARGET_SHARE_OF_FEATURIZE,
     }
     result["targets_met"] = met
     print(f"{rows:,} rows of {d}-d features, local[{cores}]")
@@ -198,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['numpy_gram_rows_per_second_per_vcpu']:,.0f} per vCPU)"
     )
     print(
-        f"(2) pca.batch_stats on Spark:      {rows / stats_seconds:10,.0f} rows/s "
+        f"(2) pca.parquet_stats on Spark:    {rows / stats_seconds:10,.0f} rows/s "
         f"({result['stats_rows_per_second_per_vcpu']:,.0f} per vCPU), X'X max rel. diff {gram_error:.1e}"
     )
     print(
@@ -209,12 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         f"    featurize at equal rows:       {featurize_seconds:8.1f} s ({featurize['images_per_second_per_vcpu']} "
         f"images/s per vCPU, {FEATURIZE_RESULTS.name} of {featurize['measured_at']})"
     )
+    if featurized:
+        print(
+            f"    featurize in this run:         {result['featurize_in_run_seconds_at_equal_rows']:8.1f} s at "
+            f"{featurized['images_per_second']} images/s on the sample ({featurized['seen']} photos, "
+            "model load included)"
+        )
+    each = ", ".join(f"{ratio:.2f}" for ratio in result["stats_vs_numpy_ceiling_each"])
     print(
-        f"(2)/(1) = {result['stats_vs_numpy_ceiling']:.2f}: target {TARGET_VS_CEILING} "
+        f"(2)/(1) = {result['stats_vs_numpy_ceiling']:.2f} (medians of {repeats}; each: {each}): "
+        f"target {TARGET_VS_CEILING} "
         f"{'met' if met['stats >= 0.5 x numpy ceiling'] else 'NOT MET'}"
     )
     print(
-        f"step / featurize = {result['step_share_of_featurize']:.3f}: target < {TARGET_SHARE_OF_FEATURIZE} "
+        f"step / featurize = {max(shares):.3f} (the larger of the two): target < {TARGET_SHARE_OF_FEATURIZE} "
         f"{'met' if met['PCA step < 10 % of featurize'] else 'NOT MET'}"
     )
     if not args.quick:

@@ -96,6 +96,9 @@ REPORT_FILE = "report.json"
 PLOT_FILE = "explained_variance.png"
 CURRENT_BASIS = "_current.json"
 STATS_SCHEMA = "n long, mean binary, m2 binary, error string"
+# Rows per block of the statistics and the projection: one matrix product each. Set on the session by the
+# job's entry points: featurize, in the same session locally, sets it to its small inference batch.
+ARROW_BATCH_ROWS = 10_000
 
 
 class NoRows(ValueError):
@@ -201,12 +204,38 @@ def stats_from_npz(data: bytes) -> Stats:
         return Stats(int(arrays["n"]), arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
 
 
-def shifted_block_stats(block: np.ndarray, shift: np.ndarray) -> Stats:
-    """block_stats in one pass over the block: float32 -> float64 and the shift by a value near the mean (the
-    partition's first block's mean) in one ufunc, then one syrk; the small leftover offset is taken out exactly."""
-    centred = np.subtract(block, shift, dtype=np.float64)
-    offset = centred.mean(axis=0)
-    return Stats(block.shape[0], shift + offset, centred.T @ centred - block.shape[0] * np.outer(offset, offset))
+class StatsAccumulator:
+    """The statistics of a stream of float32 blocks (one partition's) in one pass each: float32 -> float64 and
+    the shift by the first block's mean in one ufunc into a reused buffer, then one syrk added in place. The
+    small leftover offset of the mean is taken out exactly at the end."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._shift = self._sum = self._scatter = None
+        self._buffer = np.empty((0, 0))
+
+    def add(self, block: np.ndarray) -> None:
+        rows, d = block.shape
+        if not rows:
+            return
+        if self._shift is None:
+            self._shift = block.mean(axis=0, dtype=np.float64)
+            self._sum, self._scatter = np.zeros(d), np.zeros((d, d))
+        elif d != self._shift.size:
+            raise ValueError(f"feature vectors have different lengths ({self._shift.size} and {d})")
+        if self._buffer.shape[0] < rows or self._buffer.shape[1] != d:
+            self._buffer = np.empty((rows, d))
+        centred = np.subtract(block, self._shift, dtype=np.float64, out=self._buffer[:rows])
+        self._sum += centred.sum(axis=0)
+        self._scatter += centred.T @ centred
+        self.n += rows
+
+    @property
+    def total(self) -> Stats | None:
+        if not self.n:
+            return None
+        offset = self._sum / self.n
+        return Stats(self.n, self._shift + offset, self._scatter - self.n * np.outer(offset, offset))
 
 
 def feature_block(column: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -239,20 +268,38 @@ def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
     import pyarrow as pa
 
     schema = pa.schema([("n", pa.int64()), ("mean", pa.binary()), ("m2", pa.binary()), ("error", pa.string())])
-    total = shift = None
+    stats = StatsAccumulator()
     try:
         for batch in batches:
-            block = feature_block(batch.column(0), dtype=None)
-            if block.shape[0]:
-                shift = block.mean(axis=0, dtype=np.float64) if shift is None else shift
-                total = merge_stats(total, shifted_block_stats(block, shift))
+            stats.add(feature_block(batch.column(0), dtype=None))
     except ValueError as error:
         yield pa.RecordBatch.from_pydict({"n": [0], "mean": [b""], "m2": [b""], "error": [str(error)]}, schema=schema)
         return
-    if total is not None:
+    if stats.total is not None:
+        total = stats.total
         yield pa.RecordBatch.from_pydict(
             {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()], "error": [None]}, schema=schema
         )
+
+
+def _parquet_file_stats(files: Iterator[tuple[str, bytes]]) -> Iterator[Stats | str]:
+    """mapPartitions over (uri, bytes of a Parquet file): ONE Stats per partition, the `features` column decoded
+    by pyarrow in blocks of ARROW_BATCH_ROWS rows; a bad file becomes its error message."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stats = StatsAccumulator()
+    for uri, content in files:
+        try:
+            parquet = pq.ParquetFile(pa.BufferReader(content))
+            # One thread: each core already runs a task (pyarrow's pool would oversubscribe them).
+            for batch in parquet.iter_batches(batch_size=ARROW_BATCH_ROWS, columns=["features"], use_threads=False):
+                stats.add(feature_block(batch.column(0), dtype=None))
+        except (ValueError, KeyError, pa.ArrowException) as error:
+            yield f"{uri}: {error}"
+            return
+    if stats.total is not None:
+        yield stats.total
 
 
 def _row_stats(row: Any) -> Stats | str:
@@ -277,6 +324,21 @@ def batch_stats(features: DataFrame) -> Stats:
     treeAggregate, so the driver receives a few d x d matrices whatever the number of partitions."""
     partials = features.select("features").mapInArrow(_partition_stats, STATS_SCHEMA)
     total = partials.rdd.map(_row_stats).treeAggregate(None, _merge_partials, _merge_partials, depth=2)
+    return _checked_total(total)
+
+
+def parquet_stats(spark: SparkSession, uris: Sequence[str]) -> Stats:
+    """batch_stats of the `features` of these Parquet files, the nightly path: Spark moves each file's bytes
+    (Hadoop's filesystem: EMRFS on EMR) to a Python worker, pyarrow decodes them there. Spark's own reader
+    rebuilds every row on the JVM and sends it again through Arrow: 2 to 4 times slower (benchmarks/README.md)."""
+    if not uris:
+        raise NoRows("the batch has no feature files")
+    # One partition per core, files packed by bytes: the fewest 13 MB partials to merge (featurize's files are alike).
+    partials = spark.sparkContext.binaryFiles(",".join(uris)).mapPartitions(_parquet_file_stats)
+    return _checked_total(partials.treeAggregate(None, _merge_partials, _merge_partials, depth=2))
+
+
+def _checked_total(total: Stats | str | None) -> Stats:
     if isinstance(total, str):
         raise ValueError(total)
     if total is None:
@@ -627,8 +689,8 @@ def csv_frame(reduced: DataFrame, k: int) -> DataFrame:
 # ---------------------------------------------------------------- reading and committing
 
 
-def read_committed_features(spark: SparkSession, files: Any, features_root: str, batch: str) -> DataFrame:
-    """The committed features of one batch, checked; FileNotFoundError when none are committed."""
+def committed_feature_files(files: Any, features_root: str, batch: str) -> list[str]:
+    """The Parquet files of one batch's committed features; FileNotFoundError when none are committed."""
     output = batch_uri(features_root, batch)
     marker = jobio.read_commit(files, output)
     if marker is None:
@@ -636,8 +698,17 @@ def read_committed_features(spark: SparkSession, files: Any, features_root: str,
     parquet = [uri for uri in jobio.committed_files(files, output, ".parquet")]
     if not parquet:
         raise NoRows(f"the committed features of batch {batch} at {output} hold no rows")
-    frame = spark.read.parquet(*parquet)
-    check_schema(frame.schema, output)
+    return parquet
+
+
+def read_committed_features(spark: SparkSession, files: Any, features_root: str, batch: str) -> DataFrame:
+    """The committed features of one batch, checked; FileNotFoundError when none are committed."""
+    return read_features(spark, committed_feature_files(files, features_root, batch), batch_uri(features_root, batch))
+
+
+def read_features(spark: SparkSession, uris: Sequence[str], source: str) -> DataFrame:
+    frame = spark.read.parquet(*uris)
+    check_schema(frame.schema, source)
     return frame.select(*REQUIRED_COLUMNS)
 
 
@@ -753,6 +824,7 @@ def write_reduced(
     run = jobio.run_uri(output, jobio.new_run_id())
     projecting = time.monotonic()
     model = PipelineModel.load(basis.location + MODEL_FOLDER)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     # A few files per batch: as many as the cluster has cores, never one per input split.
     project(model, features, basis.version).coalesce(spark.sparkContext.defaultParallelism).write.parquet(
         run + REDUCED_FOLDER
@@ -820,8 +892,9 @@ def run_nightly(
     files = files or jobio.HadoopFiles(spark)
     started = time.monotonic()
 
-    features = read_committed_features(spark, files, features_root, batch)
-    stats = batch_stats(features)
+    feature_files = committed_feature_files(files, features_root, batch)
+    features = read_features(spark, feature_files, batch_uri(features_root, batch))
+    stats = parquet_stats(spark, feature_files)
     stats_seconds = time.monotonic() - started
     commit_stats(files, stats_root, batch, stats)
     log.info(

@@ -290,6 +290,52 @@ def test_spark_statistics_equal_numpy_s_and_bad_vectors_are_refused(spark):
         pca.batch_stats(spark.createDataFrame([], FEATURE_SCHEMA))
 
 
+def test_the_accumulator_s_blocks_add_up_to_numpy_s_statistics_without_cancellation():
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(250, 6)) + 1e4).astype(np.float32)  # large means: a naive X'X - n mean mean' loses digits
+    accumulator = pca.StatsAccumulator()
+    for start in range(0, len(X), 37):  # uneven blocks, the last one short
+        accumulator.add(X[start : start + 37])
+    accumulator.add(X[:0])
+    total = accumulator.total
+    assert total.n == 250
+    np.testing.assert_allclose(total.mean, X.astype(float).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(total.covariance(), np.cov(X.astype(float).T), rtol=1e-9)
+    with pytest.raises(ValueError, match="different lengths"):
+        accumulator.add(X[:5, :4])
+    assert pca.StatsAccumulator().total is None
+
+
+def test_parquet_statistics_equal_numpy_s_and_bad_files_are_named(spark, tmp_path):
+    """The nightly path: each file's bytes through Spark's binaryFiles, decoded by pyarrow on the workers."""
+    rows, X = _synthetic(n=500)
+    spark.createDataFrame(rows, FEATURE_SCHEMA).repartition(5).write.parquet(str(tmp_path / "good"))
+    good = sorted(f"file://{path}" for path in (tmp_path / "good").glob("*.parquet"))
+    assert len(good) == 5
+    stats = pca.parquet_stats(spark, good)
+    assert stats.n == 500
+    np.testing.assert_allclose(stats.mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.covariance(), np.cov(X.T), rtol=1e-10, atol=1e-12)
+
+    def written(name, frame_rows):
+        spark.createDataFrame(frame_rows, FEATURE_SCHEMA).coalesce(1).write.parquet(str(tmp_path / name))
+        return [f"file://{path}" for path in (tmp_path / name).glob("*.parquet")]
+
+    short = written("short", [("a", "A", "T", "b", [1.0, 2.0])])
+    with pytest.raises(ValueError, match="different lengths"):
+        pca.parquet_stats(spark, good + short)
+    with pytest.raises(ValueError, match="different lengths"):
+        pca.parquet_stats(spark, written("ragged", [("a", "A", "T", "b", [1.0, 2.0]), ("b", "A", "T", "b", [1.0])]))
+    null = written("null", [("a", "A", "T", "b", None)])
+    with pytest.raises(ValueError, match=f"{Path(null[0]).name}: 1 rows have no features"):
+        pca.parquet_stats(spark, null)
+    (tmp_path / "not.parquet").write_bytes(b"JPEG, not Parquet")
+    with pytest.raises(ValueError, match="not.parquet: "):
+        pca.parquet_stats(spark, [f"file://{tmp_path}/not.parquet"])
+    with pytest.raises(pca.NoRows):
+        pca.parquet_stats(spark, [])
+
+
 def test_the_saved_model_projects_like_numpy_and_like_pyspark_ml_s_transform(spark, tmp_path):
     rows, X = _synthetic()
     basis = pca.fit_basis(pca.block_stats(X), 1, ["2024-01-01"], k=3)
