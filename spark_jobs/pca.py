@@ -96,8 +96,8 @@ REPORT_FILE = "report.json"
 PLOT_FILE = "explained_variance.png"
 CURRENT_BASIS = "_current.json"
 STATS_SCHEMA = "n long, mean binary, m2 binary, error string"
-# Rows per block of the statistics and the projection: one matrix product each. Set on the session by the
-# job's entry points: featurize, in the same session locally, sets it to its small inference batch.
+# Rows per block of the statistics and the projection: one matrix product each. Set on the session before
+# projecting: featurize, run in the same session locally, leaves its small inference batch there.
 ARROW_BATCH_ROWS = 10_000
 
 
@@ -275,8 +275,8 @@ def _partition_stats(batches: Iterator[Any]) -> Iterator[Any]:
     except ValueError as error:
         yield pa.RecordBatch.from_pydict({"n": [0], "mean": [b""], "m2": [b""], "error": [str(error)]}, schema=schema)
         return
-    if stats.total is not None:
-        total = stats.total
+    total = stats.total
+    if total is not None:
         yield pa.RecordBatch.from_pydict(
             {"n": [total.n], "mean": [total.mean.tobytes()], "m2": [total.m2.tobytes()], "error": [None]}, schema=schema
         )
@@ -298,8 +298,9 @@ def _parquet_file_stats(files: Iterator[tuple[str, bytes]]) -> Iterator[Stats | 
         except (ValueError, KeyError, pa.ArrowException) as error:
             yield f"{uri}: {error}"
             return
-    if stats.total is not None:
-        yield stats.total
+    total = stats.total
+    if total is not None:
+        yield total
 
 
 def _row_stats(row: Any) -> Stats | str:
