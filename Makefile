@@ -11,13 +11,22 @@ DEBIAN_PACKAGES := openjdk-17-jre-headless postgresql chromium chromium-driver d
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: test demo setup system-deps lock lock-node wheelhouse bench cost npm figures deck notebook clean
+.PHONY: test check lint demo setup system-deps lock lock-node wheelhouse bench cost npm figures deck notebook clean
 
 # Lint and format first (pyproject.toml's [tool.ruff]): a style slip fails in seconds, not after the suite.
-test: setup
+# Both tiers end with the 15 slowest tests (pyproject.toml's --durations), so growth shows in every log.
+test: setup lint
+	$(BIN)/python -m pytest
+
+# The fast loop after each change: every test that needs no JVM, TensorFlow, service, browser or subprocess
+# pipeline (the `slow` marker, set by tests/conftest.py for the fixtures that start one). Minutes, not the
+# full suite's tens of minutes; pytest's exit 5 (nothing collected) fails it like a failure.
+check: setup lint
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
 
 demo: setup
 	PYTHONPATH=plugins $(BIN)/python -m fruits.cli.demo

@@ -2,7 +2,7 @@
 
     spark-submit spark_jobs/featurize.py --input URI --output URI [--input-format files|bundles]
         [--quarantine URI] [--batch-id YYYY-MM-DD] [--weights URI [--weights-sha256 HEX]]
-        [--runtime litert|keras] [--batch-size N] [--threads N]
+        [--runtime litert|keras] [--model-payload URI [--model-payload-sha256 HEX]] [--batch-size N] [--threads N]
 
 The same code reads and writes `file://` locally and `s3://` on EMR (Hadoop FileSystem).
 
@@ -13,9 +13,12 @@ once from the broadcast value and reuses it for every batch of every task it run
 downloads weights or reads them from a path. The photos reach the workers as Arrow batches
 (`mapInArrow`): one pass decodes, infers and streams the features into the Parquet write.
 
-- runtime `litert` (default): the payload is a TFLite flatbuffer converted in memory (it carries the
-  weights), run by one LiteRT interpreter with XNNPACK per worker. Measured several times faster than
-  Keras on CPU (see benchmarks/), and the workers never import TensorFlow.
+- runtime `litert` (default): the payload is a TFLite flatbuffer (it carries the weights), run by one
+  LiteRT interpreter with XNNPACK per worker. Measured several times faster than Keras on CPU (see
+  benchmarks/), and the workers never import TensorFlow. With `--model-payload` (the flatbuffer the
+  release command converted once and published beside the weights, `fruits.release`) the driver reads
+  it and never imports TensorFlow either; without it, or when that file is absent, the driver converts
+  the weights in memory.
 - runtime `keras`: the payload is `model.get_weights()`; workers rebuild the architecture with
   `weights=None` and load the arrays. The reference the LiteRT features are checked against.
 
@@ -96,7 +99,7 @@ class NoImagesError(Exception):
 
 
 class WeightsMismatchError(Exception):
-    """The --weights file is not the one --weights-sha256 names."""
+    """The --weights (or --model-payload) file is not the one its --*-sha256 option names."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,17 +154,17 @@ def decode_image(content: bytes) -> tuple[np.ndarray, int, int]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = Image.open(io.BytesIO(content))
     width, height = image.size
-    if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
-        width, height = height, width
     # For big JPEGs, let libjpeg decode at a reduced scale (never below the model's input size):
     # several times faster than decoding every pixel and then throwing most away.
     image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))
     decoded = image.size[0] * image.size[1]
-    if decoded > MAX_IMAGE_PIXELS:  # checked before a pixel is decoded: a bomb costs nothing here
+    if decoded > MAX_IMAGE_PIXELS:  # before anything decodes (a PNG's getexif does): a bomb costs nothing here
         raise Image.DecompressionBombError(
             f"{width}x{height} decodes to {decoded / 1e6:.1f} Mpx, above the limit of "
             f"{MAX_IMAGE_PIXELS / 1e6:.1f} Mpx (featurize.MAX_IMAGE_PIXELS)"
         )
+    if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+        width, height = height, width
     image = ImageOps.exif_transpose(image)  # phone photos are stored sideways + an EXIF tag
     image.load()  # decode now, so a truncated file fails here rather than silently later
     rgb = _to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
@@ -508,12 +511,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-sha256", type=_sha256, help="the sha256 the --weights file must have (else exit 4)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
     parser.add_argument(
+        "--model-payload",
+        help="litert: the converted flatbuffer (file://, s3://) to broadcast instead of converting the weights; "
+        "converted from the weights when absent",
+    )
+    parser.add_argument(
+        "--model-payload-sha256", type=_sha256, help="the sha256 the --model-payload file must have (else exit 4)"
+    )
+    parser.add_argument(
         "--batch-size", type=_positive, help=f"images per inference call (default: {DEFAULT_BATCH_SIZE})"
     )
     parser.add_argument("--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)")
     args = parser.parse_args(argv)
     if args.weights_sha256 and not args.weights:
         parser.error("--weights-sha256 checks a --weights file: give --weights too")
+    if args.model_payload_sha256 and not args.model_payload:
+        parser.error("--model-payload-sha256 checks a --model-payload file: give --model-payload too")
     args.output = args.output.rstrip("/") + "/"
     args.quarantine = (args.quarantine or args.output + "_quarantine").rstrip("/") + "/"
     if args.quarantine == args.output:
@@ -546,13 +559,13 @@ def _positive(value: str) -> int:
     return number
 
 
-def check_weights(data: bytes, weights_uri: str, expected_sha256: str | None) -> str:
-    """The weights' sha256; raises WeightsMismatchError when it is not the expected one."""
+def check_weights(data: bytes, weights_uri: str, expected_sha256: str | None, what: str = "weights") -> str:
+    """The file's sha256; raises WeightsMismatchError when it is not the expected one."""
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 and actual != expected_sha256.lower():
         raise WeightsMismatchError(
-            f"weights {weights_uri} have sha256 {actual}, not the expected {expected_sha256.lower()}: "
-            "refusing to featurize with weights that are not the recorded ones"
+            f"{what} {weights_uri} have sha256 {actual}, not the expected {expected_sha256.lower()}: "
+            f"refusing to featurize with {what} that are not the recorded ones"
         )
     return actual
 
@@ -571,6 +584,25 @@ def load_keras_model(spark, weights_uri: str | None, expected_sha256: str | None
         return build_keras_model(local)
 
 
+def litert_payload_of(weights_path: str | None = "imagenet") -> bytes:
+    """The LiteRT flatbuffer of MobileNetV2 with these weights: what the release command publishes once
+    beside the weights (fruits.release), and what a run without a published payload converts itself."""
+    return to_litert_flatbuffer(build_keras_model(weights_path))
+
+
+def load_payload(spark, args: argparse.Namespace) -> tuple[ModelPayload, str]:
+    """The driver's one load of the model: the published flatbuffer when given and present (checked
+    against its sha256 first; no TensorFlow), else the weights converted here. Returns it and its source."""
+    if args.runtime == "litert" and args.model_payload:
+        if jobio.path_exists(spark, args.model_payload):
+            data = jobio.read_bytes(spark, args.model_payload)
+            check_weights(data, args.model_payload, args.model_payload_sha256, what="model payload")
+            return ModelPayload("litert", litert_flatbuffer=data), args.model_payload
+        log.warning("no model payload at %s: converting the weights instead", args.model_payload)
+    model = load_keras_model(spark, args.weights, args.weights_sha256)
+    return make_payload(model, args.runtime), "converted"
+
+
 def run(spark, args: argparse.Namespace) -> dict:
     """Featurize args.input into args.output (and the quarantine); return the job metrics."""
     started = time.monotonic()
@@ -580,12 +612,15 @@ def run(spark, args: argparse.Namespace) -> dict:
     sc = spark.sparkContext
     num_threads = args.threads or int(sc.getConf().get("spark.task.cpus", "1"))
 
-    model = load_keras_model(spark, args.weights, args.weights_sha256)
-    payload = make_payload(model, args.runtime)
-    del model
+    payload, payload_source = load_payload(spark, args)
     broadcast = sc.broadcast(payload)
     prepared = time.monotonic()
-    log.info("model ready (%s runtime, %.1fs): broadcasting it to the executors", args.runtime, prepared - started)
+    log.info(
+        "model ready (%s runtime, %s, %.1fs): broadcasting it to the executors",
+        args.runtime,
+        payload_source,
+        prepared - started,
+    )
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(max(ARROW_BATCH_ROWS, args.batch_size)))
     # Photos are small (5-500 KB): with Spark's default 4 MB "open cost" per file, binaryFile packs
@@ -621,6 +656,7 @@ def run(spark, args: argparse.Namespace) -> dict:
             featurizer.builds.value,
             seconds=time.monotonic() - prepared,
             prepare_seconds=prepared - started,
+            payload_source=payload_source,
         )
         jobio.write_json(spark, features_run + "_job_metrics.json", metrics)
         # Committed even when nothing was readable: the output then says so (zero rows, metrics) rather
@@ -669,7 +705,15 @@ def run(spark, args: argparse.Namespace) -> dict:
 
 
 def job_metrics(
-    args, run_id: str, featurized: int, quarantined: int, builds: set, *, seconds: float, prepare_seconds: float
+    args,
+    run_id: str,
+    featurized: int,
+    quarantined: int,
+    builds: set,
+    *,
+    seconds: float,
+    prepare_seconds: float,
+    payload_source: str = "converted",
 ) -> dict:
     """What _job_metrics.json holds: counts, rates, and which worker processes built a model."""
     seen = featurized + quarantined
@@ -684,6 +728,7 @@ def job_metrics(
         "runtime": args.runtime,
         "weights": args.weights,
         "weights_sha256": args.weights_sha256,  # checked before the run when given, else None
+        "model_payload": payload_source,  # the published flatbuffer's URI, or "converted" in this run
         "batch_size": args.batch_size,
         "seen": seen,
         "featurized": featurized,

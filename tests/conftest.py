@@ -34,6 +34,36 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# What puts a test in the full tier only (`make test`), out of the fast loop (`make check`, `-m "not slow"`):
+# fixtures that start a JVM, import TensorFlow or run the DAG end to end. Asking for one is what marks the
+# test, so a new test cannot slip a JVM into the fast loop by forgetting a marker.
+FULL_TIER_FIXTURES = frozenset({"spark", "sample_features", "keras_home", "litert_payload", "publish_models"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """End cleanly: handlers that tests bound to pytest's capture streams (a command's basicConfig, Airflow's
+    logging set-up) would write py4j's shutdown lines into closed files ("--- Logging error ---") after
+    the last test. Point them at the real stderr, and drop py4j's shutdown chatter."""
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.ERROR)
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            stream = getattr(handler, "stream", None)
+            if type(stream).__module__.startswith("_pytest"):  # a capture stream, closed once pytest ends
+                handler.setStream(sys.__stderr__)
+
+
 def require_shared(path: Path) -> Path:
     """Return `path` if it exists; otherwise skip (fresh clone) or fail (CI)."""
     if path.exists():
@@ -63,6 +93,42 @@ def keras_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def litert_payload(keras_home, tmp_path_factory) -> dict[str, str]:
+    """The real weights converted ONCE for the session by the release command's converter (what
+    `python -m fruits.release publish-weights` publishes): featurize's `--model-payload` and its sha256."""
+    from fruits import release, storage
+
+    payload = release.convert_to_litert(WEIGHTS_FILE.read_bytes(), WEIGHTS_FILE.name)
+    path = tmp_path_factory.mktemp("litert") / "mobilenet_v2.tflite"
+    path.write_bytes(payload)
+    return {"model_payload": str(path), "model_payload_sha256": storage.sha256_bytes(payload)}
+
+
+def payload_args(litert_payload: dict[str, str]) -> list[str]:
+    """featurize's options that broadcast the session's converted payload instead of converting again."""
+    return [
+        "--model-payload",
+        litert_payload["model_payload"],
+        "--model-payload-sha256",
+        litert_payload["model_payload_sha256"],
+    ]
+
+
+@pytest.fixture(scope="session")
+def publish_models(litert_payload):
+    """publish_models(lake_dir): the real weights and the session's payload into a local lake's models/,
+    as the release command does before the first night; the DAG's plan then passes both to featurize."""
+    from fruits import release, storage
+
+    def publish(lake_dir: Path) -> dict:
+        store = storage.LocalStore(lake_dir)
+        payload = Path(litert_payload["model_payload"]).read_bytes()
+        return release.publish_weights(store, store.root, WEIGHTS_FILE.read_bytes(), WEIGHTS_FILE.name, payload=payload)
+
+    return publish
+
+
+@pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory):
     """One SQLite Airflow metadata DB for the session's DAG tests."""
     from fruits.cli import demo
@@ -88,15 +154,18 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def sample_features(sample_dir, keras_home, spark, tmp_path_factory) -> str:
+def sample_features(sample_dir, litert_payload, spark, tmp_path_factory) -> str:
     """featurize.py's output over the WHOLE real sample (960 images, real ImageNet weights, the
-    job's default runtime), computed once per session on the shared `spark` session: the path of
-    a Parquet folder with path, label, split, features (1280 floats), width, height, sha256,
-    batch_id, plus its _job_metrics.json. Sample's MANIFEST.txt lands in its _quarantine."""
+    job's default runtime and the session's published payload), computed once per session on the
+    shared `spark` session: the path of a Parquet folder with path, label, split, features (1280
+    floats), width, height, sha256, batch_id, plus its _job_metrics.json. Sample's MANIFEST.txt
+    lands in its _quarantine."""
     import featurize
 
     output = tmp_path_factory.mktemp("sample_features") / "features"
-    args = featurize.parse_args(["--input", str(sample_dir), "--output", str(output), "--batch-id", "2024-01-01"])
+    args = featurize.parse_args(
+        ["--input", str(sample_dir), "--output", str(output), "--batch-id", "2024-01-01", *payload_args(litert_payload)]
+    )
     featurize.run(spark, args)
     return str(output)
 

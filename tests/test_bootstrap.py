@@ -63,6 +63,7 @@ def _require_pypi() -> None:
         pytest.skip(reason)
 
 
+@pytest.mark.slow  # pip against PyPI
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
 def test_every_pin_downloads_as_binary_wheels_for_the_cluster_python(architecture, tmp_path):
@@ -199,6 +200,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the bootstrap script's pip installs, as a subprocess
 def test_script_installs_the_hash_locked_wheelhouse_without_any_index_with_retries_and_logs(node, tmp_path):
     tmp, _, wheelhouse_for, env = node
     build = tmp_path / "build"
@@ -229,6 +231,7 @@ def test_script_installs_the_hash_locked_wheelhouse_without_any_index_with_retri
     assert again.returncode == 0 and "created the environment" not in again.stderr
 
 
+@pytest.mark.slow  # the bootstrap script's pip installs, as a subprocess
 def test_a_wheel_that_is_not_the_locked_one_fails_the_bootstrap(node, tmp_path):
     tmp, _, wheelhouse_for, env = node
     _write_wheel(tmp_path, "fruitsprobe", "1.0", "VALUE = 42\n")
@@ -240,6 +243,7 @@ def test_a_wheel_that_is_not_the_locked_one_fails_the_bootstrap(node, tmp_path):
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in result.stderr and "pip install --require-hashes" in result.stderr
 
 
+@pytest.mark.slow  # the bootstrap script's pip installs, as a subprocess
 def test_a_package_missing_from_the_wheelhouse_fails_without_reaching_an_index(node, tmp_path):
     tmp, _, wheelhouse_for, env = node
     folder = wheelhouse_for(f"fruitsmissing==1.0 --hash=sha256:{'0' * 64}\n")

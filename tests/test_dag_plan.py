@@ -477,7 +477,13 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
         == store.root + "/models/keras/" + (release.DEFAULT_WEIGHTS_FILE)
     )
     assert args[args.index("--weights-sha256") + 1] == published["weights_sha256"] == release.sha256_bytes(b"weights")
+    assert "--model-payload" not in args  # published without its conversion: the job converts
     assert plan["run_jobs"] is True
+    # Published with their LiteRT conversion (the release command's default): every night broadcasts it.
+    converted = release.publish_weights(store, store.root, b"weights", payload=b"flatbuffer")
+    args = _args(pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")["featurize_steps"][0])
+    assert args[args.index("--model-payload") + 1] == converted["model_payload"]
+    assert args[args.index("--model-payload-sha256") + 1] == release.sha256_bytes(b"flatbuffer")
     # Weights named by the run win over the lake's copy.
     named = pipeline_tasks.Run(EMR, parsed(weights=f"s3://{BUCKET}/other.h5"))
     args = _args(pipeline_tasks.plan_run(named, s3, _uploaded(5), run_name="r")["featurize_steps"][0])

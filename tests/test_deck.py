@@ -119,10 +119,12 @@ def overflow_report(rendered) -> list[dict]:
         return driver.execute_script(OVERFLOW_JS)
 
 
+@pytest.mark.slow  # Marp renders, Chromium measures
 def test_every_slide_is_rendered(overflow_report):
     assert len(overflow_report) == len(slides_markdown())
 
 
+@pytest.mark.slow  # Marp renders, Chromium measures
 def test_no_slide_overflows(overflow_report):
     bad = [
         f"slide {s['slide']} ({s['title']}): " + "; ".join(s["overflow"][:3]) for s in overflow_report if s["overflow"]

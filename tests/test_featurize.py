@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 import struct
-import time
 import urllib.parse
 import zlib
 from pathlib import Path
@@ -17,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import require_shared
-from PIL import Image
+from conftest import payload_args, require_shared
+from PIL import Image, ImageFile
 
 import featurize
 import jobio
@@ -244,14 +243,18 @@ def big_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
-def test_a_decompression_bomb_is_refused_before_decoding_with_a_clear_reason():
+def test_a_decompression_bomb_is_refused_before_decoding_with_a_clear_reason(monkeypatch):
     bomb = big_png(9000, 8000)  # 72 Mpx: above the limit, below Pillow's own warning (89 Mpx)
     assert len(bomb) < 200_000
     assert Image.open(io.BytesIO(bomb)).size == (9000, 8000)  # a valid image, not a broken one
-    started = time.perf_counter()
-    with pytest.raises(Image.DecompressionBombError) as caught:
-        featurize.decode_image(bomb)
-    assert time.perf_counter() - started < 0.5  # refused from the header, nothing decoded
+
+    def no_decoding(image):
+        raise AssertionError(f"{image.size} decoded: the header alone should have refused it")
+
+    with monkeypatch.context() as patched:  # refused from the header: no pixel is ever decoded
+        patched.setattr(ImageFile.ImageFile, "load", no_decoding)
+        with pytest.raises(Image.DecompressionBombError) as caught:
+            featurize.decode_image(bomb)
     assert featurize.describe_error(caught.value) == (
         "image too large: 9000x8000 decodes to 72.0 Mpx, above the limit of 64.0 Mpx (featurize.MAX_IMAGE_PIXELS)"
     )
@@ -439,7 +442,7 @@ def test_litert_features_match_a_keras_model_on_real_photos(sample_rows, keras_h
 @pytest.mark.shared
 @pytest.mark.slow
 def test_bundles_written_by_the_uploader_give_the_plain_files_features(
-    spark, keras_home, sample_dir, sample_rows, tmp_path
+    spark, litert_payload, sample_dir, sample_rows, tmp_path
 ):
     """The whole sample bundled by fruits.upload into a lake, featurized with --input-format bundles:
     the same features, sizes and hashes as featurize on the plain files, the split kept. An empty
@@ -456,7 +459,16 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(
     raw = lake.raw_uri(store.root, "2024-01-01")
     assert len(storage.bundle_files(store, raw)) == 1
 
-    metrics = run_job(spark, "--input", raw, "--input-format", "bundles", "--output", str(tmp_path / "features"))
+    metrics = run_job(
+        spark,
+        "--input",
+        raw,
+        "--input-format",
+        "bundles",
+        "--output",
+        str(tmp_path / "features"),
+        *payload_args(litert_payload),
+    )
     assert (metrics["batch_id"], metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (
         "2024-01-01",
         960,
@@ -517,7 +529,7 @@ def run_job(spark, *argv: str) -> dict:
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, keras_home, tmp_path):
+def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, litert_payload, tmp_path):
     write_files(tmp_path / "in", GOOD | {name: content for name, (content, _) in BAD.items()})
     metrics = run_job(
         spark,
@@ -531,8 +543,10 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, kera
         "2024-02-29",
         "--batch-size",
         "2",
+        *payload_args(litert_payload),
     )
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (9, 5, 4)
+    assert metrics["model_payload"] == litert_payload["model_payload"]  # broadcast as published, not converted
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "quarantine").toPandas()
 
@@ -553,10 +567,10 @@ def test_bad_files_are_quarantined_with_reasons_and_nothing_vanishes(spark, kera
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, keras_home, tmp_path):
+def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, litert_payload, tmp_path):
     write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"], "Kiwi/b.png": gray16(9000)})
     output = tmp_path / "features"
-    common = ["--input", str(tmp_path / "in"), "--output", str(output)]
+    common = ["--input", str(tmp_path / "in"), "--output", str(output), *payload_args(litert_payload)]
     run_job(spark, *common)
     first = (output / jobio.COMMIT_MARKER).read_text()
     first_run = marker(output)["location"]
@@ -582,10 +596,10 @@ def test_a_failed_run_keeps_the_previous_output_and_a_rerun_replaces_it(spark, k
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_no_readable_image_exits_non_zero_and_still_records_the_files(spark, keras_home, tmp_path, caplog):
+def test_no_readable_image_exits_non_zero_and_still_records_the_files(spark, litert_payload, tmp_path, caplog):
     write_files(tmp_path / "in", {name: content for name, (content, _) in BAD.items()})
     output = tmp_path / "features"
-    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(output)])
+    code = featurize.main(["--input", str(tmp_path / "in"), "--output", str(output), *payload_args(litert_payload)])
     assert code == 3
     assert f"no readable image under {tmp_path / 'in'}: all 4 files quarantined" in caplog.text
     assert read_committed(spark, output / "_quarantine").count() == len(BAD)
@@ -603,7 +617,7 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
 ):
     """Real photos under labels with spaces, unicode, '%', '#', '&', one 0-byte file beside them (issue 12):
     every photo featurized once, only the empty file quarantined; the run also loads --weights from
-    ../shared checked against their sha256 computed here."""
+    ../shared checked against their sha256 computed here, and converts them: the payload it names is absent."""
     from fruits.cli.demo import WEIGHTS_FILE
 
     photos = sorted((sample_dir / "Training" / "Apple Braeburn").iterdir())[:2]
@@ -627,9 +641,12 @@ def test_odd_names_count_once_and_only_the_empty_file_is_quarantined_with_checke
         sha256,
         "--batch-id",
         "2024-01-02",
+        "--model-payload",
+        str(tmp_path / "never-published.tflite"),
     )
     photo_count = len(ODD_FOLDERS) * len(photos)
     assert (metrics["weights"], metrics["weights_sha256"]) == (str(WEIGHTS_FILE), sha256)  # what was checked
+    assert metrics["model_payload"] == "converted"  # no published payload: the checked weights, converted here
     assert (metrics["seen"], metrics["featurized"], metrics["quarantined"]) == (photo_count + 1, photo_count, 1)
     good = read_committed(spark, tmp_path / "features").toPandas()
     bad = read_committed(spark, tmp_path / "features" / "_quarantine").collect()
@@ -669,6 +686,19 @@ def test_weights_that_are_not_the_recorded_ones_exit_4_before_anything_is_writte
             "refusing to featurize with weights that are not the recorded ones"
         )
     ]
+    assert not (tmp_path / "features").exists()
+
+
+def test_a_model_payload_that_is_not_the_recorded_one_exits_4_before_anything_is_written(spark, tmp_path, caplog):
+    write_files(tmp_path / "in", {"Kiwi/a.jpg": GOOD["Training/Apple/photo.jpg"]})
+    payload = tmp_path / "model.tflite"
+    payload.write_bytes(b"a flatbuffer someone else published")
+    wrong = hashlib.sha256(b"the recorded one").hexdigest()
+    argv = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"), "--model-payload", str(payload)]
+    code = featurize.main([*argv, "--model-payload-sha256", wrong])
+    assert code == 4
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and errors[0].startswith(f"model payload {payload} have sha256 ")
     assert not (tmp_path / "features").exists()
 
 

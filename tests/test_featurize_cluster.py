@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyspark
 import pytest
+from conftest import payload_args
 
 import featurize
 import jobio
@@ -52,7 +53,7 @@ def spark_submit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime, tolerance", [("keras", 1e-5), ("litert", 1e-3)])
 def test_broadcast_weights_reach_separate_executors_and_match_single_process_keras(
-    photos, keras_home, tmp_path, runtime, tolerance
+    photos, keras_home, litert_payload, tmp_path, runtime, tolerance
 ):
     executor_keras_home = tmp_path / "executor_keras_home"  # empty: nothing to load from
     executor_keras_home.mkdir()
@@ -89,6 +90,8 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
         runtime,
         "--batch-size",
         "4",
+        # litert broadcasts the published flatbuffer (release's conversion); keras the driver's weights
+        *(payload_args(litert_payload) if runtime == "litert" else []),
         env=env,
     )
     assert done.returncode == 0, done.stderr[-6000:]

@@ -45,8 +45,9 @@ Path(out).write_text(json.dumps({"state": str(run.state), "states": states, "eve
 
 
 @pytest.fixture(scope="module")
-def lineage_run(tmp_path_factory, sample_dir, keras_home):
+def lineage_run(tmp_path_factory, sample_dir, publish_models):
     tmp = tmp_path_factory.mktemp("lineage")
+    publish_models(tmp / "lake")
     labels = sorted(p.name for p in (sample_dir / "Training").iterdir())[:LABELS]
     for split, count in (("Training", TRAINING), ("Test", TEST)):
         for label in labels:

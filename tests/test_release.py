@@ -29,10 +29,32 @@ def test_default_weights_come_from_the_lake_with_their_recorded_sha256(store):
     assert release.default_weights(lake_store, root) == {
         "weights": published["weights"],
         "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "model_payload": None,  # never converted: each run converts the weights itself
+        "model_payload_sha256": None,
     }
     lake_store.put(published["weights"] + ".sha256", b"not a hash\n", "x")
     with pytest.raises(ValueError, match="does not hold a sha256"):
         release.default_weights(lake_store, root)
+
+
+def test_the_weights_conversion_is_published_beside_them_and_named_by_their_sha256(store):
+    """featurize's --model-payload: the release command's one conversion, found by the weights' sha256, so
+    new weights never meet an old payload; recorded last, so a half-published payload is never used."""
+    lake_store, root = store
+    first = release.publish_weights(lake_store, root, b"weights v1", payload=b"flatbuffer of v1")
+    assert first["model_payload"] == lake.litert_payload_uri(root, hashlib.sha256(b"weights v1").hexdigest())
+    assert lake_store.read(first["model_payload"]) == b"flatbuffer of v1"
+    assert release.default_weights(lake_store, root) == first
+    assert first["model_payload_sha256"] == hashlib.sha256(b"flatbuffer of v1").hexdigest()
+
+    release.publish_weights(lake_store, root, b"weights v2")  # new weights, not converted (--no-payload)
+    latest = release.default_weights(lake_store, root)
+    assert latest["weights_sha256"] == hashlib.sha256(b"weights v2").hexdigest()
+    assert latest["model_payload"] is None  # v1's flatbuffer is not these weights'
+
+    second = release.publish_weights(lake_store, root, b"weights v3", payload=b"flatbuffer of v3")
+    lake_store.delete(second["model_payload"] + release.SHA256_SUFFIX)  # the record never written
+    assert release.default_weights(lake_store, root)["model_payload"] is None
 
 
 def _wheels(tmp_path: Path) -> tuple[bytes, Path]:

@@ -63,11 +63,12 @@ def land(photos: dict[str, list[Path]], landing: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(keras_home, tmp_path_factory):
+def stack(publish_models, tmp_path_factory):
     """PostgreSQL + the four Airflow services; everything stopped at the end, even on failure."""
     require(postgres_bin_dir() is not None, "PostgreSQL server binaries are missing (Debian package postgresql)")
     home = tmp_path_factory.mktemp("airflow_home")
     lake = tmp_path_factory.mktemp("lake")
+    publish_models(lake)  # the weights and their converted payload, as the release command publishes them
     postgres = PostgresServer(postgres_bin_dir())
     services = AirflowServices(
         home=home,
@@ -80,7 +81,6 @@ def stack(keras_home, tmp_path_factory):
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             # Spark's driver and block manager bind here instead of the host's address.
             "SPARK_LOCAL_IP": LOOPBACK,
-            # keras_home set KERAS_HOME in os.environ: the services inherit the real weights.
         },
     )
     try:

@@ -164,6 +164,11 @@ def models_uri(root: str) -> str:
     return _join(root, "models", "keras") + "/"
 
 
+def litert_payload_uri(root: str, weights_sha256: str) -> str:
+    """The LiteRT flatbuffer converted from the weights with this sha256 (named by it: new weights, new file)."""
+    return _join(root, "models", "litert", f"{weights_sha256}.tflite")
+
+
 def logs_uri(root: str) -> str:
     return _join(root, "logs", "emr") + "/"
 

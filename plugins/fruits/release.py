@@ -11,7 +11,9 @@
   wheel that is not byte-for-byte the locked one is refused.
 - The default weights are read from the lake (`models/keras/<file>`) and checked against the sha256
   recorded beside them (`<file>.sha256`, written after the weights by `publish_weights`):
-  `default_weights(store, root)` gives featurize's `--weights` and `--weights-sha256`.
+  `default_weights(store, root)` gives featurize's `--weights` and `--weights-sha256`. The command also
+  converts them once to the LiteRT flatbuffer featurize broadcasts (`models/litert/<weights sha256>.tflite`
+  and its `.sha256`, last): every run then reads it (`--model-payload`) instead of converting again.
 
     python -m fruits.release lock                       # requirements/spark-node.txt -> .lock (PyPI metadata)
     python -m fruits.release download --dest build/wheelhouse          # both machines' wheels, hash-checked
@@ -295,29 +297,74 @@ def require_wheelhouse(lake_store: Any, root: str, repo_root: Path) -> str:
 # ------------------------------------------------------------------------------------------ weights
 
 
-def publish_weights(lake_store: Any, root: str, weights: bytes, name: str = DEFAULT_WEIGHTS_FILE) -> dict[str, str]:
-    """The weights to `models/keras/<name>`, then their sha256 beside them (`<name>.sha256`, last)."""
-    uri = lake.models_uri(root) + name
-    digest = sha256_bytes(weights)
-    lake_store.put(uri, weights, digest)
+def _put_recorded(lake_store: Any, uri: str, data: bytes) -> str:
+    """`data` at `uri`, then its sha256 beside it (`<uri>.sha256`, last: present means complete)."""
+    digest = sha256_bytes(data)
+    lake_store.put(uri, data, digest)
     lake_store.put(uri + SHA256_SUFFIX, (digest + "\n").encode(), sha256_bytes((digest + "\n").encode()))
-    return {"weights": uri, "weights_sha256": digest}
+    return digest
 
 
-def default_weights(lake_store: Any, root: str, name: str = DEFAULT_WEIGHTS_FILE) -> dict[str, str]:
-    """featurize's `--weights` and `--weights-sha256`: the lake's copy and its recorded hash. Raises
-    FileNotFoundError (a plan-time refusal) when they were never published."""
-    uri = lake.models_uri(root) + name
+def _recorded_sha256(lake_store: Any, uri: str) -> str | None:
     recorded = lake_store.read_or_none(uri + SHA256_SUFFIX)
     if recorded is None:
+        return None
+    digest = recorded.decode().strip()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"{uri + SHA256_SUFFIX} does not hold a sha256: {digest[:80]!r}")
+    return digest
+
+
+def convert_to_litert(weights: bytes, name: str = DEFAULT_WEIGHTS_FILE) -> bytes:
+    """The weights converted by featurize's own converter (TensorFlow on this machine, once per weights)."""
+    jobs = str(Path(__file__).resolve().parents[2] / "spark_jobs")
+    if jobs not in sys.path:
+        sys.path.insert(0, jobs)
+    import featurize
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / name  # Keras picks the weights format from the file name
+        local.write_bytes(weights)
+        return featurize.litert_payload_of(str(local))
+
+
+def publish_weights(
+    lake_store: Any, root: str, weights: bytes, name: str = DEFAULT_WEIGHTS_FILE, *, payload: bytes | None = None
+) -> dict[str, str | None]:
+    """The weights to `models/keras/<name>` and their sha256 beside them; with `payload` (their LiteRT
+    conversion, `convert_to_litert`), that flatbuffer to `models/litert/<weights sha256>.tflite` too."""
+    uri = lake.models_uri(root) + name
+    digest = sha256_bytes(weights)
+    published: dict[str, str | None] = {"model_payload": None, "model_payload_sha256": None}
+    if payload is not None:  # before the weights' record: a reader that sees the weights sees their payload
+        payload_uri = lake.litert_payload_uri(root, digest)
+        published = {
+            "model_payload": payload_uri,
+            "model_payload_sha256": _put_recorded(lake_store, payload_uri, payload),
+        }
+    _put_recorded(lake_store, uri, weights)
+    return {"weights": uri, "weights_sha256": digest, **published}
+
+
+def default_weights(lake_store: Any, root: str, name: str = DEFAULT_WEIGHTS_FILE) -> dict[str, str | None]:
+    """featurize's `--weights`, `--weights-sha256` and, when published, `--model-payload` with its sha256:
+    the lake's copies and their recorded hashes. Raises FileNotFoundError (a plan-time refusal) when the
+    weights were never published."""
+    uri = lake.models_uri(root) + name
+    digest = _recorded_sha256(lake_store, uri)
+    if digest is None:
         raise FileNotFoundError(
             f"no recorded sha256 at {uri + SHA256_SUFFIX}: publish the weights with "
             "`python -m fruits.release publish-weights --lake <root> --file <weights>`"
         )
-    digest = recorded.decode().strip()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"{uri + SHA256_SUFFIX} does not hold a sha256: {digest[:80]!r}")
-    return {"weights": uri, "weights_sha256": digest}
+    payload_uri = lake.litert_payload_uri(root, digest)
+    payload_digest = _recorded_sha256(lake_store, payload_uri)
+    return {
+        "weights": uri,
+        "weights_sha256": digest,
+        "model_payload": payload_uri if payload_digest else None,
+        "model_payload_sha256": payload_digest,
+    }
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -340,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "lock": f"resolve {NODE_REQUIREMENTS} for both machines into {NODE_LOCK} (PyPI metadata)",
         "download": "download the locked wheels of both machines, hash-checked",
         "publish-wheelhouse": "upload the wheels under code/wheelhouse/, once per lock",
-        "publish-weights": "upload the default weights and their sha256 under models/",
+        "publish-weights": "upload the default weights, their LiteRT conversion and their sha256s under models/",
     }
     commands.add_parser("lock", help=helps["lock"], description=helps["lock"])
     download = commands.add_parser("download", help=helps["download"], description=helps["download"])
@@ -365,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     weights.add_argument("--lake", required=True, help="the lake root: s3://<bucket> or a local folder")
     weights.add_argument("--file", type=Path, required=True, help="the MobileNetV2 weights file (.h5)")
+    weights.add_argument(
+        "--no-payload", action="store_true", help="skip the LiteRT conversion (every run then converts the weights)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lock_path = repo / NODE_LOCK
@@ -377,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "publish-wheelhouse":
         print(json.dumps(publish_wheelhouse(_store(args.lake), args.lake, lock_path.read_bytes(), args.wheels)))
     else:
-        print(json.dumps(publish_weights(_store(args.lake), args.lake, args.file.read_bytes(), args.file.name)))
+        data = args.file.read_bytes()
+        payload = None if args.no_payload else convert_to_litert(data, args.file.name)
+        print(json.dumps(publish_weights(_store(args.lake), args.lake, data, args.file.name, payload=payload)))
     return 0
 
 

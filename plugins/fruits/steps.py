@@ -59,6 +59,8 @@ def featurize_job(
     *,
     weights: str | None = None,
     weights_sha256: str | None = None,
+    model_payload: str | None = None,
+    model_payload_sha256: str | None = None,
     runtime: str | None = None,
     batch_size: int | None = None,
 ) -> SparkJob:
@@ -82,6 +84,10 @@ def featurize_job(
             args += ["--weights-sha256", weights_sha256]
     elif weights_sha256:
         raise ValueError("weights_sha256 checks the file named by weights: set weights too")
+    if model_payload:  # the release command's conversion of these weights: the job skips TensorFlow
+        args += ["--model-payload", model_payload]
+        if model_payload_sha256:
+            args += ["--model-payload-sha256", model_payload_sha256]
     if runtime:
         args += ["--runtime", runtime]
     if batch_size:

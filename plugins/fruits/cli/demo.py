@@ -131,6 +131,24 @@ def summarize(lake_root: Path, batch: str) -> list[str]:
     ]
 
 
+def publish_models(lake_dir: Path, weights_file: Path) -> dict:
+    """The weights and their LiteRT conversion into the lake's models/, as the release command does
+    before a first night: once per lake (a later demo reads them back), so no night converts again."""
+    from fruits import release, storage
+
+    store = storage.LocalStore(lake_dir)
+    weights = weights_file.read_bytes()
+    try:
+        published = release.default_weights(store, store.root, weights_file.name)
+        if published["weights_sha256"] == storage.sha256_bytes(weights) and published["model_payload"]:
+            return published
+    except FileNotFoundError:
+        pass
+    print(f"Publishing {weights_file.name} and its LiteRT conversion into {lake_dir / 'models'}", flush=True)
+    payload = release.convert_to_litert(weights, weights_file.name)
+    return release.publish_weights(store, store.root, weights, weights_file.name, payload=payload)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fruits.cli.demo",
@@ -167,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # The photos are one folder, not a dated landing: the run's landing Param names it.
     run_conf = {"landing": str(landing.resolve())}
     if WEIGHTS_FILE.exists():
-        run_conf["weights"] = "file://" + str(WEIGHTS_FILE)
+        publish_models(args.lake.resolve(), WEIGHTS_FILE)
     run = run_dag("local", args.batch, variables, run_conf)
     print(f"\nDAG run {run.run_id}: {run.state}")
     if str(run.state) != "success":
