@@ -619,7 +619,8 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
     raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
 
 
-def _archive_uri(landing_uri: str, uri: str) -> str:
+def archive_uri(landing_uri: str, uri: str) -> str:
+    """Where `landing_after=archive` keeps a landing file of `landing_uri` (erasure deletes it there too)."""
     base = landing_uri.rstrip("/")
     parent, date = base.rsplit("/", 1)
     return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri) :]}"
@@ -634,7 +635,7 @@ def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_afte
         if outcome["outcome"] in ("uploaded", "already_in_lake") and uri.startswith(landing_uri):
             if landing_after == "archive":
                 data = store.read(uri)
-                store.put(_archive_uri(landing_uri, uri), data, sha256_bytes(data))
+                store.put(archive_uri(landing_uri, uri), data, sha256_bytes(data))
             store.delete(uri)
             done += 1
     return done
