@@ -74,6 +74,7 @@ PROGRESS_EVERY = 1000
 
 REJECT_REASONS = {
     "misplaced": "at the landing folder's root: photos sit in a <Label>/ folder",
+    "no_label": "directly in a Training/ or Test/ folder: photos sit in a <Label>/ folder below it",
     "unreadable_name": "the file name is not UTF-8",
     "link_out_of_landing": "a link to something outside the landing folder",
     "folder_link": "a link to a folder (its files are not followed)",
@@ -121,6 +122,8 @@ def classify(entry: Entry, landing_uri: str, max_photo_bytes: int) -> LandingFil
         file.reason = "hidden"
     elif len(parts) < 2:
         file.reason = "misplaced"
+    elif parts[-2] in lake.SPLITS:  # a split is not a label: featurize would give it a null label
+        file.reason = "no_label"
     elif entry.size == 0:
         file.reason = "empty"
     elif entry.size > max_photo_bytes:
