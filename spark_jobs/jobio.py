@@ -12,9 +12,15 @@ import json
 import logging
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:  # fruits.matrix imports this module for the CSV rule, on machines without pyspark
+    from pyspark.sql import SparkSession
+
+# The analysts' CSV (pca.py's pca_matrix/ parts, fruits.matrix's file): a text cell starting with one of these is a
+# formula to a spreadsheet (OWASP "CSV injection"); a leading single quote makes it text. Java, RE2 and re syntax.
+CSV_FORMULA_START = r"^[=+\-@\t\r]"
+CSV_TEXT_PREFIX = "'"
 
 
 def get_logger(name: str) -> logging.Logger:

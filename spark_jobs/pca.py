@@ -46,7 +46,7 @@ from pyspark.ml.common import _py2java
 from pyspark.ml.feature import PCAModel, StandardScalerModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.linalg import DenseMatrix, DenseVector
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -681,10 +681,23 @@ def fit_pca(
     return basis_model(features.sparkSession, basis), basis.spectrum
 
 
+def spreadsheet_text(column: Column) -> Column:
+    """The text cell as a spreadsheet shows it, never runs it (jobio.CSV_FORMULA_START)."""
+    formula = column.rlike(jobio.CSV_FORMULA_START)
+    return F.when(formula, F.concat(F.lit(jobio.CSV_TEXT_PREFIX), column)).otherwise(column)
+
+
 def csv_frame(reduced: DataFrame, k: int) -> DataFrame:
-    """The analysts' matrix: path, label, pc_1..pc_k."""
+    """The analysts' matrix: path, label, pc_1..pc_k (text cells made safe for a spreadsheet)."""
     columns = [F.col("pca")[i].alias(name) for i, name in enumerate(csv_header(k)[2:])]
-    return reduced.select("path", "label", *columns)
+    text = [spreadsheet_text(F.col(name)).alias(name) for name in ("path", "label")]
+    return reduced.select(*text, *columns)
+
+
+def write_csv(frame: DataFrame, uri: str) -> None:
+    """CSV parts with a header; cells verbatim (Spark trims a written cell's leading and trailing spaces by default)."""
+    options = {"header": True, "escape": '"', "ignoreLeadingWhiteSpace": False, "ignoreTrailingWhiteSpace": False}
+    frame.write.options(**options).csv(uri)
 
 
 # ---------------------------------------------------------------- reading and committing
@@ -832,9 +845,7 @@ def write_reduced(
     )
     # The CSV from the Parquet just written (the same numbers, no recomputation); one part per Parquet file,
     # written in parallel, each with the header. fruits.matrix concatenates them for analysts.
-    csv_frame(spark.read.parquet(run + REDUCED_FOLDER), basis.k).write.option("header", True).option("escape", '"').csv(
-        run + CSV_FOLDER
-    )
+    write_csv(csv_frame(spark.read.parquet(run + REDUCED_FOLDER), basis.k), run + CSV_FOLDER)
     report = {
         **report,
         "basis": basis.version,

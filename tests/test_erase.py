@@ -198,7 +198,7 @@ def test_erase_by_sha256_finds_every_copy_in_every_batch(local_lake):
 def test_erase_a_quoted_csv_line_and_a_quarantined_photo_by_uri(local_lake):
     root, paths = local_lake
     kiwi = f"batch={B22}/Kiwi/kiwi, green.jpg"
-    report = erase(root.as_uri(), (root / _raw_key(kiwi)).as_uri())
+    report = erase(root.as_uri(), paths[kiwi])  # the URI as the `path` column holds it (never percent-decoded)
     assert "kiwi, green.jpg" not in (root / _relative(lake.legacy_pca_uri("", B22)) / "pca_matrix.csv").read_text()
     assert report["rows_removed"] == 4
     # A quarantined photo has no features row: its sha256 is found through the upload manifest.

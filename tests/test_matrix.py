@@ -129,3 +129,41 @@ def test_command_line(lake_root, tmp_path, capsys):
     assert "before --from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         matrix_cli.main(["--lake", lake_root, "--from", "2024-02-30", "--to", "2024-03-01", "--output", "x.csv"])
+
+
+# Cells a spreadsheet runs as formulas (OWASP CSV injection), and what the CSV must hold instead.
+FORMULAS = {
+    '=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
+    "+1+1": "'+1+1",
+    "-2+3": "'-2+3",
+    "@SUM(A1)": "'@SUM(A1)",
+    "\t=1": "'\t=1",
+    "\r=1": "'\r=1",
+    "Apple=Braeburn": "Apple=Braeburn",
+    "Kiwi": "Kiwi",
+}
+
+
+def test_labels_and_names_a_spreadsheet_would_run_are_written_as_text(lake_root, tmp_path):
+    import csv
+
+    store = LocalStore(lake_root.removeprefix("file://"))
+    n = len(FORMULAS)
+    frame = reduced_output(store.root, 2, "2024-01-01", 2, n)
+    output = lake.pca_reduced_uri(store.root, 2, "2024-01-01")
+    location = json.loads(Path(lake.commit_marker_uri(output).removeprefix("file://")).read_text())["location"]
+    for part in sorted(Path(location.removeprefix("file://"), "reduced").glob("*.parquet")):
+        table = pq.read_table(part)
+        first = frame.path.tolist().index(table["path"][0].as_py())
+        labels = list(FORMULAS)[first : first + table.num_rows]
+        paths = ["=cmd|' /C calc'!A0" if i == 0 else p for i, p in enumerate(table["path"].to_pylist())]
+        table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels))
+        pq.write_table(table.set_column(0, "path", pa.array(paths)), part)
+    matrix.write_matrix(store, store.root, "2024-01-01", "2024-01-01", tmp_path / "m.csv")
+    with open(tmp_path / "m.csv", newline="") as source:
+        rows = list(csv.DictReader(source))
+    assert [row["label"] for row in rows] == list(FORMULAS.values())
+    assert sorted(row["path"] for row in rows if row["path"].startswith("'")) == ["'=cmd|' /C calc'!A0"] * 2
+    assert all(
+        not row[column].startswith(("=", "+", "-", "@", "\t", "\r")) for row in rows for column in ("path", "label")
+    )

@@ -641,3 +641,26 @@ def test_a_refit_merges_the_window_s_committed_statistics(spark, tmp_path):
     with pytest.raises(pca.NoRows):
         pca.run_nightly(spark, "2024-01-04", **roots)
     assert jobio.read_commit(jobio.HadoopFiles(spark), pca.batch_uri(roots["stats_root"], "2024-01-04")) is None
+
+
+def test_the_csv_parts_write_formula_cells_as_text_by_the_matrix_command_s_rule(spark, tmp_path):
+    import csv
+
+    import pyarrow as pa
+
+    from fruits import matrix
+
+    cells = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "Apple=Braeburn", " =1 "]
+    rows = [
+        (f"s3://b/raw/batch=2024-01-01/{i}.jpg" if i else "=cmd|' /C calc'!A0", cell, [0.5, -0.5])
+        for i, cell in enumerate(cells)
+    ]
+    frame = spark.createDataFrame(rows, "path string, label string, pca array<float>")
+    pca.write_csv(pca.csv_frame(frame, 2).coalesce(1), str(tmp_path / "csv"))
+    (part,) = (tmp_path / "csv").glob("part-*.csv")
+    with open(part, newline="") as source:
+        written = list(csv.DictReader(source))
+    expected = matrix.spreadsheet_text(pa.array(cells)).to_pylist()  # the matrix command's side of the one rule
+    assert [row["label"] for row in written] == expected
+    assert expected[:6] == ["'" + cell for cell in cells[:6]] and expected[6:] == cells[6:]
+    assert written[0]["path"] == "'=cmd|' /C calc'!A0" and written[1]["path"] == rows[1][0]

@@ -362,8 +362,83 @@ def test_thumbnails_are_small_jpegs_of_any_photo_the_upload_takes():
     assert report_page.thumbnail(b"not an image") is None and report_page.thumbnail(png.getvalue()[:200]) is None
 
 
-def test_emr_links_and_escaping(tmp_path):
-    store = storage.LocalStore(tmp_path)
+def test_a_huge_png_is_refused_from_its_header_with_a_placeholder_saying_why(tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (13000, 13000)).save(bomb, format="PNG")  # 169 Mpx in a few hundred KB
+    assert bomb.stat().st_size < 1_000_000
+    measure = (
+        "import resource, sys; from fruits import report_page; data = open(sys.argv[1], 'rb').read(); "
+        "report_page.draw(b''); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "uri, why = report_page.draw(data); "
+        "print(uri is None, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024, why)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")}
+    out = subprocess.run(
+        [sys.executable, "-c", measure, str(bomb)], capture_output=True, text=True, env=env, check=True
+    )
+    refused, grown_mib, why = out.stdout.split(" ", 2)
+    assert refused == "True" and int(grown_mib) < 64, out.stdout  # decoded, it costs the worker over 500 MiB
+    assert "13000x13000 px" in why and "Mpx" in why
+    picture = report_page._picture(None, "bomb.png: too large", why.strip())
+    assert "no picture" in picture and "13000x13000 px" in picture
+
+
+def test_a_local_page_draws_the_photos_spelled_file_colon_slash_and_rows_without_a_label(tmp_path):
+    """featurize and pca write `file:/x` (Spark's spelling), the bundles `file:///x`; a photo directly under a split
+    folder of an older batch has a null label: the page draws both and says "(no label)"."""
+    import pyarrow as pa
+    from PIL import Image
+
+    landing = tmp_path / "landing"
+    colours = {"Banana": (230, 200, 40), "Kiwi": (90, 120, 40), "Lemon": (250, 240, 90), "Plum": (90, 20, 90)}
+    for label, colour in colours.items():
+        (landing / label).mkdir(parents=True)
+        for n in range(2):
+            Image.new("RGB", (32, 32), tuple(c + 5 * n for c in colour)).save(landing / label / f"{n}.jpg")
+    store = storage.LocalStore(tmp_path / "lake")
+    upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), BATCH)
+    raw = lake.raw_uri(store.root, BATCH)
+    keys = sorted(storage.read_manifest(store, store.root, BATCH))
+    spark_paths = [(raw + key).replace("file:///", "file:/") for key in keys]
+    labels = [key.split("/")[0] if not key.startswith("Plum/1") else None for key in keys]
+    table = pa.table(
+        {
+            "path": spark_paths,
+            "label": labels,
+            "basis": pa.array([1] * len(keys), pa.int32()),
+            "pca": pa.array([[float(i), float(i % 3)] for i in range(len(keys))], pa.list_(pa.float32())),
+        }
+    )
+    commit_output(store, lake.pca_reduced_uri(store.root, 1, BATCH), {"reduced/part-0.parquet": parquet(table)})
+    bad = pa.table({"path": [spark_paths[0]], "reason": ["truncated image: test"]})
+    commit_output(store, lake.quarantine_uri(store.root, BATCH), {"part-0.parquet": parquet(bad)})
+    pca = {"basis": 1, "k": 2, "cumulative_explained_variance": [0.6, 0.9], "variance_target": 0.9}
+    facts = report_page.gather(store, store.root, BATCH, night_report(BATCH, 1, 0.0, 0.1), pca)
+    shown = [e["path"] for e in facts["examples"]] + [p for e in facts["examples"] for p, _, _ in e["neighbours"]]
+    assert shown and all(facts["thumbs"][path] for path in shown)
+    assert facts["thumbs"][spark_paths[0]]  # the quarantined photo too
+    page = report_page.render(facts)
+    assert report_page.NO_LABEL in page and page.count("data:image/jpeg;base64,") >= len(set(shown))
+
+
+def test_emr_links_and_escaping(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():  # an S3 lake with nothing committed yet
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="fruits-lake", CreateBucketConfiguration={"LocationConstraint": REGION})
+        emr_links_and_escaping(storage.S3Store(s3, "fruits-lake"))
+
+
+def emr_links_and_escaping(store):
     report = night_report(BATCH, 1, 0.0, 0.0)
     report = {
         **report,

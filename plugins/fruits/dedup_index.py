@@ -142,8 +142,9 @@ def erased(store: ConditionalStore, root: str) -> frozenset[str]:
     return frozenset(json.loads(data)["sha256s"]) if data else frozenset()
 
 
-def record_erased(store: ConditionalStore, root: str, sha256s: Iterable[str]) -> int:
-    """Record erased content hashes (later uploads refuse them) and drop them from their shards.
+def record_erased(store: ConditionalStore, root: str, sha256s: Iterable[str], *, drop: bool = True) -> int:
+    """Record erased content hashes (later uploads refuse them) and drop them from their shards (`drop=False`:
+    later, with `drop_entries`, once the erasure no longer needs the index to find the photo's batch).
     Returns how many were new to the erased list."""
     wanted = {sha.lower() for sha in sha256s}
     for sha in wanted:
@@ -161,10 +162,16 @@ def record_erased(store: ConditionalStore, root: str, sha256s: Iterable[str]) ->
             break
     else:
         raise IndexConflict(f"{uri}: {CAS_ATTEMPTS} conditional writes lost in a row")
-    for shard, shas in _by_shard(wanted).items():
+    if drop:
+        drop_entries(store, root, wanted)
+    return len(added)
+
+
+def drop_entries(store: ConditionalStore, root: str, sha256s: Iterable[str]) -> None:
+    """Remove the hashes from their shards, whichever batch they name."""
+    for shard, shas in _by_shard(sha256s).items():
         keys = {_key(sha) for sha in shas}
         _update(store, shard_uri(root, shard), lambda entries, keys=keys: _drop(entries, keys))
-    return len(added)
 
 
 def _drop(entries: dict[bytes, int], keys: set[bytes]) -> bool:

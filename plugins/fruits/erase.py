@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fruits import dedup_index, lake, locks, report_page, storage
+from fruits import dedup_index, lake, locks, report_page, storage, upload
 from fruits.storage import LocalStore, S3Store, open_lake
 
 log = logging.getLogger("fruits.erase")
@@ -43,11 +42,22 @@ def _area(batch_uri: str) -> str:
 
 def canonical(path: str) -> str:
     """One spelling per object: `s3://bucket/key` (s3a too), or an absolute local path (`file:/x`,
-    `file:///x` and `/x` are the same file; Spark writes `file:/x`; realpath: macOS's /tmp link)."""
-    parsed = urlparse(path)
-    if lake.is_s3(path):
-        return f"s3://{parsed.netloc}/{unquote(parsed.path).strip('/')}".rstrip("/")
-    return os.path.realpath(unquote(parsed.path) if parsed.scheme == "file" else path)
+    `file:///x` and `/x` are the same file; Spark writes `file:/x`; realpath: macOS's /tmp link). The
+    name is kept verbatim (lake.split_uri): never URL-decoded."""
+    scheme, bucket, key = lake.split_uri(path)
+    if scheme == "s3":
+        return f"s3://{bucket}/{key.strip('/')}".rstrip("/")
+    folder, _, name = key.rpartition("/")
+    return os.path.join(os.path.realpath(folder or "/"), name) if name else os.path.realpath(key)
+
+
+class ErasureIncomplete(RuntimeError):
+    """Some copy of the photo could not be removed: the report (`.report`) says which; run the erasure again."""
+
+    def __init__(self, report: dict[str, Any]):
+        self.report = report
+        left = report["raw_left"] + report["landing_files_left"]
+        super().__init__(f"erasure of {report['target']} incomplete: {len(left)} copy(ies) left: {left}")
 
 
 @dataclass
@@ -88,15 +98,28 @@ def _raw_area(root: str) -> str:
     return _area(lake.raw_uri(root, _ANY_BATCH))
 
 
+def _batches_of_content(store: LocalStore | S3Store, sha256: str) -> list[str]:
+    """The batch holding the content, from its index shard (one GET); every batch only in a lake from before
+    the index (no `index/sha256/`), whose photos no shard names."""
+    home = dedup_index.lookup(store, store.root, [sha256]).get(sha256)
+    if home:
+        return [home]
+    if "sha256" in store.list_children(lake.area_uri(store.root, "index")):
+        return []
+    return storage.raw_batches(store, store.root)
+
+
 def _photos_with_sha256(store: LocalStore | S3Store, sha256: str) -> set[str]:
     root = store.root
+    batches = _batches_of_content(store, sha256)
     photos = {
         canonical(lake.raw_uri(root, batch) + key)
-        for batch in storage.raw_batches(store, root)
+        for batch in batches
         for key, sha in storage.read_manifest(store, root, batch).items()
         if sha == sha256
     }
-    for _, table in _parquet_files(store, lake.features_uri(root), columns=["path", "sha256"]):
+    areas = [lake.features_uri(root, batch) for batch in batches]
+    for _, table in (found for area in areas for found in _parquet_files(store, area, columns=["path", "sha256"])):
         photos.update(
             canonical(p)
             for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist(), strict=True)
@@ -110,7 +133,7 @@ def resolve(store: LocalStore | S3Store, target: str) -> set[str]:
     raw_area = canonical(_raw_area(store.root)) + "/"
     if SHA256.match(target.lower()):
         return {p for p in _photos_with_sha256(store, target.lower()) if p.startswith(raw_area)}
-    has_scheme = bool(urlparse(target).scheme) or target.startswith("/")
+    has_scheme = lake.is_s3(target) or target.startswith(("file:", "/"))
     photo = canonical(target if has_scheme else f"{store.root}/{target.lstrip('/')}")
     if not photo.startswith(canonical(store.root) + "/"):
         raise ValueError(f"{target} is not under the lake root {store.root}")
@@ -127,7 +150,7 @@ def resolve(store: LocalStore | S3Store, target: str) -> set[str]:
 
 def _is_data_file(uri: str) -> bool:
     # Spark's markers (_SUCCESS), metadata (_job_metrics.json) and temporaries (.x) are not data.
-    return not PurePosixPath(urlparse(uri).path).name.startswith(("_", "."))
+    return not PurePosixPath(lake.split_uri(uri)[2]).name.startswith(("_", "."))
 
 
 def _parquet_files(store, area_uri: str, columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
@@ -167,11 +190,11 @@ def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: storage.Bat
     ]
 
 
-def _erase_bundle_rows(erasure: Erasure) -> None:
-    """raw/: each bundle holding one of the photos, rewritten without it (laid out as the upload
-    lays bundles out); a bundle left with no photo is deleted."""
+def _erase_bundle_rows(erasure: Erasure, batches: list[str]) -> None:
+    """raw/: each bundle of the photos' batches holding one of them, rewritten without it (laid out as the
+    upload lays bundles out); a bundle left with no photo is deleted."""
     root = erasure.lake.root
-    for batch in storage.raw_batches(erasure.lake, root):
+    for batch in batches:
         raw = lake.raw_uri(root, batch)
         for uri in _bundles_to_read(erasure, raw, storage.read_batch_manifest(erasure.lake, root, batch)):
             table = pq.read_table(io.BytesIO(erasure.lake.read(uri)))
@@ -187,7 +210,7 @@ def _erase_bundle_rows(erasure: Erasure) -> None:
 
 def _is_matrix_csv(uri: str) -> bool:
     """A part of the analysts' CSV (`pca_matrix/part-*.csv`, as Spark writes it) or a legacy `pca_matrix.csv`."""
-    path = PurePosixPath(urlparse(uri).path)
+    path = PurePosixPath(lake.split_uri(uri)[2])
     in_folder = path.parent.name == lake.PCA_CSV_FOLDER and path.suffix == ".csv" and _is_data_file(uri)
     return in_folder or path.name == lake.LEGACY_PCA_MATRIX
 
@@ -211,11 +234,11 @@ def _erase_csv_lines(erasure: Erasure, area_uri: str) -> None:
             erasure.record(uri, len(records) - len(kept), len(kept) - 1)
 
 
-def _erase_manifest_entries(erasure: Erasure) -> None:
+def _erase_manifest_entries(erasure: Erasure, batches: list[str]) -> None:
     """The upload manifests name the photo, its hash and its bundle: drop its entries (a bundle
     entry left with no key goes too: the bundle was deleted)."""
     root = erasure.lake.root
-    for batch in storage.raw_batches(erasure.lake, root):
+    for batch in batches:
         raw = canonical(lake.raw_uri(root, batch)) + "/"
         manifest = storage.read_batch_manifest(erasure.lake, root, batch)
         kept = {key: sha for key, sha in manifest.files.items() if raw + key not in erasure.photos}
@@ -264,8 +287,9 @@ def _photo_sha256s(erasure: Erasure) -> set[str]:
 
 
 def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3_client: Any) -> dict[str, list[str]]:
-    """Landing files of these contents still where the batch's ingestion report saw them: deleted (every
-    version), and their entries dropped from the report. A file that cannot be deleted is listed, not fatal."""
+    """Landing files of these contents still where the batch's ingestion report saw them, or where
+    `landing_after=archive` moved them (the original, EXIF and all): deleted (every version), and their entries
+    dropped from the report. A copy that cannot be deleted is listed in `landing_files_left`."""
     done: dict[str, list[str]] = {"landing_files_deleted": [], "landing_files_left": []}
     for batch in batches:
         uri = storage.ingestion_report_uri(erasure.lake.root, batch)
@@ -274,22 +298,41 @@ def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3
             continue
         report = json.loads(data)
         matching = [f for f, outcome in report["files"].items() if outcome.get("sha256") in shas]
-        for landing_file in matching:
+        landing = report.get("landing", "")
+        copies = [f for landing_file in matching for f in (landing_file, _archived(landing, landing_file))]
+        for copy in filter(None, copies):
             try:
-                store, _ = storage.open_store(landing_file.rsplit("/", 1)[0], s3_client)
-                content = store.read_or_none(landing_file)
-                if content is not None and storage.sha256_bytes(content) in shas and not erasure.dry_run:
-                    store.delete(landing_file)
-                done["landing_files_deleted" if content is not None else "landing_files_left"].append(landing_file)
+                store, _ = storage.open_store(copy.rsplit("/", 1)[0], s3_client)
+                content = store.read_or_none(copy)
+                if content is None or storage.sha256_bytes(content) not in shas:
+                    continue  # gone already, or another file now has the name
+                if not erasure.dry_run:
+                    store.delete(copy)
+                done["landing_files_deleted"].append(copy)
             except Exception as error:  # noqa: BLE001 - the landing is someone else's bucket: say so, go on
-                log.warning("could not delete %s from the landing: %s", landing_file, error)
-                done["landing_files_left"].append(landing_file)
+                log.warning("could not delete %s from the landing: %s", copy, error)
+                done["landing_files_left"].append(f"{copy}: {type(error).__name__}: {error}")
         if matching:
             kept = {f: o for f, o in report["files"].items() if f not in matching}
             erasure.replace(uri, json.dumps({**report, "files": kept}, indent=1, ensure_ascii=True).encode())
             erasure.record(uri, len(matching), len(kept))
-    done["landing_files_left"] = [f for f in done["landing_files_left"] if f not in done["landing_files_deleted"]]
     return done
+
+
+def _archived(landing: str, landing_file: str) -> str | None:
+    """Where `landing_after=archive` put the landing file (None: the report names no landing folder above it)."""
+    if not landing or not landing_file.startswith(landing):
+        return None
+    return upload.archive_uri(landing, landing_file)
+
+
+def _left_in_raw(erasure: Erasure, batches: list[str]) -> list[str]:
+    """The photos still named by their batch's manifest or still stored as their own object, after the erasure."""
+    root, left = erasure.lake.root, []
+    for batch in batches:
+        raw = canonical(lake.raw_uri(root, batch)) + "/"
+        left += [key for key in storage.read_manifest(erasure.lake, root, batch) if raw + key in erasure.photos]
+    return left + [erasure.key(p) for p in erasure.photos if erasure.lake.exists(f"{root}/{erasure.key(p)}")]
 
 
 def erase(
@@ -319,14 +362,15 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
     store, dry_run = erasure.lake, erasure.dry_run
     shas = {target.lower()} if SHA256.match(target.lower()) else _photo_sha256s(erasure)
     if shas and erasure.photos and not dry_run:
-        dedup_index.record_erased(store, store.root, shas)  # first: an upload from now on refuses it
+        # First: an upload from now on refuses it. Its index entry goes last: a rerun finds the batch through it.
+        dedup_index.record_erased(store, store.root, shas, drop=False)
     areas = _legacy_pca_folders(store) + [prefix for batch in batches for prefix in _batch_data_prefixes(store, batch)]
     areas.sort(key=lambda uri: uri.startswith(lake.features_uri(store.root)))  # features last: the sha256 index
     for area in areas:
         _erase_parquet_rows(erasure, area)
         _erase_csv_lines(erasure, area)
-    _erase_bundle_rows(erasure)  # before the manifests: they say which bundle holds the photo
-    _erase_manifest_entries(erasure)
+    _erase_bundle_rows(erasure, batches)  # before the manifests: they say which bundle holds the photo
+    _erase_manifest_entries(erasure, batches)
     for photo in sorted(erasure.photos):  # a photo stored as its own object (lakes from before bundles)
         uri = f"{store.root}/{erasure.key(photo)}"
         if store.exists(uri):
@@ -344,6 +388,8 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
         purged = sum(store.purge_noncurrent(prefix) for prefix in prefixes)
         for batch in batches:  # the page holds thumbnails: redraw it without the erased photo
             report_page.rebuild(store, store.root, batch)
+        if shas and erasure.photos:
+            dedup_index.drop_entries(store, store.root, shas)
     report = {
         "target": target,
         "dry_run": dry_run,
@@ -355,6 +401,7 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
         "sha256_recorded_as_erased": sorted(shas),
         "noncurrent_versions_purged": purged,
         **landing,
+        "raw_left": [] if dry_run else _left_in_raw(erasure, batches),
     }
     log.info(
         "%s: %d object(s) deleted, %d file(s) rewritten, %d row(s) removed, %d old version(s) purged",
@@ -364,4 +411,6 @@ def _erase_locked(erasure: Erasure, target: str, batches: list[str], s3_client: 
         report["rows_removed"],
         purged,
     )
+    if report["raw_left"] or report["landing_files_left"]:
+        raise ErasureIncomplete(report)
     return report

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlparse
 
 from fruits import lake
 
@@ -158,10 +157,10 @@ def check_region(region: str | None, allowed: str | Iterable[str] | None = None)
 
 def s3_bucket_of(uri: str, *, what: str = "uri") -> str:
     """The bucket of an `s3://bucket/...` URI; ValueError for anything else."""
-    parsed = urlparse(uri or "")
-    if parsed.scheme not in lake.S3_SCHEMES or not parsed.netloc:
+    bucket = lake.split_uri(uri)[1] if lake.is_s3(uri) else ""
+    if not bucket:
         raise ValueError(f"{what} must be an s3://bucket/... URI, not {uri!r}")
-    return parsed.netloc
+    return bucket
 
 
 def _bucket_region(location: dict[str, Any]) -> str:
@@ -236,7 +235,7 @@ def check_bucket(
 
 def check_uri(uri: str, s3_client: Any, allowed: str | Iterable[str] | None = None, **kwargs: Any) -> str | None:
     """Check the bucket behind an s3:// URI (returns its region); a local path is not AWS (None)."""
-    if urlparse(uri or "").scheme in lake.S3_SCHEMES:
+    if lake.is_s3(uri):
         return check_bucket(s3_client, s3_bucket_of(uri), allowed, **kwargs)
     return None
 
@@ -255,7 +254,7 @@ def check_settings(settings: Any, s3_client: Any, *, test_endpoints: Iterable[st
         )
     }
     for uri in (settings.landing, settings.log_uri_or_default):
-        if urlparse(uri or "").scheme in lake.S3_SCHEMES and s3_bucket_of(uri) not in checked:
+        if lake.is_s3(uri) and s3_bucket_of(uri) not in checked:
             checked[s3_bucket_of(uri)] = check_bucket(
                 s3_client, s3_bucket_of(uri), permitted, test_endpoints=test_endpoints
             )

@@ -65,6 +65,34 @@ def is_s3(uri: str | None) -> bool:
     return (uri or "").split("://", 1)[0] in S3_SCHEMES and "://" in (uri or "")
 
 
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """(scheme, bucket, key) of an `s3://` / `s3a://` URI, or ("file", "", absolute path) of a local one
+    (`file:/x`, `file:///x`, `file://localhost/x` or `/x`). Verbatim, never URL-parsed: `#`, `?`, `%41`,
+    tabs and newlines are characters of the name, as the landing's listing and the lake store them."""
+    if is_s3(uri):
+        scheme, rest = uri.split("://", 1)
+        bucket, _, key = rest.partition("/")
+        return "s3", bucket, key
+    if uri.startswith("file:"):
+        path = uri.removeprefix("file:")
+        if path.startswith("//"):  # file://<host>/path: only the local host
+            host, _, path = path[2:].partition("/")
+            if host not in ("", "localhost"):
+                raise ValueError(f"not a local file URI: {uri!r}")
+        return "file", "", "/" + path.lstrip("/")
+    scheme, separator, _ = uri.partition("://")
+    if separator and "/" not in scheme:
+        raise ValueError(f"not an s3:// URI or a local path / file: URI: {uri!r}")
+    return "file", "", uri
+
+
+def normal_uri(uri: str) -> str:
+    """One spelling per object, for comparing: `s3://bucket/key` (s3a too) or `file:///abs/path` (Spark
+    writes `file:/x`, the upload `file:///x`); the name itself is kept as stored."""
+    scheme, bucket, key = split_uri(uri)
+    return f"s3://{bucket}/{key}" if scheme == "s3" else "file://" + key
+
+
 # A batch id as a JSON-schema pattern (the run Param); check_batch also refuses dates that do not exist.
 BATCH_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 

@@ -1,4 +1,5 @@
-"""The analysts' matrix: one CSV `path,label,pc_1..pc_k` for a range of batches, all on ONE PCA basis.
+"""The analysts' matrix: one CSV `path,label,pc_1..pc_k` for a range of batches, all on ONE PCA basis (a text
+cell a spreadsheet would run as a formula starts with a single quote: docs/pipeline.md, "The analysts' CSV").
 
 The command: `python -m fruits.cli.matrix --lake URI --from YYYY-MM-DD --to YYYY-MM-DD [--basis N] --output f.csv`.
 
@@ -13,9 +14,11 @@ read access to the lake.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,29 @@ from fruits import lake
 
 REDUCED_FOLDER = lake.PCA_REDUCED_FOLDER + "/"  # the Parquet files of a committed output
 ROWS_PER_CHUNK = 8192
+# spark_jobs/ beside plugins/ (the repository, and the Airflow image's mounts): the CSV rule's one definition.
+JOBIO = Path(__file__).resolve().parents[2] / "spark_jobs" / "jobio.py"
+
+
+def jobio() -> Any:
+    """spark_jobs/jobio.py, where the PCA job finds the CSV rule too (the cluster ships no plugins)."""
+    if "jobio" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("jobio", JOBIO)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["jobio"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["jobio"]
+
+
+def spreadsheet_text(column: Any) -> Any:
+    """An Arrow string column as a spreadsheet shows it, never runs it (jobio.CSV_FORMULA_START)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rule = jobio()
+    prefix, nothing = pa.scalar(rule.CSV_TEXT_PREFIX, column.type), pa.scalar("", column.type)
+    formula = pc.match_substring_regex(column, rule.CSV_FORMULA_START)
+    return pc.if_else(formula, pc.binary_join_element_wise(prefix, column, nothing), column)
 
 
 class MatrixError(ValueError):
@@ -107,7 +133,8 @@ def rows(store: Any, parquet_uris: list[str], version: int) -> Iterator[Any]:
             pcs = batch.column("pca")
             k = len(pcs[0])
             values = pcs.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), k)
-            columns = [batch.column("path"), batch.column("label"), *(pa.array(values[:, i]) for i in range(k))]
+            text = [spreadsheet_text(batch.column(name)) for name in ("path", "label")]
+            columns = [*text, *(pa.array(values[:, i]) for i in range(k))]
             yield pa.RecordBatch.from_arrays(columns, ["path", "label", *(f"pc_{i}" for i in range(1, k + 1))])
 
 

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,10 @@ EXAMPLES = 4
 NEIGHBOURS = 4
 QUARANTINE_SHOWN = 12
 THUMB_PX = 96
+# Pixels a thumbnail may decode (after a JPEG's draft): a 48-Mpx phone photo draws; a 169-Mpx PNG of 0.7 MB
+# (1.3 GiB decoded) is refused from its header, on the Airflow worker that draws the page.
+THUMB_MAX_PIXELS = 50_000_000
+NO_LABEL = "(no label)"  # a row featurize found no label folder for (its label is null)
 JPEG_QUALITY = 75
 REDUCED_FOLDER = "reduced/"  # spark_jobs/pca.py REDUCED_FOLDER: the Parquet rows of a reduced output
 
@@ -119,13 +124,17 @@ def reduced_sample(store: Any, files: Sequence[str], seed: int) -> dict[str, Any
         block = _vectors(record_batch)
         keys = np.concatenate([keys, rng.random(n)])
         paths += record_batch.column("path").to_pylist()
-        labels += record_batch.column("label").to_pylist()
+        labels += _labels(record_batch)
         vectors = block if not vectors.size else np.vstack([vectors, block])
         if keys.size > SAMPLE_ROWS:
             keep = np.sort(np.argpartition(keys, SAMPLE_ROWS)[:SAMPLE_ROWS])
             keys, vectors = keys[keep], vectors[keep]
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     return {"rows": total, "path": paths, "label": labels, "pca": vectors}
+
+
+def _labels(record_batch: Any) -> list[str]:
+    return [NO_LABEL if label is None else label for label in record_batch.column("label").to_pylist()]
 
 
 def _vectors(record_batch: Any) -> np.ndarray:
@@ -164,11 +173,7 @@ def nearest_neighbours(
         offer(sample["path"], sample["label"], sample["pca"])
     else:
         for record_batch in _parquet_batches(store, files, ["path", "label", "pca"]):
-            offer(
-                record_batch.column("path").to_pylist(),
-                record_batch.column("label").to_pylist(),
-                _vectors(record_batch),
-            )
+            offer(record_batch.column("path").to_pylist(), _labels(record_batch), _vectors(record_batch))
     return [[(path, label, distance) for distance, path, label in found] for found in best]
 
 
@@ -202,19 +207,27 @@ def recent_nights(store: Any, root: str, batch: str, report: Mapping[str, Any]) 
     return nights
 
 
-def photo_thumbnails(store: Any, root: str, batch: str, paths: Sequence[str]) -> dict[str, str | None]:
-    """{path: data: URI of a JPEG thumbnail, or None when it cannot be drawn}, read from the batch's raw
-    bundles (the manifest says which bundle holds each photo; only those bundles are read)."""
+def photo_thumbnails(
+    store: Any, root: str, batch: str, paths: Sequence[str]
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """({path: data: URI of a JPEG thumbnail, or None}, {path: why it is not drawn}), read from the batch's raw
+    bundles (the manifest says which bundle holds each photo; only those bundles are read). A path is matched
+    whatever its `file:` spelling (Spark's rows say `file:/x`, the bundles `file:///x`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     raw = lake.raw_uri(root, batch)
-    wanted = {path[len(raw) :]: path for path in paths if path.startswith(raw)}
+    prefix = lake.normal_uri(raw)
+    wanted: dict[str, list[str]] = {}  # key in the batch -> the paths (spellings) asking for it
+    for path in paths:
+        if lake.normal_uri(path).startswith(prefix):
+            wanted.setdefault(lake.normal_uri(path)[len(prefix) :], []).append(path)
     manifest = storage.read_batch_manifest(store, root, batch)
     thumbs: dict[str, str | None] = {path: None for path in paths}
+    notes: dict[str, str] = {path: "not in the batch's bundles" for path in paths}
     for bundle, keys in manifest.bundles.items():
-        needed = [wanted[key] for key in keys if key in wanted]
+        needed = [raw + key for key in keys if key in wanted]
         if not needed:
             continue
         data = store.read_or_none(raw + bundle)
@@ -222,23 +235,42 @@ def photo_thumbnails(store: Any, root: str, batch: str, paths: Sequence[str]) ->
             continue
         table = pq.read_table(io.BytesIO(data), columns=["path", "content"])
         for row in table.filter(pc.is_in(table["path"], pa.array(needed))).to_pylist():
-            thumbs[row["path"]] = thumbnail(row["content"])
-    return thumbs
+            uri, why = draw(row["content"])
+            for path in wanted[row["path"][len(raw) :]]:
+                thumbs[path] = uri
+                notes[path] = why
+    return thumbs, {path: why for path, why in notes.items() if not thumbs[path]}
 
 
-def thumbnail(content: bytes) -> str | None:
-    """A data: URI of the photo as a JPEG of at most THUMB_PX px a side; None when Pillow cannot draw it."""
+def draw(content: bytes) -> tuple[str | None, str]:
+    """(a data: URI of the photo as a JPEG of at most THUMB_PX px a side, "") or (None, why it is not drawn).
+    The pixel count is read from the header and checked before a pixel is decoded (a JPEG after its draft)."""
     from PIL import ImageOps
 
+    Image = upload.pillow_image()  # Pillow with the upload's HEIF/AVIF openers
     try:
-        with upload.pillow_image().open(io.BytesIO(content)) as image:  # Pillow with the upload's HEIF/AVIF openers
+        with warnings.catch_warnings():  # Pillow's bomb warning: THUMB_MAX_PIXELS below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(content))
+        with image:
+            image.draft("RGB", (THUMB_PX, THUMB_PX))  # a JPEG decodes at 1/2 to 1/8 scale
+            width, height = image.size
+            if width * height > THUMB_MAX_PIXELS:
+                return None, f"{width}x{height} px, over the {THUMB_MAX_PIXELS / 1e6:.0f} Mpx a thumbnail may decode"
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    except Exception:  # noqa: BLE001 - a quarantined file is often no image at all: listed without a picture
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    except Image.DecompressionBombError as error:  # over Pillow's own hard limit: refused from the header
+        return None, f"too many pixels to draw ({error})"
+    except Exception as error:  # noqa: BLE001 - a quarantined file is often no image at all: listed without a picture
+        return None, f"cannot be drawn ({type(error).__name__})"
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(), ""
+
+
+def thumbnail(content: bytes) -> str | None:
+    """A data: URI of the photo as a JPEG of at most THUMB_PX px a side; None when it is not drawn (`draw` says why)."""
+    return draw(content)[0]
 
 
 def gather(
@@ -275,7 +307,7 @@ def gather(
                 for i, path, near in zip(chosen, query_paths, found)
             ]
             photos += query_paths + [path for near in found for path, _, _ in near]
-    facts["thumbs"] = photo_thumbnails(store, root, batch, photos) if photos else {}
+    facts["thumbs"], facts["not_drawn"] = photo_thumbnails(store, root, batch, photos) if photos else ({}, {})
     facts["links"] = output_links(store, root, batch, version, report)
     return facts
 
@@ -439,7 +471,8 @@ figure{margin:0}figcaption{font-size:12px;color:#445;max-width:110px;word-break:
 .row{display:flex;gap:8px;align-items:flex-start;margin:8px 0;padding:6px;border:1px solid #eef;border-radius:6px}
 .row figure:first-child{padding-right:8px;border-right:2px solid #99a}
 img{display:block;width:96px;height:96px;object-fit:contain;background:#f4f4f8}
-.nopic{width:96px;height:96px;background:#f4f4f8;display:flex;align-items:center;justify-content:center;color:#889}
+.nopic{width:96px;height:96px;background:#f4f4f8;display:flex;align-items:center;justify-content:center;color:#889;
+font-size:11px;text-align:center;overflow:hidden}
 .legend span{display:inline-block;margin:0 10px 2px 0;font-size:12px}
 svg .t{font-size:13px;font-weight:600}svg .ax{stroke:#889}svg .xl{font-size:10px;text-anchor:middle;fill:#556}
 svg .yl{font-size:10px;text-anchor:end;fill:#556}svg .hl{stroke:#b3261e;stroke-dasharray:4 3}
@@ -473,8 +506,11 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -
     return f"<table>{head}{body}</table>"
 
 
-def _picture(uri: str | None, caption: str) -> str:
-    picture = f'<img src="{uri}" alt="{_e(caption)}">' if uri else '<div class="nopic">no picture</div>'
+def _picture(uri: str | None, caption: str, why: str = "") -> str:
+    if uri:
+        picture = f'<img src="{uri}" alt="{_e(caption)}">'
+    else:
+        picture = f'<div class="nopic" title="{_e(why)}">no picture{f"<br>{_e(why)}" if why else ""}</div>'
     return f"<figure>{picture}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
@@ -580,7 +616,7 @@ def pca_section(facts: Mapping[str, Any]) -> str:
 def examples_section(facts: Mapping[str, Any]) -> str:
     if not facts["examples"]:
         return ""
-    thumbs = facts["thumbs"]
+    thumbs, why = facts["thumbs"], facts.get("not_drawn", {})
     out = [
         (
             f'<h2>Nearest neighbours in the reduced space</h2><p class="muted">{len(facts["examples"])} photos '
@@ -589,9 +625,11 @@ def examples_section(facts: Mapping[str, Any]) -> str:
         )
     ]
     for example in facts["examples"]:
-        figures = [_picture(thumbs.get(example["path"]), f"{example['label']} — {_name(example['path'])}")]
+        path = example["path"]
+        figures = [_picture(thumbs.get(path), f"{example['label']} — {_name(path)}", why.get(path, ""))]
         figures += [
-            _picture(thumbs.get(path), f"{label} ({distance:.2f})") for path, label, distance in example["neighbours"]
+            _picture(thumbs.get(near), f"{label} ({distance:.2f})", why.get(near, ""))
+            for near, label, distance in example["neighbours"]
         ]
         out.append(f'<div class="row">{"".join(figures)}</div>')
     return "".join(out)
@@ -601,9 +639,12 @@ def quarantine_section(facts: Mapping[str, Any]) -> str:
     rows = facts["quarantine"]
     if not rows:
         return "<h2>Quarantine</h2><p>Nothing quarantined by featurize.</p>"
-    thumbs = facts["thumbs"]
+    thumbs, why = facts["thumbs"], facts.get("not_drawn", {})
     total = sum(facts["quarantine_reasons"].values())
-    figures = "".join(_picture(thumbs.get(row["path"]), f"{_name(row['path'])}: {row['reason']}") for row in rows)
+    figures = "".join(
+        _picture(thumbs.get(row["path"]), f"{_name(row['path'])}: {row['reason']}", why.get(row["path"], ""))
+        for row in rows
+    )
     return (
         f'<h2>Quarantine</h2><p class="muted">{len(rows)} of {total} quarantined files; '
         f'"no picture" when the file cannot be drawn.</p><div class="grid">{figures}</div>'

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
 from fruits import lake
 
@@ -109,7 +108,10 @@ class LocalStore:
 
     @staticmethod
     def _path(uri: str) -> Path:
-        return Path(uri.removeprefix("file://"))
+        scheme, _, path = lake.split_uri(uri)
+        if scheme != "file":
+            raise ValueError(f"not a local path or file: URI: {uri!r}")
+        return Path(path)
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         base = self._path(prefix_uri)
@@ -249,10 +251,10 @@ class S3Store:
         self.kms_key_arn = kms_key_arn
 
     def _key(self, uri: str) -> tuple[str, str]:
-        parsed = urlparse(uri)
-        if parsed.scheme not in lake.S3_SCHEMES:
+        if not lake.is_s3(uri):
             raise ValueError(f"not an s3:// URI: {uri!r}")
-        return parsed.netloc, parsed.path.lstrip("/")
+        _, bucket, key = lake.split_uri(uri)
+        return bucket, key
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         for entry in self.list_entries(prefix_uri):
@@ -374,39 +376,37 @@ class S3Store:
 
 def open_store(uri: str, s3_client: Any = None) -> tuple[Store, str]:
     """(store, folder URI ending in '/') for an `s3://bucket/prefix` or a local folder / file:// URI."""
-    parsed = urlparse(uri)
-    if lake.is_s3(uri):
+    scheme, bucket, key = lake.split_uri(uri)
+    if scheme == "s3":
         if s3_client is None:
             import boto3
 
             s3_client = boto3.client("s3")
-        return S3Store(s3_client, parsed.netloc), f"s3://{parsed.netloc}{parsed.path}".rstrip("/") + "/"
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"not an s3:// URI or a local folder: {uri!r}")
-    path = Path(parsed.path if parsed.scheme else uri).resolve()
+        return S3Store(s3_client, bucket), f"s3://{bucket}/{key}".rstrip("/") + "/"
+    path = Path(key).resolve()
     return LocalStore(path), file_uri(path) + "/"
 
 
 def open_lake(root: str, s3_client: Any = None) -> LocalStore | S3Store:
     """The store of a lake root: `s3://<bucket>` (objects written with the bucket's own default KMS key, the
     one its policy accepts) or an existing local folder / file:// URI."""
-    parsed = urlparse(root)
-    if lake.is_s3(root):
-        if parsed.path.strip("/"):
+    try:
+        scheme, bucket, key = lake.split_uri(root)
+    except ValueError:
+        raise ValueError(f"lake root must be s3://<bucket> or a local folder / file:// URI, not {root!r}") from None
+    if scheme == "s3":
+        if key.strip("/"):
             raise ValueError(f"an S3 lake root is a bucket, s3://<bucket>, not {root!r}")
         if s3_client is None:
             import boto3
 
             s3_client = boto3.client("s3")
-        rules = s3_client.get_bucket_encryption(Bucket=parsed.netloc)["ServerSideEncryptionConfiguration"]["Rules"]
+        rules = s3_client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
         key_arn = next((r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID", "") for r in rules), "")
-        return S3Store(s3_client, parsed.netloc, key_arn)
-    if parsed.scheme in ("", "file"):
-        folder = unquote(parsed.path) if parsed.scheme else root
-        if not os.path.isdir(folder):
-            raise ValueError(f"lake root {root} is not a folder")
-        return LocalStore(folder)
-    raise ValueError(f"lake root must be s3://<bucket> or a local folder / file:// URI, not {root!r}")
+        return S3Store(s3_client, bucket, key_arn)
+    if not os.path.isdir(key):
+        raise ValueError(f"lake root {root} is not a folder")
+    return LocalStore(key)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ PROGRESS_EVERY = 1000
 
 REJECT_REASONS = {
     "misplaced": "at the landing folder's root: photos sit in a <Label>/ folder",
+    "no_label": "directly in a Training/ or Test/ folder: photos sit in a <Label>/ folder below it",
     "unreadable_name": "the file name is not UTF-8",
     "link_out_of_landing": "a link to something outside the landing folder",
     "folder_link": "a link to a folder (its files are not followed)",
@@ -121,6 +122,8 @@ def classify(entry: Entry, landing_uri: str, max_photo_bytes: int) -> LandingFil
         file.reason = "hidden"
     elif len(parts) < 2:
         file.reason = "misplaced"
+    elif parts[-2] in lake.SPLITS:  # a split is not a label: featurize would give it a null label
+        file.reason = "no_label"
     elif entry.size == 0:
         file.reason = "empty"
     elif entry.size > max_photo_bytes:
@@ -619,7 +622,8 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
     raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
 
 
-def _archive_uri(landing_uri: str, uri: str) -> str:
+def archive_uri(landing_uri: str, uri: str) -> str:
+    """Where `landing_after=archive` keeps a landing file of `landing_uri` (erasure deletes it there too)."""
     base = landing_uri.rstrip("/")
     parent, date = base.rsplit("/", 1)
     return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri) :]}"
@@ -634,7 +638,7 @@ def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_afte
         if outcome["outcome"] in ("uploaded", "already_in_lake") and uri.startswith(landing_uri):
             if landing_after == "archive":
                 data = store.read(uri)
-                store.put(_archive_uri(landing_uri, uri), data, sha256_bytes(data))
+                store.put(archive_uri(landing_uri, uri), data, sha256_bytes(data))
             store.delete(uri)
             done += 1
     return done

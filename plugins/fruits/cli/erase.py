@@ -4,7 +4,8 @@
     python -m fruits.cli.erase --root file:///data/lake --path <sha256 of the photo>
 
 Prints a JSON report of every object deleted, file rewritten (with row counts), version purged and landing file
-deleted. Exit 1 when nothing matches, the batch is locked by a pipeline run, or the root is not a lake.
+deleted. Exit 1 when nothing matches, the batch is locked by a pipeline run, or the root is not a lake; exit 3
+(the report printed, and what is left on stderr) when a copy could not be removed: run it again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import sys
 
 from fruits import lake, locks
-from fruits.erase import erase
+from fruits.erase import ErasureIncomplete, erase
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, locks.BatchLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except ErasureIncomplete as error:
+        print(json.dumps(error.report, indent=2))
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     print(json.dumps(report, indent=2))
     return 0
 
