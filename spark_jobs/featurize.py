@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import hashlib
 import io
 import os
@@ -520,17 +519,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--quarantine must not be --output")
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[args.runtime]
     if args.batch_id is None:
-        found = re.search(r"(?:^|/)batch=(\d{4}-\d{2}-\d{2})(?:/|$)", args.input)
-        args.batch_id = found.group(1) if found else None
+        found = re.search(r"(?:^|/)batch=([^/]*)(?:/|$)", args.input)
+        try:
+            args.batch_id = jobio.check_batch(found.group(1)) if found else None
+        except ValueError as error:
+            parser.error(f"--input {args.input}: {error}")
     return args
 
 
 def _batch_id(value: str) -> str:
     try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch id must be a date YYYY-MM-DD, not {value!r}") from None
-    return value
+        return jobio.check_batch(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _sha256(value: str) -> str:
