@@ -63,7 +63,12 @@ def watermark_uri(root: str) -> str:
 def read_watermark(store: Any, root: str) -> str | None:
     """The last batch date wholly swept (None: never swept)."""
     data = store.read_or_none(watermark_uri(root))
-    return lake.check_batch(json.loads(data)["swept_through"]) if data else None
+    if not data:
+        return None
+    try:
+        return lake.check_batch(json.loads(data)["swept_through"])
+    except ValueError as error:  # e.g. moved to 2061 by a run before dates were bounded: a person decides
+        raise ValueError(f"{watermark_uri(root)}: {error}; set swept_through to the last date really swept") from None
 
 
 def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> None:
