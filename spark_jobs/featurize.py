@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import hashlib
 import io
+import json
 import os
 import posixpath
 import re
@@ -67,6 +67,8 @@ JOB = "featurize"
 IMAGE_SIZE = 224  # MobileNetV2's native input: the ImageNet weights were trained at 224x224
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) global-average-pooled last conv block
 SPLITS = ("Training", "Test")
+# A raw batch's upload manifest: fruits.storage.UPLOADS_MANIFEST (the cluster ships no plugins; a test checks).
+UPLOADS_MANIFEST = "_uploads.json"
 RUNTIMES = ("litert", "keras")
 # Images per inference call: one for XNNPACK on one thread (fastest, measured), batches for Keras's per-call cost.
 DEFAULT_BATCH_SIZE = {"litert": 1, "keras": 32}
@@ -426,27 +428,45 @@ def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int) -> Feat
     )
 
 
+def committed_bundles(files, batch_uri: str) -> list[str]:
+    """URIs of the bundles the batch's committed upload manifest (`<batch_uri>_uploads.json`) names, and only
+    those: a bundle no manifest names is a killed attempt's leftover whose photos a retry stored again."""
+    manifest_uri = batch_uri.rstrip("/") + "/" + UPLOADS_MANIFEST
+    data = files.read(manifest_uri)
+    if data is None:
+        raise MissingInputError(f"no upload manifest {manifest_uri}: no upload of this batch was committed")
+    names = sorted(json.loads(data).get("bundles", {}))
+    if any("/" in name or not name.endswith(".parquet") for name in names):
+        raise ValueError(f"{manifest_uri} names a bundle that is not a Parquet file of the batch: {names}")
+    return [batch_uri.rstrip("/") + "/" + name for name in names]
+
+
+BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, content binary"
+
+
+def read_bundles(spark, bundle_uris: list[str]):
+    """binaryFile's rows of these bundles (fruits.upload writes one row per photo, binaryFile's columns); `path`
+    is the photo's own URI, `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and
+    the features' path read as for plain files. An empty photo is a row like any other (decode_image quarantines
+    it). The schema is given, not inferred: the bundles' own extra columns (sha256) stay unread."""
+    from pyspark.sql import functions as F
+
+    if not bundle_uris:
+        return spark.createDataFrame([], BUNDLE_COLUMNS)
+    bundles = spark.read.schema(BUNDLE_COLUMNS).parquet(*bundle_uris)
+    return bundles.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
+
+
 def read_images(spark, input_uri: str, input_format: str = "files"):
     """binaryFile rows (path, modificationTime, length, content) of the photos under input_uri.
 
     files: every file under input_uri (recursively), whatever its extension: Pillow decides.
-    bundles: the rows of every `*.parquet` under input_uri (recursively), the lake's raw layout
-    (fruits.upload writes one row per photo, binaryFile's columns); `path` is the photo's own URI,
-    `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and the features'
-    path read as for plain files. An empty photo is a row like any other (decode_image quarantines it).
+    bundles: input_uri is a batch of the lake's raw layout; the rows of the bundles its committed upload
+    manifest names (committed_bundles, read_bundles).
     """
     if input_format == "files":
         return spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input_uri)
-    from pyspark.sql import functions as F
-
-    # The schema is given, not inferred: the bundles' own extra columns (sha256) stay unread.
-    bundles = (
-        spark.read.schema("path string, modificationTime timestamp, length bigint, content binary")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", "*.parquet")
-        .parquet(input_uri)
-    )
-    return bundles.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
+    return read_bundles(spark, committed_bundles(jobio.HadoopFiles(spark), input_uri))
 
 
 def with_label_and_split(files, root: str):
@@ -533,17 +553,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--quarantine must not be --output")
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZE[args.runtime]
     if args.batch_id is None:
-        found = re.search(r"(?:^|/)batch=(\d{4}-\d{2}-\d{2})(?:/|$)", args.input)
-        args.batch_id = found.group(1) if found else None
+        found = re.search(r"(?:^|/)batch=([^/]*)(?:/|$)", args.input)
+        try:
+            args.batch_id = jobio.check_batch(found.group(1)) if found else None
+        except ValueError as error:
+            parser.error(f"--input {args.input}: {error}")
     return args
 
 
 def _batch_id(value: str) -> str:
     try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch id must be a date YYYY-MM-DD, not {value!r}") from None
-    return value
+        return jobio.check_batch(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _sha256(value: str) -> str:

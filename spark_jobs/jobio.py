@@ -7,20 +7,58 @@ encryption settings. Shipped to the cluster with `--py-files`.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:  # fruits.matrix imports this module for the CSV rule, on machines without pyspark
+if TYPE_CHECKING:  # the Airflow side imports the batch and CSV rules below without pyspark
     from pyspark.sql import SparkSession
 
 # The analysts' CSV (pca.py's pca_matrix/ parts, fruits.matrix's file): a text cell starting with one of these is a
 # formula to a spreadsheet (OWASP "CSV injection"); a leading single quote makes it text. Java, RE2 and re syntax.
 CSV_FORMULA_START = r"^[=+\-@\t\r]"
 CSV_TEXT_PREFIX = "'"
+
+# ---------------------------------------------------------------- the batch id rule (one definition)
+#
+# fruits.lake.check_batch is this function (it loads this file): the Param, the commands, the jobs and
+# the lake's paths all accept exactly the same batch ids.
+
+BATCH_PATTERN = r"^\d{4}-\d{2}-\d{2}$"  # the run Param's JSON-schema pattern; check_batch says the rest
+# Batches are Paris nights (the company is French): a photo of tomorrow is at most a timezone away.
+BATCH_TIMEZONE = "Europe/Paris"
+
+
+class BatchError(ValueError, argparse.ArgumentTypeError):
+    """A refused batch id; an ArgumentTypeError too, so a command's --batch error says why, not just 'invalid'."""
+
+
+def latest_batch(now: datetime.datetime | None = None) -> str:
+    """The latest batch id accepted now: tomorrow in Paris. Anything later is a typo, not a night."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return (now.astimezone(ZoneInfo(BATCH_TIMEZONE)).date() + datetime.timedelta(days=1)).isoformat()
+
+
+def check_batch(batch: str, *, now: datetime.datetime | None = None) -> str:
+    """A batch id is a real calendar date spelled YYYY-MM-DD, no later than tomorrow in Paris: it names
+    partitions and bounds the retention sweep, so nothing else gets in. BatchError otherwise."""
+    parsed = None
+    if isinstance(batch, str) and len(batch) == 10:
+        try:
+            parsed = datetime.date.fromisoformat(batch)
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.isoformat() != batch:
+        raise BatchError(f"batch must be a real calendar date YYYY-MM-DD, not {batch!r}")
+    latest = latest_batch(now)
+    if batch > latest:
+        raise BatchError(f"batch {batch} is in the future: the latest batch accepted now is {latest} (tomorrow, Paris)")
+    return batch
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -108,14 +108,7 @@ class NoRows(ValueError):
 # ---------------------------------------------------------------- the lake layout v2 (fruits.lake's spelling)
 
 
-def check_batch(batch: str) -> str:
-    """A batch id is a real calendar date YYYY-MM-DD (fruits.lake.check_batch; the cluster ships no plugins)."""
-    try:
-        if len(batch) == 10 and dt.date.fromisoformat(batch).isoformat() == batch:
-            return batch
-    except (TypeError, ValueError):
-        pass
-    raise ValueError(f"batch must be a real calendar date YYYY-MM-DD, not {batch!r}")
+check_batch = jobio.check_batch  # real date YYYY-MM-DD, not after tomorrow (Paris): fruits.lake.check_batch
 
 
 def parse_batches(value: str) -> list[str]:

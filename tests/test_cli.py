@@ -18,6 +18,7 @@ PARSERS = {
     "fruits.cli.costs": costs.build_parser,
     "fruits.cli.erase": erase.build_parser,
     "fruits.cli.upload": upload.build_parser,
+    "fruits.cli.upload audit": upload.build_audit_parser,
     "fruits.cli.matrix": matrix.build_parser,
 }
 

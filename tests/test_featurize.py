@@ -492,7 +492,7 @@ def test_bundles_written_by_the_uploader_give_the_plain_files_features(
 
     # Row groups of 64 photos let Spark spread one 960-photo bundle over several tasks (the job's settings).
     sample_bundle = max(storage.bundle_files(store, raw), key=lambda name: len(store.read(raw + name)))
-    sizes = featurize.read_images(spark, raw + sample_bundle, "bundles").rdd.glom().map(len).collect()
+    sizes = featurize.read_bundles(spark, [raw + sample_bundle]).rdd.glom().map(len).collect()
     assert sum(sizes) == 960 and len([n for n in sizes if n]) >= 3, sizes
 
 
@@ -709,3 +709,60 @@ def test_missing_input_is_a_clear_error_not_a_stack_trace(spark, tmp_path, caplo
         f"input path does not exist: {tmp_path / 'nowhere'}"
     ]
     assert not (tmp_path / "features").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Only committed bundles (issue 23 item 4): a killed upload attempt's leftover is never read
+# --------------------------------------------------------------------------------------------
+
+
+def killed_then_retried_upload(tmp_path: Path, photos: int = 5):
+    """An upload attempt killed right after writing its first bundle, then retried (its leftover bundle stays:
+    leftovers wait 24 h by design). Returns the store and the batch's raw URI."""
+    from fruits import lake, storage, upload
+
+    landing = tmp_path / "landing"
+    write_files(
+        landing, {f"Kiwi/p{i}.png": encode(Image.new("RGB", (8, 8), (i * 40, 9, 9)), "PNG") for i in range(photos)}
+    )
+
+    class KilledAfterFirstBundle(storage.LocalStore):
+        def put(self, uri, data, sha256):
+            if storage.is_bundle_name(uri.rsplit("/", 1)[1]) and any(
+                storage.is_bundle_name(name) for name in storage.bundle_files(self, uri.rsplit("/", 1)[0] + "/")
+            ):
+                raise ConnectionError("killed after the first bundle")
+            super().put(uri, data, sha256)
+
+    store = storage.LocalStore(tmp_path / "lake")
+    args = (storage.LocalStore(landing), storage.file_uri(landing), "2026-03-01")
+    with pytest.raises(ConnectionError):
+        upload.upload_new_images(KilledAfterFirstBundle(tmp_path / "lake"), *args, max_photos=2)
+    upload.upload_new_images(store, *args, max_photos=2)
+    raw = lake.raw_uri(store.root, "2026-03-01")
+    named = {name for name in storage.read_batch_manifest(store, store.root, "2026-03-01").bundles}
+    assert set(storage.bundle_files(store, raw)) - named, "the killed attempt's bundle is still there"
+    return store, raw
+
+
+def test_committed_bundles_are_the_ones_the_manifest_names(tmp_path):
+    from conftest import StoreFiles
+
+    from fruits import storage
+
+    assert featurize.UPLOADS_MANIFEST == storage.UPLOADS_MANIFEST
+    store, raw = killed_then_retried_upload(tmp_path)
+    named = storage.read_batch_manifest(store, store.root, "2026-03-01").bundles
+    assert featurize.committed_bundles(StoreFiles(store), raw) == sorted(raw + name for name in named)
+    with pytest.raises(featurize.MissingInputError, match="no upload manifest"):
+        featurize.committed_bundles(StoreFiles(store), raw.replace("2026-03-01", "2026-03-02"))
+
+
+def test_featurize_sees_one_row_per_photo_after_a_killed_and_retried_upload(spark, tmp_path):
+    from fruits import storage
+
+    store, raw = killed_then_retried_upload(tmp_path)
+    rows = featurize.read_images(spark, raw, "bundles").select("path").toPandas()["path"]
+    keys = storage.read_manifest(store, store.root, "2026-03-01")
+    assert len(keys) == 5
+    assert sorted(rows) == sorted(raw.replace("file:///", "file:/") + key for key in keys)

@@ -49,3 +49,27 @@ def test_the_spark_submit_process_really_gets_that_environment(monkeypatch, tmp_
     )
     seen = set(out.read_text().split("\n"))
     assert not seen & set(AIRFLOW_SECRETS) and "PATH" in seen and "PYSPARK_PYTHON" in seen
+
+
+OTHER_SECRETS = {
+    "DATABASE_URL": "postgresql://app:hunter2@db/app",
+    "CELERY_BROKER_URL": "redis://:hunter2@redis:6379/0",
+    "AMQP_URL": "amqp://guest:hunter2@rabbit//",
+    "OPENAI_API_KEY": "sk-hunter2",
+    "STRIPE_APIKEY": "hunter2",
+    "GITHUB_TOKEN": "ghp_hunter2",
+    "SMTP_PASSWORD": "hunter2",
+    "APP_SECRET": "hunter2",
+    "SENTRY_DSN": "https://hunter2@sentry.io/1",
+    "SPARK_AUTH_SECRET": "hunter2",  # an allowed family, a credential's name
+    "HADOOP_TOKEN_FILE_LOCATION": "/run/hunter2",
+}
+
+
+def test_only_allow_listed_variables_reach_the_job_whatever_they_are_called():
+    """Issue 23 item 10: a deny-list of Airflow's names let DATABASE_URL, broker URLs and API keys through."""
+    spark_needs = {"TF_CPP_MIN_LOG_LEVEL": "2", "LC_ALL": "C.UTF-8", "PYTHONPATH": "/p", "HADOOP_CONF_DIR": "/h"}
+    env = local_target.job_environment({**OTHER_SECRETS, **NEEDED, **spark_needs})
+    assert not set(env) & set(OTHER_SECRETS), set(env) & set(OTHER_SECRETS)
+    assert not [v for v in env.values() if "hunter2" in v]
+    assert {k: env[k] for k in {**NEEDED, **spark_needs}} == {**NEEDED, **spark_needs}

@@ -77,7 +77,7 @@ def local(tmp_path):
 def test_the_retention_arithmetic():
     assert retention.oldest_retained("2026-03-10", 1) == "2026-03-10"  # tonight only
     assert retention.oldest_retained("2026-03-10", 7) == "2026-03-04"
-    assert retention.oldest_retained("2027-03-01", 365) == "2026-03-02"
+    assert retention.oldest_retained("2026-03-01", 365) == "2025-03-02"
     for bad in (0, -1, 1.5, None):
         with pytest.raises(ValueError, match="retention_days must be a positive integer"):
             retention.oldest_retained("2026-03-10", bad)
@@ -253,3 +253,86 @@ def test_index_entries_of_a_later_home_survive_an_earlier_batch_s_expiry(local):
     dedup_index.record(store, root, day(2), [sha("x", 0), sha("x", 1)], workers=1)
     assert dedup_index.forget(store, root, day(2), [sha("x", 0), sha("x", 1)], workers=1) == 1
     assert dedup_index.lookup(store, root, [sha("x", 0), sha("x", 1)], workers=1) == {sha("x", 0): day(1)}
+
+
+# --------------------------------------------------------------------------- bounded by the clock (issue 23)
+
+
+def noon_utc(batch: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(batch).replace(hour=12, tzinfo=dt.UTC)
+
+
+def ten_retained_nights(store, root: str) -> None:
+    """Nights 1-10 landed and swept with 10 days of retention: all ten retained, watermark before night 1."""
+    new_basis(store, root, 1)
+    for night in range(1, 11):
+        land_night(store, root, day(night), 1)
+    assert retention.sweep_expired(store, root, day(10), 10)["swept"] == []
+
+
+def test_a_batch_in_the_future_sweeps_nothing_and_keeps_the_watermark(local):
+    store, root = local
+    ten_retained_nights(store, root)
+    before, watermark = batches_in_lake(store, root), retention.read_watermark(store, root)
+    with pytest.raises(ValueError, match="2062-03-11 is in the future"):
+        retention.sweep_expired(store, root, "2062-03-11", 10)
+    assert batches_in_lake(store, root) == before and len(before) == 10
+    assert retention.read_watermark(store, root) == watermark
+
+
+def test_the_night_is_bounded_by_the_clock_and_the_newest_ingested_batch(local):
+    store, root = local
+    ten_retained_nights(store, root)
+    before = batches_in_lake(store, root)
+    # Tomorrow is a valid batch, but the sweep expires from today (night 10), not from tomorrow.
+    report = retention.sweep_expired(store, root, day(11), 10, now=noon_utc(day(10)))
+    assert report["night"] == day(10) and report["expired"] == [] and batches_in_lake(store, root) == before
+    # A run named for a later night with no photo ingested since night 10 expires from night 10 too.
+    report = retention.sweep_expired(store, root, day(20), 10, now=noon_utc(day(20)))
+    assert report["night"] == day(10) and report["expired"] == [] and batches_in_lake(store, root) == before
+
+
+def test_more_batches_than_the_setting_allows_are_refused_until_it_is_raised(local):
+    store, root = local
+    ten_retained_nights(store, root)
+    land_night(store, root, day(14), 1)  # three nights without a run: night 14 expires nights 1-4
+    before, watermark = batches_in_lake(store, root), retention.read_watermark(store, root)
+    with pytest.raises(retention.TooManyExpired, match="fruits_retention_max_batches to 4") as refused:
+        retention.sweep_expired(store, root, day(14), 10, max_batches=3)
+    assert "would delete 4 batches (2026-03-01 .. 2026-03-04)" in str(refused.value)
+    assert batches_in_lake(store, root) == before and retention.read_watermark(store, root) == watermark
+    report = retention.sweep_expired(store, root, day(14), 10, max_batches=4)
+    assert [s["batch"] for s in report["swept"]] == [day(1), day(2), day(3), day(4)]
+    assert report["watermark_after"] == day(4)
+
+
+def test_the_max_batches_setting_reaches_the_sweep():
+    from fruits import settings
+
+    assert settings.load_settings({}.get).retention_max_batches == retention.DEFAULT_MAX_BATCHES
+    assert settings.load_settings({retention.MAX_BATCHES_SETTING: "30"}.get).retention_max_batches == 30
+    with pytest.raises(ValueError, match="fruits_retention_max_batches must be at least 1"):
+        settings.load_settings({retention.MAX_BATCHES_SETTING: "0"}.get)
+
+
+def test_stray_basis_folders_are_ignored_and_never_taken_for_a_basis(local, caplog):
+    store, root = local
+    new_basis(store, root, 1)
+    land_night(store, root, day(1), 1)
+    land_night(store, root, day(2), 1)
+    new_basis(store, root, 2)
+    reexpress(store, root, day(2), 2)
+    reduced = lake.pca_reduced_root(root)
+    store.put(f"{reduced}basis=tmp/scratch.txt", b"x", "-")  # an operator's scratch folder
+    store.put(f"{reduced}basis=01/notes.txt", b"x", "-")  # not the jobs' spelling of basis 1
+    report = retention.sweep_expired(store, root, day(2), 2)
+    assert report["bases_deleted"] == []  # basis 1 still holds night 1 and 2's rows
+    assert lake.read_commit(store, lake.pca_basis_uri(root, 1)) is not None
+    assert store.exists(f"{reduced}basis=tmp/scratch.txt") and store.exists(f"{reduced}basis=01/notes.txt")
+    assert "basis=tmp/: not a basis folder" in caplog.text and "basis=01/: not a basis folder" in caplog.text
+    assert [retention.basis_version(n) for n in ("basis=0001", "basis=12", "basis=0000", "basis=1e03")] == [
+        1,
+        None,
+        None,
+        None,
+    ]

@@ -3,6 +3,11 @@ gdpr spell it), stores opened from either spelling, and the erasure operations o
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import boto3
@@ -65,3 +70,66 @@ def test_the_inference_benchmark_bundles_photos_as_the_lake_does(tmp_path, sampl
     metadata = pq.ParquetFile(bundle).metadata
     assert metadata.num_rows == 960 and metadata.row_group(0).num_rows == storage.BUNDLE_ROW_GROUP_PHOTOS
     assert pq.read_schema(bundle).names == storage.bundle_schema().names
+
+
+# ------------------------------------------------ the local conditional write is a real lock (issue 23 item 5)
+
+
+class FrozenStore(storage.LocalStore):
+    """A LocalStore whose next replace inside a conditional write freezes first (a paused process, a GC stall)."""
+
+    def __init__(self, root, freeze_seconds: float, inside=None):
+        super().__init__(root)
+        self.freeze_seconds, self.inside = freeze_seconds, inside
+
+    def put(self, uri, data, sha256):
+        if self.freeze_seconds:
+            if self.inside is not None:
+                self.inside.set()
+            time.sleep(self.freeze_seconds)
+            self.freeze_seconds = 0
+        super().put(uri, data, sha256)
+
+
+def test_a_writer_frozen_inside_the_conditional_write_keeps_its_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage.LocalStore, "CAS_STALE_SECONDS", 0.2, raising=False)  # today's "stale" guess, shortened
+    (tmp_path / "lake").mkdir()
+    uri = storage.LocalStore(tmp_path / "lake").root + "/raw/batch=2026-03-01/_uploads.json"
+    storage.LocalStore(tmp_path / "lake").put(uri, b"v0", "-")
+    etag = storage.sha256_bytes(b"v0")
+    inside = threading.Event()
+    frozen = FrozenStore(tmp_path / "lake", freeze_seconds=1.5, inside=inside)
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("frozen", frozen.put_if_match(uri, b"frozen", etag)))
+    first.start()
+    assert inside.wait(5)  # the frozen writer has compared and is about to replace
+    results["other"] = storage.LocalStore(tmp_path / "lake").put_if_match(uri, b"other", etag)
+    first.join()
+    # Exactly one of the two writes based on v0 wins, and nothing overwrites it.
+    assert sorted(results.values()) == [False, True]
+    winner = next(name for name, won in results.items() if won)
+    assert storage.LocalStore(tmp_path / "lake").read(uri) == winner.encode()
+
+
+def _freeze_holding_the_lock(root: str, uri: str, etag: str, inside) -> None:
+    FrozenStore(root, freeze_seconds=600, inside=inside).put_if_match(uri, b"dead", etag)
+
+
+def test_a_dead_writer_releases_the_lock_at_once(tmp_path):
+    (tmp_path / "lake").mkdir()
+    store = storage.LocalStore(tmp_path / "lake")
+    uri = store.root + "/raw/batch=2026-03-01/_uploads.json"
+    store.put(uri, b"v0", "-")
+    etag = storage.sha256_bytes(b"v0")
+    context = multiprocessing.get_context("fork")
+    inside = context.Event()
+    holder = context.Process(target=_freeze_holding_the_lock, args=(str(tmp_path / "lake"), uri, etag, inside))
+    holder.start()
+    try:
+        assert inside.wait(10)
+        os.kill(holder.pid, signal.SIGKILL)  # dies inside the write, lock held
+    finally:
+        holder.join(10)
+    started = time.monotonic()
+    assert store.put_if_match(uri, b"next", etag)
+    assert time.monotonic() - started < 5 and store.read(uri) == b"next"

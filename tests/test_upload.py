@@ -349,3 +349,54 @@ def test_code_is_published_once_per_content_version(tmp_path):
     assert changed["version"] != first["version"] and changed["published"]
     # the old version is still there: a run planned with it still runs it
     assert (code / "requirements" / "spark-node.txt").read_text() == "numpy==2.4.6\n"
+
+
+class ListingRecorder(storage.LocalStore):
+    """A LocalStore that records which folders are listed and which files read."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.listed, self.reads = [], []
+
+    def list_entries(self, prefix_uri):
+        self.listed.append(prefix_uri)
+        return super().list_entries(prefix_uri)
+
+    def read_or_none(self, uri):
+        self.reads.append(uri)
+        return super().read_or_none(uri)
+
+
+def test_the_audit_reports_landing_files_no_ingestion_report_accounts_for(tmp_path, capsys):
+    """Issue 23: a photo landing in the night's folder after the run read it gets no outcome anywhere."""
+    from fruits.cli import upload as upload_cli
+
+    root = tmp_path / "landing"
+    night = root / BATCH
+    for i, name in enumerate(("a.jpg", "b.jpg")):
+        (night / "Kiwi").mkdir(parents=True, exist_ok=True)
+        (night / "Kiwi" / name).write_bytes(_jpeg((10 * i, 20, 30)))
+    (night / "Kiwi" / ".tmp").write_bytes(b"x")  # rejected as hidden: an outcome too
+    _upload(tmp_path / "lake", night)
+    (night / "Kiwi" / "late.jpg").write_bytes(_jpeg((90, 90, 90)))  # landed after the run read the folder
+    (root / "2026-02-02" / "Kiwi").mkdir(parents=True)
+    (root / "2026-02-02" / "Kiwi" / "next.jpg").write_bytes(_jpeg((1, 2, 3)))  # another night: not this audit's
+
+    lake_store, landing_store = ListingRecorder(tmp_path / "lake"), ListingRecorder(root)
+    found = upload.unaccounted_landing_files(
+        lake_store, landing_store, lake.landing_uri(storage.file_uri(root), BATCH), BATCH
+    )
+    assert [uri.rsplit("/", 1)[1] for uri in found["unaccounted"]] == ["late.jpg"] and found["landing_files"] == 4
+    # Its cost is that night's landing: one listing of its folder, one read of its report.
+    assert landing_store.listed == [lake.landing_uri(storage.file_uri(root), BATCH)]
+    assert lake_store.reads == [storage.ingestion_report_uri(lake_store.root, BATCH)]
+
+    argv = ["audit", "--landing", str(root), "--lake", str(tmp_path / "lake"), "--batch", BATCH]
+    assert upload_cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["unaccounted_count"] == 1 and "late.jpg" in out and "no outcome" in err
+    _upload(tmp_path / "lake", night)  # the late photo ingested by a rerun: accounted for
+    assert upload_cli.main(argv) == 0
+    # A night never ingested: every landing file is unaccounted.
+    assert upload_cli.main([*argv[:-1], "2026-02-02"]) == 1
+    assert "next.jpg" in capsys.readouterr().out

@@ -38,8 +38,10 @@ resolves the marker and reads only the files it lists; a folder without a marker
 
 from __future__ import annotations
 
-import datetime as dt
+import importlib.util
 import json
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 # The dataset's splits: a landing folder of one of these names above the label folder is kept in the
@@ -93,21 +95,25 @@ def normal_uri(uri: str) -> str:
     return f"s3://{bucket}/{key}" if scheme == "s3" else "file://" + key
 
 
-# A batch id as a JSON-schema pattern (the run Param); check_batch also refuses dates that do not exist.
-BATCH_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+def _load_job_module(name: str) -> ModuleType:
+    """A module of spark_jobs/ (beside plugins/, in the repository and in the Airflow image): the rules
+    the jobs apply too are defined there once, since the cluster ships no plugins."""
+    path = Path(__file__).resolve().parents[2] / "spark_jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fruits._spark_jobs.{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def check_batch(batch: str) -> str:
-    """A batch id is a real calendar date, YYYY-MM-DD: it names partitions, so nothing else gets in."""
-    if not isinstance(batch, str) or len(batch) != 10:
-        raise ValueError(f"batch must be a date YYYY-MM-DD, not {batch!r}")
-    try:
-        parsed = dt.date.fromisoformat(batch)
-    except ValueError:
-        raise ValueError(f"batch must be a real calendar date YYYY-MM-DD, not {batch!r}") from None
-    if parsed.isoformat() != batch:
-        raise ValueError(f"batch must be a date YYYY-MM-DD, not {batch!r}")
-    return batch
+# The rules the jobs apply too (batch ids, the CSV's formula cells), from their one definition.
+JOBIO = _load_job_module("jobio")
+# A batch id as a JSON-schema pattern (the run Param); check_batch also refuses dates that do not exist
+# and dates later than tomorrow in Paris (latest_batch).
+BATCH_PATTERN: str = JOBIO.BATCH_PATTERN
+check_batch = JOBIO.check_batch
+latest_batch = JOBIO.latest_batch
 
 
 def _join(root: str, *parts: str) -> str:

@@ -1,8 +1,8 @@
 """The local target: the same Spark jobs, same arguments, through this machine's spark-submit.
 
 No AWS account: the lake is a local folder (`fruits_local_lake`), Spark runs `local[2]` with the
-.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's, without
-Airflow's secrets in their environment.
+.venv's pyspark, and the job's Python workers use the same interpreter as Airflow's, with an allow-listed
+environment (no secret of Airflow's or of anything else on the machine).
 """
 
 from __future__ import annotations
@@ -35,21 +35,28 @@ def command(job: steps.SparkJob) -> list[str]:
     return steps.local_command(job, spark_submit=spark_submit(), master=MASTER, spark_conf=SPARK_CONF)
 
 
-# Airflow's own configuration (database URL and password, Fernet key, JWT/API secrets, connections,
-# Variables) and anything named like a secret stays in Airflow: a Spark job needs none of it.
-SECRET_PREFIXES = ("AIRFLOW_", "AIRFLOW__", "_AIRFLOW")
-SECRET_MARKERS = ("PASSWORD", "SECRET", "FERNET", "JWT", "TOKEN", "CREDENTIAL", "SQL_ALCHEMY_CONN")
+# An allow-list, not a deny-list: a Spark job needs the system's basics, Java's, Spark's, Hadoop's and its Python's
+# settings; anything else (DATABASE_URL, broker URLs, *_API_KEY, Airflow's configuration) never reaches it.
+JOB_VARIABLES = frozenset(
+    ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "HOSTNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+    + ("LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
+)
+JOB_VARIABLE_PREFIXES = ("LC_", "JAVA_", "SPARK_", "PYSPARK_", "HADOOP_", "ARROW_", "TF_", "KERAS_", "OMP_", "MKL_")
+# Even an allowed family never passes a name that says it holds a credential (SPARK_AUTH_SECRET, HADOOP_TOKEN...).
+SECRET_MARKERS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "API_KEY", "APIKEY", "PRIVATE", "AUTH")
+
+
+def is_job_variable(name: str) -> bool:
+    upper = name.upper()
+    allowed = upper in JOB_VARIABLES or upper.startswith(JOB_VARIABLE_PREFIXES)
+    return allowed and not any(marker in upper for marker in SECRET_MARKERS)
 
 
 def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The jobs' environment: this process's without Airflow's configuration and secrets; the jobs'
-    Python (driver and workers) is this interpreter, as on EMR it is the bootstrap's."""
+    """The jobs' environment: the allow-listed variables of this process's; the jobs' Python (driver and
+    workers) is this interpreter, as on EMR it is the bootstrap's."""
     environ = dict(os.environ if environ is None else environ)
-    kept = {
-        k: v
-        for k, v in environ.items()
-        if not k.upper().startswith(SECRET_PREFIXES) and not any(m in k.upper() for m in SECRET_MARKERS)
-    }
+    kept = {k: v for k, v in environ.items() if is_job_variable(k)}
     return {**kept, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 

@@ -14,11 +14,9 @@ read access to the lake.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import io
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,18 +25,6 @@ from fruits import lake
 
 REDUCED_FOLDER = lake.PCA_REDUCED_FOLDER + "/"  # the Parquet files of a committed output
 ROWS_PER_CHUNK = 8192
-# spark_jobs/ beside plugins/ (the repository, and the Airflow image's mounts): the CSV rule's one definition.
-JOBIO = Path(__file__).resolve().parents[2] / "spark_jobs" / "jobio.py"
-
-
-def jobio() -> Any:
-    """spark_jobs/jobio.py, where the PCA job finds the CSV rule too (the cluster ships no plugins)."""
-    if "jobio" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("jobio", JOBIO)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["jobio"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["jobio"]
 
 
 def spreadsheet_text(column: Any) -> Any:
@@ -46,7 +32,7 @@ def spreadsheet_text(column: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    rule = jobio()
+    rule = lake.JOBIO  # the PCA job's CSV parts apply the same rule
     prefix, nothing = pa.scalar(rule.CSV_TEXT_PREFIX, column.type), pa.scalar("", column.type)
     formula = pc.match_substring_regex(column, rule.CSV_FORMULA_START)
     return pc.if_else(formula, pc.binary_join_element_wise(prefix, column, nothing), column)

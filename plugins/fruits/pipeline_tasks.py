@@ -177,7 +177,13 @@ def sweep_retention(
     """Delete the batches that left retention since the last sweep, by batch date (fruits.retention)."""
     store = open_lake(settings, s3_client)
     return retention.sweep_expired(
-        store, lake_root(settings), batch, settings.retention_days, owner=owner, dry_run=dry_run
+        store,
+        lake_root(settings),
+        batch,
+        settings.retention_days,
+        owner=owner,
+        dry_run=dry_run,
+        max_batches=settings.retention_max_batches,
     )
 
 

@@ -15,6 +15,11 @@ The first sweep of a lake without a watermark lists the areas' batch folders onc
 Crash-safe and idempotent: a batch's derived outputs go first, its raw photos and manifest last (the manifest
 names the index entries to drop), and the watermark moves only once a batch is wholly gone, so a rerun
 finishes what a crash left. A batch whose lock is held (an erasure, a run) is left for the next night.
+
+Bounded, whatever batch a run names: the sweep's night is the earliest of the run's batch, today in Paris
+(the wall clock) and the newest ingested batch, so a mistyped year never expires anything the clock still
+retains; and a night that would delete more than `max_batches` batches (the setting fruits_retention_max_batches)
+is refused before deleting anything, unless that setting is raised for the catch-up.
 """
 
 from __future__ import annotations
@@ -22,15 +27,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from typing import Any
 
 from fruits import dedup_index, lake, locks, storage
+from fruits.settings import VARIABLE_PREFIX, PipelineSettings
 
 log = logging.getLogger("fruits.retention")
 
 WATERMARK_NAME = "retention.json"
 # Areas keyed by batch=<ds>/ directly (the reduced area is keyed by basis first).
 BATCH_AREAS = ("features", "quarantine", "reports")
+# The setting (Variable) that lets one night sweep more batches, and its default.
+MAX_BATCHES_SETTING = VARIABLE_PREFIX + "retention_max_batches"
+DEFAULT_MAX_BATCHES = PipelineSettings.retention_max_batches
+# basis=<NNNN>/ exactly as the jobs write it (lake.basis_version_name); anything else is not a basis.
+_BASIS_FOLDER = re.compile(r"^basis=(\d{4})$")
+
+
+class TooManyExpired(ValueError):
+    """A night would delete more batches than the setting allows: nothing was deleted."""
 
 
 def oldest_retained(batch: str, retention_days: int) -> str:
@@ -47,7 +63,12 @@ def watermark_uri(root: str) -> str:
 def read_watermark(store: Any, root: str) -> str | None:
     """The last batch date wholly swept (None: never swept)."""
     data = store.read_or_none(watermark_uri(root))
-    return lake.check_batch(json.loads(data)["swept_through"]) if data else None
+    if not data:
+        return None
+    try:
+        return lake.check_batch(json.loads(data)["swept_through"])
+    except ValueError as error:  # e.g. moved to 2061 by a run before dates were bounded: a person decides
+        raise ValueError(f"{watermark_uri(root)}: {error}; set swept_through to the last date really swept") from None
 
 
 def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> None:
@@ -67,9 +88,31 @@ def _dates(after: str, through: str) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+def basis_version(name: str) -> int | None:
+    """The version a `basis=<NNNN>` folder name holds, spelled exactly as the jobs write it; None otherwise."""
+    found = _BASIS_FOLDER.match(name)
+    return int(found.group(1)) if found and int(found.group(1)) >= 1 else None
+
+
 def _bases(store: Any, root: str) -> list[str]:
-    """`basis=<NNNN>` folder names under pca/reduced/ (a handful: one per basis ever fitted)."""
-    return [name for name in store.list_children(lake.pca_reduced_root(root)) if name.startswith("basis=")]
+    """`basis=<NNNN>` folder names under pca/reduced/ (a handful: one per basis ever fitted); any other
+    folder there (`basis=tmp`, `basis=01`) is not the jobs' and is left alone, with a warning."""
+    reduced = lake.pca_reduced_root(root)
+    names = []
+    for name in store.list_children(reduced):
+        if basis_version(name) is None:
+            log.warning("retention: ignoring %s%s/: not a basis folder (basis=<NNNN>)", reduced, name)
+        else:
+            names.append(name)
+    return names
+
+
+def sweep_night(batch: str, ingested: list[str], *, now: dt.datetime | None = None) -> str:
+    """The night the sweep expires from: the run's batch, but never after today in Paris (the wall clock)
+    nor after the newest of the `ingested` batches (raw/'s partitions) up to then."""
+    today = (dt.date.fromisoformat(lake.latest_batch(now)) - dt.timedelta(days=1)).isoformat()
+    night = min(lake.check_batch(batch, now=now), today)
+    return max([b for b in ingested if b <= night], default=night)
 
 
 def batch_prefixes(root: str, batch: str, bases: list[str]) -> list[str]:
@@ -131,15 +174,26 @@ def sweep_batch(
 
 
 def sweep_expired(
-    store: Any, root: str, batch: str, retention_days: int, *, owner: str = "retention-sweep", dry_run: bool = False
+    store: Any,
+    root: str,
+    batch: str,
+    retention_days: int,
+    *,
+    owner: str = "retention-sweep",
+    dry_run: bool = False,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """On the night of `batch`, delete every output of the batches older than `oldest_retained(batch,
-    retention_days)` and not swept yet (after the watermark), oldest first, moving the watermark after each.
+    """On the night of `batch` (bounded by sweep_night), delete every output of the batches older than
+    `oldest_retained(night, retention_days)` and not swept yet (after the watermark), oldest first, moving the
+    watermark after each. More than `max_batches` of them: TooManyExpired, nothing deleted.
 
     Returns {batch, retention_days, oldest_retained, watermark_before, watermark_after, expired (dates
     considered), swept (per batch: objects_deleted, prefixes, index_entries_dropped), locked (dates left for
     the next night), objects_deleted, bases_deleted, dry_run}. A locked batch stops the watermark there."""
-    keep_from = oldest_retained(batch, retention_days)
+    ingested = storage.raw_batches(store, root)  # one short listing: raw/ holds only retained batches
+    night = sweep_night(batch, ingested, now=now)
+    keep_from = oldest_retained(night, retention_days)
     through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
     before = read_watermark(store, root)
     bases = _bases(store, root)
@@ -147,6 +201,14 @@ def sweep_expired(
         expired = [b for b in _first_sweep_batches(store, root, bases) if b <= through]
     else:
         expired = _dates(before, through)
+    # Dates without photos (raw goes last, so a batch with anything left has raw) are not batches deleted.
+    holding = expired if before is None else sorted(set(expired) & set(ingested))
+    if len(holding) > max_batches:
+        raise TooManyExpired(
+            f"retention on {batch} (night {night}, keeping {keep_from} on) would delete {len(holding)} batches "
+            f"({holding[0]} .. {holding[-1]}), more than the {max_batches} allowed in one night: nothing deleted. "
+            f"If that is right (a catch-up), set the Variable {MAX_BATCHES_SETTING} to {len(holding)} for this run."
+        )
     swept, locked, watermark = [], [], before
     for day in expired:
         try:
@@ -163,6 +225,7 @@ def sweep_expired(
     bases_deleted = [] if dry_run else drop_unused_bases(store, root)
     report = {
         "batch": batch,
+        "night": night,
         "retention_days": retention_days,
         "oldest_retained": keep_from,
         "watermark_before": before,
@@ -198,7 +261,7 @@ def drop_unused_bases(store: Any, root: str) -> list[int]:
     current = int(json.loads(data)["version"])
     dropped = []
     for name in _bases(store, root):
-        version = int(name.removeprefix("basis="))
+        version = basis_version(name)
         reduced = f"{lake.pca_reduced_root(root)}{name}/"
         if version < current and not storage.batch_partitions(store, reduced):
             delete_prefix(store, lake.pca_basis_uri(root, version))

@@ -67,6 +67,9 @@ class PipelineSettings:
     # Days a batch is kept (the foundation's ImageRetentionDays): the batches a run catches up,
     # re-expresses on a new basis and fits a refit on are those of the last retention_days days.
     retention_days: int = 365
+    # The most batches one night's retention sweep may delete (raise it for a longer catch-up): a night sweeps
+    # one, a week of missed nights catches up alone, a retention_days typo (365 -> 36) is stopped.
+    retention_max_batches: int = 7
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
     # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
@@ -133,6 +136,8 @@ def load_settings(
         raise ValueError(f"the target must be one of {TARGETS}, not {settings.target!r}")
     if settings.retention_days < 1:
         raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
+    if settings.retention_max_batches < 1:
+        raise ValueError(f"fruits_retention_max_batches must be at least 1, not {settings.retention_max_batches}")
     try:
         threshold = settings.drift_threshold
     except ValueError:

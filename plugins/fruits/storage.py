@@ -13,6 +13,7 @@ reads or writes the lake uses (the upload, erasure, the run report, the matrix, 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import io
 import json
@@ -100,7 +101,8 @@ class ConditionalStore(Protocol):
 class LocalStore:
     """A local folder as the lake (local target) or as the landing location."""
 
-    CAS_STALE_SECONDS = 60
+    # How long a conditional write waits for another one (alive: a dead writer's lock is already gone).
+    CAS_WAIT_SECONDS = 30
 
     def __init__(self, root: str | Path):
         self.path = self._path(str(root)).resolve()
@@ -179,31 +181,30 @@ class LocalStore:
             partial.unlink()
 
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
-        """Replace the file only if its content still hashes to `etag` (checked and replaced under a lock file)."""
+        """Replace the file only if its content still hashes to `etag`: compare and replace under an exclusive
+        flock of the file's `.<name>.cas` companion. The OS holds that lock as long as this process keeps the file
+        open, however long it is frozen, and drops it the moment the process dies: no stale-lock guess."""
         path = self._path(uri)
-        lock = path.with_name(f".{path.name}.cas")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                break
-            except FileExistsError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Never deleted: a lock file unlinked while another process waits on it would make two locks.
+        with open(path.with_name(f".{path.name}.cas"), "ab") as lock:
+            deadline = time.monotonic() + self.CAS_WAIT_SECONDS
+            while True:
                 try:
-                    if time.time() - lock.stat().st_mtime > self.CAS_STALE_SECONDS:  # its holder died
-                        lock.unlink(missing_ok=True)
-                except FileNotFoundError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{lock} held for 30 s") from None
-                time.sleep(0.002)
-        try:
-            current = self.read_or_none(uri)
-            if current is None or sha256_bytes(current) != etag:
-                return False
-            self.put(uri, data, "")
-            return True
-        finally:
-            lock.unlink(missing_ok=True)
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{lock.name} held by a live writer for {self.CAS_WAIT_SECONDS} s") from None
+                    time.sleep(0.002)
+            try:
+                current = self.read_or_none(uri)
+                if current is None or sha256_bytes(current) != etag:
+                    return False
+                self.put(uri, data, "")
+                return True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def delete(self, uri: str) -> None:
         self._path(uri).unlink()

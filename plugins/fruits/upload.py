@@ -788,3 +788,24 @@ def _log_counts(counts: dict[str, Any], started: float) -> None:
         counts["renamed"],
         counts["images_in_batch"],
     )
+
+
+def unaccounted_landing_files(lake_store: Store, landing_store: Store, landing_uri: str, batch: str) -> dict[str, Any]:
+    """The files of one batch's landing folder that its `_ingestion.json` gives no outcome (never ingested,
+    or landed after the run read the folder). One listing of that folder and one read: the cost of that
+    night's landing, not of the lake. Returns {batch, landing_uri, ingestion_report_uri, landing_files,
+    unaccounted (their URIs, sorted)}."""
+    lake.check_batch(batch)
+    landing_uri = landing_uri.rstrip("/") + "/"
+    report_uri = ingestion_report_uri(lake_store.root, batch)
+    data = lake_store.read_or_none(report_uri)
+    outcomes = json.loads(data)["files"] if data else {}
+    listed = [entry.uri for entry in landing_store.list_entries(landing_uri)]
+    return {
+        "batch": batch,
+        "landing_uri": landing_uri,
+        "ingestion_report_uri": report_uri,
+        "ingestion_report_found": data is not None,
+        "landing_files": len(listed),
+        "unaccounted": sorted(uri for uri in listed if uri not in outcomes),
+    }

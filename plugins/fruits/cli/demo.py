@@ -21,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 
+from fruits import lake  # the paths and the batch rule only: no Airflow import
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DIR = Path(os.environ.get("FRUITS_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 SAMPLE_DIR = SHARED_DIR / "data" / "fruits360-sample"
@@ -104,7 +106,7 @@ def _path(uri: str) -> Path:
 
 def summarize(lake_root: Path, batch: str) -> list[str]:
     """What landed where, with counts, read back from the committed outputs themselves."""
-    from fruits import lake, run_report, storage
+    from fruits import run_report, storage
 
     store = storage.LocalStore(lake_root)
     root = store.root
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch",
         default=dt.date.today().isoformat(),
+        type=lake.check_batch,
         help="the batch = the run's logical date, YYYY-MM-DD (default: today)",
     )
     parser.add_argument(
