@@ -79,7 +79,7 @@ def _release_parser(monkeypatch) -> argparse.ArgumentParser:
 def test_help_runs_as_a_command_with_only_plugins_on_the_path():
     for module in [*PARSERS, "fruits.cli.demo"]:
         done = subprocess.run(
-            [sys.executable, "-m", module, "--help"],
+            [sys.executable, "-m", *module.split(), "--help"],  # a subcommand: "<module> <name>"
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -109,6 +109,9 @@ def test_a_writer_frozen_inside_the_conditional_write_keeps_its_lock(tmp_path, m
     assert sorted(results.values()) == [False, True]
     winner = next(name for name, won in results.items() if won)
     assert storage.LocalStore(tmp_path / "lake").read(uri) == winner.encode()
+    assert [p.name for p in (tmp_path / "lake" / "raw" / "batch=2026-03-01").iterdir()] == [
+        "_uploads.json"
+    ]  # no lock file
 
 
 def _freeze_holding_the_lock(root: str, uri: str, etag: str, inside) -> None:

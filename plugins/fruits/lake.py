@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -152,6 +153,14 @@ def basis_version_name(version: int) -> str:
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"a basis version is a positive integer, not {version!r}")
     return f"{version:04d}"
+
+
+def basis_version_of(folder_name: str) -> int | None:
+    """The version a `basis=<NNNN>` folder holds, spelled exactly as basis_version_name writes it; None for
+    anything else (`basis=tmp`, `basis=01`): such a folder is not a basis."""
+    found = re.fullmatch(r"basis=(\d{4,})", folder_name)
+    version = int(found.group(1)) if found else None
+    return version if version and f"basis={basis_version_name(version)}" == folder_name else None
 
 
 def pca_stats_root(root: str) -> str:

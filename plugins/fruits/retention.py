@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from typing import Any
 
 from fruits import dedup_index, lake, locks, storage
@@ -41,8 +40,6 @@ BATCH_AREAS = ("features", "quarantine", "reports")
 # The setting (Variable) that lets one night sweep more batches, and its default.
 MAX_BATCHES_SETTING = VARIABLE_PREFIX + "retention_max_batches"
 DEFAULT_MAX_BATCHES = PipelineSettings.retention_max_batches
-# basis=<NNNN>/ exactly as the jobs write it (lake.basis_version_name); anything else is not a basis.
-_BASIS_FOLDER = re.compile(r"^basis=(\d{4})$")
 
 
 class TooManyExpired(ValueError):
@@ -88,19 +85,13 @@ def _dates(after: str, through: str) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
-def basis_version(name: str) -> int | None:
-    """The version a `basis=<NNNN>` folder name holds, spelled exactly as the jobs write it; None otherwise."""
-    found = _BASIS_FOLDER.match(name)
-    return int(found.group(1)) if found and int(found.group(1)) >= 1 else None
-
-
 def _bases(store: Any, root: str) -> list[str]:
     """`basis=<NNNN>` folder names under pca/reduced/ (a handful: one per basis ever fitted); any other
     folder there (`basis=tmp`, `basis=01`) is not the jobs' and is left alone, with a warning."""
     reduced = lake.pca_reduced_root(root)
     names = []
     for name in store.list_children(reduced):
-        if basis_version(name) is None:
+        if lake.basis_version_of(name) is None:
             log.warning("retention: ignoring %s%s/: not a basis folder (basis=<NNNN>)", reduced, name)
         else:
             names.append(name)
@@ -261,7 +252,7 @@ def drop_unused_bases(store: Any, root: str) -> list[int]:
     current = int(json.loads(data)["version"])
     dropped = []
     for name in _bases(store, root):
-        version = basis_version(name)
+        version = lake.basis_version_of(name)
         reduced = f"{lake.pca_reduced_root(root)}{name}/"
         if version < current and not storage.batch_partitions(store, reduced):
             delete_prefix(store, lake.pca_basis_uri(root, version))

@@ -182,29 +182,31 @@ class LocalStore:
 
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
         """Replace the file only if its content still hashes to `etag`: compare and replace under an exclusive
-        flock of the file's `.<name>.cas` companion. The OS holds that lock as long as this process keeps the file
-        open, however long it is frozen, and drops it the moment the process dies: no stale-lock guess."""
+        flock of the file's folder. The OS holds that lock as long as this process keeps the folder open, however
+        long it is frozen, and drops it the moment the process dies: no stale-lock guess."""
         path = self._path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Never deleted: a lock file unlinked while another process waits on it would make two locks.
-        with open(path.with_name(f".{path.name}.cas"), "ab") as lock:
+        # The folder itself is the lock: no lock file to leave behind, or to unlink under a waiter.
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             deadline = time.monotonic() + self.CAS_WAIT_SECONDS
             while True:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{lock.name} held by a live writer for {self.CAS_WAIT_SECONDS} s") from None
+                        raise TimeoutError(
+                            f"{path.parent} locked by a live writer for {self.CAS_WAIT_SECONDS} s"
+                        ) from None
                     time.sleep(0.002)
-            try:
-                current = self.read_or_none(uri)
-                if current is None or sha256_bytes(current) != etag:
-                    return False
-                self.put(uri, data, "")
-                return True
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            current = self.read_or_none(uri)
+            if current is None or sha256_bytes(current) != etag:
+                return False
+            self.put(uri, data, "")
+            return True
+        finally:
+            os.close(folder)  # releases the lock
 
     def delete(self, uri: str) -> None:
         self._path(uri).unlink()
