@@ -61,7 +61,7 @@ def current_version(store: Any, root: str) -> int:
 def basis_versions(store: Any, root: str) -> list[int]:
     """Every basis with reduced outputs in the lake."""
     names = store.list_children(lake.area_uri(root, "pca") + "reduced/")
-    return sorted(int(name.split("=", 1)[1]) for name in names if name.startswith("basis=") and name[6:].isdigit())
+    return sorted(v for v in map(lake.basis_version_of, names) if v is not None)  # strays like basis=tmp skipped
 
 
 def plan(store: Any, root: str, first: str, last: str, version: int) -> tuple[list[tuple[str, list[str]]], list[str]]:
