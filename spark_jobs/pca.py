@@ -687,6 +687,11 @@ def csv_frame(reduced: DataFrame, k: int) -> DataFrame:
     return reduced.select("path", "label", *columns)
 
 
+def write_csv(reduced: DataFrame, k: int, uri: str) -> None:
+    """Write the analysts' matrix as CSV parts under `uri` (pca_matrix/), each with the header, in parallel."""
+    csv_frame(reduced, k).write.option("header", True).option("escape", '"').csv(uri)
+
+
 # ---------------------------------------------------------------- reading and committing
 
 
@@ -832,9 +837,7 @@ def write_reduced(
     )
     # The CSV from the Parquet just written (the same numbers, no recomputation); one part per Parquet file,
     # written in parallel, each with the header. fruits.matrix concatenates them for analysts.
-    csv_frame(spark.read.parquet(run + REDUCED_FOLDER), basis.k).write.option("header", True).option("escape", '"').csv(
-        run + CSV_FOLDER
-    )
+    write_csv(spark.read.parquet(run + REDUCED_FOLDER), basis.k, run + CSV_FOLDER)
     report = {
         **report,
         "basis": basis.version,
