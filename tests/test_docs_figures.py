@@ -155,6 +155,8 @@ def claims(s: dict) -> dict[str, list[str]]:
             f"**{fr(percent(quality['one_nn_pca']), 2)} %** d'étiquettes justes",
             f"**{fr(percent(quality['one_nn_raw']), 2)} %** sur les 1 280 valeurs brutes",
             f"**{fr(pca['stats_vs_numpy_ceiling'], 2)} ×** le X'X de numpy",
+            f"une paire sur trois est sous la cible ({fr(min(pca['stats_vs_numpy_ceiling_each']), 2)})",
+            f"hors préparation du modèle ({inference['featurize_end_to_end']['model_prepare_seconds']:.0f} s)",
             f"**{fr(percent(pca['step_share_of_featurize']), 1)} %** du temps de featurize",
         ],
     }

@@ -19,6 +19,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "fruits_pipeline_demo.ipynb"
+EXECUTED_COPY = REPO_ROOT / "notebooks" / "executed" / NOTEBOOK.name
+DEMO_FOLDER = REPO_ROOT / "build" / "notebook"  # where the README says the notebook keeps its lake and CSV
+# A path of the machine: an absolute POSIX path or a file:// URI (a relative path like ../shared is fine).
+MACHINE_PATH = re.compile(r"file://|(?<![\w.])/(?:work|tmp|home|root|Users|var|opt)/")
 KERNEL_NAME = "fruits-test-venv"
 DEMO_LABELS = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,6 +43,17 @@ def text_of(cell) -> str:
         elif output.output_type in ("execute_result", "display_data"):
             parts.append(output.get("data", {}).get("text/plain", ""))
     return "".join(parts)
+
+
+def machine_paths(notebook) -> list[str]:
+    """The lines of every text output that name a path of the machine the notebook ran on."""
+    return [
+        line
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for line in text_of(cell).splitlines()
+        if MACHINE_PATH.search(line)
+    ]
 
 
 def pngs_of(cell) -> list[bytes]:
@@ -70,6 +85,7 @@ def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
         "pca.fit_pca",
         "pca.project",
         "pca.plot_explained_variance",
+        "pca.write_csv",
     ):
         assert call + "(" in source, f"the notebook does not call {call}"
     assert not re.search(r"^\s*def ", source, flags=re.MULTILINE)
@@ -205,6 +221,43 @@ def test_notebook_outputs_hold_no_log_noise(executed):
         if re.search(r"\bWARN\b|\bINFO\b|XNNPACK delegate|cuda|absl::|oneDNN", line)
     ]
     assert not noisy, noisy[:5]
+
+
+def test_executed_copy_names_no_path_of_the_machine_it_ran_on():
+    """The committed executed copy (make notebook) prints paths relative to the checkout only."""
+    assert not machine_paths(nbformat.read(EXECUTED_COPY, as_version=4))
+
+
+def test_notebook_keeps_its_outputs_in_the_ignored_demo_folder():
+    source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
+    assert 'REPO_DIR / "build" / "notebook"' in source
+    assert source.count("rmtree(") == 1  # emptied when it starts, kept when it ends
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(DEMO_FOLDER)], cwd=REPO_ROOT, check=False)
+    assert ignored.returncode == 0, "build/notebook/ must be ignored by git"
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_ends_by_writing_and_showing_the_csv_matrix(executed):
+    csv_cell = cell_tagged(executed, "csv-matrix")
+    code_cells = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert code_cells.index(csv_cell) >= len(code_cells) - 2  # the last thing it shows, before the clean-up
+    parts = sorted((DEMO_FOLDER / "pca_matrix").glob("part-*.csv"))
+    assert parts, "no CSV part under build/notebook/pca_matrix/"
+    lines = [line for part in parts for line in part.read_text().splitlines()]
+    headers = [line for line in lines if line.startswith("path,")]
+    assert len(headers) == len(parts)  # one header per part
+    header = headers[0].split(",")
+    assert header[:3] == ["path", "label", "pc_1"] and header[2:] == [f"pc_{i}" for i in range(1, len(header) - 1)]
+    assert len(lines) - len(headers) == DEMO_LABELS * 40
+    text = text_of(csv_cell)
+    assert f"{DEMO_LABELS * 40} rows" in text and "header: path,label,pc_1,pc_2" in text
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_notebook_outputs_name_no_path_of_the_machine(executed):
+    assert not machine_paths(executed)
 
 
 def test_notebook_runs_offline_on_the_shared_weights_by_default():

@@ -3,8 +3,11 @@
 - img/monthly_bill.png: the steady-state month at 10 k / 100 k / 1 M photos a night, from
   `python -m fruits.cli.costs bill --json`; img/monthly_bill.json holds the plotted values, so that
   tests/test_docs_figures.py can tell when the cost model has moved away from the chart;
-- img/architecture_run.png, img/architecture_data.png: the two Mermaid diagrams of docs/architecture.md
-  (one source of truth), through mermaid-cli (node_modules/, `make npm`) and Debian's Chromium;
+- img/architecture_data.png, img/aws_services.png: the deck's diagrams, in French, from the Mermaid sources in
+  diagrams/ (where the data goes, as docs/architecture.md's second diagram; the AWS services of infra/), through
+  mermaid-cli (node_modules/, `make npm`) and Debian's Chromium;
+- img/figures.json: each drawn picture's pixel size and the height of its smallest text in its own pixels, from
+  which tests/test_deck.py computes that text's height on a 1280 x 720 slide;
 - img/airflow-ui-run-success.png: copied from test-artifacts/ when the services test has captured one;
 - the generated blocks of docs/*.md: the text between `<!-- generated: costs <args> -->` and
   `<!-- end generated -->` is the output of the cost command (`python -m fruits.cli.costs <args>`, or
@@ -27,8 +30,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 IMG = Path(__file__).resolve().parent / "img"
-ARCHITECTURE = REPO / "docs" / "architecture.md"
-DIAGRAMS = ("architecture_run", "architecture_data")  # in the order of architecture.md's Mermaid blocks
+DIAGRAMS = Path(__file__).resolve().parent / "diagrams"  # <name>.mmd -> img/<name>.png
+FIGURES = IMG / "figures.json"
+# Large type, no shrinking to a page width: the slide scales the picture, and the test checks the result.
+DIAGRAM_FONT_PX = 22
+DIAGRAM_SCALE = 2
+MERMAID_CONFIG = {
+    "theme": "default",
+    "themeVariables": {"fontSize": f"{DIAGRAM_FONT_PX}px"},
+    "flowchart": {"useMaxWidth": False, "wrappingWidth": 400, "nodeSpacing": 25, "rankSpacing": 35},
+}
 SCREENSHOT = REPO / "test-artifacts" / "airflow-ui-run-success.png"
 CHROMIUM = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
 BILL_GROUPS = (
@@ -96,6 +107,21 @@ def bill_summary(bill: dict) -> dict:
     return {"region": bill["region"], "months": months}
 
 
+def record_figure(name: str, width_px: int, height_px: int, smallest_text_px: float) -> None:
+    """Note a picture's size and its smallest text (both in the picture's own pixels) in img/figures.json."""
+    figures = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    figures[name] = {"width_px": width_px, "height_px": height_px, "smallest_text_px": round(smallest_text_px, 1)}
+    FIGURES.write_text(json.dumps(dict(sorted(figures.items())), indent=1) + "\n")
+
+
+def smallest_text_px(fig) -> float:
+    """The height in pixels of the smallest visible text of a Matplotlib figure (font size in points at its dpi)."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) * fig.dpi / 72
+
+
 def plot_bill(summary: dict, path: Path) -> None:
     import matplotlib
 
@@ -103,8 +129,9 @@ def plot_bill(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     volumes = sorted(summary["months"], key=int)
-    names = [f"{int(v):,}".replace(",", "\u202f") + " photos/nuit" for v in volumes]
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=150)
+    names = [f"{int(v):,}".replace(",", "\u202f") + "\nphotos/nuit" for v in volumes]
+    plt.rcParams.update({"font.size": 16})
+    fig, ax = plt.subplots(figsize=(8, 6.4), dpi=100)
     bottom = [0.0] * len(volumes)
     for (label, _), color in zip(BILL_GROUPS, ("#2d6a4f", "#95d5b2", "#adb5bd"), strict=True):
         values = [summary["months"][v][label] for v in volumes]
@@ -117,46 +144,44 @@ def plot_bill(summary: dict, path: Path) -> None:
             bottom[x] + 1,
             f"{month['monthly_usd']:.2f} USD".replace(".", ","),
             ha="center",
-            fontsize=11,
+            fontsize=18,
             fontweight="bold",
         )
     ax.set_ylabel("USD par mois")
-    ax.set_ylim(0, max(bottom) * 1.18)
-    ax.set_title(
-        f"La facture d'un mois en régime établi ({summary['region']}, python -m fruits.cli.costs bill)", fontsize=10
-    )
-    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    ax.set_ylim(0, max(bottom) * 1.35)
+    ax.set_title(f"La facture d'un mois en régime établi ({summary['region']})", fontsize=18)
+    ax.legend(frameon=False, fontsize=16, loc="upper left")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path)
+    width, height = fig.canvas.get_width_height()
+    record_figure(path.name, width, height, smallest_text_px(fig))
     plt.close(fig)
 
 
-def mermaid_blocks(markdown: str) -> list[str]:
-    return re.findall(r"```mermaid\n(.*?)```", markdown, flags=re.DOTALL)
-
-
 def render_diagrams() -> list[Path]:
+    from PIL import Image
+
     mmdc = REPO / "node_modules" / ".bin" / "mmdc"
     if not mmdc.exists():
         raise SystemExit("mermaid-cli is missing: run `make npm` first")
-    blocks = mermaid_blocks(ARCHITECTURE.read_text())
-    if len(blocks) != len(DIAGRAMS):
-        raise SystemExit(f"{ARCHITECTURE.name} holds {len(blocks)} Mermaid blocks, expected {len(DIAGRAMS)}")
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "puppeteer.json"
-        config.write_text(json.dumps({"executablePath": CHROMIUM, "args": ["--no-sandbox", "--disable-gpu"]}))
-        for name, block in zip(DIAGRAMS, blocks, strict=True):
-            source = Path(tmp) / f"{name}.mmd"
-            source.write_text(block)
-            target = IMG / f"{name}.png"
+        puppeteer = Path(tmp) / "puppeteer.json"
+        puppeteer.write_text(json.dumps({"executablePath": CHROMIUM, "args": ["--no-sandbox", "--disable-gpu"]}))
+        config = Path(tmp) / "mermaid.json"
+        config.write_text(json.dumps(MERMAID_CONFIG))
+        for source in sorted(DIAGRAMS.glob("*.mmd")):
+            target = IMG / f"{source.stem}.png"
             subprocess.run(
-                [str(mmdc), "-p", str(config), "-i", str(source), "-o", str(target), "-q", "-s", "2", "-b", "white"],
+                [str(mmdc), "-p", str(puppeteer), "-c", str(config), "-i", str(source), "-o", str(target), "-q"]
+                + ["-s", str(DIAGRAM_SCALE), "-b", "white"],
                 check=True,
                 capture_output=True,
                 timeout=120,
             )
+            with Image.open(target) as image:
+                record_figure(target.name, *image.size, DIAGRAM_FONT_PX * DIAGRAM_SCALE)
             written.append(target)
     return written
 

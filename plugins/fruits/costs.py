@@ -199,7 +199,7 @@ class Workload:
     # Batches already in the lake: the upload reads each one's manifest (1 GET) to skip photos it
     # holds. A year of nightly batches by default; 0.0004 USD per 1,000 batches.
     earlier_batches: int = 365
-    # Per photo, per-batch PCA outputs (measured on a local run): reduced Parquet and pca_matrix.csv.
+    # Per photo, per-batch PCA outputs (measured on a local run): reduced Parquet and the pca_matrix/ CSV.
     reduced_bytes: float = 880.0
     csv_bytes: float = 2470.0
     # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),

@@ -26,7 +26,7 @@ resolves the marker and reads only the files it lists; a folder without a marker
     pca/stats/batch=<ds>/                 the batch's sufficient statistics (n, sum, X'X)    [committed]
     pca/bases/v=<NNNN>/                   a PCA basis: model/ (PipelineModel), basis.json    [committed]
     pca/bases/_current.json               which basis version new batches are projected on
-    pca/reduced/basis=<NNNN>/batch=<ds>/  the batch on that basis: reduced/ (Parquet), pca_matrix.csv,
+    pca/reduced/basis=<NNNN>/batch=<ds>/  the batch on that basis: reduced/ (Parquet), pca_matrix/ (CSV parts),
                                           report.json, explained_variance.png               [committed]
     reports/batch=<ds>/                   run report (cost, throughput): run_report.json / .md, and its
                                           page run_report.html (fruits.report_page: photo thumbnails);

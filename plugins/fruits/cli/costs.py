@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=Workload.reduced_bytes,
             help="reduced Parquet per photo (per-batch PCA output)",
         )
-        p.add_argument("--csv-bytes", type=float, default=Workload.csv_bytes, help="pca_matrix.csv per photo")
+        p.add_argument("--csv-bytes", type=float, default=Workload.csv_bytes, help="pca_matrix/ CSV per photo")
         p.add_argument(
             "--throughput-per-vcpu",
             type=float,
