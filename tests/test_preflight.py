@@ -6,9 +6,11 @@ conftest.quota_client)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import boto3
 import pytest
+from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
 from conftest import account_clients, emr_network
 from moto import mock_aws
 
@@ -17,6 +19,7 @@ from fruits.emr_cluster import ClusterSizing, vcpus_needed
 from fruits.settings import PipelineSettings, load_settings
 
 REGION = "eu-west-3"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -101,3 +104,25 @@ def test_the_plan_refuses_a_bad_account_on_a_dry_run_before_any_cluster(network)
     with pytest.raises(ValueError, match="fruits_subnet_ids"):
         pipeline_tasks.plan_run(run, None, uploaded, run_name="r", client=account_clients(REGION))
     assert boto3.client("emr", region_name=REGION).list_clusters()["Clusters"] == []
+
+
+def test_the_airflow_policy_grants_every_call_the_preflight_makes(network):
+    calls = set()
+
+    def recording(name):
+        client = account_clients(REGION)(name)
+        prefix = client.meta.service_model.signing_name  # the IAM action prefix: ec2, servicequotas
+        client.meta.events.register("before-parameter-build", lambda model, **_: calls.add(f"{prefix}:{model.name}"))
+        return client
+
+    preflight.check_account(_settings(network), ClusterSizing(), recording)
+    assert calls == {"ec2:DescribeSubnets", "servicequotas:GetServiceQuota"}
+    template = load_cfn_yaml((REPO / "infra" / "foundation.yaml").read_text())
+    statements = template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    granted = {
+        action
+        for s in statements
+        if isinstance(s, dict) and s.get("Effect") == "Allow" and s.get("Resource") == "*" and "Condition" not in s
+        for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert calls <= granted

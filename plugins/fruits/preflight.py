@@ -3,7 +3,7 @@ subnets (in the foundation's VPC, tagged for AmazonEMRServicePolicy_v2) and the 
 cluster's sizing needs. Each refusal is a ValueError naming the fix; `plan_run` calls `check_account` on
 every EMR run, dry runs included, so the refusal comes before any cluster is requested.
 
-    PYTHONPATH=plugins .venv/bin/python -m fruits.preflight     # AIRFLOW_VAR_FRUITS_* from the environment
+    PYTHONPATH=plugins .venv/bin/python -m fruits.preflight --variables fruits-variables.json
 """
 
 from __future__ import annotations
@@ -100,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core", type=int, default=ClusterSizing.core_count)
     parser.add_argument("--task", type=int, default=ClusterSizing.task_count)
     parser.add_argument("--on-demand", action="store_true", help="no spot task nodes")
+    parser.add_argument(
+        "--variables",
+        type=argparse.FileType("r"),
+        help="an `airflow variables import` file (infra/outputs_to_variables.py's); default: AIRFLOW_VAR_FRUITS_*",
+    )
     args = parser.parse_args(argv)
-    settings = load_settings(lambda key, default=None: os.environ.get(f"AIRFLOW_VAR_{key.upper()}", default))
+    variables = json.load(args.variables) if args.variables else {}
+    settings = load_settings(
+        lambda key, default=None: variables.get(key, os.environ.get(f"AIRFLOW_VAR_{key.upper()}", default))
+    )
     sizing = ClusterSizing(core_count=args.core, task_count=args.task, spot=not args.on_demand)
     import boto3
 
