@@ -9,11 +9,12 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
-from conftest import account_clients
+from conftest import account_clients, emr_network
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 from moto.cloudformation.parsing import clean_json
@@ -21,7 +22,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from fruits import costs, lake, preflight
 from fruits.cli.costs import main as costs_main
-from fruits.emr_cluster import EMR_MANAGED_TAG, ClusterSizing, build_job_flow
+from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation, check_bucket
 from fruits.settings import PipelineSettings, load_settings, variable_names
 
@@ -149,29 +150,36 @@ def _apply_what_moto_cloudformation_skips(template: dict, s3) -> None:
     s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy["PolicyDocument"]))
 
 
+def _create_stack(**parameters: str) -> Any:
+    """The template in moto (inside mock_aws) with the parameters every deployment here shares, plus these."""
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    shared = {
+        "BucketName": BUCKET,
+        # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
+        # is given, and would join a defaulted one's characters in the output.
+        "AllowedRegions": "eu-west-3,eu-west-1",
+        # With a landing: moto leaves AWS::NoValue in a policy's statement list (the default,
+        # landing-less policy is checked by cfn-lint and tests/test_access.py).
+        "LandingBucket": "fruits-landing-test",
+        "LandingPrefix": "incoming/",
+        "AlertEmail": "oncall@example.com",
+    }
+    with warnings.catch_warnings():
+        # moto skips some resource types: the bucket policy (applied below), the budget and cost anomaly (cfn-lint).
+        warnings.simplefilter("ignore")
+        cloudformation.create_stack(
+            StackName=STACK,
+            TemplateBody=TEMPLATE_PATH.read_text(),
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in {**shared, **parameters}.items()],
+        )
+    return cloudformation
+
+
 @pytest.fixture
 def deployed(template):
     with mock_aws():
-        cloudformation = boto3.client("cloudformation", region_name=REGION)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # moto warns about the resource types it skips (handled below)
-            cloudformation.create_stack(
-                StackName=STACK,
-                TemplateBody=TEMPLATE_PATH.read_text(),
-                Capabilities=["CAPABILITY_NAMED_IAM"],
-                Parameters=[
-                    {"ParameterKey": "BucketName", "ParameterValue": BUCKET},
-                    {"ParameterKey": "ImageRetentionDays", "ParameterValue": "180"},
-                    # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
-                    # is given, and would join a defaulted one's characters in the output.
-                    {"ParameterKey": "AllowedRegions", "ParameterValue": "eu-west-3,eu-west-1"},
-                    # With a landing: moto leaves AWS::NoValue in a policy's statement list (the default,
-                    # landing-less policy is checked by cfn-lint and tests/test_access.py).
-                    {"ParameterKey": "LandingBucket", "ParameterValue": "fruits-landing-test"},
-                    {"ParameterKey": "LandingPrefix", "ParameterValue": "incoming/"},
-                    {"ParameterKey": "AlertEmail", "ParameterValue": "oncall@example.com"},
-                ],
-            )
+        cloudformation = _create_stack(ImageRetentionDays="180")
         stack = cloudformation.describe_stacks(StackName=STACK)
         s3 = boto3.client("s3", region_name=REGION)
         _apply_what_moto_cloudformation_skips(template, s3)
@@ -354,34 +362,14 @@ def test_a_stack_with_a_vpc_outputs_the_network_variables_that_pass_the_prefligh
     """Deployed in moto into a VPC whose subnets the checklist tagged: the endpoints exist, and the outputs
     (VpcId, SubnetIds) become Variables that fruits.preflight accepts."""
     with mock_aws():
+        network = emr_network(REGION)
+        vpc, subnets = network["fruits_vpc_id"], network["fruits_subnet_ids"].split(",")
         ec2 = boto3.client("ec2", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
-        subnets = [
-            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.30.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"][
-                "SubnetId"
-            ]
-            for i, az in enumerate("ab")
-        ]
-        ec2.create_tags(Resources=subnets, Tags=[{"Key": EMR_MANAGED_TAG[0], "Value": EMR_MANAGED_TAG[1]}])
         route_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
-        cloudformation = boto3.client("cloudformation", region_name=REGION)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # moto skips the budget and cost-anomaly types (checked by cfn-lint)
-            cloudformation.create_stack(
-                StackName=STACK,
-                TemplateBody=TEMPLATE_PATH.read_text(),
-                Capabilities=["CAPABILITY_NAMED_IAM"],
-                Parameters=[
-                    {"ParameterKey": "BucketName", "ParameterValue": BUCKET},
-                    {"ParameterKey": "AllowedRegions", "ParameterValue": "eu-west-3,eu-west-1"},
-                    {"ParameterKey": "LandingBucket", "ParameterValue": "fruits-landing-test"},
-                    {"ParameterKey": "AlertEmail", "ParameterValue": "oncall@example.com"},
-                    {"ParameterKey": "VpcId", "ParameterValue": vpc},
-                    {"ParameterKey": "VpcCidr", "ParameterValue": "10.30.0.0/16"},
-                    {"ParameterKey": "PrivateSubnetIds", "ParameterValue": ",".join(subnets)},
-                    {"ParameterKey": "PrivateRouteTableIds", "ParameterValue": route_table},
-                ],
-            )
+        cidr = ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"]
+        cloudformation = _create_stack(
+            VpcId=vpc, VpcCidr=cidr, PrivateSubnetIds=",".join(subnets), PrivateRouteTableIds=route_table
+        )
         stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
         assert stack["StackStatus"] == "CREATE_COMPLETE"
         endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
