@@ -15,8 +15,8 @@
 - Spark sized from the instance facts below, with `spark.task.cpus` = the model runtime's threads so
   YARN never runs more inference threads than the node has vCPUs;
 - the bootstrap action installs the hash-locked requirements/spark-node.lock from the lake's wheelhouse
-  (no internet: the nodes reach only S3) into a Python 3.11 environment that spark-env's PYSPARK_PYTHON
-  points at (one constant for both);
+  (no internet: the nodes reach S3 and KMS through VPC endpoints) into a Python 3.11 environment that
+  spark-env's PYSPARK_PYTHON points at (one constant for both);
 - IMDSv2, at-rest encryption (EMRFS via KMS, local disks) come from the security configuration,
   referenced by name (infra/foundation.yaml creates it); the auto-termination idle timeout is a second
   safety net behind the DAG's terminate task.
