@@ -242,9 +242,10 @@ def headless_chromium(window: str = "1200,900", *, logs: bool = False, extra_fla
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def emr_network(region: str, *, tag_subnets: bool = True) -> dict[str, str]:
+def emr_network(region: str, *, tag_subnets: bool = True, endpoints: bool = True) -> dict[str, str]:
     """Inside mock_aws: a VPC with two private subnets (two AZs), tagged for AmazonEMRServicePolicy_v2 as
-    docs/first-night-on-aws.md tags them; returns the Variables the foundation's outputs give."""
+    docs/first-night-on-aws.md tags them, with (`endpoints`) the S3 and KMS endpoints the foundation stack
+    adds; returns the Variables the foundation's outputs give."""
     import boto3
 
     from fruits.emr_cluster import EMR_MANAGED_TAG
@@ -259,6 +260,14 @@ def emr_network(region: str, *, tag_subnets: bool = True) -> dict[str, str]:
     ]
     if tag_subnets:
         ec2.create_tags(Resources=subnets, Tags=[{"Key": EMR_MANAGED_TAG[0], "Value": EMR_MANAGED_TAG[1]}])
+    if endpoints:
+        table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.create_vpc_endpoint(
+            VpcId=vpc, ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway", RouteTableIds=[table]
+        )
+        ec2.create_vpc_endpoint(
+            VpcId=vpc, ServiceName=f"com.amazonaws.{region}.kms", VpcEndpointType="Interface", SubnetIds=subnets[:1]
+        )
     return {"fruits_vpc_id": vpc, "fruits_subnet_ids": ",".join(subnets)}
 
 

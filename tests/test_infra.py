@@ -362,7 +362,7 @@ def test_a_stack_with_a_vpc_outputs_the_network_variables_that_pass_the_prefligh
     """Deployed in moto into a VPC whose subnets the checklist tagged: the endpoints exist, and the outputs
     (VpcId, SubnetIds) become Variables that fruits.preflight accepts."""
     with mock_aws():
-        network = emr_network(REGION)
+        network = emr_network(REGION, endpoints=False)  # the stack adds them
         vpc, subnets = network["fruits_vpc_id"], network["fruits_subnet_ids"].split(",")
         ec2 = boto3.client("ec2", region_name=REGION)
         route_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]

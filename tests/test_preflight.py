@@ -1,7 +1,7 @@
 """Bad accounts are refused before any cluster is requested, each with a message naming its fix: no
-subnets set, a subnet that does not exist, a subnet of another VPC, a subnet without the EMR tag, an EC2
-vCPU quota below the cluster's need (EC2 in moto; Service Quotas through botocore's Stubber, see
-conftest.quota_client)."""
+subnets set, a subnet that does not exist, a subnet of another VPC, a subnet without the EMR tag, a VPC
+without the S3 or KMS endpoint, an EC2 vCPU quota below the cluster's need (EC2 in moto; Service Quotas
+through botocore's Stubber, see conftest.quota_client)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,23 @@ def test_a_subnet_without_the_emr_tag_is_refused_with_the_tagging_command():
     )
 
 
+def test_a_vpc_without_the_kms_endpoint_is_refused_naming_the_stack_parameters():
+    with mock_aws():
+        bare = emr_network(REGION, endpoints=False)
+        with pytest.raises(ValueError, match=r"no s3 \(Gateway\) and no kms \(Interface\) endpoint.*VpcId"):
+            preflight.check_account(_settings(bare), ClusterSizing(), account_clients(REGION))
+        ec2 = boto3.client("ec2", region_name=REGION)
+        table = ec2.create_route_table(VpcId=bare["fruits_vpc_id"])["RouteTable"]["RouteTableId"]
+        ec2.create_vpc_endpoint(
+            VpcId=bare["fruits_vpc_id"],
+            ServiceName=f"com.amazonaws.{REGION}.s3",
+            VpcEndpointType="Gateway",
+            RouteTableIds=[table],
+        )
+        with pytest.raises(ValueError, match=r"no kms \(Interface\) endpoint"):
+            preflight.check_account(_settings(bare), ClusterSizing(), account_clients(REGION))
+
+
 @pytest.mark.parametrize(
     "vcpus, code, needed",
     [({"on_demand": 16, "spot": 1152}, "L-1216C47A", 20), ({"on_demand": 1152, "spot": 5}, "L-34B43A08", 8)],
@@ -116,7 +133,7 @@ def test_the_airflow_policy_grants_every_call_the_preflight_makes(network):
         return client
 
     preflight.check_account(_settings(network), ClusterSizing(), recording)
-    assert calls == {"ec2:DescribeSubnets", "servicequotas:GetServiceQuota"}
+    assert calls == {"ec2:DescribeSubnets", "ec2:DescribeVpcEndpoints", "servicequotas:GetServiceQuota"}
     template = load_cfn_yaml((REPO / "infra" / "foundation.yaml").read_text())
     statements = template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     granted = {

@@ -1,7 +1,8 @@
 """What a real account must hold before EMR is asked for a cluster, checked with read-only calls: the
-subnets (in the foundation's VPC, tagged for AmazonEMRServicePolicy_v2) and the EC2 vCPU quotas the
-cluster's sizing needs. Each refusal is a ValueError naming the fix; `plan_run` calls `check_account` on
-every EMR run, dry runs included, so the refusal comes before any cluster is requested.
+subnets (in the foundation's VPC, tagged for AmazonEMRServicePolicy_v2), that VPC's S3 and KMS endpoints,
+and the EC2 vCPU quotas the cluster's sizing needs. Each refusal is a ValueError naming the fix;
+`plan_run` calls `check_account` on every EMR run, dry runs included, so the refusal comes before any
+cluster is requested.
 
     PYTHONPATH=plugins .venv/bin/python -m fruits.preflight --variables fruits-variables.json
 """
@@ -68,6 +69,32 @@ def check_subnets(settings: PipelineSettings, ec2: Any) -> dict[str, str]:
     return zones
 
 
+# What the nodes must reach inside the VPC (infra/foundation.yaml creates both with VpcId): service -> type.
+REQUIRED_ENDPOINTS = {"s3": "Gateway", "kms": "Interface"}
+
+
+def check_endpoints(settings: PipelineSettings, ec2: Any) -> dict[str, str]:
+    """{service: endpoint id} for REQUIRED_ENDPOINTS in fruits_vpc_id, or ValueError: without the S3 gateway
+    the bootstrap cannot install anything, without KMS no node decrypts its disks (no NAT, no internet)."""
+    found = {}
+    pages = ec2.get_paginator("describe_vpc_endpoints").paginate(
+        Filters=[{"Name": "vpc-id", "Values": [settings.vpc_id]}]
+    )
+    for endpoint in (e for page in pages for e in page["VpcEndpoints"]):
+        service = endpoint["ServiceName"].rsplit(".", 1)[-1]
+        usable = endpoint.get("State", "available").lower() in ("available", "pending")
+        if REQUIRED_ENDPOINTS.get(service) == endpoint["VpcEndpointType"] and usable:
+            found[service] = endpoint["VpcEndpointId"]
+    missing = [f"{service} ({kind})" for service, kind in REQUIRED_ENDPOINTS.items() if service not in found]
+    if missing:
+        raise ValueError(
+            f"VPC {settings.vpc_id} has no {' and no '.join(missing)} endpoint: the nodes (no NAT) could not reach "
+            "them. Deploy the foundation stack with VpcId, VpcCidr, PrivateSubnetIds and PrivateRouteTableIds "
+            "(docs/first-night-on-aws.md)"
+        )
+    return found
+
+
 def check_quotas(sizing: ClusterSizing, quotas: Any) -> dict[str, dict[str, int]]:
     """{"on_demand"|"spot": {"needed", "quota"}}, or ValueError when a quota is below the cluster's need
     (new accounts often get fewer vCPUs than one default cluster)."""
@@ -91,8 +118,10 @@ def check_quotas(sizing: ClusterSizing, quotas: Any) -> dict[str, dict[str, int]
 def check_account(settings: PipelineSettings, sizing: ClusterSizing, client: Callable[[str], Any]) -> dict[str, Any]:
     """Both checks; `client(service_name)` gives a boto3 client in the settings' region."""
     check_region(settings.region, settings.allowed_region_list)
-    subnets = check_subnets(settings, client("ec2"))
-    return {"subnets": subnets, "vcpus": check_quotas(sizing, client("service-quotas"))}
+    ec2 = client("ec2")
+    subnets = check_subnets(settings, ec2)
+    endpoints = check_endpoints(settings, ec2)
+    return {"subnets": subnets, "endpoints": endpoints, "vcpus": check_quotas(sizing, client("service-quotas"))}
 
 
 def main(argv: list[str] | None = None) -> int:
