@@ -488,7 +488,7 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     assert plan["run_jobs"] is True
     # Published with their LiteRT conversion (the release command's default): every night broadcasts it.
     converted = release.publish_weights(store, store.root, b"weights", payload=b"flatbuffer")
-    args = _args(pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")["featurize_steps"][0])
+    args = _args(_emr_plan(EMR, s3, 5)["featurize_steps"][0])
     assert args[args.index("--model-payload") + 1] == converted["model_payload"]
     assert args[args.index("--model-payload-sha256") + 1] == release.sha256_bytes(b"flatbuffer")
     # Weights named by the run win over the lake's copy.
