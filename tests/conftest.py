@@ -240,3 +240,64 @@ def headless_chromium(window: str = "1200,900", *, logs: bool = False, extra_fla
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def emr_network(region: str, *, tag_subnets: bool = True, endpoints: bool = True) -> dict[str, str]:
+    """Inside mock_aws: a VPC with two private subnets (two AZs), tagged for AmazonEMRServicePolicy_v2 as
+    docs/first-night-on-aws.md tags them, with (`endpoints`) the S3 and KMS endpoints the foundation stack
+    adds; returns the Variables the foundation's outputs give."""
+    import boto3
+
+    from fruits.emr_cluster import EMR_MANAGED_TAG
+
+    ec2 = boto3.client("ec2", region_name=region)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{region}{az}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, az in enumerate("ab")
+    ]
+    if tag_subnets:
+        ec2.create_tags(Resources=subnets, Tags=[{"Key": EMR_MANAGED_TAG[0], "Value": EMR_MANAGED_TAG[1]}])
+    if endpoints:
+        table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.create_vpc_endpoint(
+            VpcId=vpc, ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway", RouteTableIds=[table]
+        )
+        ec2.create_vpc_endpoint(
+            VpcId=vpc, ServiceName=f"com.amazonaws.{region}.kms", VpcEndpointType="Interface", SubnetIds=subnets[:1]
+        )
+    return {"fruits_vpc_id": vpc, "fruits_subnet_ids": ",".join(subnets)}
+
+
+def quota_client(region: str, vcpus: dict[str, int]):
+    """A real botocore service-quotas client answering GetServiceQuota for the EC2 vCPU quotas from
+    `vcpus` ({"on_demand": n, "spot": n}) through botocore's Stubber, which validates each request against
+    the API model: moto implements Service Quotas for the "vpc" service only (5.2: ec2 codes -> NoSuchResource)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from fruits.preflight import QUOTA_CODES
+
+    client = boto3.client("service-quotas", region_name=region)
+    stubber = Stubber(client)
+    for market, code in QUOTA_CODES.items():
+        stubber.add_response(
+            "get_service_quota",
+            {"Quota": {"ServiceCode": "ec2", "QuotaCode": code, "Value": float(vcpus[market])}},
+            {"ServiceCode": "ec2", "QuotaCode": code},
+        )
+    stubber.activate()
+    return client
+
+
+def account_clients(region: str, vcpus: dict[str, int] | None = None):
+    """`client(service)` for fruits.preflight: moto's EC2, the Stubber's Service Quotas (default: AWS's
+    standard 1,152 vCPUs)."""
+    import boto3
+
+    vcpus = vcpus or {"on_demand": 1152, "spot": 1152}
+    return lambda name: (
+        quota_client(region, vcpus) if name == "service-quotas" else boto3.client(name, region_name=region)
+    )

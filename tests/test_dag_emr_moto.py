@@ -26,11 +26,11 @@ import botocore.session
 import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
-from conftest import commit_output
+from conftest import account_clients, commit_output, emr_network
 from moto import mock_aws
 from moto.emr.models import ElasticMapReduceBackend
 
-from fruits import lake, release
+from fruits import lake, pipeline_tasks, release
 from fruits.cli import demo
 from fruits.storage import S3Store
 
@@ -168,6 +168,11 @@ def aws(airflow_home, monkeypatch, landing):
     for name, value in {"fruits_bucket": BUCKET, "fruits_region": REGION, "fruits_landing": str(landing)}.items():
         monkeypatch.setenv(f"AIRFLOW_VAR_{name.upper()}", value)
     with mock_aws():
+        # The foundation's network (tagged subnets of its VPC) and quotas, as fruits.preflight reads them.
+        for name, value in emr_network(REGION).items():
+            monkeypatch.setenv(f"AIRFLOW_VAR_{name.upper()}", value)
+        clients = account_clients(REGION)
+        monkeypatch.setattr(pipeline_tasks, "aws_client", lambda settings, service: clients(service))
         s3 = boto3.client("s3", region_name=REGION)
         _private_encrypted_bucket(s3, BUCKET, REGION)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})

@@ -11,7 +11,7 @@ import json
 
 import boto3
 import pytest
-from conftest import commit_output
+from conftest import account_clients, commit_output, emr_network
 from moto import mock_aws
 
 from fruits import lake, local_target, pipeline_tasks, release, run_params, steps, storage
@@ -458,18 +458,25 @@ def _uploaded(images: int) -> dict:
     return {"images": {"images_in_batch": images}, "code": CODE}
 
 
+def _emr_plan(settings: PipelineSettings, s3, images: int, **overrides) -> dict:
+    """plan_run on the EMR target in an account whose network and quotas pass fruits.preflight (moto)."""
+    network = emr_network(REGION)
+    ready = dataclasses.replace(settings, vpc_id=network["fruits_vpc_id"], subnet_ids=network["fruits_subnet_ids"])
+    run = pipeline_tasks.Run(ready, parsed(ready, **overrides))
+    return pipeline_tasks.plan_run(run, s3, _uploaded(images), run_name="r", client=account_clients(REGION))
+
+
 def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_cluster(s3):
     store = storage.S3Store(s3, BUCKET)
     raw_batch(store, TONIGHT, 5)
-    run = pipeline_tasks.Run(EMR, parsed())
     with pytest.raises(FileNotFoundError, match=r"make wheelhouse.*fruits\.release publish-wheelhouse"):
-        pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")
+        _emr_plan(EMR, s3, 5)
     lock = (pipeline_tasks.REPO_ROOT / release.NODE_LOCK).read_bytes()
     store.put(release.wheelhouse_uri(store.root, lock) + release.WHEELHOUSE_MANIFEST, b"{}", "-")
     with pytest.raises(FileNotFoundError, match="publish-weights"):
-        pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")
+        _emr_plan(EMR, s3, 5)
     published = release.publish_weights(store, store.root, b"weights")
-    plan = pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")
+    plan = _emr_plan(EMR, s3, 5)
     args = _args(plan["featurize_steps"][0])
     assert (
         args[args.index("--weights") + 1]
@@ -481,17 +488,16 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     assert plan["run_jobs"] is True
     # Published with their LiteRT conversion (the release command's default): every night broadcasts it.
     converted = release.publish_weights(store, store.root, b"weights", payload=b"flatbuffer")
-    args = _args(pipeline_tasks.plan_run(run, s3, _uploaded(5), run_name="r")["featurize_steps"][0])
+    args = _args(_emr_plan(EMR, s3, 5)["featurize_steps"][0])
     assert args[args.index("--model-payload") + 1] == converted["model_payload"]
     assert args[args.index("--model-payload-sha256") + 1] == release.sha256_bytes(b"flatbuffer")
     # Weights named by the run win over the lake's copy.
-    named = pipeline_tasks.Run(EMR, parsed(weights=f"s3://{BUCKET}/other.h5"))
-    args = _args(pipeline_tasks.plan_run(named, s3, _uploaded(5), run_name="r")["featurize_steps"][0])
+    args = _args(_emr_plan(EMR, s3, 5, weights=f"s3://{BUCKET}/other.h5")["featurize_steps"][0])
     assert args[args.index("--weights") + 1] == f"s3://{BUCKET}/other.h5" and "--weights-sha256" not in args
 
 
 def test_an_empty_night_needs_nothing_published_and_the_local_target_no_wheelhouse(s3, tmp_path):
-    empty = pipeline_tasks.plan_run(pipeline_tasks.Run(EMR, parsed()), s3, _uploaded(0), run_name="r")
+    empty = _emr_plan(EMR, s3, 0)
     assert empty["run_jobs"] is False and empty["featurize_steps"] == []
     local = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
     raw_batch(storage.LocalStore(tmp_path / "lake"), TONIGHT, 5)

@@ -9,16 +9,19 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from cfnlint.decode.cfn_yaml import loads as load_cfn_yaml
+from conftest import account_clients, emr_network
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 from moto.cloudformation.parsing import clean_json
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from fruits import lake
+from fruits import costs, lake, preflight
+from fruits.cli.costs import main as costs_main
 from fruits.emr_cluster import ClusterSizing, build_job_flow
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation, check_bucket
 from fruits.settings import PipelineSettings, load_settings, variable_names
@@ -147,28 +150,36 @@ def _apply_what_moto_cloudformation_skips(template: dict, s3) -> None:
     s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy["PolicyDocument"]))
 
 
+def _create_stack(**parameters: str) -> Any:
+    """The template in moto (inside mock_aws) with the parameters every deployment here shares, plus these."""
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    shared = {
+        "BucketName": BUCKET,
+        # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
+        # is given, and would join a defaulted one's characters in the output.
+        "AllowedRegions": "eu-west-3,eu-west-1",
+        # With a landing: moto leaves AWS::NoValue in a policy's statement list (the default,
+        # landing-less policy is checked by cfn-lint and tests/test_access.py).
+        "LandingBucket": "fruits-landing-test",
+        "LandingPrefix": "incoming/",
+        "AlertEmail": "oncall@example.com",
+    }
+    with warnings.catch_warnings():
+        # moto skips some resource types: the bucket policy (applied below), the budget and cost anomaly (cfn-lint).
+        warnings.simplefilter("ignore")
+        cloudformation.create_stack(
+            StackName=STACK,
+            TemplateBody=TEMPLATE_PATH.read_text(),
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in {**shared, **parameters}.items()],
+        )
+    return cloudformation
+
+
 @pytest.fixture
 def deployed(template):
     with mock_aws():
-        cloudformation = boto3.client("cloudformation", region_name=REGION)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # moto warns about the resource types it skips (handled below)
-            cloudformation.create_stack(
-                StackName=STACK,
-                TemplateBody=TEMPLATE_PATH.read_text(),
-                Capabilities=["CAPABILITY_NAMED_IAM"],
-                Parameters=[
-                    {"ParameterKey": "BucketName", "ParameterValue": BUCKET},
-                    {"ParameterKey": "ImageRetentionDays", "ParameterValue": "180"},
-                    # Passed explicitly (a narrower list): moto splits a CommaDelimitedList only when it
-                    # is given, and would join a defaulted one's characters in the output.
-                    {"ParameterKey": "AllowedRegions", "ParameterValue": "eu-west-3,eu-west-1"},
-                    # With a landing: moto leaves AWS::NoValue in a policy's statement list (the default,
-                    # landing-less policy is checked by cfn-lint and tests/test_access.py).
-                    {"ParameterKey": "LandingBucket", "ParameterValue": "fruits-landing-test"},
-                    {"ParameterKey": "LandingPrefix", "ParameterValue": "incoming/"},
-                ],
-            )
+        cloudformation = _create_stack(ImageRetentionDays="180")
         stack = cloudformation.describe_stacks(StackName=STACK)
         s3 = boto3.client("s3", region_name=REGION)
         _apply_what_moto_cloudformation_skips(template, s3)
@@ -275,8 +286,10 @@ def test_outputs_become_the_settings_that_launch_a_cluster(deployed, capsys, tmp
 
 
 def test_outputs_that_match_no_setting_or_leave_the_eu_are_refused():
-    with pytest.raises(ValueError, match="VpcId"):
-        outputs_to_variables([{"OutputKey": "Bucket", "OutputValue": "b"}, {"OutputKey": "VpcId", "OutputValue": "v"}])
+    with pytest.raises(ValueError, match="NatGatewayId"):
+        outputs_to_variables(
+            [{"OutputKey": "Bucket", "OutputValue": "b"}, {"OutputKey": "NatGatewayId", "OutputValue": "n"}]
+        )
     with pytest.raises(GdprViolation, match="eu-west-2"):
         outputs_to_variables([{"OutputKey": "Region", "OutputValue": "eu-west-2"}])
     with pytest.raises(GdprViolation, match="us-east-1"):
@@ -307,3 +320,68 @@ def test_the_deployed_airflow_policy_reaches_the_landing_prefix_only(deployed):
     assert landing["ReadAndClearTheLanding"]["Resource"] == "arn:aws:s3:::fruits-landing-test/incoming/*"
     assert landing["ListTheLanding"]["Condition"] == {"StringLike": {"s3:prefix": ["incoming/*"]}}
     assert set(landing) == {"GdprGuardReadsTheLandingSettings", "ListTheLanding", "ReadAndClearTheLanding"}
+
+
+def test_the_nodes_reach_kms_through_an_interface_endpoint_open_to_the_vpc_only(template):
+    endpoint = template["Resources"]["KmsInterfaceEndpoint"]
+    assert endpoint["Condition"] == "HasVpc" and endpoint["Properties"]["VpcEndpointType"] == "Interface"
+    assert endpoint["Properties"]["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.kms"}
+    assert endpoint["Properties"]["PrivateDnsEnabled"] is True  # the SDK's default kms.<region> name resolves to it
+    (ingress,) = template["Resources"]["InterfaceEndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"], ingress["CidrIp"]) == (443, 443, {"Ref": "VpcCidr"})
+    # The cost model counts exactly the template's interface endpoints, in as many AZs as it places them.
+    interface = {
+        r["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]: len(r["Properties"]["SubnetIds"])
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::EC2::VPCEndpoint" and r["Properties"]["VpcEndpointType"] == "Interface"
+    }
+    assert interface == costs.INTERFACE_ENDPOINTS
+
+
+def test_the_budget_default_is_the_cost_models_month_with_its_margin(template, capsys):
+    assert costs_main(["bill", "--json"]) == 0  # `python -m fruits.cli.costs bill`
+    bill = json.loads(capsys.readouterr().out)
+    month = bill["months"][str(costs.BUDGET_IMAGES_PER_NIGHT)]["monthly_usd"]
+    assert bill["budget_usd"] == costs.monthly_budget_usd(month)
+    default = template["Parameters"]["MonthlyBudgetUsd"]["Default"]
+    assert default == bill["budget_usd"]
+    assert month < default <= month * (1 + costs.BUDGET_MARGIN) + 10
+    budget = template["Resources"]["MonthlyBudget"]["Properties"]
+    assert budget["Budget"]["BudgetLimit"] == {"Amount": {"Ref": "MonthlyBudgetUsd"}, "Unit": "USD"}
+    kinds = {
+        (n["Notification"]["NotificationType"], n["Notification"]["Threshold"])
+        for n in budget["NotificationsWithSubscribers"]
+    }
+    assert kinds == {("ACTUAL", 80), ("ACTUAL", 100), ("FORECASTED", 100)}
+    subscription = template["Resources"]["CostAnomalySubscription"]["Properties"]
+    assert subscription["MonitorArnList"] == [{"Ref": "CostAnomalyMonitor"}]
+    assert template["Resources"]["CostAnomalyMonitor"]["Properties"]["MonitorType"] == "CUSTOM"
+
+
+def test_a_stack_with_a_vpc_outputs_the_network_variables_that_pass_the_preflight():
+    """Deployed in moto into a VPC whose subnets the checklist tagged: the endpoints exist, and the outputs
+    (VpcId, SubnetIds) become Variables that fruits.preflight accepts."""
+    with mock_aws():
+        network = emr_network(REGION, endpoints=False)  # the stack adds them
+        vpc, subnets = network["fruits_vpc_id"], network["fruits_subnet_ids"].split(",")
+        ec2 = boto3.client("ec2", region_name=REGION)
+        route_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        cidr = ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"]
+        cloudformation = _create_stack(
+            VpcId=vpc, VpcCidr=cidr, PrivateSubnetIds=",".join(subnets), PrivateRouteTableIds=route_table
+        )
+        stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
+        by_service = {e["ServiceName"].rsplit(".", 1)[1]: e for e in endpoints}
+        assert by_service["s3"]["VpcEndpointType"] == "Gateway" and by_service["s3"]["RouteTableIds"] == [route_table]
+        assert by_service["kms"]["VpcEndpointType"] == "Interface" and by_service["kms"]["SubnetIds"] == subnets[:1]
+        variables = outputs_to_variables(stack["Outputs"])
+        assert variables["fruits_vpc_id"] == vpc and variables["fruits_subnet_ids"] == ",".join(subnets)
+        settings = load_settings(variables.get)
+        checked = preflight.check_account(settings, ClusterSizing(), account_clients(REGION))
+        assert sorted(checked["subnets"]) == sorted(subnets)
+        request = build_job_flow(
+            settings, name="n", code_uri=lake.code_uri(f"s3://{BUCKET}", "c"), sizing=ClusterSizing()
+        )
+        assert request["Instances"]["Ec2SubnetIds"] == subnets

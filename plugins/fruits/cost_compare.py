@@ -17,6 +17,7 @@ from typing import Any
 
 from fruits.costs import (
     AIRFLOW_HOST_TYPE,
+    BUDGET_MARGIN,
     NETWORK_PATHS,
     ON_DEMAND,
     RETENTION_DAYS,
@@ -35,6 +36,7 @@ from fruits.costs import (
     instance_facts,
     job_seconds,
     markdown_table,
+    monthly_budget_usd,
     night_workload,
     s3_costs,
     steady_state_month,
@@ -380,6 +382,7 @@ def year_bill(
         "nights": rows,
         "months": {str(k): v for k, v in months.items()},
         "targets": targets,
+        "budget_usd": monthly_budget_usd(million["monthly_usd"]),
     }
 
 
@@ -603,5 +606,8 @@ def render_year(bill: dict[str, Any]) -> str:
             "",
             "Assumptions:",
             assumptions,
+            "",
+            f"Budget alarm (infra/foundation.yaml `MonthlyBudgetUsd`): {bill['budget_usd']} USD a month, the "
+            f"1,000,000-photo month + {BUDGET_MARGIN:.0%}, rounded up to 10 USD.",
         ]
     )

@@ -16,7 +16,8 @@ Billing rules modelled (the AWS price pages' own):
   in Parquet bundles sized by `fruits.storage`'s constants); storage per area in the class the lifecycle moves
   it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions), day by day over its stay, with
   lifecycle transitions and Intelligent-Tiering monitoring;
-- fixed: the KMS key, the Airflow host, the cluster's network path (S3 gateway endpoint, or a NAT gateway).
+- fixed: the KMS key, the Airflow host and its public IPv4 address, the cluster's network path (S3 gateway
+  endpoint, or a NAT gateway), the interface endpoints (`INTERFACE_ENDPOINTS`: per AZ-hour + per GB).
 
 Prices come from `prices/aws_eu.json` (stamped with date and source). Instance vCPUs/memory come from
 `fruits.emr_cluster.INSTANCE_TYPES`. Regions must be in the GDPR allow-list (`fruits.gdpr.check_region`).
@@ -125,6 +126,14 @@ AIRFLOW_HOST_EBS_GIB = 30
 # the Python wheels, TensorFlow/LiteRT among them).
 NETWORK_PATHS = ("s3-gateway-endpoint", "nat-gateway")
 NAT_BOOT_DOWNLOAD_GB_PER_NODE = 1.0
+# infra/foundation.yaml's interface endpoints (service, AZs it sits in): KMS, which the nodes' local-disk
+# encryption calls at boot, in one AZ. Billed per AZ-hour all month whatever the path to S3, plus per GB.
+INTERFACE_ENDPOINTS = {"kms": 1}
+# What one node's boot sends through the KMS endpoint (a few data keys): 1 MB, generously.
+INTERFACE_ENDPOINT_GB_PER_NODE = 0.001
+# The Airflow host reaches the AWS APIs (EMR, EC2, STS, Service Quotas) over TLS through one public IPv4
+# address, billed per hour: seven interface endpoints instead would cost ~15x more (docs/first-night-on-aws.md).
+AIRFLOW_HOST_PUBLIC_IPV4 = 1
 
 # S3 requests, as the pipeline makes them (counted on moto for the upload; the jobs' reads as S3A does them).
 # A LIST page holds 1,000 keys.
@@ -656,7 +665,8 @@ def fixed_monthly(
     nodes_per_night: int = 3,
 ) -> dict[str, float]:
     """The month's costs that do not depend on the photos: the lake's KMS key, the Airflow host (instance +
-    gp3 volume, all month), the cluster's network path."""
+    gp3 volume + public IPv4, all month), the cluster's network path, the interface endpoints (per AZ-hour
+    + per GB)."""
     entry = prices.region(region)
     hosts = entry["airflow_host_hourly"]
     if airflow_host not in hosts:
@@ -667,10 +677,15 @@ def fixed_monthly(
     if network == "nat-gateway":
         downloads = nodes_per_night * NAT_BOOT_DOWNLOAD_GB_PER_NODE * DAYS_PER_MONTH
         nat = HOURS_PER_MONTH * entry["nat_gateway_hourly"] + downloads * entry["nat_gateway_per_gb"]
+    endpoint_hours = sum(INTERFACE_ENDPOINTS.values()) * HOURS_PER_MONTH
+    endpoint_gb = len(INTERFACE_ENDPOINTS) * nodes_per_night * INTERFACE_ENDPOINT_GB_PER_NODE * DAYS_PER_MONTH
     return {
         "kms_key": entry["kms_key_month"],
         "airflow_host": HOURS_PER_MONTH * hosts[airflow_host] + AIRFLOW_HOST_EBS_GIB * entry["ebs_gp3_gb_month"],
+        "airflow_public_ipv4": HOURS_PER_MONTH * AIRFLOW_HOST_PUBLIC_IPV4 * entry["public_ipv4_hourly"],
         "network_path": nat,
+        "interface_endpoints": endpoint_hours * entry["interface_endpoint_az_hourly"]
+        + endpoint_gb * entry["interface_endpoint_per_gb"],
     }
 
 
@@ -768,6 +783,11 @@ def steady_state_month(
                 " (free)"
                 if network == "s3-gateway-endpoint"
                 else f" up all month + {NAT_BOOT_DOWNLOAD_GB_PER_NODE:g} GB of downloads per node per night"
+            ),
+            (
+                "interface endpoints (per AZ-hour all month + per GB): "
+                + ", ".join(f"{name} in {azs} AZ" for name, azs in INTERFACE_ENDPOINTS.items())
+                + f"; the Airflow host's {AIRFLOW_HOST_PUBLIC_IPV4} public IPv4 address"
             ),
             "not counted: data transfer (none leaves the region), CloudWatch, the landing's own storage",
         ],
@@ -952,3 +972,14 @@ def cost_rows(cost: dict[str, Any]) -> list[tuple[str, float, float]]:
         rows.append(("per 1,000 images", cost["per_1000_images_usd"], cost["per_1000_images_usd"] * rate))
         rows.append(("per million images", cost["per_million_images_usd"], cost["per_million_images_usd"] * rate))
     return rows
+
+
+# The budget alarm's threshold (infra/foundation.yaml MonthlyBudgetUsd): the steady-state month at this many
+# photos a night, plus a margin for a refit night and the spot price moving, rounded up to 10 USD.
+BUDGET_IMAGES_PER_NIGHT = 1_000_000
+BUDGET_MARGIN = 0.25
+
+
+def monthly_budget_usd(month_usd: float) -> int:
+    """The budget for a modelled month of `month_usd` (`steady_state_month(...)["monthly_usd"]`)."""
+    return int(math.ceil(month_usd * (1 + BUDGET_MARGIN) / 10.0) * 10)

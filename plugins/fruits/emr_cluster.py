@@ -15,8 +15,8 @@
 - Spark sized from the instance facts below, with `spark.task.cpus` = the model runtime's threads so
   YARN never runs more inference threads than the node has vCPUs;
 - the bootstrap action installs the hash-locked requirements/spark-node.lock from the lake's wheelhouse
-  (no internet: the nodes reach only S3) into a Python 3.11 environment that spark-env's PYSPARK_PYTHON
-  points at (one constant for both);
+  (no internet: the nodes reach S3 and KMS through VPC endpoints) into a Python 3.11 environment that
+  spark-env's PYSPARK_PYTHON points at (one constant for both);
 - IMDSv2, at-rest encryption (EMRFS via KMS, local disks) come from the security configuration,
   referenced by name (infra/foundation.yaml creates it); the auto-termination idle timeout is a second
   safety net behind the DAG's terminate task.
@@ -50,6 +50,9 @@ SPARK_NODE_REQUIREMENTS = "requirements/spark-node.lock"
 ARCHITECTURES = ("arm64", "x86_64")
 # The tag the Airflow role's EMR permissions are conditioned on (aws:RequestTag / aws:ResourceTag).
 PIPELINE_TAG_KEY = "fruits-pipeline"
+# AmazonEMRServicePolicy_v2 (the service role's policy) acts only on resources carrying this tag: the
+# cluster (below) and the subnets it launches in (fruits.preflight checks them).
+EMR_MANAGED_TAG = ("for-use-with-amazon-emr-managed-policies", "true")
 
 # Share of an instance's memory EMR hands to YARN (yarn.nodemanager.resource.memory-mb): the rest is
 # the OS and the Hadoop daemons. EMR's own defaults are ~75% on 16-32 GiB nodes; we size against that.
@@ -339,8 +342,7 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
         "Project": "fruits",
         "ManagedBy": "airflow",
         "DataClassification": "may-contain-personal-data",
-        # AmazonEMRServicePolicy_v2 (the service role's policy) only acts on resources carrying this tag.
-        "for-use-with-amazon-emr-managed-policies": "true",
+        EMR_MANAGED_TAG[0]: EMR_MANAGED_TAG[1],
         **sizing.extra_tags,
         # The Airflow role may act only on clusters carrying this tag (infra/foundation.yaml): last, so
         # extra_tags cannot change it.
@@ -411,6 +413,17 @@ def worker_vcpus(sizing: ClusterSizing) -> int:
     return sizing.worker_facts.vcpus * (sizing.core_count + sizing.task_count)
 
 
+def vcpus_needed(sizing: ClusterSizing) -> dict[str, int]:
+    """EC2 vCPUs the cluster may hold at once, per quota: On-Demand counts the task nodes too, since the
+    task fleet switches to On-Demand when spot capacity does not come (SWITCH_TO_ON_DEMAND)."""
+    primary = max(INSTANCE_TYPES[t].vcpus for t in sizing.primary_types)
+    worker = max(INSTANCE_TYPES[t].vcpus for t in sizing.worker_types)
+    return {
+        "on_demand": primary + worker * (sizing.core_count + sizing.task_count),
+        "spot": worker * sizing.task_count if sizing.spot else 0,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default="fruits-preview")
@@ -434,7 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         sizing=sizing,
     )
     print(json.dumps(request, indent=2))
-    print(f"# {worker_vcpus(sizing)} worker vCPUs", file=sys.stderr)
+    needed = vcpus_needed(sizing)
+    print(
+        f"# {worker_vcpus(sizing)} worker vCPUs; EC2 quotas needed: {needed['on_demand']} On-Demand, "
+        f"{needed['spot']} Spot vCPUs (fruits.preflight)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fruits import emr_cluster, gdpr, lake, release, retention, run_params, steps, storage, upload
+from fruits import emr_cluster, gdpr, lake, preflight, release, retention, run_params, steps, storage, upload
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
 
@@ -47,6 +47,13 @@ def emr_client(settings: PipelineSettings) -> Any:
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
     return EmrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+
+
+def aws_client(settings: PipelineSettings, service: str) -> Any:
+    """Any boto3 client from the `aws_default` connection, in the settings' region (the preflight's)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=settings.aws_conn_id, client_type=service, region_name=settings.region).get_conn()
 
 
 def lake_client(settings: PipelineSettings) -> Any | None:
@@ -386,12 +393,23 @@ def has_work(*, dry_run: bool, work: Mapping[str, Any], batch: str) -> bool:
 
 
 def plan_run(
-    run: Run, s3_client: Any | None, uploaded: Mapping[str, Any], *, run_name: str, repo_root: Path = REPO_ROOT
+    run: Run,
+    s3_client: Any | None,
+    uploaded: Mapping[str, Any],
+    *,
+    run_name: str,
+    repo_root: Path = REPO_ROOT,
+    client: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """The plan_jobs task: reconcile, then (when a job will run on EMR) the node wheelhouse and the
-    weights must be in the lake, then the plan, its estimate and whether the cluster starts. Every
-    refusal here (ValueError, FileNotFoundError) comes before any cluster exists."""
+    """The plan_jobs task: on EMR the account's subnets and vCPU quotas first (fruits.preflight, dry runs
+    included; `client(service)` gives a boto3 client, default the aws_default connection's), reconcile,
+    then (when a job will run on EMR) the node wheelhouse and the weights must be in the lake, then the
+    plan, its estimate and whether the cluster starts. Every refusal here (ValueError,
+    FileNotFoundError) comes before any cluster exists."""
     settings, params = run.settings, run.params
+    if settings.target == "emr":
+        checked = preflight.check_account(settings, params.sizing, client or (lambda name: aws_client(settings, name)))
+        log.info("account ready for the cluster: %s", checked)
     lake_store = open_lake(settings, s3_client)
     work = reconcile(
         lake_store,

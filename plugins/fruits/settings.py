@@ -54,10 +54,12 @@ class PipelineSettings:
     local_lake: str = "lake"
     # Comma-separated allow-list; defaults to the EU member-state regions.
     allowed_regions: str = ",".join(EU_MEMBER_STATE_REGIONS)
-    # Comma-separated subnet ids for the EMR cluster (private subnets that reach only S3, through
-    # the foundation's gateway endpoint: no NAT);
-    # empty: the region's default VPC. Several subnets let EMR pick the AZ with spot capacity.
+    # Comma-separated subnet ids for the EMR cluster: the foundation's output SubnetIds (private subnets of
+    # vpc_id tagged for EMR, reaching S3 and KMS through its endpoints: no NAT). Several subnets let EMR
+    # pick the AZ with spot capacity. The EMR target refuses an empty value (fruits.preflight).
     subnet_ids: str = ""
+    # The VPC those subnets must belong to: the foundation's output VpcId (its endpoints live there).
+    vpc_id: str = ""
     # The lake's account id: every S3 call passes it as ExpectedBucketOwner (a bucket of the same
     # name in another account is refused). Empty: not checked (local target, tests).
     bucket_owner: str = ""
