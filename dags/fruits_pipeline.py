@@ -20,7 +20,7 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrCreateJobFlowOperator,
     EmrTerminateJobFlowOperator,
 )
-from airflow.sdk import DAG, CronTriggerTimetable, Param, Variable, chain, task
+from airflow.sdk import DAG, CronPartitionTimetable, Param, Variable, chain, task
 
 from fruits import assets, run_params, steps
 from fruits import pipeline_tasks as tasks
@@ -33,7 +33,11 @@ POKE = timedelta(minutes=1)
 
 with DAG(
     dag_id="fruits_pipeline",
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="Europe/Paris"),
+    # Day D's 03:00 run is partition D-1 (the previous tick's date): its folder is complete. Not 02:00: on
+    # the spring-forward night that tick does not exist and Airflow keys it D, skipping D-1 (docs/operations.md).
+    schedule=CronPartitionTimetable(
+        "0 3 * * *", timezone="Europe/Paris", run_offset=-1, key_format=run_params.PARTITION_KEY_FORMAT
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Paris"),
     catchup=False,  # past dates run as explicit backfills
     max_active_runs=1,  # one cluster at a time; the basis changes in date order
@@ -50,9 +54,9 @@ with DAG(
 ):
 
     @task
-    def check_gdpr(params=None, ds=None) -> dict:
+    def check_gdpr(params=None, dag_run=None) -> dict:
         with tasks.config_errors_fail_now():
-            run = tasks.start_run(Variable.get, params, ds=ds, target=TARGET)
+            run = tasks.start_run(Variable.get, params, night=dag_run.partition_key, target=TARGET)
             tasks.guard(run.settings, lambda: tasks.s3_client(run.settings))  # before any other AWS call
         return run.as_xcom()
 

@@ -460,3 +460,72 @@ def test_a_cluster_that_failed_to_start_is_not_terminated_and_the_lock_is_releas
     from fruits import locks
 
     assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", DATES[0]) is None
+
+
+def _run_events(run) -> list:
+    from airflow.models.asset import AssetEvent
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    with Session() as session:
+        return list(session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)))
+
+
+def test_the_0300_run_ingests_the_previous_paris_day_with_its_late_photo(aws, landing, sample_dir):
+    import datetime as dt
+    import zoneinfo
+
+    s3, calls = aws
+    # A photo that lands late on 2026-03-01 (Paris), in that day's folder, after the 4 of the day.
+    late = sorted((sample_dir / "Training" / "Banana").glob("*.jpg"))[0]
+    (landing / DATES[0] / "Banana").mkdir()  # a label none of the three days has
+    shutil.copy(late, landing / DATES[0] / "Banana" / late.name)
+    scheduled = dt.datetime(2026, 3, 2, 3, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    driver = EmrStepDriver(ALL_COMPLETED)
+    with mock.patch.object(ElasticMapReduceBackend, "describe_step", autospec=True, side_effect=driver):
+        run = demo.run_dag("emr", None, {}, scheduled_at=scheduled)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "success", states
+    # The timetable, not arithmetic on a date: the run of 03-02 03:00 is the partition of night 03-01.
+    assert run.partition_key == DATES[0] and run.logical_date is None
+    checked = run.get_task_instance("check_gdpr").xcom_pull(task_ids="check_gdpr")
+    assert checked["params"]["batch"] == DATES[0]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"raw/batch={DATES[0]}/_uploads.json")["Body"].read())
+    assert len(manifest["files"]) == 5 and any(key.endswith(f"Banana/{late.name}") for key in manifest["files"])
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"raw/batch={DATES[1]}/")  # D's own: tomorrow
+    (cluster,) = boto3.client("emr", region_name=REGION).list_clusters()["Clusters"]
+    assert DATES[0] in cluster["Name"]
+    # Every asset event the run published carries the night as its partition key.
+    events = _run_events(run)
+    assert events and {e.partition_key for e in events} == {DATES[0]}
+    assert {e.extra["batch"] for e in events} == {DATES[0]}
+
+
+def test_a_backfill_reprocessing_failed_nights_creates_runs_only_for_them(aws, monkeypatch):
+    import datetime as dt
+
+    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+    from airflow.models.dagrun import DagRun
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    s3, calls = aws
+    with monkeypatch.context() as failing:  # night 1 fails (a non-EU region, before any AWS call)
+        failing.setenv("AIRFLOW_VAR_FRUITS_REGION", "us-east-1")
+        assert str(_run(DATES[0], {})[0].state) == "failed"
+    assert str(_run(DATES[1], {}, {"dry_run": True})[0].state) == "success"
+    day = dt.timedelta(days=1, seconds=-1)
+    backfill = _create_backfill(
+        dag_id=demo.DAG_ID,
+        from_date=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        to_date=dt.datetime(2026, 3, 2, tzinfo=dt.UTC) + day,
+        max_active_runs=1,
+        reverse=False,
+        dag_run_conf=None,
+        triggering_user_name="on-call",
+        reprocess_behavior=ReprocessBehavior.FAILED,
+    )
+    with Session() as session:
+        created = session.scalars(select(DagRun).where(DagRun.backfill_id == backfill.id)).all()
+        assert [r.partition_key for r in created] == [DATES[0]]  # the failed night only, addressed by its key
+        assert backfill.max_active_runs == 1

@@ -32,7 +32,20 @@ def params(**overrides):
 
 
 def parsed(settings=EMR, **overrides) -> RunParams:
-    return run_params.parse(params(**overrides), ds=TONIGHT, settings=settings)
+    return run_params.parse(params(**overrides), night=TONIGHT, settings=settings)
+
+
+# ------------------------------------------------------------------------------ the night (#23.3)
+
+
+def test_the_batch_is_the_runs_partition_key_and_a_run_without_one_must_name_its_night():
+    assert run_params.parse(params(), night="2026-03-01", settings=EMR).batch == "2026-03-01"
+    assert run_params.parse(params(batch="2026-03-01"), night=None, settings=EMR).batch == "2026-03-01"
+    assert run_params.parse(params(batch="2026-03-01"), night="2026-03-01", settings=EMR).batch == "2026-03-01"
+    with pytest.raises(ValueError, match="Param batch: empty, and the run has no partition key"):
+        run_params.parse(params(), night=None, settings=EMR)
+    with pytest.raises(ValueError, match="Param batch: '2026-03-02' is not the run's partition key '2026-03-01'"):
+        run_params.parse(params(batch="2026-03-02"), night="2026-03-01", settings=EMR)
 
 
 # ------------------------------------------------------------------------------ Params (#13.8)
@@ -58,7 +71,7 @@ def parsed(settings=EMR, **overrides) -> RunParams:
 )
 def test_each_bad_param_is_refused_before_anything_runs_naming_the_param(overrides, named):
     with pytest.raises(ValueError, match=named):
-        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, params(**overrides), ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, params(**overrides), night=TONIGHT, target="emr")
 
 
 def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
@@ -71,18 +84,18 @@ def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
         pca_drift_threshold=0.2,
     )
     variables = {"fruits_bucket": BUCKET, "fruits_allowed_buckets": "fruits-landing-eu, other"}
-    run = pipeline_tasks.start_run(variables.get, given, ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, given, night=TONIGHT, target="emr")
     assert (run.params.pca_k, run.params.pca_mode, run.params.weights_sha256) == (50, "refit", "ab" * 32)
     with pytest.raises(ValueError, match=r"Param landing.*fruits_allowed_buckets"):
-        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, given, ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, given, night=TONIGHT, target="emr")
     # The local target reads local weights; a local landing folder is fine on both targets.
     local = {**given, "weights": "file:///shared/w.h5", "landing": "/data/photos"}
-    assert pipeline_tasks.start_run({}.get, local, ds=TONIGHT, target="local").settings.target == "local"
+    assert pipeline_tasks.start_run({}.get, local, night=TONIGHT, target="local").settings.target == "local"
 
 
 def test_the_variables_landing_is_checked_too():
     with pytest.raises(ValueError, match=r"Variable fruits_landing"):
-        pipeline_tasks.start_run({"fruits_landing": "s3://elsewhere/in/"}.get, params(), ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_landing": "s3://elsewhere/in/"}.get, params(), night=TONIGHT, target="emr")
 
 
 def test_bad_values_fail_the_task_at_once():
@@ -101,10 +114,10 @@ def test_a_batch_must_be_a_real_date(batch):
 
 def test_the_landing_param_names_the_batch_folder_else_the_variable_is_the_dated_landing():
     variables = {"fruits_landing": "s3://fruits-lake-eu-west-3/incoming/"}
-    run = pipeline_tasks.start_run(variables.get, params(), ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, params(), night=TONIGHT, target="emr")
     # The upload reads <landing>/<batch>/ (lake.landing_uri) unless the Param named the folder.
     assert run.settings.landing == "s3://fruits-lake-eu-west-3/incoming/" and not run.params.explicit_landing
-    run = pipeline_tasks.start_run(variables.get, params(landing="/tmp/photos"), ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, params(landing="/tmp/photos"), night=TONIGHT, target="emr")
     assert run.settings.landing == "/tmp/photos" and run.params.explicit_landing
 
 
@@ -414,7 +427,7 @@ def test_the_parsed_params_travel_by_xcom_and_come_back_equal():
             worker_instance_types=["c7g.2xlarge"],
             dry_run=True,
         ),
-        ds=TONIGHT,
+        night=TONIGHT,
         target="emr",
     )
     through_xcom = json.loads(json.dumps(run.as_xcom()))  # what XCom stores: JSON, tuples become lists

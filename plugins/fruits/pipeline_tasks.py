@@ -84,11 +84,14 @@ class Run:
         return cls(PipelineSettings(**data["settings"]), RunParams.from_dict(data["params"]))
 
 
-def start_run(get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, ds: str, target: str) -> Run:
+def start_run(
+    get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, night: str | None, target: str
+) -> Run:
     """The run's settings (Variables; `target` is the DAG's) and its Params parsed once (ValueError naming
-    a bad one). A `landing` Param replaces the Variable: it names this batch's folder."""
+    a bad one); `night` is the run's partition key. A `landing` Param replaces the Variable: it names this
+    batch's folder."""
     settings = load_settings(get_variable, target=target)
-    params = run_params.parse(raw_params, ds=ds, settings=settings)
+    params = run_params.parse(raw_params, night=night, settings=settings)
     if params.landing:
         settings = dataclasses.replace(settings, landing=params.landing)
     return Run(settings, params)
