@@ -23,6 +23,7 @@ from airflow.providers.amazon.aws.operators.emr import (
 from airflow.sdk import DAG, CronPartitionTimetable, Param, Variable, chain, task
 
 from fruits import assets, run_params, steps
+from fruits import deadline as night
 from fruits import pipeline_tasks as tasks
 from fruits.settings import target_from_environment
 from fruits.step_failures import ExplainedEmrStepSensor
@@ -41,6 +42,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Paris"),
     catchup=False,  # past dates run as explicit backfills
     max_active_runs=1,  # one cluster at a time; the basis changes in date order
+    deadline=night.alert(),  # done by fruits_deadline (07:00 Paris), else the operator is told
     params={name: Param(**spec) for name, spec in run_params.param_specs(TARGET).items()},
     # Retries cover transient AWS errors; a local failure is deterministic, retrying only delays it.
     default_args={
@@ -104,7 +106,7 @@ with DAG(
             local_target.run(command, name=name)
 
     @task(pre_execute=assets.lineage("report_cost"))  # what the run cost and how fast, failed runs included
-    def report_cost(checked: dict, ti=None) -> dict:
+    def report_cost(checked: dict, ti=None, dag_run=None) -> dict:
         pulled = {key: ti.xcom_pull(task_ids="plan_jobs", key=key) for key in ("estimate", "work", "run_jobs")}
         return tasks.report_cost(
             tasks.Run.from_xcom(checked),
@@ -112,6 +114,7 @@ with DAG(
             pulled["estimate"],
             pulled["work"],
             bool(pulled["run_jobs"]),
+            airflow_run=tasks.airflow_run_stamp(ti, dag_run),
         )
 
     # The run's committed outputs as asset events (fruits.assets), what a failed run did commit included.

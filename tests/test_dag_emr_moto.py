@@ -471,6 +471,42 @@ def _run_events(run) -> list:
         return list(session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)))
 
 
+def _deadlines(run) -> list:
+    from airflow.models.deadline import Deadline
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    with Session() as session:  # (when, callback, missed) of each
+        rows = session.scalars(select(Deadline).where(Deadline.dagrun_id == run.id))
+        return [(d.deadline_time, d.callback.data["path"], d.missed) for d in rows]
+
+
+def test_a_missed_deadline_publishes_to_the_operators_topic_or_logs(aws, monkeypatch, caplog):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns.models import sns_backends
+
+    from fruits import deadline
+
+    context = {
+        "dag_run": {
+            "dag_id": "fruits_pipeline",
+            "dag_run_id": "scheduled__x",
+            "partition_key": DATES[0],
+            "state": "running",
+        },
+        "deadline": {"deadline_time": "2026-03-02T06:00:00+00:00"},
+    }
+    with caplog.at_level("ERROR", logger="fruits.deadline"):
+        message = deadline.night_overdue(context=context)
+    assert f"(night {DATES[0]}) is not done by its deadline 2026-03-02T06:00:00+00:00: state running" in message
+    assert message in caplog.text  # no topic set: the log says it
+    topic = boto3.client("sns", region_name=REGION).create_topic(Name="fruits-on-call")["TopicArn"]
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_DEADLINE_SNS_TOPIC", topic)
+    deadline.night_overdue(context=context)
+    sent = sns_backends[DEFAULT_ACCOUNT_ID][REGION].topics[topic].sent_notifications
+    assert [(json.loads(n[1])["default"], n[2]) for n in sent] == [(message, "Fruits! night past its deadline")]
+
+
 def test_the_0300_run_ingests_the_previous_paris_day_with_its_late_photo(aws, landing, sample_dir):
     import datetime as dt
     import zoneinfo
@@ -499,6 +535,18 @@ def test_the_0300_run_ingests_the_previous_paris_day_with_its_late_photo(aws, la
     events = _run_events(run)
     assert events and {e.partition_key for e in events} == {DATES[0]}
     assert {e.extra["batch"] for e in events} == {DATES[0]}
+    # The report and its page say which run and which DAG version (the one Airflow recorded for it) ran.
+    ran_with = str(run.get_task_instance("report_cost").dag_version_id)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[0]}/run_report.json")["Body"].read())
+    assert report["airflow"]["dag_version_id"] == ran_with and report["airflow"]["run_id"] == run.run_id
+    assert report["airflow"]["partition_key"] == DATES[0]
+    page = s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[0]}/run_report.html")["Body"].read().decode()
+    assert f"DAG version {ran_with}" in page
+    # Airflow gave the run its deadline alert when it created it: the first 07:00 Paris after that.
+    ((due, callback, missed),) = _deadlines(run)
+    assert (due.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).hour, due.minute) == (7, 0)
+    assert dt.timedelta(0) < due - dt.datetime.now(dt.UTC) <= dt.timedelta(days=1)
+    assert callback == "fruits.deadline.night_overdue" and not missed
 
 
 def test_a_backfill_reprocessing_failed_nights_creates_runs_only_for_them(aws, monkeypatch):

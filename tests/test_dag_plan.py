@@ -522,3 +522,21 @@ def test_the_airflow_side_s3_client_names_the_lake_account(s3):
         client.head_bucket(Bucket=BUCKET)
     assert sent and sent[-1]["headers"]["x-amz-expected-bucket-owner"] == "123456789012"
     assert gdpr.owner_args("") == {}
+
+
+def test_the_nights_deadline_is_the_next_deadline_hour_in_paris_and_a_bad_one_is_named():
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from fruits import deadline
+    from fruits.settings import load_settings, parse_deadline
+
+    paris, seven = ZoneInfo("Europe/Paris"), parse_deadline("07:00")
+    at = deadline.deadline_after(dt.datetime(2026, 3, 2, 3, tzinfo=paris), seven)  # the 03:00 run
+    assert at == dt.datetime(2026, 3, 2, 7, tzinfo=paris) and at.tzinfo == dt.UTC
+    late = deadline.deadline_after(dt.datetime(2026, 3, 2, 7, tzinfo=paris), seven)  # a run created at 07:00
+    assert late == dt.datetime(2026, 3, 3, 7, tzinfo=paris)
+    summer = deadline.deadline_after(dt.datetime(2026, 3, 29, 3, tzinfo=paris), seven)  # the clocks changed at 02:00
+    assert summer - dt.datetime(2026, 3, 29, 3, tzinfo=paris) == dt.timedelta(hours=4)
+    with pytest.raises(ValueError, match="fruits_deadline must be HH:MM"):
+        load_settings({"fruits_deadline": "7h"}.get)

@@ -448,12 +448,25 @@ def estimate_cost(settings: PipelineSettings, params: RunParams, work: Mapping[s
     return {**estimate, "reads": {**reads, "featurize_batches": work["featurize"], "forced_refit": forced_refit}}
 
 
+def airflow_run_stamp(ti: Any, dag_run: Any) -> dict[str, Any]:
+    """The DAG run and the DAG version its tasks ran with (the UI's "Dag Version" of the run), for its report."""
+    bundle = getattr(ti, "bundle_instance", None)
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "partition_key": getattr(dag_run, "partition_key", None),
+        "dag_version_id": str(ti.dag_version_id),
+        "bundle_version": getattr(bundle, "version", None),
+    }
+
+
 def report_cost(
     run: Run,
     cluster_id: str | None,
     estimate: Mapping[str, Any] | None,
     work: Mapping[str, Any] | None = None,
     ran: bool = False,
+    airflow_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/batch=<ds>/run_report.json|md (fruits.run_report) for whatever ran, failed runs
     included (a failed cluster bills too); returns its headline figures."""
@@ -476,6 +489,7 @@ def report_cost(
         estimate=estimate,
         landing_on_s3=is_s3(settings.landing),
         work=work,
+        airflow_run=airflow_run,
     )
     return {
         "cost": report["cost"],

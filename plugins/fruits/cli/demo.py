@@ -85,6 +85,16 @@ def night_run_info(dag, night: str | None = None, *, scheduled_at: dt.datetime |
     return info
 
 
+def _deadline_alert_ids(dag_version_id) -> list[str]:
+    from airflow.models.deadline_alert import DeadlineAlert
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    query = select(DeadlineAlert.id).join(SerializedDagModel, DeadlineAlert.serialized_dag_id == SerializedDagModel.id)
+    return [str(i) for i in Session().scalars(query.where(SerializedDagModel.dag_version_id == dag_version_id))]
+
+
 def run_dag(
     target: str,
     batch: str | None,
@@ -106,7 +116,11 @@ def run_dag(
     create = SerializedDAG.create_dagrun
 
     def partitioned(self, **kwargs):
-        return create(self, **{**kwargs, "partition_key": info.partition_key, "partition_date": info.partition_date})
+        run = create(self, **{**kwargs, "partition_key": info.partition_key, "partition_date": info.partition_date})
+        # The scheduler's DAG holds its deadline alerts' ids (DagRun.update_state looks them up); dag.test()'s
+        # holds their definitions, so a run with a deadline could not end: give it the ids, as stored.
+        self.deadline = _deadline_alert_ids(run.created_dag_version_id) or self.deadline
+        return run
 
     # dag.test() takes no partition key (airflow/sdk/definitions/dag.py): its run gets the timetable's.
     with mock.patch.object(SerializedDAG, "create_dagrun", partitioned):
