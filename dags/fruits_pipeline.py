@@ -2,10 +2,12 @@
 
 check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> upload_new_images ->
 sweep_expired_batches (retention by batch date) -> plan_jobs (failed nights to catch up, PCA window,
-estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> create_cluster (setup) ->
+estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> approve_new_basis (waits
+for an operator only when fruits_basis_approval=required and the plan replaces the basis) -> create_cluster (setup) ->
 per job kind (featurize, PCA nightly, reexpress) add steps -> wait -> terminate_cluster, report_cost,
 publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened upstream, are skipped with
 their setup, and leave the run's state to the work (a failed step fails the run).
+Each run is one night, its partition key (the 03:00 run: the previous Paris day), due by fruits_deadline.
 Target (env FRUITS_TARGET, fruits.settings): "emr" = transient EMR cluster; "local" = the same jobs through
 a local spark-submit, lake in a folder. Settings: Airflow Variables `fruits_*`; credentials: `aws_default`.
 """
@@ -25,6 +27,7 @@ from airflow.sdk import DAG, CronPartitionTimetable, Param, Variable, chain, tas
 from fruits import assets, run_params, steps
 from fruits import deadline as night
 from fruits import pipeline_tasks as tasks
+from fruits.approval import NewBasisApproval
 from fruits.settings import target_from_environment
 from fruits.step_failures import ExplainedEmrStepSensor
 
@@ -179,6 +182,7 @@ with DAG(
         sweep_expired_batches(checked),
         plan,
         stop_if_nothing_to_do(plan["run_jobs"]),
+        NewBasisApproval(task_id="approve_new_basis", retries=0),  # asks only when fruits_basis_approval=required
         *work,
         *teardown,
         report_cost(checked).as_teardown(setups=lock),

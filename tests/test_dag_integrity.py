@@ -12,7 +12,15 @@ from airflow.sdk import TriggerRule
 from fruits import emr_cluster, steps
 from fruits.cli import demo
 
-HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "sweep_expired_batches", "plan_jobs", "stop_if_nothing_to_do"]
+HEAD = [
+    "check_gdpr",
+    "lock_batch",
+    "upload_new_images",
+    "sweep_expired_batches",
+    "plan_jobs",
+    "stop_if_nothing_to_do",
+    "approve_new_basis",
+]
 EMR_CHAIN = [
     *HEAD,
     "create_cluster",
@@ -86,6 +94,7 @@ def test_owner_retries_and_trigger_rules(target_dag):
     # Nothing retries what cannot succeed on retry: a failed step, the dry-run gate.
     never = {
         "stop_if_nothing_to_do",
+        "approve_new_basis",
         *steps.JOB_KINDS,
         *(f"add_{kind}_step" for kind in steps.JOB_KINDS),
         *(f"wait_{kind}" for kind in steps.JOB_KINDS),

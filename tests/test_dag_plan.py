@@ -109,7 +109,8 @@ def test_bad_values_fail_the_task_at_once():
 def test_a_batch_must_be_a_real_date(batch):
     with pytest.raises(ValueError, match="Param batch"):
         parsed(batch=batch)
-    assert parsed(batch=None).batch == TONIGHT and parsed(batch="2026-02-28").batch == "2026-02-28"
+    assert parsed(batch=None).batch == TONIGHT  # the run's partition key
+    assert run_params.parse(params(batch="2026-02-28"), night=None, settings=EMR).batch == "2026-02-28"
 
 
 def test_the_landing_param_names_the_batch_folder_else_the_variable_is_the_dated_landing():
@@ -540,3 +541,32 @@ def test_the_nights_deadline_is_the_next_deadline_hour_in_paris_and_a_bad_one_is
     assert summer - dt.datetime(2026, 3, 29, 3, tzinfo=paris) == dt.timedelta(hours=4)
     with pytest.raises(ValueError, match="fruits_deadline must be HH:MM"):
         load_settings({"fruits_deadline": "7h"}.get)
+
+
+def test_with_approval_required_no_basis_changes_unasked_and_a_refit_asks_with_its_figures():
+    from fruits import approval
+
+    work = {
+        "batch": TONIGHT,
+        "nightly": [TONIGHT],
+        "windows": {TONIGHT: ["2026-03-09", TONIGHT]},
+        "rows": {"2026-03-09": 40, TONIGHT: 60},
+        "reexpress": ["2026-03-09", TONIGHT],
+        "current_basis": 3,
+    }
+    required = PipelineSettings(bucket=BUCKET, region=REGION, basis_approval="required")
+    # Off (the default): the plan is the product's, nothing is asked.
+    assert approval.request(EMR, parsed(pca_mode="refit"), work) is None
+    assert approval.effective_mode(EMR, parsed(), 3) == steps.PCA_AUTO
+    # Required: an auto night projects on its basis; the first basis replaces nothing and is not asked for.
+    assert approval.effective_mode(required, parsed(), 3) == steps.PCA_PROJECT
+    assert approval.request(required, parsed(), work) is None
+    assert approval.request(required, parsed(pca_mode="refit"), {**work, "current_basis": None}) is None
+    drift = {"batch": "2026-03-09", "captured_share": 0.71, "captured_share_at_fit": 0.83, "crossed": True}
+    asked = approval.request(required, parsed(pca_mode="refit", pca_k=20), work, drift)
+    figures = asked["figures"]
+    assert (figures["current_basis"], figures["fit_rows"], figures["k"]) == (3, 100, 20)
+    assert figures["fit_batches"] == ["2026-03-09", TONIGHT] and figures["last_drift_on_current_basis"] == drift
+    assert "replace basis 3" in asked["body"] and '"captured_share": 0.71' in asked["body"]
+    # A refit asked by a basis size is asked for too, and the plan's PCA steps keep refit.
+    assert approval.request(required, parsed(pca_k=20), work)["figures"]["asked_by"] == "Param pca_k / pca_variance"

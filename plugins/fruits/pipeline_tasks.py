@@ -317,10 +317,12 @@ def plan_jobs(
     """Everything the run will execute, as plain data (XCom): per job kind (steps.JOB_KINDS) the jobs
     in the order they run, and per target either the RunJobFlow request + EMR steps or the local
     spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'."""
+    from fruits import approval
+
     check_plan(params, work)
     batch, root = params.batch, lake_root(settings)
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
-    mode = params.mode_for(work["current_basis"])
+    mode = approval.effective_mode(settings, params, work["current_basis"])
     drift = params.pca_drift_threshold
     pca_options = {
         "mode": mode,
@@ -403,8 +405,12 @@ def plan_run(
             release.require_wheelhouse(lake_store, lake_root(settings), repo_root)
         weights = featurize_weights(settings, params, lake_store)
     plan = plan_jobs(settings, params, uploaded["code"], work, run_name=run_name, weights=weights)
+    from fruits import approval
+
+    drift = approval.last_drift(lake_store, lake_root(settings), work) if settings.basis_approval_required else None
     return {
         **plan,
+        "basis_approval": approval.request(settings, params, work, drift),
         "estimate": estimate_cost(settings, params, work),
         "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch),
     }

@@ -81,6 +81,12 @@ class PipelineSettings:
     deadline: str = "07:00"
     # SNS topic ARN (EU) told when a night misses its deadline; empty: the alert is an error in the log.
     deadline_sns_topic: str = ""
+    # "required": a new PCA basis waits for an operator's approval (fruits.approval); "off": never asked.
+    basis_approval: str = "off"
+
+    @property
+    def basis_approval_required(self) -> bool:
+        return self.basis_approval == "required"
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:
@@ -153,4 +159,6 @@ def load_settings(
     if threshold is not None and threshold <= 0:
         raise ValueError(f"fruits_pca_drift_threshold must be > 0, not {threshold}")
     parse_deadline(settings.deadline)
+    if settings.basis_approval not in ("off", "required"):
+        raise ValueError(f"{VARIABLE_PREFIX}basis_approval must be off or required, not {settings.basis_approval!r}")
     return settings
