@@ -13,9 +13,11 @@ sees what a real night leaves. The Spark jobs themselves are tested for real els
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import shutil
+import threading
 from pathlib import Path
 from unittest import mock
 
@@ -577,3 +579,50 @@ def test_a_backfill_reprocessing_failed_nights_creates_runs_only_for_them(aws, m
         created = session.scalars(select(DagRun).where(DagRun.backfill_id == backfill.id)).all()
         assert [r.partition_key for r in created] == [DATES[0]]  # the failed night only, addressed by its key
         assert backfill.max_active_runs == 1
+
+
+def _answer_approvals(choice: str, asked: list, stop: threading.Event) -> None:
+    """What the UI's Required Actions (the HITL REST route) does, from a second thread: answer each request."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.settings import Session
+    from airflow.triggers.base import TriggerEvent
+    from sqlalchemy import select
+
+    while not stop.wait(0.5):
+        with Session() as session:
+            for detail in session.scalars(select(HITLDetail).where(HITLDetail.responded_at.is_(None))):
+                ti = session.get(TaskInstance, detail.ti_id)
+                if ti is None or str(ti.state) != "awaiting_input":
+                    continue
+                asked.append((ti.task_id, detail.subject, detail.body))
+                detail.chosen_options, detail.responded_at = [choice], dt.datetime.now(dt.UTC)
+                handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+                session.commit()
+
+
+@pytest.mark.parametrize("choice", ["Approve", "Reject"])
+def test_with_approval_required_a_refit_waits_for_the_operator_and_shows_its_figures(aws, monkeypatch, choice):
+    s3, calls = aws
+    store = S3Store(s3, BUCKET)
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 1}).encode(), "-")  # a basis exists
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_BASIS_APPROVAL", "required")
+    asked, stop = [], threading.Event()
+    answerer = threading.Thread(target=_answer_approvals, args=(choice, asked, stop), daemon=True)
+    answerer.start()
+    try:
+        run, states, _ = _run(DATES[0], ALL_COMPLETED, {"pca_mode": "refit", "pca_k": 3})
+    finally:
+        stop.set()
+        answerer.join()
+    ((task_id, subject, body),) = asked
+    assert task_id == "approve_new_basis" and "new PCA basis" in subject
+    assert "replace basis 1" in body and '**fit rows**: 4' in body and "**k**: 3" in body
+    assert str(run.state) == "success", states
+    if choice == "Approve":
+        assert states["create_cluster"] == states["wait_reexpress"] == "success"
+        assert len(calls.of("emr", "RunJobFlow")) == 1
+    else:  # nothing ran, no cluster, the lock released
+        assert states["create_cluster"] == states["terminate_cluster"] == "skipped"
+        assert not calls.of("emr") and states["unlock_batch"] == "success"
