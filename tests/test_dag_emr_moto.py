@@ -618,7 +618,7 @@ def test_with_approval_required_a_refit_waits_for_the_operator_and_shows_its_fig
         answerer.join()
     ((task_id, subject, body),) = asked
     assert task_id == "approve_new_basis" and "new PCA basis" in subject
-    assert "replace basis 1" in body and '**fit rows**: 4' in body and "**k**: 3" in body
+    assert "replace basis 1" in body and "**fit rows**: 4" in body and "**k**: 3" in body
     assert str(run.state) == "success", states
     if choice == "Approve":
         assert states["create_cluster"] == states["wait_reexpress"] == "success"
