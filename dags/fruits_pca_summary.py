@@ -1,7 +1,9 @@
 """Fruits! PCA summary: runs when a batch's PCA output lands, not on a clock.
 
-Scheduled on the AssetAlias `fruits-pca-reduced` (fruits.assets): each event of the triggering run names
-one batch committed on one basis (its `extra`: batch, basis, output, location, rows, k, report). For each,
+Scheduled on the AssetAlias `fruits-pca-reduced` (fruits.assets), partition by partition: each producer
+run's events carry its night as partition key, so one consumer run per night (its `partition_key`; a
+backfill's nights each get theirs). Each event of the triggering run names one batch committed on one
+basis (its `extra`: batch, basis, output, location, rows, k, report). For each,
 it reads only the committed Parquet the event names and writes
 `reports/batch=<ds>/pca_summary-basis=<NNNN>.json`: rows per label and split, each label's centroid on
 the first two components, 1-NN Training -> Test accuracy on the batch. A model of any consumer: subscribe
@@ -11,7 +13,7 @@ to the alias, read the extra, never list the lake (docs/operations.md).
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Variable, task
+from airflow.sdk import DAG, PartitionedAssetTimetable, Variable, task
 
 from fruits import assets
 from fruits import pipeline_tasks as tasks
@@ -19,7 +21,8 @@ from fruits.settings import load_settings
 
 with DAG(
     dag_id="fruits_pca_summary",
-    schedule=[assets.aliases()[assets.PCA_REDUCED_ALIAS]],
+    # Partitioned: Airflow queues no plain asset-scheduled DAG on an event that has a partition key.
+    schedule=PartitionedAssetTimetable(assets=assets.aliases()[assets.PCA_REDUCED_ALIAS]),
     start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Paris"),
     catchup=False,
     max_active_runs=1,

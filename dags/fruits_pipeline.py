@@ -2,10 +2,12 @@
 
 check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> upload_new_images ->
 sweep_expired_batches (retention by batch date) -> plan_jobs (failed nights to catch up, PCA window,
-estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> create_cluster (setup) ->
+estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> approve_new_basis (waits
+for an operator only when fruits_basis_approval=required and the plan replaces the basis) -> create_cluster (setup) ->
 per job kind (featurize, PCA nightly, reexpress) add steps -> wait -> terminate_cluster, report_cost,
 publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened upstream, are skipped with
 their setup, and leave the run's state to the work (a failed step fails the run).
+Each run is one night, its partition key (the 03:00 run: the previous Paris day), due by fruits_deadline.
 Target (env FRUITS_TARGET, fruits.settings): "emr" = transient EMR cluster; "local" = the same jobs through
 a local spark-submit, lake in a folder. Settings: Airflow Variables `fruits_*`; credentials: `aws_default`.
 """
@@ -20,10 +22,12 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrCreateJobFlowOperator,
     EmrTerminateJobFlowOperator,
 )
-from airflow.sdk import DAG, CronTriggerTimetable, Param, Variable, chain, task
+from airflow.sdk import DAG, CronPartitionTimetable, Param, Variable, chain, task
 
 from fruits import assets, run_params, steps
+from fruits import deadline as night
 from fruits import pipeline_tasks as tasks
+from fruits.approval import NewBasisApproval
 from fruits.settings import target_from_environment
 from fruits.step_failures import ExplainedEmrStepSensor
 
@@ -33,10 +37,15 @@ POKE = timedelta(minutes=1)
 
 with DAG(
     dag_id="fruits_pipeline",
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="Europe/Paris"),
+    # Day D's 03:00 run is partition D-1 (the previous tick's date): its folder is complete. Not 02:00: on
+    # the spring-forward night that tick does not exist and Airflow keys it D, skipping D-1 (docs/operations.md).
+    schedule=CronPartitionTimetable(
+        "0 3 * * *", timezone="Europe/Paris", run_offset=-1, key_format=run_params.PARTITION_KEY_FORMAT
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Paris"),
     catchup=False,  # past dates run as explicit backfills
     max_active_runs=1,  # one cluster at a time; the basis changes in date order
+    deadline=night.alert(),  # done by fruits_deadline (07:00 Paris), else the operator is told
     params={name: Param(**spec) for name, spec in run_params.param_specs(TARGET).items()},
     # Retries cover transient AWS errors; a local failure is deterministic, retrying only delays it.
     default_args={
@@ -50,9 +59,9 @@ with DAG(
 ):
 
     @task
-    def check_gdpr(params=None, ds=None) -> dict:
+    def check_gdpr(params=None, dag_run=None) -> dict:
         with tasks.config_errors_fail_now():
-            run = tasks.start_run(Variable.get, params, ds=ds, target=TARGET)
+            run = tasks.start_run(Variable.get, params, night=dag_run.partition_key, target=TARGET)
             tasks.guard(run.settings, lambda: tasks.s3_client(run.settings))  # before any other AWS call
         return run.as_xcom()
 
@@ -100,7 +109,7 @@ with DAG(
             local_target.run(command, name=name)
 
     @task(pre_execute=assets.lineage("report_cost"))  # what the run cost and how fast, failed runs included
-    def report_cost(checked: dict, ti=None) -> dict:
+    def report_cost(checked: dict, ti=None, dag_run=None) -> dict:
         pulled = {key: ti.xcom_pull(task_ids="plan_jobs", key=key) for key in ("estimate", "work", "run_jobs")}
         return tasks.report_cost(
             tasks.Run.from_xcom(checked),
@@ -108,6 +117,7 @@ with DAG(
             pulled["estimate"],
             pulled["work"],
             bool(pulled["run_jobs"]),
+            airflow_run=tasks.airflow_run_stamp(ti, dag_run),
         )
 
     # The run's committed outputs as asset events (fruits.assets), what a failed run did commit included.
@@ -172,6 +182,7 @@ with DAG(
         sweep_expired_batches(checked),
         plan,
         stop_if_nothing_to_do(plan["run_jobs"]),
+        NewBasisApproval(task_id="approve_new_basis", retries=0),  # asks only when fruits_basis_approval=required
         *work,
         *teardown,
         report_cost(checked).as_teardown(setups=lock),

@@ -416,8 +416,10 @@ class ApiClient:
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
-    def trigger(self, dag_id: str, logical_date: str, conf: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf})
+    def trigger(self, dag_id: str, night: str, conf: dict[str, Any]) -> dict[str, Any]:
+        """A manual run of a night: its partition key, as the UI's trigger form sets it (no logical date)."""
+        body = {"logical_date": None, "partition_key": night, "conf": conf}
+        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]

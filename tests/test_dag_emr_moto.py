@@ -13,9 +13,11 @@ sees what a real night leaves. The Spark jobs themselves are tested for real els
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import shutil
+import threading
 from pathlib import Path
 from unittest import mock
 
@@ -465,3 +467,167 @@ def test_a_cluster_that_failed_to_start_is_not_terminated_and_the_lock_is_releas
     from fruits import locks
 
     assert locks.holder(S3Store(s3, BUCKET), f"s3://{BUCKET}", DATES[0]) is None
+
+
+def _run_events(run) -> list:
+    from airflow.models.asset import AssetEvent
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    with Session() as session:
+        return list(session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)))
+
+
+def _deadlines(run) -> list:
+    from airflow.models.deadline import Deadline
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    with Session() as session:  # (when, callback, missed) of each
+        rows = session.scalars(select(Deadline).where(Deadline.dagrun_id == run.id))
+        return [(d.deadline_time, d.callback.data["path"], d.missed) for d in rows]
+
+
+def test_a_missed_deadline_publishes_to_the_operators_topic_or_logs(aws, monkeypatch, caplog):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns.models import sns_backends
+
+    from fruits import deadline
+
+    context = {
+        "dag_run": {
+            "dag_id": "fruits_pipeline",
+            "dag_run_id": "scheduled__x",
+            "partition_key": DATES[0],
+            "state": "running",
+        },
+        "deadline": {"deadline_time": "2026-03-02T06:00:00+00:00"},
+    }
+    with caplog.at_level("ERROR", logger="fruits.deadline"):
+        message = deadline.night_overdue(context=context)
+    assert f"(night {DATES[0]}) is not done by its deadline 2026-03-02T06:00:00+00:00: state running" in message
+    assert message in caplog.text  # no topic set: the log says it
+    topic = boto3.client("sns", region_name=REGION).create_topic(Name="fruits-on-call")["TopicArn"]
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_DEADLINE_SNS_TOPIC", topic)
+    deadline.night_overdue(context=context)
+    sent = sns_backends[DEFAULT_ACCOUNT_ID][REGION].topics[topic].sent_notifications
+    assert [(json.loads(n[1])["default"], n[2]) for n in sent] == [(message, "Fruits! night past its deadline")]
+
+
+def test_the_0300_run_ingests_the_previous_paris_day_with_its_late_photo(aws, landing, sample_dir):
+    import datetime as dt
+    import zoneinfo
+
+    s3, calls = aws
+    # A photo that lands late on 2026-03-01 (Paris), in that day's folder, after the 4 of the day.
+    late = sorted((sample_dir / "Training" / "Banana").glob("*.jpg"))[0]
+    (landing / DATES[0] / "Banana").mkdir()  # a label none of the three days has
+    shutil.copy(late, landing / DATES[0] / "Banana" / late.name)
+    scheduled = dt.datetime(2026, 3, 2, 3, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    driver = EmrStepDriver(ALL_COMPLETED)
+    with mock.patch.object(ElasticMapReduceBackend, "describe_step", autospec=True, side_effect=driver):
+        run = demo.run_dag("emr", None, {}, scheduled_at=scheduled)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "success", states
+    # The timetable, not arithmetic on a date: the run of 03-02 03:00 is the partition of night 03-01.
+    assert run.partition_key == DATES[0] and run.logical_date is None
+    checked = run.get_task_instance("check_gdpr").xcom_pull(task_ids="check_gdpr")
+    assert checked["params"]["batch"] == DATES[0]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"raw/batch={DATES[0]}/_uploads.json")["Body"].read())
+    assert len(manifest["files"]) == 5 and any(key.endswith(f"Banana/{late.name}") for key in manifest["files"])
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"raw/batch={DATES[1]}/")  # D's own: tomorrow
+    (cluster,) = boto3.client("emr", region_name=REGION).list_clusters()["Clusters"]
+    assert DATES[0] in cluster["Name"]
+    # Every asset event the run published carries the night as its partition key.
+    events = _run_events(run)
+    assert events and {e.partition_key for e in events} == {DATES[0]}
+    assert {e.extra["batch"] for e in events} == {DATES[0]}
+    # The report and its page say which run and which DAG version (the one Airflow recorded for it) ran.
+    ran_with = str(run.get_task_instance("report_cost").dag_version_id)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[0]}/run_report.json")["Body"].read())
+    assert report["airflow"]["dag_version_id"] == ran_with and report["airflow"]["run_id"] == run.run_id
+    assert report["airflow"]["partition_key"] == DATES[0]
+    page = s3.get_object(Bucket=BUCKET, Key=f"reports/batch={DATES[0]}/run_report.html")["Body"].read().decode()
+    assert f"DAG version {ran_with}" in page
+    # Airflow gave the run its deadline alert when it created it: the first 07:00 Paris after that.
+    ((due, callback, missed),) = _deadlines(run)
+    assert (due.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).hour, due.minute) == (7, 0)
+    assert dt.timedelta(0) < due - dt.datetime.now(dt.UTC) <= dt.timedelta(days=1)
+    assert callback == "fruits.deadline.night_overdue" and not missed
+
+
+def test_a_backfill_reprocessing_failed_nights_creates_runs_only_for_them(aws, monkeypatch):
+    import datetime as dt
+
+    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+    from airflow.models.dagrun import DagRun
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    s3, calls = aws
+    with monkeypatch.context() as failing:  # night 1 fails (a non-EU region, before any AWS call)
+        failing.setenv("AIRFLOW_VAR_FRUITS_REGION", "us-east-1")
+        assert str(_run(DATES[0], {})[0].state) == "failed"
+    assert str(_run(DATES[1], {}, {"dry_run": True})[0].state) == "success"
+    day = dt.timedelta(days=1, seconds=-1)
+    backfill = _create_backfill(
+        dag_id=demo.DAG_ID,
+        from_date=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        to_date=dt.datetime(2026, 3, 2, tzinfo=dt.UTC) + day,
+        max_active_runs=1,
+        reverse=False,
+        dag_run_conf=None,
+        triggering_user_name="on-call",
+        reprocess_behavior=ReprocessBehavior.FAILED,
+    )
+    with Session() as session:
+        created = session.scalars(select(DagRun).where(DagRun.backfill_id == backfill.id)).all()
+        assert [r.partition_key for r in created] == [DATES[0]]  # the failed night only, addressed by its key
+        assert backfill.max_active_runs == 1
+
+
+def _answer_approvals(choice: str, asked: list, stop: threading.Event) -> None:
+    """What the UI's Required Actions (the HITL REST route) does, from a second thread: answer each request."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.settings import Session
+    from airflow.triggers.base import TriggerEvent
+    from sqlalchemy import select
+
+    while not stop.wait(0.5):
+        with Session() as session:
+            for detail in session.scalars(select(HITLDetail).where(HITLDetail.responded_at.is_(None))):
+                ti = session.get(TaskInstance, detail.ti_id)
+                if ti is None or str(ti.state) != "awaiting_input":
+                    continue
+                asked.append((ti.task_id, detail.subject, detail.body))
+                detail.chosen_options, detail.responded_at = [choice], dt.datetime.now(dt.UTC)
+                handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+                session.commit()
+
+
+@pytest.mark.parametrize("choice", ["Approve", "Reject"])
+def test_with_approval_required_a_refit_waits_for_the_operator_and_shows_its_figures(aws, monkeypatch, choice):
+    s3, calls = aws
+    store = S3Store(s3, BUCKET)
+    store.put(lake.pca_current_basis_uri(store.root), json.dumps({"version": 1}).encode(), "-")  # a basis exists
+    monkeypatch.setenv("AIRFLOW_VAR_FRUITS_BASIS_APPROVAL", "required")
+    asked, stop = [], threading.Event()
+    answerer = threading.Thread(target=_answer_approvals, args=(choice, asked, stop), daemon=True)
+    answerer.start()
+    try:
+        run, states, _ = _run(DATES[0], ALL_COMPLETED, {"pca_mode": "refit", "pca_k": 3})
+    finally:
+        stop.set()
+        answerer.join()
+    ((task_id, subject, body),) = asked
+    assert task_id == "approve_new_basis" and "new PCA basis" in subject
+    assert "replace basis 1" in body and "**fit rows**: 4" in body and "**k**: 3" in body
+    assert str(run.state) == "success", states
+    if choice == "Approve":
+        assert states["create_cluster"] == states["wait_reexpress"] == "success"
+        assert len(calls.of("emr", "RunJobFlow")) == 1
+    else:  # nothing ran, no cluster, the lock released
+        assert states["create_cluster"] == states["terminate_cluster"] == "skipped"
+        assert not calls.of("emr") and states["unlock_batch"] == "success"

@@ -12,7 +12,15 @@ from airflow.sdk import TriggerRule
 from fruits import emr_cluster, steps
 from fruits.cli import demo
 
-HEAD = ["check_gdpr", "lock_batch", "upload_new_images", "sweep_expired_batches", "plan_jobs", "stop_if_nothing_to_do"]
+HEAD = [
+    "check_gdpr",
+    "lock_batch",
+    "upload_new_images",
+    "sweep_expired_batches",
+    "plan_jobs",
+    "stop_if_nothing_to_do",
+    "approve_new_basis",
+]
 EMR_CHAIN = [
     *HEAD,
     "create_cluster",
@@ -86,6 +94,7 @@ def test_owner_retries_and_trigger_rules(target_dag):
     # Nothing retries what cannot succeed on retry: a failed step, the dry-run gate.
     never = {
         "stop_if_nothing_to_do",
+        "approve_new_basis",
         *steps.JOB_KINDS,
         *(f"add_{kind}_step" for kind in steps.JOB_KINDS),
         *(f"wait_{kind}" for kind in steps.JOB_KINDS),
@@ -119,7 +128,8 @@ def test_schedule_params_and_runs(airflow_home, monkeypatch):
     from airflow.serialization.encoders import encode_timetable
 
     timetable = next(v for k, v in encode_timetable(dag.timetable).items() if str(k).endswith("VAR"))
-    assert (timetable["expression"], timetable["timezone"]) == ("0 2 * * *", "Europe/Paris")  # nightly, Paris
+    assert (timetable["expression"], timetable["timezone"]) == ("0 3 * * *", "Europe/Paris")  # nightly, Paris
+    assert (timetable["run_offset"], timetable["key_format"]) == (-1, "%Y-%m-%d")  # the night before, by date
     assert dag.catchup is False and dag.max_active_runs == 1
     params = dag.params
     params.validate()  # every default is valid: scheduled runs and backfills use them
@@ -159,3 +169,23 @@ def test_dag_serializes_for_the_scheduler(target_dag):
     _, dag = target_dag
     restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     assert set(restored.task_dict) == set(dag.task_dict)
+
+
+def test_each_run_addresses_a_night_by_partition_key_the_0300_run_the_previous_paris_day(airflow_home, monkeypatch):
+    import datetime as dt
+    import zoneinfo
+
+    monkeypatch.setenv("FRUITS_TARGET", "emr")
+    dag = demo.load_dag("emr")
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    # Every night of a year, both clock changes included: each run's key is the Paris day that has ended,
+    # and no night is skipped or run twice (at 02:00 the spring-forward night would be keyed 03-29 twice).
+    day, keys = dt.date(2026, 1, 1), []
+    while day.year == 2026:
+        info = demo.night_run_info(dag, scheduled_at=dt.datetime.combine(day, dt.time(0), tzinfo=paris))
+        assert info.run_after.astimezone(paris).date() == day and info.run_after.astimezone(paris).hour == 3
+        keys.append(info.partition_key)
+        day += dt.timedelta(days=1)
+    assert keys == [(dt.date(2025, 12, 31) + dt.timedelta(days=n)).isoformat() for n in range(365)]
+    # A backfill addresses each night it covers by that night's key (what `airflow backfill create` makes).
+    assert demo.night_run_info(dag, "2026-03-01").partition_key == "2026-03-01"

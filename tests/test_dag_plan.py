@@ -32,7 +32,20 @@ def params(**overrides):
 
 
 def parsed(settings=EMR, **overrides) -> RunParams:
-    return run_params.parse(params(**overrides), ds=TONIGHT, settings=settings)
+    return run_params.parse(params(**overrides), night=TONIGHT, settings=settings)
+
+
+# ------------------------------------------------------------------------------ the night (#23.3)
+
+
+def test_the_batch_is_the_runs_partition_key_and_a_run_without_one_must_name_its_night():
+    assert run_params.parse(params(), night="2026-03-01", settings=EMR).batch == "2026-03-01"
+    assert run_params.parse(params(batch="2026-03-01"), night=None, settings=EMR).batch == "2026-03-01"
+    assert run_params.parse(params(batch="2026-03-01"), night="2026-03-01", settings=EMR).batch == "2026-03-01"
+    with pytest.raises(ValueError, match="Param batch: empty, and the run has no partition key"):
+        run_params.parse(params(), night=None, settings=EMR)
+    with pytest.raises(ValueError, match="Param batch: '2026-03-02' is not the run's partition key '2026-03-01'"):
+        run_params.parse(params(batch="2026-03-02"), night="2026-03-01", settings=EMR)
 
 
 # ------------------------------------------------------------------------------ Params (#13.8)
@@ -58,7 +71,7 @@ def parsed(settings=EMR, **overrides) -> RunParams:
 )
 def test_each_bad_param_is_refused_before_anything_runs_naming_the_param(overrides, named):
     with pytest.raises(ValueError, match=named):
-        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, params(**overrides), ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, params(**overrides), night=TONIGHT, target="emr")
 
 
 def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
@@ -71,18 +84,18 @@ def test_good_params_pass_and_the_allow_list_opens_other_eu_buckets():
         pca_drift_threshold=0.2,
     )
     variables = {"fruits_bucket": BUCKET, "fruits_allowed_buckets": "fruits-landing-eu, other"}
-    run = pipeline_tasks.start_run(variables.get, given, ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, given, night=TONIGHT, target="emr")
     assert (run.params.pca_k, run.params.pca_mode, run.params.weights_sha256) == (50, "refit", "ab" * 32)
     with pytest.raises(ValueError, match=r"Param landing.*fruits_allowed_buckets"):
-        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, given, ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_bucket": BUCKET}.get, given, night=TONIGHT, target="emr")
     # The local target reads local weights; a local landing folder is fine on both targets.
     local = {**given, "weights": "file:///shared/w.h5", "landing": "/data/photos"}
-    assert pipeline_tasks.start_run({}.get, local, ds=TONIGHT, target="local").settings.target == "local"
+    assert pipeline_tasks.start_run({}.get, local, night=TONIGHT, target="local").settings.target == "local"
 
 
 def test_the_variables_landing_is_checked_too():
     with pytest.raises(ValueError, match=r"Variable fruits_landing"):
-        pipeline_tasks.start_run({"fruits_landing": "s3://elsewhere/in/"}.get, params(), ds=TONIGHT, target="emr")
+        pipeline_tasks.start_run({"fruits_landing": "s3://elsewhere/in/"}.get, params(), night=TONIGHT, target="emr")
 
 
 def test_bad_values_fail_the_task_at_once():
@@ -96,15 +109,16 @@ def test_bad_values_fail_the_task_at_once():
 def test_a_batch_must_be_a_real_date(batch):
     with pytest.raises(ValueError, match="Param batch"):
         parsed(batch=batch)
-    assert parsed(batch=None).batch == TONIGHT and parsed(batch="2026-02-28").batch == "2026-02-28"
+    assert parsed(batch=None).batch == TONIGHT  # the run's partition key
+    assert run_params.parse(params(batch="2026-02-28"), night=None, settings=EMR).batch == "2026-02-28"
 
 
 def test_the_landing_param_names_the_batch_folder_else_the_variable_is_the_dated_landing():
     variables = {"fruits_landing": "s3://fruits-lake-eu-west-3/incoming/"}
-    run = pipeline_tasks.start_run(variables.get, params(), ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, params(), night=TONIGHT, target="emr")
     # The upload reads <landing>/<batch>/ (lake.landing_uri) unless the Param named the folder.
     assert run.settings.landing == "s3://fruits-lake-eu-west-3/incoming/" and not run.params.explicit_landing
-    run = pipeline_tasks.start_run(variables.get, params(landing="/tmp/photos"), ds=TONIGHT, target="emr")
+    run = pipeline_tasks.start_run(variables.get, params(landing="/tmp/photos"), night=TONIGHT, target="emr")
     assert run.settings.landing == "/tmp/photos" and run.params.explicit_landing
 
 
@@ -414,7 +428,7 @@ def test_the_parsed_params_travel_by_xcom_and_come_back_equal():
             worker_instance_types=["c7g.2xlarge"],
             dry_run=True,
         ),
-        ds=TONIGHT,
+        night=TONIGHT,
         target="emr",
     )
     through_xcom = json.loads(json.dumps(run.as_xcom()))  # what XCom stores: JSON, tuples become lists
@@ -521,3 +535,50 @@ def test_the_airflow_side_s3_client_names_the_lake_account(s3):
         client.head_bucket(Bucket=BUCKET)
     assert sent and sent[-1]["headers"]["x-amz-expected-bucket-owner"] == "123456789012"
     assert gdpr.owner_args("") == {}
+
+
+def test_the_nights_deadline_is_the_next_deadline_hour_in_paris_and_a_bad_one_is_named():
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from fruits import deadline
+    from fruits.settings import load_settings, parse_deadline
+
+    paris, seven = ZoneInfo("Europe/Paris"), parse_deadline("07:00")
+    at = deadline.deadline_after(dt.datetime(2026, 3, 2, 3, tzinfo=paris), seven)  # the 03:00 run
+    assert at == dt.datetime(2026, 3, 2, 7, tzinfo=paris) and at.tzinfo == dt.UTC
+    late = deadline.deadline_after(dt.datetime(2026, 3, 2, 7, tzinfo=paris), seven)  # a run created at 07:00
+    assert late == dt.datetime(2026, 3, 3, 7, tzinfo=paris)
+    summer = deadline.deadline_after(dt.datetime(2026, 3, 29, 3, tzinfo=paris), seven)  # the clocks changed at 02:00
+    assert summer - dt.datetime(2026, 3, 29, 3, tzinfo=paris) == dt.timedelta(hours=4)
+    with pytest.raises(ValueError, match="fruits_deadline must be HH:MM"):
+        load_settings({"fruits_deadline": "7h"}.get)
+
+
+def test_with_approval_required_no_basis_changes_unasked_and_a_refit_asks_with_its_figures():
+    from fruits import approval
+
+    work = {
+        "batch": TONIGHT,
+        "nightly": [TONIGHT],
+        "windows": {TONIGHT: ["2026-03-09", TONIGHT]},
+        "rows": {"2026-03-09": 40, TONIGHT: 60},
+        "reexpress": ["2026-03-09", TONIGHT],
+        "current_basis": 3,
+    }
+    required = PipelineSettings(bucket=BUCKET, region=REGION, basis_approval="required")
+    # Off (the default): the plan is the product's, nothing is asked.
+    assert approval.request(EMR, parsed(pca_mode="refit"), work) is None
+    assert approval.effective_mode(EMR, parsed(), 3) == steps.PCA_AUTO
+    # Required: an auto night projects on its basis; the first basis replaces nothing and is not asked for.
+    assert approval.effective_mode(required, parsed(), 3) == steps.PCA_PROJECT
+    assert approval.request(required, parsed(), work) is None
+    assert approval.request(required, parsed(pca_mode="refit"), {**work, "current_basis": None}) is None
+    drift = {"batch": "2026-03-09", "captured_share": 0.71, "captured_share_at_fit": 0.83, "crossed": True}
+    asked = approval.request(required, parsed(pca_mode="refit", pca_k=20), work, drift)
+    figures = asked["figures"]
+    assert (figures["current_basis"], figures["fit_rows"], figures["k"]) == (3, 100, 20)
+    assert figures["fit_batches"] == ["2026-03-09", TONIGHT] and figures["last_drift_on_current_basis"] == drift
+    assert "replace basis 3" in asked["body"] and '"captured_share": 0.71' in asked["body"]
+    # A refit asked by a basis size is asked for too, and the plan's PCA steps keep refit.
+    assert approval.request(required, parsed(pca_k=20), work)["figures"]["asked_by"] == "Param pca_k / pca_variance"

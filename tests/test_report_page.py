@@ -531,7 +531,7 @@ def test_the_airflow_plugin_serves_the_runs_page_behind_airflows_auth(built, mon
     # Authorised (Airflow's DAG-run read permission granted), the page of the run's batch from its lake.
     def checked_xcom(local_lake: str) -> dict:  # what check_gdpr returns for a run of BATCH on that lake
         settings = PipelineSettings(target="local", local_lake=local_lake)
-        return pipeline_tasks.Run(settings, run_params.parse({}, ds=BATCH, settings=settings)).as_xcom()
+        return pipeline_tasks.Run(settings, run_params.parse({}, night=BATCH, settings=settings)).as_xcom()
 
     checked = {"fruits_pipeline": checked_xcom(str(store.path))}
     seen = []

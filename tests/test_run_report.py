@@ -589,3 +589,24 @@ def test_report_run_writes_the_page_beside_the_report_encrypted_with_the_cluster
     assert "run report page could not be built" in caplog.text
     assert store.read_or_none(f"{ROOT}/{key}") is None
     assert json.loads(store.read(f"{ROOT}/reports/batch={BATCH}/run_report.json"))["cost"] == report["cost"]
+
+
+def test_the_report_and_its_markdown_name_the_run_and_the_dag_version_it_ran_with(tmp_path):
+    from fruits import report_page
+
+    stamp = {
+        "dag_id": "fruits_pipeline",
+        "run_id": "scheduled__2026-03-02T02:00:00+00:00__2026-03-01__x",
+        "partition_key": "2026-03-01",
+        "dag_version_id": "0199c0de-0000-7000-8000-000000000042",
+        "bundle_version": None,
+    }
+    store = LocalStore(tmp_path / "lake")
+    report = run_report.report_run(store, store.root, BATCH, target="local", region=REGION, airflow_run=stamp)
+    assert report["airflow"] == stamp
+    markdown = (tmp_path / "lake" / "reports" / f"batch={BATCH}" / run_report.REPORT_MD).read_text()
+    assert f"DAG version {stamp['dag_version_id']}" in markdown and "(partition 2026-03-01)" in markdown
+    page = (tmp_path / "lake" / "reports" / f"batch={BATCH}" / report_page.PAGE).read_text()
+    assert f"DAG version {stamp['dag_version_id']}" in page
+    # A report written without a run (the CLI, an older run) says nothing of one.
+    assert run_report.report_run(store, store.root, BATCH, target="local", region=REGION)["airflow"] is None

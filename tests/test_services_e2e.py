@@ -38,7 +38,7 @@ LABELS_PER_BATCH = 3
 IMAGES_PER_LABEL = 4
 # Batches: each takes its own slice of every label's Training photos (see `photo_sets`).
 BATCHES = ("api", "backfill-1", "backfill-2")
-API_LOGICAL_DATE = "2026-03-01T01:00:00Z"
+API_NIGHT = "2026-03-01"  # the manual run's partition key
 BACKFILL_FROM, BACKFILL_TO = "2026-02-01", "2026-02-02T23:59:59"
 BACKFILL_DATES = ("2026-02-01", "2026-02-02")
 UI_PCA_K = 2  # the Param the UI test changes (default: pca_variance decides k)
@@ -153,7 +153,7 @@ def test_rest_api_trigger_with_params_runs_the_local_target(stack, photo_sets, t
     api, services, lake = stack["api"], stack["services"], stack["lake"]
     landing = land(photo_sets["api"], tmp_path / "landing")
 
-    run = api.trigger(DAG_ID, API_LOGICAL_DATE, {"landing": str(landing), "pca_variance": 0.9})
+    run = api.trigger(DAG_ID, API_NIGHT, {"landing": str(landing), "pca_variance": 0.9})
     assert run["conf"]["landing"] == str(landing)
     api.wait_for_runs(DAG_ID, [run["dag_run_id"]], services, timeout=RUN_TIMEOUT_S)
 

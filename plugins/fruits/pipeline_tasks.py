@@ -91,11 +91,14 @@ class Run:
         return cls(PipelineSettings(**data["settings"]), RunParams.from_dict(data["params"]))
 
 
-def start_run(get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, ds: str, target: str) -> Run:
+def start_run(
+    get_variable: Callable[[str, Any], Any], raw_params: Mapping[str, Any], *, night: str | None, target: str
+) -> Run:
     """The run's settings (Variables; `target` is the DAG's) and its Params parsed once (ValueError naming
-    a bad one). A `landing` Param replaces the Variable: it names this batch's folder."""
+    a bad one); `night` is the run's partition key. A `landing` Param replaces the Variable: it names this
+    batch's folder."""
     settings = load_settings(get_variable, target=target)
-    params = run_params.parse(raw_params, ds=ds, settings=settings)
+    params = run_params.parse(raw_params, night=night, settings=settings)
     if params.landing:
         settings = dataclasses.replace(settings, landing=params.landing)
     return Run(settings, params)
@@ -327,10 +330,12 @@ def plan_jobs(
     """Everything the run will execute, as plain data (XCom): per job kind (steps.JOB_KINDS) the jobs
     in the order they run, and per target either the RunJobFlow request + EMR steps or the local
     spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'."""
+    from fruits import approval
+
     check_plan(params, work)
     batch, root = params.batch, lake_root(settings)
     common = {"code_uri": code["code_uri"], "helper_modules": code["helper_modules"]}
-    mode = params.mode_for(work["current_basis"])
+    mode = approval.effective_mode(settings, params, work["current_basis"])
     drift = params.pca_drift_threshold
     pca_options = {
         "mode": mode,
@@ -424,8 +429,12 @@ def plan_run(
             release.require_wheelhouse(lake_store, lake_root(settings), repo_root)
         weights = featurize_weights(settings, params, lake_store)
     plan = plan_jobs(settings, params, uploaded["code"], work, run_name=run_name, weights=weights)
+    from fruits import approval
+
+    drift = approval.last_drift(lake_store, lake_root(settings), work) if settings.basis_approval_required else None
     return {
         **plan,
+        "basis_approval": approval.request(settings, params, work, drift),
         "estimate": estimate_cost(settings, params, work),
         "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch),
     }
@@ -469,12 +478,25 @@ def estimate_cost(settings: PipelineSettings, params: RunParams, work: Mapping[s
     return {**estimate, "reads": {**reads, "featurize_batches": work["featurize"], "forced_refit": forced_refit}}
 
 
+def airflow_run_stamp(ti: Any, dag_run: Any) -> dict[str, Any]:
+    """The DAG run and the DAG version its tasks ran with (the UI's "Dag Version" of the run), for its report."""
+    bundle = getattr(ti, "bundle_instance", None)
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "partition_key": getattr(dag_run, "partition_key", None),
+        "dag_version_id": str(ti.dag_version_id),
+        "bundle_version": getattr(bundle, "version", None),
+    }
+
+
 def report_cost(
     run: Run,
     cluster_id: str | None,
     estimate: Mapping[str, Any] | None,
     work: Mapping[str, Any] | None = None,
     ran: bool = False,
+    airflow_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/batch=<ds>/run_report.json|md (fruits.run_report) for whatever ran, failed runs
     included (a failed cluster bills too); returns its headline figures."""
@@ -497,6 +519,7 @@ def report_cost(
         estimate=estimate,
         landing_on_s3=is_s3(settings.landing),
         work=work,
+        airflow_run=airflow_run,
     )
     return {
         "cost": report["cost"],

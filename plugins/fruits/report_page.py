@@ -671,6 +671,11 @@ def render(facts: Mapping[str, Any]) -> str:
         f'{cost["total_usd"]:.4f} USD</h1><p class="muted">target {_e(report["target"])}, region '
         f"{_e(report['region'])}, generated {_e(report['generated_at'])}</p>{status}"
     )
+    if report.get("airflow"):
+        from fruits.run_report import airflow_run_line
+
+        head += f'<p class="muted">Airflow {_e(airflow_run_line(report["airflow"]))}</p>'
+
     body = "".join(
         [
             head,

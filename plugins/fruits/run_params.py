@@ -24,6 +24,8 @@ SIZING_PARAMS = ("architecture", "core_count", "task_count", "spot", "worker_ins
 RUNTIMES = ("litert", "keras")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _BATCH_PATTERN = lake.BATCH_PATTERN
+# A run's partition key is its night, the batch it processes (the DAG's timetable formats it so).
+PARTITION_KEY_FORMAT = "%Y-%m-%d"
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,18 @@ def _in_allowed_bucket(uri: str, settings: PipelineSettings, name: str) -> None:
         )
 
 
-def parse(raw: Mapping[str, Any], *, ds: str, settings: PipelineSettings) -> RunParams:
+def parse(raw: Mapping[str, Any], *, night: str | None, settings: PipelineSettings) -> RunParams:
     """The run's Params as a RunParams, every value checked before anything is uploaded or started:
-    ValueError naming the Param. `settings` (Variables, target) say which buckets and schemes are allowed;
-    the landing checked is the Param's, else the Variable fruits_landing."""
+    ValueError naming the Param. The batch is the Param's, else `night` (the run's partition key: a
+    scheduled run's is the previous Paris day, a backfill's each night it addresses). `settings`
+    (Variables, target) say which buckets and schemes are allowed; the landing checked is the Param's,
+    else the Variable fruits_landing."""
+    if not (raw.get("batch") or night):
+        raise _refuse("batch", "empty, and the run has no partition key: a manual run names its night (YYYY-MM-DD)")
+    if raw.get("batch") and night and raw["batch"] != night:
+        raise _refuse("batch", f"{raw['batch']!r} is not the run's partition key {night!r}, its asset events' night")
     try:
-        batch = lake.check_batch(raw.get("batch") or ds)
+        batch = lake.check_batch(raw.get("batch") or night)
     except ValueError as error:
         raise _refuse("batch", str(error)) from None
     mode = raw.get("pca_mode") or steps.PCA_AUTO
@@ -183,7 +191,8 @@ def param_specs(target: str) -> dict[str, dict[str, Any]]:
             "default": None,
             "type": ["null", "string"],
             "pattern": _BATCH_PATTERN,
-            "description": "Batch id (YYYY-MM-DD, a real date); empty: the run's logical date.",
+            "description": "Batch id (YYYY-MM-DD, a real date): the night whose landing folder the run "
+            "ingests; empty: the run's partition key (a scheduled run's is the previous Paris day).",
         },
         "landing": {
             "default": None,

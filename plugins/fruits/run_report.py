@@ -222,6 +222,7 @@ def build_run_report(
     executor_vcpus: int | None = None,
     workload: costs.Workload | None = None,
     generated_at: datetime | None = None,
+    airflow_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run report (JSON-ready dict).
 
@@ -233,7 +234,8 @@ def build_run_report(
     reconciliation (fruits.pipeline_tasks.reconcile: batches caught up, PCA nights); estimate: what
     `fruits.costs.estimate_emr` said before the run; executor_vcpus: for the local target (default: this
     machine's CPUs); workload: the S3 side of the run (the batch's bundle count, an S3 landing, bytes,
-    months of storage; default: `costs.Workload`'s), its image count replaced by featurize's."""
+    months of storage; default: `costs.Workload`'s), its image count replaced by featurize's; airflow_run:
+    the DAG run that wrote it (`pipeline_tasks.airflow_run_stamp`: run id, partition key, DAG version)."""
     lake.check_batch(batch)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
@@ -256,6 +258,7 @@ def build_run_report(
         "work": None if work is None else {key: work.get(key) for key in WORK_KEYS},
         "cluster": None,
         "prices": prices.stamp,
+        "airflow": dict(airflow_run) if airflow_run else None,
     }
 
     if target == "local":
@@ -396,6 +399,15 @@ def _minutes(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds / 60:,.1f} min"
 
 
+def airflow_run_line(airflow_run: Mapping[str, Any]) -> str:
+    """`run <id> of <dag> (partition <night>), DAG version <id> [bundle <version>]`: what ran, with which code."""
+    bundle = f", bundle version {airflow_run['bundle_version']}" if airflow_run.get("bundle_version") else ""
+    return (
+        f"run {airflow_run.get('run_id')} of {airflow_run.get('dag_id')} "
+        f"(partition {airflow_run.get('partition_key')}), DAG version {airflow_run.get('dag_version_id')}{bundle}"
+    )
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     cost, throughput, images = report["cost"], report["throughput"], report["images"]
     per_thousand = cost["per_1000_images_usd"]
@@ -413,6 +425,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         else "- Throughput: none: **the run failed before featurize wrote its metrics**; the cost below is "
         "what the cluster billed anyway",
         f"- Basis: {report['cost_basis']}",
+        *([f"- Airflow: {airflow_run_line(report['airflow'])}"] if report.get("airflow") else []),
         "",
         "## Cost",
         "",
@@ -564,6 +577,7 @@ def report_run(
     estimate: Mapping[str, Any] | None = None,
     landing_on_s3: bool = False,
     work: Mapping[str, Any] | None = None,
+    airflow_run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `report_cost` task in one call: read the jobs' outputs and (EMR) the cluster's record, build
     the report, write it to `reports/batch=<ds>/` with its page (fruits.report_page). Returns the report
@@ -586,6 +600,7 @@ def report_run(
         region=region,
         workload=s3_side,
         work=work,
+        airflow_run=airflow_run,
         **record,
     )
     written = write_run_report(report, lake.reports_uri(root, batch), store)

@@ -8,6 +8,7 @@ here: they come from the `aws_default` connection (or the instance role).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -81,6 +82,16 @@ class PipelineSettings:
     max_photo_bytes: int = 50 * 1024 * 1024
     # What happens to ingested landing files: keep (default), archive (under _ingested/), delete.
     landing_after: str = "keep"
+    # The night must be done by this hour (HH:MM, Europe/Paris): Airflow's deadline alert (fruits.deadline).
+    deadline: str = "07:00"
+    # SNS topic ARN (EU) told when a night misses its deadline; empty: the alert is an error in the log.
+    deadline_sns_topic: str = ""
+    # "required": a new PCA basis waits for an operator's approval (fruits.approval); "off": never asked.
+    basis_approval: str = "off"
+
+    @property
+    def basis_approval_required(self) -> bool:
+        return self.basis_approval == "required"
 
     @property
     def allowed_region_list(self) -> tuple[str, ...]:
@@ -104,6 +115,14 @@ class PipelineSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_deadline(value: str) -> dt.time:
+    """`fruits_deadline` as a wall-clock time: HH:MM, else ValueError naming the Variable."""
+    try:
+        return dt.time.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{VARIABLE_PREFIX}deadline must be HH:MM (Europe/Paris), not {value!r}") from None
 
 
 def variable_names() -> dict[str, str]:
@@ -146,4 +165,7 @@ def load_settings(
         raise ValueError(f"fruits_pca_drift_threshold must be a number, not {settings.pca_drift_threshold!r}") from None
     if threshold is not None and threshold <= 0:
         raise ValueError(f"fruits_pca_drift_threshold must be > 0, not {threshold}")
+    parse_deadline(settings.deadline)
+    if settings.basis_approval not in ("off", "required"):
+        raise ValueError(f"{VARIABLE_PREFIX}basis_approval must be off or required, not {settings.basis_approval!r}")
     return settings

@@ -72,13 +72,61 @@ def load_dag(target: str):
     return bag.get_dag(DAG_ID)
 
 
-def run_dag(target: str, batch: str, variables: dict[str, str], run_conf: dict | None = None):
-    """One `dag.test()` run for logical date = batch; returns the DagRun."""
+def night_run_info(dag, night: str | None = None, *, scheduled_at: dt.datetime | None = None):
+    """The run Airflow's own timetable makes (a core DagRunInfo: partition key and date, run_after): the
+    scheduler's run due at `scheduled_at`, else the run a backfill of `night` (YYYY-MM-DD) creates."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = coerce_to_core_timetable(dag.timetable)
+    if scheduled_at is not None:
+        restriction = TimeRestriction(earliest=scheduled_at, latest=None, catchup=True)
+        return timetable.next_dagrun_info_v2(last_dagrun_info=None, restriction=restriction)
+    start = dt.datetime.combine(dt.date.fromisoformat(night), dt.time(), tzinfo=dt.UTC)  # read as Paris time
+    (info,) = timetable.iter_partition_dagrun_infos(earliest=start, latest=start + dt.timedelta(days=1, seconds=-1))
+    return info
+
+
+def _deadline_alert_ids(dag_version_id) -> list[str]:
+    from airflow.models.deadline_alert import DeadlineAlert
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    query = select(DeadlineAlert.id).join(SerializedDagModel, DeadlineAlert.serialized_dag_id == SerializedDagModel.id)
+    return [str(i) for i in Session().scalars(query.where(SerializedDagModel.dag_version_id == dag_version_id))]
+
+
+def run_dag(
+    target: str,
+    batch: str | None,
+    variables: dict[str, str],
+    run_conf: dict | None = None,
+    *,
+    scheduled_at: dt.datetime | None = None,
+):
+    """One `dag.test()` run of night `batch` as a backfill creates it (partition key = the night), or with
+    `scheduled_at` the scheduler's run due then; returns the DagRun."""
+    from unittest import mock
+
+    from airflow.serialization.definitions.dag import SerializedDAG
+
     for name, value in variables.items():
         os.environ[f"AIRFLOW_VAR_{name.upper()}"] = value
     dag = load_dag(target)
-    logical_date = dt.datetime.fromisoformat(batch).replace(hour=1, tzinfo=dt.UTC)
-    return dag.test(logical_date=logical_date, run_conf=run_conf or {})
+    info = night_run_info(dag, batch, scheduled_at=scheduled_at)
+    create = SerializedDAG.create_dagrun
+
+    def partitioned(self, **kwargs):
+        run = create(self, **{**kwargs, "partition_key": info.partition_key, "partition_date": info.partition_date})
+        # The scheduler's DAG holds its deadline alerts' ids (DagRun.update_state looks them up); dag.test()'s
+        # holds their definitions, so a run with a deadline could not end: give it the ids, as stored.
+        self.deadline = _deadline_alert_ids(run.created_dag_version_id) or self.deadline
+        return run
+
+    # dag.test() takes no partition key (airflow/sdk/definitions/dag.py): its run gets the timetable's.
+    with mock.patch.object(SerializedDAG, "create_dagrun", partitioned):
+        return dag.test(logical_date=None, run_after=info.run_after, run_conf=run_conf or {})
 
 
 def generate_images(folder: Path, *, per_label: int = 12) -> Path:
@@ -161,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batch",
         default=dt.date.today().isoformat(),
         type=lake.check_batch,
-        help="the batch = the run's logical date, YYYY-MM-DD (default: today)",
+        help="the batch = the run's night (its partition key), YYYY-MM-DD (default: today)",
     )
     parser.add_argument(
         "--landing",
