@@ -50,10 +50,10 @@ def test_tomorrow_in_paris_is_the_latest_batch():
 def test_the_param_refuses_a_future_batch():
     raw = {name: spec["default"] for name, spec in run_params.param_specs("local").items()}
     with pytest.raises(ValueError, match=f"Param batch: batch {FUTURE} is in the future"):
-        run_params.parse({**raw, "batch": FUTURE}, ds="2026-03-10", settings=PipelineSettings(target="local"))
-    with pytest.raises(ValueError, match="Param batch"):  # a scheduled run's logical date goes through it too
-        run_params.parse(raw, ds=FUTURE, settings=PipelineSettings(target="local"))
-    assert run_params.parse(raw, ds="2026-03-10", settings=PipelineSettings(target="local")).batch == "2026-03-10"
+        run_params.parse({**raw, "batch": FUTURE}, night=None, settings=PipelineSettings(target="local"))
+    with pytest.raises(ValueError, match="Param batch"):  # a run's partition key (its night) goes through it too
+        run_params.parse(raw, night=FUTURE, settings=PipelineSettings(target="local"))
+    assert run_params.parse(raw, night="2026-03-10", settings=PipelineSettings(target="local")).batch == "2026-03-10"
 
 
 def test_every_command_refuses_a_future_batch(tmp_path, capsys):
