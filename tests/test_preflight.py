@@ -113,7 +113,7 @@ def test_the_plan_refuses_a_bad_account_on_a_dry_run_before_any_cluster(network)
     settings = dataclasses.replace(_settings(network), bucket="fruits-lake-preflight", subnet_ids="")
     params = run_params.parse(
         {**{n: s["default"] for n, s in run_params.param_specs("emr").items()}, "dry_run": True},
-        ds="2026-03-10",
+        night="2026-03-10",
         settings=settings,
     )
     run = pipeline_tasks.Run(settings, params)
