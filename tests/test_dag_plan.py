@@ -117,6 +117,11 @@ def test_settings_parse_retention_and_drift_threshold_from_variables():
             load_settings({bad: "soon"}.get)
     with pytest.raises(ValueError, match="at least 1"):
         load_settings({"fruits_retention_days": "0"}.get)
+    assert load_settings({}.get).original_retention_days == 7
+    assert load_settings({"fruits_original_retention_days": "3"}.get).original_retention_days == 3
+    for bad in ("0", "366"):  # originals never outlive the batch's retention
+        with pytest.raises(ValueError, match="fruits_original_retention_days must be between 1 and"):
+            load_settings({"fruits_original_retention_days": bad}.get)
 
 
 # ------------------------------------------------------------------------------ the lake, as the jobs leave it
@@ -186,6 +191,15 @@ def test_reconcile_on_a_local_lake_catches_failed_nights_up_in_date_order(tmp_pa
     store = storage.LocalStore(tmp_path / "lake")
     build_lake(store)
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
+
+
+def test_a_failed_night_whose_originals_are_gone_is_listed_not_caught_up(tmp_path):
+    store = storage.LocalStore(tmp_path / "lake")
+    build_lake(store)
+    work = pipeline_tasks.reconcile(
+        store, store.root, TONIGHT, images_in_batch=5, retention_days=30, original_retention_days=7
+    )
+    assert work["originals_gone"] == ["2026-03-02", "2026-03-03"] and work["catch_up"] == ["2026-03-04"]  # from 03-04
 
 
 @pytest.fixture

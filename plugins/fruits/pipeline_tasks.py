@@ -174,11 +174,15 @@ def upload_batch(
 def sweep_retention(
     settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool, owner: str
 ) -> dict[str, Any]:
-    """Delete the batches that left retention since the last sweep, by batch date (fruits.retention)."""
+    """Delete the batches that left retention since the last sweep, by batch date, then the originals past
+    their shorter window (fruits.retention)."""
     store = open_lake(settings, s3_client)
-    return retention.sweep_expired(
-        store, lake_root(settings), batch, settings.retention_days, owner=owner, dry_run=dry_run
+    root = lake_root(settings)
+    report = retention.sweep_expired(store, root, batch, settings.retention_days, owner=owner, dry_run=dry_run)
+    originals = retention.sweep_originals(
+        store, root, batch, settings.original_retention_days, owner=owner, dry_run=dry_run
     )
+    return {**report, "originals": originals}
 
 
 def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -189,7 +193,15 @@ def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None
         return list(pool.map(lambda uri: lake.read_commit(store, uri), uris))
 
 
-def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retention_days: int) -> dict[str, Any]:
+def reconcile(
+    store: Any,
+    root: str,
+    batch: str,
+    *,
+    images_in_batch: int,
+    retention_days: int,
+    original_retention_days: int | None = None,
+) -> dict[str, Any]:
     """What tonight's run must do, from the lake itself (plain data for XCom, the log and the report).
 
     Reads: 3 listings (raw/, features/, pca/stats/ partitions), one features marker per retained
@@ -197,8 +209,10 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     batch only when it must be caught up: with 365 retained batches ~731 small GETs, whatever the
     history's size. A retained raw batch before tonight with photos and no committed features is
     featurized again (a failed night, #13.4); one with committed features but no committed statistics
-    gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches."""
+    gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches.
+    A batch older than `original_retention_days` has no originals left to featurize: listed, not caught up."""
     since = retention.oldest_retained(batch, retention_days)
+    originals_since = retention.oldest_retained(batch, original_retention_days or retention_days)
 
     def retained(batches: list[str]) -> list[str]:
         return [b for b in batches if since <= b <= batch]
@@ -213,8 +227,9 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     with_stats = [b for b, m in zip(stats_listed, stats_markers, strict=True) if m]
 
     catch_up: dict[str, int] = {}
+    originals_gone = [b for b in raw if b < originals_since and b not in featurized]
     for other in raw:
-        if other < batch and other not in featurized:
+        if originals_since <= other < batch and other not in featurized:
             photos = len(storage.read_batch_manifest(store, root, other).files)
             if photos:
                 catch_up[other] = photos
@@ -236,6 +251,7 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
         "retained_since": since,
         "catch_up": sorted(catch_up),
         "catch_up_images": catch_up,
+        "originals_gone": originals_gone,
         "pca_catch_up": stats_missing,
         "featurize": sorted(to_featurize),
         "featurize_images": sum(to_featurize.values()),
@@ -392,6 +408,7 @@ def plan_run(
         lake_root(settings),
         run.batch,
         retention_days=settings.retention_days,
+        original_retention_days=settings.original_retention_days,
         images_in_batch=uploaded["images"]["images_in_batch"],
     )
     weights = None

@@ -15,6 +15,11 @@ The first sweep of a lake without a watermark lists the areas' batch folders onc
 Crash-safe and idempotent: a batch's derived outputs go first, its raw photos and manifest last (the manifest
 names the index entries to drop), and the watermark moves only once a batch is wholly gone, so a rerun
 finishes what a crash left. A batch whose lock is held (an erasure, a run) is left for the next night.
+
+Originals go sooner (issue 22, docs/gdpr.md "What the lake keeps"): `sweep_originals` deletes a batch's photo
+bundles (raw/batch=<ds>/bundle-*.parquet) once `original_retention_days` have passed, with its own watermark;
+the batch's manifest and ingestion report stay in raw/ until the batch expires (the manifest names the dedup
+index entries), and its derivatives (derived/) and rows stay the whole retention.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from fruits import dedup_index, lake, locks, storage
 log = logging.getLogger("fruits.retention")
 
 WATERMARK_NAME = "retention.json"
+ORIGINALS_WATERMARK_NAME = "retention-originals.json"
 # Areas keyed by batch=<ds>/ directly (the reduced area is keyed by basis first).
-BATCH_AREAS = ("features", "quarantine", "reports")
+BATCH_AREAS = (lake.DERIVED_AREA, "features", "quarantine", "reports")
 
 
 def oldest_retained(batch: str, retention_days: int) -> str:
@@ -40,17 +46,17 @@ def oldest_retained(batch: str, retention_days: int) -> str:
     return (dt.date.fromisoformat(lake.check_batch(batch)) - dt.timedelta(days=retention_days - 1)).isoformat()
 
 
-def watermark_uri(root: str) -> str:
-    return lake.area_uri(root, "index") + WATERMARK_NAME
+def watermark_uri(root: str, name: str = WATERMARK_NAME) -> str:
+    return lake.area_uri(root, "index") + name
 
 
-def read_watermark(store: Any, root: str) -> str | None:
+def read_watermark(store: Any, root: str, name: str = WATERMARK_NAME) -> str | None:
     """The last batch date wholly swept (None: never swept)."""
-    data = store.read_or_none(watermark_uri(root))
+    data = store.read_or_none(watermark_uri(root, name))
     return lake.check_batch(json.loads(data)["swept_through"]) if data else None
 
 
-def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> None:
+def _write_watermark(store: Any, root: str, batch: str, retention_days: int, name: str = WATERMARK_NAME) -> None:
     body = json.dumps(
         {
             "swept_through": batch,
@@ -59,7 +65,7 @@ def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> 
         },
         indent=1,
     ).encode()
-    store.put(watermark_uri(root), body, storage.sha256_bytes(body))
+    store.put(watermark_uri(root, name), body, storage.sha256_bytes(body))
 
 
 def _dates(after: str, through: str) -> list[str]:
@@ -82,6 +88,7 @@ def batch_prefixes(root: str, batch: str, bases: list[str]) -> list[str]:
         lake.quarantine_uri(root, batch),
         lake.features_uri(root, batch),
         lake.reports_uri(root, batch),
+        lake.derived_uri(root, batch),
         lake.raw_uri(root, batch),
     ]
 
@@ -130,6 +137,77 @@ def sweep_batch(
     }
 
 
+def _pending(store: Any, root: str, through: str, watermark: str | None, bases: list[str]) -> list[str]:
+    """The batch dates up to `through` not swept yet: after the watermark, or those the lake holds."""
+    if watermark is None:
+        return [b for b in _first_sweep_batches(store, root, bases) if b <= through]
+    return _dates(watermark, through)
+
+
+def original_bundles(store: Any, root: str, batch: str) -> list[str]:
+    """The batch's photo bundles (its originals): not the manifest, not the ingestion report."""
+    raw = lake.raw_uri(root, batch)
+    return [uri for uri in store.list_files(raw) if storage.is_bundle_name(uri.rsplit("/", 1)[-1])]
+
+
+def sweep_originals(
+    store: Any,
+    root: str,
+    batch: str,
+    original_retention_days: int,
+    *,
+    owner: str = "retention-sweep",
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """On the night of `batch`, delete the originals (photo bundles, every version) of the batches older than
+    `oldest_retained(batch, original_retention_days)`, oldest first, each under its lock; the watermark
+    (index/retention-originals.json) moves after each. Returns {oldest_original_retained, expired, swept
+    ({batch: bundles deleted}), locked, objects_deleted, dry_run}."""
+    keep_from = oldest_retained(batch, original_retention_days)
+    through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
+    before = read_watermark(store, root, ORIGINALS_WATERMARK_NAME)
+    expired = _pending(store, root, through, before, _bases(store, root))
+    swept: dict[str, int] = {}
+    locked: list[str] = []
+    for day in expired:
+        try:
+            if not dry_run:
+                locks.acquire(store, root, day, owner)
+        except locks.BatchLocked as error:
+            log.warning("retention of originals: %s; left for the next night", error)
+            locked.append(day)
+            continue
+        try:
+            bundles = original_bundles(store, root, day)
+            swept[day] = sum(store.delete_prefix(uri, dry_run=dry_run) for uri in bundles)
+        finally:
+            if not dry_run:
+                locks.release(store, root, day, owner)
+        if not locked and not dry_run:
+            _write_watermark(store, root, day, original_retention_days, ORIGINALS_WATERMARK_NAME)
+    if before is None and not locked and not dry_run and (not expired or expired[-1] < through):
+        _write_watermark(store, root, through, original_retention_days, ORIGINALS_WATERMARK_NAME)
+    report = {
+        "batch": batch,
+        "original_retention_days": original_retention_days,
+        "oldest_original_retained": keep_from,
+        "expired": expired,
+        "swept": {day: count for day, count in swept.items() if count},
+        "locked": locked,
+        "objects_deleted": sum(swept.values()),
+        "dry_run": dry_run,
+    }
+    log.info(
+        "retention of originals on %s (%d days, keeping %s on): %d bundle object(s) deleted%s",
+        batch,
+        original_retention_days,
+        keep_from,
+        report["objects_deleted"],
+        f"; locked, left: {locked}" if locked else "",
+    )
+    return report
+
+
 def sweep_expired(
     store: Any, root: str, batch: str, retention_days: int, *, owner: str = "retention-sweep", dry_run: bool = False
 ) -> dict[str, Any]:
@@ -143,10 +221,7 @@ def sweep_expired(
     through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
     before = read_watermark(store, root)
     bases = _bases(store, root)
-    if before is None:
-        expired = [b for b in _first_sweep_batches(store, root, bases) if b <= through]
-    else:
-        expired = _dates(before, through)
+    expired = _pending(store, root, through, before, bases)
     swept, locked, watermark = [], [], before
     for day in expired:
         try:

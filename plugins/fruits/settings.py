@@ -67,6 +67,10 @@ class PipelineSettings:
     # Days a batch is kept (the foundation's ImageRetentionDays): the batches a run catches up,
     # re-expresses on a new basis and fits a refit on are those of the last retention_days days.
     retention_days: int = 365
+    # Days a photo's stripped original (raw/) is kept, at most retention_days; its derivative (derived/) and
+    # rows stay retention_days. A week covers a failed night's catch-up and a re-run (docs/gdpr.md, "What the
+    # lake keeps"): a phone original is ~600 times its derivative.
+    original_retention_days: int = 7
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
     # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
@@ -133,6 +137,11 @@ def load_settings(
         raise ValueError(f"the target must be one of {TARGETS}, not {settings.target!r}")
     if settings.retention_days < 1:
         raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
+    if not 1 <= settings.original_retention_days <= settings.retention_days:
+        raise ValueError(
+            f"fruits_original_retention_days must be between 1 and fruits_retention_days "
+            f"({settings.retention_days}), not {settings.original_retention_days}"
+        )
     try:
         threshold = settings.drift_threshold
     except ValueError:
