@@ -193,15 +193,6 @@ def test_reconcile_on_a_local_lake_catches_failed_nights_up_in_date_order(tmp_pa
     check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
 
 
-def test_a_failed_night_whose_originals_are_gone_is_listed_not_caught_up(tmp_path):
-    store = storage.LocalStore(tmp_path / "lake")
-    build_lake(store)
-    work = pipeline_tasks.reconcile(
-        store, store.root, TONIGHT, images_in_batch=5, retention_days=30, original_retention_days=7
-    )
-    assert work["originals_gone"] == ["2026-03-02", "2026-03-03"] and work["catch_up"] == ["2026-03-04"]  # from 03-04
-
-
 @pytest.fixture
 def s3():
     with mock_aws():

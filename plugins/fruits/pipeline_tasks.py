@@ -193,15 +193,7 @@ def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None
         return list(pool.map(lambda uri: lake.read_commit(store, uri), uris))
 
 
-def reconcile(
-    store: Any,
-    root: str,
-    batch: str,
-    *,
-    images_in_batch: int,
-    retention_days: int,
-    original_retention_days: int | None = None,
-) -> dict[str, Any]:
+def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retention_days: int) -> dict[str, Any]:
     """What tonight's run must do, from the lake itself (plain data for XCom, the log and the report).
 
     Reads: 3 listings (raw/, features/, pca/stats/ partitions), one features marker per retained
@@ -210,9 +202,8 @@ def reconcile(
     history's size. A retained raw batch before tonight with photos and no committed features is
     featurized again (a failed night, #13.4); one with committed features but no committed statistics
     gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches.
-    A batch older than `original_retention_days` has no originals left to featurize: listed, not caught up."""
+    (A batch's originals outlive their short window until its features are committed: fruits.retention.)"""
     since = retention.oldest_retained(batch, retention_days)
-    originals_since = retention.oldest_retained(batch, original_retention_days or retention_days)
 
     def retained(batches: list[str]) -> list[str]:
         return [b for b in batches if since <= b <= batch]
@@ -227,9 +218,8 @@ def reconcile(
     with_stats = [b for b, m in zip(stats_listed, stats_markers, strict=True) if m]
 
     catch_up: dict[str, int] = {}
-    originals_gone = [b for b in raw if b < originals_since and b not in featurized]
     for other in raw:
-        if originals_since <= other < batch and other not in featurized:
+        if other < batch and other not in featurized:
             photos = len(storage.read_batch_manifest(store, root, other).files)
             if photos:
                 catch_up[other] = photos
@@ -251,7 +241,6 @@ def reconcile(
         "retained_since": since,
         "catch_up": sorted(catch_up),
         "catch_up_images": catch_up,
-        "originals_gone": originals_gone,
         "pca_catch_up": stats_missing,
         "featurize": sorted(to_featurize),
         "featurize_images": sum(to_featurize.values()),
@@ -408,7 +397,6 @@ def plan_run(
         lake_root(settings),
         run.batch,
         retention_days=settings.retention_days,
-        original_retention_days=settings.original_retention_days,
         images_in_batch=uploaded["images"]["images_in_batch"],
     )
     weights = None

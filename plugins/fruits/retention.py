@@ -17,7 +17,9 @@ names the index entries to drop), and the watermark moves only once a batch is w
 finishes what a crash left. A batch whose lock is held (an erasure, a run) is left for the next night.
 
 Originals go sooner (issue 22, docs/gdpr.md "What the lake keeps"): `sweep_originals` deletes a batch's photo
-bundles (raw/batch=<ds>/bundle-*.parquet) once `original_retention_days` have passed, with its own watermark;
+bundles (raw/batch=<ds>/bundle-*.parquet) once `original_retention_days` have passed and its features (whose
+run wrote the derivatives) are committed, with its own watermark; a batch not featurized yet keeps its
+originals for its catch-up, and holds the watermark back like a locked one;
 the batch's manifest and ingestion report stay in raw/ until the batch expires (the manifest names the dedup
 index entries), and its derivatives (derived/) and rows stay the whole retention.
 """
@@ -161,15 +163,21 @@ def sweep_originals(
 ) -> dict[str, Any]:
     """On the night of `batch`, delete the originals (photo bundles, every version) of the batches older than
     `oldest_retained(batch, original_retention_days)`, oldest first, each under its lock; the watermark
-    (index/retention-originals.json) moves after each. Returns {oldest_original_retained, expired, swept
-    ({batch: bundles deleted}), locked, objects_deleted, dry_run}."""
+    (index/retention-originals.json) moves after each. A batch without committed features is `waiting` (its
+    catch-up needs the originals). Returns {oldest_original_retained, expired, swept ({batch: bundles
+    deleted}), locked, waiting, objects_deleted, dry_run}."""
     keep_from = oldest_retained(batch, original_retention_days)
     through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
     before = read_watermark(store, root, ORIGINALS_WATERMARK_NAME)
     expired = _pending(store, root, through, before, _bases(store, root))
     swept: dict[str, int] = {}
     locked: list[str] = []
+    waiting: list[str] = []
     for day in expired:
+        bundles = original_bundles(store, root, day)
+        if bundles and not lake.read_commit(store, lake.features_uri(root, day)):
+            waiting.append(day)
+            continue
         try:
             if not dry_run:
                 locks.acquire(store, root, day, owner)
@@ -178,14 +186,13 @@ def sweep_originals(
             locked.append(day)
             continue
         try:
-            bundles = original_bundles(store, root, day)
             swept[day] = sum(store.delete_prefix(uri, dry_run=dry_run) for uri in bundles)
         finally:
             if not dry_run:
                 locks.release(store, root, day, owner)
-        if not locked and not dry_run:
+        if not locked and not waiting and not dry_run:
             _write_watermark(store, root, day, original_retention_days, ORIGINALS_WATERMARK_NAME)
-    if before is None and not locked and not dry_run and (not expired or expired[-1] < through):
+    if before is None and not locked and not waiting and not dry_run and (not expired or expired[-1] < through):
         _write_watermark(store, root, through, original_retention_days, ORIGINALS_WATERMARK_NAME)
     report = {
         "batch": batch,
@@ -194,16 +201,18 @@ def sweep_originals(
         "expired": expired,
         "swept": {day: count for day, count in swept.items() if count},
         "locked": locked,
+        "waiting": waiting,
         "objects_deleted": sum(swept.values()),
         "dry_run": dry_run,
     }
     log.info(
-        "retention of originals on %s (%d days, keeping %s on): %d bundle object(s) deleted%s",
+        "retention of originals on %s (%d days, keeping %s on): %d bundle object(s) deleted%s%s",
         batch,
         original_retention_days,
         keep_from,
         report["objects_deleted"],
         f"; locked, left: {locked}" if locked else "",
+        f"; not featurized yet, kept: {waiting}" if waiting else "",
     )
     return report
 
