@@ -965,7 +965,7 @@ def test_retention_no_derived_row_outlives_its_photo_by_more_than_the_grace():
     assert int(parameters["NoncurrentVersionExpiryDays"]["Default"]) == costs.NONCURRENT_GRACE_DAYS
     expirations = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
     photo_days = costs.resident_days(costs.STORAGE_PLAN["raw/"])
-    for prefix in ("raw/", "features/", "quarantine/", "pca/"):
+    for prefix in ("raw/", "derived/", "features/", "quarantine/", "pca/"):
         # Each derived area expires with the photos (the same parameter) and is billed as long as they are.
         assert expirations[prefix] == {"Ref": "ImageRetentionDays"}, prefix
         assert costs.STORAGE_PLAN[prefix].expiration_days == costs.RETENTION_DAYS
