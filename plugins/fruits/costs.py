@@ -711,7 +711,8 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
         plan = STORAGE_PLAN[prefix]
         days = resident_days(plan, workload)
         gb = volume["bytes"] / 1e9
-        moved = volume["large_objects"] if plan.transition_days is not None else 0
+        # Objects that go before the transition day (originals past a short window) never move.
+        moved = volume["large_objects"] if plan.transition_days is not None and days > plan.transition_days else 0
         billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
         stored = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
         transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0

@@ -67,10 +67,10 @@ class PipelineSettings:
     # Days a batch is kept (the foundation's ImageRetentionDays): the batches a run catches up,
     # re-expresses on a new basis and fits a refit on are those of the last retention_days days.
     retention_days: int = 365
-    # Days a photo's stripped original (raw/) is kept, at most retention_days; its derivative (derived/) and
-    # rows stay retention_days. A week covers a failed night's catch-up and a re-run (docs/gdpr.md, "What the
-    # lake keeps"): a phone original is ~600 times its derivative.
-    original_retention_days: int = 7
+    # Days a photo's stripped original (raw/) is kept once its batch is featurized, at most retention_days; its
+    # derivative (derived/) and rows stay retention_days. One: the next night deletes it; each more day costs
+    # ~65 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
+    original_retention_days: int = 1
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
     # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
