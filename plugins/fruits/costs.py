@@ -877,7 +877,8 @@ def steady_state_month(
                 if network == "s3-gateway-endpoint"
                 else f" up all month + {NAT_BOOT_DOWNLOAD_GB_PER_NODE:g} GB of downloads per node per night"
             ),
-            "not counted: data transfer (none leaves the region), CloudWatch, the landing's own storage",
+            "not counted: data transfer (none leaves the region), CloudWatch"
+            + ("" if workload.landing_days else ", the landing's own storage"),
         ],
     }
 

@@ -10,8 +10,8 @@ run's `landing` Param names one folder holding that batch's photos instead (manu
     raw/batch=<ds>/bundle-<hex>.parquet   the ORIGINALS (metadata stripped), up to 1,000 per bundle (fruits.upload):
                                           binaryFile's columns + sha256,
                                           path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>;
-                                          kept `original_retention_days` (default 1) once featurized, then by the
-                                          retention sweep (fruits.retention.sweep_originals): docs/gdpr.md
+                                          deleted `original_retention_days` (default 1) after their night, once
+                                          featurized, by fruits.retention.sweep_originals (docs/gdpr.md)
     raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
     raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
     index/                                the cross-batch duplicate index and the erased hashes (fruits.upload),
