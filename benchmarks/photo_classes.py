@@ -33,7 +33,7 @@ from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on t
 # isort: split
 import numpy as np
 import phone_photos
-from inference_throughput import featurize_end_to_end, rate
+from inference_throughput import featurize_end_to_end, rate, shared_present
 
 import featurize
 from fruits import upload
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=8, help="links to each photo in the end-to-end input")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="per single-process measurement")
     args = parser.parse_args(argv)
-    for needed in (SAMPLE_DIR, WEIGHTS_FILE):
-        if not needed.exists():
-            print(f"missing {needed}: ../shared is not beside the checkout", file=sys.stderr)
-            return 2
+    if not shared_present():
+        return 2
     cores = os.cpu_count() or 1
     started = time.perf_counter()
     photos = {name: class_photos(name, args.photos) for name in CLASSES}
