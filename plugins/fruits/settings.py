@@ -69,7 +69,7 @@ class PipelineSettings:
     retention_days: int = 365
     # Days a photo's stripped original (raw/) is kept once its batch is featurized, at most retention_days; its
     # derivative (derived/) and rows stay retention_days. One: the next night deletes it; each more day costs
-    # ~65 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
+    # ~68 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
     original_retention_days: int = 1
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
