@@ -44,6 +44,15 @@ TARGET_VS_BEST_SINGLE_PROCESS = 0.8
 TARGET_VS_TEXTBOOK = 5.0
 
 
+def shared_present() -> bool:
+    """Whether ../shared holds the sample and the weights (else says what is missing)."""
+    for needed in (SAMPLE_DIR, WEIGHTS_FILE):
+        if not needed.exists():
+            print(f"missing {needed}: ../shared is not beside the checkout", file=sys.stderr)
+            return False
+    return True
+
+
 def rate(infer, tensors: np.ndarray, batch: int, min_seconds: float) -> float:
     """Images/s of `infer` over batches of `tensors`, after one warm-up call, for >= min_seconds."""
     infer(tensors[:batch])
@@ -213,10 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         help="(b) reads this many copies of each sample photo (30: 28,800 photos, ~2 min each)",
     )
     args = parser.parse_args(argv)
-    for needed in (SAMPLE_DIR, WEIGHTS_FILE):
-        if not needed.exists():
-            print(f"missing {needed}: ../shared is not beside the checkout", file=sys.stderr)
-            return 2
+    if not shared_present():
+        return 2
     cores = os.cpu_count() or 1
     min_seconds = 2.0 if args.quick else 8.0
     started = time.perf_counter()

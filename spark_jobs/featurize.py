@@ -3,6 +3,7 @@
     spark-submit spark_jobs/featurize.py --input URI --output URI [--input-format files|bundles]
         [--quarantine URI] [--batch-id YYYY-MM-DD] [--weights URI [--weights-sha256 HEX]]
         [--runtime litert|keras] [--model-payload URI [--model-payload-sha256 HEX]] [--batch-size N] [--threads N]
+        [--derivatives]
 
 The same code reads and writes `file://` locally and `s3://` on EMR (Hadoop FileSystem).
 
@@ -85,6 +86,10 @@ ORIENTATION_TAG = 0x0112  # EXIF
 EMPTY_FILE = "empty file"
 # Pixels one photo may decode to (after a JPEG's draft): keeps a decode within a Python worker's memory share.
 MAX_IMAGE_PIXELS = 64_000_000
+# The derivative kept for re-featurizing (docs/gdpr.md): fits 320 px, so a 4:3 photo keeps 320 x 240, above
+# the model's 224 on both sides; quality 90 is ~15 KB (docs/pipeline.md, "Decode once").
+DERIVATIVE_BOX = 320
+DERIVATIVE_QUALITY = 90
 # Features Parquet: no dictionary for the floats (they barely repeat), zstd (smaller rows, kept a year); the
 # measurements are in docs/choices.md, "Measured behind the constants".
 FEATURES_PARQUET_OPTIONS = {"compression": "zstd", "parquet.enable.dictionary#features.list.element": "false"}
@@ -144,11 +149,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(content: bytes) -> tuple[np.ndarray, int, int]:
-    """Image file bytes -> (uint8 RGB array IMAGE_SIZE x IMAGE_SIZE x 3, width, height).
+def open_for_model(content: bytes) -> tuple[Image.Image, int, int]:
+    """Image file bytes -> (the image opened at the smallest scale that serves the model, not decoded yet;
+    its width and height as displayed).
 
-    Accepts every format Pillow decodes, whatever the file is called. width/height are the image's
-    as displayed (EXIF orientation applied). Raises on anything that is not a complete image.
+    JPEG: libjpeg's DCT scaling (1/2, 1/4, 1/8, never below IMAGE_SIZE). HEIC: the embedded thumbnail item
+    when one is at least IMAGE_SIZE in both sides and a scaled copy of the image (pillow-heif's draft), else
+    the full image (libheif has no reduced-scale decode). Raises DecompressionBombError, from the header
+    alone, when what would be decoded is above MAX_IMAGE_PIXELS.
     """
     if not content:
         raise ValueError(EMPTY_FILE)
@@ -167,10 +175,41 @@ def decode_image(content: bytes) -> tuple[np.ndarray, int, int]:
         )
     if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
         width, height = height, width
+    return image, width, height
+
+
+def decode_oriented(content: bytes) -> tuple[Image.Image, int, int]:
+    """Image file bytes -> (8-bit RGB image, upright, at open_for_model's scale; width, height as displayed).
+    The night's one decode of the photo: the model's input and the derivative both come from it."""
+    image, width, height = open_for_model(content)
     image = ImageOps.exif_transpose(image)  # phone photos are stored sideways + an EXIF tag
     image.load()  # decode now, so a truncated file fails here rather than silently later
-    rgb = _to_rgb(image).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8), width, height
+    return _to_rgb(image), width, height
+
+
+def model_pixels(image: Image.Image) -> np.ndarray:
+    """An RGB image -> the uint8 IMAGE_SIZE x IMAGE_SIZE x 3 array the model reads."""
+    return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def decode_image(content: bytes) -> tuple[np.ndarray, int, int]:
+    """Image file bytes -> (uint8 RGB array IMAGE_SIZE x IMAGE_SIZE x 3, width, height).
+
+    Accepts every format Pillow decodes, whatever the file is called. width/height are the image's
+    as displayed (EXIF orientation applied). Raises on anything that is not a complete image.
+    """
+    image, width, height = decode_oriented(content)
+    return model_pixels(image), width, height
+
+
+def derivative(image: Image.Image) -> bytes:
+    """The lake's kept copy of a photo (docs/gdpr.md): the decoded, upright image scaled to fit DERIVATIVE_BOX
+    (never enlarged), as a JPEG written from pixels only: no EXIF, no XMP, no GPS, no orientation tag."""
+    small = image.copy()
+    small.thumbnail((DERIVATIVE_BOX, DERIVATIVE_BOX), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=DERIVATIVE_QUALITY)
+    return out.getvalue()
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
@@ -300,9 +339,10 @@ def worker_model(key: str, broadcast, num_threads: int, builds) -> Any:
 
 # The featurizer's output columns, in order (mapInArrow's schema, featurize_batch's Arrow batches).
 FEATURE_COLUMNS = ("path", "sha256", "features", "width", "height")
+DERIVATIVE_COLUMN = "derivative"  # with --derivatives: derivative()'s bytes, from the same decode as the features
 
 
-def features_schema():
+def features_schema(derivatives: bool = False):
     """What the featurizer returns for each readable photo (mapInArrow's output)."""
     from pyspark.sql import types as T
 
@@ -312,8 +352,13 @@ def features_schema():
         "features": T.ArrayType(T.FloatType()),
         "width": T.IntegerType(),
         "height": T.IntegerType(),
+        DERIVATIVE_COLUMN: T.BinaryType(),
     }
-    return T.StructType([T.StructField(name, types[name]) for name in FEATURE_COLUMNS])
+    return T.StructType([T.StructField(name, types[name]) for name in feature_columns(derivatives)])
+
+
+def feature_columns(derivatives: bool) -> tuple[str, ...]:
+    return (*FEATURE_COLUMNS, DERIVATIVE_COLUMN) if derivatives else FEATURE_COLUMNS
 
 
 def quarantine_schema():
@@ -322,9 +367,11 @@ def quarantine_schema():
     return T.StructType([T.StructField(name, T.StringType()) for name in ("path", "reason", "batch_id")])
 
 
-def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.RecordBatch, list[tuple[str, str]]]:
+def featurize_batch(
+    batch: pa.RecordBatch, model, batch_size: int, derivatives: bool = False
+) -> tuple[pa.RecordBatch, list[tuple[str, str]]]:
     """Arrow rows (path, sha256, content) -> (the readable photos' path, sha256, features, width,
-    height; [(path, reason)] of the others).
+    height [, derivative]; [(path, reason)] of the others). Each photo is decoded once (decode_oriented).
 
     The features column is one Arrow list array over one numpy buffer, nothing per value: a pandas
     UDF's array result goes through pyspark's per-element Python conversion instead (measured: 0.23 ms
@@ -336,14 +383,17 @@ def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.R
     width: list[int] = []
     height: list[int] = []
     unreadable: list[tuple[str, str]] = []
+    kept: list[bytes] = []
     for i, content in enumerate(batch.column("content").to_pylist()):
         try:
-            rgb, w, h = decode_image(content)
+            image, w, h = decode_oriented(content)
         except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, the file is quarantined
             unreadable.append((paths[i], describe_error(exc)))
             continue
         good.append(i)
-        pixels.append(rgb)
+        pixels.append(model_pixels(image))
+        if derivatives:
+            kept.append(derivative(image))
         width.append(w)
         height.append(h)
     features = np.empty((len(good), FEATURE_DIM), dtype=np.float32)
@@ -358,8 +408,9 @@ def featurize_batch(batch: pa.RecordBatch, model, batch_size: int) -> tuple[pa.R
             pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1))),
             pa.array(width, type=pa.int32()),
             pa.array(height, type=pa.int32()),
+            *([pa.array(kept, type=pa.binary())] if derivatives else []),
         ],
-        names=list(FEATURE_COLUMNS),  # not features_schema(): no Spark types built per batch
+        names=list(feature_columns(derivatives)),  # not features_schema(): no Spark types built per batch
     )
     return readable, unreadable
 
@@ -405,19 +456,20 @@ class Featurizer:
     builds: Any  # accumulator: (host, pid) of each worker process that built a model
     featurized: Any  # accumulator: photos featurized
     unreadable: Any  # accumulator: [(path, reason)]
+    derivatives: bool = False
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = worker_model(self.key, self.broadcast, self.num_threads, self.builds)
         for batch in batches:
-            readable, unreadable = featurize_batch(batch, model, self.batch_size)
+            readable, unreadable = featurize_batch(batch, model, self.batch_size, self.derivatives)
             self.featurized.add(readable.num_rows)
             if unreadable:
                 self.unreadable.add(unreadable)
             yield readable
 
 
-def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int) -> Featurizer:
+def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int, derivatives: bool = False) -> Featurizer:
     return Featurizer(
         broadcast,
         batch_size,
@@ -425,6 +477,7 @@ def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int) -> Feat
         builds=sc.accumulator(set(), PidSetParam()),
         featurized=sc.accumulator(0),
         unreadable=sc.accumulator([], ListParam()),
+        derivatives=derivatives,
     )
 
 
@@ -499,10 +552,11 @@ def featurize_frame(images, featurizer: Featurizer, *, root: str, batch_id: str 
     from pyspark.sql import functions as F
 
     photos = images.select("path", F.sha2("content", 256).alias("sha256"), "content")
-    featurized = photos.mapInArrow(featurizer, features_schema())
+    featurized = photos.mapInArrow(featurizer, features_schema(featurizer.derivatives))
     described = featurized.withColumn("batch_id", F.lit(batch_id).cast("string"))
+    extra = [DERIVATIVE_COLUMN] if featurizer.derivatives else []
     return with_label_and_split(described, root).select(
-        "path", "label", "split", "features", "width", "height", "sha256", "batch_id"
+        "path", "label", "split", "features", "width", "height", "sha256", "batch_id", *extra
     )
 
 
@@ -540,6 +594,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--batch-size", type=_positive, help=f"images per inference call (default: {DEFAULT_BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--derivatives",
+        action="store_true",
+        help="also keep each photo's derivative (upright, <= 320 px JPEG, no metadata) in a `derivative` column",
     )
     parser.add_argument("--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)")
     args = parser.parse_args(argv)
@@ -651,7 +710,9 @@ def run(spark, args: argparse.Namespace) -> dict:
     # the cores busy to the end (see SPLITS_PER_CORE).
     spark.conf.set("spark.sql.files.openCostInBytes", str(8 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * sc.defaultParallelism))
-    featurizer = make_featurizer(sc, broadcast, batch_size=args.batch_size, num_threads=num_threads)
+    featurizer = make_featurizer(
+        sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=args.derivatives
+    )
     images = read_images(spark, args.input, args.input_format)
     listed = jobio.input_file_count(images)
     log.info("%d %s under %s", listed, args.input_format, args.input)
@@ -752,6 +813,7 @@ def job_metrics(
         "weights_sha256": args.weights_sha256,  # checked before the run when given, else None
         "model_payload": payload_source,  # the published flatbuffer's URI, or "converted" in this run
         "batch_size": args.batch_size,
+        "derivatives": args.derivatives,
         "seen": seen,
         "featurized": featurized,
         "quarantined": quarantined,

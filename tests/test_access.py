@@ -126,7 +126,7 @@ def test_the_matrix_names_only_lake_areas_and_the_nodes_never_write_photos_or_co
     for name, actor in access.MATRIX.items():
         assert set(actor.areas) <= {*lake.AREAS, access.LANDING}, name
     writes = {area for action, area in access.role_grants("node") if action in (access.PUT, access.DELETE)}
-    assert writes == {"features", "quarantine", "pca", "logs"}
+    assert writes == {"features", "derived", "quarantine", "pca", "logs"}
     assert (access.GET, "quarantine") in access.actor_grants("node:featurize")
     assert (access.PUT, "pca") not in access.actor_grants("node:featurize")  # one role, two phases
     erasure = access.role_grants("erasure")

@@ -965,7 +965,7 @@ def test_retention_no_derived_row_outlives_its_photo_by_more_than_the_grace():
     assert int(parameters["NoncurrentVersionExpiryDays"]["Default"]) == costs.NONCURRENT_GRACE_DAYS
     expirations = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
     photo_days = costs.resident_days(costs.STORAGE_PLAN["raw/"])
-    for prefix in ("raw/", "features/", "quarantine/", "pca/"):
+    for prefix in ("raw/", "derived/", "features/", "quarantine/", "pca/"):
         # Each derived area expires with the photos (the same parameter) and is billed as long as they are.
         assert expirations[prefix] == {"Ref": "ImageRetentionDays"}, prefix
         assert costs.STORAGE_PLAN[prefix].expiration_days == costs.RETENTION_DAYS
@@ -1127,3 +1127,94 @@ def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(pric
     with_basis = costs.steady_state_month(w, ClusterSizing(), region=PARIS, prices=prices)
     storage_extras = extra["s3_retrieval"] + extra["s3_new_basis_tiers"]
     assert storage_extras < with_basis["monthly_usd"] - plain["monthly_usd"] < 1.1 * storage_extras
+
+
+# ------------------------------------------------------------------------------ photo classes (issue 22)
+
+
+def classes_file(tmp_path, jpeg12=0.1, heic=0.2) -> Path:
+    """A photo_classes.json: thumbnails measured at 100/s, the phone classes at the given ratios of them."""
+
+    def row(ratio, ingest, size):
+        return {
+            "featurize_vs_thumbnail": ratio,
+            "ingest_per_s_one_thread": ingest,
+            "mean_bytes": size,
+            "mean_stripped_bytes": size - 10_000,
+            "mean_derivative_bytes": 10_000,
+        }
+
+    classes = {"thumbnail": row(1.0, 1000, 14_530), "jpeg12": row(jpeg12, 50, 3e6), "heic": row(heic, 100, 2e6)}
+    path = tmp_path / "photo_classes.json"
+    path.write_text(json.dumps({"measured_at": "now", "classes": classes}))
+    return path
+
+
+def test_a_photo_mix_weighs_each_class_s_seconds_and_bytes_and_thumbnails_stay_today_s(tmp_path):
+    path = classes_file(tmp_path)
+    today, _ = costs.default_throughput()
+    phone = costs.photo_mix("phone", path)
+    # A photo's seconds are the mix of its class's: 0.7 / (0.1 today) + 0.3 / (0.2 today).
+    assert phone.featurize_per_vcpu == pytest.approx(1 / (0.7 / (0.1 * today) + 0.3 / (0.2 * today)))
+    assert phone.ingest_per_vcpu == pytest.approx(1 / (0.7 / 50 + 0.3 / 100))
+    assert phone.original_bytes == pytest.approx(0.7 * 3e6 + 0.3 * 2e6)
+    assert phone.stripped_bytes == pytest.approx(phone.original_bytes - 10_000) and phone.derivative_bytes == 10_000
+    assert costs.photo_mix("thumbnail", path).featurize_per_vcpu == pytest.approx(today)
+    with pytest.raises(ValueError, match="photo mix must be one of"):
+        costs.photo_mix("dslr", path)
+    with pytest.raises(FileNotFoundError, match="photo_classes.py"):
+        costs.photo_mix("phone", tmp_path / "missing.json")
+
+
+def test_the_phone_month_bills_the_ingest_step_the_short_originals_the_landing_and_the_app_apart(prices):
+    sizing = ClusterSizing()
+    plain = workload(mean_image_bytes=2.7e6, landing_on_s3=True)
+    phone = replace(
+        plain,
+        photo_mix="phone",
+        ingest_per_vcpu=60.0,
+        derivative_bytes=12_000,
+        original_retention_days=2,
+        landing_image_bytes=2.75e6,
+        landing_days=0.5,
+    )
+    before = costs.steady_state_month(plain, sizing, region=PARIS, prices=prices)
+    after = costs.steady_state_month(phone, sizing, region=PARIS, prices=prices)
+    night = costs.estimate_emr(phone, sizing, region=PARIS, prices=prices)
+    assert list(night["seconds"])[:3] == ["ingest_s", "featurize_s", "pca_s"]
+    vcpus = worker_vcpus(sizing)
+    assert night["seconds"]["ingest_s"] == pytest.approx(1e6 / (60.0 * vcpus) + costs.Overheads().step_s, abs=0.1)
+    # Originals: two days in Standard (the sweep deletes every version) instead of the batch's 395.
+    raw = costs.batch_storage(phone, PARIS, prices)["raw/"]
+    standard = prices.region(PARIS)["s3_classes_gb_month"]["STANDARD"]
+    assert raw["resident_days"] == 2 and raw["usd"] == pytest.approx(2.7e3 * standard * 2 / costs.DAYS_PER_MONTH)
+    assert after["components_usd"]["storage raw/"] < before["components_usd"]["storage raw/"] / 40
+    assert after["storage_classes"]["derived/"]["class"] == costs.GLACIER_IR
+    landing = 2.75e3 * 0.5 / costs.DAYS_PER_MONTH * standard * costs.DAYS_PER_MONTH
+    assert after["components_usd"]["storage landing"] == pytest.approx(landing, rel=1e-3)
+    assert "s3_landing_storage" not in {k for k, v in night["cost"]["components_usd"].items() if v == 0}
+    # The app's PUTs: on their own line, outside the pipeline's month.
+    put = prices.unit(PARIS, "s3_put_per_1000")
+    assert after["app_uploads_usd"] == pytest.approx(1e6 * costs.DAYS_PER_MONTH / 1000 * put, abs=0.01)
+    assert (
+        after["monthly_usd_pipeline"]
+        == after["monthly_usd"]
+        == pytest.approx(sum(after["components_usd"].values()), abs=0.05)
+    )
+    assert not any("app" in name for name in after["components_usd"])
+
+
+def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_targets(capsys):
+    if not costs.PHOTO_CLASSES_FILE.is_file():
+        pytest.skip("benchmarks/results/photo_classes.json not measured on this checkout")
+    assert costs_cli.main(["bill", "--photo-mix", "phone", "--json"]) == 0
+    bill = json.loads(capsys.readouterr().out)
+    assert bill["photo_mix"] == "phone" and bill["monthly_usd_pipeline"] > 0 and bill["app_uploads_usd"] > 100
+    month = bill["months"]["1000000"]
+    assert month["monthly_usd_pipeline"] == bill["monthly_usd_pipeline"]
+    assert [t["target"].split(":")[0] for t in bill["targets"]] == ["phone photos"] * 3
+    assert costs_cli.main(["bill", "--photo-mix", "thumbnail", "--json"]) == 0
+    thumbnails = json.loads(capsys.readouterr().out)
+    assert thumbnails["app_uploads_usd"] == 0  # a local landing: no upload of the app's is priced
+    assert thumbnails["targets"][-1]["target"].startswith("thumbnail photos: processing")
+    assert thumbnails["processing_usd_per_million"] < bill["processing_usd_per_million"]

@@ -494,3 +494,17 @@ def test_spark_still_reads_a_local_output_erasure_rewrote(tmp_path, spark):
     report = erase(store.root, photos[1])
     assert report["rows_removed"] == 1
     assert [r.path for r in spark.read.parquet(features + "run=r1").collect()] == [photos[0]]
+
+
+def test_erase_removes_the_photo_s_derivative_too(local_lake):
+    """derived/ holds the copy the lake keeps after the original's short window: erasure takes it as well."""
+    root, paths = local_lake
+    banana, apple = f"batch={B21}/Banana/banana.jpg", f"batch={B21}/Apple Braeburn/apple.jpg"
+    derived = _relative(lake.derived_uri("", B21)) + "part-00000.parquet"
+    rows = {"path": [paths[banana], paths[apple]], "derivative": [b"banana-derivative", b"apple-derivative"]}
+    (root / derived).parent.mkdir(parents=True)
+    (root / derived).write_bytes(_parquet(pa.table(rows)))
+    report = erase(root.as_uri(), _raw_key(banana))
+    after = _snapshot(root)
+    assert _column(after[derived]) == [paths[apple]] and b"banana-derivative" not in after[derived]
+    assert {item["key"]: item["rows_removed"] for item in report["files_rewritten"]}[derived] == 1

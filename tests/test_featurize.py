@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import payload_args, require_shared
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 import featurize
 import jobio
@@ -766,3 +766,142 @@ def test_featurize_sees_one_row_per_photo_after_a_killed_and_retried_upload(spar
     keys = storage.read_manifest(store, store.root, "2026-03-01")
     assert len(keys) == 5
     assert sorted(rows) == sorted(raw.replace("file:///", "file:/") + key for key in keys)
+
+
+# --------------------------------------------------------------------------------------------
+# Phone photos (issue 22): generated from the sample by benchmarks/phone_photos.py, cached in build/
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phones(sample_dir):
+    from benchmarks import phone_photos
+
+    photos = phone_photos.workload(jpeg=6, heic=2, mp48=1, sample_dir=sample_dir)
+    return {f"{p.kind}-{p.index}": p for p in photos}
+
+
+def exif_of(content: bytes) -> Image.Exif:
+    return Image.open(io.BytesIO(content)).getexif()
+
+
+@pytest.mark.shared
+def test_generated_phone_photos_weigh_and_carry_what_phones_write(phones):
+    from benchmarks import phone_photos
+
+    for key, photo in phones.items():
+        content = photo.path.read_bytes()
+        image = Image.open(io.BytesIO(content))
+        exif = image.getexif()
+        megabytes = len(content) / 1e6
+        if photo.kind == "jpeg":
+            assert image.size == (4032, 3024) and 2.5 <= megabytes <= 3.5, (key, megabytes)
+        elif photo.kind == "heic":
+            assert 1.2 <= megabytes <= 2.5 and len(image.info["thumbnails"]) == 1, (key, megabytes)
+        else:
+            assert image.size == (8064, 6048), key
+        assert exif[0x010F] in {make for make, _ in phone_photos.MAKERS}
+        assert exif.get_ifd(phone_photos.EXIF_IFD)[phone_photos.TAG_BODY_SERIAL].startswith("SN")
+        has_gps = bool(exif.get_ifd(phone_photos.GPS_IFD))
+        assert has_gps != photo.gps_in_xmp and (b"GPSLatitude" in image.info.get("xmp", b"")) == photo.gps_in_xmp
+    assert {p.orientation for p in phones.values() if p.kind == "jpeg"} == {1, 3, 6, 8}
+    again, content = phone_photos.make_photo("jpeg", 1)  # made again in memory, not read from the cache
+    assert again == phones["jpeg-1"] and content == phones["jpeg-1"].path.read_bytes()  # deterministic
+
+
+@pytest.mark.shared
+def test_a_12_mp_jpeg_is_decoded_at_an_eighth_and_a_heic_from_its_thumbnail_item(phones):
+    image, width, height = featurize.open_for_model(phones["jpeg-0"].path.read_bytes())
+    assert image.size == (504, 378) and (width, height) == (4032, 3024)  # libjpeg's 1/8 DCT scaling
+    image, width, height = featurize.open_for_model(phones["jpeg48-0"].path.read_bytes())
+    assert image.size == (1008, 756) and (width, height) == (8064, 6048)  # 48 MP: within MAX_IMAGE_PIXELS
+    heic = phones["heic-0"].path.read_bytes()
+    image, width, height = featurize.open_for_model(heic)
+    assert image.size == (320, 240) and (width, height) == (4032, 3024)  # the embedded thumbnail, not 12 MP
+    from_thumbnail, _, _ = featurize.decode_image(heic)
+    full = Image.open(io.BytesIO(heic)).convert("RGB")  # libheif's full decode, the reference
+    assert full.size == (4032, 3024)
+    assert np.abs(from_thumbnail.astype(int) - featurize.model_pixels(full)).mean() < 6  # the same photo
+
+
+@pytest.mark.shared
+def test_a_heic_thumbnail_smaller_than_the_model_input_is_not_used(phones, monkeypatch):
+    monkeypatch.setattr(featurize, "IMAGE_SIZE", 400)  # the 320 x 240 thumbnail no longer serves the model
+    image, _, _ = featurize.open_for_model(phones["heic-0"].path.read_bytes())
+    assert image.size == (4032, 3024)
+
+
+@pytest.mark.shared
+def test_a_photo_stored_rotated_decodes_like_its_upright_twin(phones):
+    rotated = phones["jpeg-1"]
+    assert rotated.orientation == 6 and rotated.displayed_size == (3024, 4032)
+    content = rotated.path.read_bytes()
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(content)))
+    twin = encode(upright, "JPEG", quality=90)  # upright pixels, no orientation tag
+    pixels, width, height = featurize.decode_image(content)
+    reference, *size = featurize.decode_image(twin)
+    assert (width, height) == tuple(size) == (3024, 4032)
+    assert np.abs(pixels.astype(int) - reference).mean() < 3
+    untagged, _, _ = featurize.decode_image(encode(Image.open(io.BytesIO(content)), "JPEG", quality=90))
+    assert np.abs(untagged.astype(int) - reference).mean() > 3 * np.abs(pixels.astype(int) - reference).mean()
+
+
+@pytest.mark.shared
+def test_phone_photos_in_a_batch_truncated_and_bomb_quarantined_derivatives_hold_no_metadata(phones):
+    names = ["jpeg-1", "heic-1", "jpeg48-0", "jpeg-4"]
+    contents = [phones[name].path.read_bytes() for name in names]
+    truncated = phones["jpeg-0"].path.read_bytes()[:1_000_000]
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array([*names, "truncated", "bomb"]),
+            pa.array([f"s{i}" for i in range(6)]),
+            pa.array([*contents, truncated, big_png(9000, 8000)], pa.binary()),
+        ],
+        names=["path", "sha256", "content"],
+    )
+    readable, unreadable = featurize.featurize_batch(
+        batch, lambda b: np.ones((len(b), featurize.FEATURE_DIM)), 4, derivatives=True
+    )
+    assert readable.column("path").to_pylist() == names
+    assert [(path, reason.split(":")[0]) for path, reason in unreadable] == [
+        ("truncated", "truncated image"),
+        ("bomb", "image too large"),
+    ]
+    for row in readable.to_pylist():
+        kept = Image.open(io.BytesIO(row["derivative"]))
+        assert kept.format == "JPEG" and max(kept.size) <= featurize.DERIVATIVE_BOX
+        assert min(kept.size) >= featurize.IMAGE_SIZE  # re-featurizable at the model's size
+        assert (kept.width > kept.height) == (row["width"] > row["height"])  # upright, as displayed
+        assert not kept.getexif() and "xmp" not in kept.info
+        assert b"GPS" not in row["derivative"] and b"Exif" not in row["derivative"] and b"SN0" not in row["derivative"]
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_a_phone_night_features_rotated_photos_like_upright_ones_and_keeps_clean_derivatives(
+    spark, keras_home, phones, tmp_path
+):
+    rotated = phones["jpeg-1"].path.read_bytes()
+    upright = encode(ImageOps.exif_transpose(Image.open(io.BytesIO(rotated))), "JPEG", quality=90)
+    write_files(
+        tmp_path / "in",
+        {
+            "Kiwi/rotated.jpg": rotated,
+            "Kiwi/upright.jpg": upright,
+            "Kiwi/phone.heic": phones["heic-0"].path.read_bytes(),
+            "Kiwi/big.jpg": phones["jpeg48-0"].path.read_bytes(),
+            "Kiwi/cut.jpg": phones["jpeg-0"].path.read_bytes()[:1_000_000],
+        },
+    )
+    common = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"), "--derivatives"]
+    metrics = run_job(spark, *common, "--batch-id", "2024-05-01")
+    assert (metrics["featurized"], metrics["quarantined"], metrics["derivatives"]) == (4, 1, True)
+    rows = read_committed(spark, tmp_path / "features").toPandas()
+    by_name = {path.rsplit("/", 1)[1]: row for path, row in zip(rows["path"], rows.to_dict("records"))}
+    a, b = (np.asarray(by_name[name]["features"]) for name in ("rotated.jpg", "upright.jpg"))
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.98  # the tag was applied before the model
+    assert (by_name["rotated.jpg"]["width"], by_name["rotated.jpg"]["height"]) == (3024, 4032)
+    for row in by_name.values():
+        assert not Image.open(io.BytesIO(row["derivative"])).getexif() and b"GPS" not in row["derivative"]
+    quarantined = read_committed(spark, tmp_path / "features" / "_quarantine")
+    assert [r.reason.split(":")[0] for r in quarantined.collect()] == ["truncated image"]

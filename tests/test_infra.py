@@ -89,7 +89,7 @@ def test_prefixes_in_lifecycle_and_policies_are_the_lake_layout(template):
     rules = {r["Id"]: r for r in template["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
     retention = {r["Prefix"] for r in rules.values() if r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}}
     # A photo and everything derived from it share one retention; code/models/reports are not personal data.
-    assert retention == {"raw/", "features/", "quarantine/", "pca/"}
+    assert retention == {"raw/", "derived/", "features/", "quarantine/", "pca/"}
     assert {r.get("Prefix") for r in rules.values()} - {None} <= layout
     used = set()
     for name in ("EmrInstanceRole", "AirflowPolicy", "ErasurePolicy"):

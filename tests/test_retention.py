@@ -34,6 +34,7 @@ def land_night(store, root: str, batch: str, basis: int, photos: int = 3) -> Non
     store.put(lake.raw_uri(root, batch) + "bundle-a.parquet", b"photos", "-")
     storage.write_batch_manifest(store, root, batch, storage.BatchManifest(keys, {"bundle-a.parquet": list(keys)}))
     store.put(storage.ingestion_report_uri(root, batch), b"{}", "-")
+    store.put(lake.derived_uri(root, batch) + "part-0.parquet", b"derivatives", "-")
     dedup_index.record(store, root, batch, keys.values(), workers=1)
     commit_output(store, lake.features_uri(root, batch), {"part-0.parquet": b"f"})
     commit_output(store, lake.quarantine_uri(root, batch), {"part-0.parquet": b"q"})
@@ -332,3 +333,36 @@ def test_stray_basis_folders_are_ignored_and_never_taken_for_a_basis(local, capl
     assert "basis=tmp/: not a basis folder" in caplog.text and "basis=01/: not a basis folder" in caplog.text
     names = ("basis=0001", "basis=12345", "basis=12", "basis=0000", "basis=1e03", "basis=00012", "basis=٠٠٠١")
     assert [lake.basis_version_of(n) for n in names] == [1, 12345, None, None, None, None, None]
+
+
+def test_originals_go_after_their_short_window_and_everything_else_stays_the_retention(local):
+    """10 nights, originals kept 3 days, the rest 30: on night 10 the bundles of nights 1-7 are gone (every
+    other object of theirs stays: manifest, ingestion report, derivatives, features), a rerun deletes nothing,
+    a locked batch waits for the next night and holds the watermark back."""
+    store, root = local
+    new_basis(store, root, 1)
+    for night in range(1, 11):
+        land_night(store, root, day(night), 1)
+    locks.acquire(store, root, day(5), "an erasure")
+    store.delete(lake.commit_marker_uri(lake.features_uri(root, day(2))))  # night 2 failed: not featurized
+    report = retention.sweep_originals(store, root, day(10), 3)
+    assert report["oldest_original_retained"] == day(8)
+    assert report["expired"] == [day(n) for n in range(1, 8)]  # first sweep: the batches raw/ lists
+    assert report["locked"] == [day(5)] and report["waiting"] == [day(2)]  # its catch-up needs them
+    assert set(report["swept"]) == {day(n) for n in (1, 3, 4, 6, 7)}
+    assert retention.read_watermark(store, root, retention.ORIGINALS_WATERMARK_NAME) == day(1)
+    for night in range(1, 11):
+        batch = day(night)
+        assert bool(retention.original_bundles(store, root, batch)) == (night in (2, 5, 8, 9, 10)), night
+        assert storage.read_manifest(store, root, batch)  # the manifest stays: it names the index entries
+        assert store.exists(storage.ingestion_report_uri(root, batch))
+        assert store.exists(lake.derived_uri(root, batch) + "part-0.parquet")
+    locks.release(store, root, day(5), "an erasure")
+    commit_output(store, lake.features_uri(root, day(2)), {"part-0.parquet": b"f"})  # caught up
+    again = retention.sweep_originals(store, root, day(10), 3)
+    assert again["expired"] == [day(n) for n in range(2, 8)] and set(again["swept"]) == {day(2), day(5)}
+    assert retention.read_watermark(store, root, retention.ORIGINALS_WATERMARK_NAME) == day(7)
+    assert retention.sweep_originals(store, root, day(10), 3)["objects_deleted"] == 0
+    # The long window then takes the rest of the batch, derivatives included.
+    retention.sweep_expired(store, root, day(10), 5)
+    assert not list(store.list_files(lake.derived_uri(root, day(5)))) and not storage.read_manifest(store, root, day(5))

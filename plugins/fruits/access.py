@@ -64,6 +64,7 @@ RAW = area_of(lake.raw_uri(_ROOT, _DAY))
 INDEX = area_of(lake.area_uri(_ROOT, "index"))
 LOCKS = area_of(lake.lock_uri(_ROOT, _DAY))
 FEATURES = area_of(lake.features_uri(_ROOT, _DAY))
+DERIVED = area_of(lake.derived_uri(_ROOT, _DAY))
 QUARANTINE = area_of(lake.quarantine_uri(_ROOT, _DAY))
 PCA = area_of(lake.pca_stats_uri(_ROOT, _DAY))
 assert PCA == area_of(lake.pca_bases_uri(_ROOT)) == area_of(lake.pca_reduced_uri(_ROOT, 1, _DAY))
@@ -75,7 +76,7 @@ LOGS = area_of(lake.logs_uri(_ROOT))
 LANDING = "landing"
 LANDING_BUCKET = "<landing bucket>"
 # Areas that hold photos or rows derived from them (or name them): what erasure must reach.
-PERSONAL_AREAS = (RAW, INDEX, LOCKS, FEATURES, QUARANTINE, PCA, REPORTS, LOGS)
+PERSONAL_AREAS = (RAW, DERIVED, INDEX, LOCKS, FEATURES, QUARANTINE, PCA, REPORTS, LOGS)
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,14 @@ class Actor:
 MATRIX: dict[str, Actor] = {
     "node:featurize": Actor(
         "node",
-        "reads photos, weights and code; commits features and quarantine "
+        "reads photos, weights and code; commits features, derivatives and quarantine "
         "(markers read back, stale runs swept); EMR pushes the node logs",
         {
             RAW: READ,
             MODELS: READ,
             CODE: READ,
             FEATURES: WRITE_OUTPUT,
+            DERIVED: WRITE_OUTPUT,
             QUARANTINE: WRITE_OUTPUT,
             LOGS: frozenset({PUT}),
         },
@@ -162,7 +164,7 @@ MATRIX: dict[str, Actor] = {
         {
             **{
                 area: frozenset({GET, LIST, LIST_VERSIONS, DELETE_VERSION})
-                for area in (RAW, FEATURES, QUARANTINE, PCA, REPORTS)
+                for area in (RAW, DERIVED, FEATURES, QUARANTINE, PCA, REPORTS)
             },
             LOCKS: frozenset({GET, PUT, LIST, LIST_VERSIONS, DELETE_VERSION}),
             INDEX: frozenset({GET, PUT, LIST}),

@@ -44,6 +44,7 @@ ALIASES = (FEATURES_ALIAS, PCA_REDUCED_ALIAS, RUN_REPORT_ALIAS)
 # pca/reduced/, carried by the asset events, not a separate dataset).
 DATASETS: dict[str, Callable[[str], str]] = {
     "raw": lambda root: lake.area_uri(root, "raw"),
+    "derived": lambda root: lake.area_uri(root, lake.DERIVED_AREA),
     "index": lambda root: lake.area_uri(root, "index"),
     "locks": lambda root: lake.area_uri(root, "locks"),
     "code": lambda root: lake.area_uri(root, "code"),
@@ -62,7 +63,7 @@ LINEAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "upload_new_images": (("landing", "index"), ("raw", "index", "code")),
     "sweep_expired_batches": (
         ("locks", "index"),
-        ("raw", "index", "features", "quarantine", "pca/stats", "pca/bases", "pca/reduced", "reports"),
+        ("raw", "derived", "index", "features", "quarantine", "pca/stats", "pca/bases", "pca/reduced", "reports"),
     ),
     "plan_jobs": (("raw", "features", "pca/stats", "pca/bases"), ()),
     "featurize": (("raw", "models", "code"), ("features", "quarantine")),

@@ -53,6 +53,12 @@ TARGET_USD_PER_MILLION = 0.50
 TARGET_PROCESSING_USD_PER_MILLION = 0.35
 TARGET_NIGHT_DRIFT = 0.05
 TARGET_MONTHLY_USD = 100.0
+# Issue 22's targets, by photo mix: processing per million photos, the pipeline's steady-state month (the app's
+# uploads apart), the night's wall time on the default sizing.
+PHOTO_MIX_TARGETS = {
+    "phone": {"processing_usd_per_million": 1.00, "monthly_usd_pipeline": 250.0, "wall_minutes": 120.0},
+    "thumbnail": {"processing_usd_per_million": 0.30},
+}
 
 
 def textbook_throughput(path: Path = THROUGHPUT_FILE) -> float | None:
@@ -357,7 +363,48 @@ def year_bill(
         network=network,
         airflow_host=airflow_host,
     )
-    targets = [
+    targets = [] if workload.photo_mix == "phone" else issue_11_targets(workload, region, nights, first, last, million)
+    targets += photo_mix_targets(workload, next(r for r in rows if r["night"] == max(nights)), million)
+    return {
+        "images_per_night": workload.images,
+        "region": region,
+        "photo_mix": workload.photo_mix,
+        "processing_usd_per_million": last,
+        "monthly_usd_pipeline": million["monthly_usd_pipeline"],
+        "app_uploads_usd": million["app_uploads_usd"],
+        "nights": rows,
+        "months": {str(k): v for k, v in months.items()},
+        "targets": targets,
+        "budget_usd": monthly_budget_usd(million["monthly_usd"]),
+    }
+
+
+def photo_mix_targets(workload: Workload, night: dict[str, Any], million: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 22's targets for the workload's photo mix (none without one)."""
+    wanted = PHOTO_MIX_TARGETS.get(workload.photo_mix or "", {})
+    values = {
+        "processing_usd_per_million": night["processing_usd_per_million"],
+        "monthly_usd_pipeline": million["monthly_usd_pipeline"],
+        "wall_minutes": night["wall_minutes"],
+    }
+    names = {
+        "processing_usd_per_million": f"{workload.photo_mix} photos: processing on night {night['night']} <= {{}} "
+        "USD per million",
+        "monthly_usd_pipeline": f"{workload.photo_mix} photos: steady-state month at 1,000,000 a night <= {{}} USD "
+        f"(the pipeline; the app's uploads, {million['app_uploads_usd']:,.2f} USD, apart)",
+        "wall_minutes": f"{workload.photo_mix} photos: a night of {workload.images:,}, landing to committed PCA, "
+        "<= {} minutes",
+    }
+    return [
+        {"target": names[key].format(f"{limit:g}"), "value": values[key], "verdict": verdict(values[key] <= limit)}
+        for key, limit in wanted.items()
+    ]
+
+
+def issue_11_targets(
+    workload: Workload, region: str, nights: Sequence[int], first: float, last: float, million: dict[str, Any]
+) -> list[dict[str, Any]]:
+    return [
         {
             "target": f"processing on night {max(nights)} within {TARGET_NIGHT_DRIFT:.0%} of night 1",
             "value": round(last / first - 1, 4),
@@ -376,14 +423,6 @@ def year_bill(
             "verdict": verdict(million["monthly_usd"] <= TARGET_MONTHLY_USD),
         },
     ]
-    return {
-        "images_per_night": workload.images,
-        "region": region,
-        "nights": rows,
-        "months": {str(k): v for k, v in months.items()},
-        "targets": targets,
-        "budget_usd": monthly_budget_usd(million["monthly_usd"]),
-    }
 
 
 def right_sizing(

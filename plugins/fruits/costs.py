@@ -46,6 +46,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "inference_throughput.json"
 # Written by the PCA benchmark (statistics and projection rows/s per vCPU); read like featurize's.
 PCA_THROUGHPUT_FILE = REPO_ROOT / "benchmarks" / "results" / "pca_throughput.json"
+# Written by benchmarks/photo_classes.py: per photo class (thumbnail, 12-MP JPEG, HEIC), featurize and ingest rates
+# measured side by side and the mean bytes (original, stripped, derivative); `photo_mix` reads it.
+PHOTO_CLASSES_FILE = REPO_ROOT / "benchmarks" / "results" / "photo_classes.json"
+# The nights the cost model prices by photo class: the app's phones (issue 22: 70 % 12-MP JPEG, 30 % HEIC) and today's
+# Fruits-360 thumbnails.
+PHOTO_MIXES = {"phone": {"jpeg12": 0.7, "heic": 0.3}, "thumbnail": {"thumbnail": 1.0}}
+# A photo waits on an s3:// landing from its upload (during the day) until the night ingests and deletes it
+# (fruits_landing_after=delete): a day at most, half a day on average.
+LANDING_DAYS = 0.5
 # Used only while that benchmark has not been run on this checkout; every output names its source.
 FALLBACK_THROUGHPUT_PER_VCPU = 20.0
 FALLBACK_THROUGHPUT_SOURCE = (
@@ -211,6 +220,17 @@ class Workload:
     # Per photo, per-batch PCA outputs (measured on a local run): reduced Parquet and the pca_matrix/ CSV.
     reduced_bytes: float = 880.0
     csv_bytes: float = 2470.0
+    # Photo classes (`photo_mix`): the mix's name; ingestion on the cluster at this rate (photos/s per vCPU: read,
+    # identify, strip, hash, bundle; None: the upload runs on the Airflow host, no cluster step); the
+    # derivative kept per photo in derived/ (0: none); the original's days in raw/ (None: the batch's whole
+    # retention, the layout before issue 22); an s3:// landing's photos: their mean bytes as uploaded (before
+    # stripping) and their days there (0: not counted).
+    photo_mix: str | None = None
+    ingest_per_vcpu: float | None = None
+    derivative_bytes: float = 0.0
+    original_retention_days: int | None = None
+    landing_image_bytes: float | None = None
+    landing_days: float = 0.0
     # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),
     # the model before storage classes; None: the batch's whole stay in the lake, every area in its class
     # (`batch_storage_usd`), which is what the run adds to the bills of the coming year.
@@ -275,6 +295,52 @@ class Workload:
     @property
     def featurized_images(self) -> int:
         return self.images + self.catchup_images
+
+
+@dataclass(frozen=True)
+class PhotoMix:
+    """What a night of a photo mix costs per photo, from benchmarks/results/photo_classes.json."""
+
+    name: str
+    featurize_per_vcpu: float
+    ingest_per_vcpu: float
+    original_bytes: float
+    stripped_bytes: float
+    derivative_bytes: float
+    source: str
+
+
+def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THROUGHPUT_FILE) -> PhotoMix:
+    """The mix's per-vCPU rates (a photo's seconds are the share-weighted mean of its class's) and mean bytes.
+
+    featurize: the thumbnails' end-to-end rate of inference_throughput.json (28,800 photos: today's figure) times
+    each class's ratio to the thumbnails measured side by side in photo_classes.json, so `thumbnail` is today's."""
+    if name not in PHOTO_MIXES:
+        raise ValueError(f"photo mix must be one of {sorted(PHOTO_MIXES)}, not {name!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run benchmarks/photo_classes.py (benchmarks/README.md)")
+    result = json.loads(path.read_text())
+    classes, shares = result["classes"], PHOTO_MIXES[name]
+    thumbnail_rate, thumbnail_source = default_throughput(throughput)
+
+    def mean(key: str) -> float:
+        return sum(share * classes[c][key] for c, share in shares.items())
+
+    def rate(per_class) -> float:
+        return 1 / sum(share / per_class(classes[c]) for c, share in shares.items())
+
+    return PhotoMix(
+        name=name,
+        featurize_per_vcpu=rate(lambda c: thumbnail_rate * c["featurize_vs_thumbnail"]),
+        ingest_per_vcpu=rate(lambda c: c["ingest_per_s_one_thread"]),
+        original_bytes=mean("mean_bytes"),
+        stripped_bytes=mean("mean_stripped_bytes"),
+        derivative_bytes=mean("mean_derivative_bytes"),
+        source=(
+            f"photo mix {name} ({', '.join(f'{share:.0%} {c}' for c, share in shares.items())}): "
+            f"{path.name} (measured_at {result.get('measured_at', '?')}) x {thumbnail_source}"
+        ),
+    )
 
 
 def bundle_photos(mean_image_bytes: float) -> int:
@@ -472,6 +538,10 @@ def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, fl
         + gets / 1000 * prices.unit(region, "s3_get_per_1000"),
         "s3_storage": storage,
     }
+    if workload.landing_days:
+        landing_gb = workload.images * (workload.landing_image_bytes or workload.mean_image_bytes) / 1e9
+        months = workload.landing_days / DAYS_PER_MONTH
+        costs["s3_landing_storage"] = landing_gb * months * prices.unit(region, "s3_standard_gb_month")
     if workload.reexpress_rows and workload.storage_months is None:
         costs.update(new_basis_storage(workload, region, prices))
     return costs
@@ -560,6 +630,14 @@ STORAGE_PLAN = {
         "featurize reads a night's bundles that night, a catch-up within days; after a week only "
         "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)",
     ),
+    "derived/": AreaPlan(
+        "derived/",
+        GLACIER_IR,
+        7,
+        RETENTION_DAYS,
+        "re-featurizing when the model changes (once per model, 0.03 USD/GB) or an erasure: the derivative "
+        "replaces the original after its short window (docs/gdpr.md)",
+    ),
     "features/": AreaPlan(
         "features/",
         GLACIER_IR,
@@ -593,8 +671,11 @@ def class_price_key(plan: AreaPlan, age_days: int) -> str:
     return next(key for limit, key in IT_TIERS if limit is None or in_tiering < limit)
 
 
-def resident_days(plan: AreaPlan) -> int:
-    """Days an object of the area is billed: until it expires, then as a noncurrent version for the grace."""
+def resident_days(plan: AreaPlan, workload: Workload | None = None) -> int:
+    """Days an object of the area is billed: until it expires, then as a noncurrent version for the grace; an
+    original (raw/ bundle) only its window when the workload has one (the sweep deletes every version)."""
+    if plan.prefix == "raw/" and workload is not None and workload.original_retention_days:
+        return min(workload.original_retention_days, plan.expiration_days + NONCURRENT_GRACE_DAYS)
     return plan.expiration_days + NONCURRENT_GRACE_DAYS
 
 
@@ -610,11 +691,13 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     def parts(total: float) -> int:
         return math.ceil(total / OUTPUT_OBJECT_BYTES) if total >= MIN_TRANSITION_BYTES else 0
 
+    derived = images * workload.derivative_bytes
     return {
         "raw/": {
             "bytes": images * workload.mean_image_bytes,
             "large_objects": (math.ceil(images / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
         },
+        **({"derived/": {"bytes": derived, "large_objects": parts(derived)}} if derived else {}),
         "features/": {"bytes": features, "large_objects": parts(features)},
         "pca/": {
             "bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
@@ -635,9 +718,10 @@ def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[st
     result = {}
     for prefix, volume in area_volumes(workload).items():
         plan = STORAGE_PLAN[prefix]
-        days = resident_days(plan)
+        days = resident_days(plan, workload)
         gb = volume["bytes"] / 1e9
-        moved = volume["large_objects"] if plan.transition_days is not None else 0
+        # Objects that go before the transition day (originals past a short window) never move.
+        moved = volume["large_objects"] if plan.transition_days is not None and days > plan.transition_days else 0
         billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
         stored = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
         transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0
@@ -715,7 +799,8 @@ def steady_state_month(
     check_region(region)
     plain = replace(night_workload(workload, RETENTION_DAYS), refit_batches=0, reexpress_rows=0, catchup_images=0)
     nightly = estimate_emr(plain, sizing, region=region, prices=prices, overheads=overheads)
-    night_usd = sum(v for k, v in nightly["cost"]["components_usd"].items() if k != "s3_storage")
+    landing_usd = nightly["cost"]["components_usd"].get("s3_landing_storage", 0.0)
+    night_usd = sum(v for k, v in nightly["cost"]["components_usd"].items() if k != "s3_storage") - landing_usd
     extra_usd = 0.0
     if workload.refit_batches or workload.reexpress_rows or workload.catchup_images:
         special = estimate_emr(
@@ -734,17 +819,24 @@ def steady_state_month(
     parts = {
         "processing": night_usd * DAYS_PER_MONTH + extra_usd,
         **{f"storage {prefix}": usd for prefix, usd in area_storage.items()},
+        **({"storage landing": landing_usd * DAYS_PER_MONTH} if landing_usd else {}),
         **{f"fixed {name}": usd for name, usd in fixed.items()},
     }
     total = sum(parts.values())
+    # The app's own PutObject of each photo into an s3:// landing: paid whatever the pipeline does, shown apart.
+    put_price = prices.unit(region, "s3_put_per_1000")
+    app_uploads = workload.images * DAYS_PER_MONTH / 1000 * put_price if workload.landing_on_s3 else 0.0
     return {
         "images_per_night": workload.images,
         "region": region,
+        "photo_mix": workload.photo_mix,
         "monthly_usd": round(total, 2),
+        "monthly_usd_pipeline": round(total, 2),
+        "app_uploads_usd": round(app_uploads, 2),
         "monthly_eur": round(total * prices.eur_per_usd, 2),
         "components_usd": {k: round(v, 4) for k, v in parts.items()},
         "storage_gb": {
-            prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix]), 1) for prefix, area in areas.items()
+            prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix], plain), 1) for prefix, area in areas.items()
         },
         "storage_classes": {
             prefix: {
@@ -777,7 +869,23 @@ def steady_state_month(
                 f"{STATS_BYTES_PER_BATCH / 1e6:.1f} MB a batch; EMR logs {LOG_BYTES_PER_RUN / 1e6:.0f} MB a run"
             ),
             "KMS: one customer-managed key; its requests are few with S3 Bucket Keys (not counted)",
-            f"Airflow host: one {airflow_host} On-Demand {HOURS_PER_MONTH:.0f} h + {AIRFLOW_HOST_EBS_GIB} GiB gp3",
+            f"Airflow host: one {airflow_host} On-Demand {HOURS_PER_MONTH:.0f} h + {AIRFLOW_HOST_EBS_GIB} GiB gp3"
+            + (
+                " (sized for the night: ingestion runs on the cluster, the host only lists, plans and waits)"
+                if workload.ingest_per_vcpu
+                else ""
+            ),
+            *(
+                [
+                    f"photo mix {workload.photo_mix}: ingest {workload.ingest_per_vcpu:.1f} and featurize "
+                    f"{workload.throughput_per_vcpu:.1f} photos/s per vCPU; originals kept "
+                    f"{workload.original_retention_days} days, derivatives ({workload.derivative_bytes:,.0f} B) "
+                    f"the retention; the landing holds each photo {workload.landing_days:g} day on average; "
+                    f"the app's uploads ({app_uploads:,.2f} USD) apart, not the pipeline's"
+                ]
+                if workload.photo_mix
+                else []
+            ),
             f"network path: {network}"
             + (
                 " (free)"
@@ -789,7 +897,8 @@ def steady_state_month(
                 + ", ".join(f"{name} in {azs} AZ" for name, azs in INTERFACE_ENDPOINTS.items())
                 + f"; the Airflow host's {AIRFLOW_HOST_PUBLIC_IPV4} public IPv4 address"
             ),
-            "not counted: data transfer (none leaves the region), CloudWatch, the landing's own storage",
+            "not counted: data transfer (none leaves the region), CloudWatch"
+            + ("" if workload.landing_days else ", the landing's own storage"),
         ],
     }
 
@@ -811,7 +920,10 @@ def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[st
     stats_rate = workload.pca_stats_rows_per_s_per_vcpu * vcpus
     project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
     pca = rows / stats_rate + rows / project_rate + overheads.step_s + refit_seconds(workload.refit_batches)
-    seconds = {"featurize_s": featurize, "pca_s": pca}
+    seconds = {}
+    if workload.ingest_per_vcpu:  # ingestion as a cluster step before featurize (issue 22)
+        seconds["ingest_s"] = workload.featurized_images / (workload.ingest_per_vcpu * vcpus) + overheads.step_s
+    seconds |= {"featurize_s": featurize, "pca_s": pca}
     if workload.reexpress_rows:
         seconds["reexpress_s"] = workload.reexpress_rows / project_rate + overheads.step_s
     return seconds
@@ -902,7 +1014,7 @@ def estimate_emr(
 
 
 # The components of a run that are storage (the batch's stay; a new basis' outputs starting their tiers again).
-STORAGE_COMPONENTS = ("s3_storage", "s3_new_basis_tiers")
+STORAGE_COMPONENTS = ("s3_storage", "s3_new_basis_tiers", "s3_landing_storage")
 
 
 def processing_per_million(components: dict[str, float], images: int) -> float | None:

@@ -263,11 +263,12 @@ def _legacy_pca_folders(store) -> list[str]:
 
 
 def _batch_data_prefixes(store, batch: str) -> list[str]:
-    """Where rows derived from a batch's photos live: its features, quarantine and reduced PCA on every basis
-    (committed run folders, and any stale one a rerun left: both may hold the photo's rows)."""
+    """Where rows derived from a batch's photos live: its derivatives, features, quarantine and reduced PCA on
+    every basis (committed run folders, and any stale one a rerun left: both may hold the photo's rows)."""
     root = store.root
     reduced = lake.pca_reduced_uri(root, 1).rsplit("basis=", 1)[0]
-    return [lake.features_uri(root, batch), lake.quarantine_uri(root, batch)] + [
+    kept = [lake.derived_uri(root, batch), lake.features_uri(root, batch), lake.quarantine_uri(root, batch)]
+    return kept + [
         f"{reduced}{name}/batch={batch}/" for name in store.list_children(reduced) if name.startswith("basis=")
     ]
 

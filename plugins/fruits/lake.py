@@ -7,9 +7,11 @@ Landing (outside the lake, `fruits_landing`): `<landing>/<YYYY-MM-DD>/[<Split>/]
 a run for batch <ds> ingests `<landing>/<ds>/` only (a backfill takes its own date's photos). A
 run's `landing` Param names one folder holding that batch's photos instead (manual runs, demo).
 
-    raw/batch=<ds>/bundle-<hex>.parquet   photos of the batch, up to 1,000 per bundle (fruits.upload):
+    raw/batch=<ds>/bundle-<hex>.parquet   the ORIGINALS (metadata stripped), up to 1,000 per bundle (fruits.upload):
                                           binaryFile's columns + sha256,
-                                          path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>
+                                          path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>;
+                                          deleted `original_retention_days` (default 1) after their night, once
+                                          featurized, by fruits.retention.sweep_originals (docs/gdpr.md)
     raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
     raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
     index/                                the cross-batch duplicate index and the erased hashes (fruits.upload),
@@ -21,6 +23,9 @@ Job outputs are never renamed into place. Each job run writes under its own immu
 `<output>/_committed.json` (COMMIT_MARKER: the run folder, its files, its counts). Every reader
 resolves the marker and reads only the files it lists; a folder without a marker holds nothing.
 
+    derived/batch=<ds>/                   the DERIVATIVES kept for re-featurizing (Parquet rows: path = the
+                                          original's raw/ path, sha256, derivative = featurize.derivative's
+                                          bytes: upright, <= 320 px JPEG, no metadata), kept retention_days
     features/batch=<ds>/                  featurize output (Parquet) + _job_metrics.json   [committed]
     quarantine/batch=<ds>/                files featurize could not read (Parquet: path, reason) [committed]
     pca/stats/batch=<ds>/                 the batch's sufficient statistics (n, sum, X'X)    [committed]
@@ -51,7 +56,10 @@ from typing import Any, Protocol
 SPLITS = ("Training", "Test")
 # The commit marker of a job output; spark_jobs/jobio.py writes it (same name, checked by a test).
 COMMIT_MARKER = "_committed.json"
-AREAS = ("raw", "index", "locks", "features", "quarantine", "pca", "reports", "code", "models", "logs")
+AREAS = ("raw", "derived", "index", "locks", "features", "quarantine", "pca", "reports", "code", "models", "logs")
+# What the lake keeps of a photo (docs/gdpr.md, "What the lake keeps"): the stripped original for a short window,
+# the model-ready derivative for the whole retention.
+ORIGINALS_AREA, DERIVED_AREA = "raw", "derived"
 # Names inside a committed PCA output (spark_jobs/pca.py writes them, the cluster ships no plugins: the
 # job keeps its own copy, tests/test_erase.py checks they agree). Before per-basis outputs, one CSV file.
 PCA_REDUCED_FOLDER = "reduced"
@@ -134,6 +142,11 @@ def landing_uri(landing_root: str, batch: str) -> str:
 
 def raw_uri(root: str, batch: str) -> str:
     return _join(root, "raw", f"batch={check_batch(batch)}") + "/"
+
+
+def derived_uri(root: str, batch: str) -> str:
+    """One batch's derivatives (the lake keeps them for the retention; the originals only a short window)."""
+    return _join(root, DERIVED_AREA, f"batch={check_batch(batch)}") + "/"
 
 
 def features_uri(root: str, batch: str | None = None) -> str:

@@ -184,17 +184,23 @@ def upload_batch(
 def sweep_retention(
     settings: PipelineSettings, s3_client: Any | None, batch: str, *, dry_run: bool, owner: str
 ) -> dict[str, Any]:
-    """Delete the batches that left retention since the last sweep, by batch date (fruits.retention)."""
+    """Delete the batches that left retention since the last sweep, by batch date, then the originals past
+    their shorter window (fruits.retention)."""
     store = open_lake(settings, s3_client)
-    return retention.sweep_expired(
+    root = lake_root(settings)
+    report = retention.sweep_expired(
         store,
-        lake_root(settings),
+        root,
         batch,
         settings.retention_days,
         owner=owner,
         dry_run=dry_run,
         max_batches=settings.retention_max_batches,
     )
+    originals = retention.sweep_originals(
+        store, root, batch, settings.original_retention_days, owner=owner, dry_run=dry_run
+    )
+    return {**report, "originals": originals}
 
 
 def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -213,7 +219,8 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     batch only when it must be caught up: with 365 retained batches ~731 small GETs, whatever the
     history's size. A retained raw batch before tonight with photos and no committed features is
     featurized again (a failed night, #13.4); one with committed features but no committed statistics
-    gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches."""
+    gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches.
+    (A batch's originals outlive their short window until its features are committed: fruits.retention.)"""
     since = retention.oldest_retained(batch, retention_days)
 
     def retained(batches: list[str]) -> list[str]:

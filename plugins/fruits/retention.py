@@ -20,6 +20,13 @@ Bounded, whatever batch a run names: the sweep's night is the earliest of the ru
 (the wall clock) and the newest ingested batch, so a mistyped year never expires anything the clock still
 retains; and a night that would delete more than `max_batches` batches (the setting fruits_retention_max_batches)
 is refused before deleting anything, unless that setting is raised for the catch-up.
+
+Originals go sooner (issue 22, docs/gdpr.md "What the lake keeps"): `sweep_originals` deletes a batch's photo
+bundles (raw/batch=<ds>/bundle-*.parquet) once `original_retention_days` have passed and its features (whose
+run wrote the derivatives) are committed, with its own watermark; a batch not featurized yet keeps its
+originals for its catch-up, and holds the watermark back like a locked one;
+the batch's manifest and ingestion report stay in raw/ until the batch expires (the manifest names the dedup
+index entries), and its derivatives (derived/) and rows stay the whole retention.
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ from fruits.settings import VARIABLE_PREFIX, PipelineSettings
 log = logging.getLogger("fruits.retention")
 
 WATERMARK_NAME = "retention.json"
+ORIGINALS_WATERMARK_NAME = "retention-originals.json"
 # Areas keyed by batch=<ds>/ directly (the reduced area is keyed by basis first).
-BATCH_AREAS = ("features", "quarantine", "reports")
+BATCH_AREAS = (lake.DERIVED_AREA, "features", "quarantine", "reports")
 # The setting (Variable) that lets one night sweep more batches, and its default.
 MAX_BATCHES_SETTING = VARIABLE_PREFIX + "retention_max_batches"
 DEFAULT_MAX_BATCHES = PipelineSettings.retention_max_batches
@@ -53,22 +61,24 @@ def oldest_retained(batch: str, retention_days: int) -> str:
     return (dt.date.fromisoformat(lake.check_batch(batch)) - dt.timedelta(days=retention_days - 1)).isoformat()
 
 
-def watermark_uri(root: str) -> str:
-    return lake.area_uri(root, "index") + WATERMARK_NAME
+def watermark_uri(root: str, name: str = WATERMARK_NAME) -> str:
+    return lake.area_uri(root, "index") + name
 
 
-def read_watermark(store: Any, root: str) -> str | None:
+def read_watermark(store: Any, root: str, name: str = WATERMARK_NAME) -> str | None:
     """The last batch date wholly swept (None: never swept)."""
-    data = store.read_or_none(watermark_uri(root))
+    data = store.read_or_none(watermark_uri(root, name))
     if not data:
         return None
     try:
         return lake.check_batch(json.loads(data)["swept_through"])
     except ValueError as error:  # e.g. moved to 2061 by a run before dates were bounded: a person decides
-        raise ValueError(f"{watermark_uri(root)}: {error}; set swept_through to the last date really swept") from None
+        raise ValueError(
+            f"{watermark_uri(root, name)}: {error}; set swept_through to the last date really swept"
+        ) from None
 
 
-def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> None:
+def _write_watermark(store: Any, root: str, batch: str, retention_days: int, name: str = WATERMARK_NAME) -> None:
     body = json.dumps(
         {
             "swept_through": batch,
@@ -77,7 +87,7 @@ def _write_watermark(store: Any, root: str, batch: str, retention_days: int) -> 
         },
         indent=1,
     ).encode()
-    store.put(watermark_uri(root), body, storage.sha256_bytes(body))
+    store.put(watermark_uri(root, name), body, storage.sha256_bytes(body))
 
 
 def _dates(after: str, through: str) -> list[str]:
@@ -116,6 +126,7 @@ def batch_prefixes(root: str, batch: str, bases: list[str]) -> list[str]:
         lake.quarantine_uri(root, batch),
         lake.features_uri(root, batch),
         lake.reports_uri(root, batch),
+        lake.derived_uri(root, batch),
         lake.raw_uri(root, batch),
     ]
 
@@ -164,6 +175,85 @@ def sweep_batch(
     }
 
 
+def _pending(store: Any, root: str, through: str, watermark: str | None, bases: list[str]) -> list[str]:
+    """The batch dates up to `through` not swept yet: after the watermark, or those the lake holds."""
+    if watermark is None:
+        return [b for b in _first_sweep_batches(store, root, bases) if b <= through]
+    return _dates(watermark, through)
+
+
+def original_bundles(store: Any, root: str, batch: str) -> list[str]:
+    """The batch's photo bundles (its originals): not the manifest, not the ingestion report."""
+    raw = lake.raw_uri(root, batch)
+    return [uri for uri in store.list_files(raw) if storage.is_bundle_name(uri.rsplit("/", 1)[-1])]
+
+
+def sweep_originals(
+    store: Any,
+    root: str,
+    batch: str,
+    original_retention_days: int,
+    *,
+    owner: str = "retention-sweep",
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """On the night of `batch` (bounded by sweep_night), delete the originals (photo bundles, every version)
+    of the batches older than `oldest_retained(night, original_retention_days)`, oldest first, each under
+    its lock; the watermark (index/retention-originals.json) moves after each. A batch without committed
+    features is `waiting` (its catch-up needs the originals). Returns {oldest_original_retained, expired,
+    swept ({batch: bundles deleted}), locked, waiting, objects_deleted, dry_run}."""
+    keep_from = oldest_retained(sweep_night(batch, storage.raw_batches(store, root), now=now), original_retention_days)
+    through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
+    before = read_watermark(store, root, ORIGINALS_WATERMARK_NAME)
+    expired = _pending(store, root, through, before, _bases(store, root))
+    swept: dict[str, int] = {}
+    locked: list[str] = []
+    waiting: list[str] = []
+    for day in expired:
+        bundles = original_bundles(store, root, day)
+        if bundles and not lake.read_commit(store, lake.features_uri(root, day)):
+            waiting.append(day)
+            continue
+        try:
+            if not dry_run:
+                locks.acquire(store, root, day, owner)
+        except locks.BatchLocked as error:
+            log.warning("retention of originals: %s; left for the next night", error)
+            locked.append(day)
+            continue
+        try:
+            swept[day] = sum(store.delete_prefix(uri, dry_run=dry_run) for uri in bundles)
+        finally:
+            if not dry_run:
+                locks.release(store, root, day, owner)
+        if not locked and not waiting and not dry_run:
+            _write_watermark(store, root, day, original_retention_days, ORIGINALS_WATERMARK_NAME)
+    if before is None and not locked and not waiting and not dry_run and (not expired or expired[-1] < through):
+        _write_watermark(store, root, through, original_retention_days, ORIGINALS_WATERMARK_NAME)
+    report = {
+        "batch": batch,
+        "original_retention_days": original_retention_days,
+        "oldest_original_retained": keep_from,
+        "expired": expired,
+        "swept": {day: count for day, count in swept.items() if count},
+        "locked": locked,
+        "waiting": waiting,
+        "objects_deleted": sum(swept.values()),
+        "dry_run": dry_run,
+    }
+    log.info(
+        "retention of originals on %s (%d days, keeping %s on): %d bundle object(s) deleted%s%s",
+        batch,
+        original_retention_days,
+        keep_from,
+        report["objects_deleted"],
+        f"; locked, left: {locked}" if locked else "",
+        f"; not featurized yet, kept: {waiting}" if waiting else "",
+    )
+    return report
+
+
 def sweep_expired(
     store: Any,
     root: str,
@@ -188,10 +278,7 @@ def sweep_expired(
     through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
     before = read_watermark(store, root)
     bases = _bases(store, root)
-    if before is None:
-        expired = [b for b in _first_sweep_batches(store, root, bases) if b <= through]
-    else:
-        expired = _dates(before, through)
+    expired = _pending(store, root, through, before, bases)
     # Dates without photos (raw goes last, so a batch with anything left has raw) are not batches deleted.
     holding = expired if before is None else sorted(set(expired) & set(ingested))
     if len(holding) > max_batches:

@@ -19,7 +19,9 @@ from pathlib import Path
 from fruits import cost_compare, price_refresh
 from fruits.costs import (
     AIRFLOW_HOST_TYPE,
+    LANDING_DAYS,
     NETWORK_PATHS,
+    PHOTO_MIXES,
     PRICES_FILE,
     PriceBook,
     Workload,
@@ -27,6 +29,7 @@ from fruits.costs import (
     estimate_emr,
     instance_facts,
     night_workload,
+    photo_mix,
     steady_state_month,
 )
 from fruits.emr_cluster import ARCHITECTURES, ClusterSizing
@@ -35,10 +38,26 @@ from fruits.settings import PipelineSettings
 
 
 def workload_of(args: argparse.Namespace) -> Workload:
+    mix = photo_mix(args.photo_mix) if args.photo_mix else None
     if args.throughput_per_vcpu is not None:
         throughput, source = args.throughput_per_vcpu, "given on the command line"
+    elif mix:
+        throughput, source = mix.featurize_per_vcpu, mix.source
     else:
         throughput, source = default_throughput()
+    classes = {}
+    if mix:  # the night ingests on the cluster and keeps issue 22's copies; the app's phones upload to S3
+        classes = {
+            "photo_mix": mix.name,
+            "ingest_per_vcpu": mix.ingest_per_vcpu,
+            "derivative_bytes": mix.derivative_bytes,
+            "original_retention_days": PipelineSettings.original_retention_days,
+            "landing_image_bytes": mix.original_bytes,
+        }
+    if mix and mix.name == "phone":
+        classes["landing_days"] = LANDING_DAYS
+        args.landing_on_s3 = True
+    mean_image_bytes = args.mean_image_bytes or (mix.stripped_bytes if mix else Workload.mean_image_bytes)
     return Workload(
         images=args.images,
         throughput_per_vcpu=throughput,
@@ -47,12 +66,13 @@ def workload_of(args: argparse.Namespace) -> Workload:
         images_per_object=args.images_per_object,
         landing_on_s3=args.landing_on_s3,
         storage_months=args.storage_months,
-        mean_image_bytes=args.mean_image_bytes,
+        mean_image_bytes=mean_image_bytes,
         feature_bytes=args.feature_bytes,
         reduced_bytes=args.reduced_bytes,
         csv_bytes=args.csv_bytes,
         reexpress_rows=args.reexpress_rows,
         catchup_images=args.catchup_images,
+        **classes,
     )
 
 
@@ -119,8 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--mean-image-bytes",
             type=float,
-            default=Workload.mean_image_bytes,
-            help="mean photo size in bytes: drives raw/ and the bundles (Fruits-360: 4,530; a phone: ~3e6)",
+            default=None,
+            help="mean photo size in bytes: drives raw/ and the bundles (default: the --photo-mix's, else "
+            f"Fruits-360's {Workload.mean_image_bytes:,.0f}; a phone: ~3e6)",
+        )
+        p.add_argument(
+            "--photo-mix",
+            choices=sorted(PHOTO_MIXES),
+            default=None,
+            help="price a night of this photo mix from benchmarks/results/photo_classes.json (phone: 70 %% 12-MP "
+            "JPEG, 30 %% HEIC, uploaded by the app to an s3:// landing, ingested on the cluster, originals kept "
+            "fruits_original_retention_days, derivatives the retention; thumbnail: today's Fruits-360 night)",
         )
         p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
         p.add_argument(

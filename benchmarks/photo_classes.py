@@ -1,0 +1,158 @@
+"""Per photo class, side by side in one run: ingest, decode + preprocess, inference and featurize end to end.
+
+    .venv/bin/python benchmarks/photo_classes.py [--photos 30] [--copies 8]
+
+Classes: `thumbnail` (the Fruits-360 sample, 100 x 100 JPEG), `jpeg12` (12-MP phone JPEG) and `heic` (12-MP
+HEIC with its thumbnail item), both from benchmarks/phone_photos.py. For each, on one thread of this process:
+- ingest: what the ingestion does per photo (fruits.upload's identify + strip_metadata, sha256), photos/s;
+- decode + preprocess: featurize's one decode (decode_oriented: JPEG DCT scaling, the HEIC thumbnail item,
+  EXIF orientation), the model's pixels and the derivative, then preprocess, images/s;
+- inference: LiteRT XNNPACK, 1 thread, batch 1 (the job's default) on those tensors, images/s;
+then featurize.py end to end through spark-submit on local[<cores>] over `--copies` hard links of each photo
+(the job's own rate, model preparation excluded), images/s per vCPU.
+
+Writes benchmarks/results/photo_classes.json; the cost model (fruits.costs.photo_class_rates) reads each
+class's featurize and ingest rates relative to the thumbnails' measured in the same run, and the mean bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
+
+# isort: split
+import numpy as np
+import phone_photos
+from inference_throughput import featurize_end_to_end, rate, shared_present
+
+import featurize
+from fruits import upload
+from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
+
+RESULTS_FILE = RESULTS_DIR / "photo_classes.json"
+CLASSES = ("thumbnail", "jpeg12", "heic")
+
+
+def class_photos(name: str, count: int) -> list[Path]:
+    if name == "thumbnail":
+        every = sorted(SAMPLE_DIR.glob("*/*/*.jpg"))
+        return every[:: max(1, len(every) // count)][:count]
+    jpeg, heic = (count, 0) if name == "jpeg12" else (0, count)
+    return [p.path for p in phone_photos.workload(jpeg, heic, 0, sample_dir=SAMPLE_DIR)]
+
+
+def timed_rate(work, items: list, min_seconds: float) -> float:
+    """Items/s of `work` over `items`, repeated until min_seconds have passed (one warm-up item first)."""
+    work(items[0])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds or not done:
+        for item in items:
+            work(item)
+        done += len(items)
+    return done / (time.perf_counter() - started)
+
+
+def ingest_one(data: bytes) -> int:
+    image_format, orientation = upload.identify(data)
+    stripped, _ = upload.strip_metadata(data, image_format, orientation)
+    hashlib.sha256(stripped).digest()
+    return len(stripped)
+
+
+def decode_one(data: bytes) -> tuple[np.ndarray, int]:
+    image, _, _ = featurize.decode_oriented(data)
+    return featurize.preprocess(featurize.model_pixels(image)), len(featurize.derivative(image))
+
+
+def link_copies(photos: list[Path], target: Path, copies: int) -> int:
+    for copy in range(copies):
+        for photo in photos:
+            link = target / f"copy{copy}" / photo.parent.name / photo.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(photo, link)
+    return copies * len(photos)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=30, help="photos per class (phone ones generated once)")
+    parser.add_argument("--copies", type=int, default=8, help="links to each photo in the end-to-end input")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="per single-process measurement")
+    args = parser.parse_args(argv)
+    if not shared_present():
+        return 2
+    cores = os.cpu_count() or 1
+    started = time.perf_counter()
+    photos = {name: class_photos(name, args.photos) for name in CLASSES}
+    print(f"photos ready ({time.perf_counter() - started:.0f} s)", flush=True)
+    model = featurize.LiteRTModel(featurize.to_litert_flatbuffer(featurize.build_keras_model(str(WEIGHTS_FILE))), 1)
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="fruits-classes-") as folder:
+        for name in CLASSES:
+            contents = [p.read_bytes() for p in photos[name]]
+            stripped = [ingest_one(c) for c in contents]
+            decoded = [decode_one(c) for c in contents]
+            tensors = np.stack([tensor for tensor, _ in decoded])
+            row = {
+                "photos": len(contents),
+                "mean_bytes": round(float(np.mean([len(c) for c in contents]))),
+                "mean_stripped_bytes": round(float(np.mean(stripped))),
+                "mean_derivative_bytes": round(float(np.mean([size for _, size in decoded]))),
+                "ingest_per_s_one_thread": timed_rate(ingest_one, contents, args.min_seconds),
+                "decode_preprocess_per_s_one_thread": timed_rate(decode_one, contents, args.min_seconds),
+                "inference_per_s_one_thread": rate(model, tensors, 1, args.min_seconds),
+            }
+            workdir = Path(folder) / name
+            images = link_copies(photos[name], workdir / "input", args.copies if name != "thumbnail" else 24)
+            print(f"{name}: featurize.py end to end on {images} photos, local[{cores}] ...", flush=True)
+            job = featurize_end_to_end(workdir / "input", "files", cores, workdir)
+            row["featurize_end_to_end"] = {k: job[k] for k in ("seen", "featurized", "seconds", "images_per_second")}
+            row["featurize_per_s_per_vcpu"] = job["images_per_second"] / cores
+            results[name] = {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+
+    thumbnail = results["thumbnail"]
+    for row in results.values():
+        for step, key in (("featurize", "featurize_per_s_per_vcpu"), ("ingest", "ingest_per_s_one_thread")):
+            row[f"{step}_vs_thumbnail"] = round(row[key] / thumbnail[key], 4)
+    columns = (
+        ("mean_bytes", "bytes"),
+        ("ingest_per_s_one_thread", "ingest/s"),
+        ("decode_preprocess_per_s_one_thread", "decode+pre/s"),
+        ("inference_per_s_one_thread", "infer/s"),
+        ("featurize_per_s_per_vcpu", "featurize/s/vCPU"),
+        ("featurize_vs_thumbnail", "vs thumbnail"),
+    )
+    print("\n" + f"{'class':10}" + "".join(f"{title:>18}" for _, title in columns))
+    for name, row in results.items():
+        print(f"{name:10}" + "".join(f"{row[key]:>18,}" for key, _ in columns))
+    print(f"(one thread each, featurize on local[{cores}]); total {time.perf_counter() - started:.0f} s")
+    RESULTS_FILE.write_text(
+        json.dumps(
+            {
+                "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.node()} {platform.machine()}",
+                "cores": cores,
+                "command": "benchmarks/photo_classes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "classes": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
