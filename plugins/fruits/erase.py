@@ -260,6 +260,10 @@ def _photo_sha256s(erasure: Erasure) -> set[str]:
             sha = storage.sha256_bytes(erasure.lake.read(f"{erasure.lake.root}/{erasure.key(photo)}"))
         if sha:
             shas.add(sha)
+            # The hash of the stored (stripped) bytes too: the photo re-sent with new metadata stays out.
+            report = erasure.lake.read_or_none(storage.ingestion_report_uri(erasure.lake.root, batch))
+            outcomes = json.loads(report)["files"].values() if report else ()
+            shas.update(o["content_sha256"] for o in outcomes if o.get("sha256") == sha and o.get("content_sha256"))
     return shas
 
 

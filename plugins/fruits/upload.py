@@ -30,15 +30,17 @@ import datetime as dt
 import json
 import logging
 import secrets
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
+from photos import REJECT_REASONS, examine, pillow_image  # noqa: F401 - pillow_image: report_page's
+
 from fruits import dedup_index, lake
+from fruits.dedup_index import counts_as_stored
 from fruits.settings import PipelineSettings
 from fruits.storage import (
     BUNDLE_MAX_BYTES,
@@ -55,12 +57,6 @@ from fruits.storage import (
     ingestion_report_uri,
     sha256_bytes,
 )
-
-# The per-photo functions live with the Spark jobs (spark_jobs/photos.py: the cluster ships no plugins).
-_JOBS = str(Path(__file__).resolve().parents[2] / "spark_jobs")
-if _JOBS not in sys.path:
-    sys.path.append(_JOBS)
-from photos import REJECT_REASONS, examine, pillow_image  # noqa: E402, F401 - pillow_image: report_page's
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +190,69 @@ def delete_leftover_bundles(
 
 
 # ---------------------------------------------------------------------------------------------
+# Ingestion on the cluster (spark_jobs/ingest.py): the Airflow side lists, plans and copies only
+# ---------------------------------------------------------------------------------------------
+
+INGEST_FOLDER = "_ingest"  # raw/batch=<ds>/_ingest/: the job's listing and staged landing (hidden from readers)
+STAGE_WORKERS = 8
+STAGE_INFLIGHT_BYTES = 128 * 1024 * 1024
+
+
+def listing_uri(root: str, batch: str, nonce: str) -> str:
+    return lake.raw_uri(root, batch) + f"{INGEST_FOLDER}/listing-{nonce}.parquet"
+
+
+def staging_uri(root: str, batch: str, nonce: str) -> str:
+    return lake.raw_uri(root, batch) + f"{INGEST_FOLDER}/landing-{nonce}/"
+
+
+def write_listing(
+    lake_store: Store,
+    landing_store: Store,
+    landing_uri: str,
+    batch: str,
+    *,
+    max_photo_bytes: int = MAX_PHOTO_BYTES,
+    stage: bool = False,
+    workers: int = STAGE_WORKERS,
+    inflight_bytes: int = STAGE_INFLIGHT_BYTES,
+) -> dict[str, Any]:
+    """The planner of an ingestion on the cluster: lists the batch's landing folder (metadata only), refuses
+    from the listing alone what classify refuses, and writes the listing the Spark job reads (one row per
+    landing file). `stage`: a landing the cluster cannot read (not in S3) has its candidate files' bytes
+    copied into the lake's staging folder first, by a bounded pool, never decoded."""
+    import pyarrow as pa
+
+    from fruits.storage import bundle_parquet
+
+    lake.check_batch(batch)
+    landing_uri = landing_uri.rstrip("/") + "/"
+    nonce = secrets.token_hex(8)
+    staged = staging_uri(lake_store.root, batch, nonce) if stage else landing_uri
+    files = [classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri)]
+    if stage:
+        for file, data in read_in_pool(
+            landing_store, [f for f in files if not f.reason], workers=workers, inflight_bytes=inflight_bytes
+        ):
+            if isinstance(data, Exception):
+                continue  # the job finds no bytes: "unreadable"
+            lake_store.put(staged + file.uri[len(landing_uri) :], data, sha256_bytes(data))
+    table = pa.table(
+        {
+            "uri": pa.array([f.uri.encode("utf-8", "surrogateescape") for f in files], pa.binary()),
+            "source": [staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files],
+            "key": [f.key for f in files],
+            "size": pa.array([f.size for f in files], pa.int64()),
+            "reason": [f.reason for f in files],
+        }
+    )
+    uri = listing_uri(lake_store.root, batch, nonce)
+    data = bundle_parquet(table)
+    lake_store.put(uri, data, sha256_bytes(data))
+    return {"listing": uri, "landing": staged, "files": len(files), "candidates": sum(not f.reason for f in files)}
+
+
+# ---------------------------------------------------------------------------------------------
 # The upload
 # ---------------------------------------------------------------------------------------------
 
@@ -239,7 +298,15 @@ def _upload_one(
         key = _alternate_key(key, sha)
     attempt.files[key] = sha
     attempt.seen_shas[sha] = key
-    attempt.outcome(file.uri, "uploaded", sha256=sha, key=key, format=image_format, metadata=how)
+    attempt.outcome(
+        file.uri,
+        "uploaded",
+        sha256=sha,
+        content_sha256=verdict.content_sha256,
+        key=key,
+        format=image_format,
+        metadata=how,
+    )
     return Photo(key, sha, content)
 
 
@@ -359,6 +426,7 @@ def upload_new_images(
     read_workers: int = READ_WORKERS,
     landing_after: str = "keep",
     leftover_grace_seconds: float = LEFTOVER_GRACE_SECONDS,
+    retention_days: int | None = PipelineSettings.retention_days,
 ) -> dict[str, Any]:
     """Bundle the photos of one batch's landing folder into `raw/batch=<batch>/`; returns the counts.
     Never raises for a per-file problem: each file's outcome is in `_ingestion.json` and the counts."""
@@ -396,16 +464,23 @@ def upload_new_images(
     writer.flush()
 
     # Content already in another batch (the index), found once the night's hashes are known.
+    # Content already in another batch (the index: by the bytes as received or as stored), found once the
+    # night's hashes are known; a copy that expires too soon does not count (lakeindex.counts_as_stored).
+    uploaded = {uri: o for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"}
+    hashes = {h for o in uploaded.values() for h in (o["sha256"], o["content_sha256"])}
+    found = dedup_index.lookup(lake_store, root, hashes)
+    kept = {
+        sha: other for sha, other in found.items() if other != batch and counts_as_stored(other, batch, retention_days)
+    }
     elsewhere = {
-        sha: other
-        for sha, other in dedup_index.lookup(lake_store, root, attempt.files.values()).items()
-        if other != batch
+        uri: kept.get(o["sha256"]) or kept[o["content_sha256"]]
+        for uri, o in uploaded.items()
+        if o["sha256"] in kept or o["content_sha256"] in kept
     }
     if elsewhere:
-        drop = {key for key, sha in attempt.files.items() if sha in elsewhere}
-        for uri, outcome in attempt.outcomes.items():
-            if outcome["outcome"] == "uploaded" and outcome["key"] in drop:
-                attempt.outcome(uri, "already_in_lake", sha256=outcome["sha256"], batch=elsewhere[outcome["sha256"]])
+        drop = {uploaded[uri]["key"] for uri in elsewhere}
+        for uri, other in elsewhere.items():
+            attempt.outcome(uri, "already_in_lake", sha256=uploaded[uri]["sha256"], batch=other)
         _drop_from_bundles(attempt, drop, {})
 
     if dry_run:
@@ -423,9 +498,10 @@ def upload_new_images(
             root,
             batch,
             {
-                o["sha256"]
+                sha
                 for o in attempt.outcomes.values()
                 if o.get("batch", batch) == batch and o.get("sha256") in committed
+                for sha in (o["sha256"], o.get("content_sha256") or o["sha256"])
             },
         )
         counts["leftover_bundles_deleted"] = len(
