@@ -108,6 +108,7 @@ def main() -> None:
             "photos_per_s": round(args.photos / spark_s, 1),
             "worker_listing_seconds": round(listing_s, 3),
             "uploaded": counts["uploaded"],
+            "job_phase_seconds": counts["seconds"],
         },
     }
     assert worker["uploaded"] == counts["uploaded"], (worker["uploaded"], counts)

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -106,7 +107,8 @@ def examine_landing(spark, landing_uri: str, listing, erased: frozenset[str], ma
         F.decode("uri", "UTF-8").alias("uri"), F.regexp_replace("source", "^file:/+", "file:/").alias("path")
     )
     files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(landing_uri)
-    joined = files.select("path", "content").join(wanted, "path").select("uri", "content")
+    # The listing is broadcast: the photos' bytes never cross a shuffle.
+    joined = files.select("path", "content").join(F.broadcast(wanted), "path").select("uri", "content")
     return joined.mapInPandas(examine_batches(erased, max_photo_bytes), EXAMINED_SCHEMA)
 
 
@@ -125,7 +127,7 @@ def bundle_rows(examined, new: dict[str, str], raw_uri: str, written_at: dt.date
             "content",
             "sha256",
         )
-        .orderBy("path")
+        .sortWithinPartitions("path")
     )
 
 
@@ -196,13 +198,6 @@ def decide(
     return outcomes, candidates
 
 
-def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str]]) -> bytes:
-    """`_uploads.json` as fruits.storage.BatchManifest writes it."""
-    return json.dumps(
-        {"batch": batch, "files": dict(sorted(files.items())), "bundles": dict(sorted(bundles.items()))}, indent=1
-    ).encode()
-
-
 def commit_manifest(
     store: Any, raw_uri: str, batch: str, files: dict[str, str], bundles: dict[str, list[str]]
 ) -> dict[str, Any]:
@@ -220,7 +215,7 @@ def commit_manifest(
             "files": {**current["files"], **files},
             "bundles": {**current.get("bundles", {}), **bundles},
         }
-        body = manifest_json(batch, merged["files"], merged["bundles"])
+        body = lakefiles.manifest_json(batch, merged["files"], merged["bundles"])
         if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
             return merged
     raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row; nothing was lost, rerun")
@@ -235,16 +230,9 @@ def write_report(
     for _ in range(MANIFEST_ATTEMPTS):
         data, etag = store.read_with_etag(uri)
         previous = json.loads(data)["files"] if data else {}
-        files = {**previous}
-        for landing_file, outcome in outcomes.items():
-            before = previous.get(landing_file, {})
-            if not (
-                before.get("outcome") == "uploaded"
-                and outcome["outcome"] == "already_in_lake"
-                and outcome.get("batch") == batch
-                and before.get("sha256") == outcome.get("sha256")
-            ):
-                files[landing_file] = outcome
+        files = lakefiles.merge_outcomes(previous, outcomes, batch)
+        if files == previous:
+            return uri  # nothing new: a rerun writes nothing
         report = {
             "batch": batch,
             "landing": landing_uri,
@@ -298,7 +286,14 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
     files = jobio.HadoopFiles(spark)
     run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
     try:
+        clock = [time.monotonic()]
+
+        def lap() -> float:
+            clock.append(time.monotonic())
+            return round(clock[-1] - clock[-2], 2)
+
         small = {row.uri: row.asDict() for row in examined.drop("content").collect()}
+        seconds = {"examine": lap()}
         manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
         recorded = json.loads(manifest_data)["files"] if manifest_data else {}
         outcomes, new = decide(
@@ -310,11 +305,12 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             args.retention_days,
         )
         bundles: dict[str, list[str]] = {}
+        seconds["decide"] = lap()
         if new:
             rows = bundle_rows(examined, new, raw_uri, dt.datetime.now(dt.UTC))
             parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS))
-            # Photos are compressed already: no codec; a bundle of at most BUNDLE_MAX_PHOTOS photos per file.
-            rows.repartition(parts).write.option("compression", "none").option(
+            # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file; no shuffle of bytes.
+            rows.coalesce(parts).write.option("compression", "none").option(
                 "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
             ).parquet(run_folder)
             written = spark.read.parquet(run_folder).select(F.input_file_name().alias("file"), "path").collect()
@@ -323,6 +319,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
                 name = spark_spelling(row.file).removeprefix(spark_spelling(prefix))
                 bundles.setdefault(name, []).append(row.path[len(raw_uri) :])
             stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
+            seconds["bundles"] = lap()
             commit_manifest(store, raw_uri, batch, stored, bundles)
         # The index after the manifest: an entry always names a committed photo (both of its hashes).
         lakeindex.record(
@@ -331,7 +328,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             batch,
             {h for o in outcomes.values() if o["outcome"] == "uploaded" for h in (o["sha256"], o["content_sha256"])},
         )
-        counts = counts_of(outcomes, batch, bundles)
+        counts = {**counts_of(outcomes, batch, bundles), "seconds": {**seconds, "commit": lap()}}
         write_report(store, raw_uri, batch, args.landing, outcomes, counts)
         log.info("ingested batch %s: %s", batch, counts)
         return counts

@@ -6,6 +6,7 @@ them, and fruits.storage's LocalStore and S3Store inherit them (one definition o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import time
@@ -148,6 +149,29 @@ class S3Files:
 
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
         return self._conditional_put(uri, data, IfMatch=etag)
+
+
+def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str]]) -> bytes:
+    """A batch's `_uploads.json`: `files` {key: sha256}, `bundles` {bundle file, relative to the batch: keys}."""
+    return json.dumps(
+        {"batch": batch, "files": dict(sorted(files.items())), "bundles": dict(sorted(bundles.items()))}, indent=1
+    ).encode()
+
+
+def merge_outcomes(previous: dict[str, dict], outcomes: dict[str, dict], batch: str) -> dict[str, dict]:
+    """`_ingestion.json`'s files after an attempt: its outcomes over the earlier ones, except that a rerun
+    finding an uploaded photo again in this batch leaves it `uploaded` (it is still the file uploaded)."""
+    files = {**previous}
+    for landing_file, outcome in outcomes.items():
+        before = previous.get(landing_file, {})
+        if not (
+            before.get("outcome") == "uploaded"
+            and outcome["outcome"] == "already_in_lake"
+            and outcome.get("batch") == batch
+            and before.get("sha256") == outcome.get("sha256")
+        ):
+            files[landing_file] = outcome
+    return files
 
 
 def open_files(uri: str) -> LocalFiles | S3Files:

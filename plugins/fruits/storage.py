@@ -324,10 +324,7 @@ class BatchManifest:
     bundles: dict[str, list[str]]
 
     def to_json(self, batch: str) -> bytes:
-        return json.dumps(
-            {"batch": batch, "files": dict(sorted(self.files.items())), "bundles": dict(sorted(self.bundles.items()))},
-            indent=1,
-        ).encode()
+        return lakefiles.manifest_json(batch, self.files, self.bundles)
 
     @classmethod
     def parse(cls, data: bytes | None) -> BatchManifest:

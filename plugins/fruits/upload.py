@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from lakefiles import merge_outcomes
 from photos import REJECT_REASONS, examine, pillow_image  # noqa: F401 - pillow_image: report_page's
 
 from fruits import dedup_index, lake
@@ -364,17 +365,7 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
     for _ in range(MANIFEST_ATTEMPTS):
         data, etag = store.read_with_etag(uri)
         previous = json.loads(data)["files"] if data else {}
-        files = {**previous}
-        for landing_file, outcome in attempt.outcomes.items():
-            before = previous.get(landing_file, {})
-            # A rerun finding an uploaded photo again: it is still the file that was uploaded.
-            if not (
-                before.get("outcome") == "uploaded"
-                and outcome.get("batch") == attempt.batch
-                and outcome["outcome"] == "already_in_lake"
-                and before.get("sha256") == outcome.get("sha256")
-            ):
-                files[landing_file] = outcome
+        files = merge_outcomes(previous, attempt.outcomes, attempt.batch)
         if files == previous:
             return uri  # nothing new: a rerun writes nothing
         report = {
