@@ -35,19 +35,21 @@ BATCH = "2026-03-10"
 
 
 def photos(count: int) -> list[tuple[str, bytes]]:
-    files = sorted(SAMPLE.rglob("*.jpg")) if SAMPLE.is_dir() else []
-    if files:
-        return [
-            (f"{f.parent.name}/{i}-{f.name}", f.read_bytes())
-            for i, f in zip(range(count), files * (count // len(files) + 1))
-        ]
+    """`count` distinct photos: the sample's, re-encoded at a lower quality for each repeat (no duplicates)."""
     from PIL import Image
 
+    files = sorted(SAMPLE.rglob("*.jpg")) if SAMPLE.is_dir() else []
     out = []
     for i in range(count):
+        repeat = i // len(files) if files else 1
+        if files and not repeat:
+            out.append((f"{files[i].parent.name}/{i}-{files[i].name}", files[i].read_bytes()))
+            continue
+        source = files[i % len(files)] if files else None
+        image = Image.open(source) if source else Image.new("RGB", (100, 100), (i % 256, i // 256 % 256, 7))
         buffer = io.BytesIO()
-        Image.new("RGB", (100, 100), (i % 256, i // 256 % 256, 7)).save(buffer, "JPEG", quality=90)
-        out.append((f"Label{i % 10}/p{i}.jpg", buffer.getvalue()))
+        image.convert("RGB").save(buffer, "JPEG", quality=95 - repeat)
+        out.append((f"{source.parent.name if source else f'Label{i % 10}'}/{i}.jpg", buffer.getvalue()))
     return out
 
 
@@ -55,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=960)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--open-cost-bytes", type=int, default=None, help="default: the job's (ingest.OPEN_COST_BYTES)")
     args = parser.parse_args()
 
     import ingest
@@ -79,6 +82,7 @@ def main() -> None:
         SparkSession.builder.master(args.master)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.files.openCostInBytes", str(args.open_cost_bytes or ingest.OPEN_COST_BYTES))
         .getOrCreate()
     )
     lake_b = storage.LocalStore(work / "lake-b")
@@ -104,6 +108,7 @@ def main() -> None:
         },
         "spark_ingest": {
             "master": args.master,
+            "open_cost_bytes": args.open_cost_bytes or ingest.OPEN_COST_BYTES,
             "seconds": round(spark_s, 2),
             "photos_per_s": round(args.photos / spark_s, 1),
             "worker_listing_seconds": round(listing_s, 3),

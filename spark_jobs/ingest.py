@@ -46,6 +46,9 @@ INGESTION_REPORT = "_ingestion.json"
 ERASED = "erased.json"
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
+# binaryFile packs files into a task up to 128 MB counting this much per file: Spark's 4 MB made a task per
+# ~30 thumbnails, its overhead 3x the photos' work (benchmarks/results/ingest_throughput.json).
+OPEN_COST_BYTES = 256 * 1024
 EXAMINED_SCHEMA = (
     "uri string, sha256 string, content_sha256 string, format string, metadata string, reason string, "
     "detail string, content binary"
@@ -357,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     args = parse_args(argv)
-    spark = SparkSession.builder.appName(f"fruits-ingest-{args.batch_id}").getOrCreate()
+    spark = (
+        SparkSession.builder.appName(f"fruits-ingest-{args.batch_id}")
+        .config("spark.sql.files.openCostInBytes", str(OPEN_COST_BYTES))
+        .getOrCreate()
+    )
     try:
         run(spark, args)
     finally:
