@@ -271,3 +271,30 @@ def test_a_landing_outside_s3_is_staged_by_bytes_only(tmp_path):
     assert not (staged / "Kiwi" / ".tmp").exists()
     table = pq.read_table(planned["listing"].removeprefix("file://")).to_pylist()
     assert {r["reason"] for r in table} == {"", "hidden"} and planned["candidates"] == 1
+
+
+def test_two_nights_ingesting_one_photo_at_once_are_both_indexed_and_erase_by_path_removes_both(tmp_path, monkeypatch):
+    """Issue 23 item 8: night B looked the index up before night A recorded the photo (simulated): both keep
+    a copy, the index's conditional writes record both, and erasing one copy by its path erases both."""
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    nights = {}
+    for night in (days_before(BATCH, 1), BATCH):
+        folder = tmp_path / night / "Kiwi"
+        folder.mkdir(parents=True)
+        (folder / f"shared-{night}.jpg").write_bytes(jpeg((3, 33, 133)))
+        (folder / "own.jpg").write_bytes(jpeg((len(nights) * 90, 1, 1)))
+        nights[night] = folder.parent
+    real_lookup = dedup_index.lookup
+    monkeypatch.setattr(dedup_index, "lookup", lambda *args, **kwargs: {})  # neither has recorded yet
+    for night, folder in nights.items():
+        upload.upload_new_images(lake_store, storage.LocalStore(folder), storage.file_uri(folder), night)
+    monkeypatch.setattr(dedup_index, "lookup", real_lookup)
+    sha = photos.sha256_hex(jpeg((3, 33, 133)))
+    assert dedup_index.batches_holding(lake_store, lake_store.root, [sha]) == {sha: sorted(nights)}
+
+    first = sorted(nights)[0]
+    report = erase.erase(lake_store.root, f"raw/batch={first}/Kiwi/shared-{first}.jpg", owner="test")
+    assert report["photos"] == sorted(f"raw/batch={n}/Kiwi/shared-{n}.jpg" for n in nights)
+    for night in nights:
+        assert sorted(storage.read_manifest(lake_store, lake_store.root, night)) == ["Kiwi/own.jpg"]
+    assert dedup_index.batches_holding(lake_store, lake_store.root, [sha]) == {}
