@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - run as `python -m spark_jobs.ingest`
 UPLOADS_MANIFEST = "_uploads.json"  # fruits.storage's names, checked equal by a test
 INGESTION_REPORT = "_ingestion.json"
 ERASED = "erased.json"
+INGEST_FOLDER = "_ingest"  # fruits.upload.INGEST_FOLDER: the planner's listing and staged landing, per attempt
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
 # binaryFile packs files into a task up to 128 MB counting this much per file: Spark's 4 MB made a task per
@@ -340,6 +341,10 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         raise
     finally:
         examined.unpersist()
+        # The planner's files are this attempt's alone; staged originals still carry their metadata.
+        for planned in (args.listing, args.landing):
+            if planned.startswith(raw_uri + INGEST_FOLDER + "/"):
+                jobio.delete(spark, planned)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -100,6 +100,7 @@ def test_the_ingest_job_runs_the_same_arguments_on_emr_and_through_local_spark_s
     # The job's names for the batch's files are fruits.storage's.
     assert (ingest.UPLOADS_MANIFEST, ingest.INGESTION_REPORT) == (storage.UPLOADS_MANIFEST, storage.INGESTION_REPORT)
     assert (ingest.ERASED, ingest.BUNDLE_MAX_PHOTOS) == (dedup_index.ERASED_NAME, storage.BUNDLE_MAX_PHOTOS)
+    assert ingest.INGEST_FOLDER == upload.INGEST_FOLDER
 
 
 def test_a_copy_that_expires_soon_or_tonight_does_not_count_as_stored():
@@ -249,7 +250,11 @@ def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tm
         [exif_sha, by_name["gps_exif.jpg"]["content_sha256"]], BATCH
     )
 
-    # A rerun finds everything in the batch: the same outcomes, no new bundle.
+    # The planner's listing went with the run; a rerun (a new listing) finds everything in the batch: the
+    # same outcomes, no new bundle.
+    assert not Path(planned["listing"].removeprefix("file://")).exists()
+    planned = upload.write_listing(lake_store, storage.LocalStore(landing), storage.file_uri(landing), BATCH)
+    args.listing = planned["listing"]
     again = ingest.run(spark, args, store=lake_store)
     assert again["uploaded"] == 0 and again["bundles_written"] == 0
     assert json.loads(lake_store.read(storage.ingestion_report_uri(root, BATCH)))["files"] == report["files"]
