@@ -129,7 +129,7 @@ def main() -> int:
         shards: dict[str, dict[bytes, int]] = {}
         for i in range(args.history):
             sha = hashlib.sha256(i.to_bytes(8, "big")).digest()
-            shards.setdefault(sha.hex()[: dedup_index.SHARD_HEX], {})[sha[:16]] = 20000 + i % 365
+            shards.setdefault(sha.hex()[: dedup_index.SHARD_HEX], {})[sha[:16]] = {20000 + i % 365}
         for shard, entries in shards.items():
             s3.put_object(Bucket="index", Key=f"index/sha256/{shard}.bin", Body=dedup_index.encode_shard(entries))
         traffic = {"GetObject": 0, "PutObject": 0, "bytes_in": 0, "bytes_out": 0}

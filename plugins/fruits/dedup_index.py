@@ -1,7 +1,7 @@
 """The lake's cross-batch duplicate index and its erased hashes, under `index/` (lake layout v2).
 
-    index/sha256/<3 hex>.bin   one shard per sha256 prefix (4,096): sorted records of 18 bytes,
-                               the content hash's first 16 bytes + the batch as uint16 days since 1970-01-01
+    index/sha256/<3 hex>.bin   one shard per sha256 prefix (4,096): sorted records of 18 bytes, the content
+                               hash's first 16 bytes + a batch holding it (spark_jobs/lakeindex.py: the format)
     index/erased.json          {"sha256s": [...]}: content hashes erased on request (GDPR), refused for ever
 
 A night reads and rewrites only the shards its photos hash to (conditional writes, retried on a
@@ -14,123 +14,61 @@ lost photo), and the batch's next attempt writes them.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import struct
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Iterable
+
+import lakeindex
+from lakeindex import (
+    CAS_ATTEMPTS,
+    RECORD,
+    SHARD_HEX,
+    IndexConflict,
+    counts_as_stored,
+    encode_shard,
+    parse_shard,
+    shard_of,
+)
 
 from fruits import lake
 from fruits.storage import ConditionalStore
 
-SHARD_HEX = 3  # 4,096 shards: a night of 1 M photos writes each once (PUTs ~0.02 USD), reads 2x each
-RECORD = struct.Struct(">16sH")
-EPOCH = dt.date(1970, 1, 1)
+__all__ = ["RECORD", "SHARD_HEX", "IndexConflict", "counts_as_stored", "encode_shard", "parse_shard", "shard_of"]
 ERASED_NAME = "erased.json"
-CAS_ATTEMPTS = 20
 
 
-class IndexConflict(RuntimeError):
-    """A shard kept changing under us (CAS_ATTEMPTS conditional writes lost in a row)."""
-
-
-def shard_of(sha256: str) -> str:
-    return sha256[:SHARD_HEX].lower()
+def index_uri(root: str) -> str:
+    return lake.area_uri(root, "index")
 
 
 def shard_uri(root: str, shard: str) -> str:
-    return lake.area_uri(root, "index") + f"sha256/{shard}.bin"
+    return lakeindex.shard_uri(index_uri(root), shard)
 
 
 def erased_uri(root: str) -> str:
-    return lake.area_uri(root, "index") + ERASED_NAME
+    return index_uri(root) + ERASED_NAME
 
 
-def _day(batch: str) -> int:
-    return (dt.date.fromisoformat(lake.check_batch(batch)) - EPOCH).days
-
-
-def _batch(day: int) -> str:
-    return (EPOCH + dt.timedelta(days=day)).isoformat()
-
-
-def parse_shard(data: bytes | None) -> dict[bytes, int]:
-    if not data:
-        return {}
-    if len(data) % RECORD.size:
-        raise ValueError(f"index shard of {len(data)} bytes is not a whole number of {RECORD.size}-byte records")
-    return dict(RECORD.iter_unpack(data))
-
-
-def encode_shard(entries: dict[bytes, int]) -> bytes:
-    return b"".join(RECORD.pack(key, day) for key, day in sorted(entries.items()))
-
-
-def _key(sha256: str) -> bytes:
-    return bytes.fromhex(sha256)[:16]
-
-
-def _by_shard(sha256s: Iterable[str]) -> dict[str, list[str]]:
-    shards: dict[str, list[str]] = {}
-    for sha in sha256s:
-        shards.setdefault(shard_of(sha), []).append(sha)
-    return shards
+def batches_holding(
+    store: ConditionalStore, root: str, sha256s: Iterable[str], *, workers: int = 8
+) -> dict[str, list[str]]:
+    """{sha256: every batch the index knows a copy in, oldest first}: what an erasure must visit."""
+    return lakeindex.lookup(store, index_uri(root), [s.lower() for s in sha256s], workers=workers)
 
 
 def lookup(store: ConditionalStore, root: str, sha256s: Iterable[str], *, workers: int = 8) -> dict[str, str]:
-    """{sha256: batch} for the hashes the index knows; reads each needed shard once, `workers` at a time,
-    and keeps only the answers (not the shards)."""
-
-    def one(item: tuple[str, list[str]]) -> dict[str, str]:
-        shard, wanted = item
-        entries = parse_shard(store.read_or_none(shard_uri(root, shard)))
-        return {sha: _batch(entries[_key(sha)]) for sha in wanted if _key(sha) in entries}
-
-    found: dict[str, str] = {}
-    for answer in _pool_map(one, _by_shard(sha256s).items(), workers):
-        found.update(answer)
-    return found
+    """{sha256: the newest batch holding it} for the hashes the index knows (one read per shard needed)."""
+    return {sha: batches[-1] for sha, batches in batches_holding(store, root, sha256s, workers=workers).items()}
 
 
 def record(store: ConditionalStore, root: str, batch: str, sha256s: Iterable[str], *, workers: int = 8) -> int:
-    """Add `sha256 -> batch` for hashes not in the index yet (an existing entry is kept: the first batch
-    holding a content stays its home). Returns the number of shards written."""
-    day = _day(batch)
-
-    def one(item: tuple[str, list[str]]) -> int:
-        shard, shas = item
-        return int(_update(store, shard_uri(root, shard), lambda entries: _add(entries, shas, day)))
-
-    return sum(_pool_map(one, _by_shard(sha256s).items(), workers))
+    """Record that `batch` holds these hashes (other batches' records kept). Returns the shards written."""
+    return lakeindex.record(store, index_uri(root), lake.check_batch(batch), sha256s, workers=workers)
 
 
-def _add(entries: dict[bytes, int], shas: list[str], day: int) -> bool:
-    new = {_key(sha) for sha in shas} - entries.keys()
-    entries.update(dict.fromkeys(new, day))
-    return bool(new)
-
-
-def _update(store: ConditionalStore, uri: str, change) -> bool:
-    """Read-modify-write one shard with a conditional write, retried when another writer got there first."""
-    for _ in range(CAS_ATTEMPTS):
-        data, etag = store.read_with_etag(uri)
-        entries = parse_shard(data)
-        if not change(entries):
-            return False
-        new = encode_shard(entries)
-        if store.put_if_match(uri, new, etag) if etag else store.put_if_absent(uri, new):
-            return True
-    raise IndexConflict(f"{uri}: {CAS_ATTEMPTS} conditional writes lost in a row")
-
-
-def _pool_map(function, items: Iterable[Any], workers: int) -> Iterator[Any]:
-    items = list(items)
-    if workers <= 1 or len(items) <= 1:
-        yield from map(function, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="index") as pool:
-        yield from pool.map(function, items)
+def forget(store: ConditionalStore, root: str, batch: str, sha256s: Iterable[str], *, workers: int = 8) -> int:
+    """Drop an expired batch's records (fruits.retention): a later batch's copy stays known, and a photo
+    landed again after its only copy expired is a new photo. Returns the records dropped."""
+    return lakeindex.forget(store, index_uri(root), sha256s, batch=lake.check_batch(batch), workers=workers)
 
 
 # --------------------------------------------------------------------------------------- erased hashes
@@ -168,36 +106,5 @@ def record_erased(store: ConditionalStore, root: str, sha256s: Iterable[str], *,
 
 
 def drop_entries(store: ConditionalStore, root: str, sha256s: Iterable[str]) -> None:
-    """Remove the hashes from their shards, whichever batch they name."""
-    for shard, shas in _by_shard(sha256s).items():
-        keys = {_key(sha) for sha in shas}
-        _update(store, shard_uri(root, shard), lambda entries, keys=keys: _drop(entries, keys))
-
-
-def _drop(entries: dict[bytes, int], keys: set[bytes]) -> bool:
-    present = keys & entries.keys()
-    for key in present:
-        del entries[key]
-    return bool(present)
-
-
-def forget(store: ConditionalStore, root: str, batch: str, sha256s: Iterable[str], *, workers: int = 8) -> int:
-    """Drop the entries of an expired batch (fruits.retention): only those whose home is `batch`, so a later
-    batch's copy stays known. A photo landed again after its expiry is then a new photo. Returns entries dropped."""
-    day = _day(batch)
-
-    def one(item: tuple[str, list[str]]) -> int:
-        shard, shas = item
-        keys = {_key(sha) for sha in shas}
-        dropped = []
-
-        def change(entries: dict[bytes, int]) -> bool:
-            dropped[:] = [key for key in keys if entries.get(key) == day]
-            for key in dropped:
-                del entries[key]
-            return bool(dropped)
-
-        _update(store, shard_uri(root, shard), change)
-        return len(dropped)
-
-    return sum(_pool_map(one, _by_shard(sha256s).items(), workers))
+    """Remove the hashes from their shards, whichever batches hold them."""
+    lakeindex.forget(store, index_uri(root), {sha.lower() for sha in sha256s})

@@ -145,6 +145,23 @@ def resolve(store: LocalStore | S3Store, target: str) -> set[str]:
     return {photo}
 
 
+def _every_copy(store: LocalStore | S3Store, photos: set[str]) -> set[str]:
+    """The photos named and every other copy of their contents the index knows (stored again after a re-send,
+    or by two nights ingesting it at once): one index shard and the batches holding a copy are read."""
+    root = canonical(store.root)
+    shas = set()
+    for photo in photos:
+        _, folder, key = photo[len(root) + 1 :].split("/", 2)
+        sha = storage.read_manifest(store, store.root, folder.removeprefix("batch=")).get(key)
+        shas.update([sha] if sha else [])
+    copies = set(photos)
+    for sha, batches in dedup_index.batches_holding(store, store.root, shas).items():
+        for batch in batches:
+            manifest = storage.read_manifest(store, store.root, batch)
+            copies.update(canonical(lake.raw_uri(store.root, batch) + k) for k, s in manifest.items() if s == sha)
+    return copies
+
+
 # --- the derived files ----------------------------------------------------------------------------------
 
 
@@ -284,6 +301,10 @@ def _photo_sha256s(erasure: Erasure) -> set[str]:
             sha = storage.sha256_bytes(erasure.lake.read(f"{erasure.lake.root}/{erasure.key(photo)}"))
         if sha:
             shas.add(sha)
+            # The hash of the stored (stripped) bytes too: the photo re-sent with new metadata stays out.
+            report = erasure.lake.read_or_none(storage.ingestion_report_uri(erasure.lake.root, batch))
+            outcomes = json.loads(report)["files"].values() if report else ()
+            shas.update(o["content_sha256"] for o in outcomes if o.get("sha256") == sha and o.get("content_sha256"))
     return shas
 
 
@@ -342,7 +363,10 @@ def erase(
     """Erase the photo `target` (key, URI or sha256) and its derived rows from the lake at `root`, holding the
     lock of each batch concerned (a pipeline run of the batch at the same time is refused, and refuses us)."""
     store = open_lake(root, s3_client)
-    erasure = Erasure(lake=store, dry_run=dry_run, photos=resolve(store, target))
+    photos = resolve(store, target)
+    erasure = Erasure(
+        lake=store, dry_run=dry_run, photos=photos if SHA256.match(target.lower()) else _every_copy(store, photos)
+    )
     log.info("erasing %s: %d photo(s) %s", target, len(erasure.photos), sorted(erasure.photos))
     batches = sorted({_batch_of(erasure, photo) for photo in erasure.photos})
     owner = owner or f"erase-{os.getpid()}@{socket.gethostname()}"

@@ -171,6 +171,7 @@ def upload_batch(
         dry_run=dry_run,
         landing_after=settings.landing_after,
         max_photo_bytes=int(settings.max_photo_bytes),
+        retention_days=settings.retention_days,
     )
     code = release.publish_code(lake_store, repo_root, dry_run=dry_run)
     return {"images": images, "code": code}

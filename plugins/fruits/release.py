@@ -43,7 +43,7 @@ CODE_MANIFEST = "_published.json"
 # What the cluster runs, relative to the repository root (the version hashes exactly these).
 CODE_SOURCES = ("spark_jobs", "bootstrap", "requirements/spark-node.txt", "requirements/spark-node.lock")
 # Entry points, not libraries: everything else in spark_jobs/ ships with --py-files.
-JOB_SCRIPTS = ("featurize.py", "pca.py")
+JOB_SCRIPTS = ("featurize.py", "ingest.py", "pca.py")
 
 NODE_REQUIREMENTS = "requirements/spark-node.txt"
 NODE_LOCK = "requirements/spark-node.lock"

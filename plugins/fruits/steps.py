@@ -1,6 +1,6 @@
 """The Spark jobs' command lines: one definition, used by both targets.
 
-`featurize_job`, `pca_nightly_job` (`pca.py nightly`) and `reexpress_job` (`pca.py reexpress`) build a
+`ingest_job`, `featurize_job`, `pca_nightly_job` (`pca.py nightly`) and `reexpress_job` (`pca.py reexpress`) build a
 job's invocation (entry script, `--py-files`, the job's own arguments, all paths from `fruits.lake`).
 `emr_step` wraps it in a `command-runner.jar` step for `EmrAddStepsOperator` (`spark-submit
 --deploy-mode cluster`); `local_command` prefixes the local `spark-submit --master local[2]`. The job
@@ -15,10 +15,12 @@ from typing import Any
 
 from fruits import lake
 
+INGEST = "ingest"
 FEATURIZE = "featurize"
 PCA = "pca"
 REEXPRESS = "reexpress"
 JOB_KINDS = (FEATURIZE, PCA, REEXPRESS)  # the order a run executes them in
+# INGEST joins JOB_KINDS (first) when the DAG's upload task plans it instead of ingesting on the worker.
 
 # PCA modes (a run Param, the pca job's --mode): "auto" projects on the current basis and fits a new
 # one only when there is none or the batch drifted past the threshold; "project" never fits; "refit"
@@ -28,7 +30,8 @@ PCA_PROJECT = "project"
 PCA_REFIT = "refit"
 PCA_MODES = (PCA_AUTO, PCA_PROJECT, PCA_REFIT)
 LOCAL_MASTER = "local[2]"  # the local target's Spark: two cores, as the tests' sessions
-HELPER_MODULES = ("jobio.py",)  # spark_jobs/ modules every job imports, shipped with --py-files
+# spark_jobs/ modules the jobs import, shipped with --py-files (fruits.release.helper_modules lists them).
+HELPER_MODULES = ("jobio.py", "lakefiles.py", "lakeindex.py", "photos.py")
 FEATURE_DIMENSIONS = 1280  # MobileNetV2's pooled features: the most components a basis can have
 
 
@@ -49,6 +52,39 @@ class SparkJob:
 def _code_files(code_uri: str, helper_modules: Sequence[str], script: str) -> tuple[str, tuple[str, ...]]:
     jobs = code_uri.rstrip("/") + "/spark_jobs/"
     return jobs + script, tuple(jobs + module for module in helper_modules)
+
+
+def ingest_job(
+    root: str,
+    batch: str,
+    code_uri: str,
+    helper_modules: Sequence[str] = HELPER_MODULES,
+    *,
+    listing: str,
+    landing: str,
+    retention_days: int | None = None,
+    max_photo_bytes: int | None = None,
+) -> SparkJob:
+    """`ingest.py`: the per-photo work of an ingestion (fruits.upload.write_listing wrote `listing`, whose
+    sources are under `landing`) into the batch's raw folder, the index updated."""
+    script, py_files = _code_files(code_uri, helper_modules, "ingest.py")
+    args = [
+        "--listing",
+        listing,
+        "--landing",
+        landing,
+        "--raw",
+        lake.raw_uri(root, batch),
+        "--index",
+        lake.area_uri(root, "index"),
+        "--batch-id",
+        batch,
+    ]
+    if retention_days:
+        args += ["--retention-days", str(int(retention_days))]
+    if max_photo_bytes:
+        args += ["--max-photo-bytes", str(int(max_photo_bytes))]
+    return SparkJob(INGEST, script, py_files, tuple(args))
 
 
 def featurize_job(

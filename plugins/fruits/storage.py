@@ -13,19 +13,18 @@ reads or writes the lake uses (the upload, erasure, the run report, the matrix, 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
-import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import lakefiles
 
 from fruits import lake
 
@@ -98,11 +97,9 @@ class ConditionalStore(Protocol):
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
 
 
-class LocalStore:
-    """A local folder as the lake (local target) or as the landing location."""
-
-    # How long a conditional write waits for another one (alive: a dead writer's lock is already gone).
-    CAS_WAIT_SECONDS = 30
+class LocalStore(lakefiles.LocalFiles):
+    """A local folder as the lake (local target) or as the landing location (its reads and conditional
+    writes: spark_jobs/lakefiles.py, which the Spark ingest job's driver uses too)."""
 
     def __init__(self, root: str | Path):
         self.path = self._path(str(root)).resolve()
@@ -147,67 +144,6 @@ class LocalStore:
                     stat = os.stat(target)
                     yield Entry(uri, stat.st_size, stat.st_mtime)
 
-    def read(self, uri: str) -> bytes:
-        return self._path(uri).read_bytes()
-
-    def read_or_none(self, uri: str) -> bytes | None:
-        path = self._path(uri)
-        return path.read_bytes() if path.is_file() else None
-
-    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
-        data = self.read_or_none(uri)
-        return (data, sha256_bytes(data)) if data is not None else (None, None)
-
-    def put(self, uri: str, data: bytes, sha256: str) -> None:
-        path = self._path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: a reader never sees half a file.
-        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-        partial.write_bytes(data)
-        partial.replace(path)
-
-    def put_if_absent(self, uri: str, data: bytes) -> bool:
-        """Create the file only if nothing is there (a hard link of a written temporary: atomic, O_EXCL-like)."""
-        path = self._path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-        partial.write_bytes(data)
-        try:
-            os.link(partial, path)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            partial.unlink()
-
-    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
-        """Replace the file only if its content still hashes to `etag`: compare and replace under an exclusive
-        flock of the file's folder. The OS holds that lock as long as this process keeps the folder open, however
-        long it is frozen, and drops it the moment the process dies: no stale-lock guess."""
-        path = self._path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The folder itself is the lock: no lock file to leave behind, or to unlink under a waiter.
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            deadline = time.monotonic() + self.CAS_WAIT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"{path.parent} locked by a live writer for {self.CAS_WAIT_SECONDS} s"
-                        ) from None
-                    time.sleep(0.002)
-            current = self.read_or_none(uri)
-            if current is None or sha256_bytes(current) != etag:
-                return False
-            self.put(uri, data, "")
-            return True
-        finally:
-            os.close(folder)  # releases the lock
-
     def delete(self, uri: str) -> None:
         self._path(uri).unlink()
 
@@ -243,9 +179,10 @@ class LocalStore:
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
-class S3Store:
+class S3Store(lakefiles.S3Files):
     """An S3 bucket through a boto3 client (from the provider's S3Hook: credentials come from the
-    `aws_default` connection). Every object is written encrypted with KMS."""
+    `aws_default` connection). Every object is written encrypted with KMS (reads and conditional writes:
+    spark_jobs/lakefiles.py)."""
 
     def __init__(self, client: Any, bucket: str, kms_key_arn: str = ""):
         self.client = client
@@ -268,53 +205,6 @@ class S3Store:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 yield Entry(f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"].timestamp())
-
-    def read(self, uri: str) -> bytes:
-        bucket, key = self._key(uri)
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def read_or_none(self, uri: str) -> bytes | None:
-        try:
-            return self.read(uri)
-        except self.client.exceptions.NoSuchKey:
-            return None
-
-    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
-        bucket, key = self._key(uri)
-        try:
-            answer = self.client.get_object(Bucket=bucket, Key=key)
-        except self.client.exceptions.NoSuchKey:
-            return None, None
-        return answer["Body"].read(), answer["ETag"]
-
-    def _extra(self) -> dict[str, str]:
-        extra = {"ServerSideEncryption": "aws:kms"}
-        if self.kms_key_arn:
-            extra["SSEKMSKeyId"] = self.kms_key_arn
-        return extra
-
-    def put(self, uri: str, data: bytes, sha256: str) -> None:
-        bucket, key = self._key(uri)
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
-
-    def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
-        bucket, key = self._key(uri)
-        try:
-            self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)}, **condition, **self._extra()
-            )
-            return True
-        except self.client.exceptions.ClientError as error:
-            # 412: the condition failed; 409: a concurrent conditional write to the key won.
-            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-
-    def put_if_absent(self, uri: str, data: bytes) -> bool:
-        return self._conditional_put(uri, data, IfNoneMatch="*")
-
-    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
-        return self._conditional_put(uri, data, IfMatch=etag)
 
     def delete(self, uri: str) -> None:
         """Every version and delete marker of the object: on a versioned bucket, a plain delete would
@@ -434,10 +324,7 @@ class BatchManifest:
     bundles: dict[str, list[str]]
 
     def to_json(self, batch: str) -> bytes:
-        return json.dumps(
-            {"batch": batch, "files": dict(sorted(self.files.items())), "bundles": dict(sorted(self.bundles.items()))},
-            indent=1,
-        ).encode()
+        return lakefiles.manifest_json(batch, self.files, self.bundles)
 
     @classmethod
     def parse(cls, data: bytes | None) -> BatchManifest:

@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import io
 import json
 import logging
 import secrets
-import struct
 import time
-import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from lakefiles import merge_outcomes
+from photos import REJECT_REASONS, examine, pillow_image  # noqa: F401 - pillow_image: report_page's
+
 from fruits import dedup_index, lake
+from fruits.dedup_index import counts_as_stored
 from fruits.settings import PipelineSettings
 from fruits.storage import (
     BUNDLE_MAX_BYTES,
@@ -71,20 +72,6 @@ MANIFEST_ATTEMPTS = 20
 LANDING_AFTER = ("keep", "archive", "delete")
 ARCHIVE_PREFIX = "_ingested"
 PROGRESS_EVERY = 1000
-
-REJECT_REASONS = {
-    "misplaced": "at the landing folder's root: photos sit in a <Label>/ folder",
-    "no_label": "directly in a Training/ or Test/ folder: photos sit in a <Label>/ folder below it",
-    "unreadable_name": "the file name is not UTF-8",
-    "link_out_of_landing": "a link to something outside the landing folder",
-    "folder_link": "a link to a folder (its files are not followed)",
-    "hidden": "a hidden or temporary file (name starts with '.' or '_')",
-    "empty": "an empty file",
-    "too_large": "larger than max_photo_bytes",
-    "unsupported": "not an image Pillow (with pillow_heif) identifies",
-    "unreadable": "could not be read or its metadata stripped",
-    "erased": "its content was erased on request (index/erased.json): never ingested again",
-}
 
 
 # The landing: every file, with its outcome
@@ -169,286 +156,6 @@ def read_in_pool(
             yield done, future.result()
 
 
-# ---------------------------------------------------------------------------------------------
-# Images: identified by content; personal metadata stripped without re-encoding where possible
-# ---------------------------------------------------------------------------------------------
-
-_OPENERS_READY = False
-ORIENTATION = 0x0112
-
-
-def pillow_image():
-    """PIL.Image with the HEIF/AVIF openers registered (once): every format the upload accepts."""
-    global _OPENERS_READY
-    from PIL import Image
-
-    if not _OPENERS_READY:
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-        _OPENERS_READY = True
-    return Image
-
-
-def identify(data: bytes) -> tuple[str | None, int]:
-    """(Pillow's format name, EXIF orientation or 1) from the header only (no decode); (None, 1): not an image."""
-    Image = pillow_image()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            try:
-                orientation = int(image.getexif().get(ORIENTATION, 1) or 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block is stripped anyway
-                orientation = 1
-            return image.format, orientation
-    except Image.DecompressionBombError:
-        # An image all the same (featurize quarantines it at its pixel limit); its metadata is cut by format.
-        magic = {b"\xff\xd8\xff": "JPEG", PNG_SIGNATURE: "PNG"}
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            return "WEBP", 1
-        return next((name for head, name in magic.items() if data.startswith(head)), "BOMB"), 1
-    except Exception:  # noqa: BLE001 - UnidentifiedImageError and whatever a truncated header raises
-        return None, 1
-
-
-def _exif_orientation(orientation: int) -> bytes:
-    """A TIFF-structured EXIF block holding the orientation only (b"Exif\\0\\0" + TIFF)."""
-    exif = pillow_image().Exif()
-    exif[ORIENTATION] = orientation
-    return exif.tobytes()
-
-
-# JPEG segments kept: JFIF/JFXX (APP0), ICC profile (APP2 "ICC_PROFILE"), Adobe colour transform (APP14),
-# and everything that is not an APPn/COM segment (tables, frame, scan).
-def strip_jpeg(data: bytes, orientation: int) -> bytes:
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG stream")
-    out, position = [b"\xff\xd8"], 2
-    exif = _exif_orientation(orientation) if orientation != 1 else b""
-    inserted = False
-    while True:
-        if position + 4 > len(data) or data[position] != 0xFF:
-            raise ValueError(f"JPEG segment expected at byte {position}")
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        length = struct.unpack(">H", data[position + 2 : position + 4])[0]
-        segment = data[position : position + 2 + length]
-        if len(segment) < 2 + length:
-            raise ValueError("truncated JPEG segment")
-        if not inserted and marker != 0xE0:
-            if exif:
-                out.append(b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif)
-            inserted = True
-        if marker == 0xDA:  # start of scan: the image data, up to the end-of-image marker (trailers dropped)
-            end = data.find(b"\xff\xd9", position + 2 + length)
-            out.append(data[position:] if end < 0 else data[position : end + 2])
-            return b"".join(out)
-        keep = (
-            not (0xE0 <= marker <= 0xEF or marker == 0xFE)
-            or marker == 0xE0
-            or marker == 0xEE
-            or (marker == 0xE2 and segment[4:16] == b"ICC_PROFILE\0")
-        )
-        if keep:
-            out.append(segment)
-        position += 2 + length
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_DROPPED = {b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"}
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def strip_png(data: bytes, orientation: int) -> bytes:
-    if not data.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG stream")
-    out, position = [PNG_SIGNATURE], len(PNG_SIGNATURE)
-    while position < len(data):
-        length, kind = struct.unpack(">I4s", data[position : position + 8])
-        chunk = data[position : position + 12 + length]
-        if len(chunk) < 12 + length:
-            raise ValueError("truncated PNG chunk")
-        if kind == b"IDAT" and orientation != 1:
-            out.append(_png_chunk(b"eXIf", _exif_orientation(orientation)[6:]))
-            orientation = 1
-        if kind not in PNG_DROPPED:
-            out.append(chunk)
-        position += 12 + length
-        if kind == b"IEND":
-            break
-    return b"".join(out)
-
-
-def strip_webp(data: bytes, orientation: int) -> bytes:
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise ValueError("not a WebP stream")
-    chunks, position = [], 12
-    while position + 8 <= len(data):
-        kind, length = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        payload = data[position + 8 : position + 8 + length]
-        if kind not in (b"EXIF", b"XMP "):
-            chunks.append([kind, payload])
-        position += 8 + length + (length & 1)
-    if orientation != 1 and chunks and chunks[0][0] == b"VP8X":
-        chunks.append([b"EXIF", _exif_orientation(orientation)[6:]])
-    for chunk in chunks:
-        if chunk[0] == b"VP8X":  # flags: XMP (0x04) and EXIF (0x08) say what follows
-            flags = chunk[1][0] & ~0x0C | (0x08 if any(c[0] == b"EXIF" for c in chunks) else 0)
-            chunk[1] = bytes([flags]) + chunk[1][1:]
-    body = b"".join(kind + struct.pack("<I", len(p)) + p + b"\0" * (len(p) & 1) for kind, p in chunks)
-    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """ISOBMFF boxes in data[start:end]: (type, payload start, box end)."""
-    position = start
-    while position + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[position : position + 8])
-        header = 8
-        if size == 1:
-            size, header = struct.unpack(">Q", data[position + 8 : position + 16])[0], 16
-        elif size == 0:
-            size = end - position
-        if size < header or position + size > end:
-            raise ValueError(f"malformed {kind!r} box at byte {position}")
-        yield kind, position + header, position + size
-        position += size
-
-
-def _uint(data: bytes, position: int, size: int) -> tuple[int, int]:
-    return (int.from_bytes(data[position : position + size], "big") if size else 0), position + size
-
-
-def _heif_metadata_extents(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(offset, length, kind) of the Exif and XMP items of a HEIF/AVIF file, from its `meta` box."""
-    meta = next(((s, e) for kind, s, e in _boxes(data, 0, len(data)) if kind == b"meta"), None)
-    if meta is None:
-        return []
-    children = {kind: (s, e) for kind, s, e in _boxes(data, meta[0] + 4, meta[1])}  # meta is a FullBox
-    wanted: dict[int, bytes] = {}
-    if b"iinf" in children:
-        s, e = children[b"iinf"]
-        entries_at = s + 4 + (2 if data[s] == 0 else 4)
-        for kind, start, _ in _boxes(data, entries_at, e):
-            version = data[start]
-            if kind != b"infe" or version < 2:
-                continue
-            id_size = 2 if version == 2 else 4
-            item_id, at = _uint(data, start + 4, id_size)
-            item_type = data[at + 2 : at + 6]
-            if item_type == b"Exif":
-                wanted[item_id] = b"Exif"
-            elif item_type == b"mime":
-                name_end = data.find(b"\0", at + 6)  # item_name, then content_type, both null-terminated
-                content_type = data[name_end + 1 : data.find(b"\0", name_end + 1)].lower()
-                if b"xmp" in content_type or b"rdf" in content_type:
-                    wanted[item_id] = b"XMP"
-    if not wanted or b"iloc" not in children:
-        return []
-    s, _ = children[b"iloc"]
-    version = data[s]
-    offset_size, length_size = data[s + 4] >> 4, data[s + 4] & 15
-    base_size, index_size = data[s + 5] >> 4, (data[s + 5] & 15) if version in (1, 2) else 0
-    count, at = _uint(data, s + 6, 2 if version < 2 else 4)
-    idat = children.get(b"idat", (0, 0))[0]
-    extents = []
-    for _item in range(count):
-        item_id, at = _uint(data, at, 2 if version < 2 else 4)
-        method = 0
-        if version in (1, 2):
-            method, at = _uint(data, at, 2)
-            method &= 15
-        at += 2  # data_reference_index
-        base, at = _uint(data, at, base_size)
-        extent_count, at = _uint(data, at, 2)
-        for _extent in range(extent_count):
-            at += index_size
-            offset, at = _uint(data, at, offset_size)
-            length, at = _uint(data, at, length_size)
-            if item_id in wanted:
-                if method not in (0, 1):
-                    raise ValueError("a metadata item built from other items")
-                extents.append(((idat if method == 1 else 0) + base + offset, length, wanted[item_id]))
-    return extents
-
-
-EMPTY_TIFF = b"\0\0\0\0" + b"MM\0*\0\0\0\x08" + b"\0\0" + b"\0\0\0\0"  # offset header + an IFD of no entry
-EMPTY_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
-
-
-def strip_heif(data: bytes) -> bytes:
-    """HEIC/HEIF/AVIF: the Exif and XMP items overwritten in place (same length, so no offset moves) with an
-    empty EXIF and an empty XMP packet; the coded image untouched. The orientation is not in EXIF there
-    (the `irot`/`imir` properties hold it, and stay)."""
-    out = bytearray(data)
-    for offset, length, kind in _heif_metadata_extents(data):
-        if offset + length > len(data):
-            raise ValueError("a metadata item outside the file")
-        filler = (EMPTY_TIFF if kind == b"Exif" else EMPTY_XMP)[:length]
-        pad = b"\0" if kind == b"Exif" else b" "
-        out[offset : offset + length] = filler + pad * (length - len(filler))
-    return bytes(out)
-
-
-PERSONAL_INFO_KEYS = ("xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc")  # EXIF: read as tags
-
-
-def _reencode_png(data: bytes, orientation: int) -> bytes:
-    """Formats whose metadata cannot be cut out byte-wise (TIFF, HEIF, AVIF...): decoded once and stored as a
-    lossless PNG with the ICC profile and the orientation only (the key keeps its name; featurize reads content)."""
-    Image = pillow_image()
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        icc = image.info.get("icc_profile")
-        exif = pillow_image().Exif()
-        if orientation != 1:
-            exif[ORIENTATION] = orientation
-        frame = image if image.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I") else image.convert("RGBA")
-        buffer = io.BytesIO()
-        frame.save(buffer, "PNG", **({"icc_profile": icc} if icc else {}), exif=exif)
-        return buffer.getvalue()
-
-
-def _has_personal_metadata(data: bytes) -> bool:
-    Image = pillow_image()
-    with Image.open(io.BytesIO(data)) as image:
-        exif = image.getexif()
-        return any(tag != ORIENTATION for tag in exif) or any(
-            _text(image.info.get(k)) not in ("", EMPTY_XMP.decode()) for k in PERSONAL_INFO_KEYS
-        )
-
-
-def _text(value: Any) -> str:
-    raw = value if isinstance(value, bytes) else str(value or "").encode()
-    return raw.decode("utf-8", "replace").strip(" \0\n")
-
-
-def strip_metadata(data: bytes, image_format: str, orientation: int) -> tuple[bytes, str]:
-    """(the photo without personal metadata, how: "cut" | "reencoded" | "none")."""
-    if image_format == "JPEG":
-        return strip_jpeg(data, orientation), "cut"
-    if image_format == "PNG":
-        return strip_png(data, orientation), "cut"
-    if image_format == "WEBP":
-        return strip_webp(data, orientation), "cut"
-    if image_format in ("HEIF", "AVIF"):
-        try:
-            stripped = strip_heif(data)
-            if not _has_personal_metadata(stripped):
-                return stripped, "cut"
-        except ValueError as error:  # a layout this parser does not follow: the decoding fallback below
-            log.info("HEIF metadata not blanked in place (%s): re-encoding", error)
-    if image_format == "BOMB":
-        raise ValueError("a decompression bomb in a format whose metadata cannot be cut without decoding it")
-    if _has_personal_metadata(data):
-        return _reencode_png(data, orientation), "reencoded"
-    return data, "none"
-
-
 def _alternate_key(key: str, sha256: str) -> str:
     path = PurePosixPath(key)
     return str(path.with_name(f"{path.stem}-{sha256[:8]}{path.suffix}"))
@@ -486,6 +193,69 @@ def delete_leftover_bundles(
 
 
 # ---------------------------------------------------------------------------------------------
+# Ingestion on the cluster (spark_jobs/ingest.py): the Airflow side lists, plans and copies only
+# ---------------------------------------------------------------------------------------------
+
+INGEST_FOLDER = "_ingest"  # raw/batch=<ds>/_ingest/: the job's listing and staged landing (hidden from readers)
+STAGE_WORKERS = 8
+STAGE_INFLIGHT_BYTES = 128 * 1024 * 1024
+
+
+def listing_uri(root: str, batch: str, nonce: str) -> str:
+    return lake.raw_uri(root, batch) + f"{INGEST_FOLDER}/listing-{nonce}.parquet"
+
+
+def staging_uri(root: str, batch: str, nonce: str) -> str:
+    return lake.raw_uri(root, batch) + f"{INGEST_FOLDER}/landing-{nonce}/"
+
+
+def write_listing(
+    lake_store: Store,
+    landing_store: Store,
+    landing_uri: str,
+    batch: str,
+    *,
+    max_photo_bytes: int = MAX_PHOTO_BYTES,
+    stage: bool = False,
+    workers: int = STAGE_WORKERS,
+    inflight_bytes: int = STAGE_INFLIGHT_BYTES,
+) -> dict[str, Any]:
+    """The planner of an ingestion on the cluster: lists the batch's landing folder (metadata only), refuses
+    from the listing alone what classify refuses, and writes the listing the Spark job reads (one row per
+    landing file). `stage`: a landing the cluster cannot read (not in S3) has its candidate files' bytes
+    copied into the lake's staging folder first, by a bounded pool, never decoded."""
+    import pyarrow as pa
+
+    from fruits.storage import bundle_parquet
+
+    lake.check_batch(batch)
+    landing_uri = landing_uri.rstrip("/") + "/"
+    nonce = secrets.token_hex(8)
+    staged = staging_uri(lake_store.root, batch, nonce) if stage else landing_uri
+    files = [classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri)]
+    if stage:
+        for file, data in read_in_pool(
+            landing_store, [f for f in files if not f.reason], workers=workers, inflight_bytes=inflight_bytes
+        ):
+            if isinstance(data, Exception):
+                continue  # the job finds no bytes: "unreadable"
+            lake_store.put(staged + file.uri[len(landing_uri) :], data, sha256_bytes(data))
+    table = pa.table(
+        {
+            "uri": pa.array([f.uri.encode("utf-8", "surrogateescape") for f in files], pa.binary()),
+            "source": [staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files],
+            "key": [f.key for f in files],
+            "size": pa.array([f.size for f in files], pa.int64()),
+            "reason": [f.reason for f in files],
+        }
+    )
+    uri = listing_uri(lake_store.root, batch, nonce)
+    data = bundle_parquet(table)
+    lake_store.put(uri, data, sha256_bytes(data))
+    return {"listing": uri, "landing": staged, "files": len(files), "candidates": sum(not f.reason for f in files)}
+
+
+# ---------------------------------------------------------------------------------------------
 # The upload
 # ---------------------------------------------------------------------------------------------
 
@@ -517,27 +287,29 @@ def _upload_one(
         attempt.outcome(file.uri, "rejected", reason="too_large", bytes=len(data))
         return
     sha = sha256_bytes(data)
-    if sha in erased:
-        attempt.outcome(file.uri, "rejected", reason="erased", sha256=sha)
-        return
     if sha in attempt.seen_shas:
         attempt.outcome(file.uri, "already_in_lake", sha256=sha, batch=attempt.batch, key=attempt.seen_shas[sha])
         return
-    image_format, orientation = identify(data)
-    if image_format is None:
-        attempt.outcome(file.uri, "rejected", reason="unsupported", sha256=sha)
+    verdict = examine(data, erased, sha)
+    if verdict.reason:
+        details = {"detail": verdict.detail} if verdict.detail else {}
+        attempt.outcome(file.uri, "rejected", reason=verdict.reason, sha256=sha, **details)
         return
-    try:
-        content, how = strip_metadata(data, image_format, orientation)
-    except Exception as error:  # noqa: BLE001 - never let a photo with GPS through unstripped
-        attempt.outcome(file.uri, "rejected", reason="unreadable", sha256=sha, detail=f"metadata: {error}")
-        return
+    content, how, image_format = verdict.content, verdict.metadata, verdict.format
     key = file.key
     if key in attempt.recorded.files or key in attempt.files:
         key = _alternate_key(key, sha)
     attempt.files[key] = sha
     attempt.seen_shas[sha] = key
-    attempt.outcome(file.uri, "uploaded", sha256=sha, key=key, format=image_format, metadata=how)
+    attempt.outcome(
+        file.uri,
+        "uploaded",
+        sha256=sha,
+        content_sha256=verdict.content_sha256,
+        key=key,
+        format=image_format,
+        metadata=how,
+    )
     return Photo(key, sha, content)
 
 
@@ -595,17 +367,7 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
     for _ in range(MANIFEST_ATTEMPTS):
         data, etag = store.read_with_etag(uri)
         previous = json.loads(data)["files"] if data else {}
-        files = {**previous}
-        for landing_file, outcome in attempt.outcomes.items():
-            before = previous.get(landing_file, {})
-            # A rerun finding an uploaded photo again: it is still the file that was uploaded.
-            if not (
-                before.get("outcome") == "uploaded"
-                and outcome.get("batch") == attempt.batch
-                and outcome["outcome"] == "already_in_lake"
-                and before.get("sha256") == outcome.get("sha256")
-            ):
-                files[landing_file] = outcome
+        files = merge_outcomes(previous, attempt.outcomes, attempt.batch)
         if files == previous:
             return uri  # nothing new: a rerun writes nothing
         report = {
@@ -658,6 +420,7 @@ def upload_new_images(
     read_workers: int = READ_WORKERS,
     landing_after: str = "keep",
     leftover_grace_seconds: float = LEFTOVER_GRACE_SECONDS,
+    retention_days: int | None = PipelineSettings.retention_days,
 ) -> dict[str, Any]:
     """Bundle the photos of one batch's landing folder into `raw/batch=<batch>/`; returns the counts.
     Never raises for a per-file problem: each file's outcome is in `_ingestion.json` and the counts."""
@@ -695,16 +458,23 @@ def upload_new_images(
     writer.flush()
 
     # Content already in another batch (the index), found once the night's hashes are known.
+    # Content already in another batch (the index: by the bytes as received or as stored), found once the
+    # night's hashes are known; a copy that expires too soon does not count (lakeindex.counts_as_stored).
+    uploaded = {uri: o for uri, o in attempt.outcomes.items() if o["outcome"] == "uploaded"}
+    hashes = {h for o in uploaded.values() for h in (o["sha256"], o["content_sha256"])}
+    found = dedup_index.lookup(lake_store, root, hashes)
+    kept = {
+        sha: other for sha, other in found.items() if other != batch and counts_as_stored(other, batch, retention_days)
+    }
     elsewhere = {
-        sha: other
-        for sha, other in dedup_index.lookup(lake_store, root, attempt.files.values()).items()
-        if other != batch
+        uri: kept.get(o["sha256"]) or kept[o["content_sha256"]]
+        for uri, o in uploaded.items()
+        if o["sha256"] in kept or o["content_sha256"] in kept
     }
     if elsewhere:
-        drop = {key for key, sha in attempt.files.items() if sha in elsewhere}
-        for uri, outcome in attempt.outcomes.items():
-            if outcome["outcome"] == "uploaded" and outcome["key"] in drop:
-                attempt.outcome(uri, "already_in_lake", sha256=outcome["sha256"], batch=elsewhere[outcome["sha256"]])
+        drop = {uploaded[uri]["key"] for uri in elsewhere}
+        for uri, other in elsewhere.items():
+            attempt.outcome(uri, "already_in_lake", sha256=uploaded[uri]["sha256"], batch=other)
         _drop_from_bundles(attempt, drop, {})
 
     if dry_run:
@@ -722,9 +492,10 @@ def upload_new_images(
             root,
             batch,
             {
-                o["sha256"]
+                sha
                 for o in attempt.outcomes.values()
                 if o.get("batch", batch) == batch and o.get("sha256") in committed
+                for sha in (o["sha256"], o.get("content_sha256") or o["sha256"])
             },
         )
         counts["leftover_bundles_deleted"] = len(

@@ -1,0 +1,381 @@
+"""Ingest one batch's landing on the cluster: the per-photo work of fruits.upload, distributed.
+
+    spark-submit spark_jobs/ingest.py --listing URI --landing URI --raw URI --index URI --batch-id DS
+        [--retention-days N] [--max-photo-bytes N]
+
+The Airflow side listed the landing (metadata only) and wrote the listing (fruits.upload.write_listing:
+Parquet rows `uri` (the landing file's name as stored, UTF-8 bytes), `source` (where its bytes are read: the
+landing itself, or the lake's staging copy of a landing outside S3), `key`, `size`, `reason` (set for the
+files their name or size refuse)).
+Then, here:
+1. executors: binaryFile rows of the landing folder (the batch's own date only) joined to the listing;
+   per photo `photos.examine` (identify, strip, hash both ways) in mapInPandas, persisted once;
+2. driver: the small columns only (no content); each landing file's outcome (`decide`): rejected, already
+   in this batch, already in another batch that keeps it long enough (one index read per shard touched),
+   or new;
+3. executors: the new photos as Parquet bundles (binaryFile's columns + sha256) in the job's run folder
+   `raw/batch=<ds>/run=<run id>/`;
+4. driver, once the bundles are complete: `_uploads.json` (conditional write, the commit: it names the
+   bundles), the index (conditional writes), then `_ingestion.json` (one outcome per landing file).
+A failed run removes its run folder (jobio.discard_run): nothing half-written is ever named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+import lakefiles
+import lakeindex
+import photos
+
+try:  # the driver imports this module as a script; workers import it from --py-files
+    import jobio
+except ImportError:  # pragma: no cover - run as `python -m spark_jobs.ingest`
+    from spark_jobs import jobio
+
+UPLOADS_MANIFEST = "_uploads.json"  # fruits.storage's names, checked equal by a test
+INGESTION_REPORT = "_ingestion.json"
+ERASED = "erased.json"
+INGEST_FOLDER = "_ingest"  # fruits.upload.INGEST_FOLDER: the planner's listing and staged landing, per attempt
+MANIFEST_ATTEMPTS = 20
+BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
+# binaryFile packs files into a task up to 128 MB counting this much per file: Spark's 4 MB made a task per
+# ~30 thumbnails, its overhead 3x the photos' work (benchmarks/results/ingest_throughput.json).
+OPEN_COST_BYTES = 256 * 1024
+EXAMINED_SCHEMA = (
+    "uri string, sha256 string, content_sha256 string, format string, metadata string, reason string, "
+    "detail string, content binary"
+)
+
+
+def spark_spelling(uri: str) -> str:
+    """`file:///x` as Spark's file sources spell it (`file:/x`); any other URI as it is."""
+    return re.sub(r"^file:/+", "file:/", uri)
+
+
+def alternate_key(key: str, sha256: str) -> str:
+    path = PurePosixPath(key)
+    return str(path.with_name(f"{path.stem}-{sha256[:8]}{path.suffix}"))
+
+
+# ------------------------------------------------------------------------------------ executors
+
+
+def examine_batches(erased: frozenset[str], max_photo_bytes: int):
+    """The mapInPandas function: one output row per landing photo, the stripped bytes in `content`."""
+
+    def run(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        for frame in frames:
+            rows = []
+            for uri, content in zip(frame["uri"], frame["content"], strict=True):
+                data = bytes(content)
+                if len(data) > max_photo_bytes:  # grew since the listing
+                    verdict = photos.Verdict(photos.sha256_hex(data), reason="too_large")
+                else:
+                    try:
+                        verdict = photos.examine(data, erased)
+                    except Exception as error:  # noqa: BLE001 - one odd file never fails the night
+                        verdict = photos.Verdict(photos.sha256_hex(data), reason="unreadable", detail=repr(error))
+                rows.append(
+                    {
+                        "uri": uri,
+                        "sha256": verdict.sha256,
+                        "content_sha256": verdict.content_sha256,
+                        "format": verdict.format,
+                        "metadata": verdict.metadata,
+                        "reason": verdict.reason,
+                        "detail": verdict.detail,
+                        "content": verdict.content,
+                    }
+                )
+            yield pd.DataFrame(rows, columns=[c.split()[0] for c in EXAMINED_SCHEMA.split(", ")])
+
+    return run
+
+
+def examine_landing(spark, landing_uri: str, listing, erased: frozenset[str], max_photo_bytes: int):
+    """The listing's photos (no reason from the listing), read by binaryFile and examined on the executors."""
+    from pyspark.sql import functions as F
+
+    wanted = listing.where(F.col("reason") == "").select(
+        F.decode("uri", "UTF-8").alias("uri"), F.regexp_replace("source", "^file:/+", "file:/").alias("path")
+    )
+    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(landing_uri)
+    # The listing is broadcast: the photos' bytes never cross a shuffle.
+    joined = files.select("path", "content").join(F.broadcast(wanted), "path").select("uri", "content")
+    return joined.mapInPandas(examine_batches(erased, max_photo_bytes), EXAMINED_SCHEMA)
+
+
+def bundle_rows(examined, new: dict[str, str], raw_uri: str, written_at: dt.datetime):
+    """The new photos' bundle rows: binaryFile's columns (`path` = raw batch URI + key) + sha256."""
+    from pyspark.sql import functions as F
+
+    spark = examined.sparkSession
+    keys = spark.createDataFrame(sorted(new.items()), "uri string, key string")
+    return (
+        examined.join(F.broadcast(keys), "uri")
+        .select(
+            F.concat(F.lit(raw_uri), "key").alias("path"),
+            F.lit(written_at).cast("timestamp").alias("modificationTime"),
+            F.length("content").cast("long").alias("length"),
+            "content",
+            "sha256",
+        )
+        .sortWithinPartitions("path")
+    )
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def decide(
+    listing: list[dict[str, Any]],
+    examined: dict[str, dict[str, Any]],
+    recorded: dict[str, str],
+    batch: str,
+    holders: Any,
+    retention_days: int | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(every landing file's outcome, {landing uri: key} of the photos to store). `recorded`: the batch's
+    manifest files {key: sha256}; `holders(hashes)`: the index's {hash: batches holding it}."""
+    outcomes: dict[str, dict[str, Any]] = {}
+    seen = {sha: key for key, sha in recorded.items()}
+    taken = set(recorded)
+    candidates: dict[str, str] = {}
+    for row in sorted(listing, key=lambda r: r["uri"]):
+        uri = row["uri"]
+        if row["reason"]:
+            outcomes[uri] = {
+                "outcome": "rejected",
+                "reason": row["reason"],
+                **({"bytes": row["size"]} if row["size"] else {}),
+            }
+            continue
+        found = examined.get(uri)
+        if found is None:
+            outcomes[uri] = {"outcome": "rejected", "reason": "unreadable", "detail": "listed, then not found"}
+            continue
+        sha, content_sha = found["sha256"], found["content_sha256"]
+        if found["reason"]:
+            detail = {"detail": found["detail"]} if found["detail"] else {}
+            outcomes[uri] = {"outcome": "rejected", "reason": found["reason"], "sha256": sha, **detail}
+            continue
+        same = seen.get(sha) or seen.get(content_sha)
+        if same:
+            outcomes[uri] = {"outcome": "already_in_lake", "sha256": sha, "batch": batch, "key": same}
+            continue
+        key = row["key"] if row["key"] not in taken else alternate_key(row["key"], sha)
+        taken.add(key)
+        seen[sha] = seen[content_sha] = key
+        candidates[uri] = key
+        outcomes[uri] = {
+            "outcome": "uploaded",
+            "sha256": sha,
+            "content_sha256": content_sha,
+            "key": key,
+            "format": found["format"],
+            "metadata": found["metadata"],
+        }
+    hashes = {h for uri in candidates for h in (outcomes[uri]["sha256"], outcomes[uri]["content_sha256"])}
+    known = holders(hashes) if hashes else {}
+    for uri in list(candidates):
+        outcome = outcomes[uri]
+        homes = [
+            home
+            for h in (outcome["sha256"], outcome["content_sha256"])
+            for home in known.get(h, [])
+            if home != batch and lakeindex.counts_as_stored(home, batch, retention_days)
+        ]
+        if homes:
+            outcomes[uri] = {"outcome": "already_in_lake", "sha256": outcome["sha256"], "batch": max(homes)}
+            del candidates[uri]
+    return outcomes, candidates
+
+
+def commit_manifest(
+    store: Any, raw_uri: str, batch: str, files: dict[str, str], bundles: dict[str, list[str]]
+) -> dict[str, Any]:
+    """Add this run's photos and bundles to `_uploads.json` with a conditional write; another attempt's
+    additions are merged, unless they overlap this run's (the batch lock excludes that: fail, rerun)."""
+    uri = raw_uri + UPLOADS_MANIFEST
+    for _ in range(MANIFEST_ATTEMPTS):
+        data, etag = store.read_with_etag(uri)
+        current = json.loads(data) if data else {"files": {}, "bundles": {}}
+        overlap = (files.keys() & current["files"].keys()) | (set(files.values()) & set(current["files"].values()))
+        if overlap:
+            raise RuntimeError(f"{uri}: another attempt recorded {len(overlap)} of this run's photos; rerun")
+        merged = {
+            **current,
+            "files": {**current["files"], **files},
+            "bundles": {**current.get("bundles", {}), **bundles},
+        }
+        body = lakefiles.manifest_json(batch, merged["files"], merged["bundles"])
+        if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
+            return merged
+    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row; nothing was lost, rerun")
+
+
+def write_report(
+    store: Any, raw_uri: str, batch: str, landing_uri: str, outcomes: dict[str, dict[str, Any]], counts: dict
+) -> str:
+    """`_ingestion.json`: every landing file the batch has seen (earlier attempts' too) and its outcome; a
+    rerun finding its uploaded photo again keeps `uploaded`."""
+    uri = raw_uri + INGESTION_REPORT
+    for _ in range(MANIFEST_ATTEMPTS):
+        data, etag = store.read_with_etag(uri)
+        previous = json.loads(data)["files"] if data else {}
+        files = lakefiles.merge_outcomes(previous, outcomes, batch)
+        if files == previous:
+            return uri  # nothing new: a rerun writes nothing
+        report = {
+            "batch": batch,
+            "landing": landing_uri,
+            "written_at": dt.datetime.now(dt.UTC).isoformat(),
+            "last_attempt": counts,
+            "reasons": photos.REJECT_REASONS,
+            "files": dict(sorted(files.items())),
+        }
+        body = json.dumps(report, indent=1, ensure_ascii=True).encode()
+        if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
+            return uri
+    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
+
+
+def counts_of(outcomes: dict[str, dict[str, Any]], batch: str, bundles: dict[str, list[str]]) -> dict[str, Any]:
+    rejected: dict[str, int] = {}
+    for o in outcomes.values():
+        if o["outcome"] == "rejected":
+            rejected[o["reason"]] = rejected.get(o["reason"], 0) + 1
+    already = [o for o in outcomes.values() if o["outcome"] == "already_in_lake"]
+    return {
+        "seen": len(outcomes),
+        "uploaded": sum(o["outcome"] == "uploaded" for o in outcomes.values()),
+        "already_in_lake": len(already),
+        "in_other_batch": sum(o["batch"] != batch for o in already),
+        "rejected": dict(sorted(rejected.items())),
+        "bundles_written": len(bundles),
+    }
+
+
+def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
+    """Ingest the listing's landing files into `args.raw`; returns the counts. `store`: the lake's reads
+    and conditional writes (lakefiles.open_files by default)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    log = jobio.get_logger("ingest")
+    batch, raw_uri = args.batch_id, args.raw.rstrip("/") + "/"
+    store = store or lakefiles.open_files(raw_uri)
+    index_uri = args.index.rstrip("/") + "/"
+    erased_data = store.read_or_none(index_uri + ERASED)
+    erased = frozenset(json.loads(erased_data)["sha256s"]) if erased_data else frozenset()
+    listing = spark.read.parquet(args.listing)
+    listed = [
+        {**row.asDict(), "uri": bytes(row.uri).decode("utf-8", "surrogateescape")}
+        for row in listing.select("uri", "key", "size", "reason").collect()
+    ]
+    examined = examine_landing(spark, args.landing, listing, erased, args.max_photo_bytes).persist(
+        StorageLevel.DISK_ONLY
+    )
+    files = jobio.HadoopFiles(spark)
+    run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
+    try:
+        clock = [time.monotonic()]
+
+        def lap() -> float:
+            clock.append(time.monotonic())
+            return round(clock[-1] - clock[-2], 2)
+
+        small = {row.uri: row.asDict() for row in examined.drop("content").collect()}
+        seconds = {"examine": lap()}
+        manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
+        recorded = json.loads(manifest_data)["files"] if manifest_data else {}
+        outcomes, new = decide(
+            listed,
+            small,
+            recorded,
+            batch,
+            lambda hashes: lakeindex.lookup(store, index_uri, hashes),
+            args.retention_days,
+        )
+        bundles: dict[str, list[str]] = {}
+        seconds["decide"] = lap()
+        if new:
+            rows = bundle_rows(examined, new, raw_uri, dt.datetime.now(dt.UTC))
+            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS))
+            # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file; no shuffle of bytes.
+            rows.coalesce(parts).write.option("compression", "none").option(
+                "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
+            ).parquet(run_folder)
+            written = spark.read.parquet(run_folder).select(F.input_file_name().alias("file"), "path").collect()
+            prefix = jobio.qualified_uri(spark, raw_uri).rstrip("/") + "/"
+            for row in written:
+                name = spark_spelling(row.file).removeprefix(spark_spelling(prefix))
+                bundles.setdefault(name, []).append(row.path[len(raw_uri) :])
+            stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
+            seconds["bundles"] = lap()
+            commit_manifest(store, raw_uri, batch, stored, bundles)
+        # The index after the manifest: an entry always names a committed photo (both of its hashes).
+        lakeindex.record(
+            store,
+            index_uri,
+            batch,
+            {h for o in outcomes.values() if o["outcome"] == "uploaded" for h in (o["sha256"], o["content_sha256"])},
+        )
+        counts = {**counts_of(outcomes, batch, bundles), "seconds": {**seconds, "commit": lap()}}
+        write_report(store, raw_uri, batch, args.landing, outcomes, counts)
+        log.info("ingested batch %s: %s", batch, counts)
+        return counts
+    except BaseException:
+        jobio.discard_runs(files, [(raw_uri, run_folder)])
+        raise
+    finally:
+        examined.unpersist()
+        # The planner's files are this attempt's alone; staged originals still carry their metadata.
+        for planned in (args.listing, args.landing):
+            if planned.startswith(raw_uri + INGEST_FOLDER + "/"):
+                jobio.delete(spark, planned)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--listing", required=True, help="the planner's listing (Parquet: uri, key, size, reason)")
+    parser.add_argument("--landing", required=True, help="the folder the listing's sources are in (one date)")
+    parser.add_argument("--raw", required=True, help="the batch's raw folder, raw/batch=<ds>/")
+    parser.add_argument("--index", required=True, help="the lake's index area, index/")
+    parser.add_argument("--batch-id", required=True)
+    parser.add_argument("--retention-days", type=int, default=None)
+    parser.add_argument("--max-photo-bytes", type=int, default=50 * 1024 * 1024)
+    args = parser.parse_args(argv)
+    dt.date.fromisoformat(args.batch_id)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pyspark.sql import SparkSession
+
+    args = parse_args(argv)
+    spark = (
+        SparkSession.builder.appName(f"fruits-ingest-{args.batch_id}")
+        .config("spark.sql.files.openCostInBytes", str(OPEN_COST_BYTES))
+        .getOrCreate()
+    )
+    try:
+        run(spark, args)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The lake's reads and conditional writes (`put_if_absent`, `put_if_match`) on a local folder or S3, no
+`fruits` import: the Spark ingest job's driver writes the manifest, the report and the duplicate index with
+them, and fruits.storage's LocalStore and S3Store inherit them (one definition of each conditional write).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalFiles:
+    """A local folder: `file://` (or Spark's `file:/`) URIs; the etag is the content's sha256."""
+
+    # How long a conditional write waits for another one (alive: a dead writer's lock is already gone).
+    CAS_WAIT_SECONDS = 30
+
+    @staticmethod
+    def _path(uri: str) -> Path:
+        return Path("/" + uri.removeprefix("file:").lstrip("/") if uri.startswith("file:") else uri)
+
+    def read(self, uri: str) -> bytes:
+        return self._path(uri).read_bytes()
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        path = self._path(uri)
+        return path.read_bytes() if path.is_file() else None
+
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
+        data = self.read_or_none(uri)
+        return (data, sha256_bytes(data)) if data is not None else (None, None)
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write-then-rename: a reader never sees half a file.
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        """Create the file only if nothing is there (a hard link of a written temporary: atomic, O_EXCL-like)."""
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        try:
+            os.link(partial, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink()
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        """Replace the file only if its content still hashes to `etag`: compare and replace under an exclusive
+        flock of the file's folder. The OS holds that lock as long as this process keeps the folder open, however
+        long it is frozen, and drops it the moment the process dies: no stale-lock guess."""
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder itself is the lock: no lock file to leave behind, or to unlink under a waiter.
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            deadline = time.monotonic() + self.CAS_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{path.parent} locked by a live writer for {self.CAS_WAIT_SECONDS} s"
+                        ) from None
+                    time.sleep(0.002)
+            current = self.read_or_none(uri)
+            if current is None or sha256_bytes(current) != etag:
+                return False
+            self.put(uri, data, "")
+            return True
+        finally:
+            os.close(folder)  # releases the lock
+
+
+class S3Files:
+    """S3 through a boto3 client; every object written encrypted with KMS (the key given, else the bucket's)."""
+
+    def __init__(self, client: Any, kms_key_arn: str = ""):
+        self.client = client
+        self.kms_key_arn = kms_key_arn
+
+    @staticmethod
+    def _key(uri: str) -> tuple[str, str]:
+        scheme, _, rest = uri.partition("://")
+        if scheme not in ("s3", "s3a") or not rest:
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = rest.partition("/")
+        return bucket, key  # verbatim: `#`, `?` and `%` are part of a key
+
+    def read(self, uri: str) -> bytes:
+        bucket, key = self._key(uri)
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        try:
+            return self.read(uri)
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]:
+        bucket, key = self._key(uri)
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+        except self.client.exceptions.NoSuchKey:
+            return None, None
+        return answer["Body"].read(), answer["ETag"]
+
+    def _extra(self) -> dict[str, str]:
+        extra = {"ServerSideEncryption": "aws:kms"}
+        if self.kms_key_arn:
+            extra["SSEKMSKeyId"] = self.kms_key_arn
+        return extra
+
+    def put(self, uri: str, data: bytes, sha256: str) -> None:
+        bucket, key = self._key(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
+
+    def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
+        bucket, key = self._key(uri)
+        try:
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256_bytes(data)}, **condition, **self._extra()
+            )
+            return True
+        except self.client.exceptions.ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write to the key won.
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        return self._conditional_put(uri, data, IfNoneMatch="*")
+
+    def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
+        return self._conditional_put(uri, data, IfMatch=etag)
+
+
+def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str]]) -> bytes:
+    """A batch's `_uploads.json`: `files` {key: sha256}, `bundles` {bundle file, relative to the batch: keys}."""
+    return json.dumps(
+        {"batch": batch, "files": dict(sorted(files.items())), "bundles": dict(sorted(bundles.items()))}, indent=1
+    ).encode()
+
+
+def merge_outcomes(previous: dict[str, dict], outcomes: dict[str, dict], batch: str) -> dict[str, dict]:
+    """`_ingestion.json`'s files after an attempt: its outcomes over the earlier ones, except that a rerun
+    finding an uploaded photo again in this batch leaves it `uploaded` (it is still the file uploaded)."""
+    files = {**previous}
+    for landing_file, outcome in outcomes.items():
+        before = previous.get(landing_file, {})
+        if not (
+            before.get("outcome") == "uploaded"
+            and outcome["outcome"] == "already_in_lake"
+            and outcome.get("batch") == batch
+            and before.get("sha256") == outcome.get("sha256")
+        ):
+            files[landing_file] = outcome
+    return files
+
+
+def open_files(uri: str) -> LocalFiles | S3Files:
+    """The store for a lake URI (the job's driver: boto3's default credentials, the instance profile on EMR)."""
+    if uri.startswith(("s3://", "s3a://")):
+        import boto3
+
+        return S3Files(boto3.client("s3"))
+    return LocalFiles()

@@ -1,0 +1,305 @@
+"""Ingestion on the cluster (spark_jobs/ingest.py) and the de-duplication rules it shares with fruits.upload:
+the listing written by the Airflow side, the job on a local SparkSession, its command line on both targets,
+and the retention (issue 23 item 8) and re-sent-with-new-EXIF (item 9) rules."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import ingest
+import lakeindex
+import photos
+import pyarrow.parquet as pq
+from botocore.validate import validate_parameters
+from PIL import Image
+from test_ingestion_landing import GPS, image_bytes, phone_exif
+
+from fruits import dedup_index, erase, lake, steps, storage, upload
+
+BATCH = "2026-03-10"
+XMP_GPS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="48,51.4N"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def jpeg(colour, **kwargs) -> bytes:
+    return image_bytes("JPEG", colour, **kwargs)
+
+
+def days_before(batch: str, days: int) -> str:
+    return lakeindex.batch_of(lakeindex.day_of(batch) - days)
+
+
+def assert_no_location(content: bytes) -> None:
+    """Read back: no GPS IFD, no XMP position, in the stored bytes."""
+    with Image.open(io.BytesIO(content)) as image:
+        assert not image.getexif().get_ifd(GPS)
+    assert b"GPSLatitude" not in content and b"51.4N" not in content
+
+
+class Recording(storage.LocalStore):
+    """The lake, counting the calls the job makes (not those the store's methods make of each other)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls: list[tuple[str, str]] = []
+        self.depth = 0
+
+    def _call(self, kind, uri, method, *args):
+        if not self.depth:
+            self.calls.append((kind, uri))
+        self.depth += 1
+        try:
+            return method(uri, *args)
+        finally:
+            self.depth -= 1
+
+    def read_with_etag(self, uri):
+        return self._call("read", uri, super().read_with_etag)
+
+    def read_or_none(self, uri):
+        return self._call("read", uri, super().read_or_none)
+
+    def put(self, uri, data, sha256):
+        return self._call("put", uri, super().put, data, sha256)
+
+    def put_if_absent(self, uri, data):
+        return self._call("conditional", uri, super().put_if_absent, data)
+
+    def put_if_match(self, uri, data, etag):
+        return self._call("conditional", uri, super().put_if_match, data, etag)
+
+
+def test_the_ingest_job_runs_the_same_arguments_on_emr_and_through_local_spark_submit():
+    root, code = "s3://lake", "s3://lake/code/abc/"
+    job = steps.ingest_job(
+        root, BATCH, code, listing="s3://lake/l.parquet", landing="s3://landing/in/", retention_days=30
+    )
+    step, local = steps.emr_step(job, batch=BATCH), steps.local_command(job, spark_submit="/venv/bin/spark-submit")
+    args = list(job.args)
+    assert job.name == steps.INGEST and job.script == code + "spark_jobs/ingest.py"
+    assert job.py_files == tuple(
+        code + "spark_jobs/" + m for m in ("jobio.py", "lakefiles.py", "lakeindex.py", "photos.py")
+    )
+    assert args[args.index("--raw") + 1] == lake.raw_uri(root, BATCH)
+    assert args[args.index("--index") + 1] == lake.area_uri(root, "index")
+    assert (
+        args[args.index("--listing") + 1] == "s3://lake/l.parquet" and args[args.index("--retention-days") + 1] == "30"
+    )
+    assert local[:3] == ["/venv/bin/spark-submit", "--master", "local[2]"]
+    emr_args = step["HadoopJarStep"]["Args"]
+    assert emr_args[emr_args.index("--py-files") :] == local[local.index("--py-files") :] == job.submit_args()
+    assert ingest.parse_args(list(job.args)).batch_id == BATCH
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("emr").operation_model("AddJobFlowSteps").input_shape
+    validate_parameters({"JobFlowId": "j-1", "Steps": [step]}, shape)
+    # The job's names for the batch's files are fruits.storage's.
+    assert (ingest.UPLOADS_MANIFEST, ingest.INGESTION_REPORT) == (storage.UPLOADS_MANIFEST, storage.INGESTION_REPORT)
+    assert (ingest.ERASED, ingest.BUNDLE_MAX_PHOTOS) == (dedup_index.ERASED_NAME, storage.BUNDLE_MAX_PHOTOS)
+    assert ingest.INGEST_FOLDER == upload.INGEST_FOLDER
+
+
+def test_a_copy_that_expires_soon_or_tonight_does_not_count_as_stored():
+    assert lakeindex.counts_as_stored(BATCH, BATCH, 365) and lakeindex.counts_as_stored("2026-03-11", BATCH, 10)
+    assert lakeindex.counts_as_stored(days_before(BATCH, 1), BATCH, 365)  # yesterday's: kept ~a year more
+    assert not lakeindex.counts_as_stored(days_before(BATCH, 365), BATCH, 365)  # swept tonight
+    assert not lakeindex.counts_as_stored(days_before(BATCH, 340), BATCH, 365)  # gone within a month
+    assert lakeindex.counts_as_stored(days_before(BATCH, 340), BATCH, None)
+
+
+def test_the_worker_path_stores_again_a_photo_whose_first_copy_expires_tonight(tmp_path):
+    """Issue 23 item 8: the night its first copy expires, a re-sent photo is stored in the new batch (not
+    `already_in_lake`, then swept); a recent copy still counts; the index then knows both copies."""
+    landing = tmp_path / "landing" / "Kiwi"
+    landing.mkdir(parents=True)
+    (landing / "old.jpg").write_bytes(jpeg((10, 20, 30)))
+    (landing / "recent.jpg").write_bytes(jpeg((40, 50, 60)))
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    first, second = days_before(BATCH, 365), days_before(BATCH, 2)
+
+    def run(batch, files):
+        folder = tmp_path / batch / "Kiwi"
+        folder.mkdir(parents=True)
+        for name in files:
+            (folder / name).write_bytes((landing / name).read_bytes())
+        return upload.upload_new_images(
+            lake_store, storage.LocalStore(folder.parent), storage.file_uri(folder.parent), batch, retention_days=365
+        )
+
+    run(first, ["old.jpg"])
+    run(second, ["recent.jpg"])
+    tonight = run(BATCH, ["old.jpg", "recent.jpg"])
+    assert (tonight["uploaded"], tonight["in_other_batch"]) == (1, 1)
+    report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
+    by_name = {uri.rsplit("/", 1)[1]: o for uri, o in report.items()}
+    assert by_name["old.jpg"]["outcome"] == "uploaded" and by_name["recent.jpg"]["batch"] == second
+    old_sha = by_name["old.jpg"]["sha256"]
+    assert dedup_index.batches_holding(lake_store, lake_store.root, [old_sha]) == {old_sha: [first, BATCH]}
+    assert dedup_index.forget(lake_store, lake_store.root, first, [old_sha]) == 1  # the sweep of `first`
+    assert dedup_index.lookup(lake_store, lake_store.root, [old_sha]) == {old_sha: BATCH}
+
+
+def test_an_erased_photo_re_sent_with_a_new_exif_block_stays_out(tmp_path):
+    """Issue 23 item 9: the erasure records the hash of the stored (stripped) bytes too."""
+    landing = tmp_path / "landing" / "Kiwi"
+    landing.mkdir(parents=True)
+    first_exif, second_exif = phone_exif(1), phone_exif(1)
+    second_exif[0x013B] = "Someone Else"
+    original = jpeg((90, 20, 30), exif=first_exif)
+    (landing / "me.jpg").write_bytes(original)
+    lake_root = tmp_path / "lake"
+    lake_store = storage.LocalStore(lake_root)
+    landing_uri = storage.file_uri(landing.parent)
+    upload.upload_new_images(lake_store, storage.LocalStore(landing.parent), landing_uri, BATCH)
+    erase.erase(lake_store.root, f"raw/batch={BATCH}/Kiwi/me.jpg", owner="test")
+    resent = jpeg((90, 20, 30), exif=second_exif)
+    assert not (landing / "me.jpg").exists()  # the erasure took the landing file too
+    assert photos.sha256_hex(resent) != photos.sha256_hex(original)
+    (landing / "me.jpg").write_bytes(resent)
+    again = upload.upload_new_images(
+        lake_store, storage.LocalStore(landing.parent), landing_uri, days_before(BATCH, -1)
+    )
+    assert again["rejected"] == {"erased": 1} and again["uploaded"] == 0
+
+
+def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tmp_path, spark):
+    landing = tmp_path / "landing" / BATCH
+    label = landing / "Training" / "Kiwi"
+    label.mkdir(parents=True)
+    odd = ["a#1.jpg", "b?.jpg", "c%41.jpg", "d e.jpg", "é.jpg"]
+    for number, name in enumerate(odd):
+        (label / name).write_bytes(jpeg((number * 40, 10, 10)))
+    (label / "cA.jpg").write_bytes(jpeg((1, 200, 1)))  # the name `c%41.jpg` would be if URL-decoded
+    (label / "twin.jpg").write_bytes((label / "a#1.jpg").read_bytes())  # a duplicate in the night
+    (label / "notes.jpg").write_bytes(b"not an image")
+    (label / ".hidden.jpg").write_bytes(jpeg((5, 5, 5)))
+    (landing / "misplaced.jpg").write_bytes(jpeg((6, 6, 6)))
+    (label / "gps_exif.jpg").write_bytes(jpeg((7, 70, 7), exif=phone_exif(6)))
+    xmp = Image.new("RGB", (32, 24), (8, 80, 8))
+    buffer = io.BytesIO()
+    xmp.save(buffer, "JPEG", xmp=XMP_GPS)
+    (label / "gps_xmp.jpg").write_bytes(buffer.getvalue())
+    erased_photo, known_photo, expiring = jpeg((9, 9, 90)), jpeg((11, 11, 110)), jpeg((12, 12, 120))
+    (label / "erased.jpg").write_bytes(erased_photo)
+    (label / "known.jpg").write_bytes(known_photo)
+    (label / "expiring.jpg").write_bytes(expiring)
+
+    lake_store = Recording(tmp_path / "lake")
+    root = lake_store.root
+    dedup_index.record_erased(lake_store, root, [photos.sha256_hex(erased_photo)])
+    recent, old = days_before(BATCH, 3), days_before(BATCH, 365)
+    dedup_index.record(lake_store, root, recent, [photos.sha256_hex(known_photo)])
+    dedup_index.record(lake_store, root, old, [photos.sha256_hex(expiring)])
+
+    planned = upload.write_listing(lake_store, storage.LocalStore(landing), storage.file_uri(landing), BATCH)
+    assert planned["files"] == len(list(p for p in landing.rglob("*") if p.is_file()))
+    job = steps.ingest_job(
+        root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"], retention_days=365
+    )
+    args = ingest.parse_args(list(job.args))
+    lake_store.calls.clear()
+    counts = ingest.run(spark, args, store=lake_store)
+
+    report = json.loads(lake_store.read(storage.ingestion_report_uri(root, BATCH)))
+    listed = {storage.file_uri(p) for p in landing.rglob("*") if p.is_file()}
+    assert set(report["files"]) == listed  # one outcome per landing file, keys as stored
+    by_name = {uri.rsplit("/", 1)[1]: o for uri, o in report["files"].items()}
+    assert {n: by_name[n]["reason"] for n, o in by_name.items() if o["outcome"] == "rejected"} == {
+        "notes.jpg": "unsupported",
+        ".hidden.jpg": "hidden",
+        "misplaced.jpg": "misplaced",
+        "erased.jpg": "erased",
+    }
+    assert by_name["known.jpg"] == {
+        "outcome": "already_in_lake",
+        "sha256": photos.sha256_hex(known_photo),
+        "batch": recent,
+    }
+    pair = sorted([by_name["a#1.jpg"]["outcome"], by_name["twin.jpg"]["outcome"]])
+    assert pair == ["already_in_lake", "uploaded"]
+    uploaded = {n: o["key"] for n, o in by_name.items() if o["outcome"] == "uploaded"}
+    assert uploaded["c%41.jpg"] == "Training/Kiwi/c%41.jpg" and uploaded["cA.jpg"] == "Training/Kiwi/cA.jpg"
+    assert {"expiring.jpg", "gps_exif.jpg", "gps_xmp.jpg", "b?.jpg", "d e.jpg", "é.jpg"} <= uploaded.keys()
+    assert counts["seen"] == len(listed) and counts["uploaded"] == len(uploaded)
+
+    # The manifest names the bundles, which hold exactly the uploaded photos, with no location left.
+    manifest = json.loads(lake_store.read(storage.batch_manifest_uri(root, BATCH)))
+    assert sorted(manifest["files"]) == sorted(uploaded.values())
+    raw = lake.raw_uri(root, BATCH)
+    rows = [r for name in manifest["bundles"] for r in pq.read_table(raw.removeprefix("file://") + name).to_pylist()]
+    assert sorted(r["path"] for r in rows) == sorted(raw + key for key in uploaded.values())
+    assert sorted(k for keys in manifest["bundles"].values() for k in keys) == sorted(uploaded.values())
+    for row in rows:
+        assert_no_location(row["content"])
+        assert row["length"] == len(row["content"]) and row["sha256"] == manifest["files"][row["path"][len(raw) :]]
+
+    # The index: conditional writes only, each shard touched read once to look up and once per write.
+    index = lake.area_uri(root, "index") + "sha256/"
+    index_calls = [(kind, uri) for kind, uri in lake_store.calls if uri.startswith(index)]
+    assert index_calls and not [c for c in index_calls if c[0] == "put"]
+    reads = [uri for kind, uri in index_calls if kind == "read"]
+    assert max(reads.count(uri) for uri in set(reads)) <= 2
+    expiring_sha = photos.sha256_hex(expiring)
+    assert dedup_index.batches_holding(lake_store, root, [expiring_sha]) == {expiring_sha: [old, BATCH]}
+    exif_sha = by_name["gps_exif.jpg"]["sha256"]
+    assert dedup_index.lookup(lake_store, root, [exif_sha, by_name["gps_exif.jpg"]["content_sha256"]]) == dict.fromkeys(
+        [exif_sha, by_name["gps_exif.jpg"]["content_sha256"]], BATCH
+    )
+
+    # The planner's listing went with the run; a rerun (a new listing) finds everything in the batch: the
+    # same outcomes, no new bundle.
+    assert not Path(planned["listing"].removeprefix("file://")).exists()
+    planned = upload.write_listing(lake_store, storage.LocalStore(landing), storage.file_uri(landing), BATCH)
+    args.listing = planned["listing"]
+    again = ingest.run(spark, args, store=lake_store)
+    assert again["uploaded"] == 0 and again["bundles_written"] == 0
+    assert json.loads(lake_store.read(storage.ingestion_report_uri(root, BATCH)))["files"] == report["files"]
+    assert json.loads(lake_store.read(storage.batch_manifest_uri(root, BATCH))) == manifest
+
+
+def test_a_landing_outside_s3_is_staged_by_bytes_only(tmp_path):
+    landing = tmp_path / "landing" / "Kiwi"
+    landing.mkdir(parents=True)
+    (landing / "x y.jpg").write_bytes(jpeg((1, 2, 3), exif=phone_exif(1)))
+    (landing / ".tmp").write_bytes(b"partial")
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    planned = upload.write_listing(
+        lake_store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH, stage=True
+    )
+    staged = Path(planned["landing"].removeprefix("file://"))
+    assert staged.is_relative_to(Path(lake.raw_uri(lake_store.root, BATCH).removeprefix("file://")))
+    assert (staged / "Kiwi" / "x y.jpg").read_bytes() == (landing / "x y.jpg").read_bytes()  # bytes, not decoded
+    assert not (staged / "Kiwi" / ".tmp").exists()
+    table = pq.read_table(planned["listing"].removeprefix("file://")).to_pylist()
+    assert {r["reason"] for r in table} == {"", "hidden"} and planned["candidates"] == 1
+
+
+def test_two_nights_ingesting_one_photo_at_once_are_both_indexed_and_erase_by_path_removes_both(tmp_path, monkeypatch):
+    """Issue 23 item 8: night B looked the index up before night A recorded the photo (simulated): both keep
+    a copy, the index's conditional writes record both, and erasing one copy by its path erases both."""
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    nights = {}
+    for night in (days_before(BATCH, 1), BATCH):
+        folder = tmp_path / night / "Kiwi"
+        folder.mkdir(parents=True)
+        (folder / f"shared-{night}.jpg").write_bytes(jpeg((3, 33, 133)))
+        (folder / "own.jpg").write_bytes(jpeg((len(nights) * 90, 1, 1)))
+        nights[night] = folder.parent
+    real_lookup = dedup_index.lookup
+    monkeypatch.setattr(dedup_index, "lookup", lambda *args, **kwargs: {})  # neither has recorded yet
+    for night, folder in nights.items():
+        upload.upload_new_images(lake_store, storage.LocalStore(folder), storage.file_uri(folder), night)
+    monkeypatch.setattr(dedup_index, "lookup", real_lookup)
+    sha = photos.sha256_hex(jpeg((3, 33, 133)))
+    assert dedup_index.batches_holding(lake_store, lake_store.root, [sha]) == {sha: sorted(nights)}
+
+    first = sorted(nights)[0]
+    report = erase.erase(lake_store.root, f"raw/batch={first}/Kiwi/shared-{first}.jpg", owner="test")
+    assert report["photos"] == sorted(f"raw/batch={n}/Kiwi/shared-{n}.jpg" for n in nights)
+    for night in nights:
+        assert sorted(storage.read_manifest(lake_store, lake_store.root, night)) == ["Kiwi/own.jpg"]
+    assert dedup_index.batches_holding(lake_store, lake_store.root, [sha]) == {}
