@@ -42,6 +42,7 @@ API_NIGHT = "2026-03-01"  # the manual run's partition key
 BACKFILL_FROM, BACKFILL_TO = "2026-02-01", "2026-02-02T23:59:59"
 BACKFILL_DATES = ("2026-02-01", "2026-02-02")
 UI_PCA_K = 2  # the Param the UI test changes (default: pca_variance decides k)
+UI_NIGHT = "2026-03-05"  # a manual run names its night (the form's partition key is optional)
 RUN_TIMEOUT_S = 420
 
 
@@ -261,6 +262,7 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
 
         browser.get(f"{services.base_url}/dags/{DAG_ID}")
         wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
+        fill("batch", UI_NIGHT)
         fill("landing", str(landing))
         fill("pca_k", str(UI_PCA_K))
         browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]").click()
@@ -288,11 +290,12 @@ def test_ui_login_trigger_with_changed_param_succeeds(stack, photo_sets, tmp_pat
         f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/check_gdpr/xcomEntries/return_value",
         params={"deserialize": "true", "stringify": "false"},
     )["value"]
-    assert (checked["params"]["pca_k"], checked["params"]["landing"]) == (UI_PCA_K, str(landing))
+    assert (checked["params"]["batch"], checked["params"]["pca_k"]) == (UI_NIGHT, UI_PCA_K)
+    assert checked["params"]["landing"] == str(landing)
     states = api.task_states(DAG_ID, run_id)
     assert states["stop_if_nothing_to_do"] == "success" and states["featurize"] == "skipped", states
     assert states["unlock_batch"] == "success"
-    assert not list((lake / "raw" / f"batch={run['logical_date'][:10]}").glob("*.parquet"))
+    assert not list((lake / "raw" / f"batch={UI_NIGHT}").glob("*.parquet"))
 
 
 def test_nothing_listened_beyond_loopback(stack):

@@ -43,12 +43,11 @@ resolves the marker and reads only the files it lists; a folder without a marker
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol
+
+import jobio
 
 # The dataset's splits: a landing folder of one of these names above the label folder is kept in the
 # photo's key, and featurize reads it back into the `split` column. spark_jobs/featurize.py holds the
@@ -104,25 +103,13 @@ def normal_uri(uri: str) -> str:
     return f"s3://{bucket}/{key}" if scheme == "s3" else "file://" + key
 
 
-def _load_job_module(name: str) -> ModuleType:
-    """A module of spark_jobs/ (beside plugins/, in the repository and in the Airflow image): the rules
-    the jobs apply too are defined there once, since the cluster ships no plugins."""
-    path = Path(__file__).resolve().parents[2] / "spark_jobs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"fruits._spark_jobs.{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# The rules the jobs apply too (batch ids, the CSV's formula cells), from their one definition.
-JOBIO = _load_job_module("jobio")
+# The rules the jobs apply too (batch ids, the CSV's formula cells) are defined once, in spark_jobs/jobio.py
+# (the cluster ships no plugins); fruits/__init__.py puts spark_jobs/ on the path.
 # A batch id as a JSON-schema pattern (the run Param); check_batch also refuses dates that do not exist
 # and dates later than tomorrow in Paris (latest_batch).
-BATCH_PATTERN: str = JOBIO.BATCH_PATTERN
-check_batch = JOBIO.check_batch
-latest_batch = JOBIO.latest_batch
+BATCH_PATTERN: str = jobio.BATCH_PATTERN
+check_batch = jobio.check_batch
+latest_batch = jobio.latest_batch
 
 
 def _join(root: str, *parts: str) -> str:

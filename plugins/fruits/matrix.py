@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jobio
 from fruits import lake
 
 REDUCED_FOLDER = lake.PCA_REDUCED_FOLDER + "/"  # the Parquet files of a committed output
@@ -32,7 +33,7 @@ def spreadsheet_text(column: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    rule = lake.JOBIO  # the PCA job's CSV parts apply the same rule
+    rule = jobio  # the PCA job's CSV parts apply the same rule
     prefix, nothing = pa.scalar(rule.CSV_TEXT_PREFIX, column.type), pa.scalar("", column.type)
     formula = pc.match_substring_regex(column, rule.CSV_FORMULA_START)
     return pc.if_else(formula, pc.binary_join_element_wise(prefix, column, nothing), column)

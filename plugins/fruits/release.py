@@ -317,10 +317,7 @@ def _recorded_sha256(lake_store: Any, uri: str) -> str | None:
 
 def convert_to_litert(weights: bytes, name: str = DEFAULT_WEIGHTS_FILE) -> bytes:
     """The weights converted by featurize's own converter (TensorFlow on this machine, once per weights)."""
-    jobs = str(Path(__file__).resolve().parents[2] / "spark_jobs")
-    if jobs not in sys.path:
-        sys.path.insert(0, jobs)
-    import featurize
+    import featurize  # spark_jobs/, on the path by fruits/__init__.py
 
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / name  # Keras picks the weights format from the file name
