@@ -335,6 +335,23 @@ def test_stray_basis_folders_are_ignored_and_never_taken_for_a_basis(local, capl
     assert [lake.basis_version_of(n) for n in names] == [1, 12345, None, None, None, None, None]
 
 
+def test_the_spark_ingest_job_s_bundles_are_originals_too(local):
+    """The ingest job writes a batch's bundles as run=<id>/ parts its manifest names: the originals' sweep takes
+    them (not only the upload's bundle-*.parquet), and keeps the manifest."""
+    store, root = local
+    batch = day(1)
+    raw = lake.raw_uri(root, batch)
+    store.put(raw + "run=abc/part-00000.parquet", b"photos", "-")
+    manifest = storage.BatchManifest({"Banana/1.jpg": sha(batch, 1)}, {"run=abc/part-00000.parquet": ["Banana/1.jpg"]})
+    store.put(storage.batch_manifest_uri(root, batch), manifest.to_json(batch), "-")
+    commit_output(store, lake.features_uri(root, batch), {"part-0.parquet": b"f"})
+    assert retention.original_bundles(store, root, batch) == [raw + "run=abc/part-00000.parquet"]
+    store.put(storage.batch_manifest_uri(root, day(4)), storage.BatchManifest({}, {}).to_json(day(4)), "-")
+    report = retention.sweep_originals(store, root, day(4), 1)  # night 4 was ingested: night 1's originals go
+    assert report["swept"] == {batch: 1} and not store.exists(raw + "run=abc/part-00000.parquet")
+    assert storage.read_manifest(store, root, batch) == {"Banana/1.jpg": sha(batch, 1)}
+
+
 def test_originals_go_after_their_short_window_and_everything_else_stays_the_retention(local):
     """10 nights, originals kept 3 days, the rest 30: on night 10 the bundles of nights 1-7 are gone (every
     other object of theirs stays: manifest, ingestion report, derivatives, features), a rerun deletes nothing,

@@ -183,9 +183,12 @@ def _pending(store: Any, root: str, through: str, watermark: str | None, bases: 
 
 
 def original_bundles(store: Any, root: str, batch: str) -> list[str]:
-    """The batch's photo bundles (its originals): not the manifest, not the ingestion report."""
+    """The batch's photo bundles (its originals): those its manifest names (the upload's, or the Spark ingest
+    job's run=<id>/ parts) and any unnamed upload leftover; not the manifest, not the ingestion report."""
     raw = lake.raw_uri(root, batch)
-    return [uri for uri in store.list_files(raw) if storage.is_bundle_name(uri.rsplit("/", 1)[-1])]
+    named = {raw + name for name in storage.read_batch_manifest(store, root, batch).bundles}
+    listed = set(store.list_files(raw))  # one listing: what is still there
+    return sorted(uri for uri in listed if uri in named or storage.is_bundle_name(uri.rsplit("/", 1)[-1]))
 
 
 def sweep_originals(
