@@ -151,6 +151,13 @@ def spark():
     )
     yield session
     session.stop()
+    # Close py4j's gateway while the suite still runs: left to interpreter exit, its finalizers call a JVM that
+    # is gone and log "Exception while sending command" after the last test.
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = SparkContext._jvm = None
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,15 @@ from fruits.cli import demo
 home, batch, lake_dir, landing, out = sys.argv[1:]
 demo.prepare_airflow(Path(home))
 run = demo.run_dag("local", batch, {"fruits_local_lake": lake_dir, "fruits_landing": landing})
-from airflow.models.asset import AssetDagRunQueue, AssetEvent
+from airflow.models.asset import AssetEvent, AssetPartitionDagRun
 from airflow.utils.session import create_session
 from sqlalchemy import select
 with create_session() as session:
     events = [{"uri": e.asset.uri, "aliases": sorted(a.name for a in e.source_aliases), "extra": e.extra,
-               "task": e.source_task_id} for e in session.scalars(select(AssetEvent))]
-    queued = [{"dag_id": q.target_dag_id, "uri": q.asset.uri} for q in session.scalars(select(AssetDagRunQueue))]
+               "task": e.source_task_id, "partition_key": e.partition_key} for e in session.scalars(select(AssetEvent))]
+    # A partitioned consumer is queued per partition (the scheduler creates its run from this row).
+    queued = [{"dag_id": q.target_dag_id, "partition_key": q.partition_key}
+              for q in session.scalars(select(AssetPartitionDagRun))]
 states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 Path(out).write_text(json.dumps({"state": str(run.state), "states": states, "events": events, "queued": queued}))
 """
@@ -148,10 +150,10 @@ def test_the_run_announces_features_pca_and_report_with_their_extras(lineage_run
     report = events[(assets.RUN_REPORT_ALIAS,)]["extra"]
     assert json.loads(store.read(report["json"]))["batch"] == BATCH
 
-    # The consumer DAG is queued by that event (the scheduler creates its run from this queue) ...
-    assert {(q["dag_id"], q["uri"].rstrip("/")) for q in lineage_run["queued"]} == {
-        ("fruits_pca_summary", pca["uri"].rstrip("/"))
-    }
+    # The events carry the night as their partition key, and the partitioned consumer DAG is queued for that
+    # night (the scheduler creates its run from this queue) ...
+    assert {e["partition_key"] for e in lineage_run["events"] if e["aliases"]} == {BATCH}
+    assert {(q["dag_id"], q["partition_key"]) for q in lineage_run["queued"]} == {("fruits_pca_summary", BATCH)}
     # ... and what it does with the event: a summary from the committed rows it names.
     summary = assets.summarize_reduced(store, pca["extra"])
     assert summary["rows"] == photos and summary["labels"] == LABELS

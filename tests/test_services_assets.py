@@ -46,6 +46,17 @@ def producer_events(api: Any, run_id: str) -> list[dict[str, Any]]:
     return events
 
 
+def partitioned_queue(api: Any, dag_id: str) -> list[dict[str, Any]]:
+    """The nights a partitioned DAG is queued for (Airflow's UI API: partitioned consumers are not in
+    /assets/queuedEvents), each {dag_id, partition_key, state}."""
+    response = api.session.get(f"{api.base_url}/ui/partitioned_dag_runs", params={"dag_id": dag_id}, timeout=30)
+    response.raise_for_status()
+    return [
+        {"dag_id": r.get("dag_id", dag_id), "partition_key": r["partition_key"], "state": r.get("state")}
+        for r in response.json()["partitioned_dag_runs"]
+    ]
+
+
 def check_consumer_ran(
     api: Any, services: Any, lake_dir: Path, run_id: str, batch: str, timeout: float = 420
 ) -> dict[str, Any]:
@@ -73,10 +84,10 @@ def check_consumer_ran(
             assert written["rows"] == extra["rows"] and written["source"] == extra["location"]
             return {"consumer_runs": runs, "summary": written}
         assert not any(r["state"] == "failed" for r in runs), api.task_states(CONSUMER, runs[0]["dag_run_id"])
-        queued = api.request("GET", f"/dags/{CONSUMER}/assets/queuedEvents")["queued_events"]
+        queued = partitioned_queue(api, CONSUMER)
         if not runs and queued and services.env().get("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE") == "False":
-            # The event queued the consumer; this scheduler creates no run (see the module docstring).
-            assert {q["dag_id"] for q in queued} == {CONSUMER}
+            # The event queued the consumer for its night; this scheduler creates no run (module docstring).
+            assert {(q["dag_id"], q["partition_key"]) for q in queued} >= {(CONSUMER, batch)}
             return {"queued_events": queued}
         time.sleep(3)
     raise TimeoutError(f"{CONSUMER} did not run after the producer's event: runs {api.dag_runs(CONSUMER)}")

@@ -194,7 +194,7 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
         "1",
     )
     assert created.returncode == 0, created.stderr[-3000:]
-    runs = {r["logical_date"][:10]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
+    runs = {r["partition_key"]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
     assert sorted(runs) == list(BACKFILL_DATES)
 
     # New photos arrive after the first night took its own: with one run at a time, the second
