@@ -40,10 +40,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 FULL_TIER_FIXTURES = frozenset({"spark", "sample_features", "keras_home", "litert_payload", "publish_models"})
 
 
+# `make test`'s two workers take whole files in collection order (Makefile: --no-loadscope-reorder); these come
+# first, longest first (`--durations` of a full run), so no long file is left to run alone at the end.
+LONGEST_FIRST = (
+    "test_services_e2e.py",
+    "test_dag_local.py",
+    "test_pca.py",
+    "test_featurize.py",
+    "test_dag_emr_moto.py",
+    "test_featurize_cluster.py",
+    "test_lineage.py",
+    "test_notebook.py",
+    "test_report_page.py",
+    "test_quality.py",
+    "test_ingest.py",
+    "test_bootstrap.py",
+    "test_deck.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if FULL_TIER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
 
 
 def pytest_sessionfinish(session, exitstatus):

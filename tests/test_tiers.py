@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FULL_TIER_FIXTURES, REPO_ROOT
+from conftest import FULL_TIER_FIXTURES, LONGEST_FIRST, REPO_ROOT
 
 
 def pytest_run(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
@@ -65,3 +65,10 @@ def test_a_test_that_needs_shared_skips_with_the_reason_and_fails_under_ci(tmp_p
     assert "../shared (Fruits-360 sample and MobileNetV2 weights) is not beside the checkout" in user.stdout
     ci = pytest_run(*args, env={**env, "CI": "true"}, cwd=tmp_path)
     assert ci.returncode == 1 and "CI=true but" in ci.stdout, ci.stdout
+
+
+def test_the_full_tier_schedules_existing_files_longest_first_in_collection_order():
+    missing = [name for name in LONGEST_FIRST if not (REPO_ROOT / "tests" / name).is_file()]
+    assert not missing, f"LONGEST_FIRST names files that no longer exist: {missing}"
+    # xdist's default reorder (most tests first) would put the few long tests last, to run alone.
+    assert "--no-loadscope-reorder" in (REPO_ROOT / "Makefile").read_text()
