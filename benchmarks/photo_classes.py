@@ -4,7 +4,7 @@
 
 Classes: `thumbnail` (the Fruits-360 sample, 100 x 100 JPEG), `jpeg12` (12-MP phone JPEG) and `heic` (12-MP
 HEIC with its thumbnail item), both from benchmarks/phone_photos.py. For each, on one thread of this process:
-- ingest: what the ingestion does per photo (fruits.upload's identify + strip_metadata, sha256), photos/s;
+- ingest: the ingest job's per-photo work (photos.examine: identify, strip the metadata, hash both ways), photos/s;
 - decode + preprocess: featurize's one decode (decode_oriented: JPEG DCT scaling, the HEIC thumbnail item,
   EXIF orientation), the model's pixels and the derivative, then preprocess, images/s;
 - inference: LiteRT XNNPACK, 1 thread, batch 1 (the job's default) on those tensors, images/s;
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -33,10 +32,10 @@ from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on t
 # isort: split
 import numpy as np
 import phone_photos
+import photos
 from inference_throughput import featurize_end_to_end, rate, shared_present
 
 import featurize
-from fruits import upload
 from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
 
 RESULTS_FILE = RESULTS_DIR / "photo_classes.json"
@@ -63,10 +62,10 @@ def timed_rate(work, items: list, min_seconds: float) -> float:
 
 
 def ingest_one(data: bytes) -> int:
-    image_format, orientation = upload.identify(data)
-    stripped, _ = upload.strip_metadata(data, image_format, orientation)
-    hashlib.sha256(stripped).digest()
-    return len(stripped)
+    verdict = photos.examine(data)  # the ingest job's per-photo work: identify, strip, hash both ways
+    if verdict.reason:
+        raise ValueError(f"a generated photo was refused: {verdict.reason} {verdict.detail}")
+    return len(verdict.content)
 
 
 def decode_one(data: bytes) -> tuple[np.ndarray, int]:
