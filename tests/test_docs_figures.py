@@ -194,6 +194,29 @@ def test_quoted_figures_match_their_sources(sources):
     assert not missing, "figures missing or stale (re-run the benchmark/cost model and update):\n" + "\n".join(missing)
 
 
+def test_the_phone_night_verdicts_quoted_are_the_cost_models(sources):
+    """README and deck say which phone-night target is met: each verdict is the cost model's own."""
+    verdicts = {}
+    for target in sources["phone"]["targets"]:
+        kind = next(k for k in ("minutes", "processing", "month") if k in target["target"])
+        verdicts[kind] = target["verdict"] == "met"
+    assert set(verdicts) == {"minutes", "processing", "month"}, sources["phone"]["targets"]
+    readme, deck = (REPO / "README.md").read_text(), DECK.read_text()
+    quoted = {
+        "minutes": ("(target\n  2 hours: {})", "| 2 h : {} |"),
+        "processing": ("(target 1.00 USD: {})", "| 1,00 USD : {} |"),
+        "month": ("(target 250 USD: {})", "| 250 USD : {} |"),
+    }
+    wrong = []
+    for kind, (in_readme, in_deck) in quoted.items():
+        met = verdicts[kind]
+        if in_readme.format("met" if met else "not met") not in readme:
+            wrong.append(f"README.md: {kind} should say {'met' if met else 'not met'}")
+        if in_deck.format("atteinte" if met else "**non atteinte**") not in deck:
+            wrong.append(f"deck: {kind} should say {'atteinte' if met else 'non atteinte'}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_featurize_targets_quoted_as_met_are_met(sources):
     """The pages say both benchmark targets are met: the measurement must say so too."""
     targets = sources["inference"]["targets"]
