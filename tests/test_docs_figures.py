@@ -2,7 +2,8 @@
 cost model's own: a new benchmark result, price or model change that is not carried into the pages fails here.
 
 Sources: benchmarks/results/*.json (inference_throughput, pca_throughput, quality) and the cost model's output
-(`python -m fruits.cli.costs bill --json`, `compare`). Each quoted figure is listed below with the function that
+(`python -m fruits.cli.costs bill --json`, the same with `--photo-mix phone` and `--photo-mix thumbnail`,
+`compare`). Each quoted figure is listed below with the function that
 formats it from its source, in the page's language (French decimals in the deck); the cost tables of
 docs/costs.md are generated blocks compared whole; figures known to be stale must not come back. Cheap: no
 Spark, no TensorFlow (the cost model runs three times, a few seconds).
@@ -70,10 +71,15 @@ def sources() -> dict:
     def read(name):
         return json.loads((RESULTS / f"{name}.json").read_text())
 
+    def mix(name):
+        return json.loads(figures.module_output([*figures.cost_command(), "bill", "--photo-mix", name, "--json"]))
+
     bill = figures.cost_bill()
     inference = read("inference_throughput")
     return {
         "bill": bill,
+        "phone": mix("phone"),
+        "thumbnail": mix("thumbnail"),
         "inference": inference,
         "pca": read("pca_throughput"),
         "quality": read("quality"),
@@ -94,6 +100,10 @@ def claims(s: dict) -> dict[str, list[str]]:
     per_vcpu = inference["images_per_second_per_vcpu"]
     processing = s["night"]["1"]["processing_usd_per_million"]
     wall = s["night"]["1"]["wall_minutes"]
+    phone, thumbnail = s["phone"], s["thumbnail"]
+    phone_wall, thumbnail_wall = phone["nights"][0]["wall_minutes"], thumbnail["nights"][0]["wall_minutes"]
+    phone_raw_day = phone["months"]["1000000"]["components_usd"]["storage raw/"]
+    thumbnail_month = thumbnail["months"]["1000000"]["monthly_usd"]
     return {
         "README.md": [
             f"{en(e2e, 1)} images/s",
@@ -105,6 +115,12 @@ def claims(s: dict) -> dict[str, list[str]]:
             f"{en(percent(quality['one_nn_pca']), 2)} %",
             f"{en(pca['stats_vs_numpy_ceiling'], 2)} x numpy's own XᵀX",
             f"{en(percent(pca['step_share_of_featurize']), 1)} % of featurize's time",
+            f"costs {en(thumbnail['processing_usd_per_million'], 2)} USD per million",
+            f"{en(thumbnail_month, 2)} USD",
+            f"committed PCA in {phone_wall:.0f} minutes",
+            f"{en(phone['processing_usd_per_million'], 2)} USD per million of processing",
+            f"{en(phone['monthly_usd_pipeline'], 2)} USD for everything",
+            f"{en(phone['app_uploads_usd'], 2)} USD apart",
         ],
         "docs/costs.md": [
             *(f"**{en(month[n]['monthly_usd'], 2)}**" for n in (10_000, 100_000, 1_000_000)),
@@ -158,6 +174,14 @@ def claims(s: dict) -> dict[str, list[str]]:
             f"une paire sur trois est sous la cible ({fr(min(pca['stats_vs_numpy_ceiling_each']), 2)})",
             f"hors préparation du modèle ({inference['featurize_end_to_end']['model_prepare_seconds']:.0f} s)",
             f"**{fr(percent(pca['step_share_of_featurize']), 1)} %** du temps de featurize",
+            f"environ {phone_raw_day:.0f} USD par mois",
+            f"| {fr(thumbnail_wall, 1)} min | **{fr(phone_wall, 1)} min** |",
+            f"| {fr(thumbnail['processing_usd_per_million'], 2)} USD "
+            f"| **{fr(phone['processing_usd_per_million'], 2)} USD** |",
+            f"| {fr(thumbnail_month, 2)} USD | **{fr(phone['monthly_usd_pipeline'], 2)} USD** |",
+            f"{fr(phone['app_uploads_usd'], 2)} USD, à part",
+            f"Vignettes : {fr(thumbnail['processing_usd_per_million'], 2)} USD par million",
+            f"({fr(phone['processing_usd_per_million'], 2)} USD par million pour 1,00)",
         ],
     }
 
@@ -168,6 +192,29 @@ def test_quoted_figures_match_their_sources(sources):
         text = (REPO / page).read_text()
         missing += [f"{page}: {figure!r}" for figure in expected if figure not in text]
     assert not missing, "figures missing or stale (re-run the benchmark/cost model and update):\n" + "\n".join(missing)
+
+
+def test_the_phone_night_verdicts_quoted_are_the_cost_models(sources):
+    """README and deck say which phone-night target is met: each verdict is the cost model's own."""
+    verdicts = {}
+    for target in sources["phone"]["targets"]:
+        kind = next(k for k in ("minutes", "processing", "month") if k in target["target"])
+        verdicts[kind] = target["verdict"] == "met"
+    assert set(verdicts) == {"minutes", "processing", "month"}, sources["phone"]["targets"]
+    readme, deck = (REPO / "README.md").read_text(), DECK.read_text()
+    quoted = {
+        "minutes": ("(target\n  2 hours: {})", "| 2 h : {} |"),
+        "processing": ("(target 1.00 USD: {})", "| 1,00 USD : {} |"),
+        "month": ("(target 250 USD: {})", "| 250 USD : {} |"),
+    }
+    wrong = []
+    for kind, (in_readme, in_deck) in quoted.items():
+        met = verdicts[kind]
+        if in_readme.format("met" if met else "not met") not in readme:
+            wrong.append(f"README.md: {kind} should say {'met' if met else 'not met'}")
+        if in_deck.format("atteinte" if met else "**non atteinte**") not in deck:
+            wrong.append(f"deck: {kind} should say {'atteinte' if met else 'non atteinte'}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_featurize_targets_quoted_as_met_are_met(sources):
