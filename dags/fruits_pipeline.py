@@ -1,10 +1,11 @@
 """Fruits! nightly pipeline: new photos -> cluster -> featurize -> PCA -> sensors -> terminate.
 
-check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> upload_new_images ->
-sweep_expired_batches (retention by batch date) -> plan_jobs (failed nights to catch up, PCA window,
-estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) -> approve_new_basis (waits
-for an operator only when fruits_basis_approval=required and the plan replaces the basis) -> create_cluster (setup) ->
-per job kind (featurize, PCA nightly, reexpress) add steps -> wait -> terminate_cluster, report_cost,
+check_gdpr (the Params parsed once, the GDPR guard) -> lock_batch (setup) -> list_landing (metadata only: the
+per-photo work is the cluster's) -> sweep_expired_batches (retention by batch date) -> plan_jobs (failed nights
+to catch up, PCA window, estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) ->
+approve_new_basis (waits for an operator only when fruits_basis_approval=required and the plan replaces the
+basis) -> create_cluster (setup) -> per job kind (ingest, featurize, PCA nightly, reexpress) add steps -> wait
+-> terminate_cluster, report_cost,
 publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened upstream, are skipped with
 their setup, and leave the run's state to the work (a failed step fails the run).
 Each run is one night, its partition key (the 03:00 run: the previous Paris day), due by fruits_deadline.
@@ -32,7 +33,7 @@ from fruits.settings import target_from_environment
 from fruits.step_failures import ExplainedEmrStepSensor
 
 TARGET = target_from_environment()
-STEP_TIMEOUT = timedelta(hours=3)  # per job kind: a featurize of a whole night's photos takes well under an hour
+STEP_TIMEOUT = timedelta(hours=3)  # per job kind: ingesting or featurizing a whole night takes well under an hour
 POKE = timedelta(minutes=1)
 
 with DAG(
@@ -72,10 +73,10 @@ with DAG(
         with tasks.config_errors_fail_now():
             return tasks.lock_batch(run.settings, tasks.lake_client(run.settings), run.batch, owner=run_id)
 
-    @task(pre_execute=assets.lineage("upload_new_images"))
-    def upload_new_images(checked: dict) -> dict:
+    @task(pre_execute=assets.lineage("list_landing"))
+    def list_landing(checked: dict) -> dict:
         run = tasks.Run.from_xcom(checked)
-        return tasks.upload_batch(
+        return tasks.list_landing(
             run.settings,
             tasks.lake_client(run.settings),
             run.batch,
@@ -90,11 +91,11 @@ with DAG(
         return tasks.sweep_retention(run.settings, client, run.batch, dry_run=run.params.dry_run, owner=run_id)
 
     @task(multiple_outputs=True, pre_execute=assets.lineage("plan_jobs"))
-    def plan_jobs(checked: dict, uploaded: dict, run_id=None) -> dict:
+    def plan_jobs(checked: dict, listed: dict, run_id=None) -> dict:
         run = tasks.Run.from_xcom(checked)
         with tasks.config_errors_fail_now():
             return tasks.plan_run(
-                run, tasks.lake_client(run.settings), uploaded, run_name=f"fruits-{run.batch}-{run_id}"[:256]
+                run, tasks.lake_client(run.settings), listed, run_name=f"fruits-{run.batch}-{run_id}"[:256]
             )
 
     @task.short_circuit(retries=0)  # skips the work; the teardowns still run (or skip with their setup)
@@ -131,8 +132,8 @@ with DAG(
         return tasks.unlock_batch(run.settings, tasks.lake_client(run.settings), run.batch, owner=run_id)
 
     checked = check_gdpr()
-    lock, uploaded = lock_batch(checked), upload_new_images(checked)
-    plan = plan_jobs(checked, uploaded)
+    lock, listed = lock_batch(checked), list_landing(checked)
+    plan = plan_jobs(checked, listed)
     if TARGET == "emr":
         aws = {"aws_conn_id": plan["aws_conn_id"], "region_name": plan["region"]}
         create = EmrCreateJobFlowOperator(
@@ -178,7 +179,7 @@ with DAG(
     chain(
         checked,
         lock,
-        uploaded,
+        listed,
         sweep_expired_batches(checked),
         plan,
         stop_if_nothing_to_do(plan["run_jobs"]),

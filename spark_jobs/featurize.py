@@ -3,7 +3,7 @@
     spark-submit spark_jobs/featurize.py --input URI --output URI [--input-format files|bundles]
         [--quarantine URI] [--batch-id YYYY-MM-DD] [--weights URI [--weights-sha256 HEX]]
         [--runtime litert|keras] [--model-payload URI [--model-payload-sha256 HEX]] [--batch-size N] [--threads N]
-        [--derivatives]
+        [--derived URI]
 
 The same code reads and writes `file://` locally and `s3://` on EMR (Hadoop FileSystem).
 
@@ -339,7 +339,8 @@ def worker_model(key: str, broadcast, num_threads: int, builds) -> Any:
 
 # The featurizer's output columns, in order (mapInArrow's schema, featurize_batch's Arrow batches).
 FEATURE_COLUMNS = ("path", "sha256", "features", "width", "height")
-DERIVATIVE_COLUMN = "derivative"  # with --derivatives: derivative()'s bytes, from the same decode as the features
+DERIVATIVE_COLUMN = "derivative"  # with --derived: derivative()'s bytes, from the same decode as the features
+DERIVED_COLUMNS = ("path", "sha256", DERIVATIVE_COLUMN)  # the --derived output's rows
 
 
 def features_schema(derivatives: bool = False):
@@ -481,6 +482,14 @@ def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int, derivat
     )
 
 
+def is_batch_bundle_name(name: str) -> bool:
+    """A bundle's name in its manifest: a Parquet file of the batch's folder, or of one of its ingest job's run
+    folders (`run=<id>/part-....parquet`); nothing above or beside the batch."""
+    parts = name.split("/")
+    in_batch = len(parts) == 1 or (len(parts) == 2 and parts[0].startswith("run="))
+    return name.endswith(".parquet") and in_batch and all(part not in ("", ".", "..") for part in parts)
+
+
 def committed_bundles(files, batch_uri: str) -> list[str]:
     """URIs of the bundles the batch's committed upload manifest (`<batch_uri>_uploads.json`) names, and only
     those: a bundle no manifest names is a killed attempt's leftover whose photos a retry stored again."""
@@ -489,7 +498,7 @@ def committed_bundles(files, batch_uri: str) -> list[str]:
     if data is None:
         raise MissingInputError(f"no upload manifest {manifest_uri}: no upload of this batch was committed")
     names = sorted(json.loads(data).get("bundles", {}))
-    if any("/" in name or not name.endswith(".parquet") for name in names):
+    if not all(is_batch_bundle_name(name) for name in names):
         raise ValueError(f"{manifest_uri} names a bundle that is not a Parquet file of the batch: {names}")
     return [batch_uri.rstrip("/") + "/" + name for name in names]
 
@@ -596,9 +605,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=_positive, help=f"images per inference call (default: {DEFAULT_BATCH_SIZE})"
     )
     parser.add_argument(
-        "--derivatives",
-        action="store_true",
-        help="also keep each photo's derivative (upright, <= 320 px JPEG, no metadata) in a `derivative` column",
+        "--derived",
+        help="also commit each photo's derivative (upright, <= 320 px JPEG, no metadata) here: path, sha256, "
+        "derivative (the lake's derived/batch=<ds>/)",
     )
     parser.add_argument("--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)")
     args = parser.parse_args(argv)
@@ -711,7 +720,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     spark.conf.set("spark.sql.files.openCostInBytes", str(8 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * sc.defaultParallelism))
     featurizer = make_featurizer(
-        sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=args.derivatives
+        sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=bool(args.derived)
     )
     images = read_images(spark, args.input, args.input_format)
     listed = jobio.input_file_count(images)
@@ -722,8 +731,19 @@ def run(spark, args: argparse.Namespace) -> dict:
     run_id = jobio.new_run_id()
     features_run = jobio.run_uri(args.output, run_id)
     quarantine_run = jobio.run_uri(args.quarantine, run_id)
+    derived_run = jobio.run_uri(args.derived, run_id) if args.derived else None
+    runs = [(args.quarantine, quarantine_run), (args.output, features_run)]
+    runs += [(args.derived, derived_run)] if derived_run else []
     try:
-        features.write.options(**FEATURES_PARQUET_OPTIONS).parquet(features_run)  # the one pass over the photos
+        if derived_run:  # one decode feeds both outputs: the pass is kept on local disk for the second write
+            from pyspark import StorageLevel
+
+            features = features.persist(StorageLevel.DISK_ONLY)
+            features.drop(DERIVATIVE_COLUMN).write.options(**FEATURES_PARQUET_OPTIONS).parquet(features_run)
+            # JPEG bytes: no codec gains anything on them.
+            features.select(*DERIVED_COLUMNS).write.option("compression", "none").parquet(derived_run)
+        else:
+            features.write.options(**FEATURES_PARQUET_OPTIONS).parquet(features_run)  # the one pass over the photos
         featurized = featurizer.featurized.value
         unreadable = [(path, reason, args.batch_id) for path, reason in dict(featurizer.unreadable.value).items()]
         # Spark's file sources skip 0-byte files; in a bundle an empty photo is a row (quarantined by featurize_batch).
@@ -746,6 +766,8 @@ def run(spark, args: argparse.Namespace) -> dict:
         # than still holding an earlier run's features, and the quarantine keeps every file.
         facts = {"job": JOB, "batch_id": args.batch_id}
         jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": len(unreadable)})
+        if derived_run:
+            jobio.commit(files, args.derived, derived_run, {**facts, "rows": featurized})
         jobio.commit(
             files,
             args.output,
@@ -760,11 +782,12 @@ def run(spark, args: argparse.Namespace) -> dict:
             },
         )  # the batch is featurized from here on
     except BaseException:
-        jobio.discard_runs(files, [(args.quarantine, quarantine_run), (args.output, features_run)])
+        jobio.discard_runs(files, runs)
         raise
     finally:
+        features.unpersist()
         broadcast.unpersist()
-    for output in (args.quarantine, args.output):
+    for output, _ in runs:
         try:
             jobio.remove_stale_runs(files, output)
         except Exception as exc:  # noqa: BLE001 - housekeeping: the next run sweeps again
@@ -813,7 +836,7 @@ def job_metrics(
         "weights_sha256": args.weights_sha256,  # checked before the run when given, else None
         "model_payload": payload_source,  # the published flatbuffer's URI, or "converted" in this run
         "batch_size": args.batch_size,
-        "derivatives": args.derivatives,
+        "derived": args.derived,
         "seen": seen,
         "featurized": featurized,
         "quarantined": quarantined,

@@ -1,7 +1,7 @@
 """Ingest one batch's landing on the cluster: the per-photo work of fruits.upload, distributed.
 
     spark-submit spark_jobs/ingest.py --listing URI --landing URI --raw URI --index URI --batch-id DS
-        [--retention-days N] [--max-photo-bytes N]
+        [--retention-days N] [--max-photo-bytes N] [--landing-after keep|archive|delete]
 
 The Airflow side listed the landing (metadata only) and wrote the listing (fruits.upload.write_listing:
 Parquet rows `uri` (the landing file's name as stored, UTF-8 bytes), `source` (where its bytes are read: the
@@ -16,7 +16,8 @@ Then, here:
 3. executors: the new photos as Parquet bundles (binaryFile's columns + sha256) in the job's run folder
    `raw/batch=<ds>/run=<run id>/`;
 4. driver, once the bundles are complete: `_uploads.json` (conditional write, the commit: it names the
-   bundles), the index (conditional writes), then `_ingestion.json` (one outcome per landing file).
+   bundles), the index (conditional writes), then `_ingestion.json` (one outcome per landing file);
+5. executors: the landing files now in the lake archived or deleted when `--landing-after` says so.
 A failed run removes its run folder (jobio.discard_run): nothing half-written is ever named.
 """
 
@@ -44,7 +45,6 @@ except ImportError:  # pragma: no cover - run as `python -m spark_jobs.ingest`
 UPLOADS_MANIFEST = "_uploads.json"  # fruits.storage's names, checked equal by a test
 INGESTION_REPORT = "_ingestion.json"
 ERASED = "erased.json"
-INGEST_FOLDER = "_ingest"  # fruits.upload.INGEST_FOLDER: the planner's listing and staged landing, per attempt
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
 # binaryFile packs files into a task up to 128 MB counting this much per file: Spark's 4 MB made a task per
@@ -251,6 +251,29 @@ def write_report(
     raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
 
 
+def tidy_landing(spark, landing_uri: str, outcomes: dict[str, dict[str, Any]], landing_after: str) -> int:
+    """After the report's commit, on the executors: the landing files now in the lake archived or deleted
+    (`landing_after`); refused files always stay. A staged landing (the listing's sources are the lake's copy
+    of a landing outside S3) is not reachable from here: its files are left as they are."""
+    landing_uri = landing_uri.rstrip("/") + "/"
+    done = sorted(
+        uri
+        for uri, outcome in outcomes.items()
+        if outcome["outcome"] in ("uploaded", "already_in_lake") and uri.startswith(landing_uri)
+    )
+    if landing_after == "keep" or not done:
+        return 0
+
+    def tidy(uris: Iterator[str]) -> None:
+        files = None
+        for uri in uris:
+            files = files or lakefiles.open_files(uri)
+            lakefiles.tidy_landing_file(files, landing_uri, uri, landing_after)
+
+    spark.sparkContext.parallelize(done, max(1, len(done) // BUNDLE_MAX_PHOTOS)).foreachPartition(tidy)
+    return len(done)
+
+
 def counts_of(outcomes: dict[str, dict[str, Any]], batch: str, bundles: dict[str, list[str]]) -> dict[str, Any]:
     rejected: dict[str, int] = {}
     for o in outcomes.values():
@@ -284,8 +307,11 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         {**row.asDict(), "uri": bytes(row.uri).decode("utf-8", "surrogateescape")}
         for row in listing.select("uri", "key", "size", "reason").collect()
     ]
-    examined = examine_landing(spark, args.landing, listing, erased, args.max_photo_bytes).persist(
-        StorageLevel.DISK_ONLY
+    # No candidate (an empty landing, a night of catch-ups only, or only refused names): the landing is not read.
+    examined = (
+        examine_landing(spark, args.landing, listing, erased, args.max_photo_bytes).persist(StorageLevel.DISK_ONLY)
+        if any(not row["reason"] for row in listed)
+        else None
     )
     files = jobio.HadoopFiles(spark)
     run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
@@ -296,7 +322,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             clock.append(time.monotonic())
             return round(clock[-1] - clock[-2], 2)
 
-        small = {row.uri: row.asDict() for row in examined.drop("content").collect()}
+        small = {row.uri: row.asDict() for row in examined.drop("content").collect()} if examined else {}
         seconds = {"examine": lap()}
         manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
         recorded = json.loads(manifest_data)["files"] if manifest_data else {}
@@ -325,6 +351,8 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
             seconds["bundles"] = lap()
             commit_manifest(store, raw_uri, batch, stored, bundles)
+        elif manifest_data is None:  # nothing new and no photo yet: featurize finds an empty batch, not none
+            commit_manifest(store, raw_uri, batch, {}, {})
         # The index after the manifest: an entry always names a committed photo (both of its hashes).
         lakeindex.record(
             store,
@@ -334,16 +362,19 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         )
         counts = {**counts_of(outcomes, batch, bundles), "seconds": {**seconds, "commit": lap()}}
         write_report(store, raw_uri, batch, args.landing, outcomes, counts)
+        tidied = tidy_landing(spark, args.landing, outcomes, args.landing_after)
+        counts = {**counts, "landing_tidied": tidied, "seconds": {**counts["seconds"], "tidy": lap()}}
         log.info("ingested batch %s: %s", batch, counts)
         return counts
     except BaseException:
         jobio.discard_runs(files, [(raw_uri, run_folder)])
         raise
     finally:
-        examined.unpersist()
+        if examined is not None:
+            examined.unpersist()
         # The planner's files are this attempt's alone; staged originals still carry their metadata.
         for planned in (args.listing, args.landing):
-            if planned.startswith(raw_uri + INGEST_FOLDER + "/"):
+            if planned.startswith(raw_uri + lakefiles.INGEST_FOLDER + "/"):
                 jobio.delete(spark, planned)
 
 
@@ -356,6 +387,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-id", required=True)
     parser.add_argument("--retention-days", type=int, default=None)
     parser.add_argument("--max-photo-bytes", type=int, default=50 * 1024 * 1024)
+    parser.add_argument(
+        "--landing-after", choices=lakefiles.LANDING_AFTER, default="keep", help="the landing files now in the lake"
+    )
     args = parser.parse_args(argv)
     dt.date.fromisoformat(args.batch_id)
     return args

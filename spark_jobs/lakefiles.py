@@ -48,6 +48,12 @@ class LocalFiles:
         partial.write_bytes(data)
         partial.replace(path)
 
+    def copy(self, source: str, target: str) -> None:
+        self.put(target, self.read(source), "")
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink(missing_ok=True)
+
     def put_if_absent(self, uri: str, data: bytes) -> bool:
         """Create the file only if nothing is there (a hard link of a written temporary: atomic, O_EXCL-like)."""
         path = self._path(uri)
@@ -134,6 +140,18 @@ class S3Files:
         bucket, key = self._key(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
 
+    def copy(self, source: str, target: str) -> None:
+        """A server-side copy: the bytes never leave S3."""
+        bucket, key = self._key(source)
+        target_bucket, target_key = self._key(target)
+        self.client.copy_object(
+            Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}, **self._extra()
+        )
+
+    def delete(self, uri: str) -> None:
+        bucket, key = self._key(uri)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
     def _conditional_put(self, uri: str, data: bytes, **condition: str) -> bool:
         bucket, key = self._key(uri)
         try:
@@ -152,6 +170,28 @@ class S3Files:
 
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool:
         return self._conditional_put(uri, data, IfMatch=etag)
+
+
+INGEST_FOLDER = "_ingest"  # raw/batch=<ds>/_ingest/: an attempt's listing and staged landing (hidden from readers)
+
+# After ingestion, landing files that are in the lake are kept (default), moved under ARCHIVE_PREFIX, or deleted.
+LANDING_AFTER = ("keep", "archive", "delete")
+ARCHIVE_PREFIX = "_ingested"
+
+
+def archive_uri(landing_uri: str, uri: str) -> str:
+    """Where `landing_after=archive` keeps a landing file of `landing_uri` (erasure deletes it there too)."""
+    base = landing_uri.rstrip("/")
+    parent, date = base.rsplit("/", 1)
+    return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri.rstrip('/')) + 1 :]}"
+
+
+def tidy_landing_file(files: Any, landing_uri: str, uri: str, landing_after: str) -> None:
+    """One landing file now in the lake: archived (copied, then deleted) or deleted; `keep` leaves it."""
+    if landing_after == "archive":
+        files.copy(uri, archive_uri(landing_uri, uri))
+    if landing_after in ("archive", "delete"):
+        files.delete(uri)
 
 
 def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str]]) -> bytes:

@@ -122,11 +122,13 @@ def test_the_check_catches_the_node_role_that_cannot_read_its_quarantine(templat
     assert missing == {(access.GET, "quarantine")}
 
 
-def test_the_matrix_names_only_lake_areas_and_the_nodes_never_write_photos_or_code():
+def test_the_matrix_names_only_lake_areas_and_only_the_ingest_job_writes_photos_and_nothing_writes_code():
     for name, actor in access.MATRIX.items():
         assert set(actor.areas) <= {*lake.AREAS, access.LANDING}, name
     writes = {area for action, area in access.role_grants("node") if action in (access.PUT, access.DELETE)}
-    assert writes == {"features", "derived", "quarantine", "pca", "logs"}
+    assert writes == {"landing", "raw", "index", "features", "derived", "quarantine", "pca", "logs"}
+    photo_writers = {n for n, a in access.MATRIX.items() if a.role == "node" and access.PUT in a.areas.get("raw", ())}
+    assert photo_writers == {"node:ingest"}
     assert (access.GET, "quarantine") in access.actor_grants("node:featurize")
     assert (access.PUT, "pca") not in access.actor_grants("node:featurize")  # one role, two phases
     erasure = access.role_grants("erasure")

@@ -188,8 +188,12 @@ def test_lineage_goes_raw_features_pca_reports_on_the_lake_areas():
     path = [assets.dataset_uri(root, a) for a in ("raw", "features", "pca/reduced", "reports")]
     for (source, target), kind in zip(itertools.pairwise(path), ("featurize", "pca", "report_cost")):
         assert source in edges[kind][0] and target in edges[kind][1], kind
-    assert edges["upload_new_images"][0] >= {"s3://landing-eu/in/"}
-    assert "s3://landing-eu/in/" not in assets.lineage_datasets("upload_new_images", root)[0]  # no landing set
+    assert edges["list_landing"][0] >= {"s3://landing-eu/in/"} and edges["ingest"][0] >= {"s3://landing-eu/in/"}
+    assert (
+        assets.dataset_uri(root, "raw") in edges["ingest"][1]
+        and assets.dataset_uri(root, "raw") in edges["featurize"][0]
+    )
+    assert "s3://landing-eu/in/" not in assets.lineage_datasets("list_landing", root)[0]  # no landing set
     assert assets.dataset_uri(root, "landing", "landing/in") == storage.file_uri(demo.REPO_ROOT / "landing/in") + "/"
     assert set(steps.JOB_KINDS) <= set(assets.LINEAGE)
     with pytest.raises(ValueError, match="unknown lineage dataset"):
@@ -202,7 +206,7 @@ def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_alia
     dag = demo.load_dag(target)
     lake_tasks = {
         "lock_batch",
-        "upload_new_images",
+        "list_landing",
         "sweep_expired_batches",
         "plan_jobs",
         "report_cost",

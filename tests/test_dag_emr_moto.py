@@ -1,12 +1,12 @@
 """The EMR target end to end with `dag.test()` against moto (`mock_aws`, in-process): GDPR guard,
-batch lock, upload, plan (catch-up of failed nights, the lake's weights and wheelhouse), RunJobFlow, the
-featurize / PCA nightly / reexpress steps, the sensors, and the teardowns (terminate, report, unlock)
+batch lock, the landing's listing, plan (catch-up of failed nights, the lake's weights and wheelhouse), RunJobFlow,
+the ingest / featurize / PCA nightly / reexpress steps, the sensors, and the teardowns (terminate, report, unlock)
 with the run's state decided by the work alone.
 
 moto never runs or finishes an EMR step (the first stays RUNNING, later ones PENDING, forever), so
 `EmrStepDriver` plays the cluster's part: when the sensor asks about the last step of a job kind, every
-step of that kind has ended with the state the test scripted, and a COMPLETED featurize or PCA nightly
-step has left the commit marker the real job writes (features, statistics), so the next night's plan
+step of that kind has ended with the state the test scripted, and a COMPLETED ingest, featurize or PCA
+nightly step has left what the real job commits (manifest, features, statistics), so the next night's plan
 sees what a real night leaves. The Spark jobs themselves are tested for real elsewhere
 (tests/test_dag_local.py runs these same arguments through spark-submit).
 """
@@ -14,6 +14,7 @@ sees what a real night leaves. The Spark jobs themselves are tested for real els
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import shutil
@@ -25,6 +26,7 @@ import boto3
 import botocore.client
 import botocore.exceptions
 import botocore.session
+import lakefiles
 import pyarrow.parquet as pq
 import pytest
 from botocore.validate import validate_parameters
@@ -32,7 +34,7 @@ from conftest import account_clients, commit_output, emr_network
 from moto import mock_aws
 from moto.emr.models import ElasticMapReduceBackend
 
-from fruits import lake, pipeline_tasks, release
+from fruits import lake, pipeline_tasks, release, storage
 from fruits.cli import demo
 from fruits.storage import S3Store
 
@@ -74,7 +76,9 @@ class EmrStepDriver:
     @staticmethod
     def _commit(job: str, step) -> None:
         store = S3Store(boto3.client("s3", region_name=REGION), BUCKET)
-        if job == "featurize":
+        if job == "ingest":
+            EmrStepDriver._ingest(store, step)
+        elif job == "featurize":
             commit_output(
                 store,
                 _arg(step, "--output"),
@@ -88,6 +92,33 @@ class EmrStepDriver:
                 {"stats.npz": b"s"},
                 {"job": "pca", "rows": 4},
             )
+
+    @staticmethod
+    def _ingest(store: S3Store, step) -> None:
+        """What the ingest job commits (its rules are tested on a real Spark in tests/test_ingest.py): the
+        listing's new candidates in one bundle named by the manifest, nothing when all are in the batch
+        already; then the attempt's listing and staged landing go."""
+        raw, batch = _arg(step, "--raw"), _arg(step, "--batch-id")
+        listing = pq.read_table(io.BytesIO(store.read(_arg(step, "--listing")))).to_pylist()
+        recorded = storage.read_batch_manifest(store, store.root, batch)
+        new = {
+            row["key"]: hashlib.sha256(row["uri"]).hexdigest()
+            for row in listing
+            if not row["reason"] and row["key"] not in recorded.files
+        }
+        if new or store.read_or_none(raw + storage.UPLOADS_MANIFEST) is None:
+            bundle = f"run=moto{len(recorded.bundles)}/part-0.parquet"
+            store.put(raw + bundle, b"photos", "-")
+            manifest = lakefiles.manifest_json(
+                batch, {**recorded.files, **new}, {**recorded.bundles, bundle: sorted(new)}
+            )
+            store.put(raw + storage.UPLOADS_MANIFEST, manifest, "-")
+        # As the job's Hadoop delete does: a delete marker each (the bucket's lifecycle expires the versions).
+        planned = [_arg(step, "--listing")]
+        if _arg(step, "--landing").startswith(raw):  # staged: the lake's copy of a landing outside S3
+            planned += store.list_files(_arg(step, "--landing"))
+        for uri in planned:
+            lakefiles.S3Files.delete(store, uri)
 
 
 class ApiCalls:
@@ -214,7 +245,7 @@ def _private_encrypted_bucket(s3, bucket: str, region: str) -> None:
     )
 
 
-ALL_COMPLETED = {"featurize": "COMPLETED", "pca": "COMPLETED", "reexpress": "COMPLETED"}
+ALL_COMPLETED = {"ingest": "COMPLETED", "featurize": "COMPLETED", "pca": "COMPLETED", "reexpress": "COMPLETED"}
 
 
 def _run(batch: str, outcomes: dict[str, str], run_conf: dict | None = None, *, no_retries: bool = False):
@@ -245,7 +276,7 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     run, states, driver = _run("2026-03-01", ALL_COMPLETED)
     assert str(run.state) == "success", states
     assert states["terminate_cluster"] == states["unlock_batch"] == "success"
-    assert driver.described == ["featurize", "pca", "reexpress"]
+    assert driver.described == ["ingest", "featurize", "pca", "reexpress"]
 
     # The GDPR check came before everything else; nothing touched EMR before the bucket was proven EU.
     first_emr = next(i for i, (service, _, _) in enumerate(calls.calls) if service == "emr")
@@ -259,9 +290,18 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     (cluster,) = emr.list_clusters()["Clusters"]
     assert _cluster_states(emr) == ["TERMINATED"]
     added = emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]  # newest first
-    assert [s["Name"] for s in added] == [f"fruits-{job}-2026-03-01" for job in ("featurize", "pca", "reexpress")]
-    featurize_args, pca_args, reexpress_args = (s["Config"]["Args"] for s in added)
+    jobs = ("ingest", "featurize", "pca", "reexpress")
+    assert [s["Name"] for s in added] == [f"fruits-{job}-2026-03-01" for job in jobs]
+    ingest_args, featurize_args, pca_args, reexpress_args = (s["Config"]["Args"] for s in added)
     root = f"s3://{BUCKET}"
+    # Ingestion is the cluster's: the worker listed the landing and, a folder outside S3, staged its bytes.
+    raw = lake.raw_uri(root, "2026-03-01")
+    assert ingest_args[ingest_args.index("--raw") + 1] == raw
+    assert ingest_args[ingest_args.index("--listing") + 1].startswith(raw + "_ingest/listing-")
+    staged = ingest_args[ingest_args.index("--landing") + 1]
+    assert staged.startswith(raw + "_ingest/landing-")
+    staged_versions = s3.list_object_versions(Bucket=BUCKET, Prefix=staged.removeprefix(f"s3://{BUCKET}/"))
+    assert len(staged_versions["Versions"]) == 4 and len(staged_versions["DeleteMarkers"]) == 4  # gone after
     assert featurize_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert featurize_args[featurize_args.index("--input") + 1] == lake.raw_uri(root, "2026-03-01")
     assert featurize_args[featurize_args.index("--output") + 1] == lake.features_uri(root, "2026-03-01")
@@ -280,11 +320,9 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     script = featurize_args[featurize_args.index("--py-files") + 2]
     bucket_key = script.removeprefix(f"s3://{BUCKET}/")
     assert bucket_key.startswith("code/") and s3.head_object(Bucket=BUCKET, Key=bucket_key)
-    # The photos are in one bundle, raw/batch=<ds>/bundle-<hex>.parquet, read by featurize as bundles.
-    raw = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]
-    (bundle,) = [o["Key"] for o in raw if o["Key"].endswith(".parquet")]
-    body = s3.get_object(Bucket=BUCKET, Key=bundle)["Body"].read()
-    assert pq.read_metadata(io.BytesIO(body)).num_rows == 4 and not [o for o in raw if o["Key"].endswith(".jpg")]
+    # What the job committed, its manifest naming its bundles, is what featurize reads: no loose photo is left.
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]]
+    assert sorted(listed) == ["raw/batch=2026-03-01/_uploads.json", "raw/batch=2026-03-01/run=moto0/part-0.parquet"]
     assert featurize_args[featurize_args.index("--input-format") + 1] == "bundles"
     # Every run knows its cost: estimated before the cluster, reported after it ended.
     assert states["report_cost"] == "success"
@@ -303,7 +341,7 @@ def test_failed_featurize_step_still_terminates_the_cluster_and_fails_the_run(aw
     assert states["terminate_cluster"] == "success"  # the teardown ran, and did not turn the run green
     assert states["report_cost"] == "success"  # the failed run's cluster is billed and reported too
     assert states["unlock_batch"] == "success"  # the batch is free for the next attempt
-    assert driver.described == ["featurize"]
+    assert driver.described == ["ingest", "featurize"]
     assert _cluster_states(boto3.client("emr", region_name=REGION)) == ["TERMINATED"]
     assert len(calls.of("emr", "TerminateJobFlows")) == 1
     from fruits import locks
@@ -323,6 +361,7 @@ def test_the_next_night_catches_a_failed_night_up_before_its_own(aws):
     second = next(c for c in emr.list_clusters()["Clusters"] if DATES[1] in c["Name"])
     added = [s["Name"] for s in emr.list_steps(ClusterId=second["Id"])["Steps"][::-1]]
     assert added == [
+        f"fruits-ingest-{DATES[1]}",  # tonight's landing only: the failed night's photos were ingested then
         f"fruits-featurize-{DATES[0]}",
         f"fruits-featurize-{DATES[1]}",
         f"fruits-pca-{DATES[0]}",
@@ -349,7 +388,7 @@ def test_a_second_run_of_a_locked_batch_fails_fast_and_leaves_the_lock(aws):
     locks.acquire(store, store.root, DATES[0], owner="erasure-42")
     run, states, _ = _run(DATES[0], ALL_COMPLETED)
     assert str(run.state) == "failed" and states["lock_batch"] == "failed"
-    assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
+    assert states["list_landing"] == states["create_cluster"] == "upstream_failed"
     assert states["unlock_batch"] == "upstream_failed"  # its setup failed: nothing of this run's to release
     assert not calls.of("emr") and "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")
     assert locks.release(store, store.root, DATES[0], "erasure-42") is True
@@ -364,12 +403,13 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
 
     def lake_objects():
         # Photos, manifests and code; not reports/ (each run writes its own cost report), locks/ (each
-        # run takes and releases its batch's) or what the scripted jobs commit (each step run commits).
+        # run takes and releases its batch's), an attempt's listing and staged landing (each run lists its
+        # landing again) or what the scripted jobs commit (each step run commits).
         derived = ("reports/", "locks/", "features/", "pca/")
         return sorted(
             (v["Key"], v["VersionId"])
             for v in s3.list_object_versions(Bucket=BUCKET)["Versions"]
-            if not v["Key"].startswith(derived)
+            if not v["Key"].startswith(derived) and "/_ingest/" not in v["Key"]
         )
 
     partitions = s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/", Delimiter="/")["CommonPrefixes"]
@@ -386,7 +426,7 @@ def test_backfill_of_three_dates_gives_three_batches_and_a_rerun_changes_nothing
     assert str(run.state) == "success", states
 
 
-def test_dry_run_plans_but_uploads_nothing_and_starts_no_cluster(aws):
+def test_dry_run_plans_but_writes_nothing_and_starts_no_cluster(aws):
     s3, calls = aws
     before = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     run, states, _ = _run("2026-03-01", {}, {"dry_run": True})
@@ -403,11 +443,11 @@ def test_an_empty_landing_ends_the_run_successfully_without_a_cluster(aws, tmp_p
     (tmp_path / "nothing_arrived").mkdir()
     run, states, _ = _run("2026-03-01", {}, {"landing": str(tmp_path / "nothing_arrived")})
     assert str(run.state) == "success", states
-    assert states["upload_new_images"] == states["plan_jobs"] == states["stop_if_nothing_to_do"] == "success"
+    assert states["list_landing"] == states["plan_jobs"] == states["stop_if_nothing_to_do"] == "success"
     assert {states[t] for t in ("create_cluster", "terminate_cluster", "report_cost")} == {"skipped"}
     assert states["unlock_batch"] == "success"
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
-    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")  # no photo, no manifest
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/")  # no photo, no manifest, no listing
 
 
 def test_gdpr_guard_refuses_a_non_eu_region_before_any_aws_call(aws, monkeypatch):
@@ -427,7 +467,7 @@ def test_gdpr_guard_refuses_a_bucket_outside_the_eu_before_any_cluster_call(aws,
     calls.calls.clear()
     run, states, _ = _run("2026-03-01", {})
     assert str(run.state) == "failed" and states["check_gdpr"] == "failed"
-    assert states["upload_new_images"] == states["create_cluster"] == "upstream_failed"
+    assert states["list_landing"] == states["create_cluster"] == "upstream_failed"
     assert states["terminate_cluster"] == "upstream_failed"  # no cluster to end: it never ran
     assert [op for _, op, _ in calls.calls] == ["GetBucketLocation"]  # asked where, then stopped
     assert not calls.of("emr") and _cluster_states(boto3.client("emr", region_name=REGION)) == []
@@ -450,7 +490,7 @@ def test_a_forced_refit_and_a_bad_param_before_any_cluster(aws):
     assert not calls.of("emr", "RunJobFlow")
     # A weights file outside the lake's buckets: refused before anything is uploaded.
     run, states, _ = _run(DATES[2], ALL_COMPLETED, {"weights": "s3://somewhere-else/w.h5"})
-    assert states["check_gdpr"] == "failed" and states["upload_new_images"] == "upstream_failed"
+    assert states["check_gdpr"] == "failed" and states["list_landing"] == "upstream_failed"
 
 
 def test_a_cluster_that_failed_to_start_is_not_terminated_and_the_lock_is_released(aws):

@@ -15,7 +15,7 @@ from fruits.cli import demo
 HEAD = [
     "check_gdpr",
     "lock_batch",
-    "upload_new_images",
+    "list_landing",
     "sweep_expired_batches",
     "plan_jobs",
     "stop_if_nothing_to_do",
@@ -24,6 +24,8 @@ HEAD = [
 EMR_CHAIN = [
     *HEAD,
     "create_cluster",
+    "add_ingest_step",
+    "wait_ingest",
     "add_featurize_step",
     "wait_featurize",
     "add_pca_step",
@@ -35,7 +37,7 @@ EMR_CHAIN = [
     "publish_assets",
     "unlock_batch",
 ]
-LOCAL_CHAIN = [*HEAD, "featurize", "pca", "reexpress", "report_cost", "publish_assets", "unlock_batch"]
+LOCAL_CHAIN = [*HEAD, "ingest", "featurize", "pca", "reexpress", "report_cost", "publish_assets", "unlock_batch"]
 # Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
 # publish_assets announces the run's committed outputs (fruits.assets), a failed run's included.
 RUN_END = {"report_cost", "publish_assets", "unlock_batch"}

@@ -204,7 +204,7 @@ def check_work(work):
 def test_reconcile_on_a_local_lake_catches_failed_nights_up_in_date_order(tmp_path):
     store = storage.LocalStore(tmp_path / "lake")
     build_lake(store)
-    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=5, retention_days=30))
 
 
 @pytest.fixture
@@ -225,32 +225,32 @@ def test_reconcile_on_s3_reads_a_bounded_number_of_small_objects_whatever_the_hi
     store = storage.S3Store(s3, BUCKET)
     build_lake(store)
     gets = _count_gets(s3)
-    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
-    # 4 features markers (listed partitions), 2 statistics markers, 3 manifests (batches to catch up
-    # or without photos), the current basis: what the retained window holds, not the history.
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=5, retention_days=30))
+    # 4 features markers (listed partitions), 2 statistics markers, 4 manifests (tonight's, batches to catch
+    # up or without photos), the current basis: what the retained window holds, not the history.
     assert sorted(gets) == sorted(
         [
             *(f"features/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-04", "2026-03-05", "2026-03-06")),
             *(f"pca/stats/batch={b}/_committed.json" for b in ("2026-03-01", "2026-03-05")),
-            *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04")),
+            *(f"raw/batch={b}/_uploads.json" for b in ("2026-03-02", "2026-03-03", "2026-03-04", TONIGHT)),
             "pca/bases/_current.json",
         ]
     )
 
     build_lake(store, old_batches=100)  # 100 more nights, all beyond retention
     gets.clear()
-    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30))
-    assert len(gets) == 10
+    check_work(pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=5, retention_days=30))
+    assert len(gets) == 11
 
 
 def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):
     store = storage.LocalStore(tmp_path / "lake")
-    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=0, retention_days=365)
+    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=0, retention_days=365)
     assert work["featurize"] == work["nightly"] == work["reexpress"] == [] and work["current_basis"] is None
     assert not pipeline_tasks.has_work(dry_run=False, work=work, batch=TONIGHT)
     # ...but an empty night with a failed one behind it catches it up.
     raw_batch(store, "2026-03-09", 2)
-    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=0, retention_days=365)
+    work = pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=0, retention_days=365)
     assert work["featurize"] == work["nightly"] == work["reexpress"] == ["2026-03-09"]
     assert pipeline_tasks.has_work(dry_run=False, work=work, batch=TONIGHT)
     assert not pipeline_tasks.has_work(dry_run=True, work=work, batch=TONIGHT)
@@ -263,7 +263,7 @@ def test_an_empty_night_with_nothing_to_catch_up_starts_no_cluster(tmp_path):
 def work(tmp_path):
     store = storage.LocalStore(tmp_path / "lake")
     build_lake(store)
-    return pipeline_tasks.reconcile(store, store.root, TONIGHT, images_in_batch=5, retention_days=30)
+    return pipeline_tasks.reconcile(store, store.root, TONIGHT, landing_files=5, retention_days=30)
 
 
 def _args(step):
@@ -299,8 +299,18 @@ def test_the_drift_threshold_param_wins_over_the_variable(work):
 
 def test_local_plan_runs_the_same_jobs_as_commands(tmp_path, work):
     settings = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
-    plan = pipeline_tasks.plan_jobs(settings, parsed(settings, pca_mode="project"), CODE, work, run_name="r")
-    assert [len(plan[f"{kind}_commands"]) for kind in steps.JOB_KINDS] == [3, 4, 1]
+    listed = _listed(5)["landing"]
+    plan = pipeline_tasks.plan_jobs(
+        settings, parsed(settings, pca_mode="project"), CODE, work, run_name="r", listing=listed
+    )
+    assert [len(plan[f"{kind}_commands"]) for kind in steps.JOB_KINDS] == [1, 3, 4, 1]
+    (ingest,) = plan["ingest_commands"]  # tonight's landing, into tonight's raw batch, first
+    assert ingest[ingest.index("--listing") + 1] == listed["listing"]
+    assert ingest[ingest.index("--landing") + 1] == listed["landing"]
+    assert ingest[ingest.index("--raw") + 1] == lake.raw_uri(storage.file_uri(tmp_path / "lake"), TONIGHT)
+    assert "--landing-after" not in ingest  # keep, the default
+    # Without a listing (a dry run lists without writing one) there is nothing to ingest.
+    assert pipeline_tasks.plan_jobs(settings, parsed(settings), CODE, work, run_name="r")["ingest_commands"] == []
     assert all("--window" not in command for command in plan["pca_commands"])  # project never fits
     assert plan["reexpress_commands"][0][-1].endswith("pca/reduced/")
 
@@ -473,8 +483,11 @@ def test_the_target_comes_from_the_environment_only():
 # ------------------------------------------------------------------------------ what the cluster needs (#13.6)
 
 
-def _uploaded(images: int) -> dict:
-    return {"images": {"images_in_batch": images}, "code": CODE}
+def _listed(files: int) -> dict:
+    """list_landing's answer for a landing of `files` files (the listing itself is read by the ingest job only)."""
+    listing = f"s3://{BUCKET}/raw/batch={TONIGHT}/_ingest/listing-0.parquet" if files else None
+    landing = {"listing": listing, "landing": f"s3://landing/{TONIGHT}/", "files": files, "candidates": files}
+    return {"landing": landing, "code": CODE}
 
 
 def _emr_plan(settings: PipelineSettings, s3, images: int, **overrides) -> dict:
@@ -482,7 +495,7 @@ def _emr_plan(settings: PipelineSettings, s3, images: int, **overrides) -> dict:
     network = emr_network(REGION)
     ready = dataclasses.replace(settings, vpc_id=network["fruits_vpc_id"], subnet_ids=network["fruits_subnet_ids"])
     run = pipeline_tasks.Run(ready, parsed(ready, **overrides))
-    return pipeline_tasks.plan_run(run, s3, _uploaded(images), run_name="r", client=account_clients(REGION))
+    return pipeline_tasks.plan_run(run, s3, _listed(images), run_name="r", client=account_clients(REGION))
 
 
 def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_cluster(s3):
@@ -520,7 +533,7 @@ def test_an_empty_night_needs_nothing_published_and_the_local_target_no_wheelhou
     assert empty["run_jobs"] is False and empty["featurize_steps"] == []
     local = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"))
     raw_batch(storage.LocalStore(tmp_path / "lake"), TONIGHT, 5)
-    plan = pipeline_tasks.plan_run(pipeline_tasks.Run(local, parsed(local)), None, _uploaded(5), run_name="r")
+    plan = pipeline_tasks.plan_run(pipeline_tasks.Run(local, parsed(local)), None, _listed(5), run_name="r")
     (command,) = plan["featurize_commands"]
     assert plan["run_jobs"] is True and "--weights" not in command  # the job's own default (Keras' cache)
 
@@ -587,3 +600,30 @@ def test_with_approval_required_no_basis_changes_unasked_and_a_refit_asks_with_i
     assert "replace basis 3" in asked["body"] and '"captured_share": 0.71' in asked["body"]
     # A refit asked by a basis size is asked for too, and the plan's PCA steps keep refit.
     assert approval.request(required, parsed(pca_k=20), work)["figures"]["asked_by"] == "Param pca_k / pca_variance"
+
+
+def test_list_landing_writes_the_listing_the_ingest_job_reads_and_an_empty_night_removes_it(tmp_path):
+    import pyarrow.parquet as pq
+
+    landing = tmp_path / "landing"
+    (landing / TONIGHT / "Kiwi").mkdir(parents=True)
+    (landing / TONIGHT / "Kiwi" / "k 1.jpg").write_bytes(b"\xff\xd8 not decoded here")
+    (landing / TONIGHT / "notes.txt").write_bytes(b"")
+    settings = PipelineSettings(target="local", local_lake=str(tmp_path / "lake"), landing=str(landing))
+    run = pipeline_tasks.Run(settings, parsed(settings))
+    listed = pipeline_tasks.list_landing(settings, None, TONIGHT, dry_run=False, repo_root=pipeline_tasks.REPO_ROOT)
+    rows = pq.read_table(storage.LocalStore(tmp_path / "lake")._path(listed["landing"]["listing"])).to_pylist()
+    assert sorted(bytes(r["uri"]).decode().rsplit("/", 2)[-1] for r in rows) == ["k 1.jpg", "notes.txt"]
+    assert {r["key"]: r["reason"] for r in rows}["Kiwi/k 1.jpg"] == ""  # decided by the job, from its bytes
+    assert (listed["landing"]["files"], listed["landing"]["landing"]) == (2, storage.file_uri(landing / TONIGHT) + "/")
+    plan = pipeline_tasks.plan_run(run, None, listed, run_name="r")
+    assert plan["run_jobs"] is True and len(plan["ingest_commands"]) == len(plan["featurize_commands"]) == 1
+    # A dry run writes nothing; an empty night starts nothing and leaves no listing behind.
+    dry = pipeline_tasks.list_landing(settings, None, TONIGHT, dry_run=True, repo_root=pipeline_tasks.REPO_ROOT)
+    assert dry["landing"]["listing"] is None and dry["landing"]["files"] == 2
+    empty = pipeline_tasks.list_landing(settings, None, "2026-03-11", dry_run=False, repo_root=pipeline_tasks.REPO_ROOT)
+    listing = storage.LocalStore(tmp_path / "lake")._path(empty["landing"]["listing"])
+    assert listing.is_file() and empty["landing"]["files"] == 0
+    other = pipeline_tasks.Run(settings, run_params.parse(params(), night="2026-03-11", settings=settings))
+    assert pipeline_tasks.plan_run(other, None, empty, run_name="r")["run_jobs"] is False
+    assert not listing.exists()

@@ -756,6 +756,10 @@ def test_committed_bundles_are_the_ones_the_manifest_names(tmp_path):
     assert featurize.committed_bundles(StoreFiles(store), raw) == sorted(raw + name for name in named)
     with pytest.raises(featurize.MissingInputError, match="no upload manifest"):
         featurize.committed_bundles(StoreFiles(store), raw.replace("2026-03-01", "2026-03-02"))
+    # The ingest job's parts live in its run folder; nothing above or beside the batch is a bundle.
+    assert featurize.is_batch_bundle_name("run=20261206T235117Z-2e369389/part-00000-4ada-c000.parquet")
+    odd = ("../batch=2026-03-02/b.parquet", "x/b.parquet", "run=1/../b.parquet", "/b.parquet", "run=1/b.json")
+    assert not any(featurize.is_batch_bundle_name(name) for name in odd)
 
 
 def test_featurize_sees_one_row_per_photo_after_a_killed_and_retried_upload(spark, tmp_path):
@@ -893,10 +897,15 @@ def test_a_phone_night_features_rotated_photos_like_upright_ones_and_keeps_clean
             "Kiwi/cut.jpg": phones["jpeg-0"].path.read_bytes()[:1_000_000],
         },
     )
-    common = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"), "--derivatives"]
+    derived = str(tmp_path / "derived")
+    common = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "features"), "--derived", derived]
     metrics = run_job(spark, *common, "--batch-id", "2024-05-01")
-    assert (metrics["featurized"], metrics["quarantined"], metrics["derivatives"]) == (4, 1, True)
+    assert (metrics["featurized"], metrics["quarantined"], metrics["derived"]) == (4, 1, derived)
     rows = read_committed(spark, tmp_path / "features").toPandas()
+    assert "derivative" not in rows.columns  # the features stay compact: the PCA reads them every night
+    kept = read_committed(spark, tmp_path / "derived").toPandas()
+    assert sorted(kept["path"]) == sorted(rows["path"]) and list(kept.columns) == ["path", "sha256", "derivative"]
+    rows = rows.merge(kept[["path", "derivative"]], on="path")
     by_name = {path.rsplit("/", 1)[1]: row for path, row in zip(rows["path"], rows.to_dict("records"))}
     a, b = (np.asarray(by_name[name]["features"]) for name in ("rotated.jpg", "upright.jpg"))
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.98  # the tag was applied before the model

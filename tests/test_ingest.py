@@ -100,7 +100,6 @@ def test_the_ingest_job_runs_the_same_arguments_on_emr_and_through_local_spark_s
     # The job's names for the batch's files are fruits.storage's.
     assert (ingest.UPLOADS_MANIFEST, ingest.INGESTION_REPORT) == (storage.UPLOADS_MANIFEST, storage.INGESTION_REPORT)
     assert (ingest.ERASED, ingest.BUNDLE_MAX_PHOTOS) == (dedup_index.ERASED_NAME, storage.BUNDLE_MAX_PHOTOS)
-    assert ingest.INGEST_FOLDER == upload.INGEST_FOLDER
 
 
 def test_a_copy_that_expires_soon_or_tonight_does_not_count_as_stored():
@@ -303,3 +302,47 @@ def test_two_nights_ingesting_one_photo_at_once_are_both_indexed_and_erase_by_pa
     for night in nights:
         assert sorted(storage.read_manifest(lake_store, lake_store.root, night)) == ["Kiwi/own.jpg"]
     assert dedup_index.batches_holding(lake_store, lake_store.root, [sha]) == {}
+
+
+def test_the_job_tidies_the_landing_after_its_commit_and_an_empty_night_commits_an_empty_batch(tmp_path, spark):
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    root, landings = lake_store.root, tmp_path / "landing"
+
+    def night(batch, files, landing_after="keep"):
+        folder = landings / batch
+        for name, data in files.items():
+            (folder / "Kiwi").mkdir(parents=True, exist_ok=True)
+            (folder / "Kiwi" / name).write_bytes(data)
+        planned = upload.write_listing(lake_store, storage.LocalStore(folder), storage.file_uri(folder), batch)
+        job = steps.ingest_job(
+            root,
+            batch,
+            "file:///code/",
+            listing=planned["listing"],
+            landing=planned["landing"],
+            landing_after=landing_after,
+        )
+        return folder, ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+
+    # No landing folder at all (a catch-up night): nothing read, and featurize finds an empty batch, not none.
+    _, counts = night("2026-03-08", {})
+    assert (counts["seen"], counts["uploaded"]) == (0, 0)
+    assert storage.read_batch_manifest(lake_store, root, "2026-03-08").files == {}
+    assert lake_store.read_or_none(storage.batch_manifest_uri(root, "2026-03-08")) is not None
+
+    # archive: the photos now in the lake (new or already there) move under _ingested/<date>/; refused ones stay.
+    kiwi, apple = jpeg((1, 2, 3)), jpeg((4, 5, 6))
+    folder, counts = night(
+        "2026-03-09", {"k.jpg": kiwi, "again.jpg": kiwi, "notes.jpg": b"not a photo"}, landing_after="archive"
+    )
+    assert (counts["uploaded"], counts["already_in_lake"], counts["landing_tidied"]) == (1, 1, 2)
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == ["notes.jpg"]
+    archived = landings / upload.ARCHIVE_PREFIX / "2026-03-09" / "Kiwi"
+    assert sorted(p.name for p in archived.iterdir()) == ["again.jpg", "k.jpg"]
+    assert (archived / "k.jpg").read_bytes() == kiwi  # the original as received, kept where the setting says
+    # delete: gone, not archived; the outcomes were committed before.
+    folder, counts = night("2026-03-10", {"a.jpg": apple}, landing_after="delete")
+    assert counts["landing_tidied"] == 1 and not list(folder.rglob("*.jpg"))
+    assert not (landings / upload.ARCHIVE_PREFIX / "2026-03-10").exists()
+    report = json.loads(lake_store.read(storage.ingestion_report_uri(root, "2026-03-10")))["files"]
+    assert [o["outcome"] for o in report.values()] == ["uploaded"]

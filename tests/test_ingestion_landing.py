@@ -244,19 +244,19 @@ def test_a_backfill_takes_its_own_dates_folder_only(tmp_path):
         (root / day / "Kiwi").mkdir(parents=True)
         (root / day / "Kiwi" / f"{day}.jpg").write_bytes(image_bytes("JPEG", colour))
     settings = PipelineSettings(target="local", landing=str(root), local_lake=str(tmp_path / "lake"))
-    result = pipeline_tasks.upload_batch(settings, None, old, dry_run=False, repo_root=Path(__file__).parents[1])
-    images = result["images"]
-    assert images["landing_uri"] == lake.landing_uri(storage.file_uri(root), old)
-    assert (images["seen"], images["uploaded"]) == (1, 1)
-    assert [p.rsplit("/", 1)[1] for p in rows_of(tmp_path / "lake", old)] == [f"{old}.jpg"]
+    repo = Path(__file__).parents[1]
+    listed = pipeline_tasks.list_landing(settings, None, old, dry_run=False, repo_root=repo)["landing"]
+    assert listed["landing"] == lake.landing_uri(storage.file_uri(root), old)
+    rows = pq.read_table(storage.LocalStore(tmp_path / "lake")._path(listed["listing"])).to_pylist()
+    assert [bytes(r["uri"]).decode() for r in rows] == [
+        lake.landing_uri(storage.file_uri(root), old) + f"Kiwi/{old}.jpg"
+    ]
     # A date with no folder is an empty night, not an error; the explicit Param folder is taken as is.
-    empty = pipeline_tasks.upload_batch(settings, None, "2026-02-02", dry_run=True, repo_root=Path(__file__).parents[1])
-    assert empty["images"]["seen"] == 0
+    empty = pipeline_tasks.list_landing(settings, None, "2026-02-02", dry_run=True, repo_root=repo)["landing"]
+    assert empty["files"] == 0
     explicit = PipelineSettings(target="local", landing=str(root / today), local_lake=str(tmp_path / "lake"))
-    named = pipeline_tasks.upload_batch(
-        explicit, None, today, dry_run=True, explicit_landing=True, repo_root=Path(__file__).parents[1]
-    )
-    assert named["images"]["uploaded"] == 1
+    named = pipeline_tasks.list_landing(explicit, None, today, dry_run=True, explicit_landing=True, repo_root=repo)
+    assert named["landing"]["files"] == named["landing"]["candidates"] == 1
 
 
 def test_the_command_refuses_an_impossible_date_before_anything_and_prints_the_counts(tmp_path, capsys):

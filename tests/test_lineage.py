@@ -117,7 +117,8 @@ def test_openlineage_events_draw_raw_features_pca_reports(lineage_run):
     assert area("raw") in edges["featurize"][0] and area("features") in edges["featurize"][1]
     assert area("features") in edges["pca"][0] and area("pca/reduced") in edges["pca"][1]
     assert area("pca/reduced") in edges["report_cost"][0] and area("reports") in edges["report_cost"][1]
-    assert lineage_run["landing"] in edges["upload_new_images"][0] and area("raw") in edges["upload_new_images"][1]
+    assert lineage_run["landing"] in edges["list_landing"][0] and area("raw") in edges["list_landing"][1]
+    assert lineage_run["landing"] in edges["ingest"][0] and area("raw") in edges["ingest"][1]
 
     # Walking the graph from raw reaches the reports through the tasks' datasets alone.
     reached, frontier = {area("raw")}, [area("raw")]

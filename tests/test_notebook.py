@@ -77,7 +77,8 @@ def test_notebook_calls_the_jobs_functions_instead_of_rewriting_them():
     """Each job's steps are called from its module; the notebook defines no function of its own."""
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
     for call in (
-        "upload.upload_new_images",
+        "upload.write_listing",
+        "ingest.run",
         "featurize.read_images",
         "featurize.make_payload",
         "featurize.make_featurizer",
@@ -190,11 +191,11 @@ def test_notebook_plots_the_explained_variance_and_the_scatter(executed):
 @pytest.mark.slow
 def test_notebook_ingests_a_night_into_bundles_as_production_does(executed):
     text = text_of(cell_tagged(executed, "upload"))
-    found = re.search(r"upload: (\d+) files seen, (\d+) photos in (\d+) bundle", text)
+    found = re.search(r"ingest: (\d+) files seen, (\d+) photos in (\d+) bundle", text)
     seen, uploaded, bundles = map(int, found.groups())
     assert uploaded == DEMO_LABELS * 40 and bundles >= 1
     assert seen == uploaded + 1 and "misplaced" in text  # MANIFEST.txt: not a photo, refused with its reason
-    assert "bundle-" in text and "_uploads.json" in text
+    assert "run=" in text and "_uploads.json" in text and "_ingestion.json" in text
 
 
 @pytest.mark.shared
@@ -263,5 +264,5 @@ def test_notebook_outputs_name_no_path_of_the_machine(executed):
 def test_notebook_runs_offline_on_the_shared_weights_by_default():
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code")
     assert 'models" / "keras"' in source and "SHARED_WEIGHTS" in source
-    assert 'read_images(spark, RAW_URI, "bundles")' in source  # the bundles the upload wrote, not loose files
-    assert "upload.upload_new_images(" in source
+    assert 'read_images(spark, RAW_URI, "bundles")' in source  # the bundles the ingest job wrote, not loose files
+    assert "ingest.run(" in source

@@ -117,9 +117,12 @@ def test_the_plan_refuses_a_bad_account_on_a_dry_run_before_any_cluster(network)
         settings=settings,
     )
     run = pipeline_tasks.Run(settings, params)
-    uploaded = {"images": {"images_in_batch": 0}, "code": {"code_uri": "s3://b/code/x/", "helper_modules": []}}
+    listed = {
+        "landing": {"listing": None, "landing": "s3://landing/2026-03-10/", "files": 0, "candidates": 0},
+        "code": {"code_uri": "s3://b/code/x/", "helper_modules": []},
+    }
     with pytest.raises(ValueError, match="fruits_subnet_ids"):
-        pipeline_tasks.plan_run(run, None, uploaded, run_name="r", client=account_clients(REGION))
+        pipeline_tasks.plan_run(run, None, listed, run_name="r", client=account_clients(REGION))
     assert boto3.client("emr", region_name=REGION).list_clusters()["Clusters"] == []
 
 

@@ -197,14 +197,14 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
     runs = {r["partition_key"]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
     assert sorted(runs) == list(BACKFILL_DATES)
 
-    # New photos arrive after the first night took its own: with one run at a time, the second
-    # date's upload starts only after the first run has finished.
+    # New photos arrive after the first night listed its own: with one run at a time, the second
+    # date's listing starts only after the first run has finished.
     first, second = (runs[d] for d in BACKFILL_DATES)
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while api.task_states(DAG_ID, first).get("upload_new_images") != "success":
+    while api.task_states(DAG_ID, first).get("list_landing") != "success":
         services.check_alive()
-        assert api.task_states(DAG_ID, second).get("upload_new_images") in (None, "scheduled", "queued")
-        assert time.monotonic() < deadline, f"first backfill run never uploaded: {api.task_states(DAG_ID, first)}"
+        assert api.task_states(DAG_ID, second).get("list_landing") in (None, "scheduled", "queued")
+        assert time.monotonic() < deadline, f"first backfill run never listed: {api.task_states(DAG_ID, first)}"
         time.sleep(2)
     land(photo_sets["backfill-2"], landing)
 

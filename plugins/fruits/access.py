@@ -104,6 +104,21 @@ MATRIX: dict[str, Actor] = {
         },
         bucket=LOCATE,
     ),
+    "node:ingest": Actor(
+        "node",
+        "reads the night's landing (or the lake's staged copy of a landing outside S3) and tidies it when "
+        "landing_after says so; commits bundles, the manifest and the ingestion report in raw/ and the index's "
+        "shards (conditional PUTs); deletes its attempt's listing",
+        {
+            LANDING: frozenset({GET, PUT, DELETE, LIST}),
+            RAW: WRITE_OUTPUT,
+            INDEX: frozenset({GET, PUT, LIST}),
+            CODE: READ,
+            LOGS: frozenset({PUT}),
+        },
+        bucket=LOCATE,
+        landing_bucket=LOCATE,
+    ),
     "node:pca": Actor(
         "node",
         "reads committed features and code; reads and commits stats, bases, reduced",
@@ -122,9 +137,18 @@ MATRIX: dict[str, Actor] = {
         bucket=GUARD,
         landing_bucket=GUARD,
     ),
+    "airflow:list_landing": Actor(
+        "airflow",
+        "lists the night's landing; writes the listing (and the staged copy of a landing outside S3) in raw/; "
+        "deletes the listing of a night with nothing to run",
+        {
+            LANDING: frozenset({LIST}),
+            RAW: frozenset({GET, PUT, DELETE, LIST}),
+        },
+    ),
     "airflow:upload": Actor(
         "airflow",
-        "reads and clears the landing; writes bundles, manifests and the "
+        "`fruits.cli.upload`, by hand: reads and clears the landing; writes bundles, manifests and the "
         "dedup index; deletes the bundles an interrupted upload left, every version",
         {
             LANDING: frozenset({GET, DELETE, LIST}),

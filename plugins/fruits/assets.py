@@ -60,7 +60,8 @@ DATASETS: dict[str, Callable[[str], str]] = {
 # What each lake task reads and writes (task id, or job kind for the jobs' tasks): (inputs, outputs).
 LINEAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lock_batch": ((), ("locks",)),
-    "upload_new_images": (("landing", "index"), ("raw", "index", "code")),
+    "list_landing": (("landing",), ("raw", "code")),  # the listing (raw/batch=<ds>/_ingest/), the code
+    "ingest": (("landing", "raw", "index", "code"), ("raw", "index")),
     "sweep_expired_batches": (
         ("locks", "index"),
         ("raw", "derived", "index", "features", "quarantine", "pca/stats", "pca/bases", "pca/reduced", "reports"),

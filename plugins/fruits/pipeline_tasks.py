@@ -3,7 +3,8 @@ provider are imported only inside the few helpers that need them (clients from t
 connection, fail-now/skip signals), so everything else is testable as plain Python.
 
 Run-time flow: `start_run` (settings from Variables, the Params parsed once into a RunParams, then
-`guard`: GDPR, before any other AWS call) -> `lock_batch` -> `upload_batch` (images + code) -> `plan_run`
+`guard`: GDPR, before any other AWS call) -> `lock_batch` -> `list_landing` (the listing the cluster's ingest
+job reads, the code) -> `plan_run`
 (`reconcile`: what the lake says is left to do, nights to catch up, the PCA window; the weights and the
 node wheelhouse the cluster needs; `plan_jobs`: cluster request, step and local commands, all from
 `fruits.steps` / `fruits.emr_cluster`; the estimate) -> ... -> `report_cost` -> `unlock_batch`.
@@ -31,8 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The most small GETs (commit markers) the plan has in flight at once.
 READ_CONCURRENCY = 16
 # A run holds its batch's lock from before the upload to after the teardown: longer than any run
-# (3 job kinds x the 3 h step timeout + cluster start and upload), short enough to free a crashed run's.
-LOCK_TTL_SECONDS = 12 * 3600
+# (4 job kinds x the 3 h step timeout + cluster start), short enough to free a crashed run's.
+LOCK_TTL_SECONDS = 14 * 3600
 
 
 def s3_client(settings: PipelineSettings) -> Any:
@@ -151,7 +152,7 @@ def open_landing(
     return storage.LocalStore(path), storage.file_uri(path) + "/"
 
 
-def upload_batch(
+def list_landing(
     settings: PipelineSettings,
     s3_client: Any | None,
     batch: str,
@@ -160,21 +161,23 @@ def upload_batch(
     repo_root: Path = REPO_ROOT,
     explicit_landing: bool = False,
 ) -> dict[str, Any]:
-    """`explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
+    """The list_landing task: the night's landing listed (metadata only, fruits.upload.write_listing) into the
+    listing the cluster's ingest job reads, and the code the steps run published. Only a landing the cluster
+    cannot read (a folder, on the EMR target) has its bytes copied up (staged), never decoded.
+    `explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
     landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
-    images = upload.upload_new_images(
+    listed = upload.write_listing(
         lake_store,
         landing_store,
         landing_uri,
         batch,
-        dry_run=dry_run,
-        landing_after=settings.landing_after,
         max_photo_bytes=int(settings.max_photo_bytes),
-        retention_days=settings.retention_days,
+        stage=settings.target == "emr" and not is_s3(landing_uri),
+        dry_run=dry_run,
     )
     code = release.publish_code(lake_store, repo_root, dry_run=dry_run)
-    return {"images": images, "code": code}
+    return {"landing": listed, "code": code}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None
         return list(pool.map(lambda uri: lake.read_commit(store, uri), uris))
 
 
-def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retention_days: int) -> dict[str, Any]:
+def reconcile(store: Any, root: str, batch: str, *, landing_files: int, retention_days: int) -> dict[str, Any]:
     """What tonight's run must do, from the lake itself (plain data for XCom, the log and the report).
 
     Reads: 3 listings (raw/, features/, pca/stats/ partitions), one features marker per retained
@@ -221,6 +224,9 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
     history's size. A retained raw batch before tonight with photos and no committed features is
     featurized again (a failed night, #13.4); one with committed features but no committed statistics
     gets its nightly PCA. All in date order, tonight's last, then one reexpress over the retained batches.
+    Tonight is ingested and featurized when its landing lists a file (`landing_files`: each gets its outcome)
+    or its batch holds photos already (a rerun); its rows are estimated as the larger of the two (the landing
+    is kept by default: a rerun lists again the photos its batch holds).
     (A batch's originals outlive their short window until its features are committed: fruits.retention.)"""
     since = retention.oldest_retained(batch, retention_days)
 
@@ -242,7 +248,8 @@ def reconcile(store: Any, root: str, batch: str, *, images_in_batch: int, retent
             photos = len(storage.read_batch_manifest(store, root, other).files)
             if photos:
                 catch_up[other] = photos
-    tonight = {batch: images_in_batch} if images_in_batch else {}
+    in_batch = len(storage.read_batch_manifest(store, root, batch).files)
+    tonight = {batch: max(in_batch, landing_files)} if in_batch or landing_files else {}
     to_featurize = {**catch_up, **tonight}
     # A batch committed with no row (nothing readable) has nothing for the PCA: never a nightly, never re-expressed.
     with_rows = {b for b, n in featurized.items() if n > 0}
@@ -334,10 +341,12 @@ def plan_jobs(
     *,
     run_name: str,
     weights: Mapping[str, str | None] | None = None,
+    listing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the run will execute, as plain data (XCom): per job kind (steps.JOB_KINDS) the jobs
     in the order they run, and per target either the RunJobFlow request + EMR steps or the local
-    spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'."""
+    spark-submit commands. `work` is reconcile()'s answer; `weights` featurize_weights()'; `listing`
+    list_landing()'s (no listing, as on a dry run: no ingest job)."""
     from fruits import approval
 
     check_plan(params, work)
@@ -352,7 +361,22 @@ def plan_jobs(
         "drift_threshold": settings.drift_threshold if drift is None else drift,
     }
     weights = weights or {"weights": params.weights, "weights_sha256": params.weights_sha256}
+    ingest = (
+        steps.ingest_job(
+            root,
+            batch,
+            listing=listing["listing"],
+            landing=listing["landing"],
+            retention_days=settings.retention_days,
+            max_photo_bytes=int(settings.max_photo_bytes),
+            landing_after=settings.landing_after,
+            **common,
+        )
+        if listing and listing.get("listing")
+        else None
+    )
     jobs = {
+        steps.INGEST: [(batch, ingest)] if ingest else [],
         steps.FEATURIZE: [
             (b, steps.featurize_job(root, b, **weights, runtime=params.runtime, **common)) for b in work["featurize"]
         ],
@@ -408,7 +432,7 @@ def has_work(*, dry_run: bool, work: Mapping[str, Any], batch: str) -> bool:
 def plan_run(
     run: Run,
     s3_client: Any | None,
-    uploaded: Mapping[str, Any],
+    listed: Mapping[str, Any],
     *,
     run_name: str,
     repo_root: Path = REPO_ROOT,
@@ -429,22 +453,27 @@ def plan_run(
         lake_root(settings),
         run.batch,
         retention_days=settings.retention_days,
-        images_in_batch=uploaded["images"]["images_in_batch"],
+        landing_files=listed["landing"]["files"],
     )
     weights = None
     if work["featurize"]:
         if settings.target == "emr":  # the nodes install from the lake only: no wheelhouse, no cluster
             release.require_wheelhouse(lake_store, lake_root(settings), repo_root)
         weights = featurize_weights(settings, params, lake_store)
-    plan = plan_jobs(settings, params, uploaded["code"], work, run_name=run_name, weights=weights)
+    plan = plan_jobs(
+        settings, params, listed["code"], work, run_name=run_name, weights=weights, listing=listed["landing"]
+    )
     from fruits import approval
 
     drift = approval.last_drift(lake_store, lake_root(settings), work) if settings.basis_approval_required else None
+    run_jobs = has_work(dry_run=params.dry_run, work=work, batch=run.batch)
+    if not run_jobs and listed["landing"]["listing"]:  # no job will read it: an empty night leaves nothing
+        lake_store.delete(listed["landing"]["listing"])
     return {
         **plan,
         "basis_approval": approval.request(settings, params, work, drift),
         "estimate": estimate_cost(settings, params, work),
-        "run_jobs": has_work(dry_run=params.dry_run, work=work, batch=run.batch),
+        "run_jobs": run_jobs,
     }
 
 

@@ -36,6 +36,8 @@ import json
 import logging
 from typing import Any
 
+import lakefiles
+
 from fruits import dedup_index, lake, locks, storage
 from fruits.settings import VARIABLE_PREFIX, PipelineSettings
 
@@ -184,11 +186,18 @@ def _pending(store: Any, root: str, through: str, watermark: str | None, bases: 
 
 def original_bundles(store: Any, root: str, batch: str) -> list[str]:
     """The batch's photo bundles (its originals): those its manifest names (the upload's, or the Spark ingest
-    job's run=<id>/ parts) and any unnamed upload leftover; not the manifest, not the ingestion report."""
+    job's run=<id>/ parts), any unnamed upload leftover, and what an ingest attempt left in `_ingest/` (its
+    listing, its staged landing: originals with their metadata); not the manifest, not the ingestion report."""
     raw = lake.raw_uri(root, batch)
     named = {raw + name for name in storage.read_batch_manifest(store, root, batch).bundles}
     listed = set(store.list_files(raw))  # one listing: what is still there
-    return sorted(uri for uri in listed if uri in named or storage.is_bundle_name(uri.rsplit("/", 1)[-1]))
+    return sorted(
+        uri
+        for uri in listed
+        if uri in named
+        or storage.is_bundle_name(uri.rsplit("/", 1)[-1])
+        or uri.startswith(raw + lakefiles.INGEST_FOLDER + "/")
+    )
 
 
 def sweep_originals(
@@ -215,7 +224,9 @@ def sweep_originals(
     waiting: list[str] = []
     for day in expired:
         bundles = original_bundles(store, root, day)
-        if bundles and not lake.read_commit(store, lake.features_uri(root, day)):
+        # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
+        photos = bundles and storage.read_batch_manifest(store, root, day).files
+        if photos and not lake.read_commit(store, lake.features_uri(root, day)):
             waiting.append(day)
             continue
         try:

@@ -1,7 +1,8 @@
 """The Spark jobs' command lines: one definition, used by both targets.
 
-`ingest_job`, `featurize_job`, `pca_nightly_job` (`pca.py nightly`) and `reexpress_job` (`pca.py reexpress`) build a
-job's invocation (entry script, `--py-files`, the job's own arguments, all paths from `fruits.lake`).
+`ingest_job` (the night's landing into the lake), `featurize_job`, `pca_nightly_job` (`pca.py nightly`) and
+`reexpress_job` (`pca.py reexpress`) build a job's invocation (entry script, `--py-files`, the job's own
+arguments, all paths from `fruits.lake`).
 `emr_step` wraps it in a `command-runner.jar` step for `EmrAddStepsOperator` (`spark-submit
 --deploy-mode cluster`); `local_command` prefixes the local `spark-submit --master local[2]`. The job
 arguments are the same list in both: only the lake root (`s3://<bucket>` or `file:///...`) differs.
@@ -19,8 +20,7 @@ INGEST = "ingest"
 FEATURIZE = "featurize"
 PCA = "pca"
 REEXPRESS = "reexpress"
-JOB_KINDS = (FEATURIZE, PCA, REEXPRESS)  # the order a run executes them in
-# INGEST joins JOB_KINDS (first) when the DAG's upload task plans it instead of ingesting on the worker.
+JOB_KINDS = (INGEST, FEATURIZE, PCA, REEXPRESS)  # the order a run executes them in
 
 # PCA modes (a run Param, the pca job's --mode): "auto" projects on the current basis and fits a new
 # one only when there is none or the batch drifted past the threshold; "project" never fits; "refit"
@@ -64,6 +64,7 @@ def ingest_job(
     landing: str,
     retention_days: int | None = None,
     max_photo_bytes: int | None = None,
+    landing_after: str = "keep",
 ) -> SparkJob:
     """`ingest.py`: the per-photo work of an ingestion (fruits.upload.write_listing wrote `listing`, whose
     sources are under `landing`) into the batch's raw folder, the index updated."""
@@ -84,6 +85,8 @@ def ingest_job(
         args += ["--retention-days", str(int(retention_days))]
     if max_photo_bytes:
         args += ["--max-photo-bytes", str(int(max_photo_bytes))]
+    if landing_after != "keep":
+        args += ["--landing-after", landing_after]
     return SparkJob(INGEST, script, py_files, tuple(args))
 
 
@@ -113,6 +116,9 @@ def featurize_job(
         lake.quarantine_uri(root, batch),
         "--batch-id",
         batch,
+        # The derivative kept for re-featurizing when the model changes (docs/gdpr.md): originals go within days.
+        "--derived",
+        lake.derived_uri(root, batch),
     ]
     if weights:
         args += ["--weights", weights]

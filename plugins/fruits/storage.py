@@ -145,7 +145,16 @@ class LocalStore(lakefiles.LocalFiles):
                     yield Entry(uri, stat.st_size, stat.st_mtime)
 
     def delete(self, uri: str) -> None:
-        self._path(uri).unlink()
+        path = self._path(uri)
+        path.unlink()
+        # As in S3, a folder is only its files: one left empty goes too, up to the store's own folder.
+        for folder in path.parents:
+            if folder == self.path or self.path not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty
+                break
 
     def exists(self, uri: str) -> bool:
         return self._path(uri).is_file()

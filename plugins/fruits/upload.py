@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from lakefiles import merge_outcomes
+from lakefiles import (  # noqa: F401 - ARCHIVE_PREFIX, LANDING_AFTER: the CLI's and tests'
+    ARCHIVE_PREFIX,
+    INGEST_FOLDER,
+    LANDING_AFTER,
+    archive_uri,
+    merge_outcomes,
+    tidy_landing_file,
+)
 from photos import REJECT_REASONS, examine, pillow_image  # noqa: F401 - pillow_image: report_page's
 
 from fruits import dedup_index, lake
@@ -68,9 +75,6 @@ READ_INFLIGHT_BYTES = 256 * 1024 * 1024
 # Longer than any attempt lives (the task's execution timeout): only then is an unnamed bundle a leftover.
 LEFTOVER_GRACE_SECONDS = 24 * 3600
 MANIFEST_ATTEMPTS = 20
-# After ingestion, landing files that are in the lake are kept (default), moved under ARCHIVE_PREFIX, or deleted.
-LANDING_AFTER = ("keep", "archive", "delete")
-ARCHIVE_PREFIX = "_ingested"
 PROGRESS_EVERY = 1000
 
 
@@ -196,7 +200,6 @@ def delete_leftover_bundles(
 # Ingestion on the cluster (spark_jobs/ingest.py): the Airflow side lists, plans and copies only
 # ---------------------------------------------------------------------------------------------
 
-INGEST_FOLDER = "_ingest"  # raw/batch=<ds>/_ingest/: the job's listing and staged landing (hidden from readers)
 STAGE_WORKERS = 8
 STAGE_INFLIGHT_BYTES = 128 * 1024 * 1024
 
@@ -219,11 +222,13 @@ def write_listing(
     stage: bool = False,
     workers: int = STAGE_WORKERS,
     inflight_bytes: int = STAGE_INFLIGHT_BYTES,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """The planner of an ingestion on the cluster: lists the batch's landing folder (metadata only), refuses
     from the listing alone what classify refuses, and writes the listing the Spark job reads (one row per
-    landing file). `stage`: a landing the cluster cannot read (not in S3) has its candidate files' bytes
-    copied into the lake's staging folder first, by a bounded pool, never decoded."""
+    landing file; an empty landing gets an empty listing). `stage`: a landing the cluster cannot read (not in
+    S3) has its candidate files' bytes copied into the lake's staging folder first, by a bounded pool, never
+    decoded. `dry_run`: listed and counted, nothing written (`listing` None)."""
     import pyarrow as pa
 
     from fruits.storage import bundle_parquet
@@ -232,7 +237,19 @@ def write_listing(
     landing_uri = landing_uri.rstrip("/") + "/"
     nonce = secrets.token_hex(8)
     staged = staging_uri(lake_store.root, batch, nonce) if stage else landing_uri
+    started = time.monotonic()
     files = [classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri)]
+    counts = {"files": len(files), "candidates": sum(not f.reason for f in files), "bytes": sum(f.size for f in files)}
+    log.info(
+        "landing %s: %d files listed (%d candidates, %.1f MB) in %.1f s",
+        landing_uri,
+        counts["files"],
+        counts["candidates"],
+        counts["bytes"] / 1e6,
+        time.monotonic() - started,
+    )
+    if dry_run:
+        return {"listing": None, "landing": landing_uri, **counts}
     if stage:
         for file, data in read_in_pool(
             landing_store, [f for f in files if not f.reason], workers=workers, inflight_bytes=inflight_bytes
@@ -243,16 +260,16 @@ def write_listing(
     table = pa.table(
         {
             "uri": pa.array([f.uri.encode("utf-8", "surrogateescape") for f in files], pa.binary()),
-            "source": [staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files],
-            "key": [f.key for f in files],
+            "source": pa.array([staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files], pa.utf8()),
+            "key": pa.array([f.key for f in files], pa.string()),
             "size": pa.array([f.size for f in files], pa.int64()),
-            "reason": [f.reason for f in files],
+            "reason": pa.array([f.reason for f in files], pa.string()),
         }
     )
     uri = listing_uri(lake_store.root, batch, nonce)
     data = bundle_parquet(table)
     lake_store.put(uri, data, sha256_bytes(data))
-    return {"listing": uri, "landing": staged, "files": len(files), "candidates": sum(not f.reason for f in files)}
+    return {"listing": uri, "landing": staged, **counts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,13 +401,6 @@ def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, c
     raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
 
 
-def archive_uri(landing_uri: str, uri: str) -> str:
-    """Where `landing_after=archive` keeps a landing file of `landing_uri` (erasure deletes it there too)."""
-    base = landing_uri.rstrip("/")
-    parent, date = base.rsplit("/", 1)
-    return f"{parent}/{ARCHIVE_PREFIX}/{date}/{uri[len(landing_uri) :]}"
-
-
 def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_after: str) -> int:
     """Landing files now in the lake: kept, archived or deleted (the setting). Rejected files always stay."""
     if landing_after == "keep":
@@ -398,10 +408,7 @@ def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_afte
     done = 0
     for uri, outcome in attempt.outcomes.items():
         if outcome["outcome"] in ("uploaded", "already_in_lake") and uri.startswith(landing_uri):
-            if landing_after == "archive":
-                data = store.read(uri)
-                store.put(archive_uri(landing_uri, uri), data, sha256_bytes(data))
-            store.delete(uri)
+            tidy_landing_file(store, landing_uri, uri, landing_after)
             done += 1
     return done
 
