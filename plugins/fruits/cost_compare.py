@@ -556,7 +556,24 @@ def render_estimate(estimate: dict[str, Any]) -> str:
             f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
             f"{s3['get_tier']:,} GET-tier requests"
         )
+    if estimate.get("network", {}).get("bound_steps"):
+        network = estimate["network"]
+        head.append(
+            f"network: {', '.join(network['bound_steps'])} last their S3 bytes over the workers' baseline "
+            f"{network['worker_baseline_gbps']:g} Gbps each, not their CPU work ("
+            + ", ".join(f"{step} {moved / 1e12:,.2f} TB" for step, moved in network["bytes"].items())
+            + ")"
+        )
     table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
+    if estimate.get("s3_requests_usd"):
+        table += "\n\n" + markdown_table(
+            ["S3 requests, by what makes them", "requests", "USD"],
+            [
+                (name, line["requests"], line["usd"])
+                for name, line in estimate["s3_requests_usd"].items()
+                if line["requests"]
+            ],
+        )
     return "\n".join(head) + "\n\n" + table
 
 

@@ -600,6 +600,16 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     return {"put": put, "get": get}
 
 
+def s3_request_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, dict[str, float]]:
+    """Each line of `s3_requests` with its USD (JSON-ready: the DAG passes the estimate on)."""
+    unit = {tier: prices.unit(region, f"s3_{tier}_per_1000") / 1000 for tier in ("put", "get")}
+    return {
+        f"{tier.upper()} {name}": {"requests": count, "usd": round(count * unit[tier], 4)}
+        for tier, lines in s3_requests(workload).items()
+        for name, count in lines.items()
+    }
+
+
 def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
     """S3 requests (`s3_requests`) and storage the run causes."""
     requests = s3_requests(workload)
@@ -943,7 +953,14 @@ def steady_state_month(
             + ("one refit/re-expression night in the month" if extra_usd else "no refit or re-expression this month"),
             (
                 f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
-                f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"
+                f"then Archive Instant); the PCA's outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts, featurize's "
+                f"in {featurize_output_files(plain):,} files a night (one per input split of at most "
+                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of photos, at least {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
+            ),
+            (
+                f"cluster: 1 {sizing.primary_types[0]} + {sizing.core_count + sizing.task_count} "
+                f"{sizing.worker_types[0]}; each step lasts the longer of its CPU work and its S3 bytes over the "
+                f"workers' baseline bandwidth ({sizing.worker_facts.network_gbps:g} Gbps each way a worker)"
             ),
             (
                 f"per photo: features {workload.feature_bytes:,.0f} B, "
@@ -1139,6 +1156,7 @@ def estimate_emr(
             "wall_s": round(cluster_s, 1),
         },
         "s3": s3_layout(workload),
+        "s3_requests_usd": s3_request_costs(workload, region, prices),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
         "processing_usd_per_million": processing_per_million(components, workload.images),
         "storage_basis": storage_basis(workload),
