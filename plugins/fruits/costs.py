@@ -12,10 +12,13 @@ Billing rules modelled (the AWS price pages' own):
   On-Demand less the file's stamped typical spot discount;
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
-- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout (`s3_requests`: photos
-  in Parquet bundles sized by `fruits.storage`'s constants); storage per area in the class the lifecycle moves
-  it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions), day by day over its stay, with
-  lifecycle transitions and Intelligent-Tiering monitoring;
+- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout and the jobs' own
+  requests (`s3_requests`: photos in Parquet bundles sized by `fruits.storage`'s constants, a landing read by
+  binaryFile, every file the cluster writes a multipart upload, featurize's one output file per input split);
+  storage per area in the class the lifecycle moves it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's
+  transitions), day by day over its stay, with lifecycle transitions and Intelligent-Tiering monitoring;
+- time: each step the longer of its CPU work (the measured rates per vCPU) and its S3 bytes over the workers'
+  baseline bandwidth (`job_seconds`), + EMR's fixed overheads;
 - fixed: the KMS key, the Airflow host and its public IPv4 address, the cluster's network path (S3 gateway
   endpoint, or a NAT gateway), the interface endpoints (`INTERFACE_ENDPOINTS`: per AZ-hour + per GB).
 
@@ -169,8 +172,8 @@ GETS_PER_LANDING_PHOTO_WORKER = 1
 PUTS_PER_COMMITTED_FILE = 2
 MULTIPART_PART_BYTES = 128 * 1024 * 1024
 # Spark cuts file-source input into splits of at most spark.sql.files.maxPartitionBytes (128 MiB, featurize keeps
-# the default), and featurize writes one features file per split (no shuffle before its write): a night of
-# phone photos is ~22,000 splits, so ~22,000 features files, not OUTPUT_OBJECT_BYTES parts.
+# the default), and featurize writes one features file per split (no shuffle before its write): big photos make
+# many small output files, not OUTPUT_OBJECT_BYTES parts.
 SPARK_MAX_SPLIT_BYTES = 128 * 1024 * 1024
 
 
