@@ -263,3 +263,32 @@ def test_preview_command_prints_the_request_for_the_environment_settings(capsys,
         for f in request["Instances"]["InstanceFleets"]
         for c in f["InstanceTypeConfigs"]
     )
+
+
+@mock_aws
+def test_the_instance_facts_are_ec2_s_own():
+    """vCPUs, memory and baseline bandwidth as DescribeInstanceTypes answers (moto carries AWS's answer)."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    answer = ec2.describe_instance_types(InstanceTypes=sorted(INSTANCE_TYPES))["InstanceTypes"]
+    described = {
+        t["InstanceType"]: InstanceFacts(
+            t["VCpuInfo"]["DefaultVCpus"],
+            t["MemoryInfo"]["SizeInMiB"] / 1024,
+            "arm64" if "arm64" in t["ProcessorInfo"]["SupportedArchitectures"] else "x86_64",
+            min(card["BaselineBandwidthInGbps"] for card in t["NetworkInfo"]["NetworkCards"]),
+        )
+        for t in answer
+    }
+    assert described == INSTANCE_TYPES
+
+
+def test_one_model_thread_per_task_by_default_and_one_baseline_bandwidth_per_fleet():
+    """spark.task.cpus 1: the benchmarks' per-vCPU rates hold on the cluster. The sizing's bandwidth is the fleet's
+    least: the default fleets hold one bandwidth, so whichever type spot or On-Demand delivers, a night runs alike."""
+    assert _spark_defaults(_request(ClusterSizing()))["spark.task.cpus"] == "1"
+    for architecture in ("arm64", "x86_64"):
+        sizing = ClusterSizing(architecture=architecture)
+        assert {INSTANCE_TYPES[t].network_gbps for t in sizing.worker_types} == {sizing.worker_facts.network_gbps}
+    assert ClusterSizing().worker_facts.network_gbps == 3.75
+    slower = ClusterSizing(worker_instance_types=("c7g.2xlarge", "c6g.2xlarge"))
+    assert slower.worker_facts.network_gbps == 2.5

@@ -20,6 +20,7 @@ from fruits.costs import (
     BUDGET_MARGIN,
     NETWORK_PATHS,
     ON_DEMAND,
+    OUTPUT_OBJECT_BYTES,
     RETENTION_DAYS,
     SECONDS_PER_HOUR,
     SPOT,
@@ -32,6 +33,7 @@ from fruits.costs import (
     cost_rows,
     emr_instances,
     estimate_emr,
+    featurize_output_files,
     instance_costs,
     instance_facts,
     job_seconds,
@@ -39,6 +41,7 @@ from fruits.costs import (
     monthly_budget_usd,
     night_workload,
     s3_costs,
+    s3_requests,
     steady_state_month,
     storage_basis,
     summarize,
@@ -91,7 +94,7 @@ def estimate_emr_serverless(
     overheads: Overheads = Overheads(),
 ) -> dict[str, Any]:
     check_region(region)
-    steps = job_seconds(workload, vcpus, overheads)
+    steps = job_seconds(workload, vcpus, overheads)  # its workers' bandwidth is not published: no network bound
     rate = prices.region(region)["emr_serverless"][architecture]
     workers = math.ceil(vcpus / SERVERLESS_WORKER["vcpu"]) + 1  # executors + the driver
     worker_hour = SERVERLESS_WORKER["vcpu"] * rate["vcpu_hour"] + SERVERLESS_WORKER["memory_gb"] * rate["gb_hour"]
@@ -129,8 +132,9 @@ def estimate_single_instance(
     overheads: Overheads = Overheads(),
 ) -> dict[str, Any]:
     check_region(region)
-    vcpus = instance_facts(instance_type).vcpus
-    steps = job_seconds(workload, vcpus, overheads)
+    facts = instance_facts(instance_type)
+    vcpus = facts.vcpus
+    steps = job_seconds(workload, vcpus, overheads, facts.network_gbps and facts.network_gbps * 1e9 / 8)
     seconds = SINGLE_INSTANCE_SETUP_S + sum(steps.values()) + overheads.termination_s
     instances = [BilledInstances("SINGLE", instance_type, market, 1, seconds, SINGLE_INSTANCE_EBS_GIB, emr=False)]
     components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
@@ -376,7 +380,75 @@ def year_bill(
         "months": {str(k): v for k, v in months.items()},
         "targets": targets,
         "budget_usd": monthly_budget_usd(million["monthly_usd"]),
+        **(
+            {"levers": photo_levers(workload, sizing, region=region, prices=prices, overheads=overheads)}
+            if workload.photo_mix
+            else {}
+        ),
     }
+
+
+def photo_levers(
+    workload: Workload,
+    sizing: ClusterSizing,
+    *,
+    region: str,
+    prices: PriceBook,
+    overheads: Overheads = Overheads(),
+    task_counts: Sequence[int] = range(0, 12),
+) -> list[dict[str, Any]]:
+    """What the changes to the jobs that the cost model sees but the pipeline does not make yet would save, each
+    on top of the ones above it (night 365 of `workload.images`, the month at a million a night): a landing the
+    cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step),
+    or the ingest job reading each landing photo with one GET; featurize writing its outputs in
+    OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's own pass; then the cheapest
+    count of task nodes."""
+    night = night_workload(workload, RETENTION_DAYS)
+    staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
+    reads_landing = s3_requests(night)["get"]["landing_reads"] > 0
+    outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
+    changes: list[tuple[str, dict[str, Any]]] = [("today's jobs", {})]
+    if staged:
+        changes.append(("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}))
+    elif reads_landing and workload.ingest_per_vcpu:
+        changes.append(("the ingest job reads a landing photo with 1 GET (no HEADs)", {"landing_gets_per_photo": 1}))
+    if outputs < featurize_output_files(night):
+        changes.append((f"featurize writes {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts", {"featurize_outputs": outputs}))
+    if workload.ingest_per_vcpu and not staged:
+        changes.append(("featurize takes the photos from the ingest pass", {"featurize_rereads_bundles": False}))
+    rows, applied, previous = [], {}, None
+
+    def row(name: str, shaped: Workload, sized: ClusterSizing) -> dict[str, Any]:
+        est = estimate_emr(
+            night_workload(shaped, RETENTION_DAYS), sized, region=region, prices=prices, overheads=overheads
+        )
+        month = steady_state_month(
+            replace(shaped, images=1_000_000), sized, region=region, prices=prices, overheads=overheads
+        )
+        usd = est["processing_usd_per_million"]
+        return {
+            "change": name,
+            "workers": sized.core_count + sized.task_count,
+            "processing_usd_per_million": usd,
+            "saved_usd_per_million": round(previous - usd, 4) if previous is not None else None,
+            "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1),
+            "monthly_usd_pipeline": month["monthly_usd_pipeline"],
+        }
+
+    for name, change in changes:
+        applied |= change
+        rows.append(row(name, replace(workload, **applied), sizing))
+        previous = rows[-1]["processing_usd_per_million"]
+    shaped = replace(workload, **applied)
+    cheapest = min(
+        (replace(sizing, task_count=n) for n in task_counts),
+        key=lambda s: estimate_emr(night_workload(shaped, RETENTION_DAYS), s, region=region, prices=prices)[
+            "processing_usd_per_million"
+        ],
+    )
+    if cheapest.task_count != sizing.task_count:
+        rows.append(row(f"{cheapest.task_count} task nodes (the cheapest count)", shaped, cheapest))
+    return rows
 
 
 def photo_mix_targets(workload: Workload, night: dict[str, Any], million: dict[str, Any]) -> list[dict[str, Any]]:
@@ -484,7 +556,24 @@ def render_estimate(estimate: dict[str, Any]) -> str:
             f"{'s3:// landing' if s3['landing_on_s3'] else 'local landing'}; {s3['put_tier']:,} PUT-tier + "
             f"{s3['get_tier']:,} GET-tier requests"
         )
+    if estimate.get("network", {}).get("bound_steps"):
+        network = estimate["network"]
+        head.append(
+            f"network: {', '.join(network['bound_steps'])} last their S3 bytes over the workers' baseline "
+            f"{network['worker_baseline_gbps']:g} Gbps each, not their CPU work ("
+            + ", ".join(f"{step} {moved / 1e12:,.2f} TB" for step, moved in network["bytes"].items())
+            + ")"
+        )
     table = markdown_table(["component", "USD", "EUR"], cost_rows(estimate["cost"]))
+    if estimate.get("s3_requests_usd"):
+        table += "\n\n" + markdown_table(
+            ["S3 requests, by what makes them", "requests", "USD"],
+            [
+                (name, line["requests"], line["usd"])
+                for name, line in estimate["s3_requests_usd"].items()
+                if line["requests"]
+            ],
+        )
     return "\n".join(head) + "\n\n" + table
 
 
@@ -627,6 +716,11 @@ def render_year(bill: dict[str, Any]) -> str:
         [(area, c["class"], c["after_days"], c["resident_days"], c["read_by"]) for area, c in plan.items()],
     )
     targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
+    if bill.get("levers"):
+        targets += "\n\n### Changes to the jobs not made yet (each on top of the rows above it)\n" + markdown_table(
+            ["change", "workers", "processing USD per million", "saved", "wall minutes", "month USD (pipeline)"],
+            [tuple(r.values()) for r in bill["levers"]],
+        )
     assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
     title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
     return "\n".join(

@@ -12,10 +12,13 @@ Billing rules modelled (the AWS price pages' own):
   On-Demand less the file's stamped typical spot discount;
 - EMR: the per-instance-hour uplift, per second with the same 60 s minimum, never discounted on spot;
 - EBS gp3: GB-month prorated per second over a 30-day month (the EBS price page's examples);
-- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout (`s3_requests`: photos
-  in Parquet bundles sized by `fruits.storage`'s constants); storage per area in the class the lifecycle moves
-  it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's transitions), day by day over its stay, with
-  lifecycle transitions and Intelligent-Tiering monitoring;
+- S3: PUT/COPY/POST/LIST and GET/HEAD per 1,000 requests, following the lake's layout and the jobs' own
+  requests (`s3_requests`: photos in Parquet bundles sized by `fruits.storage`'s constants, a landing read by
+  binaryFile, every file the cluster writes a multipart upload, featurize's one output file per input split);
+  storage per area in the class the lifecycle moves it to (`STORAGE_PLAN`, the source of infra/foundation.yaml's
+  transitions), day by day over its stay, with lifecycle transitions and Intelligent-Tiering monitoring;
+- time: each step the longer of its CPU work (the measured rates per vCPU) and its S3 bytes over the workers'
+  baseline bandwidth (`job_seconds`), + EMR's fixed overheads;
 - fixed: the KMS key, the Airflow host and its public IPv4 address, the cluster's network path (S3 gateway
   endpoint, or a NAT gateway), the interface endpoints (`INTERFACE_ENDPOINTS`: per AZ-hour + per GB).
 
@@ -158,6 +161,20 @@ GETS_PER_ROW_GROUP = 1
 # One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per
 # photo: the upload's HeadObject (its sha256 check) + featurize's binaryFile read.
 GETS_PER_PHOTO_OBJECT = 2
+# The ingest job reads each landing photo with binaryFile (Spark 3.5): its reader resolves the file's status
+# (getFileStatus: 1 HEAD), then opens it (S3A's open() HEADs again when it is given no status) and reads it whole
+# (1 GET): 3 GET-tier requests a photo. The worker's upload (fruits.upload) reads a landing photo with 1 GET.
+GETS_PER_LANDING_PHOTO_SPARK = 3
+GETS_PER_LANDING_PHOTO_WORKER = 1
+# What the cluster writes goes through EMR's S3-optimized committer, which always uses a multipart upload (EMR
+# release guide, "The EMRFS S3-optimized committer and multipart uploads"): create + complete + 1 part per
+# 128 MiB (EMRFS's fs.s3n.multipart.uploads.split.size default), all PUT tier, for every file a job writes.
+PUTS_PER_COMMITTED_FILE = 2
+MULTIPART_PART_BYTES = 128 * 1024 * 1024
+# Spark cuts file-source input into splits of at most spark.sql.files.maxPartitionBytes (128 MiB, featurize keeps
+# the default), and featurize writes one features file per split (no shuffle before its write): big photos make
+# many small output files, not OUTPUT_OBJECT_BYTES parts.
+SPARK_MAX_SPLIT_BYTES = 128 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +248,13 @@ class Workload:
     original_retention_days: int | None = None
     landing_image_bytes: float | None = None
     landing_days: float = 0.0
+    # Changes to the jobs not made yet, priced by `cost_compare.photo_levers` (the defaults are today's jobs): GET-tier
+    # requests per landing photo (None: its reader's, GETS_PER_LANDING_PHOTO_*), featurize's output files (None: one
+    # per input split, `featurize_output_files`), featurize reading the bundles back (False: it takes the photos
+    # from the ingest job's own pass).
+    landing_gets_per_photo: int | None = None
+    featurize_outputs: int | None = None
+    featurize_rereads_bundles: bool = True
     # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),
     # the model before storage classes; None: the batch's whole stay in the lake, every area in its class
     # (`batch_storage_usd`), which is what the run adds to the bills of the coming year.
@@ -313,8 +337,14 @@ class PhotoMix:
 def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THROUGHPUT_FILE) -> PhotoMix:
     """The mix's per-vCPU rates (a photo's seconds are the share-weighted mean of its class's) and mean bytes.
 
-    featurize: the thumbnails' end-to-end rate of inference_throughput.json (28,800 photos: today's figure) times
-    each class's ratio to the thumbnails measured side by side in photo_classes.json, so `thumbnail` is today's."""
+    featurize: a photo of a class costs a thumbnail's end-to-end seconds per vCPU (inference_throughput.json:
+    28,800 photos, the job's fixed start a small share) plus what its one decode costs more than a thumbnail's
+    (decode + preprocess + derivative, one thread, measured side by side in photo_classes.json); inference on the
+    224 x 224 tensor and the features row do not depend on the class. So `thumbnail` is today's rate. Not the
+    ratio of photo_classes.json's own end-to-end runs: a few hundred photos there take less time than the job's
+    fixed start (~15 s), which then sets the ratio. What a bigger photo costs in moving its bytes is the network
+    bound of `job_seconds`, not a rate.
+    ingest: the ingest job's per-photo work (photos.examine), one thread, as photos/s per vCPU."""
     if name not in PHOTO_MIXES:
         raise ValueError(f"photo mix must be one of {sorted(PHOTO_MIXES)}, not {name!r}")
     if not path.is_file():
@@ -329,16 +359,23 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
     def rate(per_class) -> float:
         return 1 / sum(share / per_class(classes[c]) for c, share in shares.items())
 
+    thumbnail_decode_s = 1 / classes["thumbnail"]["decode_preprocess_per_s_one_thread"]
+
+    def featurize_rate(c: dict[str, Any]) -> float:
+        extra_decode_s = max(0.0, 1 / c["decode_preprocess_per_s_one_thread"] - thumbnail_decode_s)
+        return 1 / (1 / thumbnail_rate + extra_decode_s)
+
     return PhotoMix(
         name=name,
-        featurize_per_vcpu=rate(lambda c: thumbnail_rate * c["featurize_vs_thumbnail"]),
+        featurize_per_vcpu=rate(featurize_rate),
         ingest_per_vcpu=rate(lambda c: c["ingest_per_s_one_thread"]),
         original_bytes=mean("mean_bytes"),
         stripped_bytes=mean("mean_stripped_bytes"),
         derivative_bytes=mean("mean_derivative_bytes"),
         source=(
             f"photo mix {name} ({', '.join(f'{share:.0%} {c}' for c, share in shares.items())}): "
-            f"{path.name} (measured_at {result.get('measured_at', '?')}) x {thumbnail_source}"
+            f"thumbnails' {thumbnail_source} + each class's extra decode seconds, {path.name} "
+            f"(measured_at {result.get('measured_at', '?')})"
         ),
     )
 
@@ -492,36 +529,88 @@ def featurize_gets_per_bundle(photos: float) -> int:
     return GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
 
 
+def committed_file_puts(files: int, total_bytes: float) -> int:
+    """PUT-tier requests of a Spark job on EMR writing `files` files of `total_bytes` together (the S3-optimized
+    committer's multipart upload of each: PUTS_PER_COMMITTED_FILE + a part per MULTIPART_PART_BYTES)."""
+    if files <= 0:
+        return 0
+    return files * (PUTS_PER_COMMITTED_FILE + max(1, math.ceil(total_bytes / files / MULTIPART_PART_BYTES)))
+
+
+def featurize_output_files(workload: Workload) -> int:
+    """Features files featurize writes: one per input split (SPARK_MAX_SPLIT_BYTES of photos), at least the
+    OUTPUT_OBJECT_BYTES parts assumed for small photos; its derivatives (derived/) come from the same tasks."""
+    images = workload.featurized_images
+    if workload.featurize_outputs is not None:
+        return min(images, workload.featurize_outputs)
+    by_output = math.ceil(images * workload.feature_bytes / OUTPUT_OBJECT_BYTES)
+    by_input = math.ceil(images * workload.mean_image_bytes / SPARK_MAX_SPLIT_BYTES)
+    return min(images, max(by_output, by_input))
+
+
+def landing_gets_per_photo(workload: Workload) -> int:
+    if workload.landing_gets_per_photo is not None:
+        return workload.landing_gets_per_photo
+    return GETS_PER_LANDING_PHOTO_SPARK if workload.ingest_per_vcpu else GETS_PER_LANDING_PHOTO_WORKER
+
+
 def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     """The run's S3 requests by price tier ("put": PUT/COPY/POST/LIST, "get": GET/HEAD) and by what
-    makes them: per object (the upload's PutObject, featurize's reads), per photo (only an S3 landing's
-    reads) and per run (the batch manifest, the listings)."""
+    makes them: per object (the bundles' writes and featurize's reads, the jobs' output files), per photo (a
+    landing's reads; a landing outside S3 staged for the ingest job, one object a photo) and per run (the batch
+    manifest, the listings)."""
     objects = workload.objects
     if workload.one_object_per_photo:
         reads_per_object = GETS_PER_PHOTO_OBJECT
     else:
         reads_per_object = featurize_gets_per_bundle(workload.photos_per_object)
-    featurize_reads = objects * reads_per_object
+    featurize_reads = objects * reads_per_object if workload.featurize_rereads_bundles else 0
+    on_cluster = bool(workload.ingest_per_vcpu)  # the ingest job (binaryFile) rather than the worker's upload
+    staged = on_cluster and not workload.landing_on_s3  # fruits.upload.write_listing(stage=True)
     # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
     # and the batch folder once (leftover bundles), featurize lists the batch folder once.
     folder_pages = list_pages(objects + 1)
+    photo_bytes = workload.images * workload.mean_image_bytes
+    outputs = featurize_output_files(workload)
+    outputs_written = committed_file_puts(outputs, workload.featurized_images * workload.feature_bytes)
+    if workload.derivative_bytes:
+        outputs_written += committed_file_puts(outputs, workload.featurized_images * workload.derivative_bytes)
+    landing_read = workload.landing_on_s3 or staged
     put = {
-        "upload_objects": objects,
+        "upload_objects": committed_file_puts(objects, photo_bytes) if on_cluster else objects,
         "upload_manifest": 1,
         "upload_listings": 1 + folder_pages,
         "featurize_listing": folder_pages,
-        "landing_listing": list_pages(workload.images) if workload.landing_on_s3 else 0,
+        # Listed by the planner, then again by binaryFile when the ingest job reads it (a staged copy only by it).
+        "landing_listing": list_pages(workload.images) * (workload.landing_on_s3 + on_cluster) if landing_read else 0,
+        "landing_staging": workload.images if staged else 0,
+        # Features (and derivatives) files + the quarantine's one file.
+        "featurize_outputs": outputs_written + committed_file_puts(1 if workload.featurized_images else 0, 0),
     }
     get = {
         "featurize_reads": featurize_reads,
         "upload_manifests": 1 + workload.earlier_batches,
-        "landing_reads": workload.images if workload.landing_on_s3 else 0,
+        "landing_reads": workload.images * landing_gets_per_photo(workload) if landing_read else 0,
         # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
         "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
+        # The PCA opens each features file (one row group) for its statistics, then for the projection.
+        "pca_reads": 2
+        * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
+        * featurize_gets_per_bundle(1),
         # A refit reads each merged batch's commit marker and its statistics file.
         "refit_stats_reads": 2 * workload.refit_batches,
     }
     return {"put": put, "get": get}
+
+
+def s3_request_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, dict[str, float]]:
+    """Each line of `s3_requests` with its USD (JSON-ready: the DAG passes the estimate on)."""
+    unit = {tier: prices.unit(region, f"s3_{tier}_per_1000") / 1000 for tier in ("put", "get")}
+    return {
+        f"{tier.upper()} {name}": {"requests": count, "usd": round(count * unit[tier], 4)}
+        for tier, lines in s3_requests(workload).items()
+        for name, count in lines.items()
+    }
 
 
 def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
@@ -578,7 +667,10 @@ def s3_layout(workload: Workload) -> dict[str, Any]:
     """What the S3 part of an estimate was priced on (JSON-ready)."""
     requests = s3_requests(workload)
     return {
-        "layout": "one object per photo" if workload.one_object_per_photo else "Parquet bundles (fruits.upload)",
+        "layout": "one object per photo"
+        if workload.one_object_per_photo
+        else f"Parquet bundles ({'the ingest job' if workload.ingest_per_vcpu else 'fruits.upload'})",
+        "featurize_output_files": featurize_output_files(workload),
         "objects": workload.objects,
         "photos_per_object": round(workload.photos_per_object, 1),
         "landing_on_s3": workload.landing_on_s3,
@@ -691,14 +783,18 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     def parts(total: float) -> int:
         return math.ceil(total / OUTPUT_OBJECT_BYTES) if total >= MIN_TRANSITION_BYTES else 0
 
+    def featurize_files(total: float) -> int:  # one file per featurize task: those of 128 KiB or more move
+        files = featurize_output_files(workload)
+        return files if files and total / files >= MIN_TRANSITION_BYTES else 0
+
     derived = images * workload.derivative_bytes
     return {
         "raw/": {
             "bytes": images * workload.mean_image_bytes,
             "large_objects": (math.ceil(images / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
         },
-        **({"derived/": {"bytes": derived, "large_objects": parts(derived)}} if derived else {}),
-        "features/": {"bytes": features, "large_objects": parts(features)},
+        **({"derived/": {"bytes": derived, "large_objects": featurize_files(derived)}} if derived else {}),
+        "features/": {"bytes": features, "large_objects": featurize_files(features)},
         "pca/": {
             "bytes": reduced + csv_bytes + STATS_BYTES_PER_BATCH,
             "large_objects": parts(reduced) + parts(csv_bytes) + 1,
@@ -860,7 +956,14 @@ def steady_state_month(
             + ("one refit/re-expression night in the month" if extra_usd else "no refit or re-expression this month"),
             (
                 f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
-                f"then Archive Instant); job outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts"
+                f"then Archive Instant); the PCA's outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts, featurize's "
+                f"in {featurize_output_files(plain):,} files a night (one per input split of at most "
+                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of photos, at least {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
+            ),
+            (
+                f"cluster: 1 {sizing.primary_types[0]} + {sizing.core_count + sizing.task_count} "
+                f"{sizing.worker_types[0]}; each step lasts the longer of its CPU work and its S3 bytes over the "
+                f"workers' baseline bandwidth ({sizing.worker_facts.network_gbps:g} Gbps each way a worker)"
             ),
             (
                 f"per photo: features {workload.feature_bytes:,.0f} B, "
@@ -877,8 +980,13 @@ def steady_state_month(
             ),
             *(
                 [
-                    f"photo mix {workload.photo_mix}: ingest {workload.ingest_per_vcpu:.1f} and featurize "
-                    f"{workload.throughput_per_vcpu:.1f} photos/s per vCPU; originals kept "
+                    f"photo mix {workload.photo_mix}: "
+                    + (
+                        f"ingest {workload.ingest_per_vcpu:.1f}"
+                        if workload.ingest_per_vcpu
+                        else "ingest on the Airflow worker,"
+                    )
+                    + f" and featurize {workload.throughput_per_vcpu:.1f} photos/s per vCPU; originals kept "
                     f"{workload.original_retention_days} days, derivatives ({workload.derivative_bytes:,.0f} B) "
                     f"the retention; the landing holds each photo {workload.landing_days:g} day on average; "
                     f"the app's uploads ({app_uploads:,.2f} USD) apart, not the pipeline's"
@@ -908,25 +1016,64 @@ def steady_state_month(
 # ---------------------------------------------------------------------------------------------
 
 
-def job_seconds(workload: Workload, vcpus: int, overheads: Overheads) -> dict[str, float]:
-    """Each step's seconds on `vcpus` executor vCPUs (work + the step's fixed overhead)."""
+def step_bytes(workload: Workload) -> dict[str, float]:
+    """Bytes each step moves between S3 and the workers, the busier direction (an instance's bandwidth holds each
+    way): ingest reads the landing and writes the bundles, featurize reads the bundles, the PCA reads tonight's
+    features twice (statistics, projection), a re-expression reads the retained features once."""
+    images, rows = workload.featurized_images, workload.pca_row_count
+    moved = {}
+    if workload.ingest_per_vcpu:
+        landing = images * (workload.landing_image_bytes or workload.mean_image_bytes)
+        moved["ingest_s"] = max(landing, images * workload.mean_image_bytes)
+    written = images * (workload.feature_bytes + workload.derivative_bytes)
+    moved["featurize_s"] = max(images * workload.mean_image_bytes * workload.featurize_rereads_bundles, written)
+    moved["pca_s"] = max(2 * rows * workload.feature_bytes, rows * (workload.reduced_bytes + workload.csv_bytes))
+    if workload.reexpress_rows:
+        moved["reexpress_s"] = workload.reexpress_rows * workload.feature_bytes
+    return moved
+
+
+def network_bytes_per_s(sizing: ClusterSizing) -> float | None:
+    """What the workers move to and from S3 together, per second and direction (their baseline bandwidth)."""
+    gbps = sizing.worker_facts.network_gbps
+    return None if gbps is None else (sizing.core_count + sizing.task_count) * gbps * 1e9 / 8
+
+
+def job_seconds(
+    workload: Workload, vcpus: int, overheads: Overheads, bytes_per_s: float | None = None
+) -> dict[str, float]:
+    """Each step's seconds on `vcpus` executor vCPUs moving `bytes_per_s` to/from S3 (None: not bounded): the
+    longer of its CPU work and its bytes over the network (reads and work overlap across a node's tasks), + the
+    step's fixed overhead."""
     if vcpus <= 0:
         raise ValueError("no executor vCPUs")
     if workload.pca_stats_rows_per_s_per_vcpu is None or workload.pca_project_rows_per_s_per_vcpu is None:
         raise ValueError(f"no PCA rates: {workload.pca_rate_source}")
-    featurize = workload.featurized_images / (workload.throughput_per_vcpu * vcpus) + overheads.step_s
     # Statistics and projection: one pass each over tonight's rows; a refit adds the merge of stored statistics.
     rows = workload.pca_row_count
     stats_rate = workload.pca_stats_rows_per_s_per_vcpu * vcpus
     project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
-    pca = rows / stats_rate + rows / project_rate + overheads.step_s + refit_seconds(workload.refit_batches)
-    seconds = {}
+    work = {}
     if workload.ingest_per_vcpu:  # ingestion as a cluster step before featurize (issue 22)
-        seconds["ingest_s"] = workload.featurized_images / (workload.ingest_per_vcpu * vcpus) + overheads.step_s
-    seconds |= {"featurize_s": featurize, "pca_s": pca}
+        work["ingest_s"] = workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
+    work["featurize_s"] = workload.featurized_images / (workload.throughput_per_vcpu * vcpus)
+    work["pca_s"] = rows / stats_rate + rows / project_rate
     if workload.reexpress_rows:
-        seconds["reexpress_s"] = workload.reexpress_rows / project_rate + overheads.step_s
+        work["reexpress_s"] = workload.reexpress_rows / project_rate
+    moved = step_bytes(workload)
+    seconds = {
+        step: max(cpu, moved[step] / bytes_per_s if bytes_per_s else 0.0) + overheads.step_s
+        for step, cpu in work.items()
+    }
+    seconds["pca_s"] += refit_seconds(workload.refit_batches)
     return seconds
+
+
+def network_bound_steps(workload: Workload, vcpus: int, overheads: Overheads, bytes_per_s: float | None) -> list[str]:
+    """The steps whose bytes, not their CPU work, set their time."""
+    free = job_seconds(workload, vcpus, overheads)
+    bound = job_seconds(workload, vcpus, overheads, bytes_per_s)
+    return [step.removesuffix("_s") for step in bound if bound[step] > free[step]]
 
 
 def refit_seconds(batches: int) -> float:
@@ -972,7 +1119,8 @@ def estimate_emr(
     """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report)."""
     check_region(region)
     vcpus = worker_vcpus(sizing)
-    steps = job_seconds(workload, vcpus, overheads)
+    bandwidth = network_bytes_per_s(sizing)
+    steps = job_seconds(workload, vcpus, overheads, bandwidth)
     cluster_s = overheads.startup_s + overheads.bootstrap_s + sum(steps.values()) + overheads.termination_s
     instances = emr_instances(sizing, cluster_s)
     components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
@@ -984,6 +1132,11 @@ def estimate_emr(
         "throughput_source": workload.throughput_source,
         "executor_vcpus": vcpus,
         "instances": [asdict(i) for i in instances if i.count],
+        "network": {
+            "worker_baseline_gbps": sizing.worker_facts.network_gbps,
+            "bytes": {k.removesuffix("_s"): round(v) for k, v in step_bytes(workload).items()},
+            "bound_steps": network_bound_steps(workload, vcpus, overheads, bandwidth),
+        },
         "spot_price": (
             prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot and sizing.task_count else None
         ),
@@ -1006,6 +1159,7 @@ def estimate_emr(
             "wall_s": round(cluster_s, 1),
         },
         "s3": s3_layout(workload),
+        "s3_requests_usd": s3_request_costs(workload, region, prices),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),
         "processing_usd_per_million": processing_per_million(components, workload.images),
         "storage_basis": storage_basis(workload),
