@@ -78,6 +78,11 @@ DEFAULT_BATCH_SIZE = {"litert": 1, "keras": 32}
 ARROW_BATCH_ROWS = 32
 # Input splits per core: more, smaller splits keep every core busy to the end (docs/choices.md, "Measured...").
 SPLITS_PER_CORE = 8
+# The most bytes of photos one task reads (Spark's maxPartitionBytes for this job): 2 GiB is ~700 phone photos,
+# about half a minute of a vCPU, and one features file and one derived file each, not one per 128 MiB default
+# split (~45 phone photos: 20,000 small files a million-photo night, docs/costs.md); small inputs are still cut
+# SPLITS_PER_CORE ways a core.
+MAX_SPLIT_BYTES = 2 * 1024**3
 # Transparent pixels are composited onto white: Fruits-360 shoots fruit on a white background, so
 # a cut-out PNG then looks like the photos the features are compared with (and a transparent
 # pixel's own RGB value is arbitrary, often black).
@@ -719,6 +724,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     # the cores busy to the end (see SPLITS_PER_CORE).
     spark.conf.set("spark.sql.files.openCostInBytes", str(8 * 1024))
     spark.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * sc.defaultParallelism))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(MAX_SPLIT_BYTES))
     featurizer = make_featurizer(
         sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=bool(args.derived)
     )

@@ -8,12 +8,14 @@ Parquet rows `uri` (the landing file's name as stored, UTF-8 bytes), `source` (w
 landing itself, or the lake's staging copy of a landing outside S3), `key`, `size`, `reason` (set for the
 files their name or size refuse)).
 Then, here:
-1. executors: binaryFile rows of the landing folder (the batch's own date only) joined to the listing;
-   per photo `photos.examine` (identify, strip, hash both ways) in mapInPandas, persisted once;
+1. executors: each listed photo read from its source with one GET (the listing is the batch's own date only),
+   then `photos.examine` (identify, strip, hash both ways) in mapInPandas; only the small columns come back;
 2. driver: the small columns only (no content); each landing file's outcome (`decide`): rejected, already
    in this batch, already in another batch that keeps it long enough (one index read per shard touched),
    or new;
-3. executors: the new photos as Parquet bundles (binaryFile's columns + sha256) in the job's run folder
+3. executors: the new photos (held on the workers' disks since step 1 for a night up to HOLD_MAX_BYTES, else
+   read and stripped again: a second GET, no photo held between the passes), checked to be the bytes decided
+   on, streamed as Parquet bundles (binaryFile's columns + sha256) in the job's run folder
    `raw/batch=<ds>/run=<run id>/`;
 4. driver, once the bundles are complete: `_uploads.json` (conditional write, the commit: it names the
    bundles), the index (conditional writes), then `_ingestion.json` (one outcome per landing file);
@@ -47,9 +49,16 @@ INGESTION_REPORT = "_ingestion.json"
 ERASED = "erased.json"
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
-# binaryFile packs files into a task up to 128 MB counting this much per file: Spark's 4 MB made a task per
-# ~30 thumbnails, its overhead 3x the photos' work (benchmarks/results/ingest_throughput.json).
-OPEN_COST_BYTES = 256 * 1024
+BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # fruits.storage.BUNDLE_MAX_BYTES: bytes of photos per bundle file
+# A night's photos up to this many bytes are held on the workers' disks between deciding and bundling (the
+# default two workers' volumes hold them several times over); above, a new photo is read INGEST_PASSES times:
+# the first pass hashes it, the second (after the driver's decision) bundles it.
+HOLD_MAX_BYTES = 16 * 1024**3
+INGEST_PASSES = 2
+# Photos per read task (a phone photo is ~50 ms of work: a task of seconds to a minute) and per Arrow frame a
+# worker yields (its memory: 16 x 3 MB photos, not a task's).
+PHOTOS_PER_TASK = 512
+PHOTOS_PER_FRAME = 16
 EXAMINED_SCHEMA = (
     "uri string, sha256 string, content_sha256 string, format string, metadata string, reason string, "
     "detail string, content binary"
@@ -69,16 +78,24 @@ def alternate_key(key: str, sha256: str) -> str:
 # ------------------------------------------------------------------------------------ executors
 
 
-def examine_batches(erased: frozenset[str], max_photo_bytes: int):
-    """The mapInPandas function: one output row per landing photo, the stripped bytes in `content`."""
+def examine_batches(erased: frozenset[str], max_photo_bytes: int, keep_content: bool = False):
+    """The mapInPandas function: each listed photo read from its `source` with one GET (the listing already
+    listed it: no listing, no HEAD), examined, one output row per photo found; the stripped bytes in `content`
+    only with `keep_content`. A photo gone since the listing has no row (its outcome says so); any other read
+    error fails the task."""
 
     def run(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
+        columns = [c.split()[0] for c in EXAMINED_SCHEMA.split(", ")]
+        files = None
         for frame in frames:
             rows = []
-            for uri, content in zip(frame["uri"], frame["content"], strict=True):
-                data = bytes(content)
+            for uri, source in zip(frame["uri"], frame["source"], strict=True):
+                files = files or lakefiles.open_files(source)
+                data = files.read_or_none(source)
+                if data is None:
+                    continue
                 if len(data) > max_photo_bytes:  # grew since the listing
                     verdict = photos.Verdict(photos.sha256_hex(data), reason="too_large")
                 else:
@@ -95,44 +112,65 @@ def examine_batches(erased: frozenset[str], max_photo_bytes: int):
                         "metadata": verdict.metadata,
                         "reason": verdict.reason,
                         "detail": verdict.detail,
-                        "content": verdict.content,
+                        "content": verdict.content if keep_content else None,
                     }
                 )
-            yield pd.DataFrame(rows, columns=[c.split()[0] for c in EXAMINED_SCHEMA.split(", ")])
+                if len(rows) == PHOTOS_PER_FRAME:  # a worker holds this many photos' bytes at once, not a task's
+                    yield pd.DataFrame(rows, columns=columns)
+                    rows = []
+            yield pd.DataFrame(rows, columns=columns)
 
     return run
 
 
-def examine_landing(spark, landing_uri: str, listing, erased: frozenset[str], max_photo_bytes: int):
-    """The listing's photos (no reason from the listing), read by binaryFile and examined on the executors."""
+def examine_landing(
+    spark,
+    listing,
+    erased: frozenset[str],
+    max_photo_bytes: int,
+    candidates: int,
+    *,
+    keep_content: bool = False,
+    only: frozenset[str] | None = None,
+):
+    """The listing's photos (no reason from the listing; `only` these landing uris), spread over tasks of
+    PHOTOS_PER_TASK, each read and examined on the executors, their stripped bytes kept with `keep_content`."""
     from pyspark.sql import functions as F
 
-    wanted = listing.where(F.col("reason") == "").select(
-        F.decode("uri", "UTF-8").alias("uri"), F.regexp_replace("source", "^file:/+", "file:/").alias("path")
+    wanted = listing.where(F.col("reason") == "").select(F.decode("uri", "UTF-8").alias("uri"), "source")
+    if only is not None:
+        wanted = wanted.join(F.broadcast(spark.createDataFrame([(u,) for u in sorted(only)], "uri string")), "uri")
+        candidates = len(only)
+    tasks = max(1, -(-candidates // PHOTOS_PER_TASK))
+    return wanted.repartition(tasks).mapInPandas(
+        examine_batches(erased, max_photo_bytes, keep_content=keep_content), EXAMINED_SCHEMA
     )
-    files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(landing_uri)
-    # The listing is broadcast: the photos' bytes never cross a shuffle.
-    joined = files.select("path", "content").join(F.broadcast(wanted), "path").select("uri", "content")
-    return joined.mapInPandas(examine_batches(erased, max_photo_bytes), EXAMINED_SCHEMA)
 
 
-def bundle_rows(examined, new: dict[str, str], raw_uri: str, written_at: dt.datetime):
-    """The new photos' bundle rows: binaryFile's columns (`path` = raw batch URI + key) + sha256."""
+def to_store(examined, keep: dict[str, dict[str, str]]):
+    """The examined photos the driver decided to store (`keep`: {landing uri: {key, sha256}}), each with its key,
+    and only if its bytes are still those the decision was made on."""
     from pyspark.sql import functions as F
 
-    spark = examined.sparkSession
-    keys = spark.createDataFrame(sorted(new.items()), "uri string, key string")
-    return (
-        examined.join(F.broadcast(keys), "uri")
-        .select(
-            F.concat(F.lit(raw_uri), "key").alias("path"),
-            F.lit(written_at).cast("timestamp").alias("modificationTime"),
-            F.length("content").cast("long").alias("length"),
-            "content",
-            "sha256",
-        )
-        .sortWithinPartitions("path")
+    decided = examined.sparkSession.createDataFrame(
+        [(uri, k["key"], k["sha256"]) for uri, k in sorted(keep.items())], "uri string, key string, decided string"
     )
+    unchanged = (F.col("sha256") == F.col("decided")) & (F.col("reason") == "")
+    return examined.join(F.broadcast(decided), "uri").where(unchanged)
+
+
+def bundle_rows(kept, raw_uri: str, written_at: dt.datetime):
+    """The new photos' bundle rows (examine_landing's second pass): binaryFile's columns (`path` = raw batch URI +
+    key) + sha256."""
+    from pyspark.sql import functions as F
+
+    return kept.select(
+        F.concat(F.lit(raw_uri), "key").alias("path"),
+        F.lit(written_at).cast("timestamp").alias("modificationTime"),
+        F.length("content").cast("long").alias("length"),
+        "content",
+        "sha256",
+    ).sortWithinPartitions("path")
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -308,13 +346,10 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         for row in listing.select("uri", "key", "size", "reason").collect()
     ]
     # No candidate (an empty landing, a night of catch-ups only, or only refused names): the landing is not read.
-    examined = (
-        examine_landing(spark, args.landing, listing, erased, args.max_photo_bytes).persist(StorageLevel.DISK_ONLY)
-        if any(not row["reason"] for row in listed)
-        else None
-    )
+    candidates = sum(not row["reason"] for row in listed)
     files = jobio.HadoopFiles(spark)
     run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
+    examined = None
     try:
         clock = [time.monotonic()]
 
@@ -322,6 +357,17 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             clock.append(time.monotonic())
             return round(clock[-1] - clock[-2], 2)
 
+        # A night that fits the workers' disks is read once and held there while the driver decides; a bigger
+        # one (a million phone photos: terabytes) is read twice, nothing held: the first pass hashes (its rows
+        # are small), the second reads again only the photos to store and streams them into the bundles.
+        hold = sum(row["size"] for row in listed if not row["reason"]) <= HOLD_MAX_BYTES
+        examined = (
+            examine_landing(spark, listing, erased, args.max_photo_bytes, candidates, keep_content=hold)
+            if candidates
+            else None
+        )
+        if examined is not None and hold:
+            examined = examined.persist(StorageLevel.DISK_ONLY)
         small = {row.uri: row.asDict() for row in examined.drop("content").collect()} if examined else {}
         seconds = {"examine": lap()}
         manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
@@ -337,8 +383,14 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         bundles: dict[str, list[str]] = {}
         seconds["decide"] = lap()
         if new:
-            rows = bundle_rows(examined, new, raw_uri, dt.datetime.now(dt.UTC))
-            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS))
+            keep = {uri: {"key": key, "sha256": outcomes[uri]["sha256"]} for uri, key in new.items()}
+            if not hold:
+                examined = examine_landing(
+                    spark, listing, erased, args.max_photo_bytes, candidates, keep_content=True, only=frozenset(keep)
+                )
+            rows = bundle_rows(to_store(examined, keep), raw_uri, dt.datetime.now(dt.UTC))
+            sizes = {row["uri"]: row["size"] for row in listed}
+            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS), -(-sum(sizes[uri] for uri in new) // BUNDLE_MAX_BYTES))
             # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file; no shuffle of bytes.
             rows.coalesce(parts).write.option("compression", "none").option(
                 "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
@@ -348,6 +400,15 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             for row in written:
                 name = spark_spelling(row.file).removeprefix(spark_spelling(prefix))
                 bundles.setdefault(name, []).append(row.path[len(raw_uri) :])
+            in_bundles = {key for keys in bundles.values() for key in keys}
+            for uri, key in new.items():  # changed or gone between the two reads: not stored, said so
+                if key not in in_bundles:
+                    outcomes[uri] = {
+                        "outcome": "rejected",
+                        "reason": "unreadable",
+                        "sha256": outcomes[uri]["sha256"],
+                        "detail": "changed or gone between the ingest job's two reads; rerun the night",
+                    }
             stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
             seconds["bundles"] = lap()
             commit_manifest(store, raw_uri, batch, stored, bundles)
@@ -399,11 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     args = parse_args(argv)
-    spark = (
-        SparkSession.builder.appName(f"fruits-ingest-{args.batch_id}")
-        .config("spark.sql.files.openCostInBytes", str(OPEN_COST_BYTES))
-        .getOrCreate()
-    )
+    spark = SparkSession.builder.appName(f"fruits-ingest-{args.batch_id}").getOrCreate()
     try:
         run(spark, args)
     finally:

@@ -17,9 +17,17 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+import featurize
 from fruits import cost_compare, costs, price_refresh, storage
 from fruits.cli import costs as costs_cli
-from fruits.emr_cluster import DEFAULT_PRIMARY_TYPES, DEFAULT_WORKER_TYPES, INSTANCE_TYPES, ClusterSizing, worker_vcpus
+from fruits.emr_cluster import (
+    DEFAULT_PRIMARY_TYPES,
+    DEFAULT_WORKER_TYPES,
+    INSTANCE_TYPES,
+    ClusterSizing,
+    sized_for_night,
+    worker_vcpus,
+)
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS, GdprViolation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -1199,10 +1207,12 @@ def test_the_phone_month_bills_the_ingest_step_the_short_originals_the_landing_a
     after = costs.steady_state_month(phone, sizing, region=PARIS, prices=prices)
     night = costs.estimate_emr(phone, sizing, region=PARIS, prices=prices)
     assert list(night["seconds"])[:3] == ["ingest_s", "featurize_s", "pca_s"]
-    # The ingest step reads 2.75 TB from the landing while it writes 2.7 TB of bundles: its workers' baseline
-    # bandwidth (2 x 3.75 Gbps each way), not its CPU work, sets its time.
-    network_s = 2.75e12 / (2 * 3.75e9 / 8)
-    assert 1e6 / (60.0 * worker_vcpus(sizing)) < network_s
+    # The ingest step reads 2.75 TB from the landing twice (decide, then bundle) while it writes 2.7 TB of
+    # bundles: its workers' baseline bandwidth (3.75 Gbps each way a worker), not its CPU work, sets its time.
+    grown = sized_for_night(sizing, round(2.75e12))  # the cluster the night's bytes size, as the plan does
+    workers = grown.core_count + grown.task_count
+    network_s = costs.INGEST_PASSES * 2.75e12 / (workers * 3.75e9 / 8)
+    assert 1e6 / (60.0 * worker_vcpus(grown)) < network_s
     assert night["seconds"]["ingest_s"] == pytest.approx(network_s + costs.Overheads().step_s, abs=0.1)
     assert night["network"]["bound_steps"] == ["ingest", "featurize"]
     # Originals: two days in Standard (the sweep deletes every version) instead of the batch's 395.
@@ -1236,7 +1246,7 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
     assert [t["target"].split(":")[0] for t in bill["targets"]] == ["phone photos"] * 3
     assert costs_cli.main(["bill", "--photo-mix", "thumbnail", "--json"]) == 0
     thumbnails = json.loads(capsys.readouterr().out)
-    assert thumbnails["app_uploads_usd"] == 0  # a local landing: no upload of the app's is priced
+    assert thumbnails["app_uploads_usd"] == bill["app_uploads_usd"]  # the app's photos land in S3, whatever their size
     assert thumbnails["targets"][-1]["target"].startswith("thumbnail photos: processing")
     # Both bills price the changes to the jobs not made yet, each row saving on the one above it.
     for levers in (bill["levers"], thumbnails["levers"]):
@@ -1244,7 +1254,10 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
         assert [r["processing_usd_per_million"] for r in levers] == sorted(
             (r["processing_usd_per_million"] for r in levers), reverse=True
         )
-    assert thumbnails["levers"][1]["change"].startswith("a local landing ingested on the Airflow worker")
+    assert [r["change"] for r in thumbnails["levers"]][:2] == [
+        "today's jobs",
+        "featurize takes the photos from the ingest pass",
+    ]  # an S3 landing: nothing is staged
 
 
 # ------------------------------------------------------------------ what the cluster's jobs do in S3 (issue 22)
@@ -1262,20 +1275,22 @@ def phone_night(**extra) -> costs.Workload:
     )
 
 
-def test_the_ingest_job_reads_a_landing_photo_with_two_heads_and_a_get_and_stages_a_local_one(prices):
+def test_the_ingest_job_reads_a_new_landing_photo_once_a_pass_and_stages_a_local_one(prices):
     worker, cluster = workload(landing_on_s3=True), workload(landing_on_s3=True, ingest_per_vcpu=100.0)
-    # binaryFile: getFileStatus (HEAD), open (HEAD), the read (GET); the worker's upload: the GET alone.
+    # The job reads what the listing names (ingest.examine_batches): one GET a pass; a million thumbnails are
+    # held on the workers' disks between the passes, a million phone photos are read twice.
     assert costs.s3_requests(worker)["get"]["landing_reads"] == 1_000_000
-    assert costs.s3_requests(cluster)["get"]["landing_reads"] == 3_000_000
-    # Listed by the planner and again by binaryFile.
+    assert costs.s3_requests(cluster)["get"]["landing_reads"] == 1_000_000
+    assert costs.s3_requests(phone_night())["get"]["landing_reads"] == 2_000_000
+    # Listed once, by the planner.
     listings = [costs.s3_requests(w)["put"]["landing_listing"] for w in (worker, cluster)]
-    assert listings == [1000, 2000]
+    assert listings == [1000, 1000]
     # A landing the cluster cannot read: each photo copied to the lake first (a PUT), then read back like one.
     staged = costs.s3_requests(workload(ingest_per_vcpu=100.0))
-    assert staged["put"]["landing_staging"] == 1_000_000 and staged["get"]["landing_reads"] == 3_000_000
+    assert staged["put"]["landing_staging"] == 1_000_000 and staged["get"]["landing_reads"] == 1_000_000
     assert costs.s3_requests(workload())["put"]["landing_staging"] == 0  # the worker's upload reads it in place
-    # The change priced by the levers: one GET a photo.
-    assert costs.s3_requests(replace(cluster, landing_gets_per_photo=1))["get"]["landing_reads"] == 1_000_000
+    # What binaryFile would cost (its status and open HEADs): three.
+    assert costs.s3_requests(replace(cluster, landing_gets_per_photo=3))["get"]["landing_reads"] == 3_000_000
 
 
 def test_what_the_cluster_writes_pays_a_multipart_upload_per_file():
@@ -1289,14 +1304,14 @@ def test_what_the_cluster_writes_pays_a_multipart_upload_per_file():
 
 def test_featurize_writes_one_file_per_input_split_and_each_big_one_moves_to_glacier(prices):
     phone = phone_night()
-    # 3 TB of bundles in 128 MiB splits: 22,352 tasks, each writing a features file and a derivatives file.
-    splits = math.ceil(3e12 / (128 * 2**20))
-    assert costs.featurize_output_files(phone) == splits == 22_352
+    # 3 TB of bundles in featurize's 2 GiB splits: 1,397 tasks, each writing a features file and a derivatives file.
+    splits = math.ceil(3e12 / featurize.MAX_SPLIT_BYTES)
+    assert costs.featurize_output_files(phone) == splits == 1_397
     assert costs.featurize_output_files(workload()) == 55  # small photos: 64 MB parts, as assumed before
     requests = costs.s3_requests(phone)
     assert requests["put"]["featurize_outputs"] == 2 * splits * 3 + 3
     assert requests["get"]["pca_reads"] == 2 * splits * 4
-    # 157 KB of features and 582 KB of derivatives a file: each is a Glacier IR transition.
+    # 2.5 MB of features and 9.3 MB of derivatives a file: each is a Glacier IR transition.
     volumes = costs.area_volumes(phone)
     assert volumes["features/"]["large_objects"] == volumes["derived/"]["large_objects"] == splits
     transitions = prices.region(PARIS)["s3_transition_per_1000"]["GLACIER_IR"] * splits / 1000
@@ -1313,8 +1328,8 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
     assert bandwidth == 2 * 3.75e9 / 8
     free = costs.job_seconds(phone, 16, overheads)
     bound = costs.job_seconds(phone, 16, overheads, bandwidth)
-    # ingest: 3 TB in from the landing, 3 TB out to the bundles; featurize: the bundles back in.
-    assert bound["ingest_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
+    # ingest: 3 TB in from the landing in each of its two passes, 3 TB out to the bundles; featurize: them back in.
+    assert bound["ingest_s"] == pytest.approx(costs.INGEST_PASSES * 3e12 / bandwidth + overheads.step_s)
     assert bound["featurize_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
     assert bound["pca_s"] == free["pca_s"]  # 7 GB of features: its CPU work is longer
     # Twice the workers, half the network time; a night of thumbnails is never bound.
@@ -1329,16 +1344,13 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
 def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
     rows = cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
     names = [r["change"] for r in rows]
-    assert names[:4] == [
+    assert names[:3] == [
         "today's jobs",
-        "the ingest job reads a landing photo with 1 GET (no HEADs)",
         "featurize writes 64 MB parts",
         "featurize takes the photos from the ingest pass",
     ]
-    get = prices.unit(PARIS, "s3_get_per_1000") / 1000
-    assert rows[1]["saved_usd_per_million"] == pytest.approx(2_000_000 * get, abs=1e-4)  # two HEADs a photo
-    assert rows[1]["wall_minutes"] == rows[0]["wall_minutes"]
-    assert rows[3]["wall_minutes"] < rows[2]["wall_minutes"]
+    assert rows[1]["wall_minutes"] == rows[0]["wall_minutes"]  # fewer files: requests, not minutes
+    assert rows[2]["wall_minutes"] < rows[1]["wall_minutes"]
     assert all(r["saved_usd_per_million"] > 0 for r in rows[1:])
-    if len(rows) > 4:  # the cheapest task count, when it is not the sizing's
-        assert rows[4]["workers"] != rows[3]["workers"]
+    if len(rows) > 3:  # the cheapest task count, when it is not the sizing's
+        assert rows[3]["workers"] != rows[2]["workers"]

@@ -483,19 +483,20 @@ def test_the_target_comes_from_the_environment_only():
 # ------------------------------------------------------------------------------ what the cluster needs (#13.6)
 
 
-def _listed(files: int) -> dict:
+def _listed(files: int, photo_bytes: int = 4_668) -> dict:
     """list_landing's answer for a landing of `files` files (the listing itself is read by the ingest job only)."""
     listing = f"s3://{BUCKET}/raw/batch={TONIGHT}/_ingest/listing-0.parquet" if files else None
     landing = {"listing": listing, "landing": f"s3://landing/{TONIGHT}/", "files": files, "candidates": files}
-    return {"landing": landing, "code": CODE}
+    return {"landing": {**landing, "bytes": files * photo_bytes}, "code": CODE}
 
 
-def _emr_plan(settings: PipelineSettings, s3, images: int, **overrides) -> dict:
+def _emr_plan(settings: PipelineSettings, s3, images: int, photo_bytes: int = 4_668, **overrides) -> dict:
     """plan_run on the EMR target in an account whose network and quotas pass fruits.preflight (moto)."""
     network = emr_network(REGION)
     ready = dataclasses.replace(settings, vpc_id=network["fruits_vpc_id"], subnet_ids=network["fruits_subnet_ids"])
     run = pipeline_tasks.Run(ready, parsed(ready, **overrides))
-    return pipeline_tasks.plan_run(run, s3, _listed(images), run_name="r", client=account_clients(REGION))
+    listed = _listed(images, photo_bytes)
+    return pipeline_tasks.plan_run(run, s3, listed, run_name="r", client=account_clients(REGION))
 
 
 def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_cluster(s3):
@@ -523,6 +524,12 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     args = _args(_emr_plan(EMR, s3, 5)["featurize_steps"][0])
     assert args[args.index("--model-payload") + 1] == converted["model_payload"]
     assert args[args.index("--model-payload-sha256") + 1] == release.sha256_bytes(b"flatbuffer")
+    # The cluster grows with tonight's landing: a million phone photos cross the workers' network 3 times.
+    fleets = {f["InstanceFleetType"]: f for f in plan["job_flow"]["Instances"]["InstanceFleets"]}
+    assert fleets["TASK"]["TargetSpotCapacity"] == 1  # five thumbnails: the default
+    big = _emr_plan(EMR, s3, 1_000_000, photo_bytes=2_850_000)
+    fleets = {f["InstanceFleetType"]: f for f in big["job_flow"]["Instances"]["InstanceFleets"]}
+    assert fleets["TASK"]["TargetSpotCapacity"] == 5 and big["estimate"]["executor_vcpus"] == 6 * 8
     # Weights named by the run win over the lake's copy.
     args = _args(_emr_plan(EMR, s3, 5, weights=f"s3://{BUCKET}/other.h5")["featurize_steps"][0])
     assert args[args.index("--weights") + 1] == f"s3://{BUCKET}/other.h5" and "--weights-sha256" not in args

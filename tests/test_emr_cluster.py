@@ -3,6 +3,7 @@ EU, emr-7, fleets with spot + on-demand fallback, Graviton by default, Spark siz
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import boto3
@@ -11,7 +12,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 from moto import mock_aws
 
-from fruits import lake
+from fruits import emr_cluster, lake
 from fruits.emr_cluster import (
     BOOTSTRAP_SCRIPT,
     INSTANCE_TYPES,
@@ -292,3 +293,14 @@ def test_one_model_thread_per_task_by_default_and_one_baseline_bandwidth_per_fle
     assert ClusterSizing().worker_facts.network_gbps == 3.75
     slower = ClusterSizing(worker_instance_types=("c7g.2xlarge", "c6g.2xlarge"))
     assert slower.worker_facts.network_gbps == 2.5
+
+
+def test_the_cluster_grows_with_the_nights_bytes_never_below_the_sizing_asked():
+    sizing = emr_cluster.ClusterSizing()
+    assert emr_cluster.sized_for_night(sizing, 0) == sizing
+    assert emr_cluster.sized_for_night(sizing, 5_000_000_000) == sizing  # a million thumbnails
+    # A million 2.85-MB phone photos: 3 x 2.85 TB over 3.75 Gbps a worker within the hour: 6 workers.
+    phone = emr_cluster.sized_for_night(sizing, 2_850_000_000_000)
+    assert (phone.core_count, phone.task_count) == (1, 5)
+    asked = dataclasses.replace(sizing, task_count=9)
+    assert emr_cluster.sized_for_night(asked, 2_850_000_000_000).task_count == 9

@@ -12,6 +12,7 @@ import ingest
 import lakeindex
 import photos
 import pyarrow.parquet as pq
+import pytest
 from botocore.validate import validate_parameters
 from PIL import Image
 from test_ingestion_landing import GPS, image_bytes, phone_exif
@@ -100,6 +101,7 @@ def test_the_ingest_job_runs_the_same_arguments_on_emr_and_through_local_spark_s
     # The job's names for the batch's files are fruits.storage's.
     assert (ingest.UPLOADS_MANIFEST, ingest.INGESTION_REPORT) == (storage.UPLOADS_MANIFEST, storage.INGESTION_REPORT)
     assert (ingest.ERASED, ingest.BUNDLE_MAX_PHOTOS) == (dedup_index.ERASED_NAME, storage.BUNDLE_MAX_PHOTOS)
+    assert ingest.BUNDLE_MAX_BYTES == storage.BUNDLE_MAX_BYTES
 
 
 def test_a_copy_that_expires_soon_or_tonight_does_not_count_as_stored():
@@ -165,7 +167,10 @@ def test_an_erased_photo_re_sent_with_a_new_exif_block_stays_out(tmp_path):
     assert again["rejected"] == {"erased": 1} and again["uploaded"] == 0
 
 
-def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tmp_path, spark):
+@pytest.mark.parametrize("held", [True, False], ids=["held", "read-twice"])
+def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tmp_path, spark, monkeypatch, held):
+    if not held:  # a night bigger than the workers' disks: decided on a first read, bundled from a second
+        monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
     landing = tmp_path / "landing" / BATCH
     label = landing / "Training" / "Kiwi"
     label.mkdir(parents=True)
@@ -346,3 +351,35 @@ def test_the_job_tidies_the_landing_after_its_commit_and_an_empty_night_commits_
     assert not (landings / upload.ARCHIVE_PREFIX / "2026-03-10").exists()
     report = json.loads(lake_store.read(storage.ingestion_report_uri(root, "2026-03-10")))["files"]
     assert [o["outcome"] for o in report.values()] == ["uploaded"]
+
+
+def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_path, spark, monkeypatch):
+    """A night too big for the workers' disks is read twice (a million phone photos: terabytes): the second
+    read must find the bytes the first decided on, or the photo is left out with its reason."""
+    monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
+    landing = tmp_path / "landing" / BATCH / "Kiwi"
+    landing.mkdir(parents=True)
+    (landing / "steady.jpg").write_bytes(jpeg((1, 2, 3)))
+    (landing / "edited.jpg").write_bytes(jpeg((4, 5, 6)))
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    planned = upload.write_listing(
+        lake_store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH
+    )
+    decide = ingest.decide
+
+    def decide_then_edit(*args, **kwargs):
+        decided = decide(*args, **kwargs)
+        (landing / "edited.jpg").write_bytes(jpeg((7, 8, 9)))  # the user re-sent it during the night
+        return decided
+
+    monkeypatch.setattr(ingest, "decide", decide_then_edit)
+    job = steps.ingest_job(
+        lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
+    )
+    counts = ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+    report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
+    by_name = {uri.rsplit("/", 1)[1]: o for uri, o in report.items()}
+    assert by_name["steady.jpg"]["outcome"] == "uploaded" and counts["uploaded"] == 1
+    assert (by_name["edited.jpg"]["outcome"], by_name["edited.jpg"]["reason"]) == ("rejected", "unreadable")
+    assert "two reads" in by_name["edited.jpg"]["detail"]
+    assert list(storage.read_batch_manifest(lake_store, lake_store.root, BATCH).files) == ["Kiwi/steady.jpg"]

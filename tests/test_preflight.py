@@ -118,7 +118,7 @@ def test_the_plan_refuses_a_bad_account_on_a_dry_run_before_any_cluster(network)
     )
     run = pipeline_tasks.Run(settings, params)
     listed = {
-        "landing": {"listing": None, "landing": "s3://landing/2026-03-10/", "files": 0, "candidates": 0},
+        "landing": {"listing": None, "landing": "s3://landing/2026-03-10/", "files": 0, "candidates": 0, "bytes": 0},
         "code": {"code_uri": "s3://b/code/x/", "helper_modules": []},
     }
     with pytest.raises(ValueError, match="fruits_subnet_ids"):

@@ -41,7 +41,6 @@ from fruits.costs import (
     monthly_budget_usd,
     night_workload,
     s3_costs,
-    s3_requests,
     steady_state_month,
     storage_basis,
     summarize,
@@ -405,13 +404,10 @@ def photo_levers(
     count of task nodes."""
     night = night_workload(workload, RETENTION_DAYS)
     staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
-    reads_landing = s3_requests(night)["get"]["landing_reads"] > 0
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
     changes: list[tuple[str, dict[str, Any]]] = [("today's jobs", {})]
     if staged:
         changes.append(("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}))
-    elif reads_landing and workload.ingest_per_vcpu:
-        changes.append(("the ingest job reads a landing photo with 1 GET (no HEADs)", {"landing_gets_per_photo": 1}))
     if outputs < featurize_output_files(night):
         changes.append((f"featurize writes {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts", {"featurize_outputs": outputs}))
     if workload.ingest_per_vcpu and not staged:
@@ -428,7 +424,7 @@ def photo_levers(
         usd = est["processing_usd_per_million"]
         return {
             "change": name,
-            "workers": sized.core_count + sized.task_count,
+            "workers": est["executor_vcpus"] // sized.worker_facts.vcpus,  # as the night sized the cluster
             "processing_usd_per_million": usd,
             "saved_usd_per_million": round(previous - usd, 4) if previous is not None else None,
             "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1),

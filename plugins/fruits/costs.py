@@ -36,9 +36,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ingest import HOLD_MAX_BYTES, INGEST_PASSES
+
+from featurize import MAX_SPLIT_BYTES
+
 # The bundle constants size the objects the requests are counted on: read at call time, never copied.
 from fruits import storage
-from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, worker_vcpus
+from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, sized_for_night, worker_vcpus
 from fruits.gdpr import check_region
 
 log = logging.getLogger(__name__)
@@ -161,20 +165,18 @@ GETS_PER_ROW_GROUP = 1
 # One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per
 # photo: the upload's HeadObject (its sha256 check) + featurize's binaryFile read.
 GETS_PER_PHOTO_OBJECT = 2
-# The ingest job reads each landing photo with binaryFile (Spark 3.5): its reader resolves the file's status
-# (getFileStatus: 1 HEAD), then opens it (S3A's open() HEADs again when it is given no status) and reads it whole
-# (1 GET): 3 GET-tier requests a photo. The worker's upload (fruits.upload) reads a landing photo with 1 GET.
-GETS_PER_LANDING_PHOTO_SPARK = 3
+# The ingest job reads each listed landing photo with one GET a pass (ingest.examine_batches: the listing already
+# listed it; binaryFile's status and open HEADs would make it 3): one pass for a night its workers' disks hold
+# (ingest.HOLD_MAX_BYTES), INGEST_PASSES for a bigger one (`ingest_passes`). The worker's upload reads it once.
 GETS_PER_LANDING_PHOTO_WORKER = 1
 # What the cluster writes goes through EMR's S3-optimized committer, which always uses a multipart upload (EMR
 # release guide, "The EMRFS S3-optimized committer and multipart uploads"): create + complete + 1 part per
 # 128 MiB (EMRFS's fs.s3n.multipart.uploads.split.size default), all PUT tier, for every file a job writes.
 PUTS_PER_COMMITTED_FILE = 2
 MULTIPART_PART_BYTES = 128 * 1024 * 1024
-# Spark cuts file-source input into splits of at most spark.sql.files.maxPartitionBytes (128 MiB, featurize keeps
-# the default), and featurize writes one features file per split (no shuffle before its write): big photos make
-# many small output files, not OUTPUT_OBJECT_BYTES parts.
-SPARK_MAX_SPLIT_BYTES = 128 * 1024 * 1024
+# Spark cuts file-source input into splits of at most spark.sql.files.maxPartitionBytes (featurize sets it), and
+# featurize writes one features file per split (no shuffle before its write).
+SPARK_MAX_SPLIT_BYTES = MAX_SPLIT_BYTES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +553,13 @@ def featurize_output_files(workload: Workload) -> int:
 def landing_gets_per_photo(workload: Workload) -> int:
     if workload.landing_gets_per_photo is not None:
         return workload.landing_gets_per_photo
-    return GETS_PER_LANDING_PHOTO_SPARK if workload.ingest_per_vcpu else GETS_PER_LANDING_PHOTO_WORKER
+    return ingest_passes(workload) if workload.ingest_per_vcpu else GETS_PER_LANDING_PHOTO_WORKER
+
+
+def ingest_passes(workload: Workload) -> int:
+    """How many times the ingest job reads a night's new photos: once when they fit HOLD_MAX_BYTES, else twice."""
+    night_bytes = workload.featurized_images * (workload.landing_image_bytes or workload.mean_image_bytes)
+    return 1 if night_bytes <= HOLD_MAX_BYTES else INGEST_PASSES
 
 
 def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
@@ -581,8 +589,8 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
         "upload_manifest": 1,
         "upload_listings": 1 + folder_pages,
         "featurize_listing": folder_pages,
-        # Listed by the planner, then again by binaryFile when the ingest job reads it (a staged copy only by it).
-        "landing_listing": list_pages(workload.images) * (workload.landing_on_s3 + on_cluster) if landing_read else 0,
+        # Listed once, by the planner (the ingest job reads what the listing names).
+        "landing_listing": list_pages(workload.images) if landing_read else 0,
         "landing_staging": workload.images if staged else 0,
         # Features (and derivatives) files + the quarantine's one file.
         "featurize_outputs": outputs_written + committed_file_puts(1 if workload.featurized_images else 0, 0),
@@ -1023,7 +1031,7 @@ def step_bytes(workload: Workload) -> dict[str, float]:
     images, rows = workload.featurized_images, workload.pca_row_count
     moved = {}
     if workload.ingest_per_vcpu:
-        landing = images * (workload.landing_image_bytes or workload.mean_image_bytes)
+        landing = ingest_passes(workload) * images * (workload.landing_image_bytes or workload.mean_image_bytes)
         moved["ingest_s"] = max(landing, images * workload.mean_image_bytes)
     written = images * (workload.feature_bytes + workload.derivative_bytes)
     moved["featurize_s"] = max(images * workload.mean_image_bytes * workload.featurize_rereads_bundles, written)
@@ -1055,7 +1063,7 @@ def job_seconds(
     project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
     work = {}
     if workload.ingest_per_vcpu:  # ingestion as a cluster step before featurize (issue 22)
-        work["ingest_s"] = workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
+        work["ingest_s"] = ingest_passes(workload) * workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
     work["featurize_s"] = workload.featurized_images / (workload.throughput_per_vcpu * vcpus)
     work["pca_s"] = rows / stats_rate + rows / project_rate
     if workload.reexpress_rows:
@@ -1116,8 +1124,11 @@ def estimate_emr(
     overheads: Overheads = Overheads(),
     eur_per_usd: float | None = None,
 ) -> dict[str, Any]:
-    """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report)."""
+    """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report). A night
+    ingested on the cluster runs on the cluster its landing's bytes size, as the plan does (sized_for_night)."""
     check_region(region)
+    if workload.ingest_per_vcpu:
+        sizing = sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)))
     vcpus = worker_vcpus(sizing)
     bandwidth = network_bytes_per_s(sizing)
     steps = job_seconds(workload, vcpus, overheads, bandwidth)

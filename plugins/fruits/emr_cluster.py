@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ingest import INGEST_PASSES
 
 from fruits.gdpr import check_region, s3_bucket_of
 from fruits.settings import PipelineSettings, load_settings
@@ -136,9 +139,9 @@ class ClusterSizing:
 
     architecture: str = "arm64"
     # Instances (each instance type weighs 1 unit of capacity).
-    # 1 core + 1 task node: the cheapest per run for a nightly million photos in the cost model's
+    # 1 core + 1 task node: the cheapest per run for a nightly million thumbnails in the cost model's
     # right-sizing (`python -m fruits.cli.costs compare`; fixed start-up minutes weigh more on a bigger
-    # cluster), ~22 min of wall time. A bigger night or a backfill raises task_count per run.
+    # cluster). task_count is the fewest: a night whose photos need more gets more (sized_for_night).
     core_count: int = 1
     task_count: int = 1
     # Task nodes on spot (with on-demand fallback); primary and core are always On-Demand: the core
@@ -416,6 +419,25 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
         # EMR pushes the logs to S3 encrypted with the lake's key (they name the photos).
         request["LogEncryptionKmsKeyId"] = settings.kms_key_arn
     return request
+
+
+# Times a night's photo bytes cross the workers' network, in the busier direction: the ingest job's passes
+# over the landing, then featurize reading the bundles (fruits.costs.step_bytes).
+NIGHT_NETWORK_PASSES = INGEST_PASSES + 1
+# The share of the night (2 hours from landing to committed PCA) those bytes may take on the workers' baseline
+# bandwidth: a night of phone photos is network-bound, not CPU-bound (docs/costs.md).
+NIGHT_NETWORK_SECONDS = 3600
+
+
+def sized_for_night(sizing: ClusterSizing, photo_bytes: int) -> ClusterSizing:
+    """`sizing` with the task nodes a night of `photo_bytes` (tonight's landing) needs so that its bytes cross
+    the workers' network within NIGHT_NETWORK_SECONDS; never fewer than `sizing` asks for."""
+    gbps = sizing.worker_facts.network_gbps
+    if not gbps:  # an instance type without its bandwidth in INSTANCE_TYPES: the sizing as asked
+        return sizing
+    per_worker = gbps * 1e9 / 8 * NIGHT_NETWORK_SECONDS
+    workers = math.ceil(NIGHT_NETWORK_PASSES * photo_bytes / per_worker)
+    return replace(sizing, task_count=max(sizing.task_count, workers - sizing.core_count))
 
 
 def worker_vcpus(sizing: ClusterSizing) -> int:

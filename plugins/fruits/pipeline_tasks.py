@@ -441,10 +441,21 @@ def plan_run(
     """The plan_jobs task: on EMR the account's subnets and vCPU quotas first (fruits.preflight, dry runs
     included; `client(service)` gives a boto3 client, default the aws_default connection's), reconcile,
     then (when a job will run on EMR) the node wheelhouse and the weights must be in the lake, then the
-    plan, its estimate and whether the cluster starts. Every refusal here (ValueError,
+    plan, its estimate and whether the cluster starts. On EMR the cluster grows with tonight's landing
+    (emr_cluster.sized_for_night: the sizing Params are the fewest nodes). Every refusal here (ValueError,
     FileNotFoundError) comes before any cluster exists."""
     settings, params = run.settings, run.params
     if settings.target == "emr":
+        sized = emr_cluster.sized_for_night(params.sizing, listed["landing"]["bytes"])
+        if sized != params.sizing:
+            log.info(
+                "tonight's landing holds %.1f GB: %d task nodes instead of %d",
+                listed["landing"]["bytes"] / 1e9,
+                sized.task_count,
+                params.sizing.task_count,
+            )
+            params = dataclasses.replace(params, sizing=sized)
+            run = dataclasses.replace(run, params=params)
         checked = preflight.check_account(settings, params.sizing, client or (lambda name: aws_client(settings, name)))
         log.info("account ready for the cluster: %s", checked)
     lake_store = open_lake(settings, s3_client)

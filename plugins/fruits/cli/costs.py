@@ -54,7 +54,7 @@ def workload_of(args: argparse.Namespace) -> Workload:
             "original_retention_days": PipelineSettings.original_retention_days,
             "landing_image_bytes": mix.original_bytes,
         }
-    if mix and mix.name == "phone":
+    if mix:  # thumbnails too: whatever their size, the app's photos land in S3
         classes["landing_days"] = LANDING_DAYS
         args.landing_on_s3 = True
     mean_image_bytes = args.mean_image_bytes or (mix.stripped_bytes if mix else Workload.mean_image_bytes)
