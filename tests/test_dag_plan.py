@@ -136,6 +136,9 @@ def test_settings_parse_retention_and_drift_threshold_from_variables():
     for bad in ("0", "366"):  # originals never outlive the batch's retention
         with pytest.raises(ValueError, match="fruits_original_retention_days must be between 1 and"):
             load_settings({"fruits_original_retention_days": bad}.get)
+    assert load_settings({"fruits_landing_after": "archive"}.get).landing_after == "archive"
+    with pytest.raises(ValueError, match="fruits_landing_after must be one of"):
+        load_settings({"fruits_landing_after": "shred"}.get)
 
 
 # ------------------------------------------------------------------------------ the lake, as the jobs leave it

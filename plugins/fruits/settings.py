@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from lakefiles import LANDING_AFTER
+
 from fruits import lake
 from fruits.gdpr import EU_MEMBER_STATE_REGIONS
 
@@ -175,6 +177,10 @@ def load_settings(
     if threshold is not None and threshold <= 0:
         raise ValueError(f"fruits_pca_drift_threshold must be > 0, not {threshold}")
     parse_deadline(settings.deadline)
+    if settings.landing_after not in LANDING_AFTER:  # the ingest step's --landing-after: refused before a cluster
+        raise ValueError(
+            f"{VARIABLE_PREFIX}landing_after must be one of {LANDING_AFTER}, not {settings.landing_after!r}"
+        )
     if settings.basis_approval not in ("off", "required"):
         raise ValueError(f"{VARIABLE_PREFIX}basis_approval must be off or required, not {settings.basis_approval!r}")
     return settings
