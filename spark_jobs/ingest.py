@@ -54,6 +54,7 @@ BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # fruits.storage.BUNDLE_MAX_BYTES: bytes o
 # default two workers' volumes hold them several times over); above, a new photo is read INGEST_PASSES times:
 # the first pass hashes it, the second (after the driver's decision) bundles it.
 HOLD_MAX_BYTES = 16 * 1024**3
+CHANGED_BETWEEN_READS = "changed or gone between the ingest job's two reads (or its twin was); rerun the night"
 INGEST_PASSES = 2
 # Photos per read task (a phone photo is ~50 ms of work: a task of seconds to a minute) and per Arrow frame a
 # worker yields (its memory: 16 x 3 MB photos, not a task's).
@@ -129,19 +130,20 @@ def examine_landing(
     erased: frozenset[str],
     max_photo_bytes: int,
     candidates: int,
+    candidate_bytes: int,
     *,
     keep_content: bool = False,
     only: frozenset[str] | None = None,
 ):
-    """The listing's photos (no reason from the listing; `only` these landing uris), spread over tasks of
-    PHOTOS_PER_TASK, each read and examined on the executors, their stripped bytes kept with `keep_content`."""
+    """The listing's photos (no reason from the listing; `only` these landing uris), spread over tasks of at
+    most PHOTOS_PER_TASK photos and BUNDLE_MAX_BYTES (a task's photos make one bundle), each read and examined
+    on the executors, their stripped bytes kept with `keep_content`."""
     from pyspark.sql import functions as F
 
     wanted = listing.where(F.col("reason") == "").select(F.decode("uri", "UTF-8").alias("uri"), "source")
     if only is not None:
         wanted = wanted.join(F.broadcast(spark.createDataFrame([(u,) for u in sorted(only)], "uri string")), "uri")
-        candidates = len(only)
-    tasks = max(1, -(-candidates // PHOTOS_PER_TASK))
+    tasks = max(1, -(-candidates // PHOTOS_PER_TASK), -(-candidate_bytes // BUNDLE_MAX_BYTES))
     return wanted.repartition(tasks).mapInPandas(
         examine_batches(erased, max_photo_bytes, keep_content=keep_content), EXAMINED_SCHEMA
     )
@@ -349,7 +351,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
     candidates = sum(not row["reason"] for row in listed)
     files = jobio.HadoopFiles(spark)
     run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
-    examined = None
+    examined, committed = None, False
     try:
         clock = [time.monotonic()]
 
@@ -360,9 +362,13 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         # A night that fits the workers' disks is read once and held there while the driver decides; a bigger
         # one (a million phone photos: terabytes) is read twice, nothing held: the first pass hashes (its rows
         # are small), the second reads again only the photos to store and streams them into the bundles.
-        hold = sum(row["size"] for row in listed if not row["reason"]) <= HOLD_MAX_BYTES
+        sizes = {row["uri"]: row["size"] for row in listed}
+        candidate_bytes = sum(row["size"] for row in listed if not row["reason"])
+        hold = candidate_bytes <= HOLD_MAX_BYTES
         examined = (
-            examine_landing(spark, listing, erased, args.max_photo_bytes, candidates, keep_content=hold)
+            examine_landing(
+                spark, listing, erased, args.max_photo_bytes, candidates, candidate_bytes, keep_content=hold
+            )
             if candidates
             else None
         )
@@ -384,13 +390,20 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         seconds["decide"] = lap()
         if new:
             keep = {uri: {"key": key, "sha256": outcomes[uri]["sha256"]} for uri, key in new.items()}
+            new_bytes = sum(sizes[uri] for uri in new)
             if not hold:
                 examined = examine_landing(
-                    spark, listing, erased, args.max_photo_bytes, candidates, keep_content=True, only=frozenset(keep)
+                    spark,
+                    listing,
+                    erased,
+                    args.max_photo_bytes,
+                    len(new),
+                    new_bytes,
+                    keep_content=True,
+                    only=frozenset(keep),
                 )
             rows = bundle_rows(to_store(examined, keep), raw_uri, dt.datetime.now(dt.UTC))
-            sizes = {row["uri"]: row["size"] for row in listed}
-            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS), -(-sum(sizes[uri] for uri in new) // BUNDLE_MAX_BYTES))
+            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS), -(-new_bytes // BUNDLE_MAX_BYTES))
             # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file; no shuffle of bytes.
             rows.coalesce(parts).write.option("compression", "none").option(
                 "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
@@ -401,17 +414,20 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
                 name = spark_spelling(row.file).removeprefix(spark_spelling(prefix))
                 bundles.setdefault(name, []).append(row.path[len(raw_uri) :])
             in_bundles = {key for keys in bundles.values() for key in keys}
-            for uri, key in new.items():  # changed or gone between the two reads: not stored, said so
-                if key not in in_bundles:
+            dropped = {key for key in new.values() if key not in in_bundles}
+            for uri, outcome in list(outcomes.items()):  # changed or gone between the two reads, or its twin
+                pointed = outcome["outcome"] == "already_in_lake" and outcome.get("batch") == batch
+                if outcome.get("key") in dropped and (uri in new or pointed):
                     outcomes[uri] = {
                         "outcome": "rejected",
                         "reason": "unreadable",
-                        "sha256": outcomes[uri]["sha256"],
-                        "detail": "changed or gone between the ingest job's two reads; rerun the night",
+                        "sha256": outcome["sha256"],
+                        "detail": CHANGED_BETWEEN_READS,
                     }
             stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
             seconds["bundles"] = lap()
             commit_manifest(store, raw_uri, batch, stored, bundles)
+            committed = True  # the manifest names the run folder's bundles: a later failure must not discard them
         elif manifest_data is None:  # nothing new and no photo yet: featurize finds an empty batch, not none
             commit_manifest(store, raw_uri, batch, {}, {})
         # The index after the manifest: an entry always names a committed photo (both of its hashes).
@@ -423,12 +439,17 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
         )
         counts = {**counts_of(outcomes, batch, bundles), "seconds": {**seconds, "commit": lap()}}
         write_report(store, raw_uri, batch, args.landing, outcomes, counts)
-        tidied = tidy_landing(spark, args.landing, outcomes, args.landing_after)
+        try:  # housekeeping after the commit: a landing file left behind is only a file kept
+            tidied = tidy_landing(spark, args.landing, outcomes, args.landing_after)
+        except Exception as error:  # noqa: BLE001 - the night is committed; the next tidy or a person finishes it
+            log.warning("could not tidy the landing %s (%s): its files stay", args.landing, error)
+            tidied = 0
         counts = {**counts, "landing_tidied": tidied, "seconds": {**counts["seconds"], "tidy": lap()}}
         log.info("ingested batch %s: %s", batch, counts)
         return counts
     except BaseException:
-        jobio.discard_runs(files, [(raw_uri, run_folder)])
+        if not committed:
+            jobio.discard_runs(files, [(raw_uri, run_folder)])
         raise
     finally:
         if examined is not None:

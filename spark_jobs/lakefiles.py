@@ -48,6 +48,9 @@ class LocalFiles:
         partial.write_bytes(data)
         partial.replace(path)
 
+    def is_file(self, uri: str) -> bool:
+        return self._path(uri).is_file()
+
     def copy(self, source: str, target: str) -> None:
         self.put(target, self.read(source), "")
 
@@ -140,6 +143,16 @@ class S3Files:
         bucket, key = self._key(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": sha256}, **self._extra())
 
+    def is_file(self, uri: str) -> bool:
+        bucket, key = self._key(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            return True
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
     def copy(self, source: str, target: str) -> None:
         """A server-side copy: the bytes never leave S3."""
         bucket, key = self._key(source)
@@ -187,8 +200,9 @@ def archive_uri(landing_uri: str, uri: str) -> str:
 
 
 def tidy_landing_file(files: Any, landing_uri: str, uri: str, landing_after: str) -> None:
-    """One landing file now in the lake: archived (copied, then deleted) or deleted; `keep` leaves it."""
-    if landing_after == "archive":
+    """One landing file now in the lake: archived (copied, then deleted) or deleted; `keep` leaves it. Idempotent:
+    a retried task finds the files it already moved gone and leaves them."""
+    if landing_after == "archive" and files.is_file(uri):
         files.copy(uri, archive_uri(landing_uri, uri))
     if landing_after in ("archive", "delete"):
         files.delete(uri)

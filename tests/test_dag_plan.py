@@ -637,3 +637,12 @@ def test_list_landing_writes_the_listing_the_ingest_job_reads_and_an_empty_night
     other = pipeline_tasks.Run(settings, run_params.parse(params(), night="2026-03-11", settings=settings))
     assert pipeline_tasks.plan_run(other, None, empty, run_name="r")["run_jobs"] is False
     assert not listing.exists()
+
+
+def test_a_landing_the_cluster_cannot_reach_cannot_be_archived_or_cleared_by_it(tmp_path):
+    """On EMR a landing outside S3 is staged into the lake: the cluster could not tidy it, so the setting that
+    asks it to is refused before anything is listed or copied."""
+    (tmp_path / "landing" / TONIGHT).mkdir(parents=True)
+    settings = dataclasses.replace(EMR, landing=str(tmp_path / "landing"), landing_after="delete")
+    with pytest.raises(ValueError, match="fruits_landing_after=delete needs a landing the cluster reaches"):
+        pipeline_tasks.list_landing(settings, None, TONIGHT, dry_run=False)

@@ -17,6 +17,8 @@ from botocore.validate import validate_parameters
 from PIL import Image
 from test_ingestion_landing import GPS, image_bytes, phone_exif
 
+import featurize
+import jobio
 from fruits import dedup_index, erase, lake, steps, storage, upload
 
 BATCH = "2026-03-10"
@@ -383,3 +385,33 @@ def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_pat
     assert (by_name["edited.jpg"]["outcome"], by_name["edited.jpg"]["reason"]) == ("rejected", "unreadable")
     assert "two reads" in by_name["edited.jpg"]["detail"]
     assert list(storage.read_batch_manifest(lake_store, lake_store.root, BATCH).files) == ["Kiwi/steady.jpg"]
+
+
+def test_erasure_reaches_a_photo_inside_the_ingest_jobs_run_folder_bundles(tmp_path, spark):
+    """The DAG's nights are ingested by the Spark job, whose bundles are `run=<id>/part-*.parquet`: an erased
+    photo leaves them (featurize reads whole bundles, so a re-featurized night would bring it back)."""
+    from fruits.erase import erase
+
+    landing = tmp_path / "landing" / BATCH / "Kiwi"
+    landing.mkdir(parents=True)
+    (landing / "gone.jpg").write_bytes(jpeg((1, 2, 3)))
+    (landing / "kept.jpg").write_bytes(jpeg((4, 5, 6)))
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    planned = upload.write_listing(
+        lake_store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH
+    )
+    job = steps.ingest_job(
+        lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
+    )
+    ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+    raw = tmp_path / "lake" / "raw" / f"batch={BATCH}"
+    (part,) = [p for p in raw.rglob("*.parquet") if not p.name.startswith(".")]
+    assert part.parent.name.startswith("run=") and len(pq.read_table(part)) == 2
+
+    erase(lake_store.root, f"raw/batch={BATCH}/Kiwi/gone.jpg")
+    assert [r["path"].rsplit("/", 1)[1] for r in pq.read_table(part).to_pylist()] == ["kept.jpg"]
+    assert list(storage.read_batch_manifest(lake_store, lake_store.root, BATCH).files) == ["Kiwi/kept.jpg"]
+    rows = featurize.read_bundles(
+        spark, featurize.committed_bundles(jobio.HadoopFiles(spark), lake.raw_uri(lake_store.root, BATCH))
+    )
+    assert [r.path.rsplit("/", 1)[1] for r in rows.select("path").collect()] == ["kept.jpg"]

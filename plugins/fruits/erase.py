@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+import lakefiles
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -196,15 +197,20 @@ def _erase_parquet_rows(erasure: Erasure, area_uri: str) -> None:
 
 
 def _bundles_to_read(erasure: Erasure, raw_batch_uri: str, manifest: storage.BatchManifest) -> list[str]:
-    """The batch's bundles that may hold one of the photos: those whose manifest entry names one,
-    and any the manifest does not name (left by an interrupted upload, contents unknown)."""
+    """The batch's bundles that may hold one of the photos: those whose manifest entry names one (the upload's
+    `bundle-*.parquet`, the ingest job's `run=<id>/part-*.parquet`), and any Parquet file of the batch the
+    manifest does not name (left by an interrupted attempt, contents unknown); not an attempt's listing."""
     batch = canonical(raw_batch_uri) + "/"
     named = {name for name, keys in manifest.bundles.items() if any(batch + key in erasure.photos for key in keys)}
-    return [
-        raw_batch_uri + name
-        for name in storage.bundle_files(erasure.lake, raw_batch_uri)
-        if name in named or name not in manifest.bundles
-    ]
+    listing = raw_batch_uri + lakefiles.INGEST_FOLDER + "/"
+    found = []
+    for uri in erasure.lake.list_files(raw_batch_uri):
+        name = uri[len(raw_batch_uri) :]
+        if not name.endswith(".parquet") or name.rsplit("/", 1)[-1].startswith((".", "_")) or uri.startswith(listing):
+            continue
+        if name in named or name not in manifest.bundles:
+            found.append(uri)
+    return sorted(found)
 
 
 def _erase_bundle_rows(erasure: Erasure, batches: list[str]) -> None:

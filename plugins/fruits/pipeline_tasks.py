@@ -167,13 +167,19 @@ def list_landing(
     `explicit_landing`: the run's `landing` Param named the folder (else the dated folder of `batch`)."""
     lake_store = open_lake(settings, s3_client)
     landing_store, landing_uri = open_landing(settings, s3_client, batch, explicit=explicit_landing)
+    stage = settings.target == "emr" and not is_s3(landing_uri)
+    if stage and settings.landing_after != "keep":
+        raise ValueError(
+            f"fruits_landing_after={settings.landing_after} needs a landing the cluster reaches: {landing_uri} is "
+            "outside S3 (its photos are staged into the lake); set fruits_landing_after=keep or land in S3"
+        )
     listed = upload.write_listing(
         lake_store,
         landing_store,
         landing_uri,
         batch,
         max_photo_bytes=int(settings.max_photo_bytes),
-        stage=settings.target == "emr" and not is_s3(landing_uri),
+        stage=stage,
         dry_run=dry_run,
     )
     code = release.publish_code(lake_store, repo_root, dry_run=dry_run)

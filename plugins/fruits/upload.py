@@ -239,9 +239,10 @@ def write_listing(
     staged = staging_uri(lake_store.root, batch, nonce) if stage else landing_uri
     started = time.monotonic()
     files = [classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri)]
-    counts = {"files": len(files), "candidates": sum(not f.reason for f in files), "bytes": sum(f.size for f in files)}
+    candidates = [f for f in files if not f.reason]
+    counts = {"files": len(files), "candidates": len(candidates), "bytes": sum(f.size for f in candidates)}
     log.info(
-        "landing %s: %d files listed (%d candidates, %.1f MB) in %.1f s",
+        "landing %s: %d files listed (%d candidates, %.1f MB of them) in %.1f s",
         landing_uri,
         counts["files"],
         counts["candidates"],
