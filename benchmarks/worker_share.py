@@ -18,9 +18,9 @@ the retention sweeps run at full size:
   (tonight's originals sweep deletes them).
 The DAG's tasks that run on the worker then run one by one, each in a fresh interpreter as Airflow runs a task
 instance: check_gdpr (pipeline_tasks.guard's EMR branch, moto's endpoint named as a test double), lock_batch,
-list_landing (`fruits.upload.write_listing`, stage=False, and the code release, already published),
-sweep_expired_batches, plan_jobs (`pipeline_tasks.plan_run`, the EMR preflight on moto's EC2 and the Service
-Quotas stub of tests/conftest.py, uploaded = the listing's candidates); then what the cluster leaves is written,
+list_landing (`pipeline_tasks.list_landing`: `fruits.upload.write_listing` of the S3 landing, and the code
+release, already published), sweep_expired_batches, plan_jobs (`pipeline_tasks.plan_run` on that listing, the EMR
+preflight on moto's EC2 and the Service Quotas stub of tests/conftest.py); then what the cluster leaves is written,
 unmeasured (the ingest job's outcomes through `ingest.decide`, its manifest, ingestion report and bundles,
 featurize's and PCA's commits: N reduced rows of --pca-k floats in --reduced-parts files); then report_cost
 (`run_report.report_run` with target "local": the EMR record, 4 calls of a fixed size, left out), publish_assets
@@ -176,14 +176,7 @@ def run_task(task: str, state: dict) -> object:
     if task == "unlock_batch":
         return tasks.unlock_batch(settings, s3, batch, owner)
     if task == "list_landing":
-        from fruits import release, upload
-
-        lake_store = tasks.open_lake(settings, s3)
-        landing_store, landing_uri = tasks.open_landing(settings, s3, batch)
-        listed = upload.write_listing(
-            lake_store, landing_store, landing_uri, batch, max_photo_bytes=int(settings.max_photo_bytes), stage=False
-        )
-        return {"images": listed, "code": release.publish_code(lake_store, REPO_ROOT)}
+        return tasks.list_landing(settings, s3, batch, dry_run=False, repo_root=REPO_ROOT)
     if task == "sweep_expired_batches":
         spent = time_index_rewrites()
         return {**tasks.sweep_retention(settings, s3, batch, dry_run=False, owner=owner), "index_rewrite": spent}
@@ -196,10 +189,9 @@ def run_task(task: str, state: dict) -> object:
 
         shutil.rmtree(conftest.KERAS_HOME, ignore_errors=True)  # made on import, unused here
         run = tasks.Run(settings, run_params.parse({}, night=batch, settings=settings))
-        listed = state["results"]["list_landing"]
-        uploaded = {"images": {"images_in_batch": listed["images"]["candidates"]}, "code": listed["code"]}
         client = conftest.account_clients(REGION)
-        return tasks.plan_run(run, s3, uploaded, run_name=f"fruits-{batch}-{owner}", client=client)
+        listed = state["results"]["list_landing"]
+        return tasks.plan_run(run, s3, listed, run_name=f"fruits-{batch}-{owner}", client=client)
     store, root = tasks.open_lake(settings, s3), tasks.lake_root(settings)
     plan = state["results"]["plan_jobs"]
     if task == "report_cost":
@@ -828,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
             for photos in sizes if number % 2 == 0 else sizes[::-1]:
                 state = states[photos]
                 if task == "report_cost":
-                    lakes[photos].after_plan(state["results"]["list_landing"]["images"]["listing"])
+                    lakes[photos].after_plan(state["results"]["list_landing"]["landing"]["listing"])
                 figures = measure(task, state, work, endpoint)
                 state["results"][task] = figures.pop("result")
                 if task == "sweep_expired_batches":

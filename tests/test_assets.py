@@ -172,6 +172,20 @@ def test_the_consumer_summary_reads_only_the_committed_output_the_event_names(st
     assert uri == lake.reports_uri(store.root, BATCH) + "pca_summary-basis=0001.json"
     assert json.loads(store.read(uri)) == summary
 
+    assert summary["nn_sample"] == {"test": 3, "training": 4}  # all of them: under the sample's bounds
+    # A big night's 1-NN runs on a seeded sample (its distance matrix bounded), said in the summary.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assets, "NN_SAMPLE_TEST", 2)
+        patch.setattr(assets, "NN_SAMPLE_TRAINING", 3)
+        sampled = assets.summarize_reduced(store, extra)
+    assert sampled["nn_sample"] == {"test": 2, "training": 3} and sampled["rows"] == 7
+    assert sampled["nn_accuracy_training_to_test"] in (0.0, 0.5, 1.0) and sampled == assets.summarize_reduced(
+        store, extra
+    ) | {
+        "nn_sample": {"test": 2, "training": 3},
+        "nn_accuracy_training_to_test": sampled["nn_accuracy_training_to_test"],
+    }
+
     # An event whose commit has since been replaced is refused, not summarized from the new one.
     _commit_reduced(store, 1, BATCH)
     with pytest.raises(ValueError, match="no longer holds the commit"):

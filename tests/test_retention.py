@@ -33,9 +33,15 @@ def land_night(store, root: str, batch: str, basis: int, photos: int = 3) -> Non
     keys = {f"Training/Banana/{i}.jpg": sha(batch, i) for i in range(photos)}
     store.put(lake.raw_uri(root, batch) + "bundle-a.parquet", b"photos", "-")
     storage.write_batch_manifest(store, root, batch, storage.BatchManifest(keys, {"bundle-a.parquet": list(keys)}))
-    store.put(storage.ingestion_report_uri(root, batch), b"{}", "-")
+    # The ingestion records both hashes of each photo: the bytes as received and the stored (stripped) bytes.
+    stripped = {key: sha(f"stripped/{batch}", i) for i, key in enumerate(keys)}
+    outcomes = {
+        f"file:///landing/{batch}/{key}": {"outcome": "uploaded", "sha256": keys[key], "content_sha256": stripped[key]}
+        for key in keys
+    }
+    store.put(storage.ingestion_report_uri(root, batch), json.dumps({"files": outcomes}).encode(), "-")
     store.put(lake.derived_uri(root, batch) + "part-0.parquet", b"derivatives", "-")
-    dedup_index.record(store, root, batch, keys.values(), workers=1)
+    dedup_index.record(store, root, batch, [*keys.values(), *stripped.values()], workers=1)
     commit_output(store, lake.features_uri(root, batch), {"part-0.parquet": b"f"})
     commit_output(store, lake.quarantine_uri(root, batch), {"part-0.parquet": b"q"})
     commit_output(store, lake.pca_stats_uri(root, batch), {"stats.npz": b"s"})
@@ -111,7 +117,7 @@ def test_nightly_sweeps_keep_exactly_the_window_through_a_new_basis(local):
         assert [s["batch"] for s in report["swept"]] == expired_tonight
         assert report["watermark_after"] == retention.read_watermark(store, root)
         if night > days:
-            assert report["swept"][0]["index_entries_dropped"] == 3
+            assert report["swept"][0]["index_entries_dropped"] == 6  # 3 photos, both hashes of each
             assert report["swept"][0]["prefixes"][lake.raw_uri(root, day(night - days))] == 3
     # The old basis went with its last batch (night 10 swept night 6, the last one on basis 1).
     assert not store.list_children(lake.pca_basis_uri(root, 1))
@@ -245,6 +251,8 @@ def test_s3_every_version_of_an_expired_batch_goes_and_the_window_keeps_its_vers
         assert {d: versions(lake.features_uri(root, d)) for d in (day(2), day(3))} == kept
         assert retention.read_watermark(store, root) == day(1)
         assert dedup_index.lookup(store, root, [sha(day(1), 0), sha(day(2), 0)], workers=1) == {sha(day(2), 0): day(2)}
+        # ... both of an expired photo's hashes: the index does not grow with the history.
+        assert dedup_index.lookup(store, root, [sha(f"stripped/{day(1)}", 0)], workers=1) == {}
 
 
 def test_index_entries_of_a_later_home_survive_an_earlier_batch_s_expiry(local):

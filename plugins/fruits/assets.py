@@ -271,10 +271,18 @@ def summary_uri(root: str, batch: str, version: int) -> str:
     return lake.reports_uri(root, batch) + f"{SUMMARY_PREFIX}-basis={lake.basis_version_name(version)}.json"
 
 
+# The 1-NN check on a seeded sample at most this big (test rows x training rows): its distance matrix stays
+# under 100 MB however large the night, where all against all grows with its square.
+NN_SAMPLE_TEST, NN_SAMPLE_TRAINING = 1_000, 20_000
+
+
 def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     """A batch on a basis, from the committed Parquet the event names (no listing): rows per label and
-    split, each label's centroid on the first two components, and 1-NN Training -> Test accuracy."""
+    split, each label's centroid on the first two components (Arrow aggregates, no row becomes a Python
+    object), and 1-NN Training -> Test accuracy on a seeded sample of at most NN_SAMPLE_TEST x NN_SAMPLE_TRAINING."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     marker = lake.read_commit(store, extra["output"])
@@ -285,33 +293,50 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
         for name in marker["files"]
         if name.endswith(".parquet")
     ]
-    rows = [row for table in tables for row in table.to_pylist()]
-    if not rows:
+    table = pa.concat_tables(tables) if tables else None
+    if table is None or not table.num_rows:
         raise ValueError(f"the committed output {extra['location']} holds no row")
-    points = np.array([row["pca"] for row in rows], dtype=float)
-    labels = np.array([row["label"] for row in rows])
-    splits = np.array([row["split"] for row in rows])
+    pca = table.column("pca")
+    table = table.append_column("c0", pc.list_element(pca, 0)).append_column("c1", pc.list_element(pca, 1))
+    every = pc.CountOptions(mode="all")
+    centroids = table.group_by("label").aggregate([("c0", "mean"), ("c1", "mean"), ("label", "count", every)])
+    splits = table.group_by(["label", "split"]).aggregate([("label", "count", every)]).to_pylist()
     per_label = {}
-    for label in sorted(set(labels)):
-        mine = labels == label
-        per_label[label] = {
-            "rows": int(mine.sum()),
-            "centroid_2d": points[mine, :2].mean(axis=0).round(4).tolist(),
-            "splits": {s: int((mine & (splits == s)).sum()) for s in sorted(set(splits[mine]))},
+    for row in sorted(centroids.to_pylist(), key=lambda r: r["label"] or ""):
+        per_label[row["label"]] = {
+            "rows": int(row["label_count"]),
+            "centroid_2d": [round(float(row["c0_mean"]), 4), round(float(row["c1_mean"]), 4)],
+            "splits": {
+                r["split"]: int(r["label_count"])
+                for r in sorted(splits, key=lambda r: r["split"] or "")
+                if r["label"] == row["label"] and r["split"] is not None
+            },
         }
-    train, test = splits == "Training", splits == "Test"
+    rng = np.random.default_rng(0)
+
+    def sample(split: str, size: int):
+        where = np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))
+        where = np.sort(rng.choice(where, size, replace=False)) if len(where) > size else where
+        taken = table.take(pa.array(where))
+        width = len(taken.column("pca")[0]) if taken.num_rows else 0
+        points = pc.list_flatten(taken.column("pca")).to_numpy().reshape(taken.num_rows, width).astype(np.float64)
+        return points, np.array(taken.column("label").to_pylist())
+
+    train, train_labels = sample("Training", NN_SAMPLE_TRAINING)
+    test, test_labels = sample("Test", NN_SAMPLE_TEST)
     accuracy = None
-    if train.any() and test.any():
-        distances = ((points[test][:, None, :] - points[train][None, :, :]) ** 2).sum(axis=2)
-        accuracy = round(float((labels[train][distances.argmin(axis=1)] == labels[test]).mean()), 4)
+    if len(train) and len(test):
+        distances = (test**2).sum(axis=1)[:, None] + (train**2).sum(axis=1)[None, :] - 2 * test @ train.T
+        accuracy = round(float((train_labels[distances.argmin(axis=1)] == test_labels).mean()), 4)
     return {
         "batch": extra["batch"],
         "basis": extra["basis"],
         "source": extra["location"],
-        "rows": len(rows),
-        "k": int(points.shape[1]),
+        "rows": table.num_rows,
+        "k": len(pca[0]),
         "labels": len(per_label),
         "nn_accuracy_training_to_test": accuracy,
+        "nn_sample": {"test": len(test), "training": len(train)},
         "per_label": per_label,
     }
 
