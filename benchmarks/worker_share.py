@@ -472,14 +472,18 @@ class Lake:
 
         raw = lake.raw_uri(self.root, night)
         keys = [name for name, _ in landing_names(self.photos)]
-        shas = random_hashes(self.rng, len(keys))
+        shas = random_hashes(self.rng, 2 * len(keys))  # per photo: the bytes as received, the stored bytes
+        received, stored = shas[0::2], shas[1::2]
         run = f"run={night.replace('-', '')}T020000Z-0badcafe"
         bundles = {
             f"{run}/part-{b:05d}-c000.parquet": keys[at : at + 1000] for b, at in enumerate(range(0, len(keys), 1000))
         }
-        ingest.commit_manifest(self.store, raw, night, dict(zip(keys, shas, strict=True)), bundles)
+        ingest.commit_manifest(self.store, raw, night, dict(zip(keys, received, strict=True)), bundles)
         landing = f"s3://{self.landing_bucket}/landing/{night}/"
-        outcomes = {landing + key: {"outcome": "uploaded", "sha256": sha, "key": key} for key, sha in zip(keys, shas)}
+        outcomes = {
+            landing + key: {"outcome": "uploaded", "sha256": sha, "content_sha256": content, "key": key}
+            for key, sha, content in zip(keys, received, stored, strict=True)
+        }
         ingest.write_report(self.store, raw, night, landing, outcomes, ingest.counts_of(outcomes, night, bundles))
         if bundle_objects:
             self.put_all(self.bucket, {f"raw/batch={night}/{name}": b"PAR1" for name in bundles})
