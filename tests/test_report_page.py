@@ -566,6 +566,8 @@ def test_the_page_reads_what_the_real_pca_job_commits(tmp_path, spark):
 
     store, facts = build_lake(tmp_path, nights=2)
     root = store.root
+    # An earlier night's rows on the stand-in basis 1 stay (as in S3, a folder is only what it holds).
+    store.put(lake.pca_reduced_uri(root, 1, "2026-03-01") + "reduced/part-0.parquet", b"rows", "-")
     for uri in lake.committed_files(store, lake.pca_reduced_uri(root, 1, BATCH)):  # the numpy stand-in, gone
         store.delete(uri)
     store.delete(lake.commit_marker_uri(lake.pca_reduced_uri(root, 1, BATCH)))
