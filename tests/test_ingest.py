@@ -355,18 +355,28 @@ def test_the_job_tidies_the_landing_after_its_commit_and_an_empty_night_commits_
     assert [o["outcome"] for o in report.values()] == ["uploaded"]
 
 
-def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_path, spark, monkeypatch):
-    """A night too big for the workers' disks is read twice (a million phone photos: terabytes): the second
-    read must find the bytes the first decided on, or the photo is left out with its reason."""
-    monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
+def kiwi_night(tmp_path, photos: dict[str, bytes]):
+    """Tonight's landing `<BATCH>/Kiwi/` holding `photos`, listed as the DAG lists it: (landing folder, lake, the
+    ingest job's parsed arguments as the DAG gives them)."""
     landing = tmp_path / "landing" / BATCH / "Kiwi"
     landing.mkdir(parents=True)
-    (landing / "steady.jpg").write_bytes(jpeg((1, 2, 3)))
-    (landing / "edited.jpg").write_bytes(jpeg((4, 5, 6)))
+    for name, data in photos.items():
+        (landing / name).write_bytes(data)
     lake_store = storage.LocalStore(tmp_path / "lake")
     planned = upload.write_listing(
         lake_store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH
     )
+    job = steps.ingest_job(
+        lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
+    )
+    return landing, lake_store, ingest.parse_args(list(job.args))
+
+
+def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_path, spark, monkeypatch):
+    """A night too big for the workers' disks is read twice (a million phone photos: terabytes): the second
+    read must find the bytes the first decided on, or the photo is left out with its reason."""
+    monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
+    landing, lake_store, args = kiwi_night(tmp_path, {"steady.jpg": jpeg((1, 2, 3)), "edited.jpg": jpeg((4, 5, 6))})
     decide = ingest.decide
 
     def decide_then_edit(*args, **kwargs):
@@ -375,10 +385,7 @@ def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_pat
         return decided
 
     monkeypatch.setattr(ingest, "decide", decide_then_edit)
-    job = steps.ingest_job(
-        lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
-    )
-    counts = ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+    counts = ingest.run(spark, args, store=lake_store)
     report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
     by_name = {uri.rsplit("/", 1)[1]: o for uri, o in report.items()}
     assert by_name["steady.jpg"]["outcome"] == "uploaded" and counts["uploaded"] == 1
@@ -392,18 +399,8 @@ def test_erasure_reaches_a_photo_inside_the_ingest_jobs_run_folder_bundles(tmp_p
     photo leaves them (featurize reads whole bundles, so a re-featurized night would bring it back)."""
     from fruits.erase import erase
 
-    landing = tmp_path / "landing" / BATCH / "Kiwi"
-    landing.mkdir(parents=True)
-    (landing / "gone.jpg").write_bytes(jpeg((1, 2, 3)))
-    (landing / "kept.jpg").write_bytes(jpeg((4, 5, 6)))
-    lake_store = storage.LocalStore(tmp_path / "lake")
-    planned = upload.write_listing(
-        lake_store, storage.LocalStore(landing.parent), storage.file_uri(landing.parent), BATCH
-    )
-    job = steps.ingest_job(
-        lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
-    )
-    ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+    _, lake_store, args = kiwi_night(tmp_path, {"gone.jpg": jpeg((1, 2, 3)), "kept.jpg": jpeg((4, 5, 6))})
+    ingest.run(spark, args, store=lake_store)
     raw = tmp_path / "lake" / "raw" / f"batch={BATCH}"
     (part,) = [p for p in raw.rglob("*.parquet") if not p.name.startswith(".")]
     assert part.parent.name.startswith("run=") and len(pq.read_table(part)) == 2
