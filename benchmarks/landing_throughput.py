@@ -126,12 +126,13 @@ def main() -> int:
         import hashlib
 
         index = storage.S3Store(s3, "index")
-        shards: dict[str, dict[bytes, int]] = {}
+        shards: dict[str, list[tuple[bytes, int]]] = {}
         for i in range(args.history):
             sha = hashlib.sha256(i.to_bytes(8, "big")).digest()
-            shards.setdefault(sha.hex()[: dedup_index.SHARD_HEX], {})[sha[:16]] = {20000 + i % 365}
-        for shard, entries in shards.items():
-            s3.put_object(Bucket="index", Key=f"index/sha256/{shard}.bin", Body=dedup_index.encode_shard(entries))
+            shards.setdefault(sha.hex()[: dedup_index.SHARD_HEX], []).append((sha[:16], 20000 + i % 365))
+        for shard, pairs in shards.items():
+            records = dedup_index.make_records(*zip(*pairs, strict=True))
+            s3.put_object(Bucket="index", Key=f"index/sha256/{shard}.bin", Body=dedup_index.encode_shard(records))
         traffic = {"GetObject": 0, "PutObject": 0, "bytes_in": 0, "bytes_out": 0}
 
         def count_request(model, params, **_):
@@ -150,7 +151,7 @@ def main() -> int:
         looked = time.perf_counter() - started
         written = dedup_index.record(index, "s3://index", batch, night, workers=16)
         total = time.perf_counter() - started
-        index_bytes = args.history * dedup_index.RECORD.size
+        index_bytes = args.history * dedup_index.RECORD_SIZE
         per_shard = index_bytes / 4096
         touched = len({dedup_index.shard_of(sha) for sha in night})
         results["index"] = {
@@ -166,12 +167,12 @@ def main() -> int:
             "bytes_read": traffic["bytes_in"],
             "bytes_written": traffic["bytes_out"],
             "index_bytes": index_bytes,
-            "bytes_per_photo_of_history": dedup_index.RECORD.size,
+            "bytes_per_photo_of_history": dedup_index.RECORD_SIZE,
             "at_365M": {
-                "index_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
-                "shard_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size // 4096,
-                "night_of_1M_reads_bytes": 2 * HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
-                "night_of_1M_writes_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD.size,
+                "index_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD_SIZE,
+                "shard_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD_SIZE // 4096,
+                "night_of_1M_reads_bytes": 2 * HISTORY_AT_A_YEAR * dedup_index.RECORD_SIZE,
+                "night_of_1M_writes_bytes": HISTORY_AT_A_YEAR * dedup_index.RECORD_SIZE,
                 "requests": {"GET": 2 * 4096, "PUT": 4096},
             },
         }

@@ -33,14 +33,16 @@ Method: per task, a least-squares line over the measured N (CPU seconds and peak
 imports in each task process (a child importing airflow.sdk and the amazon provider's EMR operators and S3 hook
 beside fruits.pipeline_tasks, less a child importing fruits.pipeline_tasks alone) are added per task to the CPU
 and to the peak. The sweep is also extrapolated saturated (sweep_model): at these N a night's hashes touch part of
-the 4,096 index shards, at a million all of them. moto's server is not S3: the API shapes are the same (listing
-pages of 1,000 keys, conditional writes, versions), latency and throughput are not, and waiting is not CPU.
+the 4,096 index shards, at a million all of them (one shard's rewrite measured at full size, x 4,096). moto's
+server is not S3: the API shapes are the same (listing pages of 1,000 keys, conditional writes, versions),
+latency and throughput are not, and waiting is not CPU.
 Writes benchmarks/results/worker_share.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -51,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
@@ -113,33 +116,64 @@ def _clients(settings):
     return gdpr.expect_bucket_owner(s3, settings.bucket, settings.bucket_owner)
 
 
-def time_index_rewrites() -> dict:
-    """Count the CPU (each thread's own) the index's shard rewrites spend decoding and encoding records, and the
-    shards and records they decode: lakeindex.update calls parse_shard and encode_shard once per shard."""
+REWRITE = ("parse_shard", "with_day", "without", "encode_shard")  # what lakeindex.update does to a shard's bytes
+
+
+@contextlib.contextmanager
+def timing_index_rewrites() -> Iterator[dict]:
+    """Count the CPU (each thread's own) the index's shard rewrites spend in lakeindex's REWRITE functions (the
+    shard's bytes viewed and checked, records added or dropped, the new bytes), and the shards and records
+    they parse: lakeindex.update calls each once per shard."""
     import threading
 
     import lakeindex
 
     spent = {"cpu_s": 0.0, "shards": 0, "records": 0}
     lock = threading.Lock()
+    originals = {name: getattr(lakeindex, name) for name in REWRITE}
 
-    def timed(function, records):
-        def wrapper(argument):
+    def timed(name):
+        def wrapper(*args, **kwargs):
             started = time.thread_time()
-            result = function(argument)
+            result = originals[name](*args, **kwargs)
             used = time.thread_time() - started
             with lock:
                 spent["cpu_s"] += used
-                if records:
+                if name == "parse_shard":
                     spent["shards"] += 1
-                    spent["records"] += len(argument or b"") // lakeindex.RECORD.size
+                    spent["records"] += len(result)
             return result
 
         return wrapper
 
-    lakeindex.parse_shard = timed(lakeindex.parse_shard, True)
-    lakeindex.encode_shard = timed(lakeindex.encode_shard, False)
-    return spent
+    for name in REWRITE:
+        setattr(lakeindex, name, timed(name))
+    try:
+        yield spent
+    finally:
+        for name, function in originals.items():
+            setattr(lakeindex, name, function)
+
+
+def full_size_rewrite(history_nights: int, repeat: int = 5) -> dict:
+    """The sweep's rewrite of one shard at a million photos a night (index_shard.full_shard: 2 x history_nights x
+    1,000,000 / 4,096 records, the expired night's dropped by lakeindex.forget on a store in memory), timed as
+    in the sweep (timing_index_rewrites), best of `repeat`: {"cpu_s": a shard, "records": the shard's}."""
+    import lakeindex
+    import numpy as np
+    from index_shard import MemoryStore, full_shard
+
+    tonight = lakeindex.day_of("2026-03-12")
+    data, expired, _ = full_shard(np.random.default_rng(22), MILLION, history_nights, tonight)
+    best = None
+    for _ in range(repeat):
+        store = MemoryStore()
+        store.put_if_absent(lakeindex.shard_uri("mem://index", "abc"), data)
+        with timing_index_rewrites() as spent:
+            lakeindex.forget(store, "mem://index", expired, batch=lakeindex.batch_of(tonight - history_nights))
+        assert spent["shards"] == 1 and spent["records"] == len(data) // lakeindex.RECORD_SIZE
+        best = spent if best is None or spent["cpu_s"] < best["cpu_s"] else best
+    return {"cpu_s": best["cpu_s"], "records": best["records"]}
 
 
 def run_task(task: str, state: dict) -> object:
@@ -178,8 +212,9 @@ def run_task(task: str, state: dict) -> object:
     if task == "list_landing":
         return tasks.list_landing(settings, s3, batch, dry_run=False, repo_root=REPO_ROOT)
     if task == "sweep_expired_batches":
-        spent = time_index_rewrites()
-        return {**tasks.sweep_retention(settings, s3, batch, dry_run=False, owner=owner), "index_rewrite": spent}
+        with timing_index_rewrites() as spent:
+            swept = tasks.sweep_retention(settings, s3, batch, dry_run=False, owner=owner)
+        return {**swept, "index_rewrite": spent}
     if task == "plan_jobs":
         import shutil
 
@@ -346,9 +381,8 @@ def index_shards(rng, days: list[int], per_night: int, known: dict[int, list[str
     key = np.concatenate(keys)
     stamp = np.concatenate(stamps)
     order = np.lexsort((stamp, *key.T[::-1]))
-    records = np.empty(len(order), dtype=[("key", "u1", 16), ("day", ">u2")])
-    records["key"], records["day"] = key[order], stamp[order]
-    assert records.dtype.itemsize == lakeindex.RECORD.size
+    records = np.empty(len(order), dtype=lakeindex.dtypes()[0])
+    records["key"], records["day"] = key[order].view(f"V{lakeindex.KEY_BYTES}")[:, 0], stamp[order]
     shard = (key[order, 0].astype(np.int32) << 4) | (key[order, 1] >> 4)
     bounds = np.searchsorted(shard, np.arange(4097))
     return {f"{s:03x}": records[bounds[s] : bounds[s + 1]].tobytes() for s in range(4096)}
@@ -647,19 +681,25 @@ class Lake:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def sweep_model(measured: dict[int, dict[str, dict]], history_nights: int) -> dict:
-    """The sweep at a million with its index rewrite saturated: the shards' decode + encode CPU, a line over the
-    records decoded, at every record of the index (2 a photo a night of the window, all 4,096 shards read);
-    the rest of the sweep (its requests, the expired night's manifest), a line over the shards read, at 4,096.
-    The straight line over photos extrapolates the requests of the shards touched at these sizes (46-91 %)."""
+def sweep_model(measured: dict[int, dict[str, dict]], shard_rewrite: dict) -> dict:
+    """The sweep at a million with its index rewrite saturated: every one of the 4,096 shards rewritten, each as
+    `shard_rewrite` measured one at full size (full_size_rewrite); the rest of the sweep (its requests, the
+    expired night's manifest), a line over the shards the measured sweeps read, at 4,096. The straight line over
+    photos extrapolates the requests of the shards touched at these sizes (46-91 %)."""
+    import lakeindex
+
     sizes = sorted(measured)
     sweeps = [measured[n]["sweep_expired_batches"] for n in sizes]
-    rewrite = extrapolate([(s["index_rewrite"]["records"], s["index_rewrite"]["cpu_s"]) for s in sweeps], 0)
-    records = 2 * history_nights * MILLION
-    rewrite["value"], rewrite["at"] = rewrite["intercept"] + rewrite["per_photo"] * records, records
-    rewrite["per_record"] = rewrite.pop("per_photo")
+    per_shard = shard_rewrite["cpu_s"]
+    rewrite = {
+        "per_shard": per_shard,
+        "records_per_shard": shard_rewrite["records"],
+        "per_record": per_shard / shard_rewrite["records"],
+        "at": lakeindex.SHARDS,
+        "value": per_shard * lakeindex.SHARDS,
+    }
     points = [(s["index_rewrite"]["shards"], s["cpu_s"] - s["index_rewrite"]["cpu_s"]) for s in sweeps]
-    rest = extrapolate(points, 4096)
+    rest = extrapolate(points, lakeindex.SHARDS)
     rest["per_shard"] = rest.pop("per_photo")
     return {"index_rewrite": rewrite, "rest": rest, "cpu_s": rewrite["value"] + rest["value"]}
 
@@ -668,15 +708,15 @@ def fits(
     measured: dict[int, dict[str, dict]],
     baseline: dict,
     airflow: dict,
-    history_nights: int = 0,
     full_size: dict[str, dict] | None = None,
+    shard_rewrite: dict | None = None,
 ) -> dict:
     """Per task and per figure, the least-squares line over the sizes at a million photos; the night's CPU (sum)
-    and peak (largest task), with Airflow's own imports added per task process. With `history_nights`, the
-    night's CPU again with the sweep's index rewrite saturated (sweep_model). `full_size`: {task: figures of
+    and peak (largest task), with Airflow's own imports added per task process. `full_size`: {task: figures of
     what the task reads that grows with the night, measured at a million}: its peak at a million is the larger
     of its line and that (a peak is a maximum over phases: one smaller than the imports at the sizes measured
-    does not tilt the line)."""
+    does not tilt the line). With `shard_rewrite` (one index shard's rewrite measured at full size), the
+    night's CPU again with the sweep's index rewrite saturated (sweep_model)."""
     sizes = sorted(measured)
     per_task = {
         task: {
@@ -705,8 +745,8 @@ def fits(
         "airflow_import_per_task": {"cpu_s": round(airflow_cpu, 3), "peak_rss_mib": round(airflow_rss, 1)},
         "night_at_a_million": night,
     }
-    if history_nights:
-        model = sweep_model(measured, history_nights)
+    if shard_rewrite:
+        model = sweep_model(measured, shard_rewrite)
         fitted["sweep_saturated"] = model
         night["cpu_s_sweep_saturated"] = round(
             cpu - per_task["sweep_expired_batches"]["cpu_s"]["value"] + model["cpu_s"], 1
@@ -741,8 +781,9 @@ def print_table(measured: dict[int, dict[str, dict]], fitted: dict) -> None:
         rewrite, rest = model["index_rewrite"], model["rest"]
         verdict = "met" if night["cpu_s_sweep_saturated"] <= TARGETS["cpu_s"] else "NOT MET"
         print(
-            f"the sweep with its index rewrite saturated: {rewrite['per_record'] * 1e6:.2f} us a record x "
-            f"{rewrite['at']:,} records = {rewrite['value']:,.0f} CPU s, + the rest at 4,096 shards "
+            f"the sweep with its index rewrite saturated: {rewrite['per_shard'] * 1e3:.2f} ms a shard of "
+            f"{rewrite['records_per_shard']:,} records ({rewrite['per_record'] * 1e9:.1f} ns a record) x "
+            f"{rewrite['at']:,} shards = {rewrite['value']:,.1f} CPU s, + the rest at 4,096 shards "
             f"({rest['per_shard'] * 1000:.1f} ms a shard) {rest['value']:,.0f} s = {model['cpu_s']:,.0f} s\n"
             f"night of 1,000,000 photos, that sweep instead of its line: {night['cpu_s_sweep_saturated']:,.1f} CPU s "
             f"(target <= {TARGETS['cpu_s']:,.0f}): {verdict}"
@@ -865,7 +906,13 @@ def main(argv: list[str] | None = None) -> int:
         mocked.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(conftest.KERAS_HOME, ignore_errors=True)
-    fitted = fits(measured, baseline, airflow, args.history_nights, full_size)
+    shard_rewrite = full_size_rewrite(args.history_nights)
+    print(
+        f"the index rewrite of one shard at 1,000,000 photos ({shard_rewrite['records']:,} records): "
+        f"{shard_rewrite['cpu_s'] * 1e3:.2f} ms CPU",
+        flush=True,
+    )
+    fitted = fits(measured, baseline, airflow, full_size, shard_rewrite)
     print_table(measured, fitted)
     result = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -878,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         "pca_k": args.pca_k,
         "reduced_parts": args.reduced_parts,
         "full_size": {task: {k: v for k, v in f.items() if k != "result"} for task, f in full_size.items()},
+        "index_shard_rewrite_at_full_size": shard_rewrite,
         "setup_seconds": setup_s,
         "baseline": baseline,
         "airflow_baseline": airflow,

@@ -59,30 +59,42 @@ def test_the_stand_in_index_is_lakeindex_shards_holding_the_known_hashes(bench):
     days = [lakeindex.day_of("2026-01-01"), lakeindex.day_of("2026-01-02")]
     shards = bench.index_shards(rng, days, 300, {days[0]: known})
     assert len(shards) == 4096
-    parsed = {shard: lakeindex.parse_shard(data) for shard, data in shards.items()}
-    # Sorted as the index writes them, each record in the shard its hash names.
-    assert all(lakeindex.encode_shard(entries) == shards[shard] for shard, entries in parsed.items())
-    assert all(key.hex()[:3] == shard for shard, entries in parsed.items() for key in entries)
-    assert sum(len(days_of) for entries in parsed.values() for days_of in entries.values()) == 600
+    parsed = {shard: lakeindex.parse_shard(data, shard) for shard, data in shards.items()}  # sorted, each once
+    assert all(bytes(key).hex()[:3] == shard for shard, records in parsed.items() for key in records["key"])
+    assert sum(len(records) for records in parsed.values()) == 600
     for sha in known:
-        assert days[0] in parsed[lakeindex.shard_of(sha)][lakeindex.key_of(sha)]
+        records = parsed[lakeindex.shard_of(sha)]
+        start, stop = lakeindex.key_bounds(records, [lakeindex.key_of(sha)])
+        assert days[0] in records["day"][start[0] : stop[0]]
 
 
-def test_the_saturated_sweep_is_its_rewrite_per_record_and_the_rest_per_shard_at_every_shard(bench):
-    """At these sizes a night touches part of the 4,096 shards: the model takes the rewrite's CPU per record to
-    every record of the index (2 a photo a night) and the rest's CPU per shard to all 4,096 shards."""
+def test_the_full_size_rewrite_is_timed_on_one_whole_shard_and_the_functions_are_put_back(bench):
+    untimed = {name: getattr(lakeindex, name) for name in bench.REWRITE}
+    rewrite = bench.full_size_rewrite(history_nights=3, repeat=1)
+    assert rewrite["records"] == 3 * (2 * 1_000_000 // 4096) and rewrite["cpu_s"] > 0
+    assert {name: getattr(lakeindex, name) for name in bench.REWRITE} == untimed
+
+
+def test_the_saturated_sweep_is_one_full_size_shard_rewrite_at_every_shard_and_the_rest_per_shard(bench):
+    """At these sizes a night touches part of the 4,096 shards: the model takes one shard's rewrite measured at
+    full size to all 4,096 shards, and the rest's CPU per shard read (a line over the sweeps) to 4,096 too."""
     measured = {}
     for n, shards in ((1_000, 900), (2_000, 1_600), (4_000, 2_500)):
-        records = shards * 2 * 10 * n // 4096
-        rewrite = {"cpu_s": 2e-6 * records, "shards": shards, "records": records}
+        rewrite = {"cpu_s": 1e-4 * shards, "shards": shards, "records": shards * 2 * 10 * n // 4096}
         measured[n] = {
             "sweep_expired_batches": {"cpu_s": 1.0 + 0.008 * shards + rewrite["cpu_s"], "index_rewrite": rewrite}
         }
-    model = bench.sweep_model(measured, history_nights=10)
-    assert model["index_rewrite"]["at"] == 2 * 10 * 1_000_000
-    assert model["index_rewrite"]["value"] == pytest.approx(40.0)
+    model = bench.sweep_model(measured, {"cpu_s": 0.002, "records": 178_000})
+    assert model["index_rewrite"]["value"] == pytest.approx(0.002 * 4096)
+    assert model["index_rewrite"]["per_record"] == pytest.approx(0.002 / 178_000)
     assert model["rest"]["value"] == pytest.approx(1.0 + 0.008 * 4096)
-    assert model["cpu_s"] == pytest.approx(40.0 + 1.0 + 0.008 * 4096)
+    assert model["cpu_s"] == pytest.approx(0.002 * 4096 + 1.0 + 0.008 * 4096)
+    figures = {n: {task: {"cpu_s": 1.0, "peak_rss_mib": 100.0} for task in bench.TASKS} for n in measured}
+    for n in measured:
+        figures[n]["sweep_expired_batches"] = {**measured[n]["sweep_expired_batches"], "peak_rss_mib": 100.0}
+    zero = {"cpu_s": 0.0, "peak_rss_mib": 0.0}
+    night = bench.fits(figures, zero, zero, shard_rewrite={"cpu_s": 0.002, "records": 178_000})["night_at_a_million"]
+    assert night["cpu_s_sweep_saturated"] == pytest.approx(8 * 1.0 + model["cpu_s"], abs=0.05)  # rounded
 
 
 def test_a_peak_measured_at_full_size_wins_over_a_line_it_was_hidden_under(bench):

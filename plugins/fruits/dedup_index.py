@@ -20,11 +20,12 @@ from collections.abc import Iterable
 import lakeindex
 from lakeindex import (
     CAS_ATTEMPTS,
-    RECORD,
+    RECORD_SIZE,
     SHARD_HEX,
     IndexConflict,
     counts_as_stored,
     encode_shard,
+    make_records,
     parse_shard,
     shard_of,
 )
@@ -32,7 +33,16 @@ from lakeindex import (
 from fruits import lake
 from fruits.storage import ConditionalStore
 
-__all__ = ["RECORD", "SHARD_HEX", "IndexConflict", "counts_as_stored", "encode_shard", "parse_shard", "shard_of"]
+__all__ = [
+    "RECORD_SIZE",
+    "SHARD_HEX",
+    "IndexConflict",
+    "counts_as_stored",
+    "encode_shard",
+    "make_records",
+    "parse_shard",
+    "shard_of",
+]
 ERASED_NAME = "erased.json"
 
 
