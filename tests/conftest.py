@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fruits.cli.demo import REPO_ROOT, SAMPLE_DIR, WEIGHTS_FILE
+from fruits.local_target import SHORT_LIVED_JVM_OPTIONS
 
 # Keras reads KERAS_HOME once, when it is first imported: point it at the session's own folder
 # before any test can import Keras (the `keras_home` fixture puts the weights there).
@@ -32,6 +33,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every driver JVM the suite starts (its SparkSessions, the spark-submits it runs) is short-lived, as the
+# local target's: spark-submit adds SPARK_SUBMIT_OPTS to the driver's command line.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_LIVED_JVM_OPTIONS)
 
 
 # What puts a test in the full tier only (`make test`), out of the fast loop (`make check`, `-m "not slow"`):

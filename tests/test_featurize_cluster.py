@@ -20,6 +20,7 @@ from conftest import payload_args
 
 import featurize
 import jobio
+from fruits.local_target import SHORT_LIVED_JVM_OPTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_LABEL = 2  # 48 photos
@@ -74,6 +75,8 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
         "spark.ui.enabled=false",
         "--conf",
         f"spark.executorEnv.KERAS_HOME={executor_keras_home}",
+        "--conf",  # the executors' JVMs are as short-lived as the driver's (tests/conftest.py)
+        f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM_OPTIONS}",
         # ~6 photos per task: 8 tasks over 2 executors, so each worker process runs several
         "--conf",
         "spark.sql.files.openCostInBytes=1048576",

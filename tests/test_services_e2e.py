@@ -4,12 +4,13 @@ cluster) + the Airflow api-server, scheduler, dag-processor and triggerer as rea
 DAG in its local target on real photos with the real MobileNetV2 weights.
 
 The DAG is triggered through the REST API with Params, backfilled over 2 dates through the CLI,
-and triggered from the UI in headless Chromium with a changed Param; every output is read back. The UI
-run lands no photo: what it proves is the form (login, Params typed, the run parsing them, the page
-showing its success); that Params change the outputs is the REST run's proof, so the UI run spends no
-Spark job on it.
-All runs use their own landing folder of distinct photos: the uploader skips a photo already in
-another batch, so sharing photos would leave a batch empty.
+and triggered from the UI in headless Chromium with a changed Param; every output is read back. Each run
+spends Spark jobs only on what it alone proves: the REST run a full night with Params that change its
+outputs; the backfill that the CLI's dates become one run each, one at a time, each reading its own date's
+folder of the Variable fruits_landing (photos on the first date, none on the second: the first run commits
+its batch, the second plans no job and invents no batch); the UI run the form (login, Params typed, the
+run parsing them, the page showing its success), on an empty landing.
+Runs with photos use distinct ones: the ingest skips a photo already in another batch.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DAG_ID = "fruits_pipeline"
 LABELS_PER_BATCH = 3
 IMAGES_PER_LABEL = 4
 # Batches: each takes its own slice of every label's Training photos (see `photo_sets`).
-BATCHES = ("api", "backfill-1", "backfill-2")
+BATCHES = ("api", "backfill")
 API_NIGHT = "2026-03-01"  # the manual run's partition key
 BACKFILL_FROM, BACKFILL_TO = "2026-02-01", "2026-02-02T23:59:59"
 BACKFILL_DATES = ("2026-02-01", "2026-02-02")
@@ -72,6 +73,7 @@ def stack(publish_models, tmp_path_factory):
     require(postgres_bin_dir() is not None, "PostgreSQL server binaries are missing (Debian package postgresql)")
     home = tmp_path_factory.mktemp("airflow_home")
     lake = tmp_path_factory.mktemp("lake")
+    landing_root = tmp_path_factory.mktemp("landing")  # <root>/<date>/: what a run reads without a landing Param
     publish_models(lake)  # the weights and their converted payload, as the release command publishes them
     postgres = PostgresServer(postgres_bin_dir())
     services = AirflowServices(
@@ -81,6 +83,7 @@ def stack(publish_models, tmp_path_factory):
         extra_env={
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW_VAR_FRUITS_LOCAL_LAKE": str(lake),
+            "AIRFLOW_VAR_FRUITS_LANDING": str(landing_root),
             # Unpausing must not start a nightly run of its own: the test triggers every run.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             # Spark's driver and block manager bind here instead of the host's address.
@@ -95,7 +98,7 @@ def stack(publish_models, tmp_path_factory):
         api.wait_for_dag(DAG_ID)
         api.unpause(DAG_ID)
         prepare_consumer(api)  # the asset consumer, unpaused before any producer run
-        yield {"services": services, "api": api, "lake": lake, "postgres": postgres}
+        yield {"services": services, "api": api, "lake": lake, "landing_root": landing_root, "postgres": postgres}
     finally:
         started = services.all_processes()
         services.stop()
@@ -175,9 +178,11 @@ def test_the_consumer_dag_is_queued_by_the_producers_asset_event(stack):
     assert outcome.get("queued_events") or outcome.get("summary")
 
 
-def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path):
+def test_cli_backfill_of_two_dates_runs_each_date_once_on_its_own_folder(stack, photo_sets):
     api, services, lake = stack["api"], stack["services"], stack["lake"]
-    landing = land(photo_sets["backfill-1"], tmp_path / "landing")
+    photos_day, empty_day = BACKFILL_DATES
+    land(photo_sets["backfill"], stack["landing_root"] / photos_day)
+    (stack["landing_root"] / empty_day).mkdir()  # nothing arrived that day
 
     created = services.airflow(
         "backfill",
@@ -188,8 +193,6 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
         BACKFILL_FROM,
         "--to-date",
         BACKFILL_TO,
-        "--dag-run-conf",
-        json.dumps({"landing": str(landing)}),
         "--max-active-runs",
         "1",
     )
@@ -197,22 +200,22 @@ def test_cli_backfill_of_two_dates_makes_two_batches(stack, photo_sets, tmp_path
     runs = {r["partition_key"]: r["dag_run_id"] for r in api.dag_runs(DAG_ID) if r["run_type"] == "backfill"}
     assert sorted(runs) == list(BACKFILL_DATES)
 
-    # New photos arrive after the first night listed its own: with one run at a time, the second
-    # date's listing starts only after the first run has finished.
-    first, second = (runs[d] for d in BACKFILL_DATES)
+    # One run at a time, in date order: the second date's listing starts only once the first run has listed.
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while api.task_states(DAG_ID, first).get("list_landing") != "success":
+    while api.task_states(DAG_ID, runs[photos_day]).get("list_landing") != "success":
         services.check_alive()
-        assert api.task_states(DAG_ID, second).get("list_landing") in (None, "scheduled", "queued")
-        assert time.monotonic() < deadline, f"first backfill run never listed: {api.task_states(DAG_ID, first)}"
+        assert api.task_states(DAG_ID, runs[empty_day]).get("list_landing") in (None, "scheduled", "queued")
+        first_states = api.task_states(DAG_ID, runs[photos_day])
+        assert time.monotonic() < deadline, f"first backfill run never listed: {first_states}"
         time.sleep(2)
-    land(photo_sets["backfill-2"], landing)
 
     api.wait_for_runs(DAG_ID, runs.values(), services, timeout=2 * RUN_TIMEOUT_S)
-    for date, batch in zip(BACKFILL_DATES, ("backfill-1", "backfill-2")):
-        assert_batch_outputs(lake, date, photo_sets[batch])
+    assert_batch_outputs(lake, photos_day, photo_sets["backfill"])
+    empty = api.task_states(DAG_ID, runs[empty_day])
+    assert empty["list_landing"] == empty["plan_jobs"] == empty["unlock_batch"] == "success"
+    assert {empty[job] for job in ("ingest", "featurize", "pca", "reexpress")} == {"skipped"}
     assert sorted(p.name for p in (lake / "raw").iterdir() if p.name.startswith("batch=")) == sorted(
-        ["batch=2026-03-01"] + [f"batch={d}" for d in BACKFILL_DATES]
+        [f"batch={API_NIGHT}", f"batch={photos_day}"]
     )
 
 

@@ -20,9 +20,17 @@ from fruits import steps
 log = logging.getLogger(__name__)
 
 MASTER = steps.LOCAL_MASTER
+# A local job's JVM lives a minute or two, its heavy work in Python: the JIT's optimizing tier (C2) would spend
+# more CPU compiling than it saves (docs/choices.md, "The local target's JVM").
+SHORT_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 # The driver fits the PCA and holds the broadcast weights: more than Spark's 1g default.
 # Spark's own INFO chatter would drown the jobs' progress lines (those are Python logging).
-SPARK_CONF = {"spark.driver.memory": "2g", "spark.sql.session.timeZone": "UTC", "spark.log.level": "WARN"}
+SPARK_CONF = {
+    "spark.driver.memory": "2g",
+    "spark.driver.extraJavaOptions": SHORT_LIVED_JVM_OPTIONS,
+    "spark.sql.session.timeZone": "UTC",
+    "spark.log.level": "WARN",
+}
 
 
 def spark_submit() -> str:
