@@ -39,6 +39,46 @@ def test_an_s3a_uri_opens_the_same_store_as_s3():
         assert list(store.list_files(folder)) == ["s3://lake-b/landing/Kiwi/k.jpg"]
 
 
+@mock_aws
+def test_a_parquet_object_is_read_in_ranges_and_a_file_is_uploaded_as_it_is(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client = boto3.client("s3", region_name="eu-west-3")
+    client.create_bucket(Bucket="lake-b", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    store = storage.S3Store(client, "lake-b")
+    local = tmp_path / "big.parquet"
+    rows = 40_000
+    pq.write_table(
+        pa.table({"n": range(rows), "blob": [os.urandom(100) for _ in range(rows)]}), local, row_group_size=5000
+    )
+    uri = "s3://lake-b/x/big.parquet"
+    size = local.stat().st_size
+    store.put_file(uri, local, "digest")
+    head = client.head_object(Bucket="lake-b", Key="x/big.parquet")
+    assert (head["ContentLength"], head["Metadata"], head["ServerSideEncryption"]) == (
+        size,
+        {"sha256": "digest"},
+        "aws:kms",
+    )
+    assert store.read(uri) == local.read_bytes()
+
+    ranges = []
+    real_get = client.get_object
+
+    def get(**kwargs):
+        ranges.append(kwargs["Range"])
+        return real_get(**kwargs)
+
+    client.get_object = get
+    with storage.parquet_file(store, uri) as parquet:
+        assert parquet.metadata.num_row_groups == 8
+        numbers = parquet.read_row_group(7, columns=["n"]).column("n").to_pylist()
+    assert numbers == list(range(35_000, 40_000))
+    fetched = sum(int(b) - int(a) + 1 for a, b in (r.removeprefix("bytes=").split("-") for r in ranges))
+    assert 0 < fetched < size / 2  # the footer and one row group's small column, not the 4 MB of blobs
+
+
 def test_a_local_store_has_no_versions_but_drops_hadoops_stale_checksum(tmp_path):
     store = storage.LocalStore(tmp_path)
     uri = store.root + "/features/part-0.parquet"

@@ -12,6 +12,7 @@ reads or writes the lake uses (the upload, erasure, the run report, the matrix, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -22,7 +23,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import lakefiles
 
@@ -73,9 +74,11 @@ class Store(Protocol):
     def list_files(self, prefix_uri: str) -> Iterator[str]: ...
     def list_entries(self, prefix_uri: str) -> Iterator[Entry]: ...
     def read(self, uri: str) -> bytes: ...
+    def open_read(self, uri: str) -> BinaryIO: ...
     def read_or_none(self, uri: str) -> bytes | None: ...
     def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
     def put(self, uri: str, data: bytes, sha256: str) -> None: ...
+    def put_file(self, uri: str, path: Path, sha256: str) -> None: ...
     def put_if_absent(self, uri: str, data: bytes) -> bool: ...
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
     def delete(self, uri: str) -> None: ...
@@ -111,6 +114,18 @@ class LocalStore(lakefiles.LocalFiles):
         if scheme != "file":
             raise ValueError(f"not a local path or file: URI: {uri!r}")
         return Path(path)
+
+    def open_read(self, uri: str) -> BinaryIO:
+        """The file, opened for reading: a reader seeks to the parts it needs (a Parquet footer, a column)."""
+        return self._path(uri).open("rb")
+
+    def put_file(self, uri: str, path: Path, sha256: str) -> None:
+        """A local file's content, copied in without being held in memory (write-then-rename, as `put`)."""
+        target = self._path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.urandom(4).hex()}.partial")
+        shutil.copyfile(path, partial)
+        partial.replace(target)
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         base = self._path(prefix_uri)
@@ -188,6 +203,45 @@ class LocalStore(lakefiles.LocalFiles):
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
+# The smallest ranged GET a reader of an S3 object makes (a Parquet footer, a page): one request, not many tiny ones.
+RANGED_READ_BYTES = 1024 * 1024
+
+
+class RangedObject(io.RawIOBase):
+    """One version of an S3 object as a seekable file: each read is a ranged GET of that version (an
+    object replaced under the reader fails its next read instead of mixing two contents)."""
+
+    def __init__(self, client: Any, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+        head = client.head_object(Bucket=bucket, Key=key)
+        self.size, self.etag, self.position = head["ContentLength"], head["ETag"], 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        if self.position >= self.size or not len(buffer):
+            return 0
+        last = min(self.size, self.position + len(buffer)) - 1
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={self.position}-{last}", IfMatch=self.etag
+        )["Body"].read()
+        buffer[: len(body)] = body
+        self.position += len(body)
+        return len(body)
+
+
 class S3Store(lakefiles.S3Files):
     """An S3 bucket through a boto3 client (from the provider's S3Hook: credentials come from the
     `aws_default` connection). Every object is written encrypted with KMS (reads and conditional writes:
@@ -204,6 +258,17 @@ class S3Store(lakefiles.S3Files):
             raise ValueError(f"not an s3:// URI: {uri!r}")
         _, bucket, key = lake.split_uri(uri)
         return bucket, key
+
+    def open_read(self, uri: str) -> BinaryIO:
+        """The object, read by ranged GETs of the current version as a reader seeks (a Parquet footer, then the
+        columns it wants): never held whole."""
+        bucket, key = self._key(uri)
+        return io.BufferedReader(RangedObject(self.client, bucket, key), buffer_size=RANGED_READ_BYTES)
+
+    def put_file(self, uri: str, path: Path, sha256: str) -> None:
+        """A local file's content, uploaded in parts when large (boto3's managed transfer), KMS-encrypted as `put`."""
+        bucket, key = self._key(uri)
+        self.client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}, **self._extra()})
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         for entry in self.list_entries(prefix_uri):
@@ -314,6 +379,16 @@ def open_lake(root: str, s3_client: Any = None) -> LocalStore | S3Store:
 # ---------------------------------------------------------------------------------------------
 # The batch manifest
 # ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def parquet_file(store: Store, uri: str) -> Iterator[Any]:
+    """A Parquet object of the lake opened in parts (its footer, then the row groups and columns asked for, page by
+    page), never read whole: a reduced file or a bundle of phone photos is hundreds of MB."""
+    import pyarrow.parquet as pq
+
+    with store.open_read(uri) as handle:
+        yield pq.ParquetFile(handle, buffer_size=RANGED_READ_BYTES, pre_buffer=False)
 
 
 def batch_manifest_uri(root: str, batch: str) -> str:
