@@ -32,7 +32,7 @@ from fruits import lake
 log = logging.getLogger(__name__)
 
 UPLOADS_MANIFEST = "_uploads.json"
-INGESTION_REPORT = "_ingestion.json"
+INGESTION_REPORT = lakefiles.INGESTION_REPORT
 # Photos travel in bundles: S3 bills per request and per 128 KB minimum object (docs/choices.md, "Measured
 # behind the constants"); small enough that erasing a photo rewrites little and a worker holds one at a time.
 BUNDLE_MAX_PHOTOS = 1000
@@ -79,6 +79,7 @@ class Store(Protocol):
     def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
     def put(self, uri: str, data: bytes, sha256: str) -> None: ...
     def put_file(self, uri: str, path: Path, sha256: str) -> None: ...
+    def is_file(self, uri: str) -> bool: ...
     def put_if_absent(self, uri: str, data: bytes) -> bool: ...
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
     def delete(self, uri: str) -> None: ...
@@ -399,6 +400,10 @@ def ingestion_report_uri(root: str, batch: str) -> str:
     return lake.raw_uri(root, batch) + INGESTION_REPORT
 
 
+def ingestion_counts_uri(root: str, batch: str) -> str:
+    return lake.raw_uri(root, batch) + lakefiles.INGESTION_COUNTS
+
+
 @dataclass
 class BatchManifest:
     """What `_uploads.json` records: `files` {key in the batch: sha256}, `bundles` {bundle file name:
@@ -416,6 +421,86 @@ class BatchManifest:
             return cls({}, {})
         recorded = json.loads(data)
         return cls(recorded["files"], recorded.get("bundles", {}))
+
+
+# Characters of a streamed JSON object decoded at a time.
+JSON_CHUNK_CHARS = 1024 * 1024
+
+
+class JsonObjectStream:
+    """A JSON object decoded member by member from a text stream: a member whose value is an object is entered
+    (`members`) or decoded whole (`value`), so a manifest of a million photos is never held whole."""
+
+    def __init__(self, text: Any):
+        self.stream, self.text, self.pos = text, "", 0
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        chunk = self.stream.read(JSON_CHUNK_CHARS)
+        self.text, self.pos = self.text[self.pos :] + chunk, 0
+        return bool(chunk)
+
+    def _peek(self) -> str:
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos].isspace():
+                self.pos += 1
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._more():
+                raise ValueError("the JSON ends too early")
+
+    def _take(self, expected: str) -> str:
+        found = self._peek()
+        if found not in expected:
+            raise ValueError(f"JSON: {found!r} where one of {expected!r} was expected")
+        self.pos += 1
+        return found
+
+    def value(self) -> Any:
+        """The next value, decoded whole (read on until it is complete)."""
+        self._peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                if not self._more():
+                    raise
+                continue
+            if end < len(self.text) or not self._more():  # a number cut at the chunk's end reads on
+                self.pos = end
+                return value
+
+    def members(self) -> Iterator[str]:
+        """The keys of the object starting here; the caller reads each key's value (`value` or `members`)
+        before asking for the next key."""
+        self._take("{")
+        if self._peek() == "}":
+            self.pos += 1
+            return
+        while True:
+            key = self.value()
+            self._take(":")
+            yield key
+            if self._take(",}") == "}":
+                return
+
+
+def manifest_bundles(store: Store, root: str, batch: str) -> Iterator[tuple[str, list[str]]]:
+    """(bundle, its keys) of the batch's manifest, decoded one bundle at a time as the object is read (a million
+    photos' manifest is ~170 MB of JSON, ~700 MB of Python objects parsed whole); none before an upload."""
+    uri = batch_manifest_uri(root, batch)
+    if not store.is_file(uri):
+        return
+    with store.open_read(uri) as handle:
+        stream = JsonObjectStream(io.TextIOWrapper(handle, encoding="utf-8"))
+        for section in stream.members():
+            if section in ("files", "bundles"):
+                for name in stream.members():
+                    keys = stream.value()
+                    if section == "bundles":
+                        yield name, keys
+            else:
+                stream.value()
 
 
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
