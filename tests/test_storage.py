@@ -16,6 +16,8 @@ from moto import mock_aws
 
 from fruits import gdpr, lake, pipeline_tasks, storage
 
+BATCH = "2026-01-01"
+
 
 @pytest.mark.parametrize(
     ("uri", "expected"),
@@ -176,3 +178,24 @@ def test_a_dead_writer_releases_the_lock_at_once(tmp_path):
     started = time.monotonic()
     assert store.put_if_match(uri, b"next", etag)
     assert time.monotonic() - started < 5 and store.read(uri) == b"next"
+
+
+@pytest.mark.parametrize("indent", [1, None])
+def test_the_manifests_bundles_are_decoded_one_at_a_time_whatever_the_layout(tmp_path, monkeypatch, indent):
+    import json
+
+    import lakefiles
+
+    monkeypatch.setattr(storage, "JSON_CHUNK_CHARS", 5)  # every token cut somewhere
+    store = storage.LocalStore(tmp_path)
+    files = {f'Training/Kïwi "{i}"/p{i}.jpg': f"{i:064x}" for i in range(7)}
+    bundles = {"bundle-b.parquet": sorted(files)[:3], "bundle-a.parquet": sorted(files)[3:], "bundle-c.parquet": []}
+    body = lakefiles.manifest_json(BATCH, files, bundles)
+    if indent is None:  # written by another JSON writer: no whitespace, keys in another order, a number
+        body = json.dumps({"bundles": bundles, "n": 12345678901, "files": files, "batch": BATCH}).encode()
+    store.put(storage.batch_manifest_uri(store.root, BATCH), body, "-")
+    assert dict(storage.manifest_bundles(store, store.root, BATCH)) == bundles
+    assert list(storage.manifest_bundles(store, store.root, "2026-01-02")) == []
+    store.put(storage.batch_manifest_uri(store.root, BATCH), body[:-9], "-")
+    with pytest.raises(ValueError):
+        list(storage.manifest_bundles(store, store.root, BATCH))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +291,7 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     if marker is None or marker["location"] != extra["location"]:
         raise ValueError(f"{extra['output']} no longer holds the commit {extra['location']} the event named")
     files = [marker["location"] + name for name in marker["files"] if name.endswith(".parquet")]
-    batches = [b for b in _reduced_batches(store, files, ["label", "split"]) if b.num_rows]
+    batches = [b for b in storage.parquet_batches(store, files, ["label", "split"], REDUCED_BATCH_ROWS) if b.num_rows]
     table = pa.Table.from_batches(batches) if batches else None
     if table is None:
         raise ValueError(f"the committed output {extra['location']} holds no row")
@@ -304,7 +304,7 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     sampled = {"Training": sample("Training", NN_SAMPLE_TRAINING), "Test": sample("Test", NN_SAMPLE_TEST)}
     wanted = np.union1d(sampled["Training"], sampled["Test"])
     first, second, picked, start, k = [], [], [], 0, None
-    for record_batch in _reduced_batches(store, files, ["pca"]):
+    for record_batch in storage.parquet_batches(store, files, ["pca"], REDUCED_BATCH_ROWS):
         pca = record_batch.column("pca")
         if not len(pca):
             continue
@@ -358,13 +358,6 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
         "nn_sample": {"test": len(test), "training": len(train)},
         "per_label": per_label,
     }
-
-
-def _reduced_batches(store: Any, files: Iterable[str], columns: list[str]) -> Iterator[Any]:
-    """The files' record batches of these columns, in order, one page of rows at a time (never a whole file)."""
-    for uri in files:
-        with storage.parquet_file(store, uri) as parquet:
-            yield from parquet.iter_batches(batch_size=REDUCED_BATCH_ROWS, columns=columns)
 
 
 def write_summary(store: Any, root: str, summary: Mapping[str, Any]) -> str:

@@ -66,11 +66,8 @@ def landing_counts(store: Any, root: str, batch: str) -> dict[str, Any] | None:
 
 
 def _parquet_batches(store: Any, uris: Sequence[str], columns: list[str]) -> Iterator[Any]:
-    """Arrow record batches of Parquet files, one file in memory at a time."""
-    import pyarrow.parquet as pq
-
-    for uri in uris:
-        yield from pq.ParquetFile(io.BytesIO(store.read(uri))).iter_batches(batch_size=4096, columns=columns)
+    """The page's Parquet reads, 4,096 rows at a time."""
+    return storage.parquet_batches(store, uris, columns, rows=4096)
 
 
 def quarantined(store: Any, root: str, batch: str) -> tuple[dict[str, int], list[dict[str, str]]]:

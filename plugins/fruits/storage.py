@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -267,9 +267,10 @@ class S3Store(lakefiles.S3Files):
         return io.BufferedReader(RangedObject(self.client, bucket, key), buffer_size=RANGED_READ_BYTES)
 
     def put_file(self, uri: str, path: Path, sha256: str) -> None:
-        """A local file's content, uploaded in parts when large (boto3's managed transfer), KMS-encrypted as `put`."""
+        """A local file's content in one PutObject streamed from the disk (as `put`: same request, KMS, metadata)."""
         bucket, key = self._key(uri)
-        self.client.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": {"sha256": sha256}, **self._extra()})
+        with Path(path).open("rb") as body:
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": sha256}, **self._extra())
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         for entry in self.list_entries(prefix_uri):
@@ -390,6 +391,13 @@ def parquet_file(store: Store, uri: str) -> Iterator[Any]:
 
     with store.open_read(uri) as handle:
         yield pq.ParquetFile(handle, buffer_size=RANGED_READ_BYTES, pre_buffer=False)
+
+
+def parquet_batches(store: Store, uris: Iterable[str], columns: list[str], rows: int) -> Iterator[Any]:
+    """The record batches of these columns of Parquet objects, in order, `rows` at a time (never a whole file)."""
+    for uri in uris:
+        with parquet_file(store, uri) as parquet:
+            yield from parquet.iter_batches(batch_size=rows, columns=columns)
 
 
 def batch_manifest_uri(root: str, batch: str) -> str:
