@@ -259,8 +259,8 @@ def peak_rss_mib() -> float:
 def night_json(task: str, state: dict) -> dict:
     """report_cost's reads that grow with the night, at full size in a local lake: `write_night_json` writes a
     night's `_ingestion.json` and `_uploads.json` with the ingest job's own writers (unmeasured);
-    `report_json_reads` reads them as report_run does (report_page.landing_counts, run_report.batch_bundles, and
-    report_page.photo_thumbnails' manifest read)."""
+    `report_json_reads` reads them as report_run does (report_page.landing_counts: the counts beside the report;
+    run_report.batch_bundles and report_page.photo_thumbnails: the manifest's bundles, streamed)."""
     from fruits import lake, storage
 
     store, batch, photos = storage.LocalStore(state["folder"]), state["batch"], state["photos"]
@@ -272,7 +272,7 @@ def night_json(task: str, state: dict) -> dict:
         return {
             "seen": landing["seen"],
             "bundles": bundles,
-            "files": len(storage.read_batch_manifest(store, store.root, batch).files),
+            "files": sum(len(keys) for _, keys in storage.manifest_bundles(store, store.root, batch)),
         }
     import ingest
     import numpy as np

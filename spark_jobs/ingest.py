@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - run as `python -m spark_jobs.ingest`
     from spark_jobs import jobio
 
 UPLOADS_MANIFEST = "_uploads.json"  # fruits.storage's names, checked equal by a test
-INGESTION_REPORT = "_ingestion.json"
+INGESTION_REPORT = lakefiles.INGESTION_REPORT
 ERASED = "erased.json"
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
@@ -268,27 +268,8 @@ def commit_manifest(
 def write_report(
     store: Any, raw_uri: str, batch: str, landing_uri: str, outcomes: dict[str, dict[str, Any]], counts: dict
 ) -> str:
-    """`_ingestion.json`: every landing file the batch has seen (earlier attempts' too) and its outcome; a
-    rerun finding its uploaded photo again keeps `uploaded`."""
-    uri = raw_uri + INGESTION_REPORT
-    for _ in range(MANIFEST_ATTEMPTS):
-        data, etag = store.read_with_etag(uri)
-        previous = json.loads(data)["files"] if data else {}
-        files = lakefiles.merge_outcomes(previous, outcomes, batch)
-        if files == previous:
-            return uri  # nothing new: a rerun writes nothing
-        report = {
-            "batch": batch,
-            "landing": landing_uri,
-            "written_at": dt.datetime.now(dt.UTC).isoformat(),
-            "last_attempt": counts,
-            "reasons": photos.REJECT_REASONS,
-            "files": dict(sorted(files.items())),
-        }
-        body = json.dumps(report, indent=1, ensure_ascii=True).encode()
-        if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
-            return uri
-    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
+    """`_ingestion.json` (every landing file the batch has seen and its outcome) and its counts beside it."""
+    return lakefiles.write_ingestion_report(store, raw_uri, batch, landing_uri, outcomes, counts, photos.REJECT_REASONS)
 
 
 def tidy_landing(spark, landing_uri: str, outcomes: dict[str, dict[str, Any]], landing_after: str) -> int:

@@ -5,6 +5,7 @@ them, and fruits.storage's LocalStore and S3Store inherit them (one definition o
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -229,6 +230,72 @@ def merge_outcomes(previous: dict[str, dict], outcomes: dict[str, dict], batch: 
         ):
             files[landing_file] = outcome
     return files
+
+
+INGESTION_REPORT = "_ingestion.json"
+# Beside it, the report's counts over every landing file: what the run report shows, without parsing ~500 MB of
+# outcomes at a million photos.
+INGESTION_COUNTS = "_ingestion_counts.json"
+REPORT_ATTEMPTS = 20
+
+
+def outcome_counts(files: dict[str, dict]) -> dict[str, Any]:
+    """`_ingestion.json`'s files by outcome: seen, uploaded, already_in_lake, rejected {reason: files}."""
+    outcomes: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    for entry in files.values():
+        outcomes[entry["outcome"]] = outcomes.get(entry["outcome"], 0) + 1
+        if entry["outcome"] == "rejected":
+            rejected[entry.get("reason", "?")] = rejected.get(entry.get("reason", "?"), 0) + 1
+    return {
+        "seen": len(files),
+        "uploaded": outcomes.get("uploaded", 0),
+        "already_in_lake": outcomes.get("already_in_lake", 0),
+        "rejected": dict(sorted(rejected.items())),
+    }
+
+
+def ingestion_counts_json(batch: str, files: dict[str, dict]) -> bytes:
+    """`_ingestion_counts.json`: the counts of `_ingestion.json`'s files, written by whoever writes the report."""
+    return json.dumps({"batch": batch, "landing": outcome_counts(files)}, indent=1, sort_keys=True).encode()
+
+
+def write_ingestion_report(
+    files_store: Any,
+    raw_uri: str,
+    batch: str,
+    landing_uri: str,
+    outcomes: dict[str, dict[str, Any]],
+    counts: dict[str, Any],
+    reasons: dict[str, str],
+) -> str:
+    """`_ingestion.json`: every landing file the batch has seen (earlier attempts' too) and its outcome, with a
+    conditional write (a rerun finding its uploaded photo again keeps `uploaded`); then its counts beside it,
+    checked every time (a retry after a lost write of the counts leaves them right)."""
+    uri = raw_uri + INGESTION_REPORT
+    for _ in range(REPORT_ATTEMPTS):
+        data, etag = files_store.read_with_etag(uri)
+        previous = json.loads(data)["files"] if data else {}
+        files = merge_outcomes(previous, outcomes, batch)
+        if files != previous:  # else nothing new (a rerun): the report is not rewritten
+            report = {
+                "batch": batch,
+                "landing": landing_uri,
+                "written_at": dt.datetime.now(dt.UTC).isoformat(),
+                "last_attempt": counts,
+                "reasons": reasons,
+                "files": dict(sorted(files.items())),
+            }
+            body = json.dumps(report, indent=1, ensure_ascii=True).encode()
+            if not (files_store.put_if_match(uri, body, etag) if etag else files_store.put_if_absent(uri, body)):
+                continue
+        if data is None and not files:
+            return uri  # no landing file, no report: nothing to count
+        summary = ingestion_counts_json(batch, files)
+        if files_store.read_or_none(raw_uri + INGESTION_COUNTS) != summary:  # a rerun rewrites nothing
+            files_store.put(raw_uri + INGESTION_COUNTS, summary, sha256_bytes(summary))
+        return uri
+    raise RuntimeError(f"{uri}: {REPORT_ATTEMPTS} conditional writes lost in a row")
 
 
 def open_files(uri: str) -> LocalFiles | S3Files:

@@ -11,6 +11,7 @@ import json
 import time
 from unittest import mock
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -285,3 +286,44 @@ def test_the_consumer_dag_is_scheduled_on_the_pca_alias_and_parses_without_varia
     assert scheduler_view.get_partition_mapper(name="n", uri="s3://b/pca/reduced/").to_downstream("2026-03-01") == (
         "2026-03-01"
     )
+
+
+def test_the_consumer_summary_streams_the_reduced_files_and_matches_numpy_over_the_whole_table(store):
+    # Three files of several row groups, read a few rows at a time, sampled: the summary is what numpy gives
+    # over the whole table, and no file is ever read whole.
+    rng = np.random.default_rng(7)
+    labels = np.array(["Apple", "Pear", "Plum", "Kiwi"])[rng.integers(0, 4, 300)]
+    splits = np.where(rng.random(300) < 0.7, "Training", "Test")
+    points = rng.normal(size=(300, 5)) + 3.0 * (labels == "Pear")[:, None]
+    files = {}
+    for part, rows in enumerate(np.array_split(np.arange(300), 3)):
+        table = pa.table({"label": labels[rows], "split": splits[rows], "pca": points[rows].tolist()})
+        sink = io.BytesIO()
+        pq.write_table(table, sink, row_group_size=40)
+        files[f"reduced/part-{part}.parquet"] = sink.getvalue()
+    marker = commit_output(
+        store, lake.pca_reduced_uri(store.root, 1, BATCH), files, {"job": "pca", "batch_id": BATCH, "k": 5}
+    )
+    extra = {"batch": BATCH, "basis": 1, "output": lake.pca_reduced_uri(store.root, 1, BATCH)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(assets, "REDUCED_BATCH_ROWS", 7)
+        patch.setattr(assets, "NN_SAMPLE_TEST", 20)
+        patch.setattr(assets, "NN_SAMPLE_TRAINING", 50)
+        patch.setattr(store, "read", mock.Mock(side_effect=AssertionError("a reduced file read whole")))
+        summary = assets.summarize_reduced(store, extra | {"location": marker["location"]})
+
+    sample = np.random.default_rng(0)  # the summary's seed: Training's sample drawn first, then Test's
+    train = np.sort(sample.choice(np.flatnonzero(splits == "Training"), 50, replace=False))
+    test = np.sort(sample.choice(np.flatnonzero(splits == "Test"), 20, replace=False))
+    distances = ((points[test][:, None, :] - points[train][None, :, :]) ** 2).sum(axis=2)
+    accuracy = round(float((labels[train][distances.argmin(axis=1)] == labels[test]).mean()), 4)
+    assert (summary["rows"], summary["k"], summary["labels"]) == (300, 5, 4)
+    assert summary["nn_sample"] == {"test": 20, "training": 50}
+    assert summary["nn_accuracy_training_to_test"] == accuracy
+    for label in ("Apple", "Kiwi", "Pear", "Plum"):
+        mine = labels == label
+        assert summary["per_label"][label] == {
+            "rows": int(mine.sum()),
+            "centroid_2d": [round(float(points[mine, 0].mean()), 4), round(float(points[mine, 1].mean()), 4)],
+            "splits": {s: int(n) for s in ("Test", "Training") if (n := (mine & (splits == s)).sum())},
+        }

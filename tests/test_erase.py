@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import boto3
+import lakefiles
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -380,13 +381,20 @@ def test_erase_inside_a_bundle_rewrites_it_without_the_photo_and_an_emptied_bund
         raw + storage.INGESTION_REPORT: (1, 2),
     }
     assert report["raw_objects_deleted"] == []  # the photo had no object of its own
-    assert {key for key in before if before[key] != after.get(key)} == {
-        raw + pair,
-        features,
-        raw + storage.UPLOADS_MANIFEST,
-        raw + storage.INGESTION_REPORT,
-        "index/sha256/" + (hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin"),
-    }
+    assert (
+        {key for key in before if before[key] != after.get(key)}
+        == {
+            raw + pair,
+            features,
+            raw + storage.UPLOADS_MANIFEST,
+            raw + storage.INGESTION_REPORT,
+            raw + lakefiles.INGESTION_COUNTS,  # the report's counts follow it
+            "index/sha256/" + (hashlib.sha256(BUNDLED["Training/Apple Braeburn/apple.jpg"]).hexdigest()[:3] + ".bin"),
+        }
+    )
+    ingestion = json.loads((root / raw / storage.INGESTION_REPORT).read_text())["files"]
+    counts = json.loads((root / raw / lakefiles.INGESTION_COUNTS).read_text())["landing"]
+    assert counts == lakefiles.outcome_counts(ingestion) and counts["seen"] == 2
     # ... and the landing file it came from is gone (it would come back the next night otherwise).
     assert report["landing_files_deleted"] == [
         storage.file_uri(tmp_path / "landing" / "Training/Apple Braeburn/apple.jpg")

@@ -231,6 +231,15 @@ def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tm
     assert uploaded["c%41.jpg"] == "Training/Kiwi/c%41.jpg" and uploaded["cA.jpg"] == "Training/Kiwi/cA.jpg"
     assert {"expiring.jpg", "gps_exif.jpg", "gps_xmp.jpg", "b?.jpg", "d e.jpg", "é.jpg"} <= uploaded.keys()
     assert counts["seen"] == len(listed) and counts["uploaded"] == len(uploaded)
+    # Beside the report, its counts over every landing file: what the run report shows without parsing it.
+    landing_counts = json.loads(lake_store.read(storage.ingestion_counts_uri(root, BATCH)))["landing"]
+    rejected = {"erased": 1, "hidden": 1, "misplaced": 1, "unsupported": 1}
+    assert landing_counts == {
+        "seen": len(listed),
+        "uploaded": len(uploaded),
+        "already_in_lake": len(listed) - len(uploaded) - 4,
+        "rejected": rejected,
+    }
 
     # The manifest names the bundles, which hold exactly the uploaded photos, with no location left.
     manifest = json.loads(lake_store.read(storage.batch_manifest_uri(root, BATCH)))

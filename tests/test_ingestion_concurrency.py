@@ -281,13 +281,19 @@ def test_a_second_night_reads_its_own_photos_and_the_index_shards_it_needs_only(
     assert sorted(landing_gets) == sorted(
         f"in/{night_2}/Kiwi/{n}" for n in ("q0.jpg", "q1.jpg", "q2.jpg", "q3.jpg", "again.jpg")
     )
-    # The night's manifest, its report, the erased list; each needed shard read to look up and read to update.
+    # The night's manifest, its report and its counts (written only when they change), the erased list; each
+    # needed shard read to look up and read to update.
     # (and this night's own bundle, read back once to drop the photo the index knew: the price of one lookup per shard)
     own_bundles = [key for key in lake_gets if key.startswith(f"raw/batch={night_2}/bundle-")]
     assert len(own_bundles) == 1
     others = [key for key in lake_gets if not key.startswith("index/sha256/") and key not in own_bundles]
     assert others == sorted(
-        [f"raw/batch={night_2}/_ingestion.json", f"raw/batch={night_2}/_uploads.json", "index/erased.json"]
+        [
+            f"raw/batch={night_2}/_ingestion.json",
+            f"raw/batch={night_2}/_ingestion_counts.json",
+            f"raw/batch={night_2}/_uploads.json",
+            "index/erased.json",
+        ]
     )
     index_gets = [key for key in lake_gets if key.startswith("index/sha256/")]
     assert set(index_gets) <= shards and len(index_gets) <= 2 * len(shards)

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -645,3 +645,121 @@ def test_the_run_report_tab_serves_a_real_runs_page_in_airflows_api_server(built
     answer = client.get(url, headers=auth)
     assert answer.status_code == 200 and answer.content == page.read_bytes()
     assert client.get("/fruits-report/dags/fruits_pipeline/runs/no-such-run", headers=auth).status_code == 404
+
+
+def _noise_jpeg(seed: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+class ReadsInParts(storage.LocalStore):
+    """A LocalStore that refuses to read the night's big files whole and counts the bytes read in parts."""
+
+    whole = ("_ingestion.json", "_uploads.json", ".parquet")
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.bytes_read: dict[str, int] = {}
+        self.strict = False  # while the test writes the lake, its writers read as they do
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        assert not (self.strict and uri.endswith(self.whole)), f"{uri} read whole"
+        return super().read_or_none(uri)
+
+    def read(self, uri: str) -> bytes:
+        assert not (self.strict and uri.endswith(self.whole)), f"{uri} read whole"
+        return super().read(uri)
+
+    def open_read(self, uri: str):
+        return CountedFile(
+            super().open_read(uri), lambda done: self.bytes_read.update({uri: self.bytes_read.get(uri, 0) + done})
+        )
+
+
+class CountedFile(io.RawIOBase):
+    def __init__(self, handle, count):
+        self.handle, self.count = handle, count
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def readinto(self, buffer) -> int:
+        done = self.handle.readinto(buffer)
+        self.count(done)
+        return done
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def test_the_report_reads_the_nights_counts_and_only_the_row_groups_of_the_photos_it_shows(tmp_path):
+    import lakefiles
+
+    store = ReadsInParts(tmp_path)
+    raw = lake.raw_uri(store.root, BATCH)
+    reasons = ["empty", "hidden", "empty", "too_large"]
+    outcomes = {f"{raw}landing/u{i}.jpg": {"outcome": "uploaded", "sha256": f"{i}"} for i in range(5)}
+    outcomes |= {f"{raw}landing/a{i}.jpg": {"outcome": "already_in_lake", "batch": BATCH} for i in range(3)}
+    outcomes |= {f"{raw}landing/r{i}": {"outcome": "rejected", "reason": r} for i, r in enumerate(reasons)}
+    earlier = {f"{raw}landing/u0.jpg": {"outcome": "rejected", "reason": "unreadable"}}  # the rerun's outcome wins
+    earlier |= {f"{raw}landing/old.jpg": {"outcome": "uploaded", "sha256": "old"}}
+    lakefiles.write_ingestion_report(store, raw, BATCH, "landing", earlier, {}, {})
+    lakefiles.write_ingestion_report(store, raw, BATCH, "landing", outcomes, {}, {})
+    everything = earlier | outcomes
+    store.strict = True
+    assert report_page.landing_counts(store, store.root, BATCH) == {
+        "seen": 13,
+        "uploaded": sum(o["outcome"] == "uploaded" for o in everything.values()),
+        "already_in_lake": 3,
+        "rejected": {"empty": 2, "hidden": 1, "too_large": 1},
+    }
+
+    # Bundles of 8 and 16 photos in row groups of 2: a shown photo costs its row group's bytes, not its bundle's.
+    photos = {f"Kiwi/k{i}.jpg": _noise_jpeg(i) for i in range(24)}
+    manifest = {"files": {}, "bundles": {}}
+    for b, keys in enumerate([list(photos)[:8], list(photos)[8:]]):
+        name = f"bundle-{b:016x}.parquet"
+        table = storage.bundle_table(raw, [storage.Photo(k, "-", photos[k]) for k in keys], datetime.now(UTC))
+        store.put(raw + name, storage.bundle_parquet(table, row_group_photos=2), "-")
+        manifest["bundles"][name] = keys
+        manifest["files"] |= dict.fromkeys(keys, "-")
+    store.put(raw + "_uploads.json", lakefiles.manifest_json(BATCH, manifest["files"], manifest["bundles"]), "-")
+    assert run_report.batch_bundles(store, store.root, BATCH) == 2
+    shown = [raw + "Kiwi/k9.jpg", raw.replace("file:///", "file:/") + "Kiwi/k9.jpg", raw + "Kiwi/gone.jpg"]
+    thumbs, not_drawn = report_page.photo_thumbnails(store, store.root, BATCH, shown)
+    assert thumbs[shown[0]] == thumbs[shown[1]] == report_page.thumbnail(photos["Kiwi/k9.jpg"]) is not None
+    assert not_drawn == {shown[2]: "not in the batch's bundles"}
+    size = os.path.getsize(tmp_path / f"raw/batch={BATCH}/bundle-{1:016x}.parquet")
+    assert f"{raw}bundle-{0:016x}.parquet" not in store.bytes_read  # the photo is in the second bundle
+    assert 0 < store.bytes_read[f"{raw}bundle-{1:016x}.parquet"] < size / 3
+
+
+def test_a_batch_ingested_before_the_counts_file_is_counted_from_its_report(tmp_path):
+    store = storage.LocalStore(tmp_path)
+    files = {
+        "a": {"outcome": "uploaded"},
+        "b": {"outcome": "rejected", "reason": "empty"},
+        "c": {"outcome": "rejected"},
+    }
+    store.put(storage.ingestion_report_uri(store.root, BATCH), json.dumps({"files": files}).encode(), "-")
+    assert report_page.landing_counts(store, store.root, BATCH) == {
+        "seen": 3,
+        "uploaded": 1,
+        "already_in_lake": 0,
+        "rejected": {"?": 1, "empty": 1},
+    }
+    assert report_page.landing_counts(store, store.root, "2026-11-22") is None

@@ -16,6 +16,8 @@ from moto import mock_aws
 
 from fruits import gdpr, lake, pipeline_tasks, storage
 
+BATCH = "2026-01-01"
+
 
 @pytest.mark.parametrize(
     ("uri", "expected"),
@@ -37,6 +39,46 @@ def test_an_s3a_uri_opens_the_same_store_as_s3():
         store, folder = storage.open_store(uri, client)
         assert (store.root, folder) == ("s3://lake-b", "s3://lake-b/landing/")
         assert list(store.list_files(folder)) == ["s3://lake-b/landing/Kiwi/k.jpg"]
+
+
+@mock_aws
+def test_a_parquet_object_is_read_in_ranges_and_a_file_is_uploaded_as_it_is(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client = boto3.client("s3", region_name="eu-west-3")
+    client.create_bucket(Bucket="lake-b", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    store = storage.S3Store(client, "lake-b")
+    local = tmp_path / "big.parquet"
+    rows = 40_000
+    pq.write_table(
+        pa.table({"n": range(rows), "blob": [os.urandom(100) for _ in range(rows)]}), local, row_group_size=5000
+    )
+    uri = "s3://lake-b/x/big.parquet"
+    size = local.stat().st_size
+    store.put_file(uri, local, "digest")
+    head = client.head_object(Bucket="lake-b", Key="x/big.parquet")
+    assert (head["ContentLength"], head["Metadata"], head["ServerSideEncryption"]) == (
+        size,
+        {"sha256": "digest"},
+        "aws:kms",
+    )
+    assert store.read(uri) == local.read_bytes()
+
+    ranges = []
+    real_get = client.get_object
+
+    def get(**kwargs):
+        ranges.append(kwargs["Range"])
+        return real_get(**kwargs)
+
+    client.get_object = get
+    with storage.parquet_file(store, uri) as parquet:
+        assert parquet.metadata.num_row_groups == 8
+        numbers = parquet.read_row_group(7, columns=["n"]).column("n").to_pylist()
+    assert numbers == list(range(35_000, 40_000))
+    fetched = sum(int(b) - int(a) + 1 for a, b in (r.removeprefix("bytes=").split("-") for r in ranges))
+    assert 0 < fetched < size / 2  # the footer and one row group's small column, not the 4 MB of blobs
 
 
 def test_a_local_store_has_no_versions_but_drops_hadoops_stale_checksum(tmp_path):
@@ -136,3 +178,24 @@ def test_a_dead_writer_releases_the_lock_at_once(tmp_path):
     started = time.monotonic()
     assert store.put_if_match(uri, b"next", etag)
     assert time.monotonic() - started < 5 and store.read(uri) == b"next"
+
+
+@pytest.mark.parametrize("indent", [1, None])
+def test_the_manifests_bundles_are_decoded_one_at_a_time_whatever_the_layout(tmp_path, monkeypatch, indent):
+    import json
+
+    import lakefiles
+
+    monkeypatch.setattr(storage, "JSON_CHUNK_CHARS", 5)  # every token cut somewhere
+    store = storage.LocalStore(tmp_path)
+    files = {f'Training/Kïwi "{i}"/p{i}.jpg': f"{i:064x}" for i in range(7)}
+    bundles = {"bundle-b.parquet": sorted(files)[:3], "bundle-a.parquet": sorted(files)[3:], "bundle-c.parquet": []}
+    body = lakefiles.manifest_json(BATCH, files, bundles)
+    if indent is None:  # written by another JSON writer: no whitespace, keys in another order, a number
+        body = json.dumps({"bundles": bundles, "n": 12345678901, "files": files, "batch": BATCH}).encode()
+    store.put(storage.batch_manifest_uri(store.root, BATCH), body, "-")
+    assert dict(storage.manifest_bundles(store, store.root, BATCH)) == bundles
+    assert list(storage.manifest_bundles(store, store.root, "2026-01-02")) == []
+    store.put(storage.batch_manifest_uri(store.root, BATCH), body[:-9], "-")
+    with pytest.raises(ValueError):
+        list(storage.manifest_bundles(store, store.root, BATCH))

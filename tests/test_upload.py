@@ -268,16 +268,17 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     store = storage.S3Store(s3, "lake-eu", kms_key_arn="arn:aws:kms:eu-west-3:123456789012:key/abc")
     first = upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), BATCH, max_photos=4)
     assert (first["uploaded"], first["bundles_written"]) == (6, 2)
-    # One PutObject per bundle; per run the manifest, the ingestion report and the index shards the photos
-    # hash to: no request per photo beyond the shards (6 photos: at most 6 shards).
+    # One PutObject per bundle; per run the manifest, the ingestion report, its counts and the index shards the
+    # photos hash to: no request per photo beyond the shards (6 photos: at most 6 shards).
     puts = [key for name, key in requests if name == "PutObject"]
     assert sum(key.endswith(".parquet") for key in puts) == 2 and "HeadObject" not in {n for n, _ in requests}
     assert sorted(k for k in puts if k.startswith("raw/") and not k.endswith(".parquet")) == [
         f"raw/batch={BATCH}/_ingestion.json",
+        f"raw/batch={BATCH}/_ingestion_counts.json",
         f"raw/batch={BATCH}/_uploads.json",
     ]
     shards = {key for key in puts if key.startswith("index/")}
-    assert 1 <= len(shards) <= 6 and len(puts) == 4 + len(shards)
+    assert 1 <= len(shards) <= 6 and len(puts) == 5 + len(shards)
     names = storage.bundle_files(store, lake.raw_uri("s3://lake-eu", BATCH))
     assert len(names) == 2
     head = s3.head_object(Bucket="lake-eu", Key=f"raw/batch={BATCH}/{names[0]}")
@@ -295,7 +296,7 @@ def test_s3_upload_bundles_encrypts_and_a_rerun_makes_no_write_and_no_head(tmp_p
     assert (second["uploaded"], second["already_in_batch"]) == (0, 6)
     assert not {"PutObject", "HeadObject", "DeleteObjects"} & {name for name, _ in requests}
     versions = s3.list_object_versions(Bucket="lake-eu", Prefix=f"raw/batch={BATCH}/")["Versions"]
-    assert len(versions) == 4  # 2 bundles, the manifest and the report, each written exactly once
+    assert len(versions) == 5  # 2 bundles, the manifest, the report and its counts, each written exactly once
 
     # An S3 landing prefix works the same way (same bucket here, another prefix).
     for path in landing.rglob("*.jpg"):
@@ -400,3 +401,51 @@ def test_the_audit_reports_landing_files_no_ingestion_report_accounts_for(tmp_pa
     # A night never ingested: every landing file is unaccounted.
     assert upload_cli.main([*argv[:-1], "2026-02-02"]) == 1
     assert "next.jpg" in capsys.readouterr().out
+
+
+def test_the_listing_is_written_a_page_at_a_time_as_the_landing_is_listed(tmp_path, monkeypatch):
+    # A landing of 10 files, listed 3 at a time: the listing never holds more than one page of the listing's
+    # entries, its row groups are its pages, its rows what the ingest job reads, and the object is put once.
+    landing = tmp_path / "landing"
+    names = [f"Kiwi/k{i}.jpg" for i in range(8)] + ["Kiwi/.hidden.jpg", "loose.jpg"]
+    for name in names:
+        (landing / name).parent.mkdir(parents=True, exist_ok=True)
+        (landing / name).write_bytes(b"x" * (len(name) + 1))
+    landing_uri = storage.file_uri(landing) + "/"
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    (tmp_path / "lake").mkdir()
+    listed, written = [], []
+    real_entries, real_page = storage.LocalStore.list_entries, upload._listing_page
+
+    def lazily(self, prefix_uri):
+        for entry in real_entries(self, prefix_uri):
+            assert len(listed) - sum(written) < 3, "a fourth entry listed before the first page was written"
+            listed.append(entry)
+            yield entry
+
+    def page(files, *args):
+        written.append(len(files))
+        return real_page(files, *args)
+
+    monkeypatch.setattr(upload, "LISTING_PAGE_FILES", 3)
+    monkeypatch.setattr(storage.LocalStore, "list_entries", lazily)
+    monkeypatch.setattr(upload, "_listing_page", page)
+    monkeypatch.setattr(lake_store, "put", lambda *a: pytest.fail("the listing was put from memory"))
+    planned = upload.write_listing(lake_store, storage.LocalStore(landing), landing_uri, BATCH)
+
+    assert written == [3, 3, 3, 1] and len(listed) == 10
+    assert planned["listing"].startswith(lake.raw_uri(lake_store.root, BATCH))
+    assert (planned["files"], planned["candidates"]) == (10, 8)
+    parquet = pq.ParquetFile(lake_store.open_read(planned["listing"]))
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)] == [3, 3, 3, 1]
+    assert parquet.schema_arrow == upload.listing_schema()
+    rows = {bytes(r["uri"]).decode(): r for r in parquet.read().to_pylist()}
+    expected = {
+        landing_uri + name: upload.classify(e, landing_uri, upload.MAX_PHOTO_BYTES)
+        for name in names
+        for e in [storage.Entry(landing_uri + name, len(name) + 1, 0.0)]
+    }
+    assert {u: (r["source"], r["key"], r["size"], r["reason"]) for u, r in rows.items()} == {
+        u: (u if not f.reason else "", f.key, f.size, f.reason) for u, f in expected.items()
+    }
+    assert {r["reason"] for r in rows.values()} == {"", "hidden", "misplaced"}

@@ -24,7 +24,6 @@ reports both as the task's input and output datasets (docs/operations.md, "Linea
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -272,32 +271,51 @@ def summary_uri(root: str, batch: str, version: int) -> str:
 
 
 # The 1-NN check on a seeded sample at most this big (test rows x training rows): its distance matrix stays
-# under 100 MB however large the night, where all against all grows with its square.
+# at 160 MB however large the night, where all against all grows with its square.
 NN_SAMPLE_TEST, NN_SAMPLE_TRAINING = 1_000, 20_000
+# Reduced rows read at once: 8,192 x 229 floats is ~15 MB however many rows the night has.
+REDUCED_BATCH_ROWS = 8192
 
 
 def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     """A batch on a basis, from the committed Parquet the event names (no listing): rows per label and
     split, each label's centroid on the first two components (Arrow aggregates, no row becomes a Python
-    object), and 1-NN Training -> Test accuracy on a seeded sample of at most NN_SAMPLE_TEST x NN_SAMPLE_TRAINING."""
+    object), and 1-NN Training -> Test accuracy on a seeded sample of at most NN_SAMPLE_TEST x NN_SAMPLE_TRAINING.
+    The files are read in record batches, twice: labels and splits (which rows to sample), then the `pca`
+    column, of which only the first two components and the sampled rows are kept."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     marker = lake.read_commit(store, extra["output"])
     if marker is None or marker["location"] != extra["location"]:
         raise ValueError(f"{extra['output']} no longer holds the commit {extra['location']} the event named")
-    tables = [
-        pq.read_table(io.BytesIO(store.read(marker["location"] + name)), columns=["label", "split", "pca"])
-        for name in marker["files"]
-        if name.endswith(".parquet")
-    ]
-    table = pa.concat_tables(tables) if tables else None
-    if table is None or not table.num_rows:
+    files = [marker["location"] + name for name in marker["files"] if name.endswith(".parquet")]
+    batches = [b for b in storage.parquet_batches(store, files, ["label", "split"], REDUCED_BATCH_ROWS) if b.num_rows]
+    table = pa.Table.from_batches(batches) if batches else None
+    if table is None:
         raise ValueError(f"the committed output {extra['location']} holds no row")
-    pca = table.column("pca")
-    table = table.append_column("c0", pc.list_element(pca, 0)).append_column("c1", pc.list_element(pca, 1))
+    rng = np.random.default_rng(0)
+
+    def sample(split: str, size: int) -> np.ndarray:
+        where = np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))
+        return np.sort(rng.choice(where, size, replace=False)) if len(where) > size else where
+
+    sampled = {"Training": sample("Training", NN_SAMPLE_TRAINING), "Test": sample("Test", NN_SAMPLE_TEST)}
+    wanted = np.union1d(sampled["Training"], sampled["Test"])
+    first, second, picked, start, k = [], [], [], 0, None
+    for record_batch in storage.parquet_batches(store, files, ["pca"], REDUCED_BATCH_ROWS):
+        pca = record_batch.column("pca")
+        if not len(pca):
+            continue
+        k = len(pca[0]) if k is None else k
+        first.append(pc.list_element(pca, 0))
+        second.append(pc.list_element(pca, 1))
+        rows = wanted[(wanted >= start) & (wanted < start + len(pca))] - start
+        picked.append(pca.take(pa.array(rows, pa.int64())))
+        start += len(pca)
+    table = table.append_column("c0", pa.chunked_array(first))
+    table = table.append_column("c1", pa.chunked_array(second))
     every = pc.CountOptions(mode="all")
     centroids = table.group_by("label").aggregate([("c0", "mean"), ("c1", "mean"), ("label", "count", every)])
     splits = table.group_by(["label", "split"]).aggregate([("label", "count", every)]).to_pylist()
@@ -312,28 +330,29 @@ def summarize_reduced(store: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
                 if r["label"] == row["label"] and r["split"] is not None
             },
         }
-    rng = np.random.default_rng(0)
+    vectors = pc.list_flatten(pa.chunked_array(picked)).to_numpy().reshape(len(wanted), k or 0).astype(np.float64)
+    labels = np.array(table.column("label").take(pa.array(wanted, pa.int64())).to_pylist())
 
-    def sample(split: str, size: int):
-        where = np.flatnonzero(pc.equal(table.column("split"), split).to_numpy(zero_copy_only=False))
-        where = np.sort(rng.choice(where, size, replace=False)) if len(where) > size else where
-        taken = table.take(pa.array(where))
-        width = len(taken.column("pca")[0]) if taken.num_rows else 0
-        points = pc.list_flatten(taken.column("pca")).to_numpy().reshape(taken.num_rows, width).astype(np.float64)
-        return points, np.array(taken.column("label").to_pylist())
+    def points(split: str) -> tuple[np.ndarray, np.ndarray]:
+        at = np.searchsorted(wanted, sampled[split])
+        return vectors[at], labels[at]
 
-    train, train_labels = sample("Training", NN_SAMPLE_TRAINING)
-    test, test_labels = sample("Test", NN_SAMPLE_TEST)
+    (train, train_labels), (test, test_labels) = points("Training"), points("Test")
     accuracy = None
     if len(train) and len(test):
-        distances = (test**2).sum(axis=1)[:, None] + (train**2).sum(axis=1)[None, :] - 2 * test @ train.T
+        # In place, in the same order as a + b - 2ab: two matrices of test x training floats, not five.
+        distances = (test**2).sum(axis=1)[:, None] + (train**2).sum(axis=1)[None, :]
+        products = test @ train.T
+        products *= 2
+        distances -= products
+        del products
         accuracy = round(float((train_labels[distances.argmin(axis=1)] == test_labels).mean()), 4)
     return {
         "batch": extra["batch"],
         "basis": extra["basis"],
         "source": extra["location"],
         "rows": table.num_rows,
-        "k": len(pca[0]),
+        "k": k,
         "labels": len(per_label),
         "nn_accuracy_training_to_test": accuracy,
         "nn_sample": {"test": len(test), "training": len(train)},

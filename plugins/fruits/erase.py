@@ -343,6 +343,9 @@ def _erase_from_landing(erasure: Erasure, batches: list[str], shas: set[str], s3
         if matching:
             kept = {f: o for f, o in report["files"].items() if f not in matching}
             erasure.replace(uri, json.dumps({**report, "files": kept}, indent=1, ensure_ascii=True).encode())
+            erasure.replace(
+                storage.ingestion_counts_uri(erasure.lake.root, batch), lakefiles.ingestion_counts_json(batch, kept)
+            )
             erasure.record(uri, len(matching), len(kept))
     return done
 

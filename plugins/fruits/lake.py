@@ -14,6 +14,7 @@ run's `landing` Param names one folder holding that batch's photos instead (manu
                                           featurized, by fruits.retention.sweep_originals (docs/gdpr.md)
     raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
     raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
+    raw/batch=<ds>/_ingestion_counts.json its counts by outcome (what the run report shows), written beside it
     index/                                the cross-batch duplicate index and the erased hashes (fruits.upload),
                                           retention.json: the retention sweep's watermark (fruits.retention)
     locks/batch=<ds>.json                 a batch's lock: one pipeline run or one erasure at a time

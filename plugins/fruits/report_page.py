@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import lakefiles
 import numpy as np
 
 from fruits import lake, storage, upload
@@ -45,6 +46,7 @@ THUMB_PX = 96
 THUMB_MAX_PIXELS = 50_000_000
 NO_LABEL = "(no label)"  # a row featurize found no label folder for (its label is null)
 JPEG_QUALITY = 75
+PHOTOS_AT_ONCE = 4  # a bundle's photos decoded from Parquet at a time: 48-Mpx originals are 10-20 MB each
 REDUCED_FOLDER = "reduced/"  # spark_jobs/pca.py REDUCED_FOLDER: the Parquet rows of a reduced output
 
 
@@ -54,29 +56,18 @@ REDUCED_FOLDER = "reduced/"  # spark_jobs/pca.py REDUCED_FOLDER: the Parquet row
 
 
 def landing_counts(store: Any, root: str, batch: str) -> dict[str, Any] | None:
-    """Every landing file of the batch by outcome (`_ingestion.json`, all attempts); None before an upload."""
+    """Every landing file of the batch by outcome (all attempts), from the counts the ingestion wrote beside
+    `_ingestion.json` (a batch ingested before them: the report's files, counted); None before an upload."""
+    data = store.read_or_none(storage.ingestion_counts_uri(root, batch))
+    if data is not None:
+        return json.loads(data)["landing"]
     data = store.read_or_none(storage.ingestion_report_uri(root, batch))
-    if data is None:
-        return None
-    files = json.loads(data)["files"]
-    outcomes = collections.Counter(entry["outcome"] for entry in files.values())
-    rejected = collections.Counter(
-        entry.get("reason", "?") for entry in files.values() if entry["outcome"] == "rejected"
-    )
-    return {
-        "seen": len(files),
-        "uploaded": outcomes["uploaded"],
-        "already_in_lake": outcomes["already_in_lake"],
-        "rejected": dict(sorted(rejected.items())),
-    }
+    return None if data is None else lakefiles.outcome_counts(json.loads(data)["files"])
 
 
 def _parquet_batches(store: Any, uris: Sequence[str], columns: list[str]) -> Iterator[Any]:
-    """Arrow record batches of Parquet files, one file in memory at a time."""
-    import pyarrow.parquet as pq
-
-    for uri in uris:
-        yield from pq.ParquetFile(io.BytesIO(store.read(uri))).iter_batches(batch_size=4096, columns=columns)
+    """The page's Parquet reads, 4,096 rows at a time."""
+    return storage.parquet_batches(store, uris, columns, rows=4096)
 
 
 def quarantined(store: Any, root: str, batch: str) -> tuple[dict[str, int], list[dict[str, str]]]:
@@ -211,11 +202,9 @@ def photo_thumbnails(
     store: Any, root: str, batch: str, paths: Sequence[str]
 ) -> tuple[dict[str, str | None], dict[str, str]]:
     """({path: data: URI of a JPEG thumbnail, or None}, {path: why it is not drawn}), read from the batch's raw
-    bundles (the manifest says which bundle holds each photo; only those bundles are read). A path is matched
-    whatever its `file:` spelling (Spark's rows say `file:/x`, the bundles `file:///x`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    bundles (the manifest, streamed, says which bundle holds each photo; only the row groups holding one are read,
+    their photos a few at a time). A path is matched whatever its `file:` spelling (Spark's rows say `file:/x`, the
+    bundles `file:///x`)."""
 
     raw = lake.raw_uri(root, batch)
     prefix = lake.normal_uri(raw)
@@ -223,23 +212,36 @@ def photo_thumbnails(
     for path in paths:
         if lake.normal_uri(path).startswith(prefix):
             wanted.setdefault(lake.normal_uri(path)[len(prefix) :], []).append(path)
-    manifest = storage.read_batch_manifest(store, root, batch)
     thumbs: dict[str, str | None] = {path: None for path in paths}
     notes: dict[str, str] = {path: "not in the batch's bundles" for path in paths}
-    for bundle, keys in manifest.bundles.items():
-        needed = [raw + key for key in keys if key in wanted]
-        if not needed:
+    left = set(wanted)
+    for bundle, keys in storage.manifest_bundles(store, root, batch):
+        needed = [raw + key for key in keys if key in left]
+        if not needed or not store.is_file(raw + bundle):
             continue
-        data = store.read_or_none(raw + bundle)
-        if data is None:
-            continue
-        table = pq.read_table(io.BytesIO(data), columns=["path", "content"])
-        for row in table.filter(pc.is_in(table["path"], pa.array(needed))).to_pylist():
+        for row in _bundle_rows(store, raw + bundle, needed):
             uri, why = draw(row["content"])
             for path in wanted[row["path"][len(raw) :]]:
                 thumbs[path] = uri
                 notes[path] = why
+        left -= {key[len(raw) :] for key in needed}
+        if not left:
+            break
     return thumbs, {path: why for path, why in notes.items() if not thumbs[path]}
+
+
+def _bundle_rows(store: Any, uri: str, paths: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of these photos in a bundle: the `path` column of each row group, then the photos of only the
+    row groups holding one, a few at a time (a bundle of a thousand phone photos is ~3 GB)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    with storage.parquet_file(store, uri) as bundle:
+        for group in range(bundle.metadata.num_row_groups):
+            if not pc.any(pc.is_in(bundle.read_row_group(group, columns=["path"])["path"], pa.array(paths))).as_py():
+                continue
+            for rows in bundle.iter_batches(batch_size=PHOTOS_AT_ONCE, row_groups=[group], columns=["path", "content"]):
+                yield from rows.filter(pc.is_in(rows["path"], pa.array(paths))).to_pylist()
 
 
 def draw(content: bytes) -> tuple[str | None, str]:

@@ -562,7 +562,7 @@ def batch_bundles(store: Any, root: str, batch: str) -> int | None:
     """Bundles the batch is stored in, from the manifest the upload wrote (the `bundles_in_batch` that
     upload_new_images returns, read where it lies instead of threaded through XCom); None for a batch
     uploaded before bundles, whose S3 requests are then derived from its image count."""
-    return len(storage.read_batch_manifest(store, root, batch).bundles) or None
+    return sum(1 for _ in storage.manifest_bundles(store, root, batch)) or None
 
 
 def report_run(

@@ -12,6 +12,7 @@ reads or writes the lake uses (the upload, erasure, the run report, the matrix, 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -19,10 +20,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import lakefiles
 
@@ -31,7 +32,7 @@ from fruits import lake
 log = logging.getLogger(__name__)
 
 UPLOADS_MANIFEST = "_uploads.json"
-INGESTION_REPORT = "_ingestion.json"
+INGESTION_REPORT = lakefiles.INGESTION_REPORT
 # Photos travel in bundles: S3 bills per request and per 128 KB minimum object (docs/choices.md, "Measured
 # behind the constants"); small enough that erasing a photo rewrites little and a worker holds one at a time.
 BUNDLE_MAX_PHOTOS = 1000
@@ -73,9 +74,12 @@ class Store(Protocol):
     def list_files(self, prefix_uri: str) -> Iterator[str]: ...
     def list_entries(self, prefix_uri: str) -> Iterator[Entry]: ...
     def read(self, uri: str) -> bytes: ...
+    def open_read(self, uri: str) -> BinaryIO: ...
     def read_or_none(self, uri: str) -> bytes | None: ...
     def read_with_etag(self, uri: str) -> tuple[bytes | None, str | None]: ...
     def put(self, uri: str, data: bytes, sha256: str) -> None: ...
+    def put_file(self, uri: str, path: Path, sha256: str) -> None: ...
+    def is_file(self, uri: str) -> bool: ...
     def put_if_absent(self, uri: str, data: bytes) -> bool: ...
     def put_if_match(self, uri: str, data: bytes, etag: str) -> bool: ...
     def delete(self, uri: str) -> None: ...
@@ -111,6 +115,18 @@ class LocalStore(lakefiles.LocalFiles):
         if scheme != "file":
             raise ValueError(f"not a local path or file: URI: {uri!r}")
         return Path(path)
+
+    def open_read(self, uri: str) -> BinaryIO:
+        """The file, opened for reading: a reader seeks to the parts it needs (a Parquet footer, a column)."""
+        return self._path(uri).open("rb")
+
+    def put_file(self, uri: str, path: Path, sha256: str) -> None:
+        """A local file's content, copied in without being held in memory (write-then-rename, as `put`)."""
+        target = self._path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.urandom(4).hex()}.partial")
+        shutil.copyfile(path, partial)
+        partial.replace(target)
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         base = self._path(prefix_uri)
@@ -188,6 +204,45 @@ class LocalStore(lakefiles.LocalFiles):
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
+# The smallest ranged GET a reader of an S3 object makes (a Parquet footer, a page): one request, not many tiny ones.
+RANGED_READ_BYTES = 1024 * 1024
+
+
+class RangedObject(io.RawIOBase):
+    """One version of an S3 object as a seekable file: each read is a ranged GET of that version (an
+    object replaced under the reader fails its next read instead of mixing two contents)."""
+
+    def __init__(self, client: Any, bucket: str, key: str):
+        self.client, self.bucket, self.key = client, bucket, key
+        head = client.head_object(Bucket=bucket, Key=key)
+        self.size, self.etag, self.position = head["ContentLength"], head["ETag"], 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        if self.position >= self.size or not len(buffer):
+            return 0
+        last = min(self.size, self.position + len(buffer)) - 1
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={self.position}-{last}", IfMatch=self.etag
+        )["Body"].read()
+        buffer[: len(body)] = body
+        self.position += len(body)
+        return len(body)
+
+
 class S3Store(lakefiles.S3Files):
     """An S3 bucket through a boto3 client (from the provider's S3Hook: credentials come from the
     `aws_default` connection). Every object is written encrypted with KMS (reads and conditional writes:
@@ -204,6 +259,18 @@ class S3Store(lakefiles.S3Files):
             raise ValueError(f"not an s3:// URI: {uri!r}")
         _, bucket, key = lake.split_uri(uri)
         return bucket, key
+
+    def open_read(self, uri: str) -> BinaryIO:
+        """The object, read by ranged GETs of the current version as a reader seeks (a Parquet footer, then the
+        columns it wants): never held whole."""
+        bucket, key = self._key(uri)
+        return io.BufferedReader(RangedObject(self.client, bucket, key), buffer_size=RANGED_READ_BYTES)
+
+    def put_file(self, uri: str, path: Path, sha256: str) -> None:
+        """A local file's content in one PutObject streamed from the disk (as `put`: same request, KMS, metadata)."""
+        bucket, key = self._key(uri)
+        with Path(path).open("rb") as body:
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": sha256}, **self._extra())
 
     def list_files(self, prefix_uri: str) -> Iterator[str]:
         for entry in self.list_entries(prefix_uri):
@@ -316,12 +383,33 @@ def open_lake(root: str, s3_client: Any = None) -> LocalStore | S3Store:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def parquet_file(store: Store, uri: str) -> Iterator[Any]:
+    """A Parquet object of the lake opened in parts (its footer, then the row groups and columns asked for, page by
+    page), never read whole: a reduced file or a bundle of phone photos is hundreds of MB."""
+    import pyarrow.parquet as pq
+
+    with store.open_read(uri) as handle:
+        yield pq.ParquetFile(handle, buffer_size=RANGED_READ_BYTES, pre_buffer=False)
+
+
+def parquet_batches(store: Store, uris: Iterable[str], columns: list[str], rows: int) -> Iterator[Any]:
+    """The record batches of these columns of Parquet objects, in order, `rows` at a time (never a whole file)."""
+    for uri in uris:
+        with parquet_file(store, uri) as parquet:
+            yield from parquet.iter_batches(batch_size=rows, columns=columns)
+
+
 def batch_manifest_uri(root: str, batch: str) -> str:
     return lake.raw_uri(root, batch) + UPLOADS_MANIFEST
 
 
 def ingestion_report_uri(root: str, batch: str) -> str:
     return lake.raw_uri(root, batch) + INGESTION_REPORT
+
+
+def ingestion_counts_uri(root: str, batch: str) -> str:
+    return lake.raw_uri(root, batch) + lakefiles.INGESTION_COUNTS
 
 
 @dataclass
@@ -341,6 +429,86 @@ class BatchManifest:
             return cls({}, {})
         recorded = json.loads(data)
         return cls(recorded["files"], recorded.get("bundles", {}))
+
+
+# Characters of a streamed JSON object decoded at a time.
+JSON_CHUNK_CHARS = 1024 * 1024
+
+
+class JsonObjectStream:
+    """A JSON object decoded member by member from a text stream: a member whose value is an object is entered
+    (`members`) or decoded whole (`value`), so a manifest of a million photos is never held whole."""
+
+    def __init__(self, text: Any):
+        self.stream, self.text, self.pos = text, "", 0
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        chunk = self.stream.read(JSON_CHUNK_CHARS)
+        self.text, self.pos = self.text[self.pos :] + chunk, 0
+        return bool(chunk)
+
+    def _peek(self) -> str:
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos].isspace():
+                self.pos += 1
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._more():
+                raise ValueError("the JSON ends too early")
+
+    def _take(self, expected: str) -> str:
+        found = self._peek()
+        if found not in expected:
+            raise ValueError(f"JSON: {found!r} where one of {expected!r} was expected")
+        self.pos += 1
+        return found
+
+    def value(self) -> Any:
+        """The next value, decoded whole (read on until it is complete)."""
+        self._peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                if not self._more():
+                    raise
+                continue
+            if end < len(self.text) or not self._more():  # a number cut at the chunk's end reads on
+                self.pos = end
+                return value
+
+    def members(self) -> Iterator[str]:
+        """The keys of the object starting here; the caller reads each key's value (`value` or `members`)
+        before asking for the next key."""
+        self._take("{")
+        if self._peek() == "}":
+            self.pos += 1
+            return
+        while True:
+            key = self.value()
+            self._take(":")
+            yield key
+            if self._take(",}") == "}":
+                return
+
+
+def manifest_bundles(store: Store, root: str, batch: str) -> Iterator[tuple[str, list[str]]]:
+    """(bundle, its keys) of the batch's manifest, decoded one bundle at a time as the object is read (a million
+    photos' manifest is ~170 MB of JSON, ~700 MB of Python objects parsed whole); none before an upload."""
+    uri = batch_manifest_uri(root, batch)
+    if not store.is_file(uri):
+        return
+    with store.open_read(uri) as handle:
+        stream = JsonObjectStream(io.TextIOWrapper(handle, encoding="utf-8"))
+        for section in stream.members():
+            if section in ("files", "bundles"):
+                for name in stream.members():
+                    keys = stream.value()
+                    if section == "bundles":
+                        yield name, keys
+            else:
+                stream.value()
 
 
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:

@@ -26,15 +26,17 @@ committed photo.
 from __future__ import annotations
 
 import collections
-import datetime as dt
+import hashlib
+import itertools
 import json
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lakefiles import (  # noqa: F401 - ARCHIVE_PREFIX, LANDING_AFTER: the CLI's and tests'
@@ -44,6 +46,7 @@ from lakefiles import (  # noqa: F401 - ARCHIVE_PREFIX, LANDING_AFTER: the CLI's
     archive_uri,
     merge_outcomes,
     tidy_landing_file,
+    write_ingestion_report,
 )
 from photos import REJECT_REASONS, examine, pillow_image  # noqa: F401 - pillow_image: report_page's
 
@@ -202,6 +205,8 @@ def delete_leftover_bundles(
 
 STAGE_WORKERS = 8
 STAGE_INFLIGHT_BYTES = 128 * 1024 * 1024
+# Landing files the listing holds at once, and so the rows of each of its row groups (1,000 row groups at a million).
+LISTING_PAGE_FILES = 1000
 
 
 def listing_uri(root: str, batch: str, nonce: str) -> str:
@@ -210,6 +215,37 @@ def listing_uri(root: str, batch: str, nonce: str) -> str:
 
 def staging_uri(root: str, batch: str, nonce: str) -> str:
     return lake.raw_uri(root, batch) + f"{INGEST_FOLDER}/landing-{nonce}/"
+
+
+def listing_schema():
+    """The listing's columns (what spark_jobs/ingest.py reads): the landing URI as bytes (a name may not be UTF-8),
+    the source to read (the landing file or its staged copy; empty when refused), key, size, reason."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("uri", pa.binary()),
+            ("source", pa.utf8()),
+            ("key", pa.string()),
+            ("size", pa.int64()),
+            ("reason", pa.string()),
+        ]
+    )
+
+
+def _listing_page(files: list[LandingFile], landing_uri: str, staged: str):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "uri": [f.uri.encode("utf-8", "surrogateescape") for f in files],
+            "source": [staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files],
+            "key": [f.key for f in files],
+            "size": [f.size for f in files],
+            "reason": [f.reason for f in files],
+        },
+        schema=listing_schema(),
+    )
 
 
 def write_listing(
@@ -228,49 +264,61 @@ def write_listing(
     from the listing alone what classify refuses, and writes the listing the Spark job reads (one row per
     landing file; an empty landing gets an empty listing). `stage`: a landing the cluster cannot read (not in
     S3) has its candidate files' bytes copied into the lake's staging folder first, by a bounded pool, never
-    decoded. `dry_run`: listed and counted, nothing written (`listing` None)."""
-    import pyarrow as pa
-
-    from fruits.storage import bundle_parquet
+    decoded. `dry_run`: listed and counted, nothing written (`listing` None). The listing is streamed: a page
+    of LISTING_PAGE_FILES landing files at a time becomes a row group of a local file, uploaded once at the end."""
+    import pyarrow.parquet as pq
 
     lake.check_batch(batch)
     landing_uri = landing_uri.rstrip("/") + "/"
     nonce = secrets.token_hex(8)
     staged = staging_uri(lake_store.root, batch, nonce) if stage else landing_uri
     started = time.monotonic()
-    files = [classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri)]
-    candidates = [f for f in files if not f.reason]
-    counts = {"files": len(files), "candidates": len(candidates), "bytes": sum(f.size for f in candidates)}
-    log.info(
-        "landing %s: %d files listed (%d candidates, %.1f MB of them) in %.1f s",
-        landing_uri,
-        counts["files"],
-        counts["candidates"],
-        counts["bytes"] / 1e6,
-        time.monotonic() - started,
-    )
+    listed = (classify(entry, landing_uri, max_photo_bytes) for entry in landing_store.list_entries(landing_uri))
+    pages = iter(lambda: list(itertools.islice(listed, LISTING_PAGE_FILES)), [])
+    counts = {"files": 0, "candidates": 0, "bytes": 0}
+
+    def counted(page: list[LandingFile]) -> list[LandingFile]:
+        candidates = [f for f in page if not f.reason]
+        counts["files"] += len(page)
+        counts["candidates"] += len(candidates)
+        counts["bytes"] += sum(f.size for f in candidates)
+        return candidates
+
+    def listed_log() -> None:
+        log.info(
+            "landing %s: %d files listed (%d candidates, %.1f MB of them) in %.1f s",
+            landing_uri,
+            counts["files"],
+            counts["candidates"],
+            counts["bytes"] / 1e6,
+            time.monotonic() - started,
+        )
+
     if dry_run:
+        for page in pages:
+            counted(page)
+        listed_log()
         return {"listing": None, "landing": landing_uri, **counts}
-    if stage:
-        for file, data in read_in_pool(
-            landing_store, [f for f in files if not f.reason], workers=workers, inflight_bytes=inflight_bytes
-        ):
-            if isinstance(data, Exception):
-                continue  # the job finds no bytes: "unreadable"
-            lake_store.put(staged + file.uri[len(landing_uri) :], data, sha256_bytes(data))
-    table = pa.table(
-        {
-            "uri": pa.array([f.uri.encode("utf-8", "surrogateescape") for f in files], pa.binary()),
-            "source": pa.array([staged + f.uri[len(landing_uri) :] if not f.reason else "" for f in files], pa.utf8()),
-            "key": pa.array([f.key for f in files], pa.string()),
-            "size": pa.array([f.size for f in files], pa.int64()),
-            "reason": pa.array([f.reason for f in files], pa.string()),
-        }
-    )
-    uri = listing_uri(lake_store.root, batch, nonce)
-    data = bundle_parquet(table)
-    lake_store.put(uri, data, sha256_bytes(data))
+    with tempfile.TemporaryDirectory(prefix="listing-") as folder:
+        path = Path(folder) / "listing.parquet"
+        with pq.ParquetWriter(path, listing_schema(), compression="snappy", use_dictionary=False) as writer:
+            for page in pages:
+                candidates = counted(page)
+                copies = read_in_pool(landing_store, candidates, workers=workers, inflight_bytes=inflight_bytes)
+                for file, data in copies if stage else ():
+                    if isinstance(data, Exception):
+                        continue  # the job finds no bytes: "unreadable"
+                    lake_store.put(staged + file.uri[len(landing_uri) :], data, sha256_bytes(data))
+                writer.write_table(_listing_page(page, landing_uri, staged))
+        listed_log()
+        uri = listing_uri(lake_store.root, batch, nonce)
+        lake_store.put_file(uri, path, _file_sha256(path))
     return {"listing": uri, "landing": staged, **counts}
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,25 +429,8 @@ def _commit_manifest(store: Store, root: str, attempt: Attempt) -> BatchManifest
 
 def _write_report(store: Store, root: str, attempt: Attempt, landing_uri: str, counts: dict[str, Any]) -> str:
     """`_ingestion.json`: every landing file the batch has seen (earlier attempts' too) and its outcome."""
-    uri = ingestion_report_uri(root, attempt.batch)
-    for _ in range(MANIFEST_ATTEMPTS):
-        data, etag = store.read_with_etag(uri)
-        previous = json.loads(data)["files"] if data else {}
-        files = merge_outcomes(previous, attempt.outcomes, attempt.batch)
-        if files == previous:
-            return uri  # nothing new: a rerun writes nothing
-        report = {
-            "batch": attempt.batch,
-            "landing": landing_uri,
-            "written_at": dt.datetime.now(dt.UTC).isoformat(),
-            "last_attempt": counts,
-            "reasons": REJECT_REASONS,
-            "files": dict(sorted(files.items())),
-        }
-        body = json.dumps(report, indent=1, ensure_ascii=True).encode()
-        if store.put_if_match(uri, body, etag) if etag else store.put_if_absent(uri, body):
-            return uri
-    raise RuntimeError(f"{uri}: {MANIFEST_ATTEMPTS} conditional writes lost in a row")
+    raw_uri = lake.raw_uri(root, attempt.batch)
+    return write_ingestion_report(store, raw_uri, attempt.batch, landing_uri, attempt.outcomes, counts, REJECT_REASONS)
 
 
 def _tidy_landing(store: Store, landing_uri: str, attempt: Attempt, landing_after: str) -> int:
