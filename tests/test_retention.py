@@ -391,3 +391,29 @@ def test_originals_go_after_their_short_window_and_everything_else_stays_the_ret
     # The long window then takes the rest of the batch, derivatives included.
     retention.sweep_expired(store, root, day(10), 5)
     assert not list(store.list_files(lake.derived_uri(root, day(5)))) and not storage.read_manifest(store, root, day(5))
+
+
+class NoWholeNightReports(storage.LocalStore):
+    """A LocalStore that, once `strict`, refuses to read a night's manifest or ingestion report whole: at a
+    million photos they are hundreds of MB of JSON, which the sweep streams."""
+
+    strict = False
+
+    def read_or_none(self, uri: str) -> bytes | None:
+        assert not (self.strict and uri.endswith(("_uploads.json", "_ingestion.json"))), f"{uri} read whole"
+        return super().read_or_none(uri)
+
+
+def test_the_sweep_forgets_both_hashes_of_an_expired_night_streaming_its_manifest_and_report(tmp_path):
+    (tmp_path / "lake").mkdir()
+    store = NoWholeNightReports(tmp_path / "lake")
+    root = store.root
+    new_basis(store, root, 1)
+    for night in (1, 2):
+        land_night(store, root, day(night), 1, photos=4)
+    expired = [sha(day(1), i) for i in range(4)] + [sha(f"stripped/{day(1)}", i) for i in range(4)]
+    kept = [sha(day(2), i) for i in range(4)] + [sha(f"stripped/{day(2)}", i) for i in range(4)]
+    store.strict = True
+    swept = retention.sweep_expired(store, root, day(2), 1)["swept"]
+    assert [(s["batch"], s["index_entries_dropped"]) for s in swept] == [(day(1), 8)]
+    assert dedup_index.lookup(store, root, expired + kept, workers=1) == dict.fromkeys(kept, day(2))

@@ -158,10 +158,14 @@ def delete_prefix(store: Any, prefix_uri: str, *, dry_run: bool = False) -> int:
 
 def stored_content_hashes(store: Any, root: str, batch: str) -> set[str]:
     """The hashes of the stored (stripped) bytes the index also holds for the batch's photos (the ingestion
-    records both: a photo re-sent with new metadata is found by either), from its ingestion report."""
-    data = store.read_or_none(storage.ingestion_report_uri(root, batch))
-    outcomes = json.loads(data)["files"].values() if data else ()
+    records both: a photo re-sent with new metadata is found by either), from its ingestion report, streamed."""
+    outcomes = (o for _, o in storage.json_section(store, storage.ingestion_report_uri(root, batch), "files"))
     return {o["content_sha256"] for o in outcomes if o.get("outcome") == "uploaded" and o.get("content_sha256")}
+
+
+def received_hashes(store: Any, root: str, batch: str) -> set[str]:
+    """The hashes of the received bytes of the batch's photos, from its upload manifest, streamed."""
+    return {sha for _, sha in storage.json_section(store, storage.batch_manifest_uri(root, batch), "files")}
 
 
 def sweep_batch(
@@ -171,7 +175,7 @@ def sweep_batch(
     then derived outputs, raw last, then the lock itself."""
     if not dry_run:
         locks.acquire(store, root, batch, owner)  # raises BatchLocked: an erasure or a run holds it
-    shas = sorted(set(storage.read_manifest(store, root, batch).values()) | stored_content_hashes(store, root, batch))
+    shas = sorted(received_hashes(store, root, batch) | stored_content_hashes(store, root, batch))
     dropped = 0 if dry_run else dedup_index.forget(store, root, batch, shas)
     deleted = {prefix: delete_prefix(store, prefix, dry_run=dry_run) for prefix in batch_prefixes(root, batch, bases)}
     deleted = {prefix: count for prefix, count in deleted.items() if count}

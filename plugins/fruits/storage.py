@@ -493,22 +493,25 @@ class JsonObjectStream:
                 return
 
 
-def manifest_bundles(store: Store, root: str, batch: str) -> Iterator[tuple[str, list[str]]]:
-    """(bundle, its keys) of the batch's manifest, decoded one bundle at a time as the object is read (a million
-    photos' manifest is ~170 MB of JSON, ~700 MB of Python objects parsed whole); none before an upload."""
-    uri = batch_manifest_uri(root, batch)
+def json_section(store: Store, uri: str, section: str) -> Iterator[tuple[str, Any]]:
+    """(key, value) of the object member `section` of the JSON object at `uri`, decoded one member at a time as
+    the object is read (a million photos' manifest is ~170 MB of JSON, ~700 MB of Python objects parsed
+    whole); none when there is no such object."""
     if not store.is_file(uri):
         return
     with store.open_read(uri) as handle:
         stream = JsonObjectStream(io.TextIOWrapper(handle, encoding="utf-8"))
-        for section in stream.members():
-            if section in ("files", "bundles"):
-                for name in stream.members():
-                    keys = stream.value()
-                    if section == "bundles":
-                        yield name, keys
-            else:
+        for name in stream.members():
+            if name != section:
                 stream.value()
+                continue
+            for key in stream.members():
+                yield key, stream.value()
+
+
+def manifest_bundles(store: Store, root: str, batch: str) -> Iterator[tuple[str, list[str]]]:
+    """(bundle, its keys) of the batch's manifest, one bundle at a time; none before an upload."""
+    yield from json_section(store, batch_manifest_uri(root, batch), "bundles")
 
 
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
