@@ -251,10 +251,10 @@ def reconcile(store: Any, root: str, batch: str, *, landing_files: int, retentio
     catch_up: dict[str, int] = {}
     for other in raw:
         if other < batch and other not in featurized:
-            photos = len(storage.read_batch_manifest(store, root, other).files)
+            photos = storage.manifest_photo_count(store, root, other)
             if photos:
                 catch_up[other] = photos
-    in_batch = len(storage.read_batch_manifest(store, root, batch).files)
+    in_batch = storage.manifest_photo_count(store, root, batch)
     tonight = {batch: max(in_batch, landing_files)} if in_batch or landing_files else {}
     to_featurize = {**catch_up, **tonight}
     # A batch committed with no row (nothing readable) has nothing for the PCA: never a nightly, never re-expressed.

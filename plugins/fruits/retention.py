@@ -201,7 +201,7 @@ def original_bundles(store: Any, root: str, batch: str) -> list[str]:
     job's run=<id>/ parts), any unnamed upload leftover, and what an ingest attempt left in `_ingest/` (its
     listing, its staged landing: originals with their metadata); not the manifest, not the ingestion report."""
     raw = lake.raw_uri(root, batch)
-    named = {raw + name for name in storage.read_batch_manifest(store, root, batch).bundles}
+    named = {raw + name for name, _ in storage.manifest_bundles(store, root, batch)}  # streamed: ~170 MB at 1 M
     listed = set(store.list_files(raw))  # one listing: what is still there
     return sorted(
         uri
@@ -237,7 +237,7 @@ def sweep_originals(
     for day in expired:
         bundles = original_bundles(store, root, day)
         # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
-        photos = bundles and storage.read_batch_manifest(store, root, day).files
+        photos = bundles and any(storage.json_section(store, storage.batch_manifest_uri(root, day), "files"))
         if photos and not lake.read_commit(store, lake.features_uri(root, day)):
             waiting.append(day)
             continue

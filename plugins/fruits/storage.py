@@ -514,6 +514,11 @@ def manifest_bundles(store: Store, root: str, batch: str) -> Iterator[tuple[str,
     yield from json_section(store, batch_manifest_uri(root, batch), "bundles")
 
 
+def manifest_photo_count(store: Store, root: str, batch: str) -> int:
+    """How many photos the batch's manifest names, streamed (0 before an upload)."""
+    return sum(1 for _ in json_section(store, batch_manifest_uri(root, batch), "files"))
+
+
 def read_batch_manifest(store: Store, root: str, batch: str) -> BatchManifest:
     """One batch's manifest (empty if the batch was never uploaded)."""
     return BatchManifest.parse(store.read_or_none(batch_manifest_uri(root, batch)))
