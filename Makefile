@@ -15,11 +15,11 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 # Lint and format first (pyproject.toml's [tool.ruff]): a style slip fails in seconds, not after the suite.
 # Both tiers end with the 15 slowest tests (pyproject.toml's --durations), so growth shows in every log.
-# Two workers, a test file each at a time (loadfile: a module's fixtures and its tests' order stay together):
-# alone, the suite keeps one core busy about three quarters of the time, waiting on JVMs, services, subprocesses.
-# Files in collection order, the longest first (tests/conftest.py), not xdist's most-tests-first.
+# Three workers on two cores, a test file each at a time (loadfile: a module's fixtures and its tests' order stay
+# together): with two, the cores were busy 134-138 % of the time, the rest waiting on services, subprocesses and
+# I/O (README, "Tests"). Files in collection order, the longest first (tests/conftest.py), not xdist's most-tests-first.
 test: setup lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # The fast loop after each change: every test that needs no JVM, TensorFlow, service, browser or subprocess
 # pipeline (the `slow` marker, set by tests/conftest.py for the fixtures that start one). Minutes, not the

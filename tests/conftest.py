@@ -44,14 +44,14 @@ os.environ.setdefault("SPARK_SUBMIT_OPTS", SHORT_LIVED_JVM_OPTIONS)
 FULL_TIER_FIXTURES = frozenset({"spark", "sample_features", "keras_home", "litert_payload", "publish_models"})
 
 
-# `make test`'s two workers take whole files in collection order (Makefile: --no-loadscope-reorder); these come
+# `make test`'s workers take whole files in collection order (Makefile: --no-loadscope-reorder); these come
 # first, longest first (`--durations` of a full run), so no long file is left to run alone at the end.
 LONGEST_FIRST = (
-    "test_services_e2e.py",
     "test_dag_local.py",
+    "test_services_e2e.py",
     "test_pca.py",
-    "test_featurize.py",
     "test_dag_emr_moto.py",
+    "test_featurize.py",
     "test_featurize_cluster.py",
     "test_lineage.py",
     "test_notebook.py",
