@@ -187,6 +187,15 @@ def key_of(sha256: str) -> bytes:
     return bytes.fromhex(sha256)[:KEY_BYTES]
 
 
+def keys_by_shard(sha256s: Iterable[str]) -> dict[str, set[bytes]]:
+    """The hashes' 16-byte keys by shard, the iterable read once: a million photos' two hashes are ~100 MB as
+    keys, several times that as hex strings in sets and lists."""
+    shards: dict[str, set[bytes]] = {}
+    for sha in sha256s:
+        shards.setdefault(shard_of(sha), set()).add(key_of(sha))
+    return shards
+
+
 def by_shard(sha256s: Iterable[str]) -> dict[str, list[str]]:
     shards: dict[str, list[str]] = {}
     for sha in sha256s:
@@ -252,12 +261,11 @@ def record(store: Any, index_uri: str, batch: str, sha256s: Iterable[str], *, wo
     """Add `sha256 -> batch` where missing (other batches' records are kept). Returns the shards written."""
     day = day_of(batch)
 
-    def one(item: tuple[str, list[str]]) -> int:
-        shard, shas = item
-        keys = [key_of(sha) for sha in shas]
+    def one(item: tuple[str, set[bytes]]) -> int:
+        shard, keys = item
         return int(update(store, shard_uri(index_uri, shard), lambda records: with_day(records, keys, day)))
 
-    return sum(pool_map(one, by_shard(set(sha256s)).items(), workers))
+    return sum(pool_map(one, keys_by_shard(sha256s).items(), workers))
 
 
 def forget(store: Any, index_uri: str, sha256s: Iterable[str], *, batch: str | None = None, workers: int = 8) -> int:
@@ -265,9 +273,8 @@ def forget(store: Any, index_uri: str, sha256s: Iterable[str], *, batch: str | N
     of the hashes (batch None: erased). Returns the records dropped."""
     day = None if batch is None else day_of(batch)
 
-    def one(item: tuple[str, list[str]]) -> int:
-        shard, shas = item
-        keys = [key_of(sha) for sha in shas]
+    def one(item: tuple[str, set[bytes]]) -> int:
+        shard, keys = item
         dropped = [0]
 
         def drop(records: Any) -> Any | None:
@@ -277,4 +284,4 @@ def forget(store: Any, index_uri: str, sha256s: Iterable[str], *, batch: str | N
         update(store, shard_uri(index_uri, shard), drop)
         return dropped[0]
 
-    return sum(pool_map(one, by_shard(set(sha256s)).items(), workers))
+    return sum(pool_map(one, keys_by_shard(sha256s).items(), workers))

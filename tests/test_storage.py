@@ -194,7 +194,12 @@ def test_the_manifests_bundles_are_decoded_one_at_a_time_whatever_the_layout(tmp
     if indent is None:  # written by another JSON writer: no whitespace, keys in another order, a number
         body = json.dumps({"bundles": bundles, "n": 12345678901, "files": files, "batch": BATCH}).encode()
     store.put(storage.batch_manifest_uri(store.root, BATCH), body, "-")
+    decoded = []  # every value decoded whole: the `files` section (skipped here) must never be one of them
+    value = storage.JsonObjectStream.value
+    monkeypatch.setattr(storage.JsonObjectStream, "value", lambda self: decoded.append(value(self)) or decoded[-1])
     assert dict(storage.manifest_bundles(store, store.root, BATCH)) == bundles
+    assert files not in decoded and not [v for v in decoded if isinstance(v, dict)]
+    assert storage.manifest_photo_count(store, store.root, BATCH) == len(files)
     assert list(storage.manifest_bundles(store, store.root, "2026-01-02")) == []
     store.put(storage.batch_manifest_uri(store.root, BATCH), body[:-9], "-")
     with pytest.raises(ValueError):

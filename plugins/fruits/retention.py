@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import lakefiles
@@ -156,16 +157,18 @@ def delete_prefix(store: Any, prefix_uri: str, *, dry_run: bool = False) -> int:
 # --------------------------------------------------------------------------- one batch, then the sweep
 
 
-def stored_content_hashes(store: Any, root: str, batch: str) -> set[str]:
+def stored_content_hashes(store: Any, root: str, batch: str) -> Iterator[str]:
     """The hashes of the stored (stripped) bytes the index also holds for the batch's photos (the ingestion
     records both: a photo re-sent with new metadata is found by either), from its ingestion report, streamed."""
-    outcomes = (o for _, o in storage.json_section(store, storage.ingestion_report_uri(root, batch), "files"))
-    return {o["content_sha256"] for o in outcomes if o.get("outcome") == "uploaded" and o.get("content_sha256")}
+    for _, outcome in storage.json_section(store, storage.ingestion_report_uri(root, batch), "files"):
+        if outcome.get("outcome") == "uploaded" and outcome.get("content_sha256"):
+            yield outcome["content_sha256"]
 
 
-def received_hashes(store: Any, root: str, batch: str) -> set[str]:
-    """The hashes of the received bytes of the batch's photos, from its upload manifest, streamed."""
-    return {sha for _, sha in storage.json_section(store, storage.batch_manifest_uri(root, batch), "files")}
+def photo_hashes(store: Any, root: str, batch: str) -> Iterator[str]:
+    """Both hashes of each of the batch's photos, streamed: as received (its manifest), as stored (stripped)."""
+    yield from (sha for _, sha in storage.json_section(store, storage.batch_manifest_uri(root, batch), "files"))
+    yield from stored_content_hashes(store, root, batch)
 
 
 def sweep_batch(
@@ -175,8 +178,8 @@ def sweep_batch(
     then derived outputs, raw last, then the lock itself."""
     if not dry_run:
         locks.acquire(store, root, batch, owner)  # raises BatchLocked: an erasure or a run holds it
-    shas = sorted(received_hashes(store, root, batch) | stored_content_hashes(store, root, batch))
-    dropped = 0 if dry_run else dedup_index.forget(store, root, batch, shas)
+    photos = storage.manifest_photo_count(store, root, batch)
+    dropped = 0 if dry_run else dedup_index.forget(store, root, batch, photo_hashes(store, root, batch))
     deleted = {prefix: delete_prefix(store, prefix, dry_run=dry_run) for prefix in batch_prefixes(root, batch, bases)}
     deleted = {prefix: count for prefix, count in deleted.items() if count}
     delete_prefix(store, lake.lock_uri(root, batch), dry_run=dry_run)  # ours now (or the batch's old one)
@@ -184,7 +187,7 @@ def sweep_batch(
         "batch": batch,
         "objects_deleted": sum(deleted.values()),
         "prefixes": deleted,
-        "photos_in_manifest": len(shas),
+        "photos_in_manifest": photos,
         "index_entries_dropped": dropped,
     }
 

@@ -478,6 +478,15 @@ class JsonObjectStream:
                 self.pos = end
                 return value
 
+    def skip(self) -> None:
+        """Pass over the next value; an object member by member, so a big one is never held (nor re-parsed
+        as each chunk arrives)."""
+        if self._peek() == "{":
+            for _ in self.members():
+                self.skip()
+        else:
+            self.value()
+
     def members(self) -> Iterator[str]:
         """The keys of the object starting here; the caller reads each key's value (`value` or `members`)
         before asking for the next key."""
@@ -503,7 +512,7 @@ def json_section(store: Store, uri: str, section: str) -> Iterator[tuple[str, An
         stream = JsonObjectStream(io.TextIOWrapper(handle, encoding="utf-8"))
         for name in stream.members():
             if name != section:
-                stream.value()
+                stream.skip()
                 continue
             for key in stream.members():
                 yield key, stream.value()
