@@ -192,7 +192,7 @@ def run_task(task: str, state: dict) -> object:
         for module in AIRFLOW_IMPORTS.split(", "):
             importlib.import_module(module)
         return None
-    if task in ("write_night_json", "report_json_reads"):
+    if task in ("write_night_json", "report_json_reads", "sweep_json_reads"):
         return night_json(task, state)
 
     from fruits import pipeline_tasks as tasks
@@ -274,6 +274,13 @@ def night_json(task: str, state: dict) -> dict:
             "bundles": bundles,
             "files": sum(len(keys) for _, keys in storage.manifest_bundles(store, store.root, batch)),
         }
+    if task == "sweep_json_reads":  # the sweep's part that grows with the expired night: both hashes, as keys
+        import lakeindex
+
+        from fruits import retention
+
+        shards = lakeindex.keys_by_shard(retention.photo_hashes(store, store.root, batch))
+        return {"keys": sum(len(keys) for keys in shards.values()), "shards": len(shards)}
     import ingest
     import numpy as np
 
@@ -886,7 +893,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rewrite['shards']} shards ({rewrite['records']:,} records) rewritten: {rewrite['cpu_s']:.2f} CPU s",
                 flush=True,
             )
-        full_size = {}
+        full_size, phases = {}, {}  # phases: measured at a million, printed and kept beside the lines
         if args.night_json_photos:
             folder = work / "night-json"
             state = {"folder": str(folder), "photos": args.night_json_photos, "batch": batch}
@@ -898,9 +905,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"({megabytes:,.0f} MB): {reads['cpu_s']:.2f} CPU s, {reads['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
+            hashes = measure("sweep_json_reads", state, work, endpoint)
+            print(
+                f"{args.night_json_photos:>8,} photos  the sweep's reads of the expired night's hashes "
+                f"({hashes['result']['keys']:,} keys by shard): {hashes['cpu_s']:.2f} CPU s, "
+                f"{hashes['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
             shutil.rmtree(folder, ignore_errors=True)
             if args.night_json_photos == MILLION:
                 full_size["report_cost"] = reads
+                phases["sweep_expired_batches"] = hashes
     finally:
         server.stop()
         mocked.stop()
@@ -925,6 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         "pca_k": args.pca_k,
         "reduced_parts": args.reduced_parts,
         "full_size": {task: {k: v for k, v in f.items() if k != "result"} for task, f in full_size.items()},
+        "phases_at_full_size": {task: {k: v for k, v in f.items() if k != "result"} for task, f in phases.items()},
         "index_shard_rewrite_at_full_size": shard_rewrite,
         "setup_seconds": setup_s,
         "baseline": baseline,
