@@ -508,6 +508,27 @@ def committed_bundles(files, batch_uri: str) -> list[str]:
     return [batch_uri.rstrip("/") + "/" + name for name in names]
 
 
+def bundles_to_featurize(files, batch_uri: str, output_uri: str) -> list[str] | None:
+    """The batch's committed bundles (committed_bundles), all still there; None when none is left and the batch's
+    features are committed: its originals went after their window (fruits.retention removes them only then),
+    so a rerun has nothing to featurize again and keeps the committed features. A batch missing some or all of
+    its bundles otherwise cannot be featurized whole: a MissingInputError says which."""
+    bundles = committed_bundles(files, batch_uri)
+    root = batch_uri.rstrip("/") + "/"
+    held = {name for name, _ in files.list_files(root)}  # one listing, not a request per bundle
+    missing = [uri for uri in bundles if uri[len(root) :] not in held]
+    if not missing:
+        return bundles
+    if len(missing) == len(bundles) and jobio.read_commit(files, output_uri):
+        return None
+    raise MissingInputError(
+        f"{len(missing)} of the {len(bundles)} bundles {root}{UPLOADS_MANIFEST} names are gone (first: {missing[0]}):"
+        " the batch's originals were removed after their window"
+        + (" while it still received photos" if len(missing) < len(bundles) else ", and it has no committed features")
+        + " (fruits_original_retention_days): it cannot be featurized whole again from raw/"
+    )
+
+
 BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, content binary"
 
 
@@ -703,6 +724,17 @@ def run(spark, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     if not jobio.path_exists(spark, args.input):
         raise MissingInputError(f"input path does not exist: {args.input}")
+    bundles = None
+    if args.input_format == "bundles":  # before the model: a rerun with nothing to do loads none
+        bundles = bundles_to_featurize(jobio.HadoopFiles(spark), args.input, args.output)
+        if bundles is None:
+            log.info(
+                "batch %s: its originals were removed after their window and its features are committed at %s: "
+                "nothing to featurize again (a rerun keeps them)",
+                args.batch_id,
+                args.output,
+            )
+            return {"job": JOB, "batch_id": args.batch_id, "featurized": 0, "kept_committed": args.output}
     root = jobio.qualified_uri(spark, args.input)
     sc = spark.sparkContext
     num_threads = args.threads or int(sc.getConf().get("spark.task.cpus", "1"))
@@ -728,7 +760,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     featurizer = make_featurizer(
         sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=bool(args.derived)
     )
-    images = read_images(spark, args.input, args.input_format)
+    images = read_bundles(spark, bundles) if bundles is not None else read_images(spark, args.input, "files")
     listed = jobio.input_file_count(images)
     log.info("%d %s under %s", listed, args.input_format, args.input)
     features = featurize_frame(images, featurizer, root=root, batch_id=args.batch_id)

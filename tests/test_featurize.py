@@ -914,3 +914,42 @@ def test_a_phone_night_features_rotated_photos_like_upright_ones_and_keeps_clean
         assert not Image.open(io.BytesIO(row["derivative"])).getexif() and b"GPS" not in row["derivative"]
     quarantined = read_committed(spark, tmp_path / "features" / "_quarantine")
     assert [r.reason.split(":")[0] for r in quarantined.collect()] == ["truncated image"]
+
+
+def test_a_rerun_after_the_originals_went_keeps_the_committed_features_and_a_partial_batch_says_why(tmp_path):
+    """Retention removes a batch's bundles once its features are committed (fruits.retention.sweep_originals):
+    a later rerun then has nothing to featurize again; bundles gone otherwise are a clear error, not Spark's."""
+    from conftest import StoreFiles, commit_output
+
+    from fruits import lake
+
+    store, raw = killed_then_retried_upload(tmp_path)
+    files, output = StoreFiles(store), lake.features_uri(store.root, "2026-03-01")
+    named = featurize.committed_bundles(files, raw)
+    assert len(named) > 1 and featurize.bundles_to_featurize(files, raw, output) == named
+    store.delete(named[0])
+    with pytest.raises(featurize.MissingInputError, match=f"1 of the {len(named)} bundles .* still received photos"):
+        featurize.bundles_to_featurize(files, raw, output)
+    for uri in named[1:]:
+        store.delete(uri)
+    with pytest.raises(featurize.MissingInputError, match="no committed features"):
+        featurize.bundles_to_featurize(files, raw, output)
+    commit_output(store, output, {"part-0.parquet": b"features"}, {"rows": 5})
+    assert featurize.bundles_to_featurize(files, raw, output) is None
+
+
+def test_the_job_reruns_a_batch_whose_originals_went_as_a_no_op_before_loading_any_model(spark, tmp_path, caplog):
+    from conftest import StoreFiles, commit_output
+
+    from fruits import lake
+
+    store, raw = killed_then_retried_upload(tmp_path)
+    output = lake.features_uri(store.root, "2026-03-01")
+    for uri in featurize.committed_bundles(StoreFiles(store), raw):
+        store.delete(uri)
+    marker = commit_output(store, output, {"part-0.parquet": b"features"}, {"rows": 5})
+    args = ["--input", raw, "--input-format", "bundles", "--output", output, "--weights", str(tmp_path / "none.h5")]
+    with caplog.at_level("INFO"):
+        assert featurize.main(args) == 0  # no weights at that path: no model was loaded
+    assert lake.read_commit(store, output) == marker
+    assert any("nothing to featurize again" in r.getMessage() for r in caplog.records)
