@@ -45,6 +45,7 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -55,6 +56,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
 
@@ -192,7 +194,7 @@ def run_task(task: str, state: dict) -> object:
         for module in AIRFLOW_IMPORTS.split(", "):
             importlib.import_module(module)
         return None
-    if task in ("write_night_json", "report_json_reads", "sweep_json_reads"):
+    if task in ("write_night_json", "report_json_reads", "sweep_json_reads", "write_reduced_rows", "summary_reads"):
         return night_json(task, state)
 
     from fruits import pipeline_tasks as tasks
@@ -274,6 +276,30 @@ def night_json(task: str, state: dict) -> dict:
             "bundles": bundles,
             "files": sum(len(keys) for _, keys in storage.manifest_bundles(store, store.root, batch)),
         }
+    if task == "write_reduced_rows":  # the consumer's input at full size, with splits: its 1-NN runs too
+        import numpy as np
+        import pyarrow as pa
+
+        rng, k = np.random.default_rng(photos), state["pca_k"]
+        labels = rng.integers(0, 200, photos)
+        reduced = pa.table(
+            {
+                "path": [f"p{i}" for i in range(photos)],
+                "label": [f"Label {label}" for label in labels],
+                "split": np.where(rng.random(photos) < 0.7, "Training", "Test"),
+                "pca": pa.FixedSizeListArray.from_arrays(
+                    (rng.standard_normal((photos, k), dtype=np.float32) + labels[:, None] / 50).ravel(), k
+                ).cast(pa.list_(pa.float32())),
+            }
+        )
+        output = lake.pca_reduced_uri(store.root, 1, batch)
+        marker = commit(store, output, reduced_parts(reduced, state["reduced_parts"]), {"rows": photos, "k": k})
+        return {"batch": batch, "basis": 1, "output": output, "location": marker["location"]}
+    if task == "summary_reads":
+        from fruits import assets
+
+        summary = assets.summarize_reduced(store, state["extra"])
+        return {"rows": summary["rows"]}
     if task == "sweep_json_reads":  # the sweep's part that grows with the expired night: both hashes, as keys
         import lakeindex
 
@@ -676,13 +702,20 @@ class Lake:
             "seconds": 60.0,
             "drift_on_basis": {**drift, "mean_shift": 0.1, "threshold": 0.2, "crossed": False},
         }
-        files = {"report.json": json.dumps(report).encode()}
-        for part in range(self.reduced_parts):  # pca.py coalesces its rows to the cluster's defaultParallelism
-            sink = io.BytesIO()
-            share = -(-rows // self.reduced_parts)
-            pq.write_table(reduced.slice(part * share, share), sink)
-            files[f"reduced/part-{part:05d}.parquet"] = sink.getvalue()
+        files = {"report.json": json.dumps(report).encode(), **reduced_parts(reduced, self.reduced_parts)}
         commit(self.store, lake.pca_reduced_uri(self.root, 1, self.batch), files, {"rows": rows, "k": self.pca_k})
+
+
+def reduced_parts(reduced: Any, parts: int) -> dict[str, bytes]:
+    """The reduced rows as pca.py commits them: coalesced to the cluster's defaultParallelism, `parts` files."""
+    import pyarrow.parquet as pq
+
+    files, share = {}, -(-reduced.num_rows // parts)
+    for part in range(parts):
+        sink = io.BytesIO()
+        pq.write_table(reduced.slice(part * share, share), sink)
+        files[f"reduced/part-{part:05d}.parquet"] = sink.getvalue()
+    return files
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -912,10 +945,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{hashes['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
+            rows_state = {**state, "pca_k": args.pca_k, "reduced_parts": args.reduced_parts}
+            extra = measure("write_reduced_rows", rows_state, work, endpoint)["result"]
+            summary = measure("summary_reads", {**rows_state, "extra": extra}, work, endpoint)
+            print(
+                f"{args.night_json_photos:>8,} photos  pca_summary over as many reduced rows ({args.pca_k} floats, "
+                f"Training/Test splits: the 1-NN runs): {summary['cpu_s']:.2f} CPU s, "
+                f"{summary['peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
             shutil.rmtree(folder, ignore_errors=True)
             if args.night_json_photos == MILLION:
                 full_size["report_cost"] = reads
                 phases["sweep_expired_batches"] = hashes
+                phases["pca_summary"] = summary
     finally:
         server.stop()
         mocked.stop()
