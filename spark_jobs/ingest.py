@@ -296,17 +296,11 @@ def tidy_landing(spark, landing_uri: str, outcomes: dict[str, dict[str, Any]], l
 
 
 def counts_of(outcomes: dict[str, dict[str, Any]], batch: str, bundles: dict[str, list[str]]) -> dict[str, Any]:
-    rejected: dict[str, int] = {}
-    for o in outcomes.values():
-        if o["outcome"] == "rejected":
-            rejected[o["reason"]] = rejected.get(o["reason"], 0) + 1
-    already = [o for o in outcomes.values() if o["outcome"] == "already_in_lake"]
+    """The attempt's counts: the ingestion report's (lakefiles.outcome_counts), the copies found in other batches
+    and the bundles written."""
     return {
-        "seen": len(outcomes),
-        "uploaded": sum(o["outcome"] == "uploaded" for o in outcomes.values()),
-        "already_in_lake": len(already),
-        "in_other_batch": sum(o["batch"] != batch for o in already),
-        "rejected": dict(sorted(rejected.items())),
+        **lakefiles.outcome_counts(outcomes),
+        "in_other_batch": sum(o["outcome"] == "already_in_lake" and o["batch"] != batch for o in outcomes.values()),
         "bundles_written": len(bundles),
     }
 
