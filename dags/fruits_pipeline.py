@@ -5,9 +5,9 @@ per-photo work is the cluster's) -> sweep_expired_batches (retention by batch da
 to catch up, PCA window, estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) ->
 approve_new_basis (waits for an operator only when fruits_basis_approval=required and the plan replaces the
 basis) -> create_cluster (setup) -> per job kind (ingest, featurize, PCA nightly, reexpress) add steps -> wait
--> terminate_cluster, report_cost,
-publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened upstream, are skipped with
-their setup, and leave the run's state to the work (a failed step fails the run).
+-> terminate_cluster, remove_originals (with fruits_original_retention_days=0, the default: the originals of what
+the run featurized), report_cost, publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened
+upstream, are skipped with their setup, and leave the run's state to the work (a failed step fails the run).
 Each run is one night, its partition key (the 03:00 run: the previous Paris day), due by fruits_deadline.
 Target (env FRUITS_TARGET, fruits.settings): "emr" = transient EMR cluster; "local" = the same jobs through
 a local spark-submit, lake in a folder. Settings: Airflow Variables `fruits_*`; credentials: `aws_default`.
@@ -109,6 +109,14 @@ with DAG(
         for command in commands:  # in the planned order, the first failure stops the rest
             local_target.run(command, name=name)
 
+    # fruits_original_retention_days=0: the originals go once the features committed tonight cover them.
+    @task(pre_execute=assets.lineage("remove_originals"))
+    def remove_originals(checked: dict, ti=None, run_id=None) -> dict:
+        run = tasks.Run.from_xcom(checked)
+        work = ti.xcom_pull(task_ids="plan_jobs", key="work")
+        client = tasks.lake_client(run.settings)
+        return tasks.remove_originals(run.settings, client, work, dry_run=run.params.dry_run, owner=run_id)
+
     @task(pre_execute=assets.lineage("report_cost"))  # what the run cost and how fast, failed runs included
     def report_cost(checked: dict, ti=None, dag_run=None) -> dict:
         pulled = {key: ti.xcom_pull(task_ids="plan_jobs", key=key) for key in ("estimate", "work", "run_jobs")}
@@ -186,6 +194,7 @@ with DAG(
         NewBasisApproval(task_id="approve_new_basis", retries=0),  # asks only when fruits_basis_approval=required
         *work,
         *teardown,
+        remove_originals(checked).as_teardown(setups=lock),
         report_cost(checked).as_teardown(setups=lock),
         publish_assets().as_teardown(setups=lock),
         unlock_batch(checked).as_teardown(setups=lock),

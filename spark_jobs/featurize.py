@@ -50,8 +50,9 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import lakefiles
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -508,25 +509,58 @@ def committed_bundles(files, batch_uri: str) -> list[str]:
     return [batch_uri.rstrip("/") + "/" + name for name in names]
 
 
-def bundles_to_featurize(files, batch_uri: str, output_uri: str) -> list[str] | None:
-    """The batch's committed bundles (committed_bundles), all still there; None when none is left and the batch's
-    features are committed: its originals went after their window (fruits.retention removes them only then),
-    so a rerun has nothing to featurize again and keeps the committed features. A batch missing some or all of
-    its bundles otherwise cannot be featurized whole: a MissingInputError says which."""
+class BatchInput(NamedTuple):
+    """What featurize reads of a lake batch: the bundles still there, the digest of every bundle its manifest
+    names (what the features' commit covers), and whether the committed rows of the removed ones are carried."""
+
+    bundles: list[str]
+    digest: str
+    carry: bool
+
+
+def bundles_to_featurize(files, batch_uri: str, output_uri: str) -> BatchInput | None:
+    """The batch's committed bundles (committed_bundles) still there. Its originals go only once committed
+    features cover them (fruits.retention), so when some are gone and features are committed, the rows of the
+    gone ones are carried (a rerun that stored new photos); when all are gone, there is nothing to featurize
+    again (None: the committed features stay). Bundles gone with no committed features: a MissingInputError."""
     bundles = committed_bundles(files, batch_uri)
     root = batch_uri.rstrip("/") + "/"
+    digest = lakefiles.bundles_digest(uri[len(root) :] for uri in bundles)
     held = {name for name, _ in files.list_files(root)}  # one listing, not a request per bundle
-    missing = [uri for uri in bundles if uri[len(root) :] not in held]
-    if not missing:
-        return bundles
-    if len(missing) == len(bundles) and jobio.read_commit(files, output_uri):
-        return None
+    present = [uri for uri in bundles if uri[len(root) :] in held]
+    if len(present) == len(bundles):
+        return BatchInput(bundles, digest, carry=False)
+    if jobio.read_commit(files, output_uri):
+        return BatchInput(present, digest, carry=True) if present else None
+    missing = sorted(set(bundles) - set(present))
     raise MissingInputError(
-        f"{len(missing)} of the {len(bundles)} bundles {root}{UPLOADS_MANIFEST} names are gone (first: {missing[0]}):"
-        " the batch's originals were removed after their window"
-        + (" while it still received photos" if len(missing) < len(bundles) else ", and it has no committed features")
-        + " (fruits_original_retention_days): it cannot be featurized whole again from raw/"
+        f"{len(missing)} of the {len(bundles)} bundles {root}{UPLOADS_MANIFEST} names are gone (first: {missing[0]})"
+        " and the batch has no committed features (fruits_original_retention_days removes originals only once"
+        " their features are committed): it cannot be featurized again from raw/"
     )
+
+
+def counts_by_output(args, featurized: int, unreadable: list) -> list[tuple[str, int]]:
+    """The rows tonight's pass wrote to each output: features and derivatives one per featurized photo."""
+    return [(args.output, featurized), (args.quarantine, len(unreadable))] + (
+        [(args.derived, featurized)] if args.derived else []
+    )
+
+
+def carry_committed_rows(spark, files, outputs: list[tuple[str, str]], featurized_paths) -> dict[str, int]:
+    """Append to each (output, run folder) the committed rows of `output` whose photo is not featurized again
+    (`featurized_paths`: a frame of paths): a rerun whose batch's older originals were removed keeps their
+    features, derivatives and quarantine. Returns the rows carried per output."""
+    carried = {}
+    for output, run_folder in outputs:
+        parts = jobio.committed_files(files, output, ".parquet")
+        if not parts:
+            carried[output] = 0
+            continue
+        rows = spark.read.parquet(*parts).join(featurized_paths, "path", "left_anti")
+        carried[output] = rows.count()
+        rows.write.mode("append").parquet(run_folder)
+    return carried
 
 
 BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, content binary"
@@ -724,12 +758,12 @@ def run(spark, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     if not jobio.path_exists(spark, args.input):
         raise MissingInputError(f"input path does not exist: {args.input}")
-    bundles = None
+    batch = None
     if args.input_format == "bundles":  # before the model: a rerun with nothing to do loads none
-        bundles = bundles_to_featurize(jobio.HadoopFiles(spark), args.input, args.output)
-        if bundles is None:
+        batch = bundles_to_featurize(jobio.HadoopFiles(spark), args.input, args.output)
+        if batch is None:
             log.info(
-                "batch %s: its originals were removed after their window and its features are committed at %s: "
+                "batch %s: its originals were removed once featurized and its features are committed at %s: "
                 "nothing to featurize again (a rerun keeps them)",
                 args.batch_id,
                 args.output,
@@ -760,7 +794,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     featurizer = make_featurizer(
         sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=bool(args.derived)
     )
-    images = read_bundles(spark, bundles) if bundles is not None else read_images(spark, args.input, "files")
+    images = read_bundles(spark, batch.bundles) if batch is not None else read_images(spark, args.input, "files")
     listed = jobio.input_file_count(images)
     log.info("%d %s under %s", listed, args.input_format, args.input)
     features = featurize_frame(images, featurizer, root=root, batch_id=args.batch_id)
@@ -789,6 +823,10 @@ def run(spark, args: argparse.Namespace) -> dict:
             scanned = {row.path for row in images.select("path").collect()}  # lists, reads no content
             unreadable += [(path, EMPTY_FILE, args.batch_id) for path in unscanned_files(images.inputFiles(), scanned)]
         spark.createDataFrame(unreadable, quarantine_schema()).coalesce(1).write.parquet(quarantine_run)
+        carried = {}
+        if batch is not None and batch.carry:
+            carried = carry_committed_rows(spark, files, runs, images.select("path"))
+            log.info("carried from the committed run (their originals were removed): %s", carried)
         metrics = job_metrics(
             args,
             run_id,
@@ -803,18 +841,23 @@ def run(spark, args: argparse.Namespace) -> dict:
         # Committed even when nothing was readable: the output then says so (zero rows, metrics) rather
         # than still holding an earlier run's features, and the quarantine keeps every file.
         facts = {"job": JOB, "batch_id": args.batch_id}
-        jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": len(unreadable)})
+        tonight = counts_by_output(args, featurized, unreadable)
+        rows = {output: count + carried.get(output, 0) for output, count in tonight}
+        jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": rows[args.quarantine]})
         if derived_run:
-            jobio.commit(files, args.derived, derived_run, {**facts, "rows": featurized})
+            jobio.commit(files, args.derived, derived_run, {**facts, "rows": rows[args.derived]})
+        covered = {lakefiles.BUNDLES_DIGEST: batch.digest} if batch is not None else {}
         jobio.commit(
             files,
             args.output,
             features_run,
             {
                 **facts,
-                "rows": featurized,
-                "seen": metrics["seen"],
-                "quarantined": metrics["quarantined"],
+                **covered,
+                "rows": rows[args.output],
+                "seen": rows[args.output] + rows[args.quarantine],
+                "quarantined": rows[args.quarantine],
+                "carried": carried.get(args.output, 0),
                 "metrics": metrics,
                 "quarantine_location": quarantine_run,
             },
@@ -841,7 +884,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     )
     if metrics["quarantined"]:
         log.warning("%d files quarantined to %s", metrics["quarantined"], quarantine_run)
-    if metrics["featurized"] == 0:
+    if metrics["featurized"] == 0 and not carried.get(args.output):
         raise NoImagesError(
             f"no readable image under {args.input}: all {metrics['seen']} files quarantined to {quarantine_run}"
         )

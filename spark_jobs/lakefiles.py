@@ -216,6 +216,15 @@ def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str
     ).encode()
 
 
+BUNDLES_DIGEST = "bundles_digest"  # the features commit marker's field: the digest of the bundles read
+
+
+def bundles_digest(names) -> str:
+    """One digest of a manifest's bundle names, whatever their order: featurize commits the digest of the
+    bundles its features cover, so the originals are removed only when that is the batch's whole manifest."""
+    return sha256_bytes("\n".join(sorted(names)).encode())
+
+
 def merge_outcomes(previous: dict[str, dict], outcomes: dict[str, dict], batch: str) -> dict[str, dict]:
     """`_ingestion.json`'s files after an attempt: its outcomes over the earlier ones, except that a rerun
     finding an uploaded photo again in this batch leaves it `uploaded` (it is still the file uploaded)."""

@@ -224,6 +224,7 @@ def test_the_pipeline_declares_lineage_on_every_lake_task_and_publishes_the_alia
         "list_landing",
         "sweep_expired_batches",
         "plan_jobs",
+        "remove_originals",
         "report_cost",
         "unlock_batch",
         "publish_assets",

@@ -78,12 +78,18 @@ class EmrStepDriver:
         store = S3Store(boto3.client("s3", region_name=REGION), BUCKET)
         if job == "ingest":
             EmrStepDriver._ingest(store, step)
-        elif job == "featurize":
+        elif job == "featurize":  # covering the bundles the manifest names (what the originals' removal checks)
+            read = storage.read_batch_manifest(store, store.root, _arg(step, "--batch-id")).bundles
             commit_output(
                 store,
                 _arg(step, "--output"),
                 {"part-0.parquet": b"p"},
-                {"job": "featurize", "batch_id": _arg(step, "--batch-id"), "rows": 4},
+                {
+                    "job": "featurize",
+                    "batch_id": _arg(step, "--batch-id"),
+                    "rows": 4,
+                    lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(read),
+                },
             )
         elif job == "pca":
             commit_output(
@@ -301,7 +307,8 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     staged = ingest_args[ingest_args.index("--landing") + 1]
     assert staged.startswith(raw + "_ingest/landing-")
     staged_versions = s3.list_object_versions(Bucket=BUCKET, Prefix=staged.removeprefix(f"s3://{BUCKET}/"))
-    assert len(staged_versions["Versions"]) == 4 and len(staged_versions["DeleteMarkers"]) == 4  # gone after
+    # The ingest deleted its staged copies (markers); the originals' removal then took every version of them.
+    assert "Versions" not in staged_versions and "DeleteMarkers" not in staged_versions
     assert featurize_args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     assert featurize_args[featurize_args.index("--input") + 1] == lake.raw_uri(root, "2026-03-01")
     assert featurize_args[featurize_args.index("--output") + 1] == lake.features_uri(root, "2026-03-01")
@@ -321,9 +328,14 @@ def test_success_runs_both_steps_with_the_planned_arguments_and_terminates(aws):
     bucket_key = script.removeprefix(f"s3://{BUCKET}/")
     assert bucket_key.startswith("code/") and s3.head_object(Bucket=BUCKET, Key=bucket_key)
     # What the job committed, its manifest naming its bundles, is what featurize reads: no loose photo is left.
-    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")["Contents"]]
-    assert sorted(listed) == ["raw/batch=2026-03-01/_uploads.json", "raw/batch=2026-03-01/run=moto0/part-0.parquet"]
     assert featurize_args[featurize_args.index("--input-format") + 1] == "bundles"
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="raw/batch=2026-03-01/_uploads.json")["Body"].read())
+    assert list(manifest["bundles"]) == ["run=moto0/part-0.parquet"]
+    # The committed features cover that bundle: the originals went after the jobs, every version of them.
+    assert states["remove_originals"] == "success"
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix="raw/batch=2026-03-01/")
+    assert [v["Key"] for v in versions.get("Versions", [])] == ["raw/batch=2026-03-01/_uploads.json"]
+    assert "DeleteMarkers" not in versions
     # Every run knows its cost: estimated before the cluster, reported after it ended.
     assert states["report_cost"] == "success"
     report = json.loads(s3.get_object(Bucket=BUCKET, Key="reports/batch=2026-03-01/run_report.json")["Body"].read())

@@ -33,14 +33,20 @@ EMR_CHAIN = [
     "add_reexpress_step",
     "wait_reexpress",
     "terminate_cluster",
+    "remove_originals",
     "report_cost",
     "publish_assets",
     "unlock_batch",
 ]
-LOCAL_CHAIN = [*HEAD, "ingest", "featurize", "pca", "reexpress", "report_cost", "publish_assets", "unlock_batch"]
+LOCAL_CHAIN = [
+    *HEAD,
+    *("ingest", "featurize", "pca", "reexpress"),
+    *("remove_originals", "report_cost", "publish_assets", "unlock_batch"),
+]
 # Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
-# publish_assets announces the run's committed outputs (fruits.assets), a failed run's included.
-RUN_END = {"report_cost", "publish_assets", "unlock_batch"}
+# publish_assets announces the run's committed outputs (fruits.assets), a failed run's included; remove_originals
+# deletes only what committed features cover.
+RUN_END = {"remove_originals", "report_cost", "publish_assets", "unlock_batch"}
 TEARDOWNS = {"emr": {"create_cluster": {"terminate_cluster"}, "lock_batch": RUN_END}, "local": {"lock_batch": RUN_END}}
 
 
@@ -75,7 +81,7 @@ def test_shape_is_the_documented_chain_and_has_no_cycle(target_dag):
     # The run's state is decided by the work alone: its one effective leaf is the last job.
     teardowns = set().union(*TEARDOWNS[target].values())
     leaves = [t.task_id for t in dag.tasks if not t.is_teardown and t.downstream_task_ids <= teardowns]
-    assert leaves == [chain_ids[-5 if target == "emr" else -4]]
+    assert leaves == [chain_ids[-6 if target == "emr" else -5]]
 
 
 def test_owner_retries_and_trigger_rules(target_dag):

@@ -12,6 +12,7 @@ import urllib.parse
 import zlib
 from pathlib import Path
 
+import lakefiles
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -772,6 +773,46 @@ def test_featurize_sees_one_row_per_photo_after_a_killed_and_retried_upload(spar
     assert sorted(rows) == sorted(raw.replace("file:///", "file:/") + key for key in keys)
 
 
+@pytest.mark.shared
+@pytest.mark.slow
+def test_originals_go_with_the_commit_and_a_rerun_with_new_photos_carries_the_featurized_ones(
+    spark, litert_payload, tmp_path
+):
+    """fruits_original_retention_days 0: a batch's originals go once its committed features cover its manifest.
+    A rerun that stores new photos (their originals kept: not covered) featurizes only those and carries the
+    committed rows of the gone ones: every photo keeps exactly one features row and one derivative."""
+    from fruits import lake, retention, storage, upload
+
+    store, raw = killed_then_retried_upload(tmp_path)
+    batch, root = "2026-03-01", store.root
+    outputs = {name: lake.area_uri(root, name) + f"batch={batch}/" for name in ("features", "derived", "quarantine")}
+    argv = ["--input", raw, "--input-format", "bundles", "--batch-id", batch, *payload_args(litert_payload)]
+    argv += ["--output", outputs["features"], "--derived", outputs["derived"], "--quarantine", outputs["quarantine"]]
+    assert run_job(spark, *argv)["featurized"] == 5
+    assert retention.featurized_whole(store, root, batch)
+    assert retention.remove_batch_originals(store, root, batch, owner="run-1") > 0
+    assert not storage.bundle_files(store, raw) and storage.manifest_photo_count(store, root, batch) == 5
+
+    landing = tmp_path / "landing"  # the rerun: the 5 photos again (duplicates) and 2 new ones
+    write_files(landing, {f"Kiwi/new{i}.png": encode(Image.new("RGB", (8, 8), (9, i * 90, 9)), "PNG") for i in (1, 2)})
+    upload.upload_new_images(store, storage.LocalStore(landing), storage.file_uri(landing), batch)
+    assert storage.manifest_photo_count(store, root, batch) == 7
+    assert not retention.featurized_whole(store, root, batch)  # the new photos are not covered: they stay
+    assert retention.remove_batch_originals(store, root, batch, owner="run-2") is None
+    assert storage.bundle_files(store, raw)
+
+    metrics = run_job(spark, *argv)
+    assert metrics["featurized"] == 2  # only the new bundle was read and decoded
+    marker = lake.read_commit(store, outputs["features"])
+    assert (marker["rows"], marker["carried"], marker["seen"]) == (7, 5, 7)
+    paths = {name: sorted(read_committed(spark, uri).toPandas()["path"]) for name, uri in outputs.items()}
+    keys = storage.read_manifest(store, root, batch)
+    assert paths["features"] == paths["derived"] == sorted(raw.replace("file:///", "file:/") + key for key in keys)
+    assert paths["quarantine"] == []
+    assert retention.featurized_whole(store, root, batch)
+    assert retention.remove_batch_originals(store, root, batch, owner="run-2") > 0
+
+
 # --------------------------------------------------------------------------------------------
 # Phone photos (issue 22): generated from the sample by benchmarks/phone_photos.py, cached in build/
 # --------------------------------------------------------------------------------------------
@@ -916,9 +957,9 @@ def test_a_phone_night_features_rotated_photos_like_upright_ones_and_keeps_clean
     assert [r.reason.split(":")[0] for r in quarantined.collect()] == ["truncated image"]
 
 
-def test_a_rerun_after_the_originals_went_keeps_the_committed_features_and_a_partial_batch_says_why(tmp_path):
-    """Retention removes a batch's bundles once its features are committed (fruits.retention.sweep_originals):
-    a later rerun then has nothing to featurize again; bundles gone otherwise are a clear error, not Spark's."""
+def test_a_rerun_after_the_originals_went_carries_the_committed_rows_and_without_features_says_why(tmp_path):
+    """Originals go only once committed features cover them (fruits.retention): a rerun then reads the bundles
+    still there and carries the committed rows of the gone ones; with no committed features, a clear error."""
     from conftest import StoreFiles, commit_output
 
     from fruits import lake
@@ -926,15 +967,16 @@ def test_a_rerun_after_the_originals_went_keeps_the_committed_features_and_a_par
     store, raw = killed_then_retried_upload(tmp_path)
     files, output = StoreFiles(store), lake.features_uri(store.root, "2026-03-01")
     named = featurize.committed_bundles(files, raw)
-    assert len(named) > 1 and featurize.bundles_to_featurize(files, raw, output) == named
+    whole = featurize.bundles_to_featurize(files, raw, output)
+    assert len(named) > 1 and whole == (named, whole.digest, False)
+    assert whole.digest == lakefiles.bundles_digest(uri[len(raw) :] for uri in reversed(named))  # order-free
     store.delete(named[0])
-    with pytest.raises(featurize.MissingInputError, match=f"1 of the {len(named)} bundles .* still received photos"):
-        featurize.bundles_to_featurize(files, raw, output)
-    for uri in named[1:]:
-        store.delete(uri)
-    with pytest.raises(featurize.MissingInputError, match="no committed features"):
+    with pytest.raises(featurize.MissingInputError, match=f"1 of the {len(named)} bundles .* no committed features"):
         featurize.bundles_to_featurize(files, raw, output)
     commit_output(store, output, {"part-0.parquet": b"features"}, {"rows": 5})
+    assert featurize.bundles_to_featurize(files, raw, output) == (named[1:], whole.digest, True)
+    for uri in named[1:]:
+        store.delete(uri)
     assert featurize.bundles_to_featurize(files, raw, output) is None
 
 

@@ -9,11 +9,14 @@ import hashlib
 import json
 
 import boto3
+import lakefiles
 import pytest
 from conftest import commit_output
 from moto import mock_aws
 
 from fruits import dedup_index, lake, locks, retention, storage
+from fruits import pipeline_tasks as tasks
+from fruits.settings import PipelineSettings
 
 START = dt.date(2026, 3, 1)
 
@@ -391,6 +394,41 @@ def test_originals_go_after_their_short_window_and_everything_else_stays_the_ret
     # The long window then takes the rest of the batch, derivatives included.
     retention.sweep_expired(store, root, day(10), 5)
     assert not list(store.list_files(lake.derived_uri(root, day(5)))) and not storage.read_manifest(store, root, day(5))
+
+
+def test_with_no_window_the_run_removes_the_originals_its_features_cover_and_keeps_its_own_lock(local):
+    """fruits_original_retention_days 0 (the default): after the jobs, the originals of the batches the run
+    featurized go once their committed features cover every bundle the manifest names (the digest featurize
+    commits); a batch not featurized, one whose manifest grew since, or one another holder locks keeps them. The
+    run's own lock is neither shortened nor released. The next nights' sweep takes what is left before tonight."""
+    store, root = local
+    for night in (1, 2, 3, 4):
+        land_night(store, root, day(night), 1)
+    covers = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(["bundle-a.parquet"])}
+    commit_output(store, lake.features_uri(root, day(2)), {"part-0.parquet": b"f"}, covers)
+    commit_output(store, lake.features_uri(root, day(3)), {"part-0.parquet": b"f"}, covers)
+    stale = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(["bundle-0.parquet"])}  # before a rerun's photos
+    commit_output(store, lake.features_uri(root, day(4)), {"part-0.parquet": b"f"}, stale)
+    store.delete(lake.commit_marker_uri(lake.features_uri(root, day(1))))  # its featurize failed
+    held = locks.acquire(store, root, day(2), "run-2", ttl_seconds=9 * 3600)
+    locks.acquire(store, root, day(3), "an erasure")
+    report = retention.remove_featurized_originals(store, root, [day(n) for n in (1, 2, 3, 4)], owner="run-2")
+    assert report["removed"] == {day(2): 1} and report["objects_deleted"] == 1
+    assert report["waiting"] == [day(1), day(4)] and report["locked"] == [day(3)]
+    assert [bool(retention.original_bundles(store, root, day(n))) for n in (1, 2, 3, 4)] == [True, False, True, True]
+    assert storage.manifest_photo_count(store, root, day(2)) == 3  # the manifest names the index entries
+    assert locks.holder(store, root, day(2)) == held  # still the run's, with the run's expiry
+    assert locks.holder(store, root, day(3))["owner"] == "an erasure"
+
+    settings = PipelineSettings(original_retention_days=2)  # a window: the sweep removes them later
+    assert tasks.remove_originals(settings, None, {"featurize": [day(3)]}, dry_run=False, owner="x")["removed"] == {}
+    assert tasks.remove_originals(PipelineSettings(), None, None, dry_run=False, owner="x")["objects_deleted"] == 0
+
+    locks.release(store, root, day(3), "an erasure")
+    commit_output(store, lake.features_uri(root, day(1)), {"part-0.parquet": b"f"}, covers)  # caught up
+    swept = retention.sweep_originals(store, root, day(4), 0)  # with no window, it sweeps the nights before
+    assert swept["oldest_original_retained"] == day(4) and swept["swept"] == {day(1): 1, day(3): 1}
+    assert retention.original_bundles(store, root, day(4))
 
 
 class NoWholeNightReports(storage.LocalStore):

@@ -184,7 +184,8 @@ MATRIX: dict[str, Actor] = {
     "airflow:retention": Actor(
         "airflow",
         "deletes every version of each batch past its retention, by batch date "
-        "(fruits.retention), under its lock; drops its index entries, moves the watermark",
+        "(fruits.retention), under its lock; drops its index entries, moves the watermark; "
+        "deletes the originals its committed features cover (remove_originals)",
         {
             **{
                 area: frozenset({GET, LIST, LIST_VERSIONS, DELETE_VERSION})

@@ -69,6 +69,7 @@ LINEAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "featurize": (("raw", "models", "code"), ("features", "quarantine")),
     "pca": (("features", "pca/stats", "pca/bases", "code"), ("pca/stats", "pca/bases", "pca/reduced")),
     "reexpress": (("features", "pca/stats", "pca/bases", "code"), ("pca/reduced",)),
+    "remove_originals": (("raw", "features", "locks"), ("raw",)),
     "report_cost": (("raw", "features", "quarantine", "pca/bases", "pca/reduced"), ("reports",)),
     "publish_assets": (("features", "quarantine", "pca/bases", "pca/reduced", "reports"), ()),
     "unlock_batch": (("locks",), ("locks",)),

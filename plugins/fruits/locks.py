@@ -8,8 +8,10 @@ never both win, and taking over an expired lock (a dead holder) is itself condit
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from fruits import lake
@@ -86,6 +88,21 @@ def release(store: ConditionalStore, root: str, batch: str, owner: str) -> bool:
         return False
     body = json.dumps({**current, "released": True}, indent=1).encode()
     return store.put_if_match(uri, body, etag)
+
+
+@contextlib.contextmanager
+def holding(store: ConditionalStore, root: str, batch: str, owner: str) -> Iterator[None]:
+    """Hold the batch's lock for the block: taken (BatchLocked if another holds it) and released after, unless
+    `owner` held it already (a run's own batch: its unlock_batch releases it, with the run's TTL)."""
+    current = holder(store, root, batch)
+    mine = current is not None and current.get("owner") == owner
+    if not mine:
+        acquire(store, root, batch, owner)
+    try:
+        yield
+    finally:
+        if not mine:
+            release(store, root, batch, owner)
 
 
 def holder(store: ConditionalStore, root: str, batch: str) -> dict[str, Any] | None:

@@ -213,6 +213,26 @@ def sweep_retention(
     return {**report, "originals": originals}
 
 
+def remove_originals(
+    settings: PipelineSettings, s3_client: Any | None, work: Mapping[str, Any] | None, *, dry_run: bool, owner: str
+) -> dict[str, Any]:
+    """The remove_originals teardown: with fruits_original_retention_days 0, the originals of the batches this
+    run featurized go once their committed features cover them (fruits.retention); with a window, the nightly
+    sweep removes them later. A run that planned nothing (failed before its plan, or an empty night) has none."""
+    batches = list((work or {}).get("featurize", []))
+    if settings.original_retention_days or not batches:
+        log.info(
+            "originals kept: %s",
+            f"{settings.original_retention_days} day(s) (fruits_original_retention_days)"
+            if settings.original_retention_days
+            else "this run featurized no batch",
+        )
+        return {"removed": {}, "waiting": [], "locked": [], "objects_deleted": 0, "dry_run": dry_run}
+    return retention.remove_featurized_originals(
+        open_lake(settings, s3_client), lake_root(settings), batches, owner=owner, dry_run=dry_run
+    )
+
+
 def _read_markers(store: Any, uris: Sequence[str]) -> list[dict[str, Any] | None]:
     """Commit markers, READ_CONCURRENCY GETs in flight (365 retained batches: 23 rounds, not 365)."""
     if not uris:

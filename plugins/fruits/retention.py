@@ -23,14 +23,17 @@ is refused before deleting anything, unless that setting is raised for the catch
 
 Originals go sooner (issue 22, docs/gdpr.md "What the lake keeps"): `sweep_originals` deletes a batch's photo
 bundles (raw/batch=<ds>/bundle-*.parquet) once `original_retention_days` have passed and its features (whose
-run wrote the derivatives) are committed, with its own watermark; a batch not featurized yet keeps its
-originals for its catch-up, and holds the watermark back like a locked one;
+run wrote the derivatives) are committed and cover them, with its own watermark; a batch not featurized yet
+keeps its originals for its catch-up, and holds the watermark back like a locked one. With 0 days (the
+default) the run that commits a batch's features removes its originals after its jobs
+(`remove_featurized_originals`), and the sweep takes what an earlier night left;
 the batch's manifest and ingestion report stay in raw/ until the batch expires (the manifest names the dedup
 index entries), and its derivatives (derived/) and rows stay the whole retention.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -215,6 +218,34 @@ def original_bundles(store: Any, root: str, batch: str) -> list[str]:
     )
 
 
+def featurized_whole(store: Any, root: str, batch: str) -> bool:
+    """Whether the batch's committed features cover every bundle its manifest names now: the digest featurize
+    commits (lakefiles.bundles_digest) against the manifest's, streamed. A photo a rerun stored after that commit
+    is not covered, so its original stays for the featurize that covers it (a marker without a digest: committed)."""
+    marker = lake.read_commit(store, lake.features_uri(root, batch))
+    if not marker:
+        return False
+    covered = marker.get(lakefiles.BUNDLES_DIGEST)
+    return covered is None or covered == lakefiles.bundles_digest(
+        name for name, _ in storage.manifest_bundles(store, root, batch)
+    )
+
+
+def remove_batch_originals(store: Any, root: str, batch: str, *, owner: str, dry_run: bool = False) -> int | None:
+    """Delete one batch's originals (original_bundles, and every version under its `_ingest/`: staged landing
+    copies carry their metadata) under its lock; how many objects went, or None while its features do not cover
+    them (its catch-up needs them). Raises BatchLocked."""
+    bundles = original_bundles(store, root, batch)
+    # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
+    photos = bundles and any(storage.json_section(store, storage.batch_manifest_uri(root, batch), "files"))
+    if photos and not featurized_whole(store, root, batch):
+        return None
+    staged = lake.raw_uri(root, batch) + lakefiles.INGEST_FOLDER + "/"  # every version: the ingest deletes with markers
+    prefixes = [uri for uri in bundles if not uri.startswith(staged)] + [staged]
+    with contextlib.nullcontext() if dry_run else locks.holding(store, root, batch, owner):
+        return sum(store.delete_prefix(uri, dry_run=dry_run) for uri in prefixes)
+
+
 def sweep_originals(
     store: Any,
     root: str,
@@ -227,10 +258,13 @@ def sweep_originals(
 ) -> dict[str, Any]:
     """On the night of `batch` (bounded by sweep_night), delete the originals (photo bundles, every version)
     of the batches older than `oldest_retained(night, original_retention_days)`, oldest first, each under
-    its lock; the watermark (index/retention-originals.json) moves after each. A batch without committed
-    features is `waiting` (its catch-up needs the originals). Returns {oldest_original_retained, expired,
-    swept ({batch: bundles deleted}), locked, waiting, objects_deleted, dry_run}."""
-    keep_from = oldest_retained(sweep_night(batch, storage.raw_batches(store, root), now=now), original_retention_days)
+    its lock; the watermark (index/retention-originals.json) moves after each. A batch whose features do not
+    cover its bundles is `waiting` (its catch-up needs them). With 0 days the batches before tonight's are swept
+    (tonight's go with its run: remove_featurized_originals). Returns {oldest_original_retained, expired, swept
+    ({batch: bundles deleted}), locked, waiting, objects_deleted, dry_run}."""
+    keep_from = oldest_retained(
+        sweep_night(batch, storage.raw_batches(store, root), now=now), max(original_retention_days, 1)
+    )
     through = (dt.date.fromisoformat(keep_from) - dt.timedelta(days=1)).isoformat()
     before = read_watermark(store, root, ORIGINALS_WATERMARK_NAME)
     expired = _pending(store, root, through, before, _bases(store, root))
@@ -238,24 +272,16 @@ def sweep_originals(
     locked: list[str] = []
     waiting: list[str] = []
     for day in expired:
-        bundles = original_bundles(store, root, day)
-        # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
-        photos = bundles and any(storage.json_section(store, storage.batch_manifest_uri(root, day), "files"))
-        if photos and not lake.read_commit(store, lake.features_uri(root, day)):
-            waiting.append(day)
-            continue
         try:
-            if not dry_run:
-                locks.acquire(store, root, day, owner)
+            deleted = remove_batch_originals(store, root, day, owner=owner, dry_run=dry_run)
         except locks.BatchLocked as error:
             log.warning("retention of originals: %s; left for the next night", error)
             locked.append(day)
             continue
-        try:
-            swept[day] = sum(store.delete_prefix(uri, dry_run=dry_run) for uri in bundles)
-        finally:
-            if not dry_run:
-                locks.release(store, root, day, owner)
+        if deleted is None:
+            waiting.append(day)
+            continue
+        swept[day] = deleted
         if not locked and not waiting and not dry_run:
             _write_watermark(store, root, day, original_retention_days, ORIGINALS_WATERMARK_NAME)
     if before is None and not locked and not waiting and not dry_run and (not expired or expired[-1] < through):
@@ -279,6 +305,41 @@ def sweep_originals(
         report["objects_deleted"],
         f"; locked, left: {locked}" if locked else "",
         f"; not featurized yet, kept: {waiting}" if waiting else "",
+    )
+    return report
+
+
+def remove_featurized_originals(
+    store: Any, root: str, batches: list[str], *, owner: str, dry_run: bool = False
+) -> dict[str, Any]:
+    """With fruits_original_retention_days 0, after the run's jobs: delete the originals of the batches it
+    featurized whose committed features now cover them (remove_batch_originals); the others stay for the
+    next night's sweep. Returns {removed ({batch: objects}), waiting, locked, objects_deleted, dry_run}."""
+    removed: dict[str, int] = {}
+    waiting, locked = [], []
+    for batch in batches:
+        try:
+            deleted = remove_batch_originals(store, root, batch, owner=owner, dry_run=dry_run)
+        except locks.BatchLocked as error:
+            log.warning("originals of %s: %s; left for the next night's sweep", batch, error)
+            locked.append(batch)
+            continue
+        if deleted is None:
+            waiting.append(batch)
+        else:
+            removed[batch] = deleted
+    report = {
+        "removed": removed,
+        "waiting": waiting,
+        "locked": locked,
+        "objects_deleted": sum(removed.values()),
+        "dry_run": dry_run,
+    }
+    log.info(
+        "originals removed with their features' commit: %d object(s) of %s%s",
+        report["objects_deleted"],
+        sorted(removed),
+        f"; features not covering them yet, kept: {waiting}" if waiting else "",
     )
     return report
 
