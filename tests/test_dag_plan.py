@@ -131,10 +131,10 @@ def test_settings_parse_retention_and_drift_threshold_from_variables():
             load_settings({bad: "soon"}.get)
     with pytest.raises(ValueError, match="at least 1"):
         load_settings({"fruits_retention_days": "0"}.get)
-    assert load_settings({}.get).original_retention_days == 1
+    assert load_settings({}.get).original_retention_days == 0
     assert load_settings({"fruits_original_retention_days": "3"}.get).original_retention_days == 3
-    for bad in ("0", "366"):  # originals never outlive the batch's retention
-        with pytest.raises(ValueError, match="fruits_original_retention_days must be between 1 and"):
+    for bad in ("-1", "366"):  # originals never outlive the batch's retention
+        with pytest.raises(ValueError, match="fruits_original_retention_days must be between 0 and"):
             load_settings({"fruits_original_retention_days": bad}.get)
     assert load_settings({"fruits_landing_after": "archive"}.get).landing_after == "archive"
     with pytest.raises(ValueError, match="fruits_landing_after must be one of"):

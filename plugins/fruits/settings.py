@@ -78,7 +78,7 @@ class PipelineSettings:
     # Days a photo's stripped original (raw/) is kept once its batch is featurized, at most retention_days; its
     # derivative (derived/) and rows stay retention_days. One: the next night deletes it; each more day costs
     # ~68 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
-    original_retention_days: int = 1
+    original_retention_days: int = 0
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
     # Comma-separated EU buckets, besides the lake's, that `weights` and `landing` may name (s3://).
@@ -165,9 +165,9 @@ def load_settings(
         raise ValueError(f"fruits_retention_days must be at least 1, not {settings.retention_days}")
     if settings.retention_max_batches < 1:
         raise ValueError(f"fruits_retention_max_batches must be at least 1, not {settings.retention_max_batches}")
-    if not 1 <= settings.original_retention_days <= settings.retention_days:
+    if not 0 <= settings.original_retention_days <= settings.retention_days:
         raise ValueError(
-            f"fruits_original_retention_days must be between 1 and fruits_retention_days "
+            f"fruits_original_retention_days must be between 0 and fruits_retention_days "
             f"({settings.retention_days}), not {settings.original_retention_days}"
         )
     try:

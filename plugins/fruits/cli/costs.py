@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
             choices=sorted(PHOTO_MIXES),
             default=None,
             help="price a night of this photo mix from benchmarks/results/photo_classes.json (phone: 70 %% 12-MP "
-            "JPEG, 30 %% HEIC, uploaded by the app to an s3:// landing, ingested on the cluster, originals kept "
-            "fruits_original_retention_days, derivatives the retention; thumbnail: today's Fruits-360 night)",
+            "JPEG, 30 %% HEIC, uploaded by the app to an s3:// landing, ingested on the cluster, originals removed "
+            "by the run that commits their features or kept fruits_original_retention_days, derivatives the "
+            "retention; thumbnail: today's Fruits-360 night)",
         )
         p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
         p.add_argument(
