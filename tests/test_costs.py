@@ -1096,6 +1096,7 @@ def test_help_describes_every_subcommand_and_option(capsys):
             "--task",
             "--on-demand",
             "--storage-months",
+            "--original-retention-days",
         ):
             assert option in text, (command, option)
     with pytest.raises(SystemExit):
@@ -1279,6 +1280,21 @@ def test_originals_removed_by_their_run_are_billed_its_hours_and_a_window_its_da
         for line in month_removed["assumptions"]
     )
     assert any("originals kept 1 day(s)" in line for line in month_kept["assumptions"])
+
+
+def test_bill_takes_the_originals_window_the_settings_accept(capsys):
+    if not costs.PHOTO_CLASSES_FILE.is_file():
+        pytest.skip("benchmarks/results/photo_classes.json not measured on this checkout")
+    raw = {}
+    for days in (0, 1, 7):
+        assert costs_cli.main(["bill", "--photo-mix", "phone", "--json", "--original-retention-days", str(days)]) == 0
+        raw[days] = json.loads(capsys.readouterr().out)["months"]["1000000"]["components_usd"]["storage raw/"]
+    # A window of N days bills N days of originals; the run that removes them bills a fraction of one.
+    assert raw[7] == pytest.approx(7 * raw[1], rel=1e-3) and 0 < raw[0] < raw[1] / 20
+    for bad in ("-1", str(costs.RETENTION_DAYS + 1), "one"):
+        with pytest.raises(SystemExit) as exit_info:
+            costs_cli.main(["bill", "--photo-mix", "phone", "--original-retention-days", bad])
+        assert exit_info.value.code == 2 and "--original-retention-days" in capsys.readouterr().err
 
 
 def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_targets(capsys):
