@@ -729,9 +729,9 @@ STORAGE_PLAN = {
         GLACIER_IR,
         7,
         RETENTION_DAYS,
-        "featurize reads a night's bundles that night, a catch-up within days; the run that commits their "
-        "features removes them (fruits_original_retention_days 0), a longer window's move after a week, read "
-        "only by an erasure (0.03 USD/GB retrieval, rare)",
+        "featurize reads a night's bundles that night, a catch-up within days; kept past a week (a "
+        "fruits_original_retention_days window, or the whole retention as before issue 22), only an erasure "
+        "reads one (0.03 USD/GB retrieval, rare)",
     ),
     "derived/": AreaPlan(
         "derived/",

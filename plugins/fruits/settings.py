@@ -76,8 +76,8 @@ class PipelineSettings:
     # one, a week of missed nights catches up alone, a retention_days typo (365 -> 36) is stopped.
     retention_max_batches: int = 7
     # Days a photo's stripped original (raw/) is kept once its batch is featurized, at most retention_days; its
-    # derivative (derived/) and rows stay retention_days. One: the next night deletes it; each more day costs
-    # ~68 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
+    # derivative (derived/) and rows stay retention_days. Zero: the run that commits its features removes it;
+    # each day kept costs ~68 USD a month at a million phone photos a night (docs/gdpr.md, "What the lake keeps").
     original_retention_days: int = 0
     # Drift past which a nightly PCA fits a new basis (pca.py --drift-threshold); empty: the job's default.
     pca_drift_threshold: str = ""
