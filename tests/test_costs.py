@@ -1247,6 +1247,7 @@ def test_originals_removed_by_their_run_are_billed_its_hours_and_a_window_its_da
     run_s = costs.originals_seconds(seconds)
     steps = sum(v for k, v in seconds.items() if k in ("ingest_s", "featurize_s", "pca_s"))
     assert run_s == pytest.approx(steps + seconds["termination_s"], abs=0.5) and run_s < seconds["wall_s"]
+    assert night["storage_basis"].endswith("the originals (raw/) the run's hours from its ingest step")
     raw = costs.batch_storage(removed, PARIS, prices, run_s)["raw/"]
     standard = prices.region(PARIS)["s3_classes_gb_month"]["STANDARD"]
     assert raw["resident_days"] == pytest.approx(run_s / 86400) and raw["resident_days"] < 1 / 6

@@ -666,9 +666,13 @@ def new_basis_storage(workload: Workload, region: str, prices: PriceBook) -> dic
 def storage_basis(workload: Workload) -> str:
     """What a run's s3_storage component stands for (it is named in every estimate and run report)."""
     if workload.storage_months is None:
+        originals = {
+            None: "",
+            0: "; the originals (raw/) the run's hours from its ingest step",
+        }.get(workload.original_retention_days, f"; the originals (raw/) {workload.original_retention_days} day(s)")
         return (
             f"the batch's stay in the lake: {RETENTION_DAYS} days + {NONCURRENT_GRACE_DAYS} days of noncurrent "
-            "versions, every area in its storage class (STORAGE_PLAN)"
+            f"versions, every area in its storage class (STORAGE_PLAN){originals}"
         )
     return f"{workload.storage_months:g} month(s) of S3 Standard for the raw photos and features"
 
