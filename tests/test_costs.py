@@ -1096,6 +1096,7 @@ def test_help_describes_every_subcommand_and_option(capsys):
             "--task",
             "--on-demand",
             "--storage-months",
+            "--original-retention-days",
         ):
             assert option in text, (command, option)
     with pytest.raises(SystemExit):
@@ -1233,6 +1234,68 @@ def test_the_phone_month_bills_the_ingest_step_the_short_originals_the_landing_a
         == pytest.approx(sum(after["components_usd"].values()), abs=0.05)
     )
     assert not any("app" in name for name in after["components_usd"])
+
+
+def test_originals_removed_by_their_run_are_billed_its_hours_and_a_window_its_days(prices):
+    sizing = ClusterSizing()
+    kept = workload(mean_image_bytes=2.7e6, landing_on_s3=True, photo_mix="phone", ingest_per_vcpu=60.0)
+    kept = replace(kept, derivative_bytes=12_000, landing_image_bytes=2.75e6, original_retention_days=1)
+    removed = replace(kept, original_retention_days=0)
+    night = costs.estimate_emr(removed, sizing, region=PARIS, prices=prices)
+    seconds = night["seconds"]
+    # From the ingest step's start to the end of the run: the steps and the termination, not the boot.
+    run_s = costs.originals_seconds(seconds)
+    steps = sum(v for k, v in seconds.items() if k in ("ingest_s", "featurize_s", "pca_s"))
+    assert run_s == pytest.approx(steps + seconds["termination_s"], abs=0.5) and run_s < seconds["wall_s"]
+    assert night["storage_basis"].endswith("the originals (raw/) the run's hours from its ingest step")
+    raw = costs.batch_storage(removed, PARIS, prices, run_s)["raw/"]
+    standard = prices.region(PARIS)["s3_classes_gb_month"]["STANDARD"]
+    assert raw["resident_days"] == pytest.approx(run_s / 86400) and raw["resident_days"] < 1 / 6
+    assert raw["storage_class"] == costs.STANDARD
+    assert raw["usd"] == pytest.approx(2.7e3 * standard * run_s / 86400 / costs.DAYS_PER_MONTH)
+    # The run's seconds are the one source: a slower featurize keeps the originals longer.
+    slow = replace(removed, throughput_per_vcpu=removed.throughput_per_vcpu / 2)
+    slow_s = costs.originals_seconds(costs.estimate_emr(slow, sizing, region=PARIS, prices=prices)["seconds"])
+    assert slow_s > run_s and costs.batch_storage(slow, PARIS, prices, slow_s)["raw/"]["usd"] > raw["usd"]
+    with pytest.raises(ValueError, match="need the run's seconds"):
+        costs.batch_storage(removed, PARIS, prices)
+    # A window of N >= 1 days is billed N whole days, whatever the run's length.
+    assert costs.batch_storage(kept, PARIS, prices, run_s)["raw/"]["resident_days"] == 1
+    month_kept = costs.steady_state_month(kept, sizing, region=PARIS, prices=prices)
+    month_removed = costs.steady_state_month(removed, sizing, region=PARIS, prices=prices)
+    assert month_kept["components_usd"]["storage raw/"] == pytest.approx(
+        2.7e3 * standard / costs.DAYS_PER_MONTH * costs.DAYS_PER_MONTH, rel=1e-3
+    )
+    assert month_removed["components_usd"]["storage raw/"] < month_kept["components_usd"]["storage raw/"] / 20
+    saved = month_kept["monthly_usd"] - month_removed["monthly_usd"]
+    assert saved == pytest.approx(
+        month_kept["components_usd"]["storage raw/"] - month_removed["components_usd"]["storage raw/"], abs=0.01
+    )
+    hours = costs.originals_seconds(
+        costs.estimate_emr(costs.night_workload(removed, costs.RETENTION_DAYS), sizing, region=PARIS, prices=prices)[
+            "seconds"
+        ]
+    )
+    assert any(
+        f"originals removed by the run that commits their features (~{hours / 3600:.1f} h)" in line
+        for line in month_removed["assumptions"]
+    )
+    assert any("originals kept 1 day(s)" in line for line in month_kept["assumptions"])
+
+
+def test_bill_takes_the_originals_window_the_settings_accept(capsys):
+    if not costs.PHOTO_CLASSES_FILE.is_file():
+        pytest.skip("benchmarks/results/photo_classes.json not measured on this checkout")
+    raw = {}
+    for days in (0, 1, 7):
+        assert costs_cli.main(["bill", "--photo-mix", "phone", "--json", "--original-retention-days", str(days)]) == 0
+        raw[days] = json.loads(capsys.readouterr().out)["months"]["1000000"]["components_usd"]["storage raw/"]
+    # A window of N days bills N days of originals; the run that removes them bills a fraction of one.
+    assert raw[7] == pytest.approx(7 * raw[1], rel=1e-3) and 0 < raw[0] < raw[1] / 20
+    for bad in ("-1", str(costs.RETENTION_DAYS + 1), "one"):
+        with pytest.raises(SystemExit) as exit_info:
+            costs_cli.main(["bill", "--photo-mix", "phone", "--original-retention-days", bad])
+        assert exit_info.value.code == 2 and "--original-retention-days" in capsys.readouterr().err
 
 
 def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_targets(capsys):

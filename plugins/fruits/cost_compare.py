@@ -40,6 +40,7 @@ from fruits.costs import (
     markdown_table,
     monthly_budget_usd,
     night_workload,
+    originals_seconds,
     s3_costs,
     steady_state_month,
     storage_basis,
@@ -101,16 +102,17 @@ def estimate_emr_serverless(
         workers * billed_seconds(SERVERLESS_JOB_START_S + seconds) / SECONDS_PER_HOUR * worker_hour
         for seconds in steps.values()
     )
-    components = {"emr_serverless": compute, **s3_costs(workload, region, prices)}
+    wall = {
+        **{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
+        "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1),
+    }
+    components = {"emr_serverless": compute, **s3_costs(workload, region, prices, originals_seconds(wall))}
     return {
         "kind": "emr_serverless",
         "region": region,
         "images": workload.images,
         "executor_vcpus": vcpus,
-        "seconds": {
-            **{k: round(v + SERVERLESS_JOB_START_S, 1) for k, v in steps.items()},
-            "wall_s": round(sum(steps.values()) + len(steps) * SERVERLESS_JOB_START_S, 1),
-        },
+        "seconds": wall,
         "cost": summarize(components, workload.images, prices.eur_per_usd),
     }
 
@@ -136,7 +138,11 @@ def estimate_single_instance(
     steps = job_seconds(workload, vcpus, overheads, facts.network_gbps and facts.network_gbps * 1e9 / 8)
     seconds = SINGLE_INSTANCE_SETUP_S + sum(steps.values()) + overheads.termination_s
     instances = [BilledInstances("SINGLE", instance_type, market, 1, seconds, SINGLE_INSTANCE_EBS_GIB, emr=False)]
-    components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
+    wall = {**{k: round(v, 1) for k, v in steps.items()}, "wall_s": round(seconds, 1)}
+    components = {
+        **instance_costs(instances, region, prices),
+        **s3_costs(workload, region, prices, originals_seconds(wall)),
+    }
     return {
         "kind": "single_instance",
         "region": region,
@@ -144,7 +150,7 @@ def estimate_single_instance(
         "market": market,
         "images": workload.images,
         "executor_vcpus": vcpus,
-        "seconds": {**{k: round(v, 1) for k, v in steps.items()}, "wall_s": round(seconds, 1)},
+        "seconds": wall,
         "cost": summarize(components, workload.images, prices.eur_per_usd),
     }
 

@@ -69,6 +69,7 @@ FALLBACK_THROUGHPUT_SOURCE = (
 )
 
 SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_DAY = 86400.0
 # The EBS price page prorates GB-month over a 30-day month in its examples.
 SECONDS_PER_MONTH = 30 * 86400.0
 # EC2 and EMR both bill per second with a one-minute minimum per instance.
@@ -242,8 +243,8 @@ class Workload:
     # Photo classes (`photo_mix`): the mix's name; ingestion on the cluster at this rate (photos/s per vCPU: read,
     # identify, strip, hash, bundle; None: the upload runs on the Airflow host, no cluster step); the
     # derivative kept per photo in derived/ (0: none); the original's days in raw/ (None: the batch's whole
-    # retention, the layout before issue 22); an s3:// landing's photos: their mean bytes as uploaded (before
-    # stripping) and their days there (0: not counted).
+    # retention, the layout before issue 22; 0: removed by their run, `originals_seconds`); an s3:// landing's
+    # photos: their mean bytes as uploaded (before stripping) and their days there (0: not counted).
     photo_mix: str | None = None
     ingest_per_vcpu: float | None = None
     derivative_bytes: float = 0.0
@@ -621,12 +622,12 @@ def s3_request_costs(workload: Workload, region: str, prices: PriceBook) -> dict
     }
 
 
-def s3_costs(workload: Workload, region: str, prices: PriceBook) -> dict[str, float]:
-    """S3 requests (`s3_requests`) and storage the run causes."""
+def s3_costs(workload: Workload, region: str, prices: PriceBook, originals_s: float | None = None) -> dict[str, float]:
+    """S3 requests (`s3_requests`) and storage the run causes; `originals_s`: see `resident_days`."""
     requests = s3_requests(workload)
     puts, gets = sum(requests["put"].values()), sum(requests["get"].values())
     if workload.storage_months is None:
-        storage = sum(area["usd"] for area in batch_storage(workload, region, prices).values())
+        storage = sum(area["usd"] for area in batch_storage(workload, region, prices, originals_s).values())
     else:
         stored_gb = workload.images * (workload.mean_image_bytes + workload.feature_bytes) / 1e9
         storage = stored_gb * workload.storage_months * prices.unit(region, "s3_standard_gb_month")
@@ -656,17 +657,22 @@ def new_basis_storage(workload: Workload, region: str, prices: PriceBook) -> dic
     written_gb = workload.reexpress_rows * (workload.reduced_bytes + workload.csv_bytes) / 1e9
     # The old outputs were past their first 90 days (the cheapest tier) for most of the rows: each day the new
     # ones spend in a dearer tier or class until they reach it again is the cost.
-    settled = class_price_key(outputs, resident_days(outputs) - 1)
-    bump = sum(classes[class_price_key(outputs, age)] - classes[settled] for age in range(resident_days(outputs)))
+    days = int(resident_days(outputs))
+    settled = class_price_key(outputs, days - 1)
+    bump = sum(classes[class_price_key(outputs, age)] - classes[settled] for age in range(days))
     return {"s3_retrieval": retrieval, "s3_new_basis_tiers": written_gb * bump / DAYS_PER_MONTH}
 
 
 def storage_basis(workload: Workload) -> str:
     """What a run's s3_storage component stands for (it is named in every estimate and run report)."""
     if workload.storage_months is None:
+        originals = {
+            None: "",
+            0: "; the originals (raw/) the run's hours from its ingest step",
+        }.get(workload.original_retention_days, f"; the originals (raw/) {workload.original_retention_days} day(s)")
         return (
             f"the batch's stay in the lake: {RETENTION_DAYS} days + {NONCURRENT_GRACE_DAYS} days of noncurrent "
-            "versions, every area in its storage class (STORAGE_PLAN)"
+            f"versions, every area in its storage class (STORAGE_PLAN){originals}"
         )
     return f"{workload.storage_months:g} month(s) of S3 Standard for the raw photos and features"
 
@@ -727,8 +733,9 @@ STORAGE_PLAN = {
         GLACIER_IR,
         7,
         RETENTION_DAYS,
-        "featurize reads a night's bundles that night, a catch-up within days; after a week only "
-        "re-featurizing or erasing a photo reads a bundle (0.03 USD/GB retrieval, rare)",
+        "featurize reads a night's bundles that night, a catch-up within days; kept past a week (a "
+        "fruits_original_retention_days window, or the whole retention as before issue 22), only an erasure "
+        "reads one (0.03 USD/GB retrieval, rare)",
     ),
     "derived/": AreaPlan(
         "derived/",
@@ -771,12 +778,31 @@ def class_price_key(plan: AreaPlan, age_days: int) -> str:
     return next(key for limit, key in IT_TIERS if limit is None or in_tiering < limit)
 
 
-def resident_days(plan: AreaPlan, workload: Workload | None = None) -> int:
+def resident_days(plan: AreaPlan, workload: Workload | None = None, originals_s: float | None = None) -> float:
     """Days an object of the area is billed: until it expires, then as a noncurrent version for the grace; an
-    original (raw/ bundle) only its window when the workload has one (the sweep deletes every version)."""
-    if plan.prefix == "raw/" and workload is not None and workload.original_retention_days:
-        return min(workload.original_retention_days, plan.expiration_days + NONCURRENT_GRACE_DAYS)
-    return plan.expiration_days + NONCURRENT_GRACE_DAYS
+    original (raw/ bundle) only its window when the workload has one (the sweep deletes every version), or,
+    window 0, the `originals_s` seconds of the run that removes it (every version too), as a fraction of a day."""
+    full = plan.expiration_days + NONCURRENT_GRACE_DAYS
+    if plan.prefix != "raw/" or workload is None or workload.original_retention_days is None:
+        return full
+    if workload.original_retention_days == 0:
+        if originals_s is None:
+            raise ValueError("originals removed by their run (original_retention_days 0) need the run's seconds")
+        return originals_s / SECONDS_PER_DAY
+    return min(workload.original_retention_days, full)
+
+
+def originals_seconds(seconds: dict[str, float]) -> float:
+    """How long a night's originals stay in raw/ when the run that commits their features removes them (an
+    estimate's `seconds`): from the ingest step's start to the end of the run (`remove_originals` follows the
+    cluster's end); photos uploaded before the cluster (no ingest step) the whole run."""
+    before_ingest = seconds.get("startup_s", 0.0) + seconds.get("bootstrap_s", 0.0) if "ingest_s" in seconds else 0.0
+    return seconds["wall_s"] - before_ingest
+
+
+def day_shares(days: float) -> list[float]:
+    """The share of each day of its age an object is billed for over `days` (the last one partly)."""
+    return [min(1.0, days - age) for age in range(math.ceil(days))]
 
 
 def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
@@ -813,21 +839,25 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     }
 
 
-def batch_storage(workload: Workload, region: str, prices: PriceBook) -> dict[str, dict[str, Any]]:
+def batch_storage(
+    workload: Workload, region: str, prices: PriceBook, originals_s: float | None = None
+) -> dict[str, dict[str, Any]]:
     """What one night's data costs over its whole stay in the lake, per area (USD): storage day by day in
     its class (small objects Standard), plus Intelligent-Tiering's monitoring and the lifecycle's transition
-    requests. At steady state a month's storage bill is this x the nights of a month."""
+    requests. At steady state a month's storage bill is this x the nights of a month. `originals_s`: see
+    `resident_days`."""
     entry = prices.region(region)
     classes = entry["s3_classes_gb_month"]
     result = {}
     for prefix, volume in area_volumes(workload).items():
         plan = STORAGE_PLAN[prefix]
-        days = resident_days(plan, workload)
+        days = resident_days(plan, workload, originals_s)
         gb = volume["bytes"] / 1e9
         # Objects that go before the transition day (originals past a short window) never move.
         moved = volume["large_objects"] if plan.transition_days is not None and days > plan.transition_days else 0
         billed = plan if moved else replace(plan, storage_class=STANDARD, transition_days=None)  # too small to move
-        stored = gb * sum(classes[class_price_key(billed, age)] for age in range(days)) / DAYS_PER_MONTH
+        stored = gb * sum(classes[class_price_key(billed, age)] * share for age, share in enumerate(day_shares(days)))
+        stored /= DAYS_PER_MONTH
         transitions = moved / 1000 * entry["s3_transition_per_1000"][plan.storage_class] if moved else 0.0
         monitoring = 0.0
         if plan.storage_class == INTELLIGENT_TIERING and moved:
@@ -911,7 +941,8 @@ def steady_state_month(
             night_workload(workload, RETENTION_DAYS), sizing, region=region, prices=prices, overheads=overheads
         )
         extra_usd = sum(v for k, v in special["cost"]["components_usd"].items() if k != "s3_storage") - night_usd
-    areas = batch_storage(plain, region, prices)
+    originals_s = originals_seconds(nightly["seconds"])
+    areas = batch_storage(plain, region, prices, originals_s)
     area_storage = {prefix: area["usd"] * DAYS_PER_MONTH for prefix, area in areas.items()}
     fixed = fixed_monthly(
         region,
@@ -939,9 +970,7 @@ def steady_state_month(
         "app_uploads_usd": round(app_uploads, 2),
         "monthly_eur": round(total * prices.eur_per_usd, 2),
         "components_usd": {k: round(v, 4) for k, v in parts.items()},
-        "storage_gb": {
-            prefix: round(area["gb"] * resident_days(STORAGE_PLAN[prefix], plain), 1) for prefix, area in areas.items()
-        },
+        "storage_gb": {prefix: round(area["gb"] * area["resident_days"], 1) for prefix, area in areas.items()},
         "storage_classes": {
             prefix: {
                 "class": area["storage_class"],
@@ -994,10 +1023,15 @@ def steady_state_month(
                         if workload.ingest_per_vcpu
                         else "ingest on the Airflow worker,"
                     )
-                    + f" and featurize {workload.throughput_per_vcpu:.1f} photos/s per vCPU; originals kept "
-                    f"{workload.original_retention_days} days, derivatives ({workload.derivative_bytes:,.0f} B) "
-                    f"the retention; the landing holds each photo {workload.landing_days:g} day on average; "
-                    f"the app's uploads ({app_uploads:,.2f} USD) apart, not the pipeline's"
+                    + f" and featurize {workload.throughput_per_vcpu:.1f} photos/s per vCPU; "
+                    + (
+                        f"originals removed by the run that commits their features (~{originals_s / 3600:.1f} h)"
+                        if workload.original_retention_days == 0
+                        else f"originals kept {workload.original_retention_days} day(s)"
+                    )
+                    + f", derivatives ({workload.derivative_bytes:,.0f} B) the retention; the landing holds each "
+                    f"photo {workload.landing_days:g} day on average; the app's uploads ({app_uploads:,.2f} USD) "
+                    "apart, not the pipeline's"
                 ]
                 if workload.photo_mix
                 else []
@@ -1134,7 +1168,17 @@ def estimate_emr(
     steps = job_seconds(workload, vcpus, overheads, bandwidth)
     cluster_s = overheads.startup_s + overheads.bootstrap_s + sum(steps.values()) + overheads.termination_s
     instances = emr_instances(sizing, cluster_s)
-    components = {**instance_costs(instances, region, prices), **s3_costs(workload, region, prices)}
+    seconds = {
+        **{k: round(v, 1) for k, v in steps.items()},
+        "startup_s": overheads.startup_s,
+        "bootstrap_s": overheads.bootstrap_s,
+        "termination_s": overheads.termination_s,
+        "wall_s": round(cluster_s, 1),
+    }
+    components = {
+        **instance_costs(instances, region, prices),
+        **s3_costs(workload, region, prices, originals_seconds(seconds)),
+    }
     return {
         "kind": "emr",
         "region": region,
@@ -1162,13 +1206,7 @@ def estimate_emr(
             "reexpressed": workload.reexpress_rows,
             "refit_batches_merged": workload.refit_batches,
         },
-        "seconds": {
-            **{k: round(v, 1) for k, v in steps.items()},
-            "startup_s": overheads.startup_s,
-            "bootstrap_s": overheads.bootstrap_s,
-            "termination_s": overheads.termination_s,
-            "wall_s": round(cluster_s, 1),
-        },
+        "seconds": seconds,
         "s3": s3_layout(workload),
         "s3_requests_usd": s3_request_costs(workload, region, prices),
         "cost": summarize(components, workload.images, eur_per_usd or prices.eur_per_usd),

@@ -10,8 +10,9 @@ run's `landing` Param names one folder holding that batch's photos instead (manu
     raw/batch=<ds>/bundle-<hex>.parquet   the ORIGINALS (metadata stripped), up to 1,000 per bundle (fruits.upload):
                                           binaryFile's columns + sha256,
                                           path = <root>/raw/batch=<ds>/[<split>/]<label>/<file>;
-                                          deleted `original_retention_days` (default 1) after their night, once
-                                          featurized, by fruits.retention.sweep_originals (docs/gdpr.md)
+                                          deleted once featurized: by the run that commits their features
+                                          (`original_retention_days` 0, the default: the remove_originals task),
+                                          else N nights later by fruits.retention.sweep_originals (docs/gdpr.md)
     raw/batch=<ds>/_uploads.json          the batch's manifest (conditional writes: If-Match/If-None-Match)
     raw/batch=<ds>/_ingestion.json        every landing file of the batch and where it went, with a reason
     raw/batch=<ds>/_ingestion_counts.json its counts by outcome (what the run report shows), written beside it

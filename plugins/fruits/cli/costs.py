@@ -51,7 +51,7 @@ def workload_of(args: argparse.Namespace) -> Workload:
             "photo_mix": mix.name,
             "ingest_per_vcpu": mix.ingest_per_vcpu,
             "derivative_bytes": mix.derivative_bytes,
-            "original_retention_days": PipelineSettings.original_retention_days,
+            "original_retention_days": args.original_retention_days,
             "landing_image_bytes": mix.original_bytes,
         }
     if mix:  # thumbnails too: whatever their size, the app's photos land in S3
@@ -74,6 +74,14 @@ def workload_of(args: argparse.Namespace) -> Workload:
         catchup_images=args.catchup_images,
         **classes,
     )
+
+
+def original_days(text: str) -> int:
+    """fruits_original_retention_days as the settings accept it: 0 to the retention."""
+    days = int(text)
+    if not 0 <= days <= PipelineSettings.retention_days:
+        raise argparse.ArgumentTypeError(f"between 0 and {PipelineSettings.retention_days}, not {days}")
+    return days
 
 
 def sizing_of(args: argparse.Namespace) -> ClusterSizing:
@@ -148,8 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
             choices=sorted(PHOTO_MIXES),
             default=None,
             help="price a night of this photo mix from benchmarks/results/photo_classes.json (phone: 70 %% 12-MP "
-            "JPEG, 30 %% HEIC, uploaded by the app to an s3:// landing, ingested on the cluster, originals kept "
-            "fruits_original_retention_days, derivatives the retention; thumbnail: today's Fruits-360 night)",
+            "JPEG, 30 %% HEIC, uploaded by the app to an s3:// landing, ingested on the cluster, originals removed "
+            "by the run that commits their features or kept fruits_original_retention_days, derivatives the "
+            "retention; thumbnail: today's Fruits-360 night)",
+        )
+        p.add_argument(
+            "--original-retention-days",
+            type=original_days,
+            metavar="N",
+            default=PipelineSettings.original_retention_days,
+            help="with --photo-mix: the originals' days in raw/ (fruits_original_retention_days; 0: removed by the "
+            f"run that commits their features; default {PipelineSettings.original_retention_days})",
         )
         p.add_argument("--feature-bytes", type=float, default=Workload.feature_bytes, help="features row per photo")
         p.add_argument(
