@@ -24,8 +24,9 @@ preflight on moto's EC2 and the Service Quotas stub of tests/conftest.py); then 
 unmeasured (the ingest job's outcomes through `ingest.decide`, its manifest, ingestion report and bundles,
 featurize's and PCA's commits: N reduced rows of --pca-k floats in --reduced-parts files); then report_cost
 (`run_report.report_run` with target "local": the EMR record, 4 calls of a fixed size, left out), publish_assets
-(`assets.run_events`), unlock_batch, and the consumer DAG's pca_summary (`assets.summarize_reduced`). Task by
-task, the sizes in turn. A child's CPU is user + sys from os.wait4, its peak memory its VmHWM (ru_maxrss would
+(`assets.run_events`), remove_originals (tonight's N/1,000 bundles, their features covering them),
+unlock_batch, and the consumer DAG's pca_summary (`assets.summarize_reduced`). Task by task, the sizes in turn.
+A child's CPU is user + sys from os.wait4, its peak memory its VmHWM (ru_maxrss would
 carry this process's pages over the exec), its wall seconds from here.
 
 Method: per task, a least-squares line over the measured N (CPU seconds and peak memory separately), evaluated at
@@ -73,6 +74,7 @@ TASKS = (
     "plan_jobs",
     "report_cost",
     "publish_assets",
+    "remove_originals",
     "unlock_batch",
     "pca_summary",
 )
@@ -238,6 +240,8 @@ def run_task(task: str, state: dict) -> object:
             store, root, batch, target="local", region=settings.region, estimate=plan["estimate"], work=plan["work"]
         )
         return {"images": report["images"], "cost": report["cost"]["total_usd"]}
+    if task == "remove_originals":
+        return tasks.remove_originals(settings, s3, plan["work"], dry_run=False, owner=owner)
     from fruits import assets
 
     events = assets.run_events(store, root, batch, plan["work"], state["results"]["lock_batch"]["acquired_at"])
@@ -600,6 +604,7 @@ class Lake:
         import io
 
         import ingest
+        import lakefiles
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -672,7 +677,8 @@ class Lake:
             "seconds": rows / 1000,
             "executor_vcpus": 16,
         }
-        facts = {"rows": rows - len(bad), "metrics": metrics}
+        covered = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(bundles)}  # as featurize commits it
+        facts = {"rows": rows - len(bad), "metrics": metrics, **covered}
         commit(self.store, lake.features_uri(self.root, self.batch), {"part-0.parquet": b"PAR1"}, facts)
         commit(self.store, lake.pca_stats_uri(self.root, self.batch), {"stats.npz": b"s"}, {"rows": rows})
         vectors = self.rng.standard_normal((rows, self.pca_k), dtype=np.float32)

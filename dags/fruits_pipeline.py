@@ -5,8 +5,8 @@ per-photo work is the cluster's) -> sweep_expired_batches (retention by batch da
 to catch up, PCA window, estimate) -> stop_if_nothing_to_do (a dry run or an empty night: no cluster) ->
 approve_new_basis (waits for an operator only when fruits_basis_approval=required and the plan replaces the
 basis) -> create_cluster (setup) -> per job kind (ingest, featurize, PCA nightly, reexpress) add steps -> wait
--> terminate_cluster, remove_originals (with fruits_original_retention_days=0, the default: the originals of what
-the run featurized), report_cost, publish_assets, unlock_batch: Airflow teardowns, so they run whatever happened
+-> terminate_cluster, report_cost, publish_assets, remove_originals (with fruits_original_retention_days=0, the
+default: the originals of what the run featurized), unlock_batch: Airflow teardowns, so they run whatever happened
 upstream, are skipped with their setup, and leave the run's state to the work (a failed step fails the run).
 Each run is one night, its partition key (the 03:00 run: the previous Paris day), due by fruits_deadline.
 Target (env FRUITS_TARGET, fruits.settings): "emr" = transient EMR cluster; "local" = the same jobs through
@@ -194,8 +194,8 @@ with DAG(
         NewBasisApproval(task_id="approve_new_basis", retries=0),  # asks only when fruits_basis_approval=required
         *work,
         *teardown,
-        remove_originals(checked).as_teardown(setups=lock),
         report_cost(checked).as_teardown(setups=lock),
         publish_assets().as_teardown(setups=lock),
+        remove_originals(checked).as_teardown(setups=lock),  # after the report: its page draws from them
         unlock_batch(checked).as_teardown(setups=lock),
     )

@@ -33,15 +33,15 @@ EMR_CHAIN = [
     "add_reexpress_step",
     "wait_reexpress",
     "terminate_cluster",
-    "remove_originals",
     "report_cost",
     "publish_assets",
+    "remove_originals",
     "unlock_batch",
 ]
 LOCAL_CHAIN = [
     *HEAD,
     *("ingest", "featurize", "pca", "reexpress"),
-    *("remove_originals", "report_cost", "publish_assets", "unlock_batch"),
+    *("report_cost", "publish_assets", "remove_originals", "unlock_batch"),
 ]
 # Airflow teardowns: run whatever happened upstream, skipped when their setup was (setup -> teardowns).
 # publish_assets announces the run's committed outputs (fruits.assets), a failed run's included; remove_originals
