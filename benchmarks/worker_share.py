@@ -677,9 +677,9 @@ class Lake:
             "seconds": rows / 1000,
             "executor_vcpus": 16,
         }
-        covered = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(bundles)}  # as featurize commits it
+        sidecar, covered = lakefiles.covering(bundles)  # as featurize commits
         facts = {"rows": rows - len(bad), "metrics": metrics, **covered}
-        commit(self.store, lake.features_uri(self.root, self.batch), {"part-0.parquet": b"PAR1"}, facts)
+        commit(self.store, lake.features_uri(self.root, self.batch), {"part-0.parquet": b"PAR1", **sidecar}, facts)
         commit(self.store, lake.pca_stats_uri(self.root, self.batch), {"stats.npz": b"s"}, {"rows": rows})
         vectors = self.rng.standard_normal((rows, self.pca_k), dtype=np.float32)
         reduced = pa.table(

@@ -510,11 +510,11 @@ def committed_bundles(files, batch_uri: str) -> list[str]:
 
 
 class BatchInput(NamedTuple):
-    """What featurize reads of a lake batch: the bundles still there, the digest of every bundle its manifest
+    """What featurize reads of a lake batch: the bundles still there, the name of every bundle its manifest
     names (what the features' commit covers), and whether the committed rows of the removed ones are carried."""
 
     bundles: list[str]
-    digest: str
+    covered: list[str]
     carry: bool
 
 
@@ -525,13 +525,13 @@ def bundles_to_featurize(files, batch_uri: str, output_uri: str) -> BatchInput |
     again (None: the committed features stay). Bundles gone with no committed features: a MissingInputError."""
     bundles = committed_bundles(files, batch_uri)
     root = batch_uri.rstrip("/") + "/"
-    digest = lakefiles.bundles_digest(uri[len(root) :] for uri in bundles)
+    covered = [uri[len(root) :] for uri in bundles]
     held = {name for name, _ in files.list_files(root)}  # one listing, not a request per bundle
     present = [uri for uri in bundles if uri[len(root) :] in held]
     if len(present) == len(bundles):
-        return BatchInput(bundles, digest, carry=False)
+        return BatchInput(bundles, covered, carry=False)
     if jobio.read_commit(files, output_uri):
-        return BatchInput(present, digest, carry=True) if present else None
+        return BatchInput(present, covered, carry=True) if present else None
     missing = sorted(set(bundles) - set(present))
     raise MissingInputError(
         f"{len(missing)} of the {len(bundles)} bundles {root}{UPLOADS_MANIFEST} names are gone (first: {missing[0]})"
@@ -846,7 +846,9 @@ def run(spark, args: argparse.Namespace) -> dict:
         jobio.commit(files, args.quarantine, quarantine_run, {**facts, "rows": rows[args.quarantine]})
         if derived_run:
             jobio.commit(files, args.derived, derived_run, {**facts, "rows": rows[args.derived]})
-        covered = {lakefiles.BUNDLES_DIGEST: batch.digest} if batch is not None else {}
+        sidecar, covered = lakefiles.covering(batch.covered) if batch is not None else ({}, {})
+        for name, data in sidecar.items():  # what the originals' removal checks the manifest against
+            files.write(features_run + name, data)
         jobio.commit(
             files,
             args.output,

@@ -216,13 +216,15 @@ def manifest_json(batch: str, files: dict[str, str], bundles: dict[str, list[str
     ).encode()
 
 
-BUNDLES_DIGEST = "bundles_digest"  # the features commit marker's field: the digest of the bundles read
+# A features run's sidecar: every bundle of the batch's manifest its rows cover (a JSON list), named by the marker's
+# field; the originals are removed only when the manifest names no other bundle (erasure may drop some).
+COVERED_BUNDLES_FIELD = "covered_bundles"
+COVERED_BUNDLES = "_covered_bundles.json"
 
 
-def bundles_digest(names) -> str:
-    """One digest of a manifest's bundle names, whatever their order: featurize commits the digest of the
-    bundles its features cover, so the originals are removed only when that is the batch's whole manifest."""
-    return sha256_bytes("\n".join(sorted(names)).encode())
+def covering(names) -> tuple[dict[str, bytes], dict[str, str]]:
+    """({file name: bytes} to write in a features run folder, the marker's facts naming it) for these bundles."""
+    return {COVERED_BUNDLES: json.dumps(sorted(names), indent=0).encode()}, {COVERED_BUNDLES_FIELD: COVERED_BUNDLES}
 
 
 def merge_outcomes(previous: dict[str, dict], outcomes: dict[str, dict], batch: str) -> dict[str, dict]:

@@ -79,17 +79,14 @@ class EmrStepDriver:
         if job == "ingest":
             EmrStepDriver._ingest(store, step)
         elif job == "featurize":  # covering the bundles the manifest names (what the originals' removal checks)
-            read = storage.read_batch_manifest(store, store.root, _arg(step, "--batch-id")).bundles
+            sidecar, covered = lakefiles.covering(
+                storage.read_batch_manifest(store, store.root, _arg(step, "--batch-id")).bundles
+            )
             commit_output(
                 store,
                 _arg(step, "--output"),
-                {"part-0.parquet": b"p"},
-                {
-                    "job": "featurize",
-                    "batch_id": _arg(step, "--batch-id"),
-                    "rows": 4,
-                    lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(read),
-                },
+                {"part-0.parquet": b"p", **sidecar},
+                {"job": "featurize", "batch_id": _arg(step, "--batch-id"), "rows": 4, **covered},
             )
         elif job == "pca":
             commit_output(

@@ -12,7 +12,6 @@ import urllib.parse
 import zlib
 from pathlib import Path
 
-import lakefiles
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -967,14 +966,13 @@ def test_a_rerun_after_the_originals_went_carries_the_committed_rows_and_without
     store, raw = killed_then_retried_upload(tmp_path)
     files, output = StoreFiles(store), lake.features_uri(store.root, "2026-03-01")
     named = featurize.committed_bundles(files, raw)
-    whole = featurize.bundles_to_featurize(files, raw, output)
-    assert len(named) > 1 and whole == (named, whole.digest, False)
-    assert whole.digest == lakefiles.bundles_digest(uri[len(raw) :] for uri in reversed(named))  # order-free
+    names = [uri[len(raw) :] for uri in named]
+    assert len(named) > 1 and featurize.bundles_to_featurize(files, raw, output) == (named, names, False)
     store.delete(named[0])
     with pytest.raises(featurize.MissingInputError, match=f"1 of the {len(named)} bundles .* no committed features"):
         featurize.bundles_to_featurize(files, raw, output)
     commit_output(store, output, {"part-0.parquet": b"features"}, {"rows": 5})
-    assert featurize.bundles_to_featurize(files, raw, output) == (named[1:], whole.digest, True)
+    assert featurize.bundles_to_featurize(files, raw, output) == (named[1:], names, True)
     for uri in named[1:]:
         store.delete(uri)
     assert featurize.bundles_to_featurize(files, raw, output) is None

@@ -398,17 +398,21 @@ def test_originals_go_after_their_short_window_and_everything_else_stays_the_ret
 
 def test_with_no_window_the_run_removes_the_originals_its_features_cover_and_keeps_its_own_lock(local):
     """fruits_original_retention_days 0 (the default): after the jobs, the originals of the batches the run
-    featurized go once their committed features cover every bundle the manifest names (the digest featurize
-    commits); a batch not featurized, one whose manifest grew since, or one another holder locks keeps them. The
-    run's own lock is neither shortened nor released. The next nights' sweep takes what is left before tonight."""
+    featurized go once their committed features cover every bundle the manifest names (those featurize records
+    beside its rows; an erasure may have dropped some since); a batch not featurized, one whose manifest grew
+    since, or one another holder locks keeps them. The run's own lock is neither shortened nor released. The
+    next nights' sweep takes what is left before tonight."""
     store, root = local
     for night in (1, 2, 3, 4):
         land_night(store, root, day(night), 1)
-    covers = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(["bundle-a.parquet"])}
-    commit_output(store, lake.features_uri(root, day(2)), {"part-0.parquet": b"f"}, covers)
-    commit_output(store, lake.features_uri(root, day(3)), {"part-0.parquet": b"f"}, covers)
-    stale = {lakefiles.BUNDLES_DIGEST: lakefiles.bundles_digest(["bundle-0.parquet"])}  # before a rerun's photos
-    commit_output(store, lake.features_uri(root, day(4)), {"part-0.parquet": b"f"}, stale)
+
+    def featurized(night: int, *bundles: str) -> None:
+        sidecar, facts = lakefiles.covering(bundles)
+        commit_output(store, lake.features_uri(root, day(night)), {"part-0.parquet": b"f", **sidecar}, facts)
+
+    featurized(2, "bundle-a.parquet", "bundle-erased.parquet")  # an erasure since emptied and dropped one
+    featurized(3, "bundle-a.parquet")
+    featurized(4, "bundle-0.parquet")  # before a rerun stored its photos in bundle-a
     store.delete(lake.commit_marker_uri(lake.features_uri(root, day(1))))  # its featurize failed
     held = locks.acquire(store, root, day(2), "run-2", ttl_seconds=9 * 3600)
     locks.acquire(store, root, day(3), "an erasure")
@@ -425,7 +429,7 @@ def test_with_no_window_the_run_removes_the_originals_its_features_cover_and_kee
     assert tasks.remove_originals(PipelineSettings(), None, None, dry_run=False, owner="x")["objects_deleted"] == 0
 
     locks.release(store, root, day(3), "an erasure")
-    commit_output(store, lake.features_uri(root, day(1)), {"part-0.parquet": b"f"}, covers)  # caught up
+    featurized(1, "bundle-a.parquet")  # caught up
     swept = retention.sweep_originals(store, root, day(4), 0)  # with no window, it sweeps the nights before
     assert swept["oldest_original_retained"] == day(4) and swept["swept"] == {day(1): 1, day(3): 1}
     assert retention.original_bundles(store, root, day(4))

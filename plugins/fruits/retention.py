@@ -219,16 +219,17 @@ def original_bundles(store: Any, root: str, batch: str) -> list[str]:
 
 
 def featurized_whole(store: Any, root: str, batch: str) -> bool:
-    """Whether the batch's committed features cover every bundle its manifest names now: the digest featurize
-    commits (lakefiles.bundles_digest) against the manifest's, streamed. A photo a rerun stored after that commit
-    is not covered, so its original stays for the featurize that covers it (a marker without a digest: committed)."""
+    """Whether the batch's committed features cover every bundle its manifest names now (streamed): those the
+    featurize run recorded beside its files (lakefiles.COVERED_BUNDLES; an erasure may since have dropped some).
+    A photo a rerun stored after that commit is not covered, so its original stays for the featurize that covers
+    it. A marker naming no such file (features committed before it existed) covers the batch."""
     marker = lake.read_commit(store, lake.features_uri(root, batch))
     if not marker:
         return False
-    covered = marker.get(lakefiles.BUNDLES_DIGEST)
-    return covered is None or covered == lakefiles.bundles_digest(
-        name for name, _ in storage.manifest_bundles(store, root, batch)
-    )
+    if not marker.get(lakefiles.COVERED_BUNDLES_FIELD):
+        return True
+    covered = set(json.loads(store.read(marker["location"] + marker[lakefiles.COVERED_BUNDLES_FIELD])))
+    return all(name in covered for name, _ in storage.manifest_bundles(store, root, batch))
 
 
 def remove_batch_originals(store: Any, root: str, batch: str, *, owner: str, dry_run: bool = False) -> int | None:
