@@ -98,10 +98,17 @@ def test_the_saturated_sweep_is_one_full_size_shard_rewrite_at_every_shard_and_t
     assert night["cpu_s_sweep_saturated"] == pytest.approx(others * 1.0 + model["cpu_s"], abs=0.05)  # rounded
 
 
-def test_a_peak_measured_at_full_size_wins_over_a_line_it_was_hidden_under(bench):
+def test_a_task_whose_growing_reads_were_measured_at_full_size_adds_them_to_its_largest_measured_peak(bench):
+    """Not the line: 180 -> 186 MiB over the sizes would say 3 GiB at a million; its reads measured at a million
+    (1,900 MiB in a process whose bare interpreter holds 40) are added to its peak at the largest size instead."""
     figures = {n: {task: {"cpu_s": 1.0, "peak_rss_mib": 180.0} for task in bench.TASKS} for n in (1_000, 2_000)}
+    figures[2_000]["report_cost"]["peak_rss_mib"] = 186.0
     baseline, airflow = {"cpu_s": 0.5, "peak_rss_mib": 40.0}, {"cpu_s": 0.5, "peak_rss_mib": 40.0}
+    assert bench.fits(figures, baseline, airflow)["per_task"]["report_cost"]["peak_rss_mib"]["value"] > 5_000
     fitted = bench.fits(figures, baseline, airflow, full_size={"report_cost": {"peak_rss_mib": 1_900.0}})
-    assert fitted["per_task"]["report_cost"]["peak_rss_mib"]["value"] == 1_900.0
+    peak = fitted["per_task"]["report_cost"]["peak_rss_mib"]
+    assert peak["value"] == 186.0 + 1_900.0 - 40.0 and peak["line_value"] > 5_000
     assert fitted["night_at_a_million"]["peak_task"] == "report_cost"
-    assert bench.fits(figures, baseline, airflow)["night_at_a_million"]["peak_rss_mib"] == pytest.approx(180.0)
+    json_reads, page_reads = {"cpu_s": 1.0, "peak_rss_mib": 100.0}, {"cpu_s": 2.0, "peak_rss_mib": 70.0}
+    together = bench.phases_together(baseline, json_reads, page_reads)
+    assert (together["cpu_s"], together["peak_rss_mib"]) == (3.0, 40.0 + 60.0 + 30.0)
