@@ -877,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         "--night-json-photos",
         type=int,
         default=MILLION,
-        help="report_cost's reads of the night's _ingestion.json and _uploads.json measured at this size (0: not)",
+        help="the reads of report_cost, the sweep and pca_summary that grow with the night, at this size (0: not)",
     )
     parser.add_argument("--child", nargs=2, metavar=("TASK", "STATE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
