@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fruits import lake, storage
+from fruits import lake, retention, storage
 from fruits.cli import demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -131,6 +131,14 @@ def test_backfill_nights_share_one_basis_then_rerun_one(tmp_path, airflow_home, 
     # Each run wrote its report (local target: zero cost, real throughput), with the basis it used.
     run_report = json.loads((lake_dir / f"reports/batch={DATES[-1]}/run_report.json").read_text())
     assert run_report["pca"]["basis"] == version and run_report["work"]["catch_up"] == []
+
+    # The stripped originals went with their run (fruits_original_retention_days 0, the default): raw/ keeps the
+    # manifest and the reports, derived/ one derivative a photo; the run's page was drawn before they went.
+    for batch in DATES:
+        assert not retention.original_bundles(store, root, batch)
+        assert storage.manifest_photo_count(store, root, batch) == per_night
+        assert _table(store, lake.derived_uri(root, batch)).num_rows == per_night
+    assert "data:image/jpeg" in (lake_dir / f"reports/batch={DATES[-1]}/run_report.html").read_text()
 
     raw_before = _files(lake_dir / "raw")
     rows_before = sorted(r["path"] for r in _table(store, lake.features_uri(root, DATES[1])).to_pylist())
