@@ -1321,6 +1321,14 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
         "today's jobs",
         "featurize takes the photos from the ingest pass",
     ]  # an S3 landing: nothing is staged
+    # The text bill says what the last row still pays, against the mix's target.
+    assert costs_cli.main(["bill", "--photo-mix", "thumbnail"]) == 0
+    last = thumbnails["levers"][-1]["processing_usd_per_million"]
+    target = cost_compare.PHOTO_MIX_TARGETS["thumbnail"]["processing_usd_per_million"]
+    said = (
+        f"After every change: {last:.4f} USD per million against {target:.2f} ({cost_compare.verdict(last <= target)})"
+    )
+    assert said in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ what the cluster's jobs do in S3 (issue 22)
@@ -1415,5 +1423,60 @@ def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
     assert rows[1]["wall_minutes"] == rows[0]["wall_minutes"]  # fewer files: requests, not minutes
     assert rows[2]["wall_minutes"] < rows[1]["wall_minutes"]
     assert all(r["saved_usd_per_million"] > 0 for r in rows[1:])
-    if len(rows) > 3:  # the cheapest task count, when it is not the sizing's
-        assert rows[3]["workers"] != rows[2]["workers"]
+    cheapest = [r for r in rows if r["change"].endswith("(the cheapest count)")]
+    if cheapest:  # the cheapest task count, when it is not the one the night is sized for: always last
+        assert rows[-1] is cheapest[0] and rows[-1]["workers"] != rows[-2]["workers"]
+
+
+def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundles(prices):
+    phone, overheads = phone_night(), costs.Overheads()
+    fused = replace(phone, ingest_fused=True)
+    requests = costs.s3_requests(fused)
+    # One GET a landing photo (not the two passes of a night bigger than the workers' disks), no bundle read back;
+    # the other GETs are the run's few manifests and the PCA's reads of the outputs.
+    assert requests["get"]["landing_reads"] == fused.images == costs.s3_requests(phone)["get"]["landing_reads"] / 2
+    assert requests["get"]["featurize_reads"] == 0
+    others = sum(requests["get"].values()) - requests["get"]["landing_reads"]
+    assert 0 < others < fused.images / 50
+    assert requests["put"]["upload_objects"] == 0 and costs.s3_requests(phone)["put"]["upload_objects"] > 0
+    assert costs.area_volumes(fused)["raw/"] == {"bytes": 0, "large_objects": 0}  # no originals in the lake
+    # One step: the photo's ingest and featurize seconds on one CPU, its bytes the landing's once (the outputs go
+    # the other way); the longer of the two.
+    bandwidth = costs.network_bytes_per_s(ClusterSizing())
+    seconds = costs.job_seconds(fused, 16, overheads, bandwidth)
+    assert "ingest_s" not in seconds
+    cpu = fused.images * (1 / fused.ingest_per_vcpu + 1 / fused.throughput_per_vcpu) / 16
+    assert seconds["featurize_s"] == pytest.approx(max(cpu, 3e12 / bandwidth) + overheads.step_s)
+    assert costs.step_bytes(fused)["featurize_s"] == 3e12
+    with pytest.raises(ValueError, match="ingest_per_vcpu"):
+        workload(ingest_fused=True)  # nothing to fuse: the Airflow worker's upload
+
+
+def test_the_fused_lever_and_spot_workers_price_what_they_change(prices):
+    rows = {
+        r["change"]: r for r in cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
+    }
+    before = rows["featurize takes the photos from the ingest pass"]
+    fused = rows["ingest and featurize fused: one read of the landing, no bundles"]
+    assert fused["processing_usd_per_million"] < before["processing_usd_per_million"]
+    # A million photos, a million landing GETs (0.42 USD in Paris): the floor of every row below.
+    assert fused["usd_per_million"]["landing_get_requests"] == 1_000_000
+    assert fused["usd_per_million"]["landing_gets"] == pytest.approx(prices.unit(PARIS, "s3_get_per_1000") * 1000)
+    assert before["usd_per_million"]["landing_get_requests"] == 2_000_000
+    # Its night is never shorter than the landing's bytes over the workers it runs on.
+    floor_s = phone_night().images * 3e6 / (fused["workers"] * ClusterSizing().worker_facts.network_gbps * 1e9 / 8)
+    assert fused["wall_minutes"] * 60 >= floor_s
+    # Every worker on spot: the core node's EC2 hours at the spot price; EMR's fee is the same on either market.
+    spot = rows["every worker on spot, the core node too"]
+    assert spot["workers"] == fused["workers"] and spot["wall_minutes"] == fused["wall_minutes"]
+    assert spot["usd_per_million"]["emr"] == fused["usd_per_million"]["emr"]
+    worker = ClusterSizing().worker_types[0]
+    core_hour = prices.ec2_hourly(PARIS, worker) - prices.ec2_hourly(PARIS, worker, costs.SPOT)
+    assert fused["usd_per_million"]["ec2"] - spot["usd_per_million"]["ec2"] == pytest.approx(
+        core_hour * fused["wall_minutes"] / 60, rel=1e-2
+    )
+    assert costs.fleet_markets(ClusterSizing(), spot_core=True) == {
+        "MASTER": "ON_DEMAND",
+        "CORE": "SPOT",
+        "TASK": "SPOT",
+    }

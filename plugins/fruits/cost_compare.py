@@ -34,6 +34,7 @@ from fruits.costs import (
     emr_instances,
     estimate_emr,
     featurize_output_files,
+    fleet_markets,
     instance_costs,
     instance_facts,
     job_seconds,
@@ -41,6 +42,7 @@ from fruits.costs import (
     monthly_budget_usd,
     night_workload,
     originals_seconds,
+    run_sizing,
     s3_costs,
     steady_state_month,
     storage_basis,
@@ -406,28 +408,42 @@ def photo_levers(
     on top of the ones above it (night 365 of `workload.images`, the month at a million a night): a landing the
     cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step),
     or the ingest job reading each landing photo with one GET; featurize writing its outputs in
-    OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's own pass; then the cheapest
-    count of task nodes."""
+    OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's own pass; ingest and featurize
+    one step (each landing photo read once, no bundles); every worker on spot, the core nodes too; then the
+    cheapest count of task nodes. Each row carries its processing by component (`usd_per_million`)."""
     night = night_workload(workload, RETENTION_DAYS)
     staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
-    changes: list[tuple[str, dict[str, Any]]] = [("today's jobs", {})]
+    # (name, changes to the workload, every worker on spot)
+    changes: list[tuple[str, dict[str, Any], bool]] = [("today's jobs", {}, False)]
     if staged:
-        changes.append(("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}))
+        changes.append(
+            ("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}, False)
+        )
     if outputs < featurize_output_files(night):
-        changes.append((f"featurize writes {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts", {"featurize_outputs": outputs}))
+        changes.append(
+            (f"featurize writes {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts", {"featurize_outputs": outputs}, False)
+        )
     if workload.ingest_per_vcpu and not staged:
-        changes.append(("featurize takes the photos from the ingest pass", {"featurize_rereads_bundles": False}))
+        changes.append(("featurize takes the photos from the ingest pass", {"featurize_rereads_bundles": False}, False))
+        changes.append(
+            ("ingest and featurize fused: one read of the landing, no bundles", {"ingest_fused": True}, False)
+        )
+    if fleet_markets(sizing)["CORE"] != SPOT:
+        changes.append(("every worker on spot, the core node too", {}, True))
     rows, applied, previous = [], {}, None
 
-    def row(name: str, shaped: Workload, sized: ClusterSizing) -> dict[str, Any]:
-        est = estimate_emr(
-            night_workload(shaped, RETENTION_DAYS), sized, region=region, prices=prices, overheads=overheads
-        )
-        month = steady_state_month(
-            replace(shaped, images=1_000_000), sized, region=region, prices=prices, overheads=overheads
-        )
+    def estimate(shaped: Workload, sized: ClusterSizing, spot_core: bool) -> dict[str, Any]:
+        tonight = night_workload(shaped, RETENTION_DAYS)
+        return estimate_emr(tonight, sized, region=region, prices=prices, overheads=overheads, spot_core=spot_core)
+
+    def row(name: str, shaped: Workload, sized: ClusterSizing, spot_core: bool) -> dict[str, Any]:
+        est = estimate(shaped, sized, spot_core)
+        priced = {"region": region, "prices": prices, "overheads": overheads, "spot_core": spot_core}
+        month = steady_state_month(replace(shaped, images=1_000_000), sized, **priced)
         usd = est["processing_usd_per_million"]
+        scale = 1e6 / est["images"]
+        components = est["cost"]["components_usd"]
         return {
             "change": name,
             "workers": est["executor_vcpus"] // sized.worker_facts.vcpus,  # as the night sized the cluster
@@ -435,22 +451,47 @@ def photo_levers(
             "saved_usd_per_million": round(previous - usd, 4) if previous is not None else None,
             "wall_minutes": round(est["seconds"]["wall_s"] / 60, 1),
             "monthly_usd_pipeline": month["monthly_usd_pipeline"],
+            "usd_per_million": {
+                **{k: round(components[k] * scale, 4) for k in ("ec2", "emr", "ebs", "s3_requests")},
+                "landing_gets": round(est["s3_requests_usd"]["GET landing_reads"]["usd"] * scale, 4),
+                "landing_get_requests": est["s3_requests_usd"]["GET landing_reads"]["requests"],
+            },
         }
 
-    for name, change in changes:
+    spot_core = False
+    for name, change, spot in changes:
         applied |= change
-        rows.append(row(name, replace(workload, **applied), sizing))
+        spot_core = spot_core or spot
+        rows.append(row(name, replace(workload, **applied), sizing, spot_core))
         previous = rows[-1]["processing_usd_per_million"]
     shaped = replace(workload, **applied)
+    tonight = night_workload(shaped, RETENTION_DAYS)
+    # The counts the night may run on (the plan never runs fewer task nodes than its landing's bytes ask).
+    counts = sorted({run_sizing(tonight, replace(sizing, task_count=n)).task_count for n in task_counts})
+    sized = run_sizing(tonight, sizing)
     cheapest = min(
-        (replace(sizing, task_count=n) for n in task_counts),
-        key=lambda s: estimate_emr(night_workload(shaped, RETENTION_DAYS), s, region=region, prices=prices)[
-            "processing_usd_per_million"
-        ],
+        (replace(sizing, task_count=n) for n in counts),
+        key=lambda s: (estimate(shaped, s, spot_core)["processing_usd_per_million"], s.task_count != sized.task_count),
     )
-    if cheapest.task_count != sizing.task_count:
-        rows.append(row(f"{cheapest.task_count} task nodes (the cheapest count)", shaped, cheapest))
+    if cheapest.task_count != sized.task_count:
+        rows.append(row(f"{cheapest.task_count} task nodes (the cheapest count)", shaped, cheapest, spot_core))
     return rows
+
+
+def levers_left(bill: dict[str, Any]) -> str:
+    """What the last row of the levers still pays per million photos, by component, against the mix's target."""
+    last = bill["levers"][-1]
+    parts = last["usd_per_million"]
+    target = PHOTO_MIX_TARGETS.get(bill.get("photo_mix") or "", {}).get("processing_usd_per_million")
+    against = (
+        "" if target is None else f" against {target:.2f} ({verdict(last['processing_usd_per_million'] <= target)})"
+    )
+    return (
+        f"After every change: {last['processing_usd_per_million']:.4f} USD per million{against}: EC2 "
+        f"{parts['ec2']:.4f}, EMR {parts['emr']:.4f} (per instance-hour, spot or not), EBS {parts['ebs']:.4f}, "
+        f"S3 requests {parts['s3_requests']:.4f}, of which the landing's GETs {parts['landing_gets']:.4f} "
+        f"({parts['landing_get_requests']:,} for {bill['images_per_night']:,} photos: one a photo the app uploads)."
+    )
 
 
 def photo_mix_targets(workload: Workload, night: dict[str, Any], million: dict[str, Any]) -> list[dict[str, Any]]:
@@ -719,10 +760,18 @@ def render_year(bill: dict[str, Any]) -> str:
     )
     targets = markdown_table(["target", "value", "verdict"], [tuple(t.values()) for t in bill["targets"]])
     if bill.get("levers"):
+        columns = {
+            "change": "change",
+            "workers": "workers",
+            "processing_usd_per_million": "processing USD per million",
+            "saved_usd_per_million": "saved",
+            "wall_minutes": "wall minutes",
+            "monthly_usd_pipeline": "month USD (pipeline)",
+        }
         targets += "\n\n### Changes to the jobs not made yet (each on top of the rows above it)\n" + markdown_table(
-            ["change", "workers", "processing USD per million", "saved", "wall minutes", "month USD (pipeline)"],
-            [tuple(r.values()) for r in bill["levers"]],
+            list(columns.values()), [tuple(r[k] for k in columns) for r in bill["levers"]]
         )
+        targets += "\n\n" + levers_left(bill)
     assumptions = "\n".join(f"- {a}" for a in bill["months"][volumes[-1]]["assumptions"])
     title = f"### Processing per night ({bill['images_per_night']:,} photos a night, {bill['region']})"
     return "\n".join(

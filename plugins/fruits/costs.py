@@ -254,10 +254,12 @@ class Workload:
     # Changes to the jobs not made yet, priced by `cost_compare.photo_levers` (the defaults are today's jobs): GET-tier
     # requests per landing photo (None: its reader's, GETS_PER_LANDING_PHOTO_*), featurize's output files (None: one
     # per input split, `featurize_output_files`), featurize reading the bundles back (False: it takes the photos
-    # from the ingest job's own pass).
+    # from the ingest job's own pass), ingest and featurize one step (True: each landing photo read once, decoded and
+    # inferred in the same task, no bundles written or read; needs the ingest step it fuses).
     landing_gets_per_photo: int | None = None
     featurize_outputs: int | None = None
     featurize_rereads_bundles: bool = True
+    ingest_fused: bool = False
     # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),
     # the model before storage classes; None: the batch's whole stay in the lake, every area in its class
     # (`batch_storage_usd`), which is what the run adds to the bills of the coming year.
@@ -292,6 +294,8 @@ class Workload:
             raise ValueError("images_per_object must be >= 1 and storage_months >= 0")
         if self.images_per_object == 1 and self.objects_in_batch is not None:
             raise ValueError("objects_in_batch counts bundles: it does not go with one object per photo")
+        if self.ingest_fused and not self.ingest_per_vcpu:
+            raise ValueError("ingest_fused fuses the cluster's ingest step into featurize: it needs ingest_per_vcpu")
 
     @property
     def one_object_per_photo(self) -> bool:
@@ -311,6 +315,8 @@ class Workload:
 
     @property
     def objects(self) -> int:
+        if self.ingest_fused:  # the photos go from the landing to featurize's outputs: no bundles
+            return 0
         if self.objects_in_batch is not None:
             return self.objects_in_batch
         return math.ceil(self.images / self.photos_per_object)
@@ -558,7 +564,10 @@ def landing_gets_per_photo(workload: Workload) -> int:
 
 
 def ingest_passes(workload: Workload) -> int:
-    """How many times the ingest job reads a night's new photos: once when they fit HOLD_MAX_BYTES, else twice."""
+    """How many times the ingest job reads a night's new photos: once when they fit HOLD_MAX_BYTES, else twice; once
+    when featurize is the same step (what it decodes is what it read: no photo held for a second pass)."""
+    if workload.ingest_fused:
+        return 1
     night_bytes = workload.featurized_images * (workload.landing_image_bytes or workload.mean_image_bytes)
     return 1 if night_bytes <= HOLD_MAX_BYTES else INGEST_PASSES
 
@@ -683,6 +692,8 @@ def s3_layout(workload: Workload) -> dict[str, Any]:
     return {
         "layout": "one object per photo"
         if workload.one_object_per_photo
+        else "no bundles (ingest and featurize one step)"
+        if workload.ingest_fused
         else f"Parquet bundles ({'the ingest job' if workload.ingest_per_vcpu else 'fruits.upload'})",
         "featurize_output_files": featurize_output_files(workload),
         "objects": workload.objects,
@@ -822,10 +833,11 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
         return files if files and total / files >= MIN_TRANSITION_BYTES else 0
 
     derived = images * workload.derivative_bytes
+    bundled = 0 if workload.ingest_fused else images  # a fused step writes no originals into raw/
     return {
         "raw/": {
-            "bytes": images * workload.mean_image_bytes,
-            "large_objects": (math.ceil(images / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
+            "bytes": bundled * workload.mean_image_bytes,
+            "large_objects": (math.ceil(bundled / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
         },
         **({"derived/": {"bytes": derived, "large_objects": featurize_files(derived)}} if derived else {}),
         "features/": {"bytes": features, "large_objects": featurize_files(features)},
@@ -926,19 +938,26 @@ def steady_state_month(
     overheads: Overheads = Overheads(),
     network: str = NETWORK_PATHS[0],
     airflow_host: str = AIRFLOW_HOST_TYPE,
+    spot_core: bool = False,
 ) -> dict[str, Any]:
     """The whole bill of a month once retention is full, at `workload.images` photos a night: every night's
     processing, each area's storage in its class, the fixed costs; every assumption named. A refit or a
-    re-expression in `workload` is counted once in the month, the other nights project only."""
+    re-expression in `workload` is counted once in the month, the other nights project only. spot_core: see
+    `fleet_markets`."""
     check_region(region)
     plain = replace(night_workload(workload, RETENTION_DAYS), refit_batches=0, reexpress_rows=0, catchup_images=0)
-    nightly = estimate_emr(plain, sizing, region=region, prices=prices, overheads=overheads)
+    nightly = estimate_emr(plain, sizing, region=region, prices=prices, overheads=overheads, spot_core=spot_core)
     landing_usd = nightly["cost"]["components_usd"].get("s3_landing_storage", 0.0)
     night_usd = sum(v for k, v in nightly["cost"]["components_usd"].items() if k != "s3_storage") - landing_usd
     extra_usd = 0.0
     if workload.refit_batches or workload.reexpress_rows or workload.catchup_images:
         special = estimate_emr(
-            night_workload(workload, RETENTION_DAYS), sizing, region=region, prices=prices, overheads=overheads
+            night_workload(workload, RETENTION_DAYS),
+            sizing,
+            region=region,
+            prices=prices,
+            overheads=overheads,
+            spot_core=spot_core,
         )
         extra_usd = sum(v for k, v in special["cost"]["components_usd"].items() if k != "s3_storage") - night_usd
     originals_s = originals_seconds(nightly["seconds"])
@@ -1060,15 +1079,17 @@ def steady_state_month(
 
 def step_bytes(workload: Workload) -> dict[str, float]:
     """Bytes each step moves between S3 and the workers, the busier direction (an instance's bandwidth holds each
-    way): ingest reads the landing and writes the bundles, featurize reads the bundles, the PCA reads tonight's
-    features twice (statistics, projection), a re-expression reads the retained features once."""
+    way): ingest reads the landing and writes the bundles, featurize reads the bundles (a fused featurize: the
+    landing, once) and writes features and derivatives, the PCA reads tonight's features twice (statistics,
+    projection), a re-expression reads the retained features once."""
     images, rows = workload.featurized_images, workload.pca_row_count
     moved = {}
-    if workload.ingest_per_vcpu:
-        landing = ingest_passes(workload) * images * (workload.landing_image_bytes or workload.mean_image_bytes)
+    landing = ingest_passes(workload) * images * (workload.landing_image_bytes or workload.mean_image_bytes)
+    if workload.ingest_per_vcpu and not workload.ingest_fused:
         moved["ingest_s"] = max(landing, images * workload.mean_image_bytes)
     written = images * (workload.feature_bytes + workload.derivative_bytes)
-    moved["featurize_s"] = max(images * workload.mean_image_bytes * workload.featurize_rereads_bundles, written)
+    bundles = images * workload.mean_image_bytes * workload.featurize_rereads_bundles
+    moved["featurize_s"] = max(landing if workload.ingest_fused else bundles, written)
     moved["pca_s"] = max(2 * rows * workload.feature_bytes, rows * (workload.reduced_bytes + workload.csv_bytes))
     if workload.reexpress_rows:
         moved["reexpress_s"] = workload.reexpress_rows * workload.feature_bytes
@@ -1096,9 +1117,14 @@ def job_seconds(
     stats_rate = workload.pca_stats_rows_per_s_per_vcpu * vcpus
     project_rate = workload.pca_project_rows_per_s_per_vcpu * vcpus
     work = {}
-    if workload.ingest_per_vcpu:  # ingestion as a cluster step before featurize (issue 22)
-        work["ingest_s"] = ingest_passes(workload) * workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
+    ingest_cpu = 0.0
+    if workload.ingest_per_vcpu:  # ingestion on the cluster (issue 22): its own step, or featurize's first work
+        ingest_cpu = ingest_passes(workload) * workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
+        if not workload.ingest_fused:
+            work["ingest_s"] = ingest_cpu
     work["featurize_s"] = workload.featurized_images / (workload.throughput_per_vcpu * vcpus)
+    if workload.ingest_fused:
+        work["featurize_s"] += ingest_cpu
     work["pca_s"] = rows / stats_rate + rows / project_rate
     if workload.reexpress_rows:
         work["reexpress_s"] = workload.reexpress_rows / project_rate
@@ -1125,15 +1151,17 @@ def refit_seconds(batches: int) -> float:
     return batches * STATS_BYTES_PER_BATCH / STATS_READ_BYTES_PER_S + EIGEN_SECONDS
 
 
-def fleet_markets(sizing: ClusterSizing) -> dict[str, str]:
+def fleet_markets(sizing: ClusterSizing, *, spot_core: bool = False) -> dict[str, str]:
     """The market of each fleet: primary and core always On-Demand (the core nodes host the YARN application
-    master, i.e. the Spark driver: a spot loss there kills the step), task nodes on spot when sizing.spot."""
-    return {"MASTER": ON_DEMAND, "CORE": ON_DEMAND, "TASK": SPOT if sizing.spot else ON_DEMAND}
+    master, i.e. the Spark driver: a spot loss there kills the step), task nodes on spot when sizing.spot.
+    spot_core: every worker on spot, core nodes too (a change the levers price; the cluster request never asks it)."""
+    workers = SPOT if sizing.spot or spot_core else ON_DEMAND
+    return {"MASTER": ON_DEMAND, "CORE": SPOT if spot_core else ON_DEMAND, "TASK": workers}
 
 
-def emr_instances(sizing: ClusterSizing, seconds: float) -> list[BilledInstances]:
+def emr_instances(sizing: ClusterSizing, seconds: float, *, spot_core: bool = False) -> list[BilledInstances]:
     """The cluster a ClusterSizing asks for, priced with each fleet's first (preferred) type."""
-    markets = fleet_markets(sizing)
+    markets = fleet_markets(sizing, spot_core=spot_core)
     worker_ebs = sizing.worker_ebs_gib + EMR_ROOT_VOLUME_GIB
     return [
         BilledInstances(
@@ -1149,6 +1177,14 @@ def emr_instances(sizing: ClusterSizing, seconds: float) -> list[BilledInstances
     ]
 
 
+def run_sizing(workload: Workload, sizing: ClusterSizing) -> ClusterSizing:
+    """The cluster a night runs on: one ingested on the cluster on what its landing's bytes size, as the plan does
+    (sized_for_night); otherwise `sizing` as asked."""
+    if not workload.ingest_per_vcpu:
+        return sizing
+    return sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)))
+
+
 def estimate_emr(
     workload: Workload,
     sizing: ClusterSizing,
@@ -1157,17 +1193,18 @@ def estimate_emr(
     prices: PriceBook,
     overheads: Overheads = Overheads(),
     eur_per_usd: float | None = None,
+    spot_core: bool = False,
 ) -> dict[str, Any]:
     """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report). A night
-    ingested on the cluster runs on the cluster its landing's bytes size, as the plan does (sized_for_night)."""
+    ingested on the cluster runs on the cluster its landing's bytes size, as the plan does (sized_for_night).
+    spot_core: see `fleet_markets`."""
     check_region(region)
-    if workload.ingest_per_vcpu:
-        sizing = sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)))
+    sizing = run_sizing(workload, sizing)
     vcpus = worker_vcpus(sizing)
     bandwidth = network_bytes_per_s(sizing)
     steps = job_seconds(workload, vcpus, overheads, bandwidth)
     cluster_s = overheads.startup_s + overheads.bootstrap_s + sum(steps.values()) + overheads.termination_s
-    instances = emr_instances(sizing, cluster_s)
+    instances = emr_instances(sizing, cluster_s, spot_core=spot_core)
     seconds = {
         **{k: round(v, 1) for k, v in steps.items()},
         "startup_s": overheads.startup_s,
@@ -1193,7 +1230,9 @@ def estimate_emr(
             "bound_steps": network_bound_steps(workload, vcpus, overheads, bandwidth),
         },
         "spot_price": (
-            prices.spot_price_source(region, sizing.worker_types[0]) if sizing.spot and sizing.task_count else None
+            prices.spot_price_source(region, sizing.worker_types[0])
+            if spot_core or (sizing.spot and sizing.task_count)
+            else None
         ),
         "pca_rates": {
             "stats_rows_per_s_per_vcpu": workload.pca_stats_rows_per_s_per_vcpu,
