@@ -196,7 +196,14 @@ def run_task(task: str, state: dict) -> object:
         for module in AIRFLOW_IMPORTS.split(", "):
             importlib.import_module(module)
         return None
-    if task in ("write_night_json", "report_json_reads", "sweep_json_reads", "write_reduced_rows", "summary_reads"):
+    if task in (
+        "write_night_json",
+        "report_json_reads",
+        "sweep_json_reads",
+        "write_reduced_rows",
+        "summary_reads",
+        "page_reads",
+    ):
         return night_json(task, state)
 
     from fruits import pipeline_tasks as tasks
@@ -953,7 +960,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{photos:>8,} photos  sweep: {sweep['objects_deleted']} objects of the expired night, "
                 f"{sweep['swept'][0]['index_entries_dropped'] if sweep['swept'] else 0} of its "
                 f"{2 * photos} index records dropped, {sweep['originals']['objects_deleted']} original bundles; "
-                f"{rewrite['shards']} shards ({rewrite['records']:,} records) rewritten: {rewrite['cpu_s']:.2f} CPU s",
+                f"{rewrite['shards']} shards ({rewrite['records']:,} records) rewritten: {rewrite['cpu_s']:.2f} CPU s; "
+                f"remove_originals: {states[photos]['results']['remove_originals']['objects_deleted']} objects",
                 flush=True,
             )
         full_size = {}  # each task's reads that grow with the night, measured at a million
