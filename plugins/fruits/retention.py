@@ -234,16 +234,17 @@ def featurized_whole(store: Any, root: str, batch: str) -> bool:
 
 def remove_batch_originals(store: Any, root: str, batch: str, *, owner: str, dry_run: bool = False) -> int | None:
     """Delete one batch's originals (original_bundles, and every version under its `_ingest/`: staged landing
-    copies carry their metadata) under its lock; how many objects went, or None while its features do not cover
-    them (its catch-up needs them). Raises BatchLocked."""
-    bundles = original_bundles(store, root, batch)
-    # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
-    photos = bundles and any(storage.json_section(store, storage.batch_manifest_uri(root, batch), "files"))
-    if photos and not featurized_whole(store, root, batch):
-        return None
-    staged = lake.raw_uri(root, batch) + lakefiles.INGEST_FOLDER + "/"  # every version: the ingest deletes with markers
-    prefixes = [uri for uri in bundles if not uri.startswith(staged)] + [staged]
+    copies carry their metadata) under its lock, checked under it too (a rerun holding it may be adding photos);
+    how many objects went, or None while its features do not cover them (its catch-up needs them). Raises
+    BatchLocked."""
     with contextlib.nullcontext() if dry_run else locks.holding(store, root, batch, owner):
+        bundles = original_bundles(store, root, batch)
+        # Waits for its catch-up only when it holds photos: an attempt's leftovers alone need no featurize.
+        photos = bundles and any(storage.json_section(store, storage.batch_manifest_uri(root, batch), "files"))
+        if photos and not featurized_whole(store, root, batch):
+            return None
+        staged = lake.raw_uri(root, batch) + lakefiles.INGEST_FOLDER + "/"  # every version: the ingest leaves markers
+        prefixes = [uri for uri in bundles if not uri.startswith(staged)] + [staged]
         return sum(store.delete_prefix(uri, dry_run=dry_run) for uri in prefixes)
 
 
