@@ -38,6 +38,7 @@ import pandas as pd
 
 import featurize
 from fruits.cli.demo import SAMPLE_DIR, WEIGHTS_FILE
+from fruits.steps import HELPER_MODULES
 
 RESULTS_FILE = RESULTS_DIR / "inference_throughput.json"
 TARGET_VS_BEST_SINGLE_PROCESS = 0.8
@@ -102,7 +103,7 @@ def featurize_end_to_end(input_dir: Path, input_format: str, cores: int, workdir
             "--conf",
             "spark.ui.enabled=false",
             "--py-files",
-            str(REPO_ROOT / "spark_jobs" / "jobio.py"),
+            ",".join(str(REPO_ROOT / "spark_jobs" / module) for module in HELPER_MODULES),  # as the DAG's steps
             str(REPO_ROOT / "spark_jobs" / "featurize.py"),
             "--input",
             str(input_dir),

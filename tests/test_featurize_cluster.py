@@ -21,6 +21,7 @@ from conftest import payload_args
 import featurize
 import jobio
 from fruits.local_target import SHORT_LIVED_JVM_OPTIONS
+from fruits.steps import HELPER_MODULES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_LABEL = 2  # 48 photos
@@ -83,7 +84,7 @@ def test_broadcast_weights_reach_separate_executors_and_match_single_process_ker
         "--conf",
         "spark.sql.files.maxPartitionBytes=6291456",
         "--py-files",
-        "spark_jobs/jobio.py",
+        ",".join(f"spark_jobs/{module}" for module in HELPER_MODULES),  # what the DAG's steps ship
         "spark_jobs/featurize.py",
         "--input",
         str(photos),
