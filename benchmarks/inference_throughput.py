@@ -180,19 +180,25 @@ def link_copies(source: Path, target: Path, copies: int, split: str | None = Non
     return count
 
 
+BUNDLES_BATCH = "2026-01-01"  # the bundles' batch in their manifest (featurize's --batch-id is not checked against it)
+
+
 def bundle_copies(source: Path, target: Path, copies: int) -> int:
-    """`copies` copies of every sample photo in bundles, written by the lake's own bundle writer (fruits.storage)."""
+    """`copies` copies of every sample photo in bundles, written by the lake's own bundle writer (fruits.storage),
+    and the manifest naming them (featurize reads only the bundles a committed manifest names)."""
     from fruits import storage
 
     store = storage.LocalStore(target)
     writer = storage.BundleWriter(store, store.root + "/", attempt="benchmark", dry_run=False)
-    count = 0
+    stored = {}
     for key, photo in copy_keys(source, copies):
         data = photo.read_bytes()
-        writer.add(storage.Photo(key, storage.sha256_bytes(data), data))
-        count += 1
+        stored[key] = storage.sha256_bytes(data)
+        writer.add(storage.Photo(key, stored[key], data))
     writer.flush()
-    return count
+    manifest = storage.BatchManifest(stored, writer.bundles).to_json(BUNDLES_BATCH)
+    store.put(store.root + "/" + storage.UPLOADS_MANIFEST, manifest, storage.sha256_bytes(manifest))
+    return len(stored)
 
 
 def job_summary(metrics: dict) -> dict:
