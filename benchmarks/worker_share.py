@@ -819,6 +819,10 @@ def fits(
     return fitted
 
 
+def print_phase(photos: int, what: str, figures: dict) -> None:
+    print(f"{photos:>8,} photos  {what}: {figures['cpu_s']:.2f} CPU s, {figures['peak_rss_mib']:.0f} MiB", flush=True)
+
+
 def phases_together(baseline: dict, *phases: dict) -> dict:
     """Phases of one task measured apart, as if held at once: CPU summed, memory above a bare interpreter summed."""
     return {
@@ -971,35 +975,22 @@ def main(argv: list[str] | None = None) -> int:
             written = measure("write_night_json", state, work, endpoint)
             reads = measure("report_json_reads", state, work, endpoint)
             megabytes = written["result"]["bytes"] / 1e6
-            print(
-                f"{args.night_json_photos:>8,} photos  report_cost's reads of _ingestion.json and _uploads.json "
-                f"({megabytes:,.0f} MB): {reads['cpu_s']:.2f} CPU s, {reads['peak_rss_mib']:.0f} MiB",
-                flush=True,
+            photos = args.night_json_photos
+            print_phase(
+                photos, f"report_cost's reads of _ingestion.json and _uploads.json ({megabytes:,.0f} MB)", reads
             )
             hashes = measure("sweep_json_reads", state, work, endpoint)
-            print(
-                f"{args.night_json_photos:>8,} photos  the sweep's reads of the expired night's hashes "
-                f"({hashes['result']['keys']:,} keys by shard): {hashes['cpu_s']:.2f} CPU s, "
-                f"{hashes['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+            keys = hashes["result"]["keys"]
+            print_phase(photos, f"the sweep's reads of the expired night's hashes ({keys:,} keys by shard)", hashes)
             rows_state = {**state, "pca_k": args.pca_k, "reduced_parts": args.reduced_parts}
             extra = measure("write_reduced_rows", rows_state, work, endpoint)["result"]
             summary = measure("summary_reads", {**rows_state, "extra": extra}, work, endpoint)
-            print(
-                f"{args.night_json_photos:>8,} photos  pca_summary over as many reduced rows ({args.pca_k} floats, "
-                f"Training/Test splits: the 1-NN runs): {summary['cpu_s']:.2f} CPU s, "
-                f"{summary['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+            rows = f"as many reduced rows ({args.pca_k} floats, Training/Test splits: the 1-NN runs)"
+            print_phase(photos, f"pca_summary over {rows}", summary)
             page = measure("page_reads", rows_state, work, endpoint)
-            print(
-                f"{args.night_json_photos:>8,} photos  report_cost's page over as many reduced rows (its sample, "
-                f"the neighbours' pass): {page['cpu_s']:.2f} CPU s, {page['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+            print_phase(photos, "report_cost's page over as many reduced rows (its sample, the neighbours' pass)", page)
             shutil.rmtree(folder, ignore_errors=True)
-            if args.night_json_photos == MILLION:
+            if photos == MILLION:
                 full_size["report_cost"] = phases_together(baseline, reads, page)
                 full_size["sweep_expired_batches"] = hashes
                 full_size["pca_summary"] = summary
