@@ -636,6 +636,7 @@ class Lake:
         shas = random_hashes(self.rng, 2 * len(listed))
         examined = {
             row["uri"]: {
+                "key": row["key"],
                 "sha256": shas[2 * i],
                 "content_sha256": shas[2 * i + 1],
                 "reason": "",

@@ -433,17 +433,6 @@ class PidSetParam:
         return value1
 
 
-class ListParam:
-    """Accumulator of a list: the (path, reason) of every unreadable photo."""
-
-    def zero(self, value):
-        return []
-
-    def addInPlace(self, value1, value2):
-        value1.extend(value2)
-        return value1
-
-
 @dataclass
 class Featurizer:
     """The function `mapInArrow` runs in the Python workers (Arrow batches of photos in, the readable
@@ -483,7 +472,7 @@ def make_featurizer(sc, broadcast, *, batch_size: int, num_threads: int, derivat
         num_threads,
         builds=sc.accumulator(set(), PidSetParam()),
         featurized=sc.accumulator(0),
-        unreadable=sc.accumulator([], ListParam()),
+        unreadable=sc.accumulator([], jobio.ListParam()),
         derivatives=derivatives,
     )
 

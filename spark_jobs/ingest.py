@@ -7,19 +7,17 @@ The Airflow side listed the landing (metadata only) and wrote the listing (fruit
 Parquet rows `uri` (the landing file's name as stored, UTF-8 bytes), `source` (where its bytes are read: the
 landing itself, or the lake's staging copy of a landing outside S3), `key`, `size`, `reason` (set for the
 files their name or size refuse)).
-Then, here:
+Then, here, with one read of each landing photo:
 1. executors: each listed photo read from its source with one GET (the listing is the batch's own date only),
-   then `photos.examine` (identify, strip, hash both ways) in mapInPandas; only the small columns come back;
-2. driver: the small columns only (no content); each landing file's outcome (`decide`): rejected, already
-   in this batch, already in another batch that keeps it long enough (one index read per shard touched),
-   or new;
-3. executors: the new photos (held on the workers' disks since step 1 for a night up to HOLD_MAX_BYTES, else
-   read and stripped again: a second GET, no photo held between the passes), checked to be the bytes decided
-   on, streamed as Parquet bundles (binaryFile's columns + sha256) in the job's run folder
-   `raw/batch=<ds>/run=<run id>/`;
-4. driver, once the bundles are complete: `_uploads.json` (conditional write, the commit: it names the
-   bundles), the index (conditional writes), then `_ingestion.json` (one outcome per landing file);
-5. executors: the landing files now in the lake archived or deleted when `--landing-after` says so.
+   `photos.examine`d (identify, strip, hash both ways) in mapInPandas, and, when storable and not already in the
+   batch's manifest, streamed with its key as a Parquet bundle row (binaryFile's columns + sha256) into the job's
+   run folder `raw/batch=<ds>/run=<run id>/`; the small columns go to the driver through an accumulator;
+2. driver: each landing file's outcome (`decide`): rejected, already in this batch, already in another batch
+   that keeps it long enough (one index read per shard touched), or new; the few bundles holding a photo the
+   decision does not store (a twin in the night, a photo another batch holds) rewritten without it;
+3. driver: `_uploads.json` (conditional write, the commit: it names the bundles), the index (conditional
+   writes), then `_ingestion.json` (one outcome per landing file);
+4. executors: the landing files now in the lake archived or deleted when `--landing-after` says so.
 A failed run removes its run folder (jobio.discard_run): nothing half-written is ever named.
 """
 
@@ -31,6 +29,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -50,20 +49,15 @@ ERASED = "erased.json"
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
 BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # fruits.storage.BUNDLE_MAX_BYTES: bytes of photos per bundle file
-# A night's photos up to this many bytes are held on the workers' disks between deciding and bundling (the
-# default two workers' volumes hold them several times over); above, a new photo is read INGEST_PASSES times:
-# the first pass hashes it, the second (after the driver's decision) bundles it.
-HOLD_MAX_BYTES = 16 * 1024**3
-CHANGED_BETWEEN_READS = "changed or gone between the ingest job's two reads (or its twin was); rerun the night"
-INGEST_PASSES = 2
 # Photos per read task (a phone photo is ~50 ms of work: a task of seconds to a minute) and per Arrow frame a
 # worker yields (its memory: 16 x 3 MB photos, not a task's).
 PHOTOS_PER_TASK = 512
 PHOTOS_PER_FRAME = 16
-EXAMINED_SCHEMA = (
-    "uri string, sha256 string, content_sha256 string, format string, metadata string, reason string, "
-    "detail string, content binary"
-)
+# What the driver decides on, per photo read (no content), through an accumulator of the write's own stage.
+EXAMINED_COLUMNS = ("uri", "key", "sha256", "content_sha256", "format", "metadata", "reason", "detail")
+BUNDLE_PHOTO_SCHEMA = "path string, content binary, sha256 string"
+BUNDLE_COLUMNS = ("path", "modificationTime", "length", "content", "sha256")  # binaryFile's + sha256
+KEY_COLLISION = "its name and the first 8 hex digits of its hash are another photo's; rename it and rerun"
 
 
 def spark_spelling(uri: str) -> str:
@@ -79,22 +73,43 @@ def alternate_key(key: str, sha256: str) -> str:
 # ------------------------------------------------------------------------------------ executors
 
 
-def examine_batches(erased: frozenset[str], max_photo_bytes: int, keep_content: bool = False):
-    """The mapInPandas function: each listed photo read from its `source` with one GET (the listing already
-    listed it: no listing, no HEAD), examined, one output row per photo found; the stripped bytes in `content`
-    only with `keep_content`. A photo gone since the listing has no row (its outcome says so); any other read
-    error fails the task."""
+def stored_key(key: str, sha256: str, contested: frozenset[str]) -> str:
+    """The photo's key in the batch: the listing's, or, for a name the batch's manifest already holds or two
+    landing files share, `alternate_key` (decided before the read: the bundles are written in the same pass)."""
+    return alternate_key(key, sha256) if key in contested else key
+
+
+def contested_keys(listed: list[dict[str, Any]], recorded: dict[str, str]) -> frozenset[str]:
+    """The listing's keys a photo may not take as they are: held by the batch's manifest, or listed twice."""
+    counted = Counter(row["key"] for row in listed if not row["reason"])
+    return frozenset(key for key, times in counted.items() if times > 1 or key in recorded)
+
+
+def examine_and_bundle(
+    erased: frozenset[str],
+    max_photo_bytes: int,
+    raw_uri: str,
+    contested: frozenset[str],
+    recorded,
+    examined,
+    reads,
+):
+    """The mapInPandas function of the one pass over the landing: each listed photo read from its `source` with
+    one GET (the listing already listed it: no listing, no HEAD) and examined; its small columns go to the
+    driver through `examined` (an accumulator); a storable photo (no reason, not in `recorded`, a broadcast of
+    the batch's manifest hashes) is yielded as a bundle row, its stripped bytes written in this same pass. A
+    photo gone since the listing has no row (its outcome says so); any other read error fails the task."""
 
     def run(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        columns = [c.split()[0] for c in EXAMINED_SCHEMA.split(", ")]
-        files = None
+        files, columns = None, [c.split()[0] for c in BUNDLE_PHOTO_SCHEMA.split(", ")]
         for frame in frames:
-            rows = []
-            for uri, source in zip(frame["uri"], frame["source"], strict=True):
+            rows, small = [], []
+            for uri, source, key in zip(frame["uri"], frame["source"], frame["key"], strict=True):
                 files = files or lakefiles.open_files(source)
                 data = files.read_or_none(source)
+                reads.add(1)
                 if data is None:
                     continue
                 if len(data) > max_photo_bytes:  # grew since the listing
@@ -104,75 +119,82 @@ def examine_batches(erased: frozenset[str], max_photo_bytes: int, keep_content: 
                         verdict = photos.examine(data, erased)
                     except Exception as error:  # noqa: BLE001 - one odd file never fails the night
                         verdict = photos.Verdict(photos.sha256_hex(data), reason="unreadable", detail=repr(error))
-                rows.append(
-                    {
-                        "uri": uri,
-                        "sha256": verdict.sha256,
-                        "content_sha256": verdict.content_sha256,
-                        "format": verdict.format,
-                        "metadata": verdict.metadata,
-                        "reason": verdict.reason,
-                        "detail": verdict.detail,
-                        "content": verdict.content if keep_content else None,
-                    }
+                path_key = stored_key(key, verdict.sha256, contested)
+                small.append(
+                    (uri, path_key, verdict.sha256, verdict.content_sha256)
+                    + (verdict.format, verdict.metadata, verdict.reason, verdict.detail)
                 )
+                if not verdict.reason and recorded.value.isdisjoint((verdict.sha256, verdict.content_sha256)):
+                    rows.append({"path": raw_uri + path_key, "content": verdict.content, "sha256": verdict.sha256})
                 if len(rows) == PHOTOS_PER_FRAME:  # a worker holds this many photos' bytes at once, not a task's
                     yield pd.DataFrame(rows, columns=columns)
                     rows = []
+            examined.add(small)
             yield pd.DataFrame(rows, columns=columns)
 
     return run
 
 
-def examine_landing(
-    spark,
-    listing,
-    erased: frozenset[str],
-    max_photo_bytes: int,
-    candidates: int,
-    candidate_bytes: int,
-    *,
-    keep_content: bool = False,
-    only: frozenset[str] | None = None,
-):
-    """The listing's photos (no reason from the listing; `only` these landing uris), spread over tasks of at
-    most PHOTOS_PER_TASK photos and BUNDLE_MAX_BYTES (a task's photos make one bundle), each read and examined
-    on the executors, their stripped bytes kept with `keep_content`."""
+def bundle_landing(spark, listing, job: dict[str, Any], candidates: int, candidate_bytes: int, written_at):
+    """The bundle rows (binaryFile's columns + sha256) of the listing's storable photos (no reason from the
+    listing), read and examined on the executors in tasks of at most PHOTOS_PER_TASK photos and
+    BUNDLE_MAX_BYTES (a task's photos make one bundle); `job`: examine_and_bundle's arguments."""
     from pyspark.sql import functions as F
 
-    wanted = listing.where(F.col("reason") == "").select(F.decode("uri", "UTF-8").alias("uri"), "source")
-    if only is not None:
-        wanted = wanted.join(F.broadcast(spark.createDataFrame([(u,) for u in sorted(only)], "uri string")), "uri")
+    wanted = listing.where(F.col("reason") == "").select(F.decode("uri", "UTF-8").alias("uri"), "source", "key")
     tasks = max(1, -(-candidates // PHOTOS_PER_TASK), -(-candidate_bytes // BUNDLE_MAX_BYTES))
-    return wanted.repartition(tasks).mapInPandas(
-        examine_batches(erased, max_photo_bytes, keep_content=keep_content), EXAMINED_SCHEMA
-    )
-
-
-def to_store(examined, keep: dict[str, dict[str, str]]):
-    """The examined photos the driver decided to store (`keep`: {landing uri: {key, sha256}}), each with its key,
-    and only if its bytes are still those the decision was made on."""
-    from pyspark.sql import functions as F
-
-    decided = examined.sparkSession.createDataFrame(
-        [(uri, k["key"], k["sha256"]) for uri, k in sorted(keep.items())], "uri string, key string, decided string"
-    )
-    unchanged = (F.col("sha256") == F.col("decided")) & (F.col("reason") == "")
-    return examined.join(F.broadcast(decided), "uri").where(unchanged)
-
-
-def bundle_rows(kept, raw_uri: str, written_at: dt.datetime):
-    """The new photos' bundle rows (examine_landing's second pass): binaryFile's columns (`path` = raw batch URI +
-    key) + sha256."""
-    from pyspark.sql import functions as F
-
-    return kept.select(
-        F.concat(F.lit(raw_uri), "key").alias("path"),
+    photos_read = wanted.repartition(tasks).mapInPandas(examine_and_bundle(**job), BUNDLE_PHOTO_SCHEMA)
+    return photos_read.select(
+        "path",
         F.lit(written_at).cast("timestamp").alias("modificationTime"),
         F.length("content").cast("long").alias("length"),
         "content",
         "sha256",
     ).sortWithinPartitions("path")
+
+
+def write_bundles(rows, folder: str, parts: int, mode: str = "errorifexists") -> None:
+    # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file.
+    rows.coalesce(parts).write.mode(mode).option("compression", "none").option(
+        "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
+    ).parquet(folder)
+
+
+def bundled_photos(spark, run_folder: str) -> dict[str, list[tuple[str, str]]]:
+    """{bundle file URI: its photos' (path, sha256)} of the run folder (those two columns only are read)."""
+    from pyspark.sql import functions as F
+
+    if not any(name.endswith(".parquet") for name, _ in jobio.HadoopFiles(spark).list_files(run_folder)):
+        return {}
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in spark.read.parquet(run_folder).select(F.input_file_name().alias("file"), "path", "sha256").collect():
+        found.setdefault(row.file, []).append((row.path, row.sha256))
+    return found
+
+
+def keep_only_stored(spark, run_folder: str, bundled: dict[str, list[tuple[str, str]]], stored: dict[str, str]):
+    """The run folder's bundles holding each `stored` photo ({path: sha256}) once and nothing else: a bundle
+    holding another photo (a twin in the night, a photo another batch holds, known only after the pass) or a
+    second copy of one is rewritten without it, then deleted; returns bundled_photos after."""
+    from pyspark.sql import functions as F
+
+    times = Counter(path for photos_in in bundled.values() for path, _ in photos_in)
+    dirty = {
+        file
+        for file, photos_in in bundled.items()
+        if any(stored.get(path) != sha or times[path] > 1 for path, sha in photos_in)
+    }
+    if not dirty:
+        return bundled
+    wanted = sorted({(path, sha) for file in dirty for path, sha in bundled[file] if stored.get(path) == sha})
+    if wanted:
+        pairs = F.broadcast(spark.createDataFrame(wanted, "path string, sha256 string"))
+        kept = spark.read.parquet(*sorted(dirty)).join(pairs, ["path", "sha256"], "left_semi")
+        rows = kept.dropDuplicates(["path"]).select(*BUNDLE_COLUMNS).sortWithinPartitions("path")
+        write_bundles(rows, run_folder, len(dirty), mode="append")  # no more bytes than the bundles they replace
+    for file in dirty:
+        jobio.delete(spark, file)
+    return bundled_photos(spark, run_folder)
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -186,8 +208,9 @@ def decide(
     holders: Any,
     retention_days: int | None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """(every landing file's outcome, {landing uri: key} of the photos to store). `recorded`: the batch's
-    manifest files {key: sha256}; `holders(hashes)`: the index's {hash: batches holding it}."""
+    """(every landing file's outcome, {landing uri: key} of the photos to store). `examined`: each photo read,
+    with its key (`stored_key`); `recorded`: the batch's manifest files {key: sha256}; `holders(hashes)`: the
+    index's {hash: batches holding it}."""
     outcomes: dict[str, dict[str, Any]] = {}
     seen = {sha: key for key, sha in recorded.items()}
     taken = set(recorded)
@@ -205,7 +228,7 @@ def decide(
         if found is None:
             outcomes[uri] = {"outcome": "rejected", "reason": "unreadable", "detail": "listed, then not found"}
             continue
-        sha, content_sha = found["sha256"], found["content_sha256"]
+        sha, content_sha, key = found["sha256"], found["content_sha256"], found["key"]
         if found["reason"]:
             detail = {"detail": found["detail"]} if found["detail"] else {}
             outcomes[uri] = {"outcome": "rejected", "reason": found["reason"], "sha256": sha, **detail}
@@ -214,7 +237,9 @@ def decide(
         if same:
             outcomes[uri] = {"outcome": "already_in_lake", "sha256": sha, "batch": batch, "key": same}
             continue
-        key = row["key"] if row["key"] not in taken else alternate_key(row["key"], sha)
+        if key in taken:  # two contents under one alternate key: the second is not stored over the first
+            outcomes[uri] = {"outcome": "rejected", "reason": "unreadable", "sha256": sha, "detail": KEY_COLLISION}
+            continue
         taken.add(key)
         seen[sha] = seen[content_sha] = key
         candidates[uri] = key
@@ -308,9 +333,6 @@ def counts_of(outcomes: dict[str, dict[str, Any]], batch: str, bundles: dict[str
 def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
     """Ingest the listing's landing files into `args.raw`; returns the counts. `store`: the lake's reads
     and conditional writes (lakefiles.open_files by default)."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     log = jobio.get_logger("ingest")
     batch, raw_uri = args.batch_id, args.raw.rstrip("/") + "/"
     store = store or lakefiles.open_files(raw_uri)
@@ -324,9 +346,14 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
     ]
     # No candidate (an empty landing, a night of catch-ups only, or only refused names): the landing is not read.
     candidates = sum(not row["reason"] for row in listed)
-    files = jobio.HadoopFiles(spark)
+    candidate_bytes = sum(row["size"] for row in listed if not row["reason"])
+    manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
+    recorded = json.loads(manifest_data)["files"] if manifest_data else {}
+    files, sc = jobio.HadoopFiles(spark), spark.sparkContext
     run_folder = jobio.run_uri(raw_uri, jobio.new_run_id())
-    examined, committed = None, False
+    examined, reads = sc.accumulator([], jobio.ListParam()), sc.accumulator(0)
+    recorded_hashes = sc.broadcast(frozenset(recorded.values()))
+    committed = False
     try:
         clock = [time.monotonic()]
 
@@ -334,26 +361,28 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             clock.append(time.monotonic())
             return round(clock[-1] - clock[-2], 2)
 
-        # A night that fits the workers' disks is read once and held there while the driver decides; a bigger
-        # one (a million phone photos: terabytes) is read twice, nothing held: the first pass hashes (its rows
-        # are small), the second reads again only the photos to store and streams them into the bundles.
-        sizes = {row["uri"]: row["size"] for row in listed}
-        candidate_bytes = sum(row["size"] for row in listed if not row["reason"])
-        hold = candidate_bytes <= HOLD_MAX_BYTES
-        examined = (
-            examine_landing(
-                spark, listing, erased, args.max_photo_bytes, candidates, candidate_bytes, keep_content=hold
+        # One read of each photo (a million phone photos: terabytes, more than the workers' disks hold): its
+        # stripped bytes go into the bundles in the same pass, before the driver decides; what the decision
+        # does not store (rare: twins, photos another batch holds) is then rewritten out of its bundles.
+        bundled = {}
+        if candidates:
+            job = {
+                "erased": erased,
+                "max_photo_bytes": args.max_photo_bytes,
+                "raw_uri": raw_uri,
+                "contested": contested_keys(listed, recorded),
+                "recorded": recorded_hashes,
+                "examined": examined,
+                "reads": reads,
+            }
+            rows = bundle_landing(spark, listing, job, candidates, candidate_bytes, dt.datetime.now(dt.UTC))
+            write_bundles(
+                rows, run_folder, max(1, -(-candidates // BUNDLE_MAX_PHOTOS), -(-candidate_bytes // BUNDLE_MAX_BYTES))
             )
-            if candidates
-            else None
-        )
-        if examined is not None and hold:
-            examined = examined.persist(StorageLevel.DISK_ONLY)
-        small = {row.uri: row.asDict() for row in examined.drop("content").collect()} if examined else {}
-        seconds = {"examine": lap()}
-        manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
-        recorded = json.loads(manifest_data)["files"] if manifest_data else {}
-        outcomes, new = decide(
+            bundled = bundled_photos(spark, run_folder)
+        small = {row[0]: dict(zip(EXAMINED_COLUMNS, row, strict=True)) for row in examined.value}
+        seconds = {"read_and_bundle": lap()}
+        outcomes, _ = decide(
             listed,
             small,
             recorded,
@@ -361,50 +390,26 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             lambda hashes: lakeindex.lookup(store, index_uri, hashes),
             args.retention_days,
         )
-        bundles: dict[str, list[str]] = {}
         seconds["decide"] = lap()
-        if new:
-            keep = {uri: {"key": key, "sha256": outcomes[uri]["sha256"]} for uri, key in new.items()}
-            new_bytes = sum(sizes[uri] for uri in new)
-            if not hold:
-                examined = examine_landing(
-                    spark,
-                    listing,
-                    erased,
-                    args.max_photo_bytes,
-                    len(new),
-                    new_bytes,
-                    keep_content=True,
-                    only=frozenset(keep),
+        stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
+        bundles: dict[str, list[str]] = {}
+        if stored:
+            bundled = keep_only_stored(spark, run_folder, bundled, {raw_uri + k: sha for k, sha in stored.items()})
+            prefix = spark_spelling(jobio.qualified_uri(spark, raw_uri).rstrip("/") + "/")
+            for file, photos_in in bundled.items():
+                bundles[spark_spelling(file).removeprefix(prefix)] = [path[len(raw_uri) :] for path, _ in photos_in]
+            missing = stored.keys() - {key for keys in bundles.values() for key in keys}
+            if missing:  # never expected: every stored photo was written in the pass; nothing is committed
+                raise RuntimeError(
+                    f"{len(missing)} photos decided stored are not in the bundles: {sorted(missing)[:5]}"
                 )
-            rows = bundle_rows(to_store(examined, keep), raw_uri, dt.datetime.now(dt.UTC))
-            parts = max(1, -(-len(new) // BUNDLE_MAX_PHOTOS), -(-new_bytes // BUNDLE_MAX_BYTES))
-            # Photos are compressed already: no codec; at most BUNDLE_MAX_PHOTOS a file; no shuffle of bytes.
-            rows.coalesce(parts).write.option("compression", "none").option(
-                "maxRecordsPerFile", BUNDLE_MAX_PHOTOS
-            ).parquet(run_folder)
-            written = spark.read.parquet(run_folder).select(F.input_file_name().alias("file"), "path").collect()
-            prefix = jobio.qualified_uri(spark, raw_uri).rstrip("/") + "/"
-            for row in written:
-                name = spark_spelling(row.file).removeprefix(spark_spelling(prefix))
-                bundles.setdefault(name, []).append(row.path[len(raw_uri) :])
-            in_bundles = {key for keys in bundles.values() for key in keys}
-            dropped = {key for key in new.values() if key not in in_bundles}
-            for uri, outcome in list(outcomes.items()):  # changed or gone between the two reads, or its twin
-                pointed = outcome["outcome"] == "already_in_lake" and outcome.get("batch") == batch
-                if outcome.get("key") in dropped and (uri in new or pointed):
-                    outcomes[uri] = {
-                        "outcome": "rejected",
-                        "reason": "unreadable",
-                        "sha256": outcome["sha256"],
-                        "detail": CHANGED_BETWEEN_READS,
-                    }
-            stored = {o["key"]: o["sha256"] for o in outcomes.values() if o["outcome"] == "uploaded"}
             seconds["bundles"] = lap()
             commit_manifest(store, raw_uri, batch, stored, bundles)
             committed = True  # the manifest names the run folder's bundles: a later failure must not discard them
-        elif manifest_data is None:  # nothing new and no photo yet: featurize finds an empty batch, not none
-            commit_manifest(store, raw_uri, batch, {}, {})
+        else:
+            jobio.discard_runs(files, [(raw_uri, run_folder)])  # nothing new: the pass's rows were twins or known
+            if manifest_data is None:  # and no photo yet: featurize finds an empty batch, not none
+                commit_manifest(store, raw_uri, batch, {}, {})
         # The index after the manifest: an entry always names a committed photo (both of its hashes).
         lakeindex.record(
             store,
@@ -412,7 +417,11 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             batch,
             {h for o in outcomes.values() if o["outcome"] == "uploaded" for h in (o["sha256"], o["content_sha256"])},
         )
-        counts = {**counts_of(outcomes, batch, bundles), "seconds": {**seconds, "commit": lap()}}
+        counts = {
+            **counts_of(outcomes, batch, bundles),
+            "landing_reads": reads.value,
+            "seconds": {**seconds, "commit": lap()},
+        }
         write_report(store, raw_uri, batch, args.landing, outcomes, counts)
         try:  # housekeeping after the commit: a landing file left behind is only a file kept
             tidied = tidy_landing(spark, args.landing, outcomes, args.landing_after)
@@ -427,8 +436,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
             jobio.discard_runs(files, [(raw_uri, run_folder)])
         raise
     finally:
-        if examined is not None:
-            examined.unpersist()
+        recorded_hashes.unpersist()
         # The planner's files are this attempt's alone; staged originals still carry their metadata.
         for planned in (args.listing, args.landing):
             if planned.startswith(raw_uri + lakefiles.INGEST_FOLDER + "/"):

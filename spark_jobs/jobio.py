@@ -203,6 +203,17 @@ class HadoopFiles:
         )
 
 
+class ListParam:
+    """Accumulator of a list (Spark applies a result task's updates once, however often the task ran)."""
+
+    def zero(self, value):
+        return []
+
+    def addInPlace(self, value1, value2):
+        value1.extend(value2)
+        return value1
+
+
 def _write_local_atomically(uri: str, data: bytes) -> None:
     import os
 

@@ -12,7 +12,6 @@ import ingest
 import lakeindex
 import photos
 import pyarrow.parquet as pq
-import pytest
 from botocore.validate import validate_parameters
 from PIL import Image
 from test_ingestion_landing import GPS, image_bytes, phone_exif
@@ -169,10 +168,7 @@ def test_an_erased_photo_re_sent_with_a_new_exif_block_stays_out(tmp_path):
     assert again["rejected"] == {"erased": 1} and again["uploaded"] == 0
 
 
-@pytest.mark.parametrize("held", [True, False], ids=["held", "read-twice"])
-def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tmp_path, spark, monkeypatch, held):
-    if not held:  # a night bigger than the workers' disks: decided on a first read, bundled from a second
-        monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
+def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tmp_path, spark):
     landing = tmp_path / "landing" / BATCH
     label = landing / "Training" / "Kiwi"
     label.mkdir(parents=True)
@@ -231,6 +227,8 @@ def test_the_ingest_job_gives_every_landing_file_one_outcome_on_a_local_spark(tm
     assert uploaded["c%41.jpg"] == "Training/Kiwi/c%41.jpg" and uploaded["cA.jpg"] == "Training/Kiwi/cA.jpg"
     assert {"expiring.jpg", "gps_exif.jpg", "gps_xmp.jpg", "b?.jpg", "d e.jpg", "é.jpg"} <= uploaded.keys()
     assert counts["seen"] == len(listed) and counts["uploaded"] == len(uploaded)
+    # One read of each photo the listing did not refuse: the bundles were written in that same pass.
+    assert counts["landing_reads"] == planned["candidates"] == len(listed) - 2
     # Beside the report, its counts over every landing file: what the run report shows without parsing it.
     landing_counts = json.loads(lake_store.read(storage.ingestion_counts_uri(root, BATCH)))["landing"]
     rejected = {"erased": 1, "hidden": 1, "misplaced": 1, "unsupported": 1}
@@ -381,26 +379,52 @@ def kiwi_night(tmp_path, photos: dict[str, bytes]):
     return landing, lake_store, ingest.parse_args(list(job.args))
 
 
-def test_a_photo_changed_between_the_two_reads_is_not_stored_and_says_so(tmp_path, spark, monkeypatch):
-    """A night too big for the workers' disks is read twice (a million phone photos: terabytes): the second
-    read must find the bytes the first decided on, or the photo is left out with its reason."""
-    monkeypatch.setattr(ingest, "HOLD_MAX_BYTES", 0)
-    landing, lake_store, args = kiwi_night(tmp_path, {"steady.jpg": jpeg((1, 2, 3)), "edited.jpg": jpeg((4, 5, 6))})
-    decide = ingest.decide
+def test_names_two_landing_files_share_and_a_rerun_with_an_edited_photo_get_their_own_keys(tmp_path, spark):
+    """Keys are decided before the one read (the bundles are written in it): a key two landing files share, or
+    the batch's manifest already holds for other bytes, takes the photo's hash; the same bytes under two such
+    names are stored once, and the bundles hold each stored photo once and nothing else."""
+    lake_store = storage.LocalStore(tmp_path / "lake")
+    landing = tmp_path / "landing" / BATCH
+    same, other = jpeg((1, 2, 3)), jpeg((4, 5, 6))
+    for folder, data in {"a": same, "b": same, "c": other}.items():  # one key, Kiwi/x.jpg, three files
+        (landing / folder / "Kiwi").mkdir(parents=True)
+        (landing / folder / "Kiwi" / "x.jpg").write_bytes(data)
+    (landing / "d" / "Kiwi").mkdir(parents=True)
+    (landing / "d" / "Kiwi" / "edited.jpg").write_bytes(jpeg((7, 8, 9)))
 
-    def decide_then_edit(*args, **kwargs):
-        decided = decide(*args, **kwargs)
-        (landing / "edited.jpg").write_bytes(jpeg((7, 8, 9)))  # the user re-sent it during the night
-        return decided
+    def night():
+        planned = upload.write_listing(lake_store, storage.LocalStore(landing), storage.file_uri(landing), BATCH)
+        job = steps.ingest_job(
+            lake_store.root, BATCH, "file:///code/", listing=planned["listing"], landing=planned["landing"]
+        )
+        counts = ingest.run(spark, ingest.parse_args(list(job.args)), store=lake_store)
+        report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
+        return counts, {uri.removeprefix(storage.file_uri(landing).rstrip("/") + "/"): o for uri, o in report.items()}
 
-    monkeypatch.setattr(ingest, "decide", decide_then_edit)
-    counts = ingest.run(spark, args, store=lake_store)
-    report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
-    by_name = {uri.rsplit("/", 1)[1]: o for uri, o in report.items()}
-    assert by_name["steady.jpg"]["outcome"] == "uploaded" and counts["uploaded"] == 1
-    assert (by_name["edited.jpg"]["outcome"], by_name["edited.jpg"]["reason"]) == ("rejected", "unreadable")
-    assert "two reads" in by_name["edited.jpg"]["detail"]
-    assert list(storage.read_batch_manifest(lake_store, lake_store.root, BATCH).files) == ["Kiwi/steady.jpg"]
+    def bundled_keys():
+        manifest = json.loads(lake_store.read(storage.batch_manifest_uri(lake_store.root, BATCH)))
+        raw = lake.raw_uri(lake_store.root, BATCH)
+        rows = [
+            r for name in manifest["bundles"] for r in pq.read_table(raw.removeprefix("file://") + name).to_pylist()
+        ]
+        assert all(r["sha256"] == manifest["files"][r["path"][len(raw) :]] for r in rows)
+        return sorted(r["path"][len(raw) :] for r in rows), manifest
+
+    counts, outcomes = night()
+    keyed = {"Kiwi/x-" + photos.sha256_hex(data)[:8] + ".jpg" for data in (same, other)}
+    assert {outcomes[f"{f}/Kiwi/x.jpg"]["outcome"] for f in "ab"} == {"uploaded", "already_in_lake"}
+    assert {outcomes[f"{f}/Kiwi/x.jpg"].get("key") for f in "abc"} == keyed
+    assert counts["uploaded"] == 3 and counts["landing_reads"] == 4
+    keys, manifest = bundled_keys()
+    assert keys == sorted(manifest["files"]) == sorted(keyed | {"Kiwi/edited.jpg"})  # the twin's row went
+
+    (landing / "d" / "Kiwi" / "edited.jpg").write_bytes(jpeg((9, 8, 7)))  # re-sent under its name, other bytes
+    counts, outcomes = night()
+    edited = outcomes["d/Kiwi/edited.jpg"]
+    assert (edited["outcome"], edited["key"]) == ("uploaded", f"Kiwi/edited-{edited['sha256'][:8]}.jpg")
+    assert counts["uploaded"] == 1 and counts["bundles_written"] == 1
+    keys, manifest = bundled_keys()
+    assert keys == sorted(manifest["files"]) and len(keys) == 4  # the photos already in the batch: not rewritten
 
 
 def test_erasure_reaches_a_photo_inside_the_ingest_jobs_run_folder_bundles(tmp_path, spark):
