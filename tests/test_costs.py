@@ -24,6 +24,7 @@ from fruits.emr_cluster import (
     DEFAULT_PRIMARY_TYPES,
     DEFAULT_WORKER_TYPES,
     INSTANCE_TYPES,
+    NIGHT_NETWORK_PASSES,
     ClusterSizing,
     sized_for_night,
     worker_vcpus,
@@ -1208,11 +1209,11 @@ def test_the_phone_month_bills_the_ingest_step_the_short_originals_the_landing_a
     after = costs.steady_state_month(phone, sizing, region=PARIS, prices=prices)
     night = costs.estimate_emr(phone, sizing, region=PARIS, prices=prices)
     assert list(night["seconds"])[:3] == ["ingest_s", "featurize_s", "pca_s"]
-    # The ingest step reads 2.75 TB from the landing twice (decide, then bundle) while it writes 2.7 TB of
+    # The ingest step reads 2.75 TB from the landing once (it bundles in the same pass) while it writes 2.7 TB of
     # bundles: its workers' baseline bandwidth (3.75 Gbps each way a worker), not its CPU work, sets its time.
     grown = sized_for_night(sizing, round(2.75e12))  # the cluster the night's bytes size, as the plan does
     workers = grown.core_count + grown.task_count
-    network_s = costs.INGEST_PASSES * 2.75e12 / (workers * 3.75e9 / 8)
+    network_s = 2.75e12 / (workers * 3.75e9 / 8)
     assert 1e6 / (60.0 * worker_vcpus(grown)) < network_s
     assert night["seconds"]["ingest_s"] == pytest.approx(network_s + costs.Overheads().step_s, abs=0.1)
     assert night["network"]["bound_steps"] == ["ingest", "featurize"]
@@ -1346,13 +1347,12 @@ def phone_night(**extra) -> costs.Workload:
     )
 
 
-def test_the_ingest_job_reads_a_new_landing_photo_once_a_pass_and_stages_a_local_one(prices):
+def test_the_ingest_job_reads_each_landing_photo_once_and_stages_a_local_one(prices):
     worker, cluster = workload(landing_on_s3=True), workload(landing_on_s3=True, ingest_per_vcpu=100.0)
-    # The job reads what the listing names (ingest.examine_batches): one GET a pass; a million thumbnails are
-    # held on the workers' disks between the passes, a million phone photos are read twice.
-    assert costs.s3_requests(worker)["get"]["landing_reads"] == 1_000_000
-    assert costs.s3_requests(cluster)["get"]["landing_reads"] == 1_000_000
-    assert costs.s3_requests(phone_night())["get"]["landing_reads"] == 2_000_000
+    # The job reads what the listing names (ingest.examine_batches), once, whatever the night's size: a million
+    # thumbnails (4.5 GB) and a million phone photos (3 TB) alike, one GET a photo.
+    for night in (worker, cluster, phone_night()):
+        assert costs.s3_requests(night)["get"]["landing_reads"] == night.images == 1_000_000
     # Listed once, by the planner.
     listings = [costs.s3_requests(w)["put"]["landing_listing"] for w in (worker, cluster)]
     assert listings == [1000, 1000]
@@ -1399,8 +1399,13 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
     assert bandwidth == 2 * 3.75e9 / 8
     free = costs.job_seconds(phone, 16, overheads)
     bound = costs.job_seconds(phone, 16, overheads, bandwidth)
-    # ingest: 3 TB in from the landing in each of its two passes, 3 TB out to the bundles; featurize: them back in.
-    assert bound["ingest_s"] == pytest.approx(costs.INGEST_PASSES * 3e12 / bandwidth + overheads.step_s)
+    # ingest: 3 TB in from the landing, once, 3 TB out to the bundles; featurize: them back in.
+    assert costs.step_bytes(phone)["ingest_s"] == 3e12
+    assert bound["ingest_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
+    # The plan sizes the night on the same crossings (sized_for_night): ingest's read of the landing, featurize's of
+    # the bundles.
+    moved = costs.step_bytes(phone)
+    assert moved["ingest_s"] + moved["featurize_s"] == NIGHT_NETWORK_PASSES * 3e12
     assert bound["featurize_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
     assert bound["pca_s"] == free["pca_s"]  # 7 GB of features: its CPU work is longer
     # Twice the workers, half the network time; a night of thumbnails is never bound.
@@ -1432,9 +1437,9 @@ def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundl
     phone, overheads = phone_night(), costs.Overheads()
     fused = replace(phone, ingest_fused=True)
     requests = costs.s3_requests(fused)
-    # One GET a landing photo (not the two passes of a night bigger than the workers' disks), no bundle read back;
-    # the other GETs are the run's few manifests and the PCA's reads of the outputs.
-    assert requests["get"]["landing_reads"] == fused.images == costs.s3_requests(phone)["get"]["landing_reads"] / 2
+    # One GET a landing photo, as the ingest job's one pass; no bundle read back; the other GETs are the run's few
+    # manifests and the PCA's reads of the outputs.
+    assert requests["get"]["landing_reads"] == fused.images == costs.s3_requests(phone)["get"]["landing_reads"]
     assert requests["get"]["featurize_reads"] == 0
     others = sum(requests["get"].values()) - requests["get"]["landing_reads"]
     assert 0 < others < fused.images / 50
@@ -1457,12 +1462,17 @@ def test_the_fused_lever_and_spot_workers_price_what_they_change(prices):
         r["change"]: r for r in cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
     }
     before = rows["featurize takes the photos from the ingest pass"]
-    fused = rows["ingest and featurize fused: one read of the landing, no bundles"]
+    fused = rows["ingest and featurize fused: no bundles written nor read back"]
     assert fused["processing_usd_per_million"] < before["processing_usd_per_million"]
-    # A million photos, a million landing GETs (0.42 USD in Paris): the floor of every row below.
-    assert fused["usd_per_million"]["landing_get_requests"] == 1_000_000
-    assert fused["usd_per_million"]["landing_gets"] == pytest.approx(prices.unit(PARIS, "s3_get_per_1000") * 1000)
-    assert before["usd_per_million"]["landing_get_requests"] == 2_000_000
+    # A million photos, a million landing GETs (0.42 USD in Paris), today's jobs as the fused step: every row's floor.
+    for row in rows.values():
+        assert row["usd_per_million"]["landing_get_requests"] == 1_000_000
+        assert row["usd_per_million"]["landing_gets"] == pytest.approx(prices.unit(PARIS, "s3_get_per_1000") * 1000)
+    # What the fused step saves in requests is the bundles' writes (the committer's multipart upload of each).
+    night = costs.night_workload(phone_night(), costs.RETENTION_DAYS)
+    bundle_puts = costs.s3_requests(night)["put"]["upload_objects"] * prices.unit(PARIS, "s3_put_per_1000") / 1000
+    saved = before["usd_per_million"]["s3_requests"] - fused["usd_per_million"]["s3_requests"]
+    assert saved == pytest.approx(bundle_puts, rel=0.01)
     # Its night is never shorter than the landing's bytes over the workers it runs on.
     floor_s = phone_night().images * 3e6 / (fused["workers"] * ClusterSizing().worker_facts.network_gbps * 1e9 / 8)
     assert fused["wall_minutes"] * 60 >= floor_s

@@ -41,6 +41,13 @@ STALE = (
     "16,90 USD",
     "16.90 USD",
     "302 tests",
+    # The ingest job's second read of a night bigger than the workers' disks (gone: it reads the landing once).
+    "HOLD_MAX_BYTES",
+    "INGEST_PASSES",
+    "226.18",
+    "226,18",
+    "3.1591",
+    "5.71 TB",
 )
 
 

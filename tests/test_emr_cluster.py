@@ -299,8 +299,9 @@ def test_the_cluster_grows_with_the_nights_bytes_never_below_the_sizing_asked():
     sizing = emr_cluster.ClusterSizing()
     assert emr_cluster.sized_for_night(sizing, 0) == sizing
     assert emr_cluster.sized_for_night(sizing, 5_000_000_000) == sizing  # a million thumbnails
-    # A million 2.85-MB phone photos: 3 x 2.85 TB over 3.75 Gbps a worker within the hour: 6 workers.
+    # A million 2.85-MB phone photos: 2 x 2.85 TB (ingest's one read of the landing, featurize's of the bundles) over
+    # 3.75 Gbps a worker within the hour: 4 workers.
     phone = emr_cluster.sized_for_night(sizing, 2_850_000_000_000)
-    assert (phone.core_count, phone.task_count) == (1, 5)
+    assert (phone.core_count, phone.task_count) == (1, 3)
     asked = dataclasses.replace(sizing, task_count=9)
     assert emr_cluster.sized_for_night(asked, 2_850_000_000_000).task_count == 9

@@ -406,11 +406,11 @@ def photo_levers(
 ) -> list[dict[str, Any]]:
     """What the changes to the jobs that the cost model sees but the pipeline does not make yet would save, each
     on top of the ones above it (night 365 of `workload.images`, the month at a million a night): a landing the
-    cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step),
-    or the ingest job reading each landing photo with one GET; featurize writing its outputs in
-    OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's own pass; ingest and featurize
-    one step (each landing photo read once, no bundles); every worker on spot, the core nodes too; then the
-    cheapest count of task nodes. Each row carries its processing by component (`usd_per_million`)."""
+    cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step);
+    featurize writing its outputs in OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's
+    own pass; ingest and featurize one step (no bundles written nor read back); every worker on spot, the core
+    nodes too; then the cheapest count of task nodes. Each row carries its processing by component
+    (`usd_per_million`)."""
     night = night_workload(workload, RETENTION_DAYS)
     staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
@@ -426,9 +426,7 @@ def photo_levers(
         )
     if workload.ingest_per_vcpu and not staged:
         changes.append(("featurize takes the photos from the ingest pass", {"featurize_rereads_bundles": False}, False))
-        changes.append(
-            ("ingest and featurize fused: one read of the landing, no bundles", {"ingest_fused": True}, False)
-        )
+        changes.append(("ingest and featurize fused: no bundles written nor read back", {"ingest_fused": True}, False))
     if fleet_markets(sizing)["CORE"] != SPOT:
         changes.append(("every worker on spot, the core node too", {}, True))
     rows, applied, previous = [], {}, None

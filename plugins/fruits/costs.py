@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ingest import HOLD_MAX_BYTES, INGEST_PASSES
-
 from featurize import MAX_SPLIT_BYTES
 
 # The bundle constants size the objects the requests are counted on: read at call time, never copied.
@@ -166,10 +164,10 @@ GETS_PER_ROW_GROUP = 1
 # One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per
 # photo: the upload's HeadObject (its sha256 check) + featurize's binaryFile read.
 GETS_PER_PHOTO_OBJECT = 2
-# The ingest job reads each listed landing photo with one GET a pass (ingest.examine_batches: the listing already
-# listed it; binaryFile's status and open HEADs would make it 3): one pass for a night its workers' disks hold
-# (ingest.HOLD_MAX_BYTES), INGEST_PASSES for a bigger one (`ingest_passes`). The worker's upload reads it once.
-GETS_PER_LANDING_PHOTO_WORKER = 1
+# The ingest job reads each listed landing photo with one GET, in its one pass over the landing (it writes the
+# bundles as it examines: the listing already listed the photo; binaryFile's status and open HEADs would make it 3);
+# the worker's upload reads it once too.
+GETS_PER_LANDING_PHOTO = 1
 # What the cluster writes goes through EMR's S3-optimized committer, which always uses a multipart upload (EMR
 # release guide, "The EMRFS S3-optimized committer and multipart uploads"): create + complete + 1 part per
 # 128 MiB (EMRFS's fs.s3n.multipart.uploads.split.size default), all PUT tier, for every file a job writes.
@@ -252,10 +250,10 @@ class Workload:
     landing_image_bytes: float | None = None
     landing_days: float = 0.0
     # Changes to the jobs not made yet, priced by `cost_compare.photo_levers` (the defaults are today's jobs): GET-tier
-    # requests per landing photo (None: its reader's, GETS_PER_LANDING_PHOTO_*), featurize's output files (None: one
+    # requests per landing photo (None: GETS_PER_LANDING_PHOTO), featurize's output files (None: one
     # per input split, `featurize_output_files`), featurize reading the bundles back (False: it takes the photos
-    # from the ingest job's own pass), ingest and featurize one step (True: each landing photo read once, decoded and
-    # inferred in the same task, no bundles written or read; needs the ingest step it fuses).
+    # from the ingest job's own pass), ingest and featurize one step (True: each landing photo decoded and inferred
+    # in the task that reads it, no bundles written or read back; needs the ingest step it fuses).
     landing_gets_per_photo: int | None = None
     featurize_outputs: int | None = None
     featurize_rereads_bundles: bool = True
@@ -560,16 +558,7 @@ def featurize_output_files(workload: Workload) -> int:
 def landing_gets_per_photo(workload: Workload) -> int:
     if workload.landing_gets_per_photo is not None:
         return workload.landing_gets_per_photo
-    return ingest_passes(workload) if workload.ingest_per_vcpu else GETS_PER_LANDING_PHOTO_WORKER
-
-
-def ingest_passes(workload: Workload) -> int:
-    """How many times the ingest job reads a night's new photos: once when they fit HOLD_MAX_BYTES, else twice; once
-    when featurize is the same step (what it decodes is what it read: no photo held for a second pass)."""
-    if workload.ingest_fused:
-        return 1
-    night_bytes = workload.featurized_images * (workload.landing_image_bytes or workload.mean_image_bytes)
-    return 1 if night_bytes <= HOLD_MAX_BYTES else INGEST_PASSES
+    return GETS_PER_LANDING_PHOTO
 
 
 def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
@@ -1084,7 +1073,7 @@ def step_bytes(workload: Workload) -> dict[str, float]:
     projection), a re-expression reads the retained features once."""
     images, rows = workload.featurized_images, workload.pca_row_count
     moved = {}
-    landing = ingest_passes(workload) * images * (workload.landing_image_bytes or workload.mean_image_bytes)
+    landing = images * (workload.landing_image_bytes or workload.mean_image_bytes)
     if workload.ingest_per_vcpu and not workload.ingest_fused:
         moved["ingest_s"] = max(landing, images * workload.mean_image_bytes)
     written = images * (workload.feature_bytes + workload.derivative_bytes)
@@ -1119,7 +1108,7 @@ def job_seconds(
     work = {}
     ingest_cpu = 0.0
     if workload.ingest_per_vcpu:  # ingestion on the cluster (issue 22): its own step, or featurize's first work
-        ingest_cpu = ingest_passes(workload) * workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
+        ingest_cpu = workload.featurized_images / (workload.ingest_per_vcpu * vcpus)
         if not workload.ingest_fused:
             work["ingest_s"] = ingest_cpu
     work["featurize_s"] = workload.featurized_images / (workload.throughput_per_vcpu * vcpus)

@@ -34,8 +34,6 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ingest import INGEST_PASSES
-
 from fruits.gdpr import check_region, s3_bucket_of
 from fruits.settings import PipelineSettings, load_settings
 
@@ -421,9 +419,9 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
     return request
 
 
-# Times a night's photo bytes cross the workers' network, in the busier direction: the ingest job's passes
-# over the landing, then featurize reading the bundles (fruits.costs.step_bytes).
-NIGHT_NETWORK_PASSES = INGEST_PASSES + 1
+# Times a night's photo bytes cross the workers' network, in the busier direction (fruits.costs.step_bytes): the
+# ingest job's one read of the landing (it writes the bundles in that pass), then featurize reading the bundles.
+NIGHT_NETWORK_PASSES = 2
 # The share of the night (2 hours from landing to committed PCA) those bytes may take on the workers' baseline
 # bandwidth: a night of phone photos is network-bound, not CPU-bound (docs/costs.md).
 NIGHT_NETWORK_SECONDS = 3600
