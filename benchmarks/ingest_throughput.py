@@ -57,7 +57,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=960)
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--open-cost-bytes", type=int, default=None, help="default: the job's (ingest.OPEN_COST_BYTES)")
     args = parser.parse_args()
 
     import ingest
@@ -82,7 +81,6 @@ def main() -> None:
         SparkSession.builder.master(args.master)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.sql.files.openCostInBytes", str(args.open_cost_bytes or ingest.OPEN_COST_BYTES))
         .getOrCreate()
     )
     lake_b = storage.LocalStore(work / "lake-b")
@@ -108,11 +106,11 @@ def main() -> None:
         },
         "spark_ingest": {
             "master": args.master,
-            "open_cost_bytes": args.open_cost_bytes or ingest.OPEN_COST_BYTES,
             "seconds": round(spark_s, 2),
             "photos_per_s": round(args.photos / spark_s, 1),
             "worker_listing_seconds": round(listing_s, 3),
             "uploaded": counts["uploaded"],
+            "landing_reads": counts.get("landing_reads"),
             "job_phase_seconds": counts["seconds"],
         },
     }

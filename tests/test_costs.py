@@ -1349,7 +1349,7 @@ def phone_night(**extra) -> costs.Workload:
 
 def test_the_ingest_job_reads_each_landing_photo_once_and_stages_a_local_one(prices):
     worker, cluster = workload(landing_on_s3=True), workload(landing_on_s3=True, ingest_per_vcpu=100.0)
-    # The job reads what the listing names (ingest.examine_batches), once, whatever the night's size: a million
+    # The job reads what the listing names (ingest.examine_and_bundle), once, whatever the night's size: a million
     # thumbnails (4.5 GB) and a million phone photos (3 TB) alike, one GET a photo.
     for night in (worker, cluster, phone_night()):
         assert costs.s3_requests(night)["get"]["landing_reads"] == night.images == 1_000_000
