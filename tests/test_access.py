@@ -246,3 +246,44 @@ def test_the_airflow_role_can_run_the_retention_sweep_on_a_versioned_lake(templa
         assert set(batches_in_lake(setup, root)) == {day(2), day(3)}
         left = admin.list_object_versions(Bucket=BUCKET, Prefix=f"raw/batch={day(1)}/")
         assert not left.get("Versions") and not left.get("DeleteMarkers")
+
+
+def test_the_airflow_role_can_remove_a_featurized_nights_originals_on_a_versioned_lake(template):
+    """The default night's `remove_originals` (fruits_original_retention_days 0) under moto's IAM-enforcing
+    mode with the Airflow role's policy: under the run's own lock, every version of the covered batch's bundle
+    goes; a batch with no committed features keeps its bundle; the run's lock stays the run's."""
+    import lakefiles
+    from conftest import commit_output
+    from test_retention import day, land_night, new_basis
+
+    from fruits import locks, retention
+
+    with mock_aws(), disable_iam_authentication():
+        admin = boto3.client("s3", region_name=REGION)
+        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        setup, root = S3Store(admin, BUCKET), f"s3://{BUCKET}"
+        new_basis(setup, root, 1)
+        for night in (1, 2):
+            land_night(setup, root, day(night), 1)
+        sidecar, facts = lakefiles.covering(["bundle-a.parquet"])
+        commit_output(setup, lake.features_uri(root, day(2)), {"part-0.parquet": b"f", **sidecar}, facts)
+        setup.delete(lake.commit_marker_uri(lake.features_uri(root, day(1))))  # its featurize failed
+        held = locks.acquire(setup, root, day(2), "run-2", ttl_seconds=3600)
+        moto_only = {  # as in the sweep's test: moto authorizes DeleteObjects on the bucket, not per key
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}],
+        }
+        client = _user_client(
+            boto3.client("iam", region_name=REGION), "airflow", [*_documents(template, "airflow"), moto_only]
+        )
+        with enable_iam_authentication():
+            report = retention.remove_featurized_originals(
+                S3Store(client, BUCKET), root, [day(1), day(2)], owner="run-2"
+            )
+        assert report["removed"] == {day(2): 1} and report["waiting"] == [day(1)]
+        gone = admin.list_object_versions(Bucket=BUCKET, Prefix=f"raw/batch={day(2)}/bundle-a.parquet")
+        assert not gone.get("Versions") and not gone.get("DeleteMarkers")
+        kept = admin.list_object_versions(Bucket=BUCKET, Prefix=f"raw/batch={day(1)}/bundle-a.parquet")
+        assert kept.get("Versions")
+        assert locks.holder(setup, root, day(2)) == held
