@@ -216,30 +216,43 @@ def test_the_store_is_allowed_exactly_where_the_matrix_says(template, role):
                 )
 
 
+def _versioned_lake_of_nights(nights: int):
+    """(admin client, its store, root) of a versioned lake holding nights 1..`nights` (test_retention's)."""
+    from test_retention import day, land_night, new_basis
+
+    admin = boto3.client("s3", region_name=REGION)
+    admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    setup, root = S3Store(admin, BUCKET), f"s3://{BUCKET}"
+    new_basis(setup, root, 1)
+    for night in range(1, nights + 1):
+        land_night(setup, root, day(night), 1)
+    return admin, setup, root
+
+
+def _airflow_client_deleting_versions(template):
+    """An S3 client with the Airflow role's policy, plus the one moto needs for DeleteObjects: moto authorizes
+    that request as s3:DeleteObject on the BUCKET, then checks no key against IAM (S3 checks
+    s3:DeleteObjectVersion per key): a moto-only grant, outside the template."""
+    moto_only = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}],
+    }
+    return _user_client(
+        boto3.client("iam", region_name=REGION), "airflow", [*_documents(template, "airflow"), moto_only]
+    )
+
+
 def test_the_airflow_role_can_run_the_retention_sweep_on_a_versioned_lake(template):
     """fruits.retention under moto's IAM-enforcing mode with the Airflow role's policy: every version of an
     expired batch goes (ListBucketVersions + DeleteObjectVersion on each batch area), the window stays."""
-    from test_retention import batches_in_lake, day, land_night, new_basis
+    from test_retention import batches_in_lake, day
 
     from fruits import retention
 
     with mock_aws(), disable_iam_authentication():
-        admin = boto3.client("s3", region_name=REGION)
-        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        setup, root = S3Store(admin, BUCKET), f"s3://{BUCKET}"
-        new_basis(setup, root, 1)
-        for night in (1, 2, 3):
-            land_night(setup, root, day(night), 1)
-        # moto authorizes a DeleteObjects request as s3:DeleteObject on the BUCKET, then checks no key against
-        # IAM (S3 checks s3:DeleteObjectVersion per key): a moto-only grant, outside the template.
-        moto_only = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}],
-        }
-        client = _user_client(
-            boto3.client("iam", region_name=REGION), "airflow", [*_documents(template, "airflow"), moto_only]
-        )
+        admin, setup, root = _versioned_lake_of_nights(3)
+        client = _airflow_client_deleting_versions(template)
         with enable_iam_authentication():
             report = retention.sweep_expired(S3Store(client, BUCKET), root, day(3), 2)
         assert [s["batch"] for s in report["swept"]] == [day(1)]
@@ -254,29 +267,17 @@ def test_the_airflow_role_can_remove_a_featurized_nights_originals_on_a_versione
     goes; a batch with no committed features keeps its bundle; the run's lock stays the run's."""
     import lakefiles
     from conftest import commit_output
-    from test_retention import day, land_night, new_basis
+    from test_retention import day
 
     from fruits import locks, retention
 
     with mock_aws(), disable_iam_authentication():
-        admin = boto3.client("s3", region_name=REGION)
-        admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        setup, root = S3Store(admin, BUCKET), f"s3://{BUCKET}"
-        new_basis(setup, root, 1)
-        for night in (1, 2):
-            land_night(setup, root, day(night), 1)
+        admin, setup, root = _versioned_lake_of_nights(2)
         sidecar, facts = lakefiles.covering(["bundle-a.parquet"])
         commit_output(setup, lake.features_uri(root, day(2)), {"part-0.parquet": b"f", **sidecar}, facts)
         setup.delete(lake.commit_marker_uri(lake.features_uri(root, day(1))))  # its featurize failed
         held = locks.acquire(setup, root, day(2), "run-2", ttl_seconds=3600)
-        moto_only = {  # as in the sweep's test: moto authorizes DeleteObjects on the bucket, not per key
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": BUCKET_ARN}],
-        }
-        client = _user_client(
-            boto3.client("iam", region_name=REGION), "airflow", [*_documents(template, "airflow"), moto_only]
-        )
+        client = _airflow_client_deleting_versions(template)
         with enable_iam_authentication():
             report = retention.remove_featurized_originals(
                 S3Store(client, BUCKET), root, [day(1), day(2)], owner="run-2"
