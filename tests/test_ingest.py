@@ -4,6 +4,7 @@ and the retention (issue 23 item 8) and re-sent-with-new-EXIF (item 9) rules."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -510,3 +511,68 @@ def test_a_night_of_phone_photos_and_their_bad_twins_is_read_once_and_stored_wit
             assert_no_location(content)
     with Image.open(io.BytesIO(stored["rotated.jpg"])) as kept:
         assert kept.getexif().get(0x0112) == 6 and kept.size == (4032, 3024)  # the orientation stays for featurize
+
+
+# The ingest job's own `main`, with its pass failing once mid-task: the first attempt of task 0 reads, examines
+# and yields two frames of photos, then dies as an executor on a reclaimed spot node does.
+NODE_RECLAIMED_MID_PASS = """
+import sys
+
+import ingest
+from pyspark import TaskContext
+
+examine_and_bundle = ingest.examine_and_bundle
+
+
+def reclaimed_after_two_frames(**job):
+    run = examine_and_bundle(**job)
+
+    def flaky(frames):
+        context = TaskContext.get()
+        for number, frame in enumerate(run(frames)):
+            yield frame
+            if number == 1 and context.partitionId() == 0 and context.attemptNumber() == 0:
+                raise RuntimeError("the executor's node was reclaimed")
+
+    return flaky
+
+
+ingest.examine_and_bundle = reclaimed_after_two_frames
+sys.exit(ingest.main())
+"""
+
+
+@pytest.mark.slow
+def test_a_task_lost_mid_pass_is_read_again_and_counted_once(tmp_path):
+    """A spot node reclaimed during the one pass, through a local spark-submit that retries a task (local[2,2]):
+    the failed attempt's reads, small rows and half-written bundle are not the night's; the retry's are. One
+    outcome and one bundle row a photo, and landing_reads counts each photo once."""
+    from fruits import local_target
+
+    photos_tonight = {f"p{i:02d}.jpg": jpeg((i * 6, 30, 3)) for i in range(40)}
+    _, lake_store, parsed = kiwi_night(tmp_path, photos_tonight)
+    code = storage.file_uri(Path(__file__).resolve().parents[1]) + "/"
+    job = steps.ingest_job(lake_store.root, BATCH, code, listing=parsed.listing, landing=parsed.landing)
+    script = tmp_path / "reclaimed_ingest.py"
+    script.write_text(NODE_RECLAIMED_MID_PASS)
+    command = steps.local_command(
+        dataclasses.replace(job, script=str(script)),
+        spark_submit=local_target.spark_submit(),
+        master="local[2,2]",
+        spark_conf=local_target.SPARK_CONF,
+    )
+    local_target.run(command, name="ingest, a task lost once")
+
+    report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))
+    assert {o["outcome"] for o in report["files"].values()} == {"uploaded"} and len(report["files"]) == 40
+    assert report["last_attempt"]["landing_reads"] == 40  # the failed attempt's 32 reads are not counted
+    manifest = json.loads(lake_store.read(storage.batch_manifest_uri(lake_store.root, BATCH)))
+    raw = lake.raw_uri(lake_store.root, BATCH)
+    paths = [
+        r["path"] for name in manifest["bundles"] for r in pq.read_table(raw.removeprefix("file://") + name).to_pylist()
+    ]
+    assert sorted(paths) == sorted(raw + key for key in manifest["files"]) and len(paths) == 40
+    run_folder = Path(raw.removeprefix("file://")) / next(iter(manifest["bundles"])).split("/")[0]
+    assert sorted(p.name for p in run_folder.glob("*.parquet")) == [
+        n.split("/")[1] for n in sorted(manifest["bundles"])
+    ]
