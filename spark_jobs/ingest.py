@@ -56,7 +56,6 @@ PHOTOS_PER_FRAME = 16
 # What the driver decides on, per photo read (no content), through an accumulator of the write's own stage.
 EXAMINED_COLUMNS = ("uri", "key", "sha256", "content_sha256", "format", "metadata", "reason", "detail")
 BUNDLE_PHOTO_SCHEMA = "path string, content binary, sha256 string"
-BUNDLE_COLUMNS = ("path", "modificationTime", "length", "content", "sha256")  # binaryFile's + sha256
 KEY_COLLISION = "its name and the first 8 hex digits of its hash are another photo's; rename it and rerun"
 
 
@@ -189,8 +188,9 @@ def keep_only_stored(spark, run_folder: str, bundled: dict[str, list[tuple[str, 
     wanted = sorted({(path, sha) for file in dirty for path, sha in bundled[file] if stored.get(path) == sha})
     if wanted:
         pairs = F.broadcast(spark.createDataFrame(wanted, "path string, sha256 string"))
-        kept = spark.read.parquet(*sorted(dirty)).join(pairs, ["path", "sha256"], "left_semi")
-        rows = kept.dropDuplicates(["path"]).select(*BUNDLE_COLUMNS).sortWithinPartitions("path")
+        bundles = spark.read.parquet(*sorted(dirty))
+        kept = bundles.join(pairs, ["path", "sha256"], "left_semi").dropDuplicates(["path"])
+        rows = kept.select(*bundles.columns).sortWithinPartitions("path")  # the join put its keys first
         write_bundles(rows, run_folder, len(dirty), mode="append")  # no more bytes than the bundles they replace
     for file in dirty:
         jobio.delete(spark, file)
