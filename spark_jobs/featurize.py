@@ -67,6 +67,9 @@ except ImportError:  # pragma: no cover - run as `python -m spark_jobs.featurize
 
 JOB = "featurize"
 IMAGE_SIZE = 224  # MobileNetV2's native input: the ImageNet weights were trained at 224x224
+# A photo's model input as stored in its bundle row (uint8 RGB, IMAGE_SIZE x IMAGE_SIZE): a photo whose file is
+# bigger is decoded by the ingest pass, and featurize reads these bytes instead of the photo's (docs/pipeline.md).
+PIXELS_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
 FEATURE_DIM = 1280  # MobileNetV2 (alpha 1.0) global-average-pooled last conv block
 SPLITS = ("Training", "Test")
 # A raw batch's upload manifest: fruits.storage.UPLOADS_MANIFEST (the cluster ships no plugins; a test checks).
