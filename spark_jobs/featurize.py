@@ -221,6 +221,25 @@ def derivative(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def decoded_columns(content: bytes) -> dict[str, Any] | None:
+    """The bundle row's DECODED_COLUMNS of a photo the ingest pass decodes (its one decode of the night: featurize
+    reads these PIXELS_BYTES + a derivative instead of the photo's megabytes), or None for a file not bigger than
+    its model pixels (featurize decodes it as before) or one that does not decode (featurize quarantines it)."""
+    if len(content) <= PIXELS_BYTES:
+        return None
+    try:
+        image, width, height = decode_oriented(content)
+    except Exception:  # noqa: BLE001 - featurize decodes it again and quarantines it with its reason
+        return None
+    return {
+        "content_sha256": hashlib.sha256(content).hexdigest(),
+        "pixels": model_pixels(image).tobytes(),
+        DERIVATIVE_COLUMN: derivative(image),
+        "width": width,
+        "height": height,
+    }
+
+
 def preprocess(pixels: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., 3) -> MobileNetV2's input: float32 scaled to [-1, 1].
 
@@ -380,30 +399,41 @@ def quarantine_schema():
 def featurize_batch(
     batch: pa.RecordBatch, model, batch_size: int, derivatives: bool = False
 ) -> tuple[pa.RecordBatch, list[tuple[str, str]]]:
-    """Arrow rows (path, sha256, content) -> (the readable photos' path, sha256, features, width,
-    height [, derivative]; [(path, reason)] of the others). Each photo is decoded once (decode_oriented).
+    """Arrow rows (path, sha256, content, DECODED_COLUMNS) -> (the readable photos' path, sha256, features, width,
+    height [, derivative]; [(path, reason)] of the others). Each photo is decoded once: here (decode_oriented),
+    or already by the ingest pass (its pixels, derivative, width and height given, its content not read).
 
     The features column is one Arrow list array over one numpy buffer, nothing per value: a pandas
     UDF's array result goes through pyspark's per-element Python conversion instead (measured: 0.23 ms
     per photo, ~4 % of the inference itself).
     """
     paths = batch.column("path").to_pylist()
+    nulls = [None] * batch.num_rows  # binaryFile's rows: nothing decoded yet
+    decoded = zip(*(batch.column(n).to_pylist() if n in batch.schema.names else nulls for n in DECODED_INPUT))
     good: list[int] = []
     pixels: list[np.ndarray] = []
     width: list[int] = []
     height: list[int] = []
     unreadable: list[tuple[str, str]] = []
     kept: list[bytes] = []
-    for i, content in enumerate(batch.column("content").to_pylist()):
-        try:
-            image, w, h = decode_oriented(content)
-        except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, the file is quarantined
-            unreadable.append((paths[i], describe_error(exc)))
-            continue
-        good.append(i)
-        pixels.append(model_pixels(image))
+    for i, (content, (model_input, small, w, h)) in enumerate(zip(batch.column("content").to_pylist(), decoded)):
+        if model_input is not None:  # decoded by the ingest pass: its pixels, nothing to decode here
+            if len(model_input) != PIXELS_BYTES:
+                unreadable.append((paths[i], f"its bundle's pixels are {len(model_input)} bytes, not {PIXELS_BYTES}"))
+                continue
+            good.append(i)
+            pixels.append(np.frombuffer(model_input, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE, 3))
+        else:
+            try:
+                image, w, h = decode_oriented(content)
+            except Exception as exc:  # noqa: BLE001 - whatever Pillow raises, the file is quarantined
+                unreadable.append((paths[i], describe_error(exc)))
+                continue
+            good.append(i)
+            pixels.append(model_pixels(image))
+            small = derivative(image) if derivatives else None
         if derivatives:
-            kept.append(derivative(image))
+            kept.append(small)
         width.append(w)
         height.append(h)
     features = np.empty((len(good), FEATURE_DIM), dtype=np.float32)
@@ -556,19 +586,29 @@ def carry_committed_rows(spark, files, outputs: list[tuple[str, str]], featurize
 
 
 BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, content binary"
+# What the ingest pass adds to the bundle row of a photo it decoded (decoded_columns); null in other rows and in
+# bundles written before it did.
+DECODED_COLUMNS = "content_sha256 string, pixels binary, derivative binary, width int, height int"
+DECODED_NAMES = tuple(column.split()[0] for column in DECODED_COLUMNS.split(", "))
+DECODED_INPUT = ("pixels", DERIVATIVE_COLUMN, "width", "height")  # what the featurizer takes of them
 
 
 def read_bundles(spark, bundle_uris: list[str]):
-    """binaryFile's rows of these bundles (fruits.upload writes one row per photo, binaryFile's columns); `path`
-    is the photo's own URI, `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and
-    the features' path read as for plain files. An empty photo is a row like any other (decode_image quarantines
-    it). The schema is given, not inferred: the bundles' own extra columns (sha256) stay unread."""
+    """binaryFile's rows of these bundles + DECODED_COLUMNS (ingest.py writes one row per photo); `path` is the
+    photo's own URI, `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and the
+    features' path read as for plain files. An empty photo is a row like any other (decode_image quarantines
+    it). A row the ingest pass decoded comes without its content: that column is not read (Parquet's column
+    pruning; the other rows' scan skips the row groups where every photo was decoded, by their null counts).
+    The schema is given, not inferred: the bundles' own sha256 stays unread, older bundles read as undecoded."""
     from pyspark.sql import functions as F
 
+    schema = f"{BUNDLE_COLUMNS}, {DECODED_COLUMNS}"
     if not bundle_uris:
-        return spark.createDataFrame([], BUNDLE_COLUMNS)
-    bundles = spark.read.schema(BUNDLE_COLUMNS).parquet(*bundle_uris)
-    return bundles.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
+        return spark.createDataFrame([], schema)
+    bundles = spark.read.schema(schema).parquet(*bundle_uris)
+    decoded = bundles.where(F.col("pixels").isNotNull()).withColumn("content", F.lit(None).cast("binary"))
+    rows = decoded.unionByName(bundles.where(F.col("pixels").isNull()))
+    return rows.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
 
 
 def read_images(spark, input_uri: str, input_format: str = "files"):
@@ -608,11 +648,19 @@ def with_label_and_split(files, root: str):
 
 
 def featurize_frame(images, featurizer: Featurizer, *, root: str, batch_id: str | None):
-    """binaryFile rows -> one row per readable photo: path, label, split, features, width, height,
-    sha256, batch_id. The unreadable ones end in `featurizer.unreadable` once the frame is computed."""
+    """binaryFile rows (+ DECODED_COLUMNS when read from bundles) -> one row per readable photo: path, label,
+    split, features, width, height, sha256 (of the content as stored), batch_id. The unreadable ones end in
+    `featurizer.unreadable` once the frame is computed."""
     from pyspark.sql import functions as F
 
-    photos = images.select("path", F.sha2("content", 256).alias("sha256"), "content")
+    decoded = dict(column.split() for column in DECODED_COLUMNS.split(", "))
+    absent = {name: F.lit(None).cast(kind) for name, kind in decoded.items() if name not in images.columns}
+    photos = images.withColumns(absent).select(
+        "path",
+        F.coalesce("content_sha256", F.sha2("content", 256)).alias("sha256"),
+        "content",
+        *DECODED_INPUT,
+    )
     featurized = photos.mapInArrow(featurizer, features_schema(featurizer.derivatives))
     described = featurized.withColumn("batch_id", F.lit(batch_id).cast("string"))
     extra = [DERIVATIVE_COLUMN] if featurizer.derivatives else []

@@ -11,7 +11,9 @@ Then, here, with one read of each landing photo:
 1. executors: each listed photo read from its source with one GET (the listing is the batch's own date only),
    `photos.examine`d (identify, strip, hash both ways) in mapInPandas, and, when storable and not already in the
    batch's manifest, streamed with its key as a Parquet bundle row (binaryFile's columns + sha256) into the job's
-   run folder `raw/batch=<ds>/run=<run id>/`; the small columns go to the driver through an accumulator;
+   run folder `raw/batch=<ds>/run=<run id>/`; a photo bigger than its model pixels is decoded there, its one
+   decode of the night, and its row carries featurize's DECODED_COLUMNS (featurize reads those, not the photo);
+   the small columns go to the driver through an accumulator;
 2. driver: each landing file's outcome (`decide`): rejected, already in this batch, already in another batch
    that keeps it long enough (one index read per shard touched), or new; the few bundles holding a photo the
    decision does not store (a twin in the night, a photo another batch holds) rewritten without it;
@@ -39,9 +41,10 @@ import lakeindex
 import photos
 
 try:  # the driver imports this module as a script; workers import it from --py-files
+    import featurize
     import jobio
 except ImportError:  # pragma: no cover - run as `python -m spark_jobs.ingest`
-    from spark_jobs import jobio
+    from spark_jobs import featurize, jobio
 
 UPLOADS_MANIFEST = "_uploads.json"  # fruits.storage's names, checked equal by a test
 INGESTION_REPORT = lakefiles.INGESTION_REPORT
@@ -55,7 +58,7 @@ PHOTOS_PER_TASK = 512
 PHOTOS_PER_FRAME = 16
 # What the driver decides on, per photo read (no content), through an accumulator of the write's own stage.
 EXAMINED_COLUMNS = ("uri", "key", "sha256", "content_sha256", "format", "metadata", "reason", "detail")
-BUNDLE_PHOTO_SCHEMA = "path string, content binary, sha256 string"
+BUNDLE_PHOTO_SCHEMA = f"path string, content binary, sha256 string, {featurize.DECODED_COLUMNS}"
 KEY_COLLISION = "its name and the first 8 hex digits of its hash are another photo's; rename it and rerun"
 
 
@@ -124,7 +127,9 @@ def examine_and_bundle(
                     + (verdict.format, verdict.metadata, verdict.reason, verdict.detail)
                 )
                 if not verdict.reason and recorded.value.isdisjoint((verdict.sha256, verdict.content_sha256)):
-                    rows.append({"path": raw_uri + path_key, "content": verdict.content, "sha256": verdict.sha256})
+                    row = {"path": raw_uri + path_key, "content": verdict.content, "sha256": verdict.sha256}
+                    decoded = featurize.decoded_columns(verdict.content)  # a big photo's one decode of the night
+                    rows.append({**row, **(decoded or dict.fromkeys(featurize.DECODED_NAMES))})
                 if len(rows) == PHOTOS_PER_FRAME:  # a worker holds this many photos' bytes at once, not a task's
                     yield pd.DataFrame(rows, columns=columns)
                     rows = []
@@ -149,6 +154,7 @@ def bundle_landing(spark, listing, job: dict[str, Any], candidates: int, candida
         F.length("content").cast("long").alias("length"),
         "content",
         "sha256",
+        *featurize.DECODED_NAMES,
     ).sortWithinPartitions("path")
 
 

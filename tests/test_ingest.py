@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ingest
 import lakeindex
+import numpy as np
 import photos
 import pyarrow.parquet as pq
 import pytest
@@ -101,8 +102,8 @@ def test_the_ingest_job_runs_the_same_arguments_on_emr_and_through_local_spark_s
     args = list(job.args)
     assert job.name == steps.INGEST and job.script == code + "spark_jobs/ingest.py"
     assert job.py_files == tuple(
-        code + "spark_jobs/" + m for m in ("jobio.py", "lakefiles.py", "lakeindex.py", "photos.py")
-    )
+        code + "spark_jobs/" + m for m in ("jobio.py", "lakefiles.py", "lakeindex.py", "photos.py", "featurize.py")
+    )  # featurize's functions decode the big photos in the pass
     assert args[args.index("--raw") + 1] == lake.raw_uri(root, BATCH)
     assert args[args.index("--index") + 1] == lake.area_uri(root, "index")
     assert (
@@ -511,6 +512,84 @@ def test_a_night_of_phone_photos_and_their_bad_twins_is_read_once_and_stored_wit
             assert_no_location(content)
     with Image.open(io.BytesIO(stored["rotated.jpg"])) as kept:
         assert kept.getexif().get(0x0112) == 6 and kept.size == (4032, 3024)  # the orientation stays for featurize
+
+    # The night's one decode: a photo bigger than its model pixels carries them, upright, and its derivative; a
+    # photo that does not decode (truncated) or is not bigger (the bomb's few KB) is left for featurize.
+    decoded = {r["path"].rsplit("/", 1)[1]: r for r in rows if r["pixels"] is not None}
+    assert sorted(decoded) == sorted(n for n in stored if len(stored[n]) > featurize.PIXELS_BYTES and n != "cut.jpg")
+    assert {"rotated.jpg", "phone.heic", "big.jpg", "xmp.jpg"} <= decoded.keys()
+    for name, row in decoded.items():
+        pixels, width, height = featurize.decode_image(row["content"])
+        assert row["pixels"] == pixels.tobytes() and (row["width"], row["height"]) == (width, height), name
+        assert row["content_sha256"] == photos.sha256_hex(row["content"])
+        assert_no_location(row["derivative"])
+        assert b"GPS" not in row["derivative"] and b"SN0" not in row["derivative"], name
+    assert (decoded["rotated.jpg"]["width"], decoded["rotated.jpg"]["height"]) == (3024, 4032)  # as displayed
+    assert all(r["derivative"] is None and r["width"] is None for r in rows if r["pixels"] is None)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_featurize_takes_the_pixels_the_ingest_pass_decoded_and_gives_the_features_of_decoding_the_photos(
+    tmp_path, spark, sample_dir, litert_payload
+):
+    """Issue 22's decode once, across the two steps: featurize reads a decoded photo's pixels, derivative and size
+    from its bundle row, not its content (the scan of those rows does not read that column), and its features,
+    hashes, sizes and derivatives are those of featurize decoding the stored photos itself; a thumbnail and a
+    truncated photo, not decoded by the pass, are decoded (or quarantined) by featurize as before."""
+    from conftest import payload_args
+
+    from benchmarks import phone_photos
+
+    phones = {f"{p.kind}-{p.index}": p.path.read_bytes() for p in phone_photos.workload(2, 1, 1, sample_dir=sample_dir)}
+    night = {
+        "rotated.jpg": phones["jpeg-1"],
+        "phone.heic": phones["heic-0"],
+        "big.jpg": phones["jpeg48-0"],
+        "cut.jpg": phones["jpeg-0"][:1_000_000],
+        "thumbnail.jpg": next(sample_dir.glob("Training/*/*.jpg")).read_bytes(),
+    }
+    _, lake_store, args = kiwi_night(tmp_path, night)
+    ingest.run(spark, args, store=lake_store)
+    raw = lake.raw_uri(lake_store.root, BATCH)
+    manifest = json.loads(lake_store.read(storage.batch_manifest_uri(lake_store.root, BATCH)))
+    bundles = [raw + name for name in manifest["bundles"]]
+    rows = [r for uri in bundles for r in pq.read_table(uri.removeprefix("file://")).to_pylist()]
+    decoded = sorted(r["path"].rsplit("/", 1)[1] for r in rows if r["pixels"] is not None)
+    assert decoded == ["big.jpg", "phone.heic", "rotated.jpg"]
+
+    leaves = featurize.read_bundles(spark, bundles)._jdf.queryExecution().executedPlan().collectLeaves()
+    scans = [leaves.apply(i) for i in range(leaves.size())]
+    read = {frozenset(scan.requiredSchema().fieldNames()) for scan in scans}  # the columns each scan reads
+    decoded_rows = frozenset({"path", "modificationTime", "length", *featurize.DECODED_NAMES})
+    assert len(scans) == 2 and read == {decoded_rows, decoded_rows | {"content"}}, read
+
+    plain = tmp_path / "stored" / "Kiwi"  # the same stored bytes as plain files: featurize decodes every one
+    plain.mkdir(parents=True)
+    for row in rows:
+        (plain / row["path"].rsplit("/", 1)[1]).write_bytes(row["content"])
+    outputs = {}
+    for name, source in {"bundles": raw, "files": str(plain.parent)}.items():
+        features, derived = tmp_path / name / "features", tmp_path / name / "derived"
+        common = ["--input", source, "--input-format", name, "--output", str(features), "--derived", str(derived)]
+        metrics = featurize.run(
+            spark, featurize.parse_args([*common, "--batch-id", BATCH, *payload_args(litert_payload)])
+        )
+        assert (metrics["featurized"], metrics["quarantined"]) == (4, 1), name
+        committed = spark.read.parquet(*jobio.committed_files(jobio.HadoopFiles(spark), str(features), ".parquet"))
+        kept = spark.read.parquet(*jobio.committed_files(jobio.HadoopFiles(spark), str(derived), ".parquet"))
+        table = committed.join(kept.select("path", "derivative"), "path").toPandas()
+        outputs[name] = table.set_index(table["path"].str.rsplit("/", n=1).str[-1]).sort_index()
+    ours, reference = outputs["bundles"], outputs["files"]
+    assert list(ours.index) == list(reference.index) == sorted(set(night) - {"cut.jpg"})
+    for column in ("width", "height", "sha256", "derivative"):
+        assert ours[column].tolist() == reference[column].tolist(), column
+    assert ours["sha256"].tolist() == [
+        photos.sha256_hex(r["content"])
+        for r in sorted(rows, key=lambda r: r["path"])
+        if not r["path"].endswith("cut.jpg")
+    ]
+    np.testing.assert_array_equal(np.stack(ours["features"].to_numpy()), np.stack(reference["features"].to_numpy()))
 
 
 # The ingest job's own `main`, with its pass failing once mid-task: the first attempt of task 0 reads, examines

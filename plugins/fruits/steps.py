@@ -32,6 +32,7 @@ PCA_MODES = (PCA_AUTO, PCA_PROJECT, PCA_REFIT)
 LOCAL_MASTER = "local[2]"  # the local target's Spark: two cores, as the tests' sessions
 # spark_jobs/ modules the jobs import, shipped with --py-files (fruits.release.helper_modules lists them).
 HELPER_MODULES = ("jobio.py", "lakefiles.py", "lakeindex.py", "photos.py")
+FEATURIZE_SCRIPT = "featurize.py"
 FEATURE_DIMENSIONS = 1280  # MobileNetV2's pooled features: the most components a basis can have
 
 
@@ -68,7 +69,8 @@ def ingest_job(
 ) -> SparkJob:
     """`ingest.py`: the per-photo work of an ingestion (fruits.upload.write_listing wrote `listing`, whose
     sources are under `landing`) into the batch's raw folder, the index updated."""
-    script, py_files = _code_files(code_uri, helper_modules, "ingest.py")
+    # The pass decodes the big photos for featurize, with featurize's own functions.
+    script, py_files = _code_files(code_uri, [*helper_modules, FEATURIZE_SCRIPT], "ingest.py")
     args = [
         "--listing",
         listing,
@@ -103,7 +105,7 @@ def featurize_job(
     runtime: str | None = None,
     batch_size: int | None = None,
 ) -> SparkJob:
-    script, py_files = _code_files(code_uri, helper_modules, "featurize.py")
+    script, py_files = _code_files(code_uri, helper_modules, FEATURIZE_SCRIPT)
     args = [
         # The raw lake holds Parquet bundles of photos (fruits.upload), not one file per photo.
         "--input",
