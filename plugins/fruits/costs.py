@@ -1067,7 +1067,8 @@ def steady_state_month(
                 f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
                 f"then Archive Instant); the PCA's outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts, featurize's "
                 f"in {featurize_output_files(plain):,} files a night (one per input split of at most "
-                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of bundles, at least {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
+                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of bundles, at least "
+                f"{OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
             ),
             (
                 f"cluster: 1 {sizing.primary_types[0]} + {sizing.core_count + sizing.task_count} "

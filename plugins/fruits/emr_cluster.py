@@ -432,9 +432,9 @@ def night_network_bytes(photo_bytes: int, photos: int) -> int:
     step in its busier direction (fruits.costs.step_bytes), as the listing tells them: the photos once (the ingest
     pass reads them and writes them, stripped, into the bundles), and twice the model pixels of each photo bigger
     than them (the ingest pass decodes it and writes its pixels beside it, featurize reads them instead of the
-    photo): at most photo_bytes // (PIXELS_BYTES + 1) photos. Not in the listing: the decoded photos' derivatives
-    (a tenth of their pixels, docs/costs.md) and the small photos featurize reads again (a million thumbnails,
-    4.7 GB), both left to the night's other hour."""
+    photo). The listing has no photo's size: as many photos as its bytes could hold bigger than their pixels count
+    as decoded, which for small photos is more than featurize's second read of them. Not known before the decode:
+    the decoded photos' derivatives (a tenth of their pixels, docs/costs.md), left to the night's other hour."""
     decoded = min(photos, photo_bytes // (PIXELS_BYTES + 1))
     return photo_bytes + 2 * decoded * PIXELS_BYTES
 
