@@ -663,9 +663,11 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
             math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object
         ),
         # The PCA opens each features file (one row group) for its statistics, then for the projection.
-        "pca_reads": 2
-        * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
-        * featurize_gets_per_bundle(1),
+        "pca_reads": round(
+            2
+            * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
+            * featurize_gets_per_bundle(1)
+        ),
         # A refit reads each merged batch's commit marker and its statistics file.
         "refit_stats_reads": 2 * workload.refit_batches,
     }
