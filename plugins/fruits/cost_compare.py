@@ -417,7 +417,7 @@ def photo_levers(
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
     # (name, changes to the workload, every worker on spot)
     changes: list[tuple[str, dict[str, Any], bool]] = [("today's jobs", {}, False)]
-    if staged:
+    if staged and not workload.decoded_share:  # the worker's upload decodes nothing: priced for undecoded photos only
         changes.append(
             ("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}, False)
         )

@@ -157,10 +157,13 @@ KEYS_PER_LIST_PAGE = 1000
 # it resolves its status (1 HEAD) and reads its footer (parquet-mr reads the 8-byte footer length at the
 # end, then the footer: counted as 2 GETs, though S3A may serve both from one), then 1 ranged GET per row
 # group (its column chunks lie side by side and are fetched as one range; counted one per row group even
-# where S3A merges neighbours). A bundle is opened once when it is one split, as on a nightly million;
+# where S3A merges neighbours). A bundle is opened once a scan when it is one split, as on a nightly million;
 # re-opening a finer-cut small batch is not counted (docs/choices.md, "Measured behind the constants").
 GETS_TO_OPEN_A_BUNDLE = 3
 GETS_PER_ROW_GROUP = 1
+# featurize.read_bundles scans the bundles twice: the rows the ingest pass decoded, without their content, and the
+# others; each scan opens every bundle and skips the row groups that hold none of its rows (their null counts).
+FEATURIZE_SCANS_OF_A_BUNDLE = 2
 # A row group read without its `content` (photos the ingest pass decoded): the columns before it and those after it
 # are two ranges.
 GETS_PER_PRUNED_ROW_GROUP = 2
@@ -589,10 +592,13 @@ def list_pages(keys: int) -> int:
 
 
 def featurize_gets_per_bundle(photos: float, decoded_share: float = 0.0) -> float:
-    """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE), a
-    `decoded_share` of the bundles read without their content (GETS_PER_PRUNED_ROW_GROUP)."""
+    """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE): opened by
+    each of its scans (FEATURIZE_SCANS_OF_A_BUNDLE), a `decoded_share` of its row groups read without their content
+    (GETS_PER_PRUNED_ROW_GROUP), the others whole (each class's photos fill their row groups: a mix of both in one
+    row group, read by both scans, is not counted)."""
     per_row_group = GETS_PER_ROW_GROUP + decoded_share * (GETS_PER_PRUNED_ROW_GROUP - GETS_PER_ROW_GROUP)
-    return GETS_TO_OPEN_A_BUNDLE + per_row_group * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
+    opens = FEATURIZE_SCANS_OF_A_BUNDLE * GETS_TO_OPEN_A_BUNDLE
+    return opens + per_row_group * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
 
 
 def committed_file_puts(files: int, total_bytes: float) -> int:
@@ -663,11 +669,9 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
             math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object
         ),
         # The PCA opens each features file (one row group) for its statistics, then for the projection.
-        "pca_reads": round(
-            2
-            * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
-            * featurize_gets_per_bundle(1)
-        ),
+        "pca_reads": 2
+        * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
+        * (GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP),
         # A refit reads each merged batch's commit marker and its statistics file.
         "refit_stats_reads": 2 * workload.refit_batches,
     }
