@@ -24,8 +24,8 @@ from fruits.emr_cluster import (
     DEFAULT_PRIMARY_TYPES,
     DEFAULT_WORKER_TYPES,
     INSTANCE_TYPES,
-    NIGHT_NETWORK_PASSES,
     ClusterSizing,
+    night_network_bytes,
     sized_for_night,
     worker_vcpus,
 )
@@ -146,12 +146,15 @@ def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
     assert workload(mean_image_bytes=4530 * 200).photos_per_object == 1  # a photo over the limit: a bundle of its own
 
 
-def test_featurize_reads_each_bundle_once_plus_one_get_per_row_group(monkeypatch):
-    # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle.
-    assert costs.featurize_gets_per_bundle(1000) == 3 + 16
+def test_featurize_opens_each_bundle_once_a_scan_plus_one_get_per_row_group(monkeypatch):
+    # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle, in each of featurize's two
+    # scans (the rows the ingest pass decoded, the others: the one that holds none of a row group's rows skips it).
+    assert costs.featurize_gets_per_bundle(1000) == 2 * 3 + 16
+    # Rows the ingest pass decoded: their row groups read without the content, the columns before it and after it.
+    assert costs.featurize_gets_per_bundle(1000, decoded_share=1.0) == 2 * 3 + 2 * 16
     monkeypatch.setattr(storage, "BUNDLE_ROW_GROUP_PHOTOS", 500)
-    assert costs.featurize_gets_per_bundle(1000) == 3 + 2
-    assert costs.s3_requests(workload())["get"]["featurize_reads"] == 1000 * (3 + 2)
+    assert costs.featurize_gets_per_bundle(1000) == 2 * 3 + 2
+    assert costs.s3_requests(workload())["get"]["featurize_reads"] == 1000 * (2 * 3 + 2)
 
 
 def test_s3_requests_per_photo_objects_against_bundles(prices):
@@ -193,7 +196,7 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
             **outputs,
         },
         "get": {
-            "featurize_reads": 1000 * (3 + 16),
+            "featurize_reads": 1000 * (2 * 3 + 16),
             "upload_manifests": 366,
             "landing_reads": 0,
             "catchup_reads": 0,
@@ -204,10 +207,10 @@ def test_s3_requests_per_photo_objects_against_bundles(prices):
     per_photo_usd = costs.s3_costs(workload(images_per_object=1), PARIS, prices)
     bundled_usd = costs.s3_costs(workload(), PARIS, prices)
     assert per_photo_usd["s3_requests"] == pytest.approx((1_002_004 + 168) * put + (2_000_366 + 440) * get)
-    assert bundled_usd["s3_requests"] == pytest.approx((1006 + 168) * put + (19_366 + 440) * get)
-    # The PUTs, which dominate, fall by the bundle size; all requests together by over 400 x.
+    assert bundled_usd["s3_requests"] == pytest.approx((1006 + 168) * put + (22_366 + 440) * get)
+    # The PUTs, which dominate, fall by the bundle size; all requests together by over 350 x.
     assert per_photo["put"]["upload_objects"] / bundled["put"]["upload_objects"] == 1000
-    assert per_photo_usd["s3_requests"] / bundled_usd["s3_requests"] > 400
+    assert per_photo_usd["s3_requests"] / bundled_usd["s3_requests"] > 350
     # Same bytes either way, but 4.5 KB objects are under Glacier IR's 128 KiB: the lifecycle leaves them Standard.
     assert per_photo_usd["s3_storage"] > bundled_usd["s3_storage"] > 0
     assert costs.area_volumes(workload(images_per_object=1))["raw/"]["large_objects"] == 0
@@ -251,7 +254,7 @@ def test_a_known_bundle_count_prices_the_batch_as_stored():
     stored = workload(images=120_000, objects_in_batch=150)  # e.g. a batch uploaded in several nights
     assert stored.objects == 150 and stored.photos_per_object == 800
     assert costs.s3_requests(stored)["put"]["upload_objects"] == 150
-    assert costs.s3_requests(stored)["get"]["featurize_reads"] == 150 * (3 + 13)  # 800 photos: 13 row groups
+    assert costs.s3_requests(stored)["get"]["featurize_reads"] == 150 * (2 * 3 + 13)  # 800 photos: 13 row groups
     assert workload(images=120_000).objects == 120
 
 
@@ -1154,7 +1157,7 @@ def test_a_new_basis_pays_the_features_retrieval_and_its_outputs_tiers_once(pric
 # ------------------------------------------------------------------------------ photo classes (issue 22)
 
 
-def classes_file(tmp_path, jpeg12=20.0, heic=100.0) -> Path:
+def classes_file(tmp_path, jpeg12=20.0, heic=100.0, jpeg12_bytes=3e6) -> Path:
     """A photo_classes.json: one decode a second of thumbnails 1,000 (1 ms), of the phone classes as given; an
     end-to-end ratio that the model must not read."""
 
@@ -1168,7 +1171,11 @@ def classes_file(tmp_path, jpeg12=20.0, heic=100.0) -> Path:
             "mean_derivative_bytes": 10_000,
         }
 
-    classes = {"thumbnail": row(1000, 1000, 14_530), "jpeg12": row(jpeg12, 50, 3e6), "heic": row(heic, 100, 2e6)}
+    classes = {
+        "thumbnail": row(1000, 1000, 14_530),
+        "jpeg12": row(jpeg12, 50, jpeg12_bytes),
+        "heic": row(heic, 100, 2e6),
+    }
     path = tmp_path / "photo_classes.json"
     path.write_text(json.dumps({"measured_at": "now", "classes": classes}))
     return path
@@ -1178,15 +1185,28 @@ def test_a_photo_mix_weighs_each_class_s_seconds_and_bytes_and_thumbnails_stay_t
     path = classes_file(tmp_path)
     today, _ = costs.default_throughput()
     phone = costs.photo_mix("phone", path)
-    # A photo's seconds: a thumbnail's end to end + its decode's extra over a thumbnail's (49 ms, 9 ms), mixed
-    # 70/30; never the end-to-end ratio of the small runs.
-    jpeg12, heic = 1 / today + 0.050 - 0.001, 1 / today + 0.010 - 0.001
-    assert phone.featurize_per_vcpu == pytest.approx(1 / (0.7 * jpeg12 + 0.3 * heic))
+    # Both phone classes are bigger than their model pixels: the ingest pass decodes them (50 ms, 10 ms) after its own
+    # work (20 ms, 10 ms), mixed 70/30; featurize only infers: a thumbnail's end to end, whatever their decode.
+    assert phone.ingest_per_vcpu == pytest.approx(1 / (0.7 * (1 / 50 + 1 / 20) + 0.3 * (1 / 100 + 1 / 100)))
+    assert phone.featurize_per_vcpu == pytest.approx(today)
     assert costs.photo_mix("phone", classes_file(tmp_path, jpeg12=2000, heic=2000)).featurize_per_vcpu == today
-    assert phone.ingest_per_vcpu == pytest.approx(1 / (0.7 / 50 + 0.3 / 100))
+    # Their rows hold the pixels, the derivative and the hash beside the photo; featurize reads those, not the photo.
+    assert phone.decoded_share == 1
+    row = featurize.PIXELS_BYTES + 10_000 + costs.CONTENT_SHA256_BYTES
+    assert phone.decoded_bytes == pytest.approx(row) and phone.featurize_read_bytes == pytest.approx(row)
     assert phone.original_bytes == pytest.approx(0.7 * 3e6 + 0.3 * 2e6)
     assert phone.stripped_bytes == pytest.approx(phone.original_bytes - 10_000) and phone.derivative_bytes == 10_000
-    assert costs.photo_mix("thumbnail", path).featurize_per_vcpu == pytest.approx(today)
+    # A class not bigger than its pixels is decoded by featurize as before: a thumbnail's end to end + its decode's
+    # extra over a thumbnail's (49 ms), never the end-to-end ratio of the small runs; its photo is what featurize reads.
+    small = costs.photo_mix("phone", classes_file(tmp_path, jpeg12_bytes=featurize.PIXELS_BYTES + 10_000))
+    assert small.decoded_share == pytest.approx(0.3) and small.decoded_bytes == pytest.approx(0.3 * row)
+    assert small.featurize_per_vcpu == pytest.approx(1 / (0.7 * (1 / today + 0.050 - 0.001) + 0.3 / today))
+    assert small.ingest_per_vcpu == pytest.approx(1 / (0.7 / 50 + 0.3 * (1 / 100 + 1 / 100)))
+    assert small.featurize_read_bytes == pytest.approx(0.7 * featurize.PIXELS_BYTES + 0.3 * row)
+    thumbnail = costs.photo_mix("thumbnail", path)
+    assert thumbnail.featurize_per_vcpu == pytest.approx(today) and thumbnail.ingest_per_vcpu == 1000
+    assert thumbnail.decoded_share == thumbnail.decoded_bytes == 0
+    assert thumbnail.featurize_read_bytes == thumbnail.stripped_bytes
     with pytest.raises(ValueError, match="photo mix must be one of"):
         costs.photo_mix("dslr", path)
     with pytest.raises(FileNotFoundError, match="photo_classes.py"):
@@ -1211,7 +1231,7 @@ def test_the_phone_month_bills_the_ingest_step_the_short_originals_the_landing_a
     assert list(night["seconds"])[:3] == ["ingest_s", "featurize_s", "pca_s"]
     # The ingest step reads 2.75 TB from the landing once (it bundles in the same pass) while it writes 2.7 TB of
     # bundles: its workers' baseline bandwidth (3.75 Gbps each way a worker), not its CPU work, sets its time.
-    grown = sized_for_night(sizing, round(2.75e12))  # the cluster the night's bytes size, as the plan does
+    grown = sized_for_night(sizing, round(2.75e12), phone.images)  # the cluster the night's bytes size, as the plan
     workers = grown.core_count + grown.task_count
     network_s = 2.75e12 / (workers * 3.75e9 / 8)
     assert 1e6 / (60.0 * worker_vcpus(grown)) < network_s
@@ -1267,16 +1287,16 @@ def test_originals_removed_by_their_run_are_billed_its_hours_and_a_window_its_da
     assert month_kept["components_usd"]["storage raw/"] == pytest.approx(
         2.7e3 * standard / costs.DAYS_PER_MONTH * costs.DAYS_PER_MONTH, rel=1e-3
     )
-    assert month_removed["components_usd"]["storage raw/"] < month_kept["components_usd"]["storage raw/"] / 20
-    saved = month_kept["monthly_usd"] - month_removed["monthly_usd"]
-    assert saved == pytest.approx(
-        month_kept["components_usd"]["storage raw/"] - month_removed["components_usd"]["storage raw/"], abs=0.01
-    )
     hours = costs.originals_seconds(
         costs.estimate_emr(costs.night_workload(removed, costs.RETENTION_DAYS), sizing, region=PARIS, prices=prices)[
             "seconds"
         ]
     )
+    # The same bytes in Standard: the run's share of a day against a whole day.
+    kept_raw, removed_raw = (m["components_usd"]["storage raw/"] for m in (month_kept, month_removed))
+    assert removed_raw == pytest.approx(kept_raw * hours / 86400, rel=1e-3) and removed_raw < kept_raw / 10
+    saved = month_kept["monthly_usd"] - month_removed["monthly_usd"]
+    assert saved == pytest.approx(kept_raw - removed_raw, abs=0.01)
     assert any(
         f"originals removed by the run that commits their features (~{hours / 3600:.1f} h)" in line
         for line in month_removed["assumptions"]
@@ -1320,8 +1340,8 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
         )
     assert [r["change"] for r in thumbnails["levers"]][:2] == [
         "today's jobs",
-        "featurize takes the photos from the ingest pass",
-    ]  # an S3 landing: nothing is staged
+        "ingest and featurize fused: no bundles written nor read back",
+    ]  # an S3 landing: nothing is staged; thumbnails' features fit in their splits' files
     # The text bill says what the last row still pays, against the mix's target.
     assert costs_cli.main(["bill", "--photo-mix", "thumbnail"]) == 0
     last = thumbnails["levers"][-1]["processing_usd_per_million"]
@@ -1336,13 +1356,18 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
 
 
 def phone_night(**extra) -> costs.Workload:
-    """A million 3 MB photos from an s3:// landing, ingested on the cluster, derivatives kept."""
+    """A million 3 MB photos from an s3:// landing, ingested and decoded on the cluster (their pixels, derivative and
+    hash in their bundle rows), derivatives kept."""
+    decoded = featurize.PIXELS_BYTES + 13_000 + costs.CONTENT_SHA256_BYTES
     return workload(
         mean_image_bytes=3e6,
         landing_on_s3=True,
         ingest_per_vcpu=100.0,
         derivative_bytes=13_000,
         landing_image_bytes=3e6,
+        decoded_share=1.0,
+        decoded_bytes=decoded,
+        featurize_read_bytes=decoded,
         **extra,
     )
 
@@ -1375,9 +1400,10 @@ def test_what_the_cluster_writes_pays_a_multipart_upload_per_file():
 
 def test_featurize_writes_one_file_per_input_split_and_each_big_one_moves_to_glacier(prices):
     phone = phone_night()
-    # 3 TB of bundles in featurize's 2 GiB splits: 1,397 tasks, each writing a features file and a derivatives file.
-    splits = math.ceil(3e12 / featurize.MAX_SPLIT_BYTES)
-    assert costs.featurize_output_files(phone) == splits == 1_397
+    # 3 TB of photos and their decoded columns in featurize's 2 GiB splits (Spark cuts files by their bytes, whichever
+    # columns it reads): a task each, writing a features file and a derivatives file.
+    splits = math.ceil(phone.images * (3e6 + phone.decoded_bytes) / featurize.MAX_SPLIT_BYTES)
+    assert costs.featurize_output_files(phone) == splits > math.ceil(3e12 / featurize.MAX_SPLIT_BYTES)
     assert costs.featurize_output_files(workload()) == 55  # small photos: 64 MB parts, as assumed before
     requests = costs.s3_requests(phone)
     assert requests["put"]["featurize_outputs"] == 2 * splits * 3 + 3
@@ -1399,22 +1425,46 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
     assert bandwidth == 2 * 3.75e9 / 8
     free = costs.job_seconds(phone, 16, overheads)
     bound = costs.job_seconds(phone, 16, overheads, bandwidth)
-    # ingest: 3 TB in from the landing, once, 3 TB out to the bundles; featurize: them back in.
-    assert costs.step_bytes(phone)["ingest_s"] == 3e12
-    assert bound["ingest_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
-    # The plan sizes the night on the same crossings (sized_for_night): ingest's read of the landing, featurize's of
-    # the bundles.
+    # ingest: 3 TB in from the landing, once; out, the bundles: the photos and their decoded columns (the busier way).
     moved = costs.step_bytes(phone)
-    assert moved["ingest_s"] + moved["featurize_s"] == NIGHT_NETWORK_PASSES * 3e12
-    assert bound["featurize_s"] == pytest.approx(3e12 / bandwidth + overheads.step_s)
+    bundles = phone.images * (3e6 + phone.decoded_bytes)
+    assert moved["ingest_s"] == pytest.approx(bundles) and bundles > phone.images * phone.landing_image_bytes
+    assert bound["ingest_s"] == pytest.approx(bundles / bandwidth + overheads.step_s)
+    # featurize reads the decoded columns back (Parquet column pruning), not the photos: its CPU work sets its time.
+    assert moved["featurize_s"] == pytest.approx(phone.images * phone.decoded_bytes)
+    assert bound["featurize_s"] == pytest.approx(free["featurize_s"])
+    assert costs.network_bound_steps(phone, 16, overheads, bandwidth) == ["ingest"]
+    # Without the decode in the ingest pass featurize would read the 3 TB of photos back, the network its bound.
+    undecoded = replace(phone, decoded_share=0.0, decoded_bytes=0.0, featurize_read_bytes=None)
+    assert costs.step_bytes(undecoded)["featurize_s"] == 3e12
+    assert costs.job_seconds(undecoded, 16, overheads, bandwidth)["featurize_s"] > bound["featurize_s"]
+    # The plan sizes the night on the same crossings from its listing (sized_for_night), all but the decoded photos'
+    # derivatives and hashes, which it cannot know before the decode.
+    beside_pixels = phone.decoded_bytes - featurize.PIXELS_BYTES
+    plan = night_network_bytes(round(phone.images * phone.landing_image_bytes), phone.images)
+    assert moved["ingest_s"] + moved["featurize_s"] == pytest.approx(plan + 2 * phone.images * beside_pixels)
     assert bound["pca_s"] == free["pca_s"]  # 7 GB of features: its CPU work is longer
     # Twice the workers, half the network time; a night of thumbnails is never bound.
     bigger = costs.job_seconds(phone, 32, overheads, 2 * bandwidth)
     assert bigger["ingest_s"] - overheads.step_s == pytest.approx((bound["ingest_s"] - overheads.step_s) / 2)
     assert costs.network_bound_steps(workload(ingest_per_vcpu=1000.0), 16, overheads, bandwidth) == []
-    # Taking the photos from the ingest pass leaves featurize its CPU work.
-    fused = costs.job_seconds(replace(phone, featurize_rereads_bundles=False), 16, overheads, bandwidth)
-    assert fused["featurize_s"] == pytest.approx(free["featurize_s"])
+
+
+def test_featurize_reads_a_decoded_photo_s_row_without_its_content(prices):
+    phone = phone_night()
+    undecoded = replace(phone, decoded_share=0.0, decoded_bytes=0.0, featurize_read_bytes=None)
+    requests, before = costs.s3_requests(phone), costs.s3_requests(undecoded)
+    # A row group's columns before the content and those after it: two ranged GETs instead of one.
+    groups = math.ceil(phone.photos_per_object / storage.BUNDLE_ROW_GROUP_PHOTOS)
+    extra = phone.objects * groups * (costs.GETS_PER_PRUNED_ROW_GROUP - costs.GETS_PER_ROW_GROUP)
+    assert requests["get"]["featurize_reads"] == before["get"]["featurize_reads"] + extra
+    # raw/ holds the decoded columns beside the photos, for the originals' window.
+    raw = costs.area_volumes(phone)["raw/"]["bytes"]
+    assert raw == pytest.approx(costs.area_volumes(undecoded)["raw/"]["bytes"] + phone.images * phone.decoded_bytes)
+    with pytest.raises(ValueError, match="decoded_share needs ingest_per_vcpu"):
+        workload(decoded_share=1.0)  # the Airflow worker's upload decodes nothing
+    with pytest.raises(ValueError, match="share"):
+        replace(phone, decoded_share=1.5)
 
 
 def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
@@ -1423,10 +1473,10 @@ def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
     assert names[:3] == [
         "today's jobs",
         "featurize writes 64 MB parts",
-        "featurize takes the photos from the ingest pass",
+        "ingest and featurize fused: no bundles written nor read back",
     ]
     assert rows[1]["wall_minutes"] == rows[0]["wall_minutes"]  # fewer files: requests, not minutes
-    assert rows[2]["wall_minutes"] < rows[1]["wall_minutes"]
+    assert rows[2]["wall_minutes"] < rows[1]["wall_minutes"]  # the bundles' writes: the network-bound ingest's bytes
     assert all(r["saved_usd_per_million"] > 0 for r in rows[1:])
     cheapest = [r for r in rows if r["change"].endswith("(the cheapest count)")]
     if cheapest:  # the cheapest task count, when it is not the one the night is sized for: always last
@@ -1436,14 +1486,17 @@ def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
 def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundles(prices):
     phone, overheads = phone_night(), costs.Overheads()
     fused = replace(phone, ingest_fused=True)
-    requests = costs.s3_requests(fused)
+    requests, today = costs.s3_requests(fused), costs.s3_requests(phone)
     # One GET a landing photo, as the ingest job's one pass; no bundle read back; the other GETs are the run's few
     # manifests and the PCA's reads of the outputs.
-    assert requests["get"]["landing_reads"] == fused.images == costs.s3_requests(phone)["get"]["landing_reads"]
+    assert requests["get"]["landing_reads"] == fused.images == today["get"]["landing_reads"]
     assert requests["get"]["featurize_reads"] == 0
     others = sum(requests["get"].values()) - requests["get"]["landing_reads"]
     assert 0 < others < fused.images / 50
-    assert requests["put"]["upload_objects"] == 0 and costs.s3_requests(phone)["put"]["upload_objects"] > 0
+    assert requests["put"]["upload_objects"] == 0 and today["put"]["upload_objects"] > 0
+    # What fusing saves in requests now: the bundles' writes and featurize's reads of their decoded columns.
+    saved_gets = sum(today["get"].values()) - sum(requests["get"].values())
+    assert saved_gets == today["get"]["featurize_reads"]
     assert costs.area_volumes(fused)["raw/"] == {"bytes": 0, "large_objects": 0}  # no originals in the lake
     # One step: the photo's ingest and featurize seconds on one CPU, its bytes the landing's once (the outputs go
     # the other way); the longer of the two.
@@ -1453,6 +1506,9 @@ def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundl
     cpu = fused.images * (1 / fused.ingest_per_vcpu + 1 / fused.throughput_per_vcpu) / 16
     assert seconds["featurize_s"] == pytest.approx(max(cpu, 3e12 / bandwidth) + overheads.step_s)
     assert costs.step_bytes(fused)["featurize_s"] == 3e12
+    # In bytes it saves the bundles' writes over the landing's read, and featurize's read of the decoded columns.
+    moved = costs.step_bytes(phone)
+    assert moved["ingest_s"] + moved["featurize_s"] - 3e12 == pytest.approx(2 * phone.images * phone.decoded_bytes)
     with pytest.raises(ValueError, match="ingest_per_vcpu"):
         workload(ingest_fused=True)  # nothing to fuse: the Airflow worker's upload
 
@@ -1461,18 +1517,20 @@ def test_the_fused_lever_and_spot_workers_price_what_they_change(prices):
     rows = {
         r["change"]: r for r in cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
     }
-    before = rows["featurize takes the photos from the ingest pass"]
+    before = rows["featurize writes 64 MB parts"]
     fused = rows["ingest and featurize fused: no bundles written nor read back"]
     assert fused["processing_usd_per_million"] < before["processing_usd_per_million"]
     # A million photos, a million landing GETs (0.42 USD in Paris), today's jobs as the fused step: every row's floor.
     for row in rows.values():
         assert row["usd_per_million"]["landing_get_requests"] == 1_000_000
         assert row["usd_per_million"]["landing_gets"] == pytest.approx(prices.unit(PARIS, "s3_get_per_1000") * 1000)
-    # What the fused step saves in requests is the bundles' writes (the committer's multipart upload of each).
-    night = costs.night_workload(phone_night(), costs.RETENTION_DAYS)
-    bundle_puts = costs.s3_requests(night)["put"]["upload_objects"] * prices.unit(PARIS, "s3_put_per_1000") / 1000
+    # What the fused step saves in requests is the bundles' writes (the committer's multipart upload of each) and
+    # featurize's reads of their decoded columns.
+    night = costs.s3_requests(costs.night_workload(phone_night(), costs.RETENTION_DAYS))
+    bundle_puts = night["put"]["upload_objects"] * prices.unit(PARIS, "s3_put_per_1000") / 1000
+    bundle_gets = night["get"]["featurize_reads"] * prices.unit(PARIS, "s3_get_per_1000") / 1000
     saved = before["usd_per_million"]["s3_requests"] - fused["usd_per_million"]["s3_requests"]
-    assert saved == pytest.approx(bundle_puts, rel=0.01)
+    assert saved == pytest.approx(bundle_puts + bundle_gets, rel=0.01)
     # Its night is never shorter than the landing's bytes over the workers it runs on.
     floor_s = phone_night().images * 3e6 / (fused["workers"] * ClusterSizing().worker_facts.network_gbps * 1e9 / 8)
     assert fused["wall_minutes"] * 60 >= floor_s

@@ -14,7 +14,8 @@ import pytest
 from conftest import account_clients, commit_output, emr_network
 from moto import mock_aws
 
-from fruits import lake, local_target, pipeline_tasks, release, run_params, steps, storage
+from fruits import emr_cluster, lake, local_target, pipeline_tasks, release, run_params, steps, storage
+from fruits.emr_cluster import worker_vcpus
 from fruits.run_params import RunParams
 from fruits.settings import PipelineSettings, load_settings
 
@@ -528,13 +529,16 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     args = _args(_emr_plan(EMR, s3, 5)["featurize_steps"][0])
     assert args[args.index("--model-payload") + 1] == converted["model_payload"]
     assert args[args.index("--model-payload-sha256") + 1] == release.sha256_bytes(b"flatbuffer")
-    # The cluster grows with tonight's landing: a million phone photos cross the workers' network twice (ingest's one
-    # read of the landing, featurize's of the bundles).
+    # The cluster grows with tonight's landing (emr_cluster.sized_for_night on the listing's bytes and photos): three
+    # nights of a million phone photos (a missed weekend) need more than the default.
     fleets = {f["InstanceFleetType"]: f for f in plan["job_flow"]["Instances"]["InstanceFleets"]}
-    assert fleets["TASK"]["TargetSpotCapacity"] == 1  # five thumbnails: the default
-    big = _emr_plan(EMR, s3, 1_000_000, photo_bytes=2_850_000)
+    asked = parsed(EMR).sizing
+    assert fleets["TASK"]["TargetSpotCapacity"] == asked.task_count  # five thumbnails: the default
+    big = _emr_plan(EMR, s3, 3_000_000, photo_bytes=2_850_000)
     fleets = {f["InstanceFleetType"]: f for f in big["job_flow"]["Instances"]["InstanceFleets"]}
-    assert fleets["TASK"]["TargetSpotCapacity"] == 3 and big["estimate"]["executor_vcpus"] == 4 * 8
+    grown = emr_cluster.sized_for_night(asked, 3_000_000 * 2_850_000, 3_000_000)
+    assert fleets["TASK"]["TargetSpotCapacity"] == grown.task_count > asked.task_count
+    assert big["estimate"]["executor_vcpus"] == worker_vcpus(grown)
     # Weights named by the run win over the lake's copy.
     args = _args(_emr_plan(EMR, s3, 5, weights=f"s3://{BUCKET}/other.h5")["featurize_steps"][0])
     assert args[args.index("--weights") + 1] == f"s3://{BUCKET}/other.h5" and "--weights-sha256" not in args

@@ -48,6 +48,10 @@ STALE = (
     "226,18",
     "3.1591",
     "5.71 TB",
+    # featurize reading the phone photos' bundles back (gone: the ingest pass decodes them, featurize reads pixels).
+    "NIGHT_NETWORK_PASSES",
+    "featurize_rereads_bundles",
+    "featurize takes the photos from the ingest pass",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import boto3
 import pytest
@@ -12,6 +13,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 from moto import mock_aws
 
+import featurize
 from fruits import emr_cluster, lake
 from fruits.emr_cluster import (
     BOOTSTRAP_SCRIPT,
@@ -297,11 +299,28 @@ def test_one_model_thread_per_task_by_default_and_one_baseline_bandwidth_per_fle
 
 def test_the_cluster_grows_with_the_nights_bytes_never_below_the_sizing_asked():
     sizing = emr_cluster.ClusterSizing()
-    assert emr_cluster.sized_for_night(sizing, 0) == sizing
-    assert emr_cluster.sized_for_night(sizing, 5_000_000_000) == sizing  # a million thumbnails
-    # A million 2.85-MB phone photos: 2 x 2.85 TB (ingest's one read of the landing, featurize's of the bundles) over
-    # 3.75 Gbps a worker within the hour: 4 workers.
-    phone = emr_cluster.sized_for_night(sizing, 2_850_000_000_000)
-    assert (phone.core_count, phone.task_count) == (1, 3)
+    assert emr_cluster.sized_for_night(sizing, 0, 0) == sizing
+    assert emr_cluster.sized_for_night(sizing, 4_668_000_000, 1_000_000) == sizing  # a million thumbnails
+    # Phone photos: their bytes once (the ingest pass reads the landing and writes them stripped into the bundles) and
+    # their model pixels twice (the ingest pass writes them, featurize reads them instead of the photo).
+    phone_bytes, photos = 2_850_000_000_000, 1_000_000
+    crossing = emr_cluster.night_network_bytes(phone_bytes, photos)
+    assert crossing == phone_bytes + 2 * photos * emr_cluster.PIXELS_BYTES
+    # The listing has no photo's size: as many photos as its bytes could hold bigger than their pixels count as decoded,
+    # at most the bytes again twice (a million thumbnails: 31,010 of them, still the sizing asked).
+    thumbnails = 4_668_000_000
+    decoded = thumbnails // (emr_cluster.PIXELS_BYTES + 1)
+    assert emr_cluster.night_network_bytes(thumbnails, photos) == thumbnails + 2 * decoded * emr_cluster.PIXELS_BYTES
+    assert emr_cluster.night_network_bytes(thumbnails, photos) < 3 * thumbnails
+    per_worker = sizing.worker_facts.network_gbps * 1e9 / 8 * emr_cluster.NIGHT_NETWORK_SECONDS
+    for night in (1, 2, 3):  # one night's landing, or nights the pipeline missed
+        grown = emr_cluster.sized_for_night(sizing, night * phone_bytes, night * photos)
+        workers = grown.core_count + grown.task_count
+        assert workers == max(sizing.core_count + sizing.task_count, math.ceil(night * crossing / per_worker))
+    assert emr_cluster.sized_for_night(sizing, 3 * phone_bytes, 3 * photos).task_count > sizing.task_count
     asked = dataclasses.replace(sizing, task_count=9)
-    assert emr_cluster.sized_for_night(asked, 2_850_000_000_000).task_count == 9
+    assert emr_cluster.sized_for_night(asked, phone_bytes, photos).task_count == 9
+
+
+def test_the_sizing_s_model_pixels_are_featurize_s():
+    assert emr_cluster.PIXELS_BYTES == featurize.PIXELS_BYTES  # the DAG does not import the Spark job

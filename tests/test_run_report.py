@@ -517,7 +517,7 @@ def test_the_report_prices_s3_on_the_batchs_own_bundles_and_its_landing(tmp_path
         ],
         abs=1e-6,
     )
-    assert local == pytest.approx((4 + 1 + 2 + 1) * put + (4 * 3 + 366) * get, abs=1e-6)
+    assert local == pytest.approx((4 + 1 + 2 + 1) * put + (4 * 2 * 3 + 366) * get, abs=1e-6)
     assert "the batch's 4 bundles (its manifest)" in reports[False]["cost_basis"]
     assert "S3 landing" in reports[True]["cost_basis"] and "S3 landing" not in reports[False]["cost_basis"]
 
@@ -531,9 +531,9 @@ def test_a_measured_run_pays_featurize_reads_by_bundle_and_an_s3_landings_gets(p
 
     put, get = prices.unit(REGION, "s3_put_per_1000") / 1000, prices.unit(REGION, "s3_get_per_1000") / 1000
     derived, stored = requests_usd(), requests_usd(objects_in_batch=150)
-    # 120,000 photos: derived, 120 bundles of 1,000 (16 row groups each); as stored, 150 bundles of 800 (13 each).
-    # (The report rounds each component to 1e-6 USD.)
-    assert stored - derived == pytest.approx(30 * put + (150 * (3 + 13) - 120 * (3 + 16)) * get, abs=2e-6)
+    # 120,000 photos: derived, 120 bundles of 1,000 (16 row groups each); as stored, 150 bundles of 800 (13 each),
+    # each opened by featurize's two scans. (The report rounds each component to 1e-6 USD.)
+    assert stored - derived == pytest.approx(30 * put + (150 * (6 + 13) - 120 * (6 + 16)) * get, abs=2e-6)
     # An S3 landing: 1 GET per photo and 1 LIST per 1,000 of them, nothing else.
     assert requests_usd(landing_on_s3=True) - derived == pytest.approx(120_000 * get + 120 * put, abs=2e-6)
 

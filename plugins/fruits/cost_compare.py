@@ -407,16 +407,17 @@ def photo_levers(
     """What the changes to the jobs that the cost model sees but the pipeline does not make yet would save, each
     on top of the ones above it (night 365 of `workload.images`, the month at a million a night): a landing the
     cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step);
-    featurize writing its outputs in OUTPUT_OBJECT_BYTES parts; featurize taking the photos from the ingest job's
-    own pass; ingest and featurize one step (no bundles written nor read back); every worker on spot, the core
-    nodes too; then the cheapest count of task nodes. Each row carries its processing by component
-    (`usd_per_million`)."""
+    featurize writing its outputs in OUTPUT_OBJECT_BYTES parts; ingest and featurize one step (no bundles written,
+    nor their decoded columns or small photos read back: today's ingest pass already decodes the photos bigger than
+    their model pixels, so this saves the bundle writes and that small reread); every worker on spot, the core
+    nodes too; then the cheapest count of task nodes (never fewer than the night's bytes size: `run_sizing`). Each
+    row carries its processing by component (`usd_per_million`)."""
     night = night_workload(workload, RETENTION_DAYS)
     staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
     # (name, changes to the workload, every worker on spot)
     changes: list[tuple[str, dict[str, Any], bool]] = [("today's jobs", {}, False)]
-    if staged:
+    if staged and not workload.decoded_share:  # the worker's upload decodes nothing: priced for undecoded photos only
         changes.append(
             ("a local landing ingested on the Airflow worker, no ingest step", {"ingest_per_vcpu": None}, False)
         )
@@ -425,7 +426,6 @@ def photo_levers(
             (f"featurize writes {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts", {"featurize_outputs": outputs}, False)
         )
     if workload.ingest_per_vcpu and not staged:
-        changes.append(("featurize takes the photos from the ingest pass", {"featurize_rereads_bundles": False}, False))
         changes.append(("ingest and featurize fused: no bundles written nor read back", {"ingest_fused": True}, False))
     if fleet_markets(sizing)["CORE"] != SPOT:
         changes.append(("every worker on spot, the core node too", {}, True))

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from featurize import MAX_SPLIT_BYTES
+from featurize import MAX_SPLIT_BYTES, PIXELS_BYTES
 
 # The bundle constants size the objects the requests are counted on: read at call time, never copied.
 from fruits import storage
@@ -157,10 +157,18 @@ KEYS_PER_LIST_PAGE = 1000
 # it resolves its status (1 HEAD) and reads its footer (parquet-mr reads the 8-byte footer length at the
 # end, then the footer: counted as 2 GETs, though S3A may serve both from one), then 1 ranged GET per row
 # group (its column chunks lie side by side and are fetched as one range; counted one per row group even
-# where S3A merges neighbours). A bundle is opened once when it is one split, as on a nightly million;
+# where S3A merges neighbours). A bundle is opened once a scan when it is one split, as on a nightly million;
 # re-opening a finer-cut small batch is not counted (docs/choices.md, "Measured behind the constants").
 GETS_TO_OPEN_A_BUNDLE = 3
 GETS_PER_ROW_GROUP = 1
+# featurize.read_bundles scans the bundles twice: the rows the ingest pass decoded, without their content, and the
+# others; each scan opens every bundle and skips the row groups that hold none of its rows (their null counts).
+FEATURIZE_SCANS_OF_A_BUNDLE = 2
+# A row group read without its `content` (photos the ingest pass decoded): the columns before it and those after it
+# are two ranges.
+GETS_PER_PRUNED_ROW_GROUP = 2
+# The ingest pass's content_sha256 column beside a decoded photo's pixels and derivative (hex digest).
+CONTENT_SHA256_BYTES = 64
 # One object per photo (the layout before bundles, priced with images_per_object=1), GET tier per
 # photo: the upload's HeadObject (its sha256 check) + featurize's binaryFile read.
 GETS_PER_PHOTO_OBJECT = 2
@@ -239,24 +247,30 @@ class Workload:
     reduced_bytes: float = 880.0
     csv_bytes: float = 2470.0
     # Photo classes (`photo_mix`): the mix's name; ingestion on the cluster at this rate (photos/s per vCPU: read,
-    # identify, strip, hash, bundle; None: the upload runs on the Airflow host, no cluster step); the
-    # derivative kept per photo in derived/ (0: none); the original's days in raw/ (None: the batch's whole
-    # retention, the layout before issue 22; 0: removed by their run, `originals_seconds`); an s3:// landing's
-    # photos: their mean bytes as uploaded (before stripping) and their days there (0: not counted).
+    # identify, strip, hash, bundle, and decode the photos bigger than their model pixels; None: the upload runs on
+    # the Airflow host, no cluster step); the derivative kept per photo in derived/ (0: none); the original's days
+    # in raw/ (None: the batch's whole retention, the layout before issue 22; 0: removed by their run,
+    # `originals_seconds`); an s3:// landing's photos: their mean bytes as uploaded (before stripping) and their
+    # days there (0: not counted).
     photo_mix: str | None = None
     ingest_per_vcpu: float | None = None
     derivative_bytes: float = 0.0
     original_retention_days: int | None = None
     landing_image_bytes: float | None = None
     landing_days: float = 0.0
+    # The photos the ingest pass decodes (stored bytes more than PIXELS_BYTES): their share of the night; per photo
+    # of the night, the bytes their bundle rows hold beside the original (pixels, derivative, hash; 0 for a photo
+    # not decoded) and what featurize reads of a row (those columns, Parquet column pruning, for a decoded photo;
+    # the stored photo for another; None: the stored photo, nothing decoded).
+    decoded_share: float = 0.0
+    decoded_bytes: float = 0.0
+    featurize_read_bytes: float | None = None
     # Changes to the jobs not made yet, priced by `cost_compare.photo_levers` (the defaults are today's jobs): GET-tier
     # requests per landing photo (None: GETS_PER_LANDING_PHOTO), featurize's output files (None: one
-    # per input split, `featurize_output_files`), featurize reading the bundles back (False: it takes the photos
-    # from the ingest job's own pass), ingest and featurize one step (True: each landing photo decoded and inferred
-    # in the task that reads it, no bundles written or read back; needs the ingest step it fuses).
+    # per input split, `featurize_output_files`), ingest and featurize one step (True: each landing photo decoded
+    # and inferred in the task that reads it, no bundles written or read back; needs the ingest step it fuses).
     landing_gets_per_photo: int | None = None
     featurize_outputs: int | None = None
-    featurize_rereads_bundles: bool = True
     ingest_fused: bool = False
     # Months of S3 Standard storage charged to the run for the new data it adds (raw photos + features),
     # the model before storage classes; None: the batch's whole stay in the lake, every area in its class
@@ -294,6 +308,10 @@ class Workload:
             raise ValueError("objects_in_batch counts bundles: it does not go with one object per photo")
         if self.ingest_fused and not self.ingest_per_vcpu:
             raise ValueError("ingest_fused fuses the cluster's ingest step into featurize: it needs ingest_per_vcpu")
+        if not 0 <= self.decoded_share <= 1 or self.decoded_bytes < 0 or (self.featurize_read_bytes or 0) < 0:
+            raise ValueError("decoded_share is a share (0 to 1); decoded and read bytes cannot be negative")
+        if self.decoded_share and not self.ingest_per_vcpu:
+            raise ValueError("only the cluster's ingest pass decodes photos: decoded_share needs ingest_per_vcpu")
 
     @property
     def one_object_per_photo(self) -> bool:
@@ -320,6 +338,16 @@ class Workload:
         return math.ceil(self.images / self.photos_per_object)
 
     @property
+    def bundle_row_bytes(self) -> float:
+        """Mean bytes of a photo's bundle row: the stored photo and, for one the ingest pass decoded, its columns."""
+        return self.mean_image_bytes + self.decoded_bytes
+
+    @property
+    def featurize_bytes_per_photo(self) -> float:
+        """Mean bytes featurize reads of a photo's bundle row (`featurize_read_bytes`, else the stored photo)."""
+        return self.mean_image_bytes if self.featurize_read_bytes is None else self.featurize_read_bytes
+
+    @property
     def pca_row_count(self) -> int:
         return self.images + self.catchup_images if self.pca_rows is None else self.pca_rows
 
@@ -330,7 +358,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class PhotoMix:
-    """What a night of a photo mix costs per photo, from benchmarks/results/photo_classes.json."""
+    """What a night of a photo mix costs per photo, from benchmarks/results/photo_classes.json. The decoded fields
+    are the `Workload`'s of the same names (per photo of the night)."""
 
     name: str
     featurize_per_vcpu: float
@@ -338,20 +367,36 @@ class PhotoMix:
     original_bytes: float
     stripped_bytes: float
     derivative_bytes: float
+    decoded_share: float
+    decoded_bytes: float
+    featurize_read_bytes: float
     source: str
+
+
+def decoded_by_ingest(photo_class: dict[str, Any]) -> bool:
+    """Whether the ingest pass decodes a class's photos: their stored bytes are more than their model pixels
+    (featurize.PIXELS_BYTES), so featurize reading the pixels reads less than reading the photo."""
+    return photo_class["mean_stripped_bytes"] > PIXELS_BYTES
 
 
 def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THROUGHPUT_FILE) -> PhotoMix:
     """The mix's per-vCPU rates (a photo's seconds are the share-weighted mean of its class's) and mean bytes.
 
-    featurize: a photo of a class costs a thumbnail's end-to-end seconds per vCPU (inference_throughput.json:
-    28,800 photos, the job's fixed start a small share) plus what its one decode costs more than a thumbnail's
-    (decode + preprocess + derivative, one thread, measured side by side in photo_classes.json); inference on the
-    224 x 224 tensor and the features row do not depend on the class. So `thumbnail` is today's rate. Not the
-    ratio of photo_classes.json's own end-to-end runs: a few hundred photos there take less time than the job's
-    fixed start (~15 s), which then sets the ratio. What a bigger photo costs in moving its bytes is the network
-    bound of `job_seconds`, not a rate.
-    ingest: the ingest job's per-photo work (photos.examine), one thread, as photos/s per vCPU."""
+    A class whose stored photos are bigger than their model pixels (`decoded_by_ingest`: the phone photos) is
+    decoded once, by the ingest pass, which writes the pixels, the derivative and the content hash into the photo's
+    bundle row; featurize then reads those columns only (not the photo) and infers. A smaller class (thumbnails)
+    is decoded by featurize as before.
+    ingest: the ingest job's per-photo work (photos.examine), one thread, plus, for a decoded class, its decode
+    (decode + preprocess + derivative, one thread, measured side by side in photo_classes.json).
+    featurize: a decoded class costs a thumbnail's end-to-end seconds per vCPU (inference_throughput.json: 28,800
+    photos, the job's fixed start a small share): inference on the 224 x 224 tensor and the features row do not
+    depend on the class, and a thumbnail's decode, which a decoded photo no longer has, is counted anyway
+    (conservative: a few % of a thumbnail's seconds). Another class costs a thumbnail's seconds plus what its
+    decode costs more than a thumbnail's; so `thumbnail` is today's rate. Not the ratio of photo_classes.json's own
+    end-to-end runs: a few hundred photos there take less time than the job's fixed start (~15 s), which then sets
+    the ratio. What a bigger photo costs in moving its bytes is the network bound of `job_seconds`, not a rate.
+    Priced class by class: a night mixing decoded and not decoded photos in one bundle would read the content
+    column of its row groups for the small ones (not modelled; each of the mixes is on one side)."""
     if name not in PHOTO_MIXES:
         raise ValueError(f"photo mix must be one of {sorted(PHOTO_MIXES)}, not {name!r}")
     if not path.is_file():
@@ -360,29 +405,44 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
     classes, shares = result["classes"], PHOTO_MIXES[name]
     thumbnail_rate, thumbnail_source = default_throughput(throughput)
 
-    def mean(key: str) -> float:
-        return sum(share * classes[c][key] for c, share in shares.items())
+    def mean(per_class) -> float:
+        return sum(share * per_class(classes[c]) for c, share in shares.items())
 
-    def rate(per_class) -> float:
-        return 1 / sum(share / per_class(classes[c]) for c, share in shares.items())
+    def rate(seconds_per_photo) -> float:
+        return 1 / mean(seconds_per_photo)
 
     thumbnail_decode_s = 1 / classes["thumbnail"]["decode_preprocess_per_s_one_thread"]
 
-    def featurize_rate(c: dict[str, Any]) -> float:
-        extra_decode_s = max(0.0, 1 / c["decode_preprocess_per_s_one_thread"] - thumbnail_decode_s)
-        return 1 / (1 / thumbnail_rate + extra_decode_s)
+    def decode_s(c: dict[str, Any]) -> float:
+        return 1 / c["decode_preprocess_per_s_one_thread"]
 
+    def ingest_s(c: dict[str, Any]) -> float:
+        return 1 / c["ingest_per_s_one_thread"] + (decode_s(c) if decoded_by_ingest(c) else 0.0)
+
+    def featurize_s(c: dict[str, Any]) -> float:
+        extra_decode_s = 0.0 if decoded_by_ingest(c) else max(0.0, decode_s(c) - thumbnail_decode_s)
+        return 1 / thumbnail_rate + extra_decode_s
+
+    def decoded_row_bytes(c: dict[str, Any]) -> float:
+        decoded = PIXELS_BYTES + c["mean_derivative_bytes"] + CONTENT_SHA256_BYTES
+        return decoded if decoded_by_ingest(c) else 0.0
+
+    decoded = [c for c in shares if decoded_by_ingest(classes[c])]
     return PhotoMix(
         name=name,
-        featurize_per_vcpu=rate(featurize_rate),
-        ingest_per_vcpu=rate(lambda c: c["ingest_per_s_one_thread"]),
-        original_bytes=mean("mean_bytes"),
-        stripped_bytes=mean("mean_stripped_bytes"),
-        derivative_bytes=mean("mean_derivative_bytes"),
+        featurize_per_vcpu=rate(featurize_s),
+        ingest_per_vcpu=rate(ingest_s),
+        original_bytes=mean(lambda c: c["mean_bytes"]),
+        stripped_bytes=mean(lambda c: c["mean_stripped_bytes"]),
+        derivative_bytes=mean(lambda c: c["mean_derivative_bytes"]),
+        decoded_share=sum(shares[c] for c in decoded),
+        decoded_bytes=mean(decoded_row_bytes),
+        featurize_read_bytes=mean(lambda c: decoded_row_bytes(c) or c["mean_stripped_bytes"]),
         source=(
             f"photo mix {name} ({', '.join(f'{share:.0%} {c}' for c, share in shares.items())}): "
-            f"thumbnails' {thumbnail_source} + each class's extra decode seconds, {path.name} "
-            f"(measured_at {result.get('measured_at', '?')})"
+            f"thumbnails' {thumbnail_source} + each class's extra decode seconds where featurize decodes, "
+            f"{path.name} (measured_at {result.get('measured_at', '?')}); decoded by the ingest pass: "
+            f"{', '.join(decoded) or 'none'}"
         ),
     )
 
@@ -531,9 +591,14 @@ def list_pages(keys: int) -> int:
     return max(1, math.ceil(keys / KEYS_PER_LIST_PAGE))
 
 
-def featurize_gets_per_bundle(photos: float) -> int:
-    """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE)."""
-    return GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
+def featurize_gets_per_bundle(photos: float, decoded_share: float = 0.0) -> float:
+    """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE): opened by
+    each of its scans (FEATURIZE_SCANS_OF_A_BUNDLE), a `decoded_share` of its row groups read without their content
+    (GETS_PER_PRUNED_ROW_GROUP), the others whole (each class's photos fill their row groups: a mix of both in one
+    row group, read by both scans, is not counted)."""
+    per_row_group = GETS_PER_ROW_GROUP + decoded_share * (GETS_PER_PRUNED_ROW_GROUP - GETS_PER_ROW_GROUP)
+    opens = FEATURIZE_SCANS_OF_A_BUNDLE * GETS_TO_OPEN_A_BUNDLE
+    return opens + per_row_group * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
 
 
 def committed_file_puts(files: int, total_bytes: float) -> int:
@@ -545,13 +610,14 @@ def committed_file_puts(files: int, total_bytes: float) -> int:
 
 
 def featurize_output_files(workload: Workload) -> int:
-    """Features files featurize writes: one per input split (SPARK_MAX_SPLIT_BYTES of photos), at least the
-    OUTPUT_OBJECT_BYTES parts assumed for small photos; its derivatives (derived/) come from the same tasks."""
+    """Features files featurize writes: one per input split (SPARK_MAX_SPLIT_BYTES of bundles: Spark cuts by file
+    bytes, whichever columns it reads), at least the OUTPUT_OBJECT_BYTES parts assumed for small photos; its
+    derivatives (derived/) come from the same tasks."""
     images = workload.featurized_images
     if workload.featurize_outputs is not None:
         return min(images, workload.featurize_outputs)
     by_output = math.ceil(images * workload.feature_bytes / OUTPUT_OBJECT_BYTES)
-    by_input = math.ceil(images * workload.mean_image_bytes / SPARK_MAX_SPLIT_BYTES)
+    by_input = math.ceil(images * workload.bundle_row_bytes / SPARK_MAX_SPLIT_BYTES)
     return min(images, max(by_output, by_input))
 
 
@@ -570,21 +636,21 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     if workload.one_object_per_photo:
         reads_per_object = GETS_PER_PHOTO_OBJECT
     else:
-        reads_per_object = featurize_gets_per_bundle(workload.photos_per_object)
-    featurize_reads = objects * reads_per_object if workload.featurize_rereads_bundles else 0
+        reads_per_object = featurize_gets_per_bundle(workload.photos_per_object, workload.decoded_share)
+    featurize_reads = round(objects * reads_per_object)
     on_cluster = bool(workload.ingest_per_vcpu)  # the ingest job (binaryFile) rather than the worker's upload
     staged = on_cluster and not workload.landing_on_s3  # fruits.upload.write_listing(stage=True)
     # The batch folder holds the objects and the manifest; the upload lists the raw area's batches once
     # and the batch folder once (leftover bundles), featurize lists the batch folder once.
     folder_pages = list_pages(objects + 1)
-    photo_bytes = workload.images * workload.mean_image_bytes
+    bundle_bytes = workload.images * workload.bundle_row_bytes
     outputs = featurize_output_files(workload)
     outputs_written = committed_file_puts(outputs, workload.featurized_images * workload.feature_bytes)
     if workload.derivative_bytes:
         outputs_written += committed_file_puts(outputs, workload.featurized_images * workload.derivative_bytes)
     landing_read = workload.landing_on_s3 or staged
     put = {
-        "upload_objects": committed_file_puts(objects, photo_bytes) if on_cluster else objects,
+        "upload_objects": committed_file_puts(objects, bundle_bytes) if on_cluster else objects,
         "upload_manifest": 1,
         "upload_listings": 1 + folder_pages,
         "featurize_listing": folder_pages,
@@ -599,11 +665,13 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
         "upload_manifests": 1 + workload.earlier_batches,
         "landing_reads": workload.images * landing_gets_per_photo(workload) if landing_read else 0,
         # Earlier nights' bundles featurized by this run (same reads per bundle as tonight's).
-        "catchup_reads": math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object,
+        "catchup_reads": round(
+            math.ceil(workload.catchup_images / workload.layout_photos_per_object) * reads_per_object
+        ),
         # The PCA opens each features file (one row group) for its statistics, then for the projection.
         "pca_reads": 2
         * math.ceil(outputs * workload.pca_row_count / max(1, workload.featurized_images))
-        * featurize_gets_per_bundle(1),
+        * (GETS_TO_OPEN_A_BUNDLE + GETS_PER_ROW_GROUP),
         # A refit reads each merged batch's commit marker and its statistics file.
         "refit_stats_reads": 2 * workload.refit_batches,
     }
@@ -687,6 +755,8 @@ def s3_layout(workload: Workload) -> dict[str, Any]:
         "featurize_output_files": featurize_output_files(workload),
         "objects": workload.objects,
         "photos_per_object": round(workload.photos_per_object, 1),
+        "decoded_by_ingest": workload.decoded_share,
+        "featurize_read_bytes_per_photo": round(workload.featurize_bytes_per_photo),
         "landing_on_s3": workload.landing_on_s3,
         "requests": requests,
         "put_tier": sum(requests["put"].values()),
@@ -809,7 +879,7 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     """Bytes and objects of 128 KiB or more one night adds to each area."""
     images = workload.featurized_images
     per_object = workload.layout_photos_per_object
-    bundle_bytes = per_object * workload.mean_image_bytes
+    bundle_bytes = per_object * workload.bundle_row_bytes
     features = images * workload.feature_bytes
     reduced = images * workload.reduced_bytes
     csv_bytes = images * workload.csv_bytes
@@ -825,7 +895,7 @@ def area_volumes(workload: Workload) -> dict[str, dict[str, float]]:
     bundled = 0 if workload.ingest_fused else images  # a fused step writes no originals into raw/
     return {
         "raw/": {
-            "bytes": bundled * workload.mean_image_bytes,
+            "bytes": bundled * workload.bundle_row_bytes,
             "large_objects": (math.ceil(bundled / per_object) if bundle_bytes >= MIN_TRANSITION_BYTES else 0),
         },
         **({"derived/": {"bytes": derived, "large_objects": featurize_files(derived)}} if derived else {}),
@@ -1003,7 +1073,8 @@ def steady_state_month(
                 f"Intelligent-Tiering: objects not read after their first night (Frequent 30 d, Infrequent to 90 d, "
                 f"then Archive Instant); the PCA's outputs in {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts, featurize's "
                 f"in {featurize_output_files(plain):,} files a night (one per input split of at most "
-                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of photos, at least {OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
+                f"{SPARK_MAX_SPLIT_BYTES / 2**20:.0f} MiB of bundles, at least "
+                f"{OUTPUT_OBJECT_BYTES / 1e6:.0f} MB parts)"
             ),
             (
                 f"cluster: 1 {sizing.primary_types[0]} + {sizing.core_count + sizing.task_count} "
@@ -1032,6 +1103,13 @@ def steady_state_month(
                         else "ingest on the Airflow worker,"
                     )
                     + f" and featurize {workload.throughput_per_vcpu:.1f} photos/s per vCPU; "
+                    + (
+                        f"the ingest pass decodes {workload.decoded_share:.0%} of the photos (stored bytes more than "
+                        f"their {PIXELS_BYTES:,} B of model pixels): featurize reads "
+                        f"{workload.featurize_bytes_per_photo:,.0f} B a photo of the bundles; "
+                        if workload.decoded_share
+                        else "featurize reads and decodes each stored photo; "
+                    )
                     + (
                         f"originals removed by the run that commits their features (~{originals_s / 3600:.1f} h)"
                         if workload.original_retention_days == 0
@@ -1068,16 +1146,17 @@ def steady_state_month(
 
 def step_bytes(workload: Workload) -> dict[str, float]:
     """Bytes each step moves between S3 and the workers, the busier direction (an instance's bandwidth holds each
-    way): ingest reads the landing and writes the bundles, featurize reads the bundles (a fused featurize: the
-    landing, once) and writes features and derivatives, the PCA reads tonight's features twice (statistics,
-    projection), a re-expression reads the retained features once."""
+    way): ingest reads the landing and writes the bundles (the stored photos, and the decoded columns of those it
+    decodes), featurize reads of the bundles the decoded columns or the photo (a fused featurize: the landing,
+    once) and writes features and derivatives, the PCA reads tonight's features twice (statistics, projection), a
+    re-expression reads the retained features once."""
     images, rows = workload.featurized_images, workload.pca_row_count
     moved = {}
     landing = images * (workload.landing_image_bytes or workload.mean_image_bytes)
     if workload.ingest_per_vcpu and not workload.ingest_fused:
-        moved["ingest_s"] = max(landing, images * workload.mean_image_bytes)
+        moved["ingest_s"] = max(landing, images * workload.bundle_row_bytes)
     written = images * (workload.feature_bytes + workload.derivative_bytes)
-    bundles = images * workload.mean_image_bytes * workload.featurize_rereads_bundles
+    bundles = images * workload.featurize_bytes_per_photo
     moved["featurize_s"] = max(landing if workload.ingest_fused else bundles, written)
     moved["pca_s"] = max(2 * rows * workload.feature_bytes, rows * (workload.reduced_bytes + workload.csv_bytes))
     if workload.reexpress_rows:
@@ -1167,11 +1246,11 @@ def emr_instances(sizing: ClusterSizing, seconds: float, *, spot_core: bool = Fa
 
 
 def run_sizing(workload: Workload, sizing: ClusterSizing) -> ClusterSizing:
-    """The cluster a night runs on: one ingested on the cluster on what its landing's bytes size, as the plan does
-    (sized_for_night); otherwise `sizing` as asked."""
+    """The cluster a night runs on: one ingested on the cluster on what its landing's bytes and photo count size,
+    as the plan does from its listing (sized_for_night); otherwise `sizing` as asked."""
     if not workload.ingest_per_vcpu:
         return sizing
-    return sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)))
+    return sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)), workload.images)
 
 
 def estimate_emr(

@@ -472,7 +472,7 @@ def plan_run(
     FileNotFoundError) comes before any cluster exists."""
     settings, params = run.settings, run.params
     if settings.target == "emr":
-        sized = emr_cluster.sized_for_night(params.sizing, listed["landing"]["bytes"])
+        sized = emr_cluster.sized_for_night(params.sizing, listed["landing"]["bytes"], listed["landing"]["candidates"])
         if sized != params.sizing:
             log.info(
                 "tonight's landing holds %.1f GB: %d task nodes instead of %d",

@@ -51,6 +51,9 @@ def workload_of(args: argparse.Namespace) -> Workload:
             "photo_mix": mix.name,
             "ingest_per_vcpu": mix.ingest_per_vcpu,
             "derivative_bytes": mix.derivative_bytes,
+            "decoded_share": mix.decoded_share,
+            "decoded_bytes": mix.decoded_bytes,
+            "featurize_read_bytes": mix.featurize_read_bytes,
             "original_retention_days": args.original_retention_days,
             "landing_image_bytes": mix.original_bytes,
         }
