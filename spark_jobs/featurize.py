@@ -222,7 +222,7 @@ def derivative(image: Image.Image) -> bytes:
 
 
 def decoded_columns(content: bytes) -> dict[str, Any] | None:
-    """The bundle row's DECODED_COLUMNS of a photo the ingest pass decodes (its one decode of the night: featurize
+    """The bundle row's DECODED_INPUT of a photo the ingest pass decodes (its one decode of the night: featurize
     reads these PIXELS_BYTES + a derivative instead of the photo's megabytes), or None for a file not bigger than
     its model pixels (featurize decodes it as before) or one that does not decode (featurize quarantines it)."""
     if len(content) <= PIXELS_BYTES:
@@ -232,7 +232,6 @@ def decoded_columns(content: bytes) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - featurize decodes it again and quarantines it with its reason
         return None
     return {
-        "content_sha256": hashlib.sha256(content).hexdigest(),
         "pixels": model_pixels(image).tobytes(),
         DERIVATIVE_COLUMN: derivative(image),
         "width": width,
@@ -586,8 +585,8 @@ def carry_committed_rows(spark, files, outputs: list[tuple[str, str]], featurize
 
 
 BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, content binary"
-# What the ingest pass adds to the bundle row of a photo it decoded (decoded_columns); null in other rows and in
-# bundles written before it did.
+# What the ingest pass adds to a bundle row: the stored bytes' hash, and for a photo it decoded (decoded_columns)
+# the model's input; null in the other rows and in bundles written before it did.
 DECODED_COLUMNS = "content_sha256 string, pixels binary, derivative binary, width int, height int"
 DECODED_NAMES = tuple(column.split()[0] for column in DECODED_COLUMNS.split(", "))
 DECODED_INPUT = ("pixels", DERIVATIVE_COLUMN, "width", "height")  # what the featurizer takes of them

@@ -1,7 +1,7 @@
 """Ingest one batch's landing on the cluster: the per-photo work of fruits.upload, distributed.
 
     spark-submit spark_jobs/ingest.py --listing URI --landing URI --raw URI --index URI --batch-id DS
-        [--retention-days N] [--max-photo-bytes N] [--landing-after keep|archive|delete]
+        [--retention-days N] [--max-photo-bytes N] [--landing-after keep|archive|delete] [--keep-originals]
 
 The Airflow side listed the landing (metadata only) and wrote the listing (fruits.upload.write_listing:
 Parquet rows `uri` (the landing file's name as stored, UTF-8 bytes), `source` (where its bytes are read: the
@@ -12,8 +12,9 @@ Then, here, with one read of each landing photo:
    `photos.examine`d (identify, strip, hash both ways) in mapInPandas, and, when storable and not already in the
    batch's manifest, streamed with its key as a Parquet bundle row (binaryFile's columns + sha256) into the job's
    run folder `raw/batch=<ds>/run=<run id>/`; a photo bigger than its model pixels is decoded there, its one
-   decode of the night, and its row carries featurize's DECODED_COLUMNS (featurize reads those, not the photo);
-   the small columns go to the driver through an accumulator;
+   decode of the night, and its row carries featurize's DECODED_COLUMNS instead of its bytes (featurize reads
+   those, not the photo; `--keep-originals`: its bytes too); the small columns go to the driver through an
+   accumulator;
 2. driver: each landing file's outcome (`decide`): rejected, already in this batch, already in another batch
    that keeps it long enough (one index read per shard touched), or new; the few bundles holding a photo the
    decision does not store (a twin in the night, a photo another batch holds) rewritten without it;
@@ -58,7 +59,7 @@ PHOTOS_PER_TASK = 512
 PHOTOS_PER_FRAME = 16
 # What the driver decides on, per photo read (no content), through an accumulator of the write's own stage.
 EXAMINED_COLUMNS = ("uri", "key", "sha256", "content_sha256", "format", "metadata", "reason", "detail")
-BUNDLE_PHOTO_SCHEMA = f"path string, content binary, sha256 string, {featurize.DECODED_COLUMNS}"
+BUNDLE_PHOTO_SCHEMA = f"path string, length bigint, content binary, sha256 string, {featurize.DECODED_COLUMNS}"
 KEY_COLLISION = "its name and the first 8 hex digits of its hash are another photo's; rename it and rerun"
 
 
@@ -95,12 +96,15 @@ def examine_and_bundle(
     recorded,
     examined,
     reads,
+    keep_originals: bool = False,
 ):
     """The mapInPandas function of the one pass over the landing: each listed photo read from its `source` with
     one GET (the listing already listed it: no listing, no HEAD) and examined; its small columns go to the
     driver through `examined` (an accumulator); a storable photo (no reason, not in `recorded`, a broadcast of
-    the batch's manifest hashes) is yielded as a bundle row, its stripped bytes written in this same pass. A
-    photo gone since the listing has no row (its outcome says so); any other read error fails the task."""
+    the batch's manifest hashes) is yielded as a bundle row in this same pass: its stripped bytes, or, for a
+    photo bigger than its model pixels, decoded here, those pixels and its derivative (+ its stripped bytes only
+    with `keep_originals`: a fruits_original_retention_days window). A photo gone since the listing has no row
+    (its outcome says so); any other read error fails the task."""
 
     def run(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
@@ -127,9 +131,17 @@ def examine_and_bundle(
                     + (verdict.format, verdict.metadata, verdict.reason, verdict.detail)
                 )
                 if not verdict.reason and recorded.value.isdisjoint((verdict.sha256, verdict.content_sha256)):
-                    row = {"path": raw_uri + path_key, "content": verdict.content, "sha256": verdict.sha256}
                     decoded = featurize.decoded_columns(verdict.content)  # a big photo's one decode of the night
-                    rows.append({**row, **(decoded or dict.fromkeys(featurize.DECODED_NAMES))})
+                    rows.append(
+                        {
+                            "path": raw_uri + path_key,
+                            "length": len(verdict.content),
+                            "content": verdict.content if keep_originals or decoded is None else None,
+                            "sha256": verdict.sha256,
+                            "content_sha256": verdict.content_sha256,
+                            **(decoded or dict.fromkeys(featurize.DECODED_INPUT)),
+                        }
+                    )
                 if len(rows) == PHOTOS_PER_FRAME:  # a worker holds this many photos' bytes at once, not a task's
                     yield pd.DataFrame(rows, columns=columns)
                     rows = []
@@ -139,19 +151,30 @@ def examine_and_bundle(
     return run
 
 
-def bundle_landing(spark, listing, job: dict[str, Any], candidates: int, candidate_bytes: int, written_at):
-    """The bundle rows (binaryFile's columns + sha256) of the listing's storable photos (no reason from the
-    listing), read and examined on the executors in tasks of at most PHOTOS_PER_TASK photos and
-    BUNDLE_MAX_BYTES (a task's photos make one bundle); `job`: examine_and_bundle's arguments."""
+def bundled_bytes(listed: list[dict[str, Any]], keep_originals: bool) -> int:
+    """What the bundles of the listing's candidates will hold (from the listing's sizes): a photo bigger than its
+    model pixels brings them, and its own bytes only with keep_originals; a smaller photo its bytes."""
+    pixels = featurize.PIXELS_BYTES
+    return sum(
+        pixels + size * keep_originals if size > pixels else size
+        for size in (row["size"] for row in listed if not row["reason"])
+    )
+
+
+def bundle_landing(spark, listing, job: dict[str, Any], candidates: int, bundle_bytes: int, written_at):
+    """The bundle rows (binaryFile's columns + sha256 + featurize's DECODED_COLUMNS) of the listing's storable
+    photos (no reason from the listing), read and examined on the executors in tasks of at most PHOTOS_PER_TASK
+    photos and BUNDLE_MAX_BYTES of `bundle_bytes` (a task's photos make one bundle); `job`: examine_and_bundle's
+    arguments."""
     from pyspark.sql import functions as F
 
     wanted = listing.where(F.col("reason") == "").select(F.decode("uri", "UTF-8").alias("uri"), "source", "key")
-    tasks = max(1, -(-candidates // PHOTOS_PER_TASK), -(-candidate_bytes // BUNDLE_MAX_BYTES))
+    tasks = max(1, -(-candidates // PHOTOS_PER_TASK), -(-bundle_bytes // BUNDLE_MAX_BYTES))
     photos_read = wanted.repartition(tasks).mapInPandas(examine_and_bundle(**job), BUNDLE_PHOTO_SCHEMA)
     return photos_read.select(
         "path",
         F.lit(written_at).cast("timestamp").alias("modificationTime"),
-        F.length("content").cast("long").alias("length"),
+        "length",  # of the stored bytes, in the bundle or not
         "content",
         "sha256",
         *featurize.DECODED_NAMES,
@@ -352,7 +375,7 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
     ]
     # No candidate (an empty landing, a night of catch-ups only, or only refused names): the landing is not read.
     candidates = sum(not row["reason"] for row in listed)
-    candidate_bytes = sum(row["size"] for row in listed if not row["reason"])
+    bundle_bytes = bundled_bytes(listed, args.keep_originals)
     manifest_data = store.read_or_none(raw_uri + UPLOADS_MANIFEST)
     recorded = json.loads(manifest_data)["files"] if manifest_data else {}
     files, sc = jobio.HadoopFiles(spark), spark.sparkContext
@@ -380,10 +403,11 @@ def run(spark, args: argparse.Namespace, store: Any = None) -> dict[str, Any]:
                 "recorded": recorded_hashes,
                 "examined": examined,
                 "reads": reads,
+                "keep_originals": args.keep_originals,
             }
-            rows = bundle_landing(spark, listing, job, candidates, candidate_bytes, dt.datetime.now(dt.UTC))
+            rows = bundle_landing(spark, listing, job, candidates, bundle_bytes, dt.datetime.now(dt.UTC))
             write_bundles(
-                rows, run_folder, max(1, -(-candidates // BUNDLE_MAX_PHOTOS), -(-candidate_bytes // BUNDLE_MAX_BYTES))
+                rows, run_folder, max(1, -(-candidates // BUNDLE_MAX_PHOTOS), -(-bundle_bytes // BUNDLE_MAX_BYTES))
             )
             bundled = bundled_photos(spark, run_folder)
         small = {row[0]: dict(zip(EXAMINED_COLUMNS, row, strict=True)) for row in examined.value}
@@ -460,6 +484,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-photo-bytes", type=int, default=50 * 1024 * 1024)
     parser.add_argument(
         "--landing-after", choices=lakefiles.LANDING_AFTER, default="keep", help="the landing files now in the lake"
+    )
+    parser.add_argument(
+        "--keep-originals",
+        action="store_true",
+        help="keep a decoded photo's stripped bytes in its bundle row too (a fruits_original_retention_days window)",
     )
     args = parser.parse_args(argv)
     dt.date.fromisoformat(args.batch_id)

@@ -22,7 +22,7 @@ from test_ingestion_landing import GPS, image_bytes, phone_exif
 
 import featurize
 import jobio
-from fruits import dedup_index, erase, lake, steps, storage, upload
+from fruits import dedup_index, erase, lake, report_page, steps, storage, upload
 
 BATCH = "2026-03-10"
 XMP_GPS = (
@@ -493,6 +493,7 @@ def test_a_night_of_phone_photos_and_their_bad_twins_is_read_once_and_stored_wit
         "empty.heic": no_image_heic,
     }
     _, lake_store, args = kiwi_night(tmp_path, night)
+    args.keep_originals = True  # a fruits_original_retention_days window: the decoded photos' bytes are kept too
     counts = ingest.run(spark, args, store=lake_store)
 
     report = json.loads(lake_store.read(storage.ingestion_report_uri(lake_store.root, BATCH)))["files"]
@@ -521,7 +522,7 @@ def test_a_night_of_phone_photos_and_their_bad_twins_is_read_once_and_stored_wit
     for name, row in decoded.items():
         pixels, width, height = featurize.decode_image(row["content"])
         assert row["pixels"] == pixels.tobytes() and (row["width"], row["height"]) == (width, height), name
-        assert row["content_sha256"] == photos.sha256_hex(row["content"])
+        assert row["content_sha256"] == photos.sha256_hex(row["content"]) and row["length"] == len(row["content"])
         assert_no_location(row["derivative"])
         assert b"GPS" not in row["derivative"] and b"SN0" not in row["derivative"], name
     assert (decoded["rotated.jpg"]["width"], decoded["rotated.jpg"]["height"]) == (3024, 4032)  # as displayed
@@ -550,13 +551,18 @@ def test_featurize_takes_the_pixels_the_ingest_pass_decoded_and_gives_the_featur
         "thumbnail.jpg": next(sample_dir.glob("Training/*/*.jpg")).read_bytes(),
     }
     _, lake_store, args = kiwi_night(tmp_path, night)
-    ingest.run(spark, args, store=lake_store)
+    ingest.run(spark, args, store=lake_store)  # the default: no fruits_original_retention_days window
     raw = lake.raw_uri(lake_store.root, BATCH)
     manifest = json.loads(lake_store.read(storage.batch_manifest_uri(lake_store.root, BATCH)))
     bundles = [raw + name for name in manifest["bundles"]]
     rows = [r for uri in bundles for r in pq.read_table(uri.removeprefix("file://")).to_pylist()]
+    stored = {name: photos.examine(content).content for name, content in night.items()}
     decoded = sorted(r["path"].rsplit("/", 1)[1] for r in rows if r["pixels"] is not None)
     assert decoded == ["big.jpg", "phone.heic", "rotated.jpg"]
+    for row in rows:  # a decoded photo's bytes stay out of raw/: its pixels and derivative are what the lake needs
+        name = row["path"].rsplit("/", 1)[1]
+        assert row["content"] == (None if name in decoded else stored[name]), name
+        assert (row["length"], row["content_sha256"]) == (len(stored[name]), photos.sha256_hex(stored[name])), name
 
     leaves = featurize.read_bundles(spark, bundles)._jdf.queryExecution().executedPlan().collectLeaves()
     scans = [leaves.apply(i) for i in range(leaves.size())]
@@ -566,8 +572,8 @@ def test_featurize_takes_the_pixels_the_ingest_pass_decoded_and_gives_the_featur
 
     plain = tmp_path / "stored" / "Kiwi"  # the same stored bytes as plain files: featurize decodes every one
     plain.mkdir(parents=True)
-    for row in rows:
-        (plain / row["path"].rsplit("/", 1)[1]).write_bytes(row["content"])
+    for name, content in stored.items():
+        (plain / name).write_bytes(content)
     outputs = {}
     for name, source in {"bundles": raw, "files": str(plain.parent)}.items():
         features, derived = tmp_path / name / "features", tmp_path / name / "derived"
@@ -584,12 +590,15 @@ def test_featurize_takes_the_pixels_the_ingest_pass_decoded_and_gives_the_featur
     assert list(ours.index) == list(reference.index) == sorted(set(night) - {"cut.jpg"})
     for column in ("width", "height", "sha256", "derivative"):
         assert ours[column].tolist() == reference[column].tolist(), column
-    assert ours["sha256"].tolist() == [
-        photos.sha256_hex(r["content"])
-        for r in sorted(rows, key=lambda r: r["path"])
-        if not r["path"].endswith("cut.jpg")
-    ]
+    assert ours["sha256"].tolist() == [photos.sha256_hex(stored[name]) for name in ours.index]
     np.testing.assert_array_equal(np.stack(ours["features"].to_numpy()), np.stack(reference["features"].to_numpy()))
+
+    # The run's page draws a decoded photo from its bundle row's derivative (no original there to draw).
+    assert lake.DERIVATIVE_COLUMN == featurize.DERIVATIVE_COLUMN
+    shown = [raw + "Kiwi/" + name for name in ("rotated.jpg", "thumbnail.jpg")]
+    thumbs, not_drawn = report_page.photo_thumbnails(lake_store, lake_store.root, BATCH, shown)
+    assert not not_drawn and thumbs[shown[0]] == report_page.thumbnail(ours.loc["rotated.jpg", "derivative"])
+    assert thumbs[shown[1]] == report_page.thumbnail(stored["thumbnail.jpg"])
 
 
 # The ingest job's own `main`, with its pass failing once mid-task: the first attempt of task 0 reads, examines

@@ -61,6 +61,9 @@ AREAS = ("raw", "derived", "index", "locks", "features", "quarantine", "pca", "r
 # What the lake keeps of a photo (docs/gdpr.md, "What the lake keeps"): the stripped original for a short window,
 # the model-ready derivative for the whole retention.
 ORIGINALS_AREA, DERIVED_AREA = "raw", "derived"
+# The derivative's column, in derived/ and in the bundle row of a photo the ingest pass decoded
+# (spark_jobs/featurize.py's DERIVATIVE_COLUMN, checked equal by tests/test_report_page.py).
+DERIVATIVE_COLUMN = "derivative"
 # Names inside a committed PCA output (spark_jobs/pca.py writes them, the cluster ships no plugins: the
 # job keeps its own copy, tests/test_erase.py checks they agree). Before per-basis outputs, one CSV file.
 PCA_REDUCED_FOLDER = "reduced"

@@ -396,6 +396,7 @@ def plan_jobs(
             retention_days=settings.retention_days,
             max_photo_bytes=int(settings.max_photo_bytes),
             landing_after=settings.landing_after,
+            keep_originals=settings.original_retention_days > 0,  # 0: featurize's run is all that reads them
             **common,
         )
         if listing and listing.get("listing")

@@ -220,7 +220,7 @@ def photo_thumbnails(
         if not needed or not store.is_file(raw + bundle):
             continue
         for row in _bundle_rows(store, raw + bundle, needed):
-            uri, why = draw(row["content"])
+            uri, why = draw(row.get(lake.DERIVATIVE_COLUMN) or row["content"])  # a decoded photo's small copy first
             for path in wanted[row["path"][len(raw) :]]:
                 thumbs[path] = uri
                 notes[path] = why
@@ -231,16 +231,19 @@ def photo_thumbnails(
 
 
 def _bundle_rows(store: Any, uri: str, paths: list[str]) -> Iterator[dict[str, Any]]:
-    """The rows of these photos in a bundle: the `path` column of each row group, then the photos of only the
-    row groups holding one, a few at a time (a bundle of a thousand phone photos is ~3 GB)."""
+    """The rows of these photos in a bundle: the `path` column of each row group, then the photos (and the
+    derivatives of those the ingest pass decoded) of only the row groups holding one, a few at a time (a bundle of
+    a thousand phone photos is ~3 GB)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     with storage.parquet_file(store, uri) as bundle:
+        derivative = [lake.DERIVATIVE_COLUMN] if lake.DERIVATIVE_COLUMN in bundle.schema_arrow.names else []
+        columns = ["path", "content", *derivative]
         for group in range(bundle.metadata.num_row_groups):
             if not pc.any(pc.is_in(bundle.read_row_group(group, columns=["path"])["path"], pa.array(paths))).as_py():
                 continue
-            for rows in bundle.iter_batches(batch_size=PHOTOS_AT_ONCE, row_groups=[group], columns=["path", "content"]):
+            for rows in bundle.iter_batches(batch_size=PHOTOS_AT_ONCE, row_groups=[group], columns=columns):
                 yield from rows.filter(pc.is_in(rows["path"], pa.array(paths))).to_pylist()
 
 

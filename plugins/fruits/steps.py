@@ -66,9 +66,11 @@ def ingest_job(
     retention_days: int | None = None,
     max_photo_bytes: int | None = None,
     landing_after: str = "keep",
+    keep_originals: bool = False,
 ) -> SparkJob:
     """`ingest.py`: the per-photo work of an ingestion (fruits.upload.write_listing wrote `listing`, whose
-    sources are under `landing`) into the batch's raw folder, the index updated."""
+    sources are under `landing`) into the batch's raw folder, the index updated; `keep_originals`: the decoded
+    photos' stripped bytes kept in raw/ too (a fruits_original_retention_days window)."""
     # The pass decodes the big photos for featurize, with featurize's own functions.
     script, py_files = _code_files(code_uri, [*helper_modules, FEATURIZE_SCRIPT], "ingest.py")
     args = [
@@ -89,6 +91,8 @@ def ingest_job(
         args += ["--max-photo-bytes", str(int(max_photo_bytes))]
     if landing_after != "keep":
         args += ["--landing-after", landing_after]
+    if keep_originals:
+        args += ["--keep-originals"]
     return SparkJob(INGEST, script, py_files, tuple(args))
 
 
