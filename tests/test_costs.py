@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import ingest
 import pytest
 from botocore.stub import Stubber
 
@@ -1357,8 +1358,10 @@ def test_bill_photo_mix_phone_json_prints_the_pipeline_s_month_and_issue_22_s_ta
 
 def phone_night(**extra) -> costs.Workload:
     """A million 3 MB photos from an s3:// landing, ingested and decoded on the cluster (their pixels, derivative and
-    hash in their bundle rows), derivatives kept."""
+    hash in their bundle rows, not their bytes: no fruits_original_retention_days window unless `extra` gives one),
+    derivatives kept."""
     decoded = featurize.PIXELS_BYTES + 13_000 + costs.CONTENT_SHA256_BYTES
+    night = {"original_retention_days": 0, **extra}
     return workload(
         mean_image_bytes=3e6,
         landing_on_s3=True,
@@ -1367,9 +1370,61 @@ def phone_night(**extra) -> costs.Workload:
         landing_image_bytes=3e6,
         decoded_share=1.0,
         decoded_bytes=decoded,
+        decoded_stripped_bytes=3e6,
+        decoded_landing_bytes=3e6,
         featurize_read_bytes=decoded,
-        **extra,
+        **night,
     )
+
+
+def ingest_job_files(photos: int, bundled_bytes: int) -> int:
+    """The files spark_jobs/ingest.py writes, step by step as Spark runs it: round-robin read tasks
+    (bundle_landing's count), coalesced into write_bundles' parts as contiguous runs of tasks, each part cut at
+    BUNDLE_MAX_PHOTOS rows a file (maxRecordsPerFile)."""
+    tasks = max(1, -(-photos // ingest.PHOTOS_PER_TASK), -(-bundled_bytes // ingest.BUNDLE_MAX_BYTES))
+    parts = max(1, -(-photos // ingest.BUNDLE_MAX_PHOTOS), -(-bundled_bytes // ingest.BUNDLE_MAX_BYTES))
+    per_task = [photos // tasks + (task < photos % tasks) for task in range(tasks)]
+    if parts >= tasks:
+        runs = [[size] for size in per_task]
+    else:
+        bounds = [part * tasks // parts for part in range(parts + 1)]
+        runs = [per_task[bounds[part] : bounds[part + 1]] for part in range(parts)]
+    return sum(-(-sum(run) // ingest.BUNDLE_MAX_PHOTOS) for run in runs if sum(run))
+
+
+def test_the_ingest_job_s_bundles_are_counted_by_its_own_rule():
+    # Its constants, not copies: the count follows them.
+    for photos, bundled in (
+        (5, 5 * 4_668),
+        (1_000_000, 4_668 * 10**6),
+        (1_000_000, 150_528 * 10**6),
+        (10**6, 3 * 10**12),
+    ):
+        assert costs.ingest_bundles(photos, bundled) == ingest_job_files(photos, bundled), (photos, bundled)
+    assert costs.ingest_bundles(0, 0) == 0
+    # A million thumbnails or pixel rows: two read tasks a part hold more than a file's photos, so a file per task.
+    assert 2 * ingest.PHOTOS_PER_TASK > ingest.BUNDLE_MAX_PHOTOS
+    assert costs.ingest_bundles(10**6, 4_668 * 10**6) == math.ceil(10**6 / ingest.PHOTOS_PER_TASK)
+    # What a photo brings to its bundle as the job counts it from the listing (ingest.bundled_bytes): a decoded
+    # photo its model pixels, and its own bytes only with a window.
+    listing = [{"size": 3_000_000, "reason": ""}] * 4 + [{"size": 3_000_000, "reason": "not a photo"}]
+    for days, keep in ((0, False), (1, True)):
+        phone = phone_night(images=4, original_retention_days=days)
+        assert phone.keeps_decoded_photos is keep
+        assert phone.images * phone.ingest_bundled_bytes == ingest.bundled_bytes(listing, keep)
+    thumbnails = workload(images=4, ingest_per_vcpu=100.0, landing_image_bytes=4_668.0)
+    assert thumbnails.images * thumbnails.ingest_bundled_bytes == ingest.bundled_bytes(
+        [{"size": 4_668, "reason": ""}] * 4, False
+    )
+    # The default phone night: its bundles hold the pixels and derivatives, a file per read task; a window's, the
+    # photos too, a file per BUNDLE_MAX_BYTES of them.
+    default, window = phone_night(), phone_night(original_retention_days=1)
+    assert default.objects == costs.ingest_bundles(default.images, default.images * featurize.PIXELS_BYTES)
+    assert default.objects == math.ceil(default.images / ingest.PHOTOS_PER_TASK)
+    assert default.bundle_row_bytes == default.decoded_bytes
+    assert window.bundle_row_bytes == 3e6 + window.decoded_bytes
+    assert window.objects == costs.ingest_bundles(window.images, window.images * (3_000_000 + featurize.PIXELS_BYTES))
+    assert window.objects > 10 * default.objects
 
 
 def test_the_ingest_job_reads_each_landing_photo_once_and_stages_a_local_one(prices):
@@ -1394,14 +1449,19 @@ def test_what_the_cluster_writes_pays_a_multipart_upload_per_file():
     assert costs.committed_file_puts(10, 10 * 4.5e6) == 10 * (2 + 1)  # create, one part, complete
     assert costs.committed_file_puts(2, 2 * 300 * 2**20) == 2 * (2 + 3)  # 300 MiB: three 128 MiB parts
     # Bundles written by the ingest job pay it; bundles the worker's upload writes are one PutObject each.
-    assert costs.s3_requests(workload(ingest_per_vcpu=100.0))["put"]["upload_objects"] == 1000 * 3
+    cluster = workload(ingest_per_vcpu=100.0)
+    assert costs.s3_requests(cluster)["put"]["upload_objects"] == cluster.objects * 3
     assert costs.s3_requests(workload())["put"]["upload_objects"] == 1000
 
 
 def test_featurize_writes_one_file_per_input_split_and_each_big_one_moves_to_glacier(prices):
-    phone = phone_night()
-    # 3 TB of photos and their decoded columns in featurize's 2 GiB splits (Spark cuts files by their bytes, whichever
-    # columns it reads): a task each, writing a features file and a derivatives file.
+    # The default night's bundles hold the decoded columns only: featurize's splits are theirs.
+    default = phone_night()
+    pixel_splits = math.ceil(default.images * default.decoded_bytes / featurize.MAX_SPLIT_BYTES)
+    assert costs.featurize_output_files(default) == max(pixel_splits, math.ceil(default.images * 3500 / 64e6))
+    phone = phone_night(original_retention_days=1)
+    # A window's: 3 TB of photos and their decoded columns in featurize's 2 GiB splits (Spark cuts files by their
+    # bytes, whichever columns it reads): a task each, writing a features file and a derivatives file.
     splits = math.ceil(phone.images * (3e6 + phone.decoded_bytes) / featurize.MAX_SPLIT_BYTES)
     assert costs.featurize_output_files(phone) == splits > math.ceil(3e12 / featurize.MAX_SPLIT_BYTES)
     assert costs.featurize_output_files(workload()) == 55  # small photos: 64 MB parts, as assumed before
@@ -1419,7 +1479,7 @@ def test_featurize_writes_one_file_per_input_split_and_each_big_one_moves_to_gla
 
 
 def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_over_the_network(prices):
-    phone, overheads = phone_night(), costs.Overheads()
+    phone, overheads = phone_night(original_retention_days=1), costs.Overheads()  # a window: the photos kept too
     sizing = ClusterSizing()  # 2 workers, 3.75 Gbps each way each
     bandwidth = costs.network_bytes_per_s(sizing)
     assert bandwidth == 2 * 3.75e9 / 8
@@ -1441,8 +1501,17 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
     # The plan sizes the night on the same crossings from its listing (sized_for_night), all but the decoded photos'
     # derivatives and hashes, which it cannot know before the decode.
     beside_pixels = phone.decoded_bytes - featurize.PIXELS_BYTES
-    plan = night_network_bytes(round(phone.images * phone.landing_image_bytes), phone.images)
+    plan = night_network_bytes(round(phone.images * phone.landing_image_bytes), phone.images, keep_originals=True)
     assert moved["ingest_s"] + moved["featurize_s"] == pytest.approx(plan + 2 * phone.images * beside_pixels)
+    # Without a window the ingest pass writes back only the decoded columns: its read of the landing is the busier
+    # way, and the plan counts the pixels once.
+    default = phone_night()
+    landing = default.images * default.landing_image_bytes
+    assert costs.step_bytes(default)["ingest_s"] == landing > default.images * default.bundle_row_bytes
+    plan = night_network_bytes(round(landing), default.images)
+    assert sum(costs.step_bytes(default).values()) - moved["pca_s"] == pytest.approx(
+        plan + default.images * beside_pixels
+    )
     assert bound["pca_s"] == free["pca_s"]  # 7 GB of features: its CPU work is longer
     # Twice the workers, half the network time; a night of thumbnails is never bound.
     bigger = costs.job_seconds(phone, 32, overheads, 2 * bandwidth)
@@ -1452,14 +1521,19 @@ def test_a_step_moving_more_than_its_workers_bandwidth_carries_lasts_its_bytes_o
 
 def test_featurize_reads_a_decoded_photo_s_row_without_its_content(prices):
     phone = phone_night()
-    undecoded = replace(phone, decoded_share=0.0, decoded_bytes=0.0, featurize_read_bytes=None)
-    requests, before = costs.s3_requests(phone), costs.s3_requests(undecoded)
+    undecoded = dict(decoded_share=0.0, decoded_bytes=0.0, decoded_stripped_bytes=0.0, decoded_landing_bytes=0.0)
+    undecoded = replace(phone, featurize_read_bytes=None, **undecoded)
     # A row group's columns before the content and those after it: two ranged GETs instead of one.
-    groups = math.ceil(phone.photos_per_object / storage.BUNDLE_ROW_GROUP_PHOTOS)
-    extra = phone.objects * groups * (costs.GETS_PER_PRUNED_ROW_GROUP - costs.GETS_PER_ROW_GROUP)
-    assert requests["get"]["featurize_reads"] == before["get"]["featurize_reads"] + extra
-    # raw/ holds the decoded columns beside the photos, for the originals' window.
-    raw = costs.area_volumes(phone)["raw/"]["bytes"]
+    photos = phone.photos_per_object
+    groups = math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
+    extra = groups * (costs.GETS_PER_PRUNED_ROW_GROUP - costs.GETS_PER_ROW_GROUP)
+    assert costs.featurize_gets_per_bundle(photos, 1.0) == costs.featurize_gets_per_bundle(photos, 0.0) + extra
+    reads = costs.s3_requests(phone)["get"]["featurize_reads"]
+    assert reads == round(phone.objects * costs.featurize_gets_per_bundle(photos, 1.0))
+    # raw/ holds the decoded columns, not the photos (no window); with a window, beside the photos.
+    assert costs.area_volumes(phone)["raw/"]["bytes"] == pytest.approx(phone.images * phone.decoded_bytes)
+    window = replace(phone, original_retention_days=1)
+    raw = costs.area_volumes(window)["raw/"]["bytes"]
     assert raw == pytest.approx(costs.area_volumes(undecoded)["raw/"]["bytes"] + phone.images * phone.decoded_bytes)
     with pytest.raises(ValueError, match="decoded_share needs ingest_per_vcpu"):
         workload(decoded_share=1.0)  # the Airflow worker's upload decodes nothing
@@ -1468,19 +1542,25 @@ def test_featurize_reads_a_decoded_photo_s_row_without_its_content(prices):
 
 
 def test_the_levers_save_what_their_requests_and_minutes_cost(prices):
-    rows = cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
-    names = [r["change"] for r in rows]
-    assert names[:3] == [
-        "today's jobs",
-        "featurize writes 64 MB parts",
-        "ingest and featurize fused: no bundles written nor read back",
-    ]
+    fused = "ingest and featurize fused: no bundles written nor read back"
+    # A window: the photos' bundles are many files, and featurize's splits of them too.
+    rows = cost_compare.photo_levers(
+        phone_night(original_retention_days=1), ClusterSizing(), region=PARIS, prices=prices
+    )
+    assert [r["change"] for r in rows][:3] == ["today's jobs", "featurize writes 64 MB parts", fused]
     assert rows[1]["wall_minutes"] == rows[0]["wall_minutes"]  # fewer files: requests, not minutes
     assert rows[2]["wall_minutes"] < rows[1]["wall_minutes"]  # the bundles' writes: the network-bound ingest's bytes
-    assert all(r["saved_usd_per_million"] > 0 for r in rows[1:])
-    cheapest = [r for r in rows if r["change"].endswith("(the cheapest count)")]
-    if cheapest:  # the cheapest task count, when it is not the one the night is sized for: always last
-        assert rows[-1] is cheapest[0] and rows[-1]["workers"] != rows[-2]["workers"]
+    # The default night: the pixel bundles are few and small, featurize's outputs too; fusing saves their writes,
+    # their reread and a step, far less than it saves with a window.
+    default = cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
+    assert [r["change"] for r in default][:2] == ["today's jobs", fused]
+    assert 0 < default[1]["saved_usd_per_million"] < rows[2]["saved_usd_per_million"] / 2
+    assert default[0]["processing_usd_per_million"] < rows[0]["processing_usd_per_million"]
+    for levers in (rows, default):
+        assert all(r["saved_usd_per_million"] > 0 for r in levers[1:])
+        cheapest = [r for r in levers if r["change"].endswith("(the cheapest count)")]
+        if cheapest:  # the cheapest task count, when it is not the one the night is sized for: always last
+            assert levers[-1] is cheapest[0] and levers[-1]["workers"] != levers[-2]["workers"]
 
 
 def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundles(prices):
@@ -1506,19 +1586,21 @@ def test_a_fused_ingest_and_featurize_reads_the_landing_once_and_writes_no_bundl
     cpu = fused.images * (1 / fused.ingest_per_vcpu + 1 / fused.throughput_per_vcpu) / 16
     assert seconds["featurize_s"] == pytest.approx(max(cpu, 3e12 / bandwidth) + overheads.step_s)
     assert costs.step_bytes(fused)["featurize_s"] == 3e12
-    # In bytes it saves the bundles' writes over the landing's read, and featurize's read of the decoded columns.
+    # In bytes it saves featurize's read of the decoded columns, and with a window the bundles' writes over the
+    # landing's read.
     moved = costs.step_bytes(phone)
+    assert moved["ingest_s"] + moved["featurize_s"] - 3e12 == pytest.approx(phone.images * phone.decoded_bytes)
+    moved = costs.step_bytes(replace(phone, original_retention_days=1))
     assert moved["ingest_s"] + moved["featurize_s"] - 3e12 == pytest.approx(2 * phone.images * phone.decoded_bytes)
     with pytest.raises(ValueError, match="ingest_per_vcpu"):
         workload(ingest_fused=True)  # nothing to fuse: the Airflow worker's upload
 
 
 def test_the_fused_lever_and_spot_workers_price_what_they_change(prices):
-    rows = {
-        r["change"]: r for r in cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
-    }
-    before = rows["featurize writes 64 MB parts"]
+    levers = cost_compare.photo_levers(phone_night(), ClusterSizing(), region=PARIS, prices=prices)
+    rows = {r["change"]: r for r in levers}
     fused = rows["ingest and featurize fused: no bundles written nor read back"]
+    before = levers[levers.index(fused) - 1]
     assert fused["processing_usd_per_million"] < before["processing_usd_per_million"]
     # A million photos, a million landing GETs (0.42 USD in Paris), today's jobs as the fused step: every row's floor.
     for row in rows.values():

@@ -544,6 +544,30 @@ def test_an_emr_plan_needs_the_published_wheelhouse_and_weights_before_any_clust
     assert args[args.index("--weights") + 1] == f"s3://{BUCKET}/other.h5" and "--weights-sha256" not in args
 
 
+def test_a_default_night_of_a_million_phone_photos_runs_on_the_cost_model_s_cheapest_task_count(s3):
+    from fruits import cost_compare, costs
+    from fruits.cli import costs as costs_cli
+
+    store = storage.S3Store(s3, BUCKET)
+    lock = (pipeline_tasks.REPO_ROOT / release.NODE_LOCK).read_bytes()
+    store.put(release.wheelhouse_uri(store.root, lock) + release.WHEELHOUSE_MANIFEST, b"{}", "-")
+    release.publish_weights(store, store.root, b"weights")
+    args = costs_cli.build_parser().parse_args(["bill", "--photo-mix", "phone", "--region", REGION])
+    phone = costs.night_workload(costs_cli.workload_of(args), costs.RETENTION_DAYS)
+    assert phone.original_retention_days == EMR.original_retention_days == 0  # the default: no originals window
+    plan = _emr_plan(EMR, s3, phone.images, photo_bytes=round(phone.landing_image_bytes))
+    fleets = {f["InstanceFleetType"]: f for f in plan["job_flow"]["Instances"]["InstanceFleets"]}
+    planned = fleets["TASK"]["TargetSpotCapacity"]
+    asked = parsed(EMR).sizing
+    prices = costs.PriceBook.load()
+    cheapest = cost_compare.cheapest_task_count(phone, asked, region=REGION, prices=prices)
+    assert abs(planned - cheapest) <= 1 and planned > asked.task_count
+    # On the plan's nodes the night stays within issue 22's hours.
+    sized = dataclasses.replace(asked, task_count=planned)
+    night = costs.estimate_emr(phone, sized, region=REGION, prices=prices, as_asked=True)
+    assert night["seconds"]["wall_s"] <= cost_compare.PHOTO_MIX_TARGETS["phone"]["wall_minutes"] * 60
+
+
 def test_an_empty_night_needs_nothing_published_and_the_local_target_no_wheelhouse(s3, tmp_path):
     empty = _emr_plan(EMR, s3, 0)
     assert empty["run_jobs"] is False and empty["featurize_steps"] == []

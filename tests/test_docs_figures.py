@@ -185,7 +185,7 @@ def claims(s: dict) -> dict[str, list[str]]:
             f"une paire sur trois est sous la cible ({fr(min(pca['stats_vs_numpy_ceiling_each']), 2)})",
             f"hors préparation du modèle ({inference['featurize_end_to_end']['model_prepare_seconds']:.0f} s)",
             f"**{fr(percent(pca['step_share_of_featurize']), 1)} %** du temps de featurize",
-            f"environ {phone_raw_day:.0f} USD par mois",
+            f"environ {fr(phone_raw_day, 2)} USD par mois",
             f"| {fr(thumbnail_wall, 1)} min | **{fr(phone_wall, 1)} min** |",
             f"| {fr(thumbnail['processing_usd_per_million'], 2)} USD "
             f"| **{fr(phone['processing_usd_per_million'], 2)} USD** |",

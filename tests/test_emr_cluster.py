@@ -301,22 +301,26 @@ def test_the_cluster_grows_with_the_nights_bytes_never_below_the_sizing_asked():
     sizing = emr_cluster.ClusterSizing()
     assert emr_cluster.sized_for_night(sizing, 0, 0) == sizing
     assert emr_cluster.sized_for_night(sizing, 4_668_000_000, 1_000_000) == sizing  # a million thumbnails
-    # Phone photos: their bytes once (the ingest pass reads the landing and writes them stripped into the bundles) and
-    # their model pixels twice (the ingest pass writes them, featurize reads them instead of the photo).
+    # Phone photos: their bytes once (the ingest pass reads the landing) and their model pixels once (featurize reads
+    # them instead of the photo); with a window twice (the ingest pass writes them beside the stripped photo).
     phone_bytes, photos = 2_850_000_000_000, 1_000_000
     crossing = emr_cluster.night_network_bytes(phone_bytes, photos)
-    assert crossing == phone_bytes + 2 * photos * emr_cluster.PIXELS_BYTES
+    assert crossing == phone_bytes + photos * emr_cluster.PIXELS_BYTES
+    kept = emr_cluster.night_network_bytes(phone_bytes, photos, keep_originals=True)
+    assert kept == phone_bytes + 2 * photos * emr_cluster.PIXELS_BYTES
     # The listing has no photo's size: as many photos as its bytes could hold bigger than their pixels count as decoded,
     # at most the bytes again twice (a million thumbnails: 31,010 of them, still the sizing asked).
     thumbnails = 4_668_000_000
     decoded = thumbnails // (emr_cluster.PIXELS_BYTES + 1)
-    assert emr_cluster.night_network_bytes(thumbnails, photos) == thumbnails + 2 * decoded * emr_cluster.PIXELS_BYTES
-    assert emr_cluster.night_network_bytes(thumbnails, photos) < 3 * thumbnails
+    assert emr_cluster.night_network_bytes(thumbnails, photos) == thumbnails + decoded * emr_cluster.PIXELS_BYTES
+    assert emr_cluster.night_network_bytes(thumbnails, photos, keep_originals=True) < 3 * thumbnails
     per_worker = sizing.worker_facts.network_gbps * 1e9 / 8 * emr_cluster.NIGHT_NETWORK_SECONDS
     for night in (1, 2, 3):  # one night's landing, or nights the pipeline missed
         grown = emr_cluster.sized_for_night(sizing, night * phone_bytes, night * photos)
         workers = grown.core_count + grown.task_count
         assert workers == max(sizing.core_count + sizing.task_count, math.ceil(night * crossing / per_worker))
+        windowed = emr_cluster.sized_for_night(sizing, night * phone_bytes, night * photos, keep_originals=True)
+        assert windowed.task_count - grown.task_count == math.ceil(night * kept / per_worker) - workers >= 0
     assert emr_cluster.sized_for_night(sizing, 3 * phone_bytes, 3 * photos).task_count > sizing.task_count
     asked = dataclasses.replace(sizing, task_count=9)
     assert emr_cluster.sized_for_night(asked, phone_bytes, photos).task_count == 9

@@ -407,11 +407,12 @@ def photo_levers(
     """What the changes to the jobs that the cost model sees but the pipeline does not make yet would save, each
     on top of the ones above it (night 365 of `workload.images`, the month at a million a night): a landing the
     cluster cannot read ingested by the Airflow worker as before (no object per photo staged, no cluster step);
-    featurize writing its outputs in OUTPUT_OBJECT_BYTES parts; ingest and featurize one step (no bundles written,
-    nor their decoded columns or small photos read back: today's ingest pass already decodes the photos bigger than
-    their model pixels, so this saves the bundle writes and that small reread); every worker on spot, the core
-    nodes too; then the cheapest count of task nodes (never fewer than the night's bytes size: `run_sizing`). Each
-    row carries its processing by component (`usd_per_million`)."""
+    featurize writing its outputs in OUTPUT_OBJECT_BYTES parts; ingest and featurize one step (no bundles written
+    nor read back: today's ingest pass already decodes the photos bigger than their model pixels and, without an
+    original_retention_days window, writes only those pixels and derivative, so this saves those small bundles,
+    their reread and a step); every worker on spot, the core nodes too; then the cheapest count of task nodes when
+    it is not the one the night's bytes size (`run_sizing`, never fewer). Each row carries its processing by
+    component (`usd_per_million`)."""
     night = night_workload(workload, RETENTION_DAYS)
     staged = bool(workload.ingest_per_vcpu) and not workload.landing_on_s3
     outputs = math.ceil(night.images * max(night.feature_bytes, night.derivative_bytes) / OUTPUT_OBJECT_BYTES)
@@ -465,15 +466,27 @@ def photo_levers(
     shaped = replace(workload, **applied)
     tonight = night_workload(shaped, RETENTION_DAYS)
     # The counts the night may run on (the plan never runs fewer task nodes than its landing's bytes ask).
-    counts = sorted({run_sizing(tonight, replace(sizing, task_count=n)).task_count for n in task_counts})
     sized = run_sizing(tonight, sizing)
-    cheapest = min(
-        (replace(sizing, task_count=n) for n in counts),
-        key=lambda s: (estimate(shaped, s, spot_core)["processing_usd_per_million"], s.task_count != sized.task_count),
-    )
+    counts = sorted({run_sizing(tonight, replace(sizing, task_count=n)).task_count for n in task_counts})
+    priced = {"region": region, "prices": prices, "overheads": overheads, "spot_core": spot_core}
+    cheapest = replace(sizing, task_count=cheapest_task_count(tonight, sizing, task_counts=counts, **priced))
     if cheapest.task_count != sized.task_count:
         rows.append(row(f"{cheapest.task_count} task nodes (the cheapest count)", shaped, cheapest, spot_core))
     return rows
+
+
+def cheapest_task_count(
+    workload: Workload, sizing: ClusterSizing, *, task_counts: Sequence[int] = range(0, 12), **priced: Any
+) -> int:
+    """The count of task nodes (of `task_counts`) on which `workload` costs least to process, each priced as asked
+    (not grown to what the night's bytes size); the fewer nodes on a tie. `priced`: estimate_emr's region, prices,
+    overheads, spot_core."""
+
+    def processing(count: int) -> float:
+        shaped = replace(sizing, task_count=count)
+        return estimate_emr(workload, shaped, as_asked=True, **priced)["processing_usd_per_million"]
+
+    return min(sorted(task_counts), key=processing)
 
 
 def levers_left(bill: dict[str, Any]) -> str:

@@ -36,9 +36,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ingest  # the ingest job's own bundle rule (spark_jobs/ is on sys.path, as for featurize)
+
 from featurize import MAX_SPLIT_BYTES, PIXELS_BYTES
 
-# The bundle constants size the objects the requests are counted on: read at call time, never copied.
+# The bundle constants size the objects the requests are counted on (fruits.storage's for the worker's upload, the
+# ingest job's own for the cluster's): read at call time, never copied.
 from fruits import storage
 from fruits.emr_cluster import INSTANCE_TYPES, ClusterSizing, InstanceFacts, sized_for_night, worker_vcpus
 from fruits.gdpr import check_region
@@ -259,11 +262,14 @@ class Workload:
     landing_image_bytes: float | None = None
     landing_days: float = 0.0
     # The photos the ingest pass decodes (stored bytes more than PIXELS_BYTES): their share of the night; per photo
-    # of the night, the bytes their bundle rows hold beside the original (pixels, derivative, hash; 0 for a photo
-    # not decoded) and what featurize reads of a row (those columns, Parquet column pruning, for a decoded photo;
-    # the stored photo for another; None: the stored photo, nothing decoded).
+    # of the night, the bytes their bundle rows hold of them (pixels, derivative, hash; 0 for a photo not decoded),
+    # their own stripped bytes and landing bytes (their rows hold the stripped bytes only when original_retention_days
+    # is not 0: `keeps_decoded_photos`), and what featurize reads of a row (those columns, Parquet column pruning,
+    # for a decoded photo; the stored photo for another; None: the stored photo, nothing decoded).
     decoded_share: float = 0.0
     decoded_bytes: float = 0.0
+    decoded_stripped_bytes: float = 0.0
+    decoded_landing_bytes: float = 0.0
     featurize_read_bytes: float | None = None
     # Changes to the jobs not made yet, priced by `cost_compare.photo_levers` (the defaults are today's jobs): GET-tier
     # requests per landing photo (None: GETS_PER_LANDING_PHOTO), featurize's output files (None: one
@@ -308,8 +314,11 @@ class Workload:
             raise ValueError("objects_in_batch counts bundles: it does not go with one object per photo")
         if self.ingest_fused and not self.ingest_per_vcpu:
             raise ValueError("ingest_fused fuses the cluster's ingest step into featurize: it needs ingest_per_vcpu")
-        if not 0 <= self.decoded_share <= 1 or self.decoded_bytes < 0 or (self.featurize_read_bytes or 0) < 0:
+        decoded_sizes = (self.decoded_bytes, self.decoded_stripped_bytes, self.decoded_landing_bytes)
+        if not 0 <= self.decoded_share <= 1 or min(decoded_sizes) < 0 or (self.featurize_read_bytes or 0) < 0:
             raise ValueError("decoded_share is a share (0 to 1); decoded and read bytes cannot be negative")
+        if self.decoded_stripped_bytes > self.mean_image_bytes:
+            raise ValueError("decoded_stripped_bytes is part of the night's mean_image_bytes")
         if self.decoded_share and not self.ingest_per_vcpu:
             raise ValueError("only the cluster's ingest pass decodes photos: decoded_share needs ingest_per_vcpu")
 
@@ -322,12 +331,18 @@ class Workload:
         """Mean photos per object: the actual mean when the object count is known, else the layout's."""
         if self.objects_in_batch:
             return self.images / self.objects_in_batch
-        return self.images_per_object or bundle_photos(self.mean_image_bytes)
+        return self.layout_photos_per_object
 
     @property
-    def layout_photos_per_object(self) -> int:
-        """Photos per object of the layout (for batches whose object count is not known, e.g. caught-up ones)."""
-        return self.images_per_object or bundle_photos(self.mean_image_bytes)
+    def layout_photos_per_object(self) -> float:
+        """Mean photos per object of the layout (also for batches whose object count is not known, e.g. caught-up
+        ones): one a photo, the ingest job's bundles of a night this size (`ingest_bundles`), or fruits.upload's."""
+        if self.images_per_object:
+            return self.images_per_object
+        if self.ingest_per_vcpu:
+            photos = self.images or self.catchup_images or 1
+            return photos / ingest_bundles(photos, photos * self.ingest_bundled_bytes)
+        return bundle_photos(self.mean_image_bytes)
 
     @property
     def objects(self) -> int:
@@ -335,12 +350,31 @@ class Workload:
             return 0
         if self.objects_in_batch is not None:
             return self.objects_in_batch
+        if self.ingest_per_vcpu and not self.images_per_object:
+            return ingest_bundles(self.images, self.images * self.ingest_bundled_bytes)
         return math.ceil(self.images / self.photos_per_object)
 
     @property
+    def keeps_decoded_photos(self) -> bool:
+        """Whether a decoded photo's bundle row keeps its stripped bytes: only with an original_retention_days window
+        (ingest's --keep-originals; None: the model before such windows, the originals kept)."""
+        return self.original_retention_days != 0
+
+    @property
     def bundle_row_bytes(self) -> float:
-        """Mean bytes of a photo's bundle row: the stored photo and, for one the ingest pass decoded, its columns."""
-        return self.mean_image_bytes + self.decoded_bytes
+        """Mean bytes of a photo's bundle row: the stored photo, or, for one the ingest pass decoded, its columns
+        (+ its stored bytes only when `keeps_decoded_photos`)."""
+        dropped = 0.0 if self.keeps_decoded_photos else self.decoded_stripped_bytes
+        return self.mean_image_bytes - dropped + self.decoded_bytes
+
+    @property
+    def ingest_bundled_bytes(self) -> float:
+        """Mean bytes a photo brings to its bundle as the ingest job counts them from the listing's sizes when it
+        cuts its bundles (ingest.bundled_bytes): a decoded photo its model pixels (+ its own only when
+        `keeps_decoded_photos`), another its own."""
+        landing = self.landing_image_bytes or self.mean_image_bytes
+        kept = self.decoded_landing_bytes if self.keeps_decoded_photos else 0.0
+        return landing - self.decoded_landing_bytes + kept + self.decoded_share * PIXELS_BYTES
 
     @property
     def featurize_bytes_per_photo(self) -> float:
@@ -369,6 +403,8 @@ class PhotoMix:
     derivative_bytes: float
     decoded_share: float
     decoded_bytes: float
+    decoded_stripped_bytes: float
+    decoded_landing_bytes: float
     featurize_read_bytes: float
     source: str
 
@@ -437,6 +473,8 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
         derivative_bytes=mean(lambda c: c["mean_derivative_bytes"]),
         decoded_share=sum(shares[c] for c in decoded),
         decoded_bytes=mean(decoded_row_bytes),
+        decoded_stripped_bytes=mean(lambda c: c["mean_stripped_bytes"] if decoded_by_ingest(c) else 0.0),
+        decoded_landing_bytes=mean(lambda c: c["mean_bytes"] if decoded_by_ingest(c) else 0.0),
         featurize_read_bytes=mean(lambda c: decoded_row_bytes(c) or c["mean_stripped_bytes"]),
         source=(
             f"photo mix {name} ({', '.join(f'{share:.0%} {c}' for c, share in shares.items())}): "
@@ -450,6 +488,26 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
 def bundle_photos(mean_image_bytes: float) -> int:
     """Photos per bundle the upload writes, at this mean photo size: whichever of its limits comes first."""
     return max(1, min(storage.BUNDLE_MAX_PHOTOS, int(storage.BUNDLE_MAX_BYTES // mean_image_bytes)))
+
+
+def ingest_bundles(photos: int, bundled_bytes: float) -> int:
+    """Bundle files the ingest job writes for `photos` storable photos bringing `bundled_bytes` (as it counts them,
+    ingest.bundled_bytes), by its own rule: read in tasks of at most PHOTOS_PER_TASK photos and BUNDLE_MAX_BYTES
+    (ingest.bundle_landing), coalesced into as many parts as BUNDLE_MAX_PHOTOS and BUNDLE_MAX_BYTES ask
+    (ingest.write_bundles: Spark gives each part a run of whole tasks, the extra ones one more), each part cut
+    into files of at most BUNDLE_MAX_PHOTOS (maxRecordsPerFile): two tasks of a part make two files when they hold
+    more than BUNDLE_MAX_PHOTOS together."""
+    if photos <= 0:
+        return 0
+    by_bytes = math.ceil(bundled_bytes / ingest.BUNDLE_MAX_BYTES)
+    tasks = max(1, math.ceil(photos / ingest.PHOTOS_PER_TASK), by_bytes)
+    parts = min(tasks, max(1, math.ceil(photos / ingest.BUNDLE_MAX_PHOTOS), by_bytes))
+    fewer, more = divmod(tasks, parts)  # `more` parts coalesce fewer + 1 tasks
+
+    def files(part_tasks: int) -> int:
+        return max(1, math.ceil(math.ceil(part_tasks * photos / tasks) / ingest.BUNDLE_MAX_PHOTOS))
+
+    return more * files(fewer + 1) + (parts - more) * (files(fewer) if fewer else 0)
 
 
 @dataclass(frozen=True)
@@ -1111,7 +1169,12 @@ def steady_state_month(
                         else "featurize reads and decodes each stored photo; "
                     )
                     + (
-                        f"originals removed by the run that commits their features (~{originals_s / 3600:.1f} h)"
+                        (
+                            "the decoded photos' pixels and derivatives (not their bytes)"
+                            if workload.decoded_share
+                            else "originals"
+                        )
+                        + f" removed by the run that commits their features (~{originals_s / 3600:.1f} h)"
                         if workload.original_retention_days == 0
                         else f"originals kept {workload.original_retention_days} day(s)"
                     )
@@ -1250,7 +1313,8 @@ def run_sizing(workload: Workload, sizing: ClusterSizing) -> ClusterSizing:
     as the plan does from its listing (sized_for_night); otherwise `sizing` as asked."""
     if not workload.ingest_per_vcpu:
         return sizing
-    return sized_for_night(sizing, round(workload.images * (workload.landing_image_bytes or 0)), workload.images)
+    landing = round(workload.images * (workload.landing_image_bytes or 0))
+    return sized_for_night(sizing, landing, workload.images, workload.keeps_decoded_photos)
 
 
 def estimate_emr(
@@ -1262,12 +1326,13 @@ def estimate_emr(
     overheads: Overheads = Overheads(),
     eur_per_usd: float | None = None,
     spot_core: bool = False,
+    as_asked: bool = False,
 ) -> dict[str, Any]:
     """Wall time and cost of one transient-cluster run (JSON-ready: the DAG passes it to the run report). A night
-    ingested on the cluster runs on the cluster its landing's bytes size, as the plan does (sized_for_night).
-    spot_core: see `fleet_markets`."""
+    ingested on the cluster runs on the cluster its landing's bytes size, as the plan does (sized_for_night), unless
+    `as_asked` (the sizing's own counts, to compare them). spot_core: see `fleet_markets`."""
     check_region(region)
-    sizing = run_sizing(workload, sizing)
+    sizing = sizing if as_asked else run_sizing(workload, sizing)
     vcpus = worker_vcpus(sizing)
     bandwidth = network_bytes_per_s(sizing)
     steps = job_seconds(workload, vcpus, overheads, bandwidth)

@@ -422,32 +422,36 @@ def build_job_flow(settings: PipelineSettings, *, name: str, code_uri: str, sizi
 # featurize.PIXELS_BYTES, a photo's model input (uint8 RGB, 224 x 224): the DAG does not import the Spark job (Pillow,
 # pyarrow); tests/test_emr_cluster.py keeps the two equal.
 PIXELS_BYTES = 224 * 224 * 3
-# The share of the night (2 hours from landing to committed PCA) its bytes may take on the workers' baseline
-# bandwidth: a night of phone photos is network-bound, not CPU-bound (docs/costs.md).
-NIGHT_NETWORK_SECONDS = 3600
+# Seconds of the workers' baseline bandwidth a night's bytes may take per worker: the On-Demand primary and core
+# bill every minute of the night, a spot task node little more than its own, so more task nodes are cheaper until
+# their fixed start-up minutes weigh more (the cost model's cheapest count for a million phone photos, docs/costs.md).
+NIGHT_NETWORK_SECONDS = 1500
 
 
-def night_network_bytes(photo_bytes: int, photos: int) -> int:
+def night_network_bytes(photo_bytes: int, photos: int, keep_originals: bool = False) -> int:
     """The bytes a night of `photos` landing photos (`photo_bytes` together) moves across the workers' network, each
     step in its busier direction (fruits.costs.step_bytes), as the listing tells them: the photos once (the ingest
-    pass reads them and writes them, stripped, into the bundles), and twice the model pixels of each photo bigger
-    than them (the ingest pass decodes it and writes its pixels beside it, featurize reads them instead of the
-    photo). The listing has no photo's size: as many photos as its bytes could hold bigger than their pixels count
-    as decoded, which for small photos is more than featurize's second read of them. Not known before the decode:
-    the decoded photos' derivatives (a tenth of their pixels, docs/costs.md), left to the night's other hour."""
+    pass reads them; it writes back only the model pixels of those bigger than them, and the rest), and the model
+    pixels of each photo bigger than them once more (featurize reads them instead of the photo), or twice with
+    `keep_originals` (a fruits_original_retention_days window: the ingest pass writes them beside the photo's bytes,
+    its writes then the busier direction). The listing has no photo's size: as many photos as its bytes could hold
+    bigger than their pixels count as decoded, which for small photos is more than featurize's read of them. Not
+    known before the decode: the decoded photos' derivatives (a tenth of their pixels, docs/costs.md)."""
     decoded = min(photos, photo_bytes // (PIXELS_BYTES + 1))
-    return photo_bytes + 2 * decoded * PIXELS_BYTES
+    return photo_bytes + (2 if keep_originals else 1) * decoded * PIXELS_BYTES
 
 
-def sized_for_night(sizing: ClusterSizing, photo_bytes: int, photos: int) -> ClusterSizing:
+def sized_for_night(
+    sizing: ClusterSizing, photo_bytes: int, photos: int, keep_originals: bool = False
+) -> ClusterSizing:
     """`sizing` with the task nodes a night of `photos` landing photos (`photo_bytes` together) needs so that what
-    it moves (`night_network_bytes`) crosses the workers' network within NIGHT_NETWORK_SECONDS; never fewer than
-    `sizing` asks for."""
+    it moves (`night_network_bytes`) crosses the workers' network within NIGHT_NETWORK_SECONDS a worker; never fewer
+    than `sizing` asks for."""
     gbps = sizing.worker_facts.network_gbps
     if not gbps:  # an instance type without its bandwidth in INSTANCE_TYPES: the sizing as asked
         return sizing
     per_worker = gbps * 1e9 / 8 * NIGHT_NETWORK_SECONDS
-    workers = math.ceil(night_network_bytes(photo_bytes, photos) / per_worker)
+    workers = math.ceil(night_network_bytes(photo_bytes, photos, keep_originals) / per_worker)
     return replace(sizing, task_count=max(sizing.task_count, workers - sizing.core_count))
 
 

@@ -473,7 +473,9 @@ def plan_run(
     FileNotFoundError) comes before any cluster exists."""
     settings, params = run.settings, run.params
     if settings.target == "emr":
-        sized = emr_cluster.sized_for_night(params.sizing, listed["landing"]["bytes"], listed["landing"]["candidates"])
+        landing = listed["landing"]
+        keep = settings.original_retention_days > 0  # the ingest step's --keep-originals
+        sized = emr_cluster.sized_for_night(params.sizing, landing["bytes"], landing["candidates"], keep)
         if sized != params.sizing:
             log.info(
                 "tonight's landing holds %.1f GB: %d task nodes instead of %d",

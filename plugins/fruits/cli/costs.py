@@ -53,6 +53,8 @@ def workload_of(args: argparse.Namespace) -> Workload:
             "derivative_bytes": mix.derivative_bytes,
             "decoded_share": mix.decoded_share,
             "decoded_bytes": mix.decoded_bytes,
+            "decoded_stripped_bytes": mix.decoded_stripped_bytes,
+            "decoded_landing_bytes": mix.decoded_landing_bytes,
             "featurize_read_bytes": mix.featurize_read_bytes,
             "original_retention_days": args.original_retention_days,
             "landing_image_bytes": mix.original_bytes,
