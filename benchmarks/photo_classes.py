@@ -4,10 +4,14 @@
 
 Classes: `thumbnail` (the Fruits-360 sample, 100 x 100 JPEG), `jpeg12` (12-MP phone JPEG) and `heic` (12-MP
 HEIC with its thumbnail item), both from benchmarks/phone_photos.py. For each, on one thread of this process:
-- ingest: the ingest job's per-photo work (photos.examine: identify, strip the metadata, hash both ways), photos/s;
+- ingest: photos.examine (identify, strip the metadata, hash both ways), photos/s; and the ingest pass's whole
+  per-photo work (`ingest_pass`: examine, then, for a photo bigger than its model pixels, featurize.decoded_columns,
+  the night's one decode of it), photos/s;
 - decode + preprocess: featurize's one decode (decode_oriented: JPEG DCT scaling, the HEIC thumbnail item,
   EXIF orientation), the model's pixels and the derivative, then preprocess, images/s;
 - inference: LiteRT XNNPACK, 1 thread, batch 1 (the job's default) on those tensors, images/s;
+- featurize's per-photo work on the bundle rows the ingest pass writes (featurize_batch, the model on 1 thread):
+  from the pixels the pass decoded, and from the photo's bytes (decoded there), images/s;
 then featurize.py end to end through spark-submit on local[<cores>], twice: over `--copies` hard links of each
 photo and over `LARGER` times as many. The job's fixed start (~15 s here) is as long as a few hundred phone
 photos, so a run's own rate says little; the difference of the two runs is the photos' marginal seconds,
@@ -73,6 +77,29 @@ def ingest_one(data: bytes) -> int:
     return len(verdict.content)
 
 
+def ingest_pass_one(data: bytes) -> int:
+    """The ingest pass's per-photo work: examine, and the one decode of a photo bigger than its model pixels."""
+    verdict = photos.examine(data)
+    decoded = featurize.decoded_columns(verdict.content)
+    return len(verdict.content) if decoded is None else len(decoded["pixels"])
+
+
+def bundle_rows(contents: list[bytes], decoded: bool):
+    """Arrow rows as featurize reads a bundle: a decoded photo's pixels, derivative and size, or its bytes."""
+    import pyarrow as pa
+
+    columns = {"path": [str(i) for i in range(len(contents))], "sha256": ["-"] * len(contents)}
+    rows = [featurize.decoded_columns(c) if decoded else None for c in contents]
+    columns["content"] = [None if row else c for row, c in zip(rows, contents, strict=True)]
+    for name in featurize.DECODED_INPUT:
+        columns[name] = [row[name] if row else None for row in rows]
+    types = {"width": pa.int32(), "height": pa.int32()}
+    return [
+        pa.RecordBatch.from_pydict({k: pa.array([v[i]], types.get(k)) for k, v in columns.items()})
+        for i in range(len(contents))
+    ]
+
+
 def decode_one(data: bytes) -> tuple[np.ndarray, int]:
     image, _, _ = featurize.decode_oriented(data)
     return featurize.preprocess(featurize.model_pixels(image)), len(featurize.derivative(image))
@@ -114,9 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                 "mean_stripped_bytes": round(float(np.mean(stripped))),
                 "mean_derivative_bytes": round(float(np.mean([size for _, size in decoded]))),
                 "ingest_per_s_one_thread": timed_rate(ingest_one, contents, args.min_seconds),
+                "ingest_pass_per_s_one_thread": timed_rate(ingest_pass_one, contents, args.min_seconds),
                 "decode_preprocess_per_s_one_thread": timed_rate(decode_one, contents, args.min_seconds),
                 "inference_per_s_one_thread": rate(model, tensors, 1, args.min_seconds),
             }
+            for source, decoded_rows in (("pixels", True), ("content", False)):
+                rows = bundle_rows(contents, decoded_rows)
+                row[f"featurize_from_{source}_per_s_one_thread"] = timed_rate(
+                    lambda batch: featurize.featurize_batch(batch, model, 1, derivatives=True), rows, args.min_seconds
+                )
             runs = []
             for size, copies in (("small", args.copies), ("large", LARGER * args.copies)):
                 workdir = Path(folder) / name / size
@@ -144,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     columns = (
         ("mean_bytes", "bytes"),
         ("ingest_per_s_one_thread", "ingest/s"),
+        ("ingest_pass_per_s_one_thread", "ingest pass/s"),
+        ("featurize_from_pixels_per_s_one_thread", "feat(pixels)/s"),
+        ("featurize_from_content_per_s_one_thread", "feat(photo)/s"),
         ("decode_preprocess_per_s_one_thread", "decode+pre/s"),
         ("inference_per_s_one_thread", "infer/s"),
         ("decode_extra_ms", "decode +ms"),

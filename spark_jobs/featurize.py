@@ -588,7 +588,8 @@ BUNDLE_COLUMNS = "path string, modificationTime timestamp, length bigint, conten
 # What the ingest pass adds to a bundle row: the stored bytes' hash, and for a photo it decoded (decoded_columns)
 # the model's input; null in the other rows and in bundles written before it did.
 DECODED_COLUMNS = "content_sha256 string, pixels binary, derivative binary, width int, height int"
-DECODED_NAMES = tuple(column.split()[0] for column in DECODED_COLUMNS.split(", "))
+DECODED_TYPES = dict(column.split() for column in DECODED_COLUMNS.split(", "))
+DECODED_NAMES = tuple(DECODED_TYPES)
 DECODED_INPUT = ("pixels", DERIVATIVE_COLUMN, "width", "height")  # what the featurizer takes of them
 
 
@@ -652,8 +653,7 @@ def featurize_frame(images, featurizer: Featurizer, *, root: str, batch_id: str 
     `featurizer.unreadable` once the frame is computed."""
     from pyspark.sql import functions as F
 
-    decoded = dict(column.split() for column in DECODED_COLUMNS.split(", "))
-    absent = {name: F.lit(None).cast(kind) for name, kind in decoded.items() if name not in images.columns}
+    absent = {name: F.lit(None).cast(kind) for name, kind in DECODED_TYPES.items() if name not in images.columns}
     photos = images.withColumns(absent).select(
         "path",
         F.coalesce("content_sha256", F.sha2("content", 256)).alias("sha256"),

@@ -53,9 +53,10 @@ ERASED = "erased.json"
 MANIFEST_ATTEMPTS = 20
 BUNDLE_MAX_PHOTOS = 1000  # fruits.storage.BUNDLE_MAX_PHOTOS: photos per bundle file
 BUNDLE_MAX_BYTES = 128 * 1024 * 1024  # fruits.storage.BUNDLE_MAX_BYTES: bytes of photos per bundle file
-# Photos per read task (a phone photo is ~50 ms of work: a task of seconds to a minute) and per Arrow frame a
-# worker yields (its memory: 16 x 3 MB photos, not a task's).
-PHOTOS_PER_TASK = 512
+# Photos per read task (a phone photo is ~50 ms of work: a task of seconds to a minute; half a bundle, so that the
+# two tasks write_bundles coalesces into a bundle fill one file, not a full one and a sliver) and per Arrow frame
+# a worker yields (its memory: 16 x 3 MB photos, not a task's).
+PHOTOS_PER_TASK = BUNDLE_MAX_PHOTOS // 2
 PHOTOS_PER_FRAME = 16
 # What the driver decides on, per photo read (no content), through an accumulator of the write's own stage.
 EXAMINED_COLUMNS = ("uri", "key", "sha256", "content_sha256", "format", "metadata", "reason", "detail")

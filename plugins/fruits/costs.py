@@ -422,8 +422,9 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
     decoded once, by the ingest pass, which writes the pixels, the derivative and the content hash into the photo's
     bundle row; featurize then reads those columns only (not the photo) and infers. A smaller class (thumbnails)
     is decoded by featurize as before.
-    ingest: the ingest job's per-photo work (photos.examine), one thread, plus, for a decoded class, its decode
-    (decode + preprocess + derivative, one thread, measured side by side in photo_classes.json).
+    ingest: the ingest pass's per-photo work as the job does it (photos.examine, then, for a photo bigger than its
+    model pixels, featurize.decoded_columns: its decode, pixels and derivative), one thread, measured side by side
+    in photo_classes.json (`ingest_pass_per_s_one_thread`).
     featurize: a decoded class costs a thumbnail's end-to-end seconds per vCPU (inference_throughput.json: 28,800
     photos, the job's fixed start a small share): inference on the 224 x 224 tensor and the features row do not
     depend on the class, and a thumbnail's decode, which a decoded photo no longer has, is counted anyway
@@ -453,7 +454,7 @@ def photo_mix(name: str, path: Path = PHOTO_CLASSES_FILE, throughput: Path = THR
         return 1 / c["decode_preprocess_per_s_one_thread"]
 
     def ingest_s(c: dict[str, Any]) -> float:
-        return 1 / c["ingest_per_s_one_thread"] + (decode_s(c) if decoded_by_ingest(c) else 0.0)
+        return 1 / c["ingest_pass_per_s_one_thread"]
 
     def featurize_s(c: dict[str, Any]) -> float:
         extra_decode_s = 0.0 if decoded_by_ingest(c) else max(0.0, decode_s(c) - thumbnail_decode_s)
