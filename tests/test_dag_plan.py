@@ -10,6 +10,7 @@ import dataclasses
 import json
 
 import boto3
+import ingest as ingest_job
 import pytest
 from conftest import account_clients, commit_output, emr_network
 from moto import mock_aws
@@ -314,6 +315,15 @@ def test_local_plan_runs_the_same_jobs_as_commands(tmp_path, work):
     assert ingest[ingest.index("--landing") + 1] == listed["landing"]
     assert ingest[ingest.index("--raw") + 1] == lake.raw_uri(storage.file_uri(tmp_path / "lake"), TONIGHT)
     assert "--landing-after" not in ingest  # keep, the default
+    # No fruits_original_retention_days window, the default: a decoded photo's bytes stay out of raw/; a window
+    # keeps them (the ingest job's --keep-originals).
+    assert "--keep-originals" not in ingest
+    window = dataclasses.replace(settings, original_retention_days=2)
+    (kept,) = pipeline_tasks.plan_jobs(window, parsed(window), CODE, work, run_name="r", listing=listed)[
+        "ingest_commands"
+    ]
+    assert kept == [*ingest, "--keep-originals"]
+    assert ingest_job.parse_args(kept[kept.index("--listing") :]).keep_originals
     # Without a listing (a dry run lists without writing one) there is nothing to ingest.
     assert pipeline_tasks.plan_jobs(settings, parsed(settings), CODE, work, run_name="r")["ingest_commands"] == []
     assert all("--window" not in command for command in plan["pca_commands"])  # project never fits

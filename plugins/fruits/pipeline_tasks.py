@@ -396,7 +396,7 @@ def plan_jobs(
             retention_days=settings.retention_days,
             max_photo_bytes=int(settings.max_photo_bytes),
             landing_after=settings.landing_after,
-            keep_originals=settings.original_retention_days > 0,  # 0: featurize's run is all that reads them
+            keep_originals=settings.keep_originals,
             **common,
         )
         if listing and listing.get("listing")
@@ -474,8 +474,9 @@ def plan_run(
     settings, params = run.settings, run.params
     if settings.target == "emr":
         landing = listed["landing"]
-        keep = settings.original_retention_days > 0  # the ingest step's --keep-originals
-        sized = emr_cluster.sized_for_night(params.sizing, landing["bytes"], landing["candidates"], keep)
+        sized = emr_cluster.sized_for_night(
+            params.sizing, landing["bytes"], landing["candidates"], settings.keep_originals
+        )
         if sized != params.sizing:
             log.info(
                 "tonight's landing holds %.1f GB: %d task nodes instead of %d",

@@ -100,6 +100,12 @@ class PipelineSettings:
         return self.basis_approval == "required"
 
     @property
+    def keep_originals(self) -> bool:
+        """The ingest step keeps a decoded photo's stripped bytes in raw/ (--keep-originals): only a window reads
+        them; without one, featurize's run reads the pixels the pass decoded and nothing reads the photo."""
+        return self.original_retention_days > 0
+
+    @property
     def allowed_region_list(self) -> tuple[str, ...]:
         return tuple(r.strip() for r in self.allowed_regions.split(",") if r.strip())
 
