@@ -18,8 +18,8 @@ photos, so a run's own rate says little; the difference of the two runs is the p
 overhead-free, which checks the model's arithmetic below.
 
 Writes benchmarks/results/photo_classes.json. The cost model (fruits.costs.photo_mix) reads each class's ingest
-rate, its mean bytes and its decode seconds: a photo of a class costs a thumbnail's end-to-end seconds per vCPU
-(inference_throughput.json, 28,800 photos) plus its decode's extra over a thumbnail's.
+pass rate, its mean bytes and its decode seconds: featurize costs a photo a thumbnail's end-to-end seconds per vCPU
+(inference_throughput.json, 28,800 photos), plus its decode's extra over a thumbnail's when featurize decodes it.
 """
 
 from __future__ import annotations
