@@ -762,6 +762,61 @@ def test_committed_bundles_are_the_ones_the_manifest_names(tmp_path):
     assert not any(featurize.is_batch_bundle_name(name) for name in odd)
 
 
+def test_a_batch_of_bundles_from_before_and_after_the_ingest_pass_decoded_reads_each_photo_once(spark, tmp_path):
+    """A rerun appends the ingest pass's bundles (pixels, no photo bytes) to a batch whose older bundles hold only
+    the photos (binaryFile's columns): read together, an older row comes with its content and no pixels, a decoded
+    one with its pixels and no content, and featurize_batch gives both the features of their one decode."""
+    import pyarrow.parquet as pq
+
+    photo = encode(fruit_like((400, 300)), "JPEG")
+    image, width, height = featurize.decode_oriented(photo)
+    old = pa.table(
+        {
+            "path": ["file:///b/Kiwi/old.jpg"],
+            "modificationTime": pa.array([0], pa.timestamp("us")),
+            "length": [len(photo)],
+            "content": [photo],
+        }
+    )
+    decoded = {"pixels": featurize.model_pixels(image).tobytes(), "derivative": featurize.derivative(image)}
+    new = pa.table(
+        {
+            "path": ["file:///b/Kiwi/new.jpg"],
+            "modificationTime": pa.array([0], pa.timestamp("us")),
+            "length": [len(photo)],
+            "content": pa.array([None], pa.binary()),
+            "sha256": ["-"],
+            "content_sha256": [hashlib.sha256(photo).hexdigest()],
+            "pixels": [decoded["pixels"]],
+            "derivative": [decoded["derivative"]],
+            "width": pa.array([width], pa.int32()),
+            "height": pa.array([height], pa.int32()),
+        }
+    )
+    pq.write_table(old, tmp_path / "old.parquet")
+    pq.write_table(new, tmp_path / "new.parquet")
+    rows = featurize.read_bundles(spark, [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")])
+    by_name = {r.path.rsplit("/", 1)[1]: r for r in rows.collect()}
+    assert sorted(by_name) == ["new.jpg", "old.jpg"]
+    assert by_name["old.jpg"].content == photo and by_name["old.jpg"].pixels is None
+    assert by_name["new.jpg"].content is None and by_name["new.jpg"].pixels == decoded["pixels"]
+    read = [by_name[name] for name in ("old.jpg", "new.jpg")]  # as mapInArrow hands them to the featurizer
+    types = {"width": pa.int32(), "height": pa.int32()}  # the others are bytes
+    arrow = pa.RecordBatch.from_pydict(
+        {
+            name: pa.array([r[name] for r in read], types.get(name, pa.binary()))
+            for name in ("content", *featurize.DECODED_INPUT)
+        }
+        | {"path": pa.array([r.path for r in read]), "sha256": pa.array([r.content_sha256 or "-" for r in read])}
+    )
+    model = lambda b: np.repeat(b.mean(axis=(1, 2, 3))[:, None], featurize.FEATURE_DIM, axis=1)  # noqa: E731
+    readable, unreadable = featurize.featurize_batch(arrow, model, 2, derivatives=True)
+    assert not unreadable and readable.num_rows == 2
+    features = readable.column("features").to_pylist()
+    assert features[0] == features[1] and readable.column("width").to_pylist() == [width] * 2
+    assert readable.column("derivative").to_pylist() == [decoded["derivative"]] * 2
+
+
 def test_featurize_sees_one_row_per_photo_after_a_killed_and_retried_upload(spark, tmp_path):
     from fruits import storage
 
