@@ -593,21 +593,25 @@ DECODED_NAMES = tuple(DECODED_TYPES)
 DECODED_INPUT = ("pixels", DERIVATIVE_COLUMN, "width", "height")  # what the featurizer takes of them
 
 
-def read_bundles(spark, bundle_uris: list[str]):
+def read_bundles(spark, bundle_uris: list[str], keep_originals: bool = False):
     """binaryFile's rows of these bundles + DECODED_COLUMNS (ingest.py writes one row per photo); `path` is the
     photo's own URI, `file:///x` respelled `file:/x` as Spark spells listed files, so label, split and the
     features' path read as for plain files. An empty photo is a row like any other (decode_image quarantines
-    it). A row the ingest pass decoded comes without its content: that column is not read (Parquet's column
-    pruning; the other rows' scan skips the row groups where every photo was decoded, by their null counts).
-    The schema is given, not inferred: the bundles' own sha256 stays unread, older bundles read as undecoded."""
+    it). A row the ingest pass decoded has no content (null), unless its ingest kept the photos' bytes
+    (`keep_originals`, a fruits_original_retention_days window): then those rows are read in a scan of their own,
+    without that column (Parquet's column pruning; the other rows' scan skips the row groups where every photo
+    was decoded, by their null counts). One scan otherwise: a second costs its own tasks (benchmarks/bundle_scans.py,
+    docs/choices.md). The schema is given, not inferred: the bundles' own sha256 stays unread, older bundles read as
+    undecoded."""
     from pyspark.sql import functions as F
 
     schema = f"{BUNDLE_COLUMNS}, {DECODED_COLUMNS}"
     if not bundle_uris:
         return spark.createDataFrame([], schema)
-    bundles = spark.read.schema(schema).parquet(*bundle_uris)
-    decoded = bundles.where(F.col("pixels").isNotNull()).withColumn("content", F.lit(None).cast("binary"))
-    rows = decoded.unionByName(bundles.where(F.col("pixels").isNull()))
+    rows = spark.read.schema(schema).parquet(*bundle_uris)
+    if keep_originals:
+        decoded = rows.where(F.col("pixels").isNotNull()).withColumn("content", F.lit(None).cast("binary"))
+        rows = decoded.unionByName(rows.where(F.col("pixels").isNull()))
     return rows.withColumn("path", F.regexp_replace("path", "^file:/+", "file:/"))
 
 
@@ -709,6 +713,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "derivative (the lake's derived/batch=<ds>/)",
     )
     parser.add_argument("--threads", type=_positive, help="inference threads per task (default: spark.task.cpus)")
+    parser.add_argument(
+        "--keep-originals",
+        action="store_true",
+        help="the batch's ingest kept the decoded photos' bytes beside their pixels (ingest.py --keep-originals): "
+        "read those rows without them",
+    )
     args = parser.parse_args(argv)
     if args.weights_sha256 and not args.weights:
         parser.error("--weights-sha256 checks a --weights file: give --weights too")
@@ -833,7 +843,10 @@ def run(spark, args: argparse.Namespace) -> dict:
     featurizer = make_featurizer(
         sc, broadcast, batch_size=args.batch_size, num_threads=num_threads, derivatives=bool(args.derived)
     )
-    images = read_bundles(spark, batch.bundles) if batch is not None else read_images(spark, args.input, "files")
+    if batch is not None:
+        images = read_bundles(spark, batch.bundles, args.keep_originals)
+    else:
+        images = read_images(spark, args.input, "files")
     listed = jobio.input_file_count(images)
     log.info("%d %s under %s", listed, args.input_format, args.input)
     features = featurize_frame(images, featurizer, root=root, batch_id=args.batch_id)

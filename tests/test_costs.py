@@ -148,14 +148,20 @@ def test_the_default_bundle_size_follows_the_uploads_constants(monkeypatch):
 
 
 def test_featurize_opens_each_bundle_once_a_scan_plus_one_get_per_row_group(monkeypatch):
-    # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle, in each of featurize's two
-    # scans (the rows the ingest pass decoded, the others: the one that holds none of a row group's rows skips it).
-    assert costs.featurize_gets_per_bundle(1000) == 2 * 3 + 16
-    # Rows the ingest pass decoded: their row groups read without the content, the columns before it and after it.
-    assert costs.featurize_gets_per_bundle(1000, decoded_share=1.0) == 2 * 3 + 2 * 16
+    # 1,000 photos in row groups of 64: 16 row groups; HEAD + 2 footer GETs open the bundle, in featurize's one scan.
+    assert costs.featurize_gets_per_bundle(1000) == 3 + 16
+    # Rows the ingest pass decoded, their content null: read whole, as the others.
+    assert costs.featurize_gets_per_bundle(1000, decoded_share=1.0) == 3 + 16
+    # A window's bundles hold their bytes too: two scans (the decoded rows, the others: the one that holds none of a
+    # row group's rows skips it), the decoded rows' row groups read without the content (before it and after it).
+    assert costs.featurize_gets_per_bundle(1000, decoded_share=1.0, keep_originals=True) == 2 * 3 + 2 * 16
+    assert costs.featurize_gets_per_bundle(1000, keep_originals=True) == 2 * 3 + 16
     monkeypatch.setattr(storage, "BUNDLE_ROW_GROUP_PHOTOS", 500)
-    assert costs.featurize_gets_per_bundle(1000) == 2 * 3 + 2
+    assert costs.featurize_gets_per_bundle(1000) == 3 + 2
+    # The layout before issue 22 keeps the originals the whole retention: a window, so featurize's two scans.
+    assert workload().keeps_decoded_photos
     assert costs.s3_requests(workload())["get"]["featurize_reads"] == 1000 * (2 * 3 + 2)
+    assert costs.s3_requests(workload(original_retention_days=0))["get"]["featurize_reads"] == 1000 * (3 + 2)
 
 
 def test_s3_requests_per_photo_objects_against_bundles(prices):
@@ -1301,7 +1307,9 @@ def test_originals_removed_by_their_run_are_billed_its_hours_and_a_window_its_da
     kept_raw, removed_raw = (m["components_usd"]["storage raw/"] for m in (month_kept, month_removed))
     assert removed_raw == pytest.approx(kept_raw * hours / 86400, rel=1e-3) and removed_raw < kept_raw / 10
     saved = month_kept["monthly_usd"] - month_removed["monthly_usd"]
-    assert saved == pytest.approx(kept_raw - removed_raw, abs=0.01)
+    # ... and featurize's second scan of a window's bundles, in the processing.
+    processing = month_kept["components_usd"]["processing"] - month_removed["components_usd"]["processing"]
+    assert processing > 0 and saved == pytest.approx(kept_raw - removed_raw + processing, abs=0.01)
     assert any(
         f"originals removed by the run that commits their features (~{hours / 3600:.1f} h)" in line
         for line in month_removed["assumptions"]
@@ -1533,9 +1541,15 @@ def test_featurize_reads_a_decoded_photo_s_row_without_its_content(prices):
     photos = phone.photos_per_object
     groups = math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
     extra = groups * (costs.GETS_PER_PRUNED_ROW_GROUP - costs.GETS_PER_ROW_GROUP)
-    assert costs.featurize_gets_per_bundle(photos, 1.0) == costs.featurize_gets_per_bundle(photos, 0.0) + extra
-    reads = costs.s3_requests(phone)["get"]["featurize_reads"]
+    opened = costs.GETS_TO_OPEN_A_BUNDLE  # a second scan opens each bundle again
+    pruned = costs.featurize_gets_per_bundle(photos, 1.0, keep_originals=True)
+    assert pruned == costs.featurize_gets_per_bundle(photos, 0.0) + extra + opened
+    reads = costs.s3_requests(phone)["get"]["featurize_reads"]  # no window: one scan, the content null
     assert reads == round(phone.objects * costs.featurize_gets_per_bundle(photos, 1.0))
+    window = replace(phone, original_retention_days=1)
+    assert costs.s3_requests(window)["get"]["featurize_reads"] == round(
+        window.objects * costs.featurize_gets_per_bundle(window.photos_per_object, 1.0, keep_originals=True)
+    )
     # raw/ holds the decoded columns, not the photos (no window); with a window, beside the photos.
     assert costs.area_volumes(phone)["raw/"]["bytes"] == pytest.approx(phone.images * phone.decoded_bytes)
     window = replace(phone, original_retention_days=1)

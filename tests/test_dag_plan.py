@@ -324,6 +324,9 @@ def test_local_plan_runs_the_same_jobs_as_commands(tmp_path, work):
     ]
     assert kept == [*ingest, "--keep-originals"]
     assert ingest_job.parse_args(kept[kept.index("--listing") :]).keep_originals
+    windowed = pipeline_tasks.plan_jobs(window, parsed(window), CODE, work, run_name="r", listing=listed)
+    assert all(command[-1] == "--keep-originals" for command in windowed["featurize_commands"])  # reads around them
+    assert not any("--keep-originals" in command for command in plan["featurize_commands"])
     # Without a listing (a dry run lists without writing one) there is nothing to ingest.
     assert pipeline_tasks.plan_jobs(settings, parsed(settings), CODE, work, run_name="r")["ingest_commands"] == []
     assert all("--window" not in command for command in plan["pca_commands"])  # project never fits

@@ -795,11 +795,14 @@ def test_a_batch_of_bundles_from_before_and_after_the_ingest_pass_decoded_reads_
     )
     pq.write_table(old, tmp_path / "old.parquet")
     pq.write_table(new, tmp_path / "new.parquet")
-    rows = featurize.read_bundles(spark, [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")])
-    by_name = {r.path.rsplit("/", 1)[1]: r for r in rows.collect()}
-    assert sorted(by_name) == ["new.jpg", "old.jpg"]
-    assert by_name["old.jpg"].content == photo and by_name["old.jpg"].pixels is None
-    assert by_name["new.jpg"].content is None and by_name["new.jpg"].pixels == decoded["pixels"]
+    for keep_originals in (False, True):  # one scan, or a window's two: the same rows
+        rows = featurize.read_bundles(
+            spark, [str(tmp_path / n) for n in ("old.parquet", "new.parquet")], keep_originals
+        )
+        by_name = {r.path.rsplit("/", 1)[1]: r for r in rows.collect()}
+        assert sorted(by_name) == ["new.jpg", "old.jpg"]
+        assert by_name["old.jpg"].content == photo and by_name["old.jpg"].pixels is None
+        assert by_name["new.jpg"].content is None and by_name["new.jpg"].pixels == decoded["pixels"]
     read = [by_name[name] for name in ("old.jpg", "new.jpg")]  # as mapInArrow hands them to the featurizer
     types = {"width": pa.int32(), "height": pa.int32()}  # the others are bytes
     arrow = pa.RecordBatch.from_pydict(

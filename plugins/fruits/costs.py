@@ -164,9 +164,10 @@ KEYS_PER_LIST_PAGE = 1000
 # re-opening a finer-cut small batch is not counted (docs/choices.md, "Measured behind the constants").
 GETS_TO_OPEN_A_BUNDLE = 3
 GETS_PER_ROW_GROUP = 1
-# featurize.read_bundles scans the bundles twice: the rows the ingest pass decoded, without their content, and the
-# others; each scan opens every bundle and skips the row groups that hold none of its rows (their null counts).
-FEATURIZE_SCANS_OF_A_BUNDLE = 2
+# featurize.read_bundles scans the bundles once; twice when they hold the decoded photos' bytes (a window's
+# --keep-originals): the rows the ingest pass decoded, without their content, and the others; each scan opens every
+# bundle and skips the row groups that hold none of its rows (their null counts).
+FEATURIZE_SCANS_OF_A_BUNDLE = {False: 1, True: 2}
 # A row group read without its `content` (photos the ingest pass decoded): the columns before it and those after it
 # are two ranges.
 GETS_PER_PRUNED_ROW_GROUP = 2
@@ -650,13 +651,15 @@ def list_pages(keys: int) -> int:
     return max(1, math.ceil(keys / KEYS_PER_LIST_PAGE))
 
 
-def featurize_gets_per_bundle(photos: float, decoded_share: float = 0.0) -> float:
+def featurize_gets_per_bundle(photos: float, decoded_share: float = 0.0, keep_originals: bool = False) -> float:
     """GET-tier requests featurize makes to read one bundle of `photos` photos (see GETS_TO_OPEN_A_BUNDLE): opened by
-    each of its scans (FEATURIZE_SCANS_OF_A_BUNDLE), a `decoded_share` of its row groups read without their content
-    (GETS_PER_PRUNED_ROW_GROUP), the others whole (each class's photos fill their row groups: a mix of both in one
-    row group, read by both scans, is not counted)."""
-    per_row_group = GETS_PER_ROW_GROUP + decoded_share * (GETS_PER_PRUNED_ROW_GROUP - GETS_PER_ROW_GROUP)
-    opens = FEATURIZE_SCANS_OF_A_BUNDLE * GETS_TO_OPEN_A_BUNDLE
+    each of its scans (FEATURIZE_SCANS_OF_A_BUNDLE); with `keep_originals` (the decoded photos' bytes in the bundle),
+    a `decoded_share` of its row groups read without their content (GETS_PER_PRUNED_ROW_GROUP), the others whole
+    (each class's photos fill their row groups: a mix of both in one row group, read by both scans, is not
+    counted); without, every row group whole (a decoded photo's content is null)."""
+    pruned = decoded_share if keep_originals else 0.0
+    per_row_group = GETS_PER_ROW_GROUP + pruned * (GETS_PER_PRUNED_ROW_GROUP - GETS_PER_ROW_GROUP)
+    opens = FEATURIZE_SCANS_OF_A_BUNDLE[keep_originals] * GETS_TO_OPEN_A_BUNDLE
     return opens + per_row_group * math.ceil(photos / storage.BUNDLE_ROW_GROUP_PHOTOS)
 
 
@@ -695,7 +698,9 @@ def s3_requests(workload: Workload) -> dict[str, dict[str, int]]:
     if workload.one_object_per_photo:
         reads_per_object = GETS_PER_PHOTO_OBJECT
     else:
-        reads_per_object = featurize_gets_per_bundle(workload.photos_per_object, workload.decoded_share)
+        reads_per_object = featurize_gets_per_bundle(
+            workload.photos_per_object, workload.decoded_share, workload.keeps_decoded_photos
+        )
     featurize_reads = round(objects * reads_per_object)
     on_cluster = bool(workload.ingest_per_vcpu)  # the ingest job (binaryFile) rather than the worker's upload
     staged = on_cluster and not workload.landing_on_s3  # fruits.upload.write_listing(stage=True)

@@ -387,6 +387,7 @@ def plan_jobs(
         "drift_threshold": settings.drift_threshold if drift is None else drift,
     }
     weights = weights or {"weights": params.weights, "weights_sha256": params.weights_sha256}
+    keep = settings.keep_originals  # the decoded photos' bytes in raw/: ingest writes them, featurize reads around
     ingest = (
         steps.ingest_job(
             root,
@@ -396,7 +397,7 @@ def plan_jobs(
             retention_days=settings.retention_days,
             max_photo_bytes=int(settings.max_photo_bytes),
             landing_after=settings.landing_after,
-            keep_originals=settings.keep_originals,
+            keep_originals=keep,
             **common,
         )
         if listing and listing.get("listing")
@@ -405,7 +406,8 @@ def plan_jobs(
     jobs = {
         steps.INGEST: [(batch, ingest)] if ingest else [],
         steps.FEATURIZE: [
-            (b, steps.featurize_job(root, b, **weights, runtime=params.runtime, **common)) for b in work["featurize"]
+            (b, steps.featurize_job(root, b, **weights, runtime=params.runtime, keep_originals=keep, **common))
+            for b in work["featurize"]
         ],
         steps.PCA: [
             (

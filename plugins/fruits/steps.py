@@ -108,6 +108,7 @@ def featurize_job(
     model_payload_sha256: str | None = None,
     runtime: str | None = None,
     batch_size: int | None = None,
+    keep_originals: bool = False,
 ) -> SparkJob:
     script, py_files = _code_files(code_uri, helper_modules, FEATURIZE_SCRIPT)
     args = [
@@ -140,6 +141,8 @@ def featurize_job(
         args += ["--runtime", runtime]
     if batch_size:
         args += ["--batch-size", str(int(batch_size))]
+    if keep_originals:  # the ingest step's --keep-originals: the bundles hold the decoded photos' bytes too
+        args += ["--keep-originals"]
     return SparkJob(FEATURIZE, script, py_files, tuple(args))
 
 
