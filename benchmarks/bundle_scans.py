@@ -12,17 +12,13 @@ nothing: what it costs is its own tasks. Writes benchmarks/results/bundle_scans.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
+from _env import RESULTS_DIR, write_results  # first: puts the jobs and plugins on the path
 
 # isort: split
 from inference_throughput import shared_present
@@ -73,23 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     medians = {way: statistics.median(values) for way, values in seconds.items()}
     one, two = medians.values()
     print(f"medians: {medians}; two scans take {two / one:.2f} x one scan's seconds")
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "machine": f"{platform.node()} {platform.machine()}",
-                "cores": os.cpu_count(),
-                "command": "benchmarks/bundle_scans.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "photos": metrics["featurized"],
-                "seconds": seconds,
-                "median_seconds": medians,
-                "two_scans_vs_one": round(two / one, 3),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        RESULTS_FILE,
+        argv,
+        photos=metrics["featurized"],
+        seconds=seconds,
+        median_seconds=medians,
+        two_scans_vs_one=round(two / one, 3),
     )
-    print(f"wrote {RESULTS_FILE.relative_to(REPO_ROOT)}")
     return 0
 
 

@@ -25,16 +25,13 @@ pass rate, its mean bytes and its decode seconds: featurize costs a photo a thum
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _env import REPO_ROOT, RESULTS_DIR  # first: puts the jobs and plugins on the path
+from _env import RESULTS_DIR, write_results  # first: puts the jobs and plugins on the path
 
 # isort: split
 import numpy as np
@@ -194,20 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.copies} and {LARGER * args.copies} copies; +ms: over a thumbnail); "
         f"total {time.perf_counter() - started:.0f} s"
     )
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "machine": f"{platform.node()} {platform.machine()}",
-                "cores": cores,
-                "command": "benchmarks/photo_classes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "classes": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {RESULTS_FILE.relative_to(REPO_ROOT)}")
+    write_results(RESULTS_FILE, argv, classes=results)
     return 0
 
 
