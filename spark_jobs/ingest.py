@@ -157,7 +157,7 @@ def bundled_bytes(listed: list[dict[str, Any]], keep_originals: bool) -> int:
     model pixels brings them, and its own bytes only with keep_originals; a smaller photo its bytes."""
     pixels = featurize.PIXELS_BYTES
     return sum(
-        pixels + size * keep_originals if size > pixels else size
+        pixels + (size if keep_originals else 0) if size > pixels else size
         for size in (row["size"] for row in listed if not row["reason"])
     )
 

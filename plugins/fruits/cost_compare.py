@@ -432,14 +432,12 @@ def photo_levers(
         changes.append(("every worker on spot, the core node too", {}, True))
     rows, applied, previous = [], {}, None
 
-    def estimate(shaped: Workload, sized: ClusterSizing, spot_core: bool) -> dict[str, Any]:
-        tonight = night_workload(shaped, RETENTION_DAYS)
-        return estimate_emr(tonight, sized, region=region, prices=prices, overheads=overheads, spot_core=spot_core)
+    def priced(spot_core: bool) -> dict[str, Any]:  # what every estimate below is priced on
+        return {"region": region, "prices": prices, "overheads": overheads, "spot_core": spot_core}
 
     def row(name: str, shaped: Workload, sized: ClusterSizing, spot_core: bool) -> dict[str, Any]:
-        est = estimate(shaped, sized, spot_core)
-        priced = {"region": region, "prices": prices, "overheads": overheads, "spot_core": spot_core}
-        month = steady_state_month(replace(shaped, images=1_000_000), sized, **priced)
+        est = estimate_emr(night_workload(shaped, RETENTION_DAYS), sized, **priced(spot_core))
+        month = steady_state_month(replace(shaped, images=1_000_000), sized, **priced(spot_core))
         usd = est["processing_usd_per_million"]
         scale = 1e6 / est["images"]
         components = est["cost"]["components_usd"]
@@ -468,8 +466,7 @@ def photo_levers(
     # The counts the night may run on (the plan never runs fewer task nodes than its landing's bytes ask).
     sized = run_sizing(tonight, sizing)
     counts = sorted({run_sizing(tonight, replace(sizing, task_count=n)).task_count for n in task_counts})
-    priced = {"region": region, "prices": prices, "overheads": overheads, "spot_core": spot_core}
-    cheapest = replace(sizing, task_count=cheapest_task_count(tonight, sizing, task_counts=counts, **priced))
+    cheapest = replace(sizing, task_count=cheapest_task_count(tonight, sizing, task_counts=counts, **priced(spot_core)))
     if cheapest.task_count != sized.task_count:
         rows.append(row(f"{cheapest.task_count} task nodes (the cheapest count)", shaped, cheapest, spot_core))
     return rows
